@@ -1,0 +1,41 @@
+# conveyor's entry points. `make demo` and `make test` each set up what they need first
+# (scripts/setup.sh: a cached Python environment with the torch wheel and cmake).
+
+SHELL := /bin/bash
+VENV := $(shell scripts/setup.sh)
+PY_SITE := $(shell $(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+export LIBTORCH := $(PY_SITE)/torch
+export LIBTORCH_CXX11_ABI := 1
+export PATH := $(VENV)/bin:$(PATH)
+export CONVEYOR_PYTHON := $(VENV)/bin/python
+# CI runs in a fresh clone each time: share one target directory across clones.
+ifdef CI
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/conveyor/target
+endif
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/conveyor
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test build release bench lint fixtures
+
+build:
+	cargo build --workspace
+
+release:
+	cargo build --release -p conveyor
+
+demo: release
+	$(BIN) demo --out $(DEMO_OUT)
+
+test:
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: release
+	$(BIN) bench ingest --mb $(or $(MB),64) --vocab ../shared/data/spiece/t5-spiece.model
+
+fixtures: release
+	$(BIN) fixtures write fixtures

@@ -1,0 +1,76 @@
+//! Device selection (`--device auto|cpu|cuda`) and the one place libtorch is seeded.
+
+use tch::Device;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "--device cuda was asked for but libtorch sees no CUDA device; use --device cpu or auto"
+    )]
+    NoCuda,
+}
+
+/// The device to run on: CUDA when asked (an error if absent), CPU when asked, and for
+/// `auto` the first GPU if libtorch sees one.
+pub fn select_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
+    let cuda = tch::Cuda::is_available();
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda if cuda => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(DeviceError::NoCuda),
+        DeviceChoice::Auto if cuda => Ok(Device::Cuda(0)),
+        DeviceChoice::Auto => Ok(Device::Cpu),
+    }
+}
+
+/// Seeds libtorch's generators (CPU and CUDA); every random stage of a run goes through here.
+pub fn seed_everything(seed: u64) {
+    tch::manual_seed(seed as i64);
+}
+
+/// A one-line description of what libtorch sees, for `conveyor env` and logs.
+pub fn describe() -> String {
+    format!(
+        "libtorch: cuda available: {}, cuda devices: {}, cudnn: {}",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count(),
+        tch::Cuda::cudnn_is_available()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn cpu_is_always_available_and_seeding_repeats() {
+        let d = select_device(DeviceChoice::Cpu).unwrap();
+        seed_everything(7);
+        let a = Tensor::randn([4, 3], (Kind::Float, d));
+        seed_everything(7);
+        let b = Tensor::randn([4, 3], (Kind::Float, d));
+        assert!(a.equal(&b));
+        let c = a.matmul(&Tensor::ones([3, 2], (Kind::Float, d)));
+        assert_eq!(c.size(), vec![4, 2]);
+        assert!(describe().starts_with("libtorch"));
+    }
+
+    #[test]
+    fn auto_matches_cuda_availability() {
+        let d = select_device(DeviceChoice::Auto).unwrap();
+        assert_eq!(d.is_cuda(), tch::Cuda::is_available());
+        if !tch::Cuda::is_available() {
+            assert!(select_device(DeviceChoice::Cuda).is_err());
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The pipeline's error type: every variant names the file (and line or shard) involved and
+//! says what the user can do about it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+
+    #[error("{}: not a usable SentencePiece model: {reason}. Pass a .model file written by SentencePiece training, e.g. the T5 vocabulary.", path.display())]
+    Vocab { path: PathBuf, reason: String },
+
+    #[error("input {0} does not exist (pass files, directories or glob patterns)")]
+    MissingInput(String),
+
+    #[error("{}: unsupported input type; expected .json.gz, .jsonl.gz, .jsonl, .json, .jsonl.zst, .json.zst, .parquet or .txt", path.display())]
+    UnsupportedInput { path: PathBuf },
+
+    #[error("no input files found in {0}")]
+    NoInputs(String),
+
+    #[error("{}: {message}", path.display())]
+    Parquet { path: PathBuf, message: String },
+
+    #[error("{}: {message}", path.display())]
+    OutputDir { path: PathBuf, message: String },
+
+    #[error("{}:{line}: {message} (stopping because of --strict)", path.display())]
+    Strict {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+
+    #[error("{}: {message}", path.display())]
+    Manifest { path: PathBuf, message: String },
+
+    #[error("{}: shard check failed: {message}", path.display())]
+    Verify { path: PathBuf, message: String },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn parquet(path: &Path, e: impl std::fmt::Display) -> Self {
+        Error::Parquet {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,9 @@
+//! conveyor's data pipeline: corpus sources, the SentencePiece tokenizer, Parquet token
+//! shards with manifests, and the restartable, thread-count-independent ingest job.
+//! Nothing here depends on libtorch.
+
+pub mod error;
+pub mod spm;
+pub mod tokenize;
+
+pub use error::{Error, Result};
