@@ -3,7 +3,7 @@
 //! libtorch_cuda is linked even if no symbol of it is used, so CUDA is seen on GPU machines.
 
 fn main() {
-    if let Ok(lib) = std::env::var("DEP_TORCH_SYS_LIBTORCH_LIB") {
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

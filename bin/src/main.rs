@@ -1,5 +1,66 @@
-//! The `conveyor` command: parses arguments and calls the library crates.
+//! The `conveyor` command: parses arguments, converts them into the libraries' validated
+//! configuration types and calls them. Nothing below this crate sees clap.
+
+mod bench;
+mod ingest;
+mod inspect;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "conveyor",
+    version,
+    about = "The T5 recipe, fast and exact: corpus -> tokens -> span corruption -> training -> evaluation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tokenize corpus files into Parquet token shards with a manifest.
+    Ingest(ingest::IngestArgs),
+    /// Summarise a token directory, decode its first documents, optionally verify every shard.
+    Inspect(inspect::InspectArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// The main job on the project's own fixtures (today: ingest of the fixture corpus).
+    Demo {
+        /// Output folder.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// SentencePiece model.
+        #[arg(long, default_value = "../shared/data/spiece/t5-spiece.model")]
+        vocab: PathBuf,
+    },
+    /// What libtorch sees on this machine (CUDA devices), and the build's versions.
+    Env,
+}
 
 fn main() {
-    println!("{}", conveyor_model::describe());
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ingest(a) => ingest::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(b) => bench::run(b),
+        Command::Demo { out, vocab } => ingest::demo(out, vocab),
+        Command::Env => {
+            println!("conveyor {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", conveyor_model::describe());
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
 }

@@ -3,6 +3,11 @@
 //! Nothing here depends on libtorch.
 
 pub mod error;
+pub mod ingest;
+pub mod manifest;
+pub mod progress;
+pub mod shard;
+pub mod source;
 pub mod spm;
 pub mod tokenize;
 

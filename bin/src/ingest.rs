@@ -1,0 +1,200 @@
+//! `conveyor ingest` and the demo.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use conveyor_pipeline::ingest::{ingest, IngestConfig, IngestSummary};
+use conveyor_pipeline::source::TxtMode;
+use conveyor_pipeline::tokenize::TokenizerKind;
+
+use crate::progress::CliProgress;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TxtArg {
+    /// One document per file.
+    File,
+    /// One document per line.
+    Line,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TokenizerArg {
+    /// The native unigram encoder (fast; ids identical to SentencePiece).
+    Native,
+    /// The SentencePiece library itself (slow; the reference).
+    Reference,
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Input files, directories or glob patterns (.json.gz, .jsonl.gz, .jsonl, .json.zst,
+    /// .jsonl.zst, .parquet, .txt).
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// SentencePiece model file.
+    #[arg(long)]
+    vocab: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Split name used in shard names.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// JSON field or Parquet column holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// How .txt inputs become documents.
+    #[arg(long, value_enum, default_value = "file")]
+    txt_mode: TxtArg,
+    /// Append EOS (</s>) to every document.
+    #[arg(long)]
+    append_eos: bool,
+    /// Target shard size in MB of Parquet.
+    #[arg(long, default_value_t = 192.0)]
+    shard_mb: f64,
+    /// Target shard size in tokens (cuts at whichever target comes first).
+    #[arg(long)]
+    shard_tokens: Option<u64>,
+    /// Tokenizer implementation.
+    #[arg(long, value_enum, default_value = "native")]
+    tokenizer: TokenizerArg,
+    /// Worker threads (default: one per core). The output does not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Stop at the first bad record or file instead of skipping and counting it.
+    #[arg(long)]
+    strict: bool,
+    /// Replace what an earlier, different job left in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl IngestArgs {
+    fn into_config(self) -> anyhow::Result<IngestConfig> {
+        anyhow::ensure!(self.shard_mb > 0.0, "--shard-mb must be positive");
+        let mut cfg = IngestConfig::new(self.inputs, self.vocab, self.out);
+        cfg.split = self.split;
+        cfg.text_field = self.text_field;
+        cfg.txt_mode = match self.txt_mode {
+            TxtArg::File => TxtMode::File,
+            TxtArg::Line => TxtMode::Line,
+        };
+        cfg.append_eos = self.append_eos;
+        cfg.shard_bytes = (self.shard_mb * 1e6) as u64;
+        cfg.shard_tokens = self.shard_tokens;
+        cfg.tokenizer = match self.tokenizer {
+            TokenizerArg::Native => TokenizerKind::Native,
+            TokenizerArg::Reference => TokenizerKind::Reference,
+        };
+        cfg.threads = self.threads;
+        cfg.strict = self.strict;
+        cfg.overwrite = self.overwrite;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
+    let (json, quiet) = (args.json, args.quiet);
+    let cfg = args.into_config()?;
+    let progress = CliProgress::new(quiet || json);
+    let summary = ingest(cfg, &progress)?;
+    report(&summary, json)?;
+    Ok(if summary.failed_inputs.is_empty() {
+        0
+    } else {
+        1
+    })
+}
+
+/// Prints the summary; failed inputs are listed on stderr too.
+pub fn report(s: &IngestSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        let t = &s.totals;
+        if s.already_complete {
+            println!(
+                "{} already holds this job's complete output; nothing to do.",
+                s.out.display()
+            );
+        }
+        println!("output:     {}", s.out.display());
+        println!(
+            "shards:     {} ({:.1} MB)",
+            s.shards,
+            s.output_bytes as f64 / 1e6
+        );
+        println!(
+            "documents:  {} written of {} records",
+            t.documents, t.records
+        );
+        println!("tokens:     {}", t.tokens);
+        let skipped: Vec<String> = t
+            .skipped
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.name()))
+            .collect();
+        println!(
+            "skipped:    {}",
+            if skipped.is_empty() {
+                "none".into()
+            } else {
+                skipped.join(", ")
+            }
+        );
+        if !s.already_complete {
+            let secs = s.seconds.max(1e-9);
+            println!(
+                "speed:      {:.1} MB/s of text ({:.1} MB/s of files), {:.2} M tokens/s ({:.1} s{})",
+                t.text_bytes as f64 / 1e6 / secs,
+                s.input_bytes as f64 / 1e6 / secs,
+                t.tokens as f64 / 1e6 / secs,
+                s.seconds,
+                if s.resumed { ", resumed" } else { "" }
+            );
+        }
+        if s.problems_total > 0 {
+            println!("problems:   {} (listed in manifest.json)", s.problems_total);
+        }
+    }
+    for f in &s.failed_inputs {
+        eprintln!(
+            "error: {}: {}",
+            f.path,
+            f.error.as_deref().unwrap_or("failed")
+        );
+    }
+    Ok(())
+}
+
+/// The demo: ingests the fixture corpus shipped in fixtures/.
+pub fn demo(out: PathBuf, vocab: PathBuf) -> anyhow::Result<i32> {
+    let corpus = PathBuf::from("fixtures/corpus");
+    anyhow::ensure!(
+        corpus.is_dir(),
+        "fixtures/corpus not found: run the demo from the repository root (make demo)"
+    );
+    let mut cfg = IngestConfig::new(
+        vec![corpus.display().to_string()],
+        vocab,
+        out.join("tokens"),
+    );
+    cfg.overwrite = true;
+    cfg.shard_tokens = Some(20_000);
+    let progress = CliProgress::new(false);
+    let summary = ingest(cfg, &progress).context("ingesting the fixture corpus")?;
+    println!("== ingest of the fixture corpus ==");
+    report(&summary, false)?;
+    println!(
+        "\ninspect it with: conveyor inspect {}",
+        out.join("tokens").display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,107 @@
+//! `conveyor inspect DIR`: the manifest in brief, the first documents decoded, and with
+//! `--verify` every shard's checksum and row count.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use conveyor_pipeline::manifest::Manifest;
+use conveyor_pipeline::shard::{read_shard_head, verify_shard};
+use conveyor_pipeline::tokenize::{load, TokenizerKind};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// A token directory written by `conveyor ingest`.
+    dir: PathBuf,
+    /// Documents to decode and show.
+    #[arg(long, short = 'n', default_value_t = 3)]
+    docs: usize,
+    /// The vocabulary to decode with (default: the path in the manifest).
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    /// Check every shard's sha256 and row count against the manifest.
+    #[arg(long)]
+    verify: bool,
+}
+
+pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
+    let m = Manifest::read(&a.dir)?;
+    println!(
+        "{} v{} ({}), job {}",
+        m.format, m.version, m.created_by, m.job
+    );
+    println!(
+        "vocabulary: {} ({} pieces, sha256 {}…)",
+        m.vocab.path,
+        m.vocab.size,
+        &m.vocab.sha256[..12]
+    );
+    println!(
+        "split {}: {} shards, {} documents, {} tokens from {} inputs ({} failed), {} records skipped",
+        m.settings.split,
+        m.shards.len(),
+        m.totals.documents,
+        m.totals.tokens,
+        m.inputs.len(),
+        m.failed_inputs,
+        m.totals.skipped_total()
+    );
+    for s in &m.shards {
+        println!(
+            "  {}  {} rows  {} tokens  {:.1} MB",
+            s.file,
+            s.rows,
+            s.tokens,
+            s.bytes as f64 / 1e6
+        );
+    }
+    if a.docs > 0 && !m.shards.is_empty() {
+        let vocab_path = a
+            .vocab
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&m.vocab.path));
+        let tok = load(&vocab_path, TokenizerKind::Native).with_context(|| {
+            "loading the vocabulary to decode with (pass --vocab to choose another)"
+        })?;
+        anyhow::ensure!(
+            tok.vocab().sha256 == m.vocab.sha256,
+            "{} is not the vocabulary these shards were made with (sha256 differs)",
+            vocab_path.display()
+        );
+        let rows = read_shard_head(&a.dir.join(&m.shards[0].file), a.docs)?;
+        for r in rows {
+            let text = tok.vocab().decode(&r.tokens);
+            let shown: String = text.chars().take(300).collect();
+            println!(
+                "\n--- {}:{} ({} tokens){}\n{}{}",
+                r.source,
+                r.source_index + 1,
+                r.tokens.len(),
+                r.url.map(|u| format!(" {u}")).unwrap_or_default(),
+                shown,
+                if shown.len() < text.len() { " …" } else { "" }
+            );
+        }
+    }
+    if a.verify {
+        let mut bad = 0;
+        for s in &m.shards {
+            match verify_shard(&a.dir.join(&s.file), &s.sha256, s.rows) {
+                Ok(()) => {}
+                Err(e) => {
+                    bad += 1;
+                    eprintln!("error: {e}");
+                }
+            }
+        }
+        println!(
+            "\nverify: {} of {} shards ok",
+            m.shards.len() - bad,
+            m.shards.len()
+        );
+        if bad > 0 {
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}

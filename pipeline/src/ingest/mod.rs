@@ -1,0 +1,329 @@
+//! The ingest job: corpus files -> tokenized Parquet token shards + manifest.
+//!
+//! Documents flow in input order; batches are parsed and tokenized in parallel (rayon) and
+//! written in order, so the output never depends on the thread count. A shard ends when it
+//! reaches the size target or its input file ends, so shard contents depend only on the data
+//! (and N workers given disjoint inputs write the same shards as one). Work is journaled per
+//! shard (see [`journal`]) so a killed run resumes to the identical result.
+
+pub mod journal;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+use crate::manifest::{Counts, IngestSettings, InputRecord, Manifest};
+use crate::progress::Progress;
+use crate::source::{SourceOptions, TxtMode};
+use crate::tokenize::{Tokenizer, TokenizerKind};
+use journal::Journal;
+
+/// Default shard size: about 192 MiB of Parquet.
+pub const DEFAULT_SHARD_BYTES: u64 = 192 << 20;
+
+/// Everything the ingest job needs, validated by the caller's parser.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Files, directories or glob patterns.
+    pub inputs: Vec<String>,
+    pub vocab: PathBuf,
+    pub out: PathBuf,
+    pub split: String,
+    pub text_field: String,
+    pub txt_mode: TxtMode,
+    pub append_eos: bool,
+    pub shard_bytes: u64,
+    pub shard_tokens: Option<u64>,
+    pub tokenizer: TokenizerKind,
+    /// Worker threads; None = one per core.
+    pub threads: Option<usize>,
+    pub strict: bool,
+    pub overwrite: bool,
+}
+
+impl IngestConfig {
+    pub fn new(inputs: Vec<String>, vocab: PathBuf, out: PathBuf) -> Self {
+        Self {
+            inputs,
+            vocab,
+            out,
+            split: "train".into(),
+            text_field: "text".into(),
+            txt_mode: TxtMode::File,
+            append_eos: false,
+            shard_bytes: DEFAULT_SHARD_BYTES,
+            shard_tokens: None,
+            tokenizer: TokenizerKind::Native,
+            threads: None,
+            strict: false,
+            overwrite: false,
+        }
+    }
+}
+
+/// What a finished (or already complete) job reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestSummary {
+    pub out: PathBuf,
+    pub shards: usize,
+    pub totals: Counts,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub failed_inputs: Vec<InputRecord>,
+    pub problems_total: u64,
+    /// True when the output was already complete and nothing was done.
+    pub already_complete: bool,
+    /// True when an interrupted run was continued.
+    pub resumed: bool,
+    pub seconds: f64,
+}
+
+impl IngestSummary {
+    fn from_manifest(
+        out: &Path,
+        m: &Manifest,
+        already_complete: bool,
+        resumed: bool,
+        seconds: f64,
+    ) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            shards: m.shards.len(),
+            totals: m.totals.clone(),
+            input_bytes: m.inputs.iter().map(|i| i.bytes).sum(),
+            output_bytes: m.shards.iter().map(|s| s.bytes).sum(),
+            failed_inputs: m
+                .inputs
+                .iter()
+                .filter(|i| i.error.is_some())
+                .cloned()
+                .collect(),
+            problems_total: m.problems_total,
+            already_complete,
+            resumed,
+            seconds,
+        }
+    }
+}
+
+/// The resolved job: inputs, tokenizer, settings and identity.
+pub(crate) struct Plan {
+    pub cfg: IngestConfig,
+    pub inputs: Vec<InputRecord>,
+    pub paths: Vec<PathBuf>,
+    pub tokenizer: Box<dyn Tokenizer>,
+    pub settings: IngestSettings,
+    pub source_opts: SourceOptions,
+    pub job: String,
+}
+
+/// Runs the ingest job (or resumes it, or reports it as already complete).
+pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummary, Error> {
+    let started = std::time::Instant::now();
+    let plan = plan(cfg)?;
+    let out = plan.cfg.out.clone();
+    if let Some(m) = prepare_out_dir(&plan)? {
+        return Ok(IngestSummary::from_manifest(&out, &m, true, false, 0.0));
+    }
+    let journal = Journal::open(&out, &plan.job)?;
+    let resumed = !journal.entries.is_empty();
+    let manifest = run::run(&plan, journal, progress)?;
+    Ok(IngestSummary::from_manifest(
+        &out,
+        &manifest,
+        false,
+        resumed,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// Checks everything that can be checked before any work: inputs exist, the vocabulary
+/// loads, the settings make sense.
+fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
+    if cfg.shard_bytes == 0 || cfg.shard_tokens == Some(0) {
+        return Err(Error::Config("shard size must be positive".into()));
+    }
+    if !cfg
+        .split
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        || cfg.split.is_empty()
+    {
+        return Err(Error::Config(format!(
+            "split name {:?} must be letters, digits, '_' or '.'",
+            cfg.split
+        )));
+    }
+    let paths = crate::source::expand_inputs(&cfg.inputs)?;
+    let tokenizer = crate::tokenize::load(&cfg.vocab, cfg.tokenizer)?;
+    if cfg.append_eos && tokenizer.vocab().eos_id.is_none() {
+        return Err(Error::Vocab {
+            path: cfg.vocab.clone(),
+            reason: "--append-eos needs a </s> piece and this model has none".into(),
+        });
+    }
+    let names = source_names(&paths);
+    let mut inputs = Vec::new();
+    for (p, name) in paths.iter().zip(names) {
+        let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+        inputs.push(InputRecord {
+            path: p.display().to_string(),
+            name,
+            bytes,
+            counts: Counts::default(),
+            error: None,
+        });
+    }
+    let narrow = crate::shard::narrow_ids(tokenizer.vocab().len());
+    let settings = IngestSettings {
+        split: cfg.split.clone(),
+        text_field: cfg.text_field.clone(),
+        txt_mode: cfg.txt_mode,
+        append_eos: cfg.append_eos,
+        shard_bytes: cfg.shard_bytes,
+        shard_tokens: cfg.shard_tokens,
+        token_type: if narrow { "uint16" } else { "uint32" }.into(),
+    };
+    let identity = serde_json::json!({
+        "inputs": inputs.iter().map(|i| (&i.path, i.bytes)).collect::<Vec<_>>(),
+        "vocab": tokenizer.vocab().sha256,
+        "settings": settings,
+    });
+    let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
+    let source_opts = SourceOptions {
+        text_field: cfg.text_field.clone(),
+        txt_mode: cfg.txt_mode,
+    };
+    Ok(Plan {
+        cfg,
+        inputs,
+        paths,
+        tokenizer,
+        settings,
+        source_opts,
+        job,
+    })
+}
+
+/// The `source` column value of each input: its file name, or its path below the inputs'
+/// common folder when two inputs share a file name.
+fn source_names(paths: &[PathBuf]) -> Vec<String> {
+    let file_names: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut sorted = file_names.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() == file_names.len() {
+        return file_names;
+    }
+    let abs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let mut common = abs[0].parent().map(Path::to_path_buf).unwrap_or_default();
+    while !abs.iter().all(|p| p.starts_with(&common)) {
+        if !common.pop() {
+            break;
+        }
+    }
+    abs.iter()
+        .map(|p| p.strip_prefix(&common).unwrap_or(p).display().to_string())
+        .collect()
+}
+
+/// Makes sure the output directory is empty, ours for this job (resume), or complete for
+/// this job (returns its manifest). Anything else is refused unless --overwrite.
+fn prepare_out_dir(plan: &Plan) -> Result<Option<Manifest>, Error> {
+    let out = &plan.cfg.out;
+    let refuse = |message: String| Error::OutputDir {
+        path: out.clone(),
+        message,
+    };
+    if out.exists() && !out.is_dir() {
+        return Err(refuse("exists and is not a directory".into()));
+    }
+    if plan.cfg.overwrite {
+        clear_outputs(out)?;
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if out.join(Manifest::FILE).exists() {
+        let m = Manifest::read(out)?;
+        if m.job == plan.job && m.settings == plan.settings && !Journal::work_dir(out).exists() {
+            return Ok(Some(m));
+        }
+        return Err(refuse(format!(
+            "holds the output of a different job (job {}, this one is {}); pass --overwrite to replace it or choose another --out",
+            m.job, plan.job
+        )));
+    }
+    if let Some(job) = Journal::existing_job(out) {
+        if job != plan.job {
+            return Err(refuse(format!(
+                "holds an unfinished different job ({job}, this one is {}); rerun that job's command to finish it, or pass --overwrite",
+                plan.job
+            )));
+        }
+        return Ok(None);
+    }
+    let foreign = std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next();
+    if let Some(name) = foreign {
+        return Err(refuse(format!(
+            "is not empty (it holds {name}) and is not a conveyor output; choose an empty or new --out, or pass --overwrite"
+        )));
+    }
+    Ok(None)
+}
+
+/// --overwrite: removes what a conveyor ingest writes (manifest, shards, work folder) and
+/// nothing else.
+fn clear_outputs(out: &Path) -> Result<(), Error> {
+    if !out.is_dir() {
+        return Ok(());
+    }
+    let work = Journal::work_dir(out);
+    if work.exists() {
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    }
+    for entry in std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == Manifest::FILE || (name.ends_with(".parquet") && name.contains("-of-"));
+        if ours {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_names_are_file_names_unless_they_clash() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            source_names(&[p("/a/x.jsonl"), p("/b/y.jsonl")]),
+            vec!["x.jsonl", "y.jsonl"]
+        );
+        assert_eq!(
+            source_names(&[p("/d/a/x.jsonl"), p("/d/b/x.jsonl")]),
+            vec!["a/x.jsonl", "b/x.jsonl"]
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! `manifest.json`: what a token directory holds and how it was made. Other tools rely on
+//! it (DESIGN.md "Formats"): format and version, vocabulary, exact configuration and inputs,
+//! per-shard rows / tokens / bytes / sha256, totals, and every skipped record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::source::{ProblemKind, TxtMode};
+
+pub const TOKENS_FORMAT: &str = "conveyor.tokens";
+pub const TOKENS_VERSION: u32 = 1;
+/// Problems listed one by one in a manifest; beyond this only counts are kept.
+pub const MAX_LISTED_PROBLEMS: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VocabInfo {
+    pub path: String,
+    pub sha256: String,
+    pub size: usize,
+    pub unk_id: u32,
+    pub eos_id: Option<u32>,
+    pub pad_id: Option<u32>,
+}
+
+/// The settings that decide the output; two runs with equal settings and inputs write
+/// identical files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestSettings {
+    pub split: String,
+    pub text_field: String,
+    pub txt_mode: TxtMode,
+    pub append_eos: bool,
+    pub shard_bytes: u64,
+    pub shard_tokens: Option<u64>,
+    pub token_type: String,
+}
+
+/// Per-input (or per-segment) counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records read (lines or rows), bad ones included.
+    pub records: u64,
+    /// Documents written.
+    pub documents: u64,
+    pub tokens: u64,
+    /// UTF-8 bytes of the documents' text.
+    pub text_bytes: u64,
+    /// Skipped records by reason.
+    pub skipped: BTreeMap<ProblemKind, u64>,
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        self.records += other.records;
+        self.documents += other.documents;
+        self.tokens += other.tokens;
+        self.text_bytes += other.text_bytes;
+        for (k, v) in &other.skipped {
+            *self.skipped.entry(*k).or_default() += v;
+        }
+    }
+
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub path: String,
+    /// The name written in the shards' `source` column.
+    pub name: String,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Why the file could not be read to its end, if it could not.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub file: String,
+    pub rows: u64,
+    pub tokens: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The input the rows come from and the range of its records they cover.
+    pub input: usize,
+    pub first_record: u64,
+    pub end_record: u64,
+}
+
+/// A skipped record, located by file and 1-based line (or row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProblem {
+    pub file: String,
+    pub line: u64,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub created_by: String,
+    /// A digest of the inputs, vocabulary and settings: reruns of the same job match it.
+    pub job: String,
+    pub vocab: VocabInfo,
+    pub settings: IngestSettings,
+    pub tokenizer: String,
+    pub inputs: Vec<InputRecord>,
+    pub shards: Vec<ShardRecord>,
+    pub totals: Counts,
+    pub failed_inputs: usize,
+    pub problems: Vec<FileProblem>,
+    pub problems_total: u64,
+}
+
+impl Manifest {
+    pub const FILE: &'static str = "manifest.json";
+
+    /// Reads `DIR/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Manifest, Error> {
+        let path = dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Manifest {
+            path: path.clone(),
+            message: format!("not a conveyor manifest: {e}"),
+        })?;
+        if m.format != TOKENS_FORMAT || m.version > TOKENS_VERSION {
+            return Err(Error::Manifest {
+                path,
+                message: format!(
+                    "format {} version {} is not one this conveyor reads ({TOKENS_FORMAT} <= {TOKENS_VERSION})",
+                    m.format, m.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Writes `DIR/manifest.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises") + "\n";
+        write_atomic(&dir.join(Self::FILE), text.as_bytes())
+    }
+}
+
+/// Writes a file through a temporary name and a rename, so readers never see half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let res = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    res.map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up() {
+        let mut a = Counts {
+            records: 3,
+            documents: 2,
+            tokens: 10,
+            text_bytes: 40,
+            skipped: [(ProblemKind::Empty, 1)].into(),
+        };
+        a.add(&a.clone());
+        assert_eq!(
+            (a.records, a.documents, a.tokens, a.skipped_total()),
+            (6, 4, 20, 2)
+        );
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.contains("\"empty\":2"), "{json}");
+    }
+}

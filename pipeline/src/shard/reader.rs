@@ -1,0 +1,98 @@
+//! Reads token shards back: the first rows for `inspect`, and a full check of a shard's
+//! checksum and row count for `inspect --verify`.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, UInt16Type, UInt32Type, UInt64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// One decoded row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRow {
+    pub tokens: Vec<u32>,
+    pub url: Option<String>,
+    pub source: String,
+    pub source_index: u64,
+}
+
+/// The first `n` rows of a shard.
+pub fn read_shard_head(path: &Path, n: usize) -> Result<Vec<ShardRow>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(n.clamp(1, 1024)).build())
+        .map_err(|e| Error::parquet(path, e))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::parquet(path, e))?;
+        let col = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| {
+                Error::parquet(path, format!("no `{name}` column: not a token shard"))
+            })
+        };
+        let tokens = col("tokens")?.as_list::<i32>().clone();
+        let url = col("url")?.as_string::<i32>().clone();
+        let source = col("source")?.as_string::<i32>().clone();
+        let index = col("source_index")?.as_primitive::<UInt64Type>().clone();
+        for row in 0..batch.num_rows() {
+            if out.len() == n {
+                return Ok(out);
+            }
+            let ids = tokens.value(row);
+            let ids: Vec<u32> = match ids.data_type() {
+                DataType::UInt16 => ids
+                    .as_primitive::<UInt16Type>()
+                    .values()
+                    .iter()
+                    .map(|&v| v as u32)
+                    .collect(),
+                DataType::UInt32 => ids.as_primitive::<UInt32Type>().values().to_vec(),
+                t => return Err(Error::parquet(path, format!("token ids of type {t}"))),
+            };
+            out.push(ShardRow {
+                tokens: ids,
+                url: (!url.is_null(row)).then(|| url.value(row).to_string()),
+                source: source.value(row).to_string(),
+                source_index: index.value(row),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a shard's sha256 and its row count against what the manifest says.
+pub fn verify_shard(path: &Path, sha256: &str, rows: u64) -> Result<(), Error> {
+    let fail = |message: String| Error::Verify {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    let got = crate::spm::hex(&hash.finalize());
+    if got != sha256 {
+        return Err(fail(format!(
+            "sha256 is {got}, the manifest says {sha256}: the file was changed or damaged; rerun the ingest with --overwrite"
+        )));
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    let got_rows = meta.metadata().file_metadata().num_rows() as u64;
+    if got_rows != rows {
+        return Err(fail(format!("{got_rows} rows, the manifest says {rows}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The source stage: reading documents out of corpus files. One trait, [`Source`], with an
+//! implementation per format; inputs are chosen by extension.
+
+mod jsonl;
+mod parquet;
+mod parse;
+mod text;
+
+use std::path::{Path, PathBuf};
+
+pub use parse::{parse_json_line, JsonFields};
+
+use crate::error::Error;
+
+/// A document read from an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub text: String,
+    pub url: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+/// What kind of record was skipped.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    MalformedJson,
+    InvalidUtf8,
+    MissingText,
+    Empty,
+    Tokenizer,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 5] = [
+        Self::MalformedJson,
+        Self::InvalidUtf8,
+        Self::MissingText,
+        Self::Empty,
+        Self::Tokenizer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::MissingText => "missing_text",
+            Self::Empty => "empty",
+            Self::Tokenizer => "tokenizer",
+        }
+    }
+}
+
+/// A record that was skipped, with its 1-based line (or row) number in the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Problem {
+    pub line: u64,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+/// One record as read, before (possibly parallel) parsing.
+#[derive(Debug)]
+pub enum Raw {
+    /// A JSON line still to be parsed.
+    Json(Vec<u8>),
+    /// A document that needs no parsing.
+    Doc(Document),
+    /// A record that is already known to be bad.
+    Bad(ProblemKind, String),
+}
+
+/// A file that could not be read to its end (corrupt or truncated compression, I/O error).
+#[derive(Debug, Clone)]
+pub struct ReadError {
+    /// Records read successfully before the failure.
+    pub records: u64,
+    pub message: String,
+}
+
+/// The source stage: a file read as a sequence of records, in order.
+pub trait Source: Send {
+    /// Appends records to `out` until about `budget` bytes were read or the file ends.
+    /// Returns false once the file is exhausted.
+    fn read_batch(&mut self, out: &mut Vec<Raw>, budget: usize) -> Result<bool, ReadError>;
+
+    /// Skips the next `n` records without parsing them (used when resuming).
+    fn skip(&mut self, n: u64) -> Result<(), ReadError>;
+
+    /// Compressed bytes consumed so far, for progress.
+    fn bytes_read(&self) -> u64;
+}
+
+/// How `.txt` inputs become documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxtMode {
+    /// The whole file is one document.
+    #[default]
+    File,
+    /// Every line is a document (blank lines are counted as empty documents).
+    Line,
+}
+
+/// Input formats, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    JsonLines(Compression),
+    Parquet,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Format {
+    /// The format of a path from its extension, or None if unsupported.
+    pub fn of(path: &Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let ends = |s: &str| name.ends_with(s);
+        Some(if ends(".json.gz") || ends(".jsonl.gz") {
+            Format::JsonLines(Compression::Gzip)
+        } else if ends(".json.zst") || ends(".jsonl.zst") {
+            Format::JsonLines(Compression::Zstd)
+        } else if ends(".jsonl") || ends(".json") {
+            Format::JsonLines(Compression::None)
+        } else if ends(".parquet") {
+            Format::Parquet
+        } else if ends(".txt") {
+            Format::Text
+        } else {
+            return None;
+        })
+    }
+}
+
+/// Options that shape how records are read.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub text_field: String,
+    pub txt_mode: TxtMode,
+}
+
+/// Opens `path` as a source of its format.
+pub fn open(path: &Path, opts: &SourceOptions) -> Result<Box<dyn Source>, Error> {
+    match Format::of(path) {
+        Some(Format::JsonLines(c)) => Ok(Box::new(jsonl::JsonLines::open(path, c)?)),
+        Some(Format::Parquet) => Ok(Box::new(parquet::ParquetSource::open(
+            path,
+            &opts.text_field,
+        )?)),
+        Some(Format::Text) => Ok(Box::new(text::TextSource::open(path, opts.txt_mode)?)),
+        None => Err(Error::UnsupportedInput {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Turns a raw record into a document, or says why it is skipped.
+pub fn parse(raw: Raw, text_field: &str) -> Result<Document, (ProblemKind, String)> {
+    match raw {
+        Raw::Json(bytes) => parse_json_line(&bytes, text_field),
+        Raw::Doc(d) => Ok(d),
+        Raw::Bad(kind, msg) => Err((kind, msg)),
+    }
+}
+
+/// Expands the command-line inputs (files, directories searched recursively, glob patterns)
+/// into a list of files. Order: arguments as given; within a directory or pattern, sorted by
+/// path. Duplicates are dropped. Every argument must match something.
+pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for arg in args {
+        let mut found = Vec::new();
+        let p = Path::new(arg);
+        if p.is_dir() {
+            walk(p, &mut found).map_err(|e| Error::io(p, e))?;
+            if found.is_empty() {
+                return Err(Error::NoInputs(arg.clone()));
+            }
+        } else if p.exists() {
+            if Format::of(p).is_none() {
+                return Err(Error::UnsupportedInput {
+                    path: p.to_path_buf(),
+                });
+            }
+            found.push(p.to_path_buf());
+        } else if arg.contains(['*', '?', '[']) {
+            let paths =
+                glob::glob(arg).map_err(|e| Error::Config(format!("bad pattern {arg}: {e}")))?;
+            for entry in paths.flatten() {
+                if entry.is_file() && Format::of(&entry).is_some() {
+                    found.push(entry);
+                }
+            }
+            if found.is_empty() {
+                return Err(Error::NoInputs(arg.clone()));
+            }
+        } else {
+            return Err(Error::MissingInput(arg.clone()));
+        }
+        found.sort();
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if Format::of(&path).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_by_extension() {
+        assert_eq!(
+            Format::of(Path::new("c4-train.00000-of-01024.json.gz")),
+            Some(Format::JsonLines(Compression::Gzip))
+        );
+        assert_eq!(
+            Format::of(Path::new("a.JSONL.zst")),
+            Some(Format::JsonLines(Compression::Zstd))
+        );
+        assert_eq!(
+            Format::of(Path::new("a.jsonl")),
+            Some(Format::JsonLines(Compression::None))
+        );
+        assert_eq!(Format::of(Path::new("a.parquet")), Some(Format::Parquet));
+        assert_eq!(Format::of(Path::new("a.txt")), Some(Format::Text));
+        assert_eq!(Format::of(Path::new("a.csv")), None);
+    }
+
+    #[test]
+    fn missing_inputs_are_refused() {
+        assert!(matches!(
+            expand_inputs(&["/no/such/file.jsonl".into()]),
+            Err(Error::MissingInput(_))
+        ));
+        assert!(matches!(
+            expand_inputs(&["/no/such/*.jsonl".into()]),
+            Err(Error::NoInputs(_))
+        ));
+    }
+}

@@ -1,0 +1,168 @@
+//! Parquet files with a string column of text (and optional `url` / `timestamp` columns),
+//! read in record batches so memory stays bounded.
+
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+
+use super::{Document, ProblemKind, Raw, ReadError, Source};
+use crate::error::Error;
+
+pub struct ParquetSource {
+    reader: ParquetRecordBatchReader,
+    /// Column positions in the projected batches.
+    text: usize,
+    url: Option<usize>,
+    timestamp: Option<usize>,
+    pending: Option<(RecordBatch, usize)>,
+    records: u64,
+    total_rows: u64,
+    file_size: u64,
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+impl ParquetSource {
+    pub fn open(path: &Path, text_field: &str) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet {
+                path: path.to_path_buf(),
+                message: format!("not a readable Parquet file: {e}"),
+            })?;
+        let schema = builder.schema().clone();
+        let find = |name: &str| {
+            schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == name && is_string(f.data_type()))
+        };
+        let text_col = find(text_field).ok_or_else(|| Error::Parquet {
+            path: path.to_path_buf(),
+            message: format!(
+                "no string column `{text_field}`; columns are: {} (choose one with --text-field)",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} ({})", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let mut wanted = vec![text_col];
+        let url_col = find("url").filter(|&c| c != text_col);
+        let ts_col = find("timestamp").filter(|&c| c != text_col);
+        wanted.extend(url_col);
+        wanted.extend(ts_col);
+        // Projected batches keep the file's column order.
+        let mut sorted = wanted.clone();
+        sorted.sort();
+        let pos = |c: usize| sorted.iter().position(|&x| x == c).unwrap();
+        let total_rows = builder.metadata().file_metadata().num_rows() as u64;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(1024)
+            .build()
+            .map_err(|e| Error::parquet(path, e))?;
+        Ok(Self {
+            reader,
+            text: pos(text_col),
+            url: url_col.map(pos),
+            timestamp: ts_col.map(pos),
+            pending: None,
+            records: 0,
+            total_rows,
+            file_size,
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<(RecordBatch, usize)>, ReadError> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
+        match self.reader.next() {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some((b, 0))),
+            Some(Err(e)) => Err(ReadError {
+                records: self.records,
+                message: format!("read failed after row {}: {e}", self.records),
+            }),
+        }
+    }
+}
+
+fn string_at(batch: &RecordBatch, col: usize, row: usize) -> Option<String> {
+    let a = batch.column(col);
+    if a.is_null(row) {
+        return None;
+    }
+    Some(match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().value(row).to_string(),
+        DataType::LargeUtf8 => a.as_string::<i64>().value(row).to_string(),
+        DataType::Utf8View => a.as_string_view().value(row).to_string(),
+        _ => return None,
+    })
+}
+
+impl Source for ParquetSource {
+    fn read_batch(&mut self, out: &mut Vec<Raw>, budget: usize) -> Result<bool, ReadError> {
+        let mut used = 0;
+        while used < budget {
+            let Some((batch, start)) = self.next_batch()? else {
+                return Ok(false);
+            };
+            let mut row = start;
+            while row < batch.num_rows() && used < budget {
+                self.records += 1;
+                out.push(match string_at(&batch, self.text, row) {
+                    Some(text) => {
+                        used += text.len() + 1;
+                        Raw::Doc(Document {
+                            text,
+                            url: self.url.and_then(|c| string_at(&batch, c, row)),
+                            timestamp: self.timestamp.and_then(|c| string_at(&batch, c, row)),
+                        })
+                    }
+                    None => Raw::Bad(ProblemKind::MissingText, "the text column is null".into()),
+                });
+                row += 1;
+            }
+            if row < batch.num_rows() {
+                self.pending = Some((batch, row));
+            }
+        }
+        Ok(true)
+    }
+
+    fn skip(&mut self, mut n: u64) -> Result<(), ReadError> {
+        while n > 0 {
+            let Some((batch, start)) = self.next_batch()? else {
+                return Ok(());
+            };
+            let left = (batch.num_rows() - start) as u64;
+            if left > n {
+                self.pending = Some((batch, start + n as usize));
+                self.records += n;
+                return Ok(());
+            }
+            self.records += left;
+            n -= left;
+        }
+        Ok(())
+    }
+
+    fn bytes_read(&self) -> u64 {
+        if self.total_rows == 0 {
+            return self.file_size;
+        }
+        self.file_size * self.records / self.total_rows
+    }
+}
