@@ -1,1 +1,481 @@
+//! End-to-end tests of `conveyor ingest` / `inspect`, run as a user would run the binary:
+//! formats, thread-count determinism, bad input, kill-and-resume, and an independent reader.
 
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn shared(rel: &str) -> PathBuf {
+    root().join("../shared/data").join(rel)
+}
+
+fn t5() -> String {
+    shared("spiece/t5-spiece.model").display().to_string()
+}
+
+fn c4() -> PathBuf {
+    shared("c4/c4-train.00000-of-01024.first600.json.gz")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("conveyor-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn conveyor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args)
+        .output()
+        .expect("run conveyor")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = conveyor(args);
+    assert!(
+        o.status.success(),
+        "conveyor {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn ingest_json(inputs: &[&str], out: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut args = vec!["ingest"];
+    args.extend_from_slice(inputs);
+    let vocab = t5();
+    let out_s = out.display().to_string();
+    args.extend_from_slice(&["--vocab", &vocab, "--out", &out_s, "--json"]);
+    args.extend_from_slice(extra);
+    let o = conveyor(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code().unwrap_or(-1), v, stderr)
+}
+
+/// Every file of a directory (recursively) with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            for (k, v) in files(&p) {
+                out.insert(format!("{}/{k}", e.file_name().to_string_lossy()), v);
+            }
+        } else {
+            out.insert(
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            );
+        }
+    }
+    out
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn c4_sample_is_tokenized_identically_by_native_and_reference_and_any_thread_count() {
+    let d = tmp("threads");
+    let c4 = c4().display().to_string();
+    let runs = [
+        ("t1", vec!["--threads", "1"]),
+        ("t2", vec!["--threads", "2"]),
+        ("ref", vec!["--threads", "2", "--tokenizer", "reference"]),
+    ];
+    for (name, extra) in &runs {
+        let mut e = extra.clone();
+        e.extend(["--shard-tokens", "50000"]);
+        let (code, v, err) = ingest_json(&[&c4], &d.join(name), &e);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(v["totals"]["documents"], 600);
+        assert!(v["shards"].as_u64().unwrap() >= 6);
+    }
+    let t1 = files(&d.join("t1"));
+    assert_eq!(t1, files(&d.join("t2")), "thread count changed the output");
+    let mut r = files(&d.join("ref"));
+    let mut n = t1.clone();
+    // The manifests differ only in the tokenizer they name.
+    r.remove("manifest.json");
+    n.remove("manifest.json");
+    assert_eq!(
+        n, r,
+        "native and reference tokenizers wrote different shards"
+    );
+    // A rerun of a complete job does nothing and changes nothing.
+    let (code, v, _) = ingest_json(
+        &[&c4],
+        &d.join("t1"),
+        &["--threads", "1", "--shard-tokens", "50000"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(v["already_complete"], true);
+    assert_eq!(files(&d.join("t1")), t1);
+    let out = ok(&[
+        "inspect",
+        d.join("t1").to_str().unwrap(),
+        "--verify",
+        "-n",
+        "1",
+    ]);
+    assert!(out.contains("Beginners BBQ Class"), "{out}");
+    assert!(
+        out.contains("verify: 7 of 7 shards ok") || out.contains("shards ok"),
+        "{out}"
+    );
+}
+
+fn write_zst(path: &Path, data: &[u8]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(f, 3)
+        .unwrap()
+        .auto_finish();
+    enc.write_all(data).unwrap();
+}
+
+fn write_gz(path: &Path, data: &[u8]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap();
+}
+
+fn write_parquet(path: &Path, texts: &[&str]) {
+    use arrow::array::{RecordBatch, StringArray};
+    use std::sync::Arc;
+    let arr = Arc::new(StringArray::from(texts.to_vec()));
+    let batch = RecordBatch::try_from_iter([("body", arr as _)]).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn every_input_format_is_read() {
+    let d = tmp("formats");
+    let inp = d.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    let line = |t: &str| format!("{{\"text\": {}}}\n", serde_json::to_string(t).unwrap());
+    std::fs::write(inp.join("a.jsonl"), line("plain json lines")).unwrap();
+    write_gz(&inp.join("b.json.gz"), line("gzip json lines").as_bytes());
+    write_zst(&inp.join("c.jsonl.zst"), line("zstd json lines").as_bytes());
+    std::fs::write(inp.join("d.txt"), "a whole text file\nis one document\n").unwrap();
+    write_parquet(
+        &inp.join("e.parquet"),
+        &["parquet row one", "parquet row two"],
+    );
+    // .parquet inputs here keep their text in `body`; the JSON files use `text`.
+    let (code, v, err) = ingest_json(
+        &[
+            inp.join("*.j*").to_str().unwrap(),
+            inp.join("d.txt").to_str().unwrap(),
+        ],
+        &d.join("o1"),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["totals"]["documents"], 4);
+    let (code, v, err) = ingest_json(
+        &[inp.join("e.parquet").to_str().unwrap()],
+        &d.join("o2"),
+        &["--text-field", "body"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["totals"]["documents"], 2);
+    let (code, v, err) = ingest_json(
+        &[inp.join("d.txt").to_str().unwrap()],
+        &d.join("o3"),
+        &["--txt-mode", "line"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["totals"]["documents"], 2);
+    // A wrong column is an error that lists the columns.
+    let (code, _, err) = ingest_json(
+        &[inp.join("e.parquet").to_str().unwrap()],
+        &d.join("o4"),
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no string column `text`") && err.contains("body"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pyarrow_reads_the_shards() {
+    let d = tmp("pyarrow");
+    let (code, _, err) = ingest_json(
+        &[root().join("fixtures/corpus").to_str().unwrap()],
+        &d,
+        &["--append-eos"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let m = manifest(&d);
+    let shard = d.join(m["shards"][0]["file"].as_str().unwrap());
+    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import sys, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+print(t.schema.field("tokens").type, t.num_rows, t.column("source")[0], t.column("tokens")[0].as_py()[-1])
+"#;
+    let o = Command::new(&python)
+        .args(["-c", script, shard.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{python}: {e} (run the tests with `make test`, which sets CONVEYOR_PYTHON)")
+        });
+    assert!(
+        o.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(
+        s.trim(),
+        "list<item: uint16 not null> 24 stories-a.jsonl 1",
+        "{s}"
+    );
+}
+
+#[test]
+fn bad_records_are_skipped_counted_and_located() {
+    let d = tmp("badrec");
+    let f = d.join("mixed.jsonl");
+    let mut data = Vec::new();
+    data.extend_from_slice(b"{\"text\": \"good one\"}\n");
+    data.extend_from_slice(b"{\"text\": \"broken\n");
+    data.extend_from_slice(b"{\"text\": \"bad \xff utf8\"}\n");
+    data.extend_from_slice(b"{\"body\": \"no text field\"}\n");
+    data.extend_from_slice(b"{\"text\": \"   \"}\n");
+    data.extend_from_slice(b"{\"text\": \"good two\"}\n");
+    std::fs::write(&f, &data).unwrap();
+    let (code, v, err) = ingest_json(&[f.to_str().unwrap()], &d.join("o"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["totals"]["documents"], 2);
+    assert_eq!(v["totals"]["records"], 6);
+    let sk = &v["totals"]["skipped"];
+    assert_eq!(
+        (
+            sk["malformed_json"].as_u64(),
+            sk["invalid_utf8"].as_u64(),
+            sk["missing_text"].as_u64(),
+            sk["empty"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1))
+    );
+    let m = manifest(&d.join("o"));
+    let lines: Vec<u64> = m["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![2, 3, 4]);
+    assert_eq!(m["problems"][0]["file"], "mixed.jsonl");
+    // source_index traces rows back to their lines (0-based).
+    let o = ok(&["inspect", d.join("o").to_str().unwrap(), "-n", "2"]);
+    assert!(
+        o.contains("mixed.jsonl:1 ") && o.contains("mixed.jsonl:6 "),
+        "{o}"
+    );
+    // --strict stops at the first problem, naming file and line.
+    let (code, _, err) = ingest_json(&[f.to_str().unwrap()], &d.join("strict"), &["--strict"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("mixed.jsonl:2"), "{err}");
+}
+
+#[test]
+fn corrupt_file_is_reported_and_others_still_processed() {
+    let d = tmp("corrupt");
+    let bytes = std::fs::read(c4()).unwrap();
+    std::fs::write(d.join("truncated.json.gz"), &bytes[..bytes.len() / 2]).unwrap();
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 3;
+    for b in &mut flipped[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(d.join("damaged.json.gz"), &flipped).unwrap();
+    std::fs::copy(
+        root().join("fixtures/corpus/stories-a.jsonl"),
+        d.join("good.jsonl"),
+    )
+    .unwrap();
+    let (code, v, err) = ingest_json(&[d.to_str().unwrap()], &d.join("o"), &[]);
+    assert_eq!(code, 1, "a failed input must fail the run: {err}");
+    let failed = v["failed_inputs"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{v}");
+    assert!(
+        err.contains("truncated.json.gz") && err.contains("damaged.json.gz"),
+        "{err}"
+    );
+    assert!(err.contains("corrupt or truncated"), "{err}");
+    let m = manifest(&d.join("o"));
+    let good = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "good.jsonl")
+        .unwrap();
+    assert_eq!(good["documents"], 24);
+    assert_eq!(m["failed_inputs"], 2);
+    // Documents before the damage are kept and counted.
+    let trunc = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "truncated.json.gz")
+        .unwrap();
+    assert!(trunc["documents"].as_u64().unwrap() > 100, "{trunc}");
+    // --strict stops at the first failed file.
+    let (code, _, err) = ingest_json(
+        &[d.join("truncated.json.gz").to_str().unwrap()],
+        &d.join("s"),
+        &["--strict"],
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn refusals_before_any_work() {
+    let d = tmp("refuse");
+    let good = root().join("fixtures/corpus").display().to_string();
+    let (code, _, err) = ingest_json(&["/no/such/input.jsonl"], &d.join("o"), &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/no/such/input.jsonl") && err.contains("does not exist"),
+        "{err}"
+    );
+    let o = conveyor(&[
+        "ingest",
+        &good,
+        "--vocab",
+        "/no/vocab.model",
+        "--out",
+        d.join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/vocab.model"));
+    std::fs::write(d.join("junk.model"), b"not a model").unwrap();
+    let o = conveyor(&[
+        "ingest",
+        &good,
+        "--vocab",
+        d.join("junk.model").to_str().unwrap(),
+        "--out",
+        d.join("o").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a usable SentencePiece model"));
+    assert!(
+        !d.join("o").exists(),
+        "nothing may be written before the checks pass"
+    );
+    // An output directory holding another job is refused until --overwrite.
+    let (code, _, err) = ingest_json(&[&good], &d.join("o"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ingest_json(&[&good], &d.join("o"), &["--append-eos"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("different job") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let (code, _, err) = ingest_json(&[&good], &d.join("o"), &["--append-eos", "--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    // A folder of unrelated files is not written into.
+    std::fs::create_dir_all(d.join("foreign")).unwrap();
+    std::fs::write(d.join("foreign/notes.txt"), b"mine").unwrap();
+    let (code, _, err) = ingest_json(&[&good], &d.join("foreign"), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn killed_run_resumes_to_the_identical_result() {
+    let d = tmp("resume");
+    let inp = d.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    for i in 0..4 {
+        std::fs::copy(c4(), inp.join(format!("part{i}.json.gz"))).unwrap();
+    }
+    let args = |out: &Path| {
+        vec![
+            "ingest".to_string(),
+            inp.display().to_string(),
+            "--vocab".into(),
+            t5(),
+            "--out".into(),
+            out.display().to_string(),
+            "--shard-tokens".into(),
+            "20000".into(),
+            "--threads".into(),
+            "1".into(),
+            "-q".into(),
+        ]
+    };
+    let full = d.join("full");
+    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args(&full))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = files(&full);
+
+    let killed = d.join("killed");
+    let journal = killed.join(".conveyor-ingest/journal.jsonl");
+    let mut kills = 0;
+    for attempt in 0..50 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(args(&killed))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it finish a few shards (more each attempt), then kill it mid-work.
+        let target = 2 + 5 * attempt;
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            let lines = std::fs::read_to_string(&journal)
+                .map(|s| s.lines().count())
+                .unwrap_or(0);
+            if lines >= target {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        match finished {
+            Some(status) => {
+                assert!(status.success());
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                // Nothing half-written is ever visible under a final name.
+                for name in files(&killed).keys() {
+                    assert!(
+                        !name.ends_with(".parquet") || name.starts_with(".conveyor-ingest/"),
+                        "{name}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(kills >= 2, "the run was never interrupted");
+    assert_eq!(
+        files(&killed),
+        want,
+        "resumed output differs from an uninterrupted run"
+    );
+}
