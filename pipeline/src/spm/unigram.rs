@@ -142,13 +142,16 @@ impl Unigram {
     }
 
     /// Whether a cached path whose smallest decision gap is `gap` gives the library's answer
-    /// after a prefix scoring `prefix`, for a word of `len` bytes: the gap must exceed twice
-    /// the worst rounding error of either computation (with a wide safety factor).
+    /// after a prefix scoring `prefix`, for a word of `len` bytes. Each compared value in the
+    /// library carries at most one rounding (half an ulp of the running magnitude M) per token
+    /// of its path, and a word has at most `len` tokens, so two compared values differ from
+    /// the exact ones by less than (len + 1) ulp(M) together; the gap must exceed that, with a
+    /// factor of two to spare.
     #[inline]
     pub fn gap_is_safe(&self, gap: f64, prefix: f32, len: usize) -> bool {
-        let n = len as f64 + 2.0;
+        let n = len as f64 + 1.0;
         let magnitude = prefix.abs() as f64 + n * self.max_abs_score;
-        gap > 8.0 * n * f32::EPSILON as f64 * magnitude
+        gap > 2.0 * n * f32::EPSILON as f64 * magnitude
     }
 
     /// Runs the library's Viterbi over `text` (normalised bytes) starting from a path score of
