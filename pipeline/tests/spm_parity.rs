@@ -50,7 +50,7 @@ fn corner_cases() -> Vec<String> {
     let mut all = String::new();
     for c in (0x20u32..0x3000).step_by(7).filter_map(char::from_u32) {
         all.push(c);
-        if all.len() % 11 == 0 {
+        if all.len().is_multiple_of(11) {
             all.push(' ');
         }
     }

@@ -93,7 +93,7 @@ impl Normalizer {
                 return Err(CharsmapError("precompiled charsmap is too short".into()));
             }
             let trie_size = u32::from_le_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-            if trie_size % 4 != 0 || 4 + trie_size > blob.len() {
+            if !trie_size.is_multiple_of(4) || 4 + trie_size > blob.len() {
                 return Err(CharsmapError(
                     "precompiled charsmap has a bad trie size".into(),
                 ));
