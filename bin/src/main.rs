@@ -2,6 +2,7 @@
 //! configuration types and calls them. Nothing below this crate sees clap.
 
 mod bench;
+mod forward;
 mod ingest;
 mod inspect;
 mod progress;
@@ -40,7 +41,12 @@ enum Command {
         vocab: PathBuf,
     },
     /// What libtorch sees on this machine (CUDA devices), and the build's versions.
-    Env,
+    #[command(disable_help_flag = true)]
+    Env {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() {
@@ -50,11 +56,7 @@ fn main() {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out, vocab } => ingest::demo(out, vocab),
-        Command::Env => {
-            println!("conveyor {}", env!("CARGO_PKG_VERSION"));
-            println!("{}", conveyor_model::describe());
-            Ok(0)
-        }
+        Command::Env { .. } => forward::to_torch(),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -55,6 +55,18 @@ fn corner_cases() -> Vec<String> {
         }
     }
     v.push(all);
+    // Every printable ASCII character before combining marks, which NFKC may fold into it
+    // (e\u{301} -> é, =\u{338} -> ≠): the normaliser's ASCII fast path must step aside.
+    let mut marks = String::new();
+    for c in (0x21u8..0x7f).map(char::from) {
+        for m in ['\u{301}', '\u{308}', '\u{338}', '\u{327}', '\u{30a}'] {
+            marks.push(c);
+            marks.push(m);
+            marks.push(c);
+            marks.push(' ');
+        }
+    }
+    v.push(marks);
     v
 }
 

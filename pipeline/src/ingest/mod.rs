@@ -6,6 +6,7 @@
 //! (and N workers given disjoint inputs write the same shards as one). Work is journaled per
 //! shard (see [`journal`]) so a killed run resumes to the identical result.
 
+mod feed;
 pub mod journal;
 mod run;
 

@@ -1,10 +1,9 @@
-//! The ingest loop: read a batch, tokenize it in parallel, write it in order, cut shards,
-//! journal them; then rename the shards to their final names and write the manifest.
+//! The ingest loop: batches come tokenized from [`feed`] in input order; the writer cuts and
+//! journals shards; then the shards get their final names and the manifest is written.
 
 use std::path::Path;
 
-use rayon::prelude::*;
-
+use super::feed::{self, Item, Parsed, Todo};
 use super::journal::{Entry, Journal};
 use super::Plan;
 use crate::error::Error;
@@ -14,14 +13,7 @@ use crate::manifest::{
 };
 use crate::progress::Progress;
 use crate::shard::{shard_name, TokenShardWriter};
-use crate::source::{self, Document, ProblemKind, Raw, ReadError};
-
-/// Bytes of input read per batch: large enough to keep every thread busy, small enough to
-/// bound memory.
-const BATCH_BYTES: usize = 8 << 20;
-
-/// A record after parsing and tokenizing.
-type Parsed = Result<(Document, Vec<u32>), (ProblemKind, String)>;
+use crate::source::ProblemKind;
 
 pub(super) fn run(
     plan: &Plan,
@@ -39,17 +31,34 @@ pub(super) fn run(
             journal.shards().count()
         ));
     }
-    // Shards left by the killed run after its last journal line are rewritten from scratch.
-    let mut next_shard = journal.shards().count();
     if !journal.finalizing() {
+        let mut todo = Vec::new();
         for (i, input) in plan.inputs.iter().enumerate() {
             if journal.input_done(i) {
                 progress.advance(input.bytes, 0, 0);
-                continue;
+            } else {
+                todo.push(Todo {
+                    input: i,
+                    start: journal.resume_record(i),
+                });
             }
-            ingest_input(plan, i, &mut journal, &mut next_shard, &pool, progress)?;
         }
-        journal.append(Entry::Finalizing { shards: next_shard })?;
+        // Shards left by the killed run after its last journal line are rewritten from scratch.
+        let next_shard = journal.shards().count();
+        let mut writer = Writer {
+            plan,
+            journal: &mut journal,
+            progress,
+            next_shard,
+            current: None,
+        };
+        std::thread::scope(|scope| {
+            let rx = feed::start(scope, plan, todo, &pool);
+            // On an error `rx` is dropped on return, which stops the feeding threads.
+            rx.into_iter().try_for_each(|item| writer.take(item))
+        })?;
+        let shards = writer.next_shard;
+        journal.append(Entry::Finalizing { shards })?;
     }
     progress.finish();
     finalize(plan, journal)
@@ -61,209 +70,183 @@ struct Open {
     first_record: u64,
 }
 
-fn ingest_input(
-    plan: &Plan,
+/// What the writer keeps about the input it is on.
+struct Current {
     input: usize,
-    journal: &mut Journal,
-    next_shard: &mut usize,
-    pool: &rayon::ThreadPool,
-    progress: &dyn Progress,
-) -> Result<(), Error> {
-    let path = &plan.paths[input];
-    let name = &plan.inputs[input].name;
-    let start = journal.resume_record(input);
-    let mut records = start;
-    let mut counts = Counts::default();
-    let mut problems: Vec<FileProblem> = Vec::new();
-    let mut open: Option<Open> = None;
-    let mut failure: Option<String> = None;
-    let mut last_bytes = 0u64;
+    /// Records consumed so far (resumed ones included).
+    records: u64,
+    counts: Counts,
+    problems: Vec<FileProblem>,
+    open: Option<Open>,
+    last_bytes: u64,
+}
 
-    let mut src = match source::open(path, &plan.source_opts) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            failure = Some(e.to_string());
-            None
-        }
-    };
-    if let Some(s) = src.as_mut() {
-        if let Err(e) = s.skip(start) {
-            failure = Some(e.message);
-            src = None;
+/// The last stage: writes tokenized records in order, cuts and journals shards.
+struct Writer<'a> {
+    plan: &'a Plan,
+    journal: &'a mut Journal,
+    progress: &'a dyn Progress,
+    next_shard: usize,
+    current: Option<Current>,
+}
+
+impl Writer<'_> {
+    fn take(&mut self, item: Item<Parsed>) -> Result<(), Error> {
+        match item {
+            Item::Batch {
+                input,
+                records,
+                bytes_read,
+            } => self.batch(input, records, bytes_read),
+            Item::End { input, failure } => self.end(input, failure),
         }
     }
-    let narrow = crate::shard::narrow_ids(plan.tokenizer.vocab().len());
-    let eos = plan
-        .cfg
-        .append_eos
-        .then(|| plan.tokenizer.vocab().eos_id)
-        .flatten();
-    let mut batch: Vec<Raw> = Vec::new();
-    while let Some(s) = src.as_mut() {
-        batch.clear();
-        let more = match s.read_batch(&mut batch, BATCH_BYTES) {
-            Ok(more) => more,
-            Err(ReadError { message, .. }) => {
-                failure = Some(message);
-                false
-            }
-        };
-        let text_field = plan.source_opts.text_field.as_str();
-        let tok = &*plan.tokenizer;
-        let parsed: Vec<Parsed> = pool.install(|| {
-            std::mem::take(&mut batch)
-                .into_par_iter()
-                .map(|raw| parse_and_encode(raw, text_field, tok, eos))
-                .collect()
-        });
+
+    /// The state of `input`, started on its first batch (or its end, if it had none).
+    fn current(&mut self, input: usize) -> &mut Current {
+        let journal = &*self.journal;
+        self.current.get_or_insert_with(|| Current {
+            input,
+            records: journal.resume_record(input),
+            counts: Counts::default(),
+            problems: Vec::new(),
+            open: None,
+            last_bytes: 0,
+        })
+    }
+
+    fn strict(&self, input: usize, line: u64, message: String) -> Error {
+        Error::Strict {
+            path: self.plan.paths[input].clone(),
+            line,
+            message,
+        }
+    }
+
+    fn batch(&mut self, input: usize, items: Vec<Parsed>, bytes_read: u64) -> Result<(), Error> {
+        self.current(input);
+        let mut cur = self.current.take().expect("current input");
+        let result = self.write_batch(&mut cur, items);
+        let advanced = bytes_read.saturating_sub(cur.last_bytes);
+        cur.last_bytes = cur.last_bytes.max(bytes_read);
+        self.current = Some(cur);
+        let (docs, toks) = result?;
+        self.progress.advance(advanced, docs, toks);
+        Ok(())
+    }
+
+    /// Writes one batch of `cur`'s input; returns the documents and tokens written.
+    fn write_batch(&mut self, cur: &mut Current, items: Vec<Parsed>) -> Result<(u64, u64), Error> {
+        let plan = self.plan;
+        let name = &plan.inputs[cur.input].name;
+        let narrow = crate::shard::narrow_ids(plan.tokenizer.vocab().len());
         let (mut docs, mut toks) = (0u64, 0u64);
-        for item in parsed {
-            records += 1;
-            counts.records += 1;
-            match item {
+        for item in items {
+            cur.records += 1;
+            cur.counts.records += 1;
+            let line = cur.records;
+            let (doc, ids) = match item {
+                Ok(v) => v,
                 Err((kind, message)) => {
                     if plan.cfg.strict {
-                        return Err(Error::Strict {
-                            path: path.clone(),
-                            line: records,
-                            message,
-                        });
+                        return Err(self.strict(cur.input, line, message));
                     }
-                    *counts.skipped.entry(kind).or_default() += 1;
+                    *cur.counts.skipped.entry(kind).or_default() += 1;
                     if kind != ProblemKind::Empty {
-                        problems.push(FileProblem {
+                        cur.problems.push(FileProblem {
                             file: name.clone(),
-                            line: records,
+                            line,
                             kind,
                             message,
                         });
                     }
+                    continue;
                 }
-                Ok((doc, ids)) => {
-                    let shard = match open.as_mut() {
-                        Some(o) => o,
-                        None => open.insert(Open {
-                            writer: TokenShardWriter::create(
-                                &journal.shard_path(*next_shard),
-                                narrow,
-                            )?,
-                            first_record: records - 1,
-                        }),
-                    };
-                    shard.writer.push(
-                        &ids,
-                        doc.url.as_deref(),
-                        doc.timestamp.as_deref(),
-                        name,
-                        records - 1,
-                    )?;
-                    counts.documents += 1;
-                    counts.tokens += ids.len() as u64;
-                    counts.text_bytes += doc.text.len() as u64;
-                    docs += 1;
-                    toks += ids.len() as u64;
-                    let full = shard.writer.approx_bytes() >= plan.cfg.shard_bytes
-                        || plan
-                            .cfg
-                            .shard_tokens
-                            .is_some_and(|t| shard.writer.tokens() >= t);
-                    if full {
-                        let o = open.take().expect("open shard");
-                        close_shard(
-                            journal,
-                            o,
-                            input,
-                            records,
-                            next_shard,
-                            &mut counts,
-                            &mut problems,
-                        )?;
-                    }
-                }
+            };
+            let shard = match cur.open.as_mut() {
+                Some(o) => o,
+                None => cur.open.insert(Open {
+                    writer: TokenShardWriter::create(
+                        &self.journal.shard_path(self.next_shard),
+                        narrow,
+                    )?,
+                    first_record: line - 1,
+                }),
+            };
+            shard.writer.push(
+                &ids,
+                doc.url.as_deref(),
+                doc.timestamp.as_deref(),
+                name,
+                line - 1,
+            )?;
+            cur.counts.documents += 1;
+            cur.counts.tokens += ids.len() as u64;
+            cur.counts.text_bytes += doc.text.len() as u64;
+            docs += 1;
+            toks += ids.len() as u64;
+            let full = shard.writer.approx_bytes() >= plan.cfg.shard_bytes
+                || plan
+                    .cfg
+                    .shard_tokens
+                    .is_some_and(|t| shard.writer.tokens() >= t);
+            if full {
+                self.close_shard(cur)?;
             }
         }
-        let now = s.bytes_read();
-        progress.advance(now.saturating_sub(last_bytes), docs, toks);
-        last_bytes = now;
-        if !more {
-            break;
-        }
+        Ok((docs, toks))
     }
-    if let Some(o) = open.take() {
-        close_shard(
-            journal,
-            o,
+
+    fn end(&mut self, input: usize, failure: Option<String>) -> Result<(), Error> {
+        self.current(input);
+        let mut cur = self.current.take().expect("current input");
+        self.close_shard(&mut cur)?;
+        if let Some(f) = &failure {
+            if self.plan.cfg.strict {
+                return Err(self.strict(input, cur.records, f.clone()));
+            }
+            self.progress
+                .note(&format!("{}: {f}", self.plan.paths[input].display()));
+        }
+        self.progress.advance(
+            self.plan.inputs[input].bytes.saturating_sub(cur.last_bytes),
+            0,
+            0,
+        );
+        self.journal.append(Entry::InputDone {
             input,
-            records,
-            next_shard,
-            &mut counts,
-            &mut problems,
-        )?;
+            end_record: cur.records,
+            counts: cur.counts,
+            problems: cur.problems,
+            error: failure,
+        })
     }
-    if let Some(f) = &failure {
-        if plan.cfg.strict {
-            return Err(Error::Strict {
-                path: path.clone(),
-                line: records,
-                message: f.clone(),
-            });
-        }
-        progress.note(&format!("{}: {f}", path.display()));
-    }
-    progress.advance(plan.inputs[input].bytes.saturating_sub(last_bytes), 0, 0);
-    journal.append(Entry::InputDone {
-        input,
-        end_record: records,
-        counts,
-        problems,
-        error: failure,
-    })
-}
 
-fn parse_and_encode(
-    raw: Raw,
-    text_field: &str,
-    tok: &dyn crate::tokenize::Tokenizer,
-    eos: Option<u32>,
-) -> Parsed {
-    let doc = source::parse(raw, text_field)?;
-    let mut ids = Vec::with_capacity(doc.text.len() / 3);
-    tok.encode_into(&doc.text, &mut ids)
-        .map_err(|e| (ProblemKind::Tokenizer, e.0))?;
-    if ids.is_empty() {
-        return Err((ProblemKind::Empty, "empty document".into()));
+    /// Finishes the open shard of `cur`, if any, and journals it with the counts and problems
+    /// since the previous journal entry of that input.
+    fn close_shard(&mut self, cur: &mut Current) -> Result<(), Error> {
+        let Some(open) = cur.open.take() else {
+            return Ok(());
+        };
+        let stats = open.writer.finish()?;
+        let shard = ShardRecord {
+            file: format!("shard-{:05}.parquet", self.next_shard),
+            rows: stats.rows,
+            tokens: stats.tokens,
+            bytes: stats.bytes,
+            sha256: stats.sha256,
+            input: cur.input,
+            first_record: open.first_record,
+            end_record: cur.records,
+        };
+        self.journal.append(Entry::Shard {
+            shard,
+            counts: std::mem::take(&mut cur.counts),
+            problems: std::mem::take(&mut cur.problems),
+        })?;
+        self.next_shard += 1;
+        Ok(())
     }
-    ids.extend(eos);
-    Ok((doc, ids))
-}
-
-fn close_shard(
-    journal: &mut Journal,
-    open: Open,
-    input: usize,
-    end_record: u64,
-    next_shard: &mut usize,
-    counts: &mut Counts,
-    problems: &mut Vec<FileProblem>,
-) -> Result<(), Error> {
-    let stats = open.writer.finish()?;
-    let shard = ShardRecord {
-        file: format!("shard-{:05}.parquet", *next_shard),
-        rows: stats.rows,
-        tokens: stats.tokens,
-        bytes: stats.bytes,
-        sha256: stats.sha256,
-        input,
-        first_record: open.first_record,
-        end_record,
-    };
-    journal.append(Entry::Shard {
-        shard,
-        counts: std::mem::take(counts),
-        problems: std::mem::take(problems),
-    })?;
-    *next_shard += 1;
-    Ok(())
 }
 
 /// Renames the shards to `{split}-{i:05}-of-{n:05}.parquet`, writes the manifest and removes

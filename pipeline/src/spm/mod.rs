@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ahash::AHashMap;
+use memchr::memmem::Finder;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -49,10 +50,11 @@ thread_local! {
 pub struct SpmModel {
     id: u64,
     vocab: Vocab,
-    normalizer: Normalizer,
+    pub(crate) normalizer: Normalizer,
     unigram: Unigram,
-    /// The whitespace symbol that separates words, when the word cache is exact.
-    word_boundary: Option<&'static [u8]>,
+    /// A searcher for the whitespace symbol that separates words, when the word cache is
+    /// exact.
+    word_boundary: Option<Finder<'static>>,
     suffix: bool,
     /// Byte-fallback piece ids, when the model has them.
     byte_ids: Option<Box<[u32; 256]>>,
@@ -162,7 +164,7 @@ impl SpmModel {
             vocab,
             normalizer,
             unigram,
-            word_boundary: (!splits).then_some(boundary),
+            word_boundary: (!splits).then(|| Finder::new(boundary)),
             suffix,
             byte_ids,
         })
@@ -181,7 +183,7 @@ impl SpmModel {
     }
 
     /// Encodes the normalised `text` into tokens, word by word through the cache.
-    fn encode_words(&self, st: &mut ThreadState, boundary: &[u8], out: &mut Vec<Tok>) {
+    fn encode_words(&self, st: &mut ThreadState, boundary: &Finder, out: &mut Vec<Tok>) {
         let ThreadState {
             cache,
             scratch,
@@ -264,7 +266,7 @@ impl Tokenizer for SpmModel {
             let mut normalized = std::mem::take(&mut st.normalized);
             self.normalizer.normalize(text, &mut normalized);
             st.normalized = normalized;
-            match self.word_boundary {
+            match &self.word_boundary {
                 Some(b) => self.encode_words(&mut st, b, &mut toks),
                 None => {
                     let ThreadState {
@@ -284,10 +286,10 @@ impl Tokenizer for SpmModel {
 
 /// End of the word starting at `start`: before the next boundary symbol (prefix mode) or
 /// just after the next one (suffix mode).
-fn next_boundary(text: &[u8], start: usize, boundary: &[u8], suffix: bool) -> usize {
+fn next_boundary(text: &[u8], start: usize, boundary: &Finder, suffix: bool) -> usize {
     let from = if suffix { start } else { start + 1 };
-    match memchr::memmem::find(&text[from.min(text.len())..], boundary) {
-        Some(i) if suffix => from + i + boundary.len(),
+    match boundary.find(&text[from.min(text.len())..]) {
+        Some(i) if suffix => from + i + boundary.needle().len(),
         Some(i) => from + i,
         None => text.len(),
     }
@@ -323,7 +325,7 @@ mod tests {
     #[test]
     fn words_split_before_each_space_symbol() {
         let t = "▁ab▁c".as_bytes();
-        let b = SPACE_SYMBOL.as_bytes();
+        let b = &Finder::new(SPACE_SYMBOL.as_bytes());
         let first = next_boundary(t, 0, b, false);
         assert_eq!(&t[..first], "▁ab".as_bytes());
         assert_eq!(next_boundary(t, first, b, false), t.len());

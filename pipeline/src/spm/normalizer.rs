@@ -48,6 +48,39 @@ impl DoubleArray {
         best
     }
 
+    /// For an ASCII byte `b`: whether it normalises to itself whenever the next byte is
+    /// ASCII too (or the input ends), i.e. no rule continues from `b` with an ASCII byte and
+    /// `b` alone either has no rule or is replaced by itself.
+    fn ascii_maps_to_itself(&self, b: u8, replacements: &[u8]) -> bool {
+        let Some(&root) = self.units.first() else {
+            return true;
+        };
+        let at = Self::offset(root) ^ b as usize;
+        let Some(&unit) = self.units.get(at) else {
+            return true;
+        };
+        if Self::label(unit) != b as u32 {
+            return true;
+        }
+        let pos = at ^ Self::offset(unit);
+        if Self::has_leaf(unit) {
+            let Some(&leaf) = self.units.get(pos) else {
+                return false;
+            };
+            let start = (Self::value(leaf) as usize).min(replacements.len());
+            let rest = &replacements[start..];
+            let end = memchr::memchr(0, rest).unwrap_or(rest.len());
+            if rest[..end] != [b] {
+                return false;
+            }
+        }
+        (0u8..0x80).all(|c| {
+            self.units
+                .get(pos ^ c as usize)
+                .is_none_or(|&u| Self::label(u) != c as u32)
+        })
+    }
+
     /// Whether any key starts with byte `b`.
     fn has_transition(&self, b: u8) -> bool {
         let Some(&root) = self.units.first() else {
@@ -67,6 +100,9 @@ pub struct Normalizer {
     replacements: Vec<u8>,
     /// Bytes that start no charsmap rule: an ASCII one maps to itself.
     passthrough: [bool; 256],
+    /// ASCII bytes other than space that start no user symbol and normalise to themselves
+    /// when followed by ASCII: runs of them are copied as they are.
+    copy: [bool; 256],
     /// User-defined symbols, which are matched before the charsmap and never changed.
     user_symbols: Vec<Vec<u8>>,
     add_dummy_prefix: bool,
@@ -115,10 +151,19 @@ impl Normalizer {
                 passthrough[b as usize] = false;
             }
         }
+        let mut copy = [false; 256];
+        for (b, c) in copy.iter_mut().enumerate().take(0x80) {
+            let user = user_symbols.iter().any(|s| s.first() == Some(&(b as u8)));
+            let rules_keep_it = trie
+                .as_ref()
+                .is_none_or(|t| t.ascii_maps_to_itself(b as u8, &replacements));
+            *c = b != b' ' as usize && !user && rules_keep_it;
+        }
         Ok(Self {
             trie,
             replacements,
             passthrough,
+            copy,
             user_symbols,
             add_dummy_prefix: spec.add_dummy_prefix,
             remove_extra_whitespaces: spec.remove_extra_whitespaces,
@@ -155,6 +200,21 @@ impl Normalizer {
         (&input[..n], n)
     }
 
+    /// How many leading bytes of `input` normalise to themselves one by one: copyable ASCII
+    /// bytes each followed by ASCII (a rule might join a letter with a following combining
+    /// mark, so a byte before non-ASCII takes the general path).
+    #[inline]
+    fn copy_run(&self, input: &[u8]) -> usize {
+        let mut i = 0;
+        while i < input.len() && self.copy[input[i] as usize] {
+            if input.get(i + 1).is_some_and(|&n| n >= 0x80) {
+                break;
+            }
+            i += 1;
+        }
+        i
+    }
+
     fn push_space(&self, out: &mut Vec<u8>) {
         if self.escape_whitespaces {
             out.extend_from_slice(SPACE_SYMBOL.as_bytes());
@@ -184,6 +244,14 @@ impl Normalizer {
         }
         let mut prev_space = self.remove_extra_whitespaces;
         while !input.is_empty() {
+            // The common case: a run of characters that normalise to themselves.
+            let run = self.copy_run(input);
+            if run > 0 {
+                out.extend_from_slice(&input[..run]);
+                input = &input[run..];
+                prev_space = false;
+                continue;
+            }
             let (mut norm, consumed) = self.prefix(input);
             if prev_space {
                 while let [b' ', rest @ ..] = norm {

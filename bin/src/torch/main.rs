@@ -1,0 +1,40 @@
+//! `conveyor-torch`: the commands that need libtorch. Users run them as `conveyor COMMAND`;
+//! the `conveyor` binary hands them over to this one (see `forward.rs` there), so that the
+//! data commands never load libtorch.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "conveyor",
+    version,
+    about = "conveyor's libtorch commands (run them as `conveyor COMMAND`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// What libtorch sees on this machine (CUDA devices), and the build's versions.
+    Env,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result: anyhow::Result<i32> = match cli.command {
+        Command::Env => {
+            println!("conveyor {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", conveyor_model::describe());
+            Ok(0)
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
