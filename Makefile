@@ -37,5 +37,6 @@ lint:
 bench: release
 	$(BIN) bench ingest --mb $(or $(MB),64) --vocab ../shared/data/spiece/t5-spiece.model
 
+# Rewrites the fixture vocabulary (tests/vocab.rs checks the committed one is what this makes).
 fixtures: release
-	$(BIN) fixtures write fixtures
+	$(BIN) vocab train fixtures/corpus --out fixtures/vocab/fixture --vocab-size 400 --overwrite

@@ -1,8 +1,7 @@
-//! `conveyor ingest` and the demo.
+//! `conveyor ingest`.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use conveyor_pipeline::ingest::{ingest, IngestConfig, IngestSummary};
 use conveyor_pipeline::source::TxtMode;
@@ -76,16 +75,22 @@ pub struct IngestArgs {
     quiet: bool,
 }
 
+impl From<TxtArg> for TxtMode {
+    fn from(t: TxtArg) -> Self {
+        match t {
+            TxtArg::File => TxtMode::File,
+            TxtArg::Line => TxtMode::Line,
+        }
+    }
+}
+
 impl IngestArgs {
     fn into_config(self) -> anyhow::Result<IngestConfig> {
         anyhow::ensure!(self.shard_mb > 0.0, "--shard-mb must be positive");
         let mut cfg = IngestConfig::new(self.inputs, self.vocab, self.out);
         cfg.split = self.split;
         cfg.text_field = self.text_field;
-        cfg.txt_mode = match self.txt_mode {
-            TxtArg::File => TxtMode::File,
-            TxtArg::Line => TxtMode::Line,
-        };
+        cfg.txt_mode = self.txt_mode.into();
         cfg.append_eos = self.append_eos;
         cfg.shard_bytes = (self.shard_mb * 1e6) as u64;
         cfg.shard_tokens = self.shard_tokens;
@@ -172,29 +177,4 @@ pub fn report(s: &IngestSummary, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The demo: ingests the fixture corpus shipped in fixtures/.
-pub fn demo(out: PathBuf, vocab: PathBuf) -> anyhow::Result<i32> {
-    let corpus = PathBuf::from("fixtures/corpus");
-    anyhow::ensure!(
-        corpus.is_dir(),
-        "fixtures/corpus not found: run the demo from the repository root (make demo)"
-    );
-    let mut cfg = IngestConfig::new(
-        vec![corpus.display().to_string()],
-        vocab,
-        out.join("tokens"),
-    );
-    cfg.overwrite = true;
-    cfg.shard_tokens = Some(20_000);
-    let progress = CliProgress::new(false);
-    let summary = ingest(cfg, &progress).context("ingesting the fixture corpus")?;
-    println!("== ingest of the fixture corpus ==");
-    report(&summary, false)?;
-    println!(
-        "\ninspect it with: conveyor inspect {}",
-        out.join("tokens").display()
-    );
-    Ok(0)
 }

@@ -2,10 +2,12 @@
 //! configuration types and calls them. Nothing below this crate sees clap.
 
 mod bench;
+mod demo;
 mod forward;
 mod ingest;
 mod inspect;
 mod progress;
+mod vocab;
 
 use std::path::PathBuf;
 
@@ -26,19 +28,22 @@ struct Cli {
 enum Command {
     /// Tokenize corpus files into Parquet token shards with a manifest.
     Ingest(ingest::IngestArgs),
+    /// SentencePiece vocabularies.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
     /// Summarise a token directory, decode its first documents, optionally verify every shard.
     Inspect(inspect::InspectArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// The main job on the project's own fixtures (today: ingest of the fixture corpus).
+    /// The main job on the project's own fixtures (today: fixture vocabulary, then ingest).
     Demo {
         /// Output folder.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
-        /// SentencePiece model.
-        #[arg(long, default_value = "../shared/data/spiece/t5-spiece.model")]
-        vocab: PathBuf,
+        /// Use this SentencePiece model instead of training the fixture vocabulary.
+        #[arg(long)]
+        vocab: Option<PathBuf>,
     },
     /// What libtorch sees on this machine (CUDA devices), and the build's versions.
     #[command(disable_help_flag = true)]
@@ -54,8 +59,9 @@ fn main() {
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Vocab(c) => vocab::run(c),
         Command::Bench(b) => bench::run(b),
-        Command::Demo { out, vocab } => ingest::demo(out, vocab),
+        Command::Demo { out, vocab } => demo::run(out, vocab),
         Command::Env { .. } => forward::to_torch(),
     };
     match result {

@@ -40,6 +40,12 @@ pub enum Error {
     #[error("{}: shard check failed: {message}", path.display())]
     Verify { path: PathBuf, message: String },
 
+    #[error("{}: {message}; fix or remove this input and rerun", path.display())]
+    Unreadable { path: PathBuf, message: String },
+
+    #[error("SentencePiece training failed: {0}")]
+    Trainer(String),
+
     #[error("invalid configuration: {0}")]
     Config(String),
 }

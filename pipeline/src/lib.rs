@@ -10,5 +10,6 @@ pub mod shard;
 pub mod source;
 pub mod spm;
 pub mod tokenize;
+pub mod vocab;
 
 pub use error::{Error, Result};
