@@ -1,52 +1,97 @@
-//! Plain text: the whole file as one document, or one document per line.
+//! Plain text: the whole file as one document, or one document per line (streamed, so a
+//! large file is never held in memory at once).
 
-use std::io::Read;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use super::{Document, ProblemKind, Raw, ReadError, Source, TxtMode};
 use crate::error::Error;
 
 pub struct TextSource {
-    /// The records still to hand out, in order.
-    records: std::vec::IntoIter<Raw>,
-    size: u64,
+    path: PathBuf,
+    reader: BufReader<File>,
+    mode: TxtMode,
+    /// Bytes consumed so far.
+    offset: u64,
+    /// Records handed out (or skipped) so far.
+    records: u64,
     done: bool,
 }
 
 impl TextSource {
     pub fn open(path: &Path, mode: TxtMode) -> Result<Self, Error> {
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| Error::io(path, e))?;
-        let size = bytes.len() as u64;
-        let to_raw = |b: &[u8]| match std::str::from_utf8(b) {
-            Ok(s) => Raw::Doc(Document {
-                text: s.to_string(),
-                url: None,
-                timestamp: None,
-            }),
-            Err(e) => Raw::Bad(
-                ProblemKind::InvalidUtf8,
-                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-            ),
-        };
-        let mut records: Vec<Raw> = match mode {
-            TxtMode::File => vec![to_raw(&bytes)],
-            TxtMode::Line => bytes
-                .split(|&b| b == b'\n')
-                .map(|l| to_raw(l.strip_suffix(b"\r").unwrap_or(l)))
-                .collect(),
-        };
-        // A final newline does not start another (empty) line.
-        if mode == TxtMode::Line && bytes.ends_with(b"\n") {
-            records.pop();
-        }
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
         Ok(Self {
-            records: records.into_iter(),
-            size,
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            mode,
+            offset: 0,
+            records: 0,
             done: false,
         })
+    }
+
+    fn fail(&self, e: std::io::Error) -> ReadError {
+        ReadError {
+            records: self.records,
+            message: format!(
+                "read failed after record {} (byte {}) of {}: {e}",
+                self.records,
+                self.offset,
+                self.path.display()
+            ),
+        }
+    }
+
+    /// The next record's bytes, or None at the end.
+    fn next_bytes(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        match self.mode {
+            TxtMode::File => {
+                self.reader
+                    .read_to_end(&mut buf)
+                    .map_err(|e| self.fail(e))?;
+                self.offset += buf.len() as u64;
+                self.done = true;
+            }
+            TxtMode::Line => {
+                let n = self
+                    .reader
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| self.fail(e))?;
+                if n == 0 {
+                    self.done = true;
+                    return Ok(None);
+                }
+                self.offset += n as u64;
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+            }
+        }
+        self.records += 1;
+        Ok(Some(buf))
+    }
+}
+
+fn to_raw(bytes: Vec<u8>) -> Raw {
+    match String::from_utf8(bytes) {
+        Ok(text) => Raw::Doc(Document {
+            text,
+            url: None,
+            timestamp: None,
+        }),
+        Err(e) => Raw::Bad(
+            ProblemKind::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+        ),
     }
 }
 
@@ -54,35 +99,69 @@ impl Source for TextSource {
     fn read_batch(&mut self, out: &mut Vec<Raw>, budget: usize) -> Result<bool, ReadError> {
         let mut used = 0;
         while used < budget {
-            match self.records.next() {
-                Some(r) => {
-                    used += match &r {
-                        Raw::Doc(d) => d.text.len() + 1,
-                        _ => 1,
-                    };
-                    out.push(r);
+            match self.next_bytes()? {
+                Some(b) => {
+                    used += b.len() + 1;
+                    out.push(to_raw(b));
                 }
-                None => {
-                    self.done = true;
-                    return Ok(false);
-                }
+                None => return Ok(false),
             }
         }
-        Ok(true)
+        Ok(!self.done)
     }
 
     fn skip(&mut self, n: u64) -> Result<(), ReadError> {
         for _ in 0..n {
-            self.records.next();
+            if self.next_bytes()?.is_none() {
+                break;
+            }
         }
         Ok(())
     }
 
     fn bytes_read(&self) -> u64 {
-        if self.done {
-            self.size
-        } else {
-            0
-        }
+        self.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(content: &[u8], mode: TxtMode, budget: usize) -> Vec<String> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("conveyor-text-{}-{n}.txt", std::process::id()));
+        std::fs::write(&p, content).unwrap();
+        let mut s = TextSource::open(&p, mode).unwrap();
+        let mut out = Vec::new();
+        while s.read_batch(&mut out, budget).unwrap() {}
+        std::fs::remove_file(&p).ok();
+        out.into_iter()
+            .map(|r| match r {
+                Raw::Doc(d) => d.text,
+                Raw::Bad(k, _) => format!("<{}>", k.name()),
+                Raw::Json(_) => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_stream_one_document_each() {
+        assert_eq!(
+            read_all(b"a\r\nb\n\nc", TxtMode::Line, 1),
+            vec!["a", "b", "", "c"]
+        );
+        // A final newline starts no further line.
+        assert_eq!(read_all(b"a\nb\n", TxtMode::Line, 100), vec!["a", "b"]);
+        assert_eq!(
+            read_all(b"ok\n\xff\xfe\n", TxtMode::Line, 100),
+            vec!["ok", "<invalid_utf8>"]
+        );
+    }
+
+    #[test]
+    fn a_file_is_one_document() {
+        assert_eq!(read_all(b"a\nb\n", TxtMode::File, 1), vec!["a\nb\n"]);
     }
 }
