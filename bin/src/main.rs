@@ -2,6 +2,7 @@
 //! configuration types and calls them. Nothing below this crate sees clap.
 
 mod bench;
+mod corrupt;
 mod demo;
 mod forward;
 mod ingest;
@@ -31,6 +32,8 @@ enum Command {
     /// SentencePiece vocabularies.
     #[command(subcommand)]
     Vocab(vocab::VocabCommand),
+    /// T5 span corruption: token shards -> example shards (inputs, targets; optionally packed).
+    Corrupt(corrupt::CorruptArgs),
     /// Summarise a token directory, decode its first documents, optionally verify every shard.
     Inspect(inspect::InspectArgs),
     /// Benchmarks.
@@ -59,6 +62,7 @@ fn main() {
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out, vocab } => demo::run(out, vocab),

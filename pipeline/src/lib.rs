@@ -2,10 +2,13 @@
 //! shards with manifests, and the restartable, thread-count-independent ingest job.
 //! Nothing here depends on libtorch.
 
+pub mod corrupt;
 pub mod error;
 pub mod ingest;
 pub mod manifest;
+pub mod outdir;
 pub mod progress;
+pub mod rng;
 pub mod shard;
 pub mod source;
 pub mod spm;

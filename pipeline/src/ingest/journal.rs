@@ -15,7 +15,6 @@ use crate::error::Error;
 use crate::manifest::{Counts, FileProblem, ShardRecord};
 
 pub const WORK_DIR: &str = ".conveyor-ingest";
-const JOB_FILE: &str = "job.json";
 const JOURNAL_FILE: &str = "journal.jsonl";
 
 /// One journal line.
@@ -49,24 +48,18 @@ pub struct Journal {
 
 impl Journal {
     pub fn work_dir(out: &Path) -> PathBuf {
-        out.join(WORK_DIR)
+        crate::outdir::work_dir(out, WORK_DIR)
     }
 
     /// The job id stored by an earlier run in `out`, if any.
     pub fn existing_job(out: &Path) -> Option<String> {
-        std::fs::read_to_string(Self::work_dir(out).join(JOB_FILE))
-            .ok()
-            .map(|s| s.trim().to_string())
+        crate::outdir::existing_job(&Self::work_dir(out))
     }
 
     /// Opens the journal of `job` in `out`, starting a new one if there is none.
     pub fn open(out: &Path, job: &str) -> Result<Journal, Error> {
         let dir = Self::work_dir(out);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let job_path = dir.join(JOB_FILE);
-        if !job_path.exists() {
-            crate::manifest::write_atomic(&job_path, job.as_bytes())?;
-        }
+        crate::outdir::claim(&dir, job)?;
         let path = dir.join(JOURNAL_FILE);
         let mut entries = Vec::new();
         let mut good_len = 0u64;

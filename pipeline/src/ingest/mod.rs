@@ -241,74 +241,21 @@ fn source_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Makes sure the output directory is empty, ours for this job (resume), or complete for
-/// this job (returns its manifest). Anything else is refused unless --overwrite.
+/// Applies the output folder rules ([`crate::outdir`]); returns the manifest when this job's
+/// output is already complete.
 fn prepare_out_dir(plan: &Plan) -> Result<Option<Manifest>, Error> {
     let out = &plan.cfg.out;
-    let refuse = |message: String| Error::OutputDir {
-        path: out.clone(),
-        message,
-    };
-    if out.exists() && !out.is_dir() {
-        return Err(refuse("exists and is not a directory".into()));
-    }
-    if plan.cfg.overwrite {
-        clear_outputs(out)?;
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    if out.join(Manifest::FILE).exists() {
-        let m = Manifest::read(out)?;
-        if m.job == plan.job && m.settings == plan.settings && !Journal::work_dir(out).exists() {
-            return Ok(Some(m));
-        }
-        return Err(refuse(format!(
-            "holds the output of a different job (job {}, this one is {}); pass --overwrite to replace it or choose another --out",
-            m.job, plan.job
-        )));
-    }
-    if let Some(job) = Journal::existing_job(out) {
-        if job != plan.job {
-            return Err(refuse(format!(
-                "holds an unfinished different job ({job}, this one is {}); rerun that job's command to finish it, or pass --overwrite",
-                plan.job
-            )));
-        }
-        return Ok(None);
-    }
-    let foreign = std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .next();
-    if let Some(name) = foreign {
-        return Err(refuse(format!(
-            "is not empty (it holds {name}) and is not a conveyor output; choose an empty or new --out, or pass --overwrite"
-        )));
-    }
-    Ok(None)
-}
-
-/// --overwrite: removes what a conveyor ingest writes (manifest, shards, work folder) and
-/// nothing else.
-fn clear_outputs(out: &Path) -> Result<(), Error> {
-    if !out.is_dir() {
-        return Ok(());
-    }
-    let work = Journal::work_dir(out);
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-    }
-    for entry in std::fs::read_dir(out)
-        .map_err(|e| Error::io(out, e))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name == Manifest::FILE || (name.ends_with(".parquet") && name.contains("-of-"));
-        if ours {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;
-        }
-    }
-    Ok(())
+    let state = crate::outdir::prepare(
+        out,
+        journal::WORK_DIR,
+        &plan.job,
+        plan.cfg.overwrite,
+        |dir| Manifest::read(dir).map(|m| m.job),
+    )?;
+    Ok(match state {
+        crate::outdir::OutState::Complete => Some(Manifest::read(out)?),
+        crate::outdir::OutState::Start => None,
+    })
 }
 
 #[cfg(test)]

@@ -3,14 +3,21 @@
 //! (list<uint16> for vocabularies up to 65,536 ids, else list<uint32>), `url`, `timestamp`,
 //! `source`, `source_index`; zstd compression.
 
+mod docs;
+pub mod examples;
 mod reader;
+pub mod sink;
 mod writer;
 
+pub use docs::{Ids, TokenDocs};
+pub use examples::{example_schema, ExampleShardWriter};
 pub use reader::{read_shard_head, verify_shard, ShardRow};
-pub use writer::{ShardStats, TokenShardWriter};
+pub use sink::{ParquetSink, ShardStats};
+pub use writer::TokenShardWriter;
 
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, ListBuilder, UInt16Builder, UInt32Builder};
 use arrow::datatypes::{DataType, Field, Schema};
 
 /// Whether ids fit 16 bits for a vocabulary of `vocab_size` ids.
@@ -18,19 +25,63 @@ pub fn narrow_ids(vocab_size: usize) -> bool {
     vocab_size <= 1 << 16
 }
 
-/// The token shard schema.
-pub fn token_schema(narrow: bool) -> Arc<Schema> {
+/// A list<uint16> (`narrow`) or list<uint32> column type with non-null items.
+pub fn id_list_type(narrow: bool) -> DataType {
+    DataType::List(Arc::new(id_item_field(narrow)))
+}
+
+fn id_item_field(narrow: bool) -> Field {
     let id = if narrow {
         DataType::UInt16
     } else {
         DataType::UInt32
     };
+    Field::new("item", id, false)
+}
+
+/// Builds a column of id lists at either width.
+pub enum IdList {
+    U16(ListBuilder<UInt16Builder>),
+    U32(ListBuilder<UInt32Builder>),
+}
+
+impl IdList {
+    pub fn new(narrow: bool) -> Self {
+        let field = Arc::new(id_item_field(narrow));
+        if narrow {
+            Self::U16(ListBuilder::new(UInt16Builder::new()).with_field(field))
+        } else {
+            Self::U32(ListBuilder::new(UInt32Builder::new()).with_field(field))
+        }
+    }
+
+    /// Appends one row. Ids must fit the width (the caller checked the vocabulary size).
+    #[inline]
+    pub fn append(&mut self, ids: &[u32]) {
+        match self {
+            Self::U16(b) => {
+                b.values().extend(ids.iter().map(|&t| Some(t as u16)));
+                b.append(true);
+            }
+            Self::U32(b) => {
+                b.values().append_slice(ids);
+                b.append(true);
+            }
+        }
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::U16(b) => Arc::new(b.finish()),
+            Self::U32(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The token shard schema.
+pub fn token_schema(narrow: bool) -> Arc<Schema> {
     Arc::new(Schema::new(vec![
-        Field::new(
-            "tokens",
-            DataType::List(Arc::new(Field::new("item", id, false))),
-            false,
-        ),
+        Field::new("tokens", id_list_type(narrow), false),
         Field::new("url", DataType::Utf8, true),
         Field::new("timestamp", DataType::Utf8, true),
         Field::new("source", DataType::Utf8, false),

@@ -1,0 +1,113 @@
+//! `conveyor corrupt`: token shards -> T5 span-corruption example shards.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use conveyor_pipeline::corrupt::{corrupt, CorruptConfig, CorruptSummary};
+
+use crate::progress::CliProgress;
+
+#[derive(Args)]
+pub struct CorruptArgs {
+    /// A token directory written by `conveyor ingest`.
+    tokens: PathBuf,
+    /// Output directory for the example shards and manifest.
+    #[arg(long)]
+    out: PathBuf,
+    /// Input feature length (T5: 512); the raw length and the targets length follow from it
+    /// as in T5's random_spans_helper.
+    #[arg(long, default_value_t = 512)]
+    inputs_length: usize,
+    /// Fraction of tokens masked.
+    #[arg(long, default_value_t = 0.15)]
+    noise_density: f64,
+    /// Mean length of a masked span.
+    #[arg(long, default_value_t = 3.0)]
+    mean_span_length: f64,
+    /// Seed of every random draw (chunks and masks).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Epoch: each epoch draws new masks from the same seed.
+    #[arg(long, default_value_t = 0)]
+    epoch: u64,
+    /// Pack examples into rows of the feature lengths (seqio-style, with segment ids and
+    /// positions).
+    #[arg(long)]
+    pack: bool,
+    /// Split name in the shard names (default: the token directory's).
+    #[arg(long)]
+    split: Option<String>,
+    /// Extra ids (sentinels) after the SentencePiece pieces.
+    #[arg(long, default_value_t = 100)]
+    extra_ids: u32,
+    /// Check that the tokens were made with this SentencePiece model.
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    /// Worker threads (default: one per core). The output does not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Replace what an earlier, different job left in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
+    let mut cfg = CorruptConfig::new(a.tokens, a.out, a.inputs_length);
+    cfg.noise_density = a.noise_density;
+    cfg.mean_span_length = a.mean_span_length;
+    cfg.seed = a.seed;
+    cfg.epoch = a.epoch;
+    cfg.pack = a.pack;
+    cfg.split = a.split;
+    cfg.extra_ids = a.extra_ids;
+    cfg.vocab = a.vocab;
+    cfg.threads = a.threads;
+    cfg.overwrite = a.overwrite;
+    let progress = CliProgress::new(a.quiet || a.json);
+    let s = corrupt(&cfg, &progress)?;
+    report(&s, a.json)?;
+    Ok(0)
+}
+
+pub fn report(s: &CorruptSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
+    }
+    if s.already_complete {
+        println!(
+            "{} already holds this job's complete output; nothing to do.",
+            s.out.display()
+        );
+    }
+    println!("output:     {}", s.out.display());
+    println!(
+        "lengths:    tokens_length {}, inputs_length {}, targets_length {}",
+        s.tokens_length, s.inputs_length, s.targets_length
+    );
+    println!(
+        "shards:     {} ({:.1} MB)",
+        s.shards,
+        s.output_bytes as f64 / 1e6
+    );
+    println!(
+        "examples:   {} in {} rows, {} tokens from {} input tokens",
+        s.examples, s.rows, s.tokens, s.source_tokens
+    );
+    if !s.already_complete {
+        let secs = s.seconds.max(1e-9);
+        println!(
+            "speed:      {:.1} M input tokens/s ({:.1} s{})",
+            s.source_tokens as f64 / 1e6 / secs,
+            s.seconds,
+            if s.resumed { ", resumed" } else { "" }
+        );
+    }
+    Ok(())
+}

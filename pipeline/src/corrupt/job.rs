@@ -1,0 +1,457 @@
+//! `conveyor corrupt`: a token directory -> span-corruption example shards + manifest.
+//!
+//! Every token shard becomes one example shard, independently (shards are processed in
+//! parallel; each shard's content depends only on the data and the settings). A finished
+//! shard is renamed into the work folder with a small record beside it, so a killed run
+//! resumes by redoing only unfinished shards; final names appear only when all are done.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::lengths::{mask_counts, random_spans_helper, Lengths};
+use super::manifest::EXAMPLES_VERSION;
+use super::manifest::{CorruptSettings, ExampleShardRecord, ExamplesManifest, EXAMPLES_FORMAT};
+use super::{Chunking, Corruption, Example, Keys, Packer, Pieces, Scratch, SpanCorruption};
+use crate::error::Error;
+use crate::manifest::{write_atomic, Manifest};
+use crate::outdir::{self, OutState};
+use crate::progress::Progress;
+use crate::shard::{shard_name, ExampleShardWriter, Ids, TokenDocs};
+
+const WORK_DIR: &str = ".conveyor-corrupt";
+
+/// A corruption job.
+#[derive(Debug, Clone)]
+pub struct CorruptConfig {
+    /// A finished token directory (with manifest.json).
+    pub tokens: PathBuf,
+    pub out: PathBuf,
+    pub inputs_length: usize,
+    pub noise_density: f64,
+    pub mean_span_length: f64,
+    pub seed: u64,
+    pub epoch: u64,
+    pub pack: bool,
+    /// Output split name (default: the token directory's).
+    pub split: Option<String>,
+    pub extra_ids: u32,
+    /// The vocabulary the user expects the tokens to be in (checked by sha256).
+    pub vocab: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub overwrite: bool,
+}
+
+impl CorruptConfig {
+    pub fn new(tokens: PathBuf, out: PathBuf, inputs_length: usize) -> Self {
+        Self {
+            tokens,
+            out,
+            inputs_length,
+            noise_density: 0.15,
+            mean_span_length: 3.0,
+            seed: 0,
+            epoch: 0,
+            pack: false,
+            split: None,
+            extra_ids: 100,
+            vocab: None,
+            threads: None,
+            overwrite: false,
+        }
+    }
+}
+
+/// What a finished (or already complete) job reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorruptSummary {
+    pub out: PathBuf,
+    pub shards: usize,
+    pub tokens_length: usize,
+    pub inputs_length: usize,
+    pub targets_length: usize,
+    pub examples: u64,
+    pub rows: u64,
+    pub tokens: u64,
+    pub source_tokens: u64,
+    pub output_bytes: u64,
+    pub already_complete: bool,
+    pub resumed: bool,
+    pub seconds: f64,
+}
+
+impl CorruptSummary {
+    fn new(m: &ExamplesManifest, out: &Path, done: bool, resumed: bool, secs: f64) -> Self {
+        Self {
+            out: out.to_path_buf(),
+            shards: m.shards.len(),
+            tokens_length: m.settings.lengths.tokens_length,
+            inputs_length: m.settings.lengths.inputs_length,
+            targets_length: m.settings.lengths.targets_length,
+            examples: m.examples,
+            rows: m.rows,
+            tokens: m.tokens,
+            source_tokens: m.source_tokens,
+            output_bytes: m.shards.iter().map(|s| s.bytes).sum(),
+            already_complete: done,
+            resumed,
+            seconds: secs,
+        }
+    }
+}
+
+/// The validated job.
+pub struct Plan {
+    pub source: Manifest,
+    pub settings: CorruptSettings,
+    pub corruption: SpanCorruption,
+    pub job: String,
+}
+
+/// Checks the token directory and the settings; refuses what cannot work, saying why.
+pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
+    let source = Manifest::read(&cfg.tokens).map_err(|e| match e {
+        Error::Io { path, .. } => Error::Manifest {
+            path,
+            message: "missing: not a finished conveyor token directory (run `conveyor ingest` to make one, or rerun it to finish)".into(),
+        },
+        e => e,
+    })?;
+    if let Some(v) = &cfg.vocab {
+        let bytes = std::fs::read(v).map_err(|e| Error::io(v, e))?;
+        let sha = crate::spm::hex(&Sha256::digest(&bytes));
+        if sha != source.vocab.sha256 {
+            return Err(Error::Config(format!(
+                "{} was tokenized with {} (sha256 {}), not with {} (sha256 {}): pass the vocabulary it was made with, or re-ingest",
+                cfg.tokens.display(),
+                source.vocab.path,
+                &source.vocab.sha256[..16],
+                v.display(),
+                &sha[..16]
+            )));
+        }
+    }
+    let eos = source.vocab.eos_id.ok_or_else(|| {
+        Error::Config(format!(
+            "the vocabulary of {} has no </s> piece, which T5 examples end with",
+            cfg.tokens.display()
+        ))
+    })?;
+    let lengths = random_spans_helper(cfg.inputs_length, cfg.noise_density, cfg.mean_span_length)
+        .map_err(|e| Error::Config(e.0))?;
+    check_lengths(cfg, lengths)?;
+    let vocab_size = source.vocab.size as u32 + cfg.extra_ids;
+    let narrow = crate::shard::narrow_ids(vocab_size as usize);
+    if cfg.pack && lengths.inputs_length.max(lengths.targets_length) > u16::MAX as usize {
+        return Err(Error::Config(format!(
+            "packed rows store positions in 16 bits: lengths up to {} (asked {})",
+            u16::MAX,
+            lengths.inputs_length
+        )));
+    }
+    let settings = CorruptSettings {
+        objective: "span_corruption".into(),
+        lengths,
+        noise_density: cfg.noise_density,
+        mean_span_length: cfg.mean_span_length,
+        seed: cfg.seed,
+        epoch: cfg.epoch,
+        pack: cfg.pack,
+        chunking: Chunking {
+            max_chunk: Chunking::T5_MAX_CHUNK,
+            group_docs: Chunking::T5_GROUP_DOCS,
+            piece: lengths.tokens_length,
+        },
+        vocab_size,
+        extra_ids: cfg.extra_ids,
+        eos_id: eos,
+        split: cfg
+            .split
+            .clone()
+            .unwrap_or_else(|| source.settings.split.clone()),
+        token_type: if narrow { "uint16" } else { "uint32" }.into(),
+    };
+    let identity = serde_json::json!({
+        "source_job": source.job,
+        "source_shards": source.shards.iter().map(|s| &s.sha256).collect::<Vec<_>>(),
+        "settings": settings,
+    });
+    let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
+    let corruption = SpanCorruption {
+        lengths,
+        density: cfg.noise_density as f32,
+        mean: cfg.mean_span_length as f32,
+        vocab_size,
+        eos,
+    };
+    Ok(Plan {
+        source,
+        settings,
+        corruption,
+        job,
+    })
+}
+
+/// Refuses lengths with no room for a noise span, or more spans than sentinels.
+fn check_lengths(cfg: &CorruptConfig, l: Lengths) -> Result<(), Error> {
+    let noise = (l.tokens_length as f64 * cfg.noise_density).round_ties_even();
+    if noise < 1.0 || l.targets_length < 3 {
+        let mut smallest = cfg.inputs_length + 1;
+        while smallest < 1 << 20 {
+            let ok = random_spans_helper(smallest, cfg.noise_density, cfg.mean_span_length)
+                .map(|x| {
+                    (x.tokens_length as f64 * cfg.noise_density).round_ties_even() >= 1.0
+                        && x.targets_length >= 3
+                })
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            smallest += 1;
+        }
+        return Err(Error::Config(format!(
+            "--inputs-length {} is too small to hold one noise span at density {}; use at least {smallest}",
+            cfg.inputs_length, cfg.noise_density
+        )));
+    }
+    let (_, spans) = mask_counts(
+        l.tokens_length,
+        cfg.noise_density as f32,
+        cfg.mean_span_length as f32,
+    );
+    if spans > cfg.extra_ids as usize {
+        return Err(Error::Config(format!(
+            "{} raw tokens per example make {spans} noise spans, but there are only {} sentinels (extra ids); lower --inputs-length or --noise-density, raise --mean-span-length, or raise --extra-ids",
+            l.tokens_length, cfg.extra_ids
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the job (or resumes it, or reports it as already complete).
+pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSummary, Error> {
+    let started = std::time::Instant::now();
+    let plan = plan(cfg)?;
+    let out = &cfg.out;
+    let state = outdir::prepare(out, WORK_DIR, &plan.job, cfg.overwrite, |d| {
+        ExamplesManifest::read(d).map(|m| m.job)
+    })?;
+    if state == OutState::Complete {
+        let m = ExamplesManifest::read(out)?;
+        return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
+    }
+    let work = outdir::work_dir(out, WORK_DIR);
+    let resumed = work.exists();
+    outdir::claim(&work, &plan.job)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
+    progress.start(plan.source.shards.iter().map(|s| s.bytes).sum());
+    let reused = AtomicUsize::new(0);
+    let records: Vec<Result<ExampleShardRecord, Error>> = pool.install(|| {
+        (0..plan.source.shards.len())
+            .into_par_iter()
+            .map(|k| {
+                let done = load_done(&work, k);
+                if let Some(r) = done {
+                    reused.fetch_add(1, Ordering::Relaxed);
+                    progress.advance(plan.source.shards[k].bytes, r.source_documents, 0);
+                    return Ok(r);
+                }
+                run_shard(cfg, &plan, &work, k, progress)
+            })
+            .collect()
+    });
+    let n = reused.load(Ordering::Relaxed);
+    if n > 0 {
+        progress.note(&format!("resumed: {n} shard(s) were already done"));
+    }
+    let records = records.into_iter().collect::<Result<Vec<_>, _>>()?;
+    progress.finish();
+    let m = finalize(cfg, &plan, &work, records)?;
+    Ok(CorruptSummary::new(
+        &m,
+        out,
+        false,
+        resumed,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+fn work_shard(work: &Path, k: usize) -> PathBuf {
+    work.join(format!("shard-{k:05}.parquet"))
+}
+
+fn work_record(work: &Path, k: usize) -> PathBuf {
+    work.join(format!("shard-{k:05}.json"))
+}
+
+/// The record of a shard an earlier run finished, if its file is there.
+fn load_done(work: &Path, k: usize) -> Option<ExampleShardRecord> {
+    let text = std::fs::read_to_string(work_record(work, k)).ok()?;
+    let r: ExampleShardRecord = serde_json::from_str(&text).ok()?;
+    let len = std::fs::metadata(work_shard(work, k)).ok()?.len();
+    (len == r.bytes).then_some(r)
+}
+
+/// Corrupts token shard `k` into the work folder.
+fn run_shard(
+    cfg: &CorruptConfig,
+    plan: &Plan,
+    work: &Path,
+    k: usize,
+    progress: &dyn Progress,
+) -> Result<ExampleShardRecord, Error> {
+    let src = &plan.source.shards[k];
+    let src_path = cfg.tokens.join(&src.file);
+    let tmp = work.join(format!("shard-{k:05}.parquet.tmp"));
+    let s = &plan.settings;
+    let narrow = s.token_type == "uint16";
+    let mut writer = ExampleShardWriter::create(&tmp, narrow, s.pack)?;
+    let keys = Keys {
+        seed: s.seed,
+        epoch: s.epoch,
+        shard: k as u64,
+    };
+    let mut pieces = Pieces::new(s.chunking, keys);
+    let mut packer = Packer::new(s.lengths.inputs_length, s.lengths.targets_length);
+    let mut scratch = Scratch::default();
+    let mut ex = Example::default();
+    let mut failed: Option<Error> = None;
+    let mut emit = |index: u64, piece: &[u32]| {
+        if failed.is_some() {
+            return;
+        }
+        plan.corruption
+            .example(keys, index, piece, &mut scratch, &mut ex);
+        let r = if s.pack {
+            let mut res = Ok(());
+            packer.push(&ex, &mut |row| {
+                if res.is_ok() {
+                    res = writer.push_packed(row);
+                }
+            });
+            res
+        } else {
+            writer.push_example(&ex)
+        };
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    };
+    let docs = TokenDocs::open(&src_path)?;
+    let rows = docs.rows().max(1);
+    let mut seen = 0u64;
+    let mut reported = 0u64;
+    let mut tokens = 0u64;
+    let n = docs.for_each(|ids| {
+        match ids {
+            Ids::U16(d) => {
+                tokens += d.len() as u64;
+                pieces.push(d, &mut emit)
+            }
+            Ids::U32(d) => {
+                tokens += d.len() as u64;
+                pieces.push(d, &mut emit)
+            }
+        }
+        seen += 1;
+        if seen.is_multiple_of(4096) {
+            let bytes = src.bytes * seen / rows;
+            progress.advance(bytes - reported, 4096, 0);
+            reported = bytes;
+        }
+    })?;
+    pieces.finish(&mut emit);
+    if s.pack {
+        let mut res = Ok(());
+        packer.finish(&mut |row| {
+            if res.is_ok() {
+                res = writer.push_packed(row);
+            }
+        });
+        res?;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if n != src.rows {
+        return Err(Error::Verify {
+            path: src_path,
+            message: format!(
+                "{n} rows, the manifest says {}: the token directory changed; re-ingest it",
+                src.rows
+            ),
+        });
+    }
+    let examples = writer.examples();
+    let stats = writer.finish()?;
+    let final_path = work_shard(work, k);
+    std::fs::rename(&tmp, &final_path).map_err(|e| Error::io(&tmp, e))?;
+    let record = ExampleShardRecord {
+        file: final_path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        rows: stats.rows,
+        examples,
+        tokens: stats.tokens,
+        bytes: stats.bytes,
+        sha256: stats.sha256,
+        source_shard: src.file.clone(),
+        source_documents: n,
+        source_tokens: tokens,
+    };
+    let text = serde_json::to_string(&record).expect("record serialises");
+    write_atomic(&work_record(work, k), text.as_bytes())?;
+    progress.advance(src.bytes - reported, seen % 4096, 0);
+    Ok(record)
+}
+
+/// Gives the shards their final names, writes the manifest and removes the work folder.
+/// Safe to repeat after a kill at any point.
+fn finalize(
+    cfg: &CorruptConfig,
+    plan: &Plan,
+    work: &Path,
+    mut records: Vec<ExampleShardRecord>,
+) -> Result<ExamplesManifest, Error> {
+    let count = records.len();
+    for (k, r) in records.iter_mut().enumerate() {
+        let name = shard_name(&plan.settings.split, k, count);
+        let from = work_shard(work, k);
+        let to = cfg.out.join(&name);
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        } else if !to.exists() {
+            return Err(Error::OutputDir {
+                path: from,
+                message: "a finished shard is missing; rerun with --overwrite to start again"
+                    .into(),
+            });
+        }
+        r.file = name;
+    }
+    let m = ExamplesManifest {
+        format: EXAMPLES_FORMAT.into(),
+        version: EXAMPLES_VERSION,
+        created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
+        job: plan.job.clone(),
+        source: cfg.tokens.display().to_string(),
+        source_job: plan.source.job.clone(),
+        vocab: plan.source.vocab.clone(),
+        settings: plan.settings.clone(),
+        examples: records.iter().map(|r| r.examples).sum(),
+        rows: records.iter().map(|r| r.rows).sum(),
+        tokens: records.iter().map(|r| r.tokens).sum(),
+        source_tokens: records.iter().map(|r| r.source_tokens).sum(),
+        shards: records,
+    };
+    m.write(&cfg.out)?;
+    std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
+    Ok(m)
+}

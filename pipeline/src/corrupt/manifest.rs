@@ -1,0 +1,95 @@
+//! `manifest.json` of an example directory: where the examples come from (the token
+//! directory's job and vocabulary), the exact settings, and every shard with its checksum.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Chunking, Lengths};
+use crate::error::Error;
+use crate::manifest::{write_atomic, VocabInfo};
+
+pub const EXAMPLES_FORMAT: &str = "conveyor.examples";
+pub const EXAMPLES_VERSION: u32 = 1;
+
+/// Everything that decides the examples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorruptSettings {
+    pub objective: String,
+    #[serde(flatten)]
+    pub lengths: Lengths,
+    pub noise_density: f64,
+    pub mean_span_length: f64,
+    pub seed: u64,
+    pub epoch: u64,
+    pub pack: bool,
+    pub chunking: Chunking,
+    /// SentencePiece pieces + extra ids; the first sentinel is `vocab_size - 1`.
+    pub vocab_size: u32,
+    pub extra_ids: u32,
+    pub eos_id: u32,
+    pub split: String,
+    pub token_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleShardRecord {
+    pub file: String,
+    /// Rows (examples, or packed rows).
+    pub rows: u64,
+    pub examples: u64,
+    /// Tokens in inputs and targets, padding excluded.
+    pub tokens: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The token shard the examples come from, and its documents.
+    pub source_shard: String,
+    pub source_documents: u64,
+    pub source_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExamplesManifest {
+    pub format: String,
+    pub version: u32,
+    pub created_by: String,
+    pub job: String,
+    /// The token directory's path and job id.
+    pub source: String,
+    pub source_job: String,
+    pub vocab: VocabInfo,
+    pub settings: CorruptSettings,
+    pub shards: Vec<ExampleShardRecord>,
+    pub examples: u64,
+    pub rows: u64,
+    pub tokens: u64,
+    pub source_tokens: u64,
+}
+
+impl ExamplesManifest {
+    pub const FILE: &'static str = "manifest.json";
+
+    pub fn read(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(Self::FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let m: Self = serde_json::from_str(&text).map_err(|e| Error::Manifest {
+            path: path.clone(),
+            message: format!("not a conveyor example manifest: {e}"),
+        })?;
+        if m.format != EXAMPLES_FORMAT || m.version > EXAMPLES_VERSION {
+            return Err(Error::Manifest {
+                path,
+                message: format!(
+                    "format {} version {} is not one this conveyor reads ({EXAMPLES_FORMAT} <= {EXAMPLES_VERSION})",
+                    m.format, m.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self).expect("manifest serialises") + "\n";
+        write_atomic(&dir.join(Self::FILE), text.as_bytes())
+    }
+}

@@ -1,0 +1,157 @@
+//! Example shards: what span corruption writes and trainers read. One row per example
+//! (`inputs`, `targets`: list<uint16>, or list<uint32> above 65,536 ids) or, packed, one row
+//! per packed row with `inputs_segment_ids`, `inputs_positions`, `targets_segment_ids`,
+//! `targets_positions` (list<uint16>; rows padded to the feature lengths with 0).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, ListBuilder, UInt16Builder};
+use arrow::datatypes::{DataType, Field, Schema};
+
+use super::sink::{ParquetSink, ShardStats};
+use super::{id_list_type, IdList};
+use crate::corrupt::{Example, PackedRow};
+use crate::error::Error;
+
+/// Tokens buffered before a record batch is handed to the Parquet writer.
+const BATCH_TOKENS: usize = 1 << 20;
+/// Tokens per row group.
+const ROW_GROUP_TOKENS: u64 = 1 << 23;
+
+/// The packing columns, in schema order after `inputs` and `targets`.
+pub const PACKING_COLUMNS: [&str; 4] = [
+    "inputs_segment_ids",
+    "inputs_positions",
+    "targets_segment_ids",
+    "targets_positions",
+];
+
+/// The example shard schema.
+pub fn example_schema(narrow: bool, packed: bool) -> Arc<Schema> {
+    let mut fields = vec![
+        Field::new("inputs", id_list_type(narrow), false),
+        Field::new("targets", id_list_type(narrow), false),
+    ];
+    if packed {
+        let small = DataType::List(Arc::new(Field::new("item", DataType::UInt16, false)));
+        for name in PACKING_COLUMNS {
+            fields.push(Field::new(name, small.clone(), false));
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn small_list() -> ListBuilder<UInt16Builder> {
+    ListBuilder::new(UInt16Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::UInt16,
+        false,
+    )))
+}
+
+fn append_small(b: &mut ListBuilder<UInt16Builder>, v: &[u32]) {
+    b.values().extend(v.iter().map(|&x| Some(x as u16)));
+    b.append(true);
+}
+
+/// Writes one example shard.
+pub struct ExampleShardWriter {
+    sink: ParquetSink,
+    inputs: IdList,
+    targets: IdList,
+    packing: Option<[ListBuilder<UInt16Builder>; 4]>,
+    buffered_rows: usize,
+    buffered_tokens: usize,
+    group_tokens: u64,
+    rows: u64,
+    tokens: u64,
+    examples: u64,
+}
+
+impl ExampleShardWriter {
+    /// Creates (truncating) the shard at `path`. Packed rows need feature lengths that fit
+    /// 16 bits (checked by the caller).
+    pub fn create(path: &Path, narrow: bool, packed: bool) -> Result<Self, Error> {
+        Ok(Self {
+            sink: ParquetSink::create(path, example_schema(narrow, packed))?,
+            inputs: IdList::new(narrow),
+            targets: IdList::new(narrow),
+            packing: packed.then(|| std::array::from_fn(|_| small_list())),
+            buffered_rows: 0,
+            buffered_tokens: 0,
+            group_tokens: 0,
+            rows: 0,
+            tokens: 0,
+            examples: 0,
+        })
+    }
+
+    /// Adds one example as a row (unpacked shards).
+    pub fn push_example(&mut self, ex: &Example) -> Result<(), Error> {
+        debug_assert!(self.packing.is_none());
+        self.inputs.append(&ex.inputs);
+        self.targets.append(&ex.targets);
+        self.examples += 1;
+        self.row_added(ex.inputs.len() + ex.targets.len())
+    }
+
+    /// Adds one packed row (packed shards).
+    pub fn push_packed(&mut self, row: &PackedRow) -> Result<(), Error> {
+        let p = self.packing.as_mut().expect("a packed shard");
+        self.inputs.append(&row.inputs);
+        self.targets.append(&row.targets);
+        append_small(&mut p[0], &row.inputs_segment_ids);
+        append_small(&mut p[1], &row.inputs_positions);
+        append_small(&mut p[2], &row.targets_segment_ids);
+        append_small(&mut p[3], &row.targets_positions);
+        self.examples += row.examples as u64;
+        let used = row.inputs_segment_ids.iter().filter(|&&s| s > 0).count()
+            + row.targets_segment_ids.iter().filter(|&&s| s > 0).count();
+        self.row_added(used)
+    }
+
+    fn row_added(&mut self, tokens: usize) -> Result<(), Error> {
+        self.rows += 1;
+        self.tokens += tokens as u64;
+        self.buffered_rows += 1;
+        self.buffered_tokens += tokens;
+        self.group_tokens += tokens as u64;
+        if self.buffered_tokens >= BATCH_TOKENS {
+            self.write_batch()?;
+        }
+        if self.group_tokens >= ROW_GROUP_TOKENS {
+            self.write_batch()?;
+            self.sink.end_row_group()?;
+            self.group_tokens = 0;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> Result<(), Error> {
+        if self.buffered_rows == 0 {
+            return Ok(());
+        }
+        let mut cols: Vec<ArrayRef> = vec![self.inputs.finish(), self.targets.finish()];
+        if let Some(p) = self.packing.as_mut() {
+            for b in p.iter_mut() {
+                cols.push(Arc::new(b.finish()));
+            }
+        }
+        self.sink.write(cols)?;
+        self.buffered_rows = 0;
+        self.buffered_tokens = 0;
+        Ok(())
+    }
+
+    /// Examples written (packed rows hold several).
+    pub fn examples(&self) -> u64 {
+        self.examples
+    }
+
+    /// Writes the footer, syncs, and reports rows and (unpadded) tokens.
+    pub fn finish(mut self) -> Result<ShardStats, Error> {
+        self.write_batch()?;
+        self.sink.finish(self.rows, self.tokens)
+    }
+}

@@ -1,0 +1,130 @@
+//! The Parquet file behind every shard conveyor writes: zstd, bounded row groups, written
+//! through a hashing writer (so the sha256 costs no second read), synced on finish.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// A `Write` that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What a finished shard holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardStats {
+    pub rows: u64,
+    pub tokens: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// An open Parquet shard.
+pub struct ParquetSink {
+    path: PathBuf,
+    schema: Arc<Schema>,
+    writer: ArrowWriter<Hashing<BufWriter<File>>>,
+}
+
+impl ParquetSink {
+    /// Creates (truncating) the file at `path`.
+    pub fn create(path: &Path, schema: Arc<Schema>) -> Result<Self, Error> {
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let sink = Hashing {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hash: Sha256::new(),
+            written: 0,
+        };
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
+            .set_created_by(format!("conveyor {}", env!("CARGO_PKG_VERSION")))
+            .set_max_row_group_row_count(None)
+            .build();
+        let writer = ArrowWriter::try_new(sink, schema.clone(), Some(props))
+            .map_err(|e| Error::parquet(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            schema,
+            writer,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// Writes a batch of columns (in schema order).
+    pub fn write(&mut self, columns: Vec<arrow::array::ArrayRef>) -> Result<(), Error> {
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| Error::parquet(&self.path, e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| Error::parquet(&self.path, e))
+    }
+
+    /// Ends the current row group.
+    pub fn end_row_group(&mut self) -> Result<(), Error> {
+        self.writer
+            .flush()
+            .map_err(|e| Error::parquet(&self.path, e))
+    }
+
+    /// Bytes written so far plus the encoder's estimate of what is buffered.
+    pub fn approx_bytes(&self) -> u64 {
+        self.writer.bytes_written() as u64 + self.writer.in_progress_size() as u64
+    }
+
+    /// Writes the footer and syncs the file; `rows` and `tokens` are the caller's counts.
+    pub fn finish(self, rows: u64, tokens: u64) -> Result<ShardStats, Error> {
+        let path = self.path;
+        let sink = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::parquet(&path, e))?;
+        let Hashing {
+            inner,
+            hash,
+            written,
+        } = sink;
+        let file = inner
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
+        Ok(ShardStats {
+            rows,
+            tokens,
+            bytes: written,
+            sha256: crate::spm::hex(&hash.finalize()),
+        })
+    }
+}
