@@ -51,8 +51,7 @@ fn small_list() -> ListBuilder<UInt16Builder> {
 }
 
 fn append_small(b: &mut ListBuilder<UInt16Builder>, v: &[u32]) {
-    b.values().extend(v.iter().map(|&x| Some(x as u16)));
-    b.append(true);
+    super::append_u16(b, v);
 }
 
 /// Writes one example shard.
@@ -74,7 +73,7 @@ impl ExampleShardWriter {
     /// 16 bits (checked by the caller).
     pub fn create(path: &Path, narrow: bool, packed: bool) -> Result<Self, Error> {
         Ok(Self {
-            sink: ParquetSink::create(path, example_schema(narrow, packed))?,
+            sink: ParquetSink::create(path, example_schema(narrow, packed), 1)?,
             inputs: IdList::new(narrow),
             targets: IdList::new(narrow),
             packing: packed.then(|| std::array::from_fn(|_| small_list())),

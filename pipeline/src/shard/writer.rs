@@ -31,7 +31,7 @@ impl TokenShardWriter {
     /// Creates (truncating) the shard file at `path`.
     pub fn create(path: &Path, narrow: bool) -> Result<Self, Error> {
         Ok(Self {
-            sink: ParquetSink::create(path, super::token_schema(narrow))?,
+            sink: ParquetSink::create(path, super::token_schema(narrow), 3)?,
             ids: IdList::new(narrow),
             url: StringBuilder::new(),
             timestamp: StringBuilder::new(),
