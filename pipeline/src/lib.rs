@@ -5,6 +5,7 @@
 pub mod corrupt;
 pub mod error;
 pub mod ingest;
+pub mod loader;
 pub mod manifest;
 pub mod outdir;
 pub mod progress;

@@ -66,6 +66,11 @@ impl Packer {
         r.examples += 1;
     }
 
+    /// Examples in the row being filled.
+    pub fn open_examples(&self) -> u32 {
+        self.row.examples
+    }
+
     /// Emits the last, partly filled row.
     pub fn finish(&mut self, emit: &mut impl FnMut(&PackedRow)) {
         if self.row.examples > 0 {

@@ -1,12 +1,16 @@
-//! Streams the documents of a token shard: only the `tokens` column is decoded, a record
-//! batch at a time, and each document is handed out as a slice of ids without copying.
+//! Streams rows of list-of-id columns from a shard (token shards' `tokens`, example shards'
+//! `inputs`, `targets`, ...): only the named columns are decoded, a record batch at a time,
+//! and each row is handed out as slices of ids without copying. Leading rows can be skipped
+//! without decoding the pages that hold only them.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, ListArray};
 use arrow::datatypes::{DataType, UInt16Type, UInt32Type};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::arrow::ProjectionMask;
 
 use crate::error::Error;
@@ -14,76 +18,151 @@ use crate::error::Error;
 /// Rows decoded per record batch.
 const BATCH_ROWS: usize = 1024;
 
-/// One document's ids, at the width the shard stores them.
+/// One row's ids in one column, at the width the shard stores them.
+#[derive(Clone, Copy)]
 pub enum Ids<'a> {
     U16(&'a [u16]),
     U32(&'a [u32]),
 }
 
-/// The documents of one token shard, in order.
-pub struct TokenDocs {
+impl Ids<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Ids::U16(v) => v.len(),
+            Ids::U32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the ids to `out` as u32.
+    pub fn extend_into(&self, out: &mut Vec<u32>) {
+        match self {
+            Ids::U16(v) => out.extend(v.iter().map(|&x| x as u32)),
+            Ids::U32(v) => out.extend_from_slice(v),
+        }
+    }
+}
+
+/// Rows of some list-of-id columns of one shard, in order.
+pub struct ListRows {
     path: PathBuf,
     reader: ParquetRecordBatchReader,
     rows: u64,
+    columns: usize,
 }
 
-impl TokenDocs {
-    pub fn open(path: &Path) -> Result<Self, Error> {
+impl ListRows {
+    /// Opens `columns` of the shard at `path`, starting after its first `skip` rows.
+    pub fn open(path: &Path, columns: &[&str], skip: u64) -> Result<Self, Error> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
         let rows = builder.metadata().file_metadata().num_rows() as u64;
-        let schema = builder.parquet_schema();
-        let Some(col) = builder.schema().index_of("tokens").ok() else {
+        let mut roots = Vec::new();
+        for name in columns {
+            let i = builder.schema().index_of(name).map_err(|_| {
+                Error::parquet(
+                    path,
+                    format!("no `{name}` column: not the kind of shard expected"),
+                )
+            })?;
+            roots.push(i);
+        }
+        // The projection keeps schema order; callers get columns in the order they asked.
+        let mut order: Vec<usize> = (0..roots.len()).collect();
+        order.sort_by_key(|&i| roots[i]);
+        if order.iter().enumerate().any(|(a, &b)| a != b) {
             return Err(Error::parquet(
                 path,
-                "no `tokens` column: not a token shard",
+                "columns must be asked for in schema order",
             ));
-        };
-        let mask = ProjectionMask::roots(schema, [col]);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| Error::parquet(path, e))?;
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+        let skip = skip.min(rows);
+        if skip > 0 {
+            builder = builder.with_row_selection(RowSelection::from(vec![
+                RowSelector::skip(skip as usize),
+                RowSelector::select((rows - skip) as usize),
+            ]));
+        }
+        let reader = builder.build().map_err(|e| Error::parquet(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             reader,
             rows,
+            columns: columns.len(),
         })
     }
 
-    /// Rows the shard holds, from its footer.
+    /// Rows the shard holds, from its footer (skipped ones included).
     pub fn rows(&self) -> u64 {
         self.rows
     }
 
-    /// Calls `f` with every document in order; returns how many there were.
-    pub fn for_each(self, mut f: impl FnMut(Ids<'_>)) -> Result<u64, Error> {
+    /// Calls `f` with every (remaining) row's columns in order; `f` returns false to stop.
+    /// Returns how many rows were handed out.
+    pub fn for_each(self, mut f: impl FnMut(&[Ids<'_>]) -> bool) -> Result<u64, Error> {
         let path = self.path;
         let mut n = 0u64;
         for batch in self.reader {
             let batch = batch.map_err(|e| Error::parquet(&path, e))?;
-            let list: &ListArray = batch.column(0).as_list::<i32>();
-            let offsets = list.value_offsets();
-            let values = list.values();
-            match values.data_type() {
-                DataType::UInt16 => {
-                    let v = values.as_primitive::<UInt16Type>().values();
-                    for w in offsets.windows(2) {
-                        f(Ids::U16(&v[w[0] as usize..w[1] as usize]));
-                    }
+            let lists: Vec<&ListArray> = (0..self.columns)
+                .map(|c| batch.column(c).as_list::<i32>())
+                .collect();
+            for l in &lists {
+                if !matches!(l.values().data_type(), DataType::UInt16 | DataType::UInt32) {
+                    return Err(Error::parquet(
+                        &path,
+                        format!("ids of type {}", l.values().data_type()),
+                    ));
                 }
-                DataType::UInt32 => {
-                    let v = values.as_primitive::<UInt32Type>().values();
-                    for w in offsets.windows(2) {
-                        f(Ids::U32(&v[w[0] as usize..w[1] as usize]));
-                    }
-                }
-                t => return Err(Error::parquet(&path, format!("token ids of type {t}"))),
             }
-            n += list.len() as u64;
+            let mut row: Vec<Ids<'_>> = Vec::with_capacity(self.columns);
+            for r in 0..batch.num_rows() {
+                row.clear();
+                for l in &lists {
+                    let offsets = l.value_offsets();
+                    let (a, b) = (offsets[r] as usize, offsets[r + 1] as usize);
+                    let values = l.values();
+                    row.push(match values.data_type() {
+                        DataType::UInt16 => {
+                            Ids::U16(&values.as_primitive::<UInt16Type>().values()[a..b])
+                        }
+                        _ => Ids::U32(&values.as_primitive::<UInt32Type>().values()[a..b]),
+                    });
+                }
+                n += 1;
+                if !f(&row) {
+                    return Ok(n);
+                }
+            }
         }
         Ok(n)
+    }
+}
+
+/// The documents of one token shard, in order.
+pub struct TokenDocs(ListRows);
+
+impl TokenDocs {
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        ListRows::open(path, &["tokens"], 0).map(Self)
+    }
+
+    /// Rows the shard holds, from its footer.
+    pub fn rows(&self) -> u64 {
+        self.0.rows()
+    }
+
+    /// Calls `f` with every document in order; returns how many there were.
+    pub fn for_each(self, mut f: impl FnMut(Ids<'_>)) -> Result<u64, Error> {
+        self.0.for_each(|row| {
+            f(row[0]);
+            true
+        })
     }
 }

@@ -9,7 +9,7 @@ mod reader;
 pub mod sink;
 mod writer;
 
-pub use docs::{Ids, TokenDocs};
+pub use docs::{Ids, ListRows, TokenDocs};
 pub use examples::{example_schema, ExampleShardWriter};
 pub use reader::{read_shard_head, verify_shard, ShardRow};
 pub use sink::{ParquetSink, ShardStats};

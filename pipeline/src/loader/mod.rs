@@ -1,0 +1,547 @@
+//! The streaming loader that feeds trainers from disk (no libtorch here).
+//!
+//! An epoch is a fixed global order of items (examples, or rows packed when written):
+//! shards in an order drawn from (seed, epoch), each shard's items in order, then a shuffle
+//! within consecutive windows of `shuffle_buffer` items, each window permuted by its own
+//! generator (seed, epoch, window). Rank `r` of `world_size` takes the items at global
+//! positions `r, r + W, r + 2W, ...`, so ranks are disjoint and together cover the epoch. Items
+//! come from example shards, or from token shards span-corrupted on the fly exactly as
+//! `conveyor corrupt` would (same seed and epoch, same examples).
+//!
+//! Nothing depends on timing: the state after a batch is (epoch, items this rank consumed),
+//! and a loader started from it recomputes the rest of the epoch, skipping whole shards by
+//! their row counts and earlier windows without masking them. Batches are built on a
+//! background thread and handed over through a bounded queue (`prefetch`), so memory is
+//! bounded by the window, the queue and one record batch per reader, not by the data.
+
+mod batch;
+
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use batch::{Batch, Batcher, Item, Packing};
+
+use crate::corrupt::job::{plan as corrupt_plan, CorruptConfig};
+use crate::corrupt::manifest::ExamplesManifest;
+use crate::corrupt::{
+    Chunking, Corruption, Example, Keys, PackedRow, Pieces, Scratch, SpanCorruption,
+};
+use crate::error::Error;
+use crate::rng::{Rng, Stream};
+use crate::shard::{Ids, ListRows};
+
+/// Where the items come from.
+#[derive(Debug, Clone)]
+pub enum LoaderInput {
+    /// Example shards written by `conveyor corrupt` (packed or not).
+    Examples(PathBuf),
+    /// Token shards, span-corrupted on the fly as `conveyor corrupt` would with these
+    /// settings (`tokens`, `seed` and `epoch` of the config are ignored: the loader's own
+    /// seed and epoch are used).
+    Tokens(CorruptConfig),
+}
+
+/// A loader's settings.
+#[derive(Debug, Clone)]
+pub struct LoaderConfig {
+    pub input: LoaderInput,
+    /// Rows per batch (per rank).
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Items per shuffle window; 0 or 1 keeps the order.
+    pub shuffle_buffer: usize,
+    /// Draw a new shard order every epoch.
+    pub shuffle_shards: bool,
+    pub rank: usize,
+    pub world_size: usize,
+    /// Pack examples into rows of the feature lengths (examples that are not packed yet).
+    pub pack: bool,
+    /// Pad plain batches to their longest row instead of the feature lengths.
+    pub pad_to_longest: bool,
+    /// Drop the last, short batch of each epoch.
+    pub drop_remainder: bool,
+    /// Batches prepared ahead on the background thread.
+    pub prefetch: usize,
+    /// Stop after this many epochs (None: run forever).
+    pub epochs: Option<u64>,
+}
+
+impl LoaderConfig {
+    pub fn new(input: LoaderInput, batch_size: usize) -> Self {
+        Self {
+            input,
+            batch_size,
+            seed: 0,
+            shuffle_buffer: 10_000,
+            shuffle_shards: true,
+            rank: 0,
+            world_size: 1,
+            pack: false,
+            pad_to_longest: false,
+            drop_remainder: false,
+            prefetch: 4,
+            epochs: None,
+        }
+    }
+}
+
+/// Where a loader stands: everything needed to continue exactly (the randomness is a
+/// function of seed, epoch and position, so there is no generator state to keep).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderState {
+    pub epoch: u64,
+    /// Items this rank has consumed in the epoch.
+    pub position: u64,
+    /// The configuration this state belongs to (restoring into another is refused).
+    pub fingerprint: u64,
+}
+
+/// One source shard: its path and how many items (rows) it holds, if known.
+#[derive(Debug, Clone)]
+struct SourceShard {
+    path: PathBuf,
+    rows: u64,
+}
+
+/// Everything the background thread needs.
+struct Plan {
+    cfg: LoaderConfig,
+    shards: Vec<SourceShard>,
+    corruption: Option<SpanCorruption>,
+    chunking: Chunking,
+    packed_source: bool,
+    inputs_length: usize,
+    targets_length: usize,
+    fingerprint: u64,
+}
+
+/// Yields batches; iterate it (each item is a `Result<Batch, Error>`).
+pub struct Loader {
+    rx: Receiver<Result<Batch, Error>>,
+    state: LoaderState,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Loader {
+    /// Starts a loader at the beginning of epoch 0.
+    pub fn new(cfg: LoaderConfig) -> Result<Self, Error> {
+        Self::resume(cfg, None)
+    }
+
+    /// Starts a loader from a state saved after some batch (or at the beginning if None).
+    pub fn resume(cfg: LoaderConfig, state: Option<LoaderState>) -> Result<Self, Error> {
+        let plan = plan(cfg)?;
+        let state = match state {
+            Some(s) if s.fingerprint != plan.fingerprint => {
+                return Err(Error::Config(
+                    "the loader state comes from another data configuration (input, seed, shuffle, ranks, batch size or packing differ)".into(),
+                ))
+            }
+            Some(s) => s,
+            None => LoaderState {
+                epoch: 0,
+                position: 0,
+                fingerprint: plan.fingerprint,
+            },
+        };
+        let (tx, rx) = sync_channel(plan.cfg.prefetch.max(1));
+        let handle = std::thread::Builder::new()
+            .name("conveyor-loader".into())
+            .spawn(move || produce(plan, state, tx))
+            .map_err(|e| Error::Config(format!("cannot start the loader thread: {e}")))?;
+        Ok(Self {
+            rx,
+            state,
+            handle: Some(handle),
+        })
+    }
+
+    /// The state after the last batch handed out (the start state before any).
+    pub fn state(&self) -> LoaderState {
+        self.state
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.rx.recv().ok()?;
+        if let Ok(b) = &b {
+            self.state = b.state;
+        }
+        Some(b)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Closing the queue stops the producer at its next hand-over.
+        let (_, dead) = sync_channel(1);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
+    if cfg.batch_size == 0 || cfg.world_size == 0 || cfg.rank >= cfg.world_size {
+        return Err(Error::Config(format!(
+            "batch size must be positive and rank ({}) below world size ({})",
+            cfg.rank, cfg.world_size
+        )));
+    }
+    let (shards, corruption, chunking, packed_source, li, lt, source_id) = match &cfg.input {
+        LoaderInput::Examples(dir) => {
+            let m = ExamplesManifest::read(dir)?;
+            let shards = m
+                .shards
+                .iter()
+                .map(|s| SourceShard {
+                    path: dir.join(&s.file),
+                    rows: s.rows,
+                })
+                .collect();
+            let l = m.settings.lengths;
+            (
+                shards,
+                None,
+                m.settings.chunking,
+                m.settings.pack,
+                l.inputs_length,
+                l.targets_length,
+                m.job.clone(),
+            )
+        }
+        LoaderInput::Tokens(c) => {
+            let p = corrupt_plan(c)?;
+            let shards = p
+                .source
+                .shards
+                .iter()
+                .map(|s| SourceShard {
+                    path: c.tokens.join(&s.file),
+                    rows: s.rows,
+                })
+                .collect();
+            let l = p.settings.lengths;
+            let id = format!("{}:{}", p.source.job, p.job);
+            (
+                shards,
+                Some(p.corruption),
+                p.settings.chunking,
+                false,
+                l.inputs_length,
+                l.targets_length,
+                id,
+            )
+        }
+    };
+    let identity = serde_json::json!({
+        "source": source_id,
+        "seed": cfg.seed,
+        "shuffle_buffer": cfg.shuffle_buffer,
+        "shuffle_shards": cfg.shuffle_shards,
+        "rank": cfg.rank,
+        "world_size": cfg.world_size,
+        "batch_size": cfg.batch_size,
+        "pack": cfg.pack,
+    });
+    let digest = Sha256::digest(identity.to_string().as_bytes());
+    let fingerprint = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    Ok(Plan {
+        cfg,
+        shards,
+        corruption,
+        chunking,
+        packed_source,
+        inputs_length: li,
+        targets_length: lt,
+        fingerprint,
+    })
+}
+
+/// The background thread: runs epochs from `start` and sends batches until the loader is
+/// dropped or the epochs are done.
+fn produce(plan: Plan, start: LoaderState, tx: SyncSender<Result<Batch, Error>>) {
+    let mut state = start;
+    loop {
+        if plan.cfg.epochs.is_some_and(|n| state.epoch >= n) {
+            return;
+        }
+        match run_epoch(&plan, state, &tx) {
+            Ok(true) => {
+                state = LoaderState {
+                    epoch: state.epoch + 1,
+                    position: 0,
+                    fingerprint: plan.fingerprint,
+                }
+            }
+            Ok(false) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// One epoch's work for this rank: the window shuffle, the rank filter and the batcher.
+struct EpochRun<'a> {
+    plan: &'a Plan,
+    tx: &'a SyncSender<Result<Batch, Error>>,
+    epoch: u64,
+    /// Global index of the first item of the current window.
+    window_start: u64,
+    window: Vec<Item>,
+    /// This rank's first global item to hand out (resume point).
+    first_global: u64,
+    /// Items this rank has pushed into the batcher, resumed ones included.
+    pushed: u64,
+    batcher: Batcher,
+    /// False once the receiver has gone.
+    open: bool,
+}
+
+impl EpochRun<'_> {
+    fn window_size(&self) -> u64 {
+        self.plan.cfg.shuffle_buffer.max(1) as u64
+    }
+
+    /// Takes the next item of the global order.
+    fn push(&mut self, item: Item) -> bool {
+        self.window.push(item);
+        if self.window.len() as u64 == self.window_size() {
+            self.flush_window();
+        }
+        self.open
+    }
+
+    fn flush_window(&mut self) {
+        let n = self.window.len();
+        if n == 0 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        if self.plan.cfg.shuffle_buffer > 1 {
+            let w = self.window_start / self.window_size();
+            Rng::for_item(self.plan.cfg.seed, self.epoch, Stream::Shuffle, 1, w)
+                .shuffle(&mut order);
+        }
+        let mut items: Vec<Option<Item>> = self.window.drain(..).map(Some).collect();
+        let (rank, world) = (self.plan.cfg.rank as u64, self.plan.cfg.world_size as u64);
+        for (j, &src) in order.iter().enumerate() {
+            let g = self.window_start + j as u64;
+            if g % world != rank || g < self.first_global {
+                continue;
+            }
+            self.batcher
+                .push(items[src].take().expect("each item once"));
+            self.pushed += 1;
+            while self.batcher.ready() >= self.plan.cfg.batch_size {
+                self.send_batch();
+            }
+        }
+        self.window_start += n as u64;
+    }
+
+    fn send_batch(&mut self) {
+        let state = LoaderState {
+            epoch: self.epoch,
+            position: 0,
+            fingerprint: self.plan.fingerprint,
+        };
+        if let Some(mut b) = self.batcher.take(state) {
+            b.state.position = self.pushed - self.batcher.waiting_items() as u64;
+            if self.tx.send(Ok(b)).is_err() {
+                self.open = false;
+            }
+        }
+    }
+
+    /// End of the epoch: the last window, the packer's open row, the short last batch.
+    fn finish(&mut self) -> bool {
+        self.flush_window();
+        self.batcher.flush();
+        while self.open && self.batcher.ready() >= self.plan.cfg.batch_size {
+            self.send_batch();
+        }
+        if self.open && self.batcher.ready() > 0 && !self.plan.cfg.drop_remainder {
+            let state = LoaderState {
+                epoch: self.epoch + 1,
+                position: 0,
+                fingerprint: self.plan.fingerprint,
+            };
+            if let Some(b) = self.batcher.take(state) {
+                if self.tx.send(Ok(b)).is_err() {
+                    self.open = false;
+                }
+            }
+        }
+        self.open
+    }
+}
+
+/// Streams one epoch from `state`; Ok(false) when the receiver has gone.
+fn run_epoch(
+    plan: &Plan,
+    state: LoaderState,
+    tx: &SyncSender<Result<Batch, Error>>,
+) -> Result<bool, Error> {
+    let cfg = &plan.cfg;
+    let world = cfg.world_size as u64;
+    let first_global = state.position * world + cfg.rank as u64;
+    let window = cfg.shuffle_buffer.max(1) as u64;
+    // Items before the resume point's window are skipped without being made.
+    let skip = if state.position == 0 {
+        0
+    } else {
+        first_global / window * window
+    };
+    let mut order: Vec<usize> = (0..plan.shards.len()).collect();
+    if cfg.shuffle_shards {
+        Rng::for_item(cfg.seed, state.epoch, Stream::Shuffle, 0, 0).shuffle(&mut order);
+    }
+    let mut run = EpochRun {
+        plan,
+        tx,
+        epoch: state.epoch,
+        window_start: skip,
+        window: Vec::new(),
+        first_global,
+        pushed: state.position,
+        batcher: Batcher::new(
+            cfg.batch_size,
+            plan.inputs_length,
+            plan.targets_length,
+            cfg.pack && !plan.packed_source,
+            cfg.pad_to_longest,
+        ),
+        open: true,
+    };
+    let mut global = 0u64;
+    for &k in &order {
+        let shard = &plan.shards[k];
+        let open = match &plan.corruption {
+            None => examples_shard(plan, shard, &mut global, skip, &mut run)?,
+            Some(c) => tokens_shard(plan, c, k, shard, state.epoch, &mut global, skip, &mut run)?,
+        };
+        if !open {
+            return Ok(false);
+        }
+    }
+    Ok(run.finish())
+}
+
+/// Items of one example shard; `global` counts items of the epoch so far.
+fn examples_shard(
+    plan: &Plan,
+    shard: &SourceShard,
+    global: &mut u64,
+    skip: u64,
+    run: &mut EpochRun<'_>,
+) -> Result<bool, Error> {
+    if *global + shard.rows <= skip {
+        *global += shard.rows;
+        return Ok(true);
+    }
+    let within = skip.saturating_sub(*global);
+    *global += within;
+    let columns: &[&str] = if plan.packed_source {
+        &[
+            "inputs",
+            "targets",
+            "inputs_segment_ids",
+            "inputs_positions",
+            "targets_segment_ids",
+            "targets_positions",
+        ]
+    } else {
+        &["inputs", "targets"]
+    };
+    let rows = ListRows::open(&shard.path, columns, within)?;
+    let mut open = true;
+    rows.for_each(|row| {
+        *global += 1;
+        let v = |i: usize| {
+            let mut out = Vec::with_capacity(row[i].len());
+            row[i].extend_into(&mut out);
+            out
+        };
+        let item = if plan.packed_source {
+            let inputs_segment_ids = v(2);
+            PackedRow {
+                examples: inputs_segment_ids.iter().copied().max().unwrap_or(0),
+                inputs: v(0),
+                targets: v(1),
+                inputs_segment_ids,
+                inputs_positions: v(3),
+                targets_segment_ids: v(4),
+                targets_positions: v(5),
+            }
+            .into()
+        } else {
+            Item::Example(Example {
+                inputs: v(0),
+                targets: v(1),
+            })
+        };
+        open = run.push(item);
+        open
+    })?;
+    Ok(open)
+}
+
+impl From<PackedRow> for Item {
+    fn from(r: PackedRow) -> Self {
+        Item::Packed(r)
+    }
+}
+
+/// Items of one token shard, span-corrupted on the fly with the offline command's keys.
+#[allow(clippy::too_many_arguments)]
+fn tokens_shard(
+    plan: &Plan,
+    c: &SpanCorruption,
+    k: usize,
+    shard: &SourceShard,
+    epoch: u64,
+    global: &mut u64,
+    skip: u64,
+    run: &mut EpochRun<'_>,
+) -> Result<bool, Error> {
+    let keys = Keys {
+        seed: plan.cfg.seed,
+        epoch,
+        shard: k as u64,
+    };
+    let mut pieces = Pieces::new(plan.chunking, keys);
+    let mut scratch = Scratch::default();
+    let open = std::cell::Cell::new(true);
+    let mut emit = |index: u64, piece: &[u32]| {
+        let g = *global;
+        *global += 1;
+        if g < skip || !open.get() {
+            return;
+        }
+        let mut ex = Example::default();
+        c.example(keys, index, piece, &mut scratch, &mut ex);
+        open.set(run.push(Item::Example(ex)));
+    };
+    let rows = ListRows::open(&shard.path, &["tokens"], 0)?;
+    rows.for_each(|row| {
+        match row[0] {
+            Ids::U16(d) => pieces.push(d, &mut emit),
+            Ids::U32(d) => pieces.push(d, &mut emit),
+        }
+        open.get()
+    })?;
+    if open.get() {
+        pieces.finish(&mut emit);
+    }
+    Ok(open.get())
+}
