@@ -17,6 +17,24 @@ use conveyor_pipeline::tokenize::{load, TokenizerKind};
 pub enum BenchCommand {
     /// Benchmark the ingest against SentencePiece and the plain Python pipeline.
     Ingest(IngestBench),
+    /// Benchmark span corruption (offline command and loader) against a numpy version.
+    Corrupt(CorruptBench),
+}
+
+#[derive(Args)]
+pub struct CorruptBench {
+    /// Corpus size in MB of text, made with ../shared/tools/make-bench-corpus and ingested.
+    #[arg(long, default_value_t = 64)]
+    pub mb: u64,
+    /// SentencePiece model for the ingest.
+    #[arg(long, default_value = "../shared/data/spiece/t5-spiece.model")]
+    pub vocab: PathBuf,
+    /// Where the corpus and outputs go.
+    #[arg(long, default_value = "target/bench")]
+    pub work: PathBuf,
+    /// Skip the numpy baseline.
+    #[arg(long)]
+    pub no_python: bool,
 }
 
 #[derive(Args)]
@@ -41,17 +59,19 @@ pub struct IngestBench {
 pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
     match b {
         BenchCommand::Ingest(a) => ingest_bench(a),
+        BenchCommand::Corrupt(a) => crate::bench_corrupt::run(a),
     }
 }
 
-fn ingest_bench(a: IngestBench) -> anyhow::Result<i32> {
-    let corpus = a.work.join(format!("corpus-{}mb", a.mb));
+/// The benchmark corpus of `mb` MB of text in `work` (made once), as sorted .json.gz files.
+pub fn ensure_corpus(work: &Path, mb: u64) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let corpus = work.join(format!("corpus-{mb}mb"));
     if !corpus.join(".complete").exists() {
         let tool = Path::new("../shared/tools/make-bench-corpus");
         let st = Command::new("python3")
             .arg(tool)
             .arg(&corpus)
-            .args(["--mb", &a.mb.to_string()])
+            .args(["--mb", &mb.to_string()])
             .status()
             .with_context(|| format!("running {}", tool.display()))?;
         anyhow::ensure!(st.success(), "make-bench-corpus failed");
@@ -63,6 +83,41 @@ fn ingest_bench(a: IngestBench) -> anyhow::Result<i32> {
         .filter(|p| p.to_string_lossy().ends_with(".json.gz"))
         .collect();
     files.sort();
+    Ok((corpus, files))
+}
+
+/// Runs `cmd` (a conveyor child printing a JSON summary), watching its peak resident memory.
+/// Returns the summary, the wall seconds and the peak RSS in MB.
+pub fn run_measured(mut cmd: Command) -> anyhow::Result<(serde_json::Value, f64, f64)> {
+    let t0 = Instant::now();
+    let child = cmd.stdout(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || {
+        let path = format!("/proc/{pid}/status");
+        let mut peak = 0u64;
+        while let Ok(s) = std::fs::read_to_string(&path) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak = peak.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        peak
+    });
+    let output = child.wait_with_output()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let peak_kb = watcher.join().unwrap_or(0);
+    if !output.status.success() {
+        bail!(
+            "conveyor {:?} failed",
+            cmd.get_args().next().unwrap_or_default()
+        );
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok((summary, secs, peak_kb as f64 / 1024.0))
+}
+
+fn ingest_bench(a: IngestBench) -> anyhow::Result<i32> {
+    let (corpus, files) = ensure_corpus(&a.work, a.mb)?;
     println!("corpus: {} ({} files)", corpus.display(), files.len());
 
     // 1. conveyor ingest, as a child process so its peak memory can be read.
@@ -79,28 +134,7 @@ fn ingest_bench(a: IngestBench) -> anyhow::Result<i32> {
     if let Some(t) = a.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
-    let t0 = Instant::now();
-    let child = cmd.stdout(Stdio::piped()).spawn()?;
-    let pid = child.id();
-    let mut peak_kb = 0u64;
-    let watcher = std::thread::spawn(move || {
-        let path = format!("/proc/{pid}/status");
-        let mut peak = 0u64;
-        while let Ok(s) = std::fs::read_to_string(&path) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak = peak.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        peak
-    });
-    let output = child.wait_with_output()?;
-    let secs = t0.elapsed().as_secs_f64();
-    peak_kb = peak_kb.max(watcher.join().unwrap_or(0));
-    if !output.status.success() {
-        bail!("conveyor ingest failed");
-    }
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let (summary, secs, peak_mb) = run_measured(cmd)?;
     let text_bytes = summary["totals"]["text_bytes"].as_f64().unwrap_or(0.0);
     let tokens = summary["totals"]["tokens"].as_f64().unwrap_or(0.0);
     let conveyor_mb_s = text_bytes / 1e6 / secs;
@@ -108,7 +142,7 @@ fn ingest_bench(a: IngestBench) -> anyhow::Result<i32> {
         "conveyor ingest:            {:7.1} MB/s of text, {:6.2} M tokens/s, peak RSS {:.0} MB ({:.1} s, {} shards)",
         conveyor_mb_s,
         tokens / 1e6 / secs,
-        peak_kb as f64 / 1024.0,
+        peak_mb,
         secs,
         summary["shards"]
     );

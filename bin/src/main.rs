@@ -2,6 +2,7 @@
 //! configuration types and calls them. Nothing below this crate sees clap.
 
 mod bench;
+mod bench_corrupt;
 mod corrupt;
 mod demo;
 mod forward;

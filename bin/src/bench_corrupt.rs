@@ -1,0 +1,109 @@
+//! `conveyor bench corrupt`: span corruption on the token shards of the benchmark corpus —
+//! the offline command end to end (child process, peak memory), the loader alone (on example
+//! shards, and on token shards with corruption on the fly), and beside them, in the same run,
+//! a vectorised numpy implementation of the same algorithm.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use conveyor_pipeline::corrupt::CorruptConfig;
+use conveyor_pipeline::loader::{Loader, LoaderConfig, LoaderInput};
+
+use crate::bench::{ensure_corpus, run_measured, CorruptBench};
+
+pub fn run(a: CorruptBench) -> anyhow::Result<i32> {
+    let (corpus, _) = ensure_corpus(&a.work, a.mb)?;
+    let exe = std::env::current_exe()?;
+    let tokens = a.work.join(format!("tokens-{}mb", a.mb));
+    let mut ingest = Command::new(&exe);
+    ingest
+        .arg("ingest")
+        .arg(&corpus)
+        .arg("--vocab")
+        .arg(&a.vocab)
+        .arg("--out")
+        .arg(&tokens)
+        .args(["--json", "-q"]);
+    let (s, _, _) = run_measured(ingest)?;
+    let input_tokens = s["totals"]["tokens"].as_f64().unwrap_or(0.0);
+    println!(
+        "token shards: {} ({:.1} M tokens, {} shards)",
+        tokens.display(),
+        input_tokens / 1e6,
+        s["shards"]
+    );
+
+    // 1. The offline command end to end: read token shards, corrupt, write example shards.
+    let examples = a.work.join(format!("examples-{}mb", a.mb));
+    let mut cmd = Command::new(&exe);
+    cmd.arg("corrupt")
+        .arg(&tokens)
+        .arg("--out")
+        .arg(&examples)
+        .args(["--overwrite", "--json", "-q"]);
+    let (s, secs, peak) = run_measured(cmd)?;
+    let e2e = input_tokens / secs;
+    println!(
+        "conveyor corrupt, end to end: {:6.1} M input tokens/s, peak RSS {:.0} MB ({:.2} s, {} examples)",
+        e2e / 1e6,
+        peak,
+        secs,
+        s["examples"]
+    );
+
+    // 2. The loader alone, one epoch, batches of 64 with a 10,000-example shuffle window.
+    let epoch = |input: LoaderInput| -> anyhow::Result<(f64, usize)> {
+        let mut cfg = LoaderConfig::new(input, 64);
+        cfg.epochs = Some(1);
+        let t = Instant::now();
+        let mut batches = 0;
+        for b in Loader::new(cfg)? {
+            b?;
+            batches += 1;
+        }
+        Ok((t.elapsed().as_secs_f64(), batches))
+    };
+    let (secs, n) = epoch(LoaderInput::Examples(examples.clone()))?;
+    println!(
+        "loader on example shards:     {:6.1} M input tokens/s ({:.2} s, {n} batches of 64)",
+        input_tokens / secs / 1e6,
+        secs
+    );
+    let (secs, n) = epoch(LoaderInput::Tokens(CorruptConfig::new(
+        tokens.clone(),
+        Default::default(),
+        512,
+    )))?;
+    println!(
+        "loader, corrupting on the fly:{:6.1} M input tokens/s ({:.2} s, {n} batches of 64)",
+        input_tokens / secs / 1e6,
+        secs
+    );
+
+    // 3. numpy, one process, same algorithm, same shards.
+    if !a.no_python {
+        let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+        let o = Command::new(&python)
+            .arg("scripts/numpy_span_corruption.py")
+            .arg(&tokens)
+            .arg(a.work.join(format!("examples-numpy-{}mb", a.mb)))
+            .output()
+            .with_context(|| format!("running the numpy baseline with {python}"))?;
+        anyhow::ensure!(
+            o.status.success(),
+            "numpy baseline failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        let np = v["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "numpy, 1 process, end to end: {:6.1} M input tokens/s (masking alone {:.1} M/s; numpy {})",
+            np / 1e6,
+            v["masking_tokens_per_s"].as_f64().unwrap_or(f64::NAN) / 1e6,
+            v["numpy"]
+        );
+        println!("ratio conveyor end to end / numpy: {:.1}x", e2e / np);
+    }
+    Ok(0)
+}
