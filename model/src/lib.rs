@@ -1,6 +1,12 @@
 //! conveyor's model side on libtorch (tch): devices, seeding and, with the model issue, the
 //! convolutional seq2seq models, the T5 baseline, Adafactor and the trainer.
 
+pub mod config;
+pub mod conv;
 pub mod device;
+pub mod layers;
+pub mod seq2seq;
 
+pub use config::{Arch, ConfigError, ModelConfig};
 pub use device::{describe, seed_everything, select_device, DeviceChoice, DeviceError};
+pub use seq2seq::Seq2Seq;

@@ -1,0 +1,300 @@
+//! Model configuration: the architecture, its shapes, presets (`tiny`, `small`, `base`),
+//! overrides from a JSON or TOML file, validation with messages that say what is wrong, and the
+//! parameter count computed from the shapes alone (no tensors allocated).
+
+use serde::{Deserialize, Serialize};
+
+/// Which mixing sublayer the encoder and decoder use in place of self-attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// The T5 baseline: self-attention with a shared relative position bias.
+    Transformer,
+    /// Lightweight convolution: softmax-normalised kernels, H filters shared across channel
+    /// groups, DropConnect on the kernel.
+    Lightconv,
+    /// Dynamic convolution: per-position kernels predicted from the block input.
+    Dynamicconv,
+    /// Depthwise convolution with dilation, kernel size per layer.
+    Dilatedconv,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 4] = [
+        Arch::Transformer,
+        Arch::Lightconv,
+        Arch::Dynamicconv,
+        Arch::Dilatedconv,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Transformer => "transformer",
+            Arch::Lightconv => "lightconv",
+            Arch::Dynamicconv => "dynamicconv",
+            Arch::Dilatedconv => "dilatedconv",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    pub fn is_conv(self) -> bool {
+        self != Arch::Transformer
+    }
+}
+
+/// The paper's dilated-convolution filter sizes: 11 values for 12 layers. conveyor repeats the
+/// last value for the 12th layer (the paper does not say how it is set).
+pub const PAPER_DILATED_KERNELS: [usize; 11] = [4, 4, 7, 7, 15, 15, 15, 15, 31, 31, 31];
+
+/// Every shape and setting of a model. Serialised as the model config JSON of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Ids the embedding holds: SentencePiece pieces + extra ids (sentinels).
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub num_heads: usize,
+    pub encoder_layers: usize,
+    pub decoder_layers: usize,
+    /// Kernel size of every conv layer (lightconv, dynamicconv).
+    pub kernel_size: usize,
+    /// Unique filters H of lightweight and dynamic convolutions.
+    pub conv_heads: usize,
+    /// Per-layer kernel sizes of the dilated convolution (one per layer; a shorter list
+    /// repeats its last value).
+    pub dilated_kernels: Vec<usize>,
+    /// Per-layer dilation rates of the dilated convolution (a shorter list repeats its last).
+    pub dilations: Vec<usize>,
+    /// Dropout on sublayer outputs and embeddings.
+    pub dropout: f64,
+    /// DropConnect rate on lightweight/dynamic kernels.
+    pub weight_dropout: f64,
+    pub relative_buckets: usize,
+    pub relative_max_distance: usize,
+    pub decoder_start_id: i64,
+    pub pad_id: i64,
+}
+
+/// Why a configuration cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown preset {0:?}: use tiny, small or base")]
+    Preset(String),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("impossible model shape: {0}")]
+    Shape(String),
+}
+
+impl ModelConfig {
+    /// A preset for `arch`: `tiny` (CPU-fast, tests and the demo), `small`, `base` (the
+    /// paper's 12+12 layers, d_model 768, d_ff 3072, 12 heads, kernel 7, H = 2).
+    pub fn preset(arch: Arch, preset: &str, vocab_size: usize) -> Result<Self, ConfigError> {
+        let (d, ff, heads, layers) = match preset {
+            "tiny" => (64, 128, 4, 2),
+            "small" => (512, 2048, 8, 6),
+            "base" => (768, 3072, 12, 12),
+            other => return Err(ConfigError::Preset(other.into())),
+        };
+        Ok(Self {
+            arch,
+            vocab_size,
+            d_model: d,
+            d_ff: ff,
+            num_heads: heads,
+            encoder_layers: layers,
+            decoder_layers: layers,
+            kernel_size: 7,
+            conv_heads: 2,
+            dilated_kernels: PAPER_DILATED_KERNELS.to_vec(),
+            dilations: vec![2],
+            dropout: 0.1,
+            weight_dropout: 0.1,
+            relative_buckets: 32,
+            relative_max_distance: 128,
+            decoder_start_id: 0,
+            pad_id: 0,
+        })
+    }
+
+    /// Applies the fields of a JSON or TOML object (by the file's extension) on top.
+    pub fn with_overrides(self, path: &std::path::Path) -> Result<Self, ConfigError> {
+        let fail = |message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let patch: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
+            let t: toml::Table = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+            serde_json::to_value(t).map_err(|e| fail(e.to_string()))?
+        } else {
+            serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?
+        };
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(fail("expected an object of config fields".into()));
+        };
+        let mut base = serde_json::to_value(&self).expect("config serialises");
+        for (k, v) in patch {
+            base[k.as_str()] = v;
+        }
+        let cfg: Self = serde_json::from_value(base).map_err(|e| fail(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Refuses shapes that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Shape(m));
+        if self.vocab_size == 0 || self.d_model == 0 || self.d_ff == 0 || self.num_heads == 0 {
+            return bad("vocab_size, d_model, d_ff and num_heads must be positive".into());
+        }
+        if !self.d_model.is_multiple_of(self.num_heads) {
+            return bad(format!(
+                "d_model {} is not divisible by num_heads {}",
+                self.d_model, self.num_heads
+            ));
+        }
+        if self.encoder_layers == 0 || self.decoder_layers == 0 {
+            return bad("encoder_layers and decoder_layers must be positive".into());
+        }
+        if matches!(self.arch, Arch::Lightconv | Arch::Dynamicconv) {
+            if self.conv_heads == 0 || !self.d_model.is_multiple_of(self.conv_heads) {
+                return bad(format!(
+                    "d_model {} is not divisible by conv_heads {}",
+                    self.d_model, self.conv_heads
+                ));
+            }
+            if self.kernel_size == 0 {
+                return bad("kernel_size must be positive".into());
+            }
+        }
+        if self.arch == Arch::Dilatedconv
+            && (self.dilated_kernels.is_empty()
+                || self.dilations.is_empty()
+                || self.dilated_kernels.contains(&0)
+                || self.dilations.contains(&0))
+        {
+            return bad("dilated_kernels and dilations need positive values".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.weight_dropout) {
+            return bad("dropout rates must be in [0, 1)".into());
+        }
+        if self.relative_buckets < 4 || self.relative_max_distance < self.relative_buckets {
+            return bad("relative_buckets must be >= 4 and <= relative_max_distance".into());
+        }
+        Ok(())
+    }
+
+    pub fn d_kv(&self) -> usize {
+        self.d_model / self.num_heads
+    }
+
+    /// (kernel size, dilation) of dilated layer `layer`.
+    pub fn dilated_layer(&self, layer: usize) -> (usize, usize) {
+        let pick = |v: &[usize]| v[layer.min(v.len() - 1)];
+        (pick(&self.dilated_kernels), pick(&self.dilations))
+    }
+
+    /// Parameters of the mixing sublayer (self-attention or convolution block) of one layer.
+    fn mixer_params(&self, layer: usize) -> usize {
+        let d = self.d_model;
+        match self.arch {
+            Arch::Transformer => 4 * d * d,
+            _ => {
+                // GLU input projection (d -> 2d, bias), output projection (d -> d, bias).
+                let glu = 2 * d * d + 2 * d;
+                let out = d * d + d;
+                let conv = match self.arch {
+                    Arch::Lightconv => self.conv_heads * self.kernel_size,
+                    Arch::Dynamicconv => {
+                        d * self.conv_heads * self.kernel_size + self.conv_heads * self.kernel_size
+                    }
+                    Arch::Dilatedconv => d * self.dilated_layer(layer).0 + d,
+                    Arch::Transformer => unreachable!(),
+                };
+                glu + conv + out
+            }
+        }
+    }
+
+    /// The number of trainable parameters, from the shapes alone.
+    pub fn parameter_count(&self) -> usize {
+        let d = self.d_model;
+        let ffn = 2 * d * self.d_ff;
+        let attn = 4 * d * d;
+        let norm = d;
+        let rel = if self.arch == Arch::Transformer {
+            2 * self.relative_buckets * self.num_heads
+        } else {
+            0
+        };
+        let enc: usize = (0..self.encoder_layers)
+            .map(|l| self.mixer_params(l) + ffn + 2 * norm)
+            .sum();
+        let dec: usize = (0..self.decoder_layers)
+            .map(|l| self.mixer_params(l) + attn + ffn + 3 * norm)
+            .sum();
+        self.vocab_size * d + enc + dec + 2 * norm + rel
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_preset_is_about_230m_parameters() {
+        for arch in Arch::ALL {
+            let c = ModelConfig::preset(arch, "base", 32_128).unwrap();
+            let n = c.parameter_count() as f64;
+            assert!(
+                (n - 230e6).abs() / 230e6 < 0.10,
+                "{}: {n} parameters",
+                arch.name()
+            );
+        }
+        // T5 v1.0 base with its 32,128-id embedding: 222.9 M.
+        let t5 = ModelConfig::preset(Arch::Transformer, "base", 32_128).unwrap();
+        assert_eq!(t5.parameter_count(), 222_903_552);
+    }
+
+    #[test]
+    fn overrides_and_validation() {
+        let dir = std::env::temp_dir().join(format!("conveyor-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = dir.join("o.json");
+        std::fs::write(&j, r#"{"d_model": 128, "num_heads": 8}"#).unwrap();
+        let c = ModelConfig::preset(Arch::Lightconv, "tiny", 100)
+            .unwrap()
+            .with_overrides(&j)
+            .unwrap();
+        assert_eq!((c.d_model, c.num_heads), (128, 8));
+        let t = dir.join("o.toml");
+        std::fs::write(&t, "d_model = 66\n").unwrap();
+        let e = ModelConfig::preset(Arch::Lightconv, "tiny", 100)
+            .unwrap()
+            .with_overrides(&t)
+            .unwrap_err();
+        assert!(e.to_string().contains("not divisible"), "{e}");
+        std::fs::write(&j, r#"{"d_modle": 128}"#).unwrap();
+        let e = ModelConfig::preset(Arch::Lightconv, "tiny", 100)
+            .unwrap()
+            .with_overrides(&j)
+            .unwrap_err();
+        assert!(e.to_string().contains("d_modle"), "{e}");
+        assert!(ModelConfig::preset(Arch::Lightconv, "huge", 100).is_err());
+    }
+
+    #[test]
+    fn dilated_layers_repeat_the_last_listed_size() {
+        let c = ModelConfig::preset(Arch::Dilatedconv, "base", 100).unwrap();
+        assert_eq!(c.dilated_layer(0), (4, 2));
+        assert_eq!(c.dilated_layer(10), (31, 2));
+        assert_eq!(c.dilated_layer(11), (31, 2));
+    }
+}

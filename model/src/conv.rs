@@ -1,0 +1,233 @@
+//! The convolution block that replaces self-attention in the conv models (the paper, after
+//! Wu et al. 2019): GLU input projection, a depthwise convolution, output projection.
+//!
+//! - Lightweight: H kernels of K taps, softmax over the taps, DropConnect while training;
+//!   channel c uses kernel c / (d / H) (contiguous channel groups). Run as one grouped
+//!   `conv1d` (groups = d): cost and memory linear in the sequence length.
+//! - Dynamic: the H x K kernels are predicted per position by a linear map of the block's
+//!   input, softmax over the taps; run by unfolding the K-wide windows (memory O(T d K)).
+//! - Dilated: a plain depthwise kernel per channel (with bias) and a dilation rate, per-layer
+//!   sizes from the config; one grouped `conv1d`.
+//!
+//! Encoder convolutions are centred (padding K//2 before, the rest after); decoder ones are
+//! causal (all padding before), so position t never sees a later input.
+
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+use crate::config::{Arch, ModelConfig};
+use crate::layers::dense;
+
+#[derive(Debug)]
+enum Kernel {
+    Light {
+        weight: Tensor,
+    },
+    Dynamic {
+        proj: nn::Linear,
+    },
+    Dilated {
+        weight: Tensor,
+        bias: Tensor,
+        dilation: i64,
+    },
+}
+
+/// One convolution block.
+#[derive(Debug)]
+pub struct ConvBlock {
+    glu: nn::Linear,
+    out: nn::Linear,
+    kernel: Kernel,
+    k: i64,
+    heads: i64,
+    d: i64,
+    causal: bool,
+    weight_dropout: f64,
+}
+
+impl ConvBlock {
+    pub fn new(p: nn::Path, cfg: &ModelConfig, layer: usize, causal: bool) -> Self {
+        let d = cfg.d_model;
+        let std = (d as f64).powf(-0.5);
+        let (k, kernel) = match cfg.arch {
+            Arch::Lightconv => (
+                cfg.kernel_size,
+                Kernel::Light {
+                    weight: p.randn(
+                        "conv_weight",
+                        &[cfg.conv_heads as i64, cfg.kernel_size as i64],
+                        0.0,
+                        1.0,
+                    ),
+                },
+            ),
+            Arch::Dynamicconv => (
+                cfg.kernel_size,
+                Kernel::Dynamic {
+                    proj: dense(
+                        &p / "conv_proj",
+                        d,
+                        cfg.conv_heads * cfg.kernel_size,
+                        true,
+                        std,
+                    ),
+                },
+            ),
+            Arch::Dilatedconv => {
+                let (k, dilation) = cfg.dilated_layer(layer);
+                (
+                    k,
+                    Kernel::Dilated {
+                        weight: p.randn(
+                            "conv_weight",
+                            &[d as i64, 1, k as i64],
+                            0.0,
+                            (k as f64).powf(-0.5),
+                        ),
+                        bias: p.zeros("conv_bias", &[d as i64]),
+                        dilation: dilation as i64,
+                    },
+                )
+            }
+            Arch::Transformer => unreachable!("the transformer has no convolution block"),
+        };
+        Self {
+            glu: dense(&p / "glu", d, 2 * d, true, std),
+            out: dense(&p / "out", d, d, true, std),
+            kernel,
+            k: k as i64,
+            heads: cfg.conv_heads as i64,
+            d: d as i64,
+            causal,
+            weight_dropout: cfg.weight_dropout,
+        }
+    }
+
+    /// Padding (before, after) along time for a receptive field of `span` positions.
+    fn padding(&self, span: i64) -> (i64, i64) {
+        if self.causal {
+            (span - 1, 0)
+        } else {
+            let before = span / 2;
+            (before, span - 1 - before)
+        }
+    }
+
+    /// `x`: (batch, time, d); `mask`: (batch, time) with 1 for real positions, 0 for padding
+    /// (padding is zeroed before the convolution so it cannot leak into real positions).
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+        let mut h = self.glu.forward(x).glu(-1);
+        if let Some(m) = mask {
+            h *= m.unsqueeze(-1).to_kind(h.kind());
+        }
+        let y = match &self.kernel {
+            Kernel::Light { weight } => {
+                let w = weight
+                    .softmax(-1, Kind::Float)
+                    .to_kind(h.kind())
+                    .dropout(self.weight_dropout, train)
+                    .repeat_interleave_self_int(self.d / self.heads, 0, None)
+                    .unsqueeze(1);
+                self.depthwise(&h, &w, None, 1)
+            }
+            Kernel::Dilated {
+                weight,
+                bias,
+                dilation,
+            } => self.depthwise(&h, weight, Some(bias), *dilation),
+            Kernel::Dynamic { proj } => self.dynamic(&h, proj, train),
+        };
+        self.out.forward(&y)
+    }
+
+    /// Depthwise conv of (batch, time, d) with a (d, 1, K) kernel as one grouped conv1d.
+    fn depthwise(&self, h: &Tensor, w: &Tensor, bias: Option<&Tensor>, dilation: i64) -> Tensor {
+        let (before, after) = self.padding((self.k - 1) * dilation + 1);
+        let xt = h.transpose(1, 2).constant_pad_nd([before, after]);
+        xt.conv1d(w, bias, [1], [0], [dilation], self.d)
+            .transpose(1, 2)
+    }
+
+    /// Dynamic convolution: per-position softmax kernels over unfolded windows.
+    fn dynamic(&self, h: &Tensor, proj: &nn::Linear, train: bool) -> Tensor {
+        let (b, t, d) = h.size3().expect("(batch, time, d)");
+        let w = proj
+            .forward(h)
+            .view([b, t, self.heads, self.k])
+            .softmax(-1, Kind::Float)
+            .to_kind(h.kind())
+            .dropout(self.weight_dropout, train);
+        let (before, after) = self.padding(self.k);
+        let windows = h
+            .constant_pad_nd([0, 0, before, after])
+            .unfold(1, self.k, 1)
+            .view([b, t, self.heads, d / self.heads, self.k]);
+        (windows * w.unsqueeze(3))
+            .sum_dim_intlist(-1, false, None)
+            .view([b, t, d])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn block(arch: Arch, causal: bool) -> (nn::VarStore, ConvBlock) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut cfg = ModelConfig::preset(arch, "tiny", 50).unwrap();
+        cfg.dilated_kernels = vec![4];
+        let b = ConvBlock::new(vs.root(), &cfg, 0, causal);
+        (vs, b)
+    }
+
+    #[test]
+    fn causal_blocks_never_look_ahead_and_centred_ones_do() {
+        tch::manual_seed(0);
+        for arch in [Arch::Lightconv, Arch::Dynamicconv, Arch::Dilatedconv] {
+            for causal in [true, false] {
+                let (_vs, b) = block(arch, causal);
+                let x = Tensor::randn([2, 12, 64], (Kind::Float, Device::Cpu));
+                let y = b.forward(&x, None, false);
+                assert_eq!(y.size(), vec![2, 12, 64]);
+                // Change the input after position 5: outputs up to 5 stay for causal blocks.
+                let x2 = x.copy();
+                let _ = x2.narrow(1, 6, 6).fill_(3.0);
+                let y2 = b.forward(&x2, None, false);
+                let same = y
+                    .narrow(1, 0, 6)
+                    .allclose(&y2.narrow(1, 0, 6), 1e-6, 1e-6, false);
+                assert_eq!(same, causal, "{arch:?} causal={causal}");
+            }
+        }
+    }
+
+    #[test]
+    fn lightweight_kernels_are_softmaxed_and_shared_by_channel_groups() {
+        let (_vs, b) = block(Arch::Lightconv, false);
+        let Kernel::Light { weight } = &b.kernel else {
+            unreachable!()
+        };
+        let w = weight
+            .softmax(-1, Kind::Float)
+            .repeat_interleave_self_int(32, 0, None)
+            .unsqueeze(1);
+        // An impulse at position 4 in every channel traces each channel's kernel.
+        let x = Tensor::zeros([1, 9, 64], (Kind::Float, Device::Cpu));
+        let _ = x.narrow(1, 4, 1).fill_(1.0);
+        let y = b.depthwise(&x, &w, None, 1).squeeze_dim(0);
+        let col = |c: i64| y.select(1, c);
+        assert!(col(0).allclose(&col(31), 1e-7, 1e-7, false));
+        assert!(!col(0).allclose(&col(32), 1e-3, 1e-3, false));
+        // The 7 taps of a softmax kernel sum to one.
+        let total = col(0).sum(Kind::Float).double_value(&[]);
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
+        // y[t] = w[3 + 4 - t]: the kernel, reversed, centred on the impulse.
+        let k0: Vec<f32> = Vec::try_from(weight.softmax(-1, Kind::Float).get(0)).unwrap();
+        let got: Vec<f32> = Vec::try_from(col(0)).unwrap();
+        for t in 1..8 {
+            assert!((got[t] - k0[7 - t]).abs() < 1e-6, "t={t}");
+        }
+    }
+}

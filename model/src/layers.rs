@@ -1,0 +1,244 @@
+//! Building blocks shared by every architecture: RMS norm, T5 attention with its relative
+//! position bias, the ReLU feed-forward sublayer, and masks.
+
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// A large negative logit for masked attention positions (finite, so fully masked rows stay
+/// numerically defined).
+pub const MASKED: f64 = -1e9;
+
+/// T5's RMS norm: no mean subtraction, no bias, variance in float32, eps 1e-6.
+#[derive(Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+}
+
+impl RmsNorm {
+    pub fn new(p: nn::Path, d: usize) -> Self {
+        Self {
+            weight: p.ones("weight", &[d as i64]),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.square().mean_dim(-1, true, Kind::Float);
+        let y = xf * (var + 1e-6).rsqrt();
+        y.to_kind(kind) * &self.weight
+    }
+}
+
+/// A dense layer initialised N(0, std).
+pub fn dense(p: nn::Path, input: usize, output: usize, bias: bool, std: f64) -> nn::Linear {
+    nn::linear(
+        p,
+        input as i64,
+        output as i64,
+        nn::LinearConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+            bs_init: bias.then_some(nn::Init::Const(0.0)),
+            bias,
+        },
+    )
+}
+
+/// T5's relative position buckets for `relative = memory - query` positions.
+pub fn relative_buckets(
+    relative: &Tensor,
+    bidirectional: bool,
+    buckets: i64,
+    max_distance: i64,
+) -> Tensor {
+    let mut n = -relative;
+    let mut num = buckets;
+    let mut ret = Tensor::zeros_like(relative);
+    if bidirectional {
+        num /= 2;
+        ret += n.lt(0).to_kind(Kind::Int64) * num;
+        n = n.abs();
+    } else {
+        n = n.clamp_min(0);
+    }
+    let max_exact = num / 2;
+    let is_small = n.lt(max_exact);
+    let large = (n.to_kind(Kind::Float) / max_exact as f64).log()
+        / ((max_distance as f64) / (max_exact as f64)).ln()
+        * (num - max_exact) as f64;
+    let large = (large.to_kind(Kind::Int64) + max_exact).clamp_max(num - 1);
+    ret + n.where_self(&is_small, &large)
+}
+
+/// Multi-head attention as in T5: no biases, no 1/sqrt(d_kv) scaling (folded into the query
+/// initialisation), optional relative position bias.
+#[derive(Debug)]
+pub struct Attention {
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+    heads: i64,
+    d_kv: i64,
+    /// The relative position bias table (buckets x heads), in the first layer of a stack.
+    relative: Option<Tensor>,
+    bidirectional: bool,
+    buckets: i64,
+    max_distance: i64,
+}
+
+impl Attention {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        p: nn::Path,
+        d: usize,
+        heads: usize,
+        relative_bias: bool,
+        bidirectional: bool,
+        buckets: usize,
+        max_distance: usize,
+    ) -> Self {
+        let d_kv = d / heads;
+        let std = (d as f64).powf(-0.5);
+        Self {
+            q: dense(&p / "q", d, d, false, (d as f64 * d_kv as f64).powf(-0.5)),
+            k: dense(&p / "k", d, d, false, std),
+            v: dense(&p / "v", d, d, false, std),
+            o: dense(&p / "o", d, d, false, (d as f64).powf(-0.5)),
+            heads: heads as i64,
+            d_kv: d_kv as i64,
+            relative: relative_bias.then(|| {
+                (&p / "relative_attention_bias").randn(
+                    "weight",
+                    &[buckets as i64, heads as i64],
+                    0.0,
+                    (d as f64).powf(-0.5),
+                )
+            }),
+            bidirectional,
+            buckets: buckets as i64,
+            max_distance: max_distance as i64,
+        }
+    }
+
+    /// The position bias (1, heads, q_len, k_len) this layer's table gives.
+    pub fn position_bias(&self, q_len: i64, k_len: i64) -> Option<Tensor> {
+        let table = self.relative.as_ref()?;
+        let dev = table.device();
+        let ctx = Tensor::arange(q_len, (Kind::Int64, dev)).unsqueeze(1);
+        let mem = Tensor::arange(k_len, (Kind::Int64, dev)).unsqueeze(0);
+        let b = relative_buckets(
+            &(mem - ctx),
+            self.bidirectional,
+            self.buckets,
+            self.max_distance,
+        );
+        // (q, k, heads) -> (1, heads, q, k)
+        Some(
+            Tensor::embedding(table, &b, -1, false, false)
+                .permute([2, 0, 1])
+                .unsqueeze(0),
+        )
+    }
+
+    fn split(&self, x: &Tensor) -> Tensor {
+        let (b, t, _) = x.size3().expect("(batch, time, d)");
+        x.view([b, t, self.heads, self.d_kv]).transpose(1, 2)
+    }
+
+    /// `x` attends to `kv` (itself for self-attention); `bias` is added to the logits
+    /// (position bias and masks, broadcastable to (batch, heads, q, k)).
+    pub fn forward(&self, x: &Tensor, kv: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let q = self.split(&self.q.forward(x));
+        let (k, v) = (
+            self.split(&self.k.forward(kv)),
+            self.split(&self.v.forward(kv)),
+        );
+        self.attend(&q, &k, &v, bias)
+    }
+
+    /// Attention of queries `x` over precomputed keys and values (incremental decoding).
+    pub fn attend_kv(&self, x: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let q = self.split(&self.q.forward(x));
+        self.attend(&q, k, v, bias)
+    }
+
+    /// Keys and values of `kv`, split into heads.
+    pub fn keys_values(&self, kv: &Tensor) -> (Tensor, Tensor) {
+        (
+            self.split(&self.k.forward(kv)),
+            self.split(&self.v.forward(kv)),
+        )
+    }
+
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let mut scores = q.matmul(&k.transpose(-2, -1));
+        if let Some(b) = bias {
+            scores += b;
+        }
+        let w = scores.softmax(-1, Kind::Float).to_kind(v.kind());
+        let (b, _, t, _) = q.size4().expect("(batch, heads, time, d_kv)");
+        let out = w
+            .matmul(v)
+            .transpose(1, 2)
+            .contiguous()
+            .view([b, t, self.heads * self.d_kv]);
+        self.o.forward(&out)
+    }
+}
+
+/// The ReLU feed-forward sublayer without biases.
+#[derive(Debug)]
+pub struct FeedForward {
+    wi: nn::Linear,
+    wo: nn::Linear,
+    dropout: f64,
+}
+
+impl FeedForward {
+    pub fn new(p: nn::Path, d: usize, d_ff: usize, dropout: f64) -> Self {
+        Self {
+            wi: dense(&p / "wi", d, d_ff, false, (d as f64).powf(-0.5)),
+            wo: dense(&p / "wo", d_ff, d, false, (d_ff as f64).powf(-0.5)),
+            dropout,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.wo
+            .forward(&self.wi.forward(x).relu().dropout(self.dropout, train))
+    }
+}
+
+/// An additive key mask (batch, 1, 1, k) from a (batch, k) mask of 1 = real, 0 = padding.
+pub fn key_mask(mask: &Tensor) -> Tensor {
+    ((mask.to_kind(Kind::Float).neg() + 1.0) * MASKED)
+        .unsqueeze(1)
+        .unsqueeze(1)
+}
+
+/// An additive causal mask (1, 1, t, t).
+pub fn causal_mask(t: i64, device: tch::Device) -> Tensor {
+    (Tensor::ones([t, t], (Kind::Float, device)).triu(1) * MASKED)
+        .unsqueeze(0)
+        .unsqueeze(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_buckets_match_t5() {
+        // Values from T5's _relative_position_bucket as PyTorch computes it (float32 log), for
+        // 32 buckets and max distance 128.
+        let rel = Tensor::from_slice(&[-200i64, -64, -10, -1, 0, 1, 10, 64, 200]);
+        let b: Vec<i64> = Vec::try_from(relative_buckets(&rel, true, 32, 128)).unwrap();
+        assert_eq!(b, vec![15, 14, 8, 1, 0, 17, 24, 30, 31]);
+        let c: Vec<i64> = Vec::try_from(relative_buckets(&rel, false, 32, 128)).unwrap();
+        assert_eq!(c, vec![31, 26, 10, 1, 0, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,325 @@
+//! The encoder-decoder shared by every architecture: tied embeddings (logits scaled by
+//! d_model^-0.5), pre-norm residual sublayers with RMS norm, a mixing sublayer (T5
+//! self-attention with a shared relative position bias, or a convolution block), decoder
+//! cross-attention, ReLU feed-forward, dropout, final norms.
+//!
+//! Parameter names (the safetensors keys of a checkpoint) are documented in the README:
+//! `shared.weight`, `encoder.layers.{i}.{mixer|ffn|norm_mix|norm_ffn}...`,
+//! `decoder.layers.{i}.{mixer|cross|ffn|norm_mix|norm_cross|norm_ffn}...`,
+//! `{encoder|decoder}.final_norm.weight`.
+
+use tch::nn;
+use tch::{Kind, Tensor};
+
+use crate::config::{Arch, ConfigError, ModelConfig};
+use crate::conv::ConvBlock;
+use crate::layers::{causal_mask, key_mask, Attention, FeedForward, RmsNorm};
+
+#[derive(Debug)]
+enum Mixer {
+    Attention(Attention),
+    Conv(ConvBlock),
+}
+
+#[derive(Debug)]
+struct EncoderLayer {
+    norm_mix: RmsNorm,
+    mixer: Mixer,
+    norm_ffn: RmsNorm,
+    ffn: FeedForward,
+}
+
+#[derive(Debug)]
+struct DecoderLayer {
+    norm_mix: RmsNorm,
+    mixer: Mixer,
+    norm_cross: RmsNorm,
+    cross: Attention,
+    norm_ffn: RmsNorm,
+    ffn: FeedForward,
+}
+
+/// A full encoder-decoder model.
+#[derive(Debug)]
+pub struct Seq2Seq {
+    pub cfg: ModelConfig,
+    shared: Tensor,
+    encoder: Vec<EncoderLayer>,
+    encoder_norm: RmsNorm,
+    decoder: Vec<DecoderLayer>,
+    decoder_norm: RmsNorm,
+}
+
+fn mixer(p: nn::Path, cfg: &ModelConfig, layer: usize, decoder: bool) -> Mixer {
+    match cfg.arch {
+        Arch::Transformer => Mixer::Attention(Attention::new(
+            p,
+            cfg.d_model,
+            cfg.num_heads,
+            layer == 0,
+            !decoder,
+            cfg.relative_buckets,
+            cfg.relative_max_distance,
+        )),
+        _ => Mixer::Conv(ConvBlock::new(p, cfg, layer, decoder)),
+    }
+}
+
+impl Seq2Seq {
+    /// Creates the model's variables under `p` (checked config).
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let shared = (p / "shared").randn("weight", &[cfg.vocab_size as i64, d as i64], 0.0, 1.0);
+        let enc = p / "encoder";
+        let dec = p / "decoder";
+        let encoder = (0..cfg.encoder_layers)
+            .map(|i| {
+                let l = &enc / "layers" / i;
+                EncoderLayer {
+                    norm_mix: RmsNorm::new(&l / "norm_mix", d),
+                    mixer: mixer(&l / "mixer", cfg, i, false),
+                    norm_ffn: RmsNorm::new(&l / "norm_ffn", d),
+                    ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.dropout),
+                }
+            })
+            .collect();
+        let decoder = (0..cfg.decoder_layers)
+            .map(|i| {
+                let l = &dec / "layers" / i;
+                DecoderLayer {
+                    norm_mix: RmsNorm::new(&l / "norm_mix", d),
+                    mixer: mixer(&l / "mixer", cfg, i, true),
+                    norm_cross: RmsNorm::new(&l / "norm_cross", d),
+                    cross: Attention::new(&l / "cross", d, cfg.num_heads, false, false, 0, 0),
+                    norm_ffn: RmsNorm::new(&l / "norm_ffn", d),
+                    ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.dropout),
+                }
+            })
+            .collect();
+        Ok(Self {
+            cfg: cfg.clone(),
+            shared,
+            encoder,
+            encoder_norm: RmsNorm::new(&enc / "final_norm", d),
+            decoder,
+            decoder_norm: RmsNorm::new(&dec / "final_norm", d),
+        })
+    }
+
+    /// Encodes `inputs` (batch, time) of ids; `mask` (batch, time) is 1 for real tokens.
+    pub fn encode(&self, inputs: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let p = self.cfg.dropout;
+        let mut x = Tensor::embedding(&self.shared, inputs, -1, false, false).dropout(p, train);
+        let t = inputs.size()[1];
+        let keys = key_mask(mask);
+        let bias = match &self.encoder[0].mixer {
+            Mixer::Attention(a) => a.position_bias(t, t).map(|b| b + &keys),
+            Mixer::Conv(_) => None,
+        };
+        for l in &self.encoder {
+            let h = l.norm_mix.forward(&x);
+            let h = match &l.mixer {
+                Mixer::Attention(a) => a.forward(&h, &h, bias.as_ref().or(Some(&keys))),
+                Mixer::Conv(c) => c.forward(&h, Some(mask), train),
+            };
+            x = x + h.dropout(p, train);
+            let h = l.ffn.forward(&l.norm_ffn.forward(&x), train);
+            x = x + h.dropout(p, train);
+        }
+        self.encoder_norm.forward(&x).dropout(p, train)
+    }
+
+    /// Decoder hidden states for `decoder_inputs` (batch, time) attending to `encoded`.
+    pub fn decode(
+        &self,
+        decoder_inputs: &Tensor,
+        encoded: &Tensor,
+        input_mask: &Tensor,
+        train: bool,
+    ) -> Tensor {
+        let p = self.cfg.dropout;
+        let mut y =
+            Tensor::embedding(&self.shared, decoder_inputs, -1, false, false).dropout(p, train);
+        let t = decoder_inputs.size()[1];
+        let causal = causal_mask(t, y.device());
+        let self_bias = match &self.decoder[0].mixer {
+            Mixer::Attention(a) => a.position_bias(t, t).map(|b| b + &causal),
+            Mixer::Conv(_) => None,
+        };
+        let cross_keys = key_mask(input_mask);
+        for l in &self.decoder {
+            let h = l.norm_mix.forward(&y);
+            let h = match &l.mixer {
+                Mixer::Attention(a) => a.forward(&h, &h, self_bias.as_ref().or(Some(&causal))),
+                Mixer::Conv(c) => c.forward(&h, None, train),
+            };
+            y = y + h.dropout(p, train);
+            let h = l.norm_cross.forward(&y);
+            y = y + l
+                .cross
+                .forward(&h, encoded, Some(&cross_keys))
+                .dropout(p, train);
+            let h = l.ffn.forward(&l.norm_ffn.forward(&y), train);
+            y = y + h.dropout(p, train);
+        }
+        self.decoder_norm.forward(&y).dropout(p, train)
+    }
+
+    /// Logits over the vocabulary from decoder hidden states (tied embeddings, scaled).
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        (hidden * (self.cfg.d_model as f64).powf(-0.5)).matmul(&self.shared.tr())
+    }
+
+    /// Teacher forcing: the decoder inputs are the targets shifted right, starting with
+    /// `decoder_start_id` (and restarting at each segment start when `segments` is given).
+    pub fn shift_right(&self, targets: &Tensor, segments: Option<&Tensor>) -> Tensor {
+        let (b, _) = targets.size2().expect("(batch, time)");
+        let start = Tensor::full(
+            [b, 1],
+            self.cfg.decoder_start_id,
+            (Kind::Int64, targets.device()),
+        );
+        let t = targets.size()[1];
+        let shifted = Tensor::cat(&[&start, &targets.narrow(1, 0, t - 1)], 1);
+        match segments {
+            None => shifted,
+            Some(seg) => {
+                let prev = Tensor::cat(
+                    &[
+                        &Tensor::zeros([b, 1], (Kind::Int64, seg.device())),
+                        &seg.narrow(1, 0, t - 1),
+                    ],
+                    1,
+                );
+                let starts = seg.ne_tensor(&prev);
+                shifted.masked_fill(&starts, self.cfg.decoder_start_id)
+            }
+        }
+    }
+
+    /// Mean token cross-entropy of `targets` (padding, where `target_mask` is 0, ignored).
+    pub fn loss(
+        &self,
+        inputs: &Tensor,
+        input_mask: &Tensor,
+        targets: &Tensor,
+        target_mask: &Tensor,
+        train: bool,
+    ) -> Tensor {
+        let encoded = self.encode(inputs, input_mask, train);
+        let dec_in = self.shift_right(targets, None);
+        let hidden = self.decode(&dec_in, &encoded, input_mask, train);
+        let logits = self.logits(&hidden).to_kind(Kind::Float);
+        let logp = logits.log_softmax(-1, Kind::Float);
+        let nll = -logp
+            .gather(-1, &targets.unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        let m = target_mask.to_kind(Kind::Float);
+        (nll * &m).sum(Kind::Float) / m.sum(Kind::Float).clamp_min(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::OptimizerConfig;
+    use tch::Device;
+
+    fn model(arch: Arch) -> (nn::VarStore, Seq2Seq) {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = ModelConfig::preset(arch, "tiny", 60).unwrap();
+        let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        (vs, m)
+    }
+
+    fn ids(b: i64, t: i64, seed: i64) -> Tensor {
+        tch::manual_seed(seed);
+        Tensor::randint_low(3, 60, [b, t], (Kind::Int64, Device::Cpu))
+    }
+
+    #[test]
+    fn variables_match_the_parameter_count() {
+        for arch in Arch::ALL {
+            let (vs, m) = model(arch);
+            let n: i64 = vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as i64)
+                .sum();
+            assert_eq!(n as usize, m.cfg.parameter_count(), "{}", arch.name());
+        }
+    }
+
+    #[test]
+    fn decoder_position_t_ignores_later_targets() {
+        for arch in Arch::ALL {
+            let (_vs, m) = model(arch);
+            let x = ids(2, 9, 1);
+            let mask = Tensor::ones([2, 9], (Kind::Float, Device::Cpu));
+            let enc = m.encode(&x, &mask, false);
+            let y = ids(2, 8, 2);
+            let y2 = y.copy();
+            let _ = y2.narrow(1, 5, 3).fill_(7);
+            let a = m.logits(&m.decode(&y, &enc, &mask, false));
+            let b = m.logits(&m.decode(&y2, &enc, &mask, false));
+            assert_eq!(a.size(), vec![2, 8, 60]);
+            assert!(
+                a.narrow(1, 0, 5)
+                    .allclose(&b.narrow(1, 0, 5), 1e-5, 1e-5, false),
+                "{}",
+                arch.name()
+            );
+            assert!(!a
+                .narrow(1, 5, 3)
+                .allclose(&b.narrow(1, 5, 3), 1e-5, 1e-5, false));
+        }
+    }
+
+    #[test]
+    fn encoder_outputs_ignore_padding() {
+        for arch in Arch::ALL {
+            let (_vs, m) = model(arch);
+            let x = ids(1, 6, 3);
+            let mask = Tensor::ones([1, 6], (Kind::Float, Device::Cpu));
+            let a = m.encode(&x, &mask, false);
+            // The same sequence with 5 padding positions of junk after it.
+            let padded = Tensor::cat(&[&x, &ids(1, 5, 4)], 1);
+            let pmask = Tensor::cat(
+                &[&mask, &Tensor::zeros([1, 5], (Kind::Float, Device::Cpu))],
+                1,
+            );
+            let b = m.encode(&padded, &pmask, false).narrow(1, 0, 6);
+            assert!(a.allclose(&b, 1e-5, 1e-5, false), "{}", arch.name());
+        }
+    }
+
+    #[test]
+    fn shift_right_restarts_segments() {
+        let (_vs, m) = model(Arch::Transformer);
+        let t = Tensor::from_slice(&[5i64, 6, 7, 8, 9]).view([1, 5]);
+        let seg = Tensor::from_slice(&[1i64, 1, 2, 2, 0]).view([1, 5]);
+        let s: Vec<i64> = Vec::try_from(m.shift_right(&t, Some(&seg)).view([-1])).unwrap();
+        assert_eq!(s, vec![0, 5, 0, 7, 0]);
+    }
+
+    #[test]
+    fn a_tiny_model_overfits_one_batch() {
+        for arch in Arch::ALL {
+            let (vs, m) = model(arch);
+            let mut opt = nn::Adam::default().build(&vs, 3e-3).unwrap();
+            let x = ids(4, 10, 5);
+            let y = ids(4, 6, 6);
+            let mi = Tensor::ones([4, 10], (Kind::Float, Device::Cpu));
+            let mt = Tensor::ones([4, 6], (Kind::Float, Device::Cpu));
+            let first = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
+            for _ in 0..150 {
+                let l = m.loss(&x, &mi, &y, &mt, true);
+                opt.backward_step(&l);
+            }
+            let last = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
+            assert!(last < 0.1 * first, "{}: {first} -> {last}", arch.name());
+        }
+    }
+}
