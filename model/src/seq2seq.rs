@@ -50,6 +50,11 @@ pub struct Seq2Seq {
     decoder_norm: RmsNorm,
 }
 
+/// `x + h`, out of place: `x` is still needed by the backward pass of the sublayer's norm.
+fn residual(x: &Tensor, h: Tensor) -> Tensor {
+    x + h
+}
+
 fn mixer(p: nn::Path, cfg: &ModelConfig, layer: usize, decoder: bool) -> Mixer {
     match cfg.arch {
         Arch::Transformer => Mixer::Attention(Attention::new(
@@ -123,9 +128,9 @@ impl Seq2Seq {
                 Mixer::Attention(a) => a.forward(&h, &h, bias.as_ref().or(Some(&keys))),
                 Mixer::Conv(c) => c.forward(&h, Some(mask), train),
             };
-            x = x + h.dropout(p, train);
+            x = residual(&x, h.dropout(p, train));
             let h = l.ffn.forward(&l.norm_ffn.forward(&x), train);
-            x = x + h.dropout(p, train);
+            x = residual(&x, h.dropout(p, train));
         }
         self.encoder_norm.forward(&x).dropout(p, train)
     }
@@ -154,14 +159,12 @@ impl Seq2Seq {
                 Mixer::Attention(a) => a.forward(&h, &h, self_bias.as_ref().or(Some(&causal))),
                 Mixer::Conv(c) => c.forward(&h, None, train),
             };
-            y = y + h.dropout(p, train);
+            y = residual(&y, h.dropout(p, train));
             let h = l.norm_cross.forward(&y);
-            y = y + l
-                .cross
-                .forward(&h, encoded, Some(&cross_keys))
-                .dropout(p, train);
+            let h = l.cross.forward(&h, encoded, Some(&cross_keys));
+            y = residual(&y, h.dropout(p, train));
             let h = l.ffn.forward(&l.norm_ffn.forward(&y), train);
-            y = y + h.dropout(p, train);
+            y = residual(&y, h.dropout(p, train));
         }
         self.decoder_norm.forward(&y).dropout(p, train)
     }
