@@ -5,6 +5,7 @@ pub mod config;
 pub mod conv;
 pub mod device;
 pub mod layers;
+pub mod optim;
 pub mod seq2seq;
 
 pub use config::{Arch, ConfigError, ModelConfig};

@@ -1,0 +1,412 @@
+//! Optimisers written on tensors (tch has no Adafactor, and its built-in optimisers do not
+//! expose their state for exact checkpoints): Adafactor as T5 uses it and AdamW for
+//! comparison, plus the learning-rate schedules.
+//!
+//! Adafactor (REFERENCE.md section 6): beta2_t = 1 - t^-0.8; eps1 = 1e-30 added to g^2;
+//! matrices keep row and column means of g^2 (factored second moment), other shapes the full
+//! one; U = g / sqrt(v_hat), clipped by max(1, RMS(U) / 1.0); step size lr * max(1e-3,
+//! RMS(param)) with parameter scaling; no momentum (beta1 = 0), as in T5.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// How the learning rate moves with the step (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// T5's pre-training schedule: 1 / sqrt(max(step, warmup)).
+    InverseSqrt { warmup: u64 },
+    /// Fine-tuning: the same rate at every step.
+    Constant { lr: f64 },
+}
+
+impl Schedule {
+    pub fn lr(&self, step: u64) -> f64 {
+        match *self {
+            Schedule::InverseSqrt { warmup } => 1.0 / (step.max(warmup).max(1) as f64).sqrt(),
+            Schedule::Constant { lr } => lr,
+        }
+    }
+}
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adafactor {
+        /// Scale the step by the parameter's RMS (T5: on).
+        scale_parameter: bool,
+    },
+    AdamW {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+}
+
+impl OptimizerKind {
+    pub fn adafactor() -> Self {
+        OptimizerKind::Adafactor {
+            scale_parameter: true,
+        }
+    }
+
+    pub fn adamw() -> Self {
+        OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+const EPS1: f64 = 1e-30;
+const EPS2: f64 = 1e-3;
+const CLIP: f64 = 1.0;
+const DECAY: f64 = -0.8;
+
+/// The state kept for one parameter.
+#[derive(Debug)]
+pub enum Moments {
+    /// Row and column running means of g^2 (matrices under Adafactor).
+    Factored {
+        row: Tensor,
+        col: Tensor,
+    },
+    /// A full running mean of g^2 (Adafactor vectors), or AdamW's (m, v).
+    Full {
+        v: Tensor,
+    },
+    Adam {
+        m: Tensor,
+        v: Tensor,
+    },
+}
+
+/// An optimiser over a list of parameters (their order is the checkpoint's order).
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub schedule: Schedule,
+    /// Steps taken so far.
+    pub step: u64,
+    pub moments: Vec<Moments>,
+}
+
+fn rms(t: &Tensor) -> f64 {
+    t.square().mean(Kind::Float).sqrt().double_value(&[])
+}
+
+impl Optimizer {
+    pub fn new(kind: OptimizerKind, schedule: Schedule, params: &[Tensor]) -> Self {
+        let moments = params
+            .iter()
+            .map(|p| {
+                let z = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, p.device()));
+                let size = p.size();
+                match kind {
+                    OptimizerKind::Adafactor { .. } if size.len() >= 2 => {
+                        let n = size.len();
+                        let mut row = size.clone();
+                        row.remove(n - 1);
+                        let mut col = size.clone();
+                        col.remove(n - 2);
+                        Moments::Factored {
+                            row: z(&row),
+                            col: z(&col),
+                        }
+                    }
+                    OptimizerKind::Adafactor { .. } => Moments::Full { v: z(&size) },
+                    OptimizerKind::AdamW { .. } => Moments::Adam {
+                        m: z(&size),
+                        v: z(&size),
+                    },
+                }
+            })
+            .collect();
+        Self {
+            kind,
+            schedule,
+            step: 0,
+            moments,
+        }
+    }
+
+    /// The learning rate of the next step.
+    pub fn next_lr(&self) -> f64 {
+        self.schedule.lr(self.step + 1)
+    }
+
+    /// Applies one update from the gradients in `params` (then zeroes them).
+    pub fn step(&mut self, params: &mut [Tensor]) {
+        self.step += 1;
+        let t = self.step as f64;
+        let lr = self.schedule.lr(self.step);
+        let _guard = tch::no_grad_guard();
+        for (p, m) in params.iter_mut().zip(self.moments.iter_mut()) {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
+            }
+            let g = g.to_kind(Kind::Float);
+            let update = match (self.kind, m) {
+                (OptimizerKind::Adafactor { scale_parameter }, m) => {
+                    let beta2 = 1.0 - t.powf(DECAY);
+                    let sq = g.square() + EPS1;
+                    let mut u = match m {
+                        Moments::Factored { row, col } => {
+                            let _ = row
+                                .g_mul_scalar_(beta2)
+                                .g_add_(&(sq.mean_dim(-1, false, Kind::Float) * (1.0 - beta2)));
+                            let _ = col
+                                .g_mul_scalar_(beta2)
+                                .g_add_(&(sq.mean_dim(-2, false, Kind::Float) * (1.0 - beta2)));
+                            let r = (&*row / row.mean_dim(-1, true, Kind::Float))
+                                .rsqrt()
+                                .unsqueeze(-1);
+                            let c = col.unsqueeze(-2).rsqrt();
+                            &g * r * c
+                        }
+                        Moments::Full { v } => {
+                            let _ = v.g_mul_scalar_(beta2).g_add_(&(sq * (1.0 - beta2)));
+                            &g * v.rsqrt()
+                        }
+                        Moments::Adam { .. } => unreachable!("Adafactor keeps no Adam moments"),
+                    };
+                    let clip = (rms(&u) / CLIP).max(1.0);
+                    let scale = if scale_parameter {
+                        rms(&p.to_kind(Kind::Float)).max(EPS2)
+                    } else {
+                        1.0
+                    };
+                    u *= lr * scale / clip;
+                    u
+                }
+                (
+                    OptimizerKind::AdamW {
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                    },
+                    Moments::Adam { m, v },
+                ) => {
+                    let _ = m.g_mul_scalar_(beta1).g_add_(&(&g * (1.0 - beta1)));
+                    let _ = v.g_mul_scalar_(beta2).g_add_(&(g.square() * (1.0 - beta2)));
+                    let mh = &*m / (1.0 - beta1.powf(t));
+                    let vh = &*v / (1.0 - beta2.powf(t));
+                    let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
+                    mh / (vh.sqrt() + eps) * lr
+                }
+                _ => unreachable!("moments match the optimiser"),
+            };
+            let _ = p.g_sub_(&update.to_kind(p.kind()));
+            let _ = p.grad().zero_();
+        }
+    }
+
+    /// The moments as named tensors, for a checkpoint (`{index}.row`, `.col`, `.v`, `.m`).
+    pub fn named_moments(&self) -> Vec<(String, &Tensor)> {
+        let mut out = Vec::new();
+        for (i, m) in self.moments.iter().enumerate() {
+            match m {
+                Moments::Factored { row, col } => {
+                    out.push((format!("{i}.row"), row));
+                    out.push((format!("{i}.col"), col));
+                }
+                Moments::Full { v } => out.push((format!("{i}.v"), v)),
+                Moments::Adam { m, v } => {
+                    out.push((format!("{i}.m"), m));
+                    out.push((format!("{i}.v"), v));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restores the moments from named tensors written by [`Optimizer::named_moments`].
+    pub fn load_moments(&mut self, named: &[(String, Tensor)]) -> Result<(), String> {
+        let find = |k: &str| {
+            named
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, t)| t)
+                .ok_or_else(|| format!("optimiser state has no tensor {k}"))
+        };
+        let _guard = tch::no_grad_guard();
+        for (i, m) in self.moments.iter_mut().enumerate() {
+            let copy = |dst: &mut Tensor, key: String| -> Result<(), String> {
+                let src = find(&key)?;
+                if src.size() != dst.size() {
+                    return Err(format!("optimiser tensor {key} has another shape"));
+                }
+                dst.copy_(src);
+                Ok(())
+            };
+            match m {
+                Moments::Factored { row, col } => {
+                    copy(row, format!("{i}.row"))?;
+                    copy(col, format!("{i}.col"))?;
+                }
+                Moments::Full { v } => copy(v, format!("{i}.v"))?,
+                Moments::Adam { m, v } => {
+                    copy(m, format!("{i}.m"))?;
+                    copy(v, format!("{i}.v"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// Adafactor written plainly on f64 values, as the references describe it.
+    struct Reference {
+        v: Vec<f64>,
+        row: Vec<f64>,
+        col: Vec<f64>,
+    }
+
+    fn rms64(v: &[f64]) -> f64 {
+        (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt()
+    }
+
+    impl Reference {
+        /// One step on a (rows x cols) matrix (factored) or a vector (cols == 0).
+        fn step(&mut self, p: &mut [f64], g: &[f64], t: f64, lr: f64, rows: usize, cols: usize) {
+            let b2 = 1.0 - t.powf(-0.8);
+            let sq: Vec<f64> = g.iter().map(|x| x * x + 1e-30).collect();
+            let u: Vec<f64> = if cols == 0 {
+                for (v, s) in self.v.iter_mut().zip(&sq) {
+                    *v = b2 * *v + (1.0 - b2) * s;
+                }
+                g.iter().zip(&self.v).map(|(g, v)| g / v.sqrt()).collect()
+            } else {
+                for r in 0..rows {
+                    let mean = (0..cols).map(|c| sq[r * cols + c]).sum::<f64>() / cols as f64;
+                    self.row[r] = b2 * self.row[r] + (1.0 - b2) * mean;
+                }
+                for c in 0..cols {
+                    let mean = (0..rows).map(|r| sq[r * cols + c]).sum::<f64>() / rows as f64;
+                    self.col[c] = b2 * self.col[c] + (1.0 - b2) * mean;
+                }
+                let row_mean = self.row.iter().sum::<f64>() / rows as f64;
+                (0..rows * cols)
+                    .map(|i| {
+                        let (r, c) = (i / cols, i % cols);
+                        let v_hat = self.row[r] / row_mean * self.col[c];
+                        g[i] / v_hat.sqrt()
+                    })
+                    .collect()
+            };
+            let clip = (rms64(&u) / 1.0).max(1.0);
+            let alpha = lr * rms64(p).max(1e-3);
+            for (p, u) in p.iter_mut().zip(&u) {
+                *p -= alpha * u / clip;
+            }
+        }
+    }
+
+    fn run(shape: &[i64], rows: usize, cols: usize) {
+        let n: i64 = shape.iter().product();
+        let init: Vec<f64> = (0..n).map(|i| 0.5 - 0.13 * i as f64).collect();
+        let mut p = Tensor::from_slice(&init)
+            .to_kind(Kind::Float)
+            .view(shape)
+            .set_requires_grad(true);
+        let mut params = vec![p.shallow_clone()];
+        let sched = Schedule::Constant { lr: 0.01 };
+        let mut opt = Optimizer::new(OptimizerKind::adafactor(), sched, &params);
+        let mut reference = Reference {
+            v: vec![0.0; n as usize],
+            row: vec![0.0; rows],
+            col: vec![0.0; cols],
+        };
+        let mut want: Vec<f64> = init.clone();
+        for step in 1..=4u64 {
+            let g: Vec<f64> = (0..n)
+                .map(|i| ((i * 7 + step as i64 * 3) % 5) as f64 * 0.1 - 0.2)
+                .collect();
+            let gt = Tensor::from_slice(&g).to_kind(Kind::Float).view(shape);
+            // Set the gradient through a loss whose gradient is g.
+            let loss = (&p * &gt).sum(Kind::Float);
+            loss.backward();
+            opt.step(&mut params);
+            reference.step(&mut want, &g, step as f64, 0.01, rows, cols);
+            p = params[0].shallow_clone();
+            let got: Vec<f64> = Vec::try_from(p.to_kind(Kind::Double).view([-1])).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "step {step}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn adafactor_matches_the_reference_unfactored_and_factored() {
+        run(&[5], 0, 0);
+        run(&[3, 4], 3, 4);
+    }
+
+    #[test]
+    fn first_adafactor_step_is_the_sign_times_the_scaled_rate() {
+        // t = 1: beta2 = 0, v = g^2, U = sign(g); RMS(p) = sqrt((1 + 4) / 2).
+        let p = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let mut params = vec![p.shallow_clone()];
+        let mut opt = Optimizer::new(
+            OptimizerKind::adafactor(),
+            Schedule::Constant { lr: 0.01 },
+            &params,
+        );
+        (&p * Tensor::from_slice(&[0.1f32, -0.2]))
+            .sum(Kind::Float)
+            .backward();
+        opt.step(&mut params);
+        let got: Vec<f32> = Vec::try_from(&params[0]).unwrap();
+        let a = 0.01 * (2.5f64).sqrt();
+        assert!((got[0] as f64 - (1.0 - a)).abs() < 1e-6);
+        assert!((got[1] as f64 - (2.0 + a)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn schedules() {
+        let s = Schedule::InverseSqrt { warmup: 10_000 };
+        assert_eq!(s.lr(1), 0.01);
+        assert_eq!(s.lr(10_000), 0.01);
+        assert_eq!(s.lr(40_000), 0.005);
+        assert_eq!(Schedule::Constant { lr: 1e-3 }.lr(123), 1e-3);
+    }
+
+    #[test]
+    fn moments_round_trip() {
+        let params = vec![
+            Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)),
+            Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+        ];
+        let a = Optimizer::new(
+            OptimizerKind::adafactor(),
+            Schedule::Constant { lr: 1.0 },
+            &params,
+        );
+        let named: Vec<(String, Tensor)> = a
+            .named_moments()
+            .into_iter()
+            .map(|(n, t)| (n, t.ones_like()))
+            .collect();
+        let mut b = Optimizer::new(
+            OptimizerKind::adafactor(),
+            Schedule::Constant { lr: 1.0 },
+            &params,
+        );
+        b.load_moments(&named).unwrap();
+        assert_eq!(b.named_moments().len(), 3);
+        assert!(b
+            .named_moments()
+            .iter()
+            .all(|(_, t)| t.min().double_value(&[]) == 1.0));
+    }
+}
