@@ -49,6 +49,20 @@ enum Command {
         #[arg(long)]
         vocab: Option<PathBuf>,
     },
+    /// Train a model from token or example shards (libtorch; see `conveyor train --help`).
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
+    /// Models: `conveyor model summary --arch A --preset P` (libtorch).
+    #[command(disable_help_flag = true)]
+    Model {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
     /// What libtorch sees on this machine (CUDA devices), and the build's versions.
     #[command(disable_help_flag = true)]
     Env {
@@ -67,7 +81,7 @@ fn main() {
         Command::Vocab(c) => vocab::run(c),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out, vocab } => demo::run(out, vocab),
-        Command::Env { .. } => forward::to_torch(),
+        Command::Env { .. } | Command::Train { .. } | Command::Model { .. } => forward::to_torch(),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,12 +1,15 @@
 //! conveyor's model side on libtorch (tch): devices, seeding and, with the model issue, the
 //! convolutional seq2seq models, the T5 baseline, Adafactor and the trainer.
 
+pub mod checkpoint;
 pub mod config;
 pub mod conv;
 pub mod device;
 pub mod layers;
 pub mod optim;
 pub mod seq2seq;
+pub mod summary;
+pub mod train;
 
 pub use config::{Arch, ConfigError, ModelConfig};
 pub use device::{describe, seed_everything, select_device, DeviceChoice, DeviceError};

@@ -2,6 +2,8 @@
 //! the `conveyor` binary hands them over to this one (see `forward.rs` there), so that the
 //! data commands never load libtorch.
 
+mod train;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,6 +21,17 @@ struct Cli {
 enum Command {
     /// What libtorch sees on this machine (CUDA devices), and the build's versions.
     Env,
+    /// Train a model (pre-training by default) from token or example shards.
+    Train(train::TrainArgs),
+    /// Models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Layers, parameter counts and FLOPs per example of a configuration.
+    Summary(train::SummaryArgs),
 }
 
 fn main() {
@@ -29,6 +42,8 @@ fn main() {
             println!("{}", conveyor_model::describe());
             Ok(0)
         }
+        Command::Train(a) => train::run(a),
+        Command::Model(ModelCommand::Summary(a)) => train::summary(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

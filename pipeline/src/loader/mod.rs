@@ -90,7 +90,7 @@ impl LoaderConfig {
 
 /// Where a loader stands: everything needed to continue exactly (the randomness is a
 /// function of seed, epoch and position, so there is no generator state to keep).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LoaderState {
     pub epoch: u64,
     /// Items this rank has consumed in the epoch.

@@ -1,0 +1,225 @@
+//! `conveyor train` and `conveyor model summary` (run by `conveyor-torch`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use conveyor_model::optim::{OptimizerKind, Schedule};
+use conveyor_model::train::{data_vocab_size, train, StepMetrics, TrainConfig, TrainProgress};
+use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ArchArg {
+    Transformer,
+    Lightconv,
+    Dynamicconv,
+    Dilatedconv,
+}
+
+impl From<ArchArg> for Arch {
+    fn from(a: ArchArg) -> Self {
+        match a {
+            ArchArg::Transformer => Arch::Transformer,
+            ArchArg::Lightconv => Arch::Lightconv,
+            ArchArg::Dynamicconv => Arch::Dynamicconv,
+            ArchArg::Dilatedconv => Arch::Dilatedconv,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OptimizerArg {
+    Adafactor,
+    Adamw,
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Architecture.
+    #[arg(long, value_enum)]
+    arch: ArchArg,
+    /// Size preset: tiny, small or base.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// JSON or TOML file of config fields to override.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn build(&self, vocab_size: usize) -> anyhow::Result<ModelConfig> {
+        let mut cfg = ModelConfig::preset(self.arch.into(), &self.preset, vocab_size)?;
+        if let Some(p) = &self.config {
+            cfg = cfg.with_overrides(p)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Token shards (span-corrupted on the fly) or example shards.
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out data for the evaluation loss.
+    #[arg(long)]
+    eval_data: Option<PathBuf>,
+    /// Run folder (checkpoints, metrics.jsonl, model_config.json).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Input length when corrupting token shards on the fly.
+    #[arg(long, default_value_t = 512)]
+    inputs_length: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "adafactor")]
+    optimizer: OptimizerArg,
+    /// Constant learning rate (fine-tuning); default: T5's 1/sqrt(max(step, warmup)).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long, default_value_t = 10_000)]
+    warmup: u64,
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Evaluate every N steps (0: never).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 10)]
+    eval_batches: usize,
+    #[arg(long, default_value_t = 10_000)]
+    shuffle_buffer: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+struct Lines {
+    quiet: bool,
+    every: u64,
+}
+
+impl TrainProgress for Lines {
+    fn start(&self, first: u64, last: u64) {
+        if !self.quiet {
+            eprintln!("training steps {first}..={last}");
+        }
+    }
+    fn step(&self, m: &StepMetrics) {
+        if !self.quiet && (m.step.is_multiple_of(self.every) || m.eval_loss.is_some()) {
+            let eval = m
+                .eval_loss
+                .map(|e| format!(", eval loss {e:.4}"))
+                .unwrap_or_default();
+            eprintln!(
+                "step {:>7}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s",
+                m.step, m.loss, m.lr, m.tokens_per_s, m.examples_per_s
+            );
+        }
+    }
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+    fn finish(&self) {}
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
+    let vocab = data_vocab_size(&a.data)?;
+    let model = a.model.build(vocab)?;
+    let device = select_device(match a.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    })?;
+    let cfg = TrainConfig {
+        data: a.data,
+        eval_data: a.eval_data,
+        out: a.out,
+        model,
+        steps: a.steps,
+        batch_size: a.batch_size,
+        inputs_length: a.inputs_length,
+        seed: a.seed,
+        optimizer: match a.optimizer {
+            OptimizerArg::Adafactor => OptimizerKind::adafactor(),
+            OptimizerArg::Adamw => OptimizerKind::adamw(),
+        },
+        schedule: match a.lr {
+            Some(lr) => Schedule::Constant { lr },
+            None => Schedule::InverseSqrt { warmup: a.warmup },
+        },
+        checkpoint_every: a.checkpoint_every,
+        eval_every: a.eval_every,
+        eval_batches: a.eval_batches,
+        shuffle_buffer: a.shuffle_buffer,
+        device,
+        resume: a.resume,
+    };
+    let progress = Lines {
+        quiet: a.quiet || a.json,
+        every: (a.steps / 20).max(1),
+    };
+    let s = train(&cfg, &progress).context("training")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "{} steps of a {} model ({} parameters) in {:.1} s; final loss {}; checkpoint {}",
+            s.steps,
+            cfg.model.arch.name(),
+            s.parameters,
+            s.seconds,
+            s.final_loss
+                .map(|l| format!("{l:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            s.checkpoint
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct SummaryArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Ids in the vocabulary (T5: 32,000 pieces + 100 extra ids).
+    #[arg(long, default_value_t = 32_100)]
+    vocab_size: usize,
+    /// Input length for the FLOPs estimate (targets: a quarter of it).
+    #[arg(long, default_value_t = 512)]
+    length: usize,
+}
+
+pub fn summary(a: SummaryArgs) -> anyhow::Result<i32> {
+    let cfg = a.model.build(a.vocab_size)?;
+    print!(
+        "{}",
+        conveyor_model::summary::describe(&cfg, a.length, a.length / 4)
+    );
+    Ok(0)
+}

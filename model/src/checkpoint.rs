@@ -1,0 +1,130 @@
+//! Checkpoints: `RUN/checkpoints/step-XXXXXXXX/` with `model.safetensors` (the variables by
+//! name), `model_config.json`, `optimizer.safetensors` (moments by parameter name) and
+//! `trainer_state.json` (step, loader state, schedule, optimiser). A checkpoint is written
+//! into a temporary folder and renamed, then `RUN/checkpoints/latest` is replaced atomically,
+//! so a kill never leaves a half-written checkpoint in use.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Tensor};
+
+use crate::config::ModelConfig;
+use crate::optim::{OptimizerKind, Schedule};
+
+/// What the trainer needs besides the tensors to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub step: u64,
+    pub loader: conveyor_pipeline::loader::LoaderState,
+    pub optimizer: OptimizerKind,
+    pub schedule: Schedule,
+    /// The seed every step's dropout generator is derived from (with the step).
+    pub seed: u64,
+    pub tokens_seen: u64,
+    pub examples_seen: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Mismatch { path: PathBuf, message: String },
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+pub fn checkpoints_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+/// The checkpoint `latest` points to, if any.
+pub fn latest(run: &Path) -> Option<PathBuf> {
+    let dir = checkpoints_dir(run);
+    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
+    let p = dir.join(name.trim());
+    p.join("trainer_state.json").exists().then_some(p)
+}
+
+/// Writes a checkpoint of `vs`, the optimiser moments and `state`; returns its folder.
+pub fn save(
+    run: &Path,
+    vs: &nn::VarStore,
+    cfg: &ModelConfig,
+    moments: &[(String, &Tensor)],
+    state: &TrainerState,
+) -> Result<PathBuf, CheckpointError> {
+    let dir = checkpoints_dir(run);
+    let name = format!("step-{:08}", state.step);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    vs.save(tmp.join("model.safetensors"))
+        .map_err(|e| io(&tmp, e))?;
+    Tensor::write_safetensors(moments, tmp.join("optimizer.safetensors"))
+        .map_err(|e| io(&tmp, e))?;
+    let json = |v: &dyn erased::Json| v.to_json();
+    std::fs::write(tmp.join("model_config.json"), json(cfg)).map_err(|e| io(&tmp, e))?;
+    std::fs::write(tmp.join("trainer_state.json"), json(state)).map_err(|e| io(&tmp, e))?;
+    let target = dir.join(&name);
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+    let pointer = dir.join("latest");
+    let pointer_tmp = dir.join(".latest.tmp");
+    std::fs::write(&pointer_tmp, &name).map_err(|e| io(&pointer_tmp, e))?;
+    std::fs::rename(&pointer_tmp, &pointer).map_err(|e| io(&pointer, e))?;
+    Ok(target)
+}
+
+/// Reads a checkpoint's model config.
+pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
+    let p = ckpt.join("model_config.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| io(&p, e))
+}
+
+/// Loads weights into `vs` (whose model must have the checkpoint's config), and returns the
+/// optimiser moments and trainer state.
+pub fn load(
+    ckpt: &Path,
+    vs: &mut nn::VarStore,
+    cfg: &ModelConfig,
+) -> Result<(Vec<(String, Tensor)>, TrainerState), CheckpointError> {
+    let saved = read_config(ckpt)?;
+    if &saved != cfg {
+        return Err(CheckpointError::Mismatch {
+            path: ckpt.to_path_buf(),
+            message: format!(
+                "the checkpoint is a {} model with another configuration than this run's {} model; use a run folder of the same architecture and settings",
+                saved.arch.name(),
+                cfg.arch.name()
+            ),
+        });
+    }
+    vs.load(ckpt.join("model.safetensors"))
+        .map_err(|e| io(ckpt, e))?;
+    let moments =
+        Tensor::read_safetensors(ckpt.join("optimizer.safetensors")).map_err(|e| io(ckpt, e))?;
+    let p = ckpt.join("trainer_state.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+    let state = serde_json::from_str(&text).map_err(|e| io(&p, e))?;
+    Ok((moments, state))
+}
+
+mod erased {
+    /// Pretty JSON of anything serialisable, for the small files of a checkpoint.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string_pretty(self).expect("serialisable") + "\n"
+        }
+    }
+}

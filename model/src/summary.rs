@@ -1,0 +1,112 @@
+//! `conveyor model summary`: the layers, parameter counts and FLOPs per example of a model
+//! configuration, computed from the shapes (nothing allocated). FLOPs count a multiply-add as
+//! two operations; a training step costs about three forward passes.
+
+use crate::config::{Arch, ModelConfig};
+
+/// Multiply-adds of one forward pass for an input of `inputs` and a target of `targets`
+/// tokens.
+pub fn forward_macs(cfg: &ModelConfig, inputs: usize, targets: usize) -> f64 {
+    let (d, ff, v) = (cfg.d_model as f64, cfg.d_ff as f64, cfg.vocab_size as f64);
+    let (l, t) = (inputs as f64, targets as f64);
+    let mixer = |n: f64, layer: usize| -> f64 {
+        match cfg.arch {
+            Arch::Transformer => 4.0 * n * d * d + 2.0 * n * n * d,
+            _ => {
+                let k = match cfg.arch {
+                    Arch::Dilatedconv => cfg.dilated_layer(layer).0,
+                    _ => cfg.kernel_size,
+                } as f64;
+                let predict = if cfg.arch == Arch::Dynamicconv {
+                    n * d * (cfg.conv_heads as f64) * k
+                } else {
+                    0.0
+                };
+                2.0 * n * d * d + n * d * k + predict + n * d * d
+            }
+        }
+    };
+    let ffn = |n: f64| 2.0 * n * d * ff;
+    let enc: f64 = (0..cfg.encoder_layers).map(|i| mixer(l, i) + ffn(l)).sum();
+    let cross = 2.0 * t * d * d + 2.0 * l * d * d + 2.0 * t * l * d;
+    let dec: f64 = (0..cfg.decoder_layers)
+        .map(|i| mixer(t, i) + cross + ffn(t))
+        .sum();
+    enc + dec + t * d * v
+}
+
+/// A readable summary.
+pub fn describe(cfg: &ModelConfig, inputs: usize, targets: usize) -> String {
+    let mut s = String::new();
+    let p = cfg.parameter_count();
+    let emb = cfg.vocab_size * cfg.d_model;
+    s += &format!(
+        "{} model: {} encoder + {} decoder layers, d_model {}, d_ff {}, {} heads, vocab {}\n",
+        cfg.arch.name(),
+        cfg.encoder_layers,
+        cfg.decoder_layers,
+        cfg.d_model,
+        cfg.d_ff,
+        cfg.num_heads,
+        cfg.vocab_size
+    );
+    match cfg.arch {
+        Arch::Transformer => s += &format!(
+            "self-attention with a shared relative position bias ({} buckets, max distance {})\n",
+            cfg.relative_buckets, cfg.relative_max_distance
+        ),
+        Arch::Lightconv | Arch::Dynamicconv => {
+            s += &format!(
+                "{} convolution: kernel {}, {} unique filters, DropConnect {}\n",
+                if cfg.arch == Arch::Lightconv {
+                    "lightweight"
+                } else {
+                    "dynamic"
+                },
+                cfg.kernel_size,
+                cfg.conv_heads,
+                cfg.weight_dropout
+            )
+        }
+        Arch::Dilatedconv => {
+            let layers: Vec<String> = (0..cfg.encoder_layers.max(cfg.decoder_layers))
+                .map(|l| {
+                    let (k, r) = cfg.dilated_layer(l);
+                    format!("{k}x{r}")
+                })
+                .collect();
+            s += &format!(
+                "dilated depthwise convolution, kernel x dilation per layer: {}\n",
+                layers.join(" ")
+            )
+        }
+    }
+    s += &format!(
+        "parameters: {p} ({:.1} M): embedding {emb} (tied), the rest {}\n",
+        p as f64 / 1e6,
+        p - emb
+    );
+    let f = 2.0 * forward_macs(cfg, inputs, targets);
+    s += &format!(
+        "FLOPs per example at {inputs} input / {targets} target tokens: {:.3} G forward, {:.3} G per training step\n",
+        f / 1e9,
+        3.0 * f / 1e9
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_flops_grow_linearly_and_attention_quadratically() {
+        let t = ModelConfig::preset(Arch::Transformer, "base", 32_100).unwrap();
+        let c = ModelConfig::preset(Arch::Lightconv, "base", 32_100).unwrap();
+        let ratio =
+            |cfg: &ModelConfig| forward_macs(cfg, 4096, 1024) / forward_macs(cfg, 2048, 512);
+        assert!((ratio(&c) - 2.0).abs() < 1e-9);
+        assert!(ratio(&t) > 2.1);
+        assert!(describe(&c, 512, 128).contains("parameters"));
+    }
+}

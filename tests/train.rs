@@ -1,0 +1,210 @@
+//! End-to-end tests of `conveyor train` (run through `conveyor`, which hands it to
+//! `conveyor-torch`): exact resume on CPU, checkpoints readable by Python's safetensors,
+//! a NaN stop that keeps the last good checkpoint, and refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn shared(rel: &str) -> PathBuf {
+    root().join("../shared/data").join(rel)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("conveyor-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn conveyor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args)
+        .output()
+        .expect("run conveyor")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = conveyor(args);
+    assert!(
+        o.status.success(),
+        "conveyor {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn tokens() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tmp("tokens");
+        ok(&[
+            "ingest",
+            shared("c4").to_str().unwrap(),
+            "--vocab",
+            shared("spiece/t5-spiece.model").to_str().unwrap(),
+            "--out",
+            d.to_str().unwrap(),
+            "--shard-tokens",
+            "50000",
+            "-q",
+        ]);
+        d
+    })
+}
+
+fn train_args<'a>(out: &'a str, arch: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        tokens().to_str().unwrap(),
+        "--out",
+        out,
+        "--arch",
+        arch,
+        "--preset",
+        "tiny",
+        "--steps",
+        steps,
+        "--batch-size",
+        "4",
+        "--inputs-length",
+        "64",
+        "--checkpoint-every",
+        "3",
+        "--device",
+        "cpu",
+        "-q",
+    ]
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    for arch in ["transformer", "lightconv"] {
+        let a = tmp(&format!("straight-{arch}"));
+        let b = tmp(&format!("resumed-{arch}"));
+        let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+        ok(&train_args(sa, arch, "9"));
+        ok(&train_args(sb, arch, "6"));
+        let mut again = train_args(sb, arch, "9");
+        again.push("--resume");
+        ok(&again);
+        let (la, lb) = (losses(&a), losses(&b));
+        assert_eq!(la.len(), 9);
+        assert_eq!(la, lb, "{arch}: losses after resuming differ");
+        let w = |r: &Path| {
+            std::fs::read(r.join("checkpoints/step-00000009/model.safetensors")).unwrap()
+        };
+        assert!(w(&a) == w(&b), "{arch}: final weights differ");
+        assert!(la[8].1 < la[0].1, "{arch}: the loss did not go down");
+    }
+}
+
+#[test]
+fn checkpoints_are_readable_by_python_safetensors() {
+    let run = tmp("python");
+    ok(&train_args(run.to_str().unwrap(), "dynamicconv", "3"));
+    let ckpt = run.join("checkpoints/step-00000003");
+    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = r#"
+import json, sys
+from safetensors.numpy import load_file
+w = load_file(sys.argv[1] + "/model.safetensors")
+cfg = json.load(open(sys.argv[1] + "/model_config.json"))
+n = sum(v.size for v in w.values())
+print(cfg["arch"], w["shared.weight"].shape, n, "encoder.layers.0.mixer.conv_proj.weight" in w)
+"#;
+    let o = Command::new(&python)
+        .args(["-c", script, ckpt.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run the tests with `make test`)"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let summary = ok(&[
+        "model",
+        "summary",
+        "--arch",
+        "dynamicconv",
+        "--preset",
+        "tiny",
+        "--vocab-size",
+        "32100",
+    ]);
+    let params = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("parameters: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert_eq!(out.trim(), format!("dynamicconv (32100, 64) {params} True"));
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
+    let run = tmp("nan");
+    let mut args = train_args(run.to_str().unwrap(), "transformer", "50");
+    let every = args
+        .iter()
+        .position(|a| *a == "--checkpoint-every")
+        .unwrap();
+    args[every + 1] = "1";
+    args.extend(["--lr", "1e30", "--optimizer", "adamw"]);
+    let o = conveyor(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("the loss became"), "{err}");
+    assert!(err.contains("step-0000"), "{err}");
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert!(run
+        .join("checkpoints")
+        .join(latest.trim())
+        .join("model.safetensors")
+        .exists());
+}
+
+#[test]
+fn wrong_inputs_are_refused_with_a_reason() {
+    let run = tmp("refuse");
+    let s = run.to_str().unwrap();
+    // Not a data directory.
+    let mut args = train_args(s, "transformer", "2");
+    args[2] = "/";
+    let o = conveyor(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("token directory"));
+    // A run exists: continuing needs --resume; resuming with another architecture is refused.
+    ok(&train_args(s, "transformer", "2"));
+    let o = conveyor(&train_args(s, "transformer", "4"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let mut other = train_args(s, "lightconv", "4");
+    other.push("--resume");
+    let o = conveyor(&other);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("transformer model") && err.contains("lightconv"),
+        "{err}"
+    );
+    // Impossible shapes.
+    let cfg = run.join("bad.json");
+    std::fs::write(&cfg, r#"{"d_model": 30, "num_heads": 4}"#).unwrap();
+    let mut bad = train_args(s, "transformer", "2");
+    bad.extend(["--config", cfg.to_str().unwrap()]);
+    let o = conveyor(&bad);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not divisible"));
+}
