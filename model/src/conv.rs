@@ -141,6 +141,61 @@ impl ConvBlock {
         self.out.forward(&y)
     }
 
+    /// Positions of past inputs a causal block needs to produce the next output.
+    pub fn history(&self) -> i64 {
+        let dilation = match &self.kernel {
+            Kernel::Dilated { dilation, .. } => *dilation,
+            _ => 1,
+        };
+        (self.k - 1) * dilation
+    }
+
+    /// One decoding step of a causal block: `x` is (batch, 1, d); `past` holds the block's
+    /// last [`ConvBlock::history`] convolution inputs (zeros at the start, as the causal
+    /// padding) and is advanced. Equals the full forward pass at that position.
+    pub fn step(&self, x: &Tensor, past: &mut Tensor) -> Tensor {
+        let h = self.glu.forward(x).glu(-1);
+        let window = Tensor::cat(&[&*past, &h], 1);
+        let y = match &self.kernel {
+            Kernel::Light { weight } => {
+                let w = weight
+                    .softmax(-1, Kind::Float)
+                    .to_kind(h.kind())
+                    .repeat_interleave_self_int(self.d / self.heads, 0, None)
+                    .unsqueeze(1);
+                window
+                    .transpose(1, 2)
+                    .conv1d(&w, None::<Tensor>, [1], [0], [1], self.d)
+                    .transpose(1, 2)
+            }
+            Kernel::Dilated {
+                weight,
+                bias,
+                dilation,
+            } => window
+                .transpose(1, 2)
+                .conv1d(weight, Some(bias), [1], [0], [*dilation], self.d)
+                .transpose(1, 2),
+            Kernel::Dynamic { proj } => {
+                let (b, _, d) = h.size3().expect("(batch, 1, d)");
+                let w = proj
+                    .forward(&h)
+                    .view([b, 1, self.heads, self.k])
+                    .softmax(-1, Kind::Float)
+                    .to_kind(h.kind());
+                // (batch, K, d) -> (batch, 1, heads, d / heads, K)
+                let win = window
+                    .transpose(1, 2)
+                    .view([b, 1, self.heads, d / self.heads, self.k]);
+                (win * w.unsqueeze(3))
+                    .sum_dim_intlist(-1, false, None)
+                    .view([b, 1, d])
+            }
+        };
+        *past = window.narrow(1, 1, self.history());
+        self.out.forward(&y)
+    }
+
     /// Depthwise conv of (batch, time, d) with a (d, 1, K) kernel as one grouped conv1d.
     fn depthwise(&self, h: &Tensor, w: &Tensor, bias: Option<&Tensor>, dilation: i64) -> Tensor {
         let (before, after) = self.padding((self.k - 1) * dilation + 1);

@@ -144,6 +144,21 @@ impl Attention {
         )
     }
 
+    /// The position bias (1, heads, 1, k_len) of the query at position `q_pos`.
+    pub fn position_bias_at(&self, q_pos: i64, k_len: i64) -> Option<Tensor> {
+        let table = self.relative.as_ref()?;
+        let dev = table.device();
+        let rel = Tensor::arange(k_len, (Kind::Int64, dev)) - q_pos;
+        let b = relative_buckets(&rel, self.bidirectional, self.buckets, self.max_distance);
+        // (k, heads) -> (1, heads, 1, k)
+        Some(
+            Tensor::embedding(table, &b, -1, false, false)
+                .transpose(0, 1)
+                .unsqueeze(0)
+                .unsqueeze(2),
+        )
+    }
+
     fn split(&self, x: &Tensor) -> Tensor {
         let (b, t, _) = x.size3().expect("(batch, time, d)");
         x.view([b, t, self.heads, self.d_kv]).transpose(1, 2)

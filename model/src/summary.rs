@@ -51,10 +51,12 @@ pub fn describe(cfg: &ModelConfig, inputs: usize, targets: usize) -> String {
         cfg.vocab_size
     );
     match cfg.arch {
-        Arch::Transformer => s += &format!(
+        Arch::Transformer => {
+            s += &format!(
             "self-attention with a shared relative position bias ({} buckets, max distance {})\n",
             cfg.relative_buckets, cfg.relative_max_distance
-        ),
+        )
+        }
         Arch::Lightconv | Arch::Dynamicconv => {
             s += &format!(
                 "{} convolution: kernel {}, {} unique filters, DropConnect {}\n",
