@@ -239,6 +239,7 @@ mod tests {
 
     #[test]
     fn causal_blocks_never_look_ahead_and_centred_ones_do() {
+        let _rng = crate::test_rng();
         tch::manual_seed(0);
         for arch in [Arch::Lightconv, Arch::Dynamicconv, Arch::Dilatedconv] {
             for causal in [true, false] {
@@ -260,6 +261,7 @@ mod tests {
 
     #[test]
     fn lightweight_kernels_are_softmaxed_and_shared_by_channel_groups() {
+        let _rng = crate::test_rng();
         let (_vs, b) = block(Arch::Lightconv, false);
         let Kernel::Light { weight } = &b.kernel else {
             unreachable!()

@@ -54,6 +54,7 @@ mod tests {
 
     #[test]
     fn cpu_is_always_available_and_seeding_repeats() {
+        let _rng = crate::test_rng();
         let d = select_device(DeviceChoice::Cpu).unwrap();
         seed_everything(7);
         let a = Tensor::randn([4, 3], (Kind::Float, d));
@@ -67,6 +68,7 @@ mod tests {
 
     #[test]
     fn auto_matches_cuda_availability() {
+        let _rng = crate::test_rng();
         let d = select_device(DeviceChoice::Auto).unwrap();
         assert_eq!(d.is_cuda(), tch::Cuda::is_available());
         if !tch::Cuda::is_available() {

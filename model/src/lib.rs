@@ -14,3 +14,11 @@ pub mod train;
 pub use config::{Arch, ConfigError, ModelConfig};
 pub use device::{describe, seed_everything, select_device, DeviceChoice, DeviceError};
 pub use seq2seq::Seq2Seq;
+
+/// Tests that seed or draw from libtorch's global generator hold this, so that tests running
+/// in parallel threads do not interleave their draws.
+#[cfg(test)]
+pub(crate) fn test_rng() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -357,6 +357,7 @@ mod tests {
 
     #[test]
     fn variables_match_the_parameter_count() {
+        let _rng = crate::test_rng();
         for arch in Arch::ALL {
             let (vs, m) = model(arch);
             let n: i64 = vs
@@ -370,6 +371,7 @@ mod tests {
 
     #[test]
     fn decoder_position_t_ignores_later_targets() {
+        let _rng = crate::test_rng();
         for arch in Arch::ALL {
             let (_vs, m) = model(arch);
             let x = ids(2, 9, 1);
@@ -395,6 +397,7 @@ mod tests {
 
     #[test]
     fn encoder_outputs_ignore_padding() {
+        let _rng = crate::test_rng();
         for arch in Arch::ALL {
             let (_vs, m) = model(arch);
             let x = ids(1, 6, 3);
@@ -413,6 +416,7 @@ mod tests {
 
     #[test]
     fn incremental_decoding_equals_the_full_forward_pass() {
+        let _rng = crate::test_rng();
         for arch in Arch::ALL {
             let (_vs, m) = model(arch);
             let _guard = tch::no_grad_guard();
@@ -441,6 +445,7 @@ mod tests {
 
     #[test]
     fn shift_right_restarts_segments() {
+        let _rng = crate::test_rng();
         let (_vs, m) = model(Arch::Transformer);
         let t = Tensor::from_slice(&[5i64, 6, 7, 8, 9]).view([1, 5]);
         let seg = Tensor::from_slice(&[1i64, 1, 2, 2, 0]).view([1, 5]);
@@ -450,6 +455,7 @@ mod tests {
 
     #[test]
     fn a_tiny_model_overfits_one_batch() {
+        let _rng = crate::test_rng();
         for arch in Arch::ALL {
             let (vs, m) = model(arch);
             let mut opt = nn::Adam::default().build(&vs, 3e-3).unwrap();
