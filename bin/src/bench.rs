@@ -19,6 +19,20 @@ pub enum BenchCommand {
     Ingest(IngestBench),
     /// Benchmark span corruption (offline command and loader) against a numpy version.
     Corrupt(CorruptBench),
+    /// Training speed and memory per architecture and length (libtorch; Figures 1 and 2).
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
+    /// One transformer training step in tch beside the same model in PyTorch (libtorch).
+    #[command(disable_help_flag = true)]
+    Step {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Args)]
@@ -60,6 +74,7 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
     match b {
         BenchCommand::Ingest(a) => ingest_bench(a),
         BenchCommand::Corrupt(a) => crate::bench_corrupt::run(a),
+        BenchCommand::Train { .. } | BenchCommand::Step { .. } => crate::forward::to_torch(),
     }
 }
 

@@ -94,8 +94,9 @@ pub struct Optimizer {
     pub moments: Vec<Moments>,
 }
 
-fn rms(t: &Tensor) -> f64 {
-    t.square().mean(Kind::Float).sqrt().double_value(&[])
+/// Root mean square, as a 0-dim tensor.
+fn rms_t(t: &Tensor) -> Tensor {
+    t.square().mean(Kind::Float).sqrt()
 }
 
 impl Optimizer {
@@ -174,13 +175,12 @@ impl Optimizer {
                         }
                         Moments::Adam { .. } => unreachable!("Adafactor keeps no Adam moments"),
                     };
-                    let clip = (rms(&u) / CLIP).max(1.0);
-                    let scale = if scale_parameter {
-                        rms(&p.to_kind(Kind::Float)).max(EPS2)
-                    } else {
-                        1.0
-                    };
-                    u *= lr * scale / clip;
+                    // Kept on the device (no host round trip per parameter).
+                    let clip = (rms_t(&u) / CLIP).clamp_min(1.0);
+                    u = u / clip * lr;
+                    if scale_parameter {
+                        u *= rms_t(&p.to_kind(Kind::Float)).clamp_min(EPS2);
+                    }
                     u
                 }
                 (

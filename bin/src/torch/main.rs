@@ -2,6 +2,7 @@
 //! the `conveyor` binary hands them over to this one (see `forward.rs` there), so that the
 //! data commands never load libtorch.
 
+mod bench;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,9 @@ enum Command {
     /// Models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Benchmarks of the model side.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -44,6 +48,7 @@ fn main() {
         }
         Command::Train(a) => train::run(a),
         Command::Model(ModelCommand::Summary(a)) => train::summary(a),
+        Command::Bench(c) => bench::run(c),
     };
     match result {
         Ok(code) => std::process::exit(code),

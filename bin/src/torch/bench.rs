@@ -1,0 +1,348 @@
+//! `conveyor bench train`: the paper's Figures 1 and 2 — training speed (examples per second)
+//! and peak memory of each architecture at the same width and depth, for input lengths from
+//! 64 to 4096 (targets a quarter as long), plus FLOPs per example counted analytically.
+//! Every (architecture, length) point runs in its own child process (`bench train-one`), so
+//! peak memory is measured per point and a point that runs out of memory or time is reported
+//! as such without ending the benchmark. Writes JSON and a markdown table; PNG plots are drawn
+//! by `scripts/plot_bench_train.py` when matplotlib is available.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use conveyor_model::optim::{Optimizer, OptimizerKind, Schedule};
+use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig, Seq2Seq};
+use tch::{nn, Kind, Tensor};
+
+use crate::train::DeviceArg;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Training speed and memory per architecture and input length (Figures 1 and 2).
+    Train(TrainBench),
+    /// One training step of the transformer in tch beside the same model in PyTorch.
+    Step(StepBench),
+    /// One point of `bench train` (run as a child process).
+    #[command(hide = true)]
+    TrainOne(TrainOne),
+}
+
+#[derive(Args)]
+pub struct TrainBench {
+    /// Model size preset shared by every architecture.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Input lengths (targets are a quarter as long).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64,128,256,512,1024,2048,4096"
+    )]
+    lengths: Vec<usize>,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Timed steps per point (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Give up on a point after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// Output folder for bench-train.json and bench-train.md.
+    #[arg(long, default_value = "target/bench/train")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct StepBench {
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    #[arg(long, default_value_t = 512)]
+    length: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+}
+
+#[derive(Args)]
+pub struct TrainOne {
+    #[arg(long)]
+    arch: String,
+    #[arg(long)]
+    preset: String,
+    #[arg(long)]
+    length: usize,
+    #[arg(long)]
+    batch_size: usize,
+    #[arg(long)]
+    steps: usize,
+    #[arg(long, value_enum)]
+    device: DeviceArg,
+}
+
+pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
+    match c {
+        BenchCommand::Train(a) => bench(a),
+        BenchCommand::TrainOne(a) => one(a),
+        BenchCommand::Step(a) => step_vs_pytorch(a),
+    }
+}
+
+/// Runs a child and parses the JSON it prints.
+fn child_json(cmd: &mut Command) -> anyhow::Result<serde_json::Value> {
+    let o = cmd.output()?;
+    anyhow::ensure!(
+        o.status.success(),
+        "{:?} failed: {}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(serde_json::from_slice(&o.stdout)?)
+}
+
+/// The same transformer step in tch and in PyTorch, alternately, three rounds each.
+fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe()?;
+    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let v = child_json(
+            Command::new(&exe)
+                .args([
+                    "bench",
+                    "train-one",
+                    "--arch",
+                    "transformer",
+                    "--preset",
+                    &a.preset,
+                ])
+                .args(["--length", &a.length.to_string()])
+                .args(["--batch-size", &a.batch_size.to_string()])
+                .args(["--steps", &a.steps.to_string(), "--device", "cpu"]),
+        )?;
+        ours.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN));
+        let v = child_json(
+            Command::new(&python)
+                .arg("scripts/torch_t5_step.py")
+                .args(["--preset", &a.preset, "--length", &a.length.to_string()])
+                .args(["--batch-size", &a.batch_size.to_string()])
+                .args(["--steps", &a.steps.to_string()]),
+        )?;
+        theirs.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN));
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
+    println!(
+        "transformer {} preset, batch {} x {} / {} tokens, CPU, best of 3 runs of {} steps:",
+        a.preset,
+        a.batch_size,
+        a.length,
+        a.length / 4,
+        a.steps
+    );
+    println!("conveyor (tch):  {:.4} s per step", best(&ours));
+    println!("PyTorch (Python): {:.4} s per step", best(&theirs));
+    println!(
+        "ratio PyTorch / conveyor: {:.2}x",
+        best(&theirs) / best(&ours)
+    );
+    Ok(0)
+}
+
+fn device_name(d: DeviceArg) -> &'static str {
+    match d {
+        DeviceArg::Auto => "auto",
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+    }
+}
+
+fn bench(a: TrainBench) -> anyhow::Result<i32> {
+    std::fs::create_dir_all(&a.out)?;
+    let exe = std::env::current_exe()?;
+    let mut points = Vec::new();
+    println!(
+        "{:12} {:>6} {:>12} {:>12} {:>14}",
+        "arch", "length", "examples/s", "peak MB", "GFLOPs/example"
+    );
+    for arch in Arch::ALL {
+        let mut failed = false;
+        for &length in &a.lengths {
+            let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
+            let flops = 6.0 * conveyor_model::summary::forward_macs(&cfg, length, length / 4);
+            let mut point = serde_json::json!({
+                "arch": arch.name(), "length": length, "batch_size": a.batch_size,
+                "gflops_per_example": flops / 1e9,
+            });
+            if failed {
+                point["error"] = "skipped: a shorter length already failed".into();
+                points.push(point);
+                continue;
+            }
+            let mut child = Command::new(&exe)
+                .args([
+                    "bench",
+                    "train-one",
+                    "--arch",
+                    arch.name(),
+                    "--preset",
+                    &a.preset,
+                ])
+                .args(["--length", &length.to_string()])
+                .args(["--batch-size", &a.batch_size.to_string()])
+                .args(["--steps", &a.steps.to_string()])
+                .args(["--device", device_name(a.device)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let pid = child.id();
+            let started = Instant::now();
+            let mut peak_kb = 0u64;
+            let status = loop {
+                if let Some(s) = child.try_wait()? {
+                    break Some(s);
+                }
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                        let kb = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                        peak_kb = peak_kb.max(kb);
+                    }
+                }
+                if started.elapsed() > Duration::from_secs(a.max_seconds) {
+                    child.kill().ok();
+                    child.wait().ok();
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let out = child.wait_with_output()?;
+            match status {
+                Some(s) if s.success() => {
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                    point["examples_per_s"] = v["examples_per_s"].clone();
+                    point["seconds_per_step"] = v["seconds_per_step"].clone();
+                    point["peak_rss_mb"] = (peak_kb as f64 / 1024.0).into();
+                    point["device"] = v["device"].clone();
+                    println!(
+                        "{:12} {:>6} {:>12.2} {:>12.0} {:>14.3}",
+                        arch.name(),
+                        length,
+                        v["examples_per_s"].as_f64().unwrap_or(0.0),
+                        peak_kb as f64 / 1024.0,
+                        flops / 1e9
+                    );
+                }
+                Some(_) => {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    let last = err.lines().last().unwrap_or("failed").to_string();
+                    println!("{:12} {:>6} failed: {last}", arch.name(), length);
+                    point["error"] = last.into();
+                    failed = true;
+                }
+                None => {
+                    println!("{:12} {:>6} over {} s", arch.name(), length, a.max_seconds);
+                    point["error"] = format!("over {} s", a.max_seconds).into();
+                    failed = true;
+                }
+            }
+            points.push(point);
+        }
+    }
+    let json = a.out.join("bench-train.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&points)? + "\n")?;
+    let md = a.out.join("bench-train.md");
+    let mut f = std::fs::File::create(&md)?;
+    writeln!(
+        f,
+        "| arch | input length | examples/s | peak RSS MB | GFLOPs per example (train) |"
+    )?;
+    writeln!(f, "|---|---|---|---|---|")?;
+    for p in &points {
+        let num = |k: &str, prec: usize| {
+            p[k].as_f64()
+                .map(|v| format!("{v:.prec$}"))
+                .unwrap_or_else(|| p["error"].as_str().unwrap_or("-").to_string())
+        };
+        writeln!(
+            f,
+            "| {} | {} | {} | {} | {:.3} |",
+            p["arch"].as_str().unwrap_or(""),
+            p["length"],
+            num("examples_per_s", 2),
+            num("peak_rss_mb", 0),
+            p["gflops_per_example"].as_f64().unwrap_or(0.0)
+        )?;
+    }
+    println!("wrote {} and {}", json.display(), md.display());
+    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    match Command::new(&python)
+        .arg("scripts/plot_bench_train.py")
+        .arg(&a.out)
+        .output()
+    {
+        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+        _ => {
+            println!("(no plots: scripts/plot_bench_train.py needs matplotlib; `make` sets it up)")
+        }
+    }
+    Ok(0)
+}
+
+/// One point: a model, random batches, timed training steps.
+fn one(a: TrainOne) -> anyhow::Result<i32> {
+    let arch = Arch::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown arch {}", a.arch))?;
+    let device = select_device(match a.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    })?;
+    let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
+    conveyor_model::seed_everything(0);
+    let vs = nn::VarStore::new(device);
+    let model = Seq2Seq::new(&vs.root(), &cfg)?;
+    let mut params = vs.trainable_variables();
+    let mut opt = Optimizer::new(
+        OptimizerKind::adafactor(),
+        Schedule::InverseSqrt { warmup: 10_000 },
+        &params,
+    );
+    let (b, l, t) = (
+        a.batch_size as i64,
+        a.length as i64,
+        (a.length / 4).max(1) as i64,
+    );
+    let x = Tensor::randint_low(3, 32_000, [b, l], (Kind::Int64, device));
+    let y = Tensor::randint_low(3, 32_000, [b, t], (Kind::Int64, device));
+    let xm = Tensor::ones([b, l], (Kind::Float, device));
+    let ym = Tensor::ones([b, t], (Kind::Float, device));
+    let mut step = || {
+        let loss = model.loss(&x, &xm, &y, &ym, true);
+        loss.backward();
+        opt.step(&mut params);
+        loss.double_value(&[])
+    };
+    step();
+    if device.is_cuda() {
+        tch::Cuda::synchronize(0);
+    }
+    let t0 = Instant::now();
+    for _ in 0..a.steps {
+        step();
+    }
+    if device.is_cuda() {
+        tch::Cuda::synchronize(0);
+    }
+    let secs = t0.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "seconds_per_step": secs,
+            "examples_per_s": a.batch_size as f64 / secs,
+            "device": format!("{device:?}"),
+        })
+    );
+    Ok(0)
+}

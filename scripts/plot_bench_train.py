@@ -1,0 +1,46 @@
+"""Draws the training benchmark like the paper's Figures 1 and 2: examples per second and
+peak memory against input length, one line per architecture, log scales.
+
+Usage: plot_bench_train.py BENCH_DIR  (reads bench-train.json, writes speed.png, memory.png)
+"""
+
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main():
+    out = sys.argv[1]
+    points = json.load(open(os.path.join(out, "bench-train.json")))
+    archs = []
+    for p in points:
+        if p["arch"] not in archs:
+            archs.append(p["arch"])
+    for key, label, name in [
+        ("examples_per_s", "training examples / s", "speed.png"),
+        ("peak_rss_mb", "peak memory (MB)", "memory.png"),
+    ]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for arch in archs:
+            xs = [p["length"] for p in points if p["arch"] == arch and key in p]
+            ys = [p[key] for p in points if p["arch"] == arch and key in p]
+            ax.plot(xs, ys, marker="o", label=arch)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("input length (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(out, name)
+        fig.savefig(path, dpi=120)
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The reference for `conveyor bench step`: conveyor's `transformer` model (T5 baseline) and
+its Adafactor step written in plain PyTorch, timed on the same shapes, so the tch trainer can
+be compared with what a PyTorch user would run.
+
+Same architecture as model/src (RMS norm, no biases, shared relative position bias, ReLU FFN,
+tied embeddings scaled by d_model^-0.5, dropout 0.1) and the same Adafactor (factored second
+moments, beta2 = 1 - t^-0.8, clipping 1.0, parameter scaling).
+Prints one JSON object: seconds per step, examples per second.
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+PRESETS = {"tiny": (64, 128, 4, 2), "small": (512, 2048, 8, 6), "base": (768, 3072, 12, 12)}
+
+
+class RMSNorm(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        var = x.float().pow(2).mean(-1, keepdim=True)
+        return (x.float() * torch.rsqrt(var + 1e-6)).to(x.dtype) * self.weight
+
+
+def buckets(rel, bidirectional, num=32, max_distance=128):
+    ret = torch.zeros_like(rel)
+    n = -rel
+    if bidirectional:
+        num //= 2
+        ret += (n < 0).long() * num
+        n = n.abs()
+    else:
+        n = n.clamp(min=0)
+    exact = num // 2
+    large = exact + (torch.log(n.float() / exact) / math.log(max_distance / exact) * (num - exact)).long()
+    large = large.clamp(max=num - 1)
+    return ret + torch.where(n < exact, n, large)
+
+
+class Attention(torch.nn.Module):
+    def __init__(self, d, heads, relative, bidirectional):
+        super().__init__()
+        self.h, self.dk = heads, d // heads
+        self.q = torch.nn.Linear(d, d, bias=False)
+        self.k = torch.nn.Linear(d, d, bias=False)
+        self.v = torch.nn.Linear(d, d, bias=False)
+        self.o = torch.nn.Linear(d, d, bias=False)
+        self.rel = torch.nn.Embedding(32, heads) if relative else None
+        self.bidirectional = bidirectional
+
+    def bias(self, q, k):
+        rel = torch.arange(k)[None, :] - torch.arange(q)[:, None]
+        return self.rel(buckets(rel, self.bidirectional)).permute(2, 0, 1)[None]
+
+    def forward(self, x, kv, bias):
+        b, t, d = x.shape
+        split = lambda z: z.view(b, -1, self.h, self.dk).transpose(1, 2)
+        q, k, v = split(self.q(x)), split(self.k(kv)), split(self.v(kv))
+        w = torch.softmax((q @ k.transpose(-2, -1) + bias).float(), -1).to(v.dtype)
+        return self.o((w @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class FFN(torch.nn.Module):
+    def __init__(self, d, ff):
+        super().__init__()
+        self.wi = torch.nn.Linear(d, ff, bias=False)
+        self.wo = torch.nn.Linear(ff, d, bias=False)
+
+    def forward(self, x):
+        return self.wo(F.dropout(F.relu(self.wi(x)), 0.1, self.training))
+
+
+class T5(torch.nn.Module):
+    def __init__(self, vocab, d, ff, heads, layers):
+        super().__init__()
+        self.d = d
+        self.shared = torch.nn.Embedding(vocab, d)
+        self.enc = torch.nn.ModuleList(
+            torch.nn.ModuleList([RMSNorm(d), Attention(d, heads, i == 0, True), RMSNorm(d), FFN(d, ff)])
+            for i in range(layers)
+        )
+        self.dec = torch.nn.ModuleList(
+            torch.nn.ModuleList(
+                [RMSNorm(d), Attention(d, heads, i == 0, False), RMSNorm(d), Attention(d, heads, False, False),
+                 RMSNorm(d), FFN(d, ff)]
+            )
+            for i in range(layers)
+        )
+        self.enc_norm, self.dec_norm = RMSNorm(d), RMSNorm(d)
+
+    def forward(self, x, xm, y, ym):
+        drop = lambda z: F.dropout(z, 0.1, self.training)
+        keys = ((1 - xm) * -1e9)[:, None, None, :]
+        h = drop(self.shared(x))
+        bias = self.enc[0][1].bias(x.shape[1], x.shape[1]) + keys
+        for n1, att, n2, ffn in self.enc:
+            z = n1(h)
+            h = h + drop(att(z, z, bias))
+            h = h + drop(ffn(n2(h)))
+        enc = drop(self.enc_norm(h))
+        t = y.shape[1]
+        dec_in = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], 1)
+        causal = torch.triu(torch.ones(t, t), 1)[None, None] * -1e9
+        sbias = self.dec[0][1].bias(t, t) + causal
+        g = drop(self.shared(dec_in))
+        for n1, att, n2, cross, n3, ffn in self.dec:
+            z = n1(g)
+            g = g + drop(att(z, z, sbias))
+            g = g + drop(cross(n2(g), enc, keys))
+            g = g + drop(ffn(n3(g)))
+        g = drop(self.dec_norm(g))
+        logits = (g * self.d ** -0.5) @ self.shared.weight.t()
+        nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+        return (nll * ym.reshape(-1)).sum() / ym.sum().clamp(min=1)
+
+
+class Adafactor:
+    def __init__(self, params, lr):
+        self.params, self.lr, self.t = list(params), lr, 0
+        self.state = [
+            (torch.zeros(p.shape[:-1]), torch.zeros(p.shape[:-2] + p.shape[-1:])) if p.dim() >= 2 else torch.zeros_like(p)
+            for p in self.params
+        ]
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        beta2 = 1 - self.t ** -0.8
+        for i, p in enumerate(self.params):
+            g = p.grad
+            sq = g * g + 1e-30
+            s = self.state[i]
+            if isinstance(s, tuple):
+                row, col = s
+                row.mul_(beta2).add_(sq.mean(-1) * (1 - beta2))
+                col.mul_(beta2).add_(sq.mean(-2) * (1 - beta2))
+                u = g * (row / row.mean(-1, keepdim=True)).rsqrt().unsqueeze(-1) * col.unsqueeze(-2).rsqrt()
+            else:
+                s.mul_(beta2).add_(sq * (1 - beta2))
+                u = g * s.rsqrt()
+            u = u / max(1.0, (u.pow(2).mean().sqrt() / 1.0).item())
+            p.sub_(u * self.lr * max(1e-3, p.pow(2).mean().sqrt().item()))
+            p.grad = None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    d, ff, heads, layers = PRESETS[a.preset]
+    model = T5(32100, d, ff, heads, layers)
+    torch.nn.init.normal_(model.shared.weight, 0, 1)
+    opt = Adafactor(model.parameters(), 0.01)
+    b, l, t = a.batch_size, a.length, max(a.length // 4, 1)
+    x = torch.randint(3, 32000, (b, l))
+    y = torch.randint(3, 32000, (b, t))
+    xm, ym = torch.ones(b, l), torch.ones(b, t)
+    model.train()
+
+    def step():
+        loss = model(x, xm, y, ym)
+        loss.backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    secs = (time.perf_counter() - t0) / a.steps
+    print(json.dumps({"seconds_per_step": secs, "examples_per_s": b / secs,
+                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
