@@ -26,6 +26,13 @@ pub enum BenchCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<std::ffi::OsString>,
     },
+    /// The lightweight convolution's implementations per length (libtorch).
+    #[command(disable_help_flag = true)]
+    Conv {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
     /// One transformer training step in tch beside the same model in PyTorch (libtorch).
     #[command(disable_help_flag = true)]
     Step {
@@ -74,7 +81,9 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
     match b {
         BenchCommand::Ingest(a) => ingest_bench(a),
         BenchCommand::Corrupt(a) => crate::bench_corrupt::run(a),
-        BenchCommand::Train { .. } | BenchCommand::Step { .. } => crate::forward::to_torch(),
+        BenchCommand::Train { .. } | BenchCommand::Step { .. } | BenchCommand::Conv { .. } => {
+            crate::forward::to_torch()
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub enum BenchCommand {
     Train(TrainBench),
     /// One training step of the transformer in tch beside the same model in PyTorch.
     Step(StepBench),
+    /// The lightweight convolution's three implementations, forward + backward, per length.
+    Conv(ConvBench),
     /// One point of `bench train` (run as a child process).
     #[command(hide = true)]
     TrainOne(TrainOne),
@@ -69,6 +71,22 @@ pub struct StepBench {
 }
 
 #[derive(Args)]
+pub struct ConvBench {
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "32,64,128,256,512,1024,2048"
+    )]
+    lengths: Vec<usize>,
+    #[arg(long, default_value_t = 512)]
+    d_model: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+}
+
+#[derive(Args)]
 pub struct TrainOne {
     #[arg(long)]
     arch: String,
@@ -89,7 +107,51 @@ pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Train(a) => bench(a),
         BenchCommand::TrainOne(a) => one(a),
         BenchCommand::Step(a) => step_vs_pytorch(a),
+        BenchCommand::Conv(a) => conv_impls(a),
     }
+}
+
+/// Times forward + backward of each lightweight implementation (CPU), best of `reps`.
+fn conv_impls(a: ConvBench) -> anyhow::Result<i32> {
+    use conveyor_model::conv::{ConvBlock, LightImpl};
+    let mut cfg = ModelConfig::preset(Arch::Lightconv, "tiny", 100)?;
+    cfg.d_model = a.d_model;
+    cfg.num_heads = 8;
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let block = ConvBlock::new(vs.root(), &cfg, 0, false);
+    let w = Tensor::randn(
+        [cfg.conv_heads as i64, cfg.kernel_size as i64],
+        (Kind::Float, tch::Device::Cpu),
+    )
+    .softmax(-1, Kind::Float);
+    print!("{:>7}", "length");
+    for how in LightImpl::ALL {
+        print!(" {:>16}", how.name());
+    }
+    println!(
+        "   (ms per forward + backward, batch {} x d {})",
+        a.batch_size, a.d_model
+    );
+    for &t in &a.lengths {
+        print!("{t:>7}");
+        for how in LightImpl::ALL {
+            let h = Tensor::randn(
+                [a.batch_size as i64, t as i64, a.d_model as i64],
+                (Kind::Float, tch::Device::Cpu),
+            )
+            .set_requires_grad(true);
+            let mut best = f64::INFINITY;
+            for _ in 0..a.reps {
+                let t0 = Instant::now();
+                let y = block.lightweight(&h, &w, how);
+                y.sum(Kind::Float).backward();
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            print!(" {:>16.2}", best * 1e3);
+        }
+        println!();
+    }
+    Ok(0)
 }
 
 /// Runs a child and parses the JSON it prints.
