@@ -444,6 +444,37 @@ mod tests {
     }
 
     #[test]
+    fn bfloat16_weights_train() {
+        let _rng = crate::test_rng();
+        for arch in Arch::ALL {
+            let (mut vs, m) = model(arch);
+            vs.bfloat16();
+            let mut params = vs.trainable_variables();
+            let mut opt = crate::optim::Optimizer::new(
+                crate::optim::OptimizerKind::adafactor(),
+                crate::optim::Schedule::Constant { lr: 0.01 },
+                &params,
+            );
+            let x = ids(2, 8, 5);
+            let y = ids(2, 5, 6);
+            let mi = Tensor::ones([2, 8], (Kind::Float, Device::Cpu));
+            let mt = Tensor::ones([2, 5], (Kind::Float, Device::Cpu));
+            let first = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
+            for _ in 0..30 {
+                m.loss(&x, &mi, &y, &mt, true).backward();
+                opt.step(&mut params);
+            }
+            let last = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
+            assert_eq!(params[0].kind(), Kind::BFloat16);
+            assert!(
+                last.is_finite() && last < first,
+                "{}: {first} -> {last}",
+                arch.name()
+            );
+        }
+    }
+
+    #[test]
     fn shift_right_restarts_segments() {
         let _rng = crate::test_rng();
         let (_vs, m) = model(Arch::Transformer);

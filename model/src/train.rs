@@ -42,6 +42,9 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     pub shuffle_buffer: usize,
     pub device: Device,
+    /// Keep the weights in bfloat16 (norms, softmax and the loss still run in float32;
+    /// optimiser moments stay float32). Meant for CUDA.
+    pub bf16: bool,
     pub resume: bool,
 }
 
@@ -225,6 +228,9 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
     let mut vs = nn::VarStore::new(cfg.device);
     crate::seed_everything(cfg.seed);
     let model = Seq2Seq::new(&vs.root(), &cfg.model)?;
+    if cfg.bf16 {
+        vs.bfloat16();
+    }
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();

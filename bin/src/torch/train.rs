@@ -104,6 +104,9 @@ pub struct TrainArgs {
     shuffle_buffer: usize,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// Keep the weights in bfloat16 (for CUDA; norms, softmax and loss stay float32).
+    #[arg(long)]
+    bf16: bool,
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     resume: bool,
@@ -115,18 +118,55 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
+/// A progress bar (steps, loss, throughput) on a terminal; log lines otherwise.
 struct Lines {
     quiet: bool,
     every: u64,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Lines {
+    fn new(quiet: bool, steps: u64) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(steps);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} step {pos}/{len} ETA {eta} {msg}",
+                )
+                .expect("valid template"),
+            );
+            b
+        });
+        Self {
+            quiet,
+            every: (steps / 20).max(1),
+            bar,
+        }
+    }
 }
 
 impl TrainProgress for Lines {
     fn start(&self, first: u64, last: u64) {
-        if !self.quiet {
+        if let Some(b) = &self.bar {
+            b.set_position(first.saturating_sub(1));
+        } else if !self.quiet {
             eprintln!("training steps {first}..={last}");
         }
     }
     fn step(&self, m: &StepMetrics) {
+        if let Some(b) = &self.bar {
+            b.set_position(m.step);
+            let eval = m
+                .eval_loss
+                .map(|e| format!(" eval {e:.3}"))
+                .unwrap_or_default();
+            b.set_message(format!(
+                "loss {:.3}{eval} {:.0} tok/s {:.1} ex/s",
+                m.loss, m.tokens_per_s, m.examples_per_s
+            ));
+            return;
+        }
         if !self.quiet && (m.step.is_multiple_of(self.every) || m.eval_loss.is_some()) {
             let eval = m
                 .eval_loss
@@ -139,11 +179,17 @@ impl TrainProgress for Lines {
         }
     }
     fn note(&self, message: &str) {
-        if !self.quiet {
-            eprintln!("{message}");
+        match &self.bar {
+            Some(b) => b.println(message),
+            None if !self.quiet => eprintln!("{message}"),
+            None => {}
         }
     }
-    fn finish(&self) {}
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
@@ -176,12 +222,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
         eval_batches: a.eval_batches,
         shuffle_buffer: a.shuffle_buffer,
         device,
+        bf16: a.bf16,
         resume: a.resume,
     };
-    let progress = Lines {
-        quiet: a.quiet || a.json,
-        every: (a.steps / 20).max(1),
-    };
+    let progress = Lines::new(a.quiet || a.json, a.steps);
     let s = train(&cfg, &progress).context("training")?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
