@@ -9,6 +9,7 @@ mod forward;
 mod ingest;
 mod inspect;
 mod progress;
+mod task;
 mod vocab;
 
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Tokenize corpus files into Parquet token shards with a manifest.
     Ingest(ingest::IngestArgs),
+    /// Text-to-text tasks: list them, show one (and its data).
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// SentencePiece vocabularies.
     #[command(subcommand)]
     Vocab(vocab::VocabCommand),
@@ -79,6 +83,7 @@ fn main() {
         Command::Inspect(a) => inspect::run(a),
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
+        Command::Task(c) => task::run(c),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out, vocab } => demo::run(out, vocab),
         Command::Env { .. } | Command::Train { .. } | Command::Model { .. } => forward::to_torch(),

@@ -1,50 +1,139 @@
-//! conveyor's text-to-text tasks. Each task turns rows of a downloaded dataset into
-//! (inputs, targets) text pairs with a task prefix and names its metric.
-//!
-//! The task formatters themselves arrive with the tasks issue; this crate already fixes the
-//! trait they implement so that the pipeline and the CLI can be written against it.
+//! conveyor's text-to-text tasks. Each task reads its dataset in the formats people download,
+//! turns every row into an (inputs, targets) text pair with a task prefix, and names its
+//! metric. Bad rows are reported with file and line and counted, never dropped silently.
 
-/// One text-to-text example.
+pub mod builtin;
+pub mod metric;
+pub mod read;
+
+use std::path::{Path, PathBuf};
+
+pub use metric::{Metric, Scores};
+
+/// One text-to-text example, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {
     pub inputs: String,
     pub targets: String,
+    /// A grouping for per-category metrics (COGS's generalisation type).
+    pub category: Option<String>,
+    /// The file and 1-based line (or row) it came from.
+    pub file: String,
+    pub line: u64,
 }
 
-/// A text-to-text task: a name, a formatter from raw fields to an [`Example`].
+/// A row that was not turned into an example, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What reading a task's files produced.
+#[derive(Debug, Default)]
+pub struct TaskData {
+    pub examples: Vec<Example>,
+    /// Rows read (header lines excluded).
+    pub read: u64,
+    /// Malformed rows.
+    pub skipped: Vec<Skipped>,
+    /// Rows left out on purpose, by reason (e.g. Sentiment140's neutral tweets).
+    pub excluded: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{}: not a {task} file: {message}. Expected {expected}", path.display())]
+    Format {
+        path: PathBuf,
+        task: String,
+        expected: String,
+        message: String,
+    },
+    #[error("{file}:{line}: unknown label {label:?} for {task}; valid labels: {valid}")]
+    Label {
+        file: String,
+        line: u64,
+        task: String,
+        label: String,
+        valid: String,
+    },
+    #[error("{file}:{line}: {message} (stopping because of --strict)")]
+    Strict {
+        file: String,
+        line: u64,
+        message: String,
+    },
+    #[error("unknown task {0:?}; `conveyor task list` shows them")]
+    Unknown(String),
+}
+
+/// A text-to-text task.
 pub trait Task: Send + Sync {
     /// The registry name, e.g. `sst2`.
     fn name(&self) -> &str;
-    /// The prefix put before every input, e.g. `sst2 sentence: `.
-    fn prefix(&self) -> &str;
-    /// Formats one example from its input text and label.
-    fn format(&self, text: &str, label: &str) -> Example {
-        Example {
-            inputs: format!("{}{}", self.prefix(), text.trim()),
-            targets: label.to_string(),
+    /// One line for `conveyor task list`.
+    fn description(&self) -> &str;
+    /// The formats `read` understands, for messages and `task show`.
+    fn formats(&self) -> &str;
+    /// The target texts of a classification task (None for generation tasks).
+    fn labels(&self) -> Option<Vec<String>>;
+    fn metric(&self) -> Metric;
+    /// Reads one file (or directory) into `out`. `strict` turns the first bad row into an
+    /// error.
+    fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError>;
+}
+
+impl TaskData {
+    /// Records a malformed row (or fails under `strict`).
+    pub fn skip(
+        &mut self,
+        file: &str,
+        line: u64,
+        reason: String,
+        strict: bool,
+    ) -> Result<(), TaskError> {
+        if strict {
+            return Err(TaskError::Strict {
+                file: file.into(),
+                line,
+                message: reason,
+            });
         }
+        self.skipped.push(Skipped {
+            file: file.into(),
+            line,
+            reason,
+        });
+        Ok(())
+    }
+
+    pub fn exclude(&mut self, why: &str) {
+        *self.excluded.entry(why.into()).or_default() += 1;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Every built-in task.
+pub fn registry() -> Vec<Box<dyn Task>> {
+    builtin::all()
+}
 
-    struct Demo;
-    impl Task for Demo {
-        fn name(&self) -> &str {
-            "demo"
-        }
-        fn prefix(&self) -> &str {
-            "demo: "
-        }
-    }
+/// The built-in task called `name`.
+pub fn find(name: &str) -> Result<Box<dyn Task>, TaskError> {
+    registry()
+        .into_iter()
+        .find(|t| t.name() == name)
+        .ok_or_else(|| TaskError::Unknown(name.into()))
+}
 
-    #[test]
-    fn default_format_prefixes_and_trims() {
-        let e = Demo.format("  a b ", "x");
-        assert_eq!(e.inputs, "demo: a b");
-        assert_eq!(e.targets, "x");
-        assert_eq!(Demo.name(), "demo");
+/// Reads every file of `paths` for `task`.
+pub fn read_all(task: &dyn Task, paths: &[PathBuf], strict: bool) -> Result<TaskData, TaskError> {
+    let mut data = TaskData::default();
+    for p in paths {
+        task.read(p, strict, &mut data)?;
     }
+    Ok(data)
 }

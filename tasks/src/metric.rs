@@ -1,0 +1,151 @@
+//! The tasks' metrics: accuracy, binary F1, exact match overall and per category. A
+//! prediction that is not one of a classification task's labels simply counts as wrong.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// What a task is scored with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Metric {
+    Accuracy,
+    /// Accuracy and F1 of the `positive` label.
+    AccuracyF1 {
+        positive: String,
+    },
+    /// Exact match of the whole target, also per example category.
+    ExactMatch,
+}
+
+/// Scores of a set of predictions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scores {
+    pub examples: usize,
+    pub accuracy: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f1: Option<f64>,
+    /// Per-category exact match (categories in name order).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_category: BTreeMap<String, f64>,
+    /// Predictions that are not a valid label (classification tasks).
+    pub invalid: usize,
+}
+
+impl Metric {
+    /// Scores `predictions` against `references` (same order); `labels` are the valid
+    /// targets of a classification task; `categories` group examples for exact match.
+    pub fn score(
+        &self,
+        predictions: &[String],
+        references: &[String],
+        categories: &[Option<String>],
+        labels: Option<&[String]>,
+    ) -> Scores {
+        let n = references.len();
+        let norm = |s: &str| s.trim().to_string();
+        let correct: Vec<bool> = predictions
+            .iter()
+            .zip(references)
+            .map(|(p, r)| norm(p) == norm(r))
+            .collect();
+        let invalid = labels.map_or(0, |ls| {
+            predictions
+                .iter()
+                .filter(|p| !ls.iter().any(|l| *l == norm(p)))
+                .count()
+        });
+        let accuracy = correct.iter().filter(|&&c| c).count() as f64 / n.max(1) as f64;
+        let f1 = match self {
+            Metric::AccuracyF1 { positive } => {
+                let pos = |s: &str| norm(s) == *positive;
+                let tp = predictions
+                    .iter()
+                    .zip(references)
+                    .filter(|(p, r)| pos(p) && pos(r))
+                    .count() as f64;
+                let fp = predictions
+                    .iter()
+                    .zip(references)
+                    .filter(|(p, r)| pos(p) && !pos(r))
+                    .count() as f64;
+                let fn_ = predictions
+                    .iter()
+                    .zip(references)
+                    .filter(|(p, r)| !pos(p) && pos(r))
+                    .count() as f64;
+                Some(if tp == 0.0 {
+                    0.0
+                } else {
+                    2.0 * tp / (2.0 * tp + fp + fn_)
+                })
+            }
+            _ => None,
+        };
+        let mut per_category = BTreeMap::new();
+        if *self == Metric::ExactMatch {
+            let mut tally: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            for (c, ok) in categories.iter().zip(&correct) {
+                if let Some(c) = c {
+                    let e = tally.entry(c.clone()).or_default();
+                    e.0 += *ok as usize;
+                    e.1 += 1;
+                }
+            }
+            per_category = tally
+                .into_iter()
+                .map(|(k, (ok, all))| (k, ok as f64 / all as f64))
+                .collect();
+        }
+        Scores {
+            examples: n,
+            accuracy,
+            f1,
+            per_category,
+            invalid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn accuracy_and_f1_by_hand() {
+        // 5 examples: tp = 2 (rows 0, 1), fp = 1 (row 2), fn = 1 (row 3), tn = 1 (row 4).
+        let m = Metric::AccuracyF1 {
+            positive: "toxic".into(),
+        };
+        let p = s(&["toxic", "toxic", "toxic", "non-toxic", "non-toxic"]);
+        let r = s(&["toxic", "toxic", "non-toxic", "toxic", "non-toxic"]);
+        let labels = s(&["toxic", "non-toxic"]);
+        let sc = m.score(&p, &r, &vec![None; 5], Some(&labels));
+        assert_eq!(sc.accuracy, 0.6);
+        assert_eq!(sc.f1, Some(2.0 * 2.0 / (4.0 + 1.0 + 1.0)));
+        assert_eq!(sc.invalid, 0);
+        // A generation that is not a label is wrong and counted.
+        let sc = Metric::Accuracy.score(&s(&["maybe"]), &s(&["toxic"]), &[None], Some(&labels));
+        assert_eq!((sc.accuracy, sc.invalid), (0.0, 1));
+    }
+
+    #[test]
+    fn exact_match_per_category() {
+        let p = s(&["a", "b", "c", "x"]);
+        let r = s(&["a", "b", "z", "y"]);
+        let c = vec![
+            Some("k".to_string()),
+            Some("k".to_string()),
+            Some("k".to_string()),
+            Some("m".to_string()),
+        ];
+        let sc = Metric::ExactMatch.score(&p, &r, &c, None);
+        assert_eq!(sc.accuracy, 0.5);
+        assert_eq!(sc.per_category["k"], 2.0 / 3.0);
+        assert_eq!(sc.per_category["m"], 0.0);
+    }
+}

@@ -1,0 +1,108 @@
+//! Reading helpers shared by the tasks: CSV/TSV rows with their line numbers (quoted fields
+//! may span lines), latin-1 text, file names for messages.
+
+use std::path::Path;
+
+use crate::TaskError;
+
+/// The file name used in messages and example origins.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+pub fn io_error(path: &Path, e: impl std::fmt::Display) -> TaskError {
+    TaskError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A file decoded as latin-1 (every byte one character), as the TREC files are.
+pub fn read_latin1(path: &Path) -> Result<String, TaskError> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    Ok(bytes.iter().map(|&b| b as char).collect())
+}
+
+/// How a delimited file is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub delimiter: u8,
+    pub headers: bool,
+    /// Quoted fields (CSV) or none at all (GLUE/COGS TSV, where quotes are text).
+    pub quoting: bool,
+}
+
+impl Layout {
+    pub const CSV: Layout = Layout {
+        delimiter: b',',
+        headers: true,
+        quoting: true,
+    };
+    pub const CSV_NO_HEADER: Layout = Layout {
+        delimiter: b',',
+        headers: false,
+        quoting: true,
+    };
+    pub const TSV: Layout = Layout {
+        delimiter: b'\t',
+        headers: true,
+        quoting: false,
+    };
+    pub const TSV_NO_HEADER: Layout = Layout {
+        delimiter: b'\t',
+        headers: false,
+        quoting: false,
+    };
+}
+
+/// One parsed row: its 1-based starting line and fields, or why it could not be parsed.
+pub type Row = (u64, Result<Vec<String>, String>);
+
+/// The header (if the layout has one) and the rows of a delimited file.
+pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), TaskError> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(layout.delimiter)
+        .has_headers(layout.headers)
+        .quoting(layout.quoting)
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| io_error(path, e))?;
+    let header = if layout.headers {
+        r.headers()
+            .map_err(|e| io_error(path, e))?
+            .iter()
+            .map(|s| s.trim().to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    let mut rec = csv::StringRecord::new();
+    loop {
+        let line = r.position().line();
+        match r.read_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = rec.position().map(|p| p.line()).unwrap_or(line);
+                out.push((line, Ok(rec.iter().map(str::to_string).collect())));
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                out.push((line, Err(e.to_string())));
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok((header, out))
+}
+
+/// The index of the first of `names` present in `header`.
+pub fn column(header: &[String], names: &[&str]) -> Option<usize> {
+    names
+        .iter()
+        .find_map(|n| header.iter().position(|h| h.eq_ignore_ascii_case(n)))
+}

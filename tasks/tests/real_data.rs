@@ -1,0 +1,171 @@
+//! Every built-in task on the real files in ../shared/data: row and label counts (counted
+//! independently with Python's csv module), formatting, and bad-input handling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use conveyor_tasks::{find, read_all, TaskData, TaskError};
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel)
+}
+
+fn read(task: &str, files: &[&str]) -> TaskData {
+    let t = find(task).unwrap();
+    let paths: Vec<PathBuf> = files.iter().map(|f| data(f)).collect();
+    read_all(t.as_ref(), &paths, false).unwrap()
+}
+
+fn label_counts(d: &TaskData) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in &d.examples {
+        *m.entry(e.targets.clone()).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn trec_fine_labels() {
+    let d = read("trec", &["trec/train_5500.label"]);
+    assert_eq!((d.read, d.examples.len(), d.skipped.len()), (5452, 5452, 0));
+    assert_eq!(label_counts(&d)["HUM:ind"], 962);
+    let e = &d.examples[0];
+    assert_eq!(
+        e.inputs,
+        "trec question: How did serfdom develop in and then leave Russia ?"
+    );
+    assert_eq!((e.targets.as_str(), e.line), ("DESC:manner", 1));
+}
+
+#[test]
+fn ag_news_topics() {
+    let d = read("ag_news", &["ag_news/test_rows_0001-6000.csv"]);
+    assert_eq!(d.examples.len(), 6000);
+    let c = label_counts(&d);
+    assert_eq!(
+        (c["World"], c["Sports"], c["Business"], c["Sci/Tech"]),
+        (1519, 1493, 1470, 1518)
+    );
+    assert!(d.examples[1].inputs.contains("A second team of rocketeers"));
+    assert!(d.examples[0]
+        .inputs
+        .starts_with("ag_news title: Fears for T N pension after talks description: Unions"));
+}
+
+#[test]
+fn sentiment_tasks() {
+    let d = read("sst2", &["sst2/train.tsv"]);
+    assert_eq!(d.examples.len(), 67_349);
+    let c = label_counts(&d);
+    assert_eq!((c["negative"], c["positive"]), (29_780, 37_569));
+    assert_eq!(
+        d.examples[0].inputs,
+        "sst2 sentence: hide new secretions from the parental units"
+    );
+    let d = read("imdb", &["imdb/texts_train.csv"]);
+    let c = label_counts(&d);
+    assert_eq!(
+        (d.examples.len(), c["negative"], c["positive"]),
+        (800, 417, 383)
+    );
+    assert!(!d.examples.iter().any(|e| e.inputs.contains("<br />")));
+    let d = read(
+        "sentiment140",
+        &["sentiment140/testdata.manual.2009.06.14.csv"],
+    );
+    let c = label_counts(&d);
+    assert_eq!((d.read, d.examples.len()), (498, 359));
+    assert_eq!(
+        (c["negative"], c["positive"], d.excluded["neutral"]),
+        (177, 182, 139)
+    );
+}
+
+#[test]
+fn toxicity_tasks() {
+    let d = read(
+        "wiki_toxicity",
+        &["wikipedia_toxicity/jigsaw_toxic_train_prefix.csv"],
+    );
+    assert_eq!(d.examples.len(), 267);
+    assert_eq!(label_counts(&d)["toxic"], 27);
+    // A comment spanning lines is one example, its line the row's first.
+    assert!(d.examples[0]
+        .inputs
+        .starts_with("wiki_toxicity comment: Explanation Why the edits"));
+    let d = read(
+        "civil_comments",
+        &[
+            "civil_comments/kaggle_unintended_bias_first_rows_train.csv",
+            "civil_comments/kaggle_unintended_bias_first_rows_test_public_expanded.csv",
+            "civil_comments/kaggle_unintended_bias_first_rows_test_private_expanded.csv",
+        ],
+    );
+    assert_eq!(d.examples.len(), 12);
+    assert_eq!(label_counts(&d)["toxic"], 1);
+    // The test file without labels is refused, saying what was expected.
+    let t = find("wiki_toxicity").unwrap();
+    let e = read_all(
+        t.as_ref(),
+        &[data("wikipedia_toxicity/jigsaw_toxic_test_prefix.csv")],
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(e, TaskError::Format { .. }), "{e}");
+    assert!(e.to_string().contains("label columns"), "{e}");
+}
+
+#[test]
+fn cogs_with_categories() {
+    let d = read("cogs", &["cogs/train.tsv", "cogs/dev.tsv"]);
+    assert_eq!(d.examples.len(), 24_155 + 3000);
+    let e = &d.examples[0];
+    assert_eq!(e.inputs, "cogs: A rose was helped by a dog .");
+    assert!(e.targets.starts_with("rose ( x _ 1 ) AND help . theme"));
+    assert_eq!(e.category.as_deref(), Some("in_distribution"));
+    assert_eq!(d.examples.last().unwrap().file, "dev.tsv");
+}
+
+#[test]
+fn bad_rows_and_labels() {
+    let dir = std::env::temp_dir().join(format!("conveyor-tasks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad.csv");
+    std::fs::write(
+        &f,
+        "\"1\",\"t\",\"d\"\n\"2\",\"only two\"\n\"9\",\"t\",\"d\"\n",
+    )
+    .unwrap();
+    let t = find("ag_news").unwrap();
+    // An unknown label names the valid ones.
+    let e = read_all(t.as_ref(), std::slice::from_ref(&f), false).unwrap_err();
+    assert!(
+        e.to_string().contains("bad.csv:3") && e.to_string().contains("4 (Sci/Tech)"),
+        "{e}"
+    );
+    // A malformed row is skipped and reported with its line; --strict stops there.
+    std::fs::write(
+        &f,
+        "\"1\",\"t\",\"d\"\n\"2\",\"only two\"\n\"3\",\"t\",\"d\"\n",
+    )
+    .unwrap();
+    let d = read_all(t.as_ref(), std::slice::from_ref(&f), false).unwrap();
+    assert_eq!((d.read, d.examples.len()), (3, 2));
+    assert_eq!(
+        (d.skipped[0].file.as_str(), d.skipped[0].line),
+        ("bad.csv", 2)
+    );
+    let e = read_all(t.as_ref(), std::slice::from_ref(&f), true).unwrap_err();
+    assert!(e.to_string().contains("--strict"), "{e}");
+    // A file of another task's format says which format was expected.
+    let e = read_all(
+        find("sst2").unwrap().as_ref(),
+        &[data("ag_news/test_rows_0001-6000.csv")],
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("GLUE TSV"), "{e}");
+    assert!(find("nope").is_err());
+}
