@@ -25,15 +25,17 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
     match c {
         TaskCommand::List => {
             for t in registry() {
-                println!("{:16} {}", t.name(), t.description());
+                let i = t.info();
+                println!("{:16} {}", i.name, i.description);
             }
         }
         TaskCommand::Show { task, input, n } => {
             let t = find(&task)?;
-            println!("task:    {}", t.name());
-            println!("about:   {}", t.description());
-            println!("formats: {}", t.formats());
-            println!("metric:  {:?}", t.metric());
+            let i = t.info();
+            println!("task:    {}", i.name);
+            println!("about:   {}", i.description);
+            println!("formats: {}", i.formats);
+            println!("metric:  {:?}", i.metric);
             match t.labels() {
                 Some(l) => println!("labels:  {}", l.join(", ")),
                 None => println!("labels:  (generation: the target text itself)"),

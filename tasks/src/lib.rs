@@ -71,20 +71,47 @@ pub enum TaskError {
     Unknown(String),
 }
 
+/// What describes a task.
+#[derive(Debug, Clone)]
+pub struct TaskInfo {
+    /// The registry name, e.g. `sst2`.
+    pub name: &'static str,
+    /// One line for `conveyor task list`.
+    pub description: &'static str,
+    /// The formats `read` understands, for messages and `task show`.
+    pub formats: &'static str,
+    /// The target texts of a classification task (None for generation tasks).
+    pub labels: Option<&'static [&'static str]>,
+    pub metric: Metric,
+}
+
 /// A text-to-text task.
 pub trait Task: Send + Sync {
-    /// The registry name, e.g. `sst2`.
-    fn name(&self) -> &str;
-    /// One line for `conveyor task list`.
-    fn description(&self) -> &str;
-    /// The formats `read` understands, for messages and `task show`.
-    fn formats(&self) -> &str;
-    /// The target texts of a classification task (None for generation tasks).
-    fn labels(&self) -> Option<Vec<String>>;
-    fn metric(&self) -> Metric;
+    fn info(&self) -> TaskInfo;
     /// Reads one file (or directory) into `out`. `strict` turns the first bad row into an
     /// error.
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError>;
+
+    fn name(&self) -> &'static str {
+        self.info().name
+    }
+
+    fn labels(&self) -> Option<Vec<String>> {
+        self.info()
+            .labels
+            .map(|l| l.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// The error for a file that is not in one of this task's formats.
+    fn format_error(&self, path: &Path, message: String) -> TaskError {
+        let info = self.info();
+        TaskError::Format {
+            path: path.to_path_buf(),
+            task: info.name.into(),
+            expected: info.formats.into(),
+            message,
+        }
+    }
 }
 
 impl TaskData {
@@ -127,6 +154,49 @@ pub fn find(name: &str) -> Result<Box<dyn Task>, TaskError> {
         .into_iter()
         .find(|t| t.name() == name)
         .ok_or_else(|| TaskError::Unknown(name.into()))
+}
+
+/// Goes through the rows of a delimited file: each row is counted; a row that cannot be
+/// parsed or has another number of fields than `fields` is skipped with its line (or fails
+/// under `strict`) — except the very first row, whose wrong shape means a wrong format.
+/// `f` gets the line and fields of every good row.
+pub fn each_row(
+    task: &dyn Task,
+    path: &Path,
+    rows: Vec<read::Row>,
+    fields: Option<usize>,
+    strict: bool,
+    out: &mut TaskData,
+    mut f: impl FnMut(u64, Vec<String>, &mut TaskData) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let file = read::file_name(path);
+    for (i, (line, row)) in rows.into_iter().enumerate() {
+        out.read += 1;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                out.skip(&file, line, e, strict)?;
+                continue;
+            }
+        };
+        if let Some(n) = fields.filter(|&n| n != row.len()) {
+            if i == 0 {
+                return Err(task.format_error(
+                    path,
+                    format!("the first row has {} fields, not {n}", row.len()),
+                ));
+            }
+            out.skip(
+                &file,
+                line,
+                format!("{} fields, expected {n}", row.len()),
+                strict,
+            )?;
+            continue;
+        }
+        f(line, row, out)?;
+    }
+    Ok(())
 }
 
 /// Reads every file of `paths` for `task`.

@@ -44,3 +44,20 @@ pub(crate) fn example(
 pub(crate) fn clean(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// The error for a label that is not one of the task's.
+pub(crate) fn unknown_label(
+    task: &dyn Task,
+    file: &str,
+    line: u64,
+    label: &str,
+    valid: &str,
+) -> crate::TaskError {
+    crate::TaskError::Label {
+        file: file.into(),
+        line,
+        task: task.name().into(),
+        label: label.into(),
+        valid: valid.into(),
+    }
+}

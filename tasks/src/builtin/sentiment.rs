@@ -3,22 +3,59 @@
 
 use std::path::Path;
 
-use super::{clean, example};
+use super::{clean, example, unknown_label};
 use crate::read::{column, file_name, io_error, rows, Layout};
-use crate::{Metric, Task, TaskData, TaskError};
+use crate::{each_row, Metric, Task, TaskData, TaskError, TaskInfo};
 
 const LABELS: [&str; 2] = ["negative", "positive"];
 
-fn labels() -> Option<Vec<String>> {
-    Some(LABELS.iter().map(|s| s.to_string()).collect())
+fn info(name: &'static str, description: &'static str, formats: &'static str) -> TaskInfo {
+    TaskInfo {
+        name,
+        description,
+        formats,
+        labels: Some(&LABELS),
+        metric: Metric::Accuracy,
+    }
 }
 
-fn format_error(path: &Path, task: &str, expected: &str, message: &str) -> TaskError {
-    TaskError::Format {
-        path: path.to_path_buf(),
-        task: task.into(),
-        expected: expected.into(),
-        message: message.into(),
+/// A CSV/TSV layout with a header holding a label column and a text column.
+struct Labelled {
+    layout: Layout,
+    label_cols: &'static [&'static str],
+    text_cols: &'static [&'static str],
+    target: fn(&str) -> Option<&'static str>,
+    /// The valid raw labels, for the unknown-label error.
+    valid: &'static str,
+    inputs: fn(&str) -> String,
+}
+
+impl Labelled {
+    fn read(
+        &self,
+        task: &dyn Task,
+        path: &Path,
+        strict: bool,
+        out: &mut TaskData,
+    ) -> Result<(), TaskError> {
+        let (header, rows) = rows(path, self.layout)?;
+        let (Some(l), Some(t)) = (
+            column(&header, self.label_cols),
+            column(&header, self.text_cols),
+        ) else {
+            return Err(task.format_error(path, "no label/text header".into()));
+        };
+        let file = file_name(path);
+        each_row(task, path, rows, None, strict, out, |line, row, out| {
+            let (Some(label), Some(raw)) = (row.get(l), row.get(t)) else {
+                return out.skip(&file, line, "missing field".into(), strict);
+            };
+            let target = (self.target)(label.trim())
+                .ok_or_else(|| unknown_label(task, &file, line, label.trim(), self.valid))?;
+            out.examples
+                .push(example((self.inputs)(raw), target, None, &file, line));
+            Ok(())
+        })
     }
 }
 
@@ -26,68 +63,28 @@ fn format_error(path: &Path, task: &str, expected: &str, message: &str) -> TaskE
 pub struct Sst2;
 
 impl Task for Sst2 {
-    fn name(&self) -> &str {
-        "sst2"
+    fn info(&self) -> TaskInfo {
+        info(
+            "sst2",
+            "GLUE SST-2 movie-review sentences, negative/positive; accuracy",
+            "GLUE TSV with header `sentence<TAB>label` (label 0 or 1)",
+        )
     }
-    fn description(&self) -> &str {
-        "GLUE SST-2 movie-review sentences, negative/positive; accuracy"
-    }
-    fn formats(&self) -> &str {
-        "GLUE TSV with header `sentence<TAB>label` (label 0 or 1)"
-    }
-    fn labels(&self) -> Option<Vec<String>> {
-        labels()
-    }
-    fn metric(&self) -> Metric {
-        Metric::Accuracy
-    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
-        let (header, rows) = rows(path, Layout::TSV)?;
-        let (Some(s), Some(l)) = (column(&header, &["sentence"]), column(&header, &["label"]))
-        else {
-            return Err(format_error(
-                path,
-                "sst2",
-                self.formats(),
-                "no sentence/label header",
-            ));
-        };
-        let file = file_name(path);
-        for (line, row) in rows {
-            out.read += 1;
-            let row = match row {
-                Ok(r) => r,
-                Err(e) => {
-                    out.skip(&file, line, e, strict)?;
-                    continue;
-                }
-            };
-            let (Some(text), Some(label)) = (row.get(s), row.get(l)) else {
-                out.skip(&file, line, "missing field".into(), strict)?;
-                continue;
-            };
-            let target = match label.trim() {
-                "0" => "negative",
-                "1" => "positive",
-                other => {
-                    return Err(TaskError::Label {
-                        file,
-                        line,
-                        task: "sst2".into(),
-                        label: other.into(),
-                        valid: "0, 1".into(),
-                    })
-                }
-            };
-            out.examples.push(example(
-                format!("sst2 sentence: {}", clean(text)),
-                target,
-                None,
-                &file,
-                line,
-            ));
+        Labelled {
+            layout: Layout::TSV,
+            label_cols: &["label"],
+            text_cols: &["sentence"],
+            target: |l| match l {
+                "0" => Some("negative"),
+                "1" => Some("positive"),
+                _ => None,
+            },
+            valid: "0, 1",
+            inputs: |t| format!("sst2 sentence: {}", clean(t)),
         }
-        Ok(())
+        .read(self, path, strict, out)
     }
 }
 
@@ -95,134 +92,82 @@ impl Task for Sst2 {
 /// given folder) or a CSV export with `label` and `text` columns.
 pub struct Imdb;
 
-impl Imdb {
-    fn label(raw: &str) -> Option<&'static str> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "negative" | "neg" | "0" => Some("negative"),
-            "positive" | "pos" | "1" => Some("positive"),
-            _ => None,
-        }
+fn imdb_label(raw: &str) -> Option<&'static str> {
+    match raw.to_ascii_lowercase().as_str() {
+        "negative" | "neg" | "0" => Some("negative"),
+        "positive" | "pos" | "1" => Some("positive"),
+        _ => None,
     }
+}
 
+fn imdb_text(raw: &str) -> String {
+    format!("imdb review: {}", clean(&raw.replace("<br />", " ")))
+}
+
+impl Imdb {
     fn read_tree(&self, dir: &Path, out: &mut TaskData) -> Result<(), TaskError> {
-        let mut found = false;
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            let mut entries: Vec<_> = std::fs::read_dir(&d)
-                .map_err(|e| io_error(&d, e))?
+        let list = |d: &Path| -> Result<Vec<std::path::PathBuf>, TaskError> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .map_err(|e| io_error(d, e))?
                 .flatten()
                 .map(|e| e.path())
                 .collect();
-            entries.sort();
-            for p in entries {
-                if !p.is_dir() {
-                    continue;
-                }
+            v.sort();
+            Ok(v)
+        };
+        let mut found = false;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for p in list(&d)?.into_iter().filter(|p| p.is_dir()) {
                 let name = file_name(&p);
-                let Some(target) = (name == "pos" || name == "neg").then(|| Self::label(&name))
+                let Some(target) = (name == "pos" || name == "neg")
+                    .then(|| imdb_label(&name))
+                    .flatten()
                 else {
                     stack.push(p);
                     continue;
                 };
                 found = true;
-                let mut files: Vec<_> = std::fs::read_dir(&p)
-                    .map_err(|e| io_error(&p, e))?
-                    .flatten()
-                    .map(|e| e.path())
+                for f in list(&p)?
+                    .into_iter()
                     .filter(|f| f.extension().is_some_and(|x| x == "txt"))
-                    .collect();
-                files.sort();
-                for f in files {
+                {
                     out.read += 1;
                     let text = std::fs::read_to_string(&f).map_err(|e| io_error(&f, e))?;
-                    let text = clean(&text.replace("<br />", " "));
-                    out.examples.push(example(
-                        format!("imdb review: {text}"),
-                        target.expect("pos or neg"),
-                        None,
-                        &file_name(&f),
-                        1,
-                    ));
+                    out.examples
+                        .push(example(imdb_text(&text), target, None, &file_name(&f), 1));
                 }
             }
         }
         if !found {
-            return Err(format_error(
-                dir,
-                "imdb",
-                self.formats(),
-                "no pos/ or neg/ folder",
-            ));
+            return Err(self.format_error(dir, "no pos/ or neg/ folder".into()));
         }
         Ok(())
     }
 }
 
 impl Task for Imdb {
-    fn name(&self) -> &str {
-        "imdb"
+    fn info(&self) -> TaskInfo {
+        info(
+            "imdb",
+            "IMDb movie reviews, negative/positive; accuracy",
+            "the aclImdb folder tree (pos/ and neg/ .txt files) or a CSV with label and text columns",
+        )
     }
-    fn description(&self) -> &str {
-        "IMDb movie reviews, negative/positive; accuracy"
-    }
-    fn formats(&self) -> &str {
-        "the aclImdb folder tree (pos/ and neg/ .txt files) or a CSV with label and text columns"
-    }
-    fn labels(&self) -> Option<Vec<String>> {
-        labels()
-    }
-    fn metric(&self) -> Metric {
-        Metric::Accuracy
-    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
         if path.is_dir() {
             return self.read_tree(path, out);
         }
-        let (header, rows) = rows(path, Layout::CSV)?;
-        let (Some(l), Some(t)) = (
-            column(&header, &["label", "sentiment"]),
-            column(&header, &["text", "review"]),
-        ) else {
-            return Err(format_error(
-                path,
-                "imdb",
-                self.formats(),
-                "no label/text header",
-            ));
-        };
-        let file = file_name(path);
-        for (line, row) in rows {
-            out.read += 1;
-            let row = match row {
-                Ok(r) => r,
-                Err(e) => {
-                    out.skip(&file, line, e, strict)?;
-                    continue;
-                }
-            };
-            let (Some(label), Some(text)) = (row.get(l), row.get(t)) else {
-                out.skip(&file, line, "missing field".into(), strict)?;
-                continue;
-            };
-            let Some(target) = Self::label(label) else {
-                return Err(TaskError::Label {
-                    file,
-                    line,
-                    task: "imdb".into(),
-                    label: label.into(),
-                    valid: "negative, positive (or neg/pos, 0/1)".into(),
-                });
-            };
-            let text = clean(&text.replace("<br />", " "));
-            out.examples.push(example(
-                format!("imdb review: {text}"),
-                target,
-                None,
-                &file,
-                line,
-            ));
+        Labelled {
+            layout: Layout::CSV,
+            label_cols: &["label", "sentiment"],
+            text_cols: &["text", "review"],
+            target: imdb_label,
+            valid: "negative, positive (or neg/pos, 0/1)",
+            inputs: imdb_text,
         }
-        Ok(())
+        .read(self, path, strict, out)
     }
 }
 
@@ -231,75 +176,31 @@ impl Task for Imdb {
 pub struct Sentiment140;
 
 impl Task for Sentiment140 {
-    fn name(&self) -> &str {
-        "sentiment140"
+    fn info(&self) -> TaskInfo {
+        info(
+            "sentiment140",
+            "Sentiment140 tweets, negative/positive (neutral dropped); accuracy",
+            "the 6-column CSV without header: polarity (0/2/4), id, date, query, user, text",
+        )
     }
-    fn description(&self) -> &str {
-        "Sentiment140 tweets, negative/positive (neutral dropped); accuracy"
-    }
-    fn formats(&self) -> &str {
-        "the 6-column CSV without header: polarity (0/2/4), id, date, query, user, text"
-    }
-    fn labels(&self) -> Option<Vec<String>> {
-        labels()
-    }
-    fn metric(&self) -> Metric {
-        Metric::Accuracy
-    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
         let (_, rows) = rows(path, Layout::CSV_NO_HEADER)?;
         let file = file_name(path);
-        for (line, row) in rows {
-            out.read += 1;
-            let row = match row {
-                Ok(r) => r,
-                Err(e) => {
-                    out.skip(&file, line, e, strict)?;
-                    continue;
-                }
-            };
-            if row.len() != 6 {
-                if out.read == 1 {
-                    return Err(format_error(
-                        path,
-                        "sentiment140",
-                        self.formats(),
-                        &format!("the first row has {} fields", row.len()),
-                    ));
-                }
-                out.skip(
-                    &file,
-                    line,
-                    format!("{} fields, expected 6", row.len()),
-                    strict,
-                )?;
-                continue;
-            }
+        each_row(self, path, rows, Some(6), strict, out, |line, row, out| {
             let target = match row[0].trim() {
                 "0" => "negative",
                 "4" => "positive",
                 "2" => {
                     out.exclude("neutral");
-                    continue;
+                    return Ok(());
                 }
-                other => {
-                    return Err(TaskError::Label {
-                        file,
-                        line,
-                        task: "sentiment140".into(),
-                        label: other.into(),
-                        valid: "0, 2 (dropped), 4".into(),
-                    })
-                }
+                other => return Err(unknown_label(self, &file, line, other, "0, 2 (dropped), 4")),
             };
-            out.examples.push(example(
-                format!("sentiment140 tweet: {}", clean(&row[5])),
-                target,
-                None,
-                &file,
-                line,
-            ));
-        }
-        Ok(())
+            let inputs = format!("sentiment140 tweet: {}", clean(&row[5]));
+            out.examples
+                .push(example(inputs, target, None, &file, line));
+            Ok(())
+        })
     }
 }

@@ -5,73 +5,53 @@ use std::path::Path;
 
 use super::{clean, example};
 use crate::read::{column, file_name, rows, Layout};
-use crate::{Metric, Task, TaskData, TaskError};
+use crate::{each_row, Metric, Task, TaskData, TaskError, TaskInfo};
 
-const TOXIC: &str = "toxic";
-const NON_TOXIC: &str = "non-toxic";
-
-fn labels() -> Option<Vec<String>> {
-    Some(vec![TOXIC.into(), NON_TOXIC.into()])
-}
+const LABELS: [&str; 2] = ["toxic", "non-toxic"];
 
 fn metric() -> Metric {
     Metric::AccuracyF1 {
-        positive: TOXIC.into(),
+        positive: LABELS[0].into(),
     }
 }
 
-/// Reads a CSV whose text is in `text_cols` and whose label comes from `label` (the row and
-/// the header), shared by both tasks.
-#[allow(clippy::too_many_arguments)]
+/// Reads a CSV whose text is in the first of `text_cols` and whose label comes from the
+/// columns `label_cols` picks, shared by both tasks.
 fn read_csv(
-    task: &str,
-    formats: &str,
+    task: &dyn Task,
     path: &Path,
     text_cols: &[&str],
     strict: bool,
     out: &mut TaskData,
     label_cols: impl Fn(&[String]) -> Option<Vec<usize>>,
-    label: impl Fn(&[&str]) -> Result<bool, String>,
+    toxic: impl Fn(&[&str]) -> Result<bool, String>,
 ) -> Result<(), TaskError> {
     let (header, rows) = rows(path, Layout::CSV)?;
-    let format_error = |message: &str| TaskError::Format {
-        path: path.to_path_buf(),
-        task: task.into(),
-        expected: formats.into(),
-        message: message.into(),
-    };
-    let text = column(&header, text_cols).ok_or_else(|| format_error("no comment text column"))?;
-    let cols = label_cols(&header).ok_or_else(|| format_error("no label column"))?;
+    let text = column(&header, text_cols)
+        .ok_or_else(|| task.format_error(path, "no comment text column".into()))?;
+    let cols =
+        label_cols(&header).ok_or_else(|| task.format_error(path, "no label column".into()))?;
     let file = file_name(path);
-    for (line, row) in rows {
-        out.read += 1;
-        let row = match row {
-            Ok(r) => r,
-            Err(e) => {
-                out.skip(&file, line, e, strict)?;
-                continue;
-            }
-        };
+    let name = task.name();
+    each_row(task, path, rows, None, strict, out, |line, row, out| {
         let values: Option<Vec<&str>> = cols
             .iter()
-            .map(|&c| row.get(c).map(|s| s.as_str()))
+            .map(|&c| row.get(c).map(String::as_str))
             .collect();
         let (Some(values), Some(t)) = (values, row.get(text)) else {
-            out.skip(&file, line, "missing field".into(), strict)?;
-            continue;
+            return out.skip(&file, line, "missing field".into(), strict);
         };
-        match label(&values) {
-            Ok(toxic) => out.examples.push(example(
-                format!("{task} comment: {}", clean(t)),
-                if toxic { TOXIC } else { NON_TOXIC },
-                None,
-                &file,
-                line,
-            )),
-            Err(reason) => out.skip(&file, line, reason, strict)?,
+        match toxic(&values) {
+            Ok(is) => {
+                let inputs = format!("{name} comment: {}", clean(t));
+                let target = LABELS[usize::from(!is)];
+                out.examples
+                    .push(example(inputs, target, None, &file, line));
+                Ok(())
+            }
+            Err(reason) => out.skip(&file, line, reason, strict),
         }
-    }
-    Ok(())
+    })
 }
 
 /// Civil Comments: the Kaggle unintended-bias CSVs, `comment_text` with `target` (train) or
@@ -79,25 +59,19 @@ fn read_csv(
 pub struct CivilComments;
 
 impl Task for CivilComments {
-    fn name(&self) -> &str {
-        "civil_comments"
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            name: "civil_comments",
+            description: "Civil Comments (Jigsaw unintended bias), toxic when target/toxicity >= 0.5; accuracy, F1",
+            formats: "a Jigsaw unintended-bias CSV with comment_text and target (or toxicity) columns",
+            labels: Some(&LABELS),
+            metric: metric(),
+        }
     }
-    fn description(&self) -> &str {
-        "Civil Comments (Jigsaw unintended bias), toxic when target/toxicity >= 0.5; accuracy, F1"
-    }
-    fn formats(&self) -> &str {
-        "a Jigsaw unintended-bias CSV with comment_text and target (or toxicity) columns"
-    }
-    fn labels(&self) -> Option<Vec<String>> {
-        labels()
-    }
-    fn metric(&self) -> Metric {
-        metric()
-    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
         read_csv(
-            "civil_comments",
-            self.formats(),
+            self,
             path,
             &["comment_text", "text"],
             strict,
@@ -127,25 +101,19 @@ const SIX: [&str; 6] = [
 ];
 
 impl Task for WikiToxicity {
-    fn name(&self) -> &str {
-        "wiki_toxicity"
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            name: "wiki_toxicity",
+            description: "Wikipedia talk comments (Jigsaw toxic comments), toxic when any of the six labels is 1; accuracy, F1",
+            formats: "the Jigsaw toxic-comment CSV with comment_text and the label columns toxic, severe_toxic, obscene, threat, insult, identity_hate",
+            labels: Some(&LABELS),
+            metric: metric(),
+        }
     }
-    fn description(&self) -> &str {
-        "Wikipedia talk comments (Jigsaw toxic comments), toxic when any of the six labels is 1; accuracy, F1"
-    }
-    fn formats(&self) -> &str {
-        "the Jigsaw toxic-comment CSV with comment_text and the label columns toxic, severe_toxic, obscene, threat, insult, identity_hate"
-    }
-    fn labels(&self) -> Option<Vec<String>> {
-        labels()
-    }
-    fn metric(&self) -> Metric {
-        metric()
-    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
         read_csv(
-            "wiki_toxicity",
-            self.formats(),
+            self,
             path,
             &["comment_text", "comment"],
             strict,

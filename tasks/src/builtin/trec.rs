@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use super::{clean, example};
+use super::{clean, example, unknown_label};
 use crate::read::{file_name, read_latin1};
-use crate::{Metric, Task, TaskData, TaskError};
+use crate::{Metric, Task, TaskData, TaskError, TaskInfo};
 
 /// The 50 fine labels.
 pub const FINE: [&str; 50] = [
@@ -65,21 +65,16 @@ pub const FINE: [&str; 50] = [
 pub struct Trec;
 
 impl Task for Trec {
-    fn name(&self) -> &str {
-        "trec"
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            name: "trec",
+            description: "TREC question classification, 50 fine labels (COARSE:fine); accuracy",
+            formats: "a TREC label file: one `COARSE:fine question` per line, latin-1",
+            labels: Some(&FINE),
+            metric: Metric::Accuracy,
+        }
     }
-    fn description(&self) -> &str {
-        "TREC question classification, 50 fine labels (COARSE:fine); accuracy"
-    }
-    fn formats(&self) -> &str {
-        "a TREC label file: one `COARSE:fine question` per line, latin-1"
-    }
-    fn labels(&self) -> Option<Vec<String>> {
-        Some(FINE.iter().map(|s| s.to_string()).collect())
-    }
-    fn metric(&self) -> Metric {
-        Metric::Accuracy
-    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
         let text = read_latin1(path)?;
         let file = file_name(path);
@@ -89,38 +84,21 @@ impl Task for Trec {
                 continue;
             }
             out.read += 1;
-            let Some((label, question)) = raw.split_once(' ') else {
-                out.skip(&file, line, "no question after the label".into(), strict)?;
-                continue;
-            };
-            if !label.contains(':') {
+            let (label, question) = raw.split_once(' ').unwrap_or((raw, ""));
+            if !label.contains(':') || question.trim().is_empty() {
                 if out.read == 1 {
-                    return Err(TaskError::Format {
-                        path: path.to_path_buf(),
-                        task: "trec".into(),
-                        expected: self.formats().into(),
-                        message: format!("the first line starts with {label:?}"),
-                    });
+                    return Err(
+                        self.format_error(path, format!("the first line starts with {label:?}"))
+                    );
                 }
-                out.skip(&file, line, format!("{label:?} is not COARSE:fine"), strict)?;
+                out.skip(&file, line, "not `COARSE:fine question`".into(), strict)?;
                 continue;
             }
             if !FINE.contains(&label) {
-                return Err(TaskError::Label {
-                    file,
-                    line,
-                    task: "trec".into(),
-                    label: label.into(),
-                    valid: FINE.join(", "),
-                });
+                return Err(unknown_label(self, &file, line, label, &FINE.join(", ")));
             }
-            out.examples.push(example(
-                format!("trec question: {}", clean(question)),
-                label,
-                None,
-                &file,
-                line,
-            ));
+            let inputs = format!("trec question: {}", clean(question));
+            out.examples.push(example(inputs, label, None, &file, line));
         }
         Ok(())
     }
