@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use conveyor_tasks::prepare::{prepare, PrepareConfig};
 use conveyor_tasks::{find, read_all, registry};
 
 #[derive(Subcommand)]
@@ -18,6 +19,35 @@ pub enum TaskCommand {
         /// Examples to print.
         #[arg(short, default_value_t = 2)]
         n: usize,
+    },
+    /// Tokenize a task's files into an example shard + manifest for fine-tuning/eval.
+    Prepare {
+        task: String,
+        /// The task's dataset files (or folders).
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
+        /// SentencePiece model (the pre-training vocabulary).
+        #[arg(long)]
+        vocab: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Input length (EOS included); default: the 90th percentile of the task's.
+        #[arg(long)]
+        inputs_length: Option<usize>,
+        /// Target length (EOS included); default: the 90th percentile of the task's.
+        #[arg(long)]
+        targets_length: Option<usize>,
+        #[arg(long, default_value_t = 100)]
+        extra_ids: u32,
+        /// Stop at the first bad row instead of skipping and counting it.
+        #[arg(long)]
+        strict: bool,
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -60,6 +90,53 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
                     println!("inputs:  {}", e.inputs);
                     println!("targets: {}", e.targets);
                 }
+            }
+        }
+        TaskCommand::Prepare {
+            task,
+            input,
+            vocab,
+            out,
+            split,
+            inputs_length,
+            targets_length,
+            extra_ids,
+            strict,
+            overwrite,
+            json,
+        } => {
+            let t = find(&task)?;
+            let cfg = PrepareConfig {
+                inputs: input,
+                vocab,
+                out,
+                split,
+                inputs_length,
+                targets_length,
+                extra_ids,
+                strict,
+                overwrite,
+            };
+            let s = prepare(t.as_ref(), &cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!(
+                    "{}: {} rows read, {} examples written, {} skipped{} -> {}",
+                    s.task,
+                    s.read,
+                    s.written,
+                    s.skipped,
+                    s.excluded
+                        .iter()
+                        .map(|(k, v)| format!(", {v} {k} left out"))
+                        .collect::<String>(),
+                    s.out.display()
+                );
+                println!(
+                    "lengths: inputs {} ({} truncated), targets {} ({} truncated)",
+                    s.inputs_length, s.truncated_inputs, s.targets_length, s.truncated_targets
+                );
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod builtin;
 pub mod metric;
+pub mod prepare;
 pub mod read;
 
 use std::path::{Path, PathBuf};

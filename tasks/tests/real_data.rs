@@ -169,3 +169,45 @@ fn bad_rows_and_labels() {
     assert!(e.to_string().contains("GLUE TSV"), "{e}");
     assert!(find("nope").is_err());
 }
+
+#[test]
+fn prepared_examples_feed_the_loader() {
+    use conveyor_pipeline::loader::{Loader, LoaderConfig, LoaderInput};
+    use conveyor_tasks::prepare::{prepare, PrepareConfig};
+    let out = std::env::temp_dir().join(format!("conveyor-prepare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let cfg = PrepareConfig {
+        inputs: vec![data("trec/train_5500.label")],
+        vocab: data("spiece/t5-spiece.model"),
+        out: out.clone(),
+        split: "train".into(),
+        inputs_length: None,
+        targets_length: None,
+        extra_ids: 100,
+        strict: false,
+        overwrite: false,
+    };
+    let t = find("trec").unwrap();
+    let s = prepare(t.as_ref(), &cfg).unwrap();
+    assert_eq!((s.read, s.written), (5452, 5452));
+    // 90th-percentile lengths: at most a tenth of the examples are trimmed.
+    assert!(s.truncated_inputs <= 546 && s.truncated_inputs > 0, "{s:?}");
+    assert!(s.truncated_targets <= 546, "{s:?}");
+    // Same command again: complete, nothing redone.
+    assert!(prepare(t.as_ref(), &cfg).unwrap().already_complete);
+    // The loader reads them as examples, every one ending with EOS (1).
+    let mut l = LoaderConfig::new(LoaderInput::Examples(out.clone()), 100);
+    l.shuffle_buffer = 0;
+    l.shuffle_shards = false;
+    l.epochs = Some(1);
+    let mut n = 0;
+    for b in Loader::new(l).unwrap() {
+        let b = b.unwrap();
+        for r in 0..b.rows {
+            let len = b.target_lengths[r] as usize;
+            assert_eq!(b.targets[r * b.targets_width + len - 1], 1);
+        }
+        n += b.rows;
+    }
+    assert_eq!(n, 5452);
+}

@@ -155,16 +155,16 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
     let settings = CorruptSettings {
         objective: "span_corruption".into(),
         lengths,
-        noise_density: cfg.noise_density,
-        mean_span_length: cfg.mean_span_length,
+        noise_density: Some(cfg.noise_density),
+        mean_span_length: Some(cfg.mean_span_length),
         seed: cfg.seed,
         epoch: cfg.epoch,
         pack: cfg.pack,
-        chunking: Chunking {
+        chunking: Some(Chunking {
             max_chunk: Chunking::T5_MAX_CHUNK,
             group_docs: Chunking::T5_GROUP_DOCS,
             piece: lengths.tokens_length,
-        },
+        }),
         vocab_size,
         extra_ids: cfg.extra_ids,
         eos_id: eos,
@@ -317,7 +317,7 @@ fn run_shard(
         epoch: s.epoch,
         shard: k as u64,
     };
-    let mut pieces = Pieces::new(s.chunking, keys);
+    let mut pieces = Pieces::new(s.chunking.expect("span corruption settings"), keys);
     let mut packer = Packer::new(s.lengths.inputs_length, s.lengths.targets_length);
     let mut scratch = Scratch::default();
     let mut ex = Example::default();
@@ -450,6 +450,7 @@ fn finalize(
         tokens: records.iter().map(|r| r.tokens).sum(),
         source_tokens: records.iter().map(|r| r.source_tokens).sum(),
         shards: records,
+        task: None,
     };
     m.write(&cfg.out)?;
     std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;

@@ -12,18 +12,22 @@ use crate::manifest::{write_atomic, VocabInfo};
 pub const EXAMPLES_FORMAT: &str = "conveyor.examples";
 pub const EXAMPLES_VERSION: u32 = 1;
 
-/// Everything that decides the examples.
+/// Everything that decides the examples. `objective` is `span_corruption` (the span fields
+/// are set) or `task:NAME` (examples formatted by a text-to-text task; no span fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CorruptSettings {
     pub objective: String,
     #[serde(flatten)]
     pub lengths: Lengths,
-    pub noise_density: f64,
-    pub mean_span_length: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_density: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_span_length: Option<f64>,
     pub seed: u64,
     pub epoch: u64,
     pub pack: bool,
-    pub chunking: Chunking,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunking: Option<Chunking>,
     /// SentencePiece pieces + extra ids; the first sentinel is `vocab_size - 1`.
     pub vocab_size: u32,
     pub extra_ids: u32,
@@ -64,6 +68,25 @@ pub struct ExamplesManifest {
     pub rows: u64,
     pub tokens: u64,
     pub source_tokens: u64,
+    /// For task examples: rows read, examples written, skipped and truncated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskCounts>,
+}
+
+/// What preparing a task's examples counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCounts {
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub read: u64,
+    pub written: u64,
+    pub skipped: u64,
+    /// Rows left out on purpose, by reason (e.g. neutral tweets).
+    pub excluded: std::collections::BTreeMap<String, u64>,
+    pub truncated_inputs: u64,
+    pub truncated_targets: u64,
+    /// Skipped rows, first ones, with file:line and reason.
+    pub problems: Vec<String>,
 }
 
 impl ExamplesManifest {

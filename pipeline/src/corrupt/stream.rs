@@ -11,7 +11,7 @@
 use crate::rng::{Rng, Stream};
 
 /// How documents become pieces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Chunking {
     /// Longest chunk kept of a document (T5: 65,536).
     pub max_chunk: usize,

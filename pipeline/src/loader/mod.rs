@@ -210,7 +210,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
             (
                 shards,
                 None,
-                m.settings.chunking,
+                m.settings.chunking.unwrap_or_default(),
                 m.settings.pack,
                 l.inputs_length,
                 l.targets_length,
@@ -233,7 +233,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
             (
                 shards,
                 Some(p.corruption),
-                p.settings.chunking,
+                p.settings.chunking.expect("span corruption settings"),
                 false,
                 l.inputs_length,
                 l.targets_length,

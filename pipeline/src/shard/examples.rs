@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, ListBuilder, UInt16Builder};
+use arrow::array::{ArrayRef, ListBuilder, StringBuilder, UInt16Builder};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::sink::{ParquetSink, ShardStats};
@@ -27,12 +27,20 @@ pub const PACKING_COLUMNS: [&str; 4] = [
     "targets_positions",
 ];
 
-/// The example shard schema.
-pub fn example_schema(narrow: bool, packed: bool) -> Arc<Schema> {
+/// The text columns of task example shards, after `inputs` and `targets`.
+pub const TEXT_COLUMNS: [&str; 3] = ["inputs_pretokenized", "targets_pretokenized", "category"];
+
+/// The example shard schema; `text` adds the task columns (strings; `category` nullable).
+pub fn example_schema(narrow: bool, packed: bool, text: bool) -> Arc<Schema> {
     let mut fields = vec![
         Field::new("inputs", id_list_type(narrow), false),
         Field::new("targets", id_list_type(narrow), false),
     ];
+    if text {
+        for (i, name) in TEXT_COLUMNS.iter().enumerate() {
+            fields.push(Field::new(*name, DataType::Utf8, i == 2));
+        }
+    }
     if packed {
         let small = DataType::List(Arc::new(Field::new("item", DataType::UInt16, false)));
         for name in PACKING_COLUMNS {
@@ -60,6 +68,7 @@ pub struct ExampleShardWriter {
     inputs: IdList,
     targets: IdList,
     packing: Option<[ListBuilder<UInt16Builder>; 4]>,
+    text: Option<[StringBuilder; 3]>,
     buffered_rows: usize,
     buffered_tokens: usize,
     group_tokens: u64,
@@ -72,11 +81,21 @@ impl ExampleShardWriter {
     /// Creates (truncating) the shard at `path`. Packed rows need feature lengths that fit
     /// 16 bits (checked by the caller).
     pub fn create(path: &Path, narrow: bool, packed: bool) -> Result<Self, Error> {
+        Self::with_columns(path, narrow, packed, false)
+    }
+
+    /// A shard of task examples: ids plus the texts they came from and a category.
+    pub fn create_text(path: &Path, narrow: bool) -> Result<Self, Error> {
+        Self::with_columns(path, narrow, false, true)
+    }
+
+    fn with_columns(path: &Path, narrow: bool, packed: bool, text: bool) -> Result<Self, Error> {
         Ok(Self {
-            sink: ParquetSink::create(path, example_schema(narrow, packed), 1)?,
+            sink: ParquetSink::create(path, example_schema(narrow, packed, text), 1)?,
             inputs: IdList::new(narrow),
             targets: IdList::new(narrow),
             packing: packed.then(|| std::array::from_fn(|_| small_list())),
+            text: text.then(|| std::array::from_fn(|_| StringBuilder::new())),
             buffered_rows: 0,
             buffered_tokens: 0,
             group_tokens: 0,
@@ -89,6 +108,24 @@ impl ExampleShardWriter {
     /// Adds one example as a row (unpacked shards).
     pub fn push_example(&mut self, ex: &Example) -> Result<(), Error> {
         debug_assert!(self.packing.is_none());
+        self.inputs.append(&ex.inputs);
+        self.targets.append(&ex.targets);
+        self.examples += 1;
+        self.row_added(ex.inputs.len() + ex.targets.len())
+    }
+
+    /// Adds one task example with its texts (text shards).
+    pub fn push_text(
+        &mut self,
+        ex: &Example,
+        inputs: &str,
+        targets: &str,
+        category: Option<&str>,
+    ) -> Result<(), Error> {
+        let t = self.text.as_mut().expect("a text shard");
+        t[0].append_value(inputs);
+        t[1].append_value(targets);
+        t[2].append_option(category);
         self.inputs.append(&ex.inputs);
         self.targets.append(&ex.targets);
         self.examples += 1;
@@ -132,6 +169,11 @@ impl ExampleShardWriter {
             return Ok(());
         }
         let mut cols: Vec<ArrayRef> = vec![self.inputs.finish(), self.targets.finish()];
+        if let Some(t) = self.text.as_mut() {
+            for b in t.iter_mut() {
+                cols.push(Arc::new(b.finish()));
+            }
+        }
         if let Some(p) = self.packing.as_mut() {
             for b in p.iter_mut() {
                 cols.push(Arc::new(b.finish()));

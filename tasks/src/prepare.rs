@@ -1,0 +1,269 @@
+//! `conveyor task prepare`: a task's files -> one tokenized example shard (`inputs`,
+//! `targets` with EOS, plus `inputs_pretokenized`, `targets_pretokenized`, `category`) and a
+//! manifest the loader and trainer read like span-corruption examples. Feature lengths default
+//! to the 90th percentile of the task's tokenized lengths (as in the paper); longer examples
+//! are trimmed to length - 1 plus EOS and counted.
+
+use std::path::{Path, PathBuf};
+
+use conveyor_pipeline::corrupt::manifest::{
+    CorruptSettings, ExampleShardRecord, ExamplesManifest, TaskCounts, EXAMPLES_FORMAT,
+    EXAMPLES_VERSION,
+};
+use conveyor_pipeline::corrupt::{Example as Ids, Lengths};
+use conveyor_pipeline::manifest::VocabInfo;
+use conveyor_pipeline::outdir::{self, OutState};
+use conveyor_pipeline::shard::{shard_name, ExampleShardWriter};
+use conveyor_pipeline::tokenize::{load, TokenizerKind};
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{read_all, Task, TaskError};
+
+const WORK_DIR: &str = ".conveyor-task";
+
+/// A preparation job.
+#[derive(Debug, Clone)]
+pub struct PrepareConfig {
+    pub inputs: Vec<PathBuf>,
+    pub vocab: PathBuf,
+    pub out: PathBuf,
+    pub split: String,
+    /// Feature lengths (EOS included); None = the 90th percentile of the task's lengths.
+    pub inputs_length: Option<usize>,
+    pub targets_length: Option<usize>,
+    /// Extra ids after the pieces (the sentinels of pre-training), so fine-tuning uses the
+    /// pre-trained model's embedding size.
+    pub extra_ids: u32,
+    pub strict: bool,
+    pub overwrite: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    #[error(transparent)]
+    Pipeline(#[from] conveyor_pipeline::Error),
+}
+
+/// What a preparation reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrepareSummary {
+    pub out: PathBuf,
+    pub task: String,
+    pub read: u64,
+    pub written: u64,
+    pub skipped: u64,
+    pub excluded: std::collections::BTreeMap<String, u64>,
+    pub inputs_length: usize,
+    pub targets_length: usize,
+    pub truncated_inputs: u64,
+    pub truncated_targets: u64,
+    pub already_complete: bool,
+}
+
+/// The nearest-rank `q` quantile of `v` (sorted in place).
+pub fn percentile(v: &mut [usize], q: f64) -> usize {
+    if v.is_empty() {
+        return 1;
+    }
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn summary(m: &ExamplesManifest, out: &Path, done: bool) -> PrepareSummary {
+    let t = m.task.clone().expect("a task manifest");
+    PrepareSummary {
+        out: out.to_path_buf(),
+        task: t.name,
+        read: t.read,
+        written: t.written,
+        skipped: t.skipped,
+        excluded: t.excluded,
+        inputs_length: m.settings.lengths.inputs_length,
+        targets_length: m.settings.lengths.targets_length,
+        truncated_inputs: t.truncated_inputs,
+        truncated_targets: t.truncated_targets,
+        already_complete: done,
+    }
+}
+
+/// Reads, tokenizes and writes the task's examples.
+pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
+    let tok = load(&cfg.vocab, TokenizerKind::Native)?;
+    let vocab = tok.vocab();
+    let eos = vocab
+        .eos_id
+        .ok_or_else(|| conveyor_pipeline::Error::Vocab {
+            path: cfg.vocab.clone(),
+            reason: "it has no </s> piece, which T5 examples end with".into(),
+        })?;
+    let mut identity = serde_json::json!({
+        "task": task.name(), "split": cfg.split, "vocab": vocab.sha256,
+        "inputs_length": cfg.inputs_length, "targets_length": cfg.targets_length,
+        "extra_ids": cfg.extra_ids,
+    });
+    let mut files = Vec::new();
+    for p in &cfg.inputs {
+        let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        files.push(serde_json::json!([p.display().to_string(), len]));
+    }
+    identity["inputs"] = files.into();
+    let job = conveyor_pipeline::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16]
+        .to_string();
+    let state = outdir::prepare(&cfg.out, WORK_DIR, &job, cfg.overwrite, |d| {
+        ExamplesManifest::read(d).map(|m| m.job)
+    })?;
+    if state == OutState::Complete {
+        return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true));
+    }
+
+    let data = read_all(task, &cfg.inputs, cfg.strict)?;
+    let encode = |text: &str| -> Vec<u32> {
+        let mut ids = Vec::new();
+        tok.encode_into(text, &mut ids).ok();
+        ids.push(eos);
+        ids
+    };
+    let mut encoded: Vec<Ids> = data
+        .examples
+        .par_iter()
+        .map(|e| Ids {
+            inputs: encode(&e.inputs),
+            targets: encode(&e.targets),
+        })
+        .collect();
+    let pick = |given: Option<usize>, lens: Vec<usize>| {
+        given.unwrap_or_else(|| {
+            let mut lens = lens;
+            percentile(&mut lens, 0.9).max(2)
+        })
+    };
+    let li = pick(
+        cfg.inputs_length,
+        encoded.iter().map(|e| e.inputs.len()).collect(),
+    );
+    let lt = pick(
+        cfg.targets_length,
+        encoded.iter().map(|e| e.targets.len()).collect(),
+    );
+    let (mut ti, mut tt) = (0u64, 0u64);
+    for e in &mut encoded {
+        for (v, l, n) in [(&mut e.inputs, li, &mut ti), (&mut e.targets, lt, &mut tt)] {
+            if v.len() > l {
+                v.truncate(l - 1);
+                v.push(eos);
+                *n += 1;
+            }
+        }
+    }
+
+    let work = outdir::work_dir(&cfg.out, WORK_DIR);
+    outdir::claim(&work, &job)?;
+    let vocab_size = vocab.len() as u32 + cfg.extra_ids;
+    let narrow = conveyor_pipeline::shard::narrow_ids(vocab_size as usize);
+    let tmp = work.join("shard.parquet");
+    let mut w = ExampleShardWriter::create_text(&tmp, narrow)?;
+    for (ids, ex) in encoded.iter().zip(&data.examples) {
+        w.push_text(ids, &ex.inputs, &ex.targets, ex.category.as_deref())?;
+    }
+    let stats = w.finish()?;
+    let name = shard_name(&cfg.split, 0, 1);
+    let target = cfg.out.join(&name);
+    std::fs::rename(&tmp, &target).map_err(|e| conveyor_pipeline::Error::io(&tmp, e))?;
+    let source_tokens: u64 = encoded
+        .iter()
+        .map(|e| (e.inputs.len() + e.targets.len()) as u64)
+        .sum();
+    let m = ExamplesManifest {
+        format: EXAMPLES_FORMAT.into(),
+        version: EXAMPLES_VERSION,
+        created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
+        job,
+        source: cfg
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        source_job: String::new(),
+        vocab: VocabInfo {
+            path: cfg.vocab.display().to_string(),
+            sha256: vocab.sha256.clone(),
+            size: vocab.len(),
+            unk_id: vocab.unk_id,
+            eos_id: vocab.eos_id,
+            pad_id: vocab.pad_id,
+        },
+        settings: CorruptSettings {
+            objective: format!("task:{}", task.name()),
+            lengths: Lengths {
+                tokens_length: li,
+                inputs_length: li,
+                targets_length: lt,
+            },
+            noise_density: None,
+            mean_span_length: None,
+            seed: 0,
+            epoch: 0,
+            pack: false,
+            chunking: None,
+            vocab_size,
+            extra_ids: cfg.extra_ids,
+            eos_id: eos,
+            split: cfg.split.clone(),
+            token_type: if narrow { "uint16" } else { "uint32" }.into(),
+        },
+        shards: vec![ExampleShardRecord {
+            file: name,
+            rows: stats.rows,
+            examples: stats.rows,
+            tokens: stats.tokens,
+            bytes: stats.bytes,
+            sha256: stats.sha256,
+            source_shard: String::new(),
+            source_documents: data.read,
+            source_tokens,
+        }],
+        examples: stats.rows,
+        rows: stats.rows,
+        tokens: stats.tokens,
+        source_tokens,
+        task: Some(TaskCounts {
+            name: task.name().into(),
+            inputs: cfg.inputs.iter().map(|p| p.display().to_string()).collect(),
+            read: data.read,
+            written: stats.rows,
+            skipped: data.skipped.len() as u64,
+            excluded: data.excluded.clone(),
+            truncated_inputs: ti,
+            truncated_targets: tt,
+            problems: data
+                .skipped
+                .iter()
+                .take(1000)
+                .map(|s| format!("{}:{}: {}", s.file, s.line, s.reason))
+                .collect(),
+        }),
+    };
+    m.write(&cfg.out)?;
+    std::fs::remove_dir_all(&work).map_err(|e| conveyor_pipeline::Error::io(&work, e))?;
+    Ok(summary(&m, &cfg.out, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentile() {
+        let mut v: Vec<usize> = (1..=10).collect();
+        assert_eq!(percentile(&mut v, 0.9), 9);
+        let mut v = vec![5, 1, 3];
+        assert_eq!(percentile(&mut v, 0.9), 5);
+        assert_eq!(percentile(&mut [], 0.9), 1);
+    }
+}
