@@ -60,6 +60,20 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<std::ffi::OsString>,
     },
+    /// Fine-tune on a prepared task (libtorch; see `conveyor finetune --help`).
+    #[command(disable_help_flag = true)]
+    Finetune {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
+    /// Evaluate a checkpoint on a prepared task (libtorch; see `conveyor eval --help`).
+    #[command(disable_help_flag = true)]
+    Eval {
+        /// Handed to the libtorch binary as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<std::ffi::OsString>,
+    },
     /// Models: `conveyor model summary --arch A --preset P` (libtorch).
     #[command(disable_help_flag = true)]
     Model {
@@ -86,7 +100,11 @@ fn main() {
         Command::Task(c) => task::run(c),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out, vocab } => demo::run(out, vocab),
-        Command::Env { .. } | Command::Train { .. } | Command::Model { .. } => forward::to_torch(),
+        Command::Env { .. }
+        | Command::Train { .. }
+        | Command::Finetune { .. }
+        | Command::Eval { .. }
+        | Command::Model { .. } => forward::to_torch(),
     };
     match result {
         Ok(code) => std::process::exit(code),

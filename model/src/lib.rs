@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod conv;
 pub mod device;
+pub mod eval;
 pub mod layers;
 pub mod optim;
 pub mod seq2seq;

@@ -46,6 +46,8 @@ pub struct TrainConfig {
     /// optimiser moments stay float32). Meant for CUDA.
     pub bf16: bool,
     pub resume: bool,
+    /// Start from this checkpoint's weights (fine-tuning); the optimiser starts fresh.
+    pub init: Option<PathBuf>,
 }
 
 /// One step's figures (one JSON line of `metrics.jsonl`).
@@ -228,6 +230,20 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
     let mut vs = nn::VarStore::new(cfg.device);
     crate::seed_everything(cfg.seed);
     let model = Seq2Seq::new(&vs.root(), &cfg.model)?;
+    if let (Some(init), None) = (&cfg.init, &existing) {
+        let saved = checkpoint::read_config(init)?;
+        if saved != cfg.model {
+            return Err(TrainError::Refused(format!(
+                "{} holds a {} model with another configuration than asked ({}); fine-tune with the same --arch, --preset and --config",
+                init.display(),
+                saved.arch.name(),
+                cfg.model.arch.name()
+            )));
+        }
+        vs.load(init.join("model.safetensors"))
+            .map_err(|e| TrainError::Refused(format!("{}: {e}", init.display())))?;
+        progress.note(&format!("starting from the weights of {}", init.display()));
+    }
     if cfg.bf16 {
         vs.bfloat16();
     }

@@ -24,6 +24,10 @@ enum Command {
     Env,
     /// Train a model (pre-training by default) from token or example shards.
     Train(train::TrainArgs),
+    /// Fine-tune on a prepared task (constant learning rate; --init for a pre-trained model).
+    Finetune(train::FinetuneArgs),
+    /// Greedy-decode a prepared task with a checkpoint and score it.
+    Eval(train::EvalArgs),
     /// Models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -47,6 +51,8 @@ fn main() {
             Ok(0)
         }
         Command::Train(a) => train::run(a),
+        Command::Finetune(a) => train::finetune(a),
+        Command::Eval(a) => train::eval(a),
         Command::Model(ModelCommand::Summary(a)) => train::summary(a),
         Command::Bench(c) => bench::run(c),
     };

@@ -107,6 +107,9 @@ pub struct TrainArgs {
     /// Keep the weights in bfloat16 (for CUDA; norms, softmax and loss stay float32).
     #[arg(long)]
     bf16: bool,
+    /// Start from this checkpoint folder's weights (fine-tuning).
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     resume: bool,
@@ -224,6 +227,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
         device,
         bf16: a.bf16,
         resume: a.resume,
+        init: a.init,
     };
     let progress = Lines::new(a.quiet || a.json, a.steps);
     let s = train(&cfg, &progress).context("training")?;
@@ -265,5 +269,74 @@ pub fn summary(a: SummaryArgs) -> anyhow::Result<i32> {
         "{}",
         conveyor_model::summary::describe(&cfg, a.length, a.length / 4)
     );
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// The task the data was prepared for (checked against its manifest).
+    #[arg(long)]
+    task: String,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// Fine-tuning: training on a prepared task, constant learning rate (1e-3 unless --lr),
+/// from --init's weights or from scratch.
+pub fn finetune(mut a: FinetuneArgs) -> anyhow::Result<i32> {
+    let m = conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(&a.train.data)?;
+    let want = format!("task:{}", a.task);
+    anyhow::ensure!(
+        m.settings.objective == want,
+        "{} holds {} examples, not {want}: prepare it with `conveyor task prepare {}`",
+        a.train.data.display(),
+        m.settings.objective,
+        a.task
+    );
+    if a.train.lr.is_none() {
+        a.train.lr = Some(1e-3);
+    }
+    run(a.train)
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint folder (RUN/checkpoints/step-N).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A directory written by `conveyor task prepare`.
+    #[arg(long)]
+    data: PathBuf,
+    /// Where predictions.jsonl and metrics.json go.
+    #[arg(long)]
+    out: PathBuf,
+    /// SentencePiece model (default: the one the data was prepared with).
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Evaluate the first N examples only.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
+    let device = select_device(match a.device {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    })?;
+    let s = conveyor_model::eval::evaluate(&conveyor_model::eval::EvalConfig {
+        checkpoint: a.checkpoint,
+        data: a.data,
+        vocab: a.vocab,
+        out: a.out.clone(),
+        batch_size: a.batch_size,
+        limit: a.limit,
+        device,
+    })?;
+    println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(0)
 }

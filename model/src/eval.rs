@@ -1,0 +1,219 @@
+//! `conveyor eval`: greedy decoding of a prepared task's examples with a checkpoint, scored by
+//! the task's metric. A generation that is not one of a classification task's labels counts
+//! as wrong. Writes `predictions.jsonl` (one line per example) and `metrics.json`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use conveyor_pipeline::corrupt::manifest::ExamplesManifest;
+use conveyor_pipeline::tokenize::Vocab;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::checkpoint;
+use crate::seq2seq::Seq2Seq;
+use crate::train::TrainError;
+
+/// An evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub checkpoint: PathBuf,
+    /// A directory written by `conveyor task prepare`.
+    pub data: PathBuf,
+    /// The SentencePiece model (default: the one the data manifest names).
+    pub vocab: Option<PathBuf>,
+    pub out: PathBuf,
+    pub batch_size: usize,
+    /// Evaluate only the first N examples.
+    pub limit: Option<usize>,
+    pub device: Device,
+}
+
+/// The scores and where the predictions went.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSummary {
+    pub task: String,
+    pub checkpoint: PathBuf,
+    pub data: PathBuf,
+    pub scores: conveyor_tasks::Scores,
+    pub predictions: PathBuf,
+}
+
+/// One example as stored by `task prepare`.
+struct Row {
+    inputs: Vec<i64>,
+    inputs_text: String,
+    target: String,
+    category: Option<String>,
+}
+
+fn refused(m: String) -> TrainError {
+    TrainError::Refused(m)
+}
+
+fn read_rows(path: &Path) -> Result<Vec<Row>, TrainError> {
+    let bad = |e: &dyn std::fmt::Display| refused(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| bad(&e))?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        let col = |n: &str| {
+            batch.column_by_name(n).cloned().ok_or_else(|| {
+                refused(format!(
+                    "{}: no `{n}` column: evaluate a directory written by `conveyor task prepare`",
+                    path.display()
+                ))
+            })
+        };
+        let inputs = col("inputs")?;
+        let inputs = inputs.as_list::<i32>();
+        let (texts, targets, cats) = (
+            col("inputs_pretokenized")?,
+            col("targets_pretokenized")?,
+            col("category")?,
+        );
+        let (texts, targets, cats) = (
+            texts.as_string::<i32>(),
+            targets.as_string::<i32>(),
+            cats.as_string::<i32>(),
+        );
+        for r in 0..batch.num_rows() {
+            let ids = inputs.value(r);
+            let ids: Vec<i64> = match ids.data_type() {
+                arrow::datatypes::DataType::UInt16 => ids
+                    .as_primitive::<arrow::datatypes::UInt16Type>()
+                    .values()
+                    .iter()
+                    .map(|&x| x as i64)
+                    .collect(),
+                _ => ids
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .values()
+                    .iter()
+                    .map(|&x| x as i64)
+                    .collect(),
+            };
+            rows.push(Row {
+                inputs: ids,
+                inputs_text: texts.value(r).to_string(),
+                target: targets.value(r).to_string(),
+                category: (!cats.is_null(r)).then(|| cats.value(r).to_string()),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Decodes and scores.
+pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
+    let m = ExamplesManifest::read(&cfg.data)?;
+    let task_name = m
+        .settings
+        .objective
+        .strip_prefix("task:")
+        .ok_or_else(|| {
+            refused(format!(
+                "{} holds {} examples, not a task's: prepare it with `conveyor task prepare`",
+                cfg.data.display(),
+                m.settings.objective
+            ))
+        })?
+        .to_string();
+    let task = conveyor_tasks::find(&task_name).map_err(|e| refused(e.to_string()))?;
+    let vocab_path = cfg
+        .vocab
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&m.vocab.path));
+    let tok = conveyor_pipeline::tokenize::load(
+        &vocab_path,
+        conveyor_pipeline::tokenize::TokenizerKind::Native,
+    )?;
+    let vocab: &Vocab = tok.vocab();
+    if vocab.sha256 != m.vocab.sha256 {
+        return Err(refused(format!(
+            "{} is not the vocabulary {} was prepared with ({})",
+            vocab_path.display(),
+            cfg.data.display(),
+            m.vocab.path
+        )));
+    }
+    let model_cfg = checkpoint::read_config(&cfg.checkpoint)?;
+    if model_cfg.vocab_size != m.settings.vocab_size as usize {
+        return Err(refused(format!(
+            "the checkpoint has {} embeddings, the data {} ids",
+            model_cfg.vocab_size, m.settings.vocab_size
+        )));
+    }
+    let mut vs = nn::VarStore::new(cfg.device);
+    let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
+    vs.load(cfg.checkpoint.join("model.safetensors"))
+        .map_err(|e| refused(format!("{}: {e}", cfg.checkpoint.display())))?;
+    let mut rows = Vec::new();
+    for s in &m.shards {
+        rows.extend(read_rows(&cfg.data.join(&s.file))?);
+    }
+    if let Some(n) = cfg.limit {
+        rows.truncate(n);
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| refused(e.to_string()))?;
+    let pred_path = cfg.out.join("predictions.jsonl");
+    let mut preds_file = std::fs::File::create(&pred_path)
+        .map_err(|e| refused(format!("{}: {e}", pred_path.display())))?;
+    let eos = m.settings.eos_id as i64;
+    let max_len = m.settings.lengths.targets_length;
+    let mut predictions = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(cfg.batch_size.max(1)) {
+        let width = chunk.iter().map(|r| r.inputs.len()).max().unwrap_or(1);
+        let mut ids = vec![0i64; chunk.len() * width];
+        let mut mask = vec![0f32; chunk.len() * width];
+        for (i, r) in chunk.iter().enumerate() {
+            ids[i * width..i * width + r.inputs.len()].copy_from_slice(&r.inputs);
+            mask[i * width..i * width + r.inputs.len()].fill(1.0);
+        }
+        let shape = [chunk.len() as i64, width as i64];
+        let x = Tensor::from_slice(&ids).view(shape).to(cfg.device);
+        let xm = Tensor::from_slice(&mask)
+            .view(shape)
+            .to(cfg.device)
+            .to_kind(Kind::Float);
+        for (r, out) in chunk.iter().zip(model.greedy(&x, &xm, max_len, eos)) {
+            let body: Vec<u32> = out
+                .iter()
+                .take_while(|&&t| t != eos)
+                .map(|&t| t as u32)
+                .collect();
+            let text = vocab.decode(&body).trim().to_string();
+            let line = serde_json::json!({
+                "inputs": r.inputs_text, "target": r.target, "prediction": text,
+                "correct": text == r.target.trim(), "category": r.category,
+            });
+            writeln!(preds_file, "{line}").map_err(|e| refused(e.to_string()))?;
+            predictions.push(text);
+        }
+    }
+    let references: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
+    let categories: Vec<Option<String>> = rows.iter().map(|r| r.category.clone()).collect();
+    let labels = task.labels();
+    let scores =
+        task.info()
+            .metric
+            .score(&predictions, &references, &categories, labels.as_deref());
+    let summary = EvalSummary {
+        task: task_name,
+        checkpoint: cfg.checkpoint.clone(),
+        data: cfg.data.clone(),
+        scores,
+        predictions: pred_path,
+    };
+    std::fs::write(
+        cfg.out.join("metrics.json"),
+        serde_json::to_string_pretty(&summary).expect("serialisable") + "\n",
+    )
+    .map_err(|e| refused(e.to_string()))?;
+    Ok(summary)
+}

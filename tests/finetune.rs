@@ -1,0 +1,160 @@
+//! End-to-end: prepare a real task, fine-tune a tiny model on it, evaluate by greedy decoding
+//! (through `conveyor`, which hands finetune/eval to `conveyor-torch`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn shared(rel: &str) -> String {
+    root()
+        .join("../shared/data")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("conveyor-ft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args)
+        .output()
+        .expect("run conveyor");
+    assert!(
+        o.status.success(),
+        "conveyor {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
+    let vocab = shared("spiece/t5-spiece.model");
+    let (data, run, eval) = (tmp("ag"), tmp("run"), tmp("eval"));
+    let (d, r, e) = (
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        eval.to_str().unwrap(),
+    );
+    ok(&[
+        "task",
+        "prepare",
+        "ag_news",
+        "--input",
+        &shared("ag_news/test_rows_0001-6000.csv"),
+        "--vocab",
+        &vocab,
+        "--out",
+        d,
+        "--inputs-length",
+        "64",
+    ]);
+    ok(&[
+        "finetune",
+        "--task",
+        "ag_news",
+        "--data",
+        d,
+        "--arch",
+        "transformer",
+        "--preset",
+        "tiny",
+        "--out",
+        r,
+        "--steps",
+        "120",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.003",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    let ckpt = run.join("checkpoints/step-00000120");
+    let out = ok(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        e,
+        "--limit",
+        "200",
+        "--device",
+        "cpu",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let acc = v["scores"]["accuracy"].as_f64().unwrap();
+    assert_eq!(v["scores"]["examples"], 200);
+    // Four balanced classes: a model that learned nothing scores about 0.25 or emits junk.
+    assert!(acc > 0.35, "accuracy {acc}");
+    assert!(v["scores"]["invalid"].as_u64().unwrap() < 20, "{v}");
+    let lines = std::fs::read_to_string(eval.join("predictions.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 200);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["scores"]["accuracy"].as_f64(), Some(acc));
+
+    // COGS: exact match, reported per generalisation category.
+    let cogs = tmp("cogs");
+    ok(&[
+        "task",
+        "prepare",
+        "cogs",
+        "--input",
+        &shared("cogs/dev.tsv"),
+        "--vocab",
+        &vocab,
+        "--out",
+        cogs.to_str().unwrap(),
+    ]);
+    let out = ok(&[
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        cogs.to_str().unwrap(),
+        "--out",
+        tmp("cogs-eval").to_str().unwrap(),
+        "--limit",
+        "20",
+        "--device",
+        "cpu",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["scores"]["per_category"]["in_distribution"].is_number(),
+        "{v}"
+    );
+
+    // Fine-tuning data of another task is refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args([
+            "finetune",
+            "--task",
+            "sst2",
+            "--data",
+            d,
+            "--arch",
+            "transformer",
+            "--out",
+            tmp("wrong").to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("task prepare sst2"));
+}
