@@ -106,6 +106,13 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         serde_json::from_str(&std::fs::read_to_string(eval.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["scores"]["accuracy"].as_f64(), Some(acc));
 
+    // The report puts it in the Table 2 layout.
+    let table = ok(&["report", e]);
+    assert!(
+        table.contains("AG News") && table.contains("transformer, no pre-training"),
+        "{table}"
+    );
+
     // COGS: exact match, reported per generalisation category.
     let cogs = tmp("cogs");
     ok(&[

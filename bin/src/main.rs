@@ -34,6 +34,15 @@ enum Command {
     /// Text-to-text tasks: list them, show one (and its data).
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Evaluation results in the paper's Table 2 layout, with the gain from pre-training.
+    Report {
+        /// Evaluation folders written by `conveyor eval` (or their metrics.json).
+        #[arg(required = true)]
+        evals: Vec<PathBuf>,
+        /// Also write report.md and report.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// SentencePiece vocabularies.
     #[command(subcommand)]
     Vocab(vocab::VocabCommand),
@@ -98,6 +107,7 @@ fn main() {
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
         Command::Task(c) => task::run(c),
+        Command::Report { evals, out } => task::report(&evals, out),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out, vocab } => demo::run(out, vocab),
         Command::Env { .. }

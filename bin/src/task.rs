@@ -142,3 +142,18 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// `conveyor report`.
+pub fn report(evals: &[PathBuf], out: Option<PathBuf>) -> anyhow::Result<i32> {
+    let r = conveyor_tasks::report::report(evals)?;
+    print!("{}", r.markdown);
+    if let Some(dir) = out {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("report.md"), &r.markdown)?;
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_string_pretty(&r)? + "\n",
+        )?;
+    }
+    Ok(0)
+}

@@ -303,6 +303,23 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         .append(true)
         .open(&metrics_path)
         .map_err(|e| io(&metrics_path, e))?;
+    let run_info = serde_json::json!({
+        "arch": cfg.model.arch.name(),
+        "init": cfg.init.as_ref().map(|p| p.display().to_string()),
+        "data": cfg.data.display().to_string(),
+        "objective": match data_kind(&cfg.data)? {
+            DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
+            DataKind::Examples(m) => m.settings.objective,
+        },
+        "parameters": cfg.model.parameter_count(),
+    });
+    if existing.is_none() {
+        std::fs::write(
+            cfg.out.join("run.json"),
+            serde_json::to_string_pretty(&run_info).expect("json") + "\n",
+        )
+        .map_err(|e| io(&cfg.out, e))?;
+    }
     std::fs::write(
         cfg.out.join("model_config.json"),
         serde_json::to_string_pretty(&cfg.model).expect("config serialises") + "\n",

@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod metric;
 pub mod prepare;
 pub mod read;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 

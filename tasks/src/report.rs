@@ -1,0 +1,263 @@
+//! `conveyor report`: evaluation results collected into the paper's Table 2 layout — one row
+//! per (architecture, pre-trained or not), one column per task score — and, per architecture,
+//! the gain from pre-training. Each evaluation folder's `metrics.json` names its checkpoint;
+//! the run folder's `run.json` says the architecture and whether it started from a
+//! pre-trained checkpoint (`init`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::TaskError;
+
+/// Task columns in the paper's order: (task, score, header).
+const COLUMNS: [(&str, &str, &str); 11] = [
+    ("civil_comments", "accuracy", "Civil acc"),
+    ("civil_comments", "f1", "Civil F1"),
+    ("wiki_toxicity", "accuracy", "Wiki acc"),
+    ("wiki_toxicity", "f1", "Wiki F1"),
+    ("imdb", "accuracy", "IMDb"),
+    ("sst2", "accuracy", "SST-2"),
+    ("sentiment140", "accuracy", "S140"),
+    ("trec", "accuracy", "TREC"),
+    ("ag_news", "accuracy", "AG News"),
+    ("cogs", "accuracy", "COGS"),
+    ("cogs", "gen", "COGS gen"),
+];
+
+const ARCH_ORDER: [&str; 4] = ["transformer", "lightconv", "dilatedconv", "dynamicconv"];
+
+/// One row of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportRow {
+    pub arch: String,
+    pub pretrained: bool,
+    /// Scores in percent by column header.
+    pub scores: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub rows: Vec<ReportRow>,
+    /// Per architecture: pre-trained minus no pre-training, by column.
+    pub gains: BTreeMap<String, BTreeMap<String, f64>>,
+    pub markdown: String,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, TaskError> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::read::io_error(path, e))?;
+    serde_json::from_str(&text).map_err(|e| crate::read::io_error(path, e))
+}
+
+/// Builds the report from evaluation folders (or their `metrics.json` files).
+pub fn report(evals: &[PathBuf]) -> Result<Report, TaskError> {
+    let mut rows: BTreeMap<(usize, String, bool), BTreeMap<String, f64>> = BTreeMap::new();
+    for e in evals {
+        let metrics = if e.is_dir() {
+            e.join("metrics.json")
+        } else {
+            e.clone()
+        };
+        let m = read_json(&metrics)?;
+        let task = m["task"].as_str().unwrap_or_default().to_string();
+        let ckpt = PathBuf::from(m["checkpoint"].as_str().unwrap_or_default());
+        let run = ckpt
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let info = read_json(&run.join("run.json")).map_err(|_| TaskError::Io {
+            path: run.join("run.json"),
+            message: format!(
+                "missing: {} does not come from a conveyor run folder",
+                metrics.display()
+            ),
+        })?;
+        let arch = info["arch"].as_str().unwrap_or("?").to_string();
+        let pretrained = !info["init"].is_null();
+        let order = ARCH_ORDER.iter().position(|a| *a == arch).unwrap_or(99);
+        let row = rows.entry((order, arch, pretrained)).or_default();
+        let s = &m["scores"];
+        for (t, score, header) in COLUMNS {
+            if t != task {
+                continue;
+            }
+            let value = match score {
+                "gen" => {
+                    // COGS generalisation: the mean over the generalisation categories (every
+                    // category but in_distribution); COGS's gen set has the same number of
+                    // examples in each, so this equals the accuracy over the whole gen set.
+                    let cats = s["per_category"].as_object();
+                    cats.map(|c| {
+                        let v: Vec<f64> = c
+                            .iter()
+                            .filter(|(k, _)| k.as_str() != "in_distribution")
+                            .filter_map(|(_, v)| v.as_f64())
+                            .collect();
+                        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+                    })
+                    .flatten()
+                }
+                k => s[k].as_f64(),
+            };
+            if let Some(v) = value {
+                row.insert(header.to_string(), 100.0 * v);
+            }
+        }
+    }
+    let mut out: Vec<ReportRow> = rows
+        .into_iter()
+        .map(|((_, arch, pretrained), scores)| ReportRow {
+            arch,
+            pretrained,
+            scores,
+        })
+        .collect();
+    out.sort_by_key(|r| (r.pretrained, ARCH_ORDER.iter().position(|a| *a == r.arch)));
+    let mut gains = BTreeMap::new();
+    for r in out.iter().filter(|r| r.pretrained) {
+        if let Some(base) = out.iter().find(|b| !b.pretrained && b.arch == r.arch) {
+            let g: BTreeMap<String, f64> = r
+                .scores
+                .iter()
+                .filter_map(|(k, v)| base.scores.get(k).map(|b| (k.clone(), v - b)))
+                .collect();
+            gains.insert(r.arch.clone(), g);
+        }
+    }
+    let used: Vec<&str> = COLUMNS
+        .iter()
+        .map(|c| c.2)
+        .filter(|h| out.iter().any(|r| r.scores.contains_key(*h)))
+        .collect();
+    let mut md = format!(
+        "| model | {} |\n|---|{}\n",
+        used.join(" | "),
+        "---|".repeat(used.len())
+    );
+    for r in &out {
+        let cells: Vec<String> = used
+            .iter()
+            .map(|h| r.scores.get(*h).map_or("—".into(), |v| format!("{v:.2}")))
+            .collect();
+        let kind = if r.pretrained {
+            "pre-trained"
+        } else {
+            "no pre-training"
+        };
+        md += &format!("| {}, {kind} | {} |\n", r.arch, cells.join(" | "));
+    }
+    if !gains.is_empty() {
+        md += &format!(
+            "\n| gain from pre-training | {} |\n|---|{}\n",
+            used.join(" | "),
+            "---|".repeat(used.len())
+        );
+        for (arch, g) in &gains {
+            let cells: Vec<String> = used
+                .iter()
+                .map(|h| g.get(*h).map_or("—".into(), |v| format!("{v:+.2}")))
+                .collect();
+            md += &format!("| {arch} | {} |\n", cells.join(" | "));
+        }
+    }
+    Ok(Report {
+        rows: out,
+        gains,
+        markdown: md,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_dir(
+        root: &Path,
+        name: &str,
+        arch: &str,
+        init: bool,
+        task: &str,
+        scores: &str,
+    ) -> PathBuf {
+        let run = root.join(format!("run-{name}"));
+        let ckpt = run.join("checkpoints/step-00000010");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        let init = if init { "\"pre/ckpt\"" } else { "null" };
+        std::fs::write(
+            run.join("run.json"),
+            format!(r#"{{"arch": "{arch}", "init": {init}}}"#),
+        )
+        .unwrap();
+        let e = root.join(format!("eval-{name}"));
+        std::fs::create_dir_all(&e).unwrap();
+        std::fs::write(
+            e.join("metrics.json"),
+            format!(
+                r#"{{"task": "{task}", "checkpoint": "{}", "scores": {scores}}}"#,
+                ckpt.display()
+            ),
+        )
+        .unwrap();
+        e
+    }
+
+    #[test]
+    fn rows_columns_and_gains() {
+        let root = std::env::temp_dir().join(format!("conveyor-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let evals = vec![
+            eval_dir(
+                &root,
+                "a",
+                "lightconv",
+                false,
+                "civil_comments",
+                r#"{"accuracy": 0.75, "f1": 0.5}"#,
+            ),
+            eval_dir(
+                &root,
+                "b",
+                "lightconv",
+                true,
+                "civil_comments",
+                r#"{"accuracy": 0.8, "f1": 0.625}"#,
+            ),
+            eval_dir(
+                &root,
+                "c",
+                "transformer",
+                true,
+                "cogs",
+                r#"{"accuracy": 0.5, "per_category": {"in_distribution": 0.9, "x": 0.2, "y": 0.4}}"#,
+            ),
+        ];
+        let r = report(&evals).unwrap();
+        assert_eq!(r.rows.len(), 3);
+        // No pre-training first, then pre-trained; transformer before the convolutions.
+        assert_eq!(
+            (r.rows[0].arch.as_str(), r.rows[0].pretrained),
+            ("lightconv", false)
+        );
+        assert_eq!(
+            (r.rows[1].arch.as_str(), r.rows[1].pretrained),
+            ("transformer", true)
+        );
+        assert_eq!(r.rows[2].scores["Civil F1"], 62.5);
+        assert!((r.rows[1].scores["COGS gen"] - 30.0).abs() < 1e-9);
+        assert!((r.gains["lightconv"]["Civil acc"] - 5.0).abs() < 1e-9);
+        assert!((r.gains["lightconv"]["Civil F1"] - 12.5).abs() < 1e-9);
+        assert!(
+            r.markdown
+                .contains("| lightconv, pre-trained | 80.00 | 62.50 | — | — |"),
+            "{}",
+            r.markdown
+        );
+        assert!(
+            r.markdown.contains("| lightconv | +5.00 | +12.50 |"),
+            "{}",
+            r.markdown
+        );
+    }
+}
