@@ -89,7 +89,7 @@ pub fn report(evals: &[PathBuf]) -> Result<Report, TaskError> {
                     // category but in_distribution); COGS's gen set has the same number of
                     // examples in each, so this equals the accuracy over the whole gen set.
                     let cats = s["per_category"].as_object();
-                    cats.map(|c| {
+                    cats.and_then(|c| {
                         let v: Vec<f64> = c
                             .iter()
                             .filter(|(k, _)| k.as_str() != "in_distribution")
@@ -97,7 +97,6 @@ pub fn report(evals: &[PathBuf]) -> Result<Report, TaskError> {
                             .collect();
                         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
                     })
-                    .flatten()
                 }
                 k => s[k].as_f64(),
             };
