@@ -4,15 +4,22 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
-use conveyor_tasks::{find, read_all, registry};
+use conveyor_tasks::{read_all, registry, resolve};
 
 #[derive(Subcommand)]
 pub enum TaskCommand {
     /// Every task with its description.
-    List,
+    List {
+        /// Also list the task a TOML task file defines.
+        #[arg(long)]
+        task_file: Option<PathBuf>,
+    },
     /// A task's formats, labels, metric, and (with --input) the first examples and counts.
     Show {
         task: String,
+        /// A TOML task file defining the task.
+        #[arg(long)]
+        task_file: Option<PathBuf>,
         /// Files (or folders) of the task's dataset to read.
         #[arg(long)]
         input: Vec<PathBuf>,
@@ -23,6 +30,9 @@ pub enum TaskCommand {
     /// Tokenize a task's files into an example shard + manifest for fine-tuning/eval.
     Prepare {
         task: String,
+        /// A TOML task file defining the task.
+        #[arg(long)]
+        task_file: Option<PathBuf>,
         /// The task's dataset files (or folders).
         #[arg(long, required = true)]
         input: Vec<PathBuf>,
@@ -53,14 +63,23 @@ pub enum TaskCommand {
 
 pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
     match c {
-        TaskCommand::List => {
-            for t in registry() {
+        TaskCommand::List { task_file } => {
+            let mut all = registry();
+            if let Some(f) = task_file {
+                all.push(conveyor_tasks::spec::load(&f)?);
+            }
+            for t in all {
                 let i = t.info();
                 println!("{:16} {}", i.name, i.description);
             }
         }
-        TaskCommand::Show { task, input, n } => {
-            let t = find(&task)?;
+        TaskCommand::Show {
+            task,
+            task_file,
+            input,
+            n,
+        } => {
+            let t = resolve(&task, task_file.as_deref())?;
             let i = t.info();
             println!("task:    {}", i.name);
             println!("about:   {}", i.description);
@@ -94,6 +113,7 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
         }
         TaskCommand::Prepare {
             task,
+            task_file,
             input,
             vocab,
             out,
@@ -105,7 +125,7 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
             overwrite,
             json,
         } => {
-            let t = find(&task)?;
+            let t = resolve(&task, task_file.as_deref())?;
             let cfg = PrepareConfig {
                 inputs: input,
                 vocab,

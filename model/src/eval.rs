@@ -29,6 +29,8 @@ pub struct EvalConfig {
     /// Evaluate only the first N examples.
     pub limit: Option<usize>,
     pub device: Device,
+    /// The TOML file of a task that is not built in.
+    pub task_file: Option<PathBuf>,
 }
 
 /// The scores and where the predictions went.
@@ -124,7 +126,8 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
             ))
         })?
         .to_string();
-    let task = conveyor_tasks::find(&task_name).map_err(|e| refused(e.to_string()))?;
+    let task = conveyor_tasks::resolve(&task_name, cfg.task_file.as_deref())
+        .map_err(|e| refused(e.to_string()))?;
     let vocab_path = cfg
         .vocab
         .clone()

@@ -7,6 +7,7 @@ pub mod metric;
 pub mod prepare;
 pub mod read;
 pub mod report;
+pub mod spec;
 
 use std::path::{Path, PathBuf};
 
@@ -77,13 +78,13 @@ pub enum TaskError {
 #[derive(Debug, Clone)]
 pub struct TaskInfo {
     /// The registry name, e.g. `sst2`.
-    pub name: &'static str,
+    pub name: String,
     /// One line for `conveyor task list`.
-    pub description: &'static str,
+    pub description: String,
     /// The formats `read` understands, for messages and `task show`.
-    pub formats: &'static str,
+    pub formats: String,
     /// The target texts of a classification task (None for generation tasks).
-    pub labels: Option<&'static [&'static str]>,
+    pub labels: Option<Vec<String>>,
     pub metric: Metric,
 }
 
@@ -94,14 +95,12 @@ pub trait Task: Send + Sync {
     /// error.
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError>;
 
-    fn name(&self) -> &'static str {
+    fn name(&self) -> String {
         self.info().name
     }
 
     fn labels(&self) -> Option<Vec<String>> {
-        self.info()
-            .labels
-            .map(|l| l.iter().map(|s| s.to_string()).collect())
+        self.info().labels
     }
 
     /// The error for a file that is not in one of this task's formats.
@@ -109,8 +108,8 @@ pub trait Task: Send + Sync {
         let info = self.info();
         TaskError::Format {
             path: path.to_path_buf(),
-            task: info.name.into(),
-            expected: info.formats.into(),
+            task: info.name,
+            expected: info.formats,
             message,
         }
     }
@@ -148,6 +147,17 @@ impl TaskData {
 /// Every built-in task.
 pub fn registry() -> Vec<Box<dyn Task>> {
     builtin::all()
+}
+
+/// The task called `name`: a built-in one, or the one `task_file` defines.
+pub fn resolve(name: &str, task_file: Option<&Path>) -> Result<Box<dyn Task>, TaskError> {
+    if let Some(f) = task_file {
+        let t = spec::load(f)?;
+        if t.name() == name {
+            return Ok(t);
+        }
+    }
+    find(name)
 }
 
 /// The built-in task called `name`.

@@ -233,7 +233,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         tokens: stats.tokens,
         source_tokens,
         task: Some(TaskCounts {
-            name: task.name().into(),
+            name: task.name(),
             inputs: cfg.inputs.iter().map(|p| p.display().to_string()).collect(),
             read: data.read,
             written: stats.rows,

@@ -211,3 +211,42 @@ fn prepared_examples_feed_the_loader() {
     }
     assert_eq!(n, 5452);
 }
+
+#[test]
+fn a_toml_task_file_reads_like_the_builtin() {
+    let dir = std::env::temp_dir().join(format!("conveyor-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("my_sst2.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "my_sst2"
+format = "tsv"
+input_template = "my_sst2 sentence: {sentence}"
+label_column = "label"
+metric = "accuracy"
+[label_map]
+"0" = "negative"
+"1" = "positive"
+"#,
+    )
+    .unwrap();
+    let t = conveyor_tasks::resolve("my_sst2", Some(&spec)).unwrap();
+    assert_eq!(t.labels().unwrap(), vec!["negative", "positive"]);
+    let d = read_all(t.as_ref(), &[data("sst2/train.tsv")], false).unwrap();
+    let builtin = read("sst2", &["sst2/train.tsv"]);
+    assert_eq!(d.examples.len(), builtin.examples.len());
+    assert_eq!(label_counts(&d), label_counts(&builtin));
+    assert_eq!(
+        d.examples[0].inputs.replace("my_sst2", "sst2"),
+        builtin.examples[0].inputs
+    );
+    // A bad spec says what is wrong.
+    std::fs::write(
+        &spec,
+        "name = \"x\"\nformat = \"tsv\"\ninput_template = \"{a}\"\nmetric = \"accuracy\"\n",
+    )
+    .unwrap();
+    let e = conveyor_tasks::spec::load(&spec).err().unwrap().to_string();
+    assert!(e.contains("label_column with label_map"), "{e}");
+}

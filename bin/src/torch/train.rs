@@ -320,6 +320,9 @@ pub struct EvalArgs {
     limit: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// The TOML file of a task that is not built in.
+    #[arg(long)]
+    task_file: Option<PathBuf>,
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
@@ -336,6 +339,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         batch_size: a.batch_size,
         limit: a.limit,
         device,
+        task_file: a.task_file,
     })?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(0)

@@ -15,10 +15,10 @@ pub struct AgNews;
 impl Task for AgNews {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            name: "ag_news",
-            description: "AG News topics (World, Sports, Business, Sci/Tech); accuracy",
-            formats: "the AG News CSV without header: class (1-4), title, description",
-            labels: Some(&CLASSES),
+            name: "ag_news".into(),
+            description: "AG News topics (World, Sports, Business, Sci/Tech); accuracy".into(),
+            formats: "the AG News CSV without header: class (1-4), title, description".into(),
+            labels: super::owned(&CLASSES),
             metric: Metric::Accuracy,
         }
     }

@@ -13,10 +13,11 @@ pub struct Cogs;
 impl Task for Cogs {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            name: "cogs",
+            name: "cogs".into(),
             description:
-                "COGS sentence -> logical form; exact match overall and per generalisation category",
-            formats: "COGS TSV without header: sentence, logical form, category",
+                "COGS sentence -> logical form; exact match overall and per generalisation category"
+                    .into(),
+            formats: "COGS TSV without header: sentence, logical form, category".into(),
             labels: None,
             metric: Metric::ExactMatch,
         }

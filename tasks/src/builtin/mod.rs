@@ -56,8 +56,13 @@ pub(crate) fn unknown_label(
     crate::TaskError::Label {
         file: file.into(),
         line,
-        task: task.name().into(),
+        task: task.name(),
         label: label.into(),
         valid: valid.into(),
     }
+}
+
+/// A label list as owned strings.
+pub(crate) fn owned(labels: &[&str]) -> Option<Vec<String>> {
+    Some(labels.iter().map(|s| s.to_string()).collect())
 }

@@ -11,10 +11,10 @@ const LABELS: [&str; 2] = ["negative", "positive"];
 
 fn info(name: &'static str, description: &'static str, formats: &'static str) -> TaskInfo {
     TaskInfo {
-        name,
-        description,
-        formats,
-        labels: Some(&LABELS),
+        name: name.into(),
+        description: description.into(),
+        formats: formats.into(),
+        labels: super::owned(&LABELS),
         metric: Metric::Accuracy,
     }
 }

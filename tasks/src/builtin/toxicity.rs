@@ -61,10 +61,10 @@ pub struct CivilComments;
 impl Task for CivilComments {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            name: "civil_comments",
-            description: "Civil Comments (Jigsaw unintended bias), toxic when target/toxicity >= 0.5; accuracy, F1",
-            formats: "a Jigsaw unintended-bias CSV with comment_text and target (or toxicity) columns",
-            labels: Some(&LABELS),
+            name: "civil_comments".into(),
+            description: "Civil Comments (Jigsaw unintended bias), toxic when target/toxicity >= 0.5; accuracy, F1".into(),
+            formats: "a Jigsaw unintended-bias CSV with comment_text and target (or toxicity) columns".into(),
+            labels: super::owned(&LABELS),
             metric: metric(),
         }
     }
@@ -103,10 +103,10 @@ const SIX: [&str; 6] = [
 impl Task for WikiToxicity {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            name: "wiki_toxicity",
-            description: "Wikipedia talk comments (Jigsaw toxic comments), toxic when any of the six labels is 1; accuracy, F1",
-            formats: "the Jigsaw toxic-comment CSV with comment_text and the label columns toxic, severe_toxic, obscene, threat, insult, identity_hate",
-            labels: Some(&LABELS),
+            name: "wiki_toxicity".into(),
+            description: "Wikipedia talk comments (Jigsaw toxic comments), toxic when any of the six labels is 1; accuracy, F1".into(),
+            formats: "the Jigsaw toxic-comment CSV with comment_text and the label columns toxic, severe_toxic, obscene, threat, insult, identity_hate".into(),
+            labels: super::owned(&LABELS),
             metric: metric(),
         }
     }

@@ -67,10 +67,11 @@ pub struct Trec;
 impl Task for Trec {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            name: "trec",
-            description: "TREC question classification, 50 fine labels (COARSE:fine); accuracy",
-            formats: "a TREC label file: one `COARSE:fine question` per line, latin-1",
-            labels: Some(&FINE),
+            name: "trec".into(),
+            description: "TREC question classification, 50 fine labels (COARSE:fine); accuracy"
+                .into(),
+            formats: "a TREC label file: one `COARSE:fine question` per line, latin-1".into(),
+            labels: super::owned(&FINE),
             metric: Metric::Accuracy,
         }
     }

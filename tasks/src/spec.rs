@@ -1,0 +1,213 @@
+//! Tasks without Rust: a TOML file that names the file layout, an input template, a target
+//! template or a label map, and the metric. Loaded with `--task-file`.
+//!
+//! ```toml
+//! name = "my_sst2"
+//! description = "SST-2 through a task file"
+//! format = "tsv"            # csv or tsv
+//! header = true             # the first row names the columns
+//! input_template = "my_sst2 sentence: {sentence}"   # {column name} (or {0}, {1}, ... without header)
+//! label_column = "label"
+//! metric = "accuracy"       # accuracy, f1:LABEL (accuracy and F1 of LABEL), exact_match
+//! [label_map]               # raw label -> target text; or target_template = "{column}"
+//! "0" = "negative"
+//! "1" = "positive"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::builtin::{clean, example, unknown_label};
+use crate::read::{file_name, io_error, rows, Layout};
+use crate::{each_row, Metric, Task, TaskData, TaskError, TaskInfo};
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecFormat {
+    Csv,
+    Tsv,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A task defined in TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub format: SpecFormat,
+    #[serde(default = "yes")]
+    pub header: bool,
+    pub input_template: String,
+    #[serde(default)]
+    pub target_template: Option<String>,
+    #[serde(default)]
+    pub label_column: Option<String>,
+    #[serde(default)]
+    pub label_map: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub category_column: Option<String>,
+    pub metric: String,
+}
+
+/// Loads and checks a task file.
+pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let spec: TaskSpec = toml::from_str(&text).map_err(|e| io_error(path, e))?;
+    let bad = |m: &str| Err(io_error(path, m));
+    if spec.name.is_empty()
+        || !spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return bad("name must be letters, digits or _");
+    }
+    match (&spec.label_map, &spec.target_template, &spec.label_column) {
+        (Some(_), None, Some(_)) | (None, Some(_), None) => {}
+        _ => return bad("give either label_column with label_map, or target_template"),
+    }
+    if spec.metric != "accuracy" && spec.metric != "exact_match" && !spec.metric.starts_with("f1:")
+    {
+        return bad("metric must be accuracy, exact_match or f1:LABEL");
+    }
+    Ok(Box::new(spec))
+}
+
+/// `{field}` placeholders of a template, resolved against the header (or as indices).
+fn render(template: &str, header: &[String], row: &[String]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed {{ in template {template:?}"))?
+            + open;
+        let key = &rest[open + 1..close];
+        let i = header
+            .iter()
+            .position(|h| h == key)
+            .or_else(|| key.parse::<usize>().ok())
+            .ok_or_else(|| format!("template field {key:?} is not a column"))?;
+        let v = row
+            .get(i)
+            .ok_or_else(|| format!("no field {key:?} in this row"))?;
+        out.push_str(&clean(v));
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Task for TaskSpec {
+    fn info(&self) -> TaskInfo {
+        let labels = self.label_map.as_ref().map(|m| {
+            let mut v: Vec<String> = Vec::new();
+            for t in m.values() {
+                if !v.contains(t) {
+                    v.push(t.clone());
+                }
+            }
+            v
+        });
+        TaskInfo {
+            name: self.name.clone(),
+            description: if self.description.is_empty() {
+                format!("task file: {}", self.name)
+            } else {
+                self.description.clone()
+            },
+            formats: format!(
+                "{} {} header, per its task file",
+                if self.format == SpecFormat::Csv {
+                    "CSV"
+                } else {
+                    "TSV"
+                },
+                if self.header { "with" } else { "without" }
+            ),
+            labels,
+            metric: match self.metric.as_str() {
+                "exact_match" => Metric::ExactMatch,
+                m => match m.strip_prefix("f1:") {
+                    Some(p) => Metric::AccuracyF1 { positive: p.into() },
+                    None => Metric::Accuracy,
+                },
+            },
+        }
+    }
+
+    fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
+        let layout = match (self.format, self.header) {
+            (SpecFormat::Csv, true) => Layout::CSV,
+            (SpecFormat::Csv, false) => Layout::CSV_NO_HEADER,
+            (SpecFormat::Tsv, true) => Layout::TSV,
+            (SpecFormat::Tsv, false) => Layout::TSV_NO_HEADER,
+        };
+        let (header, rows) = rows(path, layout)?;
+        let col = |name: &Option<String>| -> Result<Option<usize>, TaskError> {
+            match name {
+                None => Ok(None),
+                Some(n) => header
+                    .iter()
+                    .position(|h| h == n)
+                    .or_else(|| n.parse().ok())
+                    .map(Some)
+                    .ok_or_else(|| self.format_error(path, format!("no column {n:?}"))),
+            }
+        };
+        let label = col(&self.label_column)?;
+        let category = col(&self.category_column)?;
+        let file = file_name(path);
+        let valid = self
+            .label_map
+            .as_ref()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        each_row(self, path, rows, None, strict, out, |line, row, out| {
+            let inputs = match render(&self.input_template, &header, &row) {
+                Ok(s) => s,
+                Err(e) => return out.skip(&file, line, e, strict),
+            };
+            let target = match (&self.label_map, label, &self.target_template) {
+                (Some(map), Some(l), _) => {
+                    let raw = row.get(l).map(|s| s.trim()).unwrap_or("");
+                    map.get(raw)
+                        .cloned()
+                        .ok_or_else(|| unknown_label(self, &file, line, raw, &valid))?
+                }
+                (_, _, Some(t)) => match render(t, &header, &row) {
+                    Ok(s) => s,
+                    Err(e) => return out.skip(&file, line, e, strict),
+                },
+                _ => unreachable!("checked when loaded"),
+            };
+            let cat = category
+                .and_then(|c| row.get(c))
+                .map(|s| s.trim().to_string());
+            out.examples
+                .push(example(inputs, &target, cat, &file, line));
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_use_columns_or_indices() {
+        let h = vec!["a".to_string(), "b".to_string()];
+        let r = vec!["x  y".to_string(), "z".to_string()];
+        assert_eq!(render("p: {a} / {1}", &h, &r).unwrap(), "p: x y / z");
+        assert!(render("{nope}", &h, &r).is_err());
+    }
+}
