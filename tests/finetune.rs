@@ -145,6 +145,34 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         "{v}"
     );
 
+    // A task defined in a TOML file goes through the same commands.
+    let spec = tmp("spec.toml");
+    std::fs::write(
+        &spec,
+        "name = \"my_trec\"\nformat = \"csv\"\nheader = false\ninput_template = \"topic: {1}\"\nlabel_column = \"0\"\nmetric = \"accuracy\"\n[label_map]\n\"1\" = \"World\"\n\"2\" = \"Sports\"\n\"3\" = \"Business\"\n\"4\" = \"Sci/Tech\"\n",
+    )
+    .unwrap();
+    let spec_out = tmp("spec-out");
+    let out = ok(&[
+        "task",
+        "prepare",
+        "my_trec",
+        "--task-file",
+        spec.to_str().unwrap(),
+        "--input",
+        &shared("ag_news/train_subset_581rows_noncontiguous.csv"),
+        "--vocab",
+        &vocab,
+        "--out",
+        spec_out.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["task"].as_str(), v["written"].as_u64()),
+        (Some("my_trec"), Some(581))
+    );
+
     // Fine-tuning data of another task is refused.
     let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
         .args([

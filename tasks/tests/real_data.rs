@@ -250,3 +250,77 @@ metric = "accuracy"
     let e = conveyor_tasks::spec::load(&spec).err().unwrap().to_string();
     assert!(e.contains("label_column with label_map"), "{e}");
 }
+
+#[test]
+fn civil_comments_parquet_export() {
+    use arrow::array::{Float32Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("conveyor-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("train.parquet");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Utf8, true),
+        Field::new("toxicity", DataType::Float32, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![
+                Some("you are  great"),
+                Some("awful"),
+                None,
+            ])),
+            Arc::new(Float32Array::from(vec![Some(0.1), Some(0.8), Some(0.9)])),
+        ],
+    )
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let t = find("civil_comments").unwrap();
+    let d = read_all(t.as_ref(), &[path], false).unwrap();
+    assert_eq!((d.read, d.examples.len(), d.skipped.len()), (3, 2, 1));
+    assert_eq!(
+        d.examples[0].inputs,
+        "civil_comments comment: you are great"
+    );
+    assert_eq!(
+        (
+            d.examples[0].targets.as_str(),
+            d.examples[1].targets.as_str()
+        ),
+        ("non-toxic", "toxic")
+    );
+}
+
+#[test]
+fn wikipedia_toxicity_wulczyn_layout() {
+    let dir = std::env::temp_dir().join(format!("conveyor-wulczyn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let comments = dir.join("toxicity_annotated_comments.tsv");
+    std::fs::write(
+        &comments,
+        "rev_id\tcomment\tyear\tlogged_in\tns\tsample\tsplit\n\
+         1\tfine NEWLINE_TOKENthanks\t2015\tTrue\tarticle\trandom\ttrain\n\
+         2\tyou idiot\t2015\tTrue\tuser\trandom\ttrain\n\
+         3\tno votes\t2015\tTrue\tuser\trandom\ttest\n",
+    )
+    .unwrap();
+    let t = find("wiki_toxicity").unwrap();
+    // Without the annotations file the layout is refused, naming what is missing.
+    let e = read_all(t.as_ref(), std::slice::from_ref(&comments), false).unwrap_err();
+    assert!(e.to_string().contains("toxicity_annotations.tsv"), "{e}");
+    std::fs::write(
+        dir.join("toxicity_annotations.tsv"),
+        "rev_id\tworker_id\ttoxicity\ttoxicity_score\n1\t7\t0\t1.0\n1\t8\t1\t-1.0\n1\t9\t0\t0.0\n2\t7\t1\t-2.0\n2\t8\t1\t-1.0\n",
+    )
+    .unwrap();
+    let d = read_all(t.as_ref(), &[comments], false).unwrap();
+    assert_eq!((d.read, d.examples.len(), d.skipped.len()), (3, 2, 1));
+    assert_eq!(d.examples[0].inputs, "wiki_toxicity comment: fine thanks");
+    assert_eq!(label_counts(&d)["toxic"], 1);
+    assert_eq!(d.examples[0].targets, "non-toxic");
+}
