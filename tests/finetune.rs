@@ -106,8 +106,61 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         serde_json::from_str(&std::fs::read_to_string(eval.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["scores"]["accuracy"].as_f64(), Some(acc));
 
-    // The report puts it in the Table 2 layout.
+    // The report puts it in the Table 2 layout; run folders work too (evaluations with the
+    // default --out land in the checkpoint folder).
     let table = ok(&["report", e]);
+    ok(&[
+        "eval",
+        "--task",
+        "ag_news",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        d,
+        "--limit",
+        "10",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ckpt.join("eval-ag_news/metrics.json").exists());
+    let from_run = ok(&["report", r]);
+    assert!(from_run.contains("AG News"), "{from_run}");
+
+    // Fine-tuning from a checkpoint (its architecture is taken from it) is a "pre-trained"
+    // row, and the report shows the gain.
+    let (r2, e2) = (tmp("run-init"), tmp("eval-init"));
+    ok(&[
+        "finetune",
+        "--task",
+        "ag_news",
+        "--data",
+        d,
+        "--init",
+        ckpt.to_str().unwrap(),
+        "--out",
+        r2.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    ok(&[
+        "eval",
+        "--checkpoint",
+        r2.join("checkpoints/step-00000003").to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        e2.to_str().unwrap(),
+        "--limit",
+        "200",
+        "--device",
+        "cpu",
+    ]);
+    let table = ok(&["report", e, e2.to_str().unwrap()]);
+    assert!(table.contains("transformer, pre-trained"), "{table}");
+    assert!(table.contains("gain from pre-training"), "{table}");
     assert!(
         table.contains("AG News") && table.contains("transformer, no pre-training"),
         "{table}"

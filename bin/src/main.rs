@@ -36,7 +36,7 @@ enum Command {
     Task(task::TaskCommand),
     /// Evaluation results in the paper's Table 2 layout, with the gain from pre-training.
     Report {
-        /// Evaluation folders written by `conveyor eval` (or their metrics.json).
+        /// Run folders, evaluation folders written by `conveyor eval`, or metrics.json files.
         #[arg(required = true)]
         evals: Vec<PathBuf>,
         /// Also write report.md and report.json here.

@@ -50,15 +50,51 @@ fn read_json(path: &Path) -> Result<serde_json::Value, TaskError> {
     serde_json::from_str(&text).map_err(|e| crate::read::io_error(path, e))
 }
 
-/// Builds the report from evaluation folders (or their `metrics.json` files).
-pub fn report(evals: &[PathBuf]) -> Result<Report, TaskError> {
+/// Every `metrics.json` at or below `path` (an evaluation folder, a run folder holding
+/// evaluations, or the file itself), in path order.
+fn metrics_files(path: &Path) -> Vec<PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![(path.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let m = d.join("metrics.json");
+        if m.is_file() {
+            out.push(m);
+            continue;
+        }
+        if depth < 4 {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                stack.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .map(|p| (p, depth + 1)),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Builds the report from evaluation folders, run folders holding evaluations, or
+/// `metrics.json` files.
+pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
     let mut rows: BTreeMap<(usize, String, bool), BTreeMap<String, f64>> = BTreeMap::new();
-    for e in evals {
-        let metrics = if e.is_dir() {
-            e.join("metrics.json")
-        } else {
-            e.clone()
-        };
+    let mut files = Vec::new();
+    for p in paths {
+        let found = metrics_files(p);
+        if found.is_empty() {
+            return Err(TaskError::Io {
+                path: p.clone(),
+                message: "holds no metrics.json: pass folders written by `conveyor eval`".into(),
+            });
+        }
+        files.extend(found);
+    }
+    for metrics in files {
         let m = read_json(&metrics)?;
         let task = m["task"].as_str().unwrap_or_default().to_string();
         let ckpt = PathBuf::from(m["checkpoint"].as_str().unwrap_or_default());

@@ -42,9 +42,9 @@ pub enum OptimizerArg {
 
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Architecture.
+    /// Architecture (with --init, taken from the checkpoint when left out).
     #[arg(long, value_enum)]
-    arch: ArchArg,
+    arch: Option<ArchArg>,
     /// Size preset: tiny, small or base.
     #[arg(long, default_value = "tiny")]
     preset: String,
@@ -55,7 +55,12 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     fn build(&self, vocab_size: usize) -> anyhow::Result<ModelConfig> {
-        let mut cfg = ModelConfig::preset(self.arch.into(), &self.preset, vocab_size)?;
+        let arch = self.arch.ok_or_else(|| {
+            anyhow::anyhow!(
+                "--arch is required (transformer, lightconv, dynamicconv or dilatedconv)"
+            )
+        })?;
+        let mut cfg = ModelConfig::preset(arch.into(), &self.preset, vocab_size)?;
         if let Some(p) = &self.config {
             cfg = cfg.with_overrides(p)?;
         }
@@ -197,7 +202,11 @@ impl TrainProgress for Lines {
 
 pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
     let vocab = data_vocab_size(&a.data)?;
-    let model = a.model.build(vocab)?;
+    let model = match (&a.init, a.model.arch) {
+        // Fine-tuning a checkpoint: its configuration, unless an architecture is named.
+        (Some(init), None) => conveyor_model::checkpoint::read_config(init)?,
+        _ => a.model.build(vocab)?,
+    };
     let device = select_device(match a.device {
         DeviceArg::Auto => DeviceChoice::Auto,
         DeviceArg::Cpu => DeviceChoice::Cpu,
@@ -301,15 +310,18 @@ pub fn finetune(mut a: FinetuneArgs) -> anyhow::Result<i32> {
 
 #[derive(Args)]
 pub struct EvalArgs {
+    /// The task (checked against the data; default: the one the data was prepared for).
+    #[arg(long)]
+    task: Option<String>,
     /// A checkpoint folder (RUN/checkpoints/step-N).
     #[arg(long)]
     checkpoint: PathBuf,
     /// A directory written by `conveyor task prepare`.
     #[arg(long)]
     data: PathBuf,
-    /// Where predictions.jsonl and metrics.json go.
+    /// Where predictions.jsonl and metrics.json go (default: CHECKPOINT/eval-TASK).
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// SentencePiece model (default: the one the data was prepared with).
     #[arg(long)]
     vocab: Option<PathBuf>,
@@ -331,11 +343,30 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
         DeviceArg::Cpu => DeviceChoice::Cpu,
         DeviceArg::Cuda => DeviceChoice::Cuda,
     })?;
+    let m = conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(&a.data)?;
+    let prepared = m
+        .settings
+        .objective
+        .strip_prefix("task:")
+        .unwrap_or("")
+        .to_string();
+    if let Some(t) = &a.task {
+        anyhow::ensure!(
+            *t == prepared,
+            "{} was prepared for {:?}, not {t}",
+            a.data.display(),
+            m.settings.objective
+        );
+    }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.join(format!("eval-{prepared}")));
     let s = conveyor_model::eval::evaluate(&conveyor_model::eval::EvalConfig {
         checkpoint: a.checkpoint,
         data: a.data,
         vocab: a.vocab,
-        out: a.out.clone(),
+        out,
         batch_size: a.batch_size,
         limit: a.limit,
         device,
