@@ -109,6 +109,10 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     // The report puts it in the Table 2 layout; run folders work too (evaluations with the
     // default --out land in the checkpoint folder).
     let table = ok(&["report", e]);
+    assert!(
+        table.contains("AG News") && table.contains("transformer, no pre-training"),
+        "{table}"
+    );
     ok(&[
         "eval",
         "--task",

@@ -8,6 +8,7 @@ pub mod prepare;
 pub mod read;
 pub mod report;
 pub mod spec;
+pub mod synth;
 
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,9 @@
 //! `conveyor task prepare`: a task's files -> one tokenized example shard (`inputs`,
 //! `targets` with EOS, plus `inputs_pretokenized`, `targets_pretokenized`, `category`) and a
 //! manifest the loader and trainer read like span-corruption examples. Feature lengths default
-//! to the 90th percentile of the task's tokenized lengths (as in the paper); longer examples
-//! are trimmed to length - 1 plus EOS and counted.
+//! to the 90th percentile of the task's tokenized lengths (as in the paper) — except the
+//! targets of classification tasks, which keep the longest label whole; longer examples are
+//! trimmed to length - 1 plus EOS and counted.
 
 use std::path::{Path, PathBuf};
 
@@ -146,10 +147,13 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         cfg.inputs_length,
         encoded.iter().map(|e| e.inputs.len()).collect(),
     );
-    let lt = pick(
-        cfg.targets_length,
-        encoded.iter().map(|e| e.targets.len()).collect(),
-    );
+    // A label cut short can never be predicted right: classification targets keep their full
+    // length by default (the longest label); generation targets take the percentile.
+    let lt = match (cfg.targets_length, task.labels()) {
+        (Some(l), _) => l,
+        (None, Some(_)) => encoded.iter().map(|e| e.targets.len()).max().unwrap_or(2),
+        (None, None) => pick(None, encoded.iter().map(|e| e.targets.len()).collect()),
+    };
     let (mut ti, mut tt) = (0u64, 0u64);
     for e in &mut encoded {
         for (v, l, n) in [(&mut e.inputs, li, &mut ti), (&mut e.targets, lt, &mut tt)] {
