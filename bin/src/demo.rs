@@ -46,7 +46,7 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-pub fn run(out: PathBuf, _vocab: Option<PathBuf>) -> anyhow::Result<i32> {
+pub fn run(out: PathBuf) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&out)?;
     let fx = out.join("fixtures");

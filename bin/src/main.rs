@@ -53,14 +53,12 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// The main job on the project's own fixtures (today: fixture vocabulary, then ingest).
+    /// The main job on generated fixtures: vocabulary, ingest, corruption, pre-training,
+    /// fine-tuning, evaluation, report (a minute or two on 2 cores).
     Demo {
         /// Output folder.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
-        /// Use this SentencePiece model instead of training the fixture vocabulary.
-        #[arg(long)]
-        vocab: Option<PathBuf>,
     },
     /// Train a model from token or example shards (libtorch; see `conveyor train --help`).
     #[command(disable_help_flag = true)]
@@ -109,7 +107,7 @@ fn main() {
         Command::Task(c) => task::run(c),
         Command::Report { evals, out } => task::report(&evals, out),
         Command::Bench(b) => bench::run(b),
-        Command::Demo { out, vocab } => demo::run(out, vocab),
+        Command::Demo { out } => demo::run(out),
         Command::Env { .. }
         | Command::Train { .. }
         | Command::Finetune { .. }
