@@ -9,6 +9,7 @@ mod forward;
 mod ingest;
 mod inspect;
 mod progress;
+mod study;
 mod task;
 mod vocab;
 
@@ -34,6 +35,15 @@ enum Command {
     /// Text-to-text tasks: list them, show one (and its data).
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Run a study grid from a TOML file (resumable): pre-training, fine-tuning over a
+    /// learning-rate grid, evaluation, the speed benchmark, one report.
+    Study {
+        /// The study file (see studies/).
+        file: PathBuf,
+        /// Study folder (default: studies/out/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Evaluation results in the paper's Table 2 layout, with the gain from pre-training.
     Report {
         /// Run folders, evaluation folders written by `conveyor eval`, or metrics.json files.
@@ -105,6 +115,7 @@ fn main() {
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
         Command::Task(c) => task::run(c),
+        Command::Study { file, out } => study::run(&file, out),
         Command::Report { evals, out } => task::report(&evals, out),
         Command::Bench(b) => bench::run(b),
         Command::Demo { out } => demo::run(out),

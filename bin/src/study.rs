@@ -1,0 +1,405 @@
+//! `conveyor study STUDY.toml`: the paper's grid from a declarative file — architectures x
+//! {from scratch, pre-trained} x tasks x learning rates x seeds, plus the speed-vs-length
+//! benchmark — run cell by cell. Every cell leaves its outputs in the study folder; a rerun
+//! skips finished cells and continues interrupted runs from their checkpoints. The report
+//! takes, per (architecture, pre-training, task), the learning rate with the best dev score,
+//! as the paper does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use conveyor_pipeline::ingest::{ingest, IngestConfig};
+use conveyor_pipeline::progress::Silent;
+use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
+use conveyor_tasks::prepare::{prepare, PrepareConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Study {
+    pub name: String,
+    pub corpus: Corpus,
+    pub pretrain: Pretrain,
+    pub finetune: Finetune,
+    #[serde(default)]
+    pub tasks: Vec<TaskCell>,
+    #[serde(default = "one_seed")]
+    pub seeds: Vec<u64>,
+    #[serde(default)]
+    pub bench: Option<Bench>,
+}
+
+fn one_seed() -> Vec<u64> {
+    vec![0]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Corpus {
+    /// Corpus files, folders or globs (the ingest's formats).
+    pub inputs: Vec<String>,
+    /// A SentencePiece model; without one a vocabulary of `vocab_size` is trained.
+    pub vocab: Option<PathBuf>,
+    pub vocab_size: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pretrain {
+    pub archs: Vec<String>,
+    pub preset: String,
+    /// Optional model config overrides (JSON or TOML) for every architecture.
+    pub config: Option<PathBuf>,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub inputs_length: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finetune {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub learning_rates: Vec<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCell {
+    pub name: String,
+    pub train: Vec<PathBuf>,
+    pub dev: Vec<PathBuf>,
+    pub task_file: Option<PathBuf>,
+    /// Evaluate at most this many dev examples.
+    pub dev_limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bench {
+    pub preset: String,
+    pub lengths: Vec<usize>,
+    pub batch_size: usize,
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A libtorch command of the sibling binary.
+fn torch(args: &[String]) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .context("no folder around the conveyor binary")?
+        .join(crate::forward::TORCH_BIN);
+    let o = Command::new(&bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    anyhow::ensure!(
+        o.status.success(),
+        "conveyor {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The step of a run folder's latest checkpoint, if any.
+fn latest_step(run: &Path) -> Option<u64> {
+    let name = std::fs::read_to_string(run.join("checkpoints/latest")).ok()?;
+    name.trim().strip_prefix("step-")?.parse().ok()
+}
+
+/// Runs (or resumes) a training run until `steps`; `args` are the command and its options.
+fn train_cell(run: &Path, steps: u64, mut args: Vec<String>) -> anyhow::Result<bool> {
+    match latest_step(run) {
+        Some(s) if s >= steps => return Ok(false),
+        Some(_) => args.push("--resume".into()),
+        None => {
+            let _ = std::fs::remove_dir_all(run);
+        }
+    }
+    args.extend([
+        "--out".into(),
+        s(run),
+        "--steps".into(),
+        steps.to_string(),
+        "-q".into(),
+    ]);
+    torch(&args)?;
+    Ok(true)
+}
+
+fn checkpoint(run: &Path, steps: u64) -> PathBuf {
+    run.join(format!("checkpoints/step-{steps:08}"))
+}
+
+pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+    let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
+    std::fs::create_dir_all(&out)?;
+    let cells = 2
+        + st.pretrain.archs.len() * st.seeds.len()
+        + st.tasks.len()
+        + st.pretrain.archs.len()
+            * 2
+            * st.tasks.len()
+            * st.finetune.learning_rates.len()
+            * st.seeds.len()
+            * 2
+        + usize::from(st.bench.is_some());
+    let mut n = 0usize;
+    let mut cell = |what: &str, ran: bool| {
+        n += 1;
+        println!(
+            "[cell {n}/{cells}] {what}{}",
+            if ran { "" } else { " (done before)" }
+        );
+    };
+
+    // Vocabulary and token shards.
+    let vocab = match &st.corpus.vocab {
+        Some(v) => {
+            cell(&format!("vocabulary {}", v.display()), false);
+            v.clone()
+        }
+        None => {
+            let prefix = out.join("vocab/study");
+            let model = out.join("vocab/study.model");
+            let ran = !model.exists();
+            if ran {
+                let size = st
+                    .corpus
+                    .vocab_size
+                    .context("corpus needs vocab or vocab_size")?;
+                train_vocab(&VocabTrainConfig::new(
+                    st.corpus.inputs.clone(),
+                    prefix,
+                    size,
+                ))?;
+            }
+            cell("train the vocabulary", ran);
+            model
+        }
+    };
+    let tokens = out.join("tokens");
+    let i = ingest(
+        IngestConfig::new(st.corpus.inputs.clone(), vocab.clone(), tokens.clone()),
+        &Silent,
+    )?;
+    cell(
+        &format!("ingest ({} tokens)", i.totals.tokens),
+        !i.already_complete,
+    );
+
+    // Pre-training, token shards corrupted on the fly.
+    for arch in &st.pretrain.archs {
+        for seed in &st.seeds {
+            let run = out.join(format!("runs/pretrain-{arch}-s{seed}"));
+            let mut args: Vec<String> = [
+                "train",
+                "--data",
+                &s(&tokens),
+                "--arch",
+                arch,
+                "--preset",
+                &st.pretrain.preset,
+                "--batch-size",
+                &st.pretrain.batch_size.to_string(),
+                "--inputs-length",
+                &st.pretrain.inputs_length.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--checkpoint-every",
+                &(st.pretrain.steps / 4).max(1).to_string(),
+            ]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+            if let Some(c) = &st.pretrain.config {
+                args.extend(["--config".into(), s(c)]);
+            }
+            let ran = train_cell(&run, st.pretrain.steps, args)?;
+            cell(&format!("pre-train {arch} seed {seed}"), ran);
+        }
+    }
+
+    // Tasks: prepared once per split.
+    let mut evals = Vec::new();
+    let mut best: Vec<String> = Vec::new();
+    for t in &st.tasks {
+        let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
+        let dir = |split: &str| out.join(format!("tasks/{}/{split}", t.name));
+        let mut prepared_len = None;
+        for (split, files) in [("train", &t.train), ("dev", &t.dev)] {
+            let p = prepare(
+                task.as_ref(),
+                &PrepareConfig {
+                    inputs: files.clone(),
+                    vocab: vocab.clone(),
+                    out: dir(split),
+                    split: split.into(),
+                    inputs_length: prepared_len.map(|(i, _)| i),
+                    targets_length: prepared_len.map(|(_, t)| t),
+                    extra_ids: 100,
+                    strict: false,
+                    overwrite: false,
+                },
+            )?;
+            // The dev split uses the train split's lengths.
+            prepared_len.get_or_insert((p.inputs_length, p.targets_length));
+        }
+        cell(&format!("prepare {}", t.name), true);
+
+        for arch in &st.pretrain.archs {
+            for pretrained in [false, true] {
+                let mut scores: Vec<(f64, f64, PathBuf)> = Vec::new();
+                for lr in &st.finetune.learning_rates {
+                    for seed in &st.seeds {
+                        let kind = if pretrained { "pretrained" } else { "scratch" };
+                        let run = out.join(format!("runs/{}-{arch}-{kind}-lr{lr}-s{seed}", t.name));
+                        let mut args: Vec<String> = [
+                            "finetune",
+                            "--task",
+                            &t.name,
+                            "--data",
+                            &s(&dir("train")),
+                            "--arch",
+                            arch,
+                            "--preset",
+                            &st.pretrain.preset,
+                            "--batch-size",
+                            &st.finetune.batch_size.to_string(),
+                            "--lr",
+                            &lr.to_string(),
+                            "--seed",
+                            &seed.to_string(),
+                            "--checkpoint-every",
+                            &st.finetune.steps.to_string(),
+                        ]
+                        .iter()
+                        .map(|x| x.to_string())
+                        .collect();
+                        if let Some(c) = &st.pretrain.config {
+                            args.extend(["--config".into(), s(c)]);
+                        }
+                        if pretrained {
+                            let pre = out.join(format!("runs/pretrain-{arch}-s{seed}"));
+                            args.extend(["--init".into(), s(&checkpoint(&pre, st.pretrain.steps))]);
+                        }
+                        let ran = train_cell(&run, st.finetune.steps, args)?;
+                        cell(
+                            &format!("fine-tune {} {arch} {kind} lr {lr} seed {seed}", t.name),
+                            ran,
+                        );
+                        let ckpt = checkpoint(&run, st.finetune.steps);
+                        let eval = ckpt.join(format!("eval-{}", t.name));
+                        let ran = !eval.join("metrics.json").exists();
+                        if ran {
+                            let mut e: Vec<String> = [
+                                "eval",
+                                "--checkpoint",
+                                &s(&ckpt),
+                                "--data",
+                                &s(&dir("dev")),
+                                "--out",
+                                &s(&eval),
+                            ]
+                            .iter()
+                            .map(|x| x.to_string())
+                            .collect();
+                            if let Some(n) = t.dev_limit {
+                                e.extend(["--limit".into(), n.to_string()]);
+                            }
+                            if let Some(f) = &t.task_file {
+                                e.extend(["--task-file".into(), s(f)]);
+                            }
+                            torch(&e)?;
+                        }
+                        cell(
+                            &format!("evaluate {} {arch} {kind} lr {lr} seed {seed}", t.name),
+                            ran,
+                        );
+                        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+                            eval.join("metrics.json"),
+                        )?)?;
+                        scores.push((m["scores"]["accuracy"].as_f64().unwrap_or(0.0), *lr, eval));
+                    }
+                }
+                // The paper reports the best dev score over the learning-rate grid.
+                if let Some((acc, lr, eval)) = scores
+                    .into_iter()
+                    .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
+                {
+                    let kind = if pretrained {
+                        "pre-trained"
+                    } else {
+                        "no pre-training"
+                    };
+                    best.push(format!(
+                        "| {} | {arch}, {kind} | {lr} | {:.2} |",
+                        t.name,
+                        100.0 * acc
+                    ));
+                    evals.push(eval);
+                }
+            }
+        }
+    }
+
+    let mut md = format!("# Study {}\n\n", st.name);
+    if !evals.is_empty() {
+        let r = conveyor_tasks::report::report(&evals)?;
+        md += "## Results (best learning rate per cell, dev split, %)\n\n";
+        md += &r.markdown;
+        md += "\n## Best learning rate\n\n| task | model | learning rate | dev score |\n|---|---|---|---|\n";
+        md += &best.join("\n");
+        md += "\n";
+        std::fs::write(
+            out.join("report.json"),
+            serde_json::to_string_pretty(&r)? + "\n",
+        )?;
+    }
+    if let Some(b) = &st.bench {
+        let dir = out.join("bench");
+        let ran = !dir.join("bench-train.json").exists();
+        if ran {
+            let mut args: Vec<String> = [
+                "bench",
+                "train",
+                "--preset",
+                &b.preset,
+                "--batch-size",
+                &b.batch_size.to_string(),
+                "--device",
+                "cpu",
+                "--out",
+                &s(&dir),
+                "--lengths",
+            ]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+            args.push(
+                b.lengths
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            torch(&args)?;
+        }
+        cell("speed and memory per length", ran);
+        md += "\n## Training speed and memory per input length\n\n";
+        md += &std::fs::read_to_string(dir.join("bench-train.md")).unwrap_or_default();
+        md += "\n![speed](bench/speed.png) ![memory](bench/memory.png)\n";
+    }
+    std::fs::write(out.join("report.md"), &md)?;
+    println!("\n{md}\nstudy folder: {}", out.display());
+    Ok(0)
+}
