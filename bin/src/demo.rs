@@ -136,6 +136,7 @@ pub fn run(out: PathBuf) -> anyhow::Result<i32> {
                 extra_ids: 100,
                 strict: true,
                 overwrite: true,
+                holdout: None,
             },
         )?;
         println!("      {split}: {} examples", p.written);

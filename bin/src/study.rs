@@ -69,7 +69,10 @@ pub struct Finetune {
 pub struct TaskCell {
     pub name: String,
     pub train: Vec<PathBuf>,
+    /// Dev files; without them, `dev_fraction` of the train rows is held out (seeded).
+    #[serde(default)]
     pub dev: Vec<PathBuf>,
+    pub dev_fraction: Option<f64>,
     pub task_file: Option<PathBuf>,
     /// Evaluate at most this many dev examples.
     pub dev_limit: Option<usize>,
@@ -236,7 +239,19 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
         let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
         let dir = |split: &str| out.join(format!("tasks/{}/{split}", t.name));
         let mut prepared_len = None;
-        for (split, files) in [("train", &t.train), ("dev", &t.dev)] {
+        let held = t.dev.is_empty();
+        if held && t.dev_fraction.is_none() {
+            anyhow::bail!("task {}: give dev files or a dev_fraction", t.name);
+        }
+        for (split, files) in [
+            ("train", &t.train),
+            ("dev", if held { &t.train } else { &t.dev }),
+        ] {
+            let holdout = held.then(|| conveyor_tasks::prepare::Holdout {
+                fraction: t.dev_fraction.unwrap_or(0.1),
+                seed: 0,
+                keep_held_out: split == "dev",
+            });
             let p = prepare(
                 task.as_ref(),
                 &PrepareConfig {
@@ -249,6 +264,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                     extra_ids: 100,
                     strict: false,
                     overwrite: false,
+                    holdout,
                 },
             )?;
             // The dev split uses the train split's lengths.

@@ -51,6 +51,10 @@ pub enum TaskCommand {
         targets_length: Option<usize>,
         #[arg(long, default_value_t = 100)]
         extra_ids: u32,
+        /// Keep one side of a seeded split: with --split dev the held-out FRACTION of the
+        /// rows, otherwise the rest (for tasks shipped without a dev file).
+        #[arg(long)]
+        holdout: Option<f64>,
         /// Stop at the first bad row instead of skipping and counting it.
         #[arg(long)]
         strict: bool,
@@ -121,10 +125,12 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
             inputs_length,
             targets_length,
             extra_ids,
+            holdout,
             strict,
             overwrite,
             json,
         } => {
+            let keep_held_out = split == "dev";
             let t = resolve(&task, task_file.as_deref())?;
             let cfg = PrepareConfig {
                 inputs: input,
@@ -136,6 +142,11 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
                 extra_ids,
                 strict,
                 overwrite,
+                holdout: holdout.map(|f| conveyor_tasks::prepare::Holdout {
+                    fraction: f,
+                    seed: 0,
+                    keep_held_out,
+                }),
             };
             let s = prepare(t.as_ref(), &cfg)?;
             if json {

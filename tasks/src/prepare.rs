@@ -39,6 +39,32 @@ pub struct PrepareConfig {
     pub extra_ids: u32,
     pub strict: bool,
     pub overwrite: bool,
+    /// Keep only one side of a seeded split of the rows (for tasks shipped without a dev
+    /// file): every example is in the held-out part with probability `fraction`.
+    pub holdout: Option<Holdout>,
+}
+
+/// A deterministic train/dev split of a task's examples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holdout {
+    pub fraction: f64,
+    pub seed: u64,
+    /// Keep the held-out part (dev) instead of the rest (train).
+    pub keep_held_out: bool,
+}
+
+impl Holdout {
+    /// Whether example `i` is held out.
+    pub fn held_out(&self, i: usize) -> bool {
+        let mut r = conveyor_pipeline::rng::Rng::for_item(
+            self.seed,
+            0,
+            conveyor_pipeline::rng::Stream::Shuffle,
+            0x401d,
+            i as u64,
+        );
+        (r.next_u64() as f64 / u64::MAX as f64) < self.fraction
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +132,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         "task": task.name(), "split": cfg.split, "vocab": vocab.sha256,
         "inputs_length": cfg.inputs_length, "targets_length": cfg.targets_length,
         "extra_ids": cfg.extra_ids,
+        "holdout": cfg.holdout.map(|h| (h.fraction, h.seed, h.keep_held_out)),
     });
     let mut files = Vec::new();
     for p in &cfg.inputs {
@@ -122,7 +149,16 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true));
     }
 
-    let data = read_all(task, &cfg.inputs, cfg.strict)?;
+    let mut data = read_all(task, &cfg.inputs, cfg.strict)?;
+    if let Some(h) = cfg.holdout {
+        let all = std::mem::take(&mut data.examples);
+        data.examples = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| h.held_out(*i) == h.keep_held_out)
+            .map(|(_, e)| e)
+            .collect();
+    }
     let encode = |text: &str| -> Vec<u32> {
         let mut ids = Vec::new();
         tok.encode_into(text, &mut ids).ok();

@@ -186,6 +186,7 @@ fn prepared_examples_feed_the_loader() {
         extra_ids: 100,
         strict: false,
         overwrite: false,
+        holdout: None,
     };
     let t = find("trec").unwrap();
     let s = prepare(t.as_ref(), &cfg).unwrap();
@@ -324,4 +325,17 @@ fn wikipedia_toxicity_wulczyn_layout() {
     assert_eq!(d.examples[0].inputs, "wiki_toxicity comment: fine thanks");
     assert_eq!(label_counts(&d)["toxic"], 1);
     assert_eq!(d.examples[0].targets, "non-toxic");
+}
+
+#[test]
+fn holdout_splits_are_disjoint_and_complete() {
+    use conveyor_tasks::prepare::Holdout;
+    let h = |keep| Holdout {
+        fraction: 0.1,
+        seed: 3,
+        keep_held_out: keep,
+    };
+    let dev: Vec<usize> = (0..5000).filter(|&i| h(true).held_out(i)).collect();
+    assert!((400..600).contains(&dev.len()), "{}", dev.len());
+    assert!((0..5000).all(|i| h(true).held_out(i) == h(false).held_out(i)));
 }
