@@ -2,52 +2,23 @@
 //! merge back into exactly the documents, noise statistics, thread-count determinism,
 //! kill-and-resume, packing, and every refusal.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::UInt16Type;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn shared(rel: &str) -> PathBuf {
-    root().join("../shared/data").join(rel)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("conveyor-corrupt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .output()
-        .expect("run conveyor")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = conveyor(args);
-    assert!(
-        o.status.success(),
-        "conveyor {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// The C4 sample ingested once, in 16 small shards (shared by the tests).
 fn tokens() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tmp("tokens");
+        let d = tmp_dir("tokens");
         ok(&[
             "ingest",
             shared("c4").to_str().unwrap(),
@@ -139,7 +110,7 @@ fn lengths_follow_t5_random_spans_helper() {
             (63, 64, 27),
         ),
     ] {
-        let d = tmp("lengths");
+        let d = tmp_dir("lengths");
         let s = corrupt(&d, &args);
         let got = (
             s["tokens_length"].as_u64().unwrap(),
@@ -152,7 +123,7 @@ fn lengths_follow_t5_random_spans_helper() {
 
 #[test]
 fn examples_merge_back_into_exactly_the_documents() {
-    let d = tmp("merge");
+    let d = tmp_dir("merge");
     let s = corrupt(&d, &[]);
     let inputs = column(&d, "inputs");
     let targets = column(&d, "targets");
@@ -217,8 +188,8 @@ fn examples_merge_back_into_exactly_the_documents() {
 
 #[test]
 fn output_is_identical_for_any_thread_count_and_rerun() {
-    let a = tmp("threads1");
-    let b = tmp("threads2");
+    let a = tmp_dir("threads1");
+    let b = tmp_dir("threads2");
     corrupt(&a, &["--threads", "1", "--seed", "5"]);
     corrupt(&b, &["--threads", "2", "--seed", "5"]);
     let files_a = shards(&a);
@@ -230,16 +201,16 @@ fn output_is_identical_for_any_thread_count_and_rerun() {
     let s = corrupt(&b, &["--threads", "2", "--seed", "5"]);
     assert_eq!(s["already_complete"], true);
     // Another seed or epoch gives other masks.
-    let c = tmp("epoch1");
+    let c = tmp_dir("epoch1");
     corrupt(&c, &["--seed", "5", "--epoch", "1"]);
     assert!(std::fs::read(&files_a[0]).unwrap() != std::fs::read(&shards(&c)[0]).unwrap());
 }
 
 #[test]
 fn killed_run_resumes_to_the_identical_result() {
-    let want = tmp("resume-want");
+    let want = tmp_dir("resume-want");
     corrupt(&want, &["--threads", "1"]);
-    let d = tmp("resume");
+    let d = tmp_dir("resume");
     let work = d.join(".conveyor-corrupt");
     let mut caught = false;
     for _ in 0..20 {
@@ -291,8 +262,8 @@ fn killed_run_resumes_to_the_identical_result() {
 
 #[test]
 fn packed_rows_hold_the_same_examples() {
-    let plain = tmp("unpacked");
-    let packed = tmp("packed");
+    let plain = tmp_dir("unpacked");
+    let packed = tmp_dir("packed");
     corrupt(&plain, &["--inputs-length", "128"]);
     let s = corrupt(&packed, &["--inputs-length", "128", "--pack"]);
     let want_in = column(&plain, "inputs");
@@ -335,7 +306,7 @@ fn packed_rows_hold_the_same_examples() {
 
 #[test]
 fn refusals_say_what_to_do() {
-    let d = tmp("refuse");
+    let d = tmp_dir("refuse");
     let out = d.join("o");
     let run = |tokens: &Path, extra: &[&str]| {
         let mut args = vec![

@@ -1,45 +1,21 @@
 //! End-to-end: prepare a real task, fine-tune a tiny model on it, evaluate by greedy decoding
 //! (through `conveyor`, which hands finetune/eval to `conveyor-torch`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
+/// A path under ../shared/data, as a command-line argument.
 fn shared(rel: &str) -> String {
-    root()
-        .join("../shared/data")
-        .join(rel)
-        .display()
-        .to_string()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("conveyor-ft-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .output()
-        .expect("run conveyor");
-    assert!(
-        o.status.success(),
-        "conveyor {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    common::shared(rel).display().to_string()
 }
 
 #[test]
 fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     let vocab = shared("spiece/t5-spiece.model");
-    let (data, run, eval) = (tmp("ag"), tmp("run"), tmp("eval"));
+    let (data, run, eval) = (tmp_path("ag"), tmp_path("run"), tmp_path("eval"));
     let (d, r, e) = (
         data.to_str().unwrap(),
         run.to_str().unwrap(),
@@ -132,7 +108,7 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
 
     // Fine-tuning from a checkpoint (its architecture is taken from it) is a "pre-trained"
     // row, and the report shows the gain.
-    let (r2, e2) = (tmp("run-init"), tmp("eval-init"));
+    let (r2, e2) = (tmp_path("run-init"), tmp_path("eval-init"));
     ok(&[
         "finetune",
         "--task",
@@ -171,7 +147,7 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     );
 
     // COGS: exact match, reported per generalisation category.
-    let cogs = tmp("cogs");
+    let cogs = tmp_path("cogs");
     ok(&[
         "task",
         "prepare",
@@ -190,7 +166,7 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         "--data",
         cogs.to_str().unwrap(),
         "--out",
-        tmp("cogs-eval").to_str().unwrap(),
+        tmp_path("cogs-eval").to_str().unwrap(),
         "--limit",
         "20",
         "--device",
@@ -203,13 +179,13 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     );
 
     // A task defined in a TOML file goes through the same commands.
-    let spec = tmp("spec.toml");
+    let spec = tmp_path("spec.toml");
     std::fs::write(
         &spec,
         "name = \"my_trec\"\nformat = \"csv\"\nheader = false\ninput_template = \"topic: {1}\"\nlabel_column = \"0\"\nmetric = \"accuracy\"\n[label_map]\n\"1\" = \"World\"\n\"2\" = \"Sports\"\n\"3\" = \"Business\"\n\"4\" = \"Sci/Tech\"\n",
     )
     .unwrap();
-    let spec_out = tmp("spec-out");
+    let spec_out = tmp_path("spec-out");
     let out = ok(&[
         "task",
         "prepare",
@@ -241,7 +217,7 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
             "--arch",
             "transformer",
             "--out",
-            tmp("wrong").to_str().unwrap(),
+            tmp_path("wrong").to_str().unwrap(),
             "--device",
             "cpu",
         ])

@@ -1,18 +1,14 @@
 //! End-to-end tests of `conveyor ingest` / `inspect`, run as a user would run the binary:
 //! formats, thread-count determinism, bad input, kill-and-resume, and an independent reader.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn shared(rel: &str) -> PathBuf {
-    root().join("../shared/data").join(rel)
-}
+use std::process::Command;
 
 fn t5() -> String {
     shared("spiece/t5-spiece.model").display().to_string()
@@ -20,31 +16,6 @@ fn t5() -> String {
 
 fn c4() -> PathBuf {
     shared("c4/c4-train.00000-of-01024.first600.json.gz")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("conveyor-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .output()
-        .expect("run conveyor")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = conveyor(args);
-    assert!(
-        o.status.success(),
-        "conveyor {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 fn ingest_json(inputs: &[&str], out: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
@@ -85,7 +56,7 @@ fn manifest(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn c4_sample_is_tokenized_identically_by_native_and_reference_and_any_thread_count() {
-    let d = tmp("threads");
+    let d = tmp_dir("threads");
     let c4 = c4().display().to_string();
     let runs = [
         ("t1", vec!["--threads", "1"]),
@@ -162,7 +133,7 @@ fn write_parquet(path: &Path, texts: &[&str]) {
 
 #[test]
 fn every_input_format_is_read() {
-    let d = tmp("formats");
+    let d = tmp_dir("formats");
     let inp = d.join("in");
     std::fs::create_dir_all(&inp).unwrap();
     let line = |t: &str| format!("{{\"text\": {}}}\n", serde_json::to_string(t).unwrap());
@@ -214,7 +185,7 @@ fn every_input_format_is_read() {
 
 #[test]
 fn pyarrow_reads_the_shards() {
-    let d = tmp("pyarrow");
+    let d = tmp_dir("pyarrow");
     let (code, _, err) = ingest_json(
         &[root().join("fixtures/corpus").to_str().unwrap()],
         &d,
@@ -250,7 +221,7 @@ print(t.schema.field("tokens").type, t.num_rows, t.column("source")[0], t.column
 
 #[test]
 fn bad_records_are_skipped_counted_and_located() {
-    let d = tmp("badrec");
+    let d = tmp_dir("badrec");
     let f = d.join("mixed.jsonl");
     let mut data = Vec::new();
     data.extend_from_slice(b"{\"text\": \"good one\"}\n");
@@ -297,7 +268,7 @@ fn bad_records_are_skipped_counted_and_located() {
 
 #[test]
 fn corrupt_file_is_reported_and_others_still_processed() {
-    let d = tmp("corrupt");
+    let d = tmp_dir("corrupt");
     let bytes = std::fs::read(c4()).unwrap();
     std::fs::write(d.join("truncated.json.gz"), &bytes[..bytes.len() / 2]).unwrap();
     let mut flipped = bytes.clone();
@@ -348,7 +319,7 @@ fn corrupt_file_is_reported_and_others_still_processed() {
 
 #[test]
 fn refusals_before_any_work() {
-    let d = tmp("refuse");
+    let d = tmp_dir("refuse");
     let good = root().join("fixtures/corpus").display().to_string();
     let (code, _, err) = ingest_json(&["/no/such/input.jsonl"], &d.join("o"), &[]);
     assert_eq!(code, 2);
@@ -401,7 +372,7 @@ fn refusals_before_any_work() {
 
 #[test]
 fn killed_run_resumes_to_the_identical_result() {
-    let d = tmp("resume");
+    let d = tmp_dir("resume");
     let inp = d.join("in");
     std::fs::create_dir_all(&inp).unwrap();
     for i in 0..4 {

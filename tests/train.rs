@@ -2,46 +2,18 @@
 //! `conveyor-torch`): exact resume on CPU, checkpoints readable by Python's safetensors,
 //! a NaN stop that keeps the last good checkpoint, and refusals.
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn shared(rel: &str) -> PathBuf {
-    root().join("../shared/data").join(rel)
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("conveyor-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .output()
-        .expect("run conveyor")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = conveyor(args);
-    assert!(
-        o.status.success(),
-        "conveyor {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 fn tokens() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tmp("tokens");
+        let d = tmp_path("tokens");
         ok(&[
             "ingest",
             shared("c4").to_str().unwrap(),
@@ -96,8 +68,8 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     for arch in ["transformer", "lightconv"] {
-        let a = tmp(&format!("straight-{arch}"));
-        let b = tmp(&format!("resumed-{arch}"));
+        let a = tmp_path(&format!("straight-{arch}"));
+        let b = tmp_path(&format!("resumed-{arch}"));
         let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
         ok(&train_args(sa, arch, "9"));
         ok(&train_args(sb, arch, "6"));
@@ -117,7 +89,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 
 #[test]
 fn checkpoints_are_readable_by_python_safetensors() {
-    let run = tmp("python");
+    let run = tmp_path("python");
     ok(&train_args(run.to_str().unwrap(), "dynamicconv", "3"));
     let ckpt = run.join("checkpoints/step-00000003");
     let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -156,7 +128,7 @@ print(cfg["arch"], w["shared.weight"].shape, n, "encoder.layers.0.mixer.conv_pro
 
 #[test]
 fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
-    let run = tmp("nan");
+    let run = tmp_path("nan");
     let mut args = train_args(run.to_str().unwrap(), "transformer", "50");
     let every = args
         .iter()
@@ -179,7 +151,7 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
 
 #[test]
 fn wrong_inputs_are_refused_with_a_reason() {
-    let run = tmp("refuse");
+    let run = tmp_path("refuse");
     let s = run.to_str().unwrap();
     // Not a data directory.
     let mut args = train_args(s, "transformer", "2");

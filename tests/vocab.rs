@@ -3,40 +3,15 @@
 //! sentences; the committed fixture vocabulary is what the command makes; conveyor's native
 //! encoder gives the library's ids with a freshly trained model; bad input is refused clearly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::*;
+
+use std::path::PathBuf;
+use std::process::Command;
 
 fn c4_dir() -> PathBuf {
     root().join("../shared/data/c4")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("conveyor-vocab-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .output()
-        .expect("run conveyor")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = conveyor(args);
-    assert!(
-        o.status.success(),
-        "conveyor {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 fn python() -> String {
@@ -72,7 +47,7 @@ sys.stdout.buffer.write(out.getvalue())
 
 #[test]
 fn model_is_byte_identical_to_the_sentencepiece_trainer() {
-    let d = tmp("parity");
+    let d = tmp_dir("parity");
     let prefix = d.join("c4");
     let s = ok(&[
         "vocab",
@@ -115,7 +90,7 @@ fn model_is_byte_identical_to_the_sentencepiece_trainer() {
 
 #[test]
 fn committed_fixture_vocabulary_is_what_the_command_makes() {
-    let d = tmp("fixture");
+    let d = tmp_dir("fixture");
     let prefix = d.join("fixture");
     ok(&[
         "vocab",
@@ -150,7 +125,7 @@ fn committed_fixture_vocabulary_is_what_the_command_makes() {
 fn ingest_with_a_trained_vocabulary_matches_the_library() {
     // A model trained here, then the whole C4 sample through the native encoder and through
     // the SentencePiece library: the shards must be identical.
-    let d = tmp("ingest");
+    let d = tmp_dir("ingest");
     let prefix = d.join("v");
     ok(&[
         "vocab",
@@ -186,7 +161,7 @@ fn ingest_with_a_trained_vocabulary_matches_the_library() {
 
 #[test]
 fn bad_input_is_refused_with_the_file_named() {
-    let d = tmp("bad");
+    let d = tmp_dir("bad");
     // A missing input.
     let o = conveyor(&[
         "vocab",

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
+
+use crate::forward::run_torch as torch;
 use conveyor_pipeline::corrupt::{corrupt, CorruptConfig};
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
@@ -17,26 +19,6 @@ use conveyor_tasks::prepare::{prepare, PrepareConfig};
 
 const ARCHS: [&str; 2] = ["lightconv", "transformer"];
 const SEED: u64 = 0;
-
-/// Runs a libtorch command of the sibling binary, failing with its stderr.
-fn torch(args: &[&str]) -> anyhow::Result<String> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .context("no folder around the conveyor binary")?
-        .join(crate::forward::TORCH_BIN);
-    let o = Command::new(&bin)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    anyhow::ensure!(
-        o.status.success(),
-        "conveyor {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
 
 fn step(n: usize, what: &str) {
     println!("[{n}/9] {what}");

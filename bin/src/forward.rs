@@ -10,13 +10,38 @@ use anyhow::Context;
 /// The name of the binary that holds the libtorch commands.
 pub const TORCH_BIN: &str = "conveyor-torch";
 
-/// Replaces this process with `conveyor-torch` and the same arguments; returns only on error.
-pub fn to_torch() -> anyhow::Result<i32> {
+/// The `conveyor-torch` binary beside this one.
+fn torch_bin() -> anyhow::Result<std::path::PathBuf> {
     let me = std::env::current_exe().context("cannot find the conveyor binary's own path")?;
     let dir = me
         .parent()
         .context("the conveyor binary has no parent folder")?;
-    let target = dir.join(TORCH_BIN);
+    Ok(dir.join(TORCH_BIN))
+}
+
+/// Runs a libtorch command as a child process (the demo and studies do, as a user would);
+/// its standard output, or an error carrying its standard error.
+pub fn run_torch<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<String> {
+    let bin = torch_bin()?;
+    let o = Command::new(&bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    anyhow::ensure!(
+        o.status.success(),
+        "conveyor {} failed: {}",
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Replaces this process with `conveyor-torch` and the same arguments; returns only on error.
+pub fn to_torch() -> anyhow::Result<i32> {
+    let target = torch_bin()?;
     if !target.exists() {
         anyhow::bail!(
             "{} is missing: this command needs it beside the conveyor binary (build it with `make build`)",

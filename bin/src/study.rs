@@ -6,9 +6,10 @@
 //! as the paper does.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context;
+
+use crate::forward::run_torch as torch;
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
@@ -88,26 +89,6 @@ pub struct Bench {
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// A libtorch command of the sibling binary.
-fn torch(args: &[String]) -> anyhow::Result<String> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .context("no folder around the conveyor binary")?
-        .join(crate::forward::TORCH_BIN);
-    let o = Command::new(&bin)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    anyhow::ensure!(
-        o.status.success(),
-        "conveyor {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The step of a run folder's latest checkpoint, if any.
