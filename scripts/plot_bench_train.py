@@ -21,9 +21,12 @@ def main():
     for p in points:
         if p["arch"] not in archs:
             archs.append(p["arch"])
+    on_gpu = any("peak_gpu_allocated_mb" in p for p in points)
+    memory = ("peak_gpu_allocated_mb", "peak GPU memory allocated (MB)") if on_gpu else (
+        "peak_rss_mb", "peak memory (MB)")
     for key, label, name in [
         ("examples_per_s", "training examples / s", "speed.png"),
-        ("peak_rss_mb", "peak memory (MB)", "memory.png"),
+        (memory[0], memory[1], "memory.png"),
     ]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for arch in archs:

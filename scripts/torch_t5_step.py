@@ -145,8 +145,9 @@ class Adafactor:
             else:
                 s.mul_(beta2).add_(sq * (1 - beta2))
                 u = g * s.rsqrt()
-            u = u / max(1.0, (u.pow(2).mean().sqrt() / 1.0).item())
-            p.sub_(u * self.lr * max(1e-3, p.pow(2).mean().sqrt().item()))
+            # Clipping and parameter scale stay on the device (no host round trip per tensor).
+            u = u / (u.pow(2).mean().sqrt() / 1.0).clamp(min=1.0)
+            p.sub_(u * self.lr * p.pow(2).mean().sqrt().clamp(min=1e-3))
             p.grad = None
 
 
@@ -156,7 +157,12 @@ def main():
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     a = ap.parse_args()
+    device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    # Every tensor below (weights, optimiser state, masks, batches) is made on this device.
+    torch.set_default_device(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     d, ff, heads, layers = PRESETS[a.preset]
     model = T5(32100, d, ff, heads, layers)
@@ -172,14 +178,20 @@ def main():
         loss = model(x, xm, y, ym)
         loss.backward()
         opt.step()
+        return loss.item()  # read each step, as a trainer logging the loss does (so does tch)
 
     step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     secs = (time.perf_counter() - t0) / a.steps
-    print(json.dumps({"seconds_per_step": secs, "examples_per_s": b / secs,
-                      "torch": torch.__version__, "threads": torch.get_num_threads()}))
+    out = {"seconds_per_step": secs, "examples_per_s": b / secs, "device": device,
+           "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device == "cuda":
+        out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

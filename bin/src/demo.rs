@@ -28,7 +28,7 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-pub fn run(out: PathBuf) -> anyhow::Result<i32> {
+pub fn run(out: PathBuf, device: &str) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&out)?;
     let fx = out.join("fixtures");
@@ -92,7 +92,7 @@ pub fn run(out: PathBuf) -> anyhow::Result<i32> {
             "--checkpoint-every",
             "400",
             "--device",
-            "cpu",
+            device,
             "--seed",
             "0",
             "-q",
@@ -158,7 +158,7 @@ pub fn run(out: PathBuf) -> anyhow::Result<i32> {
                 "--checkpoint-every",
                 "300",
                 "--device",
-                "cpu",
+                device,
                 "-q",
             ]
             .into_iter()
@@ -190,7 +190,7 @@ pub fn run(out: PathBuf) -> anyhow::Result<i32> {
             "--out",
             &s(&dir),
             "--device",
-            "cpu",
+            device,
         ])?)?;
         println!(
             "      {name}: accuracy {:.3}",

@@ -69,6 +69,9 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
+        /// Where the models train and evaluate: cpu (the 10-minute flow) or cuda.
+        #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "auto"])]
+        device: String,
     },
     /// Train a model from token or example shards (libtorch; see `conveyor train --help`).
     #[command(disable_help_flag = true)]
@@ -118,7 +121,7 @@ fn main() {
         Command::Study { file, out } => study::run(&file, out),
         Command::Report { evals, out } => task::report(&evals, out),
         Command::Bench(b) => bench::run(b),
-        Command::Demo { out } => demo::run(out),
+        Command::Demo { out, device } => demo::run(out, &device),
         Command::Env { .. }
         | Command::Train { .. }
         | Command::Finetune { .. }

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod conv;
+pub mod cuda;
 pub mod device;
 pub mod eval;
 pub mod layers;

@@ -61,6 +61,9 @@ pub struct StepMetrics {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
     pub elapsed_s: f64,
+    /// On CUDA: the most GPU memory tensors have held so far in this process (MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_gpu_mb: Option<f64>,
 }
 
 /// How the trainer reports.
@@ -381,6 +384,12 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             examples_per_s: batch.examples as f64 / secs,
             eval_loss,
             elapsed_s: run_start.elapsed().as_secs_f64(),
+            peak_gpu_mb: match cfg.device {
+                tch::Device::Cuda(i) => {
+                    crate::cuda::peak_memory(i).map(|p| p.allocated as f64 / 1048576.0)
+                }
+                _ => None,
+            },
         };
         writeln!(
             metrics,

@@ -53,6 +53,9 @@ pub struct TrainBench {
     max_seconds: u64,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// bfloat16 weights and activations (norms, softmax and loss in float32), as `train --bf16`.
+    #[arg(long)]
+    bf16: bool,
     /// Output folder for bench-train.json and bench-train.md.
     #[arg(long, default_value = "target/bench/train")]
     out: PathBuf,
@@ -68,6 +71,9 @@ pub struct StepBench {
     batch_size: usize,
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Where both sides run (`cuda` needs a GPU on both libtorch and PyTorch).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
 }
 
 #[derive(Args)]
@@ -100,6 +106,11 @@ pub struct TrainOne {
     steps: usize,
     #[arg(long, value_enum)]
     device: DeviceArg,
+    /// Target length; a quarter of the input length when not given.
+    #[arg(long)]
+    targets_length: Option<usize>,
+    #[arg(long)]
+    bf16: bool,
 }
 
 pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
@@ -184,7 +195,8 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
                 ])
                 .args(["--length", &a.length.to_string()])
                 .args(["--batch-size", &a.batch_size.to_string()])
-                .args(["--steps", &a.steps.to_string(), "--device", "cpu"]),
+                .args(["--steps", &a.steps.to_string()])
+                .args(["--device", device_name(a.device)]),
         )?;
         ours.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN));
         let v = child_json(
@@ -192,17 +204,19 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
                 .arg("scripts/torch_t5_step.py")
                 .args(["--preset", &a.preset, "--length", &a.length.to_string()])
                 .args(["--batch-size", &a.batch_size.to_string()])
-                .args(["--steps", &a.steps.to_string()]),
+                .args(["--steps", &a.steps.to_string()])
+                .args(["--device", device_name(a.device)]),
         )?;
         theirs.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN));
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     println!(
-        "transformer {} preset, batch {} x {} / {} tokens, CPU, best of 3 runs of {} steps:",
+        "transformer {} preset, batch {} x {} / {} tokens, {}, best of 3 runs of {} steps:",
         a.preset,
         a.batch_size,
         a.length,
         a.length / 4,
+        device_name(a.device),
         a.steps
     );
     println!("conveyor (tch):  {:.4} s per step", best(&ours));
@@ -212,6 +226,34 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         best(&theirs) / best(&ours)
     );
     Ok(0)
+}
+
+/// One line saying why a point's child failed: out of memory when libtorch said so (its
+/// message is pages long), else the last line of its error output that is not a hint.
+fn failure_reason(stderr: &str) -> String {
+    if stderr.contains("CUDA out of memory") {
+        return "out of GPU memory".into();
+    }
+    if stderr.contains("out of memory") || stderr.contains("std::bad_alloc") {
+        return "out of memory".into();
+    }
+    stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("note:"))
+        .unwrap_or("failed")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// The memory figure of a point: peak GPU allocation on CUDA, peak resident set on CPU.
+fn peak_mb(point: &serde_json::Value) -> f64 {
+    point["peak_gpu_allocated_mb"]
+        .as_f64()
+        .or(point["peak_rss_mb"].as_f64())
+        .unwrap_or(0.0)
 }
 
 fn device_name(d: DeviceArg) -> &'static str {
@@ -226,6 +268,9 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&a.out)?;
     let exe = std::env::current_exe()?;
     let mut points = Vec::new();
+    if a.bf16 {
+        println!("bfloat16 weights and activations");
+    }
     println!(
         "{:12} {:>6} {:>12} {:>12} {:>14}",
         "arch", "length", "examples/s", "peak MB", "GFLOPs/example"
@@ -257,6 +302,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
                 .args(["--batch-size", &a.batch_size.to_string()])
                 .args(["--steps", &a.steps.to_string()])
                 .args(["--device", device_name(a.device)])
+                .args(a.bf16.then_some("--bf16"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()?;
@@ -288,18 +334,22 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
                     point["seconds_per_step"] = v["seconds_per_step"].clone();
                     point["peak_rss_mb"] = (peak_kb as f64 / 1024.0).into();
                     point["device"] = v["device"].clone();
+                    for k in ["peak_gpu_allocated_mb", "peak_gpu_reserved_mb"] {
+                        if !v[k].is_null() {
+                            point[k] = v[k].clone();
+                        }
+                    }
                     println!(
                         "{:12} {:>6} {:>12.2} {:>12.0} {:>14.3}",
                         arch.name(),
                         length,
                         v["examples_per_s"].as_f64().unwrap_or(0.0),
-                        peak_kb as f64 / 1024.0,
+                        peak_mb(&point),
                         flops / 1e9
                     );
                 }
                 Some(_) => {
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    let last = err.lines().last().unwrap_or("failed").to_string();
+                    let last = failure_reason(&String::from_utf8_lossy(&out.stderr));
                     println!("{:12} {:>6} failed: {last}", arch.name(), length);
                     point["error"] = last.into();
                     failed = true;
@@ -317,9 +367,15 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
     std::fs::write(&json, serde_json::to_string_pretty(&points)? + "\n")?;
     let md = a.out.join("bench-train.md");
     let mut f = std::fs::File::create(&md)?;
+    let on_gpu = points.iter().any(|p| !p["peak_gpu_allocated_mb"].is_null());
+    let memory = if on_gpu {
+        "peak GPU MB (allocated)"
+    } else {
+        "peak RSS MB"
+    };
     writeln!(
         f,
-        "| arch | input length | examples/s | peak RSS MB | GFLOPs per example (train) |"
+        "| arch | input length | examples/s | {memory} | GFLOPs per example (train) |"
     )?;
     writeln!(f, "|---|---|---|---|---|")?;
     for p in &points {
@@ -334,7 +390,14 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             p["arch"].as_str().unwrap_or(""),
             p["length"],
             num("examples_per_s", 2),
-            num("peak_rss_mb", 0),
+            num(
+                if on_gpu {
+                    "peak_gpu_allocated_mb"
+                } else {
+                    "peak_rss_mb"
+                },
+                0
+            ),
             p["gflops_per_example"].as_f64().unwrap_or(0.0)
         )?;
     }
@@ -363,8 +426,11 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     })?;
     let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
     conveyor_model::seed_everything(0);
-    let vs = nn::VarStore::new(device);
+    let mut vs = nn::VarStore::new(device);
     let model = Seq2Seq::new(&vs.root(), &cfg)?;
+    if a.bf16 {
+        vs.bfloat16();
+    }
     let mut params = vs.trainable_variables();
     let mut opt = Optimizer::new(
         OptimizerKind::adafactor(),
@@ -374,7 +440,7 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     let (b, l, t) = (
         a.batch_size as i64,
         a.length as i64,
-        (a.length / 4).max(1) as i64,
+        a.targets_length.unwrap_or(a.length / 4).max(1) as i64,
     );
     let x = Tensor::randint_low(3, 32_000, [b, l], (Kind::Int64, device));
     let y = Tensor::randint_low(3, 32_000, [b, t], (Kind::Int64, device));
@@ -398,13 +464,33 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         tch::Cuda::synchronize(0);
     }
     let secs = t0.elapsed().as_secs_f64() / a.steps.max(1) as f64;
-    println!(
-        "{}",
-        serde_json::json!({
-            "seconds_per_step": secs,
-            "examples_per_s": a.batch_size as f64 / secs,
-            "device": format!("{device:?}"),
-        })
-    );
+    let mut out = serde_json::json!({
+        "seconds_per_step": secs,
+        "examples_per_s": a.batch_size as f64 / secs,
+        "device": format!("{device:?}"),
+        "bf16": a.bf16,
+        "targets_length": t,
+    });
+    if let Some(peak) = conveyor_model::cuda::peak_memory(0).filter(|_| device.is_cuda()) {
+        out["peak_gpu_allocated_mb"] = (peak.allocated as f64 / 1048576.0).into();
+        out["peak_gpu_reserved_mb"] = (peak.reserved as f64 / 1048576.0).into();
+    }
+    println!("{out}");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+
+    #[test]
+    fn failures_are_named_in_one_line() {
+        let oom = "thread 'main' panicked\ncalled `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 1.50 GiB\nframe #0: ...\")\nnote: run with `RUST_BACKTRACE=1`";
+        assert_eq!(failure_reason(oom), "out of GPU memory");
+        assert_eq!(
+            failure_reason("Error: unknown arch foo\nnote: Some details are omitted\n"),
+            "Error: unknown arch foo"
+        );
+        assert_eq!(failure_reason(""), "failed");
+    }
 }

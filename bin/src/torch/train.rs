@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// Keep the weights in bfloat16 (for CUDA; norms, softmax and loss stay float32).
     #[arg(long)]
     bf16: bool,
+    /// Deterministic kernels only, so a CUDA run (and its resumption) repeats bit for bit;
+    /// slower. CPU runs are deterministic without it.
+    #[arg(long)]
+    deterministic: bool,
     /// Start from this checkpoint folder's weights (fine-tuning).
     #[arg(long)]
     init: Option<PathBuf>,
@@ -201,6 +205,12 @@ impl TrainProgress for Lines {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
+    if a.deterministic {
+        anyhow::ensure!(
+            conveyor_model::cuda::set_deterministic(true),
+            "libtorch refused to switch to deterministic algorithms"
+        );
+    }
     let vocab = data_vocab_size(&a.data)?;
     let model = match (&a.init, a.model.arch) {
         // Fine-tuning a checkpoint: its configuration, unless an architecture is named.

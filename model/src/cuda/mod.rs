@@ -1,0 +1,86 @@
+//! Peak GPU memory from libtorch's CUDA caching allocator (what PyTorch reports as
+//! `torch.cuda.max_memory_allocated` / `max_memory_reserved`) and the deterministic-algorithms
+//! switch, through `shim.cpp`. Without a CUDA device every memory query answers `None`.
+
+/// Peak bytes on one CUDA device since the process started or the last [`reset_peaks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeakMemory {
+    /// Bytes held by tensors at the peak.
+    pub allocated: u64,
+    /// Bytes the caching allocator had reserved from the driver at its peak.
+    pub reserved: u64,
+}
+
+mod ffi {
+    extern "C" {
+        pub fn conveyor_cuda_peak_allocated(device: i32) -> i64;
+        pub fn conveyor_cuda_peak_reserved(device: i32) -> i64;
+        pub fn conveyor_cuda_reset_peaks(device: i32) -> i32;
+        pub fn conveyor_set_deterministic(on: i32) -> i32;
+    }
+}
+
+/// The peaks of CUDA device `device`, or `None` when unsupported or the device is absent.
+pub fn peak_memory(device: usize) -> Option<PeakMemory> {
+    if !tch::Cuda::is_available() || device >= tch::Cuda::device_count() as usize {
+        return None;
+    }
+    // SAFETY: plain C functions taking a device index; they catch every C++ exception.
+    let (a, r) = unsafe {
+        (
+            ffi::conveyor_cuda_peak_allocated(device as i32),
+            ffi::conveyor_cuda_peak_reserved(device as i32),
+        )
+    };
+    (a >= 0 && r >= 0).then_some(PeakMemory {
+        allocated: a as u64,
+        reserved: r as u64,
+    })
+}
+
+/// Starts a new peak-measuring window on `device`; false when unsupported.
+pub fn reset_peaks(device: usize) -> bool {
+    if !tch::Cuda::is_available() || device >= tch::Cuda::device_count() as usize {
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { ffi::conveyor_cuda_reset_peaks(device as i32) == 0 }
+}
+
+/// Makes libtorch use deterministic algorithms only (PyTorch's
+/// `torch.use_deterministic_algorithms(True)`, cuDNN deterministic, no cuDNN benchmarking),
+/// so that a CUDA run repeats bit for bit, at some cost in speed. Sets
+/// `CUBLAS_WORKSPACE_CONFIG=:4096:8` (what cuBLAS needs for that) unless already set: call it
+/// before the first CUDA matrix product. An op without a deterministic kernel then fails with
+/// libtorch's error naming it. Returns false if libtorch refused.
+pub fn set_deterministic(on: bool) -> bool {
+    if on && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        // SAFETY: called while the process is single-threaded (start of a command), before
+        // libtorch reads the variable.
+        unsafe { std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8") };
+    }
+    // SAFETY: a plain C function; it catches every C++ exception.
+    unsafe { ffi::conveyor_set_deterministic(on as i32) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn peaks_follow_allocations_on_a_gpu_and_are_absent_without_one() {
+        if !tch::Cuda::is_available() {
+            assert_eq!(peak_memory(0), None);
+            assert!(!reset_peaks(0));
+            return;
+        }
+        assert!(reset_peaks(0));
+        let before = peak_memory(0).unwrap().allocated;
+        let t = Tensor::zeros([64, 1024, 1024], (Kind::Float, Device::Cuda(0)));
+        drop(t);
+        let after = peak_memory(0).unwrap();
+        assert!(after.allocated >= before + 256 * 1024 * 1024, "{after:?}");
+        assert!(after.reserved >= after.allocated);
+    }
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The checks and benchmarks that need a CUDA GPU, in one pass, for a machine that has
+# PyTorch 2.11 (the libtorch conveyor-torch runs against) but need not have Rust:
+#
+#   scripts/gpu_checks.sh BIN_DIR OUT_DIR
+#
+# BIN_DIR holds release builds of `conveyor` and `conveyor-torch`; OUT_DIR gets log.txt,
+# the bench-train files (JSON, markdown, PNGs), paper-base-step.jsonl and the demo report.
+# Each stage has its own time limit, so one failure does not cost the others.
+# DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
+set -u
+BIN=$(cd "$1" && pwd)
+OUT=$2
+mkdir -p "$OUT"
+WORK=${WORK:-$(mktemp -d)}
+LOG=$OUT/log.txt
+TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export CONVEYOR_PYTHON=${CONVEYOR_PYTHON:-python3}
+C=$BIN/conveyor
+CT=$BIN/conveyor-torch
+DEV=cuda BASE=base SMALL=small BIG=128 LENGTHS=64,128,256,512,1024,2048,4096
+if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny SMALL=tiny BIG=4 LENGTHS=64,128; fi
+
+stage() { echo; echo "=== $1 ($(date +%T))"; }
+{
+stage "environment"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c 'import torch; print("PyTorch", torch.__version__)'
+"$CT" env
+
+stage "exact resume on CUDA: 60 steps straight vs 30 + resume to 60"
+timeout 120 "$C" ingest fixtures/corpus/*.jsonl --vocab fixtures/vocab/fixture.model --out "$WORK/tokens" -q
+common=(--data "$WORK/tokens" --arch lightconv --preset tiny --inputs-length 64 --batch-size 16
+        --checkpoint-every 30 --device $DEV --seed 0 -q)
+timeout 120 "$CT" train "${common[@]}" --out "$WORK/straight" --steps 60
+timeout 120 "$CT" train "${common[@]}" --out "$WORK/resumed" --steps 30
+timeout 120 "$CT" train "${common[@]}" --out "$WORK/resumed" --steps 60 --resume
+python3 - "$WORK/straight/metrics.jsonl" "$WORK/resumed/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+la = {m["step"]: m["loss"] for m in a}
+lb = {m["step"]: m["loss"] for m in b}
+diff = max(abs(la[s] - lb[s]) for s in range(31, 61))
+print(f"steps 31-60: largest loss difference {diff:.3g} (0 = bit-exact); "
+      f"step 60 losses {la[60]:.6f} / {lb[60]:.6f}; peak GPU MB {a[-1].get('peak_gpu_mb')}")
+PY
+
+stage "repeatability on CUDA: the same 60 steps twice, then with --deterministic (twice + resumed)"
+timeout 120 "$CT" train "${common[@]}" --out "$WORK/again" --steps 60
+for r in det1 det2; do timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/$r" --steps 60; done
+timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det-resumed" --steps 30
+timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det-resumed" --steps 60 --resume
+python3 - "$WORK" <<'PY'
+import json, sys
+def losses(r):
+    return {m["step"]: m["loss"] for m in map(json.loads, open(f"{sys.argv[1]}/{r}/metrics.jsonl"))}
+def cmp(a, b, first):
+    la, lb = losses(a), losses(b)
+    d = max(abs(la[s] - lb[s]) for s in range(first, 61))
+    same = [s for s in range(first, 61) if la[s] == lb[s]]
+    print(f"{a} vs {b}, steps {first}-60: largest difference {d:.3g}; first differing step "
+          f"{next((s for s in range(first, 61) if la[s] != lb[s]), None)}")
+for a, b, f in [("straight", "again", 1), ("det1", "det2", 1), ("det1", "det-resumed", 31), ("straight", "det1", 1)]:
+    try:
+        cmp(a, b, f)
+    except Exception as e:
+        print(f"{a} vs {b}: {e!r}")
+PY
+
+stage "bf16 training on CUDA (transformer tiny, 50 steps)"
+timeout 120 "$CT" train --data "$WORK/tokens" --arch transformer --preset tiny --inputs-length 64 \
+    --batch-size 16 --steps 50 --checkpoint-every 50 --device $DEV --bf16 --out "$WORK/bf16" --json
+
+stage "one transformer step, tch vs PyTorch, on CUDA (float32)"
+timeout 240 "$CT" bench step --device $DEV --preset $BASE --length 512 --batch-size 8 --steps 10
+timeout 120 "$CT" bench step --device $DEV --preset $SMALL --length 512 --batch-size 32 --steps 10
+
+stage "paper-base cost per step: batch 128 x 512 inputs / 114 targets, base preset, bf16"
+for arch in transformer lightconv dynamicconv dilatedconv; do
+    timeout 120 "$CT" bench train-one --arch $arch --preset $BASE --length 512 --targets-length 114 \
+        --batch-size $BIG --steps 5 --device $DEV --bf16 | tee -a "$OUT/paper-base-step.jsonl"
+done
+
+stage "Figures 1 and 2 on CUDA: base preset, bf16, batch 8"
+timeout 300 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
+    --max-seconds 60 --lengths $LENGTHS --out "$OUT"
+
+stage "the demo on CUDA"
+timeout 240 "$C" demo --device $DEV --out "$WORK/demo" && cp "$WORK/demo/report/report.md" "$OUT/demo-report.md"
+stage "done"
+} 2>&1 | tee "$LOG"
