@@ -39,6 +39,27 @@ pub fn run_torch<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<String
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
+/// Runs a libtorch command as a child whose progress (standard error) shows on this
+/// process's standard error as it goes (the study runner's long cells); fails naming the
+/// command when it does.
+pub fn run_torch_live<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<()> {
+    let bin = torch_bin()?;
+    let status = Command::new(&bin)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "conveyor {} failed ({status}); its messages are above",
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
 /// Replaces this process with `conveyor-torch` and the same arguments; returns only on error.
 pub fn to_torch() -> anyhow::Result<i32> {
     let target = torch_bin()?;

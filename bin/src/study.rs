@@ -3,13 +3,15 @@
 //! benchmark — run cell by cell. Every cell leaves its outputs in the study folder; a rerun
 //! skips finished cells and continues interrupted runs from their checkpoints. The report
 //! takes, per (architecture, pre-training, task), the learning rate with the best dev score,
-//! as the paper does.
+//! as the paper does. Progress: a line when each cell starts and ends, the trainer's own
+//! progress (step, loss, ETA) in between, and an estimate of the training time left in the
+//! whole study from the pace of the cells run so far.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::forward::run_torch as torch;
+use crate::forward::{run_torch as torch, run_torch_live};
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
@@ -29,6 +31,14 @@ pub struct Study {
     pub seeds: Vec<u64>,
     #[serde(default)]
     pub bench: Option<Bench>,
+    /// Where every model trains, evaluates and is benchmarked: auto (a GPU if libtorch sees
+    /// one), cpu or cuda.
+    #[serde(default = "auto")]
+    pub device: String,
+}
+
+fn auto() -> String {
+    "auto".into()
 }
 
 fn one_seed() -> Vec<u64> {
@@ -97,24 +107,107 @@ fn latest_step(run: &Path) -> Option<u64> {
     name.trim().strip_prefix("step-")?.parse().ok()
 }
 
-/// Runs (or resumes) a training run until `steps`; `args` are the command and its options.
-fn train_cell(run: &Path, steps: u64, mut args: Vec<String>) -> anyhow::Result<bool> {
-    match latest_step(run) {
-        Some(s) if s >= steps => return Ok(false),
-        Some(_) => args.push("--resume".into()),
-        None => {
+/// Seconds spent and steps run by the training cells of one kind in this invocation.
+#[derive(Default)]
+struct Pace {
+    secs: f64,
+    steps: u64,
+}
+
+/// Counts cells, announces them, and estimates the training time left in the study.
+struct Progress {
+    n: usize,
+    cells: usize,
+    started: std::time::Instant,
+    /// Pre-training and fine-tuning steps (their costs differ), run so far and still to run.
+    pace: [Pace; 2],
+    left: [u64; 2],
+}
+
+const PRETRAIN: usize = 0;
+const FINETUNE: usize = 1;
+
+impl Progress {
+    /// A cell that is finished (`ran`: now, or else in an earlier invocation).
+    fn cell(&mut self, what: &str, ran: bool) {
+        self.n += 1;
+        println!(
+            "[cell {}/{}] {what}{}",
+            self.n,
+            self.cells,
+            if ran { "" } else { " (done before)" }
+        );
+    }
+
+    /// The estimate of the training left, from the measured seconds per step of each kind
+    /// (fine-tuning steps are priced like pre-training ones until one has run).
+    fn eta(&self) -> Option<f64> {
+        let rate = |k: usize| {
+            let p = &self.pace[k];
+            (p.steps > 0).then(|| p.secs / p.steps as f64)
+        };
+        let pre = rate(PRETRAIN);
+        let fine = rate(FINETUNE).or(pre)?;
+        Some(pre.unwrap_or(fine) * self.left[PRETRAIN] as f64 + fine * self.left[FINETUNE] as f64)
+    }
+
+    /// Runs (or resumes) a training run until `steps`; `args` are the command and its
+    /// options. The trainer shows its own progress; this prints the cell's start and end.
+    fn train(
+        &mut self,
+        kind: usize,
+        what: &str,
+        run: &Path,
+        steps: u64,
+        mut args: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let done = latest_step(run).unwrap_or(0).min(steps);
+        if done >= steps {
+            self.left[kind] = self.left[kind].saturating_sub(steps);
+            self.cell(what, false);
+            return Ok(());
+        }
+        if done > 0 {
+            args.push("--resume".into());
+        } else {
             let _ = std::fs::remove_dir_all(run);
         }
+        args.extend(["--out".into(), s(run), "--steps".into(), steps.to_string()]);
+        println!(
+            "[cell {}/{}] {what}: steps {}..={steps} ...",
+            self.n + 1,
+            self.cells,
+            done + 1
+        );
+        let t0 = std::time::Instant::now();
+        run_torch_live(&args)?;
+        self.pace[kind].secs += t0.elapsed().as_secs_f64();
+        self.pace[kind].steps += steps - done;
+        self.left[kind] = self.left[kind].saturating_sub(steps);
+        let eta = self
+            .eta()
+            .map(|e| format!(", about {} of training left", human(e)))
+            .unwrap_or_default();
+        self.cell(
+            &format!(
+                "{what} ({} elapsed in this study run{eta})",
+                human(self.started.elapsed().as_secs_f64())
+            ),
+            true,
+        );
+        Ok(())
     }
-    args.extend([
-        "--out".into(),
-        s(run),
-        "--steps".into(),
-        steps.to_string(),
-        "-q".into(),
-    ]);
-    torch(&args)?;
-    Ok(true)
+}
+
+/// "42 s", "12 min", "3.5 h".
+fn human(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
 }
 
 fn checkpoint(run: &Path, steps: u64) -> PathBuf {
@@ -137,19 +230,25 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
             * st.seeds.len()
             * 2
         + usize::from(st.bench.is_some());
-    let mut n = 0usize;
-    let mut cell = |what: &str, ran: bool| {
-        n += 1;
-        println!(
-            "[cell {n}/{cells}] {what}{}",
-            if ran { "" } else { " (done before)" }
-        );
+    let runs = (st.pretrain.archs.len() * st.seeds.len()) as u64;
+    let mut progress = Progress {
+        n: 0,
+        cells,
+        started: std::time::Instant::now(),
+        pace: Default::default(),
+        left: [
+            runs * st.pretrain.steps,
+            runs * 2
+                * (st.tasks.len() * st.finetune.learning_rates.len()) as u64
+                * st.finetune.steps,
+        ],
     };
+    let device = st.device.clone();
 
     // Vocabulary and token shards.
     let vocab = match &st.corpus.vocab {
         Some(v) => {
-            cell(&format!("vocabulary {}", v.display()), false);
+            progress.cell(&format!("vocabulary {}", v.display()), false);
             v.clone()
         }
         None => {
@@ -167,7 +266,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                     size,
                 ))?;
             }
-            cell("train the vocabulary", ran);
+            progress.cell("train the vocabulary", ran);
             model
         }
     };
@@ -176,7 +275,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
         IngestConfig::new(st.corpus.inputs.clone(), vocab.clone(), tokens.clone()),
         &Silent,
     )?;
-    cell(
+    progress.cell(
         &format!("ingest ({} tokens)", i.totals.tokens),
         !i.already_complete,
     );
@@ -201,6 +300,8 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                 &seed.to_string(),
                 "--checkpoint-every",
                 &(st.pretrain.steps / 4).max(1).to_string(),
+                "--device",
+                &device,
             ]
             .iter()
             .map(|x| x.to_string())
@@ -208,8 +309,8 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
             if let Some(c) = &st.pretrain.config {
                 args.extend(["--config".into(), s(c)]);
             }
-            let ran = train_cell(&run, st.pretrain.steps, args)?;
-            cell(&format!("pre-train {arch} seed {seed}"), ran);
+            let what = format!("pre-train {arch} seed {seed}");
+            progress.train(PRETRAIN, &what, &run, st.pretrain.steps, args)?;
         }
     }
 
@@ -251,7 +352,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
             // The dev split uses the train split's lengths.
             prepared_len.get_or_insert((p.inputs_length, p.targets_length));
         }
-        cell(&format!("prepare {}", t.name), true);
+        progress.cell(&format!("prepare {}", t.name), true);
 
         for arch in &st.pretrain.archs {
             for pretrained in [false, true] {
@@ -278,6 +379,8 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                             &seed.to_string(),
                             "--checkpoint-every",
                             &st.finetune.steps.to_string(),
+                            "--device",
+                            &device,
                         ]
                         .iter()
                         .map(|x| x.to_string())
@@ -289,11 +392,9 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                             let pre = out.join(format!("runs/pretrain-{arch}-s{seed}"));
                             args.extend(["--init".into(), s(&checkpoint(&pre, st.pretrain.steps))]);
                         }
-                        let ran = train_cell(&run, st.finetune.steps, args)?;
-                        cell(
-                            &format!("fine-tune {} {arch} {kind} lr {lr} seed {seed}", t.name),
-                            ran,
-                        );
+                        let what =
+                            format!("fine-tune {} {arch} {kind} lr {lr} seed {seed}", t.name);
+                        progress.train(FINETUNE, &what, &run, st.finetune.steps, args)?;
                         let ckpt = checkpoint(&run, st.finetune.steps);
                         let eval = ckpt.join(format!("eval-{}", t.name));
                         let ran = !eval.join("metrics.json").exists();
@@ -306,6 +407,8 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                                 &s(&dir("dev")),
                                 "--out",
                                 &s(&eval),
+                                "--device",
+                                &device,
                             ]
                             .iter()
                             .map(|x| x.to_string())
@@ -318,7 +421,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                             }
                             torch(&e)?;
                         }
-                        cell(
+                        progress.cell(
                             &format!("evaluate {} {arch} {kind} lr {lr} seed {seed}", t.name),
                             ran,
                         );
@@ -374,7 +477,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                 "--batch-size",
                 &b.batch_size.to_string(),
                 "--device",
-                "cpu",
+                &device,
                 "--out",
                 &s(&dir),
                 "--lengths",
@@ -391,7 +494,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
             );
             torch(&args)?;
         }
-        cell("speed and memory per length", ran);
+        progress.cell("speed and memory per length", ran);
         md += "\n## Training speed and memory per input length\n\n";
         md += &std::fs::read_to_string(dir.join("bench-train.md")).unwrap_or_default();
         md += "\n![speed](bench/speed.png) ![memory](bench/memory.png)\n";

@@ -96,7 +96,8 @@ pub struct Optimizer {
 
 /// Root mean square, as a 0-dim tensor.
 fn rms_t(t: &Tensor) -> Tensor {
-    t.square().mean(Kind::Float).sqrt()
+    // One pass, no temporary: ||t||_2 / sqrt(n).
+    t.norm() / (t.numel().max(1) as f64).sqrt()
 }
 
 impl Optimizer {
@@ -139,7 +140,8 @@ impl Optimizer {
         self.schedule.lr(self.step + 1)
     }
 
-    /// Applies one update from the gradients in `params` (then zeroes them).
+    /// Applies one update from the gradients in `params`, then drops the gradients (as
+    /// `p.grad = None` does), so the next backward pass writes them afresh.
     pub fn step(&mut self, params: &mut [Tensor]) {
         self.step += 1;
         let t = self.step as f64;
@@ -154,8 +156,9 @@ impl Optimizer {
             let update = match (self.kind, m) {
                 (OptimizerKind::Adafactor { scale_parameter }, m) => {
                     let beta2 = 1.0 - t.powf(DECAY);
-                    let sq = g.square() + EPS1;
-                    let mut u = match m {
+                    let mut sq = g.square();
+                    let _ = sq.g_add_scalar_(EPS1);
+                    let u = match m {
                         Moments::Factored { row, col } => {
                             let _ = row
                                 .g_mul_scalar_(beta2)
@@ -175,13 +178,14 @@ impl Optimizer {
                         }
                         Moments::Adam { .. } => unreachable!("Adafactor keeps no Adam moments"),
                     };
-                    // Kept on the device (no host round trip per parameter).
-                    let clip = (rms_t(&u) / CLIP).clamp_min(1.0);
-                    u = u / clip * lr;
+                    // Clipping, learning rate and parameter scale folded into one scalar
+                    // tensor, kept on the device (no host round trip per parameter), so the
+                    // update costs one pass over `u`.
+                    let mut factor = (rms_t(&u) / CLIP).clamp_min(1.0).reciprocal() * lr;
                     if scale_parameter {
-                        u *= rms_t(&p.to_kind(Kind::Float)).clamp_min(EPS2);
+                        factor *= rms_t(&p.to_kind(Kind::Float)).clamp_min(EPS2);
                     }
-                    u
+                    u * factor
                 }
                 (
                     OptimizerKind::AdamW {
@@ -202,7 +206,7 @@ impl Optimizer {
                 _ => unreachable!("moments match the optimiser"),
             };
             let _ = p.g_sub_(&update.to_kind(p.kind()));
-            let _ = p.grad().zero_();
+            crate::cuda::clear_grad(p);
         }
     }
 

@@ -22,7 +22,7 @@ const COLUMNS: [(&str, &str, &str); 11] = [
     ("sentiment140", "accuracy", "S140"),
     ("trec", "accuracy", "TREC"),
     ("ag_news", "accuracy", "AG News"),
-    ("cogs", "accuracy", "COGS"),
+    ("cogs", "in_distribution", "COGS"),
     ("cogs", "gen", "COGS gen"),
 ];
 
@@ -133,6 +133,13 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
                             .collect();
                         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
                     })
+                }
+                "in_distribution" => {
+                    // COGS in-distribution exact match: its category when the evaluated
+                    // split has one (dev.tsv, or dev + gen files together), else overall.
+                    s["per_category"]["in_distribution"]
+                        .as_f64()
+                        .or(s["accuracy"].as_f64())
                 }
                 k => s[k].as_f64(),
             };
@@ -281,6 +288,8 @@ mod tests {
         );
         assert_eq!(r.rows[2].scores["Civil F1"], 62.5);
         assert!((r.rows[1].scores["COGS gen"] - 30.0).abs() < 1e-9);
+        // The COGS column is the in-distribution category, not the mixed overall score.
+        assert!((r.rows[1].scores["COGS"] - 90.0).abs() < 1e-9);
         assert!((r.gains["lightconv"]["Civil acc"] - 5.0).abs() < 1e-9);
         assert!((r.gains["lightconv"]["Civil F1"] - 12.5).abs() < 1e-9);
         assert!(

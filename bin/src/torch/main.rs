@@ -3,6 +3,7 @@
 //! data commands never load libtorch.
 
 mod bench;
+mod malloc;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,7 @@ enum ModelCommand {
 }
 
 fn main() {
+    malloc::keep_freed_memory();
     let cli = Cli::parse();
     let result: anyhow::Result<i32> = match cli.command {
         Command::Env => {

@@ -135,6 +135,8 @@ struct Lines {
     quiet: bool,
     every: u64,
     bar: Option<indicatif::ProgressBar>,
+    /// The first and last step of this invocation (for the ETA of log lines).
+    span: std::cell::Cell<(u64, u64)>,
 }
 
 impl Lines {
@@ -154,12 +156,14 @@ impl Lines {
             quiet,
             every: (steps / 20).max(1),
             bar,
+            span: std::cell::Cell::new((1, steps)),
         }
     }
 }
 
 impl TrainProgress for Lines {
     fn start(&self, first: u64, last: u64) {
+        self.span.set((first, last));
         if let Some(b) = &self.bar {
             b.set_position(first.saturating_sub(1));
         } else if !self.quiet {
@@ -184,9 +188,13 @@ impl TrainProgress for Lines {
                 .eval_loss
                 .map(|e| format!(", eval loss {e:.4}"))
                 .unwrap_or_default();
+            // Seconds per step so far in this invocation, times the steps left.
+            let (first, last) = self.span.get();
+            let done = (m.step + 1).saturating_sub(first).max(1);
+            let eta = m.elapsed_s / done as f64 * last.saturating_sub(m.step) as f64;
             eprintln!(
-                "step {:>7}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s",
-                m.step, m.loss, m.lr, m.tokens_per_s, m.examples_per_s
+                "step {:>7}/{last}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s  ETA {:.0} s",
+                m.step, m.loss, m.lr, m.tokens_per_s, m.examples_per_s, eta
             );
         }
     }

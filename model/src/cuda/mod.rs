@@ -1,6 +1,8 @@
 //! Peak GPU memory from libtorch's CUDA caching allocator (what PyTorch reports as
 //! `torch.cuda.max_memory_allocated` / `max_memory_reserved`) and the deterministic-algorithms
-//! switch, through `shim.cpp`. Without a CUDA device every memory query answers `None`.
+//! switch and `p.grad = None`, through `shim.cpp`. Without a CUDA device every memory query answers `None`.
+
+use tch::Tensor;
 
 /// Peak bytes on one CUDA device since the process started or the last [`reset_peaks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +19,7 @@ mod ffi {
         pub fn conveyor_cuda_peak_reserved(device: i32) -> i64;
         pub fn conveyor_cuda_reset_peaks(device: i32) -> i32;
         pub fn conveyor_set_deterministic(on: i32) -> i32;
+        pub fn conveyor_clear_grad(t: *const torch_sys::C_tensor) -> i32;
     }
 }
 
@@ -63,6 +66,15 @@ pub fn set_deterministic(on: bool) -> bool {
     unsafe { ffi::conveyor_set_deterministic(on as i32) == 0 }
 }
 
+/// Drops `t`'s gradient, as Python's `p.grad = None` does: the next backward pass then
+/// stores its gradient instead of adding it to a zeroed buffer.
+pub fn clear_grad(t: &Tensor) {
+    // SAFETY: `as_ptr` is tch's live at::Tensor handle, borrowed for the call; the function
+    // catches every C++ exception.
+    let r = unsafe { ffi::conveyor_clear_grad(t.as_ptr()) };
+    debug_assert_eq!(r, 0, "clearing a gradient failed");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +94,20 @@ mod tests {
         let after = peak_memory(0).unwrap();
         assert!(after.allocated >= before + 256 * 1024 * 1024, "{after:?}");
         assert!(after.reserved >= after.allocated);
+    }
+
+    #[test]
+    fn a_cleared_gradient_is_undefined_and_the_next_one_is_not_accumulated() {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        (&p * 3.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(p.grad()).unwrap(), vec![3.0, 3.0]);
+        clear_grad(&p);
+        assert!(!p.grad().defined());
+        (&p * 5.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(p.grad()).unwrap(), vec![5.0, 5.0]);
+        // A shallow clone (how the optimiser holds parameters) clears the same gradient.
+        let q = p.shallow_clone();
+        clear_grad(&q);
+        assert!(!p.grad().defined());
     }
 }

@@ -4,7 +4,9 @@
 // c10's device-generic allocator interface, so no CUDA headers are needed; when no CUDA
 // allocator is registered (CPU-only libtorch) every call reports an error (-1).
 // - deterministic algorithms (torch.use_deterministic_algorithms + cuDNN's flags).
+// - dropping a parameter's gradient (Python's `p.grad = None`).
 #include <ATen/Context.h>
+#include <ATen/core/Tensor.h>
 #include <c10/core/CachingDeviceAllocator.h>
 
 #include <cstdint>
@@ -61,6 +63,18 @@ int conveyor_set_deterministic(int on) {
     ctx.setDeterministicAlgorithms(on != 0, /*warn_only=*/false);
     ctx.setDeterministicCuDNN(on != 0);
     ctx.setBenchmarkCuDNN(false);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// p.grad = None: the next backward pass stores its gradient instead of adding it to a zeroed
+// one (one pass over the parameter's memory less, and no memset). `t` is tch's tensor handle,
+// which is an at::Tensor*.
+int conveyor_clear_grad(at::Tensor* t) {
+  try {
+    t->mutable_grad().reset();
     return 0;
   } catch (...) {
     return -1;
