@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::forward::{run_torch as torch, run_torch_live};
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
-use conveyor_pipeline::progress::Silent;
+use conveyor_pipeline::progress::{human_duration, Silent};
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
 use serde::Deserialize;
@@ -186,27 +186,16 @@ impl Progress {
         self.left[kind] = self.left[kind].saturating_sub(steps);
         let eta = self
             .eta()
-            .map(|e| format!(", about {} of training left", human(e)))
+            .map(|e| format!(", about {} of training left", human_duration(e)))
             .unwrap_or_default();
         self.cell(
             &format!(
                 "{what} ({} elapsed in this study run{eta})",
-                human(self.started.elapsed().as_secs_f64())
+                human_duration(self.started.elapsed().as_secs_f64())
             ),
             true,
         );
         Ok(())
-    }
-}
-
-/// "42 s", "12 min", "3.5 h".
-fn human(secs: f64) -> String {
-    if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else if secs < 5400.0 {
-        format!("{:.0} min", secs / 60.0)
-    } else {
-        format!("{:.1} h", secs / 3600.0)
     }
 }
 

@@ -20,3 +20,26 @@ impl Progress for Silent {
     fn note(&self, _: &str) {}
     fn finish(&self) {}
 }
+
+/// A duration for progress lines: "42 s", "12 min", "3.5 h".
+pub fn human_duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(42.4), "42 s");
+        assert_eq!(human_duration(720.0), "12 min");
+        assert_eq!(human_duration(12_600.0), "3.5 h");
+    }
+}

@@ -193,8 +193,13 @@ impl TrainProgress for Lines {
             let done = (m.step + 1).saturating_sub(first).max(1);
             let eta = m.elapsed_s / done as f64 * last.saturating_sub(m.step) as f64;
             eprintln!(
-                "step {:>7}/{last}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s  ETA {:.0} s",
-                m.step, m.loss, m.lr, m.tokens_per_s, m.examples_per_s, eta
+                "step {:>7}/{last}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s  ETA {}",
+                m.step,
+                m.loss,
+                m.lr,
+                m.tokens_per_s,
+                m.examples_per_s,
+                conveyor_pipeline::progress::human_duration(eta)
             );
         }
     }
