@@ -1,6 +1,7 @@
 //! End-to-end tests of `conveyor train` (run through `conveyor`, which hands it to
 //! `conveyor-torch`): exact resume on CPU (with and without --deterministic), checkpoints readable by Python's safetensors,
-//! a NaN stop that keeps the last good checkpoint, and refusals.
+//! a NaN stop that keeps the last good checkpoint, refusals, and the analytic FLOPs against
+//! PyTorch's FLOP counter.
 
 mod common;
 
@@ -184,4 +185,42 @@ fn wrong_inputs_are_refused_with_a_reason() {
     bad.extend(["--config", cfg.to_str().unwrap()]);
     let o = conveyor(&bad);
     assert!(String::from_utf8_lossy(&o.stderr).contains("not divisible"));
+}
+
+#[test]
+fn analytic_flops_match_pytorchs_flop_counter() {
+    // `model summary --json` counts FLOPs from the shapes; scripts/flop_count.py runs the same
+    // transformer in PyTorch under torch.utils.flop_counter for one forward + backward pass.
+    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    for (preset, length, targets) in [("tiny", "128", "32"), ("small", "512", "114")] {
+        let ours: serde_json::Value = serde_json::from_str(&ok(&[
+            "model",
+            "summary",
+            "--arch",
+            "transformer",
+            "--preset",
+            preset,
+            "--length",
+            length,
+            "--targets-length",
+            targets,
+            "--json",
+        ]))
+        .unwrap();
+        let o = Command::new(&python)
+            .current_dir(root())
+            .args(["scripts/flop_count.py", "--preset", preset])
+            .args(["--length", length, "--targets-length", targets])
+            .output()
+            .unwrap_or_else(|e| panic!("{python}: {e} (run the tests with `make test`)"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let theirs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for k in ["forward_flops", "train_flops"] {
+            let (a, b) = (ours[k].as_f64().unwrap(), theirs[k].as_f64().unwrap());
+            assert!(
+                (a - b).abs() <= 1e-3 * b,
+                "{preset}/{length}: {k} analytic {a} vs PyTorch's counter {b}"
+            );
+        }
+    }
 }

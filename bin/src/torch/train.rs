@@ -293,14 +293,36 @@ pub struct SummaryArgs {
     /// Input length for the FLOPs estimate (targets: a quarter of it).
     #[arg(long, default_value_t = 512)]
     length: usize,
+    /// Target length for the FLOPs estimate (default: a quarter of --length).
+    #[arg(long)]
+    targets_length: Option<usize>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn summary(a: SummaryArgs) -> anyhow::Result<i32> {
     let cfg = a.model.build(a.vocab_size)?;
-    print!(
-        "{}",
-        conveyor_model::summary::describe(&cfg, a.length, a.length / 4)
-    );
+    let targets = a.targets_length.unwrap_or(a.length / 4);
+    if a.json {
+        let fwd = 2.0 * conveyor_model::summary::forward_macs(&cfg, a.length, targets);
+        println!(
+            "{}",
+            serde_json::json!({
+                "arch": cfg.arch.name(),
+                "parameters": cfg.parameter_count(),
+                "inputs_length": a.length,
+                "targets_length": targets,
+                "forward_flops": fwd,
+                "train_flops": 3.0 * fwd,
+            })
+        );
+    } else {
+        print!(
+            "{}",
+            conveyor_model::summary::describe(&cfg, a.length, targets)
+        );
+    }
     Ok(0)
 }
 
