@@ -67,6 +67,8 @@ pub struct IngestArgs {
     /// Replace what an earlier, different job left in --out.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    workers: crate::workers::WorkerArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -101,6 +103,7 @@ impl IngestArgs {
         cfg.threads = self.threads;
         cfg.strict = self.strict;
         cfg.overwrite = self.overwrite;
+        cfg.worker = self.workers.resolve(self.quiet || self.json)?;
         Ok(cfg)
     }
 }
@@ -109,8 +112,18 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     let (json, quiet) = (args.json, args.quiet);
     let cfg = args.into_config()?;
     let progress = CliProgress::new(quiet || json);
+    let worker = cfg.worker;
+    let out = cfg.out.clone();
     let summary = ingest(cfg, &progress)?;
     report(&summary, json)?;
+    if let (Some(w), false) = (worker, json) {
+        println!(
+            "this worker's part is in {}; once all {} workers are done: conveyor manifest merge {}",
+            conveyor_pipeline::ingest::part_dir(&out, w).display(),
+            w.count,
+            out.display()
+        );
+    }
     Ok(if summary.failed_inputs.is_empty() {
         0
     } else {

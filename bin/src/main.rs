@@ -12,6 +12,7 @@ mod progress;
 mod study;
 mod task;
 mod vocab;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,9 @@ enum Command {
     Corrupt(corrupt::CorruptArgs),
     /// Summarise a token directory, decode its first documents, optionally verify every shard.
     Inspect(inspect::InspectArgs),
+    /// Manifests: join the parts of a job split among workers (`manifest merge OUT`).
+    #[command(subcommand)]
+    Manifest(workers::ManifestCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -115,6 +119,7 @@ fn main() {
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Manifest(c) => workers::run(c),
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
         Command::Task(c) => task::run(c),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod ingest;
 pub mod loader;
 pub mod manifest;
+pub mod merge;
 pub mod outdir;
 pub mod progress;
 pub mod rng;
@@ -15,5 +16,6 @@ pub mod source;
 pub mod spm;
 pub mod tokenize;
 pub mod vocab;
+pub mod workers;
 
 pub use error::{Error, Result};

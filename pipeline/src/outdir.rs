@@ -1,7 +1,8 @@
 //! The output folder rules every job follows: an empty or new folder starts the job, a
 //! folder with this job's unfinished work resumes it, a folder with this job's finished
 //! output is left as it is, and anything else is refused unless `--overwrite`, which removes
-//! only what a conveyor job writes (the manifest, `*-of-*.parquet` shards, the work folder).
+//! only what a conveyor job writes (the manifest, `*-of-*.parquet` shards, the work folder,
+//! and the parts and work folders of a job split among workers).
 
 use std::path::Path;
 
@@ -101,6 +102,7 @@ fn clear_outputs(out: &Path, work: &str) -> Result<(), Error> {
     if !out.is_dir() {
         return Ok(());
     }
+    let worker_work = format!("{work}-worker-");
     let work = work_dir(out, work);
     if work.exists() {
         std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
@@ -110,9 +112,15 @@ fn clear_outputs(out: &Path, work: &str) -> Result<(), Error> {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        // Workers' parts and work folders of a split job (see crate::workers).
+        if name == crate::workers::PARTS_DIR || name.starts_with(&worker_work) {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            continue;
+        }
         let ours = name == MANIFEST || (name.ends_with(".parquet") && name.contains("-of-"));
         if ours {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
     }
     Ok(())

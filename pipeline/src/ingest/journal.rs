@@ -1,4 +1,5 @@
-//! The ingest job's journal: how a killed run resumes. Work happens in `OUT/.conveyor-ingest/`:
+//! The ingest job's journal: how a killed run resumes. Work happens in `OUT/.conveyor-ingest/`
+//! (`OUT/.conveyor-ingest-worker-IIIII-of-NNNNN/` for one worker of a split job):
 //! `job.json` names the job, finished shards sit there as `shard-NNNNN.parquet`, and
 //! `journal.jsonl` gets one line per finished shard or input, appended only after the shard
 //! file is complete and synced. A rerun replays the journal, drops anything after its last
@@ -46,19 +47,19 @@ pub struct Journal {
     pub entries: Vec<Entry>,
 }
 
+/// The work folder's name: [`WORK_DIR`], or one per worker of a split job.
+pub fn work_name(worker: Option<crate::workers::Worker>) -> String {
+    match worker {
+        None => WORK_DIR.to_string(),
+        Some(w) => format!("{WORK_DIR}-{}", w.tag()),
+    }
+}
+
 impl Journal {
-    pub fn work_dir(out: &Path) -> PathBuf {
-        crate::outdir::work_dir(out, WORK_DIR)
-    }
-
-    /// The job id stored by an earlier run in `out`, if any.
-    pub fn existing_job(out: &Path) -> Option<String> {
-        crate::outdir::existing_job(&Self::work_dir(out))
-    }
-
-    /// Opens the journal of `job` in `out`, starting a new one if there is none.
-    pub fn open(out: &Path, job: &str) -> Result<Journal, Error> {
-        let dir = Self::work_dir(out);
+    /// Opens the journal of `job` in `out`'s work folder `work` (see [`work_name`]),
+    /// starting a new one if there is none.
+    pub fn open(out: &Path, work: &str, job: &str) -> Result<Journal, Error> {
+        let dir = crate::outdir::work_dir(out, work);
         crate::outdir::claim(&dir, job)?;
         let path = dir.join(JOURNAL_FILE);
         let mut entries = Vec::new();
@@ -158,22 +159,25 @@ mod tests {
     #[test]
     fn replays_whole_lines_and_drops_a_torn_one() {
         let out = tmpdir("torn");
-        let mut j = Journal::open(&out, "job1").unwrap();
+        let mut j = Journal::open(&out, WORK_DIR, "job1").unwrap();
         j.append(Entry::Finalizing { shards: 2 }).unwrap();
         drop(j);
-        let path = Journal::work_dir(&out).join(JOURNAL_FILE);
+        let path = crate::outdir::work_dir(&out, WORK_DIR).join(JOURNAL_FILE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"kind\":\"finaliz").unwrap();
         drop(f);
-        let mut j = Journal::open(&out, "job1").unwrap();
+        let mut j = Journal::open(&out, WORK_DIR, "job1").unwrap();
         assert_eq!(j.entries.len(), 1);
         assert!(j.finalizing());
         j.append(Entry::Finalizing { shards: 3 }).unwrap();
         drop(j);
-        let j = Journal::open(&out, "job1").unwrap();
+        let j = Journal::open(&out, WORK_DIR, "job1").unwrap();
         assert_eq!(j.entries.len(), 2);
-        assert_eq!(Journal::existing_job(&out).as_deref(), Some("job1"));
+        assert_eq!(
+            crate::outdir::existing_job(&crate::outdir::work_dir(&out, WORK_DIR)).as_deref(),
+            Some("job1")
+        );
         j.remove().unwrap();
-        assert!(!Journal::work_dir(&out).exists());
+        assert!(!crate::outdir::work_dir(&out, WORK_DIR).exists());
     }
 }

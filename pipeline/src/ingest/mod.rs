@@ -5,6 +5,9 @@
 //! reaches the size target or its input file ends, so shard contents depend only on the data
 //! (and N workers given disjoint inputs write the same shards as one). Work is journaled per
 //! shard (see [`journal`]) so a killed run resumes to the identical result.
+//!
+//! With a [`Worker`] the job does only that worker's inputs and leaves a part
+//! (`OUT/parts/worker-IIIII-of-NNNNN/`: shards and `part.json`) for [`crate::merge`].
 
 mod feed;
 pub mod journal;
@@ -20,6 +23,7 @@ use crate::manifest::{Counts, IngestSettings, InputRecord, Manifest};
 use crate::progress::Progress;
 use crate::source::{SourceOptions, TxtMode};
 use crate::tokenize::{Tokenizer, TokenizerKind};
+use crate::workers::{Worker, PARTS_DIR};
 use journal::Journal;
 
 /// Default shard size: about 192 MiB of Parquet.
@@ -43,6 +47,8 @@ pub struct IngestConfig {
     pub threads: Option<usize>,
     pub strict: bool,
     pub overwrite: bool,
+    /// This process's share of a split job; None = the whole job.
+    pub worker: Option<Worker>,
 }
 
 impl IngestConfig {
@@ -61,6 +67,7 @@ impl IngestConfig {
             threads: None,
             strict: false,
             overwrite: false,
+            worker: None,
         }
     }
 }
@@ -119,6 +126,15 @@ pub(crate) struct Plan {
     pub settings: IngestSettings,
     pub source_opts: SourceOptions,
     pub job: String,
+    /// The work folder's name inside the output folder.
+    pub work_name: String,
+}
+
+impl Plan {
+    /// Whether this process handles input `i` (all of them unless it is one worker of many).
+    pub fn owns(&self, i: usize) -> bool {
+        self.cfg.worker.is_none_or(|w| w.owns(i))
+    }
 }
 
 /// Runs the ingest job (or resumes it, or reports it as already complete).
@@ -126,10 +142,14 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = plan.cfg.out.clone();
-    if let Some(m) = prepare_out_dir(&plan)? {
+    let done = match plan.cfg.worker {
+        None => prepare_out_dir(&plan)?,
+        Some(w) => prepare_worker_out_dir(&plan, w)?,
+    };
+    if let Some(m) = done {
         return Ok(IngestSummary::from_manifest(&out, &m, true, false, 0.0));
     }
-    let journal = Journal::open(&out, &plan.job)?;
+    let journal = Journal::open(&out, &plan.work_name, &plan.job)?;
     let resumed = !journal.entries.is_empty();
     let manifest = run::run(&plan, journal, progress)?;
     Ok(IngestSummary::from_manifest(
@@ -139,6 +159,128 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
         resumed,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// A worker's part: its shards, folder-local names, and the manifest of its inputs.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct IngestPart {
+    pub format: String,
+    pub worker: Worker,
+    /// The inputs (indices into `manifest.inputs`) this worker did.
+    pub inputs: Vec<usize>,
+    /// Shards are named relative to the part folder; only `inputs` carry counts.
+    pub manifest: Manifest,
+}
+
+impl IngestPart {
+    /// The part's manifest with only the inputs this worker did (for its summary).
+    pub fn own_manifest(&self) -> Manifest {
+        let mut m = self.manifest.clone();
+        m.inputs = self
+            .inputs
+            .iter()
+            .filter_map(|&i| self.manifest.inputs.get(i).cloned())
+            .collect();
+        m
+    }
+}
+
+/// The `format` of `part.json` written by an ingest worker.
+pub const INGEST_PART_FORMAT: &str = "conveyor-ingest-part";
+
+/// The folder of worker `w`'s part in `out`.
+pub fn part_dir(out: &Path, w: Worker) -> PathBuf {
+    out.join(PARTS_DIR).join(w.tag())
+}
+
+/// Output folder rules for one worker of a split job. The folder is shared with the other
+/// workers, so their parts and work folders are expected; anything of another job is
+/// refused. Returns this worker's manifest (its inputs only) when its part, or the merged
+/// dataset, is already there.
+fn prepare_worker_out_dir(plan: &Plan, w: Worker) -> Result<Option<Manifest>, Error> {
+    let out = &plan.cfg.out;
+    let refuse = |message: String| Error::OutputDir {
+        path: out.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let part = part_dir(out, w);
+    let work = crate::outdir::work_dir(out, &plan.work_name);
+    if plan.cfg.overwrite {
+        for d in [&part, &work] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+        }
+    }
+    if out.join("manifest.json").exists() {
+        let m = Manifest::read(out)?;
+        if m.job == plan.job {
+            return Ok(Some(m));
+        }
+        return Err(refuse(format!(
+            "holds the merged output of a different job ({}, this one is {}); choose another --out",
+            m.job, plan.job
+        )));
+    }
+    for other in read_parts(out)? {
+        if other.manifest.job != plan.job {
+            return Err(refuse(format!(
+                "holds the part of {} for a different job ({}, this one is {}); every worker must get the same inputs, vocabulary and settings",
+                other.worker.tag(),
+                other.manifest.job,
+                plan.job
+            )));
+        }
+        if other.worker.count != w.count {
+            return Err(refuse(format!(
+                "holds a part of a {}-worker split; this worker is one of {}",
+                other.worker.count, w.count
+            )));
+        }
+        if other.worker == w {
+            return Ok(Some(other.own_manifest()));
+        }
+    }
+    if let Some(other) = crate::outdir::existing_job(&work) {
+        if other != plan.job {
+            return Err(refuse(format!(
+                "holds this worker's unfinished work of a different job ({other}); pass --overwrite to restart this worker"
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Every `parts/*/part.json` in `out`, in folder-name order.
+pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
+    let dir = out.join(PARTS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path().join("part.json"))
+        .filter(|p| p.exists())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let part: IngestPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+                path: p.clone(),
+                message: format!("not a readable ingest part: {e}"),
+            })?;
+            if part.format != INGEST_PART_FORMAT {
+                return Err(Error::OutputDir {
+                    path: p.clone(),
+                    message: format!("format {:?} is not {INGEST_PART_FORMAT}", part.format),
+                });
+            }
+            Ok(part)
+        })
+        .collect()
 }
 
 /// Checks everything that can be checked before any work: inputs exist, the vocabulary
@@ -198,6 +340,7 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
         text_field: cfg.text_field.clone(),
         txt_mode: cfg.txt_mode,
     };
+    let work_name = journal::work_name(cfg.worker);
     Ok(Plan {
         cfg,
         inputs,
@@ -206,6 +349,7 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
         settings,
         source_opts,
         job,
+        work_name,
     })
 }
 

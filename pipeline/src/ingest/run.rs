@@ -24,7 +24,14 @@ pub(super) fn run(
         .num_threads(plan.cfg.threads.unwrap_or(0))
         .build()
         .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
-    progress.start(plan.inputs.iter().map(|i| i.bytes).sum());
+    progress.start(
+        plan.inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| plan.owns(*i))
+            .map(|(_, input)| input.bytes)
+            .sum(),
+    );
     if !journal.entries.is_empty() {
         progress.note(&format!(
             "resuming: {} shard(s) already written",
@@ -34,6 +41,9 @@ pub(super) fn run(
     if !journal.finalizing() {
         let mut todo = Vec::new();
         for (i, input) in plan.inputs.iter().enumerate() {
+            if !plan.owns(i) {
+                continue;
+            }
             if journal.input_done(i) {
                 progress.advance(input.bytes, 0, 0);
             } else {
@@ -282,9 +292,18 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
         problems.extend(probs.iter().cloned());
     }
     let count = shards.len();
+    // One worker of a split job keeps its shards in its part folder under local names;
+    // `manifest merge` gives them their final names.
+    let part = plan.cfg.worker.map(|w| super::part_dir(out, w));
+    if let Some(dir) = &part {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     for (i, shard) in shards.iter_mut().enumerate() {
-        let final_name = shard_name(&plan.settings.split, i, count);
-        rename_once(&journal.shard_path(i), &out.join(&final_name))?;
+        let (dir, final_name) = match &part {
+            None => (out.as_path(), shard_name(&plan.settings.split, i, count)),
+            Some(dir) => (dir.as_path(), format!("shard-{i:05}.parquet")),
+        };
+        rename_once(&journal.shard_path(i), &dir.join(&final_name))?;
         shard.file = final_name;
     }
     let mut totals = Counts::default();
@@ -316,6 +335,18 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
         problems,
         problems_total,
     };
+    if let (Some(dir), Some(w)) = (&part, plan.cfg.worker) {
+        let part = super::IngestPart {
+            format: super::INGEST_PART_FORMAT.into(),
+            worker: w,
+            inputs: (0..plan.inputs.len()).filter(|&i| plan.owns(i)).collect(),
+            manifest,
+        };
+        let json = serde_json::to_string_pretty(&part).expect("part serialises") + "\n";
+        crate::manifest::write_atomic(&dir.join("part.json"), json.as_bytes())?;
+        journal.remove()?;
+        return Ok(part.own_manifest());
+    }
     manifest.write(out)?;
     journal.remove()?;
     Ok(manifest)

@@ -1,0 +1,76 @@
+//! The `--num-workers` / `--worker-index` options of the commands that split a job among
+//! workers, and `conveyor manifest merge`, which joins their parts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use conveyor_pipeline::workers::Worker;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkerArgs {
+    /// Split the job among N workers, each run as its own process (on one machine or many,
+    /// sharing --out); then `conveyor manifest merge OUT`. Read from SLURM_ARRAY_TASK_COUNT
+    /// in a Slurm job array when not given.
+    #[arg(long)]
+    pub num_workers: Option<usize>,
+    /// This worker's index, from 0 (default: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN,
+    /// or JOB_COMPLETION_INDEX in a Kubernetes Indexed Job).
+    #[arg(long)]
+    pub worker_index: Option<usize>,
+}
+
+impl WorkerArgs {
+    /// The worker this process is (None: the whole job); says where that came from on
+    /// stderr unless `quiet`.
+    pub fn resolve(&self, quiet: bool) -> anyhow::Result<Option<Worker>> {
+        let w = Worker::resolve(self.worker_index, self.num_workers, |k| {
+            std::env::var(k).ok()
+        })?;
+        if let (Some((w, from)), false) = (&w, quiet) {
+            eprintln!(
+                "worker {} of {} (from {from}): this process does its share of the inputs",
+                w.index, w.count
+            );
+        }
+        Ok(w.map(|(w, _)| w))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ManifestCommand {
+    /// Join the parts the workers of a split job left in OUT/parts/ into one dataset.
+    Merge {
+        /// The output folder the workers shared.
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
+    match c {
+        ManifestCommand::Merge { out, json } => {
+            let s = conveyor_pipeline::merge::merge(&out)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else if s.already_merged {
+                println!(
+                    "{} already holds the merged dataset ({} shards); nothing to do.",
+                    out.display(),
+                    s.shards
+                );
+            } else {
+                println!(
+                    "merged {} workers' parts: {} shards, {} documents, {} tokens; manifest {}",
+                    s.workers,
+                    s.shards,
+                    s.totals.documents,
+                    s.totals.tokens,
+                    out.join("manifest.json").display()
+                );
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Splitting a job among N workers that an existing scheduler starts (a Slurm job array, a
+//! Kubernetes Indexed Job, N shell processes): worker I of N takes the inputs whose index is
+//! I modulo N. Every worker lists the inputs the same way (sorted paths), so the split needs
+//! no coordination; each writes its part under `OUT/parts/worker-IIIII-of-NNNNN/`, and
+//! `conveyor manifest merge OUT` joins the parts into the dataset one worker would have
+//! written (see [`crate::merge`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Worker `index` of `count` (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    pub index: usize,
+    pub count: usize,
+}
+
+/// Where the parts of a split job are written, inside the output folder.
+pub const PARTS_DIR: &str = "parts";
+
+impl Worker {
+    pub fn new(index: usize, count: usize) -> Result<Worker, Error> {
+        if count == 0 || index >= count {
+            return Err(Error::Config(format!(
+                "worker index {index} is not below the number of workers {count} (indices count from 0)"
+            )));
+        }
+        Ok(Worker { index, count })
+    }
+
+    /// Whether input `item` (its index in the job's sorted input list) is this worker's.
+    pub fn owns(&self, item: usize) -> bool {
+        item % self.count == self.index
+    }
+
+    /// `worker-00003-of-00008`: the name of this worker's part folder.
+    pub fn tag(&self) -> String {
+        format!("worker-{:05}-of-{:05}", self.index, self.count)
+    }
+
+    /// The worker this process is, from `--worker-index` / `--num-workers` when given, else
+    /// from the scheduler's environment: Slurm job arrays (`SLURM_ARRAY_TASK_ID` minus
+    /// `SLURM_ARRAY_TASK_MIN`, `SLURM_ARRAY_TASK_COUNT`) or Kubernetes Indexed Jobs
+    /// (`JOB_COMPLETION_INDEX`; the count must then be given). `None` means one worker does
+    /// the whole job (also when the count is 1). The string says where the split came from.
+    pub fn resolve(
+        worker_index: Option<usize>,
+        num_workers: Option<usize>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(Worker, String)>, Error> {
+        let num = |name: &str| -> Result<Option<usize>, Error> {
+            env(name)
+                .map(|v| {
+                    v.trim().parse::<usize>().map_err(|_| {
+                        Error::Config(format!("{name}={v:?} is not a non-negative integer"))
+                    })
+                })
+                .transpose()
+        };
+        let slurm_index = match num("SLURM_ARRAY_TASK_ID")? {
+            Some(id) => Some(
+                id.checked_sub(num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0))
+                    .ok_or_else(|| {
+                        Error::Config("SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN".into())
+                    })?,
+            ),
+            None => None,
+        };
+        let (index, index_from) = match (worker_index, slurm_index, num("JOB_COMPLETION_INDEX")?) {
+            (Some(i), _, _) => (Some(i), "--worker-index"),
+            (None, Some(i), _) => (Some(i), "SLURM_ARRAY_TASK_ID"),
+            (None, None, Some(i)) => (Some(i), "JOB_COMPLETION_INDEX"),
+            _ => (None, ""),
+        };
+        let (count, count_from) = match (num_workers, num("SLURM_ARRAY_TASK_COUNT")?) {
+            (Some(n), _) => (Some(n), "--num-workers"),
+            (None, Some(n)) if index_from == "SLURM_ARRAY_TASK_ID" => {
+                (Some(n), "SLURM_ARRAY_TASK_COUNT")
+            }
+            _ => (None, ""),
+        };
+        match (index, count) {
+            (None, None) => Ok(None),
+            (None, Some(n)) if n <= 1 => Ok(None),
+            (Some(_), None) => Err(Error::Config(format!(
+                "the worker index comes from {index_from} but the number of workers is unknown; pass --num-workers"
+            ))),
+            (None, Some(_)) => Err(Error::Config(format!(
+                "the number of workers comes from {count_from} but this worker's index is unknown; pass --worker-index"
+            ))),
+            (Some(i), Some(n)) => {
+                let w = Worker::new(i, n)?;
+                Ok((n > 1).then(|| (w, format!("{index_from}, {count_from}"))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn workers_split_inputs_round_robin_without_overlap() {
+        let ws: Vec<Worker> = (0..3).map(|i| Worker::new(i, 3).unwrap()).collect();
+        for item in 0..10 {
+            assert_eq!(ws.iter().filter(|w| w.owns(item)).count(), 1);
+        }
+        assert!(ws[1].owns(4) && !ws[1].owns(5));
+        assert_eq!(ws[2].tag(), "worker-00002-of-00003");
+        assert!(Worker::new(3, 3).is_err());
+    }
+
+    #[test]
+    fn flags_then_slurm_then_kubernetes() {
+        let none: &[(&str, &str)] = &[];
+        assert_eq!(Worker::resolve(None, None, env(none)).unwrap(), None);
+        let w = |i, n| Some(Worker::new(i, n).unwrap());
+        let got = |r: Option<(Worker, String)>| r.map(|(w, _)| w);
+        assert_eq!(
+            got(Worker::resolve(Some(1), Some(4), env(none)).unwrap()),
+            w(1, 4)
+        );
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "12"),
+            ("SLURM_ARRAY_TASK_MIN", "10"),
+            ("SLURM_ARRAY_TASK_COUNT", "5"),
+        ];
+        assert_eq!(
+            got(Worker::resolve(None, None, env(&slurm)).unwrap()),
+            w(2, 5)
+        );
+        // Flags win over the environment.
+        assert_eq!(
+            got(Worker::resolve(Some(0), Some(2), env(&slurm)).unwrap()),
+            w(0, 2)
+        );
+        let k8s = [("JOB_COMPLETION_INDEX", "3")];
+        assert_eq!(
+            got(Worker::resolve(None, Some(4), env(&k8s)).unwrap()),
+            w(3, 4)
+        );
+        let e = Worker::resolve(None, None, env(&k8s))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--num-workers"), "{e}");
+        // One worker is the whole job.
+        assert_eq!(Worker::resolve(Some(0), Some(1), env(none)).unwrap(), None);
+        assert!(Worker::resolve(Some(4), Some(4), env(none)).is_err());
+        let bad = [("SLURM_ARRAY_TASK_ID", "x")];
+        assert!(Worker::resolve(None, None, env(&bad)).is_err());
+    }
+}
