@@ -1,6 +1,6 @@
 //! End-to-end tests of `conveyor corrupt` on the real C4 sample: T5's lengths, examples that
 //! merge back into exactly the documents, noise statistics, thread-count determinism,
-//! kill-and-resume, packing, and every refusal.
+//! kill-and-resume, packing, a job split among worker processes, and every refusal.
 
 mod common;
 
@@ -346,4 +346,55 @@ fn refusals_say_what_to_do() {
         "{err}"
     );
     assert!(!out.join("manifest.json").exists());
+}
+
+#[test]
+fn three_workers_merged_write_exactly_what_one_process_writes() {
+    let one = tmp_dir("split-one");
+    corrupt(&one, &["--seed", "3"]);
+    let many = tmp_path("split-many");
+    let worker = |index: usize| {
+        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(["corrupt", tokens().to_str().unwrap(), "--out"])
+            .arg(&many)
+            .args(["--seed", "3", "-q", "--num-workers", "3", "--worker-index"])
+            .arg(index.to_string())
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .output()
+            .unwrap()
+    };
+    // Workers 0 and 2 side by side; the merge then names worker 1 as missing.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| worker(0));
+        let b = s.spawn(|| worker(2));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success());
+    let o = conveyor(&["manifest", "merge", many.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("worker(s) 1 of 3"),
+        "{err}"
+    );
+    assert!(worker(1).status.success());
+    let out = ok(&["manifest", "merge", many.to_str().unwrap()]);
+    assert!(out.contains("16 example shards"), "{out}");
+    // The same shard files, byte for byte, and the same manifest.
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&many), names(&one));
+    for f in names(&one) {
+        assert!(
+            std::fs::read(one.join(&f)).unwrap() == std::fs::read(many.join(&f)).unwrap(),
+            "{f} differs"
+        );
+    }
 }

@@ -49,6 +49,8 @@ pub struct CorruptArgs {
     /// Replace what an earlier, different job left in --out.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    workers: crate::workers::WorkerArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -69,9 +71,11 @@ pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
     cfg.vocab = a.vocab;
     cfg.threads = a.threads;
     cfg.overwrite = a.overwrite;
+    cfg.worker = a.workers.resolve(a.quiet || a.json)?;
     let progress = CliProgress::new(a.quiet || a.json);
     let s = corrupt(&cfg, &progress)?;
     report(&s, a.json)?;
+    crate::workers::merge_hint(&cfg.out, cfg.worker, a.json);
     Ok(0)
 }
 

@@ -116,14 +116,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     let out = cfg.out.clone();
     let summary = ingest(cfg, &progress)?;
     report(&summary, json)?;
-    if let (Some(w), false) = (worker, json) {
-        println!(
-            "this worker's part is in {}; once all {} workers are done: conveyor manifest merge {}",
-            conveyor_pipeline::ingest::part_dir(&out, w).display(),
-            w.count,
-            out.display()
-        );
-    }
+    crate::workers::merge_hint(&out, worker, json);
     Ok(if summary.failed_inputs.is_empty() {
         0
     } else {

@@ -36,6 +36,18 @@ impl WorkerArgs {
     }
 }
 
+/// After a worker's share: where its part is and what to run once all are done.
+pub fn merge_hint(out: &std::path::Path, worker: Option<Worker>, json: bool) {
+    if let (Some(w), false) = (worker, json) {
+        println!(
+            "this worker's part is in {}; once all {} workers are done: conveyor manifest merge {}",
+            conveyor_pipeline::workers::part_dir(out, w).display(),
+            w.count,
+            out.display()
+        );
+    }
+}
+
 #[derive(Subcommand)]
 pub enum ManifestCommand {
     /// Join the parts the workers of a split job left in OUT/parts/ into one dataset.
@@ -56,17 +68,18 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if s.already_merged {
                 println!(
-                    "{} already holds the merged dataset ({} shards); nothing to do.",
+                    "{} already holds the merged dataset ({} {}); nothing to do.",
                     out.display(),
-                    s.shards
+                    s.shards,
+                    s.kind
                 );
             } else {
                 println!(
-                    "merged {} workers' parts: {} shards, {} documents, {} tokens; manifest {}",
+                    "merged {} workers' parts: {} {}, {} tokens; manifest {}",
                     s.workers,
                     s.shards,
-                    s.totals.documents,
-                    s.totals.tokens,
+                    s.kind,
+                    s.tokens,
                     out.join("manifest.json").display()
                 );
             }

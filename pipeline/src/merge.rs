@@ -1,29 +1,34 @@
-//! `conveyor manifest merge OUT`: joins the parts that the workers of a split job left in
-//! `OUT/parts/` into the dataset one worker would have written — the same shards, in the same
-//! order, under the same names, with the same manifest. It checks first that the parts belong
-//! together (one job: same inputs, vocabulary and settings; one worker count; every worker
-//! present once; every input done by exactly the worker that owns it; every shard file
-//! there) and says which worker to rerun when one is missing. Renames are idempotent and the
-//! manifest is written last, so a killed merge is finished by running it again.
+//! `conveyor manifest merge OUT`: joins the parts that the workers of a split job (ingest or
+//! corrupt) left in `OUT/parts/` into the dataset one worker would have written — the same
+//! shards, in the same order, under the same names, with the same manifest. It checks first
+//! that the parts belong together (one job: same inputs, vocabulary and settings; one worker
+//! count; every worker present once; every input or token shard done by exactly the worker
+//! that owns it; every shard file there) and says which worker to rerun when one is missing.
+//! Renames are idempotent and the manifest is written last, so a killed merge is finished by
+//! running it again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::corrupt::job::CORRUPT_PART_FORMAT;
+use crate::corrupt::manifest::ExamplesManifest;
 use crate::error::Error;
-use crate::ingest::{part_dir, read_parts, IngestPart};
+use crate::ingest::{read_parts, IngestPart, INGEST_PART_FORMAT};
 use crate::manifest::{Counts, Manifest, MAX_LISTED_PROBLEMS};
 use crate::shard::shard_name;
-use crate::workers::PARTS_DIR;
+use crate::workers::{check_parts, part_dir, read_part_files, PARTS_DIR};
 
 /// What a merge did.
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeSummary {
     pub out: PathBuf,
+    /// "token shards" or "example shards".
+    pub kind: String,
     pub workers: usize,
     pub shards: usize,
-    pub totals: Counts,
+    pub tokens: u64,
     /// True when `out` already held the merged dataset and no parts.
     pub already_merged: bool,
 }
@@ -35,28 +40,66 @@ fn refuse(path: &Path, message: String) -> Error {
     }
 }
 
-/// Merges the ingest parts in `out` (see the module documentation).
+/// Merges the worker parts in `out` (see the module documentation).
 pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
-    let parts = read_parts(out)?;
-    if parts.is_empty() {
+    let files = read_part_files(out)?;
+    let summary = |kind: &str, workers, shards, tokens, already_merged| MergeSummary {
+        out: out.to_path_buf(),
+        kind: kind.into(),
+        workers,
+        shards,
+        tokens,
+        already_merged,
+    };
+    if files.is_empty() {
         if out.join(Manifest::FILE).exists() {
-            let m = Manifest::read(out)?;
-            return Ok(MergeSummary {
-                out: out.to_path_buf(),
-                workers: 0,
-                shards: m.shards.len(),
-                totals: m.totals,
-                already_merged: true,
-            });
+            if let Ok(m) = Manifest::read(out) {
+                return Ok(summary(
+                    "token shards",
+                    0,
+                    m.shards.len(),
+                    m.totals.tokens,
+                    true,
+                ));
+            }
+            let m = ExamplesManifest::read(out)?;
+            return Ok(summary("example shards", 0, m.shards.len(), m.tokens, true));
         }
         return Err(refuse(
             out,
             format!("has no worker parts ({PARTS_DIR}/worker-*/part.json) to merge"),
         ));
     }
-    check(out, &parts)?;
+    let headers: Vec<_> = files.iter().map(|(_, h, _)| h.clone()).collect();
+    check_parts(out, &headers)?;
+    let workers = headers[0].worker.count;
+    match headers[0].format.as_str() {
+        INGEST_PART_FORMAT => {
+            let (shards, totals) = merge_ingest(out, read_parts(out)?)?;
+            Ok(summary(
+                "token shards",
+                workers,
+                shards,
+                totals.tokens,
+                false,
+            ))
+        }
+        CORRUPT_PART_FORMAT => {
+            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
+            let (shards, tokens) = crate::corrupt::job::merge_parts(out, &paths)?;
+            Ok(summary("example shards", workers, shards, tokens, false))
+        }
+        other => Err(refuse(
+            out,
+            format!("holds parts of format {other:?}, which this conveyor cannot merge"),
+        )),
+    }
+}
+
+/// Joins ingest parts; returns the shard count and totals.
+fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), Error> {
+    check_inputs(out, &parts)?;
     let base = &parts[0].manifest;
-    let count = parts[0].worker.count;
 
     // The shards in the order one worker writes them: by input, then by position in it.
     let mut shards = Vec::new();
@@ -130,60 +173,13 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
     manifest.write(out)?;
     let dir = out.join(PARTS_DIR);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    Ok(MergeSummary {
-        out: out.to_path_buf(),
-        workers: count,
-        shards: total,
-        totals,
-        already_merged: false,
-    })
+    Ok((total, totals))
 }
 
-/// The checks that the parts make one dataset.
-fn check(out: &Path, parts: &[IngestPart]) -> Result<(), Error> {
+/// Every input done by exactly the worker that owns it.
+fn check_inputs(out: &Path, parts: &[IngestPart]) -> Result<(), Error> {
     let first = &parts[0];
     let count = first.worker.count;
-    for p in parts {
-        if p.manifest.job != first.manifest.job {
-            return Err(refuse(
-                out,
-                format!(
-                    "{} and {} are parts of different jobs ({} and {}): the workers were given different inputs, vocabularies or settings",
-                    first.worker.tag(),
-                    p.worker.tag(),
-                    first.manifest.job,
-                    p.manifest.job
-                ),
-            ));
-        }
-        if p.worker.count != count {
-            return Err(refuse(
-                out,
-                format!(
-                    "{} belongs to a {}-worker split and {} to a {}-worker one",
-                    first.worker.tag(),
-                    count,
-                    p.worker.tag(),
-                    p.worker.count
-                ),
-            ));
-        }
-    }
-    let present: Vec<usize> = parts.iter().map(|p| p.worker.index).collect();
-    let missing: Vec<String> = (0..count)
-        .filter(|i| !present.contains(i))
-        .map(|i| i.to_string())
-        .collect();
-    if !missing.is_empty() {
-        return Err(refuse(
-            out,
-            format!(
-                "worker(s) {} of {count} have not finished (no {PARTS_DIR}/worker-*/part.json); run them (e.g. --worker-index {} --num-workers {count}) and merge again",
-                missing.join(", "),
-                missing[0]
-            ),
-        ));
-    }
     let n = first.manifest.inputs.len();
     let mut done_by: Vec<Option<usize>> = vec![None; n];
     for p in parts {

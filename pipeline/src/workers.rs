@@ -97,6 +97,167 @@ impl Worker {
     }
 }
 
+/// What every worker's `part.json` starts with (the rest depends on the job kind).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartHeader {
+    /// `conveyor-ingest-part`, `conveyor-corrupt-part`, ...
+    pub format: String,
+    pub job: String,
+    pub worker: Worker,
+}
+
+/// The folder of worker `w`'s part in `out`.
+pub fn part_dir(out: &std::path::Path, w: Worker) -> std::path::PathBuf {
+    out.join(PARTS_DIR).join(w.tag())
+}
+
+/// Every `parts/*/part.json` in `out` with its header, in folder-name order.
+pub fn read_part_files(
+    out: &std::path::Path,
+) -> Result<Vec<(std::path::PathBuf, PartHeader, String)>, Error> {
+    let dir = out.join(PARTS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .map(|e| e.path().join("part.json"))
+        .filter(|p| p.exists())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            let h: PartHeader = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+                path: p.clone(),
+                message: format!("not a conveyor worker part: {e}"),
+            })?;
+            Ok((p, h, text))
+        })
+        .collect()
+}
+
+/// Where one worker of a split job stands in the shared output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// The parts were already merged into this job's dataset.
+    Merged,
+    /// This worker's part is already there.
+    PartDone,
+    /// Work to do (from scratch, or resuming this worker's work folder).
+    Start,
+}
+
+/// Output folder rules for worker `w` of a split job whose id is `job` and whose work
+/// folder is named `work`. The folder is shared, so other workers' parts and work folders
+/// are expected; a part of another job or another worker count is refused, and so is a
+/// merged dataset of another job. `--overwrite` clears only this worker's part and work.
+pub fn prepare_out(
+    out: &std::path::Path,
+    work: &str,
+    job: &str,
+    w: Worker,
+    overwrite: bool,
+    merged_job: impl FnOnce(&std::path::Path) -> Result<String, Error>,
+) -> Result<WorkerState, Error> {
+    let refuse = |message: String| Error::OutputDir {
+        path: out.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let part = part_dir(out, w);
+    let work = crate::outdir::work_dir(out, work);
+    if overwrite {
+        for d in [&part, &work] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+        }
+    }
+    if out.join("manifest.json").exists() {
+        let found = merged_job(out)?;
+        if found == job {
+            return Ok(WorkerState::Merged);
+        }
+        return Err(refuse(format!(
+            "holds the merged output of a different job ({found}, this one is {job}); choose another --out"
+        )));
+    }
+    let mut done = false;
+    for (_, other, _) in read_part_files(out)? {
+        if other.job != job {
+            return Err(refuse(format!(
+                "holds the part of {} for a different job ({}, this one is {job}); every worker must get the same inputs and settings",
+                other.worker.tag(),
+                other.job
+            )));
+        }
+        if other.worker.count != w.count {
+            return Err(refuse(format!(
+                "holds a part of a {}-worker split; this worker is one of {}",
+                other.worker.count, w.count
+            )));
+        }
+        done |= other.worker == w;
+    }
+    if done {
+        return Ok(WorkerState::PartDone);
+    }
+    if let Some(other) = crate::outdir::existing_job(&work) {
+        if other != job {
+            return Err(refuse(format!(
+                "holds this worker's unfinished work of a different job ({other}); pass --overwrite to restart this worker"
+            )));
+        }
+    }
+    Ok(WorkerState::Start)
+}
+
+/// The checks that `parts` (headers) make one split job of `format`: one job, one worker
+/// count, every worker present exactly once. Names the missing workers.
+pub fn check_parts(out: &std::path::Path, parts: &[PartHeader]) -> Result<(), Error> {
+    let refuse = |message: String| Error::OutputDir {
+        path: out.to_path_buf(),
+        message,
+    };
+    let first = &parts[0];
+    let count = first.worker.count;
+    for p in parts {
+        if p.format != first.format || p.job != first.job {
+            return Err(refuse(format!(
+                "{} and {} are parts of different jobs ({} {} and {} {}): the workers were given different inputs or settings",
+                first.worker.tag(),
+                p.worker.tag(),
+                first.format,
+                first.job,
+                p.format,
+                p.job
+            )));
+        }
+        if p.worker.count != count {
+            return Err(refuse(format!(
+                "{} belongs to a {count}-worker split and {} to a {}-worker one",
+                first.worker.tag(),
+                p.worker.tag(),
+                p.worker.count
+            )));
+        }
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !parts.iter().any(|p| p.worker.index == *i))
+        .map(|i| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(format!(
+            "worker(s) {} of {count} have not finished (no {PARTS_DIR}/worker-*/part.json); run them (e.g. --worker-index {} --num-workers {count}) and merge again",
+            missing.join(", "),
+            missing[0]
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 //! parallel; each shard's content depends only on the data and the settings). A finished
 //! shard is renamed into the work folder with a small record beside it, so a killed run
 //! resumes by redoing only unfinished shards; final names appear only when all are done.
+//! With a [`Worker`], the job does token shards k with k mod N = I and leaves a part for
+//! `conveyor manifest merge` ([`merge_parts`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,8 +23,26 @@ use crate::manifest::{write_atomic, Manifest};
 use crate::outdir::{self, OutState};
 use crate::progress::Progress;
 use crate::shard::{shard_name, ExampleShardWriter, Ids, TokenDocs};
+use crate::workers::{part_dir, Worker, WorkerState, PARTS_DIR};
 
 const WORK_DIR: &str = ".conveyor-corrupt";
+
+/// The `format` of `part.json` written by a corrupt worker.
+pub const CORRUPT_PART_FORMAT: &str = "conveyor-corrupt-part";
+
+/// A worker's part: its example shards (named `shard-KKKKK.parquet` after their token shard
+/// in the part folder) and a manifest of them alone.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CorruptPart {
+    pub format: String,
+    pub job: String,
+    pub worker: Worker,
+    /// Token shards in the whole job.
+    pub total: usize,
+    /// The token shards (indices) this worker did, in the order of `manifest.shards`.
+    pub shards: Vec<usize>,
+    pub manifest: ExamplesManifest,
+}
 
 /// A corruption job.
 #[derive(Debug, Clone)]
@@ -43,6 +63,8 @@ pub struct CorruptConfig {
     pub vocab: Option<PathBuf>,
     pub threads: Option<usize>,
     pub overwrite: bool,
+    /// This process's share of a split job; None = the whole job.
+    pub worker: Option<Worker>,
 }
 
 impl CorruptConfig {
@@ -61,6 +83,7 @@ impl CorruptConfig {
             vocab: None,
             threads: None,
             overwrite: false,
+            worker: None,
         }
     }
 }
@@ -236,25 +259,55 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = &cfg.out;
-    let state = outdir::prepare(out, WORK_DIR, &plan.job, cfg.overwrite, |d| {
-        ExamplesManifest::read(d).map(|m| m.job)
-    })?;
-    if state == OutState::Complete {
-        let m = ExamplesManifest::read(out)?;
-        return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
+    let work_name = match cfg.worker {
+        None => WORK_DIR.to_string(),
+        Some(w) => format!("{WORK_DIR}-{}", w.tag()),
+    };
+    let merged_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
+    match cfg.worker {
+        None => {
+            if outdir::prepare(out, WORK_DIR, &plan.job, cfg.overwrite, merged_job)?
+                == OutState::Complete
+            {
+                let m = ExamplesManifest::read(out)?;
+                return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
+            }
+        }
+        Some(w) => {
+            match crate::workers::prepare_out(
+                out,
+                &work_name,
+                &plan.job,
+                w,
+                cfg.overwrite,
+                merged_job,
+            )? {
+                WorkerState::Merged => {
+                    let m = ExamplesManifest::read(out)?;
+                    return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
+                }
+                WorkerState::PartDone => {
+                    let p = read_part(&part_dir(out, w).join("part.json"))?;
+                    return Ok(CorruptSummary::new(&p.manifest, out, true, false, 0.0));
+                }
+                WorkerState::Start => {}
+            }
+        }
     }
-    let work = outdir::work_dir(out, WORK_DIR);
+    let owns = |k: usize| cfg.worker.is_none_or(|w| w.owns(k));
+    let work = outdir::work_dir(out, &work_name);
     let resumed = work.exists();
     outdir::claim(&work, &plan.job)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.unwrap_or(0))
         .build()
         .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
-    progress.start(plan.source.shards.iter().map(|s| s.bytes).sum());
+    let mine: Vec<usize> = (0..plan.source.shards.len()).filter(|&k| owns(k)).collect();
+    progress.start(mine.iter().map(|&k| plan.source.shards[k].bytes).sum());
     let reused = AtomicUsize::new(0);
     let records: Vec<Result<ExampleShardRecord, Error>> = pool.install(|| {
-        (0..plan.source.shards.len())
-            .into_par_iter()
+        mine.par_iter()
+            .copied()
             .map(|k| {
                 let done = load_done(&work, k);
                 if let Some(r) = done {
@@ -272,7 +325,10 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     }
     let records = records.into_iter().collect::<Result<Vec<_>, _>>()?;
     progress.finish();
-    let m = finalize(cfg, &plan, &work, records)?;
+    let m = match cfg.worker {
+        None => finalize(cfg, &plan, &work, records)?,
+        Some(w) => finalize_part(cfg, &plan, &work, w, &mine, records)?,
+    };
     Ok(CorruptSummary::new(
         &m,
         out,
@@ -423,20 +479,148 @@ fn finalize(
     let count = records.len();
     for (k, r) in records.iter_mut().enumerate() {
         let name = shard_name(&plan.settings.split, k, count);
-        let from = work_shard(work, k);
-        let to = cfg.out.join(&name);
-        if from.exists() {
-            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
-        } else if !to.exists() {
-            return Err(Error::OutputDir {
-                path: from,
-                message: "a finished shard is missing; rerun with --overwrite to start again"
-                    .into(),
-            });
-        }
+        move_shard(&work_shard(work, k), &cfg.out.join(&name))?;
         r.file = name;
     }
+    let m = examples_manifest(cfg, plan, records);
+    m.write(&cfg.out)?;
+    std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
+    Ok(m)
+}
+
+/// Renames a finished shard unless an earlier, interrupted finalize already did.
+fn move_shard(from: &Path, to: &Path) -> Result<(), Error> {
+    if from.exists() {
+        std::fs::rename(from, to).map_err(|e| Error::io(from, e))
+    } else if to.exists() {
+        Ok(())
+    } else {
+        Err(Error::OutputDir {
+            path: from.to_path_buf(),
+            message: "a finished shard is missing; rerun with --overwrite to start again".into(),
+        })
+    }
+}
+
+/// One worker's end: its shards move to its part folder (named after their token shard)
+/// and `part.json` is written; returns the part's manifest.
+fn finalize_part(
+    cfg: &CorruptConfig,
+    plan: &Plan,
+    work: &Path,
+    w: Worker,
+    mine: &[usize],
+    mut records: Vec<ExampleShardRecord>,
+) -> Result<ExamplesManifest, Error> {
+    let dir = part_dir(&cfg.out, w);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for (&k, r) in mine.iter().zip(records.iter_mut()) {
+        let name = format!("shard-{k:05}.parquet");
+        move_shard(&work_shard(work, k), &dir.join(&name))?;
+        r.file = name;
+    }
+    let part = CorruptPart {
+        format: CORRUPT_PART_FORMAT.into(),
+        job: plan.job.clone(),
+        worker: w,
+        total: plan.source.shards.len(),
+        shards: mine.to_vec(),
+        manifest: examples_manifest(cfg, plan, records),
+    };
+    let json = serde_json::to_string_pretty(&part).expect("part serialises") + "\n";
+    write_atomic(&dir.join("part.json"), json.as_bytes())?;
+    std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
+    Ok(part.manifest)
+}
+
+fn read_part(path: &Path) -> Result<CorruptPart, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+        path: path.to_path_buf(),
+        message: format!("not a readable corrupt part: {e}"),
+    })
+}
+
+/// Joins the workers' parts (already checked to be one job with every worker present) into
+/// the dataset one process writes: returns the shard count and tokens.
+pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error> {
+    let parts = files
+        .iter()
+        .map(|f| read_part(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = parts[0].total;
+    let mut slots: Vec<Option<(Worker, ExampleShardRecord)>> = vec![None; total];
+    for p in &parts {
+        for (&k, r) in p.shards.iter().zip(&p.manifest.shards) {
+            let refuse = |message: String| Error::OutputDir {
+                path: out.to_path_buf(),
+                message,
+            };
+            if k >= total || !p.worker.owns(k) {
+                return Err(refuse(format!(
+                    "{} lists token shard {k}, which is not one of its shards",
+                    p.worker.tag()
+                )));
+            }
+            if let Some((other, _)) = &slots[k] {
+                return Err(refuse(format!(
+                    "token shard {k} was done twice (by workers {} and {})",
+                    other.index, p.worker.index
+                )));
+            }
+            slots[k] = Some((p.worker, r.clone()));
+        }
+    }
+    if let Some(k) = slots.iter().position(Option::is_none) {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: format!(
+                "token shard {k} was done by no worker; rerun worker {} of {}",
+                k % parts[0].worker.count,
+                parts[0].worker.count
+            ),
+        });
+    }
+    let base = &parts[0].manifest;
+    let name = |k: usize| shard_name(&base.settings.split, k, total);
+    for (k, slot) in slots.iter().enumerate() {
+        let (w, r) = slot.as_ref().expect("checked above");
+        let from = part_dir(out, *w).join(&r.file);
+        if !from.exists() && !out.join(name(k)).exists() {
+            return Err(Error::OutputDir {
+                path: from,
+                message: format!("is listed by {} but missing; rerun that worker with --overwrite and merge again", w.tag()),
+            });
+        }
+    }
+    let mut records = Vec::with_capacity(total);
+    for (k, slot) in slots.into_iter().enumerate() {
+        let (w, mut r) = slot.expect("checked above");
+        move_shard(&part_dir(out, w).join(&r.file), &out.join(name(k)))?;
+        r.file = name(k);
+        records.push(r);
+    }
     let m = ExamplesManifest {
+        examples: records.iter().map(|r| r.examples).sum(),
+        rows: records.iter().map(|r| r.rows).sum(),
+        tokens: records.iter().map(|r| r.tokens).sum(),
+        source_tokens: records.iter().map(|r| r.source_tokens).sum(),
+        shards: records,
+        ..base.clone()
+    };
+    m.write(out)?;
+    let dir = out.join(PARTS_DIR);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok((total, m.tokens))
+}
+
+/// The manifest of `records` (all of a job's shards, or one worker's).
+fn examples_manifest(
+    cfg: &CorruptConfig,
+    plan: &Plan,
+    records: Vec<ExampleShardRecord>,
+) -> ExamplesManifest {
+    ExamplesManifest {
         format: EXAMPLES_FORMAT.into(),
         version: EXAMPLES_VERSION,
         created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
@@ -451,8 +635,5 @@ fn finalize(
         source_tokens: records.iter().map(|r| r.source_tokens).sum(),
         shards: records,
         task: None,
-    };
-    m.write(&cfg.out)?;
-    std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
-    Ok(m)
+    }
 }

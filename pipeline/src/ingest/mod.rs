@@ -23,7 +23,7 @@ use crate::manifest::{Counts, IngestSettings, InputRecord, Manifest};
 use crate::progress::Progress;
 use crate::source::{SourceOptions, TxtMode};
 use crate::tokenize::{Tokenizer, TokenizerKind};
-use crate::workers::{Worker, PARTS_DIR};
+use crate::workers::{Worker, WorkerState};
 use journal::Journal;
 
 /// Default shard size: about 192 MiB of Parquet.
@@ -165,6 +165,7 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct IngestPart {
     pub format: String,
+    pub job: String,
     pub worker: Worker,
     /// The inputs (indices into `manifest.inputs`) this worker did.
     pub inputs: Vec<usize>,
@@ -188,97 +189,44 @@ impl IngestPart {
 /// The `format` of `part.json` written by an ingest worker.
 pub const INGEST_PART_FORMAT: &str = "conveyor-ingest-part";
 
-/// The folder of worker `w`'s part in `out`.
-pub fn part_dir(out: &Path, w: Worker) -> PathBuf {
-    out.join(PARTS_DIR).join(w.tag())
-}
-
-/// Output folder rules for one worker of a split job. The folder is shared with the other
-/// workers, so their parts and work folders are expected; anything of another job is
-/// refused. Returns this worker's manifest (its inputs only) when its part, or the merged
-/// dataset, is already there.
+/// Output folder rules for one worker of a split job ([`crate::workers::prepare_out`]).
+/// Returns this worker's manifest (its inputs only) when its part, or the merged dataset,
+/// is already there.
 fn prepare_worker_out_dir(plan: &Plan, w: Worker) -> Result<Option<Manifest>, Error> {
     let out = &plan.cfg.out;
-    let refuse = |message: String| Error::OutputDir {
-        path: out.to_path_buf(),
-        message,
-    };
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let part = part_dir(out, w);
-    let work = crate::outdir::work_dir(out, &plan.work_name);
-    if plan.cfg.overwrite {
-        for d in [&part, &work] {
-            if d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
-            }
-        }
-    }
-    if out.join("manifest.json").exists() {
-        let m = Manifest::read(out)?;
-        if m.job == plan.job {
-            return Ok(Some(m));
-        }
-        return Err(refuse(format!(
-            "holds the merged output of a different job ({}, this one is {}); choose another --out",
-            m.job, plan.job
-        )));
-    }
-    for other in read_parts(out)? {
-        if other.manifest.job != plan.job {
-            return Err(refuse(format!(
-                "holds the part of {} for a different job ({}, this one is {}); every worker must get the same inputs, vocabulary and settings",
-                other.worker.tag(),
-                other.manifest.job,
-                plan.job
-            )));
-        }
-        if other.worker.count != w.count {
-            return Err(refuse(format!(
-                "holds a part of a {}-worker split; this worker is one of {}",
-                other.worker.count, w.count
-            )));
-        }
-        if other.worker == w {
-            return Ok(Some(other.own_manifest()));
-        }
-    }
-    if let Some(other) = crate::outdir::existing_job(&work) {
-        if other != plan.job {
-            return Err(refuse(format!(
-                "holds this worker's unfinished work of a different job ({other}); pass --overwrite to restart this worker"
-            )));
-        }
-    }
-    Ok(None)
+    let state = crate::workers::prepare_out(
+        out,
+        &plan.work_name,
+        &plan.job,
+        w,
+        plan.cfg.overwrite,
+        |d| Manifest::read(d).map(|m| m.job),
+    )?;
+    Ok(match state {
+        WorkerState::Merged => Some(Manifest::read(out)?),
+        WorkerState::PartDone => read_parts(out)?
+            .into_iter()
+            .find(|p| p.worker == w)
+            .map(|p| p.own_manifest()),
+        WorkerState::Start => None,
+    })
 }
 
-/// Every `parts/*/part.json` in `out`, in folder-name order.
+/// Every ingest part in `out`, in folder-name order.
 pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
-    let dir = out.join(PARTS_DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path().join("part.json"))
-        .filter(|p| p.exists())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-            let part: IngestPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-                path: p.clone(),
-                message: format!("not a readable ingest part: {e}"),
-            })?;
-            if part.format != INGEST_PART_FORMAT {
+    crate::workers::read_part_files(out)?
+        .into_iter()
+        .map(|(path, header, text)| {
+            if header.format != INGEST_PART_FORMAT {
                 return Err(Error::OutputDir {
-                    path: p.clone(),
-                    message: format!("format {:?} is not {INGEST_PART_FORMAT}", part.format),
+                    path,
+                    message: format!("format {:?} is not {INGEST_PART_FORMAT}", header.format),
                 });
             }
-            Ok(part)
+            serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+                path,
+                message: format!("not a readable ingest part: {e}"),
+            })
         })
         .collect()
 }

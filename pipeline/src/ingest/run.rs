@@ -294,7 +294,7 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
     let count = shards.len();
     // One worker of a split job keeps its shards in its part folder under local names;
     // `manifest merge` gives them their final names.
-    let part = plan.cfg.worker.map(|w| super::part_dir(out, w));
+    let part = plan.cfg.worker.map(|w| crate::workers::part_dir(out, w));
     if let Some(dir) = &part {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -338,6 +338,7 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
     if let (Some(dir), Some(w)) = (&part, plan.cfg.worker) {
         let part = super::IngestPart {
             format: super::INGEST_PART_FORMAT.into(),
+            job: plan.job.clone(),
             worker: w,
             inputs: (0..plan.inputs.len()).filter(|&i| plan.owns(i)).collect(),
             manifest,
