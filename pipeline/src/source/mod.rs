@@ -5,6 +5,7 @@ mod jsonl;
 mod parquet;
 mod parse;
 mod text;
+mod wet;
 
 use std::path::{Path, PathBuf};
 
@@ -108,6 +109,8 @@ pub enum TxtMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     JsonLines(Compression),
+    /// WARC/WET extracted text (Common Crawl).
+    Wet(Compression),
     Parquet,
     Text,
 }
@@ -124,7 +127,13 @@ impl Format {
     pub fn of(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
         let ends = |s: &str| name.ends_with(s);
-        Some(if ends(".json.gz") || ends(".jsonl.gz") {
+        Some(if ends(".warc.wet.gz") || ends(".wet.gz") {
+            Format::Wet(Compression::Gzip)
+        } else if ends(".warc.wet.zst") || ends(".wet.zst") {
+            Format::Wet(Compression::Zstd)
+        } else if ends(".warc.wet") || ends(".wet") {
+            Format::Wet(Compression::None)
+        } else if ends(".json.gz") || ends(".jsonl.gz") {
             Format::JsonLines(Compression::Gzip)
         } else if ends(".json.zst") || ends(".jsonl.zst") {
             Format::JsonLines(Compression::Zstd)
@@ -151,6 +160,7 @@ pub struct SourceOptions {
 pub fn open(path: &Path, opts: &SourceOptions) -> Result<Box<dyn Source>, Error> {
     match Format::of(path) {
         Some(Format::JsonLines(c)) => Ok(Box::new(jsonl::JsonLines::open(path, c)?)),
+        Some(Format::Wet(c)) => Ok(Box::new(wet::WetSource::open(path, c)?)),
         Some(Format::Parquet) => Ok(Box::new(parquet::ParquetSource::open(
             path,
             &opts.text_field,

@@ -1,0 +1,232 @@
+//! WARC/WET files (Common Crawl's extracted text, `.warc.wet.gz`): each `conversion` record
+//! becomes a document with its `WARC-Target-URI` as url and `WARC-Date` as timestamp; other
+//! records (warcinfo, ...) are passed over. Gzip WET files are many gzip members, one per
+//! record, read as one stream.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::{Compression, Document, ProblemKind, Raw, ReadError, Source};
+use crate::error::Error;
+
+/// Counts the compressed bytes read, for progress.
+struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+pub struct WetSource {
+    path: PathBuf,
+    reader: Box<dyn BufRead + Send>,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Documents handed out (or skipped) so far.
+    records: u64,
+}
+
+impl WetSource {
+    pub fn open(path: &Path, compression: Compression) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = Counted {
+            inner: file,
+            read: read.clone(),
+        };
+        let reader: Box<dyn BufRead + Send> = match compression {
+            Compression::None => Box::new(BufReader::with_capacity(1 << 20, counted)),
+            Compression::Gzip => Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
+            )),
+            Compression::Zstd => Box::new(BufReader::with_capacity(
+                1 << 20,
+                zstd::stream::read::Decoder::new(counted).map_err(|e| Error::io(path, e))?,
+            )),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader,
+            read,
+            records: 0,
+        })
+    }
+
+    fn fail(&self, message: String) -> ReadError {
+        ReadError {
+            records: self.records,
+            message: format!(
+                "{} after document {}: {message}",
+                self.path.display(),
+                self.records
+            ),
+        }
+    }
+
+    /// The next record: its headers (name, value) and body, or None at the end.
+    fn next_record(&mut self) -> Result<Option<(Vec<(String, String)>, Vec<u8>)>, ReadError> {
+        let mut line = String::new();
+        // Skip the blank lines between records, then expect the version line.
+        loop {
+            line.clear();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| self.fail(e.to_string()))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if !line.trim().is_empty() {
+                break;
+            }
+        }
+        if !line.starts_with("WARC/") {
+            return Err(self.fail(format!("expected a WARC record, found {:?}", line.trim())));
+        }
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| self.fail(e.to_string()))?;
+            if n == 0 {
+                return Err(self.fail("the file ends inside a record's headers".into()));
+            }
+            let l = line.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| self.fail("a record without a valid Content-Length".into()))?;
+        let mut body = vec![0u8; length];
+        self.reader
+            .read_exact(&mut body)
+            .map_err(|e| self.fail(format!("a record is cut short ({e})")))?;
+        Ok(Some((headers, body)))
+    }
+}
+
+impl Source for WetSource {
+    fn read_batch(&mut self, out: &mut Vec<Raw>, budget: usize) -> Result<bool, ReadError> {
+        let mut used = 0usize;
+        while used < budget {
+            let Some((headers, body)) = self.next_record()? else {
+                return Ok(false);
+            };
+            let get = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.clone())
+            };
+            if get("WARC-Type").as_deref() != Some("conversion") {
+                continue;
+            }
+            self.records += 1;
+            used += body.len();
+            out.push(match String::from_utf8(body) {
+                Ok(text) => Raw::Doc(Document {
+                    text,
+                    url: get("WARC-Target-URI"),
+                    timestamp: get("WARC-Date"),
+                }),
+                Err(e) => Raw::Bad(ProblemKind::InvalidUtf8, e.to_string()),
+            });
+        }
+        Ok(true)
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), ReadError> {
+        let mut skipped = 0;
+        while skipped < n {
+            let Some((headers, _)) = self.next_record()? else {
+                return Ok(());
+            };
+            let conversion = headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("WARC-Type") && v == "conversion");
+            if conversion {
+                self.records += 1;
+                skipped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: &str, uri: &str, body: &str) -> String {
+        format!(
+            "WARC/1.0\r\nWARC-Type: {kind}\r\nWARC-Target-URI: {uri}\r\nWARC-Date: 2024-05-18T01:58:10Z\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}\r\n\r\n",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn conversion_records_become_documents() {
+        let dir = std::env::temp_dir().join(format!("conveyor-wet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.warc.wet");
+        let text = record("warcinfo", "", "software: x\r\n")
+            + &record("conversion", "https://a.example/1", "First line.\nSecond é line.")
+            + &record("conversion", "https://a.example/2", "Other page.");
+        std::fs::write(&p, text).unwrap();
+        let mut s = WetSource::open(&p, Compression::None).unwrap();
+        let mut out = Vec::new();
+        assert!(!s.read_batch(&mut out, usize::MAX).unwrap());
+        assert_eq!(out.len(), 2);
+        match &out[0] {
+            Raw::Doc(d) => {
+                assert_eq!(d.text, "First line.\nSecond é line.");
+                assert_eq!(d.url.as_deref(), Some("https://a.example/1"));
+                assert_eq!(d.timestamp.as_deref(), Some("2024-05-18T01:58:10Z"));
+            }
+            r => panic!("{r:?}"),
+        }
+        // A record cut short is an error naming the file.
+        std::fs::write(&p, &record("conversion", "u", "abcdef")[..120]).unwrap();
+        let mut s = WetSource::open(&p, Compression::None).unwrap();
+        let e = s.read_batch(&mut Vec::new(), usize::MAX).unwrap_err();
+        assert!(e.message.contains("x.warc.wet"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_common_crawl_excerpt_reads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/c4/wet/whirlwind.warc.wet.gz");
+        let mut s = WetSource::open(&p, Compression::Gzip).unwrap();
+        let mut out = Vec::new();
+        s.read_batch(&mut out, usize::MAX).unwrap();
+        assert_eq!(out.len(), 1);
+        match &out[0] {
+            Raw::Doc(d) => {
+                assert_eq!(d.url.as_deref(), Some("https://an.wikipedia.org/wiki/Escopete"));
+                assert!(d.text.len() > 1000);
+            }
+            r => panic!("{r:?}"),
+        }
+    }
+}
