@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_corrupt;
+mod clean;
 mod corrupt;
 mod demo;
 mod forward;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Tokenize corpus files into Parquet token shards with a manifest.
     Ingest(ingest::IngestArgs),
+    /// C4's cleaning rules over raw crawl text (WARC/WET or JSON lines) -> C4-format JSON lines.
+    Clean(clean::CleanArgs),
     /// Text-to-text tasks: list them, show one (and its data).
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -119,6 +122,7 @@ fn main() {
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Clean(a) => clean::run(a),
         Command::Manifest(c) => workers::run(c),
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),

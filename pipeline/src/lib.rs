@@ -2,6 +2,7 @@
 //! shards with manifests, and the restartable, thread-count-independent ingest job.
 //! Nothing here depends on libtorch.
 
+pub mod clean;
 pub mod corrupt;
 pub mod error;
 pub mod ingest;

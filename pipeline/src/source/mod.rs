@@ -228,9 +228,12 @@ pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
+        // A conveyor manifest in a folder of inputs (e.g. `conveyor clean`'s output) is not a
+        // corpus file.
+        let manifest = path.file_name().is_some_and(|n| n == "manifest.json");
         if path.is_dir() {
             walk(&path, out)?;
-        } else if Format::of(&path).is_some() {
+        } else if Format::of(&path).is_some() && !manifest {
             out.push(path);
         }
     }

@@ -25,6 +25,9 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
+/// A record's headers (name, value) and its body.
+type Record = (Vec<(String, String)>, Vec<u8>);
+
 pub struct WetSource {
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
@@ -72,7 +75,7 @@ impl WetSource {
     }
 
     /// The next record: its headers (name, value) and body, or None at the end.
-    fn next_record(&mut self) -> Result<Option<(Vec<(String, String)>, Vec<u8>)>, ReadError> {
+    fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
         let mut line = String::new();
         // Skip the blank lines between records, then expect the version line.
         loop {
@@ -191,7 +194,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("x.warc.wet");
         let text = record("warcinfo", "", "software: x\r\n")
-            + &record("conversion", "https://a.example/1", "First line.\nSecond é line.")
+            + &record(
+                "conversion",
+                "https://a.example/1",
+                "First line.\nSecond é line.",
+            )
             + &record("conversion", "https://a.example/2", "Other page.");
         std::fs::write(&p, text).unwrap();
         let mut s = WetSource::open(&p, Compression::None).unwrap();
@@ -223,7 +230,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         match &out[0] {
             Raw::Doc(d) => {
-                assert_eq!(d.url.as_deref(), Some("https://an.wikipedia.org/wiki/Escopete"));
+                assert_eq!(
+                    d.url.as_deref(),
+                    Some("https://an.wikipedia.org/wiki/Escopete")
+                );
                 assert!(d.text.len() > 1000);
             }
             r => panic!("{r:?}"),

@@ -1,0 +1,118 @@
+//! `conveyor clean`: C4's cleaning rules over raw crawl text (see conveyor_pipeline::clean).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use conveyor_pipeline::clean::{clean, CleanConfig, Rules};
+
+use crate::progress::CliProgress;
+
+#[derive(Args)]
+pub struct CleanArgs {
+    /// WARC/WET files (.warc.wet.gz) or JSON lines, folders or glob patterns.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Output folder: C4-format .json.gz files and manifest.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// TOML file overriding rule thresholds (fields of the `rules` object in manifest.json,
+    /// e.g. `min_sentences = 2`, `curly_brace = false`).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Words and phrases that drop a page, one per line (C4 used the LDNOOBW English list).
+    #[arg(long)]
+    badwords: Option<PathBuf>,
+    /// Keep pages identified as English with at least this confidence.
+    #[arg(long, default_value_t = 0.99)]
+    min_english: f64,
+    /// Keep pages in any language.
+    #[arg(long, conflicts_with = "min_english")]
+    any_language: bool,
+    /// Do not deduplicate lines across the corpus.
+    #[arg(long)]
+    no_dedup: bool,
+    /// JSON field holding the text (JSON lines inputs).
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Worker threads (default: one per core). The output does not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Replace what an earlier, different job left in --out.
+    #[arg(long)]
+    overwrite: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
+    let mut cfg = CleanConfig::new(a.inputs, a.out);
+    if let Some(p) = &a.rules {
+        let text =
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        cfg.rules =
+            toml::from_str::<Rules>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    cfg.badwords = a.badwords;
+    cfg.min_english = (!a.any_language).then_some(a.min_english);
+    cfg.dedup = !a.no_dedup;
+    cfg.text_field = a.text_field;
+    cfg.threads = a.threads;
+    cfg.overwrite = a.overwrite;
+    let progress = CliProgress::new(a.quiet || a.json);
+    let s = clean(&cfg, &progress)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    if s.already_complete {
+        println!(
+            "{} already holds this job's output; nothing to do.",
+            s.out.display()
+        );
+    }
+    let t = &s.totals;
+    println!("output:  {} ({} files)", s.out.display(), s.files);
+    println!(
+        "pages:   {} kept of {}; lines: {} kept of {}",
+        t.pages_out, t.pages_in, t.lines_out, t.lines_in
+    );
+    let list = |m: Vec<(String, u64)>| {
+        m.into_iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let name = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    println!(
+        "dropped pages: {}",
+        list(
+            t.pages_dropped
+                .iter()
+                .map(|(k, v)| (name(serde_json::json!(k)), *v))
+                .collect()
+        )
+    );
+    println!(
+        "dropped lines: {}",
+        list(
+            t.lines_dropped
+                .iter()
+                .map(|(k, v)| (name(serde_json::json!(k)), *v))
+                .collect()
+        )
+    );
+    if !s.already_complete {
+        let secs = s.seconds.max(1e-9);
+        println!(
+            "text:    {:.1} MB in, {:.1} MB out; {:.1} MB/s of text in ({:.1} s)",
+            s.text_bytes_in as f64 / 1e6,
+            s.text_bytes_out as f64 / 1e6,
+            s.text_bytes_in as f64 / 1e6 / secs,
+            s.seconds
+        );
+    }
+    Ok(0)
+}

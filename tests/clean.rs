@@ -1,0 +1,160 @@
+//! End-to-end tests of `conveyor clean`: C4 itself passes the rules (it is their fixed
+//! point), every corpus-level stage (English filter, bad words, line dedup across files)
+//! on pages written here, thread-count determinism, WET input, and the output feeding ingest.
+
+mod common;
+
+use common::*;
+
+use std::io::Read;
+use std::path::Path;
+
+fn clean_json(args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["clean"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    serde_json::from_str(&ok(&a)).unwrap()
+}
+
+/// The documents of a clean output file.
+fn docs(path: &Path) -> Vec<serde_json::Value> {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut s)
+        .unwrap();
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn c4_is_a_fixed_point_of_the_rules_and_feeds_ingest() {
+    let out = tmp_path("c4");
+    let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
+    let s = clean_json(&[
+        c4.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--any-language",
+    ]);
+    let t = &s["totals"];
+    assert_eq!(t["pages_in"], 600);
+    // No line of C4 breaks a line rule, and no line repeats (C4 is deduplicated).
+    assert_eq!(t["lines_dropped"], serde_json::json!({}), "{s}");
+    // Our sentence counter is not nltk's: at most a page in a hundred may differ.
+    assert!(t["pages_out"].as_u64().unwrap() >= 594, "{s}");
+    let out_docs = docs(&out.join("c4-clean.00000-of-00001.json.gz"));
+    assert_eq!(out_docs.len() as u64, t["pages_out"].as_u64().unwrap());
+    assert!(out_docs[0]["url"].as_str().unwrap().starts_with("http"));
+    // The output is ordinary C4-format input (its manifest.json is passed over).
+    let tokens = tmp_path("c4-tokens");
+    let i = ok(&[
+        "ingest",
+        out.to_str().unwrap(),
+        "--vocab",
+        shared("spiece/t5-spiece.model").to_str().unwrap(),
+        "--out",
+        tokens.to_str().unwrap(),
+        "--json",
+    ]);
+    let i: serde_json::Value = serde_json::from_str(&i).unwrap();
+    assert_eq!(i["totals"]["documents"], t["pages_out"]);
+}
+
+#[test]
+fn corpus_stages_drop_what_they_should_in_input_order() {
+    let dir = tmp_dir("pages");
+    let line = |s: &str| {
+        serde_json::json!({"text": s, "url": format!("https://example.com/{}", s.len())})
+            .to_string()
+    };
+    let shared_line = "The old bridge over the river was rebuilt in stone after the flood.";
+    let a = [
+        format!("{shared_line}\nThe mill beside it ground corn for the whole valley for three hundred years.\nIts wheel still turns on summer days, when the families of the village come to watch it.\nThere is a small shop in the mill house where you can buy bread made with its flour."),
+        "The badger lives in a sett dug into the bank of the field behind the church.\nIt comes out at night to look for worms and roots and the fruit that falls from the trees.\nFarmers rarely see it during the day, although they often find the paths it makes.".to_string(),
+        "El puente viejo sobre el río fue reconstruido en piedra después de la inundación.\nEl molino molía maíz para todo el valle durante siglos.\nSu rueda todavía gira en los días de verano para los visitantes.".to_string(),
+    ];
+    let b = [
+        format!("The village church stands on a low hill to the north of the bridge and the mill.\n{shared_line}\nIts tower can be seen from every farm in the valley, and its bell is heard in all of them.\nThe people of the village have met there every Sunday morning for as long as anyone remembers."),
+        format!("{shared_line}\n{shared_line}\n{shared_line}"),
+    ];
+    std::fs::write(
+        dir.join("a.jsonl"),
+        a.iter().map(|t| line(t)).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.jsonl"),
+        b.iter().map(|t| line(t)).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let words = dir.join("badwords.txt");
+    std::fs::write(&words, "# test list\nbadger\n").unwrap();
+    let out1 = tmp_path("pages-out1");
+    let run = |out: &Path, threads: &str| {
+        clean_json(&[
+            dir.join("a.jsonl").to_str().unwrap(),
+            dir.join("b.jsonl").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--badwords",
+            words.to_str().unwrap(),
+            "--threads",
+            threads,
+        ])
+    };
+    let s = run(&out1, "1");
+    let t = &s["totals"];
+    assert_eq!(t["pages_in"], 5);
+    assert_eq!(t["pages_dropped"]["bad_words"], 1, "{s}");
+    assert_eq!(t["pages_dropped"]["not_english"], 1, "{s}");
+    // The last page of b.jsonl repeats the shared line only: nothing is left of it.
+    assert_eq!(t["pages_dropped"]["all_lines_duplicate"], 1, "{s}");
+    assert_eq!(t["lines_dropped"]["duplicate"], 4, "{s}");
+    let a_out = docs(&out1.join("c4-clean.00000-of-00002.json.gz"));
+    let b_out = docs(&out1.join("c4-clean.00001-of-00002.json.gz"));
+    assert_eq!(a_out.len(), 1);
+    assert!(a_out[0]["text"].as_str().unwrap().starts_with(shared_line));
+    // The first occurrence (in a.jsonl) keeps the line; b.jsonl's page loses it.
+    assert_eq!(b_out.len(), 1);
+    assert!(!b_out[0]["text"].as_str().unwrap().contains(shared_line));
+    // Two threads write the same bytes; the same job again does nothing.
+    let out2 = tmp_path("pages-out2");
+    run(&out2, "2");
+    for f in [
+        "c4-clean.00000-of-00002.json.gz",
+        "c4-clean.00001-of-00002.json.gz",
+        "manifest.json",
+    ] {
+        assert!(
+            std::fs::read(out1.join(f)).unwrap() == std::fs::read(out2.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert_eq!(run(&out1, "2")["already_complete"], true);
+}
+
+#[test]
+fn wet_pages_are_read_and_a_spanish_page_is_not_english() {
+    let out = tmp_path("wet");
+    let wet = shared("c4/wet/whirlwind.warc.wet.gz");
+    let s = clean_json(&[wet.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(s["totals"]["pages_in"], 1);
+    assert_eq!(s["totals"]["pages_out"], 0);
+    // Thresholds are parameters: with the line rules off, the page reaches the language test.
+    let rules = tmp_dir("wet-rules").join("rules.toml");
+    std::fs::write(
+        &rules,
+        "terminal_punctuation = false\nmin_words_per_line = 1\ncurly_brace = false\n",
+    )
+    .unwrap();
+    let out2 = tmp_path("wet2");
+    let s = clean_json(&[
+        wet.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
+    assert_eq!(s["totals"]["pages_dropped"]["not_english"], 1, "{s}");
+}
