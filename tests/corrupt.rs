@@ -21,7 +21,9 @@ fn tokens() -> &'static Path {
         let d = tmp_dir("tokens");
         ok(&[
             "ingest",
-            shared("c4").to_str().unwrap(),
+            shared("c4/c4-train.00000-of-01024.first600.json.gz")
+                .to_str()
+                .unwrap(),
             "--vocab",
             shared("spiece/t5-spiece.model").to_str().unwrap(),
             "--out",

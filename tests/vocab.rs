@@ -52,7 +52,10 @@ fn model_is_byte_identical_to_the_sentencepiece_trainer() {
     let s = ok(&[
         "vocab",
         "train",
-        c4_dir().to_str().unwrap(),
+        c4_dir()
+            .join("c4-train.00000-of-01024.first600.json.gz")
+            .to_str()
+            .unwrap(),
         "--out",
         prefix.to_str().unwrap(),
         "--vocab-size",
@@ -130,7 +133,10 @@ fn ingest_with_a_trained_vocabulary_matches_the_library() {
     ok(&[
         "vocab",
         "train",
-        c4_dir().to_str().unwrap(),
+        c4_dir()
+            .join("c4-train.00000-of-01024.first600.json.gz")
+            .to_str()
+            .unwrap(),
         "--out",
         prefix.to_str().unwrap(),
         "--vocab-size",

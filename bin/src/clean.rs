@@ -45,6 +45,8 @@ pub struct CleanArgs {
     json: bool,
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    workers: crate::workers::WorkerArgs,
 }
 
 pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
@@ -61,11 +63,17 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     cfg.text_field = a.text_field;
     cfg.threads = a.threads;
     cfg.overwrite = a.overwrite;
+    cfg.worker = a.workers.resolve(a.quiet || a.json)?;
     let progress = CliProgress::new(a.quiet || a.json);
     let s = clean(&cfg, &progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(0);
+    }
+    if cfg.worker.is_some() {
+        println!(
+            "(the filter pass of a split job: line dedup and the kept counts come with the merge)"
+        );
     }
     if s.already_complete {
         println!(
@@ -114,5 +122,6 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             s.seconds
         );
     }
+    crate::workers::merge_hint(&cfg.out, cfg.worker, a.json);
     Ok(0)
 }

@@ -28,7 +28,7 @@ pub enum TokenizerArg {
 #[derive(Args)]
 pub struct IngestArgs {
     /// Input files, directories or glob patterns (.json.gz, .jsonl.gz, .jsonl, .json.zst,
-    /// .jsonl.zst, .parquet, .txt).
+    /// .jsonl.zst, .parquet, .txt, .warc.wet[.gz|.zst]).
     #[arg(required = true)]
     inputs: Vec<String>,
     /// SentencePiece model file.

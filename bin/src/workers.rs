@@ -75,11 +75,12 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
                 );
             } else {
                 println!(
-                    "merged {} workers' parts: {} {}, {} tokens; manifest {}",
+                    "merged {} workers' parts: {} {}, {} {}; manifest {}",
                     s.workers,
                     s.shards,
                     s.kind,
-                    s.tokens,
+                    s.amount,
+                    s.unit,
                     out.join("manifest.json").display()
                 );
             }

@@ -1,5 +1,5 @@
-//! `conveyor manifest merge OUT`: joins the parts that the workers of a split job (ingest or
-//! corrupt) left in `OUT/parts/` into the dataset one worker would have written — the same
+//! `conveyor manifest merge OUT`: joins the parts that the workers of a split job (ingest,
+//! corrupt, or clean — whose merge is its line-dedup pass) left in `OUT/parts/` into the dataset one worker would have written — the same
 //! shards, in the same order, under the same names, with the same manifest. It checks first
 //! that the parts belong together (one job: same inputs, vocabulary and settings; one worker
 //! count; every worker present once; every input or token shard done by exactly the worker
@@ -24,11 +24,15 @@ use crate::workers::{check_parts, part_dir, read_part_files, PARTS_DIR};
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeSummary {
     pub out: PathBuf,
-    /// "token shards" or "example shards".
+    /// "token shards", "example shards" or "cleaned files".
     pub kind: String,
     pub workers: usize,
+    /// Output files.
     pub shards: usize,
-    pub tokens: u64,
+    /// Tokens (shards) or pages (cleaned files) in them.
+    pub amount: u64,
+    /// "tokens" or "pages".
+    pub unit: String,
     /// True when `out` already held the merged dataset and no parts.
     pub already_merged: bool,
 }
@@ -43,12 +47,18 @@ fn refuse(path: &Path, message: String) -> Error {
 /// Merges the worker parts in `out` (see the module documentation).
 pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
     let files = read_part_files(out)?;
-    let summary = |kind: &str, workers, shards, tokens, already_merged| MergeSummary {
+    let summary = |kind: &str, workers, shards, amount, already_merged| MergeSummary {
         out: out.to_path_buf(),
         kind: kind.into(),
         workers,
         shards,
-        tokens,
+        amount,
+        unit: if kind == "cleaned files" {
+            "pages"
+        } else {
+            "tokens"
+        }
+        .into(),
         already_merged,
     };
     if files.is_empty() {
@@ -62,8 +72,17 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
                     true,
                 ));
             }
-            let m = ExamplesManifest::read(out)?;
-            return Ok(summary("example shards", 0, m.shards.len(), m.tokens, true));
+            if let Ok(m) = ExamplesManifest::read(out) {
+                return Ok(summary("example shards", 0, m.shards.len(), m.tokens, true));
+            }
+            let m = crate::clean::read_manifest(out)?;
+            return Ok(summary(
+                "cleaned files",
+                0,
+                m.files.len(),
+                m.totals.pages_out,
+                true,
+            ));
         }
         return Err(refuse(
             out,
@@ -88,6 +107,11 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
             let (shards, tokens) = crate::corrupt::job::merge_parts(out, &paths)?;
             Ok(summary("example shards", workers, shards, tokens, false))
+        }
+        crate::clean::CLEAN_PART_FORMAT => {
+            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
+            let (n, pages) = crate::clean::merge_parts(out, &paths)?;
+            Ok(summary("cleaned files", workers, n, pages, false))
         }
         other => Err(refuse(
             out,

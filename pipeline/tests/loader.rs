@@ -27,7 +27,9 @@ fn tokens() -> &'static Path {
     DIR.get_or_init(|| {
         let out = tmp("tokens");
         let mut cfg = IngestConfig::new(
-            vec![shared("c4").display().to_string()],
+            vec![shared("c4/c4-train.00000-of-01024.first600.json.gz")
+                .display()
+                .to_string()],
             shared("spiece/t5-spiece.model"),
             out.clone(),
         );

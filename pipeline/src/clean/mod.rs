@@ -7,10 +7,14 @@
 //! with no lines is dropped.
 //!
 //! Pages are filtered in parallel and deduplicated in input order, so the output does not
-//! depend on the thread count. One process holds the dedup set (16 bytes per distinct kept
-//! line: ~1.5 GB for C4's ~100 M distinct lines per 1,000 shards would need the sharded
-//! two-pass design, not built yet). A rerun of the same job rewrites the same bytes; a killed
-//! run starts again from the beginning.
+//! depend on the thread count. A rerun of the same job rewrites the same bytes; a killed run
+//! starts again from the beginning.
+//!
+//! Split among workers (`--num-workers`, [`Worker`]), it runs in two passes: each worker
+//! applies the page filters (the costly part: language ID) to its inputs and leaves the
+//! filtered pages in its part; `conveyor manifest merge` then deduplicates lines across all
+//! of them in input order and writes exactly what one process writes ([`merge_parts`]).
+//! The dedup pass is one process holding the set of distinct lines (16 bytes each).
 
 pub mod badwords;
 pub mod lang;
@@ -27,11 +31,14 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::progress::Progress;
 use crate::source::{self, Document, SourceOptions, TxtMode};
+use crate::workers::{part_dir, Worker, WorkerState, PARTS_DIR};
 use badwords::BadWords;
 pub use rules::{LineDrop, PageDrop, RuleCounts, Rules};
 
 /// The manifest's format name.
 pub const CLEAN_FORMAT: &str = "conveyor-clean";
+/// The format of a clean worker's `part.json`.
+pub const CLEAN_PART_FORMAT: &str = "conveyor-clean-part";
 
 #[derive(Debug, Clone)]
 pub struct CleanConfig {
@@ -47,6 +54,8 @@ pub struct CleanConfig {
     pub text_field: String,
     pub threads: Option<usize>,
     pub overwrite: bool,
+    /// This process's share of a split job (the filter pass); None = the whole job.
+    pub worker: Option<Worker>,
 }
 
 impl CleanConfig {
@@ -61,8 +70,26 @@ impl CleanConfig {
             text_field: "text".into(),
             threads: None,
             overwrite: false,
+            worker: None,
         }
     }
+}
+
+/// A worker's part: its inputs' filtered pages (before line dedup), one file per input, and
+/// everything the merged manifest needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CleanPart {
+    pub format: String,
+    pub job: String,
+    pub worker: Worker,
+    /// Inputs in the whole job.
+    pub inputs: usize,
+    /// This worker's inputs, with their filter-pass counts; `output` names the file of
+    /// filtered pages in the part folder.
+    pub files: Vec<(usize, CleanFile)>,
+    pub text_bytes_in: u64,
+    /// The merged manifest, less files, totals and output bytes.
+    pub manifest: CleanManifest,
 }
 
 /// One output file and where it came from.
@@ -74,6 +101,8 @@ pub struct CleanFile {
     /// Records that could not be read as documents (bad JSON, bad UTF-8, no text).
     pub unreadable: u64,
     pub error: Option<String>,
+    /// Bytes of text written.
+    pub text_bytes_out: u64,
 }
 
 /// `manifest.json` of a clean output folder.
@@ -121,12 +150,6 @@ pub fn output_name(i: usize, n: usize) -> String {
     format!("c4-clean.{i:05}-of-{n:05}.json.gz")
 }
 
-/// What a page became.
-enum Outcome {
-    Kept(Vec<String>),
-    Dropped,
-}
-
 /// Runs the job (or reports it as already complete).
 pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary, Error> {
     let started = std::time::Instant::now();
@@ -144,35 +167,68 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     identity["inputs"] = files.into();
     let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let read_job = |d: &Path| read_manifest(d).map(|m| m.job);
-    if crate::outdir::prepare(&cfg.out, WORK_DIR, &job, cfg.overwrite, read_job)?
-        == crate::outdir::OutState::Complete
-    {
-        return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0));
+    let work_name = match cfg.worker {
+        None => WORK_DIR.to_string(),
+        Some(w) => format!("{WORK_DIR}-{}", w.tag()),
+    };
+    match cfg.worker {
+        None => {
+            if crate::outdir::prepare(&cfg.out, WORK_DIR, &job, cfg.overwrite, read_job)?
+                == crate::outdir::OutState::Complete
+            {
+                return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0));
+            }
+        }
+        Some(w) => {
+            match crate::workers::prepare_out(
+                &cfg.out,
+                &work_name,
+                &job,
+                w,
+                cfg.overwrite,
+                read_job,
+            )? {
+                WorkerState::Merged => {
+                    return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0))
+                }
+                WorkerState::PartDone => {
+                    let p = read_part(&part_dir(&cfg.out, w).join("part.json"))?;
+                    return Ok(summary(&part_manifest(&p), &cfg.out, true, 0.0));
+                }
+                WorkerState::Start => {}
+            }
+        }
     }
-    let work = crate::outdir::work_dir(&cfg.out, WORK_DIR);
+    let work = crate::outdir::work_dir(&cfg.out, &work_name);
     crate::outdir::claim(&work, &job)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.unwrap_or(0))
         .build()
         .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
-    let total_bytes: u64 = paths
+    let mine: Vec<usize> = (0..paths.len())
+        .filter(|&i| cfg.worker.is_none_or(|w| w.owns(i)))
+        .collect();
+    let total_bytes: u64 = mine
         .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .map(|&i| std::fs::metadata(&paths[i]).map(|m| m.len()).unwrap_or(0))
         .sum();
     progress.start(total_bytes);
     let opts = SourceOptions {
         text_field: cfg.text_field.clone(),
         txt_mode: TxtMode::File,
     };
-    let mut seen: HashSet<[u8; 16]> = HashSet::new();
-    let (mut text_in, mut text_out) = (0u64, 0u64);
+    // One process dedups as it goes; a worker leaves that to the merge.
+    let mut dedup = (cfg.dedup && cfg.worker.is_none()).then(Dedup::default);
+    let mut text_in = 0u64;
     let mut records = Vec::new();
-    for (i, path) in paths.iter().enumerate() {
-        let name = output_name(i, paths.len());
+    for &i in &mine {
+        let path = &paths[i];
+        let name = match cfg.worker {
+            None => output_name(i, paths.len()),
+            Some(_) => format!("filtered-{i:05}.json.gz"),
+        };
         let tmp = work.join(&name);
-        let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut gz =
-            flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::new(6));
+        let mut writer = PageWriter::create(&tmp)?;
         let mut counts = RuleCounts::default();
         let mut unreadable = 0u64;
         let mut src = source::open(path, &opts)?;
@@ -209,44 +265,19 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             for (doc, (result, c)) in docs.iter().zip(filtered) {
                 counts.add(&c);
                 text_in += doc.text.len() as u64;
-                let outcome = match result {
-                    Err(_) => Outcome::Dropped,
-                    Ok(lines) if !cfg.dedup => Outcome::Kept(lines),
-                    Ok(lines) => {
-                        let before = lines.len();
-                        let kept: Vec<String> = lines
-                            .into_iter()
-                            .filter(|l| seen.insert(line_key(l)))
-                            .collect();
-                        let dupes = (before - kept.len()) as u64;
-                        if dupes > 0 {
-                            *counts.lines_dropped.entry(LineDrop::Duplicate).or_default() += dupes;
-                        }
-                        if kept.is_empty() {
-                            *counts
-                                .pages_dropped
-                                .entry(PageDrop::AllLinesDuplicate)
-                                .or_default() += 1;
-                            Outcome::Dropped
-                        } else {
-                            Outcome::Kept(kept)
-                        }
-                    }
+                let Ok(lines) = result else { continue };
+                let lines = match &mut dedup {
+                    Some(d) => match d.keep(lines, &mut counts) {
+                        Some(l) => l,
+                        None => continue,
+                    },
+                    None => lines,
                 };
-                if let Outcome::Kept(lines) = outcome {
+                if cfg.worker.is_none() {
                     counts.pages_out += 1;
                     counts.lines_out += lines.len() as u64;
-                    let text = lines.join("\n");
-                    text_out += text.len() as u64;
-                    let row = serde_json::json!({
-                        "text": text,
-                        "timestamp": doc.timestamp,
-                        "url": doc.url,
-                    });
-                    let mut line = serde_json::to_vec(&row).expect("row serialises");
-                    line.push(b'\n');
-                    gz.write_all(&line).map_err(|e| Error::io(&tmp, e))?;
                 }
+                writer.page(&lines.join("\n"), doc)?;
             }
             let b = src.bytes_read();
             progress.advance(b.saturating_sub(last_bytes), counts.pages_out, 0);
@@ -255,39 +286,69 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
                 break;
             }
         }
-        gz.finish()
-            .and_then(|mut w| w.flush())
-            .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, cfg.out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
-        records.push(CleanFile {
-            input: path.display().to_string(),
-            output: name,
-            counts,
-            unreadable,
-            error,
-        });
+        let text_bytes_out = writer.finish()?;
+        if cfg.worker.is_none() {
+            std::fs::rename(&tmp, cfg.out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+        }
+        records.push((
+            i,
+            CleanFile {
+                input: path.display().to_string(),
+                output: name,
+                counts,
+                unreadable,
+                error,
+                text_bytes_out,
+            },
+        ));
     }
     progress.finish();
-    let mut totals = RuleCounts::default();
-    for r in &records {
-        totals.add(&r.counts);
-    }
-    let m = CleanManifest {
+    let base = CleanManifest {
         format: CLEAN_FORMAT.into(),
         created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
-        job,
+        job: job.clone(),
         rules: cfg.rules.clone(),
         badwords: cfg.badwords.as_ref().map(|p| p.display().to_string()),
         badwords_sha256: badwords.map(|b| b.sha256),
         min_english: cfg.min_english,
         dedup: cfg.dedup,
-        files: records,
-        totals,
-        text_bytes_in: text_in,
-        text_bytes_out: text_out,
+        files: Vec::new(),
+        totals: RuleCounts::default(),
+        text_bytes_in: 0,
+        text_bytes_out: 0,
     };
-    let json = serde_json::to_string_pretty(&m).expect("manifest serialises") + "\n";
-    crate::manifest::write_atomic(&cfg.out.join("manifest.json"), json.as_bytes())?;
+    if let Some(w) = cfg.worker {
+        let dir = part_dir(&cfg.out, w);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        for (_, f) in &records {
+            let from = work.join(&f.output);
+            std::fs::rename(&from, dir.join(&f.output)).map_err(|e| Error::io(&from, e))?;
+        }
+        let part = CleanPart {
+            format: CLEAN_PART_FORMAT.into(),
+            job,
+            worker: w,
+            inputs: paths.len(),
+            files: records,
+            text_bytes_in: text_in,
+            manifest: base,
+        };
+        let json = serde_json::to_string_pretty(&part).expect("part serialises") + "\n";
+        crate::manifest::write_atomic(&dir.join("part.json"), json.as_bytes())?;
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        return Ok(summary(
+            &part_manifest(&part),
+            &cfg.out,
+            false,
+            started.elapsed().as_secs_f64(),
+        ));
+    }
+    let m = finish_manifest(
+        base,
+        records.into_iter().map(|(_, f)| f).collect(),
+        text_in,
+        &cfg.out,
+    )?;
     std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
     Ok(summary(
         &m,
@@ -295,6 +356,198 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         false,
         started.elapsed().as_secs_f64(),
     ))
+}
+
+/// Totals, output bytes and `manifest.json` for the finished `files`.
+fn finish_manifest(
+    mut m: CleanManifest,
+    files: Vec<CleanFile>,
+    text_in: u64,
+    out: &Path,
+) -> Result<CleanManifest, Error> {
+    let mut totals = RuleCounts::default();
+    for f in &files {
+        totals.add(&f.counts);
+    }
+    m.text_bytes_out = files.iter().map(|f| f.text_bytes_out).sum();
+    m.files = files;
+    m.totals = totals;
+    m.text_bytes_in = text_in;
+    let json = serde_json::to_string_pretty(&m).expect("manifest serialises") + "\n";
+    crate::manifest::write_atomic(&out.join("manifest.json"), json.as_bytes())?;
+    Ok(m)
+}
+
+/// A worker part's counts as a manifest (for its summary).
+fn part_manifest(p: &CleanPart) -> CleanManifest {
+    let mut m = p.manifest.clone();
+    m.files = p.files.iter().map(|(_, f)| f.clone()).collect();
+    for f in &m.files {
+        m.totals.add(&f.counts);
+    }
+    m.text_bytes_in = p.text_bytes_in;
+    m
+}
+
+fn read_part(path: &Path) -> Result<CleanPart, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+        path: path.to_path_buf(),
+        message: format!("not a readable clean part: {e}"),
+    })
+}
+
+/// The dedup pass over the workers' filtered pages (parts already checked to be one job
+/// with every worker present), in input order: the output and manifest one process writes.
+/// Returns the number of output files and pages kept.
+pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error> {
+    let parts = files
+        .iter()
+        .map(|f| read_part(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = parts[0].inputs;
+    let mut slots: Vec<Option<(Worker, CleanFile)>> = vec![None; n];
+    for p in &parts {
+        for (i, f) in &p.files {
+            let refuse = |message: String| Error::OutputDir {
+                path: out.to_path_buf(),
+                message,
+            };
+            if *i >= n || !p.worker.owns(*i) {
+                return Err(refuse(format!(
+                    "{} lists input {i}, which is not one of its inputs",
+                    p.worker.tag()
+                )));
+            }
+            if slots[*i].is_some() {
+                return Err(refuse(format!("input {i} was cleaned twice")));
+            }
+            slots[*i] = Some((p.worker, f.clone()));
+        }
+    }
+    if let Some(i) = slots.iter().position(Option::is_none) {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: format!(
+                "input {i} was cleaned by no worker; rerun worker {} of {}",
+                i % parts[0].worker.count,
+                parts[0].worker.count
+            ),
+        });
+    }
+    let mut dedup = parts[0].manifest.dedup.then(Dedup::default);
+    let mut done = Vec::with_capacity(n);
+    for (i, slot) in slots.into_iter().enumerate() {
+        let (w, mut f) = slot.expect("checked above");
+        let filtered = part_dir(out, w).join(&f.output);
+        let name = output_name(i, n);
+        let tmp = out.join(format!("{name}.tmp"));
+        let mut writer = PageWriter::create(&tmp)?;
+        let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(&filtered).map_err(|e| Error::io(&filtered, e))?,
+        ));
+        for line in std::io::BufRead::lines(reader) {
+            let line = line.map_err(|e| Error::io(&filtered, e))?;
+            let doc = source::parse_json_line(line.as_bytes(), "text").map_err(|(_, m)| {
+                Error::OutputDir {
+                    path: filtered.clone(),
+                    message: m,
+                }
+            })?;
+            let lines: Vec<String> = doc.text.split('\n').map(str::to_string).collect();
+            let lines = match &mut dedup {
+                Some(d) => match d.keep(lines, &mut f.counts) {
+                    Some(l) => l,
+                    None => continue,
+                },
+                None => lines,
+            };
+            f.counts.pages_out += 1;
+            f.counts.lines_out += lines.len() as u64;
+            writer.page(&lines.join("\n"), &doc)?;
+        }
+        f.text_bytes_out = writer.finish()?;
+        std::fs::rename(&tmp, out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+        f.output = name;
+        done.push(f);
+    }
+    let text_in = parts.iter().map(|p| p.text_bytes_in).sum();
+    let mut base = parts[0].manifest.clone();
+    base.job = parts[0].job.clone();
+    let m = finish_manifest(base, done, text_in, out)?;
+    let dir = out.join(PARTS_DIR);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok((n, m.totals.pages_out))
+}
+
+/// Line dedup across the corpus: the first occurrence of a line (lower-cased, trimmed) in
+/// input order is kept.
+#[derive(Default)]
+struct Dedup {
+    seen: HashSet<[u8; 16]>,
+}
+
+impl Dedup {
+    /// The page's lines not seen before, or None (counted) when none is left.
+    fn keep(&mut self, lines: Vec<String>, counts: &mut RuleCounts) -> Option<Vec<String>> {
+        let before = lines.len();
+        let kept: Vec<String> = lines
+            .into_iter()
+            .filter(|l| self.seen.insert(line_key(l)))
+            .collect();
+        let dupes = (before - kept.len()) as u64;
+        if dupes > 0 {
+            *counts.lines_dropped.entry(LineDrop::Duplicate).or_default() += dupes;
+        }
+        if kept.is_empty() {
+            *counts
+                .pages_dropped
+                .entry(PageDrop::AllLinesDuplicate)
+                .or_default() += 1;
+            return None;
+        }
+        Some(kept)
+    }
+}
+
+/// Writes pages as C4 JSON lines (`text`, `timestamp`, `url`), gzip.
+struct PageWriter {
+    path: PathBuf,
+    gz: flate2::write::GzEncoder<std::io::BufWriter<std::fs::File>>,
+    text_bytes: u64,
+}
+
+impl PageWriter {
+    fn create(path: &Path) -> Result<Self, Error> {
+        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            gz: flate2::write::GzEncoder::new(
+                std::io::BufWriter::new(f),
+                flate2::Compression::new(6),
+            ),
+            text_bytes: 0,
+        })
+    }
+
+    fn page(&mut self, text: &str, doc: &Document) -> Result<(), Error> {
+        let row = serde_json::json!({"text": text, "timestamp": doc.timestamp, "url": doc.url});
+        let mut line = serde_json::to_vec(&row).expect("row serialises");
+        line.push(b'\n');
+        self.text_bytes += text.len() as u64;
+        self.gz
+            .write_all(&line)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Finishes the file; returns the bytes of text written.
+    fn finish(self) -> Result<u64, Error> {
+        self.gz
+            .finish()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.text_bytes)
+    }
 }
 
 const WORK_DIR: &str = ".conveyor-clean";
