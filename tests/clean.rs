@@ -1,6 +1,7 @@
 //! End-to-end tests of `conveyor clean`: C4 itself passes the rules (it is their fixed
 //! point), every corpus-level stage (English filter, bad words, line dedup across files)
-//! on pages written here, thread-count determinism, WET input, and the output feeding ingest.
+//! on pages written here, thread-count determinism, kill-and-resume, a job split among
+//! workers, WET input, and the output feeding ingest.
 
 mod common;
 
@@ -212,4 +213,100 @@ fn three_workers_and_a_merge_write_exactly_what_one_process_writes() {
             "{f} differs"
         );
     }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_identical_result() {
+    // Four inputs, the last two repeating the first two: the resumed run must rebuild the
+    // dedup set from the outputs already written, or it would keep the repeats.
+    let dir = tmp_dir("resume-in");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (name, part) in [
+        ("a", &lines[..300]),
+        ("b", &lines[300..]),
+        ("c", &lines[..300]),
+        ("d", &lines[300..]),
+    ] {
+        std::fs::write(dir.join(format!("{name}.jsonl")), part.join("\n")).unwrap();
+    }
+    let args = |out: &Path| {
+        vec![
+            "clean".to_string(),
+            dir.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--threads".into(),
+            "1".into(),
+            "-q".into(),
+        ]
+    };
+    let full = tmp_path("resume-full");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args(&full))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let killed = tmp_path("resume-killed");
+    let work = killed.join(".conveyor-clean");
+    let mut kills = 0;
+    for attempt in 0..20 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(args(&killed))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill it once it has finished one more input than on the attempt before.
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            let records = std::fs::read_dir(&work)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".record.json"))
+                        .count()
+                })
+                .unwrap_or(0);
+            if records > attempt {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        match finished {
+            Some(status) => {
+                assert!(status.success());
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(
+        kills > 0,
+        "the run always finished before it could be killed"
+    );
+    let files = |d: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(files(&killed) == files(&full), "the resumed output differs");
 }

@@ -7,8 +7,9 @@
 //! with no lines is dropped.
 //!
 //! Pages are filtered in parallel and deduplicated in input order, so the output does not
-//! depend on the thread count. A rerun of the same job rewrites the same bytes; a killed run
-//! starts again from the beginning.
+//! depend on the thread count. Each finished input's output waits in the work folder with a
+//! small record beside it, so a killed run resumes after the last finished input (rebuilding
+//! the dedup set from the outputs already written) and ends with the same bytes.
 //!
 //! Split among workers (`--num-workers`, [`Worker`]), it runs in two passes: each worker
 //! applies the page filters (the costly part: language ID) to its inputs and leaves the
@@ -101,7 +102,8 @@ pub struct CleanFile {
     /// Records that could not be read as documents (bad JSON, bad UTF-8, no text).
     pub unreadable: u64,
     pub error: Option<String>,
-    /// Bytes of text written.
+    /// Bytes of text read (documents) and written.
+    pub text_bytes_in: u64,
     pub text_bytes_out: u64,
 }
 
@@ -219,18 +221,35 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     };
     // One process dedups as it goes; a worker leaves that to the merge.
     let mut dedup = (cfg.dedup && cfg.worker.is_none()).then(Dedup::default);
-    let mut text_in = 0u64;
     let mut records = Vec::new();
+    let mut resumed = 0usize;
     for &i in &mine {
         let path = &paths[i];
         let name = match cfg.worker {
             None => output_name(i, paths.len()),
             Some(_) => format!("filtered-{i:05}.json.gz"),
         };
-        let tmp = work.join(&name);
+        // Finished by an earlier, killed run: its output is in the work folder (or, after a
+        // kill during the final moves, already in place).
+        if let Some(done) = load_record(&work, &name) {
+            let file = [work.join(&name), cfg.out.join(&name)]
+                .into_iter()
+                .find(|p| p.exists());
+            if let Some(file) = file {
+                if let Some(d) = &mut dedup {
+                    d.add_output(&file)?;
+                }
+                progress.advance(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0), 0, 0);
+                records.push((i, done));
+                resumed += 1;
+                continue;
+            }
+        }
+        let tmp = work.join(format!("{name}.tmp"));
         let mut writer = PageWriter::create(&tmp)?;
         let mut counts = RuleCounts::default();
         let mut unreadable = 0u64;
+        let mut text_bytes_in = 0u64;
         let mut src = source::open(path, &opts)?;
         let mut last_bytes = 0;
         let mut error = None;
@@ -264,7 +283,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             });
             for (doc, (result, c)) in docs.iter().zip(filtered) {
                 counts.add(&c);
-                text_in += doc.text.len() as u64;
+                text_bytes_in += doc.text.len() as u64;
                 let Ok(lines) = result else { continue };
                 let lines = match &mut dedup {
                     Some(d) => match d.keep(lines, &mut counts) {
@@ -287,22 +306,43 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             }
         }
         let text_bytes_out = writer.finish()?;
-        if cfg.worker.is_none() {
-            std::fs::rename(&tmp, cfg.out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
-        }
-        records.push((
-            i,
-            CleanFile {
-                input: path.display().to_string(),
-                output: name,
-                counts,
-                unreadable,
-                error,
-                text_bytes_out,
-            },
-        ));
+        std::fs::rename(&tmp, work.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+        let record = CleanFile {
+            input: path.display().to_string(),
+            output: name,
+            counts,
+            unreadable,
+            error,
+            text_bytes_in,
+            text_bytes_out,
+        };
+        let json = serde_json::to_string(&record).expect("record serialises");
+        crate::manifest::write_atomic(&record_path(&work, &record.output), json.as_bytes())?;
+        records.push((i, record));
+    }
+    if resumed > 0 {
+        progress.note(&format!("resumed: {resumed} input(s) were already done"));
     }
     progress.finish();
+    let text_in: u64 = records.iter().map(|(_, f)| f.text_bytes_in).sum();
+    // The outputs leave the work folder only now, all together.
+    let dest = match cfg.worker {
+        None => cfg.out.clone(),
+        Some(w) => part_dir(&cfg.out, w),
+    };
+    std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+    for (_, f) in &records {
+        let (from, to) = (work.join(&f.output), dest.join(&f.output));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        } else if !to.exists() {
+            return Err(Error::OutputDir {
+                path: from,
+                message: "a finished output is missing; rerun with --overwrite to start again"
+                    .into(),
+            });
+        }
+    }
     let base = CleanManifest {
         format: CLEAN_FORMAT.into(),
         created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
@@ -318,12 +358,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         text_bytes_out: 0,
     };
     if let Some(w) = cfg.worker {
-        let dir = part_dir(&cfg.out, w);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        for (_, f) in &records {
-            let from = work.join(&f.output);
-            std::fs::rename(&from, dir.join(&f.output)).map_err(|e| Error::io(&from, e))?;
-        }
+        let dir = dest;
         let part = CleanPart {
             format: CLEAN_PART_FORMAT.into(),
             job,
@@ -480,6 +515,16 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     Ok((n, m.totals.pages_out))
 }
 
+fn record_path(work: &Path, name: &str) -> PathBuf {
+    work.join(format!("{name}.record.json"))
+}
+
+/// The record of an input an earlier run finished, if any.
+fn load_record(work: &Path, name: &str) -> Option<CleanFile> {
+    let text = std::fs::read_to_string(record_path(work, name)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Line dedup across the corpus: the first occurrence of a line (lower-cased, trimmed) in
 /// input order is kept.
 #[derive(Default)]
@@ -488,6 +533,26 @@ struct Dedup {
 }
 
 impl Dedup {
+    /// Marks every line of a finished output file as seen (resuming a killed run).
+    fn add_output(&mut self, file: &Path) -> Result<(), Error> {
+        let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(file).map_err(|e| Error::io(file, e))?,
+        ));
+        for line in std::io::BufRead::lines(reader) {
+            let line = line.map_err(|e| Error::io(file, e))?;
+            let doc = source::parse_json_line(line.as_bytes(), "text").map_err(|(_, m)| {
+                Error::OutputDir {
+                    path: file.to_path_buf(),
+                    message: m,
+                }
+            })?;
+            for l in doc.text.split('\n') {
+                self.seen.insert(line_key(l));
+            }
+        }
+        Ok(())
+    }
+
     /// The page's lines not seen before, or None (counted) when none is left.
     fn keep(&mut self, lines: Vec<String>, counts: &mut RuleCounts) -> Option<Vec<String>> {
         let before = lines.len();
