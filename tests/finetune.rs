@@ -226,3 +226,73 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("task prepare sst2"));
 }
+
+#[test]
+fn a_task_prepare_split_among_workers_merges_to_the_one_process_output() {
+    // Civil Comments ships three files: one shard each, whoever writes it.
+    let dir = "civil_comments/kaggle_unintended_bias_first_rows_";
+    let inputs: Vec<String> = [
+        "test_private_expanded.csv",
+        "test_public_expanded.csv",
+        "train.csv",
+    ]
+    .iter()
+    .map(|f| shared(&format!("{dir}{f}")))
+    .collect();
+    let vocab = shared("spiece/t5-spiece.model");
+    let args = |out: &str, extra: &[&str]| {
+        let mut a: Vec<String> = ["task", "prepare", "civil_comments"]
+            .map(String::from)
+            .to_vec();
+        for i in &inputs {
+            a.extend(["--input".into(), i.clone()]);
+        }
+        a.extend(
+            [
+                "--vocab",
+                &vocab,
+                "--out",
+                out,
+                "--inputs-length",
+                "96",
+                "--targets-length",
+                "4",
+            ]
+            .map(String::from),
+        );
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        conveyor(&refs)
+    };
+    let one = tmp_path("prepare-one");
+    let o = run(args(one.to_str().unwrap(), &[]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let many = tmp_path("prepare-many");
+    let m = many.to_str().unwrap();
+    for i in ["0", "1"] {
+        let o = run(args(m, &["--num-workers", "2", "--worker-index", i]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let merged = ok(&["manifest", "merge", m]);
+    assert!(merged.contains("3 task example shards"), "{merged}");
+    assert!(
+        files_in(&many) == files_in(&one),
+        "the merged output differs"
+    );
+    // A split prepare without fixed lengths is refused with the reason.
+    let mut a = args(
+        tmp_path("prepare-bad").to_str().unwrap(),
+        &["--num-workers", "2", "--worker-index", "0"],
+    );
+    let at = a.iter().position(|x| x == "--inputs-length").unwrap();
+    a.drain(at..at + 2);
+    let o = run(a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--inputs-length"),
+        "{err}"
+    );
+}

@@ -119,6 +119,7 @@ pub fn run(out: PathBuf, device: &str) -> anyhow::Result<i32> {
                 strict: true,
                 overwrite: true,
                 holdout: None,
+                worker: None,
             },
         )?;
         println!("      {split}: {} examples", p.written);

@@ -336,6 +336,7 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
                     strict: false,
                     overwrite: false,
                     holdout,
+                    worker: None,
                 },
             )?;
             // The dev split uses the train split's lengths.

@@ -62,6 +62,8 @@ pub enum TaskCommand {
         overwrite: bool,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        workers: crate::workers::WorkerArgs,
     },
 }
 
@@ -129,8 +131,11 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
             strict,
             overwrite,
             json,
+            workers,
         } => {
             let keep_held_out = split == "dev";
+            let worker = workers.resolve(json)?;
+            let out_dir = out.clone();
             let t = resolve(&task, task_file.as_deref())?;
             let cfg = PrepareConfig {
                 inputs: input,
@@ -147,6 +152,7 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
                     seed: 0,
                     keep_held_out,
                 }),
+                worker,
             };
             let s = prepare(t.as_ref(), &cfg)?;
             if json {
@@ -169,6 +175,7 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
                     s.inputs_length, s.truncated_inputs, s.targets_length, s.truncated_targets
                 );
             }
+            crate::workers::merge_hint(&out_dir, worker, json);
         }
     }
     Ok(0)

@@ -1,5 +1,5 @@
 //! `conveyor manifest merge OUT`: joins the parts that the workers of a split job (ingest,
-//! corrupt, or clean — whose merge is its line-dedup pass) left in `OUT/parts/` into the dataset one worker would have written — the same
+//! corrupt, task prepare, or clean — whose merge is its line-dedup pass) left in `OUT/parts/` into the dataset one worker would have written — the same
 //! shards, in the same order, under the same names, with the same manifest. It checks first
 //! that the parts belong together (one job: same inputs, vocabulary and settings; one worker
 //! count; every worker present once; every input or token shard done by exactly the worker
@@ -24,14 +24,14 @@ use crate::workers::{check_parts, part_dir, read_part_files, PARTS_DIR};
 #[derive(Debug, Clone, Serialize)]
 pub struct MergeSummary {
     pub out: PathBuf,
-    /// "token shards", "example shards" or "cleaned files".
+    /// "token shards", "example shards", "task example shards" or "cleaned files".
     pub kind: String,
     pub workers: usize,
     /// Output files.
     pub shards: usize,
-    /// Tokens (shards) or pages (cleaned files) in them.
+    /// Tokens, examples (task shards) or pages (cleaned files) in them.
     pub amount: u64,
-    /// "tokens" or "pages".
+    /// "tokens", "examples" or "pages".
     pub unit: String,
     /// True when `out` already held the merged dataset and no parts.
     pub already_merged: bool,
@@ -53,10 +53,10 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
         workers,
         shards,
         amount,
-        unit: if kind == "cleaned files" {
-            "pages"
-        } else {
-            "tokens"
+        unit: match kind {
+            "cleaned files" => "pages",
+            "task example shards" => "examples",
+            _ => "tokens",
         }
         .into(),
         already_merged,
@@ -107,6 +107,17 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
             let (shards, tokens) = crate::corrupt::job::merge_parts(out, &paths)?;
             Ok(summary("example shards", workers, shards, tokens, false))
+        }
+        crate::corrupt::task_part::TASK_PART_FORMAT => {
+            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
+            let (shards, examples) = crate::corrupt::task_part::merge_task_parts(out, &paths)?;
+            Ok(summary(
+                "task example shards",
+                workers,
+                shards,
+                examples,
+                false,
+            ))
         }
         crate::clean::CLEAN_PART_FORMAT => {
             let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();

@@ -214,6 +214,36 @@ pub fn prepare_out(
     Ok(WorkerState::Start)
 }
 
+/// The name of a job's work folder: `base` (`.conveyor-ingest`, ...), or one per worker.
+pub fn work_name(base: &str, worker: Option<Worker>) -> String {
+    match worker {
+        None => base.to_string(),
+        Some(w) => format!("{base}-{}", w.tag()),
+    }
+}
+
+/// Applies the output folder rules of a job, whole ([`crate::outdir::prepare`]) or one
+/// worker's share ([`prepare_out`]); returns where it stands and its work folder's name.
+/// `Merged` also stands for a whole job's finished output.
+pub fn start_job(
+    out: &std::path::Path,
+    base: &str,
+    job: &str,
+    worker: Option<Worker>,
+    overwrite: bool,
+    merged_job: impl FnOnce(&std::path::Path) -> Result<String, Error>,
+) -> Result<(WorkerState, String), Error> {
+    let name = work_name(base, worker);
+    let state = match worker {
+        None => match crate::outdir::prepare(out, base, job, overwrite, merged_job)? {
+            crate::outdir::OutState::Complete => WorkerState::Merged,
+            crate::outdir::OutState::Start => WorkerState::Start,
+        },
+        Some(w) => prepare_out(out, &name, job, w, overwrite, merged_job)?,
+    };
+    Ok((state, name))
+}
+
 /// The checks that `parts` (headers) make one split job of `format`: one job, one worker
 /// count, every worker present exactly once. Names the missing workers.
 pub fn check_parts(out: &std::path::Path, parts: &[PartHeader]) -> Result<(), Error> {

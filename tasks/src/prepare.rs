@@ -1,6 +1,8 @@
-//! `conveyor task prepare`: a task's files -> one tokenized example shard (`inputs`,
-//! `targets` with EOS, plus `inputs_pretokenized`, `targets_pretokenized`, `category`) and a
-//! manifest the loader and trainer read like span-corruption examples. Feature lengths default
+//! `conveyor task prepare`: a task's files -> tokenized example shards, one per input file
+//! (`inputs`, `targets` with EOS, plus `inputs_pretokenized`, `targets_pretokenized`,
+//! `category`) and a manifest the loader and trainer read like span-corruption examples.
+//! Split among workers (by input file; lengths must then be given, and no holdout), each
+//! leaves a part that `conveyor manifest merge` joins into the one-process output. Feature lengths default
 //! to the 90th percentile of the task's tokenized lengths (as in the paper) — except the
 //! targets of classification tasks, which keep the longest label whole; longer examples are
 //! trimmed to length - 1 plus EOS and counted.
@@ -13,9 +15,10 @@ use conveyor_pipeline::corrupt::manifest::{
 };
 use conveyor_pipeline::corrupt::{Example as Ids, Lengths};
 use conveyor_pipeline::manifest::VocabInfo;
-use conveyor_pipeline::outdir::{self, OutState};
+use conveyor_pipeline::outdir;
 use conveyor_pipeline::shard::{shard_name, ExampleShardWriter};
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
+use conveyor_pipeline::workers::{part_dir, Worker, WorkerState};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -42,6 +45,8 @@ pub struct PrepareConfig {
     /// Keep only one side of a seeded split of the rows (for tasks shipped without a dev
     /// file): every example is in the held-out part with probability `fraction`.
     pub holdout: Option<Holdout>,
+    /// This process's share of a split job; None = the whole job.
+    pub worker: Option<Worker>,
 }
 
 /// A deterministic train/dev split of a task's examples.
@@ -142,20 +147,57 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     identity["inputs"] = files.into();
     let job = conveyor_pipeline::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16]
         .to_string();
-    let state = outdir::prepare(&cfg.out, WORK_DIR, &job, cfg.overwrite, |d| {
-        ExamplesManifest::read(d).map(|m| m.job)
-    })?;
-    if state == OutState::Complete {
-        return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true));
+    let read_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
+    if cfg.worker.is_some()
+        && (cfg.inputs_length.is_none() || cfg.targets_length.is_none() || cfg.holdout.is_some())
+    {
+        return Err(conveyor_pipeline::Error::Config(
+            "a task prepare split among workers needs --inputs-length and --targets-length (the default 90th percentile is over every input; a one-process prepare prints the lengths it chose) and no --holdout (held-out rows are drawn by their position in the whole task)".into(),
+        )
+        .into());
+    }
+    let (state, work_name) = conveyor_pipeline::workers::start_job(
+        &cfg.out,
+        WORK_DIR,
+        &job,
+        cfg.worker,
+        cfg.overwrite,
+        read_job,
+    )?;
+    match (state, cfg.worker) {
+        (WorkerState::Merged, _) => {
+            return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true))
+        }
+        (WorkerState::PartDone, Some(w)) => {
+            let p = conveyor_pipeline::corrupt::task_part::read_task_part(
+                &part_dir(&cfg.out, w).join("part.json"),
+            )?;
+            return Ok(summary(&p.manifest, &cfg.out, true));
+        }
+        _ => {}
     }
 
-    let mut data = read_all(task, &cfg.inputs, cfg.strict)?;
+    // Each input read on its own (its own counts and shard); examples keep their input.
+    let mine: Vec<usize> = (0..cfg.inputs.len())
+        .filter(|&i| cfg.worker.is_none_or(|w| w.owns(i)))
+        .collect();
+    let mut per_input: Vec<(usize, crate::TaskData)> = Vec::new();
+    for &i in &mine {
+        per_input.push((i, read_all(task, &cfg.inputs[i..=i], cfg.strict)?));
+    }
+    let mut examples: Vec<(usize, crate::Example)> = per_input
+        .iter_mut()
+        .flat_map(|(i, d)| {
+            std::mem::take(&mut d.examples)
+                .into_iter()
+                .map(move |e| (*i, e))
+        })
+        .collect();
     if let Some(h) = cfg.holdout {
-        let all = std::mem::take(&mut data.examples);
-        data.examples = all
+        examples = examples
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| h.held_out(*i) == h.keep_held_out)
+            .filter(|(k, _)| h.held_out(*k) == h.keep_held_out)
             .map(|(_, e)| e)
             .collect();
     }
@@ -165,10 +207,9 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         ids.push(eos);
         ids
     };
-    let mut encoded: Vec<Ids> = data
-        .examples
+    let mut encoded: Vec<Ids> = examples
         .par_iter()
-        .map(|e| Ids {
+        .map(|(_, e)| Ids {
             inputs: encode(&e.inputs),
             targets: encode(&e.targets),
         })
@@ -190,9 +231,13 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         (None, Some(_)) => encoded.iter().map(|e| e.targets.len()).max().unwrap_or(2),
         (None, None) => pick(None, encoded.iter().map(|e| e.targets.len()).collect()),
     };
-    let (mut ti, mut tt) = (0u64, 0u64);
-    for e in &mut encoded {
-        for (v, l, n) in [(&mut e.inputs, li, &mut ti), (&mut e.targets, lt, &mut tt)] {
+    let mut truncated: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
+    for (e, (i, _)) in encoded.iter_mut().zip(&examples) {
+        let t = truncated.entry(*i).or_default();
+        for (v, l, n) in [
+            (&mut e.inputs, li, &mut t.0),
+            (&mut e.targets, lt, &mut t.1),
+        ] {
             if v.len() > l {
                 v.truncate(l - 1);
                 v.push(eos);
@@ -201,28 +246,67 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         }
     }
 
-    let work = outdir::work_dir(&cfg.out, WORK_DIR);
+    let work = outdir::work_dir(&cfg.out, &work_name);
     outdir::claim(&work, &job)?;
     let vocab_size = vocab.len() as u32 + cfg.extra_ids;
     let narrow = conveyor_pipeline::shard::narrow_ids(vocab_size as usize);
-    let tmp = work.join("shard.parquet");
-    let mut w = ExampleShardWriter::create_text(&tmp, narrow)?;
-    for (ids, ex) in encoded.iter().zip(&data.examples) {
-        w.push_text(ids, &ex.inputs, &ex.targets, ex.category.as_deref())?;
+    let n = cfg.inputs.len();
+    let dest = match cfg.worker {
+        None => cfg.out.clone(),
+        Some(w) => part_dir(&cfg.out, w),
+    };
+    std::fs::create_dir_all(&dest).map_err(|e| conveyor_pipeline::Error::io(&dest, e))?;
+    let mut shards = Vec::new();
+    let mut counts = Vec::new();
+    for (i, data) in &per_input {
+        let tmp = work.join(format!("shard-{i:05}.parquet"));
+        let mut w = ExampleShardWriter::create_text(&tmp, narrow)?;
+        let mut source_tokens = 0u64;
+        for (ids, (_, ex)) in encoded.iter().zip(&examples).filter(|(_, (j, _))| j == i) {
+            w.push_text(ids, &ex.inputs, &ex.targets, ex.category.as_deref())?;
+            source_tokens += (ids.inputs.len() + ids.targets.len()) as u64;
+        }
+        let stats = w.finish()?;
+        let name = match cfg.worker {
+            None => shard_name(&cfg.split, *i, n),
+            Some(_) => format!("shard-{i:05}.parquet"),
+        };
+        let target = dest.join(&name);
+        std::fs::rename(&tmp, &target).map_err(|e| conveyor_pipeline::Error::io(&tmp, e))?;
+        let (ti, tt) = truncated.get(i).copied().unwrap_or_default();
+        shards.push(ExampleShardRecord {
+            file: name,
+            rows: stats.rows,
+            examples: stats.rows,
+            tokens: stats.tokens,
+            bytes: stats.bytes,
+            sha256: stats.sha256,
+            source_shard: String::new(),
+            source_documents: data.read,
+            source_tokens,
+        });
+        counts.push(TaskCounts {
+            name: task.name(),
+            inputs: vec![cfg.inputs[*i].display().to_string()],
+            read: data.read,
+            written: stats.rows,
+            skipped: data.skipped.len() as u64,
+            excluded: data.excluded.clone(),
+            truncated_inputs: ti,
+            truncated_targets: tt,
+            problems: data
+                .skipped
+                .iter()
+                .take(1000)
+                .map(|s| format!("{}:{}: {}", s.file, s.line, s.reason))
+                .collect(),
+        });
     }
-    let stats = w.finish()?;
-    let name = shard_name(&cfg.split, 0, 1);
-    let target = cfg.out.join(&name);
-    std::fs::rename(&tmp, &target).map_err(|e| conveyor_pipeline::Error::io(&tmp, e))?;
-    let source_tokens: u64 = encoded
-        .iter()
-        .map(|e| (e.inputs.len() + e.targets.len()) as u64)
-        .sum();
-    let m = ExamplesManifest {
+    let base = ExamplesManifest {
         format: EXAMPLES_FORMAT.into(),
         version: EXAMPLES_VERSION,
         created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
-        job,
+        job: job.clone(),
         source: cfg
             .inputs
             .iter()
@@ -257,39 +341,41 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             split: cfg.split.clone(),
             token_type: if narrow { "uint16" } else { "uint32" }.into(),
         },
-        shards: vec![ExampleShardRecord {
-            file: name,
-            rows: stats.rows,
-            examples: stats.rows,
-            tokens: stats.tokens,
-            bytes: stats.bytes,
-            sha256: stats.sha256,
-            source_shard: String::new(),
-            source_documents: data.read,
-            source_tokens,
-        }],
-        examples: stats.rows,
-        rows: stats.rows,
-        tokens: stats.tokens,
-        source_tokens,
-        task: Some(TaskCounts {
-            name: task.name(),
-            inputs: cfg.inputs.iter().map(|p| p.display().to_string()).collect(),
-            read: data.read,
-            written: stats.rows,
-            skipped: data.skipped.len() as u64,
-            excluded: data.excluded.clone(),
-            truncated_inputs: ti,
-            truncated_targets: tt,
-            problems: data
-                .skipped
-                .iter()
-                .take(1000)
-                .map(|s| format!("{}:{}: {}", s.file, s.line, s.reason))
-                .collect(),
-        }),
+        shards: Vec::new(),
+        examples: 0,
+        rows: 0,
+        tokens: 0,
+        source_tokens: 0,
+        task: None,
     };
-    m.write(&cfg.out)?;
+    let inputs: Vec<String> = cfg.inputs.iter().map(|p| p.display().to_string()).collect();
+    let m = conveyor_pipeline::corrupt::task_part::task_manifest(
+        &base,
+        shards.clone(),
+        &counts,
+        task.name(),
+        inputs,
+    );
+    if let Some(w) = cfg.worker {
+        let part = conveyor_pipeline::corrupt::task_part::TaskPart {
+            format: conveyor_pipeline::corrupt::task_part::TASK_PART_FORMAT.into(),
+            job,
+            worker: w,
+            inputs: n,
+            shards: per_input
+                .iter()
+                .map(|(i, _)| *i)
+                .zip(shards)
+                .zip(counts)
+                .map(|((i, s), c)| (i, s, c))
+                .collect(),
+            manifest: m.clone(),
+        };
+        let json = serde_json::to_string_pretty(&part).expect("part serialises") + "\n";
+        conveyor_pipeline::manifest::write_atomic(&dest.join("part.json"), json.as_bytes())?;
+    } else {
+        m.write(&cfg.out)?;
+    }
     std::fs::remove_dir_all(&work).map_err(|e| conveyor_pipeline::Error::io(&work, e))?;
     Ok(summary(&m, &cfg.out, false))
 }

@@ -187,6 +187,7 @@ fn prepared_examples_feed_the_loader() {
         strict: false,
         overwrite: false,
         holdout: None,
+        worker: None,
     };
     let t = find("trec").unwrap();
     let s = prepare(t.as_ref(), &cfg).unwrap();

@@ -169,37 +169,23 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     identity["inputs"] = files.into();
     let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let read_job = |d: &Path| read_manifest(d).map(|m| m.job);
-    let work_name = match cfg.worker {
-        None => WORK_DIR.to_string(),
-        Some(w) => format!("{WORK_DIR}-{}", w.tag()),
-    };
-    match cfg.worker {
-        None => {
-            if crate::outdir::prepare(&cfg.out, WORK_DIR, &job, cfg.overwrite, read_job)?
-                == crate::outdir::OutState::Complete
-            {
-                return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0));
-            }
+    let (state, work_name) = crate::workers::start_job(
+        &cfg.out,
+        WORK_DIR,
+        &job,
+        cfg.worker,
+        cfg.overwrite,
+        read_job,
+    )?;
+    match (state, cfg.worker) {
+        (WorkerState::Merged, _) => {
+            return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0))
         }
-        Some(w) => {
-            match crate::workers::prepare_out(
-                &cfg.out,
-                &work_name,
-                &job,
-                w,
-                cfg.overwrite,
-                read_job,
-            )? {
-                WorkerState::Merged => {
-                    return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0))
-                }
-                WorkerState::PartDone => {
-                    let p = read_part(&part_dir(&cfg.out, w).join("part.json"))?;
-                    return Ok(summary(&part_manifest(&p), &cfg.out, true, 0.0));
-                }
-                WorkerState::Start => {}
-            }
+        (WorkerState::PartDone, Some(w)) => {
+            let p = read_part(&part_dir(&cfg.out, w).join("part.json"))?;
+            return Ok(summary(&part_manifest(&p), &cfg.out, true, 0.0));
         }
+        _ => {}
     }
     let work = crate::outdir::work_dir(&cfg.out, &work_name);
     crate::outdir::claim(&work, &job)?;

@@ -20,7 +20,7 @@ use super::manifest::{CorruptSettings, ExampleShardRecord, ExamplesManifest, EXA
 use super::{Chunking, Corruption, Example, Keys, Packer, Pieces, Scratch, SpanCorruption};
 use crate::error::Error;
 use crate::manifest::{write_atomic, Manifest};
-use crate::outdir::{self, OutState};
+use crate::outdir;
 use crate::progress::Progress;
 use crate::shard::{shard_name, ExampleShardWriter, Ids, TokenDocs};
 use crate::workers::{part_dir, Worker, WorkerState, PARTS_DIR};
@@ -259,40 +259,25 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = &cfg.out;
-    let work_name = match cfg.worker {
-        None => WORK_DIR.to_string(),
-        Some(w) => format!("{WORK_DIR}-{}", w.tag()),
-    };
     let merged_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
-    match cfg.worker {
-        None => {
-            if outdir::prepare(out, WORK_DIR, &plan.job, cfg.overwrite, merged_job)?
-                == OutState::Complete
-            {
-                let m = ExamplesManifest::read(out)?;
-                return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
-            }
+    let (state, work_name) = crate::workers::start_job(
+        out,
+        WORK_DIR,
+        &plan.job,
+        cfg.worker,
+        cfg.overwrite,
+        merged_job,
+    )?;
+    match (state, cfg.worker) {
+        (WorkerState::Merged, _) => {
+            let m = ExamplesManifest::read(out)?;
+            return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
         }
-        Some(w) => {
-            match crate::workers::prepare_out(
-                out,
-                &work_name,
-                &plan.job,
-                w,
-                cfg.overwrite,
-                merged_job,
-            )? {
-                WorkerState::Merged => {
-                    let m = ExamplesManifest::read(out)?;
-                    return Ok(CorruptSummary::new(&m, out, true, false, 0.0));
-                }
-                WorkerState::PartDone => {
-                    let p = read_part(&part_dir(out, w).join("part.json"))?;
-                    return Ok(CorruptSummary::new(&p.manifest, out, true, false, 0.0));
-                }
-                WorkerState::Start => {}
-            }
+        (WorkerState::PartDone, Some(w)) => {
+            let p = read_part(&part_dir(out, w).join("part.json"))?;
+            return Ok(CorruptSummary::new(&p.manifest, out, true, false, 0.0));
         }
+        _ => {}
     }
     let owns = |k: usize| cfg.worker.is_none_or(|w| w.owns(k));
     let work = outdir::work_dir(out, &work_name);

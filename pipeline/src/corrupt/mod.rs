@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod pack;
 pub mod span;
 pub mod stream;
+pub mod task_part;
 
 pub use job::{corrupt, CorruptConfig, CorruptSummary};
 pub use lengths::{random_spans_helper, Lengths};

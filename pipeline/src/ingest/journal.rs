@@ -49,10 +49,7 @@ pub struct Journal {
 
 /// The work folder's name: [`WORK_DIR`], or one per worker of a split job.
 pub fn work_name(worker: Option<crate::workers::Worker>) -> String {
-    match worker {
-        None => WORK_DIR.to_string(),
-        Some(w) => format!("{WORK_DIR}-{}", w.tag()),
-    }
+    crate::workers::work_name(WORK_DIR, worker)
 }
 
 impl Journal {
