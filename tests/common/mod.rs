@@ -16,8 +16,35 @@ pub fn shared(rel: &str) -> PathBuf {
     root().join("../shared/data").join(rel)
 }
 
+/// Removes what earlier runs of this test binary left in the temporary folder (folders named
+/// `conveyor-CRATE-...-PID` whose process is gone), once per process, so that repeated test
+/// runs on one machine do not fill its disk.
+fn sweep_old_runs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prefix = format!("conveyor-{}-", env!("CARGO_CRATE_NAME"));
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let pid = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
+            let gone = pid.is_some_and(|p| {
+                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+            });
+            if gone {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
+}
+
 /// A fresh temporary path for this test binary and process (removed, not created).
 pub fn tmp_path(name: &str) -> PathBuf {
+    sweep_old_runs();
     let d = std::env::temp_dir().join(format!(
         "conveyor-{}-{name}-{}",
         env!("CARGO_CRATE_NAME"),
