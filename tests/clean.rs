@@ -287,3 +287,75 @@ fn a_killed_run_resumes_to_the_identical_result() {
         "the resumed output differs"
     );
 }
+
+#[test]
+fn a_dedup_sharded_by_line_hash_gives_the_one_pass_result() {
+    // The same inputs as the worker test: cut from C4, the third repeating parts of the others.
+    let dir = tmp_dir("shard-in");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(dir.join("a.jsonl"), lines[..200].join("\n")).unwrap();
+    std::fs::write(dir.join("b.jsonl"), lines[200..400].join("\n")).unwrap();
+    std::fs::write(dir.join("c.jsonl"), lines[150..250].join("\n")).unwrap();
+    let one = tmp_path("shard-one");
+    clean_json(&[
+        dir.to_str().unwrap(),
+        "--out",
+        one.to_str().unwrap(),
+        "--any-language",
+    ]);
+    let many = tmp_path("shard-many");
+    let m = many.to_str().unwrap();
+    for i in ["0", "1"] {
+        ok(&[
+            "clean",
+            dir.to_str().unwrap(),
+            "--out",
+            m,
+            "--any-language",
+            "--num-workers",
+            "2",
+            "--worker-index",
+            i,
+            "-q",
+        ]);
+    }
+    // Three dedup shards; merging with one missing is refused and names it.
+    for i in ["0", "2"] {
+        ok(&[
+            "manifest",
+            "merge",
+            m,
+            "--dedup-shard",
+            i,
+            "--dedup-shards",
+            "3",
+        ]);
+    }
+    let o = conveyor(&["manifest", "merge", m]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("dedup shard(s) 1 of 3"),
+        "{err}"
+    );
+    let s = ok(&[
+        "manifest",
+        "merge",
+        m,
+        "--dedup-shard",
+        "1",
+        "--dedup-shards",
+        "3",
+    ]);
+    assert!(s.contains("repeated lines to drop"), "{s}");
+    ok(&["manifest", "merge", m]);
+    assert!(
+        files_in(&many) == files_in(&one),
+        "the sharded dedup differs from one pass"
+    );
+}

@@ -57,12 +57,37 @@ pub enum ManifestCommand {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// For a split `clean`: run only this shard of the line dedup (lines whose hash falls
+        /// in bucket I of --dedup-shards), writing its drop list; run every shard (as many
+        /// processes or array tasks as you like), then merge without these options.
+        #[arg(long, requires = "dedup_shards")]
+        dedup_shard: Option<usize>,
+        #[arg(long, requires = "dedup_shard")]
+        dedup_shards: Option<usize>,
     },
 }
 
 pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
     match c {
-        ManifestCommand::Merge { out, json } => {
+        ManifestCommand::Merge {
+            out,
+            json,
+            dedup_shard: Some(i),
+            dedup_shards: Some(n),
+        } => {
+            let shard = Worker::new(i, n)?;
+            let drops = conveyor_pipeline::clean::dedup_shard(&out, shard)?;
+            if json {
+                println!("{}", serde_json::json!({"shard": shard, "drops": drops}));
+            } else {
+                println!(
+                    "dedup shard {i} of {n}: {drops} repeated lines to drop; once every shard is done: conveyor manifest merge {}",
+                    out.display()
+                );
+            }
+            Ok(0)
+        }
+        ManifestCommand::Merge { out, json, .. } => {
             let s = conveyor_pipeline::merge::merge(&out)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);

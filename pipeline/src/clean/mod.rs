@@ -422,6 +422,94 @@ fn read_part(path: &Path) -> Result<CleanPart, Error> {
 /// with every worker present), in input order: the output and manifest one process writes.
 /// Returns the number of output files and pages kept.
 pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error> {
+    let (parts, slots) = ordered_parts(out, files)?;
+    let n = slots.len();
+    // The dedup: sharded by line hash when `manifest merge --dedup-shard` ran for every
+    // shard (their drop lists are applied), else one pass holding every distinct line.
+    let sharded = if parts[0].manifest.dedup {
+        read_drop_lists(out, &parts[0].job, n)?
+    } else {
+        None
+    };
+    let mut dedup = (parts[0].manifest.dedup && sharded.is_none()).then(Dedup::default);
+    let mut done = Vec::with_capacity(n);
+    for (i, (w, mut f)) in slots.into_iter().enumerate() {
+        let filtered = part_dir(out, w).join(&f.output);
+        let name = output_name(i, n);
+        let tmp = out.join(format!("{name}.tmp"));
+        let mut writer = PageWriter::create(&tmp)?;
+        let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+            std::fs::File::open(&filtered).map_err(|e| Error::io(&filtered, e))?,
+        ));
+        let drops = sharded.as_ref().map(|d| &d[i]);
+        let mut drop_at = 0usize;
+        for (page, line) in std::io::BufRead::lines(reader).enumerate() {
+            let line = line.map_err(|e| Error::io(&filtered, e))?;
+            let doc = source::parse_json_line(line.as_bytes(), "text").map_err(|(_, m)| {
+                Error::OutputDir {
+                    path: filtered.clone(),
+                    message: m,
+                }
+            })?;
+            let lines: Vec<String> = doc.text.split('\n').map(str::to_string).collect();
+            let lines = match (&mut dedup, drops) {
+                (Some(d), _) => match d.keep(lines, &mut f.counts) {
+                    Some(l) => l,
+                    None => continue,
+                },
+                (None, Some(drops)) => {
+                    // This page's dropped lines: the drop list is sorted by (page, line).
+                    let mut kept = Vec::with_capacity(lines.len());
+                    for (k, l) in lines.into_iter().enumerate() {
+                        let here = (page as u64, k as u32);
+                        while drop_at < drops.len() && drops[drop_at] < here {
+                            drop_at += 1;
+                        }
+                        if drop_at < drops.len() && drops[drop_at] == here {
+                            *f.counts
+                                .lines_dropped
+                                .entry(LineDrop::Duplicate)
+                                .or_default() += 1;
+                        } else {
+                            kept.push(l);
+                        }
+                    }
+                    if kept.is_empty() {
+                        *f.counts
+                            .pages_dropped
+                            .entry(PageDrop::AllLinesDuplicate)
+                            .or_default() += 1;
+                        continue;
+                    }
+                    kept
+                }
+                (None, None) => lines,
+            };
+            f.counts.pages_out += 1;
+            f.counts.lines_out += lines.len() as u64;
+            writer.page(&lines.join("\n"), &doc)?;
+        }
+        f.text_bytes_out = writer.finish()?;
+        std::fs::rename(&tmp, out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+        f.output = name;
+        done.push(f);
+    }
+    let text_in = parts.iter().map(|p| p.text_bytes_in).sum();
+    let mut base = parts[0].manifest.clone();
+    base.job = parts[0].job.clone();
+    let m = finish_manifest(base, done, text_in, out)?;
+    let dir = out.join(PARTS_DIR);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok((n, m.totals.pages_out))
+}
+
+/// The parts of a split clean (checked: one job, every worker present) and, per input in
+/// order, the worker that filtered it and its record.
+#[allow(clippy::type_complexity)]
+fn ordered_parts(
+    out: &Path,
+    files: &[PathBuf],
+) -> Result<(Vec<CleanPart>, Vec<(Worker, CleanFile)>), Error> {
     let parts = files
         .iter()
         .map(|f| read_part(f))
@@ -456,18 +544,51 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
             ),
         });
     }
-    let mut dedup = parts[0].manifest.dedup.then(Dedup::default);
-    let mut done = Vec::with_capacity(n);
-    for (i, slot) in slots.into_iter().enumerate() {
-        let (w, mut f) = slot.expect("checked above");
-        let filtered = part_dir(out, w).join(&f.output);
-        let name = output_name(i, n);
-        let tmp = out.join(format!("{name}.tmp"));
-        let mut writer = PageWriter::create(&tmp)?;
+    let slots = slots
+        .into_iter()
+        .map(|s| s.expect("checked above"))
+        .collect();
+    Ok((parts, slots))
+}
+
+/// Where dedup shard `shard` of a split clean keeps its drop list.
+fn drop_list_path(out: &Path, shard: Worker) -> PathBuf {
+    out.join(PARTS_DIR)
+        .join(format!("dedup-{}.bin", shard.tag()))
+}
+
+/// One shard of the dedup pass of a split clean: the lines whose hash falls in bucket
+/// `shard.index` of `shard.count`, across every worker's filtered pages in input order; every
+/// occurrence after the first is written to a drop list (input, page, line). Memory: the
+/// distinct lines of one bucket. `conveyor manifest merge OUT` then applies all drop lists.
+/// Returns the lines to drop.
+pub fn dedup_shard(out: &Path, shard: Worker) -> Result<u64, Error> {
+    let files: Vec<PathBuf> = crate::workers::read_part_files(out)?
+        .into_iter()
+        .filter(|(_, h, _)| h.format == CLEAN_PART_FORMAT)
+        .map(|(p, _, _)| p)
+        .collect();
+    if files.is_empty() {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: "holds no clean worker parts to deduplicate".into(),
+        });
+    }
+    let headers: Vec<_> = crate::workers::read_part_files(out)?
+        .into_iter()
+        .map(|(_, h, _)| h)
+        .collect();
+    crate::workers::check_parts(out, &headers)?;
+    let (parts, slots) = ordered_parts(out, &files)?;
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    let mut drops: Vec<u8> = Vec::new();
+    let mut count = 0u64;
+    for (i, (w, f)) in slots.iter().enumerate() {
+        let filtered = part_dir(out, *w).join(&f.output);
         let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
             std::fs::File::open(&filtered).map_err(|e| Error::io(&filtered, e))?,
         ));
-        for line in std::io::BufRead::lines(reader) {
+        for (page, line) in std::io::BufRead::lines(reader).enumerate() {
             let line = line.map_err(|e| Error::io(&filtered, e))?;
             let doc = source::parse_json_line(line.as_bytes(), "text").map_err(|(_, m)| {
                 Error::OutputDir {
@@ -475,30 +596,95 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
                     message: m,
                 }
             })?;
-            let lines: Vec<String> = doc.text.split('\n').map(str::to_string).collect();
-            let lines = match &mut dedup {
-                Some(d) => match d.keep(lines, &mut f.counts) {
-                    Some(l) => l,
-                    None => continue,
-                },
-                None => lines,
-            };
-            f.counts.pages_out += 1;
-            f.counts.lines_out += lines.len() as u64;
-            writer.page(&lines.join("\n"), &doc)?;
+            for (k, l) in doc.text.split('\n').enumerate() {
+                let key = line_key(l);
+                let bucket = u16::from_le_bytes([key[0], key[1]]) as usize % shard.count;
+                if bucket == shard.index && !seen.insert(key) {
+                    drops.extend_from_slice(&(i as u32).to_le_bytes());
+                    drops.extend_from_slice(&(page as u64).to_le_bytes());
+                    drops.extend_from_slice(&(k as u32).to_le_bytes());
+                    count += 1;
+                }
+            }
         }
-        f.text_bytes_out = writer.finish()?;
-        std::fs::rename(&tmp, out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
-        f.output = name;
-        done.push(f);
     }
-    let text_in = parts.iter().map(|p| p.text_bytes_in).sum();
-    let mut base = parts[0].manifest.clone();
-    base.job = parts[0].job.clone();
-    let m = finish_manifest(base, done, text_in, out)?;
+    let header = serde_json::json!({"job": parts[0].job, "shard": shard, "drops": count});
+    let mut bytes = serde_json::to_vec(&header).expect("header serialises");
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&drops);
+    crate::manifest::write_atomic(&drop_list_path(out, shard), &bytes)?;
+    Ok(count)
+}
+
+/// The drop lists of a sharded dedup, per input sorted by (page, line), when every shard
+/// wrote one for `job`; None when no shard ran. Refuses an incomplete or foreign set.
+#[allow(clippy::type_complexity)]
+fn read_drop_lists(
+    out: &Path,
+    job: &str,
+    inputs: usize,
+) -> Result<Option<Vec<Vec<(u64, u32)>>>, Error> {
     let dir = out.join(PARTS_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    Ok((n, m.totals.pages_out))
+    let mut found: Vec<(Worker, Vec<u8>)> = Vec::new();
+    for e in std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("dedup-") && name.ends_with(".bin")) {
+            continue;
+        }
+        let path = e.path();
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let bad = |m: &str| Error::OutputDir {
+            path: path.clone(),
+            message: m.to_string(),
+        };
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("no header line"))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&bytes[..nl]).map_err(|_| bad("unreadable header"))?;
+        if header["job"] != job {
+            return Err(bad("is a dedup shard of another job; remove it"));
+        }
+        let shard: Worker =
+            serde_json::from_value(header["shard"].clone()).map_err(|_| bad("unreadable shard"))?;
+        found.push((shard, bytes[nl + 1..].to_vec()));
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let count = found[0].0.count;
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !found.iter().any(|(w, _)| w.index == *i && w.count == count))
+        .map(|i| i.to_string())
+        .collect();
+    if !missing.is_empty() || found.len() != count {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: format!(
+                "dedup shard(s) {} of {count} are missing: run `conveyor manifest merge OUT --dedup-shard I --dedup-shards {count}` for them (or remove every parts/dedup-*.bin to dedup in one pass)",
+                missing.join(", ")
+            ),
+        });
+    }
+    let mut lists: Vec<Vec<(u64, u32)>> = vec![Vec::new(); inputs];
+    for (_, bytes) in found {
+        for r in bytes.chunks_exact(16) {
+            let input = u32::from_le_bytes(r[0..4].try_into().expect("4 bytes")) as usize;
+            let page = u64::from_le_bytes(r[4..12].try_into().expect("8 bytes"));
+            let line = u32::from_le_bytes(r[12..16].try_into().expect("4 bytes"));
+            if let Some(l) = lists.get_mut(input) {
+                l.push((page, line));
+            }
+        }
+    }
+    for l in &mut lists {
+        l.sort_unstable();
+    }
+    Ok(Some(lists))
 }
 
 fn record_path(work: &Path, name: &str) -> PathBuf {
