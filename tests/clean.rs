@@ -17,6 +17,17 @@ fn clean_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(&a)).unwrap()
 }
 
+/// The C4 sample's JSON lines, decompressed.
+fn c4_sample_text() -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    text
+}
+
 /// The documents of a clean output file.
 fn docs(path: &Path) -> Vec<serde_json::Value> {
     let mut s = String::new();
@@ -165,12 +176,7 @@ fn three_workers_and_a_merge_write_exactly_what_one_process_writes() {
     // Three inputs cut from the C4 sample; the third repeats pages of the first, so the
     // corpus-wide dedup (done by the merge) has work across workers.
     let dir = tmp_dir("split");
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap(),
-    )
-    .read_to_string(&mut text)
-    .unwrap();
+    let text = c4_sample_text();
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(dir.join("a.jsonl"), lines[..200].join("\n")).unwrap();
     std::fs::write(dir.join("b.jsonl"), lines[200..400].join("\n")).unwrap();
@@ -208,12 +214,7 @@ fn a_killed_run_resumes_to_the_identical_result() {
     // Four inputs, the last two repeating the first two: the resumed run must rebuild the
     // dedup set from the outputs already written, or it would keep the repeats.
     let dir = tmp_dir("resume-in");
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap(),
-    )
-    .read_to_string(&mut text)
-    .unwrap();
+    let text = c4_sample_text();
     let lines: Vec<&str> = text.lines().collect();
     for (name, part) in [
         ("a", &lines[..300]),
@@ -292,12 +293,7 @@ fn a_killed_run_resumes_to_the_identical_result() {
 fn a_dedup_sharded_by_line_hash_gives_the_one_pass_result() {
     // The same inputs as the worker test: cut from C4, the third repeating parts of the others.
     let dir = tmp_dir("shard-in");
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap(),
-    )
-    .read_to_string(&mut text)
-    .unwrap();
+    let text = c4_sample_text();
     let lines: Vec<&str> = text.lines().collect();
     std::fs::write(dir.join("a.jsonl"), lines[..200].join("\n")).unwrap();
     std::fs::write(dir.join("b.jsonl"), lines[200..400].join("\n")).unwrap();

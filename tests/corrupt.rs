@@ -19,19 +19,7 @@ fn tokens() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = tmp_dir("tokens");
-        ok(&[
-            "ingest",
-            shared("c4/c4-train.00000-of-01024.first600.json.gz")
-                .to_str()
-                .unwrap(),
-            "--vocab",
-            shared("spiece/t5-spiece.model").to_str().unwrap(),
-            "--out",
-            d.to_str().unwrap(),
-            "--shard-tokens",
-            "20000",
-            "-q",
-        ]);
+        ingest_c4_sample(&d, 20000);
         d
     })
 }

@@ -37,6 +37,9 @@ pub struct MergeSummary {
     pub already_merged: bool,
 }
 
+const SHARD_MISSING: &str =
+    "a worker's shard is missing; rerun that worker with --overwrite and merge again";
+
 fn refuse(path: &Path, message: String) -> Error {
     Error::OutputDir {
         path: path.to_path_buf(),
@@ -150,19 +153,12 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
     // Every shard is in its part or, after an interrupted merge, already at its final name.
     for (k, (_, _, from, _)) in shards.iter().enumerate() {
         if !from.exists() && !out.join(name(k)).exists() {
-            return Err(refuse(
-                from,
-                "a worker's shard is missing; rerun that worker with --overwrite and merge again"
-                    .into(),
-            ));
+            return Err(refuse(from, SHARD_MISSING.into()));
         }
     }
     let mut records = Vec::with_capacity(total);
     for (k, (_, _, from, mut shard)) in shards.into_iter().enumerate() {
-        let to = out.join(name(k));
-        if from.exists() {
-            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
-        }
+        crate::outdir::rename_once(&from, &out.join(name(k)), SHARD_MISSING)?;
         shard.file = name(k);
         records.push(shard);
     }

@@ -77,6 +77,26 @@ pub fn prepare(
     Ok(OutState::Start)
 }
 
+/// Renames a finished file to its final place unless an earlier, interrupted run already
+/// did (so finalizing and merging can be repeated after a kill); if it is in neither place,
+/// fails with `missing` (what to do) naming `from`.
+pub fn rename_once(from: &Path, to: &Path, missing: &str) -> Result<(), Error> {
+    if from.exists() {
+        std::fs::rename(from, to).map_err(|e| Error::io(from, e))
+    } else if to.exists() {
+        Ok(())
+    } else {
+        Err(Error::OutputDir {
+            path: from.to_path_buf(),
+            message: missing.to_string(),
+        })
+    }
+}
+
+/// What a finalize says when a shard it journaled is gone.
+pub const FINISHED_SHARD_MISSING: &str =
+    "a finished shard is missing; rerun with --overwrite to start again";
+
 const MANIFEST: &str = "manifest.json";
 const JOB_FILE: &str = "job.json";
 

@@ -97,3 +97,21 @@ pub fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// Ingests the C4 sample (../shared/data) with the T5 vocabulary into `out`, cutting shards
+/// at `shard_tokens` tokens.
+pub fn ingest_c4_sample(out: &Path, shard_tokens: u64) {
+    ok(&[
+        "ingest",
+        shared("c4/c4-train.00000-of-01024.first600.json.gz")
+            .to_str()
+            .unwrap(),
+        "--vocab",
+        shared("spiece/t5-spiece.model").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--shard-tokens",
+        &shard_tokens.to_string(),
+        "-q",
+    ]);
+}

@@ -5,7 +5,7 @@
 //! shard is renamed into the work folder with a small record beside it, so a killed run
 //! resumes by redoing only unfinished shards; final names appear only when all are done.
 //! With a [`Worker`], the job does token shards k with k mod N = I and leaves a part for
-//! `conveyor manifest merge` ([`merge_parts`]).
+//! `conveyor manifest merge` (see `job_parts.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +14,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::job_parts::{finalize_part, read_part};
+pub use super::job_parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
 use super::lengths::{mask_counts, random_spans_helper, Lengths};
 use super::manifest::EXAMPLES_VERSION;
 use super::manifest::{CorruptSettings, ExampleShardRecord, ExamplesManifest, EXAMPLES_FORMAT};
@@ -23,26 +25,9 @@ use crate::manifest::{write_atomic, Manifest};
 use crate::outdir;
 use crate::progress::Progress;
 use crate::shard::{shard_name, ExampleShardWriter, Ids, TokenDocs};
-use crate::workers::{part_dir, Worker, WorkerState, PARTS_DIR};
+use crate::workers::{part_dir, Worker, WorkerState};
 
 const WORK_DIR: &str = ".conveyor-corrupt";
-
-/// The `format` of `part.json` written by a corrupt worker.
-pub const CORRUPT_PART_FORMAT: &str = "conveyor-corrupt-part";
-
-/// A worker's part: its example shards (named `shard-KKKKK.parquet` after their token shard
-/// in the part folder) and a manifest of them alone.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct CorruptPart {
-    pub format: String,
-    pub job: String,
-    pub worker: Worker,
-    /// Token shards in the whole job.
-    pub total: usize,
-    /// The token shards (indices) this worker did, in the order of `manifest.shards`.
-    pub shards: Vec<usize>,
-    pub manifest: ExamplesManifest,
-}
 
 /// A corruption job.
 #[derive(Debug, Clone)]
@@ -323,7 +308,7 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     ))
 }
 
-fn work_shard(work: &Path, k: usize) -> PathBuf {
+pub(super) fn work_shard(work: &Path, k: usize) -> PathBuf {
     work.join(format!("shard-{k:05}.parquet"))
 }
 
@@ -464,7 +449,11 @@ fn finalize(
     let count = records.len();
     for (k, r) in records.iter_mut().enumerate() {
         let name = shard_name(&plan.settings.split, k, count);
-        move_shard(&work_shard(work, k), &cfg.out.join(&name))?;
+        outdir::rename_once(
+            &work_shard(work, k),
+            &cfg.out.join(&name),
+            outdir::FINISHED_SHARD_MISSING,
+        )?;
         r.file = name;
     }
     let m = examples_manifest(cfg, plan, records);
@@ -473,134 +462,8 @@ fn finalize(
     Ok(m)
 }
 
-/// Renames a finished shard unless an earlier, interrupted finalize already did.
-fn move_shard(from: &Path, to: &Path) -> Result<(), Error> {
-    if from.exists() {
-        std::fs::rename(from, to).map_err(|e| Error::io(from, e))
-    } else if to.exists() {
-        Ok(())
-    } else {
-        Err(Error::OutputDir {
-            path: from.to_path_buf(),
-            message: "a finished shard is missing; rerun with --overwrite to start again".into(),
-        })
-    }
-}
-
-/// One worker's end: its shards move to its part folder (named after their token shard)
-/// and `part.json` is written; returns the part's manifest.
-fn finalize_part(
-    cfg: &CorruptConfig,
-    plan: &Plan,
-    work: &Path,
-    w: Worker,
-    mine: &[usize],
-    mut records: Vec<ExampleShardRecord>,
-) -> Result<ExamplesManifest, Error> {
-    let dir = part_dir(&cfg.out, w);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    for (&k, r) in mine.iter().zip(records.iter_mut()) {
-        let name = format!("shard-{k:05}.parquet");
-        move_shard(&work_shard(work, k), &dir.join(&name))?;
-        r.file = name;
-    }
-    let part = CorruptPart {
-        format: CORRUPT_PART_FORMAT.into(),
-        job: plan.job.clone(),
-        worker: w,
-        total: plan.source.shards.len(),
-        shards: mine.to_vec(),
-        manifest: examples_manifest(cfg, plan, records),
-    };
-    let json = serde_json::to_string_pretty(&part).expect("part serialises") + "\n";
-    write_atomic(&dir.join("part.json"), json.as_bytes())?;
-    std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
-    Ok(part.manifest)
-}
-
-fn read_part(path: &Path) -> Result<CorruptPart, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-        path: path.to_path_buf(),
-        message: format!("not a readable corrupt part: {e}"),
-    })
-}
-
-/// Joins the workers' parts (already checked to be one job with every worker present) into
-/// the dataset one process writes: returns the shard count and tokens.
-pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error> {
-    let parts = files
-        .iter()
-        .map(|f| read_part(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let total = parts[0].total;
-    let mut slots: Vec<Option<(Worker, ExampleShardRecord)>> = vec![None; total];
-    for p in &parts {
-        for (&k, r) in p.shards.iter().zip(&p.manifest.shards) {
-            let refuse = |message: String| Error::OutputDir {
-                path: out.to_path_buf(),
-                message,
-            };
-            if k >= total || !p.worker.owns(k) {
-                return Err(refuse(format!(
-                    "{} lists token shard {k}, which is not one of its shards",
-                    p.worker.tag()
-                )));
-            }
-            if let Some((other, _)) = &slots[k] {
-                return Err(refuse(format!(
-                    "token shard {k} was done twice (by workers {} and {})",
-                    other.index, p.worker.index
-                )));
-            }
-            slots[k] = Some((p.worker, r.clone()));
-        }
-    }
-    if let Some(k) = slots.iter().position(Option::is_none) {
-        return Err(Error::OutputDir {
-            path: out.to_path_buf(),
-            message: format!(
-                "token shard {k} was done by no worker; rerun worker {} of {}",
-                k % parts[0].worker.count,
-                parts[0].worker.count
-            ),
-        });
-    }
-    let base = &parts[0].manifest;
-    let name = |k: usize| shard_name(&base.settings.split, k, total);
-    for (k, slot) in slots.iter().enumerate() {
-        let (w, r) = slot.as_ref().expect("checked above");
-        let from = part_dir(out, *w).join(&r.file);
-        if !from.exists() && !out.join(name(k)).exists() {
-            return Err(Error::OutputDir {
-                path: from,
-                message: format!("is listed by {} but missing; rerun that worker with --overwrite and merge again", w.tag()),
-            });
-        }
-    }
-    let mut records = Vec::with_capacity(total);
-    for (k, slot) in slots.into_iter().enumerate() {
-        let (w, mut r) = slot.expect("checked above");
-        move_shard(&part_dir(out, w).join(&r.file), &out.join(name(k)))?;
-        r.file = name(k);
-        records.push(r);
-    }
-    let m = ExamplesManifest {
-        examples: records.iter().map(|r| r.examples).sum(),
-        rows: records.iter().map(|r| r.rows).sum(),
-        tokens: records.iter().map(|r| r.tokens).sum(),
-        source_tokens: records.iter().map(|r| r.source_tokens).sum(),
-        shards: records,
-        ..base.clone()
-    };
-    m.write(out)?;
-    let dir = out.join(PARTS_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    Ok((total, m.tokens))
-}
-
 /// The manifest of `records` (all of a job's shards, or one worker's).
-fn examples_manifest(
+pub(super) fn examples_manifest(
     cfg: &CorruptConfig,
     plan: &Plan,
     records: Vec<ExampleShardRecord>,

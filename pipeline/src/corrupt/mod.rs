@@ -5,6 +5,7 @@
 //! `conveyor corrupt` command. The loader applies the same [`Corruption`] on the fly.
 
 pub mod job;
+mod job_parts;
 pub mod lengths;
 pub mod manifest;
 pub mod pack;

@@ -113,15 +113,11 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
     for (i, slot) in slots.into_iter().enumerate() {
         let (w, mut s, c) = slot.expect("checked above");
         let (from, name) = (part_dir(out, w).join(&s.file), shard_name(&split, i, n));
-        let to = out.join(&name);
-        if from.exists() {
-            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
-        } else if !to.exists() {
-            return Err(Error::OutputDir {
-                path: from,
-                message: "a worker's shard is missing; rerun that worker with --overwrite".into(),
-            });
-        }
+        crate::outdir::rename_once(
+            &from,
+            &out.join(&name),
+            "a worker's shard is missing; rerun that worker with --overwrite",
+        )?;
         s.file = name;
         shards.push(s);
         counts.push(c);

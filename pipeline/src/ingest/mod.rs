@@ -142,10 +142,7 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = plan.cfg.out.clone();
-    let done = match plan.cfg.worker {
-        None => prepare_out_dir(&plan)?,
-        Some(w) => prepare_worker_out_dir(&plan, w)?,
-    };
+    let done = prepare_out_dir(&plan)?;
     if let Some(m) = done {
         return Ok(IngestSummary::from_manifest(&out, &m, true, false, 0.0));
     }
@@ -188,29 +185,6 @@ impl IngestPart {
 
 /// The `format` of `part.json` written by an ingest worker.
 pub const INGEST_PART_FORMAT: &str = "conveyor-ingest-part";
-
-/// Output folder rules for one worker of a split job ([`crate::workers::prepare_out`]).
-/// Returns this worker's manifest (its inputs only) when its part, or the merged dataset,
-/// is already there.
-fn prepare_worker_out_dir(plan: &Plan, w: Worker) -> Result<Option<Manifest>, Error> {
-    let out = &plan.cfg.out;
-    let state = crate::workers::prepare_out(
-        out,
-        &plan.work_name,
-        &plan.job,
-        w,
-        plan.cfg.overwrite,
-        |d| Manifest::read(d).map(|m| m.job),
-    )?;
-    Ok(match state {
-        WorkerState::Merged => Some(Manifest::read(out)?),
-        WorkerState::PartDone => read_parts(out)?
-            .into_iter()
-            .find(|p| p.worker == w)
-            .map(|p| p.own_manifest()),
-        WorkerState::Start => None,
-    })
-}
 
 /// Every ingest part in `out`, in folder-name order.
 pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
@@ -333,20 +307,26 @@ fn source_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Applies the output folder rules ([`crate::outdir`]); returns the manifest when this job's
-/// output is already complete.
+/// Applies the output folder rules of a whole or split job ([`crate::workers::start_job`]);
+/// returns the manifest (for one worker: of its inputs only) when this job's output, or this
+/// worker's part, is already there.
 fn prepare_out_dir(plan: &Plan) -> Result<Option<Manifest>, Error> {
     let out = &plan.cfg.out;
-    let state = crate::outdir::prepare(
+    let (state, _) = crate::workers::start_job(
         out,
         journal::WORK_DIR,
         &plan.job,
+        plan.cfg.worker,
         plan.cfg.overwrite,
         |dir| Manifest::read(dir).map(|m| m.job),
     )?;
-    Ok(match state {
-        crate::outdir::OutState::Complete => Some(Manifest::read(out)?),
-        crate::outdir::OutState::Start => None,
+    Ok(match (state, plan.cfg.worker) {
+        (WorkerState::Merged, _) => Some(Manifest::read(out)?),
+        (WorkerState::PartDone, Some(w)) => read_parts(out)?
+            .into_iter()
+            .find(|p| p.worker == w)
+            .map(|p| p.own_manifest()),
+        _ => None,
     })
 }
 

@@ -1,8 +1,6 @@
 //! The ingest loop: batches come tokenized from [`feed`] in input order; the writer cuts and
 //! journals shards; then the shards get their final names and the manifest is written.
 
-use std::path::Path;
-
 use super::feed::{self, Item, Parsed, Todo};
 use super::journal::{Entry, Journal};
 use super::Plan;
@@ -303,7 +301,11 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
             None => (out.as_path(), shard_name(&plan.settings.split, i, count)),
             Some(dir) => (dir.as_path(), format!("shard-{i:05}.parquet")),
         };
-        rename_once(&journal.shard_path(i), &dir.join(&final_name))?;
+        crate::outdir::rename_once(
+            &journal.shard_path(i),
+            &dir.join(&final_name),
+            crate::outdir::FINISHED_SHARD_MISSING,
+        )?;
         shard.file = final_name;
     }
     let mut totals = Counts::default();
@@ -351,18 +353,4 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
     manifest.write(out)?;
     journal.remove()?;
     Ok(manifest)
-}
-
-/// Renames `from` to `to` unless an earlier, interrupted finalize already did.
-fn rename_once(from: &Path, to: &Path) -> Result<(), Error> {
-    if from.exists() {
-        std::fs::rename(from, to).map_err(|e| Error::io(from, e))
-    } else if to.exists() {
-        Ok(())
-    } else {
-        Err(Error::OutputDir {
-            path: from.to_path_buf(),
-            message: "a finished shard is missing; rerun with --overwrite to start again".into(),
-        })
-    }
 }

@@ -112,10 +112,8 @@ impl WetSource {
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let length: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
-            .and_then(|(_, v)| v.parse().ok())
+        let length: usize = header(&headers, "Content-Length")
+            .and_then(|v| v.parse().ok())
             .ok_or_else(|| self.fail("a record without a valid Content-Length".into()))?;
         let mut body = vec![0u8; length];
         self.reader
@@ -125,29 +123,41 @@ impl WetSource {
     }
 }
 
+/// A header's value, by case-insensitive name.
+fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+impl WetSource {
+    /// The next `conversion` record (the extracted text of one page), passing over the
+    /// others, and counting it.
+    fn next_conversion(&mut self) -> Result<Option<Record>, ReadError> {
+        while let Some((headers, body)) = self.next_record()? {
+            if header(&headers, "WARC-Type").as_deref() == Some("conversion") {
+                self.records += 1;
+                return Ok(Some((headers, body)));
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl Source for WetSource {
     fn read_batch(&mut self, out: &mut Vec<Raw>, budget: usize) -> Result<bool, ReadError> {
         let mut used = 0usize;
         while used < budget {
-            let Some((headers, body)) = self.next_record()? else {
+            let Some((headers, body)) = self.next_conversion()? else {
                 return Ok(false);
             };
-            let get = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-            };
-            if get("WARC-Type").as_deref() != Some("conversion") {
-                continue;
-            }
-            self.records += 1;
             used += body.len();
             out.push(match String::from_utf8(body) {
                 Ok(text) => Raw::Doc(Document {
                     text,
-                    url: get("WARC-Target-URI"),
-                    timestamp: get("WARC-Date"),
+                    url: header(&headers, "WARC-Target-URI"),
+                    timestamp: header(&headers, "WARC-Date"),
                 }),
                 Err(e) => Raw::Bad(ProblemKind::InvalidUtf8, e.to_string()),
             });
@@ -156,17 +166,9 @@ impl Source for WetSource {
     }
 
     fn skip(&mut self, n: u64) -> Result<(), ReadError> {
-        let mut skipped = 0;
-        while skipped < n {
-            let Some((headers, _)) = self.next_record()? else {
-                return Ok(());
-            };
-            let conversion = headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("WARC-Type") && v == "conversion");
-            if conversion {
-                self.records += 1;
-                skipped += 1;
+        for _ in 0..n {
+            if self.next_conversion()?.is_none() {
+                break;
             }
         }
         Ok(())

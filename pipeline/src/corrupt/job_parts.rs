@@ -1,0 +1,151 @@
+//! A corruption job split among workers (by token shard): a worker's part and the merge of
+//! the parts into the dataset one process writes.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::job::{examples_manifest, work_shard, CorruptConfig, Plan};
+use super::manifest::{ExampleShardRecord, ExamplesManifest};
+use crate::error::Error;
+use crate::manifest::write_atomic;
+use crate::outdir;
+use crate::shard::shard_name;
+use crate::workers::{part_dir, Worker, PARTS_DIR};
+
+/// The `format` of `part.json` written by a corrupt worker.
+pub const CORRUPT_PART_FORMAT: &str = "conveyor-corrupt-part";
+
+/// A worker's part: its example shards (named `shard-KKKKK.parquet` after their token shard
+/// in the part folder) and a manifest of them alone.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CorruptPart {
+    pub format: String,
+    pub job: String,
+    pub worker: Worker,
+    /// Token shards in the whole job.
+    pub total: usize,
+    /// The token shards (indices) this worker did, in the order of `manifest.shards`.
+    pub shards: Vec<usize>,
+    pub manifest: ExamplesManifest,
+}
+
+/// One worker's end: its shards move to its part folder (named after their token shard)
+/// and `part.json` is written; returns the part's manifest.
+pub(super) fn finalize_part(
+    cfg: &CorruptConfig,
+    plan: &Plan,
+    work: &Path,
+    w: Worker,
+    mine: &[usize],
+    mut records: Vec<ExampleShardRecord>,
+) -> Result<ExamplesManifest, Error> {
+    let dir = part_dir(&cfg.out, w);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for (&k, r) in mine.iter().zip(records.iter_mut()) {
+        let name = format!("shard-{k:05}.parquet");
+        outdir::rename_once(
+            &work_shard(work, k),
+            &dir.join(&name),
+            outdir::FINISHED_SHARD_MISSING,
+        )?;
+        r.file = name;
+    }
+    let part = CorruptPart {
+        format: CORRUPT_PART_FORMAT.into(),
+        job: plan.job.clone(),
+        worker: w,
+        total: plan.source.shards.len(),
+        shards: mine.to_vec(),
+        manifest: examples_manifest(cfg, plan, records),
+    };
+    let json = serde_json::to_string_pretty(&part).expect("part serialises") + "\n";
+    write_atomic(&dir.join("part.json"), json.as_bytes())?;
+    std::fs::remove_dir_all(work).map_err(|e| Error::io(work, e))?;
+    Ok(part.manifest)
+}
+
+pub(super) fn read_part(path: &Path) -> Result<CorruptPart, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+        path: path.to_path_buf(),
+        message: format!("not a readable corrupt part: {e}"),
+    })
+}
+
+/// Joins the workers' parts (already checked to be one job with every worker present) into
+/// the dataset one process writes: returns the shard count and tokens.
+pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error> {
+    let parts = files
+        .iter()
+        .map(|f| read_part(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total = parts[0].total;
+    let mut slots: Vec<Option<(Worker, ExampleShardRecord)>> = vec![None; total];
+    for p in &parts {
+        for (&k, r) in p.shards.iter().zip(&p.manifest.shards) {
+            let refuse = |message: String| Error::OutputDir {
+                path: out.to_path_buf(),
+                message,
+            };
+            if k >= total || !p.worker.owns(k) {
+                return Err(refuse(format!(
+                    "{} lists token shard {k}, which is not one of its shards",
+                    p.worker.tag()
+                )));
+            }
+            if let Some((other, _)) = &slots[k] {
+                return Err(refuse(format!(
+                    "token shard {k} was done twice (by workers {} and {})",
+                    other.index, p.worker.index
+                )));
+            }
+            slots[k] = Some((p.worker, r.clone()));
+        }
+    }
+    if let Some(k) = slots.iter().position(Option::is_none) {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: format!(
+                "token shard {k} was done by no worker; rerun worker {} of {}",
+                k % parts[0].worker.count,
+                parts[0].worker.count
+            ),
+        });
+    }
+    let base = &parts[0].manifest;
+    let name = |k: usize| shard_name(&base.settings.split, k, total);
+    for (k, slot) in slots.iter().enumerate() {
+        let (w, r) = slot.as_ref().expect("checked above");
+        let from = part_dir(out, *w).join(&r.file);
+        if !from.exists() && !out.join(name(k)).exists() {
+            return Err(Error::OutputDir {
+                path: from,
+                message: format!("is listed by {} but missing; rerun that worker with --overwrite and merge again", w.tag()),
+            });
+        }
+    }
+    let mut records = Vec::with_capacity(total);
+    for (k, slot) in slots.into_iter().enumerate() {
+        let (w, mut r) = slot.expect("checked above");
+        outdir::rename_once(
+            &part_dir(out, w).join(&r.file),
+            &out.join(name(k)),
+            outdir::FINISHED_SHARD_MISSING,
+        )?;
+        r.file = name(k);
+        records.push(r);
+    }
+    let m = ExamplesManifest {
+        examples: records.iter().map(|r| r.examples).sum(),
+        rows: records.iter().map(|r| r.rows).sum(),
+        tokens: records.iter().map(|r| r.tokens).sum(),
+        source_tokens: records.iter().map(|r| r.source_tokens).sum(),
+        shards: records,
+        ..base.clone()
+    };
+    m.write(out)?;
+    let dir = out.join(PARTS_DIR);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok((total, m.tokens))
+}
