@@ -50,7 +50,9 @@ pub struct CleanArgs {
 }
 
 pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
-    let mut cfg = CleanConfig::new(a.inputs, a.out);
+    let worker = a.workers.resolve(a.quiet || a.json)?;
+    let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.quiet || a.json)?;
+    let mut cfg = CleanConfig::new(a.inputs, target.dir.clone());
     if let Some(p) = &a.rules {
         let text =
             std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -63,9 +65,11 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     cfg.text_field = a.text_field;
     cfg.threads = a.threads;
     cfg.overwrite = a.overwrite;
-    cfg.worker = a.workers.resolve(a.quiet || a.json)?;
+    cfg.worker = worker;
     let progress = CliProgress::new(a.quiet || a.json);
-    let s = clean(&cfg, &progress)?;
+    let mut s = clean(&cfg, &progress)?;
+    s.out = target.shown();
+    target.finish(a.overwrite && worker.is_none())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(0);

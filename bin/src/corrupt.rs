@@ -60,7 +60,10 @@ pub struct CorruptArgs {
 }
 
 pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
-    let mut cfg = CorruptConfig::new(a.tokens, a.out, a.inputs_length);
+    let worker = a.workers.resolve(a.quiet || a.json)?;
+    let tokens = crate::remote::dataset(&a.tokens, a.quiet || a.json)?;
+    let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.quiet || a.json)?;
+    let mut cfg = CorruptConfig::new(tokens, target.dir.clone(), a.inputs_length);
     cfg.noise_density = a.noise_density;
     cfg.mean_span_length = a.mean_span_length;
     cfg.seed = a.seed;
@@ -71,11 +74,13 @@ pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
     cfg.vocab = a.vocab;
     cfg.threads = a.threads;
     cfg.overwrite = a.overwrite;
-    cfg.worker = a.workers.resolve(a.quiet || a.json)?;
+    cfg.worker = worker;
     let progress = CliProgress::new(a.quiet || a.json);
-    let s = corrupt(&cfg, &progress)?;
+    let mut s = corrupt(&cfg, &progress)?;
+    s.out = target.shown();
+    target.finish(a.overwrite && worker.is_none())?;
     report(&s, a.json)?;
-    crate::workers::merge_hint(&cfg.out, cfg.worker, a.json);
+    crate::workers::merge_hint(&a.out, cfg.worker, a.json);
     Ok(0)
 }
 

@@ -28,13 +28,15 @@ pub enum TokenizerArg {
 #[derive(Args)]
 pub struct IngestArgs {
     /// Input files, directories or glob patterns (.json.gz, .jsonl.gz, .jsonl, .json.zst,
-    /// .jsonl.zst, .parquet, .txt, .warc.wet[.gz|.zst]).
+    /// .jsonl.zst, .parquet, .txt, .warc.wet[.gz|.zst]), or URLs of objects, prefixes or
+    /// patterns (https://, s3://, gs://), read as streams.
     #[arg(required = true)]
     inputs: Vec<String>,
     /// SentencePiece model file.
     #[arg(long)]
     vocab: PathBuf,
-    /// Output directory.
+    /// Output directory, or a URL (s3://, gs://, https://; written to a local stage folder
+    /// and uploaded when the job is done).
     #[arg(long)]
     out: PathBuf,
     /// Split name used in shard names.
@@ -110,11 +112,16 @@ impl IngestArgs {
 
 pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     let (json, quiet) = (args.json, args.quiet);
-    let cfg = args.into_config()?;
+    let mut cfg = args.into_config()?;
     let progress = CliProgress::new(quiet || json);
     let worker = cfg.worker;
     let out = cfg.out.clone();
-    let summary = ingest(cfg, &progress)?;
+    let target = crate::remote::Out::new(&out, worker, cfg.overwrite, quiet || json)?;
+    let mirror = cfg.overwrite && worker.is_none();
+    cfg.out = target.dir.clone();
+    let mut summary = ingest(cfg, &progress)?;
+    summary.out = target.shown();
+    target.finish(mirror)?;
     report(&summary, json)?;
     crate::workers::merge_hint(&out, worker, json);
     Ok(if summary.failed_inputs.is_empty() {

@@ -10,6 +10,7 @@ mod forward;
 mod ingest;
 mod inspect;
 mod progress;
+mod remote;
 mod study;
 mod task;
 mod vocab;

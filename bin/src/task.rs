@@ -137,10 +137,11 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
             let worker = workers.resolve(json)?;
             let out_dir = out.clone();
             let t = resolve(&task, task_file.as_deref())?;
+            let target = crate::remote::Out::new(&out, worker, overwrite, json)?;
             let cfg = PrepareConfig {
                 inputs: input,
                 vocab,
-                out,
+                out: target.dir.clone(),
                 split,
                 inputs_length,
                 targets_length,
@@ -154,7 +155,9 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
                 }),
                 worker,
             };
-            let s = prepare(t.as_ref(), &cfg)?;
+            let mut s = prepare(t.as_ref(), &cfg)?;
+            s.out = target.shown();
+            target.finish(overwrite && worker.is_none())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

@@ -76,7 +76,9 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
             dedup_shards: Some(n),
         } => {
             let shard = Worker::new(i, n)?;
-            let drops = conveyor_pipeline::clean::dedup_shard(&out, shard)?;
+            let drops = crate::remote::merge_at(&out, json, false, |dir| {
+                Ok(conveyor_pipeline::clean::dedup_shard(dir, shard)?)
+            })?;
             if json {
                 println!("{}", serde_json::json!({"shard": shard, "drops": drops}));
             } else {
@@ -88,7 +90,10 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         ManifestCommand::Merge { out, json, .. } => {
-            let s = conveyor_pipeline::merge::merge(&out)?;
+            let mut s = crate::remote::merge_at(&out, json, true, |dir| {
+                Ok(conveyor_pipeline::merge::merge(dir)?)
+            })?;
+            s.out = out.clone();
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else if s.already_merged {

@@ -12,10 +12,10 @@ pub enum Error {
     #[error("{}: not a usable SentencePiece model: {reason}. Pass a .model file written by SentencePiece training, e.g. the T5 vocabulary.", path.display())]
     Vocab { path: PathBuf, reason: String },
 
-    #[error("input {0} does not exist (pass files, directories or glob patterns)")]
+    #[error("input {0} does not exist (pass files, directories, glob patterns or URLs)")]
     MissingInput(String),
 
-    #[error("{}: unsupported input type; expected .json.gz, .jsonl.gz, .jsonl, .json, .jsonl.zst, .json.zst, .parquet or .txt", path.display())]
+    #[error("{}: unsupported input type; expected .json.gz, .jsonl.gz, .jsonl, .json, .jsonl.zst, .json.zst, .warc.wet(.gz|.zst), .parquet or .txt", path.display())]
     UnsupportedInput { path: PathBuf },
 
     #[error("no input files found in {0}")]
@@ -42,6 +42,9 @@ pub enum Error {
 
     #[error("{}: {message}; fix or remove this input and rerun", path.display())]
     Unreadable { path: PathBuf, message: String },
+
+    #[error("{url}: {message}")]
+    Remote { url: String, message: String },
 
     #[error("SentencePiece training failed: {0}")]
     Trainer(String),

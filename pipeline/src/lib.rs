@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod merge;
 pub mod outdir;
 pub mod progress;
+pub mod remote;
 pub mod rng;
 pub mod shard;
 pub mod source;

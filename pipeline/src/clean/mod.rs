@@ -148,9 +148,11 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         "min_english": cfg.min_english, "dedup": cfg.dedup, "text_field": cfg.text_field,
     });
     let mut files = Vec::new();
+    let mut lens = Vec::new();
     for p in &paths {
-        let len = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+        let len = crate::remote::input_len(p)?;
         files.push(serde_json::json!([p.display().to_string(), len]));
+        lens.push(len);
     }
     identity["inputs"] = files.into();
     let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
@@ -182,10 +184,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     let mine: Vec<usize> = (0..paths.len())
         .filter(|&i| cfg.worker.is_none_or(|w| w.owns(i)))
         .collect();
-    let total_bytes: u64 = mine
-        .iter()
-        .map(|&i| std::fs::metadata(&paths[i]).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total_bytes: u64 = mine.iter().map(|&i| lens[i]).sum();
     progress.start(total_bytes);
     let opts = SourceOptions {
         text_field: cfg.text_field.clone(),
@@ -211,7 +210,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
                 if let Some(d) = &mut dedup {
                     d.add_output(&file)?;
                 }
-                progress.advance(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0), 0, 0);
+                progress.advance(lens[i], 0, 0);
                 records.push((i, done));
                 resumed += 1;
                 continue;
@@ -229,6 +228,13 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             let mut raw = Vec::new();
             let more = match src.read_batch(&mut raw, 4 << 20) {
                 Ok(m) => m,
+                // A remote input out of reach stops the job; a rerun redoes this input.
+                Err(e) if e.unreachable => {
+                    return Err(Error::Remote {
+                        url: path.display().to_string(),
+                        message: e.message,
+                    })
+                }
                 Err(e) => {
                     error = Some(e.message);
                     false

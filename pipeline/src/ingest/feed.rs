@@ -9,7 +9,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use rayon::prelude::*;
 
 use super::Plan;
-use crate::source::{self, Document, ProblemKind, Raw};
+use crate::source::{self, Document, ProblemKind, Raw, ReadError};
 use crate::tokenize::Tokenizer;
 
 /// Bytes of input read per batch: enough work to spread over the pool, small enough that the
@@ -33,7 +33,7 @@ pub enum Item<T> {
     /// `input` ended, at its end or at a read error.
     End {
         input: usize,
-        failure: Option<String>,
+        failure: Option<ReadError>,
     },
 }
 
@@ -76,21 +76,26 @@ fn read_all(plan: &Plan, todo: &[Todo], tx: &SyncSender<Item<Raw>>) {
     }
 }
 
-/// Reads one input: Ok(failure message if it could not be read to its end), Err(()) when
-/// the receiver has gone.
-fn read_one(plan: &Plan, t: Todo, tx: &SyncSender<Item<Raw>>) -> Result<Option<String>, ()> {
+/// Reads one input: Ok(why it could not be read to its end, if so), Err(()) when the receiver
+/// has gone.
+fn read_one(plan: &Plan, t: Todo, tx: &SyncSender<Item<Raw>>) -> Result<Option<ReadError>, ()> {
     let mut src = match source::open(&plan.paths[t.input], &plan.source_opts) {
         Ok(s) => s,
-        Err(e) => return Ok(Some(e.to_string())),
+        Err(e) => {
+            let mut failure = ReadError::new(0, e.to_string());
+            // A remote store out of reach is no fault of the input.
+            failure.unreachable = matches!(e, crate::error::Error::Remote { .. });
+            return Ok(Some(failure));
+        }
     };
     if let Err(e) = src.skip(t.start) {
-        return Ok(Some(e.message));
+        return Ok(Some(e));
     }
     loop {
         let mut records = Vec::new();
         let (more, failure) = match src.read_batch(&mut records, BATCH_BYTES) {
             Ok(more) => (more, None),
-            Err(e) => (false, Some(e.message)),
+            Err(e) => (false, Some(e)),
         };
         if !records.is_empty() {
             let item = Item::Batch {

@@ -233,7 +233,7 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
     let names = source_names(&paths);
     let mut inputs = Vec::new();
     for (p, name) in paths.iter().zip(names) {
-        let bytes = std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+        let bytes = crate::remote::input_len(p)?;
         inputs.push(InputRecord {
             path: p.display().to_string(),
             name,

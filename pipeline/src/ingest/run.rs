@@ -11,7 +11,7 @@ use crate::manifest::{
 };
 use crate::progress::Progress;
 use crate::shard::{shard_name, TokenShardWriter};
-use crate::source::ProblemKind;
+use crate::source::{ProblemKind, ReadError};
 
 pub(super) fn run(
     plan: &Plan,
@@ -205,10 +205,19 @@ impl Writer<'_> {
         Ok((docs, toks))
     }
 
-    fn end(&mut self, input: usize, failure: Option<String>) -> Result<(), Error> {
+    fn end(&mut self, input: usize, failure: Option<ReadError>) -> Result<(), Error> {
+        // A remote input out of reach stops the job as a kill would: the open shard is
+        // dropped, and a rerun resumes after the last journaled shard, cutting the same shards.
+        if let Some(f) = failure.as_ref().filter(|f| f.unreachable) {
+            return Err(Error::Remote {
+                url: self.plan.paths[input].display().to_string(),
+                message: f.message.clone(),
+            });
+        }
         self.current(input);
         let mut cur = self.current.take().expect("current input");
         self.close_shard(&mut cur)?;
+        let failure = failure.map(|f| f.message);
         if let Some(f) = &failure {
             if self.plan.cfg.strict {
                 return Err(self.strict(input, cur.records, f.clone()));

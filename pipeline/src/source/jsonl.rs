@@ -1,27 +1,12 @@
 //! JSON lines, plain or compressed with gzip (C4's layout) or zstd.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{Compression, Raw, ReadError, Source};
 use crate::error::Error;
-
-/// Counts the bytes read from the file itself (before decompression).
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
 
 pub struct JsonLines {
     reader: Box<dyn BufRead + Send>,
@@ -35,12 +20,7 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn open(path: &Path, compression: Compression) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let count = Arc::new(AtomicU64::new(0));
-        let counted = Counting {
-            inner: BufReader::with_capacity(1 << 20, file),
-            count: count.clone(),
-        };
+        let (counted, count) = super::bytes::open(path)?;
         let reader: Box<dyn BufRead + Send> = match compression {
             Compression::None => Box::new(BufReader::with_capacity(1 << 20, counted)),
             Compression::Gzip => Box::new(BufReader::with_capacity(
@@ -65,12 +45,13 @@ impl JsonLines {
     /// Reads the next line into `self.line` (without its newline); false at the end.
     fn next_line(&mut self) -> Result<bool, ReadError> {
         self.line.clear();
-        let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| ReadError {
-            records: self.records,
-            message: format!(
-                "read failed after line {} (decompressed byte {}): {e}; the file is corrupt or truncated",
-                self.records, self.offset
-            ),
+        let n = self.reader.read_until(b'\n', &mut self.line).map_err(|e| {
+            ReadError::io(self.records, &e, || {
+                format!(
+                    "read failed after line {} (decompressed byte {}): {e}; the file is corrupt or truncated",
+                    self.records, self.offset
+                )
+            })
         })?;
         if n == 0 {
             return Ok(false);

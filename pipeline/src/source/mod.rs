@@ -1,6 +1,7 @@
 //! The source stage: reading documents out of corpus files. One trait, [`Source`], with an
 //! implementation per format; inputs are chosen by extension.
 
+mod bytes;
 mod jsonl;
 mod parquet;
 mod parse;
@@ -79,6 +80,32 @@ pub struct ReadError {
     /// Records read successfully before the failure.
     pub records: u64,
     pub message: String,
+    /// A remote input that could not be reached (or changed while read): not damage to record
+    /// in the manifest but a reason to stop the job, so that a rerun resumes it.
+    pub unreachable: bool,
+}
+
+impl ReadError {
+    pub fn new(records: u64, message: String) -> ReadError {
+        ReadError {
+            records,
+            message,
+            unreachable: false,
+        }
+    }
+
+    /// From an I/O error: an unreachable remote input keeps its own message, anything else
+    /// gets `message()`.
+    pub fn io(records: u64, e: &std::io::Error, message: impl FnOnce() -> String) -> ReadError {
+        match crate::remote::read::unreachable_message(e) {
+            Some(m) => ReadError {
+                records,
+                message: m,
+                unreachable: true,
+            },
+            None => ReadError::new(records, message()),
+        }
+    }
 }
 
 /// The source stage: a file read as a sequence of records, in order.
@@ -181,15 +208,24 @@ pub fn parse(raw: Raw, text_field: &str) -> Result<Document, (ProblemKind, Strin
     }
 }
 
-/// Expands the command-line inputs (files, directories searched recursively, glob patterns)
-/// into a list of files. Order: arguments as given; within a directory or pattern, sorted by
-/// path. Duplicates are dropped. Every argument must match something.
+/// Expands the command-line inputs (files, directories searched recursively, glob patterns,
+/// URLs of objects, prefixes or patterns; see [`crate::remote::list`]) into a list of files.
+/// Order: arguments as given; within a directory, prefix or pattern, sorted by path.
+/// Duplicates are dropped. Every argument must match something.
 pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
     let mut out: Vec<PathBuf> = Vec::new();
     for arg in args {
         let mut found = Vec::new();
         let p = Path::new(arg);
-        if p.is_dir() {
+        if crate::remote::is_url(arg) {
+            let corpus =
+                |name: &str| name != "manifest.json" && Format::of(Path::new(name)).is_some();
+            found.extend(
+                crate::remote::list::expand(arg, &corpus)?
+                    .into_iter()
+                    .map(PathBuf::from),
+            );
+        } else if p.is_dir() {
             walk(p, &mut found).map_err(|e| Error::io(p, e))?;
             if found.is_empty() {
                 return Err(Error::NoInputs(arg.clone()));

@@ -8,6 +8,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::ChunkReader;
 
 use super::{Document, ProblemKind, Raw, ReadError, Source};
 use crate::error::Error;
@@ -30,8 +31,26 @@ fn is_string(t: &DataType) -> bool {
 
 impl ParquetSource {
     pub fn open(path: &Path, text_field: &str) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        match path.to_str().filter(|s| crate::remote::is_url(s)) {
+            Some(url) => {
+                let file = crate::remote::read::RemoteFile::open(url)?;
+                let size = file.size();
+                Self::from_reader(path, file, size, text_field)
+            }
+            None => {
+                let file = File::open(path).map_err(|e| Error::io(path, e))?;
+                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Self::from_reader(path, file, size, text_field)
+            }
+        }
+    }
+
+    fn from_reader<R: ChunkReader + 'static>(
+        path: &Path,
+        file: R,
+        file_size: u64,
+        text_field: &str,
+    ) -> Result<Self, Error> {
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Parquet {
                 path: path.to_path_buf(),
@@ -91,9 +110,16 @@ impl ParquetSource {
         match self.reader.next() {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some((b, 0))),
-            Some(Err(e)) => Err(ReadError {
-                records: self.records,
-                message: format!("read failed after row {}: {e}", self.records),
+            Some(Err(e)) => Err(match crate::remote::read::unreachable_in(&e) {
+                Some(message) => ReadError {
+                    records: self.records,
+                    message,
+                    unreachable: true,
+                },
+                None => ReadError::new(
+                    self.records,
+                    format!("read failed after row {}: {e}", self.records),
+                ),
             }),
         }
     }

@@ -1,7 +1,6 @@
 //! Plain text: the whole file as one document, or one document per line (streamed, so a
 //! large file is never held in memory at once).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -10,7 +9,7 @@ use crate::error::Error;
 
 pub struct TextSource {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<super::bytes::Counting>,
     mode: TxtMode,
     /// Bytes consumed so far.
     offset: u64,
@@ -21,7 +20,7 @@ pub struct TextSource {
 
 impl TextSource {
     pub fn open(path: &Path, mode: TxtMode) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let (file, _) = super::bytes::open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 20, file),
@@ -33,15 +32,14 @@ impl TextSource {
     }
 
     fn fail(&self, e: std::io::Error) -> ReadError {
-        ReadError {
-            records: self.records,
-            message: format!(
+        ReadError::io(self.records, &e, || {
+            format!(
                 "read failed after record {} (byte {}) of {}: {e}",
                 self.records,
                 self.offset,
                 self.path.display()
-            ),
-        }
+            )
+        })
     }
 
     /// The next record's bytes, or None at the end.

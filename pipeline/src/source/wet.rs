@@ -3,27 +3,11 @@
 //! records (warcinfo, ...) are passed over. Gzip WET files are many gzip members, one per
 //! record, read as one stream.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::{Compression, Document, ProblemKind, Raw, ReadError, Source};
 use crate::error::Error;
-
-/// Counts the compressed bytes read, for progress.
-struct Counted<R> {
-    inner: R,
-    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read
-            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
-}
 
 /// A record's headers (name, value) and its body.
 type Record = (Vec<(String, String)>, Vec<u8>);
@@ -38,12 +22,7 @@ pub struct WetSource {
 
 impl WetSource {
     pub fn open(path: &Path, compression: Compression) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = Counted {
-            inner: file,
-            read: read.clone(),
-        };
+        let (counted, read) = super::bytes::open(path)?;
         let reader: Box<dyn BufRead + Send> = match compression {
             Compression::None => Box::new(BufReader::with_capacity(1 << 20, counted)),
             Compression::Gzip => Box::new(BufReader::with_capacity(
@@ -64,14 +43,19 @@ impl WetSource {
     }
 
     fn fail(&self, message: String) -> ReadError {
-        ReadError {
-            records: self.records,
-            message: format!(
+        ReadError::new(
+            self.records,
+            format!(
                 "{} after document {}: {message}",
                 self.path.display(),
                 self.records
             ),
-        }
+        )
+    }
+
+    /// A read error: the input's own fault, or a remote input out of reach.
+    fn fail_io(&self, e: std::io::Error, what: &str) -> ReadError {
+        ReadError::io(self.records, &e, || self.fail(format!("{what}{e}")).message)
     }
 
     /// The next record: its headers (name, value) and body, or None at the end.
@@ -83,7 +67,7 @@ impl WetSource {
             let n = self
                 .reader
                 .read_line(&mut line)
-                .map_err(|e| self.fail(e.to_string()))?;
+                .map_err(|e| self.fail_io(e, ""))?;
             if n == 0 {
                 return Ok(None);
             }
@@ -100,7 +84,7 @@ impl WetSource {
             let n = self
                 .reader
                 .read_line(&mut line)
-                .map_err(|e| self.fail(e.to_string()))?;
+                .map_err(|e| self.fail_io(e, ""))?;
             if n == 0 {
                 return Err(self.fail("the file ends inside a record's headers".into()));
             }
@@ -118,7 +102,7 @@ impl WetSource {
         let mut body = vec![0u8; length];
         self.reader
             .read_exact(&mut body)
-            .map_err(|e| self.fail(format!("a record is cut short ({e})")))?;
+            .map_err(|e| self.fail_io(e, "a record is cut short: "))?;
         Ok(Some((headers, body)))
     }
 }

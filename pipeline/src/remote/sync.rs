@@ -1,0 +1,263 @@
+//! Outputs at a URL: jobs write into a local stage folder exactly as they would into a local
+//! output folder (temporary names, journals, resume), and [`upload`] copies the finished
+//! files to the URL, `manifest.json` last, so a reader that finds the manifest finds every
+//! shard it lists. Uploads skip objects already there with the same size (a rerun after an
+//! interrupted upload sends only what is missing); files and folders whose names start with
+//! `.` (work folders, journals) stay local. [`download`] is the reverse, used by
+//! `manifest merge` on a URL and by jobs that read a dataset (token shards) from a URL.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+
+use super::{list::objects_under, runtime, Location};
+use crate::error::Error;
+
+/// Files at or above this size are sent as multipart uploads of this part size.
+const PART: usize = 16 << 20;
+
+/// What an upload or download did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transfer {
+    pub files: usize,
+    pub bytes: u64,
+    /// Files that were already there with the same size.
+    pub skipped: usize,
+    /// Remote objects removed because the local folder no longer has them.
+    pub deleted: usize,
+}
+
+/// The files of a local output folder, relative paths with `/`, sorted, manifest last.
+fn local_files(dir: &Path) -> Result<Vec<(String, u64)>, Error> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<(), Error> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::io(dir, e))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.ends_with(".tmp") {
+                continue;
+            }
+            let path = e.path();
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if path.is_dir() {
+                walk(&path, &rel, out)?;
+            } else {
+                let len = e.metadata().map_err(|err| Error::io(&path, err))?.len();
+                out.push((rel, len));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    out.sort_by_key(|(rel, _)| (rel == "manifest.json", rel.clone()));
+    Ok(out)
+}
+
+/// The objects under `loc`, by path relative to it, with their sizes.
+pub fn remote_files(loc: &Location) -> Result<BTreeMap<String, u64>, Error> {
+    let base = loc.key.as_ref().len();
+    Ok(objects_under(loc)?
+        .into_iter()
+        .map(|m| {
+            let rel = m.location.as_ref()[base..]
+                .trim_start_matches('/')
+                .to_string();
+            (rel, m.size)
+        })
+        .collect())
+}
+
+/// Copies `dir`'s output files to `url` (see the module documentation). With `mirror`,
+/// objects under `url` that `dir` does not have are deleted afterwards (a merge renamed them).
+pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
+    let loc = Location::parse(url)?;
+    let there = remote_files(&loc)?;
+    let mine = local_files(dir)?;
+    let mut t = Transfer::default();
+    for (rel, len) in &mine {
+        if there.get(rel) == Some(len) && rel != "manifest.json" {
+            t.skipped += 1;
+            continue;
+        }
+        put_file(&dir.join(rel), &loc.join(rel))?;
+        t.files += 1;
+        t.bytes += len;
+    }
+    if mirror {
+        for rel in there.keys() {
+            if !mine.iter().any(|(m, _)| m == rel) {
+                let obj = loc.join(rel);
+                runtime()
+                    .block_on(obj.store.delete(&obj.key))
+                    .map_err(|e| obj.error("cannot delete", e))?;
+                t.deleted += 1;
+            }
+        }
+    }
+    Ok(t)
+}
+
+fn put_file(path: &Path, obj: &Location) -> Result<(), Error> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len < PART as u64 {
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+        runtime()
+            .block_on(obj.store.put(&obj.key, PutPayload::from(buf)))
+            .map_err(|e| obj.error("cannot upload", e))?;
+        return Ok(());
+    }
+    runtime()
+        .block_on(async {
+            let upload = obj.store.put_multipart(&obj.key).await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut buf = vec![0u8; PART];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "local file",
+                        source: Box::new(e),
+                    })?;
+                if n == 0 {
+                    break;
+                }
+                writer.wait_for_capacity(4).await?;
+                writer.write(&buf[..n]);
+            }
+            writer.finish().await
+        })
+        .map_err(|e| obj.error("cannot upload", e))?;
+    Ok(())
+}
+
+/// Copies every object under `url` into `dir` (skipping files already there with the same
+/// size); returns what it did.
+pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
+    let loc = Location::parse(url)?;
+    let mut t = Transfer::default();
+    for (rel, len) in remote_files(&loc)? {
+        let path = dir.join(&rel);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+            t.skipped += 1;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let tmp = PathBuf::from(format!("{}.download.tmp", path.display()));
+        let mut reader = super::read::RemoteReader::open(&loc.join(&rel).url)?;
+        let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::io::copy(&mut reader, &mut out).map_err(|e| Error::Remote {
+            url: loc.join(&rel).url,
+            message: format!("download failed: {e}"),
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        t.files += 1;
+        t.bytes += len;
+    }
+    Ok(t)
+}
+
+/// Deletes every object under `url` (an `--overwrite` of a remote output).
+pub fn delete_all(url: &str) -> Result<usize, Error> {
+    let loc = Location::parse(url)?;
+    let files = remote_files(&loc)?;
+    for rel in files.keys() {
+        let obj = loc.join(rel);
+        runtime()
+            .block_on(obj.store.delete(&obj.key))
+            .map_err(|e| obj.error("cannot delete", e))?;
+    }
+    Ok(files.len())
+}
+
+/// The local stage folder for outputs bound for `url`: `CONVEYOR_STAGE` if set, else the
+/// user's cache folder; one subfolder per URL, so a rerun finds its earlier work.
+pub fn stage_dir(url: &str) -> PathBuf {
+    use sha2::Digest;
+    let base = std::env::var_os("CONVEYOR_STAGE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("conveyor/stage"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/conveyor/stage"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("conveyor-stage"));
+    let digest = crate::spm::hex(&sha2::Sha256::digest(url.trim_end_matches('/').as_bytes()));
+    let tail: String = url
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("out")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join(format!("{tail}-{}", &digest[..12]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_files_skip_work_folders_and_put_the_manifest_last() {
+        let dir = std::env::temp_dir().join(format!("conveyor-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(".conveyor-ingest")).unwrap();
+        std::fs::create_dir_all(dir.join("parts")).unwrap();
+        for f in [
+            "manifest.json",
+            "train-00000-of-00001.parquet",
+            "parts/w.json",
+            ".conveyor-ingest/j",
+            "x.tmp",
+        ] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let names: Vec<String> = local_files(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "parts/w.json",
+                "train-00000-of-00001.parquet",
+                "manifest.json"
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stage_folders_differ_by_url() {
+        let a = stage_dir("s3://b/tokens/");
+        assert_eq!(a, stage_dir("s3://b/tokens"));
+        assert_ne!(a, stage_dir("s3://b/tokens2"));
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("tokens-"));
+    }
+}

@@ -1,0 +1,37 @@
+//! The raw bytes of an input, from a local file or a URL (see [`crate::remote`]), counted as
+//! they are read for progress.
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::Error;
+
+/// An input's bytes, before decompression, and the count of them read so far.
+pub(super) fn open(path: &Path) -> Result<(Counting, Arc<AtomicU64>), Error> {
+    let inner: Box<dyn Read + Send> = match path.to_str().filter(|s| crate::remote::is_url(s)) {
+        Some(url) => Box::new(crate::remote::read::RemoteReader::open(url)?),
+        None => Box::new(std::fs::File::open(path).map_err(|e| Error::io(path, e))?),
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let counting = Counting {
+        inner: BufReader::with_capacity(1 << 20, inner),
+        count: count.clone(),
+    };
+    Ok((counting, count))
+}
+
+/// Counts the bytes read from the input itself.
+pub(super) struct Counting {
+    inner: BufReader<Box<dyn Read + Send>>,
+    count: Arc<AtomicU64>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}

@@ -1,0 +1,173 @@
+//! Remote corpora over HTTP, against a file server the test starts on loopback
+//! (tests/common/http.rs): a dropped connection mid-file is resumed with a range request and
+//! the output is byte-identical to reading the file from disk; a store that stays out of
+//! reach stops the job with an error naming the URL, and a rerun resumes to the same result.
+//! S3 (moto) is tested in tests/remote_s3.rs.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use common::http::FileServer;
+use common::*;
+
+const C4: &str = "c4/c4-train.00000-of-01024.first600.json.gz";
+const C4_NAME: &str = "c4-train.00000-of-01024.first600.json.gz";
+
+fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run conveyor")
+}
+
+fn ingest_args<'a>(input: &'a str, out: &'a str, vocab: &'a str) -> Vec<&'a str> {
+    vec![
+        "ingest",
+        input,
+        "--vocab",
+        vocab,
+        "--out",
+        out,
+        "--shard-tokens",
+        "40000",
+        "-q",
+    ]
+}
+
+/// The shards of a token dataset and the manifest's per-shard checksums and totals.
+fn dataset(dir: &Path) -> (Vec<(String, Vec<u8>)>, serde_json::Value) {
+    let shards: Vec<_> = files_in(dir)
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".parquet"))
+        .collect();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let sums: Vec<_> = m["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sha256"].clone())
+        .collect();
+    (
+        shards,
+        serde_json::json!({"sums": sums, "totals": m["totals"]}),
+    )
+}
+
+fn local_reference(tag: &str) -> (Vec<(String, Vec<u8>)>, serde_json::Value) {
+    let out = tmp_path(tag);
+    ingest_c4_sample(&out, 40000);
+    let d = dataset(&out);
+    assert!(d.0.len() > 1, "the sample should make several shards");
+    d
+}
+
+fn serve_c4() -> FileServer {
+    let root = tmp_dir("http-root");
+    std::fs::copy(shared(C4), root.join(C4_NAME)).unwrap();
+    FileServer::start(root)
+}
+
+#[test]
+fn a_connection_dropped_mid_file_is_resumed_and_the_output_is_identical() {
+    let reference = local_reference("http-reference");
+    let vocab = shared("spiece/t5-spiece.model");
+    for etag in [false, true] {
+        let server = serve_c4();
+        server.behaviour.etag.store(etag, Ordering::SeqCst);
+        // Two drops at byte 100,000: the first transfer, then the first resumption.
+        server.behaviour.drop_after.store(100_000, Ordering::SeqCst);
+        server.behaviour.drops_left.store(2, Ordering::SeqCst);
+        let out = tmp_path(&format!("http-out-{etag}"));
+        let url = server.url(C4_NAME);
+        let o = run_with(
+            &[("CONVEYOR_REMOTE_BACKOFF_MS", "5")],
+            &ingest_args(&url, out.to_str().unwrap(), vocab.to_str().unwrap()),
+        );
+        assert!(
+            o.status.success(),
+            "etag {etag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(server.seen.dropped.load(Ordering::SeqCst), 2, "etag {etag}");
+        assert!(
+            server.seen.resumed_gets.load(Ordering::SeqCst) >= 2,
+            "etag {etag}: the reader should have resumed with range requests"
+        );
+        assert!(
+            dataset(&out) == reference,
+            "etag {etag}: output differs from the local read"
+        );
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(m["inputs"][0]["path"], url.as_str());
+        assert!(m["inputs"][0]["error"].is_null());
+    }
+}
+
+#[test]
+fn a_store_out_of_reach_stops_the_job_and_a_rerun_resumes_to_the_same_result() {
+    let reference = local_reference("http-reach-reference");
+    let vocab = shared("spiece/t5-spiece.model");
+    let server = serve_c4();
+    // Every transfer dies at byte 300,000, more times than the reader retries.
+    server.behaviour.drop_after.store(300_000, Ordering::SeqCst);
+    server.behaviour.drops_left.store(1000, Ordering::SeqCst);
+    let out = tmp_path("http-reach-out");
+    let url = server.url(C4_NAME);
+    let args = ingest_args(&url, out.to_str().unwrap(), vocab.to_str().unwrap());
+    let env = [
+        ("CONVEYOR_REMOTE_BACKOFF_MS", "1"),
+        ("CONVEYOR_REMOTE_RETRIES", "3"),
+    ];
+    let o = run_with(&env, &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the job should stop");
+    assert!(err.contains(&url) && err.contains("rerun"), "{err}");
+    assert!(
+        !out.join("manifest.json").exists(),
+        "no manifest for an unfinished job"
+    );
+    // Shards finished before the failure were kept for the rerun.
+    let kept = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+        .count();
+    let before = server.seen.gets.load(Ordering::SeqCst);
+    // The network is back: the rerun resumes and ends with the same dataset.
+    server.behaviour.drops_left.store(0, Ordering::SeqCst);
+    let o = run_with(&env, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(server.seen.gets.load(Ordering::SeqCst) > before);
+    assert!(
+        dataset(&out) == reference,
+        "resumed output differs (kept {kept} shards)"
+    );
+}
+
+#[test]
+fn missing_objects_and_unlistable_servers_are_named() {
+    let server = serve_c4();
+    let vocab = shared("spiece/t5-spiece.model");
+    let out = tmp_path("http-missing");
+    let url = server.url("no-such-file.json.gz");
+    let o = run_with(
+        &[],
+        &ingest_args(&url, out.to_str().unwrap(), vocab.to_str().unwrap()),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains(&url), "{err}");
+    let prefix = server.url("");
+    let o = run_with(
+        &[("CONVEYOR_REMOTE_RETRIES", "0")],
+        &ingest_args(&prefix, out.to_str().unwrap(), vocab.to_str().unwrap()),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("name each file"), "{err}");
+}

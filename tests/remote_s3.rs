@@ -1,0 +1,308 @@
+//! Remote corpora and outputs on S3, against moto's S3 server, which the test starts on
+//! loopback (`moto_server` from the Python environment of scripts/setup.sh) and stops when it
+//! ends: ingest from an `s3://` prefix into an `s3://` output, split among workers and merged
+//! on the URL, and corrupt from and to `s3://`; every result equals the local one.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const C4: &str = "c4/c4-train.00000-of-01024.first600.json.gz";
+const C4_NAME: &str = "c4-train.00000-of-01024.first600.json.gz";
+
+/// A moto S3 server for the length of a test.
+struct Moto {
+    child: Child,
+    port: u16,
+    stage: PathBuf,
+}
+
+impl Moto {
+    fn start(tag: &str) -> Moto {
+        let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+        let server = Path::new(&python).with_file_name("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (run the tests with `make test`: scripts/setup.sh installs moto[server] and sets CONVEYOR_PYTHON)",
+                    server.display()
+                )
+            });
+        let moto = Moto {
+            child,
+            port,
+            stage: tmp_dir(&format!("s3-stage-{tag}")),
+        };
+        let until = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < until,
+                "moto_server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("CONVEYOR_STAGE", self.stage.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// A plain (unsigned, path-style) request, as moto accepts for writes; (status, reply).
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        let reply = String::from_utf8_lossy(&reply).into_owned();
+        let status = reply.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, reply)
+    }
+
+    /// Downloads every object under `s3://bucket/prefix/` with boto3 (an S3 client independent
+    /// of conveyor's) into a fresh local folder.
+    fn fetch(&self, bucket: &str, prefix: &str) -> PathBuf {
+        let dir = tmp_dir(&format!("s3-fetch-{bucket}-{}", prefix.replace('/', "_")));
+        let script = r#"
+import sys, os, boto3
+endpoint, bucket, prefix, out = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    for obj in page.get("Contents", []):
+        rel = obj["Key"][len(prefix) + 1:]
+        path = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        s3.download_file(bucket, obj["Key"], path)
+"#;
+        let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+        let o = Command::new(python)
+            .args([
+                "-c",
+                script,
+                &format!("http://127.0.0.1:{}", self.port),
+                bucket,
+                prefix,
+            ])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        dir
+    }
+
+    fn conveyor(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .expect("run conveyor")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.conveyor(args);
+        assert!(
+            o.status.success(),
+            "conveyor {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The dataset at `s3://bucket/prefix`, fetched independently.
+    fn dataset(&self, bucket: &str, prefix: &str) -> Dataset {
+        local_dataset(&self.fetch(bucket, prefix))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Dataset = (Vec<(String, Vec<u8>)>, serde_json::Value);
+
+fn local_dataset(dir: &Path) -> Dataset {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let shards = m["shards"].as_array().unwrap();
+    let files = shards
+        .iter()
+        .map(|s| {
+            let f = s["file"].as_str().unwrap().to_string();
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect();
+    let sums: Vec<_> = shards.iter().map(|s| s["sha256"].clone()).collect();
+    let totals = m
+        .get("totals")
+        .cloned()
+        .unwrap_or_else(|| m["tokens"].clone());
+    (files, serde_json::json!({"sums": sums, "totals": totals}))
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn ingest_workers_merge_and_corrupt_on_s3_equal_the_local_run() {
+    let moto = Moto::start("main");
+    let vocab = shared("spiece/t5-spiece.model");
+    let sample = std::fs::read(shared(C4)).unwrap();
+    assert_eq!(
+        moto.request("PUT", "/corpus", b"").0,
+        200,
+        "create the bucket"
+    );
+    // Two inputs (the sample under two names), local and on S3.
+    let local_in = tmp_dir("s3-local-in");
+    for name in [C4_NAME.to_string(), format!("copy-{C4_NAME}")] {
+        std::fs::write(local_in.join(&name), &sample).unwrap();
+        let (status, _) = moto.request("PUT", &format!("/corpus/raw/{name}"), &sample);
+        assert_eq!(status, 200);
+    }
+    let ingest = |input: &str, out: &str, extra: &[&str]| {
+        let mut a = vec!["ingest", input, "--vocab", arg(&vocab), "--out", out];
+        a.extend_from_slice(&["--shard-tokens", "40000", "-q"]);
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+
+    // The local reference: one process, local files.
+    let local = tmp_path("s3-local-tokens");
+    ok(&strs(&ingest(arg(&local_in), arg(&local), &[])));
+    let reference = local_dataset(&local);
+    assert!(reference.0.len() > 2);
+
+    // One process: s3 prefix in, s3 out.
+    moto.ok(&strs(&ingest(
+        "s3://corpus/raw/",
+        "s3://corpus/tokens",
+        &[],
+    )));
+    assert!(
+        moto.dataset("corpus", "tokens") == reference,
+        "s3 ingest differs from the local one"
+    );
+    let fetched = moto.fetch("corpus", "tokens");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fetched.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["inputs"][0]["path"], format!("s3://corpus/raw/{C4_NAME}"));
+
+    // A finished URL is not silently redone; --overwrite replaces it.
+    let o = moto.conveyor(&strs(&ingest(
+        "s3://corpus/raw/",
+        "s3://corpus/tokens",
+        &[],
+    )));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
+    moto.ok(&strs(&ingest(
+        "s3://corpus/raw/*.json.gz",
+        "s3://corpus/tokens",
+        &["--overwrite"],
+    )));
+    assert!(moto.dataset("corpus", "tokens") == reference);
+
+    // Two workers writing to one URL, then the merge on the URL.
+    for i in ["0", "1"] {
+        let extra = ["--num-workers", "2", "--worker-index", i];
+        moto.ok(&strs(&ingest(
+            "s3://corpus/raw/",
+            "s3://corpus/split",
+            &extra,
+        )));
+    }
+    moto.ok(&["manifest", "merge", "s3://corpus/split"]);
+    assert!(
+        moto.dataset("corpus", "split") == reference,
+        "merged workers differ"
+    );
+    let fetched = moto.fetch("corpus", "split");
+    assert!(
+        !fetched.join("parts").exists(),
+        "the merge leaves no parts behind"
+    );
+    let names: Vec<_> = files_in(&fetched).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "manifest.json" || n.starts_with("train-")),
+        "only the merged dataset is left: {names:?}"
+    );
+
+    // Span corruption from and to S3 equals the local run.
+    let corrupt = |tokens: &str, out: &str| {
+        vec![
+            "corrupt".to_string(),
+            tokens.into(),
+            "--out".into(),
+            out.into(),
+            "--inputs-length".into(),
+            "128".into(),
+            "-q".into(),
+        ]
+    };
+    let local_ex = tmp_path("s3-local-examples");
+    ok(&strs(&corrupt(arg(&local), arg(&local_ex))));
+    moto.ok(&strs(&corrupt(
+        "s3://corpus/tokens",
+        "s3://corpus/examples",
+    )));
+    assert!(
+        moto.dataset("corpus", "examples") == local_dataset(&local_ex),
+        "s3 corrupt differs"
+    );
+    // Nothing is left in the stage once the uploads are done.
+    let left: Vec<_> = std::fs::read_dir(&moto.stage)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        // (the downloaded copy of an input dataset stays, as a cache)
+        .filter(|n| !n.to_string_lossy().contains("_input-"))
+        .collect();
+    assert!(left.is_empty(), "stage folders left: {left:?}");
+}
