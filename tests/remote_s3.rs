@@ -1,7 +1,7 @@
 //! Remote corpora and outputs on S3, against moto's S3 server, which the test starts on
 //! loopback (`moto_server` from the Python environment of scripts/setup.sh) and stops when it
 //! ends: ingest from an `s3://` prefix into an `s3://` output, split among workers and merged
-//! on the URL, and corrupt from and to `s3://`; every result equals the local one.
+//! on the URL, corrupt and clean from and to `s3://`; every result equals the local one.
 
 mod common;
 
@@ -32,8 +32,10 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
+        // Small multipart parts (S3 wants 5 MiB), so that the test's files go multipart.
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -67,6 +69,7 @@ impl Moto {
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", "us-east-1".into()),
             ("CONVEYOR_STAGE", self.stage.display().to_string()),
+            ("CONVEYOR_UPLOAD_PART_BYTES", "262144".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -188,7 +191,7 @@ fn arg(p: &Path) -> &str {
 }
 
 #[test]
-fn ingest_workers_merge_and_corrupt_on_s3_equal_the_local_run() {
+fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
     let moto = Moto::start("main");
     let vocab = shared("spiece/t5-spiece.model");
     let sample = std::fs::read(shared(C4)).unwrap();
@@ -296,6 +299,25 @@ fn ingest_workers_merge_and_corrupt_on_s3_equal_the_local_run() {
         moto.dataset("corpus", "examples") == local_dataset(&local_ex),
         "s3 corrupt differs"
     );
+    // Cleaning from and to S3 writes the same files as the local run.
+    let local_clean = tmp_path("s3-local-clean");
+    ok(&["clean", arg(&local_in), "--out", arg(&local_clean), "-q"]);
+    moto.ok(&[
+        "clean",
+        "s3://corpus/raw/",
+        "--out",
+        "s3://corpus/clean",
+        "-q",
+    ]);
+    let without_manifest = |d: &Path| {
+        let mut f = files_in(d);
+        f.retain(|(n, _)| n != "manifest.json");
+        f
+    };
+    let fetched = moto.fetch("corpus", "clean");
+    assert!(without_manifest(&fetched) == without_manifest(&local_clean));
+    assert!(fetched.join("manifest.json").exists());
+
     // Nothing is left in the stage once the uploads are done.
     let left: Vec<_> = std::fs::read_dir(&moto.stage)
         .unwrap()

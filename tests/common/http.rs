@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 file server on loopback for the remote-input tests: GET and HEAD with byte
-//! ranges, optional ETags, and connections it drops mid-body on purpose (a chosen number of
+//! ranges, optional ETags, redirects (`/r/NAME`), and connections it drops mid-body on purpose (a chosen number of
 //! times, at a chosen byte of the file) to test resuming.
 
 use std::io::{BufRead, BufReader, Write};
@@ -93,6 +93,14 @@ fn serve(conn: TcpStream, root: &std::path::Path, b: &Behaviour, s: &Seen) -> st
             .unwrap_or("/")
             .trim_start_matches('/')
             .to_string();
+        // `/r/NAME` redirects to `/NAME`, as the Hugging Face hub's `resolve` URLs redirect
+        // to its CDN.
+        if let Some(target) = path.strip_prefix("r/") {
+            let reply =
+                format!("HTTP/1.1 302 Found\r\nLocation: /{target}\r\nContent-Length: 0\r\n\r\n");
+            conn.write_all(reply.as_bytes())?;
+            continue;
+        }
         let Ok(body) = std::fs::read(root.join(&path)) else {
             conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
             continue;
