@@ -295,9 +295,16 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
         "s3://corpus/tokens",
         "s3://corpus/examples",
     )));
+    let fetched = moto.fetch("corpus", "examples");
     assert!(
-        moto.dataset("corpus", "examples") == local_dataset(&local_ex),
+        local_dataset(&fetched) == local_dataset(&local_ex),
         "s3 corrupt differs"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fetched.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["source"], "s3://corpus/tokens",
+        "the manifest names the URL it read"
     );
     // Cleaning from and to S3 writes the same files as the local run.
     let local_clean = tmp_path("s3-local-clean");

@@ -64,6 +64,7 @@ pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
     let tokens = crate::remote::dataset(&a.tokens, a.quiet || a.json)?;
     let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.quiet || a.json)?;
     let mut cfg = CorruptConfig::new(tokens, target.dir.clone(), a.inputs_length);
+    cfg.source_name = crate::remote::url_of(&a.tokens);
     cfg.noise_density = a.noise_density;
     cfg.mean_span_length = a.mean_span_length;
     cfg.seed = a.seed;

@@ -15,7 +15,7 @@ pub struct Out {
 }
 
 /// `out` as a URL, if it is one.
-fn url_of(out: &Path) -> Option<String> {
+pub fn url_of(out: &Path) -> Option<String> {
     out.to_str()
         .filter(|s| remote::is_url(s))
         .map(|s| s.trim_end_matches('/').to_string())

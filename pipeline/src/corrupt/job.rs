@@ -34,6 +34,9 @@ const WORK_DIR: &str = ".conveyor-corrupt";
 pub struct CorruptConfig {
     /// A finished token directory (with manifest.json).
     pub tokens: PathBuf,
+    /// How the manifest names the token dataset (default: `tokens`' path); the URL when
+    /// `tokens` is a downloaded copy.
+    pub source_name: Option<String>,
     pub out: PathBuf,
     pub inputs_length: usize,
     pub noise_density: f64,
@@ -56,6 +59,7 @@ impl CorruptConfig {
     pub fn new(tokens: PathBuf, out: PathBuf, inputs_length: usize) -> Self {
         Self {
             tokens,
+            source_name: None,
             out,
             inputs_length,
             noise_density: 0.15,
@@ -473,7 +477,10 @@ pub(super) fn examples_manifest(
         version: EXAMPLES_VERSION,
         created_by: format!("conveyor {}", env!("CARGO_PKG_VERSION")),
         job: plan.job.clone(),
-        source: cfg.tokens.display().to_string(),
+        source: cfg
+            .source_name
+            .clone()
+            .unwrap_or_else(|| cfg.tokens.display().to_string()),
         source_job: plan.source.job.clone(),
         vocab: plan.source.vocab.clone(),
         settings: plan.settings.clone(),

@@ -43,7 +43,7 @@ pub fn expand(arg: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Err
         let urls: Vec<String> = objects_under(&base)?
             .into_iter()
             .filter(|m| pattern.matches_with(m.location.as_ref(), opts) && keep(&name(&m.location)))
-            .map(|m| base.url_of(&m.location))
+            .map(|m| found(&base, &m))
             .collect();
         return if urls.is_empty() {
             Err(none())
@@ -52,10 +52,15 @@ pub fn expand(arg: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Err
         };
     }
     let loc = Location::parse(arg)?;
-    if !arg.ends_with('/') && loc.head()?.is_some() {
+    if let Some(meta) = (!arg.ends_with('/'))
+        .then(|| loc.head())
+        .transpose()?
+        .flatten()
+    {
         if !keep(&name(&loc.key)) {
             return Err(Error::UnsupportedInput { path: arg.into() });
         }
+        super::remember_size(&loc.url, meta.size);
         return Ok(vec![loc.url]);
     }
     if loc.root.starts_with("http") {
@@ -73,13 +78,20 @@ pub fn expand(arg: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Err
     let urls: Vec<String> = objects_under(&loc)?
         .into_iter()
         .filter(|m| keep(&name(&m.location)))
-        .map(|m| loc.url_of(&m.location))
+        .map(|m| found(&loc, &m))
         .collect();
     if urls.is_empty() {
         Err(none())
     } else {
         Ok(urls)
     }
+}
+
+/// A listed object's URL; its size is remembered for the job's plan.
+fn found(loc: &Location, m: &ObjectMeta) -> String {
+    let url = loc.url_of(&m.location);
+    super::remember_size(&url, m.size);
+    url
 }
 
 fn name(key: &Key) -> String {

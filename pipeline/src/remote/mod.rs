@@ -241,10 +241,27 @@ fn store_for(
     Ok(store)
 }
 
+/// Object sizes seen while listing inputs, so that a job over a thousand objects does not
+/// ask for each size again.
+fn sizes() -> &'static Mutex<HashMap<String, u64>> {
+    static SIZES: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    SIZES.get_or_init(Default::default)
+}
+
+pub(crate) fn remember_size(url: &str, size: u64) {
+    sizes()
+        .lock()
+        .expect("size cache")
+        .insert(url.to_string(), size);
+}
+
 /// The size of an input: a file's length, or a remote object's size.
 pub fn input_len(p: &Path) -> Result<u64, Error> {
     match p.to_str().filter(|s| is_url(s)) {
         Some(url) => {
+            if let Some(&n) = sizes().lock().expect("size cache").get(url) {
+                return Ok(n);
+            }
             let loc = Location::parse(url)?;
             match loc.head()? {
                 Some(m) => Ok(m.size),
