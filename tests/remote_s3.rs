@@ -1,7 +1,8 @@
 //! Remote corpora and outputs on S3, against moto's S3 server, which the test starts on
 //! loopback (`moto_server` from the Python environment of scripts/setup.sh) and stops when it
 //! ends: ingest from an `s3://` prefix into an `s3://` output, split among workers and merged
-//! on the URL, corrupt and clean from and to `s3://`; every result equals the local one.
+//! on the URL, corrupt and clean from and to `s3://`, training from `s3://`; every result
+//! equals the local one.
 
 mod common;
 
@@ -306,6 +307,39 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
         m["source"], "s3://corpus/tokens",
         "the manifest names the URL it read"
     );
+    // Training reads a dataset at a URL (from a local copy): the same losses as from disk.
+    let losses = |data: &str, tag: &str| {
+        let run = tmp_path(tag);
+        moto.ok(&[
+            "train",
+            "--data",
+            data,
+            "--out",
+            arg(&run),
+            "--arch",
+            "lightconv",
+            "--preset",
+            "tiny",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--inputs-length",
+            "64",
+            "--device",
+            "cpu",
+            "-q",
+        ]);
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].clone())
+            .collect::<Vec<_>>()
+    };
+    let from_disk = losses(arg(&local), "s3-train-local");
+    assert_eq!(from_disk.len(), 3);
+    assert_eq!(losses("s3://corpus/tokens", "s3-train-s3"), from_disk);
+
     // Cleaning from and to S3 writes the same files as the local run.
     let local_clean = tmp_path("s3-local-clean");
     ok(&["clean", arg(&local_in), "--out", arg(&local_clean), "-q"]);

@@ -94,22 +94,14 @@ impl Out {
     }
 }
 
-/// A dataset folder (token or example shards with their manifest) given by path or URL:
-/// a URL is downloaded into a local cache first (files already there with the right size
-/// are kept), since shards are read by random access. Returns the local folder.
+/// A dataset folder given by path or URL, as a local folder (a URL is downloaded into a
+/// cache first: `sync::local_dataset`).
 pub fn dataset(input: &Path, quiet: bool) -> anyhow::Result<PathBuf> {
-    let Some(url) = url_of(input) else {
-        return Ok(input.to_path_buf());
-    };
-    let dir = sync::stage_dir(&format!("{url}#input"));
-    let t = sync::download(&url, &dir)?;
-    anyhow::ensure!(
-        dir.join("manifest.json").exists(),
-        "{url} holds no manifest.json: name a conveyor dataset (the --out of ingest, corrupt or task prepare)"
-    );
-    if !quiet {
+    let (dir, transfer) = sync::local_dataset(input)?;
+    if let (Some(t), false) = (transfer, quiet) {
         eprintln!(
-            "read {url} into {} ({} files, {:.1} MB downloaded, {} already there)",
+            "read {} into {} ({} files, {:.1} MB downloaded, {} already there)",
+            input.display(),
             dir.display(),
             t.files,
             t.bytes as f64 / 1e6,

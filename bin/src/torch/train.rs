@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use conveyor_model::optim::{OptimizerKind, Schedule};
 use conveyor_model::train::{data_vocab_size, train, StepMetrics, TrainConfig, TrainProgress};
 use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig};
+use conveyor_pipeline::remote::sync::local_dataset;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ArchArg {
@@ -71,7 +72,8 @@ impl ModelArgs {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Token shards (span-corrupted on the fly) or example shards.
+    /// Token shards (span-corrupted on the fly) or example shards: a folder, or a URL
+    /// (downloaded into a local cache first).
     #[arg(long)]
     data: PathBuf,
     /// Held-out data for the evaluation loss.
@@ -217,7 +219,13 @@ impl TrainProgress for Lines {
     }
 }
 
-pub fn run(a: TrainArgs) -> anyhow::Result<i32> {
+pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
+    // Datasets at a URL are read from a local copy (shards are read by random access).
+    a.data = local_dataset(&a.data)?.0;
+    a.eval_data = a
+        .eval_data
+        .map(|d| local_dataset(&d).map(|l| l.0))
+        .transpose()?;
     if a.deterministic {
         anyhow::ensure!(
             conveyor_model::cuda::set_deterministic(true),
@@ -338,6 +346,7 @@ pub struct FinetuneArgs {
 /// Fine-tuning: training on a prepared task, constant learning rate (1e-3 unless --lr),
 /// from --init's weights or from scratch.
 pub fn finetune(mut a: FinetuneArgs) -> anyhow::Result<i32> {
+    a.train.data = local_dataset(&a.train.data)?.0;
     let m = conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(&a.train.data)?;
     let want = format!("task:{}", a.task);
     anyhow::ensure!(
@@ -361,7 +370,7 @@ pub struct EvalArgs {
     /// A checkpoint folder (RUN/checkpoints/step-N).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// A directory written by `conveyor task prepare`.
+    /// A directory written by `conveyor task prepare` (or its URL).
     #[arg(long)]
     data: PathBuf,
     /// Where predictions.jsonl and metrics.json go (default: CHECKPOINT/eval-TASK).
@@ -382,7 +391,8 @@ pub struct EvalArgs {
     task_file: Option<PathBuf>,
 }
 
-pub fn eval(a: EvalArgs) -> anyhow::Result<i32> {
+pub fn eval(mut a: EvalArgs) -> anyhow::Result<i32> {
+    a.data = local_dataset(&a.data)?.0;
     let device = select_device(match a.device {
         DeviceArg::Auto => DeviceChoice::Auto,
         DeviceArg::Cpu => DeviceChoice::Cpu,

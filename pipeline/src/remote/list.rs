@@ -16,10 +16,11 @@ pub fn objects_under(loc: &Location) -> Result<Vec<ObjectMeta>, Error> {
     let mut found: Vec<ObjectMeta> = runtime()
         .block_on(loc.store.list(prefix).try_collect())
         .map_err(|e| {
-            loc.error(
-                "cannot list (a plain HTTP server cannot be listed: name each file)",
-                e,
-            )
+            let what = match loc.root.starts_with("http") {
+                true => "cannot list (a plain HTTP server cannot be listed: name each file)",
+                false => "cannot list",
+            };
+            loc.error(what, e)
         })?;
     found.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(found)

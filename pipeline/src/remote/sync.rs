@@ -178,6 +178,26 @@ pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
     Ok(t)
 }
 
+/// A dataset folder (token or example shards and their manifest) given by path or URL, as
+/// a local folder: a URL is downloaded into its stage folder first (kept as a cache; files
+/// already there with the right size are not fetched again), since shards are read by
+/// random access. Returns the folder and, for a URL, what was transferred.
+pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error> {
+    let Some(url) = input.to_str().filter(|s| super::is_url(s)) else {
+        return Ok((input.to_path_buf(), None));
+    };
+    let url = url.trim_end_matches('/');
+    let dir = stage_dir(&format!("{url}#input"));
+    let t = download(url, &dir)?;
+    if !dir.join("manifest.json").exists() {
+        return Err(Error::Remote {
+            url: url.to_string(),
+            message: "holds no manifest.json: name a conveyor dataset (the --out of ingest, corrupt or task prepare)".into(),
+        });
+    }
+    Ok((dir, Some(t)))
+}
+
 /// Deletes every object under `url` (an `--overwrite` of a remote output).
 pub fn delete_all(url: &str) -> Result<usize, Error> {
     let loc = Location::parse(url)?;
