@@ -84,8 +84,21 @@ pub fn remote_files(loc: &Location) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
+/// True for what conveyor writes into an output folder: the manifest, shards and cleaned
+/// files (`…-of-NNNNN.parquet` / `.json.gz`) and workers' parts; other objects under an
+/// output URL are the user's and are never deleted.
+fn conveyor_output(rel: &str) -> bool {
+    let top = !rel.contains('/');
+    rel.starts_with("parts/")
+        || (top
+            && (rel == "manifest.json"
+                || (rel.contains("-of-")
+                    && (rel.ends_with(".parquet") || rel.ends_with(".json.gz")))))
+}
+
 /// Copies `dir`'s output files to `url` (see the module documentation). With `mirror`,
-/// objects under `url` that `dir` does not have are deleted afterwards (a merge renamed them).
+/// conveyor's objects under `url` that `dir` does not have are deleted afterwards (a merge
+/// renamed them, or `--overwrite` replaced them).
 pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
     let there = remote_files(&loc)?;
@@ -102,7 +115,7 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     }
     if mirror {
         for rel in there.keys() {
-            if !mine.iter().any(|(m, _)| m == rel) {
+            if conveyor_output(rel) && !mine.iter().any(|(m, _)| m == rel) {
                 let obj = loc.join(rel);
                 runtime()
                     .block_on(obj.store.delete(&obj.key))
@@ -198,19 +211,6 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
     Ok((dir, Some(t)))
 }
 
-/// Deletes every object under `url` (an `--overwrite` of a remote output).
-pub fn delete_all(url: &str) -> Result<usize, Error> {
-    let loc = Location::parse(url)?;
-    let files = remote_files(&loc)?;
-    for rel in files.keys() {
-        let obj = loc.join(rel);
-        runtime()
-            .block_on(obj.store.delete(&obj.key))
-            .map_err(|e| obj.error("cannot delete", e))?;
-    }
-    Ok(files.len())
-}
-
 /// The local stage folder for outputs bound for `url`: `CONVEYOR_STAGE` if set, else the
 /// user's cache folder; one subfolder per URL, so a rerun finds its earlier work.
 pub fn stage_dir(url: &str) -> PathBuf {
@@ -274,6 +274,17 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_conveyor_outputs_are_mirrored_away() {
+        assert!(conveyor_output("manifest.json"));
+        assert!(conveyor_output("train-00003-of-00010.parquet"));
+        assert!(conveyor_output("c4-clean.00000-of-00002.json.gz"));
+        assert!(conveyor_output("parts/worker-00000-of-00002/part.json"));
+        assert!(!conveyor_output("README.md"));
+        assert!(!conveyor_output("raw/c4-train.00000-of-01024.json.gz"));
+        assert!(!conveyor_output("notes.parquet"));
     }
 
     #[test]
