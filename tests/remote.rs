@@ -230,3 +230,52 @@ pq.write_table(table, sys.argv[2], row_group_size=100)
         "remote Parquet read differs"
     );
 }
+
+#[test]
+fn task_files_at_a_url_prepare_the_same_examples() {
+    let root = tmp_dir("http-task-root");
+    std::fs::copy(shared("cogs/dev.tsv"), root.join("dev.tsv")).unwrap();
+    let server = FileServer::start(root);
+    let size = std::fs::metadata(shared("cogs/dev.tsv")).unwrap().len();
+    server
+        .behaviour
+        .drop_after
+        .store(size / 3, Ordering::SeqCst);
+    server.behaviour.drops_left.store(1, Ordering::SeqCst);
+    let vocab = shared("spiece/t5-spiece.model");
+    let prepare = |input: &str, out: &Path| {
+        let o = run_with(
+            &[
+                ("CONVEYOR_REMOTE_BACKOFF_MS", "5"),
+                (
+                    "CONVEYOR_STAGE",
+                    out.with_extension("stage").to_str().unwrap(),
+                ),
+            ],
+            &[
+                "task",
+                "prepare",
+                "cogs",
+                "--input",
+                input,
+                "--vocab",
+                vocab.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        files_in(out)
+            .into_iter()
+            .filter(|(n, _)| n.ends_with(".parquet"))
+            .collect::<Vec<_>>()
+    };
+    let local = prepare(
+        shared("cogs/dev.tsv").to_str().unwrap(),
+        &tmp_path("task-local"),
+    );
+    assert!(!local.is_empty());
+    let remote = prepare(&server.url("dev.tsv"), &tmp_path("task-remote"));
+    assert_eq!(server.seen.dropped.load(Ordering::SeqCst), 1);
+    assert!(remote == local, "examples from the URL differ");
+}

@@ -33,7 +33,8 @@ pub enum TaskCommand {
         /// A TOML task file defining the task.
         #[arg(long)]
         task_file: Option<PathBuf>,
-        /// The task's dataset files (or folders).
+        /// The task's dataset files (or folders), or their URLs (downloaded into a local
+        /// cache first).
         #[arg(long, required = true)]
         input: Vec<PathBuf>,
         /// SentencePiece model (the pre-training vocabulary).
@@ -138,6 +139,10 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
             let out_dir = out.clone();
             let t = resolve(&task, task_file.as_deref())?;
             let target = crate::remote::Out::new(&out, worker, overwrite, json)?;
+            let input = input
+                .iter()
+                .map(|p| conveyor_pipeline::remote::sync::local_input(p))
+                .collect::<Result<Vec<_>, _>>()?;
             let cfg = PrepareConfig {
                 inputs: input,
                 vocab,

@@ -174,21 +174,26 @@ pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
             t.skipped += 1;
             continue;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let tmp = PathBuf::from(format!("{}.download.tmp", path.display()));
-        let mut reader = super::read::RemoteReader::open(&loc.join(&rel).url)?;
-        let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        std::io::copy(&mut reader, &mut out).map_err(|e| Error::Remote {
-            url: loc.join(&rel).url,
-            message: format!("download failed: {e}"),
-        })?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        fetch(&loc.join(&rel).url, &path)?;
         t.files += 1;
         t.bytes += len;
     }
     Ok(t)
+}
+
+/// Downloads one object to `path` (through a temporary name, so `path` is whole or absent).
+fn fetch(url: &str, path: &Path) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = PathBuf::from(format!("{}.download.tmp", path.display()));
+    let mut reader = super::read::RemoteReader::open(url)?;
+    let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    std::io::copy(&mut reader, &mut out).map_err(|e| Error::Remote {
+        url: url.to_string(),
+        message: format!("download failed: {e}"),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// A dataset folder (token or example shards and their manifest) given by path or URL, as
@@ -209,6 +214,36 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
         });
     }
     Ok((dir, Some(t)))
+}
+
+/// An input file or folder given by path or URL, as a local path: the object a URL names is
+/// downloaded (as a file of the same name), or, when it names a prefix, every object under
+/// it (as a folder). For inputs read whole rather than streamed (task files). Cached like
+/// [`local_dataset`].
+pub fn local_input(input: &Path) -> Result<PathBuf, Error> {
+    let Some(url) = input.to_str().filter(|s| super::is_url(s)) else {
+        return Ok(input.to_path_buf());
+    };
+    let loc = Location::parse(url)?;
+    let dir = stage_dir(&format!("{}#input", loc.url));
+    let name = loc.key.filename().unwrap_or("input").to_string();
+    match loc.head()? {
+        Some(meta) => {
+            let path = dir.join(&name);
+            if !std::fs::metadata(&path).is_ok_and(|m| m.len() == meta.size) {
+                fetch(&loc.url, &path)?;
+            }
+            Ok(path)
+        }
+        None => {
+            let folder = dir.join(&name);
+            let t = download(&loc.url, &folder)?;
+            if t.files + t.skipped == 0 {
+                return Err(Error::MissingInput(url.to_string()));
+            }
+            Ok(folder)
+        }
+    }
 }
 
 /// The local stage folder for outputs bound for `url`: `CONVEYOR_STAGE` if set, else the
