@@ -243,14 +243,12 @@ fn task_files_at_a_url_prepare_the_same_examples() {
         .store(size / 3, Ordering::SeqCst);
     server.behaviour.drops_left.store(1, Ordering::SeqCst);
     let vocab = shared("spiece/t5-spiece.model");
+    let stage = tmp_path("task-stage");
     let prepare = |input: &str, out: &Path| {
         let o = run_with(
             &[
                 ("CONVEYOR_REMOTE_BACKOFF_MS", "5"),
-                (
-                    "CONVEYOR_STAGE",
-                    out.with_extension("stage").to_str().unwrap(),
-                ),
+                ("CONVEYOR_STAGE", stage.to_str().unwrap()),
             ],
             &[
                 "task",
