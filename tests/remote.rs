@@ -1,7 +1,8 @@
 //! Remote corpora over HTTP, against a file server the test starts on loopback
 //! (tests/common/http.rs): a dropped connection mid-file is resumed with a range request and
-//! the output is byte-identical to reading the file from disk; a store that stays out of
-//! reach stops the job with an error naming the URL, and a rerun resumes to the same result.
+//! the output is byte-identical to reading the file from disk (JSON lines, Parquet, task
+//! files); a store that stays out of reach stops the job (ingest, clean) with an error naming
+//! the URL, and a rerun resumes to the same result.
 //! S3 (moto) is tested in tests/remote_s3.rs.
 
 mod common;
@@ -276,4 +277,39 @@ fn task_files_at_a_url_prepare_the_same_examples() {
     let remote = prepare(&server.url("dev.tsv"), &tmp_path("task-remote"));
     assert_eq!(server.seen.dropped.load(Ordering::SeqCst), 1);
     assert!(remote == local, "examples from the URL differ");
+}
+
+#[test]
+fn clean_stops_on_a_store_out_of_reach_and_a_rerun_gives_the_local_result() {
+    let local = tmp_path("clean-local");
+    ok(&[
+        "clean",
+        shared(C4).to_str().unwrap(),
+        "--out",
+        local.to_str().unwrap(),
+        "-q",
+    ]);
+    let server = serve_c4();
+    server.behaviour.drop_after.store(200_000, Ordering::SeqCst);
+    server.behaviour.drops_left.store(1000, Ordering::SeqCst);
+    let out = tmp_path("clean-remote");
+    let url = server.url(C4_NAME);
+    let args = ["clean", url.as_str(), "--out", out.to_str().unwrap(), "-q"];
+    let env = [
+        ("CONVEYOR_REMOTE_BACKOFF_MS", "1"),
+        ("CONVEYOR_REMOTE_RETRIES", "2"),
+    ];
+    let o = run_with(&env, &args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(&url), "{err}");
+    assert!(!out.join("manifest.json").exists());
+    server.behaviour.drops_left.store(0, Ordering::SeqCst);
+    let o = run_with(&env, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let without_manifest = |d: &Path| {
+        let mut f = files_in(d);
+        f.retain(|(n, _)| n != "manifest.json");
+        f
+    };
+    assert!(without_manifest(&out) == without_manifest(&local));
 }
