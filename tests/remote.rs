@@ -313,3 +313,34 @@ fn clean_stops_on_a_store_out_of_reach_and_a_rerun_gives_the_local_result() {
     };
     assert!(without_manifest(&out) == without_manifest(&local));
 }
+
+#[test]
+fn a_stalled_connection_is_resumed_after_the_stall_timeout() {
+    let reference = local_reference("http-stall-reference");
+    let vocab = shared("spiece/t5-spiece.model");
+    let server = serve_c4();
+    // The server goes silent at byte 100,000 (without closing) once.
+    server.behaviour.stall.store(true, Ordering::SeqCst);
+    server.behaviour.drop_after.store(100_000, Ordering::SeqCst);
+    server.behaviour.drops_left.store(1, Ordering::SeqCst);
+    let out = tmp_path("http-stall-out");
+    let started = std::time::Instant::now();
+    let o = run_with(
+        &[
+            ("CONVEYOR_REMOTE_STALL_S", "1"),
+            ("CONVEYOR_REMOTE_BACKOFF_MS", "5"),
+        ],
+        &ingest_args(
+            &server.url(C4_NAME),
+            out.to_str().unwrap(),
+            vocab.to_str().unwrap(),
+        ),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "the stall should end at the 1 s read timeout, not when the server gives up"
+    );
+    assert!(server.seen.resumed_gets.load(Ordering::SeqCst) >= 1);
+    assert!(dataset(&out) == reference);
+}

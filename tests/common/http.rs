@@ -17,6 +17,8 @@ pub struct Behaviour {
     pub drops_left: AtomicU64,
     /// ...when the transfer reaches this byte of the file.
     pub drop_after: AtomicU64,
+    /// Instead of closing the connection there, go silent (a stalled connection).
+    pub stall: AtomicBool,
 }
 
 /// What the server saw.
@@ -147,6 +149,9 @@ fn serve(conn: TcpStream, root: &std::path::Path, b: &Behaviour, s: &Seen) -> st
             conn.write_all(&slice[..cut])?;
             conn.flush()?;
             s.dropped.fetch_add(1, Ordering::SeqCst);
+            if b.stall.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
             return conn.shutdown(std::net::Shutdown::Both);
         }
         conn.write_all(slice)?;

@@ -12,7 +12,8 @@
 //! S3-compatible server) and `AWS_ALLOW_HTTP=true` (plain-HTTP endpoints) for `s3://`;
 //! `GOOGLE_APPLICATION_CREDENTIALS` / `GOOGLE_SERVICE_ACCOUNT` for `gs://`. Retries:
 //! `CONVEYOR_REMOTE_RETRIES` (default 10) attempts with exponential backoff starting at
-//! `CONVEYOR_REMOTE_BACKOFF_MS` (default 200 ms, at most 15 s between attempts).
+//! `CONVEYOR_REMOTE_BACKOFF_MS` (default 200 ms, at most 15 s between attempts); a read that
+//! waits `CONVEYOR_REMOTE_STALL_S` (default 60) seconds for bytes counts as a failure.
 
 pub mod list;
 pub mod read;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use object_store::path::Path as Key;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::error::Error;
 
@@ -50,6 +51,9 @@ pub struct Policy {
     pub retries: u32,
     /// The first wait; doubled after every failure up to 15 s.
     pub backoff: Duration,
+    /// How long a read may wait for the next bytes before the connection counts as
+    /// stalled (and is resumed).
+    pub stall: Duration,
 }
 
 impl Policy {
@@ -63,6 +67,7 @@ impl Policy {
         Policy {
             retries: num("CONVEYOR_REMOTE_RETRIES").map_or(10, |n| n.min(1000) as u32),
             backoff: Duration::from_millis(num("CONVEYOR_REMOTE_BACKOFF_MS").unwrap_or(200)),
+            stall: Duration::from_secs(num("CONVEYOR_REMOTE_STALL_S").unwrap_or(60)),
         }
     }
 
@@ -202,6 +207,23 @@ pub fn credentials_hint(scheme: &str) -> &'static str {
 
 type Stores = Mutex<HashMap<String, Arc<dyn ObjectStore>>>;
 
+/// Applies the environment variables starting with `prefix` that name a configuration key
+/// of the builder (as the builders' own `from_env` does), after conveyor's defaults.
+fn with_env<B, K: std::str::FromStr>(
+    mut builder: B,
+    prefix: &str,
+    set: impl Fn(B, K, String) -> B,
+) -> B {
+    for (key, value) in std::env::vars() {
+        if key.starts_with(prefix) {
+            if let Ok(k) = key.to_ascii_lowercase().parse::<K>() {
+                builder = set(builder, k, value);
+            }
+        }
+    }
+    builder
+}
+
 fn store_for(
     scheme: &str,
     root: &str,
@@ -212,24 +234,51 @@ fn store_for(
     if let Some(s) = stores.lock().expect("store cache").get(root) {
         return Ok(s.clone());
     }
-    let retry = Policy::from_env().retry_config();
+    let policy = Policy::from_env();
+    let retry = policy.retry_config();
+    // object_store's clients end any request after 30 s by default, body included, which a
+    // stream read at the pace of the tokenizer (a 300 MB C4 file, a slow `clean`) outlives:
+    // no limit on the whole request, a limit on each read instead (a stalled connection).
+    let (whole, stall) = (
+        "7d".to_string(),
+        format!("{}s", policy.stall.as_secs().max(1)),
+    );
     let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(authority)
-                .with_retry(retry)
-                .build()?,
-        ),
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(authority)
-                .with_retry(retry)
-                .build()?,
-        ),
+        "s3" | "s3a" => {
+            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
+            let builder = AmazonS3Builder::new()
+                .with_config(K::Client(ClientConfigKey::Timeout), whole)
+                .with_config(K::Client(ClientConfigKey::ReadTimeout), stall);
+            let builder = with_env(builder, "AWS_", |b, k: K, v| b.with_config(k, v));
+            Arc::new(
+                builder
+                    .with_bucket_name(authority)
+                    .with_retry(retry)
+                    .build()?,
+            )
+        }
+        "gs" => {
+            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+            let builder = GoogleCloudStorageBuilder::new()
+                .with_config(K::Client(ClientConfigKey::Timeout), whole)
+                .with_config(K::Client(ClientConfigKey::ReadTimeout), stall);
+            let builder = with_env(builder, "GOOGLE_", |b, k: K, v| b.with_config(k, v));
+            Arc::new(
+                builder
+                    .with_bucket_name(authority)
+                    .with_retry(retry)
+                    .build()?,
+            )
+        }
         _ => Arc::new(
             object_store::http::HttpBuilder::new()
                 .with_url(root)
-                .with_client_options(ClientOptions::new().with_allow_http(scheme == "http"))
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_allow_http(scheme == "http")
+                        .with_timeout_disabled()
+                        .with_read_timeout(policy.stall),
+                )
                 .with_retry(retry)
                 .build()?,
         ),
@@ -305,6 +354,7 @@ mod tests {
         let p = Policy {
             retries: 3,
             backoff: Duration::from_millis(100),
+            stall: Duration::from_secs(60),
         };
         assert_eq!(p.wait(1), Duration::from_millis(100));
         assert_eq!(p.wait(3), Duration::from_millis(400));
