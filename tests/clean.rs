@@ -355,3 +355,48 @@ fn a_dedup_sharded_by_line_hash_gives_the_one_pass_result() {
         "the sharded dedup differs from one pass"
     );
 }
+
+#[test]
+fn a_different_clean_job_is_refused_and_overwrite_replaces_the_output() {
+    let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
+    let c4 = c4.to_str().unwrap();
+    let out = tmp_path("overwrite");
+    let fresh = tmp_path("overwrite-fresh");
+    ok(&["clean", c4, "--out", out.to_str().unwrap(), "-q"]);
+    // Other settings, same folder: refused, and nothing is removed.
+    let o = conveyor(&[
+        "clean",
+        c4,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+        "--any-language",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
+    assert!(out.join("c4-clean.00000-of-00001.json.gz").exists());
+    // --overwrite replaces it with exactly what a fresh run writes.
+    ok(&[
+        "clean",
+        c4,
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+        "--any-language",
+        "--overwrite",
+    ]);
+    ok(&[
+        "clean",
+        c4,
+        "--out",
+        fresh.to_str().unwrap(),
+        "-q",
+        "--any-language",
+    ]);
+    let without_manifest = |d: &Path| {
+        let mut f = files_in(d);
+        f.retain(|(n, _)| n != "manifest.json");
+        f
+    };
+    assert!(without_manifest(&out) == without_manifest(&fresh));
+}

@@ -1,8 +1,8 @@
 //! The output folder rules every job follows: an empty or new folder starts the job, a
 //! folder with this job's unfinished work resumes it, a folder with this job's finished
 //! output is left as it is, and anything else is refused unless `--overwrite`, which removes
-//! only what a conveyor job writes (the manifest, `*-of-*.parquet` shards, the work folder,
-//! and the parts and work folders of a job split among workers).
+//! only what a conveyor job writes (the manifest, `*-of-*.parquet` shards, cleaned files,
+//! the work folder, and the parts and work folders of a job split among workers).
 
 use std::path::Path;
 
@@ -98,6 +98,16 @@ pub const FINISHED_SHARD_MISSING: &str =
     "a finished shard is missing; rerun with --overwrite to start again";
 
 const MANIFEST: &str = "manifest.json";
+
+/// True for the files a finished conveyor output holds at its top level: the manifest,
+/// shards (`…-of-NNNNN.parquet`) and cleaned files (`c4-clean.IIIII-of-NNNNN.json.gz`).
+/// What `--overwrite` may remove, locally and at a URL.
+pub fn is_output_file(name: &str) -> bool {
+    let numbered = name.contains("-of-");
+    name == MANIFEST
+        || (numbered && name.ends_with(".parquet"))
+        || (numbered && name.starts_with("c4-clean.") && name.ends_with(".json.gz"))
+}
 const JOB_FILE: &str = "job.json";
 
 /// The job id recorded in a work folder, if any.
@@ -138,8 +148,7 @@ fn clear_outputs(out: &Path, work: &str) -> Result<(), Error> {
             std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
             continue;
         }
-        let ours = name == MANIFEST || (name.ends_with(".parquet") && name.contains("-of-"));
-        if ours {
+        if is_output_file(&name) {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
     }

@@ -84,16 +84,11 @@ pub fn remote_files(loc: &Location) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
-/// True for what conveyor writes into an output folder: the manifest, shards and cleaned
-/// files (`…-of-NNNNN.parquet` / `.json.gz`) and workers' parts; other objects under an
-/// output URL are the user's and are never deleted.
+/// True for what conveyor writes into an output folder (see
+/// [`crate::outdir::is_output_file`]) and workers' parts; other objects under an output URL
+/// are the user's and are never deleted.
 fn conveyor_output(rel: &str) -> bool {
-    let top = !rel.contains('/');
-    rel.starts_with("parts/")
-        || (top
-            && (rel == "manifest.json"
-                || (rel.contains("-of-")
-                    && (rel.ends_with(".parquet") || rel.ends_with(".json.gz")))))
+    rel.starts_with("parts/") || (!rel.contains('/') && crate::outdir::is_output_file(rel))
 }
 
 /// Copies `dir`'s output files to `url` (see the module documentation). With `mirror`,
@@ -319,6 +314,7 @@ mod tests {
         assert!(conveyor_output("parts/worker-00000-of-00002/part.json"));
         assert!(!conveyor_output("README.md"));
         assert!(!conveyor_output("raw/c4-train.00000-of-01024.json.gz"));
+        assert!(!conveyor_output("c4-train.00000-of-01024.json.gz"));
         assert!(!conveyor_output("notes.parquet"));
     }
 
