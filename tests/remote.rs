@@ -38,30 +38,10 @@ fn ingest_args<'a>(input: &'a str, out: &'a str, vocab: &'a str) -> Vec<&'a str>
     ]
 }
 
-/// The shards of a token dataset and the manifest's per-shard checksums and totals.
-fn dataset(dir: &Path) -> (Vec<(String, Vec<u8>)>, serde_json::Value) {
-    let shards: Vec<_> = files_in(dir)
-        .into_iter()
-        .filter(|(n, _)| n.ends_with(".parquet"))
-        .collect();
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    let sums: Vec<_> = m["shards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["sha256"].clone())
-        .collect();
-    (
-        shards,
-        serde_json::json!({"sums": sums, "totals": m["totals"]}),
-    )
-}
-
-fn local_reference(tag: &str) -> (Vec<(String, Vec<u8>)>, serde_json::Value) {
+fn local_reference(tag: &str) -> Dataset {
     let out = tmp_path(tag);
     ingest_c4_sample(&out, 40000);
-    let d = dataset(&out);
+    let d = dataset_summary(&out);
     assert!(d.0.len() > 1, "the sample should make several shards");
     d
 }
@@ -103,7 +83,7 @@ fn a_connection_dropped_mid_file_is_resumed_and_the_output_is_identical() {
             "etag {etag}: the reader should have resumed with range requests"
         );
         assert!(
-            dataset(&out) == reference,
+            dataset_summary(&out) == reference,
             "etag {etag}: output differs from the local read"
         );
         let m: serde_json::Value =
@@ -149,7 +129,7 @@ fn a_store_out_of_reach_stops_the_job_and_a_rerun_resumes_to_the_same_result() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(server.seen.gets.load(Ordering::SeqCst) > before);
     assert!(
-        dataset(&out) == reference,
+        dataset_summary(&out) == reference,
         "resumed output differs (kept {kept} shards)"
     );
 }
@@ -227,7 +207,7 @@ pq.write_table(table, sys.argv[2], row_group_size=100)
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(server.seen.dropped.load(Ordering::SeqCst), 2);
     assert!(
-        dataset(&out) == dataset(&local),
+        dataset_summary(&out) == dataset_summary(&local),
         "remote Parquet read differs"
     );
 }
@@ -306,12 +286,7 @@ fn clean_stops_on_a_store_out_of_reach_and_a_rerun_gives_the_local_result() {
     server.behaviour.drops_left.store(0, Ordering::SeqCst);
     let o = run_with(&env, &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let without_manifest = |d: &Path| {
-        let mut f = files_in(d);
-        f.retain(|(n, _)| n != "manifest.json");
-        f
-    };
-    assert!(without_manifest(&out) == without_manifest(&local));
+    assert!(files_but_manifest(&out) == files_but_manifest(&local));
 }
 
 #[test]
@@ -342,5 +317,5 @@ fn a_stalled_connection_is_resumed_after_the_stall_timeout() {
         "the stall should end at the 1 s read timeout, not when the server gives up"
     );
     assert!(server.seen.resumed_gets.load(Ordering::SeqCst) >= 1);
-    assert!(dataset(&out) == reference);
+    assert!(dataset_summary(&out) == reference);
 }

@@ -100,6 +100,39 @@ pub fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// The files directly in `dir` but its manifest (which names the inputs), to compare the
+/// outputs of one job read from different places.
+pub fn files_but_manifest(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut f = files_in(dir);
+    f.retain(|(n, _)| n != "manifest.json");
+    f
+}
+
+/// Shards (name, bytes) and the manifest's checksums and totals.
+pub type Dataset = (Vec<(String, Vec<u8>)>, serde_json::Value);
+
+/// A dataset's shards (name and bytes, in manifest order) and its manifest's per-shard
+/// checksums and totals: what two runs of one job from different places must share.
+pub fn dataset_summary(dir: &Path) -> Dataset {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let shards = m["shards"].as_array().unwrap();
+    let files = shards
+        .iter()
+        .map(|s| {
+            let f = s["file"].as_str().unwrap().to_string();
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect();
+    let sums: Vec<_> = shards.iter().map(|s| s["sha256"].clone()).collect();
+    let totals = m
+        .get("totals")
+        .cloned()
+        .unwrap_or_else(|| m["tokens"].clone());
+    (files, serde_json::json!({"sums": sums, "totals": totals}))
+}
+
 /// Ingests the C4 sample (../shared/data) with the T5 vocabulary into `out`, cutting shards
 /// at `shard_tokens` tokens.
 pub fn ingest_c4_sample(out: &Path, shard_tokens: u64) {

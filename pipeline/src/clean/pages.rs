@@ -58,19 +58,29 @@ impl Dedup {
             .into_iter()
             .filter(|l| self.seen.insert(line_key(l)))
             .collect();
-        let dupes = (before - kept.len()) as u64;
-        if dupes > 0 {
-            *counts.lines_dropped.entry(LineDrop::Duplicate).or_default() += dupes;
-        }
-        if kept.is_empty() {
-            *counts
-                .pages_dropped
-                .entry(PageDrop::AllLinesDuplicate)
-                .or_default() += 1;
-            return None;
-        }
-        Some(kept)
+        after_dedup(kept, before, counts)
     }
+}
+
+/// A page after line dedup (`before` lines in): counts the dropped lines, and the page when
+/// none is left (None).
+pub(super) fn after_dedup(
+    kept: Vec<String>,
+    before: usize,
+    counts: &mut RuleCounts,
+) -> Option<Vec<String>> {
+    let dupes = (before - kept.len()) as u64;
+    if dupes > 0 {
+        *counts.lines_dropped.entry(LineDrop::Duplicate).or_default() += dupes;
+    }
+    if kept.is_empty() {
+        *counts
+            .pages_dropped
+            .entry(PageDrop::AllLinesDuplicate)
+            .or_default() += 1;
+        return None;
+    }
+    Some(kept)
 }
 
 /// Writes pages as C4 JSON lines (`text`, `timestamp`, `url`), gzip.

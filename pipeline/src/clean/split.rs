@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::pages::{line_key, read_pages, Dedup, PageWriter};
-use super::{
-    finish_manifest, output_name, CleanFile, CleanManifest, LineDrop, PageDrop, CLEAN_PART_FORMAT,
-};
+use super::pages::{after_dedup, line_key, read_pages, Dedup, PageWriter};
+use super::{finish_manifest, output_name, CleanFile, CleanManifest, CLEAN_PART_FORMAT};
 use crate::error::Error;
 use crate::workers::{part_dir, Worker, PARTS_DIR};
 
@@ -109,26 +107,18 @@ fn apply_drops(
     at: &mut usize,
     counts: &mut super::RuleCounts,
 ) -> Option<Vec<String>> {
-    let mut kept = Vec::with_capacity(lines.len());
+    let before = lines.len();
+    let mut kept = Vec::with_capacity(before);
     for (k, l) in lines.into_iter().enumerate() {
         let here = (page as u64, k as u32);
         while *at < drops.len() && drops[*at] < here {
             *at += 1;
         }
-        if *at < drops.len() && drops[*at] == here {
-            *counts.lines_dropped.entry(LineDrop::Duplicate).or_default() += 1;
-        } else {
+        if *at >= drops.len() || drops[*at] != here {
             kept.push(l);
         }
     }
-    if kept.is_empty() {
-        *counts
-            .pages_dropped
-            .entry(PageDrop::AllLinesDuplicate)
-            .or_default() += 1;
-        return None;
-    }
-    Some(kept)
+    after_dedup(kept, before, counts)
 }
 
 /// The parts of a split clean (checked: one job, every worker present) and, per input in

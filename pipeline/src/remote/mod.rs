@@ -207,23 +207,6 @@ pub fn credentials_hint(scheme: &str) -> &'static str {
 
 type Stores = Mutex<HashMap<String, Arc<dyn ObjectStore>>>;
 
-/// Applies the environment variables starting with `prefix` that name a configuration key
-/// of the builder (as the builders' own `from_env` does), after conveyor's defaults.
-fn with_env<B, K: std::str::FromStr>(
-    mut builder: B,
-    prefix: &str,
-    set: impl Fn(B, K, String) -> B,
-) -> B {
-    for (key, value) in std::env::vars() {
-        if key.starts_with(prefix) {
-            if let Ok(k) = key.to_ascii_lowercase().parse::<K>() {
-                builder = set(builder, k, value);
-            }
-        }
-    }
-    builder
-}
-
 fn store_for(
     scheme: &str,
     root: &str,
@@ -243,33 +226,35 @@ fn store_for(
         "7d".to_string(),
         format!("{}s", policy.stall.as_secs().max(1)),
     );
+    // The S3 and GCS builders share their method names: conveyor's client defaults, then the
+    // user's environment variables (as the builders' own `from_env` reads them), then the
+    // bucket and retries.
+    macro_rules! cloud {
+        ($builder:ty, $key:ty, $prefix:expr) => {{
+            let mut b = <$builder>::new()
+                .with_config(<$key>::Client(ClientConfigKey::Timeout), whole)
+                .with_config(<$key>::Client(ClientConfigKey::ReadTimeout), stall);
+            for (key, value) in std::env::vars() {
+                if key.starts_with($prefix) {
+                    if let Ok(k) = key.to_ascii_lowercase().parse::<$key>() {
+                        b = b.with_config(k, value);
+                    }
+                }
+            }
+            Arc::new(b.with_bucket_name(authority).with_retry(retry).build()?)
+        }};
+    }
     let store: Arc<dyn ObjectStore> = match scheme {
-        "s3" | "s3a" => {
-            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-            let builder = AmazonS3Builder::new()
-                .with_config(K::Client(ClientConfigKey::Timeout), whole)
-                .with_config(K::Client(ClientConfigKey::ReadTimeout), stall);
-            let builder = with_env(builder, "AWS_", |b, k: K, v| b.with_config(k, v));
-            Arc::new(
-                builder
-                    .with_bucket_name(authority)
-                    .with_retry(retry)
-                    .build()?,
-            )
-        }
-        "gs" => {
-            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-            let builder = GoogleCloudStorageBuilder::new()
-                .with_config(K::Client(ClientConfigKey::Timeout), whole)
-                .with_config(K::Client(ClientConfigKey::ReadTimeout), stall);
-            let builder = with_env(builder, "GOOGLE_", |b, k: K, v| b.with_config(k, v));
-            Arc::new(
-                builder
-                    .with_bucket_name(authority)
-                    .with_retry(retry)
-                    .build()?,
-            )
-        }
+        "s3" | "s3a" => cloud!(
+            object_store::aws::AmazonS3Builder,
+            object_store::aws::AmazonS3ConfigKey,
+            "AWS_"
+        ),
+        "gs" => cloud!(
+            object_store::gcp::GoogleCloudStorageBuilder,
+            object_store::gcp::GoogleConfigKey,
+            "GOOGLE_"
+        ),
         _ => Arc::new(
             object_store::http::HttpBuilder::new()
                 .with_url(root)

@@ -81,24 +81,15 @@ impl RemoteReader {
     /// Opens `url` for reading from its first byte.
     pub fn open(url: &str) -> Result<RemoteReader, Error> {
         let loc = Location::parse(url)?;
-        let policy = Policy::from_env();
         let result = runtime()
             .block_on(loc.store.get_opts(&loc.key, GetOptions::default()))
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => Error::MissingInput(url.to_string()),
                 e => loc.error("cannot open", e),
             })?;
-        let meta = result.meta.clone();
-        Ok(RemoteReader {
-            loc,
-            meta,
-            policy,
-            offset: 0,
-            stream: Some(result.into_stream()),
-            chunk: Bytes::new(),
-            failures: 0,
-            resumed: 0,
-        })
+        let mut reader = RemoteReader::at(loc, result.meta.clone(), 0);
+        reader.stream = Some(result.into_stream());
+        Ok(reader)
     }
 
     /// Opens the object described by `meta` for reading from byte `offset`.

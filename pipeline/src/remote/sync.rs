@@ -39,11 +39,10 @@ pub struct Transfer {
 /// The files of a local output folder, relative paths with `/`, sorted, manifest last.
 fn local_files(dir: &Path) -> Result<Vec<(String, u64)>, Error> {
     fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<(), Error> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
+        let entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .collect::<Result<_, _>>()
             .map_err(|e| Error::io(dir, e))?;
-        entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || name.ends_with(".tmp") {
@@ -109,8 +108,9 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
         t.bytes += len;
     }
     if mirror {
+        let mine: std::collections::HashSet<&str> = mine.iter().map(|(m, _)| m.as_str()).collect();
         for rel in there.keys() {
-            if conveyor_output(rel) && !mine.iter().any(|(m, _)| m == rel) {
+            if conveyor_output(rel) && !mine.contains(rel.as_str()) {
                 let obj = loc.join(rel);
                 runtime()
                     .block_on(obj.store.delete(&obj.key))

@@ -1,6 +1,6 @@
 //! JSON lines, plain or compressed with gzip (C4's layout) or zstd.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,19 +20,7 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn open(path: &Path, compression: Compression) -> Result<Self, Error> {
-        let (counted, count) = super::bytes::open(path)?;
-        let reader: Box<dyn BufRead + Send> = match compression {
-            Compression::None => Box::new(BufReader::with_capacity(1 << 20, counted)),
-            Compression::Gzip => Box::new(BufReader::with_capacity(
-                1 << 20,
-                flate2::read::MultiGzDecoder::new(counted),
-            )),
-            Compression::Zstd => Box::new(BufReader::with_capacity(
-                1 << 20,
-                zstd::stream::read::Decoder::with_buffer(BufReader::new(counted))
-                    .map_err(|e| Error::io(path, e))?,
-            )),
-        };
+        let (reader, count) = super::bytes::open_decoded(path, compression)?;
         Ok(Self {
             reader,
             count,

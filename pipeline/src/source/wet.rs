@@ -3,7 +3,7 @@
 //! records (warcinfo, ...) are passed over. Gzip WET files are many gzip members, one per
 //! record, read as one stream.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use super::{Compression, Document, ProblemKind, Raw, ReadError, Source};
@@ -22,18 +22,7 @@ pub struct WetSource {
 
 impl WetSource {
     pub fn open(path: &Path, compression: Compression) -> Result<Self, Error> {
-        let (counted, read) = super::bytes::open(path)?;
-        let reader: Box<dyn BufRead + Send> = match compression {
-            Compression::None => Box::new(BufReader::with_capacity(1 << 20, counted)),
-            Compression::Gzip => Box::new(BufReader::with_capacity(
-                1 << 20,
-                flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
-            )),
-            Compression::Zstd => Box::new(BufReader::with_capacity(
-                1 << 20,
-                zstd::stream::read::Decoder::new(counted).map_err(|e| Error::io(path, e))?,
-            )),
-        };
+        let (reader, read) = super::bytes::open_decoded(path, compression)?;
         Ok(Self {
             path: path.to_path_buf(),
             reader,
@@ -58,17 +47,18 @@ impl WetSource {
         ReadError::io(self.records, &e, || self.fail(format!("{what}{e}")).message)
     }
 
+    /// Reads the next line into `line` (cleared first); its length, 0 at the end.
+    fn read_line(&mut self, line: &mut String) -> Result<usize, ReadError> {
+        line.clear();
+        self.reader.read_line(line).map_err(|e| self.fail_io(e, ""))
+    }
+
     /// The next record: its headers (name, value) and body, or None at the end.
     fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
         let mut line = String::new();
         // Skip the blank lines between records, then expect the version line.
         loop {
-            line.clear();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| self.fail_io(e, ""))?;
-            if n == 0 {
+            if self.read_line(&mut line)? == 0 {
                 return Ok(None);
             }
             if !line.trim().is_empty() {
@@ -80,12 +70,7 @@ impl WetSource {
         }
         let mut headers = Vec::new();
         loop {
-            line.clear();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| self.fail_io(e, ""))?;
-            if n == 0 {
+            if self.read_line(&mut line)? == 0 {
                 return Err(self.fail("the file ends inside a record's headers".into()));
             }
             let l = line.trim_end_matches(['\r', '\n']);
