@@ -8,7 +8,7 @@ mod common;
 use common::*;
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn clean_json(args: &[&str]) -> serde_json::Value {
     let mut a = vec!["clean"];
@@ -26,6 +26,19 @@ fn c4_sample_text() -> String {
     .read_to_string(&mut text)
     .unwrap();
     text
+}
+
+/// A fresh folder of JSON-lines inputs `NAME.jsonl`, each the given range of the C4
+/// sample's 600 pages.
+fn c4_cuts(tag: &str, cuts: &[(&str, std::ops::Range<usize>)]) -> PathBuf {
+    let dir = tmp_dir(tag);
+    let text = c4_sample_text();
+    let lines: Vec<&str> = text.lines().collect();
+    for (name, range) in cuts {
+        let part = &lines[range.clone()];
+        std::fs::write(dir.join(format!("{name}.jsonl")), part.join("\n")).unwrap();
+    }
+    dir
 }
 
 /// The documents of a clean output file.
@@ -175,12 +188,7 @@ fn wet_pages_are_read_and_a_spanish_page_is_not_english() {
 fn three_workers_and_a_merge_write_exactly_what_one_process_writes() {
     // Three inputs cut from the C4 sample; the third repeats pages of the first, so the
     // corpus-wide dedup (done by the merge) has work across workers.
-    let dir = tmp_dir("split");
-    let text = c4_sample_text();
-    let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(dir.join("a.jsonl"), lines[..200].join("\n")).unwrap();
-    std::fs::write(dir.join("b.jsonl"), lines[200..400].join("\n")).unwrap();
-    std::fs::write(dir.join("c.jsonl"), lines[150..250].join("\n")).unwrap();
+    let dir = c4_cuts("split", &[("a", 0..200), ("b", 200..400), ("c", 150..250)]);
     let one = tmp_path("split-one");
     let s = clean_json(&[dir.to_str().unwrap(), "--out", one.to_str().unwrap()]);
     assert!(
@@ -213,17 +221,15 @@ fn three_workers_and_a_merge_write_exactly_what_one_process_writes() {
 fn a_killed_run_resumes_to_the_identical_result() {
     // Four inputs, the last two repeating the first two: the resumed run must rebuild the
     // dedup set from the outputs already written, or it would keep the repeats.
-    let dir = tmp_dir("resume-in");
-    let text = c4_sample_text();
-    let lines: Vec<&str> = text.lines().collect();
-    for (name, part) in [
-        ("a", &lines[..300]),
-        ("b", &lines[300..]),
-        ("c", &lines[..300]),
-        ("d", &lines[300..]),
-    ] {
-        std::fs::write(dir.join(format!("{name}.jsonl")), part.join("\n")).unwrap();
-    }
+    let dir = c4_cuts(
+        "resume-in",
+        &[
+            ("a", 0..300),
+            ("b", 300..600),
+            ("c", 0..300),
+            ("d", 300..600),
+        ],
+    );
     let args = |out: &Path| {
         vec![
             "clean".to_string(),
@@ -292,12 +298,10 @@ fn a_killed_run_resumes_to_the_identical_result() {
 #[test]
 fn a_dedup_sharded_by_line_hash_gives_the_one_pass_result() {
     // The same inputs as the worker test: cut from C4, the third repeating parts of the others.
-    let dir = tmp_dir("shard-in");
-    let text = c4_sample_text();
-    let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(dir.join("a.jsonl"), lines[..200].join("\n")).unwrap();
-    std::fs::write(dir.join("b.jsonl"), lines[200..400].join("\n")).unwrap();
-    std::fs::write(dir.join("c.jsonl"), lines[150..250].join("\n")).unwrap();
+    let dir = c4_cuts(
+        "shard-in",
+        &[("a", 0..200), ("b", 200..400), ("c", 150..250)],
+    );
     let one = tmp_path("shard-one");
     clean_json(&[
         dir.to_str().unwrap(),
