@@ -249,42 +249,22 @@ fn a_killed_run_resumes_to_the_identical_result() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let killed = tmp_path("resume-killed");
     let work = killed.join(".conveyor-clean");
-    let mut kills = 0;
-    for attempt in 0..20 {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
-            .args(args(&killed))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Kill it once it has finished one more input than on the attempt before.
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            let records = std::fs::read_dir(&work)
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_name().to_string_lossy().ends_with(".record.json"))
-                        .count()
-                })
-                .unwrap_or(0);
-            if records > attempt {
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        match finished {
-            Some(status) => {
-                assert!(status.success());
-                break;
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    // Kill each run once it has finished one more input than the run before.
+    let finished_inputs = || {
+        std::fs::read_dir(&work)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".record.json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let kills = run_with_kills(
+        &args(&killed),
+        20,
+        |attempt| finished_inputs() > attempt,
+        || {},
+    );
     assert!(
         kills > 0,
         "the run always finished before it could be killed"

@@ -403,46 +403,26 @@ fn killed_run_resumes_to_the_identical_result() {
 
     let killed = d.join("killed");
     let journal = killed.join(".conveyor-ingest/journal.jsonl");
-    let mut kills = 0;
-    for attempt in 0..50 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
-            .args(args(&killed))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Let it finish a few shards (more each attempt), then kill it mid-work.
-        let target = 2 + 5 * attempt;
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            let lines = std::fs::read_to_string(&journal)
-                .map(|s| s.lines().count())
-                .unwrap_or(0);
-            if lines >= target {
-                break None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        match finished {
-            Some(status) => {
-                assert!(status.success());
-                break;
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                // Nothing half-written is ever visible under a final name: a shard that
-                // already carries one (the kill hit the final renames) is the whole shard.
-                for (name, bytes) in files(&killed) {
-                    if name.ends_with(".parquet") && !name.starts_with(".conveyor-ingest/") {
-                        assert_eq!(Some(&bytes), want.get(&name), "{name} is not a whole shard");
-                    }
+    // Let each run finish a few shards (more each attempt), then kill it mid-work.
+    let journaled = || {
+        std::fs::read_to_string(&journal)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let kills = run_with_kills(
+        &args(&killed),
+        50,
+        |attempt| journaled() >= 2 + 5 * attempt,
+        || {
+            // Nothing half-written is ever visible under a final name: a shard that already
+            // carries one (the kill hit the final renames) is the whole shard.
+            for (name, bytes) in files(&killed) {
+                if name.ends_with(".parquet") && !name.starts_with(".conveyor-ingest/") {
+                    assert_eq!(Some(&bytes), want.get(&name), "{name} is not a whole shard");
                 }
             }
-        }
-    }
+        },
+    );
     assert!(kills >= 2, "the run was never interrupted");
     assert_eq!(
         files(&killed),

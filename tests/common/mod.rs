@@ -83,6 +83,48 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// Runs `conveyor ARGS` again and again, killing each run as soon as `ready(attempt)` says
+/// it got further than the run before (checked every 5 ms), until a run finishes (which must
+/// succeed) or `attempts` runs were made; `after_kill` runs after each kill. Returns how many
+/// runs were killed.
+pub fn run_with_kills(
+    args: &[String],
+    attempts: usize,
+    ready: impl Fn(usize) -> bool,
+    mut after_kill: impl FnMut(),
+) -> usize {
+    let mut kills = 0;
+    for attempt in 0..attempts {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if ready(attempt) {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        match finished {
+            Some(status) => {
+                assert!(status.success());
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                after_kill();
+            }
+        }
+    }
+    kills
+}
+
 /// The files directly in `dir` with their bytes, by name (to compare two outputs).
 pub fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
