@@ -2,34 +2,95 @@
 //! found libtorch, and an rpath to that folder is added, so LD_LIBRARY_PATH is not needed.
 //! libtorch_cuda is linked even if no symbol of it is used, so CUDA is seen on GPU machines.
 //!
-//! Also compiles `src/cuda/shim.cpp` (peak GPU memory from libtorch's allocator, the
-//! deterministic-algorithms switch) against
-//! libtorch's headers; it needs no CUDA headers and builds against a CPU-only libtorch too.
+//! Also compiles conveyor's C++ bridges against libtorch's headers:
+//! - `src/cuda/shim.cpp` (peak GPU memory, the deterministic-algorithms switch, dropping a
+//!   gradient); it needs no CUDA headers and builds against a CPU-only libtorch too.
+//! - `src/dist/c10d.cpp` (TCPStore, Gloo process groups); the wheel lacks Gloo's headers, so
+//!   `src/dist/gloo_decls` declares the few Gloo names ProcessGroupGloo.hpp mentions.
+//! - `src/dist/nccl.cpp` (NCCL process groups) when the wheel's CUDA and NCCL headers are
+//!   there (`nvidia/cu13`, `nvidia/nccl` beside `torch/`) and it compiles; otherwise
+//!   `src/dist/nccl_missing.cpp`, whose NCCL constructor reports what is missing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/cuda/shim.cpp");
+    for f in [
+        "src/cuda/shim.cpp",
+        "src/dist/c10d.cpp",
+        "src/dist/nccl.cpp",
+        "src/dist/nccl_missing.cpp",
+    ] {
+        println!("cargo:rerun-if-changed={f}");
+    }
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     let lib = PathBuf::from(lib);
-    if lib.join("libtorch_cuda.so").exists() {
+    let cuda_lib = lib.join("libtorch_cuda.so").exists();
+    if cuda_lib {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
-    let include = lib
-        .parent()
-        .expect("libtorch lib folder has a parent")
-        .join("include");
-    cc::Build::new()
-        .cpp(true)
-        .flag("-std=c++17")
-        .flag_if_supported("-w")
-        .include(&include)
+    let torch = lib.parent().expect("libtorch lib folder has a parent");
+    let include = torch.join("include");
+    let base = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .flag("-std=c++17")
+            .flag_if_supported("-w")
+            .include(&include)
+            .include(include.join("torch/csrc/api/include"));
+        b
+    };
+    base()
         .file("src/cuda/shim.cpp")
         .compile("conveyor_torch_shim");
+    base()
+        .include("src/dist/gloo_decls")
+        .file("src/dist/c10d.cpp")
+        .compile("conveyor_c10d");
+    let nccl_built = cuda_lib && build_nccl(&base, torch);
+    if !nccl_built {
+        base()
+            .file("src/dist/nccl_missing.cpp")
+            .compile("conveyor_nccl");
+    }
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+/// Compiles the NCCL bridge if the wheel's CUDA and NCCL headers are there.
+fn build_nccl(base: &dyn Fn() -> cc::Build, torch: &Path) -> bool {
+    let nvidia = torch.parent().map(|p| p.join("nvidia"));
+    let Some(nvidia) = nvidia else { return false };
+    let cuda = nvidia.join("cu13/include");
+    let nccl = nvidia.join("nccl/include");
+    let present = ["cuda_runtime_api.h", "crt/host_config.h", "cccl/nv/target"]
+        .iter()
+        .all(|h| cuda.join(h).exists())
+        && nccl.join("nccl.h").exists();
+    if !present {
+        println!("cargo:warning=no CUDA/NCCL headers beside libtorch: NCCL process groups are off");
+        return false;
+    }
+    let mut b = base();
+    b.include(&cuda)
+        .include(cuda.join("cccl"))
+        .include(&nccl)
+        .file("src/dist/nccl.cpp");
+    match b.try_compile("conveyor_nccl") {
+        Ok(()) => {
+            println!("cargo:rustc-link-lib=dylib=torch_cuda");
+            println!("cargo:rustc-link-lib=dylib=c10_cuda");
+            true
+        }
+        Err(e) => {
+            println!(
+                "cargo:warning=NCCL bridge did not compile ({e}); NCCL process groups are off"
+            );
+            false
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod conv;
 pub mod cuda;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod layers;
 pub mod optim;
