@@ -23,6 +23,29 @@ pub struct TrainerState {
     pub seed: u64,
     pub tokens_seen: u64,
     pub examples_seen: u64,
+    /// Processes that trained (1 for checkpoints from before data parallelism).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Micro-batches per optimiser step on each rank.
+    #[serde(default = "one_u64")]
+    pub accumulate: u64,
+    /// Rows per micro-batch on each rank (0: not recorded).
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Every rank's loader state, in rank order (`loader` is rank 0's).
+    #[serde(default)]
+    pub loaders: Vec<conveyor_pipeline::loader::LoaderState>,
+    /// Input length of on-the-fly span corruption (token shards), for `model loss`.
+    #[serde(default)]
+    pub inputs_length: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn one_u64() -> u64 {
+    1
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -88,6 +88,8 @@ pub struct Attention {
     bidirectional: bool,
     buckets: i64,
     max_distance: i64,
+    /// Dropout on the attention weights after the softmax (HF T5's `dropout_rate`).
+    dropout: f64,
 }
 
 impl Attention {
@@ -121,7 +123,14 @@ impl Attention {
             bidirectional,
             buckets: buckets as i64,
             max_distance: max_distance as i64,
+            dropout: 0.0,
         }
+    }
+
+    /// Drops attention weights with probability `p` while training, as HF's T5 does.
+    pub fn with_dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
     }
 
     /// The position bias (1, heads, q_len, k_len) this layer's table gives.
@@ -166,19 +175,19 @@ impl Attention {
 
     /// `x` attends to `kv` (itself for self-attention); `bias` is added to the logits
     /// (position bias and masks, broadcastable to (batch, heads, q, k)).
-    pub fn forward(&self, x: &Tensor, kv: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    pub fn forward(&self, x: &Tensor, kv: &Tensor, bias: Option<&Tensor>, train: bool) -> Tensor {
         let q = self.split(&self.q.forward(x));
         let (k, v) = (
             self.split(&self.k.forward(kv)),
             self.split(&self.v.forward(kv)),
         );
-        self.attend(&q, &k, &v, bias)
+        self.attend(&q, &k, &v, bias, train)
     }
 
     /// Attention of queries `x` over precomputed keys and values (incremental decoding).
     pub fn attend_kv(&self, x: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let q = self.split(&self.q.forward(x));
-        self.attend(&q, k, v, bias)
+        self.attend(&q, k, v, bias, false)
     }
 
     /// Keys and values of `kv`, split into heads.
@@ -189,12 +198,22 @@ impl Attention {
         )
     }
 
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let mut scores = q.matmul(&k.transpose(-2, -1));
         if let Some(b) = bias {
             scores += b;
         }
-        let w = scores.softmax(-1, Kind::Float).to_kind(v.kind());
+        let w = scores
+            .softmax(-1, Kind::Float)
+            .to_kind(v.kind())
+            .dropout(self.dropout, train);
         let (b, _, t, _) = q.size4().expect("(batch, heads, time, d_kv)");
         let out = w
             .matmul(v)

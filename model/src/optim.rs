@@ -140,15 +140,15 @@ impl Optimizer {
         self.schedule.lr(self.step + 1)
     }
 
-    /// Applies one update from the gradients in `params`, then drops the gradients (as
-    /// `p.grad = None` does), so the next backward pass writes them afresh.
-    pub fn step(&mut self, params: &mut [Tensor]) {
+    /// Applies one update to `params` from `grads` (one per parameter, any float kind; an
+    /// undefined gradient leaves its parameter alone). The caller drops the gradients.
+    pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]) {
+        assert_eq!(params.len(), grads.len(), "one gradient per parameter");
         self.step += 1;
         let t = self.step as f64;
         let lr = self.schedule.lr(self.step);
         let _guard = tch::no_grad_guard();
-        for (p, m) in params.iter_mut().zip(self.moments.iter_mut()) {
-            let g = p.grad();
+        for ((p, m), g) in params.iter_mut().zip(self.moments.iter_mut()).zip(grads) {
             if !g.defined() {
                 continue;
             }
@@ -206,7 +206,6 @@ impl Optimizer {
                 _ => unreachable!("moments match the optimiser"),
             };
             let _ = p.g_sub_(&update.to_kind(p.kind()));
-            crate::cuda::clear_grad(p);
         }
     }
 
@@ -340,7 +339,9 @@ mod tests {
             // Set the gradient through a loss whose gradient is g.
             let loss = (&p * &gt).sum(Kind::Float);
             loss.backward();
-            opt.step(&mut params);
+            let grads = vec![params[0].grad()];
+            opt.step(&mut params, &grads);
+            crate::cuda::clear_grad(&params[0]);
             reference.step(&mut want, &g, step as f64, 0.01, rows, cols);
             p = params[0].shallow_clone();
             let got: Vec<f64> = Vec::try_from(p.to_kind(Kind::Double).view([-1])).unwrap();
@@ -369,7 +370,8 @@ mod tests {
         (&p * Tensor::from_slice(&[0.1f32, -0.2]))
             .sum(Kind::Float)
             .backward();
-        opt.step(&mut params);
+        let grads = vec![params[0].grad()];
+        opt.step(&mut params, &grads);
         let got: Vec<f32> = Vec::try_from(&params[0]).unwrap();
         let a = 0.01 * (2.5f64).sqrt();
         assert!((got[0] as f64 - (1.0 - a)).abs() < 1e-6);

@@ -57,15 +57,18 @@ fn residual(x: &Tensor, h: Tensor) -> Tensor {
 
 fn mixer(p: nn::Path, cfg: &ModelConfig, layer: usize, decoder: bool) -> Mixer {
     match cfg.arch {
-        Arch::Transformer => Mixer::Attention(Attention::new(
-            p,
-            cfg.d_model,
-            cfg.num_heads,
-            layer == 0,
-            !decoder,
-            cfg.relative_buckets,
-            cfg.relative_max_distance,
-        )),
+        Arch::Transformer => Mixer::Attention(
+            Attention::new(
+                p,
+                cfg.d_model,
+                cfg.num_heads,
+                layer == 0,
+                !decoder,
+                cfg.relative_buckets,
+                cfg.relative_max_distance,
+            )
+            .with_dropout(cfg.dropout),
+        ),
         _ => Mixer::Conv(ConvBlock::new(p, cfg, layer, decoder)),
     }
 }
@@ -96,7 +99,8 @@ impl Seq2Seq {
                     norm_mix: RmsNorm::new(&l / "norm_mix", d),
                     mixer: mixer(&l / "mixer", cfg, i, true),
                     norm_cross: RmsNorm::new(&l / "norm_cross", d),
-                    cross: Attention::new(&l / "cross", d, cfg.num_heads, false, false, 0, 0),
+                    cross: Attention::new(&l / "cross", d, cfg.num_heads, false, false, 0, 0)
+                        .with_dropout(cfg.dropout),
                     norm_ffn: RmsNorm::new(&l / "norm_ffn", d),
                     ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.dropout),
                 }
@@ -125,7 +129,7 @@ impl Seq2Seq {
         for l in &self.encoder {
             let h = l.norm_mix.forward(&x);
             let h = match &l.mixer {
-                Mixer::Attention(a) => a.forward(&h, &h, bias.as_ref().or(Some(&keys))),
+                Mixer::Attention(a) => a.forward(&h, &h, bias.as_ref().or(Some(&keys)), train),
                 Mixer::Conv(c) => c.forward(&h, Some(mask), train),
             };
             x = residual(&x, h.dropout(p, train));
@@ -156,12 +160,14 @@ impl Seq2Seq {
         for l in &self.decoder {
             let h = l.norm_mix.forward(&y);
             let h = match &l.mixer {
-                Mixer::Attention(a) => a.forward(&h, &h, self_bias.as_ref().or(Some(&causal))),
+                Mixer::Attention(a) => {
+                    a.forward(&h, &h, self_bias.as_ref().or(Some(&causal)), train)
+                }
                 Mixer::Conv(c) => c.forward(&h, None, train),
             };
             y = residual(&y, h.dropout(p, train));
             let h = l.norm_cross.forward(&y);
-            let h = l.cross.forward(&h, encoded, Some(&cross_keys));
+            let h = l.cross.forward(&h, encoded, Some(&cross_keys), train);
             y = residual(&y, h.dropout(p, train));
             let h = l.ffn.forward(&l.norm_ffn.forward(&y), train);
             y = residual(&y, h.dropout(p, train));
@@ -210,6 +216,24 @@ impl Seq2Seq {
         target_mask: &Tensor,
         train: bool,
     ) -> Tensor {
+        let sum = self.loss_sum(inputs, input_mask, targets, target_mask, train);
+        sum / target_mask
+            .to_kind(Kind::Float)
+            .sum(Kind::Float)
+            .clamp_min(1.0)
+    }
+
+    /// Summed token cross-entropy of `targets` over the real (mask 1) target tokens: the
+    /// trainer divides the sums of a whole step (all micro-batches, all ranks) by the step's
+    /// target tokens, so every token weighs the same however the step is split.
+    pub fn loss_sum(
+        &self,
+        inputs: &Tensor,
+        input_mask: &Tensor,
+        targets: &Tensor,
+        target_mask: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let encoded = self.encode(inputs, input_mask, train);
         let dec_in = self.shift_right(targets, None);
         let hidden = self.decode(&dec_in, &encoded, input_mask, train);
@@ -218,8 +242,7 @@ impl Seq2Seq {
         let nll = -logp
             .gather(-1, &targets.unsqueeze(-1), false)
             .squeeze_dim(-1);
-        let m = target_mask.to_kind(Kind::Float);
-        (nll * &m).sum(Kind::Float) / m.sum(Kind::Float).clamp_min(1.0)
+        (nll * target_mask.to_kind(Kind::Float)).sum(Kind::Float)
     }
 }
 
@@ -462,7 +485,9 @@ mod tests {
             let first = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
             for _ in 0..30 {
                 m.loss(&x, &mi, &y, &mt, true).backward();
-                opt.step(&mut params);
+                let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
+                opt.step(&mut params, &grads);
+                params.iter().for_each(crate::cuda::clear_grad);
             }
             let last = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
             assert_eq!(params[0].kind(), Kind::BFloat16);

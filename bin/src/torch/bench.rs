@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use conveyor_model::optim::{Optimizer, OptimizerKind, Schedule};
-use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig, Seq2Seq};
+use conveyor_model::train::{Precision, Weights};
+use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig};
 use tch::{nn, Kind, Tensor};
 
 use crate::train::DeviceArg;
@@ -53,9 +54,12 @@ pub struct TrainBench {
     max_seconds: u64,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
-    /// bfloat16 weights and activations (norms, softmax and loss in float32), as `train --bf16`.
+    /// Mixed precision as `train --bf16`: bfloat16 compute, float32 master weights.
     #[arg(long)]
     bf16: bool,
+    /// bfloat16 weights themselves, as `train --pure-bf16`.
+    #[arg(long, conflicts_with = "bf16")]
+    pure_bf16: bool,
     /// Output folder for bench-train.json and bench-train.md.
     #[arg(long, default_value = "target/bench/train")]
     out: PathBuf,
@@ -111,6 +115,8 @@ pub struct TrainOne {
     targets_length: Option<usize>,
     #[arg(long)]
     bf16: bool,
+    #[arg(long, conflicts_with = "bf16")]
+    pure_bf16: bool,
 }
 
 pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
@@ -269,7 +275,9 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     let mut points = Vec::new();
     if a.bf16 {
-        println!("bfloat16 weights and activations");
+        println!("mixed precision: bfloat16 compute, float32 master weights");
+    } else if a.pure_bf16 {
+        println!("pure bfloat16 weights and activations");
     }
     println!(
         "{:12} {:>6} {:>12} {:>12} {:>14}",
@@ -303,6 +311,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
                 .args(["--steps", &a.steps.to_string()])
                 .args(["--device", device_name(a.device)])
                 .args(a.bf16.then_some("--bf16"))
+                .args(a.pure_bf16.then_some("--pure-bf16"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()?;
@@ -426,16 +435,16 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     })?;
     let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
     conveyor_model::seed_everything(0);
-    let mut vs = nn::VarStore::new(device);
-    let model = Seq2Seq::new(&vs.root(), &cfg)?;
-    if a.bf16 {
-        vs.bfloat16();
-    }
-    let mut params = vs.trainable_variables();
+    let precision = match (a.bf16, a.pure_bf16) {
+        (_, true) => Precision::PureBf16,
+        (true, _) => Precision::Bf16,
+        _ => Precision::F32,
+    };
+    let mut w = Weights::new(&cfg, device, precision)?;
     let mut opt = Optimizer::new(
         OptimizerKind::adafactor(),
         Schedule::InverseSqrt { warmup: 10_000 },
-        &params,
+        &w.params,
     );
     let (b, l, t) = (
         a.batch_size as i64,
@@ -447,9 +456,12 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     let xm = Tensor::ones([b, l], (Kind::Float, device));
     let ym = Tensor::ones([b, t], (Kind::Float, device));
     let mut step = || {
-        let loss = model.loss(&x, &xm, &y, &ym, true);
+        let loss = w.model.loss(&x, &xm, &y, &ym, true);
         loss.backward();
-        opt.step(&mut params);
+        w.collect_grads();
+        let g = w.take_grads();
+        opt.step(&mut w.params, &g);
+        w.finish_step();
         loss.double_value(&[])
     };
     step();
@@ -469,6 +481,7 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         "examples_per_s": a.batch_size as f64 / secs,
         "device": format!("{device:?}"),
         "bf16": a.bf16,
+        "pure_bf16": a.pure_bf16,
         "targets_length": t,
     });
     if let Some(peak) = conveyor_model::cuda::peak_memory(0).filter(|_| device.is_cuda()) {

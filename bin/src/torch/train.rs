@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use conveyor_model::dist::Launch;
 use conveyor_model::optim::{OptimizerKind, Schedule};
-use conveyor_model::train::{data_vocab_size, train, StepMetrics, TrainConfig, TrainProgress};
+use conveyor_model::train::{
+    data_vocab_size, train, Precision, StepMetrics, TrainConfig, TrainProgress,
+};
 use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig};
 use conveyor_pipeline::remote::sync::local_dataset;
 
@@ -86,8 +89,12 @@ pub struct TrainArgs {
     model: ModelArgs,
     #[arg(long, default_value_t = 1000)]
     steps: u64,
+    /// Rows per micro-batch on each rank (a step sees batch size x --accumulate x ranks).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Micro-batches per optimiser step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    accumulate: u64,
     /// Input length when corrupting token shards on the fly.
     #[arg(long, default_value_t = 512)]
     inputs_length: usize,
@@ -111,9 +118,18 @@ pub struct TrainArgs {
     shuffle_buffer: usize,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
-    /// Keep the weights in bfloat16 (for CUDA; norms, softmax and loss stay float32).
+    /// Mixed precision: forward and backward in bfloat16, float32 master weights updated by
+    /// the optimiser and saved in checkpoints (norms, softmax and loss stay float32).
     #[arg(long)]
     bf16: bool,
+    /// bfloat16 weights themselves (less memory; updates under half a bfloat16 step are
+    /// lost, so small learning rates stall). Prefer --bf16.
+    #[arg(long, conflicts_with = "bf16")]
+    pure_bf16: bool,
+    /// Seconds a collective or the rendezvous of a multi-process run may wait before the run
+    /// stops with an error (torchrun / Slurm launches).
+    #[arg(long, default_value_t = 600)]
+    dist_timeout: u64,
     /// Deterministic kernels only, so a CUDA run (and its resumption) repeats bit for bit;
     /// slower. CPU runs are deterministic without it.
     #[arg(long)]
@@ -238,11 +254,23 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         (Some(init), None) => conveyor_model::checkpoint::read_config(init)?,
         _ => a.model.build(vocab)?,
     };
-    let device = select_device(match a.device {
+    let launch = Launch::from_vars(
+        |k| std::env::var(k).ok(),
+        std::time::Duration::from_secs(a.dist_timeout.max(1)),
+    )?;
+    let device = match select_device(match a.device {
         DeviceArg::Auto => DeviceChoice::Auto,
         DeviceArg::Cpu => DeviceChoice::Cpu,
         DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
+    })? {
+        // One GPU per rank on a node: LOCAL_RANK's.
+        tch::Device::Cuda(_) => tch::Device::Cuda(launch.as_ref().map_or(0, |l| l.local_rank)),
+        d => d,
+    };
+    let rank = launch.as_ref().map_or(0, |l| l.rank);
+    if a.pure_bf16 && rank == 0 {
+        eprintln!("warning: --pure-bf16 keeps the weights in bfloat16: updates smaller than half a bfloat16 step (most of them at fine-tuning learning rates) are lost. --bf16 trains in bfloat16 with float32 master weights");
+    }
     let cfg = TrainConfig {
         data: a.data,
         eval_data: a.eval_data,
@@ -250,6 +278,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         model,
         steps: a.steps,
         batch_size: a.batch_size,
+        accumulate: a.accumulate,
         inputs_length: a.inputs_length,
         seed: a.seed,
         optimizer: match a.optimizer {
@@ -265,12 +294,25 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         eval_batches: a.eval_batches,
         shuffle_buffer: a.shuffle_buffer,
         device,
-        bf16: a.bf16,
+        precision: match (a.bf16, a.pure_bf16) {
+            (_, true) => Precision::PureBf16,
+            (true, _) => Precision::Bf16,
+            _ => Precision::F32,
+        },
         resume: a.resume,
         init: a.init,
+        launch,
     };
-    let progress = Lines::new(a.quiet || a.json, a.steps);
-    let s = train(&cfg, &progress).context("training")?;
+    // Only rank 0 reports.
+    let progress = Lines::new(a.quiet || a.json || rank != 0, a.steps);
+    let s = train(&cfg, &progress).context(if rank == 0 {
+        "training".to_string()
+    } else {
+        format!("training (rank {rank})")
+    })?;
+    if rank != 0 {
+        return Ok(0);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

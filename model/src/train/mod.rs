@@ -1,25 +1,39 @@
 //! The trainer: batches from the pipeline loader (example shards, or token shards corrupted on
 //! the fly), teacher-forced token cross-entropy, Adafactor or AdamW, metrics as JSON lines,
-//! periodic evaluation, atomic checkpoints and exact resume.
+//! periodic evaluation, atomic checkpoints and exact resume; data-parallel over a c10d
+//! process group, with gradient accumulation and mixed precision.
 //!
-//! Exactness: every step reseeds libtorch from (seed, step) before its forward pass, the
-//! loader continues from the state stored with the checkpoint, and the optimiser moments are
-//! restored by parameter name, so on CPU the losses after a resume equal those of an
-//! uninterrupted run.
+//! A step's gradient is the mean over every target token of the step (all micro-batches of
+//! all ranks): each rank first learns the step's token total (one small all-reduce), each
+//! micro-batch's summed loss is divided by it before its backward pass, and the gradients
+//! are summed over ranks. So 2 ranks x batch 4 = 1 rank x batch 8 = batch 4 x accumulate 2.
+//!
+//! Exactness: every micro-batch reseeds libtorch from (seed, step, rank, micro-batch) before
+//! its forward pass, the loader of every rank continues from the state stored with the
+//! checkpoint, and the optimiser moments are restored by parameter name, so on CPU the
+//! losses after a resume equal those of an uninterrupted run.
+
+mod data;
+mod grads;
+mod resume;
+mod weights;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use conveyor_pipeline::corrupt::CorruptConfig;
-use conveyor_pipeline::loader::{Batch, Loader, LoaderConfig, LoaderInput};
+use conveyor_pipeline::loader::{Batch, Loader, LoaderState};
 use serde::Serialize;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint;
 use crate::config::ModelConfig;
+use crate::dist::{Backend, Launch, ProcessGroup};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
-use crate::seq2seq::Seq2Seq;
+
+pub(crate) use data::{data_kind, loader_config, DataKind};
+pub use data::{data_vocab_size, tensors, BatchTensors, Counts};
+pub use weights::{Precision, Weights};
 
 /// A training run.
 #[derive(Debug, Clone)]
@@ -31,7 +45,10 @@ pub struct TrainConfig {
     pub out: PathBuf,
     pub model: ModelConfig,
     pub steps: u64,
+    /// Rows per micro-batch on each rank.
     pub batch_size: usize,
+    /// Micro-batches per optimiser step on each rank.
+    pub accumulate: u64,
     /// Input length when corrupting token shards on the fly.
     pub inputs_length: usize,
     pub seed: u64,
@@ -42,22 +59,28 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     pub shuffle_buffer: usize,
     pub device: Device,
-    /// Keep the weights in bfloat16 (norms, softmax and the loss still run in float32;
-    /// optimiser moments stay float32). Meant for CUDA.
-    pub bf16: bool,
+    pub precision: Precision,
     pub resume: bool,
     /// Start from this checkpoint's weights (fine-tuning); the optimiser starts fresh.
     pub init: Option<PathBuf>,
+    /// Several processes (torchrun, Slurm): this one's place among them.
+    pub launch: Option<Launch>,
 }
 
-/// One step's figures (one JSON line of `metrics.jsonl`).
+/// One step's figures (one JSON line of `metrics.jsonl`), over all ranks and micro-batches.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepMetrics {
+    /// Optimiser steps so far.
     pub step: u64,
+    /// Mean cross-entropy over the step's target tokens.
     pub loss: f64,
+    /// L2 norm of the step's gradient (of that mean loss, over all ranks), before the update.
+    pub grad_norm: f64,
     pub lr: f64,
     pub tokens_per_s: f64,
     pub examples_per_s: f64,
+    /// Real tokens over row slots (inputs and targets): how little of the batch is padding.
+    pub fill_rate: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
     pub elapsed_s: f64,
@@ -82,6 +105,8 @@ pub enum TrainError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     #[error("{0}")]
     Refused(String),
     #[error("the loss became {value} at step {step}; stopping. The last good checkpoint is {last}. Lower the learning rate or check the data, then rerun with --resume")]
@@ -101,105 +126,207 @@ pub struct TrainSummary {
     pub parameters: usize,
     pub checkpoint: Option<PathBuf>,
     pub seconds: f64,
+    pub world_size: usize,
 }
 
-/// The ids the data holds (pieces + extra ids): a model trained on it needs this vocab size.
-pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
-    Ok(match data_kind(data)? {
-        DataKind::Tokens(m) => m.vocab.size + 100,
-        DataKind::Examples(m) => m.settings.vocab_size as usize,
-    })
-}
-
-enum DataKind {
-    Tokens(conveyor_pipeline::manifest::Manifest),
-    Examples(conveyor_pipeline::corrupt::manifest::ExamplesManifest),
-}
-
-fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
-    let path = data.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Refused(format!(
-        "{}: {e}: --data must be a token directory (conveyor ingest) or an example directory (conveyor corrupt)",
-        path.display()
-    )))?;
-    let format = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["format"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    match format.as_str() {
-        conveyor_pipeline::manifest::TOKENS_FORMAT => Ok(DataKind::Tokens(
-            conveyor_pipeline::manifest::Manifest::read(data)?,
-        )),
-        conveyor_pipeline::corrupt::manifest::EXAMPLES_FORMAT => Ok(DataKind::Examples(
-            conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(data)?,
-        )),
-        other => Err(TrainError::Refused(format!(
-            "{}: format {other:?} is neither conveyor.tokens nor conveyor.examples",
-            path.display()
-        ))),
+fn io_error(path: &Path, e: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     }
 }
 
-fn loader_config(
-    cfg: &TrainConfig,
-    data: &Path,
-    shuffle: bool,
-) -> Result<LoaderConfig, TrainError> {
-    let input = match data_kind(data)? {
-        DataKind::Tokens(_) => LoaderInput::Tokens(CorruptConfig::new(
-            data.to_path_buf(),
-            PathBuf::new(),
-            cfg.inputs_length,
-        )),
-        DataKind::Examples(m) => {
-            if m.settings.pack {
-                return Err(TrainError::Refused(format!(
-                    "{}: packed example shards are not supported by the trainer yet; write them without --pack",
-                    data.display()
-                )));
-            }
-            LoaderInput::Examples(data.to_path_buf())
-        }
+/// The seed of libtorch's generator for micro-batch `micro` of rank `rank` at `step`
+/// (rank 0's first micro-batch keeps the one-process seed).
+fn micro_seed(cfg: &TrainConfig, step: u64, rank: usize, micro: usize) -> i64 {
+    let index = rank as u64 * cfg.accumulate + micro as u64;
+    let seed = if index == 0 {
+        cfg.seed
+    } else {
+        cfg.seed ^ conveyor_pipeline::rng::mix64(index)
     };
-    let mut l = LoaderConfig::new(input, cfg.batch_size);
-    l.seed = cfg.seed;
-    l.shuffle_buffer = if shuffle { cfg.shuffle_buffer } else { 0 };
-    l.shuffle_shards = shuffle;
-    Ok(l)
-}
-
-/// Batch tensors on `device`: (inputs, input mask, targets, target mask).
-fn tensors(b: &Batch, device: Device) -> (Tensor, Tensor, Tensor, Tensor) {
-    let ids = |v: &[u32], w: usize| {
-        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::from_slice(&v)
-            .view([b.rows as i64, w as i64])
-            .to(device)
-    };
-    let mask = |lens: &[u32], w: usize| {
-        let l: Vec<i64> = lens.iter().map(|&x| x as i64).collect();
-        let l = Tensor::from_slice(&l).to(device).unsqueeze(1);
-        Tensor::arange(w as i64, (Kind::Int64, device))
-            .unsqueeze(0)
-            .lt_tensor(&l)
-            .to_kind(Kind::Float)
-    };
-    (
-        ids(&b.inputs, b.inputs_width),
-        mask(&b.input_lengths, b.inputs_width),
-        ids(&b.targets, b.targets_width),
-        mask(&b.target_lengths, b.targets_width),
-    )
-}
-
-/// The per-step seed of libtorch's generator.
-fn step_seed(seed: u64, step: u64) -> i64 {
     (conveyor_pipeline::rng::mix64(seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 1) as i64
+}
+
+/// The ranks of a run: the process group (none for one process), this rank, the world size.
+struct Ranks {
+    pg: Option<ProcessGroup>,
+    rank: usize,
+    world: usize,
+    device: Device,
+}
+
+impl Ranks {
+    fn join(cfg: &TrainConfig) -> Result<Self, TrainError> {
+        let Some(l) = &cfg.launch else {
+            return Ok(Self {
+                pg: None,
+                rank: 0,
+                world: 1,
+                device: cfg.device,
+            });
+        };
+        let (backend, index) = match cfg.device {
+            Device::Cuda(i) => (Backend::Nccl, i),
+            _ => (Backend::Gloo, 0),
+        };
+        let pg = ProcessGroup::join(l, backend, index)?;
+        Ok(Self {
+            rank: pg.rank,
+            world: pg.world,
+            pg: Some(pg),
+            device: cfg.device,
+        })
+    }
+
+    /// Element-wise sums over ranks of `v` (float64).
+    fn sum(&self, v: Vec<f64>) -> Result<Vec<f64>, TrainError> {
+        let Some(pg) = &self.pg else { return Ok(v) };
+        let t = Tensor::from_slice(&v).to(self.device);
+        pg.all_reduce_sum(&t)?;
+        Ok(Vec::<f64>::try_from(t.to(Device::Cpu)).expect("f64 values"))
+    }
+
+    /// Every rank's value of `v` (int64), in rank order.
+    fn gather(&self, v: &[i64]) -> Result<Vec<Vec<i64>>, TrainError> {
+        let Some(pg) = &self.pg else {
+            return Ok(vec![v.to_vec()]);
+        };
+        let mut all = vec![0i64; v.len() * self.world];
+        all[self.rank * v.len()..(self.rank + 1) * v.len()].copy_from_slice(v);
+        let t = Tensor::from_slice(&all).to(self.device);
+        pg.all_reduce_sum(&t)?;
+        let all = Vec::<i64>::try_from(t.to(Device::Cpu)).expect("i64 values");
+        Ok(all.chunks(v.len()).map(|c| c.to_vec()).collect())
+    }
 }
 
 /// Runs (or resumes) a training run.
 pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
+    check_vocab(cfg)?;
+    let ranks = Ranks::join(cfg)?;
+    let existing = prepare_out(cfg, ranks.rank)?;
+    crate::seed_everything(cfg.seed);
+    let mut w = Weights::new(&cfg.model, cfg.device, cfg.precision)?;
+    if existing.is_none() {
+        init_weights(cfg, &mut w, progress)?;
+    }
+    let mut opt = Optimizer::new(cfg.optimizer, cfg.schedule, &w.params);
+    let mut state = resume::fresh_state(cfg, ranks.world);
+    let mut loader_state = None;
+    if let Some(ckpt) = &existing {
+        let (saved, mine) = resume::restore(cfg, ckpt, &mut w, &mut opt, ranks.rank, ranks.world)?;
+        progress.note(&format!(
+            "resuming from {} (step {})",
+            ckpt.display(),
+            saved.step
+        ));
+        state = saved;
+        loader_state = Some(mine);
+    }
+    resume::agree(cfg, &ranks, &mut w)?;
+    let mut loader = Loader::resume(
+        loader_config(cfg, &cfg.data, true, ranks.rank, ranks.world)?,
+        loader_state,
+    )?;
+    let mut metrics = match ranks.rank {
+        0 => Some(MetricsFile::open(cfg, state.step, existing.is_none())?),
+        _ => None,
+    };
+    let resumed_from = existing.as_ref().map(|_| state.step);
+    progress.start(state.step + 1, cfg.steps);
+    let mut last_ckpt = existing.clone();
+    let (mut final_loss, mut final_eval) = (None, None);
+    let run_start = Instant::now();
+    while state.step < cfg.steps {
+        let t0 = Instant::now();
+        let Some(batches) = next_batches(&mut loader, cfg.accumulate)? else {
+            break;
+        };
+        let step = state.step + 1;
+        let lr = opt.next_lr();
+        let (loss, grad_norm, counts) = run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)
+            .map_err(|e| match e {
+                TrainError::NonFinite { step, value, .. } => TrainError::NonFinite {
+                    step,
+                    value,
+                    last: last_ckpt
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "none (no checkpoint was written yet)".into()),
+                },
+                e => e,
+            })?;
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        state.step = step;
+        state.loader = batches.last().expect("a batch").state;
+        state.tokens_seen += (counts.input_tokens + counts.target_tokens) as u64;
+        state.examples_seen += counts.examples as u64;
+        let eval_loss = match (&cfg.eval_data, ranks.rank) {
+            (Some(d), 0) if cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) => {
+                Some(evaluate(cfg, &w.model, d)?)
+            }
+            _ => None,
+        };
+        let m = StepMetrics {
+            step,
+            loss,
+            grad_norm,
+            lr,
+            tokens_per_s: (counts.input_tokens + counts.target_tokens) / secs,
+            examples_per_s: counts.examples / secs,
+            fill_rate: counts.fill_rate(),
+            eval_loss,
+            elapsed_s: run_start.elapsed().as_secs_f64(),
+            peak_gpu_mb: match cfg.device {
+                Device::Cuda(i) => {
+                    crate::cuda::peak_memory(i).map(|p| p.allocated as f64 / 1048576.0)
+                }
+                _ => None,
+            },
+        };
+        if let Some(f) = metrics.as_mut() {
+            f.write(&m)?;
+        }
+        progress.step(&m);
+        final_loss = Some(loss);
+        if eval_loss.is_some() {
+            final_eval = eval_loss;
+        }
+        if step.is_multiple_of(cfg.checkpoint_every.max(1)) || step == cfg.steps {
+            state.loaders = gather_loader_states(&ranks, &state.loader)?;
+            if ranks.rank == 0 {
+                let moments: Vec<(String, &Tensor)> = opt
+                    .named_moments()
+                    .into_iter()
+                    .map(|(k, t)| {
+                        let (i, part) = k.split_once('.').expect("index.part");
+                        let i: usize = i.parse().expect("index");
+                        (format!("{}:{part}", w.names[i]), t)
+                    })
+                    .collect();
+                last_ckpt = Some(checkpoint::save(
+                    &cfg.out, &w.master, &cfg.model, &moments, &state,
+                )?);
+            }
+        }
+    }
+    progress.finish();
+    Ok(TrainSummary {
+        out: cfg.out.clone(),
+        steps: state.step,
+        resumed_from,
+        final_loss,
+        final_eval_loss: final_eval,
+        parameters: cfg.model.parameter_count(),
+        checkpoint: last_ckpt,
+        seconds: started.elapsed().as_secs_f64(),
+        world_size: ranks.world,
+    })
+}
+
+fn check_vocab(cfg: &TrainConfig) -> Result<(), TrainError> {
     let vocab = data_vocab_size(&cfg.data)?;
     if vocab != cfg.model.vocab_size {
         return Err(TrainError::Refused(format!(
@@ -218,11 +345,20 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             )));
         }
     }
-    let io = |path: &Path, e: std::io::Error| TrainError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(&cfg.out).map_err(|e| io(&cfg.out, e))?;
+    if cfg.accumulate == 0 || cfg.batch_size == 0 {
+        return Err(TrainError::Refused(
+            "--batch-size and --accumulate must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rank 0 creates the run folder; every rank finds the checkpoint to resume (the folder must
+/// be shared by all ranks). A folder holding a run is refused without --resume.
+fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainError> {
+    if rank == 0 {
+        std::fs::create_dir_all(&cfg.out).map_err(|e| io_error(&cfg.out, e))?;
+    }
     let existing = checkpoint::latest(&cfg.out);
     if existing.is_some() && !cfg.resume {
         return Err(TrainError::Refused(format!(
@@ -230,218 +366,203 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             cfg.out.display()
         )));
     }
-    let mut vs = nn::VarStore::new(cfg.device);
-    crate::seed_everything(cfg.seed);
-    let model = Seq2Seq::new(&vs.root(), &cfg.model)?;
-    if let (Some(init), None) = (&cfg.init, &existing) {
-        let saved = checkpoint::read_config(init)?;
-        if saved != cfg.model {
-            return Err(TrainError::Refused(format!(
-                "{} holds a {} model with another configuration than asked ({}); fine-tune with the same --arch, --preset and --config",
-                init.display(),
-                saved.arch.name(),
-                cfg.model.arch.name()
-            )));
-        }
-        vs.load(init.join("model.safetensors"))
-            .map_err(|e| TrainError::Refused(format!("{}: {e}", init.display())))?;
-        progress.note(&format!("starting from the weights of {}", init.display()));
-    }
-    if cfg.bf16 {
-        vs.bfloat16();
-    }
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
-    let mut opt = Optimizer::new(cfg.optimizer, cfg.schedule, &params);
-    let mut state = TrainerState {
-        step: 0,
-        loader: Default::default(),
-        optimizer: cfg.optimizer,
-        schedule: cfg.schedule,
-        seed: cfg.seed,
-        tokens_seen: 0,
-        examples_seen: 0,
-    };
-    let mut loader_state = None;
-    let mut resumed_from = None;
-    if let Some(ckpt) = &existing {
-        let (moments, saved) = checkpoint::load(ckpt, &mut vs, &cfg.model)?;
-        let by_index: Vec<(String, Tensor)> = moments
-            .into_iter()
-            .filter_map(|(k, t)| {
-                let (name, part) = k.rsplit_once(':')?;
-                let i = named.iter().position(|(n, _)| n == name)?;
-                Some((format!("{i}.{part}"), t.to(cfg.device)))
-            })
-            .collect();
-        opt.load_moments(&by_index)
-            .map_err(|m| TrainError::Refused(format!("{}: {m}", ckpt.display())))?;
-        opt.step = saved.step;
-        loader_state = Some(saved.loader);
-        resumed_from = Some(saved.step);
-        progress.note(&format!(
-            "resuming from {} (step {})",
-            ckpt.display(),
-            saved.step
-        ));
-        state = saved;
-    }
-    let mut loader = Loader::resume(loader_config(cfg, &cfg.data, true)?, loader_state)?;
-    // Metrics of steps after the checkpoint belong to the interrupted run: drop them.
-    let metrics_path = cfg.out.join("metrics.jsonl");
-    let kept: Vec<String> = std::fs::read_to_string(&metrics_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= state.step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&metrics_path, kept.concat()).map_err(|e| io(&metrics_path, e))?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| io(&metrics_path, e))?;
-    let run_info = serde_json::json!({
-        "arch": cfg.model.arch.name(),
-        "init": cfg.init.as_ref().map(|p| p.display().to_string()),
-        "data": cfg.data.display().to_string(),
-        "objective": match data_kind(&cfg.data)? {
-            DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
-            DataKind::Examples(m) => m.settings.objective,
-        },
-        "parameters": cfg.model.parameter_count(),
-    });
-    if existing.is_none() {
-        std::fs::write(
-            cfg.out.join("run.json"),
-            serde_json::to_string_pretty(&run_info).expect("json") + "\n",
-        )
-        .map_err(|e| io(&cfg.out, e))?;
-    }
-    std::fs::write(
-        cfg.out.join("model_config.json"),
-        serde_json::to_string_pretty(&cfg.model).expect("config serialises") + "\n",
-    )
-    .map_err(|e| io(&cfg.out, e))?;
-
-    progress.start(state.step + 1, cfg.steps);
-    let mut last_ckpt = existing.clone();
-    let (mut final_loss, mut final_eval) = (None, None);
-    let run_start = Instant::now();
-    while state.step < cfg.steps {
-        let t0 = Instant::now();
-        let batch = match loader.next() {
-            Some(b) => b?,
-            None => break,
-        };
-        let step = state.step + 1;
-        tch::manual_seed(step_seed(cfg.seed, step));
-        let (x, xm, y, ym) = tensors(&batch, cfg.device);
-        let lr = opt.next_lr();
-        let loss = model.loss(&x, &xm, &y, &ym, true);
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                value,
-                last: last_ckpt
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "none (no checkpoint was written yet)".into()),
-            });
-        }
-        loss.backward();
-        opt.step(&mut params);
-        let tokens: u64 = batch
-            .input_lengths
-            .iter()
-            .chain(&batch.target_lengths)
-            .map(|&l| l as u64)
-            .sum();
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        state.step = step;
-        state.loader = batch.state;
-        state.tokens_seen += tokens;
-        state.examples_seen += batch.examples as u64;
-        let eval_loss = if cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) {
-            cfg.eval_data
-                .as_ref()
-                .map(|d| evaluate(cfg, &model, d))
-                .transpose()?
-        } else {
-            None
-        };
-        let m = StepMetrics {
-            step,
-            loss: value,
-            lr,
-            tokens_per_s: tokens as f64 / secs,
-            examples_per_s: batch.examples as f64 / secs,
-            eval_loss,
-            elapsed_s: run_start.elapsed().as_secs_f64(),
-            peak_gpu_mb: match cfg.device {
-                tch::Device::Cuda(i) => {
-                    crate::cuda::peak_memory(i).map(|p| p.allocated as f64 / 1048576.0)
-                }
-                _ => None,
-            },
-        };
-        writeln!(
-            metrics,
-            "{}",
-            serde_json::to_string(&m).expect("metrics serialise")
-        )
-        .map_err(|e| io(&metrics_path, e))?;
-        progress.step(&m);
-        final_loss = Some(value);
-        if eval_loss.is_some() {
-            final_eval = eval_loss;
-        }
-        if step.is_multiple_of(cfg.checkpoint_every.max(1)) || step == cfg.steps {
-            let moments: Vec<(String, &Tensor)> = opt
-                .named_moments()
-                .into_iter()
-                .map(|(k, t)| {
-                    let (i, part) = k.split_once('.').expect("index.part");
-                    let i: usize = i.parse().expect("index");
-                    (format!("{}:{part}", named[i].0), t)
-                })
-                .collect();
-            last_ckpt = Some(checkpoint::save(
-                &cfg.out, &vs, &cfg.model, &moments, &state,
-            )?);
-        }
-    }
-    progress.finish();
-    Ok(TrainSummary {
-        out: cfg.out.clone(),
-        steps: state.step,
-        resumed_from,
-        final_loss,
-        final_eval_loss: final_eval,
-        parameters: cfg.model.parameter_count(),
-        checkpoint: last_ckpt,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(existing)
 }
 
-/// Mean loss over the first `eval_batches` batches of `data` (no shuffling, no dropout).
-fn evaluate(cfg: &TrainConfig, model: &Seq2Seq, data: &Path) -> Result<f64, TrainError> {
+/// `--init`: the weights of a checkpoint of the same configuration.
+fn init_weights(
+    cfg: &TrainConfig,
+    w: &mut Weights,
+    progress: &dyn TrainProgress,
+) -> Result<(), TrainError> {
+    let Some(init) = &cfg.init else { return Ok(()) };
+    let saved = checkpoint::read_config(init)?;
+    if saved != cfg.model {
+        return Err(TrainError::Refused(format!(
+            "{} holds a {} model with another configuration than asked ({}); fine-tune with the same --arch, --preset and --config",
+            init.display(),
+            saved.arch.name(),
+            cfg.model.arch.name()
+        )));
+    }
+    w.master
+        .load(init.join("model.safetensors"))
+        .map_err(|e| TrainError::Refused(format!("{}: {e}", init.display())))?;
+    w.refresh();
+    progress.note(&format!("starting from the weights of {}", init.display()));
+    Ok(())
+}
+
+/// The micro-batches of one optimiser step, or `None` when the data ends first.
+fn next_batches(loader: &mut Loader, n: u64) -> Result<Option<Vec<Batch>>, TrainError> {
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        match loader.next() {
+            Some(b) => out.push(b?),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// One optimiser step over this rank's micro-batches; returns the step's loss (mean over
+/// all ranks' target tokens), its gradient's norm, and its token counts over all ranks.
+fn run_step(
+    cfg: &TrainConfig,
+    ranks: &Ranks,
+    w: &mut Weights,
+    opt: &mut Optimizer,
+    batches: &[Batch],
+    step: u64,
+) -> Result<(f64, f64, Counts), TrainError> {
+    let mut local = Counts::default();
+    for b in batches {
+        local.add(&Counts::of(b));
+    }
+    let counts = Counts::from_slice(&ranks.sum(local.to_vec())?);
+    let denom = counts.target_tokens.max(1.0);
+    let mut nll = 0.0;
+    for (k, b) in batches.iter().enumerate() {
+        tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
+        let t = tensors(b, cfg.device);
+        let sum = w
+            .model
+            .loss_sum(&t.inputs, &t.input_mask, &t.targets, &t.target_mask, true);
+        nll += sum.double_value(&[]);
+        (sum / denom).backward();
+        w.collect_grads();
+    }
+    let mut g = w.take_grads();
+    if let Some(pg) = &ranks.pg {
+        grads::all_reduce(pg, &w.params, &mut g, grads::BUCKET_BYTES)?;
+    }
+    let loss = ranks.sum(vec![nll])?[0] / denom;
+    if !loss.is_finite() {
+        return Err(TrainError::NonFinite {
+            step,
+            value: loss,
+            last: String::new(),
+        });
+    }
+    let norm = grad_norm(&g);
+    opt.step(&mut w.params, &g);
+    w.finish_step();
+    Ok((loss, norm, counts))
+}
+
+/// The L2 norm of all gradients together (float64 sums of squares).
+fn grad_norm(grads: &[Tensor]) -> f64 {
     let _guard = tch::no_grad_guard();
-    let mut l = loader_config(cfg, data, false)?;
+    let squares: Vec<Tensor> = grads
+        .iter()
+        .filter(|g| g.defined())
+        .map(|g| g.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double))
+        .collect();
+    if squares.is_empty() {
+        return 0.0;
+    }
+    Tensor::stack(&squares, 0)
+        .sum(tch::Kind::Double)
+        .sqrt()
+        .double_value(&[])
+}
+
+/// Every rank's loader state, for the checkpoint (rank order).
+fn gather_loader_states(ranks: &Ranks, mine: &LoaderState) -> Result<Vec<LoaderState>, TrainError> {
+    let v = [
+        mine.epoch as i64,
+        mine.position as i64,
+        mine.fingerprint as i64,
+    ];
+    Ok(ranks
+        .gather(&v)?
+        .into_iter()
+        .map(|r| LoaderState {
+            epoch: r[0] as u64,
+            position: r[1] as u64,
+            fingerprint: r[2] as u64,
+        })
+        .collect())
+}
+
+/// `metrics.jsonl` of the run (rank 0): lines of steps after the checkpoint resumed from
+/// belong to the interrupted run and are dropped.
+struct MetricsFile {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsFile {
+    fn open(cfg: &TrainConfig, step: u64, fresh: bool) -> Result<Self, TrainError> {
+        let path = cfg.out.join("metrics.jsonl");
+        let kept: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept.concat()).map_err(|e| io_error(&path, e))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        if fresh {
+            let run_info = serde_json::json!({
+                "arch": cfg.model.arch.name(),
+                "init": cfg.init.as_ref().map(|p| p.display().to_string()),
+                "data": cfg.data.display().to_string(),
+                "objective": match data_kind(&cfg.data)? {
+                    DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
+                    DataKind::Examples(m) => m.settings.objective,
+                },
+                "parameters": cfg.model.parameter_count(),
+                "precision": cfg.precision.name(),
+            });
+            let p = cfg.out.join("run.json");
+            std::fs::write(
+                &p,
+                serde_json::to_string_pretty(&run_info).expect("json") + "\n",
+            )
+            .map_err(|e| io_error(&p, e))?;
+        }
+        let p = cfg.out.join("model_config.json");
+        std::fs::write(
+            &p,
+            serde_json::to_string_pretty(&cfg.model).expect("config serialises") + "\n",
+        )
+        .map_err(|e| io_error(&p, e))?;
+        Ok(Self { path, file })
+    }
+
+    fn write(&mut self, m: &StepMetrics) -> Result<(), TrainError> {
+        writeln!(
+            self.file,
+            "{}",
+            serde_json::to_string(m).expect("metrics serialise")
+        )
+        .map_err(|e| io_error(&self.path, e))
+    }
+}
+
+/// Mean loss over the target tokens of the first `eval_batches` batches of `data` (no
+/// shuffling, no dropout): every token weighs the same, whatever batch it falls in.
+fn evaluate(cfg: &TrainConfig, model: &crate::Seq2Seq, data: &Path) -> Result<f64, TrainError> {
+    let _guard = tch::no_grad_guard();
+    let mut l = loader_config(cfg, data, false, 0, 1)?;
     l.epochs = Some(1);
-    let mut total = 0.0;
-    let mut n = 0usize;
+    let (mut nll, mut tokens) = (0.0, 0.0);
     for b in Loader::new(l)?.take(cfg.eval_batches.max(1)) {
         let b = b?;
-        let (x, xm, y, ym) = tensors(&b, cfg.device);
-        total += model.loss(&x, &xm, &y, &ym, false).double_value(&[]);
-        n += 1;
+        let t = tensors(&b, cfg.device);
+        nll += model
+            .loss_sum(&t.inputs, &t.input_mask, &t.targets, &t.target_mask, false)
+            .double_value(&[]);
+        tokens += Counts::of(&b).target_tokens;
     }
-    Ok(total / n.max(1) as f64)
+    Ok(nll / tokens.max(1.0))
 }

@@ -1,0 +1,165 @@
+//! What the trainer reads: the kind of data folder (token shards corrupted on the fly, or
+//! example shards), the loader over it for one rank, and batches turned into tensors.
+
+use std::path::{Path, PathBuf};
+
+use conveyor_pipeline::corrupt::CorruptConfig;
+use conveyor_pipeline::loader::{Batch, LoaderConfig, LoaderInput};
+use tch::{Device, Kind, Tensor};
+
+use super::{TrainConfig, TrainError};
+
+/// The ids the data holds (pieces + extra ids): a model trained on it needs this vocab size.
+pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
+    Ok(match data_kind(data)? {
+        DataKind::Tokens(m) => m.vocab.size + 100,
+        DataKind::Examples(m) => m.settings.vocab_size as usize,
+    })
+}
+
+pub(crate) enum DataKind {
+    Tokens(conveyor_pipeline::manifest::Manifest),
+    Examples(conveyor_pipeline::corrupt::manifest::ExamplesManifest),
+}
+
+pub(crate) fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
+    let path = data.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Refused(format!(
+        "{}: {e}: --data must be a token directory (conveyor ingest) or an example directory (conveyor corrupt)",
+        path.display()
+    )))?;
+    let format = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["format"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    match format.as_str() {
+        conveyor_pipeline::manifest::TOKENS_FORMAT => Ok(DataKind::Tokens(
+            conveyor_pipeline::manifest::Manifest::read(data)?,
+        )),
+        conveyor_pipeline::corrupt::manifest::EXAMPLES_FORMAT => Ok(DataKind::Examples(
+            conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(data)?,
+        )),
+        other => Err(TrainError::Refused(format!(
+            "{}: format {other:?} is neither conveyor.tokens nor conveyor.examples",
+            path.display()
+        ))),
+    }
+}
+
+/// The loader of `data` for rank `rank` of `world` (shuffled for training, in order for
+/// evaluation).
+pub(crate) fn loader_config(
+    cfg: &TrainConfig,
+    data: &Path,
+    shuffle: bool,
+    rank: usize,
+    world: usize,
+) -> Result<LoaderConfig, TrainError> {
+    let input = match data_kind(data)? {
+        DataKind::Tokens(_) => LoaderInput::Tokens(CorruptConfig::new(
+            data.to_path_buf(),
+            PathBuf::new(),
+            cfg.inputs_length,
+        )),
+        DataKind::Examples(m) => {
+            if m.settings.pack {
+                return Err(TrainError::Refused(format!(
+                    "{}: packed example shards are not supported by the trainer yet; write them without --pack",
+                    data.display()
+                )));
+            }
+            LoaderInput::Examples(data.to_path_buf())
+        }
+    };
+    let mut l = LoaderConfig::new(input, cfg.batch_size);
+    l.seed = cfg.seed;
+    l.shuffle_buffer = if shuffle { cfg.shuffle_buffer } else { 0 };
+    l.shuffle_shards = shuffle;
+    l.rank = rank;
+    l.world_size = world;
+    Ok(l)
+}
+
+/// A batch on `device`: ids and 0/1 masks.
+pub struct BatchTensors {
+    pub inputs: Tensor,
+    pub input_mask: Tensor,
+    pub targets: Tensor,
+    pub target_mask: Tensor,
+}
+
+/// Token counts of a batch, summed over micro-batches and ranks for a step's figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub target_tokens: f64,
+    pub input_tokens: f64,
+    pub examples: f64,
+    /// Row slots (rows x width, inputs and targets): the fill rate's denominator.
+    pub slots: f64,
+}
+
+impl Counts {
+    pub fn of(b: &Batch) -> Self {
+        let sum = |v: &[u32]| v.iter().map(|&l| l as f64).sum::<f64>();
+        Self {
+            target_tokens: sum(&b.target_lengths),
+            input_tokens: sum(&b.input_lengths),
+            examples: b.examples as f64,
+            slots: (b.rows * (b.inputs_width + b.targets_width)) as f64,
+        }
+    }
+
+    pub fn add(&mut self, o: &Counts) {
+        self.target_tokens += o.target_tokens;
+        self.input_tokens += o.input_tokens;
+        self.examples += o.examples;
+        self.slots += o.slots;
+    }
+
+    pub fn to_vec(self) -> Vec<f64> {
+        vec![
+            self.target_tokens,
+            self.input_tokens,
+            self.examples,
+            self.slots,
+        ]
+    }
+
+    pub fn from_slice(v: &[f64]) -> Self {
+        Self {
+            target_tokens: v[0],
+            input_tokens: v[1],
+            examples: v[2],
+            slots: v[3],
+        }
+    }
+
+    /// Real tokens over row slots.
+    pub fn fill_rate(&self) -> f64 {
+        (self.target_tokens + self.input_tokens) / self.slots.max(1.0)
+    }
+}
+
+/// Batch tensors on `device`.
+pub fn tensors(b: &Batch, device: Device) -> BatchTensors {
+    let ids = |v: &[u32], w: usize| {
+        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+        Tensor::from_slice(&v)
+            .view([b.rows as i64, w as i64])
+            .to(device)
+    };
+    let mask = |lens: &[u32], w: usize| {
+        let l: Vec<i64> = lens.iter().map(|&x| x as i64).collect();
+        let l = Tensor::from_slice(&l).to(device).unsqueeze(1);
+        Tensor::arange(w as i64, (Kind::Int64, device))
+            .unsqueeze(0)
+            .lt_tensor(&l)
+            .to_kind(Kind::Float)
+    };
+    BatchTensors {
+        inputs: ids(&b.inputs, b.inputs_width),
+        input_mask: mask(&b.input_lengths, b.inputs_width),
+        targets: ids(&b.targets, b.targets_width),
+        target_mask: mask(&b.target_lengths, b.targets_width),
+    }
+}

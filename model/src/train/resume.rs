@@ -1,0 +1,170 @@
+//! Starting a run's state: fresh, or restored from a checkpoint (refusing a resume whose
+//! optimiser, schedule, batch split or world size differs from the checkpoint's), and making
+//! every rank start from the same weights.
+
+use std::path::Path;
+
+use conveyor_pipeline::loader::LoaderState;
+use tch::{Kind, Tensor};
+
+use super::{Ranks, TrainConfig, TrainError, Weights};
+use crate::checkpoint::{self, TrainerState};
+use crate::optim::Optimizer;
+
+pub(super) fn fresh_state(cfg: &TrainConfig, world: usize) -> TrainerState {
+    TrainerState {
+        step: 0,
+        loader: Default::default(),
+        optimizer: cfg.optimizer,
+        schedule: cfg.schedule,
+        seed: cfg.seed,
+        tokens_seen: 0,
+        examples_seen: 0,
+        world_size: world,
+        accumulate: cfg.accumulate,
+        batch_size: cfg.batch_size,
+        loaders: Vec::new(),
+        inputs_length: Some(cfg.inputs_length),
+    }
+}
+
+/// Loads the checkpoint's weights, moments and state; returns the state and this rank's
+/// loader state.
+pub(super) fn restore(
+    cfg: &TrainConfig,
+    ckpt: &Path,
+    w: &mut Weights,
+    opt: &mut Optimizer,
+    rank: usize,
+    world: usize,
+) -> Result<(TrainerState, LoaderState), TrainError> {
+    let (moments, saved) = checkpoint::load(ckpt, &mut w.master, &cfg.model)?;
+    check(cfg, &saved, world, ckpt)?;
+    w.refresh();
+    let by_index: Vec<(String, Tensor)> = moments
+        .into_iter()
+        .filter_map(|(k, t)| {
+            let (name, part) = k.rsplit_once(':')?;
+            let i = w.names.iter().position(|n| n == name)?;
+            Some((format!("{i}.{part}"), t.to(cfg.device)))
+        })
+        .collect();
+    opt.load_moments(&by_index)
+        .map_err(|m| TrainError::Refused(format!("{}: {m}", ckpt.display())))?;
+    opt.step = saved.step;
+    let mine = match saved.loaders.get(rank) {
+        Some(s) => *s,
+        None => saved.loader,
+    };
+    let mut state = saved;
+    state.inputs_length = Some(cfg.inputs_length);
+    Ok((state, mine))
+}
+
+/// A resumed run must step exactly as the interrupted one would have.
+fn check(
+    cfg: &TrainConfig,
+    saved: &TrainerState,
+    world: usize,
+    ckpt: &Path,
+) -> Result<(), TrainError> {
+    let restart = "or start a new --out with --init CHECKPOINT to continue from its weights with a fresh optimiser and data order";
+    let refuse = |what: String| {
+        Err(TrainError::Refused(format!(
+            "{}: {what}; resume with the checkpoint's settings, {restart}",
+            ckpt.display()
+        )))
+    };
+    if saved.world_size != world {
+        return refuse(format!(
+            "the run was trained by {} processes and this one has {world}: launch {} ranks (torchrun --nproc-per-node / srun --ntasks)",
+            saved.world_size, saved.world_size
+        ));
+    }
+    if saved.accumulate != cfg.accumulate {
+        return refuse(format!(
+            "the run accumulated {} micro-batches per step and this one asks for {} (--accumulate {})",
+            saved.accumulate, cfg.accumulate, saved.accumulate
+        ));
+    }
+    if saved.batch_size != 0 && saved.batch_size != cfg.batch_size {
+        return refuse(format!(
+            "the run used --batch-size {} per rank and this one {}",
+            saved.batch_size, cfg.batch_size
+        ));
+    }
+    if saved.optimizer != cfg.optimizer {
+        return refuse(format!(
+            "the run's optimiser was {:?} and this one is {:?}",
+            saved.optimizer, cfg.optimizer
+        ));
+    }
+    if saved.schedule != cfg.schedule {
+        return refuse(format!(
+            "the run's learning-rate schedule was {:?} and this one is {:?} (--lr / --warmup)",
+            saved.schedule, cfg.schedule
+        ));
+    }
+    if saved.seed != cfg.seed {
+        return refuse(format!(
+            "the run's seed was {} and this one is {}",
+            saved.seed, cfg.seed
+        ));
+    }
+    Ok(())
+}
+
+/// A 62-bit digest of what every rank must agree on.
+fn settings_digest(cfg: &TrainConfig) -> i64 {
+    let text = format!(
+        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}",
+        serde_json::to_string(&cfg.model).expect("config serialises"),
+        cfg.batch_size,
+        cfg.accumulate,
+        cfg.steps,
+        cfg.optimizer,
+        cfg.schedule,
+        cfg.seed,
+        cfg.precision,
+        cfg.inputs_length,
+    );
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 2) as i64
+}
+
+/// Every rank checks the others were started with its settings, takes rank 0's weights,
+/// and verifies by checksum that they now hold the same weights.
+pub(super) fn agree(cfg: &TrainConfig, ranks: &Ranks, w: &mut Weights) -> Result<(), TrainError> {
+    let Some(pg) = &ranks.pg else { return Ok(()) };
+    let digests = ranks.gather(&[settings_digest(cfg)])?;
+    if let Some(r) = digests.iter().position(|d| d[0] != digests[0][0]) {
+        return Err(TrainError::Refused(format!(
+            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision or --inputs-length): give every rank the same command"
+        )));
+    }
+    {
+        let _guard = tch::no_grad_guard();
+        for p in &w.params {
+            pg.broadcast(p, 0)?;
+        }
+    }
+    w.refresh();
+    let sum: f64 = w
+        .params
+        .iter()
+        .map(|p| {
+            let f = p.to_kind(Kind::Double);
+            (f.sum(Kind::Double) + f.abs().sum(Kind::Double) * 0.5).double_value(&[])
+        })
+        .sum();
+    let sums = ranks.gather(&[sum.to_bits() as i64])?;
+    if let Some(r) = sums.iter().position(|s| s[0] != sums[0][0]) {
+        return Err(TrainError::Refused(format!(
+            "rank {r}'s weights differ from rank 0's after the broadcast; this is a bug in conveyor's process group, please report it"
+        )));
+    }
+    Ok(())
+}
