@@ -45,6 +45,19 @@ impl Arch {
     }
 }
 
+/// Absolute position embeddings added to the token embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionEmbedding {
+    /// No absolute positions: the transformer's relative bias is its only position signal,
+    /// and a conv model only has the order its kernels see.
+    #[default]
+    None,
+    /// One learned table of `max_positions` rows per stack (encoder, decoder), as the
+    /// paper's Mesh TensorFlow code gives its convolutional models.
+    Learned,
+}
+
 /// The paper's dilated-convolution filter sizes: 11 values for 12 layers. conveyor repeats the
 /// last value for the 12th layer (the paper does not say how it is set).
 pub const PAPER_DILATED_KERNELS: [usize; 11] = [4, 4, 7, 7, 15, 15, 15, 15, 31, 31, 31];
@@ -78,6 +91,16 @@ pub struct ModelConfig {
     pub relative_max_distance: usize,
     pub decoder_start_id: i64,
     pub pad_id: i64,
+    /// Absolute position embeddings (configs written before the field existed: none).
+    #[serde(default)]
+    pub position_embedding: PositionEmbedding,
+    /// Rows of each learned position table: the longest inputs and targets the model takes.
+    #[serde(default = "default_max_positions")]
+    pub max_positions: usize,
+}
+
+fn default_max_positions() -> usize {
+    512
 }
 
 /// Why a configuration cannot be built.
@@ -119,6 +142,12 @@ impl ModelConfig {
             relative_max_distance: 128,
             decoder_start_id: 0,
             pad_id: 0,
+            position_embedding: if arch.is_conv() {
+                PositionEmbedding::Learned
+            } else {
+                PositionEmbedding::None
+            },
+            max_positions: default_max_positions(),
         })
     }
 
@@ -187,7 +216,15 @@ impl ModelConfig {
         if self.relative_buckets < 4 || self.relative_max_distance < self.relative_buckets {
             return bad("relative_buckets must be >= 4 and <= relative_max_distance".into());
         }
+        if self.position_embedding == PositionEmbedding::Learned && self.max_positions == 0 {
+            return bad("max_positions must be positive with learned position embeddings".into());
+        }
         Ok(())
+    }
+
+    /// The longest inputs or targets this model can take (`None`: any length).
+    pub fn max_length(&self) -> Option<usize> {
+        (self.position_embedding == PositionEmbedding::Learned).then_some(self.max_positions)
     }
 
     pub fn d_kv(&self) -> usize {
@@ -239,7 +276,11 @@ impl ModelConfig {
         let dec: usize = (0..self.decoder_layers)
             .map(|l| self.mixer_params(l) + attn + ffn + 3 * norm)
             .sum();
-        self.vocab_size * d + enc + dec + 2 * norm + rel
+        let positions = match self.position_embedding {
+            PositionEmbedding::Learned => 2 * self.max_positions * d,
+            PositionEmbedding::None => 0,
+        };
+        self.vocab_size * d + enc + dec + 2 * norm + rel + positions
     }
 }
 

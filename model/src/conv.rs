@@ -11,6 +11,14 @@
 //!
 //! Encoder convolutions are centred (padding K//2 before, the rest after); decoder ones are
 //! causal (all padding before), so position t never sees a later input.
+//!
+//! Packed rows (several examples per row, told apart by segment ids): a tap that reaches into
+//! another segment reads zero, exactly as a tap past the end of an unpacked example reads the
+//! zero padding, so each example's outputs equal those of the example alone. Every
+//! implementation applies the tap mask: the band matrix is masked to same-segment pairs, the
+//! unfolded windows and the dynamic kernels are multiplied by it; a grouped `conv1d` cannot
+//! skip taps, so with segments the grouped path (lightweight and dilated) runs as masked
+//! unfolded windows.
 
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
@@ -154,6 +162,18 @@ impl ConvBlock {
     /// `x`: (batch, time, d); `mask`: (batch, time) with 1 for real positions, 0 for padding
     /// (padding is zeroed before the convolution so it cannot leak into real positions).
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+        self.forward_segments(x, mask, None, train)
+    }
+
+    /// [`ConvBlock::forward`] over packed rows: `segments` (batch, time) holds each
+    /// position's segment id; no tap reads another segment.
+    pub fn forward_segments(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        segments: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let mut h = self.glu.forward(x).glu(-1);
         if let Some(m) = mask {
             h *= m.unsqueeze(-1).to_kind(h.kind());
@@ -164,17 +184,115 @@ impl ConvBlock {
                     .softmax(-1, Kind::Float)
                     .to_kind(h.kind())
                     .dropout(self.weight_dropout, train);
-                let t = h.size()[1];
-                self.lightweight(&h, &w, LightImpl::for_length(t))
+                let how = LightImpl::for_length(h.size()[1]);
+                match segments {
+                    None => self.lightweight(&h, &w, how),
+                    Some(s) => self.lightweight_segments(&h, &w, s, how),
+                }
             }
             Kernel::Dilated {
                 weight,
                 bias,
                 dilation,
-            } => self.depthwise(&h, weight, Some(bias), *dilation),
-            Kernel::Dynamic { proj } => self.dynamic(&h, proj, train),
+            } => match segments {
+                None => self.depthwise(&h, weight, Some(bias), *dilation),
+                Some(s) => self.dilated_segments(&h, weight, bias, *dilation, s),
+            },
+            Kernel::Dynamic { proj } => self.dynamic(&h, proj, segments, train),
         };
         self.out.forward(&y)
+    }
+
+    /// (batch, time, K): 1 where tap `o` of position `i` reads position
+    /// `i - before + o * dilation` of the same segment, 0 where it reads another segment or
+    /// falls outside the row (zero padding there anyway).
+    fn tap_mask(&self, segments: &Tensor, dilation: i64, kind: Kind) -> Tensor {
+        let span = (self.k - 1) * dilation + 1;
+        let (before, after) = self.padding(span);
+        segments
+            .constant_pad_nd([before, after])
+            .unfold(1, span, 1)
+            .slice(2, 0, span, dilation)
+            .eq_tensor(&segments.unsqueeze(2))
+            .to_kind(kind)
+    }
+
+    /// K-wide windows of `h` (batch, time, d), taps `dilation` apart: (batch, time, d, K).
+    fn windows(&self, h: &Tensor, dilation: i64) -> Tensor {
+        let span = (self.k - 1) * dilation + 1;
+        let (before, after) = self.padding(span);
+        h.constant_pad_nd([0, 0, before, after])
+            .unfold(1, span, 1)
+            .slice(3, 0, span, dilation)
+    }
+
+    /// The lightweight convolution over packed rows, by implementation `how` (a grouped
+    /// conv1d cannot mask taps: with segments it runs as masked windows).
+    pub fn lightweight_segments(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        segments: &Tensor,
+        how: LightImpl,
+    ) -> Tensor {
+        let (b, t, d) = h.size3().expect("(batch, time, d)");
+        match how {
+            LightImpl::Grouped | LightImpl::Unfold => {
+                let valid = self.tap_mask(segments, 1, h.kind());
+                let win = self
+                    .windows(h, 1)
+                    .view([b, t, self.heads, d / self.heads, self.k]);
+                (win * w.view([1, 1, self.heads, 1, self.k]) * valid.view([b, t, 1, 1, self.k]))
+                    .sum_dim_intlist(-1, false, None)
+                    .view([b, t, d])
+            }
+            LightImpl::Band => {
+                let band = self.band(w, t, h.device());
+                let same = segments
+                    .unsqueeze(2)
+                    .eq_tensor(&segments.unsqueeze(1))
+                    .to_kind(h.kind())
+                    .unsqueeze(1);
+                let x = h
+                    .view([b, t, self.heads, d / self.heads])
+                    .permute([0, 2, 1, 3]);
+                (band.unsqueeze(0) * same)
+                    .matmul(&x)
+                    .permute([0, 2, 1, 3])
+                    .contiguous()
+                    .view([b, t, d])
+            }
+        }
+    }
+
+    /// The dilated convolution over packed rows: masked windows, taps `dilation` apart.
+    fn dilated_segments(
+        &self,
+        h: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        dilation: i64,
+        segments: &Tensor,
+    ) -> Tensor {
+        let (b, t, d) = h.size3().expect("(batch, time, d)");
+        let valid = self.tap_mask(segments, dilation, h.kind());
+        (self.windows(h, dilation) * weight.view([1, 1, d, self.k]) * valid.view([b, t, 1, self.k]))
+            .sum_dim_intlist(-1, false, None)
+            + bias
+    }
+
+    /// The (heads, t, t) band matrix of kernels `w`: entry (i, j) is tap j - i + before.
+    fn band(&self, w: &Tensor, t: i64, dev: tch::Device) -> Tensor {
+        let (before, _) = self.padding(self.k);
+        let i = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(1);
+        let j = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0);
+        let tap = j - i + before;
+        let valid = tap.ge(0).logical_and(&tap.lt(self.k));
+        let tap = tap.where_scalarother(&valid, self.k);
+        let padded = Tensor::cat(&[w, &w.zeros_like().narrow(1, 0, 1)], 1);
+        padded
+            .index_select(1, &tap.view([-1]))
+            .view([self.heads, t, t])
     }
 
     /// The lightweight convolution of `h` (batch, time, d) with the normalised kernels `w`
@@ -200,16 +318,7 @@ impl ConvBlock {
             }
             LightImpl::Band => {
                 // (t, t) tap index j - i + before; outside the band it points at a zero tap.
-                let dev = h.device();
-                let i = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(1);
-                let j = Tensor::arange(t, (Kind::Int64, dev)).unsqueeze(0);
-                let tap = j - i + before;
-                let valid = tap.ge(0).logical_and(&tap.lt(self.k));
-                let tap = tap.where_scalarother(&valid, self.k);
-                let padded = Tensor::cat(&[w, &w.zeros_like().narrow(1, 0, 1)], 1);
-                let band = padded
-                    .index_select(1, &tap.view([-1]))
-                    .view([self.heads, t, t]);
+                let band = self.band(w, t, h.device());
                 let x = h
                     .view([b, t, self.heads, d / self.heads])
                     .permute([0, 2, 1, 3]);
@@ -285,15 +394,25 @@ impl ConvBlock {
             .transpose(1, 2)
     }
 
-    /// Dynamic convolution: per-position softmax kernels over unfolded windows.
-    fn dynamic(&self, h: &Tensor, proj: &nn::Linear, train: bool) -> Tensor {
+    /// Dynamic convolution: per-position softmax kernels over unfolded windows (taps into
+    /// another segment masked out after the softmax).
+    fn dynamic(
+        &self,
+        h: &Tensor,
+        proj: &nn::Linear,
+        segments: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let (b, t, d) = h.size3().expect("(batch, time, d)");
-        let w = proj
+        let mut w = proj
             .forward(h)
             .view([b, t, self.heads, self.k])
             .softmax(-1, Kind::Float)
             .to_kind(h.kind())
             .dropout(self.weight_dropout, train);
+        if let Some(s) = segments {
+            w *= self.tap_mask(s, 1, h.kind()).unsqueeze(2);
+        }
         let (before, after) = self.padding(self.k);
         let windows = h
             .constant_pad_nd([0, 0, before, after])
@@ -388,6 +507,57 @@ mod tests {
         let got: Vec<f32> = Vec::try_from(col(0)).unwrap();
         for t in 1..8 {
             assert!((got[t] - k0[7 - t]).abs() < 1e-6, "t={t}");
+        }
+    }
+
+    /// Every conv type and every lightweight implementation, causal and centred: the outputs
+    /// of a packed row equal those of each segment run alone (taps into a neighbouring
+    /// segment read zero, as taps past an example's end read padding).
+    #[test]
+    fn packed_rows_do_not_mix_segments() {
+        let _rng = crate::test_rng();
+        tch::manual_seed(5);
+        let lens = [5i64, 9, 3, 11];
+        let t: i64 = lens.iter().sum::<i64>() + 2; // two padding positions at the end
+        let seg: Vec<i64> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| std::iter::repeat_n(i as i64 + 1, n as usize))
+            .chain([0, 0])
+            .collect();
+        let seg = Tensor::from_slice(&seg).view([1, t]);
+        for arch in [Arch::Lightconv, Arch::Dynamicconv, Arch::Dilatedconv] {
+            for causal in [false, true] {
+                let (_vs, b) = block(arch, causal);
+                let x = Tensor::randn([1, t, 64], (Kind::Float, Device::Cpu));
+                let alone = |start: i64, n: i64| b.forward(&x.narrow(1, start, n), None, false);
+                let mut outputs =
+                    vec![("forward", b.forward_segments(&x, None, Some(&seg), false))];
+                if let Kernel::Light { weight } = &b.kernel {
+                    let w = weight.softmax(-1, Kind::Float);
+                    let h = b.glu.forward(&x).glu(-1);
+                    for how in LightImpl::ALL {
+                        outputs.push((
+                            how.name(),
+                            b.out.forward(&b.lightweight_segments(&h, &w, &seg, how)),
+                        ));
+                    }
+                }
+                for (what, y) in outputs {
+                    let mut start = 0;
+                    for &n in &lens {
+                        let got = y.narrow(1, start, n);
+                        assert!(
+                            got.allclose(&alone(start, n), 1e-5, 1e-5, false),
+                            "{arch:?} causal={causal} {what}: segment at {start}"
+                        );
+                        start += n;
+                    }
+                    // And without segment ids the outputs do mix (the test can fail).
+                    let mixed = b.forward(&x, None, false).narrow(1, 5, 9);
+                    assert!(!mixed.allclose(&alone(5, 9), 1e-5, 1e-5, false));
+                }
+            }
         }
     }
 }

@@ -254,6 +254,16 @@ pub fn key_mask(mask: &Tensor) -> Tensor {
         .unsqueeze(1)
 }
 
+/// An additive mask (batch, 1, q, k) for packed rows: a query attends only to keys of its own
+/// segment (segment ids 1, 2, ...; 0 marks padding, which no query attends to).
+pub fn segment_mask(q_segments: &Tensor, k_segments: &Tensor) -> Tensor {
+    let same = q_segments
+        .unsqueeze(2)
+        .eq_tensor(&k_segments.unsqueeze(1))
+        .logical_and(&k_segments.ne(0).unsqueeze(1));
+    ((same.to_kind(Kind::Float).neg() + 1.0) * MASKED).unsqueeze(1)
+}
+
 /// An additive causal mask (1, 1, t, t).
 pub fn causal_mask(t: i64, device: tch::Device) -> Tensor {
     (Tensor::ones([t, t], (Kind::Float, device)).triu(1) * MASKED)
