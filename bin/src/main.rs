@@ -102,7 +102,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         rest: Vec<std::ffi::OsString>,
     },
-    /// Models: `conveyor model summary --arch A --preset P` (libtorch).
+    /// Models: `conveyor model summary --arch A --preset P`, `conveyor model loss --checkpoint C
+    /// --data D` (libtorch).
     #[command(disable_help_flag = true)]
     Model {
         /// Handed to the libtorch binary as they are.

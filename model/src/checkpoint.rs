@@ -112,6 +112,13 @@ pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
     serde_json::from_str(&text).map_err(|e| io(&p, e))
 }
 
+/// Reads a checkpoint's trainer state.
+pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
+    let p = ckpt.join("trainer_state.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| io(&p, e))
+}
+
 /// Loads weights into `vs` (whose model must have the checkpoint's config), and returns the
 /// optimiser moments and trainer state.
 pub fn load(
@@ -134,10 +141,7 @@ pub fn load(
         .map_err(|e| io(ckpt, e))?;
     let moments =
         Tensor::read_safetensors(ckpt.join("optimizer.safetensors")).map_err(|e| io(ckpt, e))?;
-    let p = ckpt.join("trainer_state.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-    let state = serde_json::from_str(&text).map_err(|e| io(&p, e))?;
-    Ok((moments, state))
+    Ok((moments, read_state(ckpt)?))
 }
 
 mod erased {

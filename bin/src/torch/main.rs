@@ -3,6 +3,7 @@
 //! data commands never load libtorch.
 
 mod bench;
+mod loss;
 mod malloc;
 mod train;
 
@@ -41,6 +42,8 @@ enum Command {
 enum ModelCommand {
     /// Layers, parameter counts and FLOPs per example of a configuration.
     Summary(train::SummaryArgs),
+    /// Token-weighted cross-entropy and perplexity of a checkpoint on a dataset.
+    Loss(loss::LossArgs),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Command::Finetune(a) => train::finetune(a),
         Command::Eval(a) => train::eval(a),
         Command::Model(ModelCommand::Summary(a)) => train::summary(a),
+        Command::Model(ModelCommand::Loss(a)) => loss::run(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

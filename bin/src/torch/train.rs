@@ -98,6 +98,11 @@ pub struct TrainArgs {
     /// Input length when corrupting token shards on the fly.
     #[arg(long, default_value_t = 512)]
     inputs_length: usize,
+    /// Pack several examples into each row (attention and convolutions stay within each
+    /// example; fewer padding tokens). Example shards written with `corrupt --pack` are
+    /// read packed without it.
+    #[arg(long)]
+    pack: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, value_enum, default_value = "adafactor")]
@@ -280,6 +285,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         batch_size: a.batch_size,
         accumulate: a.accumulate,
         inputs_length: a.inputs_length,
+        pack: a.pack,
         seed: a.seed,
         optimizer: match a.optimizer {
             OptimizerArg::Adafactor => OptimizerKind::adafactor(),

@@ -8,6 +8,7 @@ use conveyor_pipeline::loader::{Batch, LoaderConfig, LoaderInput};
 use tch::{Device, Kind, Tensor};
 
 use super::{TrainConfig, TrainError};
+use crate::seq2seq::Segments;
 
 /// The ids the data holds (pieces + extra ids): a model trained on it needs this vocab size.
 pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
@@ -46,10 +47,35 @@ pub(crate) fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
     }
 }
 
+/// How a dataset is read into batches.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Input length of on-the-fly span corruption (token shards).
+    pub inputs_length: usize,
+    /// Pack examples into rows (example shards packed when written are read packed anyway).
+    pub pack: bool,
+    pub seed: u64,
+    pub shuffle_buffer: usize,
+}
+
+impl TrainConfig {
+    pub(crate) fn read_spec(&self) -> ReadSpec {
+        ReadSpec {
+            batch_size: self.batch_size,
+            inputs_length: self.inputs_length,
+            pack: self.pack,
+            seed: self.seed,
+            shuffle_buffer: self.shuffle_buffer,
+        }
+    }
+}
+
 /// The loader of `data` for rank `rank` of `world` (shuffled for training, in order for
 /// evaluation).
 pub(crate) fn loader_config(
-    cfg: &TrainConfig,
+    cfg: &ReadSpec,
     data: &Path,
     shuffle: bool,
     rank: usize,
@@ -61,15 +87,7 @@ pub(crate) fn loader_config(
             PathBuf::new(),
             cfg.inputs_length,
         )),
-        DataKind::Examples(m) => {
-            if m.settings.pack {
-                return Err(TrainError::Refused(format!(
-                    "{}: packed example shards are not supported by the trainer yet; write them without --pack",
-                    data.display()
-                )));
-            }
-            LoaderInput::Examples(data.to_path_buf())
-        }
+        DataKind::Examples(_) => LoaderInput::Examples(data.to_path_buf()),
     };
     let mut l = LoaderConfig::new(input, cfg.batch_size);
     l.seed = cfg.seed;
@@ -77,15 +95,45 @@ pub(crate) fn loader_config(
     l.shuffle_shards = shuffle;
     l.rank = rank;
     l.world_size = world;
+    // Examples packed when written stay packed; others are packed here on request.
+    l.pack = cfg.pack;
     Ok(l)
 }
 
-/// A batch on `device`: ids and 0/1 masks.
+/// Refuses data whose rows are longer than the model's learned position table.
+pub(crate) fn check_lengths(
+    model: &crate::ModelConfig,
+    cfg: &ReadSpec,
+    data: &Path,
+) -> Result<(), TrainError> {
+    let Some(max) = model.max_length() else {
+        return Ok(());
+    };
+    let (inputs, targets) = match data_kind(data)? {
+        DataKind::Tokens(_) => (cfg.inputs_length, 0),
+        DataKind::Examples(m) => (
+            m.settings.lengths.inputs_length,
+            m.settings.lengths.targets_length,
+        ),
+    };
+    if inputs.max(targets) > max {
+        return Err(TrainError::Refused(format!(
+            "{}: rows of up to {inputs} input and {targets} target tokens{} do not fit the model's learned position table of {max} rows: give the model \"max_positions\": {} in --config, or write the data with --inputs-length of at most {max}",
+            data.display(),
+            if cfg.pack { " (packed)" } else { "" },
+            inputs.max(targets)
+        )));
+    }
+    Ok(())
+}
+
+/// A batch on `device`: ids and 0/1 masks, and segment ids and positions of packed rows.
 pub struct BatchTensors {
     pub inputs: Tensor,
     pub input_mask: Tensor,
     pub targets: Tensor,
     pub target_mask: Tensor,
+    pub segments: Option<Segments>,
 }
 
 /// Token counts of a batch, summed over micro-batches and ranks for a step's figures.
@@ -161,5 +209,25 @@ pub fn tensors(b: &Batch, device: Device) -> BatchTensors {
         input_mask: mask(&b.input_lengths, b.inputs_width),
         targets: ids(&b.targets, b.targets_width),
         target_mask: mask(&b.target_lengths, b.targets_width),
+        segments: b.packing.as_ref().map(|p| Segments {
+            inputs: ids(&p.inputs_segment_ids, b.inputs_width),
+            targets: ids(&p.targets_segment_ids, b.targets_width),
+            input_positions: ids(&p.inputs_positions, b.inputs_width),
+            target_positions: ids(&p.targets_positions, b.targets_width),
+        }),
+    }
+}
+
+impl BatchTensors {
+    /// The summed token cross-entropy of the batch's targets under `model`.
+    pub fn loss_sum(&self, model: &crate::Seq2Seq, train: bool) -> Tensor {
+        model.loss_sum_segments(
+            &self.inputs,
+            &self.input_mask,
+            &self.targets,
+            &self.target_mask,
+            self.segments.as_ref(),
+            train,
+        )
     }
 }

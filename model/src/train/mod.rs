@@ -15,6 +15,7 @@
 
 mod data;
 mod grads;
+mod loss;
 mod resume;
 mod weights;
 
@@ -31,8 +32,9 @@ use crate::config::ModelConfig;
 use crate::dist::{Backend, Launch, ProcessGroup};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
 
-pub(crate) use data::{data_kind, loader_config, DataKind};
-pub use data::{data_vocab_size, tensors, BatchTensors, Counts};
+pub(crate) use data::{check_lengths, data_kind, loader_config, DataKind};
+pub use data::{data_vocab_size, tensors, BatchTensors, Counts, ReadSpec};
+pub use loss::{dataset_loss, LossConfig, LossReport};
 pub use weights::{Precision, Weights};
 
 /// A training run.
@@ -51,6 +53,9 @@ pub struct TrainConfig {
     pub accumulate: u64,
     /// Input length when corrupting token shards on the fly.
     pub inputs_length: usize,
+    /// Pack examples into rows (token shards, unpacked example shards); example shards
+    /// packed when written are read packed either way.
+    pub pack: bool,
     pub seed: u64,
     pub optimizer: OptimizerKind,
     pub schedule: Schedule,
@@ -227,7 +232,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
     }
     resume::agree(cfg, &ranks, &mut w)?;
     let mut loader = Loader::resume(
-        loader_config(cfg, &cfg.data, true, ranks.rank, ranks.world)?,
+        loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?,
         loader_state,
     )?;
     let mut metrics = match ranks.rank {
@@ -345,6 +350,10 @@ fn check_vocab(cfg: &TrainConfig) -> Result<(), TrainError> {
             )));
         }
     }
+    check_lengths(&cfg.model, &cfg.read_spec(), &cfg.data)?;
+    if let Some(e) = &cfg.eval_data {
+        check_lengths(&cfg.model, &cfg.read_spec(), e)?;
+    }
     if cfg.accumulate == 0 || cfg.batch_size == 0 {
         return Err(TrainError::Refused(
             "--batch-size and --accumulate must be at least 1".into(),
@@ -425,9 +434,7 @@ fn run_step(
     for (k, b) in batches.iter().enumerate() {
         tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
         let t = tensors(b, cfg.device);
-        let sum = w
-            .model
-            .loss_sum(&t.inputs, &t.input_mask, &t.targets, &t.target_mask, true);
+        let sum = t.loss_sum(&w.model, true);
         nll += sum.double_value(&[]);
         (sum / denom).backward();
         w.collect_grads();
@@ -553,15 +560,13 @@ impl MetricsFile {
 /// shuffling, no dropout): every token weighs the same, whatever batch it falls in.
 fn evaluate(cfg: &TrainConfig, model: &crate::Seq2Seq, data: &Path) -> Result<f64, TrainError> {
     let _guard = tch::no_grad_guard();
-    let mut l = loader_config(cfg, data, false, 0, 1)?;
+    let mut l = loader_config(&cfg.read_spec(), data, false, 0, 1)?;
     l.epochs = Some(1);
     let (mut nll, mut tokens) = (0.0, 0.0);
     for b in Loader::new(l)?.take(cfg.eval_batches.max(1)) {
         let b = b?;
         let t = tensors(&b, cfg.device);
-        nll += model
-            .loss_sum(&t.inputs, &t.input_mask, &t.targets, &t.target_mask, false)
-            .double_value(&[]);
+        nll += t.loss_sum(model, false).double_value(&[]);
         tokens += Counts::of(&b).target_tokens;
     }
     Ok(nll / tokens.max(1.0))

@@ -117,7 +117,7 @@ fn check(
 /// A 62-bit digest of what every rank must agree on.
 fn settings_digest(cfg: &TrainConfig) -> i64 {
     let text = format!(
-        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}",
+        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{}",
         serde_json::to_string(&cfg.model).expect("config serialises"),
         cfg.batch_size,
         cfg.accumulate,
@@ -127,6 +127,7 @@ fn settings_digest(cfg: &TrainConfig) -> i64 {
         cfg.seed,
         cfg.precision,
         cfg.inputs_length,
+        cfg.pack,
     );
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in text.bytes() {
@@ -142,7 +143,7 @@ pub(super) fn agree(cfg: &TrainConfig, ranks: &Ranks, w: &mut Weights) -> Result
     let digests = ranks.gather(&[settings_digest(cfg)])?;
     if let Some(r) = digests.iter().position(|d| d[0] != digests[0][0]) {
         return Err(TrainError::Refused(format!(
-            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision or --inputs-length): give every rank the same command"
+            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision, --inputs-length or --pack): give every rank the same command"
         )));
     }
     {
