@@ -86,6 +86,25 @@ stage "Figures 1 and 2 on CUDA: base preset, bf16, batch 8"
 timeout 300 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
     --max-seconds 60 --lengths $LENGTHS --out "$OUT"
 
+stage "mixed precision (--bf16, float32 masters) vs pure bf16 weights: base, 128 x 512 / 114 targets"
+for arch in transformer lightconv; do
+  for mode in --bf16 --pure-bf16; do
+    timeout 240 "$CT" bench train-one --arch $arch --preset $BASE --length 512 --targets-length 114 \
+        --batch-size $BIG --steps 5 --device $DEV $mode | tee -a "$OUT/precision-step.jsonl"
+  done
+done
+
+stage "NCCL through torchrun with one rank (WORLD_SIZE=1): 30 steps vs the same run without torchrun"
+timeout 180 python3 -m torch.distributed.run --nproc-per-node 1 --master-port 29533 --no-python \
+    "$CT" train "${common[@]}" --out "$WORK/nccl" --steps 30
+python3 - "$WORK/straight/metrics.jsonl" "$WORK/nccl/metrics.jsonl" "$WORK/nccl/checkpoints/step-00000030/trainer_state.json" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+d = max(abs(x["loss"] - y["loss"]) for x, y in zip(a[:30], b))
+print(f"NCCL 1 rank vs no process group, steps 1-30: largest loss difference {d:.3g}; "
+      f"world_size in the checkpoint: {json.load(open(sys.argv[3]))['world_size']}")
+PY
+
 stage "the demo on CUDA"
 timeout 240 "$C" demo --device $DEV --out "$WORK/demo" && cp "$WORK/demo/report/report.md" "$OUT/demo-report.md"
 stage "done"

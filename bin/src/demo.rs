@@ -28,7 +28,11 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-pub fn run(out: PathBuf, device: &str) -> anyhow::Result<i32> {
+pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<i32> {
+    // Config overrides go to pre-training and fine-tuning alike (--init needs equal configs).
+    let config: Vec<String> = config
+        .map(|c| vec!["--config".to_string(), s(c)])
+        .unwrap_or_default();
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&out)?;
     let fx = out.join("fixtures");
@@ -75,7 +79,7 @@ pub fn run(out: PathBuf, device: &str) -> anyhow::Result<i32> {
     for arch in ARCHS {
         let run = runs.join(format!("pretrain-{arch}"));
         let _ = std::fs::remove_dir_all(&run);
-        torch(&[
+        let mut args = vec![
             "train",
             "--data",
             &s(&examples),
@@ -96,7 +100,12 @@ pub fn run(out: PathBuf, device: &str) -> anyhow::Result<i32> {
             "--seed",
             "0",
             "-q",
-        ])?;
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        args.extend(config.iter().cloned());
+        torch(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         pretrained.push(run.join("checkpoints/step-00000400"));
         println!("      {arch}: {}", last_loss(&run)?);
     }
@@ -166,6 +175,7 @@ pub fn run(out: PathBuf, device: &str) -> anyhow::Result<i32> {
             .map(str::to_string)
             .collect::<Vec<_>>();
             args.extend(["--out".into(), s(&run)]);
+            args.extend(config.iter().cloned());
             if init {
                 args.extend(["--init".into(), s(ckpt)]);
             }

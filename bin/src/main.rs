@@ -80,6 +80,10 @@ enum Command {
         /// Where the models train and evaluate: cpu (the 10-minute flow) or cuda.
         #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "auto"])]
         device: String,
+        /// Model config overrides (JSON or TOML) for both architectures, e.g.
+        /// `{"position_embedding": "none"}`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Train a model from token or example shards (libtorch; see `conveyor train --help`).
     #[command(disable_help_flag = true)]
@@ -132,7 +136,11 @@ fn main() {
         Command::Study { file, out } => study::run(&file, out),
         Command::Report { evals, out } => task::report(&evals, out),
         Command::Bench(b) => bench::run(b),
-        Command::Demo { out, device } => demo::run(out, &device),
+        Command::Demo {
+            out,
+            device,
+            config,
+        } => demo::run(out, &device, config.as_deref()),
         Command::Env { .. }
         | Command::Train { .. }
         | Command::Finetune { .. }

@@ -61,7 +61,11 @@ impl Launch {
         } else {
             return Ok(None);
         };
-        if world <= 1 {
+        // One rank joins a process group only when a launcher set the rendezvous up (torchrun
+        // --nproc-per-node 1 does: NCCL with WORLD_SIZE=1 on a single GPU).
+        if world == 0
+            || (world == 1 && (var("MASTER_ADDR").is_none() || var("MASTER_PORT").is_none()))
+        {
             return Ok(None);
         }
         if rank >= world {
@@ -151,11 +155,20 @@ mod tests {
     }
 
     #[test]
-    fn one_process_is_no_launch() {
+    fn one_process_is_no_launch_unless_a_launcher_set_up_the_rendezvous() {
         assert!(launch(&[]).unwrap().is_none());
         assert!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")])
             .unwrap()
             .is_none());
+        let one = launch(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((one.rank, one.world_size), (0, 1));
     }
 
     #[test]
