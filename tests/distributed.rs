@@ -362,3 +362,18 @@ fn launch_mistakes_get_clear_errors() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("learning-rate schedule"), "{err}");
 }
+
+/// `--accumulate` resumes exactly: the checkpoint is written after whole optimiser steps, and
+/// the loader continues after the last micro-batch of the step.
+#[test]
+fn accumulation_resumes_exactly() {
+    let straight = tmp_path("acc-straight");
+    let resumed = tmp_path("acc-resumed");
+    one_rank(&args(&straight, "lightconv", 4, 3, 8));
+    one_rank(&args(&resumed, "lightconv", 4, 3, 4));
+    let mut again = args(&resumed, "lightconv", 4, 3, 8);
+    again.push("--resume".into());
+    one_rank(&again);
+    assert_eq!(losses(&straight), losses(&resumed));
+    assert_eq!(max_weight_diff(&straight, &resumed, 8), 0.0);
+}

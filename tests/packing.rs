@@ -218,4 +218,26 @@ fn rows_longer_than_the_position_table_are_refused() {
         err.contains("learned position table of 32 rows") && err.contains("max_positions"),
         "{err}"
     );
+    // Example shards: their feature lengths (128 / 16) are checked, naming the folder.
+    let o = conveyor(&[
+        "train",
+        "--data",
+        ag_news().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--arch",
+        "dynamicconv",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(ag_news().to_str().unwrap()) && err.contains("up to 128 input and 16 target"),
+        "{err}"
+    );
 }

@@ -279,9 +279,10 @@ fn bf16_trains_float32_master_weights() {
                 tch::Kind::Float,
                 "{arch}: {name} is not saved as float32"
             );
-            // The relative position table has buckets no distance under 64 reaches: no
+            // The relative position table has buckets no distance under 64 reaches, and the
+            // learned position tables (512 rows) rows no position under 64 reaches: no
             // gradient, no update (in any precision).
-            if name.contains("relative_attention_bias") {
+            if name.contains("relative_attention_bias") || name.contains("position_embedding") {
                 continue;
             }
             assert!(changed >= 0.95, "{arch}: only {changed} of {name} changed");

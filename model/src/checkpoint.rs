@@ -131,9 +131,17 @@ pub fn load(
         return Err(CheckpointError::Mismatch {
             path: ckpt.to_path_buf(),
             message: format!(
-                "the checkpoint is a {} model with another configuration than this run's {} model; use a run folder of the same architecture and settings",
+                "the checkpoint is a {} model with another configuration than this run's {} model; use a run folder of the same architecture and settings{}",
                 saved.arch.name(),
-                cfg.arch.name()
+                cfg.arch.name(),
+                if saved.position_embedding != cfg.position_embedding {
+                    format!(
+                        " (the checkpoint has position_embedding {:?}, this run {:?}; configs written before that field existed read as none: pass --config with {{\"position_embedding\": \"none\"}} to continue them)",
+                        saved.position_embedding, cfg.position_embedding
+                    )
+                } else {
+                    String::new()
+                }
             ),
         });
     }

@@ -1,6 +1,7 @@
 // conveyor's bridge to PyTorch's distributed engine (c10d, inside libtorch): a TCPStore for
 // the rendezvous (hosted by rank 0, or torchrun's agent store), a PrefixStore so conveyor's
-// keys never clash with the launcher's, and a Gloo or NCCL process group. Every function
+// keys never clash with the launcher's (nor with an earlier attempt's after a torchrun
+// restart: the prefix names the attempt), and a Gloo or NCCL process group. Every function
 // catches every C++ exception and copies its message into `err`, so Rust sees plain codes.
 #define USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -59,7 +60,7 @@ extern "C" {
 // TCPStore server (rank 0 without an agent store). `backend`: 0 Gloo, 1 NCCL.
 void* conveyor_dist_new(int backend, const char* host, int port, int host_store,
                         int rank, int world, int64_t timeout_ms, int device,
-                        char* err, size_t err_len) {
+                        const char* prefix, char* err, size_t err_len) {
   try {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions so;
@@ -70,7 +71,7 @@ void* conveyor_dist_new(int backend, const char* host, int port, int host_store,
     so.timeout = timeout;
     c10::intrusive_ptr<c10d::Store> tcp =
         c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
-    auto store = c10::make_intrusive<c10d::PrefixStore>("conveyor/", tcp);
+    auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
     c10::intrusive_ptr<c10d::Backend> pg;
     if (backend == 1) {
       pg = conveyor_make_nccl(store, rank, world, timeout, device);
@@ -129,6 +130,9 @@ int conveyor_dist_store_set(void* g, const char* key, const char* value,
   } catch (const std::exception& e) {
     put_error(err, err_len, e.what());
     return -1;
+  } catch (...) {
+    put_error(err, err_len, "unknown C++ exception");
+    return -1;
   }
 }
 
@@ -142,6 +146,9 @@ int64_t conveyor_dist_store_get(void* g, const char* key, char* out, size_t out_
     return static_cast<int64_t>(v.size());
   } catch (const std::exception& e) {
     put_error(err, err_len, e.what());
+    return -1;
+  } catch (...) {
+    put_error(err, err_len, "unknown C++ exception");
     return -1;
   }
 }

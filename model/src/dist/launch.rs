@@ -19,6 +19,9 @@ pub struct Launch {
     pub agent_store: bool,
     /// How long a collective (and the rendezvous) may wait before failing.
     pub timeout: Duration,
+    /// torchrun's restart count (`TORCHELASTIC_RESTART_COUNT`): each attempt rendezvouses
+    /// under its own store prefix, as PyTorch does.
+    pub restart: u64,
     /// Which launcher's variables were read, for messages.
     pub source: &'static str,
 }
@@ -99,6 +102,9 @@ impl Launch {
             master_port,
             agent_store: var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
             timeout,
+            restart: var("TORCHELASTIC_RESTART_COUNT")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
             source,
         }))
     }

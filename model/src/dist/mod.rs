@@ -26,6 +26,7 @@ mod ffi {
             world: i32,
             timeout_ms: i64,
             device: i32,
+            prefix: *const c_char,
             err: *mut c_char,
             err_len: usize,
         ) -> *mut c_void;
@@ -108,6 +109,7 @@ impl ProcessGroup {
     pub fn join(launch: &Launch, backend: Backend, device: usize) -> Result<Self, DistError> {
         let host = CString::new(launch.master_addr.clone())
             .map_err(|_| LaunchError::Invalid("MASTER_ADDR holds a NUL byte".into()))?;
+        let prefix = cstring(&format!("conveyor/attempt-{}/", launch.restart));
         let mut err = vec![0u8; ERR_LEN];
         // SAFETY: the strings outlive the call; `err` has ERR_LEN bytes; the function catches
         // every C++ exception.
@@ -121,6 +123,7 @@ impl ProcessGroup {
                 launch.world_size as i32,
                 launch.timeout.as_millis() as i64,
                 device as i32,
+                prefix.as_ptr(),
                 err.as_mut_ptr() as *mut c_char,
                 ERR_LEN,
             )

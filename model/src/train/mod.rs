@@ -230,7 +230,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         state = saved;
         loader_state = Some(mine);
     }
-    resume::agree(cfg, &ranks, &mut w)?;
+    resume::agree(cfg, &ranks, &mut w, state.step)?;
     let mut loader = Loader::resume(
         loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?,
         loader_state,

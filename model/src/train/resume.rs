@@ -117,7 +117,7 @@ fn check(
 /// A 62-bit digest of what every rank must agree on.
 fn settings_digest(cfg: &TrainConfig) -> i64 {
     let text = format!(
-        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{}",
+        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{}|{}|{}|{}",
         serde_json::to_string(&cfg.model).expect("config serialises"),
         cfg.batch_size,
         cfg.accumulate,
@@ -128,6 +128,9 @@ fn settings_digest(cfg: &TrainConfig) -> i64 {
         cfg.precision,
         cfg.inputs_length,
         cfg.pack,
+        cfg.checkpoint_every,
+        cfg.eval_every,
+        cfg.eval_data.is_some(),
     );
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in text.bytes() {
@@ -136,14 +139,26 @@ fn settings_digest(cfg: &TrainConfig) -> i64 {
     (h >> 2) as i64
 }
 
-/// Every rank checks the others were started with its settings, takes rank 0's weights,
-/// and verifies by checksum that they now hold the same weights.
-pub(super) fn agree(cfg: &TrainConfig, ranks: &Ranks, w: &mut Weights) -> Result<(), TrainError> {
+/// Every rank checks the others were started with its settings and resumed from the same
+/// step, takes rank 0's weights, and verifies by checksum that they now hold the same
+/// weights.
+pub(super) fn agree(
+    cfg: &TrainConfig,
+    ranks: &Ranks,
+    w: &mut Weights,
+    step: u64,
+) -> Result<(), TrainError> {
     let Some(pg) = &ranks.pg else { return Ok(()) };
-    let digests = ranks.gather(&[settings_digest(cfg)])?;
+    let digests = ranks.gather(&[settings_digest(cfg), step as i64])?;
+    if let Some(r) = digests.iter().position(|d| d[1] != digests[0][1]) {
+        return Err(TrainError::Refused(format!(
+            "rank {r} starts at step {} and rank 0 at step {}: every rank must see the same run folder (a shared file system) to resume from the same checkpoint",
+            digests[r][1], digests[0][1]
+        )));
+    }
     if let Some(r) = digests.iter().position(|d| d[0] != digests[0][0]) {
         return Err(TrainError::Refused(format!(
-            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision, --inputs-length or --pack): give every rank the same command"
+            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision, --inputs-length, --pack, --checkpoint-every or --eval-every): the ranks must run the same collectives at the same steps: give every rank the same command"
         )));
     }
     {

@@ -114,18 +114,21 @@ impl Weights {
             return;
         }
         let _guard = tch::no_grad_guard();
-        let fresh = self.acc.is_empty();
-        for (i, p) in self.compute_params.iter().enumerate() {
+        if self.acc.is_empty() {
+            // Undefined until a gradient flows, as in float32, so the optimiser skips a
+            // parameter that got none in every precision.
+            self.acc = self.compute_params.iter().map(|_| Tensor::new()).collect();
+        }
+        for (acc, p) in self.acc.iter_mut().zip(&self.compute_params) {
             let g = p.grad();
-            let g = if g.defined() {
-                g.to_kind(Kind::Float)
+            if !g.defined() {
+                continue;
+            }
+            let g = g.to_kind(Kind::Float);
+            if acc.defined() {
+                let _ = acc.g_add_(&g);
             } else {
-                p.zeros_like().to_kind(Kind::Float)
-            };
-            if fresh {
-                self.acc.push(g);
-            } else {
-                let _ = self.acc[i].g_add_(&g);
+                *acc = g;
             }
             crate::cuda::clear_grad(p);
         }
