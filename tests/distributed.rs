@@ -17,12 +17,7 @@ use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
 
 fn tokens() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tmp_path("tokens");
-        ingest_c4_sample(&d, 50000);
-        d
-    })
+    c4_tokens()
 }
 
 /// Dropout (and the conv kernels' weight dropout) off: with it, how a step is split

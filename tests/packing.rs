@@ -11,12 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 fn tokens() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tmp_path("tokens");
-        ingest_c4_sample(&d, 50000);
-        d
-    })
+    c4_tokens()
 }
 
 const LENGTH: &str = "512";

@@ -10,15 +10,9 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 fn tokens() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tmp_path("tokens");
-        ingest_c4_sample(&d, 50000);
-        d
-    })
+    c4_tokens()
 }
 
 fn train_args<'a>(out: &'a str, arch: &'a str, steps: &'a str) -> Vec<&'a str> {

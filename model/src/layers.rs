@@ -285,4 +285,28 @@ mod tests {
         let c: Vec<i64> = Vec::try_from(relative_buckets(&rel, false, 32, 128)).unwrap();
         assert_eq!(c, vec![31, 26, 10, 1, 0, 0, 0, 0, 0]);
     }
+
+    /// HF's T5 drops attention weights after the softmax while training: the weights of a
+    /// query then no longer sum to one, so even keys with identical values give an output
+    /// that moves with the mask; without training, or at rate 0, nothing is dropped.
+    #[test]
+    fn attention_weights_are_dropped_while_training_only() {
+        let _rng = crate::test_rng();
+        tch::manual_seed(4);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let a = Attention::new(vs.root() / "a", 16, 2, false, true, 8, 16).with_dropout(0.5);
+        let q = Tensor::randn([1, 6, 16], (Kind::Float, tch::Device::Cpu));
+        // Every key/value position holds the same vector: without dropout each output row
+        // is o(v(kv)) whatever the attention weights are.
+        let kv = Tensor::randn([1, 1, 16], (Kind::Float, tch::Device::Cpu)).repeat([1, 5, 1]);
+        let eval = a.forward(&q, &kv, None, false);
+        let first = eval.narrow(1, 0, 1);
+        assert!(eval.allclose(&first.expand_as(&eval), 1e-5, 1e-5, false));
+        let train = a.forward(&q, &kv, None, true);
+        assert!(!train.allclose(&eval, 1e-3, 1e-3, false));
+        // Scaled by 1 / (1 - p): each output row is o(v) times the kept weights' sum / 0.5.
+        let none = Attention::new(vs.root() / "b", 16, 2, false, true, 8, 16);
+        let x = none.forward(&q, &kv, None, true);
+        assert!(x.allclose(&none.forward(&q, &kv, None, false), 1e-6, 1e-6, false));
+    }
 }

@@ -192,3 +192,13 @@ pub fn ingest_c4_sample(out: &Path, shard_tokens: u64) {
         "-q",
     ]);
 }
+
+/// The C4 sample ingested once per test binary (shards of 50,000 tokens).
+pub fn c4_tokens() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tmp_path("tokens");
+        ingest_c4_sample(&d, 50000);
+        d
+    })
+}

@@ -33,6 +33,20 @@ void put_error(char* err, size_t len, const std::string& msg) {
   err[len - 1] = '\0';
 }
 
+// Runs `f`, turning any C++ exception into `fail` with its message in `err`: nothing
+// unwinds into Rust.
+template <class R, class F>
+R guarded(char* err, size_t len, R fail, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    put_error(err, len, e.what());
+  } catch (...) {
+    put_error(err, len, "unknown C++ exception");
+  }
+  return fail;
+}
+
 // Gloo's device: one per interface named in GLOO_SOCKET_IFNAME (as PyTorch does), else the
 // address the host name resolves to, falling back to loopback.
 c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options(
@@ -57,11 +71,12 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo::Options> gloo_options(
 extern "C" {
 
 // A process group, or null with the reason in `err`. `host_store`: this process runs the
-// TCPStore server (rank 0 without an agent store). `backend`: 0 Gloo, 1 NCCL.
+// TCPStore server (rank 0 without an agent store). `backend`: 0 Gloo, 1 NCCL. `prefix`:
+// the key prefix of this attempt in the store.
 void* conveyor_dist_new(int backend, const char* host, int port, int host_store,
                         int rank, int world, int64_t timeout_ms, int device,
                         const char* prefix, char* err, size_t err_len) {
-  try {
+  return guarded<void*>(err, err_len, nullptr, [&]() -> void* {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(port);
@@ -80,13 +95,7 @@ void* conveyor_dist_new(int backend, const char* host, int port, int host_store,
                                                         gloo_options(timeout));
     }
     return new Group{store, pg, timeout};
-  } catch (const std::exception& e) {
-    put_error(err, err_len, e.what());
-    return nullptr;
-  } catch (...) {
-    put_error(err, err_len, "unknown C++ exception");
-    return nullptr;
-  }
+  });
 }
 
 void conveyor_dist_free(void* g) { delete static_cast<Group*>(g); }
@@ -94,7 +103,7 @@ void conveyor_dist_free(void* g) { delete static_cast<Group*>(g); }
 // op: 0 all-reduce (sum) in place, 1 broadcast from `root`, 2 barrier (t unused).
 int conveyor_dist_collective(void* g, int op, at::Tensor* t, int root,
                              char* err, size_t err_len) {
-  try {
+  return guarded<int>(err, err_len, -1, [&] {
     auto* group = static_cast<Group*>(g);
     c10::intrusive_ptr<c10d::Work> work;
     if (op == 2) {
@@ -111,45 +120,27 @@ int conveyor_dist_collective(void* g, int op, at::Tensor* t, int root,
     }
     work->wait(group->timeout);
     return 0;
-  } catch (const std::exception& e) {
-    put_error(err, err_len, e.what());
-    return -1;
-  } catch (...) {
-    put_error(err, err_len, "unknown C++ exception");
-    return -1;
-  }
+  });
 }
 
 // Store access for failure reports. set: 0 ok. get: the value's length (copied into `out`
 // up to `out_len`), -2 when the key is absent (checked first, never waits), -1 on error.
 int conveyor_dist_store_set(void* g, const char* key, const char* value,
                             char* err, size_t err_len) {
-  try {
+  return guarded<int>(err, err_len, -1, [&] {
     static_cast<Group*>(g)->store->set(std::string(key), std::string(value));
     return 0;
-  } catch (const std::exception& e) {
-    put_error(err, err_len, e.what());
-    return -1;
-  } catch (...) {
-    put_error(err, err_len, "unknown C++ exception");
-    return -1;
-  }
+  });
 }
 
 int64_t conveyor_dist_store_get(void* g, const char* key, char* out, size_t out_len,
                                 char* err, size_t err_len) {
-  try {
+  return guarded<int64_t>(err, err_len, -1, [&]() -> int64_t {
     auto& store = static_cast<Group*>(g)->store;
     if (!store->check({std::string(key)})) return -2;
     auto v = store->get(std::string(key));
     std::memcpy(out, v.data(), std::min(v.size(), out_len));
     return static_cast<int64_t>(v.size());
-  } catch (const std::exception& e) {
-    put_error(err, err_len, e.what());
-    return -1;
-  } catch (...) {
-    put_error(err, err_len, "unknown C++ exception");
-    return -1;
-  }
+  });
 }
 }

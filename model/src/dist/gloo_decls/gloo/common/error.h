@@ -1,10 +1,4 @@
-// conveyor's own declaration (see model/src/dist/gloo_decls/README.md): ProcessGroupGloo.hpp only
-// names these Gloo types behind pointers, so forward declarations suffice.
+// conveyor's own declaration (see model/src/dist/gloo_decls/README.md): ProcessGroupGloo.hpp
+// only names Gloo's types behind pointers; context.h declares them all.
 #pragma once
-namespace gloo {
-class Context;
-namespace transport {
-class Device;
-class UnboundBuffer;
-}  // namespace transport
-}  // namespace gloo
+#include <gloo/context.h>
