@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use conveyor_model::optim::{Optimizer, OptimizerKind, Schedule};
 use conveyor_model::train::{Precision, Weights};
-use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig};
+use conveyor_model::{select_device, Arch, ModelConfig};
 use tch::{nn, Kind, Tensor};
 
 use crate::train::DeviceArg;
@@ -428,11 +428,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
 /// One point: a model, random batches, timed training steps.
 fn one(a: TrainOne) -> anyhow::Result<i32> {
     let arch = Arch::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown arch {}", a.arch))?;
-    let device = select_device(match a.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
+    let device = select_device(a.device.into())?;
     let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
     conveyor_model::seed_everything(0);
     let precision = match (a.bf16, a.pure_bf16) {

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use conveyor_model::select_device;
 use conveyor_model::train::{dataset_loss, LossConfig};
-use conveyor_model::{select_device, DeviceChoice};
 use conveyor_pipeline::remote::sync::local_dataset;
 
 use crate::train::DeviceArg;
@@ -39,11 +39,7 @@ pub struct LossArgs {
 
 pub fn run(a: LossArgs) -> anyhow::Result<i32> {
     let data = local_dataset(&a.data)?.0;
-    let device = select_device(match a.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
+    let device = select_device(a.device.into())?;
     let r = dataset_loss(&LossConfig {
         checkpoint: a.checkpoint,
         data,

@@ -38,6 +38,16 @@ pub enum DeviceArg {
     Cuda,
 }
 
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum OptimizerArg {
     Adafactor,
@@ -263,11 +273,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         |k| std::env::var(k).ok(),
         std::time::Duration::from_secs(a.dist_timeout.max(1)),
     )?;
-    let device = match select_device(match a.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })? {
+    let device = match select_device(a.device.into())? {
         // One GPU per rank on a node: LOCAL_RANK's.
         tch::Device::Cuda(_) => tch::Device::Cuda(launch.as_ref().map_or(0, |l| l.local_rank)),
         d => d,
@@ -441,11 +447,7 @@ pub struct EvalArgs {
 
 pub fn eval(mut a: EvalArgs) -> anyhow::Result<i32> {
     a.data = local_dataset(&a.data)?.0;
-    let device = select_device(match a.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda => DeviceChoice::Cuda,
-    })?;
+    let device = select_device(a.device.into())?;
     let m = conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(&a.data)?;
     let prepared = m
         .settings
