@@ -67,11 +67,18 @@ pub fn checkpoints_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
-/// The checkpoint `latest` points to, if any.
+/// The checkpoint `latest` points to, if any. The pointer is data: only a name conveyor
+/// writes (`step-` and eight digits) is followed, so an edited or hostile `latest` never
+/// leads outside `checkpoints/`.
 pub fn latest(run: &Path) -> Option<PathBuf> {
     let dir = checkpoints_dir(run);
     let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let p = dir.join(name.trim());
+    let name = name.trim();
+    let digits = name.strip_prefix("step-")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let p = dir.join(name);
     p.join("trainer_state.json").exists().then_some(p)
 }
 
@@ -161,5 +168,28 @@ mod erased {
         fn to_json(&self) -> String {
             serde_json::to_string_pretty(self).expect("serialisable") + "\n"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_follows_only_checkpoint_names() {
+        let run = std::env::temp_dir().join(format!("conveyor-latest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        let dir = checkpoints_dir(&run);
+        for d in ["step-00000007", "../outside"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+            std::fs::write(dir.join(d).join("trainer_state.json"), "{}").unwrap();
+        }
+        std::fs::write(dir.join("latest"), "step-00000007\n").unwrap();
+        assert_eq!(latest(&run), Some(dir.join("step-00000007")));
+        for hostile in ["../outside", "/etc", "step-0000007/../../outside"] {
+            std::fs::write(dir.join("latest"), hostile).unwrap();
+            assert_eq!(latest(&run), None, "{hostile}");
+        }
+        std::fs::remove_dir_all(&run).unwrap();
     }
 }
