@@ -49,6 +49,14 @@ pub enum Error {
     #[error("SentencePiece training failed: {0}")]
     Trainer(String),
 
+    #[error("{origin}: {what} {value:?} is refused: {why}. conveyor only reads and writes plain names inside their folder; fix the value (or re-create the file with conveyor)")]
+    Unsafe {
+        origin: String,
+        what: &'static str,
+        value: String,
+        why: String,
+    },
+
     #[error("invalid configuration: {0}")]
     Config(String),
 }

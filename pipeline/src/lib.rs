@@ -3,6 +3,7 @@
 //! Nothing here depends on libtorch.
 
 pub mod clean;
+pub mod contain;
 pub mod corrupt;
 pub mod error;
 pub mod ingest;

@@ -36,6 +36,14 @@ pub struct IngestSettings {
     pub shard_bytes: u64,
     pub shard_tokens: Option<u64>,
     pub token_type: String,
+    /// Documents above this many bytes are skipped as `too_long` (16 MiB in manifests
+    /// written before the limit existed, which had none).
+    #[serde(default = "default_max_document_bytes")]
+    pub max_document_bytes: usize,
+}
+
+fn default_max_document_bytes() -> usize {
+    crate::source::MAX_DOCUMENT_BYTES
 }
 
 /// Per-input (or per-segment) counts.
@@ -140,7 +148,22 @@ impl Manifest {
                 ),
             });
         }
+        m.check_names(&path)?;
         Ok(m)
+    }
+
+    /// Refuses a split or shard name (read from `source`) that is not a plain name.
+    pub fn check_names(&self, source: &Path) -> Result<(), Error> {
+        crate::contain::check_split(&self.settings.split, &source.display().to_string())?;
+        for s in &self.shards {
+            crate::contain::check_name(&s.file, source)?;
+        }
+        Ok(())
+    }
+
+    /// `DIR/FILE` for one of this manifest's shards, kept inside `dir`.
+    pub fn shard_path(dir: &Path, file: &str) -> Result<std::path::PathBuf, Error> {
+        crate::contain::join(dir, file, &dir.join(Self::FILE))
     }
 
     /// Writes `DIR/manifest.json` atomically.

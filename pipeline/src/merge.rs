@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::ingest::{read_parts, IngestPart, INGEST_PART_FORMAT};
 use crate::manifest::{Counts, Manifest, MAX_LISTED_PROBLEMS};
 use crate::shard::shard_name;
-use crate::workers::{check_parts, part_dir, read_part_files, PARTS_DIR};
+use crate::workers::{check_parts, part_dir, part_file, read_part_files, PARTS_DIR};
 
 /// What a merge did.
 #[derive(Debug, Clone, Serialize)]
@@ -144,7 +144,8 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
     for p in &parts {
         let dir = part_dir(out, p.worker);
         for s in &p.manifest.shards {
-            shards.push((s.input, s.first_record, dir.join(&s.file), s.clone()));
+            let from = crate::contain::join(&dir, &s.file, &part_file(out, p.worker))?;
+            shards.push((s.input, s.first_record, from, s.clone()));
         }
     }
     shards.sort_by_key(|(input, first, _, _)| (*input, *first));
@@ -158,7 +159,8 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
     }
     let mut records = Vec::with_capacity(total);
     for (k, (_, _, from, mut shard)) in shards.into_iter().enumerate() {
-        crate::outdir::rename_once(&from, &out.join(name(k)), SHARD_MISSING)?;
+        let listed = (shard.sha256.as_str(), shard.bytes);
+        crate::outdir::move_verified(&from, &out.join(name(k)), listed, SHARD_MISSING)?;
         shard.file = name(k);
         records.push(shard);
     }

@@ -1,8 +1,8 @@
 //! The output folder rules every job follows: an empty or new folder starts the job, a
 //! folder with this job's unfinished work resumes it, a folder with this job's finished
 //! output is left as it is, and anything else is refused unless `--overwrite`, which removes
-//! only what a conveyor job writes (the manifest, `*-of-*.parquet` shards, cleaned files,
-//! the work folder, and the parts and work folders of a job split among workers).
+//! only what the existing manifest lists and conveyor's own work and parts folders, after
+//! checking that the folder holds nothing else (see [`clear_outputs`]).
 
 use std::path::Path;
 
@@ -93,6 +93,27 @@ pub fn rename_once(from: &Path, to: &Path, missing: &str) -> Result<(), Error> {
     }
 }
 
+/// [`rename_once`] for a worker's shard that a merge moves: `from` moves only when its size
+/// and sha256 are the ones its part lists (`listed`), so a damaged or swapped file is named
+/// instead of merged.
+pub fn move_verified(
+    from: &Path,
+    to: &Path,
+    listed: (&str, u64),
+    missing: &str,
+) -> Result<(), Error> {
+    if from.exists() {
+        crate::shard::check_file(from, listed.0, listed.1).map_err(|e| match e {
+            Error::Verify { path, message } => Error::Verify {
+                path,
+                message: format!("{message}; rerun that worker with --overwrite and merge again"),
+            },
+            e => e,
+        })?;
+    }
+    rename_once(from, to, missing)
+}
+
 /// What a finalize says when a shard it journaled is gone.
 pub const FINISHED_SHARD_MISSING: &str =
     "a finished shard is missing; rerun with --overwrite to start again";
@@ -127,30 +148,133 @@ pub fn claim(work: &Path, job: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `--overwrite`: removes what a conveyor job writes and nothing else.
+/// `--overwrite`: removes what the existing output's manifest lists (and conveyor's own work
+/// and parts folders), and only after checking that everything in `out` is one of those;
+/// a folder holding anything else is refused before a file is touched.
 fn clear_outputs(out: &Path, work: &str) -> Result<(), Error> {
     if !out.is_dir() {
         return Ok(());
     }
-    let worker_work = format!("{work}-worker-");
-    let work = work_dir(out, work);
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+    for path in overwrite_plan(out, work)? {
+        let res = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match res {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// What `--overwrite` removes from `out`, decided before anything is removed.
+fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Error> {
+    let mut remove = Vec::new();
+    let mut known = std::collections::HashSet::new();
+    let manifest = out.join(MANIFEST);
+    if manifest.exists() {
+        for name in listed_files(&manifest, work)? {
+            remove.push(crate::contain::join(out, &name, &manifest)?);
+            known.insert(name);
+        }
+        remove.push(manifest);
+        known.insert(MANIFEST.to_string());
+    }
+    let worker_work = format!("{work}-worker-");
     for entry in std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        // Workers' parts and work folders of a split job (see crate::workers).
-        if name == crate::workers::PARTS_DIR || name.starts_with(&worker_work) {
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        if known.contains(&name) {
             continue;
         }
-        if is_output_file(&name) {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        let ours = if name == work || name.starts_with(&worker_work) {
+            path.join(JOB_FILE).is_file()
+        } else {
+            name == crate::workers::PARTS_DIR && is_parts_folder(&path)
+        };
+        if !ours {
+            return Err(Error::OutputDir {
+                path: out.to_path_buf(),
+                message: format!(
+                    "holds {name}, which no conveyor manifest there lists; --overwrite removes only what conveyor wrote, so nothing was removed. Move {name} away or choose another --out"
+                ),
+            });
         }
+        remove.push(path);
     }
-    Ok(())
+    Ok(remove)
+}
+
+/// The files an existing `manifest.json` lists, after checking it is the manifest of an
+/// output this job (named by its work folder) may replace.
+fn listed_files(manifest: &Path, work: &str) -> Result<Vec<String>, Error> {
+    let refuse = |message: String| Error::OutputDir {
+        path: manifest.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(manifest).map_err(|e| Error::io(manifest, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        refuse(format!(
+            "is not a conveyor manifest ({e}); --overwrite replaces only conveyor outputs, so nothing was removed"
+        ))
+    })?;
+    let format = v["format"].as_str().unwrap_or_default();
+    let replaces: &[&str] = match work {
+        ".conveyor-ingest" => &[crate::manifest::TOKENS_FORMAT],
+        ".conveyor-clean" => &[crate::clean::CLEAN_FORMAT],
+        _ => &[crate::corrupt::manifest::EXAMPLES_FORMAT],
+    };
+    if !replaces.contains(&format) {
+        return Err(refuse(format!(
+            "holds a {format:?} output, which this command does not write ({}); nothing was removed. Choose another --out",
+            replaces.join(", ")
+        )));
+    }
+    let (list, key) = match v.get("shards") {
+        Some(list) => (list, "file"),
+        None => (&v["files"], "output"),
+    };
+    let names = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    names
+        .iter()
+        .map(|entry| match entry[key].as_str() {
+            Some(name) => Ok(name.to_string()),
+            None => Err(refuse(format!("lists an entry without a {key:?}: {entry}"))),
+        })
+        .collect()
+}
+
+/// A `parts/` folder of a split job: worker part folders and dedup drop lists only.
+fn is_parts_folder(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        (is_dir && name.starts_with("worker-")) || (!is_dir && name.starts_with("dedup-"))
+    })
+}
+
+/// Refuses an `--out` that is, holds or is inside one of the job's local inputs, before
+/// `--overwrite` could remove them.
+pub fn check_not_input(out: &Path, inputs: &[std::path::PathBuf]) -> Result<(), Error> {
+    match inputs
+        .iter()
+        .find(|i| i.exists() && crate::contain::overlaps(out, i))
+    {
+        Some(input) => Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: format!(
+                "is, holds or is inside the input {}; write the output to a folder of its own",
+                input.display()
+            ),
+        }),
+        None => Ok(()),
+    }
 }

@@ -111,6 +111,11 @@ pub fn part_dir(out: &std::path::Path, w: Worker) -> std::path::PathBuf {
     out.join(PARTS_DIR).join(w.tag())
 }
 
+/// Worker `w`'s `part.json` in `out`.
+pub fn part_file(out: &std::path::Path, w: Worker) -> std::path::PathBuf {
+    part_dir(out, w).join("part.json")
+}
+
 /// Every `parts/*/part.json` in `out` with its header, in folder-name order.
 pub fn read_part_files(
     out: &std::path::Path,
@@ -169,8 +174,9 @@ pub fn prepare_out(
     let part = part_dir(out, w);
     let work = crate::outdir::work_dir(out, work);
     if overwrite {
-        for d in [&part, &work] {
-            if d.exists() {
+        // Only folders conveyor claimed: a work folder records its job, a part its part.json.
+        for (d, mark) in [(&part, "part.json"), (&work, "job.json")] {
+            if d.join(mark).is_file() {
                 std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
             }
         }

@@ -125,6 +125,7 @@ fn summary(m: &ExamplesManifest, out: &Path, done: bool) -> PrepareSummary {
 
 /// Reads, tokenizes and writes the task's examples.
 pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
+    conveyor_pipeline::contain::check_split(&cfg.split, "--split")?;
     let tok = load(&cfg.vocab, TokenizerKind::Native)?;
     let vocab = tok.vocab();
     let eos = vocab
@@ -156,6 +157,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         )
         .into());
     }
+    conveyor_pipeline::outdir::check_not_input(&cfg.out, &cfg.inputs)?;
     let (state, work_name) = conveyor_pipeline::workers::start_job(
         &cfg.out,
         WORK_DIR,

@@ -157,6 +157,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     identity["inputs"] = files.into();
     let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let read_job = |d: &Path| read_manifest(d).map(|m| m.job);
+    crate::outdir::check_not_input(&cfg.out, &paths)?;
     let (state, work_name) = crate::workers::start_job(
         &cfg.out,
         WORK_DIR,
@@ -189,6 +190,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     let opts = SourceOptions {
         text_field: cfg.text_field.clone(),
         txt_mode: TxtMode::File,
+        max_document_bytes: source::MAX_DOCUMENT_BYTES,
     };
     // One process dedups as it goes; a worker leaves that to the merge.
     let mut dedup = (cfg.dedup && cfg.worker.is_none()).then(Dedup::default);
@@ -242,13 +244,15 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             };
             let docs: Vec<Document> = raw
                 .into_iter()
-                .filter_map(|r| match source::parse(r, &cfg.text_field) {
-                    Ok(d) => Some(d),
-                    Err(_) => {
-                        unreadable += 1;
-                        None
-                    }
-                })
+                .filter_map(
+                    |r| match source::parse(r, &cfg.text_field, opts.max_document_bytes) {
+                        Ok(d) => Some(d),
+                        Err(_) => {
+                            unreadable += 1;
+                            None
+                        }
+                    },
+                )
                 .collect();
             let filtered: Vec<(Result<Vec<String>, PageDrop>, RuleCounts)> = pool.install(|| {
                 docs.par_iter()
@@ -435,6 +439,9 @@ pub fn read_manifest(dir: &Path) -> Result<CleanManifest, Error> {
             path,
             message: format!("format {} is not {CLEAN_FORMAT}", m.format),
         });
+    }
+    for f in &m.files {
+        crate::contain::check_name(&f.output, &path)?;
     }
     Ok(m)
 }

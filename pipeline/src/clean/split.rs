@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::pages::{after_dedup, line_key, read_pages, Dedup, PageWriter};
 use super::{finish_manifest, output_name, CleanFile, CleanManifest, CLEAN_PART_FORMAT};
 use crate::error::Error;
-use crate::workers::{part_dir, Worker, PARTS_DIR};
+use crate::workers::{part_dir, part_file, Worker, PARTS_DIR};
 
 /// A worker's part: its inputs' filtered pages (before line dedup), one file per input, and
 /// everything the merged manifest needs.
@@ -42,10 +42,14 @@ pub(super) fn part_manifest(p: &CleanPart) -> CleanManifest {
 
 pub(super) fn read_part(path: &Path) -> Result<CleanPart, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+    let part: CleanPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
         path: path.to_path_buf(),
         message: format!("not a readable clean part: {e}"),
-    })
+    })?;
+    for (_, f) in &part.files {
+        crate::contain::check_name(&f.output, path)?;
+    }
+    Ok(part)
 }
 
 /// The dedup pass over the workers' filtered pages (parts already checked to be one job
@@ -64,7 +68,7 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     let mut dedup = (parts[0].manifest.dedup && sharded.is_none()).then(Dedup::default);
     let mut done = Vec::with_capacity(n);
     for (i, (w, mut f)) in slots.into_iter().enumerate() {
-        let filtered = part_dir(out, w).join(&f.output);
+        let filtered = crate::contain::join(&part_dir(out, w), &f.output, &part_file(out, w))?;
         let name = output_name(i, n);
         let tmp = out.join(format!("{name}.tmp"));
         let mut writer = PageWriter::create(&tmp)?;
@@ -196,7 +200,7 @@ pub fn dedup_shard(out: &Path, shard: Worker) -> Result<u64, Error> {
     let mut drops: Vec<u8> = Vec::new();
     let mut count = 0u64;
     for (i, (w, f)) in slots.iter().enumerate() {
-        let filtered = part_dir(out, *w).join(&f.output);
+        let filtered = crate::contain::join(&part_dir(out, *w), &f.output, &part_file(out, *w))?;
         read_pages(&filtered, |page, doc| {
             for (k, l) in doc.text.split('\n').enumerate() {
                 let key = line_key(l);

@@ -132,6 +132,9 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
         },
         e => e,
     })?;
+    if let Some(split) = &cfg.split {
+        crate::contain::check_split(split, "--split")?;
+    }
     if let Some(v) = &cfg.vocab {
         let bytes = std::fs::read(v).map_err(|e| Error::io(v, e))?;
         let sha = crate::spm::hex(&Sha256::digest(&bytes));
@@ -248,6 +251,7 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = &cfg.out;
+    outdir::check_not_input(out, std::slice::from_ref(&cfg.tokens))?;
     let merged_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
     let (state, work_name) = crate::workers::start_job(
         out,
@@ -337,7 +341,10 @@ fn run_shard(
     progress: &dyn Progress,
 ) -> Result<ExampleShardRecord, Error> {
     let src = &plan.source.shards[k];
-    let src_path = cfg.tokens.join(&src.file);
+    let src_path = Manifest::shard_path(&cfg.tokens, &src.file)?;
+    // The shard is read whole: its checksum costs one sequential pass (measured in
+    // docs/benchmarks.md) and catches damage the Parquet reader would decode silently.
+    crate::shard::check_file(&src_path, &src.sha256, src.bytes)?;
     let tmp = work.join(format!("shard-{k:05}.parquet.tmp"));
     let s = &plan.settings;
     let narrow = s.token_type == "uint16";

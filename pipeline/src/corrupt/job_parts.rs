@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use super::job::{examples_manifest, work_shard, CorruptConfig, Plan};
 use super::manifest::{ExampleShardRecord, ExamplesManifest};
+use crate::contain;
 use crate::error::Error;
 use crate::manifest::write_atomic;
 use crate::outdir;
 use crate::shard::shard_name;
-use crate::workers::{part_dir, Worker, PARTS_DIR};
+use crate::workers::{part_dir, part_file, Worker, PARTS_DIR};
 
 /// The `format` of `part.json` written by a corrupt worker.
 pub const CORRUPT_PART_FORMAT: &str = "conveyor-corrupt-part";
@@ -67,10 +68,12 @@ pub(super) fn finalize_part(
 
 pub(super) fn read_part(path: &Path) -> Result<CorruptPart, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+    let part: CorruptPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
         path: path.to_path_buf(),
         message: format!("not a readable corrupt part: {e}"),
-    })
+    })?;
+    part.manifest.check_names(path)?;
+    Ok(part)
 }
 
 /// Joins the workers' parts (already checked to be one job with every worker present) into
@@ -117,7 +120,7 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     let name = |k: usize| shard_name(&base.settings.split, k, total);
     for (k, slot) in slots.iter().enumerate() {
         let (w, r) = slot.as_ref().expect("checked above");
-        let from = part_dir(out, *w).join(&r.file);
+        let from = contain::join(&part_dir(out, *w), &r.file, &part_file(out, *w))?;
         if !from.exists() && !out.join(name(k)).exists() {
             return Err(Error::OutputDir {
                 path: from,
@@ -128,9 +131,10 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     let mut records = Vec::with_capacity(total);
     for (k, slot) in slots.into_iter().enumerate() {
         let (w, mut r) = slot.expect("checked above");
-        outdir::rename_once(
-            &part_dir(out, w).join(&r.file),
+        outdir::move_verified(
+            &contain::join(&part_dir(out, w), &r.file, &part_file(out, w))?,
             &out.join(name(k)),
+            (r.sha256.as_str(), r.bytes),
             outdir::FINISHED_SHARD_MISSING,
         )?;
         r.file = name(k);

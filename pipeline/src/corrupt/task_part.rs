@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::manifest::{ExampleShardRecord, ExamplesManifest, TaskCounts};
 use crate::error::Error;
 use crate::shard::shard_name;
-use crate::workers::{part_dir, Worker, PARTS_DIR};
+use crate::workers::{part_dir, part_file, Worker, PARTS_DIR};
 
 /// The format of a task-prepare worker's `part.json`.
 pub const TASK_PART_FORMAT: &str = "conveyor-task-part";
@@ -31,10 +31,15 @@ pub struct TaskPart {
 
 pub fn read_task_part(path: &Path) -> Result<TaskPart, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+    let part: TaskPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
         path: path.to_path_buf(),
         message: format!("not a readable task part: {e}"),
-    })
+    })?;
+    part.manifest.check_names(path)?;
+    for (_, s, _) in &part.shards {
+        crate::contain::check_name(&s.file, path)?;
+    }
+    Ok(part)
 }
 
 /// `base` (settings, vocabulary, job) with `shards` and the task counts summed over the
@@ -112,10 +117,12 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
     let (mut shards, mut counts) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {
         let (w, mut s, c) = slot.expect("checked above");
-        let (from, name) = (part_dir(out, w).join(&s.file), shard_name(&split, i, n));
-        crate::outdir::rename_once(
+        let from = crate::contain::join(&part_dir(out, w), &s.file, &part_file(out, w))?;
+        let name = shard_name(&split, i, n);
+        crate::outdir::move_verified(
             &from,
             &out.join(&name),
+            (s.sha256.as_str(), s.bytes),
             "a worker's shard is missing; rerun that worker with --overwrite",
         )?;
         s.file = name;

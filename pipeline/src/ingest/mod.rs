@@ -42,6 +42,8 @@ pub struct IngestConfig {
     pub append_eos: bool,
     pub shard_bytes: u64,
     pub shard_tokens: Option<u64>,
+    /// Records above this many bytes are skipped as `too_long` (bounds memory).
+    pub max_document_bytes: usize,
     pub tokenizer: TokenizerKind,
     /// Worker threads; None = one per core.
     pub threads: Option<usize>,
@@ -63,6 +65,7 @@ impl IngestConfig {
             append_eos: false,
             shard_bytes: DEFAULT_SHARD_BYTES,
             shard_tokens: None,
+            max_document_bytes: crate::source::MAX_DOCUMENT_BYTES,
             tokenizer: TokenizerKind::Native,
             threads: None,
             strict: false,
@@ -197,10 +200,12 @@ pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
                     message: format!("format {:?} is not {INGEST_PART_FORMAT}", header.format),
                 });
             }
-            serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-                path,
+            let part: IngestPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+                path: path.clone(),
                 message: format!("not a readable ingest part: {e}"),
-            })
+            })?;
+            part.manifest.check_names(&path)?;
+            Ok(part)
         })
         .collect()
 }
@@ -208,20 +213,10 @@ pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
 /// Checks everything that can be checked before any work: inputs exist, the vocabulary
 /// loads, the settings make sense.
 fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
-    if cfg.shard_bytes == 0 || cfg.shard_tokens == Some(0) {
+    if cfg.shard_bytes == 0 || cfg.shard_tokens == Some(0) || cfg.max_document_bytes == 0 {
         return Err(Error::Config("shard size must be positive".into()));
     }
-    if !cfg
-        .split
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        || cfg.split.is_empty()
-    {
-        return Err(Error::Config(format!(
-            "split name {:?} must be letters, digits, '_' or '.'",
-            cfg.split
-        )));
-    }
+    crate::contain::check_split(&cfg.split, "--split")?;
     let paths = crate::source::expand_inputs(&cfg.inputs)?;
     let tokenizer = crate::tokenize::load(&cfg.vocab, cfg.tokenizer)?;
     if cfg.append_eos && tokenizer.vocab().eos_id.is_none() {
@@ -251,6 +246,7 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
         shard_bytes: cfg.shard_bytes,
         shard_tokens: cfg.shard_tokens,
         token_type: if narrow { "uint16" } else { "uint32" }.into(),
+        max_document_bytes: cfg.max_document_bytes,
     };
     let identity = serde_json::json!({
         "inputs": inputs.iter().map(|i| (&i.path, i.bytes)).collect::<Vec<_>>(),
@@ -261,6 +257,7 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
     let source_opts = SourceOptions {
         text_field: cfg.text_field.clone(),
         txt_mode: cfg.txt_mode,
+        max_document_bytes: cfg.max_document_bytes,
     };
     let work_name = journal::work_name(cfg.worker);
     Ok(Plan {
@@ -312,6 +309,7 @@ fn source_names(paths: &[PathBuf]) -> Vec<String> {
 /// worker's part, is already there.
 fn prepare_out_dir(plan: &Plan) -> Result<Option<Manifest>, Error> {
     let out = &plan.cfg.out;
+    crate::outdir::check_not_input(out, &plan.paths)?;
     let (state, _) = crate::workers::start_job(
         out,
         journal::WORK_DIR,

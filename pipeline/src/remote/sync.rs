@@ -164,7 +164,11 @@ pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
     let mut t = Transfer::default();
     for (rel, len) in remote_files(&loc)? {
-        let path = dir.join(&rel);
+        // Object names are the bucket writer's: each part must be a plain name.
+        let mut path = dir.to_path_buf();
+        for part in rel.split('/') {
+            path = crate::contain::join(&path, part, Path::new(url))?;
+        }
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
             t.skipped += 1;
             continue;
@@ -208,7 +212,30 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
             message: "holds no manifest.json: name a conveyor dataset (the --out of ingest, corrupt or task prepare)".into(),
         });
     }
+    verify_download(&dir)?;
     Ok((dir, Some(t)))
+}
+
+/// Checks every downloaded shard's size and sha256 against the dataset's manifest, so a
+/// damaged object or a stale cache is named before anything reads it.
+fn verify_download(dir: &Path) -> Result<(), Error> {
+    let listed: Vec<(String, String, u64)> = match crate::manifest::Manifest::read(dir) {
+        Ok(m) => m
+            .shards
+            .into_iter()
+            .map(|s| (s.file, s.sha256, s.bytes))
+            .collect(),
+        Err(_) => crate::corrupt::manifest::ExamplesManifest::read(dir)?
+            .shards
+            .into_iter()
+            .map(|s| (s.file, s.sha256, s.bytes))
+            .collect(),
+    };
+    for (file, sha256, bytes) in listed {
+        let path = crate::contain::join(dir, &file, &dir.join("manifest.json"))?;
+        crate::shard::check_file(&path, &sha256, bytes)?;
+    }
+    Ok(())
 }
 
 /// An input file or folder given by path or URL, as a local path: the object a URL names is

@@ -11,7 +11,7 @@ mod writer;
 
 pub use docs::{Ids, ListRows, TokenDocs};
 pub use examples::{example_schema, ExampleShardWriter};
-pub use reader::{read_shard_head, verify_shard, ShardRow};
+pub use reader::{check_file, check_shape, file_sha256, read_shard_head, verify_shard, ShardRow};
 pub use sink::{ParquetSink, ShardStats};
 pub use writer::TokenShardWriter;
 

@@ -67,10 +67,20 @@ pub fn read_shard_head(path: &Path, n: usize) -> Result<Vec<ShardRow>, Error> {
 
 /// Checks a shard's sha256 and its row count against what the manifest says.
 pub fn verify_shard(path: &Path, sha256: &str, rows: u64) -> Result<(), Error> {
-    let fail = |message: String| Error::Verify {
-        path: path.to_path_buf(),
-        message,
-    };
+    let got = file_sha256(path)?;
+    if got != sha256 {
+        return Err(Error::Verify {
+            path: path.to_path_buf(),
+            message: format!(
+                "sha256 is {got}, the manifest says {sha256}: the file was changed or damaged; rerun the command that wrote it with --overwrite"
+            ),
+        });
+    }
+    check_rows(path, rows)
+}
+
+/// The sha256 of a file, read once from start to end.
+pub fn file_sha256(path: &Path) -> Result<String, Error> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -81,18 +91,61 @@ pub fn verify_shard(path: &Path, sha256: &str, rows: u64) -> Result<(), Error> {
         }
         hash.update(&buf[..n]);
     }
-    let got = crate::spm::hex(&hash.finalize());
+    Ok(crate::spm::hex(&hash.finalize()))
+}
+
+/// The cheap check every reader makes before using a shard: its size and the row count in
+/// its footer are the manifest's. Catches truncated, replaced and half-copied files.
+pub fn check_shape(path: &Path, bytes: u64, rows: u64) -> Result<(), Error> {
+    check_size(path, bytes)?;
+    check_rows(path, rows)
+}
+
+/// The whole-file check of a read that reads every byte anyway (corrupt, merge, download):
+/// size, then sha256.
+pub fn check_file(path: &Path, sha256: &str, bytes: u64) -> Result<(), Error> {
+    check_size(path, bytes)?;
+    let got = file_sha256(path)?;
     if got != sha256 {
-        return Err(fail(format!(
-            "sha256 is {got}, the manifest says {sha256}: the file was changed or damaged; rerun the ingest with --overwrite"
-        )));
+        return Err(Error::Verify {
+            path: path.to_path_buf(),
+            message: format!(
+                "sha256 is {got}, the manifest says {sha256}: the file was changed or damaged. {RERUN}"
+            ),
+        });
     }
+    Ok(())
+}
+
+const RERUN: &str = "Rerun the command that wrote it (with --overwrite), or run `conveyor inspect DIR --verify` to list every damaged shard";
+
+fn check_size(path: &Path, bytes: u64) -> Result<(), Error> {
+    let got = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if got != bytes {
+        return Err(Error::Verify {
+            path: path.to_path_buf(),
+            message: format!(
+                "{got} bytes, the manifest says {bytes}: the file is truncated or was replaced. {RERUN}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn check_rows(path: &Path, rows: u64) -> Result<(), Error> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
-    let got_rows = meta.metadata().file_metadata().num_rows() as u64;
-    if got_rows != rows {
-        return Err(fail(format!("{got_rows} rows, the manifest says {rows}")));
+    let meta = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Verify {
+        path: path.to_path_buf(),
+        message: format!("not a readable Parquet file ({e}). {RERUN}"),
+    })?;
+    let got = meta.metadata().file_metadata().num_rows() as u64;
+    if got != rows {
+        return Err(Error::Verify {
+            path: path.to_path_buf(),
+            message: format!("{got} rows, the manifest says {rows}. {RERUN}"),
+        });
     }
     Ok(())
 }
