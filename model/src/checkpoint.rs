@@ -38,7 +38,25 @@ pub struct TrainerState {
     /// Input length of on-the-fly span corruption (token shards), for `model loss`.
     #[serde(default)]
     pub inputs_length: Option<usize>,
+    /// Size and sha256 of every other file of the checkpoint, checked before it is used
+    /// (empty in checkpoints from before the sums, which are not checked).
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, FileSum>,
 }
+
+/// A checkpoint file's size and sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The files a checkpoint's sums cover.
+const SUMMED: [&str; 3] = [
+    "model.safetensors",
+    "optimizer.safetensors",
+    "model_config.json",
+];
 
 fn one() -> usize {
     1
@@ -54,6 +72,8 @@ pub enum CheckpointError {
     Io { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Mismatch { path: PathBuf, message: String },
+    #[error("{path} {message}")]
+    Damaged { path: PathBuf, message: String },
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
@@ -101,7 +121,16 @@ pub fn save(
         .map_err(|e| io(&tmp, e))?;
     let json = |v: &dyn erased::Json| v.to_json();
     std::fs::write(tmp.join("model_config.json"), json(cfg)).map_err(|e| io(&tmp, e))?;
-    std::fs::write(tmp.join("trainer_state.json"), json(state)).map_err(|e| io(&tmp, e))?;
+    let mut state = state.clone();
+    for name in SUMMED {
+        let path = tmp.join(name);
+        let bytes = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
+        let sha256 = conveyor_pipeline::shard::file_sha256(&path).map_err(|e| io(&path, e))?;
+        state
+            .files
+            .insert(name.to_string(), FileSum { bytes, sha256 });
+    }
+    std::fs::write(tmp.join("trainer_state.json"), json(&state)).map_err(|e| io(&tmp, e))?;
     let target = dir.join(&name);
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
@@ -122,8 +151,84 @@ pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
 /// Reads a checkpoint's trainer state.
 pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
     let p = ckpt.join("trainer_state.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| io(&p, e))
+    let text = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => damaged(
+            &p,
+            "is missing: this is not a finished conveyor checkpoint".into(),
+        ),
+        _ => io(&p, e),
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| damaged(&p, format!("is not a readable trainer state ({e})")))
+}
+
+/// A checkpoint that cannot be used as it is, with what to do.
+fn damaged(path: &Path, what: String) -> CheckpointError {
+    CheckpointError::Damaged {
+        path: path.to_path_buf(),
+        message: format!(
+            "{what}; use another checkpoint (an earlier step-* folder) or copy this one again"
+        ),
+    }
+}
+
+/// Checks every file the trainer state lists (size, then sha256) before any is used, so a
+/// truncated, damaged or replaced file is named instead of loaded as garbage weights.
+/// A folder without a trainer state (weights exported by other tools) is not checked here;
+/// [`load_weights`] still refuses weights that are not finite.
+pub fn verify(ckpt: &Path) -> Result<(), CheckpointError> {
+    if !ckpt.join("trainer_state.json").exists() {
+        return Ok(());
+    }
+    for (name, sum) in read_state(ckpt)?.files {
+        let path = conveyor_pipeline::contain::join(ckpt, &name, &ckpt.join("trainer_state.json"))
+            .map_err(|e| io(ckpt, e))?;
+        let meta = std::fs::metadata(&path).map_err(|_| damaged(&path, "is missing".into()))?;
+        if meta.len() != sum.bytes {
+            return Err(damaged(
+                &path,
+                format!(
+                    "has {} bytes, the trainer state says {} (truncated?)",
+                    meta.len(),
+                    sum.bytes
+                ),
+            ));
+        }
+        let got = conveyor_pipeline::shard::file_sha256(&path).map_err(|e| io(&path, e))?;
+        if got != sum.sha256 {
+            return Err(damaged(
+                &path,
+                format!(
+                    "has sha256 {got}, the trainer state says {}: the file is damaged",
+                    sum.sha256
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the checkpoint ([`verify`]) and loads its weights into `vs` (whose model has the
+/// checkpoint's config), refusing weights that are not finite.
+pub fn load_weights(ckpt: &Path, vs: &mut nn::VarStore) -> Result<(), CheckpointError> {
+    verify(ckpt)?;
+    let path = ckpt.join("model.safetensors");
+    if !path.exists() {
+        return Err(damaged(&path, "is missing".into()));
+    }
+    vs.load(&path).map_err(|e| {
+        damaged(
+            &path,
+            format!("cannot be read as this model's weights ({e})"),
+        )
+    })?;
+    let _guard = tch::no_grad_guard();
+    for (name, t) in vs.variables() {
+        if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
+            return Err(damaged(&path, format!("holds non-finite values in {name}")));
+        }
+    }
+    Ok(())
 }
 
 /// Loads weights into `vs` (whose model must have the checkpoint's config), and returns the
@@ -152,10 +257,10 @@ pub fn load(
             ),
         });
     }
-    vs.load(ckpt.join("model.safetensors"))
-        .map_err(|e| io(ckpt, e))?;
-    let moments =
-        Tensor::read_safetensors(ckpt.join("optimizer.safetensors")).map_err(|e| io(ckpt, e))?;
+    load_weights(ckpt, vs)?;
+    let opt = ckpt.join("optimizer.safetensors");
+    let moments = Tensor::read_safetensors(&opt)
+        .map_err(|e| damaged(&opt, format!("cannot be read ({e})")))?;
     Ok((moments, read_state(ckpt)?))
 }
 

@@ -154,11 +154,12 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
     }
     let mut vs = nn::VarStore::new(cfg.device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
-    vs.load(cfg.checkpoint.join("model.safetensors"))
-        .map_err(|e| refused(format!("{}: {e}", cfg.checkpoint.display())))?;
+    checkpoint::load_weights(&cfg.checkpoint, &mut vs)?;
     let mut rows = Vec::new();
     for s in &m.shards {
-        rows.extend(read_rows(&cfg.data.join(&s.file))?);
+        let path = ExamplesManifest::shard_path(&cfg.data, &s.file)?;
+        conveyor_pipeline::shard::check_shape(&path, s.bytes, s.rows)?;
+        rows.extend(read_rows(&path)?);
     }
     if let Some(n) = cfg.limit {
         rows.truncate(n);

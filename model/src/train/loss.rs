@@ -69,8 +69,7 @@ pub fn dataset_loss(cfg: &LossConfig) -> Result<LossReport, TrainError> {
     check_lengths(&model_cfg, &spec, &cfg.data)?;
     let mut vs = nn::VarStore::new(cfg.device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
-    vs.load(cfg.checkpoint.join("model.safetensors"))
-        .map_err(|e| TrainError::Refused(format!("{}: {e}", cfg.checkpoint.display())))?;
+    crate::checkpoint::load_weights(&cfg.checkpoint, &mut vs)?;
     let mut l = loader_config(&spec, &cfg.data, false, 0, 1)?;
     l.epochs = Some(1);
     let _guard = tch::no_grad_guard();

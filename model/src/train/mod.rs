@@ -394,9 +394,7 @@ fn init_weights(
             cfg.model.arch.name()
         )));
     }
-    w.master
-        .load(init.join("model.safetensors"))
-        .map_err(|e| TrainError::Refused(format!("{}: {e}", init.display())))?;
+    checkpoint::load_weights(init, &mut w.master)?;
     w.refresh();
     progress.note(&format!("starting from the weights of {}", init.display()));
     Ok(())

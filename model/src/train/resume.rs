@@ -25,6 +25,7 @@ pub(super) fn fresh_state(cfg: &TrainConfig, world: usize) -> TrainerState {
         batch_size: cfg.batch_size,
         loaders: Vec::new(),
         inputs_length: Some(cfg.inputs_length),
+        files: Default::default(),
     }
 }
 

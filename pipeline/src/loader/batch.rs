@@ -36,6 +36,16 @@ pub enum Item {
     Packed(PackedRow),
 }
 
+impl Item {
+    /// The row's inputs and targets ids.
+    pub fn ids(&self) -> (&[u32], &[u32]) {
+        match self {
+            Item::Example(e) => (&e.inputs, &e.targets),
+            Item::Packed(r) => (&r.inputs, &r.targets),
+        }
+    }
+}
+
 /// Collects rows into batches.
 pub struct Batcher {
     batch_size: usize,

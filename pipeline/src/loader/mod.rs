@@ -67,6 +67,9 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Stop after this many epochs (None: run forever).
     pub epochs: Option<u64>,
+    /// Every token id must be below this (the model's vocabulary size); a row holding
+    /// another is an error naming its shard and row, not an index error inside libtorch.
+    pub vocab_limit: Option<u32>,
 }
 
 impl LoaderConfig {
@@ -84,6 +87,7 @@ impl LoaderConfig {
             drop_remainder: false,
             prefetch: 4,
             epochs: None,
+            vocab_limit: None,
         }
     }
 }
@@ -201,11 +205,12 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
             let shards = m
                 .shards
                 .iter()
-                .map(|s| SourceShard {
-                    path: dir.join(&s.file),
-                    rows: s.rows,
+                .map(|s| {
+                    let path = ExamplesManifest::shard_path(dir, &s.file)?;
+                    crate::shard::check_shape(&path, s.bytes, s.rows)?;
+                    Ok(SourceShard { path, rows: s.rows })
                 })
-                .collect();
+                .collect::<Result<_, Error>>()?;
             let l = m.settings.lengths;
             (
                 shards,
@@ -223,11 +228,12 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
                 .source
                 .shards
                 .iter()
-                .map(|s| SourceShard {
-                    path: c.tokens.join(&s.file),
-                    rows: s.rows,
+                .map(|s| {
+                    let path = crate::manifest::Manifest::shard_path(&c.tokens, &s.file)?;
+                    crate::shard::check_shape(&path, s.bytes, s.rows)?;
+                    Ok(SourceShard { path, rows: s.rows })
                 })
-                .collect();
+                .collect::<Result<_, Error>>()?;
             let l = p.settings.lengths;
             let id = format!("{}:{}", p.source.job, p.job);
             (
@@ -274,20 +280,39 @@ fn produce(plan: Plan, start: LoaderState, tx: SyncSender<Result<Batch, Error>>)
             return;
         }
         match run_epoch(&plan, state, &tx) {
-            Ok(true) => {
+            Ok((true, 0)) if state.position == 0 => {
+                let _ = tx.send(Err(empty_epoch(&plan, state.epoch)));
+                return;
+            }
+            Ok((true, _)) => {
                 state = LoaderState {
                     epoch: state.epoch + 1,
                     position: 0,
                     fingerprint: plan.fingerprint,
                 }
             }
-            Ok(false) => return,
+            Ok((false, _)) => return,
             Err(e) => {
                 let _ = tx.send(Err(e));
                 return;
             }
         }
     }
+}
+
+/// Why an epoch that gave this rank no batch is an error (a loop of empty epochs would
+/// never end).
+fn empty_epoch(plan: &Plan, epoch: u64) -> Error {
+    let rows: u64 = plan.shards.iter().map(|s| s.rows).sum();
+    let cfg = &plan.cfg;
+    Error::Config(format!(
+        "epoch {epoch} gave rank {} of {} no batch of {}: the data has {rows} rows in {} shard(s){}; use more data, a smaller batch or fewer ranks",
+        cfg.rank,
+        cfg.world_size,
+        cfg.batch_size,
+        plan.shards.len(),
+        if cfg.drop_remainder { " and short batches are dropped" } else { "" }
+    ))
 }
 
 /// One epoch's work for this rank: the window shuffle, the rank filter and the batcher.
@@ -305,6 +330,8 @@ struct EpochRun<'a> {
     batcher: Batcher,
     /// False once the receiver has gone.
     open: bool,
+    /// Batches handed out in this run of the epoch.
+    sent: u64,
 }
 
 impl EpochRun<'_> {
@@ -357,6 +384,7 @@ impl EpochRun<'_> {
         };
         if let Some(mut b) = self.batcher.take(state) {
             b.state.position = self.pushed - self.batcher.waiting_items() as u64;
+            self.sent += 1;
             if self.tx.send(Ok(b)).is_err() {
                 self.open = false;
             }
@@ -377,6 +405,7 @@ impl EpochRun<'_> {
                 fingerprint: self.plan.fingerprint,
             };
             if let Some(b) = self.batcher.take(state) {
+                self.sent += 1;
                 if self.tx.send(Ok(b)).is_err() {
                     self.open = false;
                 }
@@ -386,12 +415,13 @@ impl EpochRun<'_> {
     }
 }
 
-/// Streams one epoch from `state`; Ok(false) when the receiver has gone.
+/// Streams one epoch from `state`; returns false when the receiver has gone, and the
+/// batches sent.
 fn run_epoch(
     plan: &Plan,
     state: LoaderState,
     tx: &SyncSender<Result<Batch, Error>>,
-) -> Result<bool, Error> {
+) -> Result<(bool, u64), Error> {
     let cfg = &plan.cfg;
     let world = cfg.world_size as u64;
     let first_global = state.position * world + cfg.rank as u64;
@@ -422,6 +452,7 @@ fn run_epoch(
             cfg.pad_to_longest,
         ),
         open: true,
+        sent: 0,
     };
     let mut global = 0u64;
     for &k in &order {
@@ -431,10 +462,31 @@ fn run_epoch(
             Some(c) => tokens_shard(plan, c, k, shard, state.epoch, &mut global, skip, &mut run)?,
         };
         if !open {
-            return Ok(false);
+            return Ok((false, run.sent));
         }
     }
-    Ok(run.finish())
+    let open = run.finish();
+    Ok((open, run.sent))
+}
+
+/// The vocabulary check of one row: every id below `limit`.
+fn check_ids<T: Copy + Into<u32>>(
+    limit: Option<u32>,
+    ids: &[&[T]],
+    shard: &SourceShard,
+    row: u64,
+) -> Result<(), Error> {
+    let Some(limit) = limit else { return Ok(()) };
+    let mut all = ids.iter().flat_map(|s| s.iter()).map(|&id| id.into());
+    match all.find(|&id| id >= limit) {
+        Some(id) => Err(Error::Verify {
+            path: shard.path.clone(),
+            message: format!(
+                "row {row} holds token id {id}, not below the model's vocabulary size {limit}: the data was made with another vocabulary or is damaged; re-create it, or train a model whose vocab_size covers it"
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Items of one example shard; `global` counts items of the epoch so far.
@@ -465,8 +517,11 @@ fn examples_shard(
     };
     let rows = ListRows::open(&shard.path, columns, within)?;
     let mut open = true;
+    let mut bad = None;
+    let mut row_index = within;
     rows.for_each(|row| {
         *global += 1;
+        row_index += 1;
         let v = |i: usize| {
             let mut out = Vec::with_capacity(row[i].len());
             row[i].extend_into(&mut out);
@@ -490,10 +545,23 @@ fn examples_shard(
                 targets: v(1),
             })
         };
+        let (inputs, targets) = item.ids();
+        if let Err(e) = check_ids(
+            plan.cfg.vocab_limit,
+            &[inputs, targets],
+            shard,
+            row_index - 1,
+        ) {
+            bad = Some(e);
+            return false;
+        }
         open = run.push(item);
         open
     })?;
-    Ok(open)
+    match bad {
+        Some(e) => Err(e),
+        None => Ok(open),
+    }
 }
 
 impl From<PackedRow> for Item {
@@ -533,13 +601,27 @@ fn tokens_shard(
         open.set(run.push(Item::Example(ex)));
     };
     let rows = ListRows::open(&shard.path, &["tokens"], 0)?;
+    let mut bad = None;
+    let mut row_index = 0u64;
     rows.for_each(|row| {
+        let checked = match row[0] {
+            Ids::U16(d) => check_ids(plan.cfg.vocab_limit, &[d], shard, row_index),
+            Ids::U32(d) => check_ids(plan.cfg.vocab_limit, &[d], shard, row_index),
+        };
+        if let Err(e) = checked {
+            bad = Some(e);
+            return false;
+        }
         match row[0] {
             Ids::U16(d) => pieces.push(d, &mut emit),
             Ids::U32(d) => pieces.push(d, &mut emit),
         }
+        row_index += 1;
         open.get()
     })?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
     if open.get() {
         pieces.finish(&mut emit);
     }
