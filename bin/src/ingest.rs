@@ -57,6 +57,10 @@ pub struct IngestArgs {
     /// Target shard size in tokens (cuts at whichever target comes first).
     #[arg(long)]
     shard_tokens: Option<u64>,
+    /// Skip and count (as too_long) any record above this many bytes, so one huge or
+    /// hostile document cannot exhaust memory (default 16 MiB).
+    #[arg(long, default_value_t = conveyor_pipeline::source::MAX_DOCUMENT_BYTES)]
+    max_document_bytes: usize,
     /// Tokenizer implementation.
     #[arg(long, value_enum, default_value = "native")]
     tokenizer: TokenizerArg,
@@ -98,6 +102,7 @@ impl IngestArgs {
         cfg.append_eos = self.append_eos;
         cfg.shard_bytes = (self.shard_mb * 1e6) as u64;
         cfg.shard_tokens = self.shard_tokens;
+        cfg.max_document_bytes = self.max_document_bytes;
         cfg.tokenizer = match self.tokenizer {
             TokenizerArg::Native => TokenizerKind::Native,
             TokenizerArg::Reference => TokenizerKind::Reference,

@@ -92,6 +92,7 @@ pub fn run(c: VocabCommand) -> anyhow::Result<i32> {
     cfg.source = SourceOptions {
         text_field: a.text_field,
         txt_mode: a.txt_mode.into(),
+        max_document_bytes: conveyor_pipeline::source::MAX_DOCUMENT_BYTES,
     };
     cfg.model = match a.model_type {
         ModelArg::Unigram => ModelKind::Unigram,

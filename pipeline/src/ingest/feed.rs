@@ -119,6 +119,7 @@ fn encode_all(
     tx: &SyncSender<Item<Parsed>>,
 ) {
     let text_field = plan.source_opts.text_field.as_str();
+    let limit = plan.source_opts.max_document_bytes;
     let tok = &*plan.tokenizer;
     let eos = plan.cfg.append_eos.then(|| tok.vocab().eos_id).flatten();
     for item in rx {
@@ -132,7 +133,7 @@ fn encode_all(
                 records: pool.install(|| {
                     records
                         .into_par_iter()
-                        .map(|raw| parse_and_encode(raw, text_field, tok, eos))
+                        .map(|raw| parse_and_encode(raw, (text_field, limit), tok, eos))
                         .collect()
                 }),
                 bytes_read,
@@ -145,8 +146,14 @@ fn encode_all(
     }
 }
 
-fn parse_and_encode(raw: Raw, text_field: &str, tok: &dyn Tokenizer, eos: Option<u32>) -> Parsed {
-    let doc = source::parse(raw, text_field)?;
+/// `field`: the text field and the largest document kept.
+fn parse_and_encode(
+    raw: Raw,
+    field: (&str, usize),
+    tok: &dyn Tokenizer,
+    eos: Option<u32>,
+) -> Parsed {
+    let doc = source::parse(raw, field.0, field.1)?;
     let mut ids = Vec::with_capacity(doc.text.len() / 3);
     tok.encode_into(&doc.text, &mut ids)
         .map_err(|e| (ProblemKind::Tokenizer, e.0))?;

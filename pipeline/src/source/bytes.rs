@@ -56,3 +56,64 @@ impl Read for Counting {
         Ok(n)
     }
 }
+
+/// One line read by [`read_line_capped`].
+pub(super) struct Line {
+    /// Bytes consumed, newline included.
+    pub consumed: u64,
+    /// The line was longer than the cap: it was consumed but not kept.
+    pub cut: bool,
+}
+
+/// Reads the next line (through its `\n`, or to the end) into `buf`, which holds at most
+/// `cap` bytes besides the newline: a longer line is read to its end and dropped, so one
+/// huge line (a decompression bomb) never sits in memory. `buf` is cleared first.
+pub(super) fn read_line_capped(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut line = Line {
+        consumed: 0,
+        cut: false,
+    };
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            break;
+        }
+        let (n, end) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if !line.cut {
+            if buf.len() + n > cap.saturating_add(1) {
+                line.cut = true;
+                *buf = Vec::new();
+            } else {
+                buf.extend_from_slice(&avail[..n]);
+            }
+        }
+        r.consume(n);
+        line.consumed += n as u64;
+        if end {
+            break;
+        }
+    }
+    Ok(line)
+}
+
+/// Drops a UTF-8 byte order mark from the start of a file's first record.
+pub(super) fn strip_bom(buf: &mut Vec<u8>) {
+    if buf.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        buf.drain(..3);
+    }
+}
+
+/// The message of a record skipped for its size.
+pub(super) fn too_long(bytes: u64, cap: usize) -> String {
+    format!(
+        "the record is {bytes} bytes, above --max-document-bytes {cap}; skipped (raise the limit to keep it)"
+    )
+}

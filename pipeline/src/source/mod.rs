@@ -33,15 +33,21 @@ pub enum ProblemKind {
     MissingText,
     Empty,
     Tokenizer,
+    /// The text field is JSON `null`.
+    NullText,
+    /// Above `--max-document-bytes`.
+    TooLong,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 5] = [
+    pub const ALL: [ProblemKind; 7] = [
         Self::MalformedJson,
         Self::InvalidUtf8,
         Self::MissingText,
         Self::Empty,
         Self::Tokenizer,
+        Self::NullText,
+        Self::TooLong,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +57,8 @@ impl ProblemKind {
             Self::MissingText => "missing_text",
             Self::Empty => "empty",
             Self::Tokenizer => "tokenizer",
+            Self::NullText => "null_text",
+            Self::TooLong => "too_long",
         }
     }
 }
@@ -181,31 +189,53 @@ impl Format {
 pub struct SourceOptions {
     pub text_field: String,
     pub txt_mode: TxtMode,
+    /// Records (JSON lines, text lines or files, Parquet cells, WET records) above this
+    /// many bytes are skipped and counted as `too_long`, so memory stays bounded.
+    pub max_document_bytes: usize,
 }
+
+/// The default `--max-document-bytes`: 16 MiB, far above any real web page.
+pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
 
 /// Opens `path` as a source of its format.
 pub fn open(path: &Path, opts: &SourceOptions) -> Result<Box<dyn Source>, Error> {
     match Format::of(path) {
-        Some(Format::JsonLines(c)) => Ok(Box::new(jsonl::JsonLines::open(path, c)?)),
+        Some(Format::JsonLines(c)) => Ok(Box::new(jsonl::JsonLines::open(
+            path,
+            c,
+            opts.max_document_bytes,
+        )?)),
         Some(Format::Wet(c)) => Ok(Box::new(wet::WetSource::open(path, c)?)),
         Some(Format::Parquet) => Ok(Box::new(parquet::ParquetSource::open(
             path,
             &opts.text_field,
         )?)),
-        Some(Format::Text) => Ok(Box::new(text::TextSource::open(path, opts.txt_mode)?)),
+        Some(Format::Text) => Ok(Box::new(text::TextSource::open(
+            path,
+            opts.txt_mode,
+            opts.max_document_bytes,
+        )?)),
         None => Err(Error::UnsupportedInput {
             path: path.to_path_buf(),
         }),
     }
 }
 
-/// Turns a raw record into a document, or says why it is skipped.
-pub fn parse(raw: Raw, text_field: &str) -> Result<Document, (ProblemKind, String)> {
-    match raw {
-        Raw::Json(bytes) => parse_json_line(&bytes, text_field),
-        Raw::Doc(d) => Ok(d),
-        Raw::Bad(kind, msg) => Err((kind, msg)),
+/// Turns a raw record into a document, or says why it is skipped (`limit`: the largest
+/// text kept, see [`SourceOptions::max_document_bytes`]).
+pub fn parse(raw: Raw, text_field: &str, limit: usize) -> Result<Document, (ProblemKind, String)> {
+    let doc = match raw {
+        Raw::Json(bytes) => parse_json_line(&bytes, text_field)?,
+        Raw::Doc(d) => d,
+        Raw::Bad(kind, msg) => return Err((kind, msg)),
+    };
+    if doc.text.len() > limit {
+        return Err((
+            ProblemKind::TooLong,
+            bytes::too_long(doc.text.len() as u64, limit),
+        ));
     }
+    Ok(doc)
 }
 
 /// Expands the command-line inputs (files, directories searched recursively, glob patterns,

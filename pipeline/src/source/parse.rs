@@ -74,7 +74,13 @@ pub fn parse_json_line(bytes: &[u8], text_field: &str) -> Result<Document, (Prob
         .map_err(|e| (ProblemKind::MalformedJson, format!("malformed JSON: {e}")))?;
     let text = match fields.text {
         Some(Value::String(s)) => s,
-        Some(Value::Null) | None => {
+        Some(Value::Null) => {
+            return Err((
+                ProblemKind::NullText,
+                format!("field `{text_field}` is null"),
+            ))
+        }
+        None => {
             return Err((
                 ProblemKind::MissingText,
                 format!("no `{text_field}` field (choose the field with --text-field)"),

@@ -67,6 +67,7 @@ impl VocabTrainConfig {
             source: SourceOptions {
                 text_field: "text".into(),
                 txt_mode: crate::source::TxtMode::File,
+                max_document_bytes: crate::source::MAX_DOCUMENT_BYTES,
             },
             prefix,
             vocab_size,
@@ -260,26 +261,28 @@ impl Sentences {
             }
             match self.next_record()? {
                 None => return Ok(false),
-                Some(raw) => match source::parse(raw, &self.opts.text_field) {
-                    Ok(doc) => {
-                        let lines: Vec<String> = doc
-                            .text
-                            .lines()
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .map(str::to_string)
-                            .rev()
-                            .collect();
-                        if lines.is_empty() {
-                            *self.skipped.entry(ProblemKind::Empty).or_default() += 1;
-                            continue;
+                Some(raw) => {
+                    match source::parse(raw, &self.opts.text_field, self.opts.max_document_bytes) {
+                        Ok(doc) => {
+                            let lines: Vec<String> = doc
+                                .text
+                                .lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty())
+                                .map(str::to_string)
+                                .rev()
+                                .collect();
+                            if lines.is_empty() {
+                                *self.skipped.entry(ProblemKind::Empty).or_default() += 1;
+                                continue;
+                            }
+                            self.documents += 1;
+                            self.text_bytes += doc.text.len() as u64;
+                            self.lines = lines;
                         }
-                        self.documents += 1;
-                        self.text_bytes += doc.text.len() as u64;
-                        self.lines = lines;
+                        Err((kind, _)) => *self.skipped.entry(kind).or_default() += 1,
                     }
-                    Err((kind, _)) => *self.skipped.entry(kind).or_default() += 1,
-                },
+                }
             }
         }
     }
