@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    /// The OS error is part of the message and not a `source`, so that printing the error
+    /// chain shows it once.
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
 
     #[error("{}: not a usable SentencePiece model: {reason}. Pass a .model file written by SentencePiece training, e.g. the T5 vocabulary.", path.display())]
     Vocab { path: PathBuf, reason: String },
@@ -62,10 +64,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(path: &Path, source: io::Error) -> Self {
+    pub fn io(path: &Path, error: io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod corrupt;
 pub mod error;
 pub mod ingest;
 pub mod loader;
+pub mod lock;
 pub mod manifest;
 pub mod merge;
 pub mod outdir;

@@ -68,7 +68,7 @@ pub fn prepare(
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .next();
+        .find(|name| !crate::lock::is_lock_file(name));
     if let Some(name) = foreign {
         return Err(refuse(format!(
             "is not empty (it holds {name}) and is not a conveyor output; choose an empty or new --out, or pass --overwrite"
@@ -189,7 +189,7 @@ fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Err
     {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if known.contains(&name) {
+        if known.contains(&name) || crate::lock::is_lock_file(&name) {
             continue;
         }
         let ours = if name == work || name.starts_with(&worker_work) {

@@ -228,9 +228,11 @@ pub fn work_name(base: &str, worker: Option<Worker>) -> String {
     }
 }
 
-/// Applies the output folder rules of a job, whole ([`crate::outdir::prepare`]) or one
-/// worker's share ([`prepare_out`]); returns where it stands and its work folder's name.
-/// `Merged` also stands for a whole job's finished output.
+/// Takes the job's lock on `out` ([`crate::lock::OutLock`]), then applies the output folder
+/// rules of a job, whole ([`crate::outdir::prepare`]) or one worker's share
+/// ([`prepare_out`]); returns where it stands, its work folder's name and the lock, which
+/// the caller holds until the job ends. `Merged` also stands for a whole job's finished
+/// output.
 pub fn start_job(
     out: &std::path::Path,
     base: &str,
@@ -238,8 +240,15 @@ pub fn start_job(
     worker: Option<Worker>,
     overwrite: bool,
     merged_job: impl FnOnce(&std::path::Path) -> Result<String, Error>,
-) -> Result<(WorkerState, String), Error> {
+) -> Result<(WorkerState, String, crate::lock::OutLock), Error> {
     let name = work_name(base, worker);
+    if out.exists() && !out.is_dir() {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: "exists and is not a directory".into(),
+        });
+    }
+    let lock = crate::lock::OutLock::take(out, &name)?;
     let state = match worker {
         None => match crate::outdir::prepare(out, base, job, overwrite, merged_job)? {
             crate::outdir::OutState::Complete => WorkerState::Merged,
@@ -247,7 +256,7 @@ pub fn start_job(
         },
         Some(w) => prepare_out(out, &name, job, w, overwrite, merged_job)?,
     };
-    Ok((state, name))
+    Ok((state, name, lock))
 }
 
 /// The checks that `parts` (headers) make one split job of `format`: one job, one worker

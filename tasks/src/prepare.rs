@@ -123,6 +123,23 @@ fn summary(m: &ExamplesManifest, out: &Path, done: bool) -> PrepareSummary {
     }
 }
 
+/// Why a prepare that found no example fails instead of writing an empty dataset: the
+/// rows read, skipped (with the first reason) and excluded.
+fn no_examples(task: &dyn Task, data: &[(usize, crate::TaskData)]) -> conveyor_pipeline::Error {
+    let read: u64 = data.iter().map(|(_, d)| d.read).sum();
+    let skipped: Vec<&crate::Skipped> = data.iter().flat_map(|(_, d)| &d.skipped).collect();
+    let excluded: u64 = data.iter().flat_map(|(_, d)| d.excluded.values()).sum();
+    let first = skipped
+        .first()
+        .map(|s| format!(" (first: {}:{}: {})", s.file, s.line, s.reason))
+        .unwrap_or_default();
+    conveyor_pipeline::Error::Config(format!(
+        "task {} found no example in its inputs: {read} rows read, {} skipped{first}, {excluded} excluded; check the input files and the task's fields",
+        task.name(),
+        skipped.len()
+    ))
+}
+
 /// Reads, tokenizes and writes the task's examples.
 pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
     conveyor_pipeline::contain::check_split(&cfg.split, "--split")?;
@@ -158,7 +175,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         .into());
     }
     conveyor_pipeline::outdir::check_not_input(&cfg.out, &cfg.inputs)?;
-    let (state, work_name) = conveyor_pipeline::workers::start_job(
+    let (state, work_name, _lock) = conveyor_pipeline::workers::start_job(
         &cfg.out,
         WORK_DIR,
         &job,
@@ -195,6 +212,9 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
                 .map(move |e| (*i, e))
         })
         .collect();
+    if examples.is_empty() {
+        return Err(no_examples(task, &per_input).into());
+    }
     if let Some(h) = cfg.holdout {
         examples = examples
             .into_iter()

@@ -68,7 +68,7 @@ pub enum Backend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DistError {
-    #[error("{0}")]
+    #[error(transparent)]
     Launch(#[from] LaunchError),
     #[error("could not join the process group at {addr} as rank {rank} of {world}: {message}")]
     Join {

@@ -158,7 +158,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let read_job = |d: &Path| read_manifest(d).map(|m| m.job);
     crate::outdir::check_not_input(&cfg.out, &paths)?;
-    let (state, work_name) = crate::workers::start_job(
+    let (state, work_name, _lock) = crate::workers::start_job(
         &cfg.out,
         WORK_DIR,
         &job,

@@ -253,7 +253,7 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     let out = &cfg.out;
     outdir::check_not_input(out, std::slice::from_ref(&cfg.tokens))?;
     let merged_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
-    let (state, work_name) = crate::workers::start_job(
+    let (state, work_name, _lock) = crate::workers::start_job(
         out,
         WORK_DIR,
         &plan.job,

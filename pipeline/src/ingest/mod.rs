@@ -145,7 +145,7 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = plan.cfg.out.clone();
-    let done = prepare_out_dir(&plan)?;
+    let (done, _lock) = prepare_out_dir(&plan)?;
     if let Some(m) = done {
         return Ok(IngestSummary::from_manifest(&out, &m, true, false, 0.0));
     }
@@ -307,10 +307,10 @@ fn source_names(paths: &[PathBuf]) -> Vec<String> {
 /// Applies the output folder rules of a whole or split job ([`crate::workers::start_job`]);
 /// returns the manifest (for one worker: of its inputs only) when this job's output, or this
 /// worker's part, is already there.
-fn prepare_out_dir(plan: &Plan) -> Result<Option<Manifest>, Error> {
+fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::lock::OutLock), Error> {
     let out = &plan.cfg.out;
     crate::outdir::check_not_input(out, &plan.paths)?;
-    let (state, _) = crate::workers::start_job(
+    let (state, _, lock) = crate::workers::start_job(
         out,
         journal::WORK_DIR,
         &plan.job,
@@ -318,14 +318,15 @@ fn prepare_out_dir(plan: &Plan) -> Result<Option<Manifest>, Error> {
         plan.cfg.overwrite,
         |dir| Manifest::read(dir).map(|m| m.job),
     )?;
-    Ok(match (state, plan.cfg.worker) {
+    let done = match (state, plan.cfg.worker) {
         (WorkerState::Merged, _) => Some(Manifest::read(out)?),
         (WorkerState::PartDone, Some(w)) => read_parts(out)?
             .into_iter()
             .find(|p| p.worker == w)
             .map(|p| p.own_manifest()),
         _ => None,
-    })
+    };
+    Ok((done, lock))
 }
 
 #[cfg(test)]

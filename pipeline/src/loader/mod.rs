@@ -202,7 +202,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
     let (shards, corruption, chunking, packed_source, li, lt, source_id) = match &cfg.input {
         LoaderInput::Examples(dir) => {
             let m = ExamplesManifest::read(dir)?;
-            let shards = m
+            let shards: Vec<SourceShard> = m
                 .shards
                 .iter()
                 .map(|s| {
@@ -224,7 +224,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
         }
         LoaderInput::Tokens(c) => {
             let p = corrupt_plan(c)?;
-            let shards = p
+            let shards: Vec<SourceShard> = p
                 .source
                 .shards
                 .iter()
@@ -247,6 +247,19 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
             )
         }
     };
+    if shards.iter().all(|s| s.rows == 0) {
+        let dir = match &cfg.input {
+            LoaderInput::Examples(d) => d,
+            LoaderInput::Tokens(c) => &c.tokens,
+        };
+        return Err(Error::Manifest {
+            path: dir.join("manifest.json"),
+            message: format!(
+                "lists {} shard(s) holding no rows: there is nothing to train or evaluate on; check the command that made it",
+                shards.len()
+            ),
+        });
+    }
     let identity = serde_json::json!({
         "source": source_id,
         "seed": cfg.seed,

@@ -1,0 +1,632 @@
+//! Untrusted datasets and careless commands (issue 14): every case runs the CLI as a user
+//! would inside a sandbox holding a work folder and a `victim/` folder beside it, and checks
+//! the exit status, a message naming the offending file or value, and that nothing outside
+//! the work folder changed (the whole sandbox is hashed before and after).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{c4_tokens, conveyor, ok, shared, tmp_dir};
+
+/// A temporary tree: `work/` where the commands run, `victim/` with files nothing may touch.
+struct Sandbox {
+    root: PathBuf,
+    work: PathBuf,
+    victim: PathBuf,
+    before: BTreeMap<PathBuf, u64>,
+}
+
+impl Sandbox {
+    fn new(name: &str) -> Sandbox {
+        let root = tmp_dir(name);
+        let (work, victim) = (root.join("work"), root.join("victim"));
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("precious.txt"), "do not touch\n").unwrap();
+        // A real shard, so that a reader led here would find something it can read.
+        let shard = first_shard(c4_tokens());
+        std::fs::copy(&shard, victim.join("x.parquet")).unwrap();
+        let mut s = Sandbox {
+            before: BTreeMap::new(),
+            root,
+            work,
+            victim,
+        };
+        s.before = s.outside();
+        s
+    }
+
+    /// Every file under the sandbox but `work/`, with a hash of its bytes.
+    fn outside(&self) -> BTreeMap<PathBuf, u64> {
+        let mut out = BTreeMap::new();
+        hash_tree(&self.root, &self.work, &mut out);
+        out
+    }
+
+    fn assert_outside_unchanged(&self) {
+        assert_eq!(self.outside(), self.before, "files outside work/ changed");
+    }
+
+    /// A copy of the C4 token dataset in `work/NAME`.
+    fn tokens(&self, name: &str) -> PathBuf {
+        let d = self.work.join(name);
+        copy_dir(c4_tokens(), &d);
+        d
+    }
+}
+
+fn hash_tree(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, u64>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p == skip {
+            continue;
+        }
+        if p.is_dir() {
+            hash_tree(&p, skip, out);
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(&p).unwrap().hash(&mut h);
+            out.insert(p, h.finish());
+        }
+    }
+}
+
+/// A tree's files and their bytes (to prove a folder was left as it was).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    hash_tree(dir, Path::new("/nonexistent"), &mut out);
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn first_shard(dir: &Path) -> PathBuf {
+    let m = read_json(&dir.join("manifest.json"));
+    dir.join(m["shards"][0]["file"].as_str().unwrap())
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn edit_json(p: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v = read_json(p);
+    f(&mut v);
+    std::fs::write(p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// Runs `conveyor ARGS`, which must fail with a message holding every one of `needles`
+/// (and no panic); returns the message.
+fn fails(args: &[&str], needles: &[&str]) -> String {
+    let o = conveyor(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "conveyor {args:?} succeeded\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "conveyor {args:?}: no {n:?} in\n{err}");
+    }
+    assert!(
+        !err.contains("panicked"),
+        "conveyor {args:?} panicked\n{err}"
+    );
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn vocab() -> String {
+    shared("spiece/t5-spiece.model")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A tiny one-step training run's arguments on `data` into `out`.
+fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--arch",
+        "lightconv",
+        "--preset",
+        "tiny",
+        "--steps",
+        steps,
+        "--batch-size",
+        "4",
+        "--inputs-length",
+        "64",
+        "--checkpoint-every",
+        steps,
+        "--device",
+        "cpu",
+        "-q",
+    ]
+}
+
+#[test]
+fn split_names_from_flags_and_manifests_stay_inside() {
+    let sb = Sandbox::new("split");
+    let tokens = sb.tokens("tokens");
+    let out = sb.work.join("ex");
+    let abs = sb.victim.join("abs");
+    fails(
+        &["corrupt", s(&tokens), "--out", s(&out), "--split", s(&abs)],
+        &["--split", "split name"],
+    );
+    fails(
+        &["corrupt", s(&tokens), "--out", s(&out), "--split", "../x"],
+        &["--split", "\"../x\""],
+    );
+    fails(
+        &[
+            "ingest",
+            s(&shared("c4/c4-train.00000-of-01024.first600.json.gz")),
+            "--vocab",
+            &vocab(),
+            "--out",
+            s(&out),
+            "--split",
+            "../victim/train",
+        ],
+        &["--split"],
+    );
+    fails(
+        &[
+            "task",
+            "prepare",
+            "sst2",
+            "--input",
+            s(&shared("sst2/train.tsv")),
+            "--vocab",
+            &vocab(),
+            "--out",
+            s(&out),
+            "--split",
+            "/tmp/x",
+        ],
+        &["--split"],
+    );
+    // A token manifest whose split leads elsewhere: corrupt would name its shards after it.
+    edit_json(&tokens.join("manifest.json"), |m| {
+        m["settings"]["split"] = "../victim/train".into()
+    });
+    fails(
+        &["corrupt", s(&tokens), "--out", s(&out)],
+        &["manifest.json", "split name"],
+    );
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn shard_names_in_manifests_are_refused_by_every_reader() {
+    let sb = Sandbox::new("shards");
+    let outside = s(&sb.victim.join("x.parquet")).to_string();
+    for (i, name) in ["../victim/x.parquet", outside.as_str()].iter().enumerate() {
+        let tokens = sb.tokens(&format!("tokens-{i}"));
+        edit_json(&tokens.join("manifest.json"), |m| {
+            m["shards"][0]["file"] = (*name).into()
+        });
+        let needles = ["manifest.json", "file name", name];
+        fails(&["inspect", s(&tokens), "--verify"], &needles);
+        let ex = sb.work.join(format!("ex-{i}"));
+        fails(&["corrupt", s(&tokens), "--out", s(&ex)], &needles);
+        let run = sb.work.join(format!("run-{i}"));
+        fails(&train_args(s(&tokens), s(&run), "1"), &needles);
+    }
+    // An example manifest naming an outside shard.
+    let tokens = sb.tokens("tokens");
+    let ex = sb.work.join("ex");
+    ok(&["corrupt", s(&tokens), "--out", s(&ex), "-q"]);
+    edit_json(&ex.join("manifest.json"), |m| {
+        m["shards"][0]["file"] = outside.clone().into()
+    });
+    let run = sb.work.join("run-ex");
+    fails(
+        &train_args(s(&ex), s(&run), "1"),
+        &["manifest.json", "file name"],
+    );
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn merges_move_only_listed_files_whose_checksum_matches() {
+    let sb = Sandbox::new("merge");
+    let out = sb.work.join("split");
+    let inputs = sb.work.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for f in ["a.json.gz", "b.json.gz"] {
+        let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
+        std::fs::copy(c4, inputs.join(f)).unwrap();
+    }
+    for w in ["0", "1"] {
+        ok(&[
+            "ingest",
+            s(&inputs),
+            "--vocab",
+            &vocab(),
+            "--out",
+            s(&out),
+            "--worker-index",
+            w,
+            "--num-workers",
+            "2",
+            "-q",
+        ]);
+    }
+    let part = out.join("parts/worker-00000-of-00002/part.json");
+    let good = std::fs::read(&part).unwrap();
+    edit_json(&part, |p| {
+        p["manifest"]["shards"][0]["file"] = "../../../victim/x.parquet".into()
+    });
+    let before = snapshot(&out);
+    fails(
+        &["manifest", "merge", s(&out)],
+        &["part.json", "file name", "../../../victim/x.parquet"],
+    );
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "a refused merge changed the dataset"
+    );
+
+    // A damaged worker shard is named, not merged.
+    std::fs::write(&part, good).unwrap();
+    let shard = out.join("parts/worker-00000-of-00002").join(
+        read_json(&part)["manifest"]["shards"][0]["file"]
+            .as_str()
+            .unwrap(),
+    );
+    flip(&shard, 4);
+    fails(
+        &["manifest", "merge", s(&out)],
+        &[s(&shard), "sha256", "rerun that worker"],
+    );
+    assert!(shard.exists() && !out.join("manifest.json").exists());
+    sb.assert_outside_unchanged();
+}
+
+/// Inverts `n` bytes in the middle of a file.
+fn flip(p: &Path, n: usize) {
+    let mut b = std::fs::read(p).unwrap();
+    let mid = b.len() / 2;
+    for x in &mut b[mid..mid + n] {
+        *x = !*x;
+    }
+    std::fs::write(p, b).unwrap();
+}
+
+#[test]
+fn overwrite_decides_before_it_deletes() {
+    let sb = Sandbox::new("overwrite");
+    let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
+    // A folder of the user's, with files that look like conveyor's.
+    let mine = sb.work.join("mine");
+    std::fs::create_dir_all(mine.join("parts")).unwrap();
+    for f in [
+        "notes.txt",
+        "train-00000-of-00001.parquet",
+        "parts/keep.txt",
+    ] {
+        std::fs::write(mine.join(f), f).unwrap();
+    }
+    let before = snapshot(&mine);
+    let ingest = |out: &Path, split: &str| {
+        vec![
+            "ingest".to_string(),
+            s(&c4).to_string(),
+            "--vocab".into(),
+            vocab(),
+            "--out".into(),
+            s(out).to_string(),
+            "--split".into(),
+            split.into(),
+            "--overwrite".into(),
+            "-q".into(),
+        ]
+    };
+    let args = ingest(&mine, "train");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fails(&args, &["nothing was removed"]);
+    assert_eq!(
+        snapshot(&mine),
+        before,
+        "--overwrite removed the user's files"
+    );
+
+    // A manifest.json that is not conveyor's is not a licence to delete.
+    std::fs::write(mine.join("manifest.json"), "{\"shards\": []}").unwrap();
+    let before = snapshot(&mine);
+    fails(&args, &["manifest.json", "nothing was removed"]);
+    assert_eq!(snapshot(&mine), before);
+
+    // `corrupt X --out X --overwrite` keeps its input.
+    let tokens = sb.tokens("tokens");
+    let before = snapshot(&tokens);
+    fails(
+        &["corrupt", s(&tokens), "--out", s(&tokens), "--overwrite"],
+        &["input"],
+    );
+    fails(
+        &[
+            "corrupt",
+            s(&tokens),
+            "--out",
+            s(&tokens.join("inside")),
+            "--overwrite",
+        ],
+        &["input"],
+    );
+    assert_eq!(snapshot(&tokens), before);
+
+    // What conveyor wrote is replaced: the old shards go, the new ones come.
+    let out = sb.work.join("tokens-again");
+    let args = ingest(&out, "train");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = ingest(&out, "other");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("train-")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("other-")), "{names:?}");
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn damaged_shards_are_named_not_consumed() {
+    let sb = Sandbox::new("damaged");
+    let tokens = sb.tokens("tokens");
+    let shard = first_shard(&tokens);
+    flip(&shard, 4);
+    let ex = sb.work.join("ex");
+    fails(
+        &["corrupt", s(&tokens), "--out", s(&ex)],
+        &[s(&shard), "sha256", "inspect"],
+    );
+    // A truncated shard stops the loader before training.
+    let tokens = sb.tokens("tokens-cut");
+    let shard = first_shard(&tokens);
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() - 100]).unwrap();
+    let run = sb.work.join("run");
+    fails(&train_args(s(&tokens), s(&run), "1"), &[s(&shard), "bytes"]);
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn out_of_vocabulary_ids_and_empty_data_are_errors_at_start() {
+    let sb = Sandbox::new("vocab-ids");
+    // Data that claims a 1,000-piece vocabulary but holds T5 ids.
+    let tokens = sb.tokens("tokens");
+    edit_json(&tokens.join("manifest.json"), |m| {
+        m["vocab"]["size"] = 1000.into()
+    });
+    let run = sb.work.join("run");
+    let err = fails(
+        &train_args(s(&tokens), s(&run), "1"),
+        &["token id", "vocabulary size", "row"],
+    );
+    assert!(err.contains(".parquet"), "{err}");
+
+    // A dataset without a document: an error at start, not an endless loop.
+    let empty_in = sb.work.join("empty.jsonl");
+    std::fs::write(&empty_in, "{\"text\": \"\"}\n{\"text\": \"   \"}\n").unwrap();
+    let empty = sb.work.join("empty");
+    ok(&[
+        "ingest",
+        s(&empty_in),
+        "--vocab",
+        &vocab(),
+        "--out",
+        s(&empty),
+        "-q",
+    ]);
+    let run = sb.work.join("run-empty");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(train_args(s(&empty), s(&run), "1"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed().as_secs() > 300 {
+            child.kill().unwrap();
+            panic!("train on an empty dataset did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success() && err.contains("no rows"), "{err}");
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn damaged_checkpoints_are_named() {
+    let sb = Sandbox::new("ckpt");
+    let run = sb.work.join("run");
+    ok(&train_args(s(c4_tokens()), s(&run), "2"));
+    let ckpt = run.join("checkpoints/step-00000002");
+    let weights = ckpt.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    let loss = |c: &Path| {
+        vec![
+            "model".to_string(),
+            "loss".into(),
+            "--checkpoint".into(),
+            s(c).to_string(),
+            "--data".into(),
+            s(c4_tokens()).to_string(),
+            "--limit".into(),
+            "8".into(),
+            "--inputs-length".into(),
+            "64".into(),
+            "--device".into(),
+            "cpu".into(),
+        ]
+    };
+    let args = loss(&ckpt);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&args);
+
+    // 64 bytes of 0xFF inside the weights.
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid..mid + 64].fill(0xFF);
+    std::fs::write(&weights, &bad).unwrap();
+    fails(&args, &[s(&weights), "sha256"]);
+    let resume = [train_args(s(c4_tokens()), s(&run), "4"), vec!["--resume"]].concat();
+    fails(&resume, &[s(&weights), "sha256"]);
+    // Without the trainer state (weights from elsewhere), NaN weights are still refused.
+    let bare = sb.work.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::write(bare.join("model.safetensors"), &bad).unwrap();
+    std::fs::copy(
+        ckpt.join("model_config.json"),
+        bare.join("model_config.json"),
+    )
+    .unwrap();
+    let bare_args = loss(&bare);
+    let bare_args: Vec<&str> = bare_args.iter().map(String::as_str).collect();
+    fails(&bare_args, &["model.safetensors", "non-finite"]);
+    // A truncated file.
+    std::fs::write(&weights, &good[..100]).unwrap();
+    fails(&args, &[s(&weights), "bytes"]);
+    std::fs::write(bare.join("model.safetensors"), &good[..6]).unwrap();
+    let err = fails(&bare_args, &["model.safetensors", "cannot be read"]);
+    assert!(!err.contains("HeaderTooSmall\n"), "{err}");
+    // A missing file.
+    std::fs::remove_file(&weights).unwrap();
+    fails(&args, &[s(&weights), "missing"]);
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn huge_records_are_skipped_and_small_faults_counted() {
+    let sb = Sandbox::new("huge");
+    // One 64 MiB "word" (64 KiB compressed), a BOM before the first record, a null text.
+    let input = sb.work.join("bomb.jsonl.gz");
+    {
+        use std::io::Write;
+        let f = std::fs::File::create(&input).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+        gz.write_all("\u{feff}{\"text\": \"first record\"}\n".as_bytes())
+            .unwrap();
+        gz.write_all(b"{\"text\": \"").unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..64 {
+            gz.write_all(&chunk).unwrap();
+        }
+        gz.write_all(b"\"}\n{\"text\": null}\n{\"text\": \"last record\"}\n")
+            .unwrap();
+        gz.finish().unwrap();
+    }
+    let out = sb.work.join("tokens");
+    ok(&[
+        "ingest",
+        s(&input),
+        "--vocab",
+        &vocab(),
+        "--out",
+        s(&out),
+        "--max-document-bytes",
+        "1048576",
+        "-q",
+    ]);
+    let m = read_json(&out.join("manifest.json"));
+    let t = &m["totals"];
+    assert_eq!(t["documents"], 2, "{t}");
+    assert_eq!(t["skipped"]["too_long"], 1, "{t}");
+    assert_eq!(t["skipped"]["null_text"], 1, "{t}");
+    assert!(t["skipped"].get("malformed_json").is_none(), "{t}");
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn a_task_that_yields_no_example_fails() {
+    let sb = Sandbox::new("task");
+    let spec = sb.work.join("spec.toml");
+    std::fs::write(
+        &spec,
+        "name = \"my_sst2\"\nformat = \"tsv\"\nheader = true\ninput_template = \"sst2 sentence: {sentnce}\"\nlabel_column = \"label\"\nmetric = \"accuracy\"\n[label_map]\n\"0\" = \"negative\"\n\"1\" = \"positive\"\n",
+    )
+    .unwrap();
+    let out = sb.work.join("out");
+    fails(
+        &[
+            "task",
+            "prepare",
+            "my_sst2",
+            "--task-file",
+            s(&spec),
+            "--input",
+            s(&shared("sst2/train.tsv")),
+            "--vocab",
+            &vocab(),
+            "--out",
+            s(&out),
+        ],
+        &["no example", "sentnce"],
+    );
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn a_second_job_on_the_same_out_is_refused_by_its_lock() {
+    let sb = Sandbox::new("lock");
+    let out = sb.work.join("tokens");
+    std::fs::create_dir_all(&out).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let me = std::process::id().to_string();
+    let lock = out.join(".conveyor-ingest.lock");
+    std::fs::write(&lock, format!("{} {me}\n", host.trim())).unwrap();
+    let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
+    let args = [
+        "ingest",
+        s(&c4),
+        "--vocab",
+        &vocab(),
+        "--out",
+        s(&out),
+        "-q",
+    ];
+    fails(&args, &["in use", &me]);
+    assert!(lock.exists() && !out.join("manifest.json").exists());
+    // The lock of a process that is gone (pid 0 never runs) is taken over.
+    std::fs::write(&lock, format!("{} 0\n", host.trim())).unwrap();
+    ok(&args);
+    assert!(!lock.exists(), "the lock stays after the job");
+    sb.assert_outside_unchanged();
+}
+
+#[test]
+fn os_errors_are_printed_once() {
+    let sb = Sandbox::new("once");
+    let err = fails(
+        &["inspect", s(&sb.work.join("nothing"))],
+        &["manifest.json"],
+    );
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    let _ = sb.root;
+}
