@@ -217,7 +217,11 @@ fn split_names_from_flags_and_manifests_stay_inside() {
 fn shard_names_in_manifests_are_refused_by_every_reader() {
     let sb = Sandbox::new("shards");
     let outside = s(&sb.victim.join("x.parquet")).to_string();
-    for (i, name) in ["../victim/x.parquet", outside.as_str()].iter().enumerate() {
+    // From work/tokens-0/, `../../victim` is the sandbox's victim folder.
+    for (i, name) in ["../../victim/x.parquet", outside.as_str()]
+        .iter()
+        .enumerate()
+    {
         let tokens = sb.tokens(&format!("tokens-{i}"));
         edit_json(&tokens.join("manifest.json"), |m| {
             m["shards"][0]["file"] = (*name).into()
@@ -272,12 +276,12 @@ fn merges_move_only_listed_files_whose_checksum_matches() {
     let part = out.join("parts/worker-00000-of-00002/part.json");
     let good = std::fs::read(&part).unwrap();
     edit_json(&part, |p| {
-        p["manifest"]["shards"][0]["file"] = "../../../victim/x.parquet".into()
+        p["manifest"]["shards"][0]["file"] = "../../../../victim/x.parquet".into()
     });
     let before = snapshot(&out);
     fails(
         &["manifest", "merge", s(&out)],
-        &["part.json", "file name", "../../../victim/x.parquet"],
+        &["part.json", "file name", "../../../../victim/x.parquet"],
     );
     assert_eq!(
         snapshot(&out),
@@ -285,19 +289,22 @@ fn merges_move_only_listed_files_whose_checksum_matches() {
         "a refused merge changed the dataset"
     );
 
-    // A damaged worker shard is named, not merged.
+    // A damaged worker shard (of the last worker, so that others come first) is named and
+    // nothing is merged.
     std::fs::write(&part, good).unwrap();
-    let shard = out.join("parts/worker-00000-of-00002").join(
-        read_json(&part)["manifest"]["shards"][0]["file"]
+    let last = out.join("parts/worker-00001-of-00002");
+    let shard = last.join(
+        read_json(&last.join("part.json"))["manifest"]["shards"][0]["file"]
             .as_str()
             .unwrap(),
     );
     flip(&shard, 4);
+    let before = snapshot(&out);
     fails(
         &["manifest", "merge", s(&out)],
         &[s(&shard), "sha256", "rerun that worker"],
     );
-    assert!(shard.exists() && !out.join("manifest.json").exists());
+    assert_eq!(snapshot(&out), before, "a refused merge moved shards");
     sb.assert_outside_unchanged();
 }
 
@@ -387,6 +394,47 @@ fn overwrite_decides_before_it_deletes() {
         .collect();
     assert!(names.iter().all(|n| !n.starts_with("train-")), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("other-")), "{names:?}");
+
+    // Killed between the shards' final renames and the manifest: the claimed work folder
+    // vouches for the shards, which --overwrite may then replace.
+    std::fs::remove_file(out.join("manifest.json")).unwrap();
+    std::fs::create_dir_all(out.join(".conveyor-ingest")).unwrap();
+    std::fs::write(out.join(".conveyor-ingest/job.json"), "an-earlier-job").unwrap();
+    let args = ingest(&out, "third");
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(first_shard(&out).to_str().unwrap().contains("third-"));
+    assert!(!std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("other-")));
+
+    // A manifest listing a folder does not get it removed.
+    std::fs::create_dir_all(out.join("data")).unwrap();
+    std::fs::write(out.join("data/mine.txt"), "mine").unwrap();
+    edit_json(&out.join("manifest.json"), |m| {
+        m["shards"][0]["file"] = "data".into()
+    });
+    fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["data", "not a file"],
+    );
+    assert!(out.join("data/mine.txt").exists());
+
+    // An --out inside an input folder as given.
+    let inputs = sb.work.join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(&c4, inputs.join("a.json.gz")).unwrap();
+    fails(
+        &[
+            "ingest",
+            s(&inputs),
+            "--vocab",
+            &vocab(),
+            "--out",
+            s(&inputs.join("tokens")),
+        ],
+        &["input", s(&inputs)],
+    );
     sb.assert_outside_unchanged();
 }
 
@@ -519,6 +567,12 @@ fn damaged_checkpoints_are_named() {
     // A missing file.
     std::fs::remove_file(&weights).unwrap();
     fails(&args, &[s(&weights), "missing"]);
+    // A checkpoint from before the sums loads unchecked.
+    std::fs::write(&weights, &good).unwrap();
+    edit_json(&ckpt.join("trainer_state.json"), |t| {
+        t.as_object_mut().unwrap().remove("files");
+    });
+    ok(&args);
     sb.assert_outside_unchanged();
 }
 
@@ -613,6 +667,10 @@ fn a_second_job_on_the_same_out_is_refused_by_its_lock() {
     ];
     fails(&args, &["in use", &me]);
     assert!(lock.exists() && !out.join("manifest.json").exists());
+    // A live job of another kind holds the folder too.
+    std::fs::rename(&lock, out.join(".conveyor-corrupt.lock")).unwrap();
+    fails(&args, &["in use", &me, ".conveyor-corrupt.lock"]);
+    std::fs::rename(out.join(".conveyor-corrupt.lock"), &lock).unwrap();
     // The lock of a process that is gone (pid 0 never runs) is taken over.
     std::fs::write(&lock, format!("{} 0\n", host.trim())).unwrap();
     ok(&args);

@@ -268,7 +268,10 @@ fn bad_records_are_skipped_counted_and_located() {
 
 #[test]
 fn corrupt_file_is_reported_and_others_still_processed() {
-    let d = tmp_dir("corrupt");
+    let top = tmp_dir("corrupt");
+    // The inputs in a folder of their own: an --out inside an input folder is refused.
+    let d = top.join("in");
+    std::fs::create_dir_all(&d).unwrap();
     let bytes = std::fs::read(c4()).unwrap();
     std::fs::write(d.join("truncated.json.gz"), &bytes[..bytes.len() / 2]).unwrap();
     let mut flipped = bytes.clone();
@@ -282,7 +285,7 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         d.join("good.jsonl"),
     )
     .unwrap();
-    let (code, v, err) = ingest_json(&[d.to_str().unwrap()], &d.join("o"), &[]);
+    let (code, v, err) = ingest_json(&[d.to_str().unwrap()], &top.join("o"), &[]);
     assert_eq!(code, 1, "a failed input must fail the run: {err}");
     let failed = v["failed_inputs"].as_array().unwrap();
     assert_eq!(failed.len(), 2, "{v}");
@@ -291,7 +294,7 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         "{err}"
     );
     assert!(err.contains("corrupt or truncated"), "{err}");
-    let m = manifest(&d.join("o"));
+    let m = manifest(&top.join("o"));
     let good = m["inputs"]
         .as_array()
         .unwrap()

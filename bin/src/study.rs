@@ -207,8 +207,11 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
-    // The study's name becomes its default output folder: a plain name only.
+    // The study's name and architectures become folder names: plain names only.
     conveyor_pipeline::contain::check_name(&st.name, file)?;
+    for arch in &st.pretrain.archs {
+        conveyor_pipeline::contain::check_name(arch, file)?;
+    }
     let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
     std::fs::create_dir_all(&out)?;
     let cells = 2

@@ -180,7 +180,17 @@ pub fn verify(ckpt: &Path) -> Result<(), CheckpointError> {
     if !ckpt.join("trainer_state.json").exists() {
         return Ok(());
     }
-    for (name, sum) in read_state(ckpt)?.files {
+    let files = read_state(ckpt)?.files;
+    if let Some(name) = SUMMED
+        .iter()
+        .find(|n| !files.is_empty() && !files.contains_key(**n))
+    {
+        return Err(damaged(
+            &ckpt.join("trainer_state.json"),
+            format!("lists sums for some files but not for {name}"),
+        ));
+    }
+    for (name, sum) in files {
         let path = conveyor_pipeline::contain::join(ckpt, &name, &ckpt.join("trainer_state.json"))
             .map_err(|e| io(ckpt, e))?;
         let meta = std::fs::metadata(&path).map_err(|_| damaged(&path, "is missing".into()))?;

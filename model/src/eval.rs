@@ -157,9 +157,21 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
     checkpoint::load_weights(&cfg.checkpoint, &mut vs)?;
     let mut rows = Vec::new();
     for s in &m.shards {
+        // Read whole: the full checksum, and every id within the model's embeddings.
         let path = ExamplesManifest::shard_path(&cfg.data, &s.file)?;
-        conveyor_pipeline::shard::check_shape(&path, s.bytes, s.rows)?;
-        rows.extend(read_rows(&path)?);
+        conveyor_pipeline::shard::check_file(&path, &s.sha256, s.bytes)?;
+        let shard = read_rows(&path)?;
+        let limit = model_cfg.vocab_size as i64;
+        if let Some((r, id)) = shard.iter().enumerate().find_map(|(r, row)| {
+            let bad = row.inputs.iter().find(|&&id| !(0..limit).contains(&id));
+            bad.map(|&id| (r, id))
+        }) {
+            return Err(refused(format!(
+                "{}: row {r} holds token id {id}, not below the model's vocabulary size {limit}: the data is damaged or was made with another vocabulary",
+                path.display()
+            )));
+        }
+        rows.extend(shard);
     }
     if let Some(n) = cfg.limit {
         rows.truncate(n);

@@ -49,6 +49,8 @@ fn refuse(path: &Path, message: String) -> Error {
 
 /// Merges the worker parts in `out` (see the module documentation).
 pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
+    // No worker (or other job) may still be writing into `out`.
+    let _lock = crate::lock::OutLock::take(out, ".conveyor-merge")?;
     let files = read_part_files(out)?;
     let summary = |kind: &str, workers, shards, amount, already_merged| MergeSummary {
         out: out.to_path_buf(),
@@ -152,15 +154,16 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
     let total = shards.len();
     let name = |k: usize| shard_name(&base.settings.split, k, total);
     // Every shard is in its part or, after an interrupted merge, already at its final name.
-    for (k, (_, _, from, _)) in shards.iter().enumerate() {
+    // Every shard is checked before the first one moves.
+    for (k, (_, _, from, shard)) in shards.iter().enumerate() {
         if !from.exists() && !out.join(name(k)).exists() {
             return Err(refuse(from, SHARD_MISSING.into()));
         }
+        crate::outdir::check_part_shard(from, (&shard.sha256, shard.bytes))?;
     }
     let mut records = Vec::with_capacity(total);
     for (k, (_, _, from, mut shard)) in shards.into_iter().enumerate() {
-        let listed = (shard.sha256.as_str(), shard.bytes);
-        crate::outdir::move_verified(&from, &out.join(name(k)), listed, SHARD_MISSING)?;
+        crate::outdir::rename_once(&from, &out.join(name(k)), SHARD_MISSING)?;
         shard.file = name(k);
         records.push(shard);
     }

@@ -93,15 +93,10 @@ pub fn rename_once(from: &Path, to: &Path, missing: &str) -> Result<(), Error> {
     }
 }
 
-/// [`rename_once`] for a worker's shard that a merge moves: `from` moves only when its size
-/// and sha256 are the ones its part lists (`listed`), so a damaged or swapped file is named
-/// instead of merged.
-pub fn move_verified(
-    from: &Path,
-    to: &Path,
-    listed: (&str, u64),
-    missing: &str,
-) -> Result<(), Error> {
+/// A merge's check of a worker's shard before anything moves: when `from` is still in its
+/// part (not moved by an interrupted merge), its size and sha256 must be the ones its part
+/// lists (`listed`), so a damaged or swapped file is named instead of merged.
+pub fn check_part_shard(from: &Path, listed: (&str, u64)) -> Result<(), Error> {
     if from.exists() {
         crate::shard::check_file(from, listed.0, listed.1).map_err(|e| match e {
             Error::Verify { path, message } => Error::Verify {
@@ -111,7 +106,7 @@ pub fn move_verified(
             e => e,
         })?;
     }
-    rename_once(from, to, missing)
+    Ok(())
 }
 
 /// What a finalize says when a shard it journaled is gone.
@@ -176,12 +171,24 @@ fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Err
     let manifest = out.join(MANIFEST);
     if manifest.exists() {
         for name in listed_files(&manifest, work)? {
-            remove.push(crate::contain::join(out, &name, &manifest)?);
+            let path = crate::contain::join(out, &name, &manifest)?;
+            if path.symlink_metadata().is_ok_and(|m| !m.is_file()) {
+                return Err(Error::OutputDir {
+                    path: manifest.clone(),
+                    message: format!(
+                        "lists {name}, which is not a file; nothing was removed. Remove the folder by hand if it is yours to remove"
+                    ),
+                });
+            }
+            remove.push(path);
             known.insert(name);
         }
         remove.push(manifest);
         known.insert(MANIFEST.to_string());
     }
+    // An unfinished job of this kind (its claimed work folder is there) may have left
+    // shards under their final names, or a temporary manifest, before a kill.
+    let unfinished = work_dir(out, work).join(JOB_FILE).is_file();
     let worker_work = format!("{work}-worker-");
     for entry in std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
@@ -192,10 +199,13 @@ fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Err
         if known.contains(&name) || crate::lock::is_lock_file(&name) {
             continue;
         }
+        let file = path.symlink_metadata().is_ok_and(|m| m.is_file());
         let ours = if name == work || name.starts_with(&worker_work) {
             path.join(JOB_FILE).is_file()
+        } else if name == crate::workers::PARTS_DIR {
+            is_parts_folder(&path)
         } else {
-            name == crate::workers::PARTS_DIR && is_parts_folder(&path)
+            unfinished && file && (is_output_file(&name) || name.ends_with(".tmp"))
         };
         if !ours {
             return Err(Error::OutputDir {

@@ -125,7 +125,11 @@ fn summary(m: &ExamplesManifest, out: &Path, done: bool) -> PrepareSummary {
 
 /// Why a prepare that found no example fails instead of writing an empty dataset: the
 /// rows read, skipped (with the first reason) and excluded.
-fn no_examples(task: &dyn Task, data: &[(usize, crate::TaskData)]) -> conveyor_pipeline::Error {
+fn no_examples(
+    task: &dyn Task,
+    data: &[(usize, crate::TaskData)],
+    holdout: bool,
+) -> conveyor_pipeline::Error {
     let read: u64 = data.iter().map(|(_, d)| d.read).sum();
     let skipped: Vec<&crate::Skipped> = data.iter().flat_map(|(_, d)| &d.skipped).collect();
     let excluded: u64 = data.iter().flat_map(|(_, d)| d.excluded.values()).sum();
@@ -134,9 +138,10 @@ fn no_examples(task: &dyn Task, data: &[(usize, crate::TaskData)]) -> conveyor_p
         .map(|s| format!(" (first: {}:{}: {})", s.file, s.line, s.reason))
         .unwrap_or_default();
     conveyor_pipeline::Error::Config(format!(
-        "task {} found no example in its inputs: {read} rows read, {} skipped{first}, {excluded} excluded; check the input files and the task's fields",
+        "task {} found no example in its inputs: {read} rows read, {} skipped{first}, {excluded} excluded{}; check the input files and the task's fields",
         task.name(),
-        skipped.len()
+        skipped.len(),
+        if holdout { ", the rest not on the --holdout side asked for" } else { "" }
     ))
 }
 
@@ -212,9 +217,6 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
                 .map(move |e| (*i, e))
         })
         .collect();
-    if examples.is_empty() {
-        return Err(no_examples(task, &per_input).into());
-    }
     if let Some(h) = cfg.holdout {
         examples = examples
             .into_iter()
@@ -222,6 +224,11 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             .filter(|(k, _)| h.held_out(*k) == h.keep_held_out)
             .map(|(_, e)| e)
             .collect();
+    }
+    // A whole job with no example fails (a worker's share may hold none; the merged
+    // dataset then holds the others' examples).
+    if examples.is_empty() && cfg.worker.is_none() {
+        return Err(no_examples(task, &per_input, cfg.holdout.is_some()).into());
     }
     let encode = |text: &str| -> Vec<u32> {
         let mut ids = Vec::new();

@@ -157,7 +157,9 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     identity["inputs"] = files.into();
     let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let read_job = |d: &Path| read_manifest(d).map(|m| m.job);
-    crate::outdir::check_not_input(&cfg.out, &paths)?;
+    let given = cfg.inputs.iter().map(PathBuf::from);
+    let inputs: Vec<PathBuf> = given.chain(paths.iter().cloned()).collect();
+    crate::outdir::check_not_input(&cfg.out, &inputs)?;
     let (state, work_name, _lock) = crate::workers::start_job(
         &cfg.out,
         WORK_DIR,
@@ -394,10 +396,12 @@ fn record_path(work: &Path, name: &str) -> PathBuf {
     work.join(format!("{name}.record.json"))
 }
 
-/// The record of an input an earlier run finished, if any.
+/// The record of an input an earlier run finished, if any (one that names another output
+/// file than the one asked for is not this input's record and is ignored).
 fn load_record(work: &Path, name: &str) -> Option<CleanFile> {
     let text = std::fs::read_to_string(record_path(work, name)).ok()?;
-    serde_json::from_str(&text).ok()
+    let record: CleanFile = serde_json::from_str(&text).ok()?;
+    (record.output == name).then_some(record)
 }
 
 const WORK_DIR: &str = ".conveyor-clean";

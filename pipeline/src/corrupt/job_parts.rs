@@ -127,14 +127,14 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
                 message: format!("is listed by {} but missing; rerun that worker with --overwrite and merge again", w.tag()),
             });
         }
+        outdir::check_part_shard(&from, (&r.sha256, r.bytes))?;
     }
     let mut records = Vec::with_capacity(total);
     for (k, slot) in slots.into_iter().enumerate() {
         let (w, mut r) = slot.expect("checked above");
-        outdir::move_verified(
+        outdir::rename_once(
             &contain::join(&part_dir(out, w), &r.file, &part_file(out, w))?,
             &out.join(name(k)),
-            (r.sha256.as_str(), r.bytes),
             outdir::FINISHED_SHARD_MISSING,
         )?;
         r.file = name(k);

@@ -114,15 +114,19 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
     }
     let base = &parts[0].manifest;
     let split = base.settings.split.clone();
+    // Every shard is checked before the first one moves.
+    for (w, s, _) in slots.iter().flatten() {
+        let from = crate::contain::join(&part_dir(out, *w), &s.file, &part_file(out, *w))?;
+        crate::outdir::check_part_shard(&from, (&s.sha256, s.bytes))?;
+    }
     let (mut shards, mut counts) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {
         let (w, mut s, c) = slot.expect("checked above");
         let from = crate::contain::join(&part_dir(out, w), &s.file, &part_file(out, w))?;
         let name = shard_name(&split, i, n);
-        crate::outdir::move_verified(
+        crate::outdir::rename_once(
             &from,
             &out.join(&name),
-            (s.sha256.as_str(), s.bytes),
             "a worker's shard is missing; rerun that worker with --overwrite",
         )?;
         s.file = name;

@@ -309,7 +309,10 @@ fn source_names(paths: &[PathBuf]) -> Vec<String> {
 /// worker's part, is already there.
 fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::lock::OutLock), Error> {
     let out = &plan.cfg.out;
-    crate::outdir::check_not_input(out, &plan.paths)?;
+    // The inputs as given (folders) and as found (files).
+    let given = plan.cfg.inputs.iter().map(PathBuf::from);
+    let inputs: Vec<PathBuf> = given.chain(plan.paths.iter().cloned()).collect();
+    crate::outdir::check_not_input(out, &inputs)?;
     let (state, _, lock) = crate::workers::start_job(
         out,
         journal::WORK_DIR,
