@@ -83,11 +83,37 @@ pub fn remote_files(loc: &Location) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
-/// True for what conveyor writes into an output folder (see
-/// [`crate::outdir::is_output_file`]) and workers' parts; other objects under an output URL
+/// What a mirroring upload may delete under an output URL: the files the URL's manifest
+/// listed before the upload (and that manifest), and workers' part folders; other objects
 /// are the user's and are never deleted.
-fn conveyor_output(rel: &str) -> bool {
-    rel.starts_with("parts/") || (!rel.contains('/') && crate::outdir::is_output_file(rel))
+fn conveyor_output(rel: &str, listed: &std::collections::HashSet<String>) -> bool {
+    rel.starts_with("parts/worker-") || rel == "manifest.json" || listed.contains(rel)
+}
+
+/// The files the manifest at `loc` lists (none when there is no readable conveyor manifest).
+fn listed_remote(loc: &Location) -> std::collections::HashSet<String> {
+    let mut text = Vec::new();
+    let read = super::read::RemoteReader::open(&loc.join("manifest.json").url).and_then(|mut r| {
+        r.read_to_end(&mut text).map_err(|e| Error::Remote {
+            url: loc.url.clone(),
+            message: e.to_string(),
+        })
+    });
+    let Ok(v) = read.map(|_| serde_json::from_slice::<serde_json::Value>(&text)) else {
+        return Default::default();
+    };
+    let Ok(v) = v else { return Default::default() };
+    let (list, key) = match v.get("shards") {
+        Some(list) => (list, "file"),
+        None => (&v["files"], "output"),
+    };
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e[key].as_str())
+        .filter(|name| crate::contain::check_name(name, Path::new(&loc.url)).is_ok())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Copies `dir`'s output files to `url` (see the module documentation). With `mirror`,
@@ -97,6 +123,12 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
     let there = remote_files(&loc)?;
     let mine = local_files(dir)?;
+    // Read before the upload replaces the manifest: what the old dataset was.
+    let listed = if mirror && there.contains_key("manifest.json") {
+        listed_remote(&loc)
+    } else {
+        Default::default()
+    };
     let mut t = Transfer::default();
     for (rel, len) in &mine {
         if there.get(rel) == Some(len) && rel != "manifest.json" {
@@ -110,7 +142,7 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     if mirror {
         let mine: std::collections::HashSet<&str> = mine.iter().map(|(m, _)| m.as_str()).collect();
         for rel in there.keys() {
-            if conveyor_output(rel) && !mine.contains(rel.as_str()) {
+            if conveyor_output(rel, &listed) && !mine.contains(rel.as_str()) {
                 let obj = loc.join(rel);
                 runtime()
                     .block_on(obj.store.delete(&obj.key))
@@ -334,15 +366,19 @@ mod tests {
     }
 
     #[test]
-    fn only_conveyor_outputs_are_mirrored_away() {
-        assert!(conveyor_output("manifest.json"));
-        assert!(conveyor_output("train-00003-of-00010.parquet"));
-        assert!(conveyor_output("c4-clean.00000-of-00002.json.gz"));
-        assert!(conveyor_output("parts/worker-00000-of-00002/part.json"));
-        assert!(!conveyor_output("README.md"));
-        assert!(!conveyor_output("raw/c4-train.00000-of-01024.json.gz"));
-        assert!(!conveyor_output("c4-train.00000-of-01024.json.gz"));
-        assert!(!conveyor_output("notes.parquet"));
+    fn only_listed_outputs_are_mirrored_away() {
+        let listed: std::collections::HashSet<String> =
+            ["train-00003-of-00010.parquet".to_string()].into();
+        let ours = |rel: &str| conveyor_output(rel, &listed);
+        assert!(ours("manifest.json"));
+        assert!(ours("train-00003-of-00010.parquet"));
+        assert!(ours("parts/worker-00000-of-00002/part.json"));
+        // Looks like conveyor's, but the old manifest did not list it.
+        assert!(!ours("train-00004-of-00010.parquet"));
+        assert!(!ours("c4-clean.00000-of-00002.json.gz"));
+        assert!(!ours("README.md"));
+        assert!(!ours("parts/notes.txt"));
+        assert!(!ours("raw/c4-train.00000-of-01024.json.gz"));
     }
 
     #[test]
