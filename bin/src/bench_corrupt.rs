@@ -52,6 +52,19 @@ pub fn run(a: CorruptBench) -> anyhow::Result<i32> {
         s["examples"]
     );
 
+    // The whole-file check corrupt makes of every token shard before reading it, timed
+    // alone on one thread (corrupt spreads it over its threads with the shards).
+    let t = Instant::now();
+    let m = conveyor_pipeline::manifest::Manifest::read(&tokens)?;
+    for sh in &m.shards {
+        conveyor_pipeline::shard::file_sha256(&tokens.join(&sh.file))?;
+    }
+    let hashed = t.elapsed().as_secs_f64();
+    println!(
+        "  of which the sha256 check of its input: {hashed:.2} s on one thread ({:.1}% of the end-to-end time)",
+        100.0 * hashed / secs
+    );
+
     // 2. The loader alone, one epoch, batches of 64 with a 10,000-example shuffle window.
     let epoch = |input: LoaderInput| -> anyhow::Result<(f64, usize)> {
         let mut cfg = LoaderConfig::new(input, 64);
