@@ -68,7 +68,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
             "{} is not the vocabulary these shards were made with (sha256 differs)",
             vocab_path.display()
         );
-        let rows = read_shard_head(&Manifest::shard_path(&a.dir, &m.shards[0].file)?, a.docs)?;
+        let rows = read_shard_head(
+            &conveyor_pipeline::manifest::shard_path(&a.dir, &m.shards[0].file)?,
+            a.docs,
+        )?;
         for r in rows {
             let text = tok.vocab().decode(&r.tokens);
             let shown: String = text.chars().take(300).collect();
@@ -86,7 +89,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     if a.verify {
         let mut bad = 0;
         for s in &m.shards {
-            let checked = Manifest::shard_path(&a.dir, &s.file)
+            let checked = conveyor_pipeline::manifest::shard_path(&a.dir, &s.file)
                 .and_then(|path| verify_shard(&path, &s.sha256, s.rows));
             match checked {
                 Ok(()) => {}

@@ -158,7 +158,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
     let mut rows = Vec::new();
     for s in &m.shards {
         // Read whole: the full checksum, and every id within the model's embeddings.
-        let path = ExamplesManifest::shard_path(&cfg.data, &s.file)?;
+        let path = conveyor_pipeline::manifest::shard_path(&cfg.data, &s.file)?;
         conveyor_pipeline::shard::check_file(&path, &s.sha256, s.bytes)?;
         let shard = read_rows(&path)?;
         let limit = model_cfg.vocab_size as i64;

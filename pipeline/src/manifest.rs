@@ -154,16 +154,8 @@ impl Manifest {
 
     /// Refuses a split or shard name (read from `source`) that is not a plain name.
     pub fn check_names(&self, source: &Path) -> Result<(), Error> {
-        crate::contain::check_split(&self.settings.split, &source.display().to_string())?;
-        for s in &self.shards {
-            crate::contain::check_name(&s.file, source)?;
-        }
-        Ok(())
-    }
-
-    /// `DIR/FILE` for one of this manifest's shards, kept inside `dir`.
-    pub fn shard_path(dir: &Path, file: &str) -> Result<std::path::PathBuf, Error> {
-        crate::contain::join(dir, file, &dir.join(Self::FILE))
+        let files = self.shards.iter().map(|s| s.file.as_str());
+        crate::manifest::check_names(&self.settings.split, files, source)
     }
 
     /// Writes `DIR/manifest.json` atomically.
@@ -171,6 +163,25 @@ impl Manifest {
         let text = serde_json::to_string_pretty(self).expect("manifest serialises") + "\n";
         write_atomic(&dir.join(Self::FILE), text.as_bytes())
     }
+}
+
+/// Refuses a dataset manifest's split or shard names (read from `source`) that are not
+/// plain names; token and example manifests share the rule.
+pub fn check_names<'a>(
+    split: &str,
+    files: impl IntoIterator<Item = &'a str>,
+    source: &Path,
+) -> Result<(), Error> {
+    crate::contain::check_split(split, &source.display().to_string())?;
+    files
+        .into_iter()
+        .try_for_each(|f| crate::contain::check_name(f, source))
+}
+
+/// `DIR/FILE` for one of the shards a dataset manifest (`DIR/manifest.json`) lists, kept
+/// inside `dir`.
+pub fn shard_path(dir: &Path, file: &str) -> Result<std::path::PathBuf, Error> {
+    crate::contain::join(dir, file, &dir.join(Manifest::FILE))
 }
 
 /// Writes a file through a temporary name and a rename, so readers never see half of it.

@@ -341,7 +341,7 @@ fn run_shard(
     progress: &dyn Progress,
 ) -> Result<ExampleShardRecord, Error> {
     let src = &plan.source.shards[k];
-    let src_path = Manifest::shard_path(&cfg.tokens, &src.file)?;
+    let src_path = crate::manifest::shard_path(&cfg.tokens, &src.file)?;
     // The shard is read whole: its checksum costs one sequential pass (measured in
     // docs/benchmarks.md) and catches damage the Parquet reader would decode silently.
     crate::shard::check_file(&src_path, &src.sha256, src.bytes)?;

@@ -114,16 +114,8 @@ impl ExamplesManifest {
 
     /// Refuses a split or shard name (read from `source`) that is not a plain name.
     pub fn check_names(&self, source: &Path) -> Result<(), Error> {
-        crate::contain::check_split(&self.settings.split, &source.display().to_string())?;
-        for s in &self.shards {
-            crate::contain::check_name(&s.file, source)?;
-        }
-        Ok(())
-    }
-
-    /// `DIR/FILE` for one of this manifest's shards, kept inside `dir`.
-    pub fn shard_path(dir: &Path, file: &str) -> Result<std::path::PathBuf, Error> {
-        crate::contain::join(dir, file, &dir.join(Self::FILE))
+        let files = self.shards.iter().map(|s| s.file.as_str());
+        crate::manifest::check_names(&self.settings.split, files, source)
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), Error> {

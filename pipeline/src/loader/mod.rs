@@ -206,7 +206,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
                 .shards
                 .iter()
                 .map(|s| {
-                    let path = ExamplesManifest::shard_path(dir, &s.file)?;
+                    let path = crate::manifest::shard_path(dir, &s.file)?;
                     crate::shard::check_shape(&path, s.bytes, s.rows)?;
                     Ok(SourceShard { path, rows: s.rows })
                 })
@@ -229,7 +229,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
                 .shards
                 .iter()
                 .map(|s| {
-                    let path = crate::manifest::Manifest::shard_path(&c.tokens, &s.file)?;
+                    let path = crate::manifest::shard_path(&c.tokens, &s.file)?;
                     crate::shard::check_shape(&path, s.bytes, s.rows)?;
                     Ok(SourceShard { path, rows: s.rows })
                 })
