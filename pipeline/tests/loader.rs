@@ -219,3 +219,32 @@ fn a_state_from_another_configuration_is_refused() {
     c.seed = 1;
     assert!(Loader::resume(c, Some(state)).is_err());
 }
+
+#[test]
+fn an_epoch_that_gives_a_rank_no_batch_is_an_error_not_a_loop() {
+    // More rows per batch than the data holds, short batches dropped: every epoch is empty.
+    let dir = offline("few", 0, 0, false);
+    let mut c = plain(LoaderInput::Examples(dir), 1_000_000, 0);
+    c.drop_remainder = true;
+    let mut l = Loader::new(c).unwrap();
+    let e = l
+        .next()
+        .expect("an error, not silence")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no batch") && e.contains("rows"), "{e}");
+    assert!(l.next().is_none());
+}
+
+#[test]
+fn ids_beyond_the_vocabulary_name_their_shard_and_row() {
+    let dir = offline("ids", 0, 0, false);
+    let mut c = plain(LoaderInput::Examples(dir), 4, 0);
+    c.vocab_limit = Some(100);
+    let e = Loader::new(c)
+        .unwrap()
+        .find_map(Result::err)
+        .unwrap()
+        .to_string();
+    assert!(e.contains(".parquet") && e.contains("row 0"), "{e}");
+}
