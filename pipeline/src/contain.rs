@@ -1,5 +1,5 @@
 //! The one place where a name read from a file or a flag (a split, a shard file in a
-//! manifest, a part's file, a checkpoint entry) becomes a path (DESIGN.md rule 11). A name
+//! manifest, a part's file, a checkpoint entry) becomes a path (docs/design.md, rule 11). A name
 //! is one plain path component: no separator, no `..`, not absolute, no NUL. A manifest
 //! downloaded from a bucket someone else writes can therefore never make conveyor read,
 //! write, move or delete a file outside the folder the name belongs to.

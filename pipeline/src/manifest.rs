@@ -1,5 +1,5 @@
 //! `manifest.json`: what a token directory holds and how it was made. Other tools rely on
-//! it (DESIGN.md "Formats"): format and version, vocabulary, exact configuration and inputs,
+//! it (docs/formats.md): format and version, vocabulary, exact configuration and inputs,
 //! per-shard rows / tokens / bytes / sha256, totals, and every skipped record.
 
 use std::collections::BTreeMap;

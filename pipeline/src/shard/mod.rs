@@ -1,5 +1,5 @@
 //! Parquet token shards: the sink stage that writes them and the reader that checks and
-//! decodes them. Layout (DESIGN.md "Formats"): one row per document with `tokens`
+//! decodes them. Layout (docs/formats.md): one row per document with `tokens`
 //! (list<uint16> for vocabularies up to 65,536 ids, else list<uint32>), `url`, `timestamp`,
 //! `source`, `source_index`; zstd compression.
 

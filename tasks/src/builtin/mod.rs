@@ -1,4 +1,4 @@
-//! The built-in tasks of the study (PAPER.md "Tasks and data"). Adding one: a file with a
+//! The built-in tasks of the study (docs/study.md "Tasks"). Adding one: a file with a
 //! type implementing [`crate::Task`] and a line in [`all`].
 
 mod ag_news;
