@@ -27,7 +27,8 @@ release:
 demo: release
 	$(BIN) demo --out $(DEMO_OUT)
 
-test:
+# The README's test command (and CI's): formatting and lints first, then every test.
+test: lint
 	cargo test --workspace --no-fail-fast
 
 lint:

@@ -82,7 +82,7 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Ingest(a) => ingest_bench(a),
         BenchCommand::Corrupt(a) => crate::bench_corrupt::run(a),
         BenchCommand::Train { .. } | BenchCommand::Step { .. } | BenchCommand::Conv { .. } => {
-            crate::forward::to_torch()
+            crate::torch_handoff::to_torch()
         }
     }
 }

@@ -34,24 +34,13 @@ pub struct CleanArgs {
     /// JSON field holding the text (JSON lines inputs).
     #[arg(long, default_value = "text")]
     text_field: String,
-    /// Worker threads (default: one per core). The output does not depend on it.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Replace what an earlier, different job left in --out.
-    #[arg(long)]
-    overwrite: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-    #[arg(long, short)]
-    quiet: bool,
     #[command(flatten)]
-    workers: crate::workers::WorkerArgs,
+    job: crate::job_flags::JobFlags,
 }
 
 pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
-    let worker = a.workers.resolve(a.quiet || a.json)?;
-    let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.quiet || a.json)?;
+    let worker = a.job.worker()?;
+    let target = crate::remote::Out::new(&a.out, worker, a.job.overwrite, a.job.silent())?;
     let mut cfg = CleanConfig::new(a.inputs, target.dir.clone());
     if let Some(p) = &a.rules {
         let text =
@@ -63,14 +52,14 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     cfg.min_english = (!a.any_language).then_some(a.min_english);
     cfg.dedup = !a.no_dedup;
     cfg.text_field = a.text_field;
-    cfg.threads = a.threads;
-    cfg.overwrite = a.overwrite;
+    cfg.threads = a.job.threads;
+    cfg.overwrite = a.job.overwrite;
     cfg.worker = worker;
-    let progress = CliProgress::new(a.quiet || a.json);
+    let progress = CliProgress::new(a.job.silent());
     let mut s = clean(&cfg, &progress)?;
     s.out = target.shown();
-    target.finish(a.overwrite && worker.is_none())?;
-    if a.json {
+    target.finish(a.job.mirror(worker))?;
+    if a.job.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(0);
     }
@@ -126,6 +115,6 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
             s.seconds
         );
     }
-    crate::workers::merge_hint(&cfg.out, cfg.worker, a.json);
+    crate::job_flags::merge_hint(&cfg.out, cfg.worker, a.job.json);
     Ok(0)
 }

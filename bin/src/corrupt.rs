@@ -43,26 +43,14 @@ pub struct CorruptArgs {
     /// Check that the tokens were made with this SentencePiece model.
     #[arg(long)]
     vocab: Option<PathBuf>,
-    /// Worker threads (default: one per core). The output does not depend on it.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Replace what an earlier, different job left in --out.
-    #[arg(long)]
-    overwrite: bool,
     #[command(flatten)]
-    workers: crate::workers::WorkerArgs,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    job: crate::job_flags::JobFlags,
 }
 
 pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
-    let worker = a.workers.resolve(a.quiet || a.json)?;
-    let tokens = crate::remote::dataset(&a.tokens, a.quiet || a.json)?;
-    let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.quiet || a.json)?;
+    let worker = a.job.worker()?;
+    let tokens = crate::remote::dataset(&a.tokens, a.job.silent())?;
+    let target = crate::remote::Out::new(&a.out, worker, a.job.overwrite, a.job.silent())?;
     let mut cfg = CorruptConfig::new(tokens, target.dir.clone(), a.inputs_length);
     cfg.source_name = crate::remote::url_of(&a.tokens);
     cfg.noise_density = a.noise_density;
@@ -73,15 +61,15 @@ pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
     cfg.split = a.split;
     cfg.extra_ids = a.extra_ids;
     cfg.vocab = a.vocab;
-    cfg.threads = a.threads;
-    cfg.overwrite = a.overwrite;
+    cfg.threads = a.job.threads;
+    cfg.overwrite = a.job.overwrite;
     cfg.worker = worker;
-    let progress = CliProgress::new(a.quiet || a.json);
+    let progress = CliProgress::new(a.job.silent());
     let mut s = corrupt(&cfg, &progress)?;
     s.out = target.shown();
-    target.finish(a.overwrite && worker.is_none())?;
-    report(&s, a.json)?;
-    crate::workers::merge_hint(&a.out, cfg.worker, a.json);
+    target.finish(a.job.mirror(worker))?;
+    report(&s, a.job.json)?;
+    crate::job_flags::merge_hint(&a.out, cfg.worker, a.job.json);
     Ok(0)
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use crate::forward::run_torch as torch;
+use crate::torch_handoff::run_torch as torch;
 use conveyor_pipeline::corrupt::{corrupt, CorruptConfig};
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;

@@ -64,23 +64,11 @@ pub struct IngestArgs {
     /// Tokenizer implementation.
     #[arg(long, value_enum, default_value = "native")]
     tokenizer: TokenizerArg,
-    /// Worker threads (default: one per core). The output does not depend on it.
-    #[arg(long)]
-    threads: Option<usize>,
     /// Stop at the first bad record or file instead of skipping and counting it.
     #[arg(long)]
     strict: bool,
-    /// Replace what an earlier, different job left in --out.
-    #[arg(long)]
-    overwrite: bool,
     #[command(flatten)]
-    workers: crate::workers::WorkerArgs,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    job: crate::job_flags::JobFlags,
 }
 
 impl From<TxtArg> for TxtMode {
@@ -107,16 +95,16 @@ impl IngestArgs {
             TokenizerArg::Native => TokenizerKind::Native,
             TokenizerArg::Reference => TokenizerKind::Reference,
         };
-        cfg.threads = self.threads;
+        cfg.threads = self.job.threads;
         cfg.strict = self.strict;
-        cfg.overwrite = self.overwrite;
-        cfg.worker = self.workers.resolve(self.quiet || self.json)?;
+        cfg.overwrite = self.job.overwrite;
+        cfg.worker = self.job.worker()?;
         Ok(cfg)
     }
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
-    let (json, quiet) = (args.json, args.quiet);
+    let (json, quiet) = (args.job.json, args.job.quiet);
     let mut cfg = args.into_config()?;
     let progress = CliProgress::new(quiet || json);
     let worker = cfg.worker;
@@ -128,7 +116,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     summary.out = target.shown();
     target.finish(mirror)?;
     report(&summary, json)?;
-    crate::workers::merge_hint(&out, worker, json);
+    crate::job_flags::merge_hint(&out, worker, json);
     Ok(if summary.failed_inputs.is_empty() {
         0
     } else {

@@ -6,15 +6,16 @@ mod bench_corrupt;
 mod clean;
 mod corrupt;
 mod demo;
-mod forward;
 mod ingest;
 mod inspect;
+mod job_flags;
+mod manifest_merge;
 mod progress;
 mod remote;
 mod study;
 mod task;
+mod torch_handoff;
 mod vocab;
-mod workers;
 
 use std::path::PathBuf;
 
@@ -67,7 +68,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Manifests: join the parts of a job split among workers (`manifest merge OUT`).
     #[command(subcommand)]
-    Manifest(workers::ManifestCommand),
+    Manifest(manifest_merge::ManifestCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -129,7 +130,7 @@ fn main() {
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Clean(a) => clean::run(a),
-        Command::Manifest(c) => workers::run(c),
+        Command::Manifest(c) => manifest_merge::run(c),
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
         Command::Task(c) => task::run(c),
@@ -145,7 +146,7 @@ fn main() {
         | Command::Train { .. }
         | Command::Finetune { .. }
         | Command::Eval { .. }
-        | Command::Model { .. } => forward::to_torch(),
+        | Command::Model { .. } => torch_handoff::to_torch(),
     };
     match result {
         Ok(code) => std::process::exit(code),

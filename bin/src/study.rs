@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::forward::{run_torch as torch, run_torch_live};
+use crate::torch_handoff::{run_torch as torch, run_torch_live};
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::{human_duration, Silent};
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};

@@ -64,7 +64,7 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        workers: crate::workers::WorkerArgs,
+        workers: crate::job_flags::WorkerArgs,
     },
 }
 
@@ -183,7 +183,7 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
                     s.inputs_length, s.truncated_inputs, s.targets_length, s.truncated_targets
                 );
             }
-            crate::workers::merge_hint(&out_dir, worker, json);
+            crate::job_flags::merge_hint(&out_dir, worker, json);
         }
     }
     Ok(0)

@@ -1,52 +1,9 @@
-//! The `--num-workers` / `--worker-index` options of the commands that split a job among
-//! workers, and `conveyor manifest merge`, which joins their parts.
+//! `conveyor manifest merge`, which joins the parts the workers of a split job left.
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use conveyor_pipeline::workers::Worker;
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct WorkerArgs {
-    /// Split the job among N workers, each run as its own process (on one machine or many,
-    /// sharing --out); then `conveyor manifest merge OUT`. Read from SLURM_ARRAY_TASK_COUNT
-    /// in a Slurm job array when not given.
-    #[arg(long)]
-    pub num_workers: Option<usize>,
-    /// This worker's index, from 0 (default: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN,
-    /// or JOB_COMPLETION_INDEX in a Kubernetes Indexed Job).
-    #[arg(long)]
-    pub worker_index: Option<usize>,
-}
-
-impl WorkerArgs {
-    /// The worker this process is (None: the whole job); says where that came from on
-    /// stderr unless `quiet`.
-    pub fn resolve(&self, quiet: bool) -> anyhow::Result<Option<Worker>> {
-        let w = Worker::resolve(self.worker_index, self.num_workers, |k| {
-            std::env::var(k).ok()
-        })?;
-        if let (Some((w, from)), false) = (&w, quiet) {
-            eprintln!(
-                "worker {} of {} (from {from}): this process does its share of the inputs",
-                w.index, w.count
-            );
-        }
-        Ok(w.map(|(w, _)| w))
-    }
-}
-
-/// After a worker's share: where its part is and what to run once all are done.
-pub fn merge_hint(out: &std::path::Path, worker: Option<Worker>, json: bool) {
-    if let (Some(w), false) = (worker, json) {
-        println!(
-            "this worker's part is in {}; once all {} workers are done: conveyor manifest merge {}",
-            conveyor_pipeline::workers::part_dir(out, w).display(),
-            w.count,
-            out.display()
-        );
-    }
-}
 
 #[derive(Subcommand)]
 pub enum ManifestCommand {
