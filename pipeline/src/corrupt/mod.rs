@@ -1,4 +1,4 @@
-//! The corrupt stage: token shards -> T5 span-corruption examples (REFERENCE.md section 3).
+//! The corrupt stage: token shards -> T5 span-corruption examples (docs/references.md, section 3).
 //!
 //! [`lengths`] holds T5's length arithmetic, [`stream`] turns documents into pieces,
 //! [`span`] masks a piece, [`pack`] packs examples into rows, and [`job`] is the offline
