@@ -2,7 +2,6 @@
 //! configuration types and calls them. Nothing below this crate sees clap.
 
 mod bench;
-mod bench_corrupt;
 mod clean;
 mod corrupt;
 mod demo;

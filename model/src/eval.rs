@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
-use conveyor_pipeline::corrupt::manifest::ExamplesManifest;
+use conveyor_pipeline::examples::ExamplesManifest;
 use conveyor_pipeline::tokenize::Vocab;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
@@ -117,7 +117,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
     let task_name = m
         .settings
         .objective
-        .strip_prefix("task:")
+        .task()
         .ok_or_else(|| {
             refused(format!(
                 "{} holds {} examples, not a task's: prepare it with `conveyor task prepare`",

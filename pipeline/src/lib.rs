@@ -6,6 +6,7 @@ pub mod clean;
 pub mod contain;
 pub mod corrupt;
 pub mod error;
+pub mod examples;
 pub mod ingest;
 pub mod loader;
 pub mod lock;

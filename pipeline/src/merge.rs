@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::corrupt::job::CORRUPT_PART_FORMAT;
-use crate::corrupt::manifest::ExamplesManifest;
 use crate::error::Error;
+use crate::examples::ExamplesManifest;
 use crate::ingest::{read_parts, IngestPart, INGEST_PART_FORMAT};
 use crate::manifest::{Counts, Manifest, MAX_LISTED_PROBLEMS};
 use crate::shard::shard_name;
@@ -113,9 +113,9 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             let (shards, tokens) = crate::corrupt::job::merge_parts(out, &paths)?;
             Ok(summary("example shards", workers, shards, tokens, false))
         }
-        crate::corrupt::task_part::TASK_PART_FORMAT => {
+        crate::examples::task_parts::TASK_PART_FORMAT => {
             let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
-            let (shards, examples) = crate::corrupt::task_part::merge_task_parts(out, &paths)?;
+            let (shards, examples) = crate::examples::task_parts::merge_task_parts(out, &paths)?;
             Ok(summary(
                 "task example shards",
                 workers,

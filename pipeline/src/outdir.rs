@@ -237,7 +237,7 @@ fn listed_files(manifest: &Path, work: &str) -> Result<Vec<String>, Error> {
     let replaces: &[&str] = match work {
         ".conveyor-ingest" => &[crate::manifest::TOKENS_FORMAT],
         ".conveyor-clean" => &[crate::clean::CLEAN_FORMAT],
-        _ => &[crate::corrupt::manifest::EXAMPLES_FORMAT],
+        _ => &[crate::examples::EXAMPLES_FORMAT],
     };
     if !replaces.contains(&format) {
         return Err(refuse(format!(

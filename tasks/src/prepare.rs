@@ -9,14 +9,15 @@
 
 use std::path::{Path, PathBuf};
 
-use conveyor_pipeline::corrupt::manifest::{
-    CorruptSettings, ExampleShardRecord, ExamplesManifest, TaskCounts, EXAMPLES_FORMAT,
+use conveyor_pipeline::corrupt::{Example as Ids, Lengths};
+use conveyor_pipeline::examples::ExampleShardWriter;
+use conveyor_pipeline::examples::{
+    ExampleSettings, ExampleShardRecord, ExamplesManifest, TaskCounts, EXAMPLES_FORMAT,
     EXAMPLES_VERSION,
 };
-use conveyor_pipeline::corrupt::{Example as Ids, Lengths};
 use conveyor_pipeline::manifest::VocabInfo;
 use conveyor_pipeline::outdir;
-use conveyor_pipeline::shard::{shard_name, ExampleShardWriter};
+use conveyor_pipeline::shard::shard_name;
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
 use conveyor_pipeline::workers::{part_dir, Worker, WorkerState};
 use rayon::prelude::*;
@@ -193,7 +194,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true))
         }
         (WorkerState::PartDone, Some(w)) => {
-            let p = conveyor_pipeline::corrupt::task_part::read_task_part(
+            let p = conveyor_pipeline::examples::task_parts::read_task_part(
                 &part_dir(&cfg.out, w).join("part.json"),
             )?;
             return Ok(summary(&p.manifest, &cfg.out, true));
@@ -351,8 +352,8 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             eos_id: vocab.eos_id,
             pad_id: vocab.pad_id,
         },
-        settings: CorruptSettings {
-            objective: format!("task:{}", task.name()),
+        settings: ExampleSettings {
+            objective: conveyor_pipeline::examples::Objective::Task(task.name()),
             lengths: Lengths {
                 tokens_length: li,
                 inputs_length: li,
@@ -378,7 +379,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         task: None,
     };
     let inputs: Vec<String> = cfg.inputs.iter().map(|p| p.display().to_string()).collect();
-    let m = conveyor_pipeline::corrupt::task_part::task_manifest(
+    let m = conveyor_pipeline::examples::task_parts::task_manifest(
         &base,
         shards.clone(),
         &counts,
@@ -386,8 +387,8 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         inputs,
     );
     if let Some(w) = cfg.worker {
-        let part = conveyor_pipeline::corrupt::task_part::TaskPart {
-            format: conveyor_pipeline::corrupt::task_part::TASK_PART_FORMAT.into(),
+        let part = conveyor_pipeline::examples::task_parts::TaskPart {
+            format: conveyor_pipeline::examples::task_parts::TASK_PART_FORMAT.into(),
             job,
             worker: w,
             inputs: n,

@@ -401,8 +401,8 @@ pub struct FinetuneArgs {
 /// from --init's weights or from scratch.
 pub fn finetune(mut a: FinetuneArgs) -> anyhow::Result<i32> {
     a.train.data = local_dataset(&a.train.data)?.0;
-    let m = conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(&a.train.data)?;
-    let want = format!("task:{}", a.task);
+    let m = conveyor_pipeline::examples::ExamplesManifest::read(&a.train.data)?;
+    let want = conveyor_pipeline::examples::Objective::Task(a.task.clone());
     anyhow::ensure!(
         m.settings.objective == want,
         "{} holds {} examples, not {want}: prepare it with `conveyor task prepare {}`",
@@ -448,13 +448,8 @@ pub struct EvalArgs {
 pub fn eval(mut a: EvalArgs) -> anyhow::Result<i32> {
     a.data = local_dataset(&a.data)?.0;
     let device = select_device(a.device.into())?;
-    let m = conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(&a.data)?;
-    let prepared = m
-        .settings
-        .objective
-        .strip_prefix("task:")
-        .unwrap_or("")
-        .to_string();
+    let m = conveyor_pipeline::examples::ExamplesManifest::read(&a.data)?;
+    let prepared = m.settings.objective.task().unwrap_or("").to_string();
     if let Some(t) = &a.task {
         anyhow::ensure!(
             *t == prepared,

@@ -20,7 +20,7 @@ pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
 
 pub(crate) enum DataKind {
     Tokens(conveyor_pipeline::manifest::Manifest),
-    Examples(conveyor_pipeline::corrupt::manifest::ExamplesManifest),
+    Examples(conveyor_pipeline::examples::ExamplesManifest),
 }
 
 pub(crate) fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
@@ -37,8 +37,8 @@ pub(crate) fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
         conveyor_pipeline::manifest::TOKENS_FORMAT => Ok(DataKind::Tokens(
             conveyor_pipeline::manifest::Manifest::read(data)?,
         )),
-        conveyor_pipeline::corrupt::manifest::EXAMPLES_FORMAT => Ok(DataKind::Examples(
-            conveyor_pipeline::corrupt::manifest::ExamplesManifest::read(data)?,
+        conveyor_pipeline::examples::EXAMPLES_FORMAT => Ok(DataKind::Examples(
+            conveyor_pipeline::examples::ExamplesManifest::read(data)?,
         )),
         other => Err(TrainError::Refused(format!(
             "{}: format {other:?} is neither conveyor.tokens nor conveyor.examples",

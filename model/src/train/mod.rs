@@ -523,7 +523,7 @@ impl MetricsFile {
                 "data": cfg.data.display().to_string(),
                 "objective": match data_kind(&cfg.data)? {
                     DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
-                    DataKind::Examples(m) => m.settings.objective,
+                    DataKind::Examples(m) => m.settings.objective.to_string(),
                 },
                 "parameters": cfg.model.parameter_count(),
                 "precision": cfg.precision.name(),

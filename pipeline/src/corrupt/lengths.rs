@@ -5,16 +5,7 @@
 //! even), the mask in TensorFlow (`tf.round` on float32, ties to even). They can disagree at
 //! exact ties, which is why every feature is also trimmed to its length.
 
-/// The lengths a span-corruption configuration produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Lengths {
-    /// Raw tokens per example before masking.
-    pub tokens_length: usize,
-    /// Input feature length (EOS included).
-    pub inputs_length: usize,
-    /// Target feature length (EOS included).
-    pub targets_length: usize,
-}
+pub use crate::examples::Lengths;
 
 /// Why a configuration cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]

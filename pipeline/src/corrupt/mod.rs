@@ -5,18 +5,14 @@
 //! `conveyor corrupt` command. The loader applies the same [`Corruption`] on the fly.
 
 pub mod job;
-mod job_parts;
 pub mod lengths;
-pub mod manifest;
-pub mod pack;
 pub mod span;
 pub mod stream;
-pub mod task_part;
 
+pub use crate::examples::{Example, PackedRow, Packer};
 pub use job::{corrupt, CorruptConfig, CorruptSummary};
 pub use lengths::{random_spans_helper, Lengths};
-pub use pack::{PackedRow, Packer};
-pub use span::{Example, Scratch, SpanCorruption};
+pub use span::{Scratch, SpanCorruption};
 pub use stream::{Chunking, Keys, Pieces};
 
 use crate::rng::{Rng, Stream};

@@ -6,15 +6,9 @@
 //! composition, and the spans interleave starting with non-noise and ending with noise. The
 //! counts use T5's float32 round-half-to-even. Sentinels count down from `vocab_size - 1`.
 
-use super::lengths::{mask_counts, Lengths};
+use super::lengths::mask_counts;
+use crate::examples::{Example, Lengths};
 use crate::rng::Rng;
-
-/// A masked example, before packing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Example {
-    pub inputs: Vec<u32>,
-    pub targets: Vec<u32>,
-}
 
 /// Splits `total` items into `parts` positive parts, uniformly over all such compositions
 /// (T5's `_random_segmentation`): `parts - 1` distinct cut points are drawn among the

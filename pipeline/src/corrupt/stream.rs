@@ -10,21 +10,7 @@
 
 use crate::rng::{Rng, Stream};
 
-/// How documents become pieces.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Chunking {
-    /// Longest chunk kept of a document (T5: 65,536).
-    pub max_chunk: usize,
-    /// Documents concatenated per group (T5: 128).
-    pub group_docs: usize,
-    /// Raw tokens per piece (`tokens_length`).
-    pub piece: usize,
-}
-
-impl Chunking {
-    pub const T5_MAX_CHUNK: usize = 65_536;
-    pub const T5_GROUP_DOCS: usize = 128;
-}
+pub use crate::examples::Chunking;
 
 /// Where the randomness of one shard's pieces comes from.
 #[derive(Debug, Clone, Copy)]

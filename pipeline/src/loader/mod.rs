@@ -27,9 +27,9 @@ pub use batch::{Batch, Batcher, Item, Packing};
 use shards::{examples_shard, tokens_shard};
 
 use crate::corrupt::job::{plan as corrupt_plan, CorruptConfig};
-use crate::corrupt::manifest::ExamplesManifest;
 use crate::corrupt::{Chunking, SpanCorruption};
 use crate::error::Error;
+use crate::examples::ExamplesManifest;
 use crate::rng::{Rng, Stream};
 
 /// Where the items come from.

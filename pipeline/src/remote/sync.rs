@@ -257,7 +257,7 @@ fn verify_download(dir: &Path) -> Result<(), Error> {
             .into_iter()
             .map(|s| (s.file, s.sha256, s.bytes))
             .collect(),
-        Err(_) => crate::corrupt::manifest::ExamplesManifest::read(dir)?
+        Err(_) => crate::examples::ExamplesManifest::read(dir)?
             .shards
             .into_iter()
             .map(|s| (s.file, s.sha256, s.bytes))

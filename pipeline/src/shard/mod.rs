@@ -4,13 +4,11 @@
 //! `source`, `source_index`; zstd compression.
 
 mod docs;
-pub mod examples;
 mod reader;
 pub mod sink;
 mod writer;
 
 pub use docs::{Ids, ListRows, TokenDocs};
-pub use examples::{example_schema, ExampleShardWriter};
 pub use reader::{check_file, check_shape, file_sha256, read_shard_head, verify_shard, ShardRow};
 pub use sink::{ParquetSink, ShardStats};
 pub use writer::TokenShardWriter;

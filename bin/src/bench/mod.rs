@@ -1,7 +1,9 @@
 //! `conveyor bench ingest`: the full ingest's throughput and peak memory on a benchmark
 //! corpus, beside — in the same run — the SentencePiece library's own encode speed on the
 //! same text and the plain Python pipeline (json + sentencepiece + pyarrow, 2 processes).
-//! Ratios from one run are what to trust on a noisy machine.
+//! Ratios from one run are what to trust on a noisy machine. `bench corrupt` is [`corrupt`].
+
+mod corrupt;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -80,7 +82,7 @@ pub struct IngestBench {
 pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
     match b {
         BenchCommand::Ingest(a) => ingest_bench(a),
-        BenchCommand::Corrupt(a) => crate::bench_corrupt::run(a),
+        BenchCommand::Corrupt(a) => corrupt::run(a),
         BenchCommand::Train { .. } | BenchCommand::Step { .. } | BenchCommand::Conv { .. } => {
             crate::torch_handoff::to_torch()
         }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use conveyor_pipeline::corrupt::CorruptConfig;
 use conveyor_pipeline::loader::{Loader, LoaderConfig, LoaderInput};
 
-use crate::bench::{ensure_corpus, run_measured, CorruptBench};
+use super::{ensure_corpus, run_measured, CorruptBench};
 
 pub fn run(a: CorruptBench) -> anyhow::Result<i32> {
     let (corpus, _) = ensure_corpus(&a.work, a.mb)?;

@@ -5,7 +5,7 @@
 //! shard is renamed into the work folder with a small record beside it, so a killed run
 //! resumes by redoing only unfinished shards; final names appear only when all are done.
 //! With a [`Worker`], the job does token shards k with k mod N = I and leaves a part for
-//! `conveyor manifest merge` (see `job_parts.rs`).
+//! `conveyor manifest merge` (see [`parts`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,18 +14,22 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::job_parts::{finalize_part, read_part};
-pub use super::job_parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
+mod parts;
+
 use super::lengths::{mask_counts, random_spans_helper, Lengths};
-use super::manifest::EXAMPLES_VERSION;
-use super::manifest::{CorruptSettings, ExampleShardRecord, ExamplesManifest, EXAMPLES_FORMAT};
 use super::{Chunking, Corruption, Example, Keys, Packer, Pieces, Scratch, SpanCorruption};
 use crate::error::Error;
+use crate::examples::{
+    ExampleSettings, ExampleShardRecord, ExampleShardWriter, ExamplesManifest, Objective,
+    EXAMPLES_FORMAT, EXAMPLES_VERSION,
+};
 use crate::manifest::{write_atomic, Manifest};
 use crate::outdir;
 use crate::progress::Progress;
-use crate::shard::{shard_name, ExampleShardWriter, Ids, TokenDocs};
+use crate::shard::{shard_name, Ids, TokenDocs};
 use crate::workers::{part_dir, Worker, WorkerState};
+use parts::{finalize_part, read_part};
+pub use parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
 
 const WORK_DIR: &str = ".conveyor-corrupt";
 
@@ -118,7 +122,7 @@ impl CorruptSummary {
 /// The validated job.
 pub struct Plan {
     pub source: Manifest,
-    pub settings: CorruptSettings,
+    pub settings: ExampleSettings,
     pub corruption: SpanCorruption,
     pub job: String,
 }
@@ -167,8 +171,8 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
             lengths.inputs_length
         )));
     }
-    let settings = CorruptSettings {
-        objective: "span_corruption".into(),
+    let settings = ExampleSettings {
+        objective: Objective::SpanCorruption,
         lengths,
         noise_density: Some(cfg.noise_density),
         mean_span_length: Some(cfg.mean_span_length),

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::job::{examples_manifest, work_shard, CorruptConfig, Plan};
-use super::manifest::{ExampleShardRecord, ExamplesManifest};
+use super::{examples_manifest, work_shard, CorruptConfig, Plan};
 use crate::contain;
 use crate::error::Error;
+use crate::examples::{ExampleShardRecord, ExamplesManifest};
 use crate::manifest::write_atomic;
 use crate::outdir;
 use crate::shard::shard_name;

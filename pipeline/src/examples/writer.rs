@@ -9,10 +9,10 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, ListBuilder, StringBuilder, UInt16Builder};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use super::sink::{ParquetSink, ShardStats};
-use super::{id_list_type, IdList};
-use crate::corrupt::{Example, PackedRow};
+use super::{Example, PackedRow};
 use crate::error::Error;
+use crate::shard::sink::{ParquetSink, ShardStats};
+use crate::shard::{id_list_type, IdList};
 
 /// Tokens buffered before a record batch is handed to the Parquet writer.
 const BATCH_TOKENS: usize = 1 << 20;
@@ -59,7 +59,7 @@ fn small_list() -> ListBuilder<UInt16Builder> {
 }
 
 fn append_small(b: &mut ListBuilder<UInt16Builder>, v: &[u32]) {
-    super::append_u16(b, v);
+    crate::shard::append_u16(b, v);
 }
 
 /// Writes one example shard.

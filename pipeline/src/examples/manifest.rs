@@ -12,11 +12,60 @@ use crate::manifest::{write_atomic, VocabInfo};
 pub const EXAMPLES_FORMAT: &str = "conveyor.examples";
 pub const EXAMPLES_VERSION: u32 = 1;
 
-/// Everything that decides the examples. `objective` is `span_corruption` (the span fields
-/// are set) or `task:NAME` (examples formatted by a text-to-text task; no span fields).
+/// What made a dataset's examples; written as `span_corruption` or `task:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Objective {
+    /// T5 span corruption of token shards (the settings' span fields are set).
+    SpanCorruption,
+    /// A text-to-text task's examples, by task name (no span fields).
+    Task(String),
+}
+
+impl Objective {
+    /// The task's name, for a task's examples.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            Objective::Task(name) => Some(name),
+            Objective::SpanCorruption => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Objective::SpanCorruption => f.write_str("span_corruption"),
+            Objective::Task(name) => write!(f, "task:{name}"),
+        }
+    }
+}
+
+impl From<Objective> for String {
+    fn from(o: Objective) -> String {
+        o.to_string()
+    }
+}
+
+impl TryFrom<String> for Objective {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.strip_prefix("task:") {
+            _ if s == "span_corruption" => Ok(Objective::SpanCorruption),
+            Some(name) if !name.is_empty() => Ok(Objective::Task(name.to_string())),
+            _ => Err(format!(
+                "objective {s:?} is neither span_corruption nor task:NAME"
+            )),
+        }
+    }
+}
+
+/// Everything that decides the examples: the objective, the lengths, the span settings
+/// (span corruption only) and the vocabulary's ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CorruptSettings {
-    pub objective: String,
+pub struct ExampleSettings {
+    pub objective: Objective,
     #[serde(flatten)]
     pub lengths: Lengths,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +111,7 @@ pub struct ExamplesManifest {
     pub source: String,
     pub source_job: String,
     pub vocab: VocabInfo,
-    pub settings: CorruptSettings,
+    pub settings: ExampleSettings,
     pub shards: Vec<ExampleShardRecord>,
     pub examples: u64,
     pub rows: u64,
@@ -121,5 +170,24 @@ impl ExamplesManifest {
     pub fn write(&self, dir: &Path) -> Result<(), Error> {
         let text = serde_json::to_string_pretty(self).expect("manifest serialises") + "\n";
         write_atomic(&dir.join(Self::FILE), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objectives_read_and_write_as_their_strings() {
+        for (o, s) in [
+            (Objective::SpanCorruption, "\"span_corruption\""),
+            (Objective::Task("sst2".into()), "\"task:sst2\""),
+        ] {
+            assert_eq!(serde_json::to_string(&o).unwrap(), s);
+            assert_eq!(serde_json::from_str::<Objective>(s).unwrap(), o);
+        }
+        for bad in ["\"task:\"", "\"lm\"", "\"\""] {
+            assert!(serde_json::from_str::<Objective>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Each row carries 1-based segment ids (0 = padding) and positions that restart at 0 for each
 //! example; rows are padded with 0 to the full lengths.
 
-use super::span::Example;
+use super::Example;
 
 /// One packed row, padded to the feature lengths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
