@@ -3,7 +3,7 @@
 //! into each command; and the worker options on their own (`task prepare` has no threads).
 
 use clap::Args;
-use conveyor_pipeline::workers::Worker;
+use conveyor_pipeline::job::workers::Worker;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct JobFlags {
@@ -77,7 +77,7 @@ pub fn merge_hint(out: &std::path::Path, worker: Option<Worker>, json: bool) {
     if let (Some(w), false) = (worker, json) {
         println!(
             "this worker's part is in {}; once all {} workers are done: conveyor manifest merge {}",
-            conveyor_pipeline::workers::part_dir(out, w).display(),
+            conveyor_pipeline::job::workers::part_dir(out, w).display(),
             w.count,
             out.display()
         );

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use conveyor_pipeline::workers::Worker;
+use conveyor_pipeline::job::workers::Worker;
 
 #[derive(Subcommand)]
 pub enum ManifestCommand {

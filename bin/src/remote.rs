@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use conveyor_pipeline::job::workers::Worker;
 use conveyor_pipeline::remote::{self, sync};
-use conveyor_pipeline::workers::Worker;
 
 /// Where a job writes: the folder the library sees, and the URL it is bound for.
 pub struct Out {

@@ -184,6 +184,11 @@ pub fn shard_path(dir: &Path, file: &str) -> Result<std::path::PathBuf, Error> {
     crate::contain::join(dir, file, &dir.join(Manifest::FILE))
 }
 
+/// Lower-case hexadecimal of `bytes` (how sha256 sums are written in manifests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Writes a file through a temporary name and a rename, so readers never see half of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");

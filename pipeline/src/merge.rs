@@ -16,9 +16,9 @@ use crate::corrupt::job::CORRUPT_PART_FORMAT;
 use crate::error::Error;
 use crate::examples::ExamplesManifest;
 use crate::ingest::{read_parts, IngestPart, INGEST_PART_FORMAT};
+use crate::job::workers::{check_parts, part_dir, part_file, read_part_files, PARTS_DIR};
 use crate::manifest::{Counts, Manifest, MAX_LISTED_PROBLEMS};
 use crate::shard::shard_name;
-use crate::workers::{check_parts, part_dir, part_file, read_part_files, PARTS_DIR};
 
 /// What a merge did.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +50,7 @@ fn refuse(path: &Path, message: String) -> Error {
 /// Merges the worker parts in `out` (see the module documentation).
 pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
     // No worker (or other job) may still be writing into `out`.
-    let _lock = crate::lock::OutLock::take(out, ".conveyor-merge")?;
+    let _lock = crate::job::lock::OutLock::take(out, ".conveyor-merge")?;
     let files = read_part_files(out)?;
     let summary = |kind: &str, workers, shards, amount, already_merged| MergeSummary {
         out: out.to_path_buf(),
@@ -159,11 +159,11 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
         if !from.exists() && !out.join(name(k)).exists() {
             return Err(refuse(from, SHARD_MISSING.into()));
         }
-        crate::outdir::check_part_shard(from, (&shard.sha256, shard.bytes))?;
+        crate::job::outdir::check_part_shard(from, (&shard.sha256, shard.bytes))?;
     }
     let mut records = Vec::with_capacity(total);
     for (k, (_, _, from, mut shard)) in shards.into_iter().enumerate() {
-        crate::outdir::rename_once(&from, &out.join(name(k)), SHARD_MISSING)?;
+        crate::job::outdir::rename_once(&from, &out.join(name(k)), SHARD_MISSING)?;
         shard.file = name(k);
         records.push(shard);
     }

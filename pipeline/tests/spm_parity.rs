@@ -5,8 +5,8 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use conveyor_pipeline::spm::reference::Reference;
-use conveyor_pipeline::spm::SpmModel;
+use conveyor_pipeline::tokenize::spm::reference::Reference;
+use conveyor_pipeline::tokenize::spm::SpmModel;
 use conveyor_pipeline::tokenize::Tokenizer;
 
 fn shared(rel: &str) -> PathBuf {

@@ -15,11 +15,11 @@ use conveyor_pipeline::examples::{
     ExampleSettings, ExampleShardRecord, ExamplesManifest, TaskCounts, EXAMPLES_FORMAT,
     EXAMPLES_VERSION,
 };
+use conveyor_pipeline::job::outdir;
+use conveyor_pipeline::job::workers::{part_dir, Worker, WorkerState};
 use conveyor_pipeline::manifest::VocabInfo;
-use conveyor_pipeline::outdir;
 use conveyor_pipeline::shard::shard_name;
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
-use conveyor_pipeline::workers::{part_dir, Worker, WorkerState};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -27,6 +27,11 @@ use sha2::{Digest, Sha256};
 use crate::{read_all, Task, TaskError};
 
 const WORK_DIR: &str = ".conveyor-task";
+/// Task preparation as a job kind: its work folder and the manifest it writes.
+const KIND: conveyor_pipeline::job::JobKind = conveyor_pipeline::job::JobKind {
+    work: WORK_DIR,
+    format: conveyor_pipeline::examples::EXAMPLES_FORMAT,
+};
 
 /// A preparation job.
 #[derive(Debug, Clone)]
@@ -169,7 +174,8 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         files.push(serde_json::json!([p.display().to_string(), len]));
     }
     identity["inputs"] = files.into();
-    let job = conveyor_pipeline::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16]
+    let job = conveyor_pipeline::manifest::hex(&Sha256::digest(identity.to_string().as_bytes()))
+        [..16]
         .to_string();
     let read_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
     if cfg.worker.is_some()
@@ -180,10 +186,10 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         )
         .into());
     }
-    conveyor_pipeline::outdir::check_not_input(&cfg.out, &cfg.inputs)?;
-    let (state, work_name, _lock) = conveyor_pipeline::workers::start_job(
+    conveyor_pipeline::job::outdir::check_not_input(&cfg.out, &cfg.inputs)?;
+    let (state, work_name, _lock) = conveyor_pipeline::job::workers::start_job(
         &cfg.out,
-        WORK_DIR,
+        KIND,
         &job,
         cfg.worker,
         cfg.overwrite,

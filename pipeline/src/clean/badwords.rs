@@ -37,7 +37,7 @@ impl BadWords {
         })?;
         Ok(Self::from_lines(
             &text,
-            crate::spm::hex(&Sha256::digest(&bytes)),
+            crate::manifest::hex(&Sha256::digest(&bytes)),
         ))
     }
 

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::job::workers::{part_dir, Worker, WorkerState};
 use crate::progress::Progress;
 use crate::source::{self, Document, SourceOptions, TxtMode};
-use crate::workers::{part_dir, Worker, WorkerState};
 use badwords::BadWords;
 use pages::{Dedup, PageWriter};
 pub use rules::{LineDrop, PageDrop, RuleCounts, Rules};
@@ -155,19 +155,14 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         lens.push(len);
     }
     identity["inputs"] = files.into();
-    let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
+    let job =
+        crate::manifest::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let read_job = |d: &Path| read_manifest(d).map(|m| m.job);
     let given = cfg.inputs.iter().map(PathBuf::from);
     let inputs: Vec<PathBuf> = given.chain(paths.iter().cloned()).collect();
-    crate::outdir::check_not_input(&cfg.out, &inputs)?;
-    let (state, work_name, _lock) = crate::workers::start_job(
-        &cfg.out,
-        WORK_DIR,
-        &job,
-        cfg.worker,
-        cfg.overwrite,
-        read_job,
-    )?;
+    crate::job::outdir::check_not_input(&cfg.out, &inputs)?;
+    let (state, work_name, _lock) =
+        crate::job::workers::start_job(&cfg.out, KIND, &job, cfg.worker, cfg.overwrite, read_job)?;
     match (state, cfg.worker) {
         (WorkerState::Merged, _) => {
             return Ok(summary(&read_manifest(&cfg.out)?, &cfg.out, true, 0.0))
@@ -178,8 +173,8 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         }
         _ => {}
     }
-    let work = crate::outdir::work_dir(&cfg.out, &work_name);
-    crate::outdir::claim(&work, &job)?;
+    let work = crate::job::outdir::work_dir(&cfg.out, &work_name);
+    crate::job::outdir::claim(&work, &job)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.unwrap_or(0))
         .build()
@@ -316,7 +311,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
     };
     std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
     for (_, f) in &records {
-        crate::outdir::rename_once(
+        crate::job::outdir::rename_once(
             &work.join(&f.output),
             &dest.join(&f.output),
             "a finished output is missing; rerun with --overwrite to start again",
@@ -405,6 +400,11 @@ fn load_record(work: &Path, name: &str) -> Option<CleanFile> {
 }
 
 const WORK_DIR: &str = ".conveyor-clean";
+/// Cleaning as a job kind: its work folder and the manifest it writes.
+const KIND: crate::job::JobKind = crate::job::JobKind {
+    work: WORK_DIR,
+    format: CLEAN_FORMAT,
+};
 
 /// The rules, the English filter and the bad words, for one page.
 fn page_filters(

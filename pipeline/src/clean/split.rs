@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::pages::{after_dedup, line_key, read_pages, Dedup, PageWriter};
 use super::{finish_manifest, output_name, CleanFile, CleanManifest, CLEAN_PART_FORMAT};
 use crate::error::Error;
-use crate::workers::{part_dir, part_file, Worker, PARTS_DIR};
+use crate::job::workers::{part_dir, part_file, Worker, PARTS_DIR};
 
 /// A worker's part: its inputs' filtered pages (before line dedup), one file per input, and
 /// everything the merged manifest needs.
@@ -185,7 +185,7 @@ fn drop_list_path(out: &Path, shard: Worker) -> PathBuf {
 /// distinct lines of one bucket. `conveyor manifest merge OUT` then applies all drop lists.
 /// Returns the lines to drop.
 pub fn dedup_shard(out: &Path, shard: Worker) -> Result<u64, Error> {
-    let found = crate::workers::read_part_files(out)?;
+    let found = crate::job::workers::read_part_files(out)?;
     if found.is_empty() || found.iter().any(|(_, h, _)| h.format != CLEAN_PART_FORMAT) {
         return Err(Error::OutputDir {
             path: out.to_path_buf(),
@@ -193,7 +193,7 @@ pub fn dedup_shard(out: &Path, shard: Worker) -> Result<u64, Error> {
         });
     }
     let headers: Vec<_> = found.iter().map(|(_, h, _)| h.clone()).collect();
-    crate::workers::check_parts(out, &headers)?;
+    crate::job::workers::check_parts(out, &headers)?;
     let files: Vec<PathBuf> = found.into_iter().map(|(p, _, _)| p).collect();
     let (parts, slots) = ordered_parts(out, &files)?;
     let mut seen: HashSet<[u8; 16]> = HashSet::new();

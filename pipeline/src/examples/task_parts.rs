@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{ExampleShardRecord, ExamplesManifest, TaskCounts};
 use crate::error::Error;
+use crate::job::workers::{part_dir, part_file, Worker, PARTS_DIR};
 use crate::shard::shard_name;
-use crate::workers::{part_dir, part_file, Worker, PARTS_DIR};
 
 /// The format of a task-prepare worker's `part.json`.
 pub const TASK_PART_FORMAT: &str = "conveyor-task-part";
@@ -117,14 +117,14 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
     // Every shard is checked before the first one moves.
     for (w, s, _) in slots.iter().flatten() {
         let from = crate::contain::join(&part_dir(out, *w), &s.file, &part_file(out, *w))?;
-        crate::outdir::check_part_shard(&from, (&s.sha256, s.bytes))?;
+        crate::job::outdir::check_part_shard(&from, (&s.sha256, s.bytes))?;
     }
     let (mut shards, mut counts) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {
         let (w, mut s, c) = slot.expect("checked above");
         let from = crate::contain::join(&part_dir(out, w), &s.file, &part_file(out, w))?;
         let name = shard_name(&split, i, n);
-        crate::outdir::rename_once(
+        crate::job::outdir::rename_once(
             &from,
             &out.join(&name),
             "a worker's shard is missing; rerun that worker with --overwrite",

@@ -48,16 +48,16 @@ pub struct Journal {
 }
 
 /// The work folder's name: [`WORK_DIR`], or one per worker of a split job.
-pub fn work_name(worker: Option<crate::workers::Worker>) -> String {
-    crate::workers::work_name(WORK_DIR, worker)
+pub fn work_name(worker: Option<crate::job::workers::Worker>) -> String {
+    crate::job::workers::work_name(WORK_DIR, worker)
 }
 
 impl Journal {
     /// Opens the journal of `job` in `out`'s work folder `work` (see [`work_name`]),
     /// starting a new one if there is none.
     pub fn open(out: &Path, work: &str, job: &str) -> Result<Journal, Error> {
-        let dir = crate::outdir::work_dir(out, work);
-        crate::outdir::claim(&dir, job)?;
+        let dir = crate::job::outdir::work_dir(out, work);
+        crate::job::outdir::claim(&dir, job)?;
         let path = dir.join(JOURNAL_FILE);
         let mut entries = Vec::new();
         let mut good_len = 0u64;
@@ -159,7 +159,7 @@ mod tests {
         let mut j = Journal::open(&out, WORK_DIR, "job1").unwrap();
         j.append(Entry::Finalizing { shards: 2 }).unwrap();
         drop(j);
-        let path = crate::outdir::work_dir(&out, WORK_DIR).join(JOURNAL_FILE);
+        let path = crate::job::outdir::work_dir(&out, WORK_DIR).join(JOURNAL_FILE);
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"kind\":\"finaliz").unwrap();
         drop(f);
@@ -171,10 +171,11 @@ mod tests {
         let j = Journal::open(&out, WORK_DIR, "job1").unwrap();
         assert_eq!(j.entries.len(), 2);
         assert_eq!(
-            crate::outdir::existing_job(&crate::outdir::work_dir(&out, WORK_DIR)).as_deref(),
+            crate::job::outdir::existing_job(&crate::job::outdir::work_dir(&out, WORK_DIR))
+                .as_deref(),
             Some("job1")
         );
         j.remove().unwrap();
-        assert!(!crate::outdir::work_dir(&out, WORK_DIR).exists());
+        assert!(!crate::job::outdir::work_dir(&out, WORK_DIR).exists());
     }
 }

@@ -19,11 +19,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::job::workers::{Worker, WorkerState};
 use crate::manifest::{Counts, IngestSettings, InputRecord, Manifest};
 use crate::progress::Progress;
 use crate::source::{SourceOptions, TxtMode};
 use crate::tokenize::{Tokenizer, TokenizerKind};
-use crate::workers::{Worker, WorkerState};
 use journal::Journal;
 
 /// Default shard size: about 192 MiB of Parquet.
@@ -191,7 +191,7 @@ pub const INGEST_PART_FORMAT: &str = "conveyor-ingest-part";
 
 /// Every ingest part in `out`, in folder-name order.
 pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
-    crate::workers::read_part_files(out)?
+    crate::job::workers::read_part_files(out)?
         .into_iter()
         .map(|(path, header, text)| {
             if header.format != INGEST_PART_FORMAT {
@@ -253,7 +253,8 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
         "vocab": tokenizer.vocab().sha256,
         "settings": settings,
     });
-    let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
+    let job =
+        crate::manifest::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let source_opts = SourceOptions {
         text_field: cfg.text_field.clone(),
         txt_mode: cfg.txt_mode,
@@ -304,18 +305,21 @@ fn source_names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-/// Applies the output folder rules of a whole or split job ([`crate::workers::start_job`]);
+/// Applies the output folder rules of a whole or split job ([`crate::job::workers::start_job`]);
 /// returns the manifest (for one worker: of its inputs only) when this job's output, or this
 /// worker's part, is already there.
-fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::lock::OutLock), Error> {
+fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::job::lock::OutLock), Error> {
     let out = &plan.cfg.out;
     // The inputs as given (folders) and as found (files).
     let given = plan.cfg.inputs.iter().map(PathBuf::from);
     let inputs: Vec<PathBuf> = given.chain(plan.paths.iter().cloned()).collect();
-    crate::outdir::check_not_input(out, &inputs)?;
-    let (state, _, lock) = crate::workers::start_job(
+    crate::job::outdir::check_not_input(out, &inputs)?;
+    let (state, _, lock) = crate::job::workers::start_job(
         out,
-        journal::WORK_DIR,
+        crate::job::JobKind {
+            work: journal::WORK_DIR,
+            format: crate::manifest::TOKENS_FORMAT,
+        },
         &plan.job,
         plan.cfg.worker,
         plan.cfg.overwrite,

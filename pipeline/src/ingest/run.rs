@@ -301,7 +301,10 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
     let count = shards.len();
     // One worker of a split job keeps its shards in its part folder under local names;
     // `manifest merge` gives them their final names.
-    let part = plan.cfg.worker.map(|w| crate::workers::part_dir(out, w));
+    let part = plan
+        .cfg
+        .worker
+        .map(|w| crate::job::workers::part_dir(out, w));
     if let Some(dir) = &part {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -310,10 +313,10 @@ fn finalize(plan: &Plan, journal: Journal) -> Result<Manifest, Error> {
             None => (out.as_path(), shard_name(&plan.settings.split, i, count)),
             Some(dir) => (dir.as_path(), format!("shard-{i:05}.parquet")),
         };
-        crate::outdir::rename_once(
+        crate::job::outdir::rename_once(
             &journal.shard_path(i),
             &dir.join(&final_name),
-            crate::outdir::FINISHED_SHARD_MISSING,
+            crate::job::outdir::FINISHED_SHARD_MISSING,
         )?;
         shard.file = final_name;
     }

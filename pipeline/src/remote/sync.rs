@@ -313,7 +313,7 @@ pub fn stage_dir(url: &str) -> PathBuf {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/conveyor/stage"))
         })
         .unwrap_or_else(|| std::env::temp_dir().join("conveyor-stage"));
-    let digest = crate::spm::hex(&sha2::Sha256::digest(url.trim_end_matches('/').as_bytes()));
+    let digest = crate::manifest::hex(&sha2::Sha256::digest(url.trim_end_matches('/').as_bytes()));
     let tail: String = url
         .rsplit('/')
         .find(|s| !s.is_empty())

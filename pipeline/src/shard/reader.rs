@@ -91,7 +91,7 @@ pub fn file_sha256(path: &Path) -> Result<String, Error> {
         }
         hash.update(&buf[..n]);
     }
-    Ok(crate::spm::hex(&hash.finalize()))
+    Ok(crate::manifest::hex(&hash.finalize()))
 }
 
 /// The cheap check every reader makes before using a shard: its size and the row count in

@@ -145,7 +145,7 @@ impl ParquetSink {
             rows,
             tokens,
             bytes: written,
-            sha256: crate::spm::hex(&hash.finalize()),
+            sha256: crate::manifest::hex(&hash.finalize()),
         })
     }
 }

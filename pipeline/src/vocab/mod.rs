@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::source::{self, ProblemKind, Raw, SourceOptions};
-use crate::spm::SpmModel;
+use crate::tokenize::spm::SpmModel;
 
 /// Which ids the special pieces get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,7 +167,7 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
         return Err(Error::Trainer("the inputs hold no documents".into()));
     }
     // Check that what came out loads, with conveyor's own encoder for unigram models.
-    let pieces = crate::spm::proto::parse_model(&proto)
+    let pieces = crate::tokenize::spm::proto::parse_model(&proto)
         .map_err(|e| Error::Vocab {
             path: model_path.clone(),
             reason: e.0,
@@ -186,7 +186,7 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
         model: model_path,
         vocab: vocab_path,
         pieces: pieces.len(),
-        sha256: crate::spm::hex(&<sha2::Sha256 as sha2::Digest>::digest(&proto)),
+        sha256: crate::manifest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&proto)),
         documents: corpus.documents,
         sentences: corpus.sentences,
         text_bytes: corpus.text_bytes,

@@ -23,15 +23,20 @@ use crate::examples::{
     ExampleSettings, ExampleShardRecord, ExampleShardWriter, ExamplesManifest, Objective,
     EXAMPLES_FORMAT, EXAMPLES_VERSION,
 };
+use crate::job::outdir;
+use crate::job::workers::{part_dir, Worker, WorkerState};
 use crate::manifest::{write_atomic, Manifest};
-use crate::outdir;
 use crate::progress::Progress;
 use crate::shard::{shard_name, Ids, TokenDocs};
-use crate::workers::{part_dir, Worker, WorkerState};
 use parts::{finalize_part, read_part};
 pub use parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
 
 const WORK_DIR: &str = ".conveyor-corrupt";
+/// Span corruption as a job kind: its work folder and the manifest it writes.
+const KIND: crate::job::JobKind = crate::job::JobKind {
+    work: WORK_DIR,
+    format: EXAMPLES_FORMAT,
+};
 
 /// A corruption job.
 #[derive(Debug, Clone)]
@@ -141,7 +146,7 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
     }
     if let Some(v) = &cfg.vocab {
         let bytes = std::fs::read(v).map_err(|e| Error::io(v, e))?;
-        let sha = crate::spm::hex(&Sha256::digest(&bytes));
+        let sha = crate::manifest::hex(&Sha256::digest(&bytes));
         if sha != source.vocab.sha256 {
             return Err(Error::Config(format!(
                 "{} was tokenized with {} (sha256 {}), not with {} (sha256 {}): pass the vocabulary it was made with, or re-ingest",
@@ -198,7 +203,8 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
         "source_shards": source.shards.iter().map(|s| &s.sha256).collect::<Vec<_>>(),
         "settings": settings,
     });
-    let job = crate::spm::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
+    let job =
+        crate::manifest::hex(&Sha256::digest(identity.to_string().as_bytes()))[..16].to_string();
     let corruption = SpanCorruption {
         lengths,
         density: cfg.noise_density as f32,
@@ -257,9 +263,9 @@ pub fn corrupt(cfg: &CorruptConfig, progress: &dyn Progress) -> Result<CorruptSu
     let out = &cfg.out;
     outdir::check_not_input(out, std::slice::from_ref(&cfg.tokens))?;
     let merged_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
-    let (state, work_name, _lock) = crate::workers::start_job(
+    let (state, work_name, _lock) = crate::job::workers::start_job(
         out,
-        WORK_DIR,
+        KIND,
         &plan.job,
         cfg.worker,
         cfg.overwrite,

@@ -9,10 +9,10 @@ use super::{examples_manifest, work_shard, CorruptConfig, Plan};
 use crate::contain;
 use crate::error::Error;
 use crate::examples::{ExampleShardRecord, ExamplesManifest};
+use crate::job::outdir;
+use crate::job::workers::{part_dir, part_file, Worker, PARTS_DIR};
 use crate::manifest::write_atomic;
-use crate::outdir;
 use crate::shard::shard_name;
-use crate::workers::{part_dir, part_file, Worker, PARTS_DIR};
 
 /// The `format` of `part.json` written by a corrupt worker.
 pub const CORRUPT_PART_FORMAT: &str = "conveyor-corrupt-part";

@@ -16,8 +16,7 @@ pub struct Worker {
     pub count: usize,
 }
 
-/// Where the parts of a split job are written, inside the output folder.
-pub const PARTS_DIR: &str = "parts";
+pub use super::PARTS_DIR;
 
 impl Worker {
     pub fn new(index: usize, count: usize) -> Result<Worker, Error> {
@@ -172,7 +171,7 @@ pub fn prepare_out(
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let part = part_dir(out, w);
-    let work = crate::outdir::work_dir(out, work);
+    let work = crate::job::outdir::work_dir(out, work);
     if overwrite {
         // Only folders conveyor claimed: a work folder records its job, a part its part.json.
         for (d, mark) in [(&part, "part.json"), (&work, "job.json")] {
@@ -210,7 +209,7 @@ pub fn prepare_out(
     if done {
         return Ok(WorkerState::PartDone);
     }
-    if let Some(other) = crate::outdir::existing_job(&work) {
+    if let Some(other) = crate::job::outdir::existing_job(&work) {
         if other != job {
             return Err(refuse(format!(
                 "holds this worker's unfinished work of a different job ({other}); pass --overwrite to restart this worker"
@@ -228,31 +227,31 @@ pub fn work_name(base: &str, worker: Option<Worker>) -> String {
     }
 }
 
-/// Takes the job's lock on `out` ([`crate::lock::OutLock`]), then applies the output folder
-/// rules of a job, whole ([`crate::outdir::prepare`]) or one worker's share
+/// Takes the job's lock on `out` ([`crate::job::lock::OutLock`]), then applies the output folder
+/// rules of a job, whole ([`crate::job::outdir::prepare`]) or one worker's share
 /// ([`prepare_out`]); returns where it stands, its work folder's name and the lock, which
 /// the caller holds until the job ends. `Merged` also stands for a whole job's finished
 /// output.
 pub fn start_job(
     out: &std::path::Path,
-    base: &str,
+    kind: super::JobKind,
     job: &str,
     worker: Option<Worker>,
     overwrite: bool,
     merged_job: impl FnOnce(&std::path::Path) -> Result<String, Error>,
-) -> Result<(WorkerState, String, crate::lock::OutLock), Error> {
-    let name = work_name(base, worker);
+) -> Result<(WorkerState, String, crate::job::lock::OutLock), Error> {
+    let name = work_name(kind.work, worker);
     if out.exists() && !out.is_dir() {
         return Err(Error::OutputDir {
             path: out.to_path_buf(),
             message: "exists and is not a directory".into(),
         });
     }
-    let lock = crate::lock::OutLock::take(out, &name)?;
+    let lock = crate::job::lock::OutLock::take(out, &name)?;
     let state = match worker {
-        None => match crate::outdir::prepare(out, base, job, overwrite, merged_job)? {
-            crate::outdir::OutState::Complete => WorkerState::Merged,
-            crate::outdir::OutState::Start => WorkerState::Start,
+        None => match crate::job::outdir::prepare(out, kind, job, overwrite, merged_job)? {
+            crate::job::outdir::OutState::Complete => WorkerState::Merged,
+            crate::job::outdir::OutState::Start => WorkerState::Start,
         },
         Some(w) => prepare_out(out, &name, job, w, overwrite, merged_job)?,
     };

@@ -22,11 +22,11 @@ pub fn work_dir(out: &Path, name: &str) -> std::path::PathBuf {
     out.join(name)
 }
 
-/// Applies the rules. `work` names the job kind's work folder (`.conveyor-ingest`, ...);
+/// Applies the rules for a job of `kind` (its work folder and manifest format);
 /// `finished_job` reads the job id of a finished output's manifest.
 pub fn prepare(
     out: &Path,
-    work: &str,
+    kind: super::JobKind,
     job: &str,
     overwrite: bool,
     finished_job: impl FnOnce(&Path) -> Result<String, Error>,
@@ -38,8 +38,9 @@ pub fn prepare(
     if out.exists() && !out.is_dir() {
         return Err(refuse("exists and is not a directory".into()));
     }
+    let work = kind.work;
     if overwrite {
-        clear_outputs(out, work)?;
+        clear_outputs(out, kind)?;
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let work_path = work_dir(out, work);
@@ -68,7 +69,7 @@ pub fn prepare(
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|name| !crate::lock::is_lock_file(name));
+        .find(|name| !crate::job::lock::is_lock_file(name));
     if let Some(name) = foreign {
         return Err(refuse(format!(
             "is not empty (it holds {name}) and is not a conveyor output; choose an empty or new --out, or pass --overwrite"
@@ -146,11 +147,11 @@ pub fn claim(work: &Path, job: &str) -> Result<(), Error> {
 /// `--overwrite`: removes what the existing output's manifest lists (and conveyor's own work
 /// and parts folders), and only after checking that everything in `out` is one of those;
 /// a folder holding anything else is refused before a file is touched.
-fn clear_outputs(out: &Path, work: &str) -> Result<(), Error> {
+fn clear_outputs(out: &Path, kind: super::JobKind) -> Result<(), Error> {
     if !out.is_dir() {
         return Ok(());
     }
-    for path in overwrite_plan(out, work)? {
+    for path in overwrite_plan(out, kind)? {
         let res = if path.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {
@@ -165,12 +166,13 @@ fn clear_outputs(out: &Path, work: &str) -> Result<(), Error> {
 }
 
 /// What `--overwrite` removes from `out`, decided before anything is removed.
-fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Error> {
+fn overwrite_plan(out: &Path, kind: super::JobKind) -> Result<Vec<std::path::PathBuf>, Error> {
+    let work = kind.work;
     let mut remove = Vec::new();
     let mut known = std::collections::HashSet::new();
     let manifest = out.join(MANIFEST);
     if manifest.exists() {
-        for name in listed_files(&manifest, work)? {
+        for name in listed_files(&manifest, kind.format)? {
             let path = crate::contain::join(out, &name, &manifest)?;
             if path.symlink_metadata().is_ok_and(|m| !m.is_file()) {
                 return Err(Error::OutputDir {
@@ -196,13 +198,13 @@ fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Err
     {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if known.contains(&name) || crate::lock::is_lock_file(&name) {
+        if known.contains(&name) || crate::job::lock::is_lock_file(&name) {
             continue;
         }
         let file = path.symlink_metadata().is_ok_and(|m| m.is_file());
         let ours = if name == work || name.starts_with(&worker_work) {
             path.join(JOB_FILE).is_file()
-        } else if name == crate::workers::PARTS_DIR {
+        } else if name == super::PARTS_DIR {
             is_parts_folder(&path)
         } else {
             unfinished && file && (is_output_file(&name) || name.ends_with(".tmp"))
@@ -222,7 +224,7 @@ fn overwrite_plan(out: &Path, work: &str) -> Result<Vec<std::path::PathBuf>, Err
 
 /// The files an existing `manifest.json` lists, after checking it is the manifest of an
 /// output this job (named by its work folder) may replace.
-fn listed_files(manifest: &Path, work: &str) -> Result<Vec<String>, Error> {
+fn listed_files(manifest: &Path, writes: &str) -> Result<Vec<String>, Error> {
     let refuse = |message: String| Error::OutputDir {
         path: manifest.to_path_buf(),
         message,
@@ -234,15 +236,9 @@ fn listed_files(manifest: &Path, work: &str) -> Result<Vec<String>, Error> {
         ))
     })?;
     let format = v["format"].as_str().unwrap_or_default();
-    let replaces: &[&str] = match work {
-        ".conveyor-ingest" => &[crate::manifest::TOKENS_FORMAT],
-        ".conveyor-clean" => &[crate::clean::CLEAN_FORMAT],
-        _ => &[crate::examples::EXAMPLES_FORMAT],
-    };
-    if !replaces.contains(&format) {
+    if format != writes {
         return Err(refuse(format!(
-            "holds a {format:?} output, which this command does not write ({}); nothing was removed. Choose another --out",
-            replaces.join(", ")
+            "holds a {format:?} output, which this command does not write ({writes}); nothing was removed. Choose another --out"
         )));
     }
     let (list, key) = match v.get("shards") {

@@ -39,7 +39,7 @@ impl Reference {
             eos_id: processor.eos_id().or_else(|| find("</s>")),
             pad_id: processor.pad_id(),
             bos_id: processor.bos_id(),
-            sha256: super::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            sha256: crate::manifest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
         };
         Ok(Self { processor, vocab })
     }

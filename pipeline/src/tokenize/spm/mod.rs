@@ -157,7 +157,7 @@ impl SpmModel {
             eos_id: find(PieceType::Control, "</s>"),
             pad_id: find(PieceType::Control, "<pad>"),
             bos_id: find(PieceType::Control, "<s>"),
-            sha256: hex(&Sha256::digest(bytes)),
+            sha256: crate::manifest::hex(&Sha256::digest(bytes)),
         };
         Ok(Self {
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
@@ -311,11 +311,6 @@ fn crosses_boundary(piece: &[u8], boundary: &[u8], suffix: bool) -> bool {
 fn parse_byte_piece(p: &str) -> Option<u8> {
     let hex = p.strip_prefix("<0x")?.strip_suffix('>')?;
     u8::from_str_radix(hex, 16).ok()
-}
-
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The tokenizer stage: one trait, a native SentencePiece implementation and the library as
 //! a reference, chosen by [`TokenizerKind`].
 
+pub mod spm;
+
 use std::path::Path;
 
 use crate::error::Error;
@@ -85,7 +87,9 @@ impl TokenizerKind {
 /// Loads a SentencePiece model file with the chosen implementation.
 pub fn load(path: &Path, kind: TokenizerKind) -> Result<Box<dyn Tokenizer>, Error> {
     Ok(match kind {
-        TokenizerKind::Native => Box::new(crate::spm::SpmModel::open(path)?),
-        TokenizerKind::Reference => Box::new(crate::spm::reference::Reference::open(path)?),
+        TokenizerKind::Native => Box::new(crate::tokenize::spm::SpmModel::open(path)?),
+        TokenizerKind::Reference => {
+            Box::new(crate::tokenize::spm::reference::Reference::open(path)?)
+        }
     })
 }
