@@ -15,6 +15,7 @@ pub mod merge;
 pub mod progress;
 pub mod remote;
 pub mod rng;
+pub mod run_info;
 pub mod shard;
 pub mod source;
 pub mod tokenize;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use conveyor_pipeline::run_info::RunInfo;
+
 use crate::TaskError;
 
 /// Task columns in the paper's order: (task, score, header).
@@ -103,15 +105,15 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let info = read_json(&run.join("run.json")).map_err(|_| TaskError::Io {
-            path: run.join("run.json"),
+        let info = RunInfo::read(&run).map_err(|e| TaskError::Io {
+            path: run.join(RunInfo::FILE),
             message: format!(
-                "missing: {} does not come from a conveyor run folder",
+                "{e}: {} does not come from a conveyor run folder",
                 metrics.display()
             ),
         })?;
-        let arch = info["arch"].as_str().unwrap_or("?").to_string();
-        let pretrained = !info["init"].is_null();
+        let arch = info.arch;
+        let pretrained = info.init.is_some();
         let order = ARCH_ORDER.iter().position(|a| *a == arch).unwrap_or(99);
         let row = rows.entry((order, arch, pretrained)).or_default();
         let s = &m["scores"];
@@ -226,11 +228,15 @@ mod tests {
         let run = root.join(format!("run-{name}"));
         let ckpt = run.join("checkpoints/step-00000010");
         std::fs::create_dir_all(&ckpt).unwrap();
-        let init = if init { "\"pre/ckpt\"" } else { "null" };
-        std::fs::write(
-            run.join("run.json"),
-            format!(r#"{{"arch": "{arch}", "init": {init}}}"#),
-        )
+        RunInfo {
+            arch: arch.into(),
+            init: init.then(|| "pre/ckpt".into()),
+            data: "data".into(),
+            objective: format!("task:{task}"),
+            parameters: 1,
+            precision: "float32".into(),
+        }
+        .write(&run)
         .unwrap();
         let e = root.join(format!("eval-{name}"));
         std::fs::create_dir_all(&e).unwrap();

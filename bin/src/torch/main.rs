@@ -3,6 +3,7 @@
 //! data commands never load libtorch.
 
 mod bench;
+mod eval;
 mod loss;
 mod malloc;
 mod train;
@@ -29,7 +30,7 @@ enum Command {
     /// Fine-tune on a prepared task (constant learning rate; --init for a pre-trained model).
     Finetune(train::FinetuneArgs),
     /// Greedy-decode a prepared task with a checkpoint and score it.
-    Eval(train::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Models.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -57,7 +58,7 @@ fn main() {
         }
         Command::Train(a) => train::run(a),
         Command::Finetune(a) => train::finetune(a),
-        Command::Eval(a) => train::eval(a),
+        Command::Eval(a) => eval::run(a),
         Command::Model(ModelCommand::Summary(a)) => train::summary(a),
         Command::Model(ModelCommand::Loss(a)) => loss::run(a),
         Command::Bench(c) => bench::run(c),

@@ -517,23 +517,18 @@ impl MetricsFile {
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         if fresh {
-            let run_info = serde_json::json!({
-                "arch": cfg.model.arch.name(),
-                "init": cfg.init.as_ref().map(|p| p.display().to_string()),
-                "data": cfg.data.display().to_string(),
-                "objective": match data_kind(&cfg.data)? {
+            conveyor_pipeline::run_info::RunInfo {
+                arch: cfg.model.arch.name().into(),
+                init: cfg.init.as_ref().map(|p| p.display().to_string()),
+                data: cfg.data.display().to_string(),
+                objective: match data_kind(&cfg.data)? {
                     DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
                     DataKind::Examples(m) => m.settings.objective.to_string(),
                 },
-                "parameters": cfg.model.parameter_count(),
-                "precision": cfg.precision.name(),
-            });
-            let p = cfg.out.join("run.json");
-            std::fs::write(
-                &p,
-                serde_json::to_string_pretty(&run_info).expect("json") + "\n",
-            )
-            .map_err(|e| io_error(&p, e))?;
+                parameters: cfg.model.parameter_count(),
+                precision: cfg.precision.name().into(),
+            }
+            .write(&cfg.out)?;
         }
         let p = cfg.out.join("model_config.json");
         std::fs::write(

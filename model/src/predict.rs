@@ -1,46 +1,45 @@
-//! `conveyor eval`: greedy decoding of a prepared task's examples with a checkpoint, scored by
-//! the task's metric. A generation that is not one of a classification task's labels counts
-//! as wrong. Writes `predictions.jsonl` (one line per example) and `metrics.json`.
+//! Greedy decoding of a prepared example dataset (`conveyor task prepare`'s) with a
+//! checkpoint: one predicted string per example, beside its input and reference text. The
+//! model knows no tasks: scoring the predictions is the caller's (conveyor-tasks' metrics,
+//! through `conveyor eval`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
 use conveyor_pipeline::examples::ExamplesManifest;
 use conveyor_pipeline::tokenize::Vocab;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::seq2seq::Seq2Seq;
 use crate::train::TrainError;
 
-/// An evaluation.
+/// What to decode.
 #[derive(Debug, Clone)]
-pub struct EvalConfig {
+pub struct PredictConfig {
     pub checkpoint: PathBuf,
     /// A directory written by `conveyor task prepare`.
     pub data: PathBuf,
     /// The SentencePiece model (default: the one the data manifest names).
     pub vocab: Option<PathBuf>,
-    pub out: PathBuf,
     pub batch_size: usize,
-    /// Evaluate only the first N examples.
+    /// Decode only the first N examples.
     pub limit: Option<usize>,
     pub device: Device,
-    /// The TOML file of a task that is not built in.
-    pub task_file: Option<PathBuf>,
 }
 
-/// The scores and where the predictions went.
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalSummary {
-    pub task: String,
-    pub checkpoint: PathBuf,
-    pub data: PathBuf,
-    pub scores: conveyor_tasks::Scores,
-    pub predictions: PathBuf,
+/// One decoded example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The input text as prepared.
+    pub inputs: String,
+    /// The reference target text.
+    pub target: String,
+    /// The model's greedy output, decoded and trimmed.
+    pub prediction: String,
+    /// The example's category, if the task has them (COGS).
+    pub category: Option<String>,
 }
 
 /// One example as stored by `task prepare`.
@@ -111,23 +110,9 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, TrainError> {
     Ok(rows)
 }
 
-/// Decodes and scores.
-pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
+/// Decodes every example of `cfg.data` (up to `cfg.limit`), in order.
+pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
     let m = ExamplesManifest::read(&cfg.data)?;
-    let task_name = m
-        .settings
-        .objective
-        .task()
-        .ok_or_else(|| {
-            refused(format!(
-                "{} holds {} examples, not a task's: prepare it with `conveyor task prepare`",
-                cfg.data.display(),
-                m.settings.objective
-            ))
-        })?
-        .to_string();
-    let task = conveyor_tasks::resolve(&task_name, cfg.task_file.as_deref())
-        .map_err(|e| refused(e.to_string()))?;
     let vocab_path = cfg
         .vocab
         .clone()
@@ -176,10 +161,6 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
     if let Some(n) = cfg.limit {
         rows.truncate(n);
     }
-    std::fs::create_dir_all(&cfg.out).map_err(|e| refused(e.to_string()))?;
-    let pred_path = cfg.out.join("predictions.jsonl");
-    let mut preds_file = std::fs::File::create(&pred_path)
-        .map_err(|e| refused(format!("{}: {e}", pred_path.display())))?;
     let eos = m.settings.eos_id as i64;
     let max_len = m.settings.lengths.targets_length;
     let mut predictions = Vec::with_capacity(rows.len());
@@ -203,33 +184,13 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalSummary, TrainError> {
                 .take_while(|&&t| t != eos)
                 .map(|&t| t as u32)
                 .collect();
-            let text = vocab.decode(&body).trim().to_string();
-            let line = serde_json::json!({
-                "inputs": r.inputs_text, "target": r.target, "prediction": text,
-                "correct": text == r.target.trim(), "category": r.category,
+            predictions.push(Prediction {
+                inputs: r.inputs_text.clone(),
+                target: r.target.clone(),
+                prediction: vocab.decode(&body).trim().to_string(),
+                category: r.category.clone(),
             });
-            writeln!(preds_file, "{line}").map_err(|e| refused(e.to_string()))?;
-            predictions.push(text);
         }
     }
-    let references: Vec<String> = rows.iter().map(|r| r.target.clone()).collect();
-    let categories: Vec<Option<String>> = rows.iter().map(|r| r.category.clone()).collect();
-    let labels = task.labels();
-    let scores =
-        task.info()
-            .metric
-            .score(&predictions, &references, &categories, labels.as_deref());
-    let summary = EvalSummary {
-        task: task_name,
-        checkpoint: cfg.checkpoint.clone(),
-        data: cfg.data.clone(),
-        scores,
-        predictions: pred_path,
-    };
-    std::fs::write(
-        cfg.out.join("metrics.json"),
-        serde_json::to_string_pretty(&summary).expect("serialisable") + "\n",
-    )
-    .map_err(|e| refused(e.to_string()))?;
-    Ok(summary)
+    Ok(predictions)
 }

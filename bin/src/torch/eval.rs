@@ -1,0 +1,134 @@
+//! `conveyor eval`: decodes a prepared task's examples with a checkpoint
+//! (`conveyor_model::predict`, which knows no tasks) and scores them with the task's metric
+//! (conveyor-tasks). A generation that is not one of a classification task's labels counts as
+//! wrong. Writes `predictions.jsonl` (one line per example) and `metrics.json`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use conveyor_model::predict::{predict, PredictConfig, Prediction};
+use conveyor_model::select_device;
+use conveyor_pipeline::remote::sync::local_dataset;
+use serde::Serialize;
+
+use crate::train::DeviceArg;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The task (checked against the data; default: the one the data was prepared for).
+    #[arg(long)]
+    task: Option<String>,
+    /// A checkpoint folder (RUN/checkpoints/step-N).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A directory written by `conveyor task prepare` (or its URL).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where predictions.jsonl and metrics.json go (default: CHECKPOINT/eval-TASK).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// SentencePiece model (default: the one the data was prepared with).
+    #[arg(long)]
+    vocab: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Evaluate the first N examples only.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// The TOML file of a task that is not built in.
+    #[arg(long)]
+    task_file: Option<PathBuf>,
+}
+
+/// What `metrics.json` holds (read back by `conveyor report`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSummary {
+    pub task: String,
+    pub checkpoint: PathBuf,
+    pub data: PathBuf,
+    pub scores: conveyor_tasks::Scores,
+    pub predictions: PathBuf,
+}
+
+pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
+    a.data = local_dataset(&a.data)?.0;
+    let device = select_device(a.device.into())?;
+    let task_name = prepared_task(&a)?;
+    let task = conveyor_tasks::resolve(&task_name, a.task_file.as_deref())?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.join(format!("eval-{task_name}")));
+    let predictions = predict(&PredictConfig {
+        checkpoint: a.checkpoint.clone(),
+        data: a.data.clone(),
+        vocab: a.vocab.clone(),
+        batch_size: a.batch_size,
+        limit: a.limit,
+        device,
+    })?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let pred_path = write_predictions(&out, &predictions)?;
+    let column = |f: fn(&Prediction) -> String| predictions.iter().map(f).collect::<Vec<_>>();
+    let categories: Vec<Option<String>> = predictions.iter().map(|p| p.category.clone()).collect();
+    let scores = task.info().metric.score(
+        &column(|p| p.prediction.clone()),
+        &column(|p| p.target.clone()),
+        &categories,
+        task.labels().as_deref(),
+    );
+    let summary = EvalSummary {
+        task: task_name,
+        checkpoint: a.checkpoint,
+        data: a.data,
+        scores,
+        predictions: pred_path,
+    };
+    let metrics = out.join("metrics.json");
+    std::fs::write(&metrics, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", metrics.display()))?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(0)
+}
+
+/// The task the data was prepared for, checked against --task.
+fn prepared_task(a: &EvalArgs) -> anyhow::Result<String> {
+    let m = conveyor_pipeline::examples::ExamplesManifest::read(&a.data)?;
+    let prepared = m.settings.objective.task().with_context(|| {
+        format!(
+            "{} holds {} examples, not a task's: prepare it with `conveyor task prepare`",
+            a.data.display(),
+            m.settings.objective
+        )
+    })?;
+    if let Some(t) = &a.task {
+        anyhow::ensure!(
+            t == prepared,
+            "{} was prepared for {prepared}, not {t}",
+            a.data.display()
+        );
+    }
+    Ok(prepared.to_string())
+}
+
+/// `OUT/predictions.jsonl`: one line per example with its input, target, prediction,
+/// whether they match, and its category.
+fn write_predictions(out: &std::path::Path, predictions: &[Prediction]) -> anyhow::Result<PathBuf> {
+    let path = out.join("predictions.jsonl");
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for p in predictions {
+        let line = serde_json::json!({
+            "inputs": p.inputs, "target": p.target, "prediction": p.prediction,
+            "correct": p.prediction == p.target.trim(), "category": p.category,
+        });
+        writeln!(f, "{line}")?;
+    }
+    f.flush()?;
+    Ok(path)
+}
