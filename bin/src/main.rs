@@ -87,40 +87,20 @@ enum Command {
     },
     /// Train a model from token or example shards (libtorch; see `conveyor train --help`).
     #[command(disable_help_flag = true)]
-    Train {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Train(torch_handoff::Handoff),
     /// Fine-tune on a prepared task (libtorch; see `conveyor finetune --help`).
     #[command(disable_help_flag = true)]
-    Finetune {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Finetune(torch_handoff::Handoff),
     /// Evaluate a checkpoint on a prepared task (libtorch; see `conveyor eval --help`).
     #[command(disable_help_flag = true)]
-    Eval {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Eval(torch_handoff::Handoff),
     /// Models: `conveyor model summary --arch A --preset P`, `conveyor model loss --checkpoint C
     /// --data D` (libtorch).
     #[command(disable_help_flag = true)]
-    Model {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Model(torch_handoff::Handoff),
     /// What libtorch sees on this machine (CUDA devices), and the build's versions.
     #[command(disable_help_flag = true)]
-    Env {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Env(torch_handoff::Handoff),
 }
 
 fn main() {
@@ -141,11 +121,11 @@ fn main() {
             device,
             config,
         } => demo::run(out, &device, config.as_deref()),
-        Command::Env { .. }
-        | Command::Train { .. }
-        | Command::Finetune { .. }
-        | Command::Eval { .. }
-        | Command::Model { .. } => torch_handoff::to_torch(),
+        Command::Env(_)
+        | Command::Train(_)
+        | Command::Finetune(_)
+        | Command::Eval(_)
+        | Command::Model(_) => torch_handoff::to_torch(),
     };
     match result {
         Ok(code) => std::process::exit(code),

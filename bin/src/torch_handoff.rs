@@ -7,6 +7,16 @@ use std::process::Command;
 
 use anyhow::Context;
 
+// The arguments of a command `conveyor-torch` holds: taken as they are (its own parser
+// checks them, and `--help` is its), so this binary links no libtorch. (A plain comment:
+// a doc comment here would be the variants' help.)
+#[derive(clap::Args)]
+pub struct Handoff {
+    /// Handed to the libtorch binary as they are.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<std::ffi::OsString>,
+}
+
 /// The name of the binary that holds the libtorch commands.
 pub const TORCH_BIN: &str = "conveyor-torch";
 

@@ -2,7 +2,7 @@
 //! expose their state for exact checkpoints): Adafactor as T5 uses it and AdamW for
 //! comparison, plus the learning-rate schedules.
 //!
-//! Adafactor (docs/references.md, section 4): beta2_t = 1 - t^-0.8; eps1 = 1e-30 added to g^2;
+//! Adafactor (docs/upstream.md, section 4): beta2_t = 1 - t^-0.8; eps1 = 1e-30 added to g^2;
 //! matrices keep row and column means of g^2 (factored second moment), other shapes the full
 //! one; U = g / sqrt(v_hat), clipped by max(1, RMS(U) / 1.0); step size lr * max(1e-3,
 //! RMS(param)) with parameter scaling; no momentum (beta1 = 0), as in T5.

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod manifest;
 pub mod merge;
 pub mod progress;
+pub mod record;
 pub mod remote;
 pub mod rng;
 pub mod run_info;

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::source::{ProblemKind, TxtMode};
+use crate::record::{ProblemKind, TxtMode};
 
 pub const TOKENS_FORMAT: &str = "conveyor.tokens";
 pub const TOKENS_VERSION: u32 = 1;
@@ -43,7 +43,7 @@ pub struct IngestSettings {
 }
 
 fn default_max_document_bytes() -> usize {
-    crate::source::MAX_DOCUMENT_BYTES
+    crate::record::MAX_DOCUMENT_BYTES
 }
 
 /// Per-input (or per-segment) counts.
@@ -128,28 +128,63 @@ pub struct Manifest {
     pub problems_total: u64,
 }
 
+/// A dataset manifest with a format name and version (token and example datasets): what
+/// [`read_versioned`] needs to read one and refuse another.
+pub trait Versioned: serde::de::DeserializeOwned {
+    /// The format name it must have, and the newest version this conveyor reads.
+    const FORMAT: &'static str;
+    const VERSION: u32;
+    /// How a reader calls it ("conveyor manifest").
+    const WHAT: &'static str;
+    fn format_version(&self) -> (&str, u32);
+    /// Refuses names read from `source` that are not plain names.
+    fn check_names(&self, source: &Path) -> Result<(), Error>;
+}
+
+/// Reads `DIR/manifest.json` as `M`: parsed, of `M`'s format and a version this conveyor
+/// reads, every name in it a plain name.
+pub fn read_versioned<M: Versioned>(dir: &Path) -> Result<M, Error> {
+    let path = dir.join(Manifest::FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let m: M = serde_json::from_str(&text).map_err(|e| Error::Manifest {
+        path: path.clone(),
+        message: format!("not a {}: {e}", M::WHAT),
+    })?;
+    let (format, version) = m.format_version();
+    if format != M::FORMAT || version > M::VERSION {
+        return Err(Error::Manifest {
+            path,
+            message: format!(
+                "format {format} version {version} is not one this conveyor reads ({} <= {})",
+                M::FORMAT,
+                M::VERSION
+            ),
+        });
+    }
+    m.check_names(&path)?;
+    Ok(m)
+}
+
+impl Versioned for Manifest {
+    const FORMAT: &'static str = TOKENS_FORMAT;
+    const VERSION: u32 = TOKENS_VERSION;
+    const WHAT: &'static str = "conveyor manifest";
+
+    fn format_version(&self) -> (&str, u32) {
+        (&self.format, self.version)
+    }
+
+    fn check_names(&self, source: &Path) -> Result<(), Error> {
+        Manifest::check_names(self, source)
+    }
+}
+
 impl Manifest {
     pub const FILE: &'static str = "manifest.json";
 
     /// Reads `DIR/manifest.json`.
     pub fn read(dir: &Path) -> Result<Manifest, Error> {
-        let path = dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Manifest {
-            path: path.clone(),
-            message: format!("not a conveyor manifest: {e}"),
-        })?;
-        if m.format != TOKENS_FORMAT || m.version > TOKENS_VERSION {
-            return Err(Error::Manifest {
-                path,
-                message: format!(
-                    "format {} version {} is not one this conveyor reads ({TOKENS_FORMAT} <= {TOKENS_VERSION})",
-                    m.format, m.version
-                ),
-            });
-        }
-        m.check_names(&path)?;
-        Ok(m)
+        read_versioned(dir)
     }
 
     /// Refuses a split or shard name (read from `source`) that is not a plain name.

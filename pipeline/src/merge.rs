@@ -94,7 +94,7 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             format!("has no worker parts ({PARTS_DIR}/worker-*/part.json) to merge"),
         ));
     }
-    let headers: Vec<_> = files.iter().map(|(_, h, _)| h.clone()).collect();
+    let headers: Vec<_> = files.iter().map(|(_, h)| h.clone()).collect();
     check_parts(out, &headers)?;
     let workers = headers[0].worker.count;
     match headers[0].format.as_str() {
@@ -109,12 +109,12 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             ))
         }
         CORRUPT_PART_FORMAT => {
-            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
+            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _)| p).collect();
             let (shards, tokens) = crate::corrupt::job::merge_parts(out, &paths)?;
             Ok(summary("example shards", workers, shards, tokens, false))
         }
         crate::examples::task_parts::TASK_PART_FORMAT => {
-            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
+            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _)| p).collect();
             let (shards, examples) = crate::examples::task_parts::merge_task_parts(out, &paths)?;
             Ok(summary(
                 "task example shards",
@@ -125,7 +125,7 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             ))
         }
         crate::clean::CLEAN_PART_FORMAT => {
-            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _, _)| p).collect();
+            let paths: Vec<PathBuf> = files.into_iter().map(|(p, _)| p).collect();
             let (n, pages) = crate::clean::merge_parts(out, &paths)?;
             Ok(summary("cleaned files", workers, n, pages, false))
         }

@@ -9,19 +9,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+/// Fields in the order earlier versions wrote them; all but `arch` default, so `run.json`
+/// files from before a field existed still read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     /// `transformer`, `lightconv`, ...
     pub arch: String,
-    /// The checkpoint the weights came from (`--init`); None when trained from scratch.
-    pub init: Option<String>,
     /// The training data folder.
+    #[serde(default)]
     pub data: String,
+    /// The checkpoint the weights came from (`--init`); None when trained from scratch.
+    #[serde(default)]
+    pub init: Option<String>,
     /// `span_corruption (on the fly)`, `span_corruption` or `task:NAME`.
+    #[serde(default)]
     pub objective: String,
+    #[serde(default)]
     pub parameters: usize,
-    /// `float32`, `bf16` (mixed) or `pure-bf16`.
+    /// `float32`, `bf16` (mixed) or `pure-bf16`; `float32` in runs from before the field.
+    #[serde(default = "float32")]
     pub precision: String,
+}
+
+fn float32() -> String {
+    "float32".into()
 }
 
 impl RunInfo {
@@ -41,5 +52,33 @@ impl RunInfo {
     pub fn write(&self, run: &Path) -> Result<(), Error> {
         let text = serde_json::to_string_pretty(self).expect("run info serialises") + "\n";
         crate::manifest::write_atomic(&run.join(Self::FILE), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_files_of_earlier_versions_read() {
+        let old: RunInfo = serde_json::from_str(r#"{"arch": "lightconv", "init": null}"#).unwrap();
+        assert_eq!(
+            (old.arch.as_str(), old.init, old.precision.as_str()),
+            ("lightconv", None, "float32")
+        );
+        let info = RunInfo {
+            arch: "transformer".into(),
+            data: "d".into(),
+            init: Some("c".into()),
+            objective: "task:sst2".into(),
+            parameters: 7,
+            precision: "bf16".into(),
+        };
+        let text = serde_json::to_string(&info).unwrap();
+        assert_eq!(
+            text,
+            r#"{"arch":"transformer","data":"d","init":"c","objective":"task:sst2","parameters":7,"precision":"bf16"}"#
+        );
+        assert_eq!(serde_json::from_str::<RunInfo>(&text).unwrap(), info);
     }
 }

@@ -9,8 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use conveyor_pipeline::corrupt::{Example as Ids, Lengths};
-use conveyor_pipeline::examples::ExampleShardWriter;
+use conveyor_pipeline::examples::{Example as Ids, ExampleShardWriter, Lengths};
 use conveyor_pipeline::examples::{
     ExampleSettings, ExampleShardRecord, ExamplesManifest, TaskCounts, EXAMPLES_FORMAT,
     EXAMPLES_VERSION,

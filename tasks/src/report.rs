@@ -107,10 +107,13 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
             .unwrap_or_default();
         let info = RunInfo::read(&run).map_err(|e| TaskError::Io {
             path: run.join(RunInfo::FILE),
-            message: format!(
-                "{e}: {} does not come from a conveyor run folder",
-                metrics.display()
-            ),
+            message: match e {
+                conveyor_pipeline::Error::Io { .. } => format!(
+                    "missing: {} does not come from a conveyor run folder",
+                    metrics.display()
+                ),
+                e => e.to_string(),
+            },
         })?;
         let arch = info.arch;
         let pretrained = info.init.is_some();
@@ -228,15 +231,12 @@ mod tests {
         let run = root.join(format!("run-{name}"));
         let ckpt = run.join("checkpoints/step-00000010");
         std::fs::create_dir_all(&ckpt).unwrap();
-        RunInfo {
-            arch: arch.into(),
-            init: init.then(|| "pre/ckpt".into()),
-            data: "data".into(),
-            objective: format!("task:{task}"),
-            parameters: 1,
-            precision: "float32".into(),
-        }
-        .write(&run)
+        // A run.json as early versions wrote it: the report needs no more.
+        let init = if init { "\"pre/ckpt\"" } else { "null" };
+        std::fs::write(
+            run.join("run.json"),
+            format!(r#"{{"arch": "{arch}", "init": {init}}}"#),
+        )
         .unwrap();
         let e = root.join(format!("eval-{name}"));
         std::fs::create_dir_all(&e).unwrap();

@@ -23,25 +23,13 @@ pub enum BenchCommand {
     Corrupt(CorruptBench),
     /// Training speed and memory per architecture and length (libtorch; Figures 1 and 2).
     #[command(disable_help_flag = true)]
-    Train {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Train(crate::torch_handoff::Handoff),
     /// The lightweight convolution's implementations per length (libtorch).
     #[command(disable_help_flag = true)]
-    Conv {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Conv(crate::torch_handoff::Handoff),
     /// One transformer training step in tch beside the same model in PyTorch (libtorch).
     #[command(disable_help_flag = true)]
-    Step {
-        /// Handed to the libtorch binary as they are.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<std::ffi::OsString>,
-    },
+    Step(crate::torch_handoff::Handoff),
 }
 
 #[derive(Args)]
@@ -83,7 +71,7 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
     match b {
         BenchCommand::Ingest(a) => ingest_bench(a),
         BenchCommand::Corrupt(a) => corrupt::run(a),
-        BenchCommand::Train { .. } | BenchCommand::Step { .. } | BenchCommand::Conv { .. } => {
+        BenchCommand::Train(_) | BenchCommand::Step(_) | BenchCommand::Conv(_) => {
             crate::torch_handoff::to_torch()
         }
     }

@@ -63,6 +63,11 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         .out
         .clone()
         .unwrap_or_else(|| a.checkpoint.join(format!("eval-{task_name}")));
+    // The output is created first, so that a bad --out fails before the decoding.
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let pred_path = out.join("predictions.jsonl");
+    let file = std::fs::File::create(&pred_path)
+        .with_context(|| format!("creating {}", pred_path.display()))?;
     let predictions = predict(&PredictConfig {
         checkpoint: a.checkpoint.clone(),
         data: a.data.clone(),
@@ -71,8 +76,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         limit: a.limit,
         device,
     })?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let pred_path = write_predictions(&out, &predictions)?;
+    write_predictions(file, &predictions)?;
     let column = |f: fn(&Prediction) -> String| predictions.iter().map(f).collect::<Vec<_>>();
     let categories: Vec<Option<String>> = predictions.iter().map(|p| p.category.clone()).collect();
     let scores = task.info().metric.score(
@@ -108,7 +112,7 @@ fn prepared_task(a: &EvalArgs) -> anyhow::Result<String> {
     if let Some(t) = &a.task {
         anyhow::ensure!(
             t == prepared,
-            "{} was prepared for {prepared}, not {t}",
+            "{} was prepared for \"task:{prepared}\", not {t}",
             a.data.display()
         );
     }
@@ -117,11 +121,8 @@ fn prepared_task(a: &EvalArgs) -> anyhow::Result<String> {
 
 /// `OUT/predictions.jsonl`: one line per example with its input, target, prediction,
 /// whether they match, and its category.
-fn write_predictions(out: &std::path::Path, predictions: &[Prediction]) -> anyhow::Result<PathBuf> {
-    let path = out.join("predictions.jsonl");
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
-    );
+fn write_predictions(file: std::fs::File, predictions: &[Prediction]) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(file);
     for p in predictions {
         let line = serde_json::json!({
             "inputs": p.inputs, "target": p.target, "prediction": p.prediction,
@@ -130,5 +131,5 @@ fn write_predictions(out: &std::path::Path, predictions: &[Prediction]) -> anyho
         writeln!(f, "{line}")?;
     }
     f.flush()?;
-    Ok(path)
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! `conveyor-torch`: the commands that need libtorch. Users run them as `conveyor COMMAND`;
-//! the `conveyor` binary hands them over to this one (see `forward.rs` there), so that the
+//! the `conveyor` binary hands them over to this one (see `torch_handoff.rs` there), so that the
 //! data commands never load libtorch.
 
 mod bench;

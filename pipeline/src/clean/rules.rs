@@ -1,4 +1,4 @@
-//! The C4 cleaning rules (the TFDS `c4_utils` heuristics, as listed in docs/references.md, section 1),
+//! The C4 cleaning rules (the TFDS `c4_utils` heuristics, as listed in docs/upstream.md, section 1),
 //! each a switch or a threshold, applied to one page: line filters, then page filters. What
 //! each rule removed is counted by name, for the manifest.
 

@@ -40,16 +40,18 @@ pub(super) fn part_manifest(p: &CleanPart) -> CleanManifest {
     m
 }
 
-pub(super) fn read_part(path: &Path) -> Result<CleanPart, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let part: CleanPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-        path: path.to_path_buf(),
-        message: format!("not a readable clean part: {e}"),
-    })?;
-    for (_, f) in &part.files {
-        crate::contain::check_name(&f.output, path)?;
+impl crate::job::workers::Part for CleanPart {
+    const KIND: &'static str = "clean";
+
+    fn check_names(&self, source: &Path) -> Result<(), Error> {
+        self.files
+            .iter()
+            .try_for_each(|(_, f)| crate::contain::check_name(&f.output, source))
     }
-    Ok(part)
+}
+
+pub(super) fn read_part(path: &Path) -> Result<CleanPart, Error> {
+    crate::job::workers::read_part(path)
 }
 
 /// The dedup pass over the workers' filtered pages (parts already checked to be one job
@@ -186,15 +188,15 @@ fn drop_list_path(out: &Path, shard: Worker) -> PathBuf {
 /// Returns the lines to drop.
 pub fn dedup_shard(out: &Path, shard: Worker) -> Result<u64, Error> {
     let found = crate::job::workers::read_part_files(out)?;
-    if found.is_empty() || found.iter().any(|(_, h, _)| h.format != CLEAN_PART_FORMAT) {
+    if found.is_empty() || found.iter().any(|(_, h)| h.format != CLEAN_PART_FORMAT) {
         return Err(Error::OutputDir {
             path: out.to_path_buf(),
             message: "holds no clean worker parts to deduplicate".into(),
         });
     }
-    let headers: Vec<_> = found.iter().map(|(_, h, _)| h.clone()).collect();
+    let headers: Vec<_> = found.iter().map(|(_, h)| h.clone()).collect();
     crate::job::workers::check_parts(out, &headers)?;
-    let files: Vec<PathBuf> = found.into_iter().map(|(p, _, _)| p).collect();
+    let files: Vec<PathBuf> = found.into_iter().map(|(p, _)| p).collect();
     let (parts, slots) = ordered_parts(out, &files)?;
     let mut seen: HashSet<[u8; 16]> = HashSet::new();
     let mut drops: Vec<u8> = Vec::new();

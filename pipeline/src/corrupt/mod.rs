@@ -1,7 +1,7 @@
-//! The corrupt stage: token shards -> T5 span-corruption examples (docs/references.md, section 3).
+//! The corrupt stage: token shards -> T5 span-corruption examples (docs/upstream.md, section 3).
 //!
 //! [`lengths`] holds T5's length arithmetic, [`stream`] turns documents into pieces,
-//! [`span`] masks a piece, [`pack`] packs examples into rows, and [`job`] is the offline
+//! [`span`] masks a piece (packing is `crate::examples::pack`), and [`job`] is the offline
 //! `conveyor corrupt` command. The loader applies the same [`Corruption`] on the fly.
 
 pub mod job;

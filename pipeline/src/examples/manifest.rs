@@ -138,27 +138,26 @@ pub struct TaskCounts {
     pub problems: Vec<String>,
 }
 
+impl crate::manifest::Versioned for ExamplesManifest {
+    const FORMAT: &'static str = EXAMPLES_FORMAT;
+    const VERSION: u32 = EXAMPLES_VERSION;
+    const WHAT: &'static str = "conveyor example manifest";
+
+    fn format_version(&self) -> (&str, u32) {
+        (&self.format, self.version)
+    }
+
+    fn check_names(&self, source: &Path) -> Result<(), Error> {
+        ExamplesManifest::check_names(self, source)
+    }
+}
+
 impl ExamplesManifest {
     pub const FILE: &'static str = "manifest.json";
 
+    /// Reads `DIR/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self, Error> {
-        let path = dir.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Self = serde_json::from_str(&text).map_err(|e| Error::Manifest {
-            path: path.clone(),
-            message: format!("not a conveyor example manifest: {e}"),
-        })?;
-        if m.format != EXAMPLES_FORMAT || m.version > EXAMPLES_VERSION {
-            return Err(Error::Manifest {
-                path,
-                message: format!(
-                    "format {} version {} is not one this conveyor reads ({EXAMPLES_FORMAT} <= {EXAMPLES_VERSION})",
-                    m.format, m.version
-                ),
-            });
-        }
-        m.check_names(&path)?;
-        Ok(m)
+        crate::manifest::read_versioned(dir)
     }
 
     /// Refuses a split or shard name (read from `source`) that is not a plain name.

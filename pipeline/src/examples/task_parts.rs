@@ -29,17 +29,19 @@ pub struct TaskPart {
     pub manifest: ExamplesManifest,
 }
 
-pub fn read_task_part(path: &Path) -> Result<TaskPart, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let part: TaskPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-        path: path.to_path_buf(),
-        message: format!("not a readable task part: {e}"),
-    })?;
-    part.manifest.check_names(path)?;
-    for (_, s, _) in &part.shards {
-        crate::contain::check_name(&s.file, path)?;
+impl crate::job::workers::Part for TaskPart {
+    const KIND: &'static str = "task";
+
+    fn check_names(&self, source: &Path) -> Result<(), Error> {
+        self.manifest.check_names(source)?;
+        self.shards
+            .iter()
+            .try_for_each(|(_, s, _)| crate::contain::check_name(&s.file, source))
     }
-    Ok(part)
+}
+
+pub fn read_task_part(path: &Path) -> Result<TaskPart, Error> {
+    crate::job::workers::read_part(path)
 }
 
 /// `base` (settings, vocabulary, job) with `shards` and the task counts summed over the

@@ -173,6 +173,14 @@ pub struct IngestPart {
     pub manifest: Manifest,
 }
 
+impl crate::job::workers::Part for IngestPart {
+    const KIND: &'static str = "ingest";
+
+    fn check_names(&self, source: &Path) -> Result<(), Error> {
+        self.manifest.check_names(source)
+    }
+}
+
 impl IngestPart {
     /// The part's manifest with only the inputs this worker did (for its summary).
     pub fn own_manifest(&self) -> Manifest {
@@ -193,19 +201,14 @@ pub const INGEST_PART_FORMAT: &str = "conveyor-ingest-part";
 pub fn read_parts(out: &Path) -> Result<Vec<IngestPart>, Error> {
     crate::job::workers::read_part_files(out)?
         .into_iter()
-        .map(|(path, header, text)| {
+        .map(|(path, header)| {
             if header.format != INGEST_PART_FORMAT {
                 return Err(Error::OutputDir {
                     path,
                     message: format!("format {:?} is not {INGEST_PART_FORMAT}", header.format),
                 });
             }
-            let part: IngestPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-                path: path.clone(),
-                message: format!("not a readable ingest part: {e}"),
-            })?;
-            part.manifest.check_names(&path)?;
-            Ok(part)
+            crate::job::workers::read_part::<IngestPart>(&path)
         })
         .collect()
 }

@@ -105,6 +105,25 @@ pub struct PartHeader {
     pub worker: Worker,
 }
 
+/// A worker's `part.json` of one job kind, read by [`read_part`].
+pub trait Part: serde::de::DeserializeOwned {
+    /// The job kind, for messages ("ingest", "corrupt", "task", "clean").
+    const KIND: &'static str;
+    /// Refuses names read from `source` (the part's files) that are not plain names.
+    fn check_names(&self, source: &std::path::Path) -> Result<(), Error>;
+}
+
+/// Reads a worker's `part.json` as `P`, every file name in it checked.
+pub fn read_part<P: Part>(path: &std::path::Path) -> Result<P, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let part: P = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
+        path: path.to_path_buf(),
+        message: format!("not a readable {} part: {e}", P::KIND),
+    })?;
+    part.check_names(path)?;
+    Ok(part)
+}
+
 /// The folder of worker `w`'s part in `out`.
 pub fn part_dir(out: &std::path::Path, w: Worker) -> std::path::PathBuf {
     out.join(PARTS_DIR).join(w.tag())
@@ -118,7 +137,7 @@ pub fn part_file(out: &std::path::Path, w: Worker) -> std::path::PathBuf {
 /// Every `parts/*/part.json` in `out` with its header, in folder-name order.
 pub fn read_part_files(
     out: &std::path::Path,
-) -> Result<Vec<(std::path::PathBuf, PartHeader, String)>, Error> {
+) -> Result<Vec<(std::path::PathBuf, PartHeader)>, Error> {
     let dir = out.join(PARTS_DIR);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());
@@ -137,7 +156,7 @@ pub fn read_part_files(
                 path: p.clone(),
                 message: format!("not a conveyor worker part: {e}"),
             })?;
-            Ok((p, h, text))
+            Ok((p, h))
         })
         .collect()
 }
@@ -190,7 +209,7 @@ pub fn prepare_out(
         )));
     }
     let mut done = false;
-    for (_, other, _) in read_part_files(out)? {
+    for (_, other) in read_part_files(out)? {
         if other.job != job {
             return Err(refuse(format!(
                 "holds the part of {} for a different job ({}, this one is {job}); every worker must get the same inputs and settings",

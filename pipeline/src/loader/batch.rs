@@ -1,7 +1,7 @@
 //! Turns a rank's items into batches: padded rows with lengths, or packed rows with segment
 //! ids and positions (items that are already packed rows, or examples packed here).
 
-use crate::corrupt::{Example, PackedRow, Packer};
+use crate::examples::{Example, PackedRow, Packer};
 
 /// One training batch, row-major, padded with 0.
 #[derive(Debug, Clone, PartialEq, Eq)]

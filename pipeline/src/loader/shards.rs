@@ -2,8 +2,9 @@
 //! span-corrupted on the fly, every row's ids checked against the vocabulary.
 
 use super::{EpochRun, Item, Plan, SourceShard};
-use crate::corrupt::{Corruption, Example, Keys, PackedRow, Pieces, Scratch, SpanCorruption};
+use crate::corrupt::{Corruption, Keys, Pieces, Scratch, SpanCorruption};
 use crate::error::Error;
+use crate::examples::{Example, PackedRow};
 use crate::shard::{Ids, ListRows};
 
 /// The vocabulary check of one row: every id below `limit`.

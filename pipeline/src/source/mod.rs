@@ -10,6 +10,7 @@ mod wet;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::record::{ProblemKind, TxtMode, MAX_DOCUMENT_BYTES};
 pub use parse::{parse_json_line, JsonFields};
 
 use crate::error::Error;
@@ -20,47 +21,6 @@ pub struct Document {
     pub text: String,
     pub url: Option<String>,
     pub timestamp: Option<String>,
-}
-
-/// What kind of record was skipped.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemKind {
-    MalformedJson,
-    InvalidUtf8,
-    MissingText,
-    Empty,
-    Tokenizer,
-    /// The text field is JSON `null`.
-    NullText,
-    /// Above `--max-document-bytes`.
-    TooLong,
-}
-
-impl ProblemKind {
-    pub const ALL: [ProblemKind; 7] = [
-        Self::MalformedJson,
-        Self::InvalidUtf8,
-        Self::MissingText,
-        Self::Empty,
-        Self::Tokenizer,
-        Self::NullText,
-        Self::TooLong,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "malformed_json",
-            Self::InvalidUtf8 => "invalid_utf8",
-            Self::MissingText => "missing_text",
-            Self::Empty => "empty",
-            Self::Tokenizer => "tokenizer",
-            Self::NullText => "null_text",
-            Self::TooLong => "too_long",
-        }
-    }
 }
 
 /// A record that was skipped, with its 1-based line (or row) number in the file.
@@ -129,17 +89,6 @@ pub trait Source: Send {
     fn bytes_read(&self) -> u64;
 }
 
-/// How `.txt` inputs become documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TxtMode {
-    /// The whole file is one document.
-    #[default]
-    File,
-    /// Every line is a document (blank lines are counted as empty documents).
-    Line,
-}
-
 /// Input formats, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -193,9 +142,6 @@ pub struct SourceOptions {
     /// many bytes are skipped and counted as `too_long`, so memory stays bounded.
     pub max_document_bytes: usize,
 }
-
-/// The default `--max-document-bytes`: 16 MiB, far above any real web page.
-pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
 
 /// Opens `path` as a source of its format.
 pub fn open(path: &Path, opts: &SourceOptions) -> Result<Box<dyn Source>, Error> {

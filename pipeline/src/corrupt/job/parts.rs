@@ -66,14 +66,16 @@ pub(super) fn finalize_part(
     Ok(part.manifest)
 }
 
+impl crate::job::workers::Part for CorruptPart {
+    const KIND: &'static str = "corrupt";
+
+    fn check_names(&self, source: &Path) -> Result<(), Error> {
+        self.manifest.check_names(source)
+    }
+}
+
 pub(super) fn read_part(path: &Path) -> Result<CorruptPart, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let part: CorruptPart = serde_json::from_str(&text).map_err(|e| Error::OutputDir {
-        path: path.to_path_buf(),
-        message: format!("not a readable corrupt part: {e}"),
-    })?;
-    part.manifest.check_names(path)?;
-    Ok(part)
+    crate::job::workers::read_part(path)
 }
 
 /// Joins the workers' parts (already checked to be one job with every worker present) into
