@@ -27,17 +27,9 @@ fn split_names_from_flags_and_manifests_stay_inside() {
         &["corrupt", s(&tokens), "--out", s(&out), "--split", "../x"],
         &["--split", "\"../x\""],
     );
+    let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
     fails(
-        &[
-            "ingest",
-            s(&shared("c4/c4-train.00000-of-01024.first600.json.gz")),
-            "--vocab",
-            &vocab(),
-            "--out",
-            s(&out),
-            "--split",
-            "../victim/train",
-        ],
+        &refs(&ingest_args(&c4, &out, &["--split", "../victim/train"])),
         &["--split"],
     );
     fails(
@@ -113,19 +105,8 @@ fn merges_move_only_listed_files_whose_checksum_matches() {
         std::fs::copy(c4, inputs.join(f)).unwrap();
     }
     for w in ["0", "1"] {
-        ok(&[
-            "ingest",
-            s(&inputs),
-            "--vocab",
-            &vocab(),
-            "--out",
-            s(&out),
-            "--worker-index",
-            w,
-            "--num-workers",
-            "2",
-            "-q",
-        ]);
+        let worker = ["--worker-index", w, "--num-workers", "2", "-q"];
+        ok(&refs(&ingest_args(&inputs, &out, &worker)));
     }
     let part = out.join("parts/worker-00000-of-00002/part.json");
     let good = std::fs::read(&part).unwrap();
@@ -177,22 +158,10 @@ fn overwrite_decides_before_it_deletes() {
         std::fs::write(mine.join(f), f).unwrap();
     }
     let before = snapshot(&mine);
-    let ingest = |out: &Path, split: &str| {
-        vec![
-            "ingest".to_string(),
-            s(&c4).to_string(),
-            "--vocab".into(),
-            vocab(),
-            "--out".into(),
-            s(out).to_string(),
-            "--split".into(),
-            split.into(),
-            "--overwrite".into(),
-            "-q".into(),
-        ]
-    };
+    let ingest =
+        |out: &Path, split: &str| ingest_args(&c4, out, &["--split", split, "--overwrite", "-q"]);
     let args = ingest(&mine, "train");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = refs(&args);
     fails(&args, &["nothing was removed"]);
     assert_eq!(
         snapshot(&mine),
@@ -228,9 +197,9 @@ fn overwrite_decides_before_it_deletes() {
     // What conveyor wrote is replaced: the old shards go, the new ones come.
     let out = sb.work.join("tokens-again");
     let args = ingest(&out, "train");
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&refs(&args));
     let args = ingest(&out, "other");
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&refs(&args));
     let names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .flatten()
@@ -245,7 +214,7 @@ fn overwrite_decides_before_it_deletes() {
     std::fs::create_dir_all(out.join(".conveyor-ingest")).unwrap();
     std::fs::write(out.join(".conveyor-ingest/job.json"), "an-earlier-job").unwrap();
     let args = ingest(&out, "third");
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&refs(&args));
     assert!(first_shard(&out).to_str().unwrap().contains("third-"));
     assert!(!std::fs::read_dir(&out)
         .unwrap()
@@ -322,15 +291,7 @@ fn out_of_vocabulary_ids_and_empty_data_are_errors_at_start() {
     let empty_in = sb.work.join("empty.jsonl");
     std::fs::write(&empty_in, "{\"text\": \"\"}\n{\"text\": \"   \"}\n").unwrap();
     let empty = sb.work.join("empty");
-    ok(&[
-        "ingest",
-        s(&empty_in),
-        "--vocab",
-        &vocab(),
-        "--out",
-        s(&empty),
-        "-q",
-    ]);
+    ok(&refs(&ingest_args(&empty_in, &empty, &["-q"])));
     let run = sb.work.join("run-empty");
     let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
         .args(train_args(s(&empty), s(&run), "1"))
@@ -379,7 +340,7 @@ fn damaged_checkpoints_are_named() {
         ]
     };
     let args = loss(&ckpt);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = refs(&args);
     ok(&args);
 
     // 64 bytes of 0xFF inside the weights.
@@ -400,7 +361,7 @@ fn damaged_checkpoints_are_named() {
     )
     .unwrap();
     let bare_args = loss(&bare);
-    let bare_args: Vec<&str> = bare_args.iter().map(String::as_str).collect();
+    let bare_args = refs(&bare_args);
     fails(&bare_args, &["model.safetensors", "non-finite"]);
     // A truncated file.
     std::fs::write(&weights, &good[..100]).unwrap();
@@ -441,17 +402,8 @@ fn huge_records_are_skipped_and_small_faults_counted() {
         gz.finish().unwrap();
     }
     let out = sb.work.join("tokens");
-    ok(&[
-        "ingest",
-        s(&input),
-        "--vocab",
-        &vocab(),
-        "--out",
-        s(&out),
-        "--max-document-bytes",
-        "1048576",
-        "-q",
-    ]);
+    let limit = ["--max-document-bytes", "1048576", "-q"];
+    ok(&refs(&ingest_args(&input, &out, &limit)));
     let m = read_json(&out.join("manifest.json"));
     let t = &m["totals"];
     assert_eq!(t["documents"], 2, "{t}");
@@ -500,15 +452,8 @@ fn a_second_job_on_the_same_out_is_refused_by_its_lock() {
     let lock = out.join(".conveyor-ingest.lock");
     std::fs::write(&lock, format!("{} {me}\n", host.trim())).unwrap();
     let c4 = shared("c4/c4-train.00000-of-01024.first600.json.gz");
-    let args = [
-        "ingest",
-        s(&c4),
-        "--vocab",
-        &vocab(),
-        "--out",
-        s(&out),
-        "-q",
-    ];
+    let args = ingest_args(&c4, &out, &["-q"]);
+    let args = refs(&args);
     fails(&args, &["in use", &me]);
     assert!(lock.exists() && !out.join("manifest.json").exists());
     // A live job of another kind holds the folder too.

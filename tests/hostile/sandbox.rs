@@ -127,6 +127,24 @@ pub(crate) fn vocab() -> String {
         .to_string()
 }
 
+/// `conveyor ingest INPUT --vocab T5 --out OUT EXTRA...`.
+pub(crate) fn ingest_args(input: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "ingest".to_string(),
+        s(input).into(),
+        "--vocab".into(),
+        vocab(),
+    ];
+    v.extend(["--out".to_string(), s(out).into()]);
+    v.extend(extra.iter().map(|e| e.to_string()));
+    v
+}
+
+/// Borrowed arguments, for `ok` and `fails`.
+pub(crate) fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// A tiny one-step training run's arguments on `data` into `out`.
 pub(crate) fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
