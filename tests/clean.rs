@@ -3,7 +3,7 @@
 //! on pages written here, thread-count determinism, kill-and-resume, a job split among
 //! workers, WET input, and the output feeding ingest.
 
-mod common;
+use crate::common;
 
 use common::*;
 
@@ -242,7 +242,7 @@ fn a_killed_run_resumes_to_the_identical_result() {
         ]
     };
     let full = tmp_path("resume-full");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let o = crate::common::conveyor_cmd()
         .args(args(&full))
         .output()
         .unwrap();

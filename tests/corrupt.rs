@@ -2,12 +2,11 @@
 //! merge back into exactly the documents, noise statistics, thread-count determinism,
 //! kill-and-resume, packing, a job split among worker processes, and every refusal.
 
-mod common;
+use crate::common;
 
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use arrow::array::{Array, AsArray};
@@ -204,7 +203,7 @@ fn killed_run_resumes_to_the_identical_result() {
     let work = d.join(".conveyor-corrupt");
     let mut caught = false;
     for _ in 0..20 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        let mut child = crate::common::conveyor_cmd()
             .args([
                 "corrupt",
                 tokens().to_str().unwrap(),
@@ -344,7 +343,7 @@ fn three_workers_merged_write_exactly_what_one_process_writes() {
     corrupt(&one, &["--seed", "3"]);
     let many = tmp_path("split-many");
     let worker = |index: usize| {
-        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        crate::common::conveyor_cmd()
             .args(["corrupt", tokens().to_str().unwrap(), "--out"])
             .arg(&many)
             .args(["--seed", "3", "-q", "--num-workers", "3", "--worker-index"])

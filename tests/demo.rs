@@ -1,15 +1,13 @@
-//! The main job: `conveyor demo` runs the whole flow on generated fixtures and writes the
-//! report, the same numbers on every run.
+//! The main job: `conveyor demo` writes a study file for generated fixtures, runs it end to
+//! end and writes the report, the same numbers on every run.
 
-use std::path::Path;
-use std::process::Command;
+use crate::common::{root, tmp_path};
 
 #[test]
 fn the_demo_runs_end_to_end_and_repeats_itself() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::env::temp_dir().join(format!("conveyor-demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let root = root();
+    let out = tmp_path("demo");
+    let o = crate::common::conveyor_cmd()
         .current_dir(&root)
         .args(["demo", "--out", out.to_str().unwrap()])
         .output()
@@ -20,7 +18,7 @@ fn the_demo_runs_end_to_end_and_repeats_itself() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let report = std::fs::read_to_string(out.join("report/report.md")).unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for row in [
         "transformer, no pre-training",
         "lightconv, no pre-training",
@@ -30,18 +28,41 @@ fn the_demo_runs_end_to_end_and_repeats_itself() {
     ] {
         assert!(report.contains(row), "{report}");
     }
-    assert!(out.join("report/report.json").exists());
-    assert!(out.join("report/loss-curves.png").exists(), "{stdout}");
+    assert!(out.join("report.json").exists());
+    // The flow is a study: its file is in the folder and `conveyor study` reruns it.
+    assert!(out.join("demo.toml").exists());
+    assert!(out.join("loss-curves.png").exists(), "{stdout}");
     // Every run is seeded: the table is the same again.
     let again = out.join("again");
-    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let o = crate::common::conveyor_cmd()
         .current_dir(&root)
         .args(["demo", "--out", again.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success());
     assert_eq!(
-        std::fs::read_to_string(again.join("report/report.md")).unwrap(),
+        std::fs::read_to_string(again.join("report.md")).unwrap(),
+        report
+    );
+    // The study it wrote reruns with `conveyor study`, redoing no training or evaluation.
+    let o = crate::common::conveyor_cmd()
+        .current_dir(&root)
+        .arg("study")
+        .arg(out.join("demo.toml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    let redone: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("[cell") && !l.ends_with("(done before)"))
+        .filter(|l| !l.contains("prepare"))
+        .collect();
+    assert!(redone.is_empty(), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
         report
     );
 }

@@ -4,7 +4,7 @@
 //! batch 4 x --accumulate 2 (same losses, same final weights); a rank that dies makes the
 //! other stop naming it and `--resume` continues to the uninterrupted result; refusals.
 
-mod common;
+use crate::common;
 
 use common::*;
 
@@ -76,7 +76,7 @@ fn free_port() -> u16 {
 
 /// Starts rank `rank` of `world` with torchrun's variables.
 fn spawn_rank(args: &[String], rank: usize, world: usize, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    crate::common::conveyor_cmd()
         .args(args)
         .env("RANK", rank.to_string())
         .env("LOCAL_RANK", rank.to_string())
@@ -110,7 +110,7 @@ fn two_ranks(args: &[String]) {
 }
 
 fn one_rank(args: &[String]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let o = crate::common::conveyor_cmd()
         .args(args)
         .env("OMP_NUM_THREADS", "1")
         .output()
@@ -311,7 +311,7 @@ fn launch_mistakes_get_clear_errors() {
     let a = args(&run, "lightconv", 4, 1, 4);
     // No MASTER_ADDR.
     let err = failing(
-        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        crate::common::conveyor_cmd()
             .args(&a)
             .env("RANK", "0")
             .env("WORLD_SIZE", "2")
@@ -329,7 +329,7 @@ fn launch_mistakes_get_clear_errors() {
     two_ranks(&a);
     let mut resume = args(&run, "lightconv", 4, 1, 6);
     resume.push("--resume".into());
-    let err = failing(Command::new(env!("CARGO_BIN_EXE_conveyor")).args(&resume));
+    let err = failing(crate::common::conveyor_cmd().args(&resume));
     assert!(
         err.contains("trained by 2 processes and this one has 1"),
         "{err}"

@@ -1,11 +1,9 @@
 //! End-to-end: prepare a real task, fine-tune a tiny model on it, evaluate by greedy decoding
 //! (through `conveyor`, which hands finetune/eval to `conveyor-torch`).
 
-mod common;
+use crate::common;
 
 use common::*;
-
-use std::process::Command;
 
 /// A path under ../shared/data, as a command-line argument.
 fn shared(rel: &str) -> String {
@@ -207,7 +205,7 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     );
 
     // Fine-tuning data of another task is refused.
-    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let o = crate::common::conveyor_cmd()
         .args([
             "finetune",
             "--task",

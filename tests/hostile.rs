@@ -3,12 +3,10 @@
 //! the exit status, a message naming the offending file or value, and that nothing outside
 //! the work folder changed (the whole sandbox is hashed before and after).
 
-mod common;
-#[path = "hostile/sandbox.rs"]
+use crate::common;
 mod sandbox;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{c4_tokens, ok, shared};
 use sandbox::*;
@@ -293,7 +291,7 @@ fn out_of_vocabulary_ids_and_empty_data_are_errors_at_start() {
     let empty = sb.work.join("empty");
     ok(&refs(&ingest_args(&empty_in, &empty, &["-q"])));
     let run = sb.work.join("run-empty");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let mut child = crate::common::conveyor_cmd()
         .args(train_args(s(&empty), s(&run), "1"))
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,7 +1,7 @@
 //! End-to-end tests of `conveyor ingest` / `inspect`, run as a user would run the binary:
 //! formats, thread-count determinism, bad input, kill-and-resume, and an independent reader.
 
-mod common;
+use crate::common;
 
 use common::*;
 
@@ -397,7 +397,7 @@ fn killed_run_resumes_to_the_identical_result() {
         ]
     };
     let full = d.join("full");
-    let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    let o = crate::common::conveyor_cmd()
         .args(args(&full))
         .output()
         .unwrap();
@@ -443,7 +443,7 @@ fn worker(
     index: usize,
     shard_tokens: &str,
 ) -> std::process::Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_conveyor"));
+    let mut c = crate::common::conveyor_cmd();
     c.arg("ingest")
         .arg(inputs)
         .args(["--vocab", &t5(), "--out", out.to_str().unwrap()])

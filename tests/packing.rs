@@ -3,7 +3,7 @@
 //! loader (`--pack`), equals its loss on the same examples unpacked; training with `--pack`
 //! fills more of each batch; rows longer than a model's learned position table are refused.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -5,7 +5,7 @@
 //! the URL, and a rerun resumes to the same result.
 //! S3 (moto) is tested in tests/remote_s3.rs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -17,7 +17,7 @@ const C4: &str = "c4/c4-train.00000-of-01024.first600.json.gz";
 const C4_NAME: &str = "c4-train.00000-of-01024.first600.json.gz";
 
 fn run_with(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_conveyor"))
+    crate::common::conveyor_cmd()
         .args(args)
         .envs(env.iter().copied())
         .output()

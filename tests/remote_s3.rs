@@ -4,7 +4,7 @@
 //! on the URL, corrupt and clean from and to `s3://`, training from `s3://`; every result
 //! equals the local one.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -131,7 +131,7 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
     }
 
     fn conveyor(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        crate::common::conveyor_cmd()
             .args(args)
             .envs(self.env())
             .output()

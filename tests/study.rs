@@ -1,15 +1,13 @@
 //! `conveyor study`: a small grid runs end to end and a rerun redoes nothing.
 
-use std::path::Path;
-use std::process::Command;
+use crate::common::{root, tmp_path};
 
 #[test]
 fn a_study_runs_and_resumes_without_redoing_cells() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::env::temp_dir().join(format!("conveyor-study-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let root = root();
+    let out = tmp_path("study");
     let run = || {
-        let o = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        let o = crate::common::conveyor_cmd()
             .current_dir(&root)
             .args([
                 "study",

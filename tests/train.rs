@@ -4,7 +4,7 @@
 //! that move where pure bfloat16 stalls, a loss curve that follows float32), and the analytic FLOPs against
 //! PyTorch's FLOP counter.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -3,7 +3,7 @@
 //! sentences; the committed fixture vocabulary is what the command makes; conveyor's native
 //! encoder gives the library's ids with a freshly trained model; bad input is refused clearly.
 
-mod common;
+use crate::common;
 
 use common::*;
 

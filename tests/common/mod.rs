@@ -44,12 +44,21 @@ fn sweep_old_runs() {
     });
 }
 
-/// A fresh temporary path for this test binary and process (removed, not created).
+/// The module of the running test (libtest names each test's thread `MODULE::TEST`), so that
+/// two modules asking for the same temporary name get different paths.
+fn test_module() -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("main");
+    name.split("::").next().unwrap_or(name).to_string()
+}
+
+/// A fresh temporary path for this test module and process (removed, not created).
 pub fn tmp_path(name: &str) -> PathBuf {
     sweep_old_runs();
     let d = std::env::temp_dir().join(format!(
-        "conveyor-{}-{name}-{}",
+        "conveyor-{}-{}-{name}-{}",
         env!("CARGO_CRATE_NAME"),
+        test_module(),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&d);
@@ -63,12 +72,20 @@ pub fn tmp_dir(name: &str) -> PathBuf {
     d
 }
 
+/// The `conveyor` command as the tests run it. libtorch gets one intra-op thread: the tests
+/// run two at a time (one per core here), and two libtorch processes that each start a
+/// thread per core slow each other down several times over (their OpenMP threads spin while
+/// they wait), which made the suite five times slower. What the tests check does not depend
+/// on it.
+pub fn conveyor_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_conveyor"));
+    c.env("OMP_NUM_THREADS", "1");
+    c
+}
+
 /// Runs `conveyor ARGS`.
 pub fn conveyor(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conveyor"))
-        .args(args)
-        .output()
-        .expect("run conveyor")
+    conveyor_cmd().args(args).output().expect("run conveyor")
 }
 
 /// Runs `conveyor ARGS`, which must succeed; its standard output.
@@ -95,7 +112,7 @@ pub fn run_with_kills(
 ) -> usize {
     let mut kills = 0;
     for attempt in 0..attempts {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        let mut child = conveyor_cmd()
             .args(args)
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -193,11 +210,17 @@ pub fn ingest_c4_sample(out: &Path, shard_tokens: u64) {
     ]);
 }
 
-/// The C4 sample ingested once per test binary (shards of 50,000 tokens).
+/// The C4 sample ingested once per test binary (shards of 50,000 tokens), shared by every
+/// module.
 pub fn c4_tokens() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tmp_path("tokens");
+        let d = std::env::temp_dir().join(format!(
+            "conveyor-{}-shared-c4-tokens-{}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
         ingest_c4_sample(&d, 50000);
         d
     })
