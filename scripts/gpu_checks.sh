@@ -106,6 +106,6 @@ print(f"NCCL 1 rank vs no process group, steps 1-30: largest loss difference {d:
 PY
 
 stage "the demo on CUDA"
-timeout 240 "$C" demo --device $DEV --out "$WORK/demo" && cp "$WORK/demo/report/report.md" "$OUT/demo-report.md"
+timeout 240 "$C" demo --device $DEV --out "$WORK/demo" && cp "$WORK/demo/report.md" "$OUT/demo-report.md"
 stage "done"
 } 2>&1 | tee "$LOG"

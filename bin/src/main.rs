@@ -4,14 +4,13 @@
 mod bench;
 mod clean;
 mod corrupt;
-mod demo;
+mod experiments;
 mod ingest;
 mod inspect;
 mod job_flags;
 mod manifest_merge;
 mod progress;
 mod remote;
-mod study;
 mod task;
 mod torch_handoff;
 mod vocab;
@@ -113,14 +112,14 @@ fn main() {
         Command::Corrupt(a) => corrupt::run(a),
         Command::Vocab(c) => vocab::run(c),
         Command::Task(c) => task::run(c),
-        Command::Study { file, out } => study::run(&file, out),
-        Command::Report { evals, out } => task::report(&evals, out),
+        Command::Study { file, out } => experiments::study::run(&file, out),
+        Command::Report { evals, out } => experiments::report::run(&evals, out),
         Command::Bench(b) => bench::run(b),
         Command::Demo {
             out,
             device,
             config,
-        } => demo::run(out, &device, config.as_deref()),
+        } => experiments::demo::run(out, &device, config.as_deref()),
         Command::Env(_)
         | Command::Train(_)
         | Command::Finetune(_)

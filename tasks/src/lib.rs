@@ -3,6 +3,7 @@
 //! metric. Bad rows are reported with file and line and counted, never dropped silently.
 
 pub mod builtin;
+pub mod evaluation;
 pub mod metric;
 pub mod prepare;
 pub mod read;
@@ -12,6 +13,7 @@ pub mod synth;
 
 use std::path::{Path, PathBuf};
 
+pub use evaluation::EvalSummary;
 pub use metric::{Metric, Scores};
 
 /// One text-to-text example, with where it came from.

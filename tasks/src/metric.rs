@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a task is scored with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,17 +18,19 @@ pub enum Metric {
     ExactMatch,
 }
 
-/// Scores of a set of predictions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Scores of a set of predictions (read back with defaults for what older files lack).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scores {
+    #[serde(default)]
     pub examples: usize,
     pub accuracy: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f1: Option<f64>,
     /// Per-category exact match (categories in name order).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_category: BTreeMap<String, f64>,
     /// Predictions that are not a valid label (classification tasks).
+    #[serde(default)]
     pub invalid: usize,
 }
 

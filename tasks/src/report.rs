@@ -2,7 +2,8 @@
 //! per (architecture, pre-trained or not), one column per task score — and, per architecture,
 //! the gain from pre-training. Each evaluation folder's `metrics.json` names its checkpoint;
 //! the run folder's `run.json` says the architecture and whether it started from a
-//! pre-trained checkpoint (`init`).
+//! pre-trained checkpoint (`init`). Rows follow the order in which their architectures first
+//! appear among the inputs (the study passes its own order), no pre-training first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use conveyor_pipeline::run_info::RunInfo;
 
-use crate::TaskError;
+use crate::{EvalSummary, Scores, TaskError};
 
 /// Task columns in the paper's order: (task, score, header).
 const COLUMNS: [(&str, &str, &str); 11] = [
@@ -27,8 +28,6 @@ const COLUMNS: [(&str, &str, &str); 11] = [
     ("cogs", "in_distribution", "COGS"),
     ("cogs", "gen", "COGS gen"),
 ];
-
-const ARCH_ORDER: [&str; 4] = ["transformer", "lightconv", "dilatedconv", "dynamicconv"];
 
 /// One row of the table.
 #[derive(Debug, Clone, Serialize)]
@@ -47,11 +46,6 @@ pub struct Report {
     pub markdown: String,
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, TaskError> {
-    let text = std::fs::read_to_string(path).map_err(|e| crate::read::io_error(path, e))?;
-    serde_json::from_str(&text).map_err(|e| crate::read::io_error(path, e))
-}
-
 /// Every `metrics.json` at or below `path` (an evaluation folder, a run folder holding
 /// evaluations, or the file itself), in path order.
 fn metrics_files(path: &Path) -> Vec<PathBuf> {
@@ -61,7 +55,7 @@ fn metrics_files(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![(path.to_path_buf(), 0)];
     while let Some((d, depth)) = stack.pop() {
-        let m = d.join("metrics.json");
+        let m = d.join(EvalSummary::FILE);
         if m.is_file() {
             out.push(m);
             continue;
@@ -81,10 +75,8 @@ fn metrics_files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Builds the report from evaluation folders, run folders holding evaluations, or
-/// `metrics.json` files.
-pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
-    let mut rows: BTreeMap<(usize, String, bool), BTreeMap<String, f64>> = BTreeMap::new();
+/// Every `metrics.json` the inputs hold, in input order.
+fn metrics_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
     let mut files = Vec::new();
     for p in paths {
         let found = metrics_files(p);
@@ -96,72 +88,87 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
         }
         files.extend(found);
     }
-    for metrics in files {
-        let m = read_json(&metrics)?;
-        let task = m["task"].as_str().unwrap_or_default().to_string();
-        let ckpt = PathBuf::from(m["checkpoint"].as_str().unwrap_or_default());
-        let run = ckpt
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let info = RunInfo::read(&run).map_err(|e| TaskError::Io {
-            path: run.join(RunInfo::FILE),
-            message: match e {
-                conveyor_pipeline::Error::Io { .. } => format!(
-                    "missing: {} does not come from a conveyor run folder",
-                    metrics.display()
-                ),
-                e => e.to_string(),
-            },
-        })?;
-        let arch = info.arch;
-        let pretrained = info.init.is_some();
-        let order = ARCH_ORDER.iter().position(|a| *a == arch).unwrap_or(99);
-        let row = rows.entry((order, arch, pretrained)).or_default();
-        let s = &m["scores"];
-        for (t, score, header) in COLUMNS {
-            if t != task {
-                continue;
+    Ok(files)
+}
+
+/// The `run.json` of the run an evaluation's checkpoint belongs to.
+fn run_info(m: &EvalSummary, metrics: &Path) -> Result<RunInfo, TaskError> {
+    let run = m.run_dir();
+    RunInfo::read(&run).map_err(|e| TaskError::Io {
+        path: run.join(RunInfo::FILE),
+        message: match e {
+            conveyor_pipeline::Error::Io { .. } => format!(
+                "missing: {} does not come from a conveyor run folder",
+                metrics.display()
+            ),
+            e => e.to_string(),
+        },
+    })
+}
+
+/// One column's value from an evaluation's scores (a fraction), if it has it.
+fn column_score(s: &Scores, score: &str) -> Option<f64> {
+    match score {
+        // COGS generalisation: the mean over the generalisation categories (every category
+        // but in_distribution); COGS's gen set has the same number of examples in each, so
+        // this equals the accuracy over the whole gen set.
+        "gen" => {
+            let v: Vec<f64> = s
+                .per_category
+                .iter()
+                .filter(|(k, _)| k.as_str() != "in_distribution")
+                .map(|(_, v)| *v)
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        }
+        // COGS in-distribution exact match: its category when the evaluated split has one
+        // (dev.tsv, or dev + gen files together), else overall.
+        "in_distribution" => Some(
+            s.per_category
+                .get("in_distribution")
+                .copied()
+                .unwrap_or(s.accuracy),
+        ),
+        "accuracy" => Some(s.accuracy),
+        "f1" => s.f1,
+        _ => None,
+    }
+}
+
+/// Builds the report from evaluation folders, run folders holding evaluations, or
+/// `metrics.json` files.
+pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
+    let mut rows: BTreeMap<(bool, usize, String), BTreeMap<String, f64>> = BTreeMap::new();
+    let mut archs: Vec<String> = Vec::new();
+    for metrics in metrics_of(paths)? {
+        let m = EvalSummary::read(&metrics)?;
+        let info = run_info(&m, &metrics)?;
+        let order = match archs.iter().position(|a| *a == info.arch) {
+            Some(i) => i,
+            None => {
+                archs.push(info.arch.clone());
+                archs.len() - 1
             }
-            let value = match score {
-                "gen" => {
-                    // COGS generalisation: the mean over the generalisation categories (every
-                    // category but in_distribution); COGS's gen set has the same number of
-                    // examples in each, so this equals the accuracy over the whole gen set.
-                    let cats = s["per_category"].as_object();
-                    cats.and_then(|c| {
-                        let v: Vec<f64> = c
-                            .iter()
-                            .filter(|(k, _)| k.as_str() != "in_distribution")
-                            .filter_map(|(_, v)| v.as_f64())
-                            .collect();
-                        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-                    })
+        };
+        let row = rows
+            .entry((info.init.is_some(), order, info.arch))
+            .or_default();
+        for (t, score, header) in COLUMNS {
+            if t == m.task {
+                if let Some(v) = column_score(&m.scores, score) {
+                    row.insert(header.to_string(), 100.0 * v);
                 }
-                "in_distribution" => {
-                    // COGS in-distribution exact match: its category when the evaluated
-                    // split has one (dev.tsv, or dev + gen files together), else overall.
-                    s["per_category"]["in_distribution"]
-                        .as_f64()
-                        .or(s["accuracy"].as_f64())
-                }
-                k => s[k].as_f64(),
-            };
-            if let Some(v) = value {
-                row.insert(header.to_string(), 100.0 * v);
             }
         }
     }
-    let mut out: Vec<ReportRow> = rows
+    let out: Vec<ReportRow> = rows
         .into_iter()
-        .map(|((_, arch, pretrained), scores)| ReportRow {
+        .map(|((pretrained, _, arch), scores)| ReportRow {
             arch,
             pretrained,
             scores,
         })
         .collect();
-    out.sort_by_key(|r| (r.pretrained, ARCH_ORDER.iter().position(|a| *a == r.arch)));
     let mut gains = BTreeMap::new();
     for r in out.iter().filter(|r| r.pretrained) {
         if let Some(base) = out.iter().find(|b| !b.pretrained && b.arch == r.arch) {
@@ -283,19 +290,33 @@ mod tests {
         ];
         let r = report(&evals).unwrap();
         assert_eq!(r.rows.len(), 3);
-        // No pre-training first, then pre-trained; transformer before the convolutions.
+        // No pre-training first, then pre-trained; architectures in the order they first
+        // appear among the inputs.
+        let order: Vec<_> = r
+            .rows
+            .iter()
+            .map(|r| (r.arch.as_str(), r.pretrained))
+            .collect();
         assert_eq!(
-            (r.rows[0].arch.as_str(), r.rows[0].pretrained),
-            ("lightconv", false)
+            order,
+            [
+                ("lightconv", false),
+                ("lightconv", true),
+                ("transformer", true)
+            ]
         );
-        assert_eq!(
-            (r.rows[1].arch.as_str(), r.rows[1].pretrained),
-            ("transformer", true)
-        );
-        assert_eq!(r.rows[2].scores["Civil F1"], 62.5);
-        assert!((r.rows[1].scores["COGS gen"] - 30.0).abs() < 1e-9);
+        assert_eq!(r.rows[1].scores["Civil F1"], 62.5);
+        assert!((r.rows[2].scores["COGS gen"] - 30.0).abs() < 1e-9);
         // The COGS column is the in-distribution category, not the mixed overall score.
-        assert!((r.rows[1].scores["COGS"] - 90.0).abs() < 1e-9);
+        assert!((r.rows[2].scores["COGS"] - 90.0).abs() < 1e-9);
+        // The other order of inputs puts the transformer first among the pre-trained rows.
+        let mut reversed = evals.clone();
+        reversed.reverse();
+        let r2 = report(&reversed).unwrap();
+        assert_eq!(
+            (r2.rows[1].arch.as_str(), r2.rows[2].arch.as_str()),
+            ("transformer", "lightconv")
+        );
         assert!((r.gains["lightconv"]["Civil acc"] - 5.0).abs() < 1e-9);
         assert!((r.gains["lightconv"]["Civil F1"] - 12.5).abs() < 1e-9);
         assert!(

@@ -11,7 +11,7 @@ use clap::Args;
 use conveyor_model::predict::{predict, PredictConfig, Prediction};
 use conveyor_model::select_device;
 use conveyor_pipeline::remote::sync::local_dataset;
-use serde::Serialize;
+use conveyor_tasks::EvalSummary;
 
 use crate::train::DeviceArg;
 
@@ -42,16 +42,6 @@ pub struct EvalArgs {
     /// The TOML file of a task that is not built in.
     #[arg(long)]
     task_file: Option<PathBuf>,
-}
-
-/// What `metrics.json` holds (read back by `conveyor report`).
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalSummary {
-    pub task: String,
-    pub checkpoint: PathBuf,
-    pub data: PathBuf,
-    pub scores: conveyor_tasks::Scores,
-    pub predictions: PathBuf,
 }
 
 pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
@@ -92,9 +82,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         scores,
         predictions: pred_path,
     };
-    let metrics = out.join("metrics.json");
-    std::fs::write(&metrics, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("writing {}", metrics.display()))?;
+    summary.write(&out)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(0)
 }

@@ -1,0 +1,135 @@
+//! A study's progress: a line when each cell starts and ends (the trainer shows its own
+//! step, loss and ETA in between) and an estimate of the training time left in the whole
+//! study from the pace of the cells run so far.
+
+use std::path::Path;
+
+use conveyor_pipeline::progress::human_duration;
+
+use super::study_file::Study;
+use crate::torch_handoff::run_torch_live;
+
+/// The step of a run folder's latest checkpoint, if any.
+fn latest_step(run: &Path) -> Option<u64> {
+    let name = std::fs::read_to_string(run.join("checkpoints/latest")).ok()?;
+    name.trim().strip_prefix("step-")?.parse().ok()
+}
+
+/// Seconds spent and steps run by the training cells of one kind in this invocation.
+#[derive(Default)]
+struct Pace {
+    secs: f64,
+    steps: u64,
+}
+
+/// Counts cells, announces them, and estimates the training time left in the study.
+pub struct Progress {
+    n: usize,
+    cells: usize,
+    started: std::time::Instant,
+    /// Pre-training and fine-tuning steps (their costs differ), run so far and still to run.
+    pace: [Pace; 2],
+    left: [u64; 2],
+}
+
+pub const PRETRAIN: usize = 0;
+pub const FINETUNE: usize = 1;
+
+impl Progress {
+    /// Counts the study's cells and training steps.
+    pub fn new(st: &Study) -> Progress {
+        let archs = st.pretrain.archs.len();
+        let tasks = st.tasks.len();
+        let cells = 2
+            + archs * st.seeds.len()
+            + tasks
+            + archs * 2 * tasks * st.finetune_runs() * 2
+            + usize::from(st.bench.is_some());
+        let runs = (archs * st.seeds.len()) as u64;
+        Progress {
+            n: 0,
+            cells,
+            started: std::time::Instant::now(),
+            pace: Default::default(),
+            left: [
+                runs * st.pretrain.steps,
+                (archs * 2 * tasks * st.finetune_runs()) as u64 * st.finetune.steps,
+            ],
+        }
+    }
+
+    /// A cell that is finished (`ran`: now, or else in an earlier invocation).
+    pub fn cell(&mut self, what: &str, ran: bool) {
+        self.n += 1;
+        println!(
+            "[cell {}/{}] {what}{}",
+            self.n,
+            self.cells,
+            if ran { "" } else { " (done before)" }
+        );
+    }
+
+    /// The estimate of the training left, from the measured seconds per step of each kind
+    /// (fine-tuning steps are priced like pre-training ones until one has run).
+    fn eta(&self) -> Option<f64> {
+        let rate = |k: usize| {
+            let p = &self.pace[k];
+            (p.steps > 0).then(|| p.secs / p.steps as f64)
+        };
+        let pre = rate(PRETRAIN);
+        let fine = rate(FINETUNE).or(pre)?;
+        Some(pre.unwrap_or(fine) * self.left[PRETRAIN] as f64 + fine * self.left[FINETUNE] as f64)
+    }
+
+    /// Runs (or resumes) a training run until `steps`; `args` are the command and its
+    /// options. The trainer shows its own progress; this prints the cell's start and end.
+    pub fn train(
+        &mut self,
+        kind: usize,
+        what: &str,
+        run: &Path,
+        steps: u64,
+        mut args: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let done = latest_step(run).unwrap_or(0).min(steps);
+        if done >= steps {
+            self.left[kind] = self.left[kind].saturating_sub(steps);
+            self.cell(what, false);
+            return Ok(());
+        }
+        if done > 0 {
+            args.push("--resume".into());
+        } else {
+            let _ = std::fs::remove_dir_all(run);
+        }
+        args.extend([
+            "--out".into(),
+            run.display().to_string(),
+            "--steps".into(),
+            steps.to_string(),
+        ]);
+        println!(
+            "[cell {}/{}] {what}: steps {}..={steps} ...",
+            self.n + 1,
+            self.cells,
+            done + 1
+        );
+        let t0 = std::time::Instant::now();
+        run_torch_live(&args)?;
+        self.pace[kind].secs += t0.elapsed().as_secs_f64();
+        self.pace[kind].steps += steps - done;
+        self.left[kind] = self.left[kind].saturating_sub(steps);
+        let eta = self
+            .eta()
+            .map(|e| format!(", about {} of training left", human_duration(e)))
+            .unwrap_or_default();
+        self.cell(
+            &format!(
+                "{what} ({} elapsed in this study run{eta})",
+                human_duration(self.started.elapsed().as_secs_f64())
+            ),
+            true,
+        );
+        Ok(())
+    }
+}

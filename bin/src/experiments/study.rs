@@ -1,0 +1,345 @@
+//! `conveyor study STUDY.toml`: the paper's grid from a declarative file — architectures x
+//! {from scratch, pre-trained} x tasks x learning rates x seeds, plus the speed-vs-length
+//! benchmark — run cell by cell. Every cell leaves its outputs in the study folder; a rerun
+//! skips finished cells and continues interrupted runs from their checkpoints. The report
+//! takes, per (architecture, pre-training, task), the learning rate with the best dev score,
+//! as the paper does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use conveyor_pipeline::ingest::{ingest, IngestConfig};
+use conveyor_pipeline::progress::Silent;
+use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
+use conveyor_tasks::prepare::{prepare, Holdout, PrepareConfig};
+use conveyor_tasks::EvalSummary;
+
+use super::progress::{Progress, FINETUNE, PRETRAIN};
+use super::report::{write_study_report, Best};
+use super::study_file::{Study, TaskCell};
+use crate::torch_handoff::run_torch;
+
+/// Runs (or resumes) the study in `file`; its folder is `out` (default studies/out/NAME).
+pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
+    let st = Study::read(file)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut progress = Progress::new(&st);
+    let vocab = vocabulary(&st, &out, &mut progress)?;
+    let tokens = ingest_corpus(&st, &vocab, &out, &mut progress)?;
+    pretrain(&st, &tokens, &out, &mut progress)?;
+    let mut best = Vec::new();
+    for t in &st.tasks {
+        let data = prepare_task(t, &vocab, &out, &mut progress)?;
+        best.extend(finetune_task(&st, t, &data, &out, &mut progress)?);
+    }
+    let bench = bench(&st, &out, &mut progress)?;
+    let md = write_study_report(&st, &out, &best, bench.as_deref())?;
+    println!("\n{md}\nstudy folder: {}", out.display());
+    Ok(0)
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A `conveyor-torch` command line, flag by flag.
+struct Cmd(Vec<String>);
+
+impl Cmd {
+    fn new(words: &[&str]) -> Cmd {
+        Cmd(words.iter().map(|w| w.to_string()).collect())
+    }
+
+    fn arg(mut self, flag: &str, value: impl ToString) -> Cmd {
+        self.0.extend([flag.to_string(), value.to_string()]);
+        self
+    }
+
+    fn path(self, flag: &str, value: &Path) -> Cmd {
+        self.arg(flag, s(value))
+    }
+
+    fn opt_path(self, flag: &str, value: Option<&Path>) -> Cmd {
+        match value {
+            Some(v) => self.path(flag, v),
+            None => self,
+        }
+    }
+}
+
+/// RUN/checkpoints/step-N.
+fn checkpoint(run: &Path, steps: u64) -> PathBuf {
+    run.join(format!("checkpoints/step-{steps:08}"))
+}
+
+/// The study's SentencePiece model: the corpus's own, or one trained on it once.
+fn vocabulary(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<PathBuf> {
+    if let Some(v) = &st.corpus.vocab {
+        progress.cell(&format!("vocabulary {}", v.display()), false);
+        return Ok(v.clone());
+    }
+    let model = out.join("vocab/study.model");
+    let ran = !model.exists();
+    if ran {
+        let size = st
+            .corpus
+            .vocab_size
+            .context("corpus needs vocab or vocab_size")?;
+        let cfg = VocabTrainConfig::new(st.corpus.inputs.clone(), out.join("vocab/study"), size);
+        train_vocab(&cfg).context("training the vocabulary")?;
+    }
+    progress.cell("train the vocabulary", ran);
+    Ok(model)
+}
+
+/// The corpus as token shards (OUT/tokens); an ingest that finished before is kept.
+fn ingest_corpus(
+    st: &Study,
+    vocab: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<PathBuf> {
+    let tokens = out.join("tokens");
+    let cfg = IngestConfig::new(
+        st.corpus.inputs.clone(),
+        vocab.to_path_buf(),
+        tokens.clone(),
+    );
+    let i = ingest(cfg, &Silent).context("ingesting the corpus")?;
+    progress.cell(
+        &format!(
+            "ingest ({} documents, {} tokens)",
+            i.totals.documents, i.totals.tokens
+        ),
+        !i.already_complete,
+    );
+    Ok(tokens)
+}
+
+/// Pre-trains every architecture and seed on the token shards, span-corrupted on the fly.
+fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> anyhow::Result<()> {
+    let p = &st.pretrain;
+    for arch in &p.archs {
+        for seed in &st.seeds {
+            let cmd = Cmd::new(&["train"])
+                .path("--data", tokens)
+                .arg("--arch", arch)
+                .arg("--preset", &p.preset)
+                .arg("--batch-size", p.batch_size)
+                .arg("--inputs-length", p.inputs_length)
+                .arg("--seed", seed)
+                .arg("--checkpoint-every", (p.steps / 4).max(1))
+                .arg("--device", &st.device)
+                .opt_path("--config", p.config.as_deref());
+            let run = out.join(format!("runs/pretrain-{arch}-s{seed}"));
+            let what = format!("pre-train {arch} seed {seed}");
+            progress.train(PRETRAIN, &what, &run, p.steps, cmd.0)?;
+        }
+    }
+    Ok(())
+}
+
+/// A task's train and dev splits, prepared once (OUT/tasks/NAME/{train,dev}); the dev split
+/// uses the train split's lengths.
+fn prepare_task(
+    t: &TaskCell,
+    vocab: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<[PathBuf; 2]> {
+    let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
+    let dir = |split: &str| out.join(format!("tasks/{}/{split}", t.name));
+    let held = t.dev.is_empty();
+    let mut lengths = None;
+    for (split, files) in [
+        ("train", &t.train),
+        ("dev", if held { &t.train } else { &t.dev }),
+    ] {
+        let holdout = held.then(|| Holdout {
+            fraction: t.dev_fraction.unwrap_or(0.1),
+            seed: 0,
+            keep_held_out: split == "dev",
+        });
+        let p = prepare(
+            task.as_ref(),
+            &PrepareConfig {
+                inputs: files.clone(),
+                vocab: vocab.to_path_buf(),
+                out: dir(split),
+                split: split.into(),
+                inputs_length: lengths.map(|(i, _)| i),
+                targets_length: lengths.map(|(_, t)| t),
+                extra_ids: 100,
+                strict: t.strict,
+                overwrite: false,
+                holdout,
+                worker: None,
+            },
+        )?;
+        lengths.get_or_insert((p.inputs_length, p.targets_length));
+    }
+    progress.cell(&format!("prepare {}", t.name), true);
+    Ok([dir("train"), dir("dev")])
+}
+
+/// Fine-tunes every architecture, from scratch and pre-trained, over the learning rates and
+/// seeds, evaluates each on the dev split, and keeps the best learning rate of each cell.
+fn finetune_task(
+    st: &Study,
+    t: &TaskCell,
+    data: &[PathBuf; 2],
+    out: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<Vec<Best>> {
+    let mut best = Vec::new();
+    for arch in &st.pretrain.archs {
+        for pretrained in [false, true] {
+            let mut scores: Vec<Best> = Vec::new();
+            for lr in &st.finetune.learning_rates {
+                for seed in &st.seeds {
+                    let cell = Cell {
+                        task: t,
+                        arch,
+                        pretrained,
+                        lr: *lr,
+                        seed: *seed,
+                    };
+                    let ckpt = cell.finetune(st, &data[0], out, progress)?;
+                    scores.push(cell.evaluate(st, &ckpt, &data[1], progress)?);
+                }
+            }
+            // The paper reports the best dev score over the learning-rate grid.
+            best.extend(
+                scores
+                    .into_iter()
+                    .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy)),
+            );
+        }
+    }
+    Ok(best)
+}
+
+/// One fine-tuning run of the grid and its evaluation.
+struct Cell<'a> {
+    task: &'a TaskCell,
+    arch: &'a str,
+    pretrained: bool,
+    lr: f64,
+    seed: u64,
+}
+
+impl Cell<'_> {
+    fn kind(&self) -> &'static str {
+        if self.pretrained {
+            "pretrained"
+        } else {
+            "scratch"
+        }
+    }
+
+    fn what(&self) -> String {
+        format!(
+            "{} {} {} lr {} seed {}",
+            self.task.name,
+            self.arch,
+            self.kind(),
+            self.lr,
+            self.seed
+        )
+    }
+
+    /// Trains (or resumes) the run; its final checkpoint.
+    fn finetune(
+        &self,
+        st: &Study,
+        train: &Path,
+        out: &Path,
+        progress: &mut Progress,
+    ) -> anyhow::Result<PathBuf> {
+        let f = &st.finetune;
+        let pre = checkpoint(
+            &out.join(format!("runs/pretrain-{}-s{}", self.arch, self.seed)),
+            st.pretrain.steps,
+        );
+        let cmd = Cmd::new(&["finetune"])
+            .arg("--task", &self.task.name)
+            .path("--data", train)
+            .arg("--arch", self.arch)
+            .arg("--preset", &st.pretrain.preset)
+            .arg("--batch-size", f.batch_size)
+            .arg("--lr", self.lr)
+            .arg("--seed", self.seed)
+            .arg("--checkpoint-every", f.steps)
+            .arg("--device", &st.device)
+            .opt_path("--config", st.pretrain.config.as_deref())
+            .opt_path("--init", self.pretrained.then_some(pre.as_path()));
+        let run = out.join(format!(
+            "runs/{}-{}-{}-lr{}-s{}",
+            self.task.name,
+            self.arch,
+            self.kind(),
+            self.lr,
+            self.seed
+        ));
+        let what = format!("fine-tune {}", self.what());
+        progress.train(FINETUNE, &what, &run, f.steps, cmd.0)?;
+        Ok(checkpoint(&run, f.steps))
+    }
+
+    /// Evaluates the checkpoint on the dev split unless it was evaluated before.
+    fn evaluate(
+        &self,
+        st: &Study,
+        ckpt: &Path,
+        dev: &Path,
+        progress: &mut Progress,
+    ) -> anyhow::Result<Best> {
+        let eval = ckpt.join(format!("eval-{}", self.task.name));
+        let metrics = eval.join(EvalSummary::FILE);
+        let ran = !metrics.exists();
+        if ran {
+            let mut cmd = Cmd::new(&["eval"])
+                .path("--checkpoint", ckpt)
+                .path("--data", dev)
+                .path("--out", &eval)
+                .arg("--device", &st.device)
+                .opt_path("--task-file", self.task.task_file.as_deref());
+            if let Some(n) = self.task.dev_limit {
+                cmd = cmd.arg("--limit", n);
+            }
+            run_torch(&cmd.0)?;
+        }
+        progress.cell(&format!("evaluate {}", self.what()), ran);
+        let m = EvalSummary::read(&metrics)?;
+        Ok(Best {
+            task: self.task.name.clone(),
+            arch: self.arch.to_string(),
+            pretrained: self.pretrained,
+            lr: self.lr,
+            accuracy: m.scores.accuracy,
+            eval,
+        })
+    }
+}
+
+/// The speed and memory benchmark over input lengths (OUT/bench), run once; its folder.
+fn bench(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<Option<PathBuf>> {
+    let Some(b) = &st.bench else {
+        return Ok(None);
+    };
+    let dir = out.join("bench");
+    let ran = !dir.join("bench-train.json").exists();
+    if ran {
+        let lengths: Vec<String> = b.lengths.iter().map(|l| l.to_string()).collect();
+        let cmd = Cmd::new(&["bench", "train"])
+            .arg("--preset", &b.preset)
+            .arg("--batch-size", b.batch_size)
+            .arg("--device", &st.device)
+            .path("--out", &dir)
+            .arg("--lengths", lengths.join(","));
+        run_torch(&cmd.0)?;
+    }
+    progress.cell("speed and memory per length", ran);
+    Ok(Some(dir))
+}

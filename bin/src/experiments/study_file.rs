@@ -1,0 +1,124 @@
+//! The study file (`studies/*.toml`): the grid a study runs, read with every name checked and
+//! written back by the demo, which generates one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Study {
+    pub name: String,
+    #[serde(default = "one_seed")]
+    pub seeds: Vec<u64>,
+    /// Where every model trains, evaluates and is benchmarked: auto (a GPU if libtorch sees
+    /// one), cpu or cuda.
+    #[serde(default = "auto")]
+    pub device: String,
+    pub corpus: Corpus,
+    pub pretrain: Pretrain,
+    pub finetune: Finetune,
+    #[serde(default)]
+    pub tasks: Vec<TaskCell>,
+    #[serde(default)]
+    pub bench: Option<Bench>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+fn one_seed() -> Vec<u64> {
+    vec![0]
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Corpus {
+    /// Corpus files, folders or globs (the ingest's formats).
+    pub inputs: Vec<String>,
+    /// A SentencePiece model; without one a vocabulary of `vocab_size` is trained.
+    pub vocab: Option<PathBuf>,
+    pub vocab_size: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pretrain {
+    pub archs: Vec<String>,
+    pub preset: String,
+    /// Optional model config overrides (JSON or TOML) for every architecture.
+    pub config: Option<PathBuf>,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub inputs_length: usize,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finetune {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub learning_rates: Vec<f64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCell {
+    pub name: String,
+    pub train: Vec<PathBuf>,
+    /// Dev files; without them, `dev_fraction` of the train rows is held out (seeded).
+    #[serde(default)]
+    pub dev: Vec<PathBuf>,
+    pub dev_fraction: Option<f64>,
+    pub task_file: Option<PathBuf>,
+    /// Evaluate at most this many dev examples.
+    pub dev_limit: Option<usize>,
+    /// Stop at the first bad row instead of counting it.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bench {
+    pub preset: String,
+    pub lengths: Vec<usize>,
+    pub batch_size: usize,
+}
+
+impl Study {
+    /// Reads and checks a study file: its name and architectures become folder names, so
+    /// they must be plain names, and a task needs dev files or a dev fraction.
+    pub fn read(file: &Path) -> anyhow::Result<Study> {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        conveyor_pipeline::contain::check_name(&st.name, file)?;
+        for arch in &st.pretrain.archs {
+            conveyor_pipeline::contain::check_name(arch, file)?;
+        }
+        for t in &st.tasks {
+            conveyor_pipeline::contain::check_name(&t.name, file)?;
+            anyhow::ensure!(
+                !t.dev.is_empty() || t.dev_fraction.is_some(),
+                "{}: task {}: give dev files or a dev_fraction",
+                file.display(),
+                t.name
+            );
+        }
+        Ok(st)
+    }
+
+    /// Writes it as TOML to `file`.
+    pub fn write(&self, file: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string(self).context("serialising the study")?;
+        std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
+    }
+
+    /// Fine-tuning runs per (architecture, pre-training) cell: learning rates x seeds.
+    pub fn finetune_runs(&self) -> usize {
+        self.finetune.learning_rates.len() * self.seeds.len()
+    }
+}

@@ -1,0 +1,58 @@
+//! What one evaluation leaves behind: `metrics.json`, written by `conveyor eval` and read by
+//! the report and the study runner through this one type.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::read::io_error;
+use crate::{Scores, TaskError};
+
+/// The contents of an evaluation folder's `metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// The task the data was prepared for.
+    pub task: String,
+    /// The checkpoint evaluated (RUN/checkpoints/step-N).
+    pub checkpoint: PathBuf,
+    /// The prepared examples it was evaluated on.
+    #[serde(default)]
+    pub data: PathBuf,
+    pub scores: Scores,
+    /// The per-example predictions file.
+    #[serde(default)]
+    pub predictions: PathBuf,
+}
+
+impl EvalSummary {
+    /// Its file name inside an evaluation folder.
+    pub const FILE: &'static str = "metrics.json";
+
+    /// Reads a `metrics.json` file.
+    pub fn read(path: &Path) -> Result<EvalSummary, TaskError> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        serde_json::from_str(&text).map_err(|e| {
+            io_error(
+                path,
+                format!("{e}: not a metrics.json written by `conveyor eval`"),
+            )
+        })
+    }
+
+    /// Writes it as `DIR/metrics.json`.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, TaskError> {
+        let path = dir.join(Self::FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| io_error(&path, e))? + "\n";
+        std::fs::write(&path, text).map_err(|e| io_error(&path, e))?;
+        Ok(path)
+    }
+
+    /// The run folder its checkpoint belongs to (RUN of RUN/checkpoints/step-N).
+    pub fn run_dir(&self) -> PathBuf {
+        self.checkpoint
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
