@@ -26,6 +26,18 @@ pub struct InspectArgs {
 
 pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     let m = Manifest::read(&a.dir)?;
+    summarise(&m);
+    if a.docs > 0 && !m.shards.is_empty() {
+        decode_head(&a, &m)?;
+    }
+    if a.verify && verify(&a.dir, &m) > 0 {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// The manifest: format, vocabulary, totals and one line per shard.
+fn summarise(m: &Manifest) {
     println!(
         "{} v{} ({}), job {}",
         m.format, m.version, m.created_by, m.job
@@ -55,58 +67,57 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
             s.bytes as f64 / 1e6
         );
     }
-    if a.docs > 0 && !m.shards.is_empty() {
-        let vocab_path = a
-            .vocab
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&m.vocab.path));
-        let tok = load(&vocab_path, TokenizerKind::Native).with_context(|| {
-            "loading the vocabulary to decode with (pass --vocab to choose another)"
-        })?;
-        anyhow::ensure!(
-            tok.vocab().sha256 == m.vocab.sha256,
-            "{} is not the vocabulary these shards were made with (sha256 differs)",
-            vocab_path.display()
-        );
-        let rows = read_shard_head(
-            &conveyor_pipeline::manifest::shard_path(&a.dir, &m.shards[0].file)?,
-            a.docs,
-        )?;
-        for r in rows {
-            let text = tok.vocab().decode(&r.tokens);
-            let shown: String = text.chars().take(300).collect();
-            println!(
-                "\n--- {}:{} ({} tokens){}\n{}{}",
-                r.source,
-                r.source_index + 1,
-                r.tokens.len(),
-                r.url.map(|u| format!(" {u}")).unwrap_or_default(),
-                shown,
-                if shown.len() < text.len() { " …" } else { "" }
-            );
-        }
-    }
-    if a.verify {
-        let mut bad = 0;
-        for s in &m.shards {
-            let checked = conveyor_pipeline::manifest::shard_path(&a.dir, &s.file)
-                .and_then(|path| verify_shard(&path, &s.sha256, s.rows));
-            match checked {
-                Ok(()) => {}
-                Err(e) => {
-                    bad += 1;
-                    eprintln!("error: {e}");
-                }
-            }
-        }
+}
+
+/// The first documents of the first shard, decoded with the vocabulary they were made with.
+fn decode_head(a: &InspectArgs, m: &Manifest) -> anyhow::Result<()> {
+    let vocab_path = a
+        .vocab
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&m.vocab.path));
+    let tok = load(&vocab_path, TokenizerKind::Native).with_context(|| {
+        "loading the vocabulary to decode with (pass --vocab to choose another)"
+    })?;
+    anyhow::ensure!(
+        tok.vocab().sha256 == m.vocab.sha256,
+        "{} is not the vocabulary these shards were made with (sha256 differs)",
+        vocab_path.display()
+    );
+    let rows = read_shard_head(
+        &conveyor_pipeline::manifest::shard_path(&a.dir, &m.shards[0].file)?,
+        a.docs,
+    )?;
+    for r in rows {
+        let text = tok.vocab().decode(&r.tokens);
+        let shown: String = text.chars().take(300).collect();
         println!(
-            "\nverify: {} of {} shards ok",
-            m.shards.len() - bad,
-            m.shards.len()
+            "\n--- {}:{} ({} tokens){}\n{}{}",
+            r.source,
+            r.source_index + 1,
+            r.tokens.len(),
+            r.url.map(|u| format!(" {u}")).unwrap_or_default(),
+            shown,
+            if shown.len() < text.len() { " …" } else { "" }
         );
-        if bad > 0 {
-            return Ok(1);
+    }
+    Ok(())
+}
+
+/// Checks every shard's sha256 and row count, printing each failure; how many failed.
+fn verify(dir: &std::path::Path, m: &Manifest) -> usize {
+    let mut bad = 0;
+    for s in &m.shards {
+        let checked = conveyor_pipeline::manifest::shard_path(dir, &s.file)
+            .and_then(|path| verify_shard(&path, &s.sha256, s.rows));
+        if let Err(e) = checked {
+            bad += 1;
+            eprintln!("error: {e}");
         }
     }
-    Ok(0)
+    println!(
+        "\nverify: {} of {} shards ok",
+        m.shards.len() - bad,
+        m.shards.len()
+    );
+    bad
 }

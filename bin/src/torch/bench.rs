@@ -272,8 +272,6 @@ fn device_name(d: DeviceArg) -> &'static str {
 
 fn bench(a: TrainBench) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&a.out)?;
-    let exe = std::env::current_exe()?;
-    let mut points = Vec::new();
     if a.bf16 {
         println!("mixed precision: bfloat16 compute, float32 master weights");
     } else if a.pure_bf16 {
@@ -283,6 +281,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
         "{:12} {:>6} {:>12} {:>12} {:>14}",
         "arch", "length", "examples/s", "peak MB", "GFLOPs/example"
     );
+    let mut points = Vec::new();
     for arch in Arch::ALL {
         let mut failed = false;
         for &length in &a.lengths {
@@ -294,80 +293,8 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             });
             if failed {
                 point["error"] = "skipped: a shorter length already failed".into();
-                points.push(point);
-                continue;
-            }
-            let mut child = Command::new(&exe)
-                .args([
-                    "bench",
-                    "train-one",
-                    "--arch",
-                    arch.name(),
-                    "--preset",
-                    &a.preset,
-                ])
-                .args(["--length", &length.to_string()])
-                .args(["--batch-size", &a.batch_size.to_string()])
-                .args(["--steps", &a.steps.to_string()])
-                .args(["--device", device_name(a.device)])
-                .args(a.bf16.then_some("--bf16"))
-                .args(a.pure_bf16.then_some("--pure-bf16"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let pid = child.id();
-            let started = Instant::now();
-            let mut peak_kb = 0u64;
-            let status = loop {
-                if let Some(s) = child.try_wait()? {
-                    break Some(s);
-                }
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                        let kb = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-                        peak_kb = peak_kb.max(kb);
-                    }
-                }
-                if started.elapsed() > Duration::from_secs(a.max_seconds) {
-                    child.kill().ok();
-                    child.wait().ok();
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            let out = child.wait_with_output()?;
-            match status {
-                Some(s) if s.success() => {
-                    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-                    point["examples_per_s"] = v["examples_per_s"].clone();
-                    point["seconds_per_step"] = v["seconds_per_step"].clone();
-                    point["peak_rss_mb"] = (peak_kb as f64 / 1024.0).into();
-                    point["device"] = v["device"].clone();
-                    for k in ["peak_gpu_allocated_mb", "peak_gpu_reserved_mb"] {
-                        if !v[k].is_null() {
-                            point[k] = v[k].clone();
-                        }
-                    }
-                    println!(
-                        "{:12} {:>6} {:>12.2} {:>12.0} {:>14.3}",
-                        arch.name(),
-                        length,
-                        v["examples_per_s"].as_f64().unwrap_or(0.0),
-                        peak_mb(&point),
-                        flops / 1e9
-                    );
-                }
-                Some(_) => {
-                    let last = failure_reason(&String::from_utf8_lossy(&out.stderr));
-                    println!("{:12} {:>6} failed: {last}", arch.name(), length);
-                    point["error"] = last.into();
-                    failed = true;
-                }
-                None => {
-                    println!("{:12} {:>6} over {} s", arch.name(), length, a.max_seconds);
-                    point["error"] = format!("over {} s", a.max_seconds).into();
-                    failed = true;
-                }
+            } else {
+                failed = !measure_point(&a, arch, length, &mut point)?;
             }
             points.push(point);
         }
@@ -375,19 +302,113 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
     let json = a.out.join("bench-train.json");
     std::fs::write(&json, serde_json::to_string_pretty(&points)? + "\n")?;
     let md = a.out.join("bench-train.md");
-    let mut f = std::fs::File::create(&md)?;
+    write_table(&md, &points)?;
+    println!("wrote {} and {}", json.display(), md.display());
+    plot(&a.out);
+    Ok(0)
+}
+
+/// Runs one (architecture, length) point in a child process and fills in its speed and peak
+/// memory, or its error; false when it failed or ran out of time.
+fn measure_point(
+    a: &TrainBench,
+    arch: Arch,
+    length: usize,
+    point: &mut serde_json::Value,
+) -> anyhow::Result<bool> {
+    let child = Command::new(std::env::current_exe()?)
+        .args(["bench", "train-one", "--arch", arch.name()])
+        .args(["--preset", &a.preset])
+        .args(["--length", &length.to_string()])
+        .args(["--batch-size", &a.batch_size.to_string()])
+        .args(["--steps", &a.steps.to_string()])
+        .args(["--device", device_name(a.device)])
+        .args(a.bf16.then_some("--bf16"))
+        .args(a.pure_bf16.then_some("--pure-bf16"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (status, peak_kb, out) = watch(child, Duration::from_secs(a.max_seconds))?;
+    match status {
+        Some(s) if s.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            point["examples_per_s"] = v["examples_per_s"].clone();
+            point["seconds_per_step"] = v["seconds_per_step"].clone();
+            point["peak_rss_mb"] = (peak_kb as f64 / 1024.0).into();
+            point["device"] = v["device"].clone();
+            for k in ["peak_gpu_allocated_mb", "peak_gpu_reserved_mb"] {
+                if !v[k].is_null() {
+                    point[k] = v[k].clone();
+                }
+            }
+            println!(
+                "{:12} {:>6} {:>12.2} {:>12.0} {:>14.3}",
+                arch.name(),
+                length,
+                v["examples_per_s"].as_f64().unwrap_or(0.0),
+                peak_mb(point),
+                point["gflops_per_example"].as_f64().unwrap_or(0.0)
+            );
+            Ok(true)
+        }
+        Some(_) => {
+            let last = failure_reason(&String::from_utf8_lossy(&out.stderr));
+            println!("{:12} {:>6} failed: {last}", arch.name(), length);
+            point["error"] = last.into();
+            Ok(false)
+        }
+        None => {
+            println!("{:12} {:>6} over {} s", arch.name(), length, a.max_seconds);
+            point["error"] = format!("over {} s", a.max_seconds).into();
+            Ok(false)
+        }
+    }
+}
+
+/// Waits for a child, sampling its peak resident memory (VmHWM, kB) every 20 ms and killing
+/// it after `limit`: its exit status (None when killed), peak and output.
+fn watch(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> anyhow::Result<(Option<std::process::ExitStatus>, u64, std::process::Output)> {
+    let pid = child.id();
+    let started = Instant::now();
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                let kb = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                peak_kb = peak_kb.max(kb);
+            }
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok((status, peak_kb, child.wait_with_output()?))
+}
+
+/// bench-train.md: one row per point, GPU memory when the points ran on a GPU.
+fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow::Result<()> {
+    let mut f = std::fs::File::create(md)?;
     let on_gpu = points.iter().any(|p| !p["peak_gpu_allocated_mb"].is_null());
-    let memory = if on_gpu {
-        "peak GPU MB (allocated)"
+    let (memory, key) = if on_gpu {
+        ("peak GPU MB (allocated)", "peak_gpu_allocated_mb")
     } else {
-        "peak RSS MB"
+        ("peak RSS MB", "peak_rss_mb")
     };
     writeln!(
         f,
         "| arch | input length | examples/s | {memory} | GFLOPs per example (train) |"
     )?;
     writeln!(f, "|---|---|---|---|---|")?;
-    for p in &points {
+    for p in points {
         let num = |k: &str, prec: usize| {
             p[k].as_f64()
                 .map(|v| format!("{v:.prec$}"))
@@ -399,22 +420,19 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             p["arch"].as_str().unwrap_or(""),
             p["length"],
             num("examples_per_s", 2),
-            num(
-                if on_gpu {
-                    "peak_gpu_allocated_mb"
-                } else {
-                    "peak_rss_mb"
-                },
-                0
-            ),
+            num(key, 0),
             p["gflops_per_example"].as_f64().unwrap_or(0.0)
         )?;
     }
-    println!("wrote {} and {}", json.display(), md.display());
+    Ok(())
+}
+
+/// speed.png and memory.png beside the table, when Python has matplotlib.
+fn plot(out: &std::path::Path) {
     let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
     match Command::new(&python)
         .arg("scripts/plot_bench_train.py")
-        .arg(&a.out)
+        .arg(out)
         .output()
     {
         Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
@@ -422,7 +440,6 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             println!("(no plots: scripts/plot_bench_train.py needs matplotlib; `make` sets it up)")
         }
     }
-    Ok(0)
 }
 
 /// One point: a model, random batches, timed training steps.

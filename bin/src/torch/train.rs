@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use conveyor_model::dist::Launch;
 use conveyor_model::optim::{OptimizerKind, Schedule};
 use conveyor_model::train::{
-    data_vocab_size, train, Precision, StepMetrics, TrainConfig, TrainProgress,
+    data_vocab_size, train, Precision, StepMetrics, TrainConfig, TrainProgress, TrainSummary,
 };
 use conveyor_model::{select_device, Arch, DeviceChoice, ModelConfig};
 use conveyor_pipeline::remote::sync::local_dataset;
@@ -282,7 +282,29 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     if a.pure_bf16 && rank == 0 {
         eprintln!("warning: --pure-bf16 keeps the weights in bfloat16: updates smaller than half a bfloat16 step (most of them at fine-tuning learning rates) are lost. --bf16 trains in bfloat16 with float32 master weights");
     }
-    let cfg = TrainConfig {
+    let (quiet, json, steps) = (a.quiet, a.json, a.steps);
+    let cfg = train_config(a, model, device, launch);
+    // Only rank 0 reports.
+    let progress = Lines::new(quiet || json || rank != 0, steps);
+    let s = train(&cfg, &progress).context(if rank == 0 {
+        "training".to_string()
+    } else {
+        format!("training (rank {rank})")
+    })?;
+    if rank == 0 {
+        report(&s, &cfg, json)?;
+    }
+    Ok(0)
+}
+
+/// The trainer's configuration from the flags.
+fn train_config(
+    a: TrainArgs,
+    model: ModelConfig,
+    device: tch::Device,
+    launch: Option<Launch>,
+) -> TrainConfig {
+    TrainConfig {
         data: a.data,
         eval_data: a.eval_data,
         out: a.out,
@@ -314,35 +336,30 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         resume: a.resume,
         init: a.init,
         launch,
-    };
-    // Only rank 0 reports.
-    let progress = Lines::new(a.quiet || a.json || rank != 0, a.steps);
-    let s = train(&cfg, &progress).context(if rank == 0 {
-        "training".to_string()
-    } else {
-        format!("training (rank {rank})")
-    })?;
-    if rank != 0 {
-        return Ok(0);
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        println!(
-            "{} steps of a {} model ({} parameters) in {:.1} s; final loss {}; checkpoint {}",
-            s.steps,
-            cfg.model.arch.name(),
-            s.parameters,
-            s.seconds,
-            s.final_loss
-                .map(|l| format!("{l:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            s.checkpoint
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "-".into())
-        );
+}
+
+/// The run's summary: JSON, or one line.
+fn report(s: &TrainSummary, cfg: &TrainConfig, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+        return Ok(());
     }
-    Ok(0)
+    println!(
+        "{} steps of a {} model ({} parameters) in {:.1} s; final loss {}; checkpoint {}",
+        s.steps,
+        cfg.model.arch.name(),
+        s.parameters,
+        s.seconds,
+        s.final_loss
+            .map(|l| format!("{l:.4}"))
+            .unwrap_or_else(|| "-".into()),
+        s.checkpoint
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    Ok(())
 }
 
 #[derive(Args)]

@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::{Example, PackedRow};
 use crate::error::Error;
-use crate::shard::sink::{ParquetSink, ShardStats};
+use crate::shard::sink::{Flush, ParquetSink, RowCounts, ShardStats};
 use crate::shard::{id_list_type, IdList};
 
 /// Tokens buffered before a record batch is handed to the Parquet writer.
@@ -69,11 +69,7 @@ pub struct ExampleShardWriter {
     targets: IdList,
     packing: Option<[ListBuilder<UInt16Builder>; 4]>,
     text: Option<[StringBuilder; 3]>,
-    buffered_rows: usize,
-    buffered_tokens: usize,
-    group_tokens: u64,
-    rows: u64,
-    tokens: u64,
+    counts: RowCounts,
     examples: u64,
 }
 
@@ -96,11 +92,7 @@ impl ExampleShardWriter {
             targets: IdList::new(narrow),
             packing: packed.then(|| std::array::from_fn(|_| small_list())),
             text: text.then(|| std::array::from_fn(|_| StringBuilder::new())),
-            buffered_rows: 0,
-            buffered_tokens: 0,
-            group_tokens: 0,
-            rows: 0,
-            tokens: 0,
+            counts: RowCounts::new(BATCH_TOKENS, ROW_GROUP_TOKENS),
             examples: 0,
         })
     }
@@ -148,24 +140,18 @@ impl ExampleShardWriter {
     }
 
     fn row_added(&mut self, tokens: usize) -> Result<(), Error> {
-        self.rows += 1;
-        self.tokens += tokens as u64;
-        self.buffered_rows += 1;
-        self.buffered_tokens += tokens;
-        self.group_tokens += tokens as u64;
-        if self.buffered_tokens >= BATCH_TOKENS {
+        let flush = self.counts.add(tokens);
+        if flush != Flush::Nothing {
             self.write_batch()?;
         }
-        if self.group_tokens >= ROW_GROUP_TOKENS {
-            self.write_batch()?;
+        if flush == Flush::BatchAndGroup {
             self.sink.end_row_group()?;
-            self.group_tokens = 0;
         }
         Ok(())
     }
 
     fn write_batch(&mut self) -> Result<(), Error> {
-        if self.buffered_rows == 0 {
+        if self.counts.buffered_rows() == 0 {
             return Ok(());
         }
         let mut cols: Vec<ArrayRef> = vec![self.inputs.finish(), self.targets.finish()];
@@ -180,8 +166,7 @@ impl ExampleShardWriter {
             }
         }
         self.sink.write(cols)?;
-        self.buffered_rows = 0;
-        self.buffered_tokens = 0;
+        self.counts.batch_written();
         Ok(())
     }
 
@@ -193,6 +178,6 @@ impl ExampleShardWriter {
     /// Writes the footer, syncs, and reports rows and (unpadded) tokens.
     pub fn finish(mut self) -> Result<ShardStats, Error> {
         self.write_batch()?;
-        self.sink.finish(self.rows, self.tokens)
+        self.sink.finish(self.counts.rows, self.counts.tokens)
     }
 }

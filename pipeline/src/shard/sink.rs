@@ -149,3 +149,75 @@ impl ParquetSink {
         })
     }
 }
+
+/// What a writer does after adding a row (see [`RowCounts::add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Keep buffering.
+    Nothing,
+    /// Hand the buffered rows to the Parquet writer as a record batch.
+    Batch,
+    /// Hand them over and end the row group.
+    BatchAndGroup,
+}
+
+/// A shard's row and token counts, and when its buffered rows become a record batch
+/// (`batch_tokens`) and its row group ends (`group_tokens`): the batching rule every shard
+/// writer follows.
+#[derive(Debug)]
+pub struct RowCounts {
+    pub rows: u64,
+    pub tokens: u64,
+    buffered_rows: usize,
+    buffered_tokens: usize,
+    group_tokens: u64,
+    batch_tokens: usize,
+    group_limit: u64,
+}
+
+impl RowCounts {
+    pub fn new(batch_tokens: usize, group_tokens: u64) -> RowCounts {
+        RowCounts {
+            rows: 0,
+            tokens: 0,
+            buffered_rows: 0,
+            buffered_tokens: 0,
+            group_tokens: 0,
+            batch_tokens,
+            group_limit: group_tokens,
+        }
+    }
+
+    /// Counts a row of `tokens` tokens; what to do now.
+    pub fn add(&mut self, tokens: usize) -> Flush {
+        self.rows += 1;
+        self.tokens += tokens as u64;
+        self.buffered_rows += 1;
+        self.buffered_tokens += tokens;
+        self.group_tokens += tokens as u64;
+        if self.group_tokens >= self.group_limit {
+            self.group_tokens = 0;
+            Flush::BatchAndGroup
+        } else if self.buffered_tokens >= self.batch_tokens {
+            Flush::Batch
+        } else {
+            Flush::Nothing
+        }
+    }
+
+    /// Rows buffered since the last batch.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffered_rows
+    }
+
+    /// Tokens buffered since the last batch.
+    pub fn buffered_tokens(&self) -> usize {
+        self.buffered_tokens
+    }
+
+    /// The buffered rows were handed over.
+    pub fn batch_written(&mut self) {
+        self.buffered_rows = 0;
+        self.buffered_tokens = 0;
+    }
+}

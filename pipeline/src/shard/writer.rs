@@ -1,11 +1,12 @@
-//! Writes one token shard: rows are buffered into bounded row groups of a [`ParquetSink`].
+//! Writes one token shard: rows are buffered into bounded row groups of a [`ParquetSink`]
+//! ([`RowCounts`] says when).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayBuilder, StringBuilder, UInt64Builder};
+use arrow::array::{StringBuilder, UInt64Builder};
 
-use super::sink::{ParquetSink, ShardStats};
+use super::sink::{Flush, ParquetSink, RowCounts, ShardStats};
 use super::IdList;
 use crate::error::Error;
 
@@ -21,10 +22,7 @@ pub struct TokenShardWriter {
     timestamp: StringBuilder,
     source: StringBuilder,
     index: UInt64Builder,
-    buffered_tokens: usize,
-    group_tokens: u64,
-    rows: u64,
-    tokens: u64,
+    counts: RowCounts,
 }
 
 impl TokenShardWriter {
@@ -37,10 +35,7 @@ impl TokenShardWriter {
             timestamp: StringBuilder::new(),
             source: StringBuilder::new(),
             index: UInt64Builder::new(),
-            buffered_tokens: 0,
-            group_tokens: 0,
-            rows: 0,
-            tokens: 0,
+            counts: RowCounts::new(BATCH_TOKENS, ROW_GROUP_TOKENS),
         })
     }
 
@@ -58,23 +53,18 @@ impl TokenShardWriter {
         self.timestamp.append_option(timestamp);
         self.source.append_value(source);
         self.index.append_value(source_index);
-        self.buffered_tokens += tokens.len();
-        self.group_tokens += tokens.len() as u64;
-        self.rows += 1;
-        self.tokens += tokens.len() as u64;
-        if self.buffered_tokens >= BATCH_TOKENS {
+        let flush = self.counts.add(tokens.len());
+        if flush != Flush::Nothing {
             self.write_batch()?;
         }
-        if self.group_tokens >= ROW_GROUP_TOKENS {
-            self.write_batch()?;
+        if flush == Flush::BatchAndGroup {
             self.sink.end_row_group()?;
-            self.group_tokens = 0;
         }
         Ok(())
     }
 
     fn write_batch(&mut self) -> Result<(), Error> {
-        if self.index.len() == 0 {
+        if self.counts.buffered_rows() == 0 {
             return Ok(());
         }
         let ids = self.ids.finish();
@@ -85,28 +75,28 @@ impl TokenShardWriter {
             Arc::new(self.source.finish()),
             Arc::new(self.index.finish()),
         ])?;
-        self.buffered_tokens = 0;
+        self.counts.batch_written();
         Ok(())
     }
 
     /// Rows and tokens so far.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.counts.rows
     }
 
     pub fn tokens(&self) -> u64 {
-        self.tokens
+        self.counts.tokens
     }
 
     /// The shard's size so far: bytes written plus the encoder's estimate of what is
     /// buffered (rows not yet handed over count two bytes per token).
     pub fn approx_bytes(&self) -> u64 {
-        self.sink.approx_bytes() + 2 * self.buffered_tokens as u64
+        self.sink.approx_bytes() + 2 * self.counts.buffered_tokens() as u64
     }
 
     /// Writes the footer, syncs the file and returns what it holds.
     pub fn finish(mut self) -> Result<ShardStats, Error> {
         self.write_batch()?;
-        self.sink.finish(self.rows, self.tokens)
+        self.sink.finish(self.counts.rows, self.counts.tokens)
     }
 }
