@@ -1,7 +1,7 @@
 //! The main job: `conveyor demo` writes a study file for generated fixtures, runs it end to
 //! end and writes the report, the same numbers on every run.
 
-use crate::common::{root, tmp_path};
+use crate::common::{conveyor, ok, root, tmp_path};
 
 #[test]
 fn the_demo_runs_end_to_end_and_repeats_itself() {
@@ -44,9 +44,9 @@ fn the_demo_runs_end_to_end_and_repeats_itself() {
         std::fs::read_to_string(again.join("report.md")).unwrap(),
         report
     );
-    // The study it wrote reruns with `conveyor study`, redoing no training or evaluation.
+    // The study it wrote reruns with `conveyor study` from any folder, redoing nothing.
     let o = crate::common::conveyor_cmd()
-        .current_dir(&root)
+        .current_dir(std::env::temp_dir())
         .arg("study")
         .arg(out.join("demo.toml"))
         .arg("--out")
@@ -58,11 +58,24 @@ fn the_demo_runs_end_to_end_and_repeats_itself() {
     let redone: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("[cell") && !l.ends_with("(done before)"))
-        .filter(|l| !l.contains("prepare"))
         .collect();
     assert!(redone.is_empty(), "{stdout}");
     assert_eq!(
         std::fs::read_to_string(out.join("report.md")).unwrap(),
         report
+    );
+    // The demo again with the same flags resumes too; with other flags it is refused before
+    // any work, since the runner would take the finished runs for the new settings.
+    let stdout = ok(&["demo", "--out", out.to_str().unwrap()]);
+    assert!(
+        stdout.contains("pre-train lightconv seed 0 (done before)"),
+        "{stdout}"
+    );
+    let o = conveyor(&["demo", "--out", out.to_str().unwrap(), "--device", "auto"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("demo.toml was written for other settings"),
+        "{stderr}"
     );
 }

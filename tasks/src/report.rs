@@ -208,7 +208,12 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
             used.join(" | "),
             "---|".repeat(used.len())
         );
-        for (arch, g) in &gains {
+        // In row order, as the table above.
+        let ordered = out
+            .iter()
+            .filter(|r| r.pretrained)
+            .filter_map(|r| gains.get(&r.arch).map(|g| (&r.arch, g)));
+        for (arch, g) in ordered {
             let cells: Vec<String> = used
                 .iter()
                 .map(|h| g.get(*h).map_or("—".into(), |v| format!("{v:+.2}")))

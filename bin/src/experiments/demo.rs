@@ -19,12 +19,28 @@ const SEED: u64 = 0;
 pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    println!("generating the fixture corpus and sentiment task (seeded)");
+    // Absolute paths, so that the study file it writes runs from any folder.
+    let out = std::fs::canonicalize(&out).with_context(|| format!("{}", out.display()))?;
+    let config = config
+        .map(|c| std::fs::canonicalize(c).with_context(|| format!("{}", c.display())))
+        .transpose()?;
     let fx = out.join("fixtures");
-    let corpus = conveyor_tasks::synth::write_corpus(&fx.join("corpus"), 3000, SEED)?;
-    conveyor_tasks::synth::write_sentiment(&fx.join("sentiment"), 2000, 400, SEED)?;
-    let study = demo_study(&corpus, &fx.join("sentiment"), device, config);
+    let study = demo_study(
+        &fx.join("corpus/fixture-corpus.jsonl"),
+        &fx.join("sentiment"),
+        device,
+        config.as_deref(),
+    );
     let file = out.join("demo.toml");
+    check_resumable(&out, &file, &study)?;
+    println!("generating the fixture corpus and sentiment task (seeded)");
+    let corpus = conveyor_tasks::synth::write_corpus(&fx.join("corpus"), 3000, SEED)?;
+    anyhow::ensure!(
+        study.corpus.inputs == [corpus.display().to_string()],
+        "the fixture corpus was written to {}, not where the study file expects it",
+        corpus.display()
+    );
+    conveyor_tasks::synth::write_sentiment(&fx.join("sentiment"), 2000, 400, SEED)?;
     study.write(&file)?;
     println!("study file: {}", file.display());
     super::study::run(&file, Some(out.clone()))?;
@@ -37,6 +53,33 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
         started.elapsed().as_secs_f64()
     );
     Ok(0)
+}
+
+/// A demo resumes only the study it wrote: OUT must be empty, or hold a `demo.toml` with the
+/// same settings (the runner does not compare a finished run with its cell's flags).
+fn check_resumable(out: &Path, file: &Path, study: &Study) -> anyhow::Result<()> {
+    if file.exists() {
+        let before = std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let now = toml::to_string(study).context("serialising the study")?;
+        anyhow::ensure!(
+            before == now,
+            "{} was written for other settings (--device or --config): give the demo another --out, or remove {}",
+            file.display(),
+            out.display()
+        );
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .next()
+        .is_none();
+    anyhow::ensure!(
+        empty,
+        "{} is not empty and holds no demo.toml (a demo from an earlier version?): give the demo another --out, or remove it",
+        out.display()
+    );
+    Ok(())
 }
 
 /// The demo's study: sizes that finish in minutes on two cores and still show pre-training

@@ -152,6 +152,7 @@ fn prepare_task(
     let dir = |split: &str| out.join(format!("tasks/{}/{split}", t.name));
     let held = t.dev.is_empty();
     let mut lengths = None;
+    let mut ran = false;
     for (split, files) in [
         ("train", &t.train),
         ("dev", if held { &t.train } else { &t.dev }),
@@ -178,8 +179,9 @@ fn prepare_task(
             },
         )?;
         lengths.get_or_insert((p.inputs_length, p.targets_length));
+        ran |= !p.already_complete;
     }
-    progress.cell(&format!("prepare {}", t.name), true);
+    progress.cell(&format!("prepare {}", t.name), ran);
     Ok([dir("train"), dir("dev")])
 }
 

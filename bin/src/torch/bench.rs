@@ -427,11 +427,16 @@ fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow::Re
     Ok(())
 }
 
+/// The plotting script, carried inside the binary so that the benchmark plots from any
+/// folder (a study's, too).
+const PLOT_BENCH_TRAIN: &str = include_str!("../../../scripts/plot_bench_train.py");
+
 /// speed.png and memory.png beside the table, when Python has matplotlib.
 fn plot(out: &std::path::Path) {
     let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
     match Command::new(&python)
-        .arg("scripts/plot_bench_train.py")
+        .arg("-c")
+        .arg(PLOT_BENCH_TRAIN)
         .arg(out)
         .output()
     {

@@ -221,3 +221,30 @@ impl RowCounts {
         self.buffered_tokens = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_and_row_groups_end_where_their_tokens_reach_the_limits() {
+        let mut c = RowCounts::new(10, 25);
+        let mut seen = Vec::new();
+        for tokens in [4, 4, 4, 4, 4, 4, 4, 30, 1] {
+            let f = c.add(tokens);
+            if f != Flush::Nothing {
+                c.batch_written();
+            }
+            seen.push(f);
+        }
+        use Flush::*;
+        // Batches at 12 and 24 buffered tokens (limit 10); the group ends at 28 (limit 25)
+        // and again at once with the 30-token row.
+        assert_eq!(
+            seen,
+            [Nothing, Nothing, Batch, Nothing, Nothing, Batch, BatchAndGroup, BatchAndGroup, Nothing]
+        );
+        assert_eq!((c.rows, c.tokens), (9, 59));
+        assert_eq!((c.buffered_rows(), c.buffered_tokens()), (1, 1));
+    }
+}
