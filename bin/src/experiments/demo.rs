@@ -59,8 +59,8 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
 /// same settings (the runner does not compare a finished run with its cell's flags).
 fn check_resumable(out: &Path, file: &Path, study: &Study) -> anyhow::Result<()> {
     if file.exists() {
-        let before = std::fs::read_to_string(file)
-            .with_context(|| format!("reading {}", file.display()))?;
+        let before =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let now = toml::to_string(study).context("serialising the study")?;
         anyhow::ensure!(
             before == now,

@@ -242,7 +242,17 @@ mod tests {
         // and again at once with the 30-token row.
         assert_eq!(
             seen,
-            [Nothing, Nothing, Batch, Nothing, Nothing, Batch, BatchAndGroup, BatchAndGroup, Nothing]
+            [
+                Nothing,
+                Nothing,
+                Batch,
+                Nothing,
+                Nothing,
+                Batch,
+                BatchAndGroup,
+                BatchAndGroup,
+                Nothing
+            ]
         );
         assert_eq!((c.rows, c.tokens), (9, 59));
         assert_eq!((c.buffered_rows(), c.buffered_tokens()), (1, 1));
