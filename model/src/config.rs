@@ -58,6 +58,28 @@ pub enum PositionEmbedding {
     Learned,
 }
 
+/// The feed-forward sublayer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Ffn {
+    /// T5 v1.0: `wo(relu(wi(x)))`.
+    #[default]
+    #[serde(rename = "relu")]
+    Relu,
+    /// T5 v1.1 and flan-T5: `wo(gelu_tanh(wi_0(x)) * wi_1(x))`, the tanh approximation of
+    /// GELU (transformers' `gelu_new`).
+    #[serde(rename = "gated-gelu")]
+    GatedGelu,
+}
+
+impl Ffn {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ffn::Relu => "relu",
+            Ffn::GatedGelu => "gated-gelu",
+        }
+    }
+}
+
 /// The paper's dilated-convolution filter sizes: 11 values for 12 layers. conveyor repeats the
 /// last value for the 12th layer (the paper does not say how it is set).
 pub const PAPER_DILATED_KERNELS: [usize; 11] = [4, 4, 7, 7, 15, 15, 15, 15, 31, 31, 31];
@@ -97,6 +119,21 @@ pub struct ModelConfig {
     /// Rows of each learned position table: the longest inputs and targets the model takes.
     #[serde(default = "default_max_positions")]
     pub max_positions: usize,
+    /// The feed-forward sublayer of every layer (configs written before the field: relu).
+    #[serde(default)]
+    pub ffn: Ffn,
+    /// Logits from the token embedding, scaled by d_model^-0.5 (T5 v1.0), or from a separate
+    /// `lm_head` without scaling (T5 v1.1).
+    #[serde(default = "yes")]
+    pub tie_embeddings: bool,
+    /// Width of each attention head; `None`: d_model / num_heads. t5-3b and t5-11b use 128
+    /// with d_model 1024 (32 and 128 heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_kv: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_positions() -> usize {
@@ -148,6 +185,9 @@ impl ModelConfig {
                 PositionEmbedding::None
             },
             max_positions: default_max_positions(),
+            ffn: Ffn::Relu,
+            tie_embeddings: true,
+            d_kv: None,
         })
     }
 
@@ -182,11 +222,16 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.d_model == 0 || self.d_ff == 0 || self.num_heads == 0 {
             return bad("vocab_size, d_model, d_ff and num_heads must be positive".into());
         }
-        if !self.d_model.is_multiple_of(self.num_heads) {
-            return bad(format!(
-                "d_model {} is not divisible by num_heads {}",
-                self.d_model, self.num_heads
-            ));
+        match self.d_kv {
+            Some(0) => return bad("d_kv must be positive".into()),
+            Some(_) => {}
+            None if !self.d_model.is_multiple_of(self.num_heads) => {
+                return bad(format!(
+                    "d_model {} is not divisible by num_heads {} (or give d_kv)",
+                    self.d_model, self.num_heads
+                ))
+            }
+            None => {}
         }
         if self.encoder_layers == 0 || self.decoder_layers == 0 {
             return bad("encoder_layers and decoder_layers must be positive".into());
@@ -222,13 +267,27 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Whether data of `ids` ids (pieces + extra ids) fits this model's embedding: the same
+    /// count, or the count padded up to a multiple of 128 as Google's T5 checkpoints are
+    /// (32,100 ids in 32,128 rows); other differences mean another vocabulary.
+    pub fn takes_vocab(&self, ids: usize) -> bool {
+        self.vocab_size == ids
+            || (self.vocab_size > ids && self.vocab_size == ids.next_multiple_of(128))
+    }
+
     /// The longest inputs or targets this model can take (`None`: any length).
     pub fn max_length(&self) -> Option<usize> {
         (self.position_embedding == PositionEmbedding::Learned).then_some(self.max_positions)
     }
 
+    /// Width of each attention head.
     pub fn d_kv(&self) -> usize {
-        self.d_model / self.num_heads
+        self.d_kv.unwrap_or(self.d_model / self.num_heads)
+    }
+
+    /// Width of the attention's projections: heads x d_kv.
+    pub fn attention_inner(&self) -> usize {
+        self.num_heads * self.d_kv()
     }
 
     /// (kernel size, dilation) of dilated layer `layer`.
@@ -241,7 +300,7 @@ impl ModelConfig {
     fn mixer_params(&self, layer: usize) -> usize {
         let d = self.d_model;
         match self.arch {
-            Arch::Transformer => 4 * d * d,
+            Arch::Transformer => 4 * d * self.attention_inner(),
             _ => {
                 // GLU input projection (d -> 2d, bias), output projection (d -> d, bias).
                 let glu = 2 * d * d + 2 * d;
@@ -262,8 +321,11 @@ impl ModelConfig {
     /// The number of trainable parameters, from the shapes alone.
     pub fn parameter_count(&self) -> usize {
         let d = self.d_model;
-        let ffn = 2 * d * self.d_ff;
-        let attn = 4 * d * d;
+        let ffn = match self.ffn {
+            Ffn::Relu => 2 * d * self.d_ff,
+            Ffn::GatedGelu => 3 * d * self.d_ff,
+        };
+        let attn = 4 * d * self.attention_inner();
         let norm = d;
         let rel = if self.arch == Arch::Transformer {
             2 * self.relative_buckets * self.num_heads
@@ -280,7 +342,8 @@ impl ModelConfig {
             PositionEmbedding::Learned => 2 * self.max_positions * d,
             PositionEmbedding::None => 0,
         };
-        self.vocab_size * d + enc + dec + 2 * norm + rel + positions
+        let embeddings = if self.tie_embeddings { 1 } else { 2 } * self.vocab_size * d;
+        embeddings + enc + dec + 2 * norm + rel + positions
     }
 }
 
@@ -302,6 +365,22 @@ mod tests {
         // T5 v1.0 base with its 32,128-id embedding: 222.9 M.
         let t5 = ModelConfig::preset(Arch::Transformer, "base", 32_128).unwrap();
         assert_eq!(t5.parameter_count(), 222_903_552);
+    }
+
+    /// T5 v1.1 base: gated-GELU feed-forward of width 2048, a separate lm_head; the count
+    /// transformers gives google/t5-v1_1-base.
+    #[test]
+    fn t5_v1_1_base_has_its_parameter_count() {
+        let mut c = ModelConfig::preset(Arch::Transformer, "base", 32_128).unwrap();
+        c.d_ff = 2048;
+        c.ffn = Ffn::GatedGelu;
+        c.tie_embeddings = false;
+        assert_eq!(c.parameter_count(), 247_577_856);
+        // t5-3b's attention: 32 heads of 128 with d_model 1024.
+        let mut big = ModelConfig::preset(Arch::Transformer, "base", 32_128).unwrap();
+        (big.d_model, big.num_heads, big.d_kv) = (1024, 32, Some(128));
+        big.validate().unwrap();
+        assert_eq!(big.attention_inner(), 4096);
     }
 
     #[test]
@@ -329,6 +408,13 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("d_modle"), "{e}");
         assert!(ModelConfig::preset(Arch::Lightconv, "huge", 100).is_err());
+    }
+
+    #[test]
+    fn padded_embeddings_take_their_vocabulary_and_no_other() {
+        let c = ModelConfig::preset(Arch::Transformer, "tiny", 32_128).unwrap();
+        assert!(c.takes_vocab(32_100) && c.takes_vocab(32_128));
+        assert!(!c.takes_vocab(32_000) && !c.takes_vocab(500) && !c.takes_vocab(32_129));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Building blocks shared by every architecture: RMS norm, T5 attention with its relative
-//! position bias, the ReLU feed-forward sublayer, and masks.
+//! position bias, the feed-forward sublayer (ReLU, or T5 v1.1's gated GELU), and masks.
 
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
+
+use crate::config::Ffn;
 
 /// A large negative logit for masked attention positions (finite, so fully masked rows stay
 /// numerically defined).
@@ -93,23 +95,32 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// `heads` heads of width `d_kv` over a model of width `d`; the first layer of a stack
+    /// holds the relative position bias table (`relative_bias`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         p: nn::Path,
         d: usize,
         heads: usize,
+        d_kv: usize,
         relative_bias: bool,
         bidirectional: bool,
         buckets: usize,
         max_distance: usize,
     ) -> Self {
-        let d_kv = d / heads;
+        let inner = heads * d_kv;
         let std = (d as f64).powf(-0.5);
         Self {
-            q: dense(&p / "q", d, d, false, (d as f64 * d_kv as f64).powf(-0.5)),
-            k: dense(&p / "k", d, d, false, std),
-            v: dense(&p / "v", d, d, false, std),
-            o: dense(&p / "o", d, d, false, (d as f64).powf(-0.5)),
+            q: dense(
+                &p / "q",
+                d,
+                inner,
+                false,
+                (d as f64 * d_kv as f64).powf(-0.5),
+            ),
+            k: dense(&p / "k", d, inner, false, std),
+            v: dense(&p / "v", d, inner, false, std),
+            o: dense(&p / "o", inner, d, false, (inner as f64).powf(-0.5)),
             heads: heads as i64,
             d_kv: d_kv as i64,
             relative: relative_bias.then(|| {
@@ -224,26 +235,42 @@ impl Attention {
     }
 }
 
-/// The ReLU feed-forward sublayer without biases.
+/// The feed-forward sublayer without biases: `wo(relu(wi(x)))`, or with the gated GELU
+/// `wo(gelu_tanh(wi_0(x)) * wi_1(x))`; dropout on the hidden activations.
 #[derive(Debug)]
 pub struct FeedForward {
+    /// `wi` (ReLU) or `wi_0` (gated: the GELU branch).
     wi: nn::Linear,
+    /// `wi_1`: the linear branch of the gated form.
+    gate: Option<nn::Linear>,
     wo: nn::Linear,
     dropout: f64,
 }
 
 impl FeedForward {
-    pub fn new(p: nn::Path, d: usize, d_ff: usize, dropout: f64) -> Self {
+    pub fn new(p: nn::Path, d: usize, d_ff: usize, ffn: Ffn, dropout: f64) -> Self {
+        let std = (d as f64).powf(-0.5);
+        let (wi, gate) = match ffn {
+            Ffn::Relu => (dense(&p / "wi", d, d_ff, false, std), None),
+            Ffn::GatedGelu => (
+                dense(&p / "wi_0", d, d_ff, false, std),
+                Some(dense(&p / "wi_1", d, d_ff, false, std)),
+            ),
+        };
         Self {
-            wi: dense(&p / "wi", d, d_ff, false, (d as f64).powf(-0.5)),
+            wi,
+            gate,
             wo: dense(&p / "wo", d_ff, d, false, (d_ff as f64).powf(-0.5)),
             dropout,
         }
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.wo
-            .forward(&self.wi.forward(x).relu().dropout(self.dropout, train))
+        let h = match &self.gate {
+            None => self.wi.forward(x).relu(),
+            Some(gate) => self.wi.forward(x).gelu("tanh") * gate.forward(x),
+        };
+        self.wo.forward(&h.dropout(self.dropout, train))
     }
 }
 
@@ -294,7 +321,7 @@ mod tests {
         let _rng = crate::test_rng();
         tch::manual_seed(4);
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let a = Attention::new(vs.root() / "a", 16, 2, false, true, 8, 16).with_dropout(0.5);
+        let a = Attention::new(vs.root() / "a", 16, 2, 8, false, true, 8, 16).with_dropout(0.5);
         let q = Tensor::randn([1, 6, 16], (Kind::Float, tch::Device::Cpu));
         // Every key/value position holds the same vector: without dropout each output row
         // is o(v(kv)) whatever the attention weights are.
@@ -305,7 +332,7 @@ mod tests {
         let train = a.forward(&q, &kv, None, true);
         assert!(!train.allclose(&eval, 1e-3, 1e-3, false));
         // Scaled by 1 / (1 - p): each output row is o(v) times the kept weights' sum / 0.5.
-        let none = Attention::new(vs.root() / "b", 16, 2, false, true, 8, 16);
+        let none = Attention::new(vs.root() / "b", 16, 2, 8, false, true, 8, 16);
         let x = none.forward(&q, &kv, None, true);
         assert!(x.allclose(&none.forward(&q, &kv, None, false), 1e-6, 1e-6, false));
     }

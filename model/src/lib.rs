@@ -7,6 +7,7 @@ pub mod conv;
 pub mod cuda;
 pub mod device;
 pub mod dist;
+pub mod hf;
 pub mod layers;
 pub mod optim;
 pub mod predict;
@@ -14,7 +15,7 @@ pub mod seq2seq;
 pub mod summary;
 pub mod train;
 
-pub use config::{Arch, ConfigError, ModelConfig, PositionEmbedding};
+pub use config::{Arch, ConfigError, Ffn, ModelConfig, PositionEmbedding};
 pub use device::{describe, seed_everything, select_device, DeviceChoice, DeviceError};
 pub use seq2seq::Seq2Seq;
 

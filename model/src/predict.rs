@@ -131,7 +131,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
         )));
     }
     let model_cfg = checkpoint::read_config(&cfg.checkpoint)?;
-    if model_cfg.vocab_size != m.settings.vocab_size as usize {
+    if !model_cfg.takes_vocab(m.settings.vocab_size as usize) {
         return Err(refused(format!(
             "the checkpoint has {} embeddings, the data {} ids",
             model_cfg.vocab_size, m.settings.vocab_size

@@ -2,16 +2,18 @@
 //! configuration, computed from the shapes (nothing allocated). FLOPs count a multiply-add as
 //! two operations; a training step costs about three forward passes.
 
-use crate::config::{Arch, ModelConfig};
+use crate::config::{Arch, Ffn, ModelConfig};
 
 /// Multiply-adds of one forward pass for an input of `inputs` and a target of `targets`
 /// tokens.
 pub fn forward_macs(cfg: &ModelConfig, inputs: usize, targets: usize) -> f64 {
     let (d, ff, v) = (cfg.d_model as f64, cfg.d_ff as f64, cfg.vocab_size as f64);
+    // Attention projections are heads x d_kv wide (d_model unless d_kv is set).
+    let a = cfg.attention_inner() as f64;
     let (l, t) = (inputs as f64, targets as f64);
     let mixer = |n: f64, layer: usize| -> f64 {
         match cfg.arch {
-            Arch::Transformer => 4.0 * n * d * d + 2.0 * n * n * d,
+            Arch::Transformer => 4.0 * n * d * a + 2.0 * n * n * a,
             _ => {
                 let k = match cfg.arch {
                     Arch::Dilatedconv => cfg.dilated_layer(layer).0,
@@ -26,9 +28,12 @@ pub fn forward_macs(cfg: &ModelConfig, inputs: usize, targets: usize) -> f64 {
             }
         }
     };
-    let ffn = |n: f64| 2.0 * n * d * ff;
+    let ffn = |n: f64| match cfg.ffn {
+        Ffn::Relu => 2.0 * n * d * ff,
+        Ffn::GatedGelu => 3.0 * n * d * ff,
+    };
     let enc: f64 = (0..cfg.encoder_layers).map(|i| mixer(l, i) + ffn(l)).sum();
-    let cross = 2.0 * t * d * d + 2.0 * l * d * d + 2.0 * t * l * d;
+    let cross = 2.0 * t * d * a + 2.0 * l * d * a + 2.0 * t * l * a;
     let dec: f64 = (0..cfg.decoder_layers)
         .map(|i| mixer(t, i) + cross + ffn(t))
         .sum();
@@ -39,15 +44,18 @@ pub fn forward_macs(cfg: &ModelConfig, inputs: usize, targets: usize) -> f64 {
 pub fn describe(cfg: &ModelConfig, inputs: usize, targets: usize) -> String {
     let mut s = String::new();
     let p = cfg.parameter_count();
-    let emb = cfg.vocab_size * cfg.d_model;
+    let tables = if cfg.tie_embeddings { 1 } else { 2 };
+    let emb = tables * cfg.vocab_size * cfg.d_model;
     s += &format!(
-        "{} model: {} encoder + {} decoder layers, d_model {}, d_ff {}, {} heads, vocab {}\n",
+        "{} model: {} encoder + {} decoder layers, d_model {}, d_ff {} ({}), {} heads of {}, vocab {}\n",
         cfg.arch.name(),
         cfg.encoder_layers,
         cfg.decoder_layers,
         cfg.d_model,
         cfg.d_ff,
+        cfg.ffn.name(),
         cfg.num_heads,
+        cfg.d_kv(),
         cfg.vocab_size
     );
     match cfg.arch {
@@ -84,8 +92,13 @@ pub fn describe(cfg: &ModelConfig, inputs: usize, targets: usize) -> String {
         }
     }
     s += &format!(
-        "parameters: {p} ({:.1} M): embedding {emb} (tied), the rest {}\n",
+        "parameters: {p} ({:.1} M): embedding {emb} ({}), the rest {}\n",
         p as f64 / 1e6,
+        if cfg.tie_embeddings {
+            "tied"
+        } else {
+            "with a separate lm_head"
+        },
         p - emb
     );
     let f = 2.0 * forward_macs(cfg, inputs, targets);

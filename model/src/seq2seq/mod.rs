@@ -1,14 +1,15 @@
-//! The encoder-decoder shared by every architecture: tied embeddings (logits scaled by
-//! d_model^-0.5), pre-norm residual sublayers with RMS norm, a mixing sublayer (T5
+//! The encoder-decoder shared by every architecture: token embeddings shared by both stacks,
+//! logits from them scaled by d_model^-0.5 (tied, T5 v1.0) or from a separate `lm_head`
+//! (T5 v1.1), pre-norm residual sublayers with RMS norm, a mixing sublayer (T5
 //! self-attention with a shared relative position bias, or a convolution block), decoder
-//! cross-attention, ReLU feed-forward, dropout, final norms, optional learned absolute
-//! positions; plain padded rows or packed rows ([`Segments`]). Incremental decoding is in
-//! `decode.rs`.
+//! cross-attention, ReLU or gated-GELU feed-forward, dropout, final norms, optional learned
+//! absolute positions; plain padded rows or packed rows ([`Segments`]). Incremental decoding
+//! is in `decode.rs`.
 //!
-//! Parameter names (the safetensors keys of a checkpoint) are documented in the README:
+//! Parameter names (the safetensors keys of a checkpoint) are documented in docs/formats.md:
 //! `shared.weight`, `encoder.layers.{i}.{mixer|ffn|norm_mix|norm_ffn}...`,
 //! `decoder.layers.{i}.{mixer|cross|ffn|norm_mix|norm_cross|norm_ffn}...`,
-//! `{encoder|decoder}.final_norm.weight`.
+//! `{encoder|decoder}.final_norm.weight`, `lm_head.weight` (untied only).
 
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -66,6 +67,8 @@ pub struct Seq2Seq {
     decoder_norm: RmsNorm,
     /// Learned absolute positions (encoder, decoder), when the config asks for them.
     positions: Option<(Tensor, Tensor)>,
+    /// The output projection (vocab, d_model) of untied models.
+    lm_head: Option<Tensor>,
 }
 
 /// `x + h`, out of place: `x` is still needed by the backward pass of the sublayer's norm.
@@ -80,6 +83,7 @@ fn mixer(p: nn::Path, cfg: &ModelConfig, layer: usize, decoder: bool) -> Mixer {
                 p,
                 cfg.d_model,
                 cfg.num_heads,
+                cfg.d_kv(),
                 layer == 0,
                 !decoder,
                 cfg.relative_buckets,
@@ -106,7 +110,7 @@ impl Seq2Seq {
                     norm_mix: RmsNorm::new(&l / "norm_mix", d),
                     mixer: mixer(&l / "mixer", cfg, i, false),
                     norm_ffn: RmsNorm::new(&l / "norm_ffn", d),
-                    ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.dropout),
+                    ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.ffn, cfg.dropout),
                 }
             })
             .collect();
@@ -117,10 +121,19 @@ impl Seq2Seq {
                     norm_mix: RmsNorm::new(&l / "norm_mix", d),
                     mixer: mixer(&l / "mixer", cfg, i, true),
                     norm_cross: RmsNorm::new(&l / "norm_cross", d),
-                    cross: Attention::new(&l / "cross", d, cfg.num_heads, false, false, 0, 0)
-                        .with_dropout(cfg.dropout),
+                    cross: Attention::new(
+                        &l / "cross",
+                        d,
+                        cfg.num_heads,
+                        cfg.d_kv(),
+                        false,
+                        false,
+                        0,
+                        0,
+                    )
+                    .with_dropout(cfg.dropout),
                     norm_ffn: RmsNorm::new(&l / "norm_ffn", d),
-                    ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.dropout),
+                    ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.ffn, cfg.dropout),
                 }
             })
             .collect();
@@ -132,8 +145,11 @@ impl Seq2Seq {
                 table(&dec / "position_embedding"),
             )
         });
+        let lm_head = (!cfg.tie_embeddings)
+            .then(|| (p / "lm_head").randn("weight", &[cfg.vocab_size as i64, d as i64], 0.0, 1.0));
         Ok(Self {
             cfg: cfg.clone(),
+            lm_head,
             shared,
             encoder,
             encoder_norm: RmsNorm::new(&enc / "final_norm", d),
@@ -260,9 +276,13 @@ impl Seq2Seq {
         self.decoder_norm.forward(&y).dropout(p, train)
     }
 
-    /// Logits over the vocabulary from decoder hidden states (tied embeddings, scaled).
+    /// Logits over the vocabulary from decoder hidden states: the tied embeddings after
+    /// scaling by d_model^-0.5, or the separate lm_head.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        (hidden * (self.cfg.d_model as f64).powf(-0.5)).matmul(&self.shared.tr())
+        match &self.lm_head {
+            Some(head) => hidden.matmul(&head.tr()),
+            None => (hidden * (self.cfg.d_model as f64).powf(-0.5)).matmul(&self.shared.tr()),
+        }
     }
 
     /// Teacher forcing: the decoder inputs are the targets shifted right, starting with
@@ -345,239 +365,4 @@ impl Seq2Seq {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use tch::nn::OptimizerConfig;
-    use tch::Device;
-
-    pub(super) fn model(arch: Arch) -> (nn::VarStore, Seq2Seq) {
-        tch::manual_seed(1);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = ModelConfig::preset(arch, "tiny", 60).unwrap();
-        let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
-        (vs, m)
-    }
-
-    pub(super) fn ids(b: i64, t: i64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        Tensor::randint_low(3, 60, [b, t], (Kind::Int64, Device::Cpu))
-    }
-
-    #[test]
-    fn variables_match_the_parameter_count() {
-        let _rng = crate::test_rng();
-        for arch in Arch::ALL {
-            let (vs, m) = model(arch);
-            let n: i64 = vs
-                .trainable_variables()
-                .iter()
-                .map(|t| t.numel() as i64)
-                .sum();
-            assert_eq!(n as usize, m.cfg.parameter_count(), "{}", arch.name());
-        }
-    }
-
-    #[test]
-    fn decoder_position_t_ignores_later_targets() {
-        let _rng = crate::test_rng();
-        for arch in Arch::ALL {
-            let (_vs, m) = model(arch);
-            let x = ids(2, 9, 1);
-            let mask = Tensor::ones([2, 9], (Kind::Float, Device::Cpu));
-            let enc = m.encode(&x, &mask, false);
-            let y = ids(2, 8, 2);
-            let y2 = y.copy();
-            let _ = y2.narrow(1, 5, 3).fill_(7);
-            let a = m.logits(&m.decode(&y, &enc, &mask, false));
-            let b = m.logits(&m.decode(&y2, &enc, &mask, false));
-            assert_eq!(a.size(), vec![2, 8, 60]);
-            assert!(
-                a.narrow(1, 0, 5)
-                    .allclose(&b.narrow(1, 0, 5), 1e-5, 1e-5, false),
-                "{}",
-                arch.name()
-            );
-            assert!(!a
-                .narrow(1, 5, 3)
-                .allclose(&b.narrow(1, 5, 3), 1e-5, 1e-5, false));
-        }
-    }
-
-    #[test]
-    fn encoder_outputs_ignore_padding() {
-        let _rng = crate::test_rng();
-        for arch in Arch::ALL {
-            let (_vs, m) = model(arch);
-            let x = ids(1, 6, 3);
-            let mask = Tensor::ones([1, 6], (Kind::Float, Device::Cpu));
-            let a = m.encode(&x, &mask, false);
-            // The same sequence with 5 padding positions of junk after it.
-            let padded = Tensor::cat(&[&x, &ids(1, 5, 4)], 1);
-            let pmask = Tensor::cat(
-                &[&mask, &Tensor::zeros([1, 5], (Kind::Float, Device::Cpu))],
-                1,
-            );
-            let b = m.encode(&padded, &pmask, false).narrow(1, 0, 6);
-            assert!(a.allclose(&b, 1e-5, 1e-5, false), "{}", arch.name());
-        }
-    }
-
-    #[test]
-    fn bfloat16_weights_train() {
-        let _rng = crate::test_rng();
-        for arch in Arch::ALL {
-            let (mut vs, m) = model(arch);
-            vs.bfloat16();
-            let mut params = vs.trainable_variables();
-            let mut opt = crate::optim::Optimizer::new(
-                crate::optim::OptimizerKind::adafactor(),
-                crate::optim::Schedule::Constant { lr: 0.01 },
-                &params,
-            );
-            let x = ids(2, 8, 5);
-            let y = ids(2, 5, 6);
-            let mi = Tensor::ones([2, 8], (Kind::Float, Device::Cpu));
-            let mt = Tensor::ones([2, 5], (Kind::Float, Device::Cpu));
-            let first = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
-            for _ in 0..30 {
-                m.loss(&x, &mi, &y, &mt, true).backward();
-                let grads: Vec<Tensor> = params.iter().map(|p| p.grad()).collect();
-                opt.step(&mut params, &grads);
-                params.iter().for_each(crate::cuda::clear_grad);
-            }
-            let last = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
-            assert_eq!(params[0].kind(), Kind::BFloat16);
-            assert!(
-                last.is_finite() && last < first,
-                "{}: {first} -> {last}",
-                arch.name()
-            );
-        }
-    }
-
-    /// Examples (inputs, targets) of the given lengths, random ids.
-    fn examples(lens: &[(i64, i64)], seed: i64) -> Vec<(Vec<i64>, Vec<i64>)> {
-        lens.iter()
-            .enumerate()
-            .map(|(i, &(a, b))| {
-                let v = |n, s| Vec::<i64>::try_from(ids(1, n, s).view([-1])).unwrap();
-                (v(a, seed + 2 * i as i64), v(b, seed + 2 * i as i64 + 1))
-            })
-            .collect()
-    }
-
-    /// Rows of `groups` of examples packed end to end, padded to the widths: (ids, mask,
-    /// segments, positions) for inputs and targets.
-    fn packed(
-        exs: &[(Vec<i64>, Vec<i64>)],
-        groups: &[&[usize]],
-        wi: i64,
-        wt: i64,
-    ) -> (Tensor, Tensor, Tensor, Tensor, Segments) {
-        let mut cols: [Vec<i64>; 6] = Default::default();
-        for g in groups {
-            for (feature, width) in [(0usize, wi), (1, wt)] {
-                let (mut ids, mut seg, mut pos) = (vec![], vec![], vec![]);
-                for (k, &e) in g.iter().enumerate() {
-                    let x = if feature == 0 { &exs[e].0 } else { &exs[e].1 };
-                    ids.extend(x);
-                    seg.extend(std::iter::repeat_n(k as i64 + 1, x.len()));
-                    pos.extend(0..x.len() as i64);
-                }
-                for v in [&mut ids, &mut seg, &mut pos] {
-                    v.resize(width as usize, 0);
-                }
-                cols[feature * 3].extend(ids);
-                cols[feature * 3 + 1].extend(seg);
-                cols[feature * 3 + 2].extend(pos);
-            }
-        }
-        let rows = groups.len() as i64;
-        let t = |v: &Vec<i64>, w: i64| Tensor::from_slice(v).view([rows, w]);
-        let (si, st) = (t(&cols[1], wi), t(&cols[4], wt));
-        (
-            t(&cols[0], wi),
-            si.ne(0).to_kind(Kind::Float),
-            t(&cols[3], wt),
-            st.ne(0).to_kind(Kind::Float),
-            Segments {
-                inputs: si,
-                targets: st,
-                input_positions: t(&cols[2], wi),
-                target_positions: t(&cols[5], wt),
-            },
-        )
-    }
-
-    /// The property packing relies on: the summed loss of packed rows equals the summed loss
-    /// of the same examples one per row, for every architecture (attention masks, relative
-    /// and learned positions restarting per segment, convolutions that do not cross segments).
-    #[test]
-    fn a_packed_batch_has_the_loss_of_its_examples_unpacked() {
-        let _rng = crate::test_rng();
-        // Lengths around the lightweight implementations' switch (64) are covered in conv.rs;
-        // here several kernels' worth of neighbours share a row.
-        let lens = [(9, 3), (4, 6), (7, 2), (3, 5), (12, 4)];
-        for arch in Arch::ALL {
-            let (_vs, m) = model(arch);
-            let _guard = tch::no_grad_guard();
-            let exs = examples(&lens, 40);
-            let (mut sum, mut tokens) = (0.0, 0.0);
-            for (x, y) in &exs {
-                let (xi, yi) = (
-                    Tensor::from_slice(x).view([1, -1]),
-                    Tensor::from_slice(y).view([1, -1]),
-                );
-                let mi = xi.ones_like().to_kind(Kind::Float);
-                let mt = yi.ones_like().to_kind(Kind::Float);
-                sum += m.loss_sum(&xi, &mi, &yi, &mt, false).double_value(&[]);
-                tokens += y.len() as f64;
-            }
-            let (x, mi, y, mt, seg) = packed(&exs, &[&[0, 1, 2], &[3, 4]], 22, 12);
-            let got = m
-                .loss_sum_segments(&x, &mi, &y, &mt, Some(&seg), false)
-                .double_value(&[]);
-            let want = sum / tokens;
-            let got = got / mt.sum(Kind::Float).double_value(&[]);
-            assert!(
-                (got - want).abs() <= 1e-5 * want,
-                "{}: packed {got} vs unpacked {want}",
-                arch.name()
-            );
-            // Without the segment ids the same rows give another loss: the test can fail.
-            let mixed = m.loss_sum(&x, &mi, &y, &mt, false).double_value(&[])
-                / mt.sum(Kind::Float).double_value(&[]);
-            assert!((mixed - want).abs() > 1e-4, "{}", arch.name());
-        }
-    }
-
-    #[test]
-    fn shift_right_restarts_segments() {
-        let _rng = crate::test_rng();
-        let (_vs, m) = model(Arch::Transformer);
-        let t = Tensor::from_slice(&[5i64, 6, 7, 8, 9]).view([1, 5]);
-        let seg = Tensor::from_slice(&[1i64, 1, 2, 2, 0]).view([1, 5]);
-        let s: Vec<i64> = Vec::try_from(m.shift_right(&t, Some(&seg)).view([-1])).unwrap();
-        assert_eq!(s, vec![0, 5, 0, 7, 0]);
-    }
-
-    #[test]
-    fn a_tiny_model_overfits_one_batch() {
-        let _rng = crate::test_rng();
-        for arch in Arch::ALL {
-            let (vs, m) = model(arch);
-            let mut opt = nn::Adam::default().build(&vs, 3e-3).unwrap();
-            let x = ids(4, 10, 5);
-            let y = ids(4, 6, 6);
-            let mi = Tensor::ones([4, 10], (Kind::Float, Device::Cpu));
-            let mt = Tensor::ones([4, 6], (Kind::Float, Device::Cpu));
-            let first = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
-            for _ in 0..150 {
-                let l = m.loss(&x, &mi, &y, &mt, true);
-                opt.backward_step(&l);
-            }
-            let last = m.loss(&x, &mi, &y, &mt, false).double_value(&[]);
-            assert!(last < 0.1 * first, "{}: {first} -> {last}", arch.name());
-        }
-    }
-}
+pub(super) mod tests;

@@ -333,9 +333,9 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
 
 fn check_vocab(cfg: &TrainConfig) -> Result<(), TrainError> {
     let vocab = data_vocab_size(&cfg.data)?;
-    if vocab != cfg.model.vocab_size {
+    if !cfg.model.takes_vocab(vocab) {
         return Err(TrainError::Refused(format!(
-            "{} holds ids of a {vocab}-id vocabulary (pieces + 100 extra ids) but the model has {} embeddings",
+            "{} holds ids of a {vocab}-id vocabulary (pieces + 100 extra ids) but the model has {} embeddings (the same count, or padded to a multiple of 128, is needed)",
             cfg.data.display(),
             cfg.model.vocab_size
         )));
