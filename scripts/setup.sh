@@ -11,7 +11,7 @@ set -euo pipefail
 TORCH_VERSION=2.11.0
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/conveyor"
 venv="${CONVEYOR_VENV:-$cache/torch-$TORCH_VERSION}"
-packages=("torch==$TORCH_VERSION" "cmake==4.4.5" "pyarrow==26.0.1" "sentencepiece==0.2.1" "numpy==2.3.5" "safetensors==0.7.0" "matplotlib==3.10.7" "moto[server]==5.2.5" "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85")
+packages=("torch==$TORCH_VERSION" "cmake==4.4.5" "pyarrow==26.0.1" "sentencepiece==0.2.1" "numpy==2.3.5" "safetensors==0.7.0" "matplotlib==3.10.7" "moto[server]==5.2.5" "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85" "transformers==4.57.6")
 stamp="$venv/.conveyor-ready-$(printf '%s\n' "${packages[@]}" | sha256sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "setting up $venv (torch $TORCH_VERSION, cmake, pyarrow, sentencepiece; first time only)" >&2

@@ -9,6 +9,7 @@ mod corrupt;
 mod demo;
 mod distributed;
 mod finetune;
+mod hf;
 mod hostile;
 mod ingest;
 mod packing;

@@ -93,8 +93,8 @@ enum Command {
     /// Evaluate a checkpoint on a prepared task (libtorch; see `conveyor eval --help`).
     #[command(disable_help_flag = true)]
     Eval(torch_handoff::Handoff),
-    /// Models: `conveyor model summary --arch A --preset P`, `conveyor model loss --checkpoint C
-    /// --data D` (libtorch).
+    /// Models: `conveyor model summary --arch A --preset P`, `model loss --checkpoint C --data D`,
+    /// `model import-hf HF_DIR --out CKPT`, `model export-hf CKPT --out HF_DIR` (libtorch).
     #[command(disable_help_flag = true)]
     Model(torch_handoff::Handoff),
     /// What libtorch sees on this machine (CUDA devices), and the build's versions.

@@ -114,23 +114,7 @@ pub fn save(
     let name = format!("step-{:08}", state.step);
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    vs.save(tmp.join("model.safetensors"))
-        .map_err(|e| io(&tmp, e))?;
-    Tensor::write_safetensors(moments, tmp.join("optimizer.safetensors"))
-        .map_err(|e| io(&tmp, e))?;
-    let json = |v: &dyn erased::Json| v.to_json();
-    std::fs::write(tmp.join("model_config.json"), json(cfg)).map_err(|e| io(&tmp, e))?;
-    let mut state = state.clone();
-    for name in SUMMED {
-        let path = tmp.join(name);
-        let bytes = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
-        let sha256 = conveyor_pipeline::shard::file_sha256(&path).map_err(|e| io(&path, e))?;
-        state
-            .files
-            .insert(name.to_string(), FileSum { bytes, sha256 });
-    }
-    std::fs::write(tmp.join("trainer_state.json"), json(&state)).map_err(|e| io(&tmp, e))?;
+    write_files(&tmp, vs, cfg, moments, state)?;
     let target = dir.join(&name);
     let _ = std::fs::remove_dir_all(&target);
     std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
@@ -139,6 +123,34 @@ pub fn save(
     std::fs::write(&pointer_tmp, &name).map_err(|e| io(&pointer_tmp, e))?;
     std::fs::rename(&pointer_tmp, &pointer).map_err(|e| io(&pointer, e))?;
     Ok(target)
+}
+
+/// Writes the files of a checkpoint into the new folder `dir`: weights, moments, config, and
+/// the trainer state with the others' sums.
+pub fn write_files(
+    dir: &Path,
+    vs: &nn::VarStore,
+    cfg: &ModelConfig,
+    moments: &[(String, &Tensor)],
+    state: &TrainerState,
+) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    vs.save(dir.join("model.safetensors"))
+        .map_err(|e| io(dir, e))?;
+    Tensor::write_safetensors(moments, dir.join("optimizer.safetensors"))
+        .map_err(|e| io(dir, e))?;
+    let json = |v: &dyn erased::Json| v.to_json();
+    std::fs::write(dir.join("model_config.json"), json(cfg)).map_err(|e| io(dir, e))?;
+    let mut state = state.clone();
+    for name in SUMMED {
+        let path = dir.join(name);
+        let bytes = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
+        let sha256 = conveyor_pipeline::shard::file_sha256(&path).map_err(|e| io(&path, e))?;
+        state
+            .files
+            .insert(name.to_string(), FileSum { bytes, sha256 });
+    }
+    std::fs::write(dir.join("trainer_state.json"), json(&state)).map_err(|e| io(dir, e))
 }
 
 /// Reads a checkpoint's model config.

@@ -4,6 +4,7 @@
 
 mod bench;
 mod eval;
+mod hf;
 mod loss;
 mod malloc;
 mod train;
@@ -45,6 +46,10 @@ enum ModelCommand {
     Summary(train::SummaryArgs),
     /// Token-weighted cross-entropy and perplexity of a checkpoint on a dataset.
     Loss(loss::LossArgs),
+    /// A Hugging Face T5 folder (config.json + safetensors) to a conveyor checkpoint.
+    ImportHf(hf::ImportArgs),
+    /// A conveyor checkpoint to a folder transformers loads (T5ForConditionalGeneration).
+    ExportHf(hf::ExportArgs),
 }
 
 fn main() {
@@ -61,6 +66,8 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Model(ModelCommand::Summary(a)) => train::summary(a),
         Command::Model(ModelCommand::Loss(a)) => loss::run(a),
+        Command::Model(ModelCommand::ImportHf(a)) => hf::import(a),
+        Command::Model(ModelCommand::ExportHf(a)) => hf::export(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

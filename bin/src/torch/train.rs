@@ -375,13 +375,25 @@ pub struct SummaryArgs {
     /// Target length for the FLOPs estimate (default: a quarter of --length).
     #[arg(long)]
     targets_length: Option<usize>,
+    /// A Hugging Face T5 config.json: summarise the model it describes (instead of --arch,
+    /// --preset and --config).
+    #[arg(long, conflicts_with_all = ["arch", "config"])]
+    hf_config: Option<PathBuf>,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn summary(a: SummaryArgs) -> anyhow::Result<i32> {
-    let cfg = a.model.build(a.vocab_size)?;
+    let cfg = match &a.hf_config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let v = serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
+            conveyor_model::hf::from_hf(&v, p)?
+        }
+        None => a.model.build(a.vocab_size)?,
+    };
     let targets = a.targets_length.unwrap_or(a.length / 4);
     if a.json {
         let fwd = 2.0 * conveyor_model::summary::forward_macs(&cfg, a.length, targets);

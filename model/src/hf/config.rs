@@ -1,0 +1,232 @@
+//! Hugging Face's T5 `config.json` and conveyor's [`ModelConfig`], both ways: what maps to
+//! what, and the settings conveyor cannot represent, refused by name.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::HfError;
+use crate::config::{Arch, Ffn, ModelConfig, PositionEmbedding};
+
+/// The `model_type` of folders conveyor writes for its convolutional architectures.
+pub const CONVEYOR_MODEL_TYPE: &str = "conveyor";
+
+/// Classes whose checkpoints hold a whole T5 encoder-decoder.
+const T5_CLASSES: [&str; 4] = [
+    "T5ForConditionalGeneration",
+    "T5WithLMHeadModel",
+    "T5Model",
+    "MT5ForConditionalGeneration",
+];
+
+/// The conveyor configuration of a `config.json` (`path` names it in errors): a T5 or mT5
+/// encoder-decoder, or a folder conveyor exported for a convolutional architecture.
+pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
+    let refuse = |m: String| HfError::Refused(format!("{}: {m}", path.display()));
+    let model_type = v["model_type"].as_str().unwrap_or("");
+    match model_type {
+        "t5" | "mt5" => {}
+        CONVEYOR_MODEL_TYPE => {
+            let cfg: ModelConfig = serde_json::from_value(v["conveyor"].clone())
+                .map_err(|e| refuse(format!("its `conveyor` settings do not read ({e})")))?;
+            cfg.validate().map_err(|e| refuse(e.to_string()))?;
+            return Ok(cfg);
+        }
+        "umt5" => return Err(refuse("model_type umt5 gives every layer its own relative attention bias; conveyor shares the first layer's, as T5 does".into())),
+        "longt5" => return Err(refuse("model_type longt5 uses local and transient-global attention, which conveyor does not have".into())),
+        other => return Err(refuse(format!("model_type {other:?} is not T5: conveyor imports t5 and mt5 checkpoints"))),
+    }
+    if let Some(classes) = v["architectures"].as_array() {
+        for c in classes.iter().filter_map(Value::as_str) {
+            if !T5_CLASSES.contains(&c) {
+                return Err(refuse(format!(
+                    "architecture {c} is not a T5 encoder-decoder (conveyor imports {})",
+                    T5_CLASSES.join(", ")
+                )));
+            }
+        }
+    }
+    if v["is_encoder_decoder"] == json!(false) {
+        return Err(refuse("is_encoder_decoder is false".into()));
+    }
+    let num = |k: &str, default: Option<u64>| -> Result<usize, HfError> {
+        match (&v[k], default) {
+            (Value::Number(n), _) => n
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| refuse(format!("{k} is {n}, not a count"))),
+            (Value::Null, Some(d)) => Ok(d as usize),
+            (other, _) => Err(refuse(format!("{k} is {other}, expected a count"))),
+        }
+    };
+    let eps = v["layer_norm_epsilon"].as_f64().unwrap_or(1e-6);
+    if (eps - 1e-6).abs() > 1e-12 {
+        return Err(refuse(format!(
+            "layer_norm_epsilon {eps}: conveyor's RMS norm uses T5's 1e-6"
+        )));
+    }
+    let ffn = match v["feed_forward_proj"].as_str().unwrap_or("relu") {
+        "relu" => Ffn::Relu,
+        "gated-gelu" => Ffn::GatedGelu,
+        other => {
+            return Err(refuse(format!(
+                "feed_forward_proj {other:?}: conveyor has \"relu\" (T5 v1.0) and \"gated-gelu\" (T5 v1.1, flan-T5)"
+            )))
+        }
+    };
+    let eos = num("eos_token_id", Some(1))?;
+    if eos != 1 {
+        return Err(refuse(format!(
+            "eos_token_id {eos}: conveyor's vocabularies end sequences with id 1"
+        )));
+    }
+    let layers = num("num_layers", None)?;
+    let (d_model, num_heads, d_kv) = (
+        num("d_model", None)?,
+        num("num_heads", None)?,
+        num("d_kv", None)?,
+    );
+    let mut cfg = ModelConfig::preset(Arch::Transformer, "tiny", num("vocab_size", None)?)
+        .expect("the tiny preset exists");
+    cfg.d_model = d_model;
+    cfg.d_ff = num("d_ff", None)?;
+    cfg.num_heads = num_heads;
+    cfg.d_kv = (d_kv * num_heads != d_model).then_some(d_kv);
+    cfg.encoder_layers = layers;
+    cfg.decoder_layers = num("num_decoder_layers", Some(layers as u64))?;
+    cfg.relative_buckets = num("relative_attention_num_buckets", Some(32))?;
+    cfg.relative_max_distance = num("relative_attention_max_distance", Some(128))?;
+    cfg.dropout = v["dropout_rate"].as_f64().unwrap_or(0.1);
+    cfg.decoder_start_id = num("decoder_start_token_id", Some(0))? as i64;
+    cfg.pad_id = num("pad_token_id", Some(0))? as i64;
+    cfg.ffn = ffn;
+    cfg.tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(true);
+    cfg.validate().map_err(|e| refuse(e.to_string()))?;
+    Ok(cfg)
+}
+
+/// The `config.json` of an exported model: transformers' T5 for the transformer, conveyor's
+/// own settings (with `architectures = ["Conveyor...ForConditionalGeneration"]`) for the
+/// convolutional models. Refuses what a T5 config cannot say.
+pub fn to_hf(cfg: &ModelConfig) -> Result<Value, HfError> {
+    if cfg.arch.is_conv() {
+        let class = match cfg.arch {
+            Arch::Lightconv => "ConveyorLightconvForConditionalGeneration",
+            Arch::Dynamicconv => "ConveyorDynamicconvForConditionalGeneration",
+            Arch::Dilatedconv => "ConveyorDilatedconvForConditionalGeneration",
+            Arch::Transformer => unreachable!(),
+        };
+        return Ok(json!({
+            "architectures": [class],
+            "model_type": CONVEYOR_MODEL_TYPE,
+            "is_encoder_decoder": true,
+            "vocab_size": cfg.vocab_size,
+            "d_model": cfg.d_model,
+            "tie_word_embeddings": cfg.tie_embeddings,
+            "decoder_start_token_id": cfg.decoder_start_id,
+            "pad_token_id": cfg.pad_id,
+            "eos_token_id": 1,
+            "conveyor": cfg,
+        }));
+    }
+    if cfg.position_embedding != PositionEmbedding::None {
+        return Err(HfError::Refused(
+            "this transformer has learned absolute positions, which transformers' T5 has no place for: only position_embedding none exports as T5".into(),
+        ));
+    }
+    Ok(json!({
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "is_encoder_decoder": true,
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.d_model,
+        "d_kv": cfg.d_kv(),
+        "d_ff": cfg.d_ff,
+        "num_heads": cfg.num_heads,
+        "num_layers": cfg.encoder_layers,
+        "num_decoder_layers": cfg.decoder_layers,
+        "relative_attention_num_buckets": cfg.relative_buckets,
+        "relative_attention_max_distance": cfg.relative_max_distance,
+        "dropout_rate": cfg.dropout,
+        "layer_norm_epsilon": 1e-6,
+        "initializer_factor": 1.0,
+        "feed_forward_proj": cfg.ffn.name(),
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "decoder_start_token_id": cfg.decoder_start_id,
+        "pad_token_id": cfg.pad_id,
+        "eos_token_id": 1,
+        "use_cache": true,
+        "torch_dtype": "float32",
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t5_v1_1_small() -> Value {
+        json!({
+            "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+            "d_ff": 1024, "d_kv": 64, "d_model": 512, "num_heads": 6, "num_layers": 8,
+            "num_decoder_layers": 8, "vocab_size": 32128, "dropout_rate": 0.1,
+            "feed_forward_proj": "gated-gelu", "tie_word_embeddings": false,
+            "relative_attention_num_buckets": 32, "layer_norm_epsilon": 1e-6,
+            "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1
+        })
+    }
+
+    #[test]
+    fn t5_configs_map_both_ways() {
+        let p = Path::new("config.json");
+        let cfg = from_hf(&t5_v1_1_small(), p).unwrap();
+        assert_eq!(cfg.d_kv(), 64);
+        // 6 heads of 64 is 384 wide, not d_model 512: d_kv is kept.
+        assert_eq!(cfg.d_kv, Some(64));
+        assert_eq!((cfg.ffn, cfg.tie_embeddings), (Ffn::GatedGelu, false));
+        assert_eq!(cfg.relative_max_distance, 128);
+        let back = to_hf(&cfg).unwrap();
+        for k in [
+            "d_ff",
+            "d_kv",
+            "d_model",
+            "num_heads",
+            "num_layers",
+            "vocab_size",
+        ] {
+            assert_eq!(back[k], t5_v1_1_small()[k], "{k}");
+        }
+        assert_eq!(from_hf(&back, p).unwrap(), cfg);
+    }
+
+    #[test]
+    fn what_conveyor_cannot_represent_is_refused_by_name() {
+        let p = Path::new("config.json");
+        for (key, value, says) in [
+            ("feed_forward_proj", json!("gated-silu"), "gated-silu"),
+            ("model_type", json!("umt5"), "umt5"),
+            ("model_type", json!("bart"), "bart"),
+            ("layer_norm_epsilon", json!(1e-5), "layer_norm_epsilon"),
+            ("architectures", json!(["T5EncoderModel"]), "T5EncoderModel"),
+            ("eos_token_id", json!(2), "eos_token_id"),
+        ] {
+            let mut v = t5_v1_1_small();
+            v[key] = value;
+            let e = from_hf(&v, p).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("config.json"), "{e}");
+        }
+        let mut conv = ModelConfig::preset(Arch::Transformer, "tiny", 100).unwrap();
+        conv.position_embedding = PositionEmbedding::Learned;
+        assert!(to_hf(&conv).is_err());
+    }
+
+    #[test]
+    fn conv_models_export_their_own_settings_and_read_back() {
+        let cfg = ModelConfig::preset(Arch::Dynamicconv, "tiny", 100).unwrap();
+        let v = to_hf(&cfg).unwrap();
+        assert_eq!(
+            v["architectures"][0],
+            "ConveyorDynamicconvForConditionalGeneration"
+        );
+        assert_eq!(from_hf(&v, Path::new("c")).unwrap(), cfg);
+    }
+}

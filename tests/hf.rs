@@ -1,0 +1,158 @@
+//! End-to-end: Hugging Face checkpoints through the CLI. A random-weight T5 (v1.0 and v1.1,
+//! with Google's 32,128 embedding rows) built by transformers is imported, fine-tuned from,
+//! evaluated and exported again, and transformers loads the export with its tokenizer. The
+//! numeric parity with transformers is tested in conveyor-model (model/src/hf/tests.rs).
+
+use crate::common::*;
+
+fn python(args: &[&str]) -> String {
+    let py = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = std::process::Command::new(py)
+        .arg(root().join("scripts/hf_parity.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn an_imported_t5_fine_tunes_evaluates_and_exports() {
+    let vocab = shared("spiece/t5-spiece.model");
+    let data = tmp_path("ag");
+    ok(&[
+        "task",
+        "prepare",
+        "ag_news",
+        "--input",
+        s(&shared("ag_news/test_rows_0001-6000.csv")),
+        "--vocab",
+        s(&vocab),
+        "--out",
+        s(&data),
+        "--inputs-length",
+        "48",
+    ]);
+    for variant in ["v1.0", "v1.1"] {
+        let dir = tmp_path(variant);
+        std::fs::create_dir_all(&dir).unwrap();
+        python(&["make", s(&dir), "--variant", variant, "--vocab", "32128"]);
+        let ckpt = dir.join("imported");
+        let out = ok(&["model", "import-hf", s(&dir.join("hf")), "--out", s(&ckpt)]);
+        assert!(out.contains("vocab 32128"), "{out}");
+        // Importing into the same folder again is refused: nothing is overwritten.
+        let o = conveyor(&["model", "import-hf", s(&dir.join("hf")), "--out", s(&ckpt)]);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+        let run = dir.join("run");
+        ok(&[
+            "finetune",
+            "--task",
+            "ag_news",
+            "--data",
+            s(&data),
+            "--init",
+            s(&ckpt),
+            "--out",
+            s(&run),
+            "--steps",
+            "30",
+            "--batch-size",
+            "16",
+            "--device",
+            "cpu",
+            "-q",
+        ]);
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["loss"].as_f64())
+            .collect();
+        assert!(
+            losses.len() >= 2 && losses.last() < losses.first(),
+            "{variant}: the loss did not fall: {losses:?}"
+        );
+        let step = run.join("checkpoints/step-00000030");
+        let eval = ok(&[
+            "eval",
+            "--checkpoint",
+            s(&step),
+            "--data",
+            s(&data),
+            "--out",
+            s(&dir.join("eval")),
+            "--limit",
+            "32",
+            "--device",
+            "cpu",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&eval).unwrap();
+        assert_eq!(v["scores"]["examples"], 32, "{variant}: {v}");
+        let hf = dir.join("exported");
+        ok(&[
+            "model",
+            "export-hf",
+            s(&step),
+            "--out",
+            s(&hf),
+            "--vocab",
+            s(&vocab),
+        ]);
+        let loaded = python(&[
+            "logits",
+            s(&hf),
+            s(&dir.join("reference.safetensors")),
+            s(&dir.join("logits.safetensors")),
+        ]);
+        let loaded: serde_json::Value = serde_json::from_str(&loaded).unwrap();
+        assert_eq!(loaded["class"], "T5ForConditionalGeneration");
+        // 32,000 pieces and 100 extra ids; "hello world" ends with EOS (id 1).
+        assert_eq!(loaded["tokenizer_size"], 32100, "{loaded}");
+        assert_eq!(loaded["hello"].as_array().unwrap().last(), Some(&1.into()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn pickled_and_foreign_checkpoints_are_refused_by_name() {
+    let dir = tmp_path("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "t5", "d_model": 8, "d_ff": 8, "d_kv": 2, "num_heads": 4, "num_layers": 1, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), b"not read").unwrap();
+    let o = conveyor(&["model", "import-hf", s(&dir), "--out", s(&dir.join("out"))]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("pytorch_model.bin") && e.contains("safe_serialization=True"),
+        "{e}"
+    );
+    assert!(!dir.join("out").exists());
+    // A shard index that names a file outside the folder.
+    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        r#"{"weight_map": {"shared.weight": "../../etc/passwd"}}"#,
+    )
+    .unwrap();
+    let o = conveyor(&["model", "import-hf", s(&dir), "--out", s(&dir.join("out"))]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("model.safetensors.index.json"), "{e}");
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "t5", "feed_forward_proj": "gated-silu", "d_model": 8, "d_ff": 8, "d_kv": 2, "num_heads": 4, "num_layers": 1, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let o = conveyor(&["model", "import-hf", s(&dir), "--out", s(&dir.join("out"))]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gated-silu"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
