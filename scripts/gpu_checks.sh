@@ -6,6 +6,7 @@
 #
 # BIN_DIR holds release builds of `conveyor` and `conveyor-torch`; OUT_DIR gets log.txt,
 # the bench-train files (JSON, markdown, PNGs), paper-base-step.jsonl and the demo report.
+# WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
 set -u
@@ -72,9 +73,8 @@ stage "bf16 training on CUDA (transformer tiny, 50 steps)"
 timeout 120 "$CT" train --data "$WORK/tokens" --arch transformer --preset tiny --inputs-length 64 \
     --batch-size 16 --steps 50 --checkpoint-every 50 --device $DEV --bf16 --out "$WORK/bf16" --json
 
-stage "one transformer step, tch vs PyTorch, on CUDA (float32)"
-timeout 240 "$CT" bench step --device $DEV --preset $BASE --length 512 --batch-size 8 --steps 10
-timeout 120 "$CT" bench step --device $DEV --preset $SMALL --length 512 --batch-size 32 --steps 10
+stage "one T5 step: conveyor, the same model in PyTorch, transformers' T5 (scripts/gpu_hf.sh)"
+timeout 450 scripts/gpu_hf.sh "$BIN" "$OUT" ${WHEELS:-}
 
 stage "paper-base cost per step: batch 128 x 512 inputs / 114 targets, base preset, bf16"
 for arch in transformer lightconv dynamicconv dilatedconv; do

@@ -5,6 +5,9 @@ be compared with what a PyTorch user would run.
 Same architecture as model/src (RMS norm, no biases, shared relative position bias, ReLU FFN,
 tied embeddings scaled by d_model^-0.5, dropout 0.1) and the same Adafactor (factored second
 moments, beta2 = 1 - t^-0.8, clipping 1.0, parameter scaling).
+`--impl transformers` times transformers' T5ForConditionalGeneration (the same shapes, a
+T5Config with dropout 0.1, ReLU, tied embeddings) with transformers' Adafactor
+(scale_parameter=True, relative_step=False, warmup_init=False) instead.
 Prints one JSON object: seconds per step, examples per second.
 """
 
@@ -158,6 +161,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ap.add_argument("--impl", default="plain", choices=["plain", "transformers"])
     a = ap.parse_args()
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     # Every tensor below (weights, optimiser state, masks, batches) is made on this device.
@@ -165,20 +169,40 @@ def main():
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     d, ff, heads, layers = PRESETS[a.preset]
-    model = T5(32100, d, ff, heads, layers)
-    torch.nn.init.normal_(model.shared.weight, 0, 1)
-    opt = Adafactor(model.parameters(), 0.01)
     b, l, t = a.batch_size, a.length, max(a.length // 4, 1)
     x = torch.randint(3, 32000, (b, l))
     y = torch.randint(3, 32000, (b, t))
     xm, ym = torch.ones(b, l), torch.ones(b, t)
-    model.train()
+    if a.impl == "transformers":
+        from transformers import T5Config, T5ForConditionalGeneration
+        from transformers.optimization import Adafactor as HfAdafactor
 
-    def step():
-        loss = model(x, xm, y, ym)
-        loss.backward()
-        opt.step()
-        return loss.item()  # read each step, as a trainer logging the loss does (so does tch)
+        cfg = T5Config(vocab_size=32100, d_model=d, d_ff=ff, num_heads=heads, d_kv=d // heads,
+                       num_layers=layers, dropout_rate=0.1, feed_forward_proj="relu",
+                       tie_word_embeddings=True, decoder_start_token_id=0, pad_token_id=0,
+                       eos_token_id=1)
+        model = T5ForConditionalGeneration(cfg)
+        opt = HfAdafactor(model.parameters(), lr=0.01, scale_parameter=True, relative_step=False,
+                          warmup_init=False)
+        model.train()
+
+        def step():
+            loss = model(input_ids=x, attention_mask=xm, labels=y).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+    else:
+        model = T5(32100, d, ff, heads, layers)
+        torch.nn.init.normal_(model.shared.weight, 0, 1)
+        opt = Adafactor(model.parameters(), 0.01)
+        model.train()
+
+        def step():
+            loss = model(x, xm, y, ym)
+            loss.backward()
+            opt.step()
+            return loss.item()  # read each step, as a trainer logging the loss does (so does tch)
 
     step()
     sync()

@@ -23,7 +23,8 @@ use crate::train::DeviceArg;
 pub enum BenchCommand {
     /// Training speed and memory per architecture and input length (Figures 1 and 2).
     Train(TrainBench),
-    /// One training step of the transformer in tch beside the same model in PyTorch.
+    /// One training step of the transformer in tch beside the same model in PyTorch and
+    /// transformers' T5.
     Step(StepBench),
     /// The lightweight convolution's three implementations, forward + backward, per length.
     Conv(ConvBench),
@@ -183,37 +184,42 @@ fn child_json(cmd: &mut Command) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&o.stdout)?)
 }
 
-/// The same transformer step in tch and in PyTorch, alternately, three rounds each.
+/// The PyTorch side of `bench step`, carried inside the binary so that it runs from any folder.
+const TORCH_T5_STEP: &str = include_str!("../../../scripts/torch_t5_step.py");
+
+/// The same transformer step in tch, in plain PyTorch and in transformers' T5, in turn, three
+/// rounds each (machines here are noisy: side by side in one run).
 fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let shape = |c: &mut Command| {
+        c.args(["--preset", &a.preset])
+            .args(["--length", &a.length.to_string()])
+            .args(["--batch-size", &a.batch_size.to_string()])
+            .args(["--steps", &a.steps.to_string()])
+            .args(["--device", device_name(a.device)]);
+    };
+    let mut seconds = [Vec::new(), Vec::new(), Vec::new()];
+    // transformers is optional where only PyTorch is installed: its column then says why.
+    let mut missing = None;
     for _ in 0..3 {
-        let v = child_json(
-            Command::new(&exe)
-                .args([
-                    "bench",
-                    "train-one",
-                    "--arch",
-                    "transformer",
-                    "--preset",
-                    &a.preset,
-                ])
-                .args(["--length", &a.length.to_string()])
-                .args(["--batch-size", &a.batch_size.to_string()])
-                .args(["--steps", &a.steps.to_string()])
-                .args(["--device", device_name(a.device)]),
-        )?;
-        ours.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN));
-        let v = child_json(
-            Command::new(&python)
-                .arg("scripts/torch_t5_step.py")
-                .args(["--preset", &a.preset, "--length", &a.length.to_string()])
-                .args(["--batch-size", &a.batch_size.to_string()])
-                .args(["--steps", &a.steps.to_string()])
-                .args(["--device", device_name(a.device)]),
-        )?;
-        theirs.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN));
+        let mut ours = Command::new(&exe);
+        ours.args(["bench", "train-one", "--arch", "transformer"]);
+        shape(&mut ours);
+        let mut runs = vec![ours];
+        for implementation in ["plain", "transformers"] {
+            let mut c = Command::new(&python);
+            c.args(["-c", TORCH_T5_STEP, "--impl", implementation]);
+            shape(&mut c);
+            runs.push(c);
+        }
+        for (i, (times, mut c)) in seconds.iter_mut().zip(runs).enumerate() {
+            match child_json(&mut c) {
+                Ok(v) => times.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN)),
+                Err(e) if i == 2 => missing = Some(failure_reason(&e.to_string())),
+                Err(e) => return Err(e),
+            }
+        }
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     println!(
@@ -225,12 +231,21 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         device_name(a.device),
         a.steps
     );
-    println!("conveyor (tch):  {:.4} s per step", best(&ours));
-    println!("PyTorch (Python): {:.4} s per step", best(&theirs));
-    println!(
-        "ratio PyTorch / conveyor: {:.2}x",
-        best(&theirs) / best(&ours)
-    );
+    let ours = best(&seconds[0]);
+    for (name, times) in [
+        ("conveyor (tch)", &seconds[0]),
+        ("PyTorch, same model in Python", &seconds[1]),
+        ("transformers T5 + its Adafactor", &seconds[2]),
+    ] {
+        match (times.is_empty(), &missing) {
+            (true, Some(why)) => println!("{name:<32} not run: {why}"),
+            _ => println!(
+                "{name:<32} {:.4} s per step ({:.2}x conveyor's time)",
+                best(times),
+                best(times) / ours
+            ),
+        }
+    }
     Ok(0)
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The Hugging Face check that needs a CUDA GPU: one T5 training step in conveyor, in the same
+# model written in plain PyTorch, and in transformers' T5 with its Adafactor, side by side
+# (`conveyor bench step`), for the base and small presets. Needs PyTorch 2.11, not Rust:
+#
+#   scripts/gpu_hf.sh BIN_DIR OUT_DIR [WHEELS_DIR]
+#
+# BIN_DIR holds a release build of `conveyor-torch`. On a machine without network, WHEELS_DIR
+# holds transformers 4.57.6 and its dependencies as wheels (`pip download`); they are
+# installed into a temporary folder, nothing system-wide. OUT_DIR gets hf-step.txt.
+# DRY_RUN=1 runs the same on the CPU with the tiny preset, to check the script itself.
+set -u
+BIN=$(cd "$1" && pwd)
+OUT=$2
+WHEELS=${3:-}
+mkdir -p "$OUT"
+TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export CONVEYOR_PYTHON=${CONVEYOR_PYTHON:-python3}
+DEV=cuda BASE=base SMALL=small
+if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny SMALL=tiny; fi
+{
+if ! "$CONVEYOR_PYTHON" -c 'import transformers' 2>/dev/null && [ -n "$WHEELS" ]; then
+  LIB=$(mktemp -d)
+  "$CONVEYOR_PYTHON" -m pip install -q --no-index --no-deps --find-links "$WHEELS" --target "$LIB" \
+      transformers huggingface_hub tokenizers hf-xet safetensors tqdm regex pyyaml requests \
+      urllib3 idna charset-normalizer certifi packaging filelock
+  export PYTHONPATH=$LIB${PYTHONPATH:+:$PYTHONPATH}
+fi
+"$CONVEYOR_PYTHON" -c 'import torch, transformers; print("PyTorch", torch.__version__, "transformers", transformers.__version__)'
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true
+timeout 240 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --batch-size 8 --steps 10
+timeout 180 "$BIN/conveyor-torch" bench step --device $DEV --preset $SMALL --length 512 --batch-size 32 --steps 10
+} 2>&1 | tee "$OUT/hf-step.txt"
