@@ -2,11 +2,13 @@
 
   make DIR --variant NAME --seed S [--vocab ROWS]
       A random-weight T5ForConditionalGeneration built from a T5Config (no network; layer
-      norm weights drawn too, so a swapped norm shows), saved to DIR/hf, and
+      norm weights drawn too, so a swapped norm shows), saved to DIR/hf (and as 50 KB
+      shards to DIR/hf-sharded, in bfloat16 to DIR/hf-bf16), and
       DIR/reference.safetensors: a padded batch (inputs, input_mask, targets, target_mask)
       and, for it, transformers' logits and loss (eval mode), the gradients of one training
-      step (`grad/NAME`), the weights after transformers' Adafactor step (`updated/NAME`;
-      scale_parameter=True, relative_step=False, warmup_init=False, lr=1e-3) and greedy
+      step (`grad/NAME`), the weights after one and two of transformers' Adafactor steps
+      (`updated/NAME`, `updated2/NAME`; scale_parameter=True, relative_step=False,
+      warmup_init=False, lr=1e-3; the second step's beta2 is the first with decay) and greedy
       generate() tokens (num_beams=1).
   logits HF_DIR BATCH OUT
       Loads HF_DIR with from_pretrained (and T5Tokenizer when it holds spiece.model), and
@@ -14,6 +16,7 @@
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -73,6 +76,8 @@ def make(args):
             if name.endswith("layer_norm.weight"):
                 p.uniform_(0.5, 1.5)
     model.save_pretrained(f"{args.dir}/hf")
+    model.save_pretrained(f"{args.dir}/hf-sharded", max_shard_size="50KB")
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(f"{args.dir}/hf-bf16")
     gen = torch.Generator().manual_seed(args.seed)
     inputs, input_mask = padded(INPUT_LENGTHS, 2, args.vocab, gen)
     targets, target_mask = padded(TARGET_LENGTHS, 2, args.vocab, gen)
@@ -97,6 +102,11 @@ def make(args):
     opt.step()
     for name, p in model.named_parameters():
         out[f"updated/{name}"] = p.detach().clone()
+    opt.zero_grad(set_to_none=True)
+    forward(model, batch).loss.backward()
+    opt.step()
+    for name, p in model.named_parameters():
+        out[f"updated2/{name}"] = p.detach().clone()
     save_file({k: v.contiguous() for k, v in out.items()}, f"{args.dir}/reference.safetensors")
 
 

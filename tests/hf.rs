@@ -47,6 +47,23 @@ fn an_imported_t5_fine_tunes_evaluates_and_exports() {
         // Importing into the same folder again is refused: nothing is overwritten.
         let o = conveyor(&["model", "import-hf", s(&dir.join("hf")), "--out", s(&ckpt)]);
         assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+        // The import's loss on the task, which the first fine-tuning step should be near
+        // (dropout aside): the run starts from the imported weights, not from scratch.
+        let loss = ok(&[
+            "model",
+            "loss",
+            "--checkpoint",
+            s(&ckpt),
+            "--data",
+            s(&data),
+            "--limit",
+            "64",
+            "--device",
+            "cpu",
+            "--json",
+        ]);
+        let start: serde_json::Value = serde_json::from_str(&loss).unwrap();
+        let start = start["loss"].as_f64().unwrap();
         let run = dir.join("run");
         ok(&[
             "finetune",
@@ -75,6 +92,11 @@ fn an_imported_t5_fine_tunes_evaluates_and_exports() {
         assert!(
             losses.len() >= 2 && losses.last() < losses.first(),
             "{variant}: the loss did not fall: {losses:?}"
+        );
+        assert!(
+            (losses[0] - start).abs() < 0.25 * start,
+            "{variant}: first step {} vs the import's loss {start}",
+            losses[0]
         );
         let step = run.join("checkpoints/step-00000030");
         let eval = ok(&[
@@ -146,7 +168,10 @@ fn pickled_and_foreign_checkpoints_are_refused_by_name() {
     let o = conveyor(&["model", "import-hf", s(&dir), "--out", s(&dir.join("out"))]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("model.safetensors.index.json"), "{e}");
+    assert!(
+        e.contains("model.safetensors.index.json") && e.contains("path separator"),
+        "{e}"
+    );
     std::fs::write(
         dir.join("config.json"),
         r#"{"model_type": "t5", "feed_forward_proj": "gated-silu", "d_model": 8, "d_ff": 8, "d_kv": 2, "num_heads": 4, "num_layers": 1, "vocab_size": 10}"#,
@@ -154,5 +179,26 @@ fn pickled_and_foreign_checkpoints_are_refused_by_name() {
     .unwrap();
     let o = conveyor(&["model", "import-hf", s(&dir), "--out", s(&dir.join("out"))]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("gated-silu"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `model summary --hf-config` counts a checkpoint's parameters from its config.json alone:
+/// google/t5-v1_1-base's values give transformers' count.
+#[test]
+fn summary_counts_a_hugging_face_config() {
+    let dir = tmp_path("summary");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_ff": 2048,
+            "d_kv": 64, "d_model": 768, "num_heads": 12, "num_layers": 12,
+            "num_decoder_layers": 12, "vocab_size": 32128, "feed_forward_proj": "gated-gelu",
+            "dense_act_fn": "gelu_new", "is_gated_act": true, "tie_word_embeddings": false}"#,
+    )
+    .unwrap();
+    let out = ok(&["model", "summary", "--hf-config", s(&cfg), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["parameters"], 247_577_856);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -386,12 +386,7 @@ pub struct SummaryArgs {
 
 pub fn summary(a: SummaryArgs) -> anyhow::Result<i32> {
     let cfg = match &a.hf_config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let v = serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
-            conveyor_model::hf::from_hf(&v, p)?
-        }
+        Some(p) => conveyor_model::hf::read_config_file(p)?,
         None => a.model.build(a.vocab_size)?,
     };
     let targets = a.targets_length.unwrap_or(a.length / 4);

@@ -30,6 +30,12 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             let cfg: ModelConfig = serde_json::from_value(v["conveyor"].clone())
                 .map_err(|e| refuse(format!("its `conveyor` settings do not read ({e})")))?;
             cfg.validate().map_err(|e| refuse(e.to_string()))?;
+            if !cfg.arch.is_conv() {
+                return Err(refuse(
+                    "model_type conveyor is for convolutional models; a transformer is a t5 folder"
+                        .into(),
+                ));
+            }
             return Ok(cfg);
         }
         "umt5" => return Err(refuse("model_type umt5 gives every layer its own relative attention bias; conveyor shares the first layer's, as T5 does".into())),
@@ -65,15 +71,9 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             "layer_norm_epsilon {eps}: conveyor's RMS norm uses T5's 1e-6"
         )));
     }
-    let ffn = match v["feed_forward_proj"].as_str().unwrap_or("relu") {
-        "relu" => Ffn::Relu,
-        "gated-gelu" => Ffn::GatedGelu,
-        other => {
-            return Err(refuse(format!(
-                "feed_forward_proj {other:?}: conveyor has \"relu\" (T5 v1.0) and \"gated-gelu\" (T5 v1.1, flan-T5)"
-            )))
-        }
-    };
+    // mT5's config class defaults to T5 v1.1's choices; T5's to v1.0's.
+    let mt5 = model_type == "mt5";
+    let ffn = ffn(v, if mt5 { "gated-gelu" } else { "relu" }).map_err(refuse)?;
     let eos = num("eos_token_id", Some(1))?;
     if eos != 1 {
         return Err(refuse(format!(
@@ -100,9 +100,41 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     cfg.decoder_start_id = num("decoder_start_token_id", Some(0))? as i64;
     cfg.pad_id = num("pad_token_id", Some(0))? as i64;
     cfg.ffn = ffn;
-    cfg.tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(true);
+    cfg.tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(!mt5);
     cfg.validate().map_err(|e| refuse(e.to_string()))?;
     Ok(cfg)
+}
+
+/// The feed-forward of a T5 config: `feed_forward_proj`, checked against `dense_act_fn` and
+/// `is_gated_act` where the file has them (transformers writes both and reads them back over
+/// what `feed_forward_proj` implies).
+fn ffn(v: &Value, default: &str) -> Result<Ffn, String> {
+    let proj = v["feed_forward_proj"].as_str().unwrap_or(default);
+    let ffn = match proj {
+        "relu" => Ffn::Relu,
+        "gated-gelu" => Ffn::GatedGelu,
+        other => {
+            return Err(format!(
+                "feed_forward_proj {other:?}: conveyor has \"relu\" (T5 v1.0) and \"gated-gelu\" (T5 v1.1, flan-T5)"
+            ))
+        }
+    };
+    let (act, gated) = match ffn {
+        Ffn::Relu => ("relu", false),
+        Ffn::GatedGelu => ("gelu_new", true),
+    };
+    if let Some(a) = v["dense_act_fn"].as_str().filter(|a| *a != act) {
+        return Err(format!(
+            "dense_act_fn {a:?} with feed_forward_proj {proj:?}: conveyor's {proj} uses {act}"
+        ));
+    }
+    if let Some(g) = v["is_gated_act"].as_bool().filter(|g| *g != gated) {
+        return Err(format!(
+            "is_gated_act {g} with feed_forward_proj {proj:?}: conveyor's {proj} is {}gated",
+            if gated { "" } else { "not " }
+        ));
+    }
+    Ok(ffn)
 }
 
 /// The `config.json` of an exported model: transformers' T5 for the transformer, conveyor's
@@ -208,12 +240,29 @@ mod tests {
             ("layer_norm_epsilon", json!(1e-5), "layer_norm_epsilon"),
             ("architectures", json!(["T5EncoderModel"]), "T5EncoderModel"),
             ("eos_token_id", json!(2), "eos_token_id"),
+            ("dense_act_fn", json!("gelu"), "dense_act_fn"),
+            ("is_gated_act", json!(false), "is_gated_act"),
         ] {
             let mut v = t5_v1_1_small();
             v[key] = value;
             let e = from_hf(&v, p).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("config.json"), "{e}");
         }
+        // mT5 configs default to the gated GELU and an lm_head of its own.
+        let mut mt5 = t5_v1_1_small();
+        let m = mt5.as_object_mut().unwrap();
+        for k in ["feed_forward_proj", "tie_word_embeddings", "architectures"] {
+            m.remove(k);
+        }
+        mt5["model_type"] = json!("mt5");
+        let c = from_hf(&mt5, p).unwrap();
+        assert_eq!((c.ffn, c.tie_embeddings), (Ffn::GatedGelu, false));
+        let mut v = to_hf(&ModelConfig::preset(Arch::Lightconv, "tiny", 100).unwrap()).unwrap();
+        v["conveyor"]["arch"] = json!("transformer");
+        assert!(from_hf(&v, p)
+            .unwrap_err()
+            .to_string()
+            .contains("t5 folder"));
         let mut conv = ModelConfig::preset(Arch::Transformer, "tiny", 100).unwrap();
         conv.position_embedding = PositionEmbedding::Learned;
         assert!(to_hf(&conv).is_err());

@@ -85,7 +85,7 @@ fn missing(dir: &Path) -> HfError {
             "holds {f}, a pickle, which conveyor does not read (unpickling runs code); convert it to safetensors first: python -c \"from transformers import T5ForConditionalGeneration as M; M.from_pretrained('{d}').save_pretrained('{d}', safe_serialization=True)\"",
             d = dir.display()
         ),
-        None => "holds neither model.safetensors nor model.safetensors.index.json".into(),
+        None => "holds neither model.safetensors nor model.safetensors.index.json: download the safetensors weights too (huggingface-cli download MODEL --include '*.json' '*.safetensors')".into(),
     };
     io(dir, message)
 }

@@ -42,10 +42,14 @@ fn io(path: &Path, e: impl std::fmt::Display) -> HfError {
 
 /// The conveyor configuration of a Hugging Face folder's `config.json`.
 pub fn read_config(dir: &Path) -> Result<ModelConfig, HfError> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(&path, e))?;
-    from_hf(&v, &path)
+    read_config_file(&dir.join("config.json"))
+}
+
+/// The conveyor configuration of a Hugging Face `config.json` file.
+pub fn read_config_file(path: &Path) -> Result<ModelConfig, HfError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(path, e))?;
+    from_hf(&v, path)
 }
 
 /// A model built from a Hugging Face folder: its configuration and weights, on the CPU.
@@ -60,6 +64,16 @@ pub struct Imported {
 pub fn load(dir: &Path) -> Result<Imported, HfError> {
     let config = read_config(dir)?;
     let mut weights = files::read_weights(dir)?;
+    // Before any allocation: a config.json asking for more than its files hold is refused
+    // here, not by the allocator.
+    let held: usize = weights.values().map(|t| t.numel()).sum();
+    if config.parameter_count() > held {
+        return Err(HfError::Refused(format!(
+            "{}: config.json implies {} parameters, its weight files hold {held} values: a config of another model?",
+            dir.display(),
+            config.parameter_count()
+        )));
+    }
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Seq2Seq::new(&vs.root(), &config)?;
     fill(&vs, &config, &mut weights, dir)?;
@@ -221,9 +235,9 @@ fn tokenizer_files(
     let spm = conveyor_pipeline::tokenize::spm::SpmModel::open(vocab).map_err(|e| io(vocab, e))?;
     use conveyor_pipeline::tokenize::Tokenizer;
     let pieces = spm.vocab().len();
-    if pieces + EXTRA_IDS > cfg.vocab_size {
+    if !cfg.takes_vocab(pieces + EXTRA_IDS) {
         return Err(HfError::Refused(format!(
-            "{}: {pieces} pieces + {EXTRA_IDS} extra ids do not fit the model's {} embedding rows: export with the vocabulary the model was trained with",
+            "{}: {pieces} pieces + {EXTRA_IDS} extra ids do not fit the model's {} embedding rows (the same count, or padded to a multiple of 128): export with the vocabulary the model was trained with",
             vocab.display(),
             cfg.vocab_size
         )));
@@ -241,7 +255,8 @@ fn tokenizer_files(
 }
 
 /// Writes a new folder `out` through `write` into a temporary sibling, then renames it into
-/// place: `out` must not exist, or be an empty folder (nothing of the user's is replaced).
+/// place: `out` must not exist, or be an empty folder (which the rename replaces; nothing of
+/// the user's is removed or overwritten).
 fn write_new(out: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Result<(), HfError> {
     if out.exists() {
         let empty = std::fs::read_dir(out)
@@ -249,9 +264,11 @@ fn write_new(out: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Re
             .next()
             .is_none();
         if !empty {
-            return Err(io(out, "exists and is not empty: give --out a new folder"));
+            return Err(HfError::Refused(format!(
+                "{}: exists and is not empty: give --out a new folder",
+                out.display()
+            )));
         }
-        std::fs::remove_dir(out).map_err(|e| io(out, e))?;
     }
     let name = out
         .file_name()
@@ -262,19 +279,18 @@ fn write_new(out: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Re
     std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
     let tmp = parent.join(format!(".{name}.conveyor-tmp"));
     if tmp.exists() {
-        return Err(io(
-            &tmp,
-            "exists: an earlier import or export was interrupted; remove it and run again",
-        ));
+        return Err(HfError::Refused(format!(
+            "{}: exists: an earlier import or export was interrupted; remove it and run again",
+            tmp.display()
+        )));
     }
     std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
-    let result = write(&tmp);
+    // Only what this call created and wrote is removed when it fails.
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| io(out, e)));
     if result.is_err() {
-        // Only what this call created and wrote.
         let _ = std::fs::remove_dir_all(&tmp);
-        return result;
     }
-    std::fs::rename(&tmp, out).map_err(|e| io(out, e))
+    result
 }
 
 #[cfg(test)]

@@ -97,8 +97,8 @@ pub(crate) fn loader_config(
     l.world_size = world;
     // Examples packed when written stay packed; others are packed here on request.
     l.pack = cfg.pack;
-    // Equal to the model's (checked before training): an id beyond it would index past the
-    // embedding inside libtorch, so the loader names its shard and row instead.
+    // At most the model's rows (checked before training): an id beyond them would index past
+    // the embedding inside libtorch, so the loader names its shard and row instead.
     l.vocab_limit = Some(data_vocab_size(data)? as u32);
     Ok(l)
 }
