@@ -29,6 +29,9 @@ pub struct RunInfo {
     /// `float32`, `bf16` (mixed) or `pure-bf16`; `float32` in runs from before the field.
     #[serde(default = "float32")]
     pub precision: String,
+    /// The run's seed (runs from before the field: none).
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 fn float32() -> String {
@@ -73,6 +76,7 @@ mod tests {
             objective: "task:sst2".into(),
             parameters: 7,
             precision: "bf16".into(),
+            seed: Some(3),
         };
         let text = serde_json::to_string(&info).unwrap();
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod prepare;
 pub mod read;
 pub mod report;
 pub mod spec;
+pub mod spread;
 pub mod synth;
 
 use std::path::{Path, PathBuf};

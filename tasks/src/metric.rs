@@ -32,6 +32,10 @@ pub struct Scores {
     /// Predictions that are not a valid label (classification tasks).
     #[serde(default)]
     pub invalid: usize,
+    /// The accuracy of always answering the most frequent reference (classification tasks):
+    /// the majority-class baseline of the evaluated split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub majority: Option<f64>,
 }
 
 impl Metric {
@@ -99,12 +103,20 @@ impl Metric {
                 .map(|(k, (ok, all))| (k, ok as f64 / all as f64))
                 .collect();
         }
+        let majority = labels.map(|_| {
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for r in references {
+                *counts.entry(norm(r)).or_default() += 1;
+            }
+            counts.values().max().copied().unwrap_or(0) as f64 / n.max(1) as f64
+        });
         Scores {
             examples: n,
             accuracy,
             f1,
             per_category,
             invalid,
+            majority,
         }
     }
 }
@@ -130,6 +142,8 @@ mod tests {
         assert_eq!(sc.accuracy, 0.6);
         assert_eq!(sc.f1, Some(2.0 * 2.0 / (4.0 + 1.0 + 1.0)));
         assert_eq!(sc.invalid, 0);
+        // Always answering "toxic" (3 of the 5 references) scores 0.6.
+        assert_eq!(sc.majority, Some(0.6));
         // A generation that is not a label is wrong and counted.
         let sc = Metric::Accuracy.score(&s(&["maybe"]), &s(&["toxic"]), &[None], Some(&labels));
         assert_eq!((sc.accuracy, sc.invalid), (0.0, 1));

@@ -2,8 +2,11 @@
 //! per (architecture, pre-trained or not), one column per task score — and, per architecture,
 //! the gain from pre-training. Each evaluation folder's `metrics.json` names its checkpoint;
 //! the run folder's `run.json` says the architecture and whether it started from a
-//! pre-trained checkpoint (`init`). Rows follow the order in which their architectures first
-//! appear among the inputs (the study passes its own order), no pre-training first.
+//! pre-trained checkpoint (`init`) and its seed. Rows follow the order in which their
+//! architectures first appear among the inputs (the study passes its own order), no
+//! pre-training first. Evaluations of several seeds in one cell give mean ± standard
+//! deviation, and gains are paired by seed, marked "n.s." where mean ± sd spans zero; a
+//! majority-class row shows what always answering the most frequent label scores.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use serde::Serialize;
 
 use conveyor_pipeline::run_info::RunInfo;
 
+use crate::spread::{mean_sd, overlaps_zero, paired_gains, SeedScore};
 use crate::{EvalSummary, Scores, TaskError};
 
 /// Task columns in the paper's order: (task, score, header).
@@ -34,15 +38,24 @@ const COLUMNS: [(&str, &str, &str); 11] = [
 pub struct ReportRow {
     pub arch: String,
     pub pretrained: bool,
-    /// Scores in percent by column header.
+    /// Scores in percent by column header: the mean over the cell's seeds.
     pub scores: BTreeMap<String, f64>,
+    /// Sample standard deviation over seeds, for cells of two or more.
+    pub sd: BTreeMap<String, f64>,
+    /// Every seed's score, by column header.
+    pub per_seed: BTreeMap<String, Vec<SeedScore>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub rows: Vec<ReportRow>,
-    /// Per architecture: pre-trained minus no pre-training, by column.
+    /// Per architecture: pre-trained minus no pre-training, by column (mean of the per-seed
+    /// gains).
     pub gains: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per architecture and column: the standard deviation of the per-seed gains.
+    pub gain_sd: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per column: the majority-class accuracy of the evaluated split (percent).
+    pub majority: BTreeMap<String, f64>,
     pub markdown: String,
 }
 
@@ -135,11 +148,17 @@ fn column_score(s: &Scores, score: &str) -> Option<f64> {
     }
 }
 
+/// Scores by (pre-trained, order of first appearance, architecture), then column header.
+type Cells = BTreeMap<(bool, usize, String), BTreeMap<String, Vec<SeedScore>>>;
+
 /// Builds the report from evaluation folders, run folders holding evaluations, or
-/// `metrics.json` files.
+/// `metrics.json` files. Two evaluations of one cell with the same seed are refused (several
+/// learning rates of a grid, say: pass one evaluation per seed).
 pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
-    let mut rows: BTreeMap<(bool, usize, String), BTreeMap<String, f64>> = BTreeMap::new();
+    let mut cells: Cells = BTreeMap::new();
+    let mut majority = BTreeMap::new();
     let mut archs: Vec<String> = Vec::new();
+    let mut seen: BTreeMap<(String, bool, &str, Option<u64>), PathBuf> = BTreeMap::new();
     for metrics in metrics_of(paths)? {
         let m = EvalSummary::read(&metrics)?;
         let info = run_info(&m, &metrics)?;
@@ -150,50 +169,150 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
                 archs.len() - 1
             }
         };
-        let row = rows
-            .entry((info.init.is_some(), order, info.arch))
+        let pretrained = info.init.is_some();
+        let row = cells
+            .entry((pretrained, order, info.arch.clone()))
             .or_default();
         for (t, score, header) in COLUMNS {
-            if t == m.task {
-                if let Some(v) = column_score(&m.scores, score) {
-                    row.insert(header.to_string(), 100.0 * v);
+            if t != m.task {
+                continue;
+            }
+            if score == "accuracy" {
+                if let Some(v) = m.scores.majority {
+                    majority.insert(header.to_string(), 100.0 * v);
                 }
+            }
+            let Some(v) = column_score(&m.scores, score) else {
+                continue;
+            };
+            let key = (info.arch.clone(), pretrained, header, info.seed);
+            if let Some(other) = seen.insert(key, metrics.clone()) {
+                return Err(TaskError::Io {
+                    path: metrics.clone(),
+                    message: format!(
+                        "evaluates the same cell ({}, {}, seed {}, {header}) as {}: pass one evaluation per seed (a study's report picks the learning rate)",
+                        info.arch,
+                        if pretrained { "pre-trained" } else { "no pre-training" },
+                        info.seed.map_or("unrecorded".into(), |s| s.to_string()),
+                        other.display()
+                    ),
+                });
+            }
+            row.entry(header.to_string()).or_default().push(SeedScore {
+                seed: info.seed,
+                score: 100.0 * v,
+            });
+        }
+    }
+    let rows = rows_of(cells);
+    let (gains, gain_sd) = gains_of(&rows);
+    let markdown = markdown(&rows, &gains, &gain_sd, &majority);
+    Ok(Report {
+        rows,
+        gains,
+        gain_sd,
+        majority,
+        markdown,
+    })
+}
+
+fn rows_of(cells: Cells) -> Vec<ReportRow> {
+    cells
+        .into_iter()
+        .map(|((pretrained, _, arch), per_seed)| {
+            let (mut scores, mut sd) = (BTreeMap::new(), BTreeMap::new());
+            for (h, v) in &per_seed {
+                let values: Vec<f64> = v.iter().map(|s| s.score).collect();
+                let (m, d) = mean_sd(&values);
+                scores.insert(h.clone(), m);
+                if let Some(d) = d {
+                    sd.insert(h.clone(), d);
+                }
+            }
+            ReportRow {
+                arch,
+                pretrained,
+                scores,
+                sd,
+                per_seed,
+            }
+        })
+        .collect()
+}
+
+type ByArch = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// Per architecture and column: the mean and the deviation of the per-seed gains.
+fn gains_of(rows: &[ReportRow]) -> (ByArch, ByArch) {
+    let (mut gains, mut spread) = (ByArch::new(), ByArch::new());
+    for r in rows.iter().filter(|r| r.pretrained) {
+        let Some(base) = rows.iter().find(|b| !b.pretrained && b.arch == r.arch) else {
+            continue;
+        };
+        for (h, pre) in &r.per_seed {
+            let Some(b) = base.per_seed.get(h) else {
+                continue;
+            };
+            let (m, sd) = mean_sd(&paired_gains(pre, b));
+            gains
+                .entry(r.arch.clone())
+                .or_default()
+                .insert(h.clone(), m);
+            if let Some(sd) = sd {
+                spread
+                    .entry(r.arch.clone())
+                    .or_default()
+                    .insert(h.clone(), sd);
             }
         }
     }
-    let out: Vec<ReportRow> = rows
-        .into_iter()
-        .map(|((pretrained, _, arch), scores)| ReportRow {
-            arch,
-            pretrained,
-            scores,
-        })
-        .collect();
-    let mut gains = BTreeMap::new();
-    for r in out.iter().filter(|r| r.pretrained) {
-        if let Some(base) = out.iter().find(|b| !b.pretrained && b.arch == r.arch) {
-            let g: BTreeMap<String, f64> = r
-                .scores
-                .iter()
-                .filter_map(|(k, v)| base.scores.get(k).map(|b| (k.clone(), v - b)))
-                .collect();
-            gains.insert(r.arch.clone(), g);
-        }
+    (gains, spread)
+}
+
+/// A cell: `mean`, or `mean ± sd` over seeds.
+fn cell(mean: f64, sd: Option<&f64>, signed: bool) -> String {
+    let m = if signed {
+        format!("{mean:+.2}")
+    } else {
+        format!("{mean:.2}")
+    };
+    match sd {
+        Some(sd) => format!("{m} ± {sd:.2}"),
+        None => m,
     }
+}
+
+fn markdown(
+    rows: &[ReportRow],
+    gains: &ByArch,
+    gain_sd: &ByArch,
+    majority: &BTreeMap<String, f64>,
+) -> String {
     let used: Vec<&str> = COLUMNS
         .iter()
         .map(|c| c.2)
-        .filter(|h| out.iter().any(|r| r.scores.contains_key(*h)))
+        .filter(|h| rows.iter().any(|r| r.scores.contains_key(*h)))
         .collect();
     let mut md = format!(
         "| model | {} |\n|---|{}\n",
         used.join(" | "),
         "---|".repeat(used.len())
     );
-    for r in &out {
+    if used.iter().any(|h| majority.contains_key(*h)) {
         let cells: Vec<String> = used
             .iter()
-            .map(|h| r.scores.get(*h).map_or("—".into(), |v| format!("{v:.2}")))
+            .map(|h| majority.get(*h).map_or("—".into(), |v| format!("{v:.2}")))
+            .collect();
+        md += &format!("| majority class | {} |\n", cells.join(" | "));
+    }
+    for r in rows {
+        let cells: Vec<String> = used
+            .iter()
+            .map(|h| {
+                r.scores
+                    .get(*h)
+                    .map_or("—".into(), |v| cell(*v, r.sd.get(*h), false))
+            })
             .collect();
         let kind = if r.pretrained {
             "pre-trained"
@@ -202,30 +321,40 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
         };
         md += &format!("| {}, {kind} | {} |\n", r.arch, cells.join(" | "));
     }
-    if !gains.is_empty() {
-        md += &format!(
-            "\n| gain from pre-training | {} |\n|---|{}\n",
-            used.join(" | "),
-            "---|".repeat(used.len())
-        );
-        // In row order, as the table above.
-        let ordered = out
-            .iter()
-            .filter(|r| r.pretrained)
-            .filter_map(|r| gains.get(&r.arch).map(|g| (&r.arch, g)));
-        for (arch, g) in ordered {
-            let cells: Vec<String> = used
-                .iter()
-                .map(|h| g.get(*h).map_or("—".into(), |v| format!("{v:+.2}")))
-                .collect();
-            md += &format!("| {arch} | {} |\n", cells.join(" | "));
-        }
+    if gains.is_empty() {
+        return md;
     }
-    Ok(Report {
-        rows: out,
-        gains,
-        markdown: md,
-    })
+    md += &format!(
+        "\n| gain from pre-training | {} |\n|---|{}\n",
+        used.join(" | "),
+        "---|".repeat(used.len())
+    );
+    // In row order, as the table above.
+    for r in rows.iter().filter(|r| r.pretrained) {
+        let Some(g) = gains.get(&r.arch) else {
+            continue;
+        };
+        let sds = gain_sd.get(&r.arch);
+        let cells: Vec<String> = used
+            .iter()
+            .map(|h| {
+                g.get(*h).map_or("—".into(), |v| {
+                    let sd = sds.and_then(|s| s.get(*h));
+                    let ns = if overlaps_zero(*v, sd.copied()) {
+                        " (n.s.)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{ns}", cell(*v, sd, true))
+                })
+            })
+            .collect();
+        md += &format!("| {} | {} |\n", r.arch, cells.join(" | "));
+    }
+    if gain_sd.values().any(|g| !g.is_empty()) {
+        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed; n.s.: mean ± sd spans zero.\n";
+    }
+    md
 }
 
 #[cfg(test)]
@@ -335,5 +464,72 @@ mod tests {
             "{}",
             r.markdown
         );
+    }
+
+    /// An SST-2 evaluation of a run with a seed.
+    fn seeded(root: &Path, arch: &str, init: bool, seed: u64, accuracy: f64) -> PathBuf {
+        let name = format!("{arch}-{init}-{seed}");
+        let e = eval_dir(
+            root,
+            &name,
+            arch,
+            init,
+            "sst2",
+            &format!(r#"{{"accuracy": {accuracy}, "majority": 0.5}}"#),
+        );
+        let run = root.join(format!("run-{name}"));
+        let init = if init { "\"pre/ckpt\"" } else { "null" };
+        std::fs::write(
+            run.join("run.json"),
+            format!(r#"{{"arch": "{arch}", "init": {init}, "seed": {seed}}}"#),
+        )
+        .unwrap();
+        e
+    }
+
+    #[test]
+    fn seeds_give_mean_sd_and_paired_gains() {
+        let root = std::env::temp_dir().join(format!("conveyor-seeds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut evals = Vec::new();
+        // transformer: 70/72/74 from scratch, 80/81/85 pre-trained (gains 10, 9, 11);
+        // lightconv: 70/75/80 and 71/74/82 (gains 1, -1, 2: not separated from zero).
+        for (seed, (a, b, c, d)) in [
+            (70., 80., 70., 71.),
+            (72., 81., 75., 74.),
+            (74., 85., 80., 82.),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seed = seed as u64;
+            evals.push(seeded(&root, "transformer", false, seed, a / 100.0));
+            evals.push(seeded(&root, "transformer", true, seed, b / 100.0));
+            evals.push(seeded(&root, "lightconv", false, seed, c / 100.0));
+            evals.push(seeded(&root, "lightconv", true, seed, d / 100.0));
+        }
+        let r = report(&evals).unwrap();
+        let t = &r.rows[0];
+        assert_eq!((t.arch.as_str(), t.pretrained), ("transformer", false));
+        assert!((t.scores["SST-2"] - 72.0).abs() < 1e-9);
+        assert!((t.sd["SST-2"] - 2.0).abs() < 1e-9);
+        assert_eq!(t.per_seed["SST-2"].len(), 3);
+        assert!((r.gains["transformer"]["SST-2"] - 10.0).abs() < 1e-9);
+        assert!((r.gain_sd["transformer"]["SST-2"] - 1.0).abs() < 1e-9);
+        assert_eq!(r.majority["SST-2"], 50.0);
+        let md = &r.markdown;
+        assert!(md.contains("| majority class | 50.00 |"), "{md}");
+        assert!(
+            md.contains("| transformer, no pre-training | 72.00 ± 2.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| transformer | +10.00 ± 1.00 |"), "{md}");
+        assert!(md.contains("| lightconv | +0.67 ± 1.53 (n.s.) |"), "{md}");
+        // A second evaluation of the same cell and seed is refused, naming both.
+        let again = seeded(&root.join("again"), "lightconv", true, 2, 0.5);
+        evals.push(again);
+        let e = report(&evals).unwrap_err().to_string();
+        assert!(e.contains("same cell") && e.contains("seed 2,"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

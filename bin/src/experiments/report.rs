@@ -51,20 +51,28 @@ pub fn write_study_report(
         let r = report(&evals)?;
         md += "## Results (best learning rate per cell, dev split, %)\n\n";
         md += &r.markdown;
-        md += "\n## Best learning rate\n\n| task | model | learning rate | dev score |\n|---|---|---|---|\n";
-        for b in best {
+        md += "\n## Best learning rate\n\n| task | model | learning rate | dev score (mean over seeds) | seeds |\n|---|---|---|---|---|\n";
+        // One line per cell: its seeds follow each other in `best`.
+        let mut i = 0;
+        while i < best.len() {
+            let b = &best[i];
+            let same =
+                |o: &Best| (&o.task, &o.arch, o.pretrained) == (&b.task, &b.arch, b.pretrained);
+            let n = best[i..].iter().take_while(|o| same(o)).count();
+            let mean = best[i..i + n].iter().map(|o| o.accuracy).sum::<f64>() / n as f64;
             let kind = if b.pretrained {
                 "pre-trained"
             } else {
                 "no pre-training"
             };
             md += &format!(
-                "| {} | {}, {kind} | {} | {:.2} |\n",
+                "| {} | {}, {kind} | {} | {:.2} | {n} |\n",
                 b.task,
                 b.arch,
                 b.lr,
-                100.0 * b.accuracy
+                100.0 * mean
             );
+            i += n;
         }
         table = Some(r);
     }

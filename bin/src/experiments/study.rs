@@ -211,15 +211,32 @@ fn finetune_task(
                     scores.push(cell.evaluate(st, &ckpt, &data[1], progress)?);
                 }
             }
-            // The paper reports the best dev score over the learning-rate grid.
-            best.extend(
-                scores
-                    .into_iter()
-                    .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy)),
-            );
+            best.extend(best_learning_rate(scores));
         }
     }
     Ok(best)
+}
+
+/// The paper reports the best dev score over the learning-rate grid: with several seeds, the
+/// learning rate of the best mean over seeds, and every seed's run at it (a maximum over
+/// seeds would pick the luckiest seed).
+fn best_learning_rate(scores: Vec<Best>) -> Vec<Best> {
+    let mean = |lr: f64| {
+        let v: Vec<f64> = scores
+            .iter()
+            .filter(|b| b.lr == lr)
+            .map(|b| b.accuracy)
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let Some(lr) = scores
+        .iter()
+        .map(|b| b.lr)
+        .max_by(|a, b| mean(*a).total_cmp(&mean(*b)))
+    else {
+        return Vec::new();
+    };
+    scores.into_iter().filter(|b| b.lr == lr).collect()
 }
 
 /// One fine-tuning run of the grid and its evaluation.

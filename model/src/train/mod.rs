@@ -527,6 +527,7 @@ impl MetricsFile {
                 },
                 parameters: cfg.model.parameter_count(),
                 precision: cfg.precision.name().into(),
+                seed: Some(cfg.seed),
             }
             .write(&cfg.out)?;
         }
