@@ -81,7 +81,7 @@ mod tests {
         let text = serde_json::to_string(&info).unwrap();
         assert_eq!(
             text,
-            r#"{"arch":"transformer","data":"d","init":"c","objective":"task:sst2","parameters":7,"precision":"bf16"}"#
+            r#"{"arch":"transformer","data":"d","init":"c","objective":"task:sst2","parameters":7,"precision":"bf16","seed":3}"#
         );
         assert_eq!(serde_json::from_str::<RunInfo>(&text).unwrap(), info);
     }
