@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Context;
 use conveyor_pipeline::corrupt::CorruptConfig;
 use conveyor_pipeline::loader::{Loader, LoaderConfig, LoaderInput};
 
@@ -117,19 +116,12 @@ fn loader(tokens: &Path, examples: &Path, input_tokens: f64) -> anyhow::Result<(
 
 /// numpy (3.), one process, the same algorithm on the same shards, beside `e2e`.
 fn numpy(a: &CorruptBench, tokens: &Path, e2e: f64) -> anyhow::Result<()> {
-    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let o = Command::new(&python)
-        .arg("scripts/numpy_span_corruption.py")
-        .arg(tokens)
-        .arg(a.work.join(format!("examples-numpy-{}mb", a.mb)))
-        .output()
-        .with_context(|| format!("running the numpy baseline with {python}"))?;
-    anyhow::ensure!(
-        o.status.success(),
-        "numpy baseline failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let out = a.work.join(format!("examples-numpy-{}mb", a.mb));
+    let v = super::python_json(
+        "scripts/numpy_span_corruption.py",
+        &[tokens.as_os_str(), out.as_os_str()],
+        "numpy baseline",
+    )?;
     let np = v["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     println!(
         "numpy, 1 process, end to end: {:6.1} M input tokens/s (masking alone {:.1} M/s; numpy {})",

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
 use conveyor_pipeline::source::parse_json_line;
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
 
@@ -83,22 +82,15 @@ fn tokenizers(vocab: &Path, file: &Path) -> anyhow::Result<()> {
 
 /// The plain Python pipeline (3.) on the same files, 2 processes, beside conveyor's MB/s.
 fn python(a: &IngestBench, files: &[PathBuf], conveyor_mb_s: f64) -> anyhow::Result<()> {
-    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let o = Command::new(&python)
-        .arg("scripts/python_ingest_baseline.py")
-        .arg(&a.vocab)
-        .arg(a.work.join("out-python"))
-        .args(files)
-        .args(["--procs", "2"])
-        .output()
-        .with_context(|| format!("running the Python baseline with {python}"))?;
-    if !o.status.success() {
-        bail!(
-            "Python baseline failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    let out = a.work.join("out-python");
+    let mut args: Vec<&std::ffi::OsStr> = vec![a.vocab.as_os_str(), out.as_os_str()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    args.extend([std::ffi::OsStr::new("--procs"), std::ffi::OsStr::new("2")]);
+    let v = super::python_json(
+        "scripts/python_ingest_baseline.py",
+        &args,
+        "Python baseline",
+    )?;
     let py = v["pipeline_mb_s"].as_f64().unwrap_or(f64::NAN);
     println!(
         "python pipeline, 2 procs:   {:7.1} MB/s of text, {:6.2} M tokens/s (sentencepiece {})",

@@ -13,6 +13,26 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
+/// Runs a Python baseline script (scripts/, run from the repository root) with
+/// $CONVEYOR_PYTHON (else python3) and parses the JSON object it prints; `what` names it in
+/// errors.
+fn python_json(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let o = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running the {what} with {python}"))?;
+    if !o.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(serde_json::from_slice(&o.stdout)?)
+}
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Benchmark the ingest against SentencePiece and the plain Python pipeline.

@@ -9,14 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use super::HfError;
-
-fn io(path: &Path, e: impl std::fmt::Display) -> HfError {
-    HfError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
+use super::{io, HfError};
 
 /// Every tensor of the folder's weights, by name.
 pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>, HfError> {

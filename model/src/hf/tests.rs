@@ -33,6 +33,19 @@ fn run_script(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The logits transformers gives the reference batch of `dir` with the model in `hf_dir`
+/// (loaded by `from_pretrained`, which must find every tensor).
+fn transformers_logits(dir: &Path, hf_dir: &Path) -> Tensor {
+    let out = dir.join("transformers-logits.safetensors");
+    run_script(&[
+        "logits",
+        hf_dir.to_str().unwrap(),
+        dir.join("reference.safetensors").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    read(&out).remove("logits").unwrap()
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("conveyor-hf-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -185,14 +198,8 @@ fn check_export(variant: &str, dir: &Path, r: &Named) -> f64 {
     let ckpt = dir.join("ckpt");
     import(&dir.join("hf"), &ckpt).unwrap();
     export(&ckpt, &dir.join("exported"), None).unwrap();
-    let out = dir.join("exported-logits.safetensors");
-    run_script(&[
-        "logits",
-        dir.join("exported").to_str().unwrap(),
-        dir.join("reference.safetensors").to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    let d = max_diff(&read(&out)["logits"], &logits(&m.model, r));
+    let theirs = transformers_logits(dir, &dir.join("exported"));
+    let d = max_diff(&theirs, &logits(&m.model, r));
     assert!(d <= 1e-4, "{variant}: exported logits differ by {d}");
     d
 }
@@ -320,14 +327,8 @@ fn a_conveyor_model_exports_to_transformers() {
     assert!(e.to_string().contains("do not fit"), "{e}");
     assert!(!dir.join("exported").exists());
     export(&ckpt, &dir.join("exported"), None).unwrap();
-    let out = dir.join("logits.safetensors");
-    run_script(&[
-        "logits",
-        dir.join("exported").to_str().unwrap(),
-        dir.join("reference.safetensors").to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
-    let d = max_diff(&read(&out)["logits"], &logits(&model, &r));
+    let theirs = transformers_logits(&dir, &dir.join("exported"));
+    let d = max_diff(&theirs, &logits(&model, &r));
     assert!(d <= 1e-4, "exported logits differ by {d}");
     // The folder is written once: a second export into it is refused.
     let e = export(&ckpt, &dir.join("exported"), None).unwrap_err();
