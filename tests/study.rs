@@ -57,3 +57,100 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
         report
     );
 }
+
+/// Seeds beyond the search seeds run only at the learning rate those chose, from the one
+/// pre-training; `task_texts` adds exactly the training side of each task's split to the
+/// pre-training corpus.
+#[test]
+fn search_seeds_choose_the_rate_and_task_texts_feed_pretraining() {
+    let root = root();
+    let out = tmp_path("search");
+    let file = out.with_extension("toml");
+    let study = r#"
+name = "search"
+seeds = [0, 1]
+[corpus]
+inputs = ["../shared/data/c4/c4-train.00000-of-01024.first600.json.gz"]
+vocab = "../shared/data/spiece/t5-spiece.model"
+task_texts = true
+[pretrain]
+archs = ["transformer"]
+preset = "tiny"
+seeds = [0]
+steps = 10
+batch_size = 8
+inputs_length = 64
+[finetune]
+steps = 50
+batch_size = 16
+learning_rates = [3e-3, 1e-4]
+search_seeds = [0]
+[[tasks]]
+name = "trec"
+train = ["../shared/data/trec/train_5500.label"]
+dev_fraction = 0.1
+dev_limit = 100
+steps = 12
+"#;
+    std::fs::write(&file, study).unwrap();
+    let o = crate::common::conveyor_cmd()
+        .current_dir(&root)
+        .args([
+            "study",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // 2 + texts + 1 pre-training + prepare + 2 inits x (2 rates + 1 seed) x (train + eval).
+    assert!(stdout.contains("[cell 17/17]"), "{stdout}");
+    let runs = out.join("runs");
+    assert!(!runs.join("pretrain-transformer-s1").exists());
+    let accuracy = |run: &str| -> f64 {
+        let m = runs
+            .join(run)
+            .join("checkpoints/step-00000012/eval-trec/metrics.json");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
+        v["scores"]["accuracy"].as_f64().unwrap()
+    };
+    for init in ["scratch", "pretrained"] {
+        let seed1: Vec<String> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("trec-transformer-{init}-")) && n.ends_with("-s1"))
+            .collect();
+        assert_eq!(seed1.len(), 1, "{seed1:?}");
+        let (chosen, other) = if seed1[0].contains("lr0.003") {
+            ("0.003", "0.0001")
+        } else {
+            ("0.0001", "0.003")
+        };
+        let s0 = |lr: &str| accuracy(&format!("trec-transformer-{init}-lr{lr}-s0"));
+        assert!(
+            s0(chosen) >= s0(other),
+            "{init}: seed 1 ran at the worse rate"
+        );
+        accuracy(&seed1[0]);
+    }
+    // The corpus: the C4 sample's 600 documents and the train split's rows, no dev row.
+    let texts = std::fs::read_to_string(out.join("corpus/trec.jsonl")).unwrap();
+    let manifest = |dir: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(dir).join("manifest.json")).unwrap())
+            .unwrap()
+    };
+    let train = manifest("tasks/trec/train")["examples"].as_u64().unwrap();
+    assert_eq!(texts.lines().count() as u64, train);
+    assert_eq!(
+        manifest("tokens")["totals"]["documents"].as_u64(),
+        Some(600 + train)
+    );
+    let _ = std::fs::remove_file(&file);
+}

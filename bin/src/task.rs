@@ -1,10 +1,12 @@
-//! `conveyor task list|show|prepare`: the text-to-text tasks, their formats, labels and
-//! metrics, and their datasets tokenized into example shards.
+//! `conveyor task list|show|prepare|texts`: the text-to-text tasks, their formats, labels and
+//! metrics, their datasets tokenized into example shards, and their training inputs as
+//! unlabeled text for pre-training.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
+use conveyor_tasks::texts::{training_texts, write_jsonl};
 use conveyor_tasks::{read_all, registry, resolve};
 
 #[derive(Subcommand)]
@@ -30,6 +32,31 @@ pub enum TaskCommand {
     },
     /// Tokenize a task's files into an example shard + manifest for fine-tuning/eval.
     Prepare(PrepareArgs),
+    /// The inputs of a task's training rows as JSON lines {"text": ...} for pre-training
+    /// (`ingest` reads them): with --holdout, only the rows `prepare --holdout` keeps for
+    /// train, so no dev row reaches the pre-training corpus.
+    Texts(TextsArgs),
+}
+
+#[derive(Args)]
+pub struct TextsArgs {
+    task: String,
+    /// A TOML task file defining the task.
+    #[arg(long)]
+    task_file: Option<PathBuf>,
+    /// The task's dataset files (or folders), in the order given to `task prepare`.
+    #[arg(long, required = true)]
+    input: Vec<PathBuf>,
+    /// The FRACTION `task prepare --holdout` holds out for dev; those rows are left out.
+    #[arg(long)]
+    holdout: Option<f64>,
+    /// The JSON lines file to write (refused if it exists, unless --overwrite).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    strict: bool,
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Args)]
@@ -82,6 +109,7 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
             n,
         } => show(&task, task_file, &input, n)?,
         TaskCommand::Prepare(a) => prepare_task(a)?,
+        TaskCommand::Texts(a) => texts(a)?,
     }
     Ok(0)
 }
@@ -190,5 +218,32 @@ fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
         );
     }
     crate::job_flags::merge_hint(&a.out, worker, a.json);
+    Ok(())
+}
+
+/// `task texts`: the training side's inputs, written as JSON lines.
+fn texts(a: TextsArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.overwrite || !a.out.exists(),
+        "{} exists; give --overwrite to replace it",
+        a.out.display()
+    );
+    let t = resolve(&a.task, a.task_file.as_deref())?;
+    let holdout = a.holdout.map(|f| conveyor_tasks::prepare::Holdout {
+        fraction: f,
+        seed: 0,
+        keep_held_out: false,
+    });
+    let texts = training_texts(t.as_ref(), &a.input, a.strict, holdout)?;
+    write_jsonl(&texts, &a.out)?;
+    println!(
+        "{}: {} training texts{} -> {}",
+        t.name(),
+        texts.len(),
+        a.holdout
+            .map(|f| format!(" (the {f} held out for dev left out)"))
+            .unwrap_or_default(),
+        a.out.display()
+    );
     Ok(())
 }

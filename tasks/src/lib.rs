@@ -11,6 +11,7 @@ pub mod report;
 pub mod spec;
 pub mod spread;
 pub mod synth;
+pub mod texts;
 
 use std::path::{Path, PathBuf};
 

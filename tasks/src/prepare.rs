@@ -75,6 +75,17 @@ impl Holdout {
         );
         (r.next_u64() as f64 / u64::MAX as f64) < self.fraction
     }
+
+    /// The side of `items` this holdout keeps, drawn by position: `prepare` and
+    /// `texts::training_texts` split a task's examples through this one function.
+    pub fn keep<T>(&self, items: Vec<T>) -> Vec<T> {
+        items
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| self.held_out(*k) == self.keep_held_out)
+            .map(|(_, e)| e)
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,12 +235,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         })
         .collect();
     if let Some(h) = cfg.holdout {
-        examples = examples
-            .into_iter()
-            .enumerate()
-            .filter(|(k, _)| h.held_out(*k) == h.keep_held_out)
-            .map(|(_, e)| e)
-            .collect();
+        examples = h.keep(examples);
     }
     // A whole job with no example fails (a worker's share may hold none; the merged
     // dataset then holds the others' examples).

@@ -93,6 +93,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             inputs: vec![corpus.display().to_string()],
             vocab: None,
             vocab_size: Some(250),
+            task_texts: false,
         },
         pretrain: Pretrain {
             archs: vec!["transformer".into(), "lightconv".into()],
@@ -100,6 +101,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             // Config overrides go to pre-training and fine-tuning alike (--init needs equal
             // configs).
             config: config.map(Path::to_path_buf),
+            seeds: None,
             steps: 400,
             batch_size: 16,
             inputs_length: 64,
@@ -108,6 +110,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             steps: 300,
             batch_size: 32,
             learning_rates: vec![1e-3],
+            search_seeds: None,
         },
         tasks: vec![TaskCell {
             name: "sst2".into(),
@@ -116,6 +119,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             dev_fraction: None,
             task_file: None,
             dev_limit: None,
+            steps: None,
             strict: true,
         }],
         bench: None,

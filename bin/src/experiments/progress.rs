@@ -40,21 +40,21 @@ impl Progress {
     pub fn new(st: &Study) -> Progress {
         let archs = st.pretrain.archs.len();
         let tasks = st.tasks.len();
+        let runs = archs * 2 * st.finetune_runs();
         let cells = 2
-            + archs * st.seeds.len()
+            + usize::from(st.corpus.task_texts)
+            + archs * st.pretrain_seeds().len()
             + tasks
-            + archs * 2 * tasks * st.finetune_runs() * 2
+            + runs * tasks * 2
             + usize::from(st.bench.is_some());
-        let runs = (archs * st.seeds.len()) as u64;
+        let pre = (archs * st.pretrain_seeds().len()) as u64 * st.pretrain.steps;
+        let fine: u64 = st.tasks.iter().map(|t| runs as u64 * st.steps(t)).sum();
         Progress {
             n: 0,
             cells,
             started: std::time::Instant::now(),
             pace: Default::default(),
-            left: [
-                runs * st.pretrain.steps,
-                (archs * 2 * tasks * st.finetune_runs()) as u64 * st.finetune.steps,
-            ],
+            left: [pre, fine],
         }
     }
 

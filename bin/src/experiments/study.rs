@@ -12,6 +12,7 @@ use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
 use conveyor_tasks::prepare::{prepare, Holdout, PrepareConfig};
+use conveyor_tasks::texts::{training_texts, write_jsonl};
 use conveyor_tasks::EvalSummary;
 
 use super::progress::{Progress, FINETUNE, PRETRAIN};
@@ -26,7 +27,8 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut progress = Progress::new(&st);
     let vocab = vocabulary(&st, &out, &mut progress)?;
-    let tokens = ingest_corpus(&st, &vocab, &out, &mut progress)?;
+    let texts = task_texts(&st, &out, &mut progress)?;
+    let tokens = ingest_corpus(&st, &vocab, &texts, &out, &mut progress)?;
     pretrain(&st, &tokens, &out, &mut progress)?;
     let mut best = Vec::new();
     for t in &st.tasks {
@@ -93,19 +95,47 @@ fn vocabulary(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result
     Ok(model)
 }
 
-/// The corpus as token shards (OUT/tokens); an ingest that finished before is kept.
+/// With `task_texts`, each task's training inputs as JSON lines (OUT/corpus/TASK.jsonl):
+/// the rows its dev split does not hold, by the same seeded split `prepare_task` makes.
+fn task_texts(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<Vec<String>> {
+    if !st.corpus.task_texts {
+        return Ok(Vec::new());
+    }
+    let dir = out.join("corpus");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = Vec::new();
+    let mut ran = false;
+    for t in &st.tasks {
+        let file = dir.join(format!("{}.jsonl", t.name));
+        if !file.exists() {
+            let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
+            let holdout = t.dev.is_empty().then(|| Holdout {
+                fraction: t.dev_fraction.unwrap_or(0.1),
+                seed: 0,
+                keep_held_out: false,
+            });
+            let texts = training_texts(task.as_ref(), &t.train, t.strict, holdout)?;
+            write_jsonl(&texts, &file)?;
+            ran = true;
+        }
+        files.push(s(&file));
+    }
+    progress.cell("the tasks' training texts for pre-training", ran);
+    Ok(files)
+}
+
+/// The corpus (and the tasks' texts) as token shards (OUT/tokens); an ingest that finished
+/// before is kept.
 fn ingest_corpus(
     st: &Study,
     vocab: &Path,
+    texts: &[String],
     out: &Path,
     progress: &mut Progress,
 ) -> anyhow::Result<PathBuf> {
     let tokens = out.join("tokens");
-    let cfg = IngestConfig::new(
-        st.corpus.inputs.clone(),
-        vocab.to_path_buf(),
-        tokens.clone(),
-    );
+    let inputs = st.corpus.inputs.iter().chain(texts).cloned().collect();
+    let cfg = IngestConfig::new(inputs, vocab.to_path_buf(), tokens.clone());
     let i = ingest(cfg, &Silent).context("ingesting the corpus")?;
     progress.cell(
         &format!(
@@ -121,7 +151,7 @@ fn ingest_corpus(
 fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> anyhow::Result<()> {
     let p = &st.pretrain;
     for arch in &p.archs {
-        for seed in &st.seeds {
+        for seed in st.pretrain_seeds() {
             let cmd = Cmd::new(&["train"])
                 .path("--data", tokens)
                 .arg("--arch", arch)
@@ -185,8 +215,9 @@ fn prepare_task(
     Ok([dir("train"), dir("dev")])
 }
 
-/// Fine-tunes every architecture, from scratch and pre-trained, over the learning rates and
-/// seeds, evaluates each on the dev split, and keeps the best learning rate of each cell.
+/// Fine-tunes every architecture, from scratch and pre-trained, over the learning rates with
+/// the search seeds, evaluates each on the dev split, keeps the best learning rate of each
+/// cell, and runs the other seeds at it.
 fn finetune_task(
     st: &Study,
     t: &TaskCell,
@@ -197,21 +228,30 @@ fn finetune_task(
     let mut best = Vec::new();
     for arch in &st.pretrain.archs {
         for pretrained in [false, true] {
+            let mut run = |lr: f64, seed: u64| {
+                let cell = Cell {
+                    task: t,
+                    arch,
+                    pretrained,
+                    lr,
+                    seed,
+                };
+                let ckpt = cell.finetune(st, &data[0], out, progress)?;
+                cell.evaluate(st, &ckpt, &data[1], progress)
+            };
             let mut scores: Vec<Best> = Vec::new();
             for lr in &st.finetune.learning_rates {
-                for seed in &st.seeds {
-                    let cell = Cell {
-                        task: t,
-                        arch,
-                        pretrained,
-                        lr: *lr,
-                        seed: *seed,
-                    };
-                    let ckpt = cell.finetune(st, &data[0], out, progress)?;
-                    scores.push(cell.evaluate(st, &ckpt, &data[1], progress)?);
+                for seed in st.search_seeds() {
+                    scores.push(run(*lr, *seed)?);
                 }
             }
-            best.extend(best_learning_rate(scores));
+            let mut chosen = best_learning_rate(scores);
+            if let Some(lr) = chosen.first().map(|b| b.lr) {
+                for seed in st.other_seeds() {
+                    chosen.push(run(lr, seed)?);
+                }
+            }
+            best.extend(chosen);
         }
     }
     Ok(best)
@@ -277,8 +317,13 @@ impl Cell<'_> {
         progress: &mut Progress,
     ) -> anyhow::Result<PathBuf> {
         let f = &st.finetune;
+        let steps = st.steps(self.task);
         let pre = checkpoint(
-            &out.join(format!("runs/pretrain-{}-s{}", self.arch, self.seed)),
+            &out.join(format!(
+                "runs/pretrain-{}-s{}",
+                self.arch,
+                st.init_seed(self.seed)
+            )),
             st.pretrain.steps,
         );
         let cmd = Cmd::new(&["finetune"])
@@ -289,7 +334,7 @@ impl Cell<'_> {
             .arg("--batch-size", f.batch_size)
             .arg("--lr", self.lr)
             .arg("--seed", self.seed)
-            .arg("--checkpoint-every", f.steps)
+            .arg("--checkpoint-every", steps)
             .arg("--device", &st.device)
             .opt_path("--config", st.pretrain.config.as_deref())
             .opt_path("--init", self.pretrained.then_some(pre.as_path()));
@@ -302,8 +347,8 @@ impl Cell<'_> {
             self.seed
         ));
         let what = format!("fine-tune {}", self.what());
-        progress.train(FINETUNE, &what, &run, f.steps, cmd.0)?;
-        Ok(checkpoint(&run, f.steps))
+        progress.train(FINETUNE, &what, &run, steps, cmd.0)?;
+        Ok(checkpoint(&run, steps))
     }
 
     /// Evaluates the checkpoint on the dev split unless it was evaluated before.

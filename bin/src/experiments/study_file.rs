@@ -41,6 +41,10 @@ pub struct Corpus {
     /// A SentencePiece model; without one a vocabulary of `vocab_size` is trained.
     pub vocab: Option<PathBuf>,
     pub vocab_size: Option<u32>,
+    /// Add every task's training inputs (`conveyor task texts`: the rows its dev split does
+    /// not hold) to the pre-training corpus: in-domain text, unlike the paper's C4 alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task_texts: bool,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -50,6 +54,11 @@ pub struct Pretrain {
     pub preset: String,
     /// Optional model config overrides (JSON or TOML) for every architecture.
     pub config: Option<PathBuf>,
+    /// Seeds to pre-train with (default: the study's). A fine-tuning seed without its own
+    /// pre-training starts from the first of these: one pre-trained model per architecture,
+    /// as in the paper, with the seed spread then covering fine-tuning only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
     pub steps: u64,
     pub batch_size: usize,
     pub inputs_length: usize,
@@ -61,6 +70,10 @@ pub struct Finetune {
     pub steps: u64,
     pub batch_size: usize,
     pub learning_rates: Vec<f64>,
+    /// Seeds that search the learning-rate grid (default: all the study's); the other seeds
+    /// run only at the learning rate these choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_seeds: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -75,6 +88,8 @@ pub struct TaskCell {
     pub task_file: Option<PathBuf>,
     /// Evaluate at most this many dev examples.
     pub dev_limit: Option<usize>,
+    /// Fine-tuning steps for this task (default: `[finetune] steps`).
+    pub steps: Option<u64>,
     /// Stop at the first bad row instead of counting it.
     #[serde(default)]
     pub strict: bool,
@@ -99,6 +114,17 @@ impl Study {
         for arch in &st.pretrain.archs {
             conveyor_pipeline::contain::check_name(arch, file)?;
         }
+        let known = |seeds: &[u64], what: &str| {
+            anyhow::ensure!(
+                !seeds.is_empty() && seeds.iter().all(|s| st.seeds.contains(s)),
+                "{}: {what} must be a non-empty subset of seeds {:?}",
+                file.display(),
+                st.seeds
+            );
+            Ok(())
+        };
+        known(st.pretrain_seeds(), "[pretrain] seeds")?;
+        known(st.search_seeds(), "[finetune] search_seeds")?;
         for t in &st.tasks {
             conveyor_pipeline::contain::check_name(&t.name, file)?;
             anyhow::ensure!(
@@ -117,8 +143,45 @@ impl Study {
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
     }
 
-    /// Fine-tuning runs per (architecture, pre-training) cell: learning rates x seeds.
+    /// The seeds pre-trained for each architecture.
+    pub fn pretrain_seeds(&self) -> &[u64] {
+        self.pretrain.seeds.as_deref().unwrap_or(&self.seeds)
+    }
+
+    /// The pre-training a fine-tuning run of `seed` starts from: its own seed's, or else the
+    /// first pre-trained seed's.
+    pub fn init_seed(&self, seed: u64) -> u64 {
+        let pre = self.pretrain_seeds();
+        if pre.contains(&seed) {
+            seed
+        } else {
+            pre[0]
+        }
+    }
+
+    /// The seeds that search the learning-rate grid.
+    pub fn search_seeds(&self) -> &[u64] {
+        self.finetune.search_seeds.as_deref().unwrap_or(&self.seeds)
+    }
+
+    /// The seeds run only at the chosen learning rate.
+    pub fn other_seeds(&self) -> Vec<u64> {
+        let search = self.search_seeds();
+        self.seeds
+            .iter()
+            .copied()
+            .filter(|s| !search.contains(s))
+            .collect()
+    }
+
+    /// A task's fine-tuning steps.
+    pub fn steps(&self, t: &TaskCell) -> u64 {
+        t.steps.unwrap_or(self.finetune.steps)
+    }
+
+    /// Fine-tuning runs per (architecture, pre-training) cell: learning rates x search
+    /// seeds, plus one run of each other seed.
     pub fn finetune_runs(&self) -> usize {
-        self.finetune.learning_rates.len() * self.seeds.len()
+        self.finetune.learning_rates.len() * self.search_seeds().len() + self.other_seeds().len()
     }
 }

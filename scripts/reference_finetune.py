@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The reference for a conveyor fine-tuning cell: transformers' T5ForConditionalGeneration
+trained on the same tokenized examples (read from conveyor's example shards), with the same
+model config, optimiser (Adafactor, parameter scaling, constant learning rate, no warm-up),
+batch size and steps, then scored by greedy decoding on the same dev examples.
+
+    python scripts/reference_finetune.py --train STUDY/tasks/sst2/train \
+        --dev STUDY/tasks/sst2/dev --hf-config HF_DIR/config.json \
+        --lr 1e-3 --steps 1200 --batch-size 32 --seeds 0,1,2 --out reference.json \
+        [--conveyor STUDY/runs/sst2-transformer-scratch-lr0.001-s{seed}]
+
+HF_DIR comes from `conveyor model export-hf` of any checkpoint of the conveyor cell (only its
+config is used; the weights are initialised afresh by transformers under each seed). With
+--conveyor (a run folder pattern with {seed}), the conveyor cell's dev accuracy is read from
+its evaluation and printed beside the reference's.
+
+A prediction is right when its ids up to the first </s> equal the target's (conveyor compares
+the decoded texts; for these label sets the two agree). The data order is each seed's own
+permutation per epoch; conveyor's windowed shuffle differs, so single seeds differ and the
+comparison is between means over seeds.
+"""
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.optimization import Adafactor
+
+
+def read_examples(folder):
+    """(inputs, targets) id lists of every shard its manifest lists, in order."""
+    with open(os.path.join(folder, "manifest.json")) as f:
+        manifest = json.load(f)
+    inputs, targets = [], []
+    for shard in manifest["shards"]:
+        name = shard["file"]
+        if os.path.basename(name) != name:
+            sys.exit(f"{folder}/manifest.json: shard name {name!r} is not a plain file name")
+        table = pq.read_table(os.path.join(folder, name), columns=["inputs", "targets"])
+        inputs += [list(x) for x in table.column("inputs").to_pylist()]
+        targets += [list(x) for x in table.column("targets").to_pylist()]
+    if not inputs:
+        sys.exit(f"{folder}: no examples")
+    return inputs, targets
+
+
+def pad(rows, pad_id=0):
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return torch.from_numpy(out)
+
+
+def batches(n, batch_size, seed):
+    """Endless batches of indices: a fresh seeded permutation each epoch."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield order[i : i + batch_size]
+
+
+def train(cfg, data, args, seed):
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(cfg)
+    model.train()
+    opt = Adafactor(
+        model.parameters(),
+        lr=args.lr,
+        scale_parameter=True,
+        relative_step=False,
+        warmup_init=False,
+    )
+    inputs, targets = data
+    losses = []
+    it = batches(len(inputs), args.batch_size, seed)
+    t0 = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        idx = next(it)
+        x = pad([inputs[i] for i in idx])
+        y = pad([targets[i] for i in idx])
+        labels = y.masked_fill(y == 0, -100)
+        loss = model(input_ids=x, attention_mask=(x != 0), labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 100 == 0:
+            print(f"  seed {seed} step {step} loss {np.mean(losses[-100:]):.4f}", flush=True)
+    secs = time.perf_counter() - t0
+    return model, losses, secs / args.steps
+
+
+@torch.no_grad()
+def accuracy(model, data, batch_size):
+    model.eval()
+    inputs, targets = data
+    right = 0
+    for i in range(0, len(inputs), batch_size):
+        x = pad(inputs[i : i + batch_size])
+        want = targets[i : i + batch_size]
+        out = model.generate(
+            input_ids=x,
+            attention_mask=(x != 0),
+            max_new_tokens=max(len(t) for t in want),
+            num_beams=1,
+            do_sample=False,
+        )
+        for row, t in zip(out.tolist(), want):
+            got = row[1:]  # after the decoder start (pad) token
+            if 1 in got:
+                got = got[: got.index(1)]
+            right += got == t[: t.index(1) if 1 in t else len(t)]
+    return right / len(inputs)
+
+
+def conveyor_cell(pattern, seeds):
+    """The conveyor cell's dev accuracy per seed, from its evaluations."""
+    out = {}
+    for s in seeds:
+        found = glob.glob(os.path.join(pattern.format(seed=s), "checkpoints/*/eval-*/metrics.json"))
+        if found:
+            with open(sorted(found)[-1]) as f:
+                out[s] = json.load(f)["scores"]["accuracy"]
+    return out
+
+
+def mean_sd(v):
+    return (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train", required=True)
+    p.add_argument("--dev", required=True)
+    p.add_argument("--hf-config", required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--conveyor", help="conveyor run folder pattern with {seed}")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = T5Config.from_pretrained(os.path.dirname(os.path.abspath(args.hf_config)))
+    train_data, dev_data = read_examples(args.train), read_examples(args.dev)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = {}
+    for seed in seeds:
+        model, losses, step_s = train(cfg, train_data, args, seed)
+        acc = accuracy(model, dev_data, 256)
+        runs[seed] = {"accuracy": acc, "seconds_per_step": step_s, "losses": losses}
+        print(f"seed {seed}: dev accuracy {100 * acc:.2f}%, {1000 * step_s:.1f} ms/step", flush=True)
+    result = {
+        "reference": "transformers T5ForConditionalGeneration",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "lr": args.lr,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "train_examples": len(train_data[0]),
+        "dev_examples": len(dev_data[0]),
+        "runs": runs,
+    }
+    ref = mean_sd([runs[s]["accuracy"] * 100 for s in seeds])
+    print(f"reference: {ref[0]:.2f} ± {ref[1]:.2f} over seeds {seeds}")
+    if args.conveyor:
+        conv = conveyor_cell(args.conveyor, seeds)
+        result["conveyor"] = conv
+        if len(conv) == len(seeds):
+            c = mean_sd([conv[s] * 100 for s in seeds])
+            print(f"conveyor:  {c[0]:.2f} ± {c[1]:.2f}; difference {c[0] - ref[0]:+.2f} points")
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
