@@ -7,12 +7,13 @@ batch size and steps, then scored by greedy decoding on the same dev examples.
     python scripts/reference_finetune.py --train STUDY/tasks/sst2/train \
         --dev STUDY/tasks/sst2/dev --hf-config HF_DIR/config.json \
         --lr 1e-3 --steps 1200 --batch-size 32 --seeds 0,1,2 --out reference.json \
-        [--conveyor STUDY/runs/sst2-transformer-scratch-lr0.001-s{seed}]
+        [--dev-limit N] [--conveyor STUDY/runs/sst2-transformer-scratch-lr0.001-s{seed}]
 
 HF_DIR comes from `conveyor model export-hf` of any checkpoint of the conveyor cell (only its
 config is used; the weights are initialised afresh by transformers under each seed). With
 --conveyor (a run folder pattern with {seed}), the conveyor cell's dev accuracy is read from
-its evaluation and printed beside the reference's.
+its evaluation and printed beside the reference's. A study with a [reference] section runs
+this script itself and puts the two side by side in its report.
 
 A prediction is right when its ids up to the first </s> equal the target's (conveyor compares
 the decoded texts; for these label sets the two agree). The data order is each seed's own
@@ -81,10 +82,10 @@ def train(cfg, data, args, seed):
         warmup_init=False,
     )
     inputs, targets = data
-    losses = []
+    losses, step_s = [], []
     it = batches(len(inputs), args.batch_size, seed)
-    t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
+        t0 = time.perf_counter()
         idx = next(it)
         x = pad([inputs[i] for i in idx])
         y = pad([targets[i] for i in idx])
@@ -94,10 +95,10 @@ def train(cfg, data, args, seed):
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        step_s.append(time.perf_counter() - t0)
         if step % 100 == 0:
             print(f"  seed {seed} step {step} loss {np.mean(losses[-100:]):.4f}", flush=True)
-    secs = time.perf_counter() - t0
-    return model, losses, secs / args.steps
+    return model, losses, statistics.median(step_s)
 
 
 @torch.no_grad()
@@ -147,6 +148,7 @@ def main():
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--dev-limit", type=int, default=0, help="evaluate the first N dev examples")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", required=True)
     p.add_argument("--conveyor", help="conveyor run folder pattern with {seed}")
@@ -155,13 +157,15 @@ def main():
         torch.set_num_threads(args.threads)
     cfg = T5Config.from_pretrained(os.path.dirname(os.path.abspath(args.hf_config)))
     train_data, dev_data = read_examples(args.train), read_examples(args.dev)
+    if args.dev_limit:
+        dev_data = (dev_data[0][: args.dev_limit], dev_data[1][: args.dev_limit])
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {}
     for seed in seeds:
         model, losses, step_s = train(cfg, train_data, args, seed)
         acc = accuracy(model, dev_data, 256)
-        runs[seed] = {"accuracy": acc, "seconds_per_step": step_s, "losses": losses}
-        print(f"seed {seed}: dev accuracy {100 * acc:.2f}%, {1000 * step_s:.1f} ms/step", flush=True)
+        runs[seed] = {"accuracy": acc, "median_step_s": step_s, "losses": losses}
+        print(f"seed {seed}: dev accuracy {100 * acc:.2f}%, median {1000 * step_s:.1f} ms/step", flush=True)
     result = {
         "reference": "transformers T5ForConditionalGeneration",
         "torch": torch.__version__,

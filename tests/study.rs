@@ -85,12 +85,15 @@ steps = 50
 batch_size = 16
 learning_rates = [3e-3, 1e-4]
 search_seeds = [0]
+curve = 2
 [[tasks]]
 name = "trec"
 train = ["../shared/data/trec/train_5500.label"]
 dev_fraction = 0.1
 dev_limit = 100
 steps = 12
+[reference]
+task = "trec"
 "#;
     std::fs::write(&file, study).unwrap();
     let o = crate::common::conveyor_cmd()
@@ -109,8 +112,9 @@ steps = 12
         "{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // 2 + texts + 1 pre-training + prepare + 2 inits x (2 rates + 1 seed) x (train + eval).
-    assert!(stdout.contains("[cell 17/17]"), "{stdout}");
+    // 2 + texts + 1 pre-training + prepare + 2 inits x (2 rates + 1 seed) x (train + eval)
+    // + 2 inits x 2 seeds evaluated half-way + the reference.
+    assert!(stdout.contains("[cell 22/22]"), "{stdout}");
     let runs = out.join("runs");
     assert!(!runs.join("pretrain-transformer-s1").exists());
     let accuracy = |run: &str| -> f64 {
@@ -152,5 +156,15 @@ steps = 12
         manifest("tokens")["totals"]["documents"].as_u64(),
         Some(600 + train)
     );
+    // The reference ran transformers' T5 with both seeds; the report sets it beside
+    // conveyor's cell; the accuracy figure has its half-way points.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("reference/trec.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["runs"].as_object().unwrap().len(), 2, "{r}");
+    assert_eq!(r["steps"], 12);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| transformers (PyTorch) |"), "{report}");
+    assert!(out.join("accuracy-curves.png").exists(), "{report}");
     let _ = std::fs::remove_file(&file);
 }

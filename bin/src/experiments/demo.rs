@@ -111,6 +111,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             batch_size: 32,
             learning_rates: vec![1e-3],
             search_seeds: None,
+            curve: None,
         },
         tasks: vec![TaskCell {
             name: "sst2".into(),
@@ -123,5 +124,6 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             strict: true,
         }],
         bench: None,
+        reference: None,
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod demo;
 mod progress;
+mod reference;
 pub mod report;
 pub mod study;
 mod study_file;

@@ -46,6 +46,11 @@ impl Progress {
             + archs * st.pretrain_seeds().len()
             + tasks
             + runs * tasks * 2
+            + st.tasks
+                .iter()
+                .map(|t| archs * 2 * st.seeds.len() * st.curve_steps(t).len())
+                .sum::<usize>()
+            + usize::from(st.reference.is_some())
             + usize::from(st.bench.is_some());
         let pre = (archs * st.pretrain_seeds().len()) as u64 * st.pretrain.steps;
         let fine: u64 = st.tasks.iter().map(|t| runs as u64 * st.steps(t)).sum();

@@ -11,8 +11,8 @@ use conveyor_tasks::report::{report, Report};
 use super::study_file::Study;
 
 /// The plotting script, carried inside the binary so that a study run from any folder can
-/// draw its curves.
-const PLOT_LOSSES: &str = include_str!("../../../scripts/plot_losses.py");
+/// draw its figures.
+const PLOT_STUDY: &str = include_str!("../../../scripts/plot_study.py");
 
 /// `conveyor report EVALS [--out DIR]`.
 pub fn run(evals: &[PathBuf], out: Option<PathBuf>) -> anyhow::Result<i32> {
@@ -31,18 +31,23 @@ pub struct Best {
     pub arch: String,
     pub pretrained: bool,
     pub lr: f64,
+    pub seed: u64,
     /// Dev accuracy (a fraction).
     pub accuracy: f64,
-    /// Its evaluation folder.
+    /// Its run folder and the final checkpoint's evaluation folder.
+    pub run: PathBuf,
     pub eval: PathBuf,
+    /// (step, dev accuracy) along the run, when the study evaluates it there.
+    pub curve: Vec<(u64, f64)>,
 }
 
-/// Writes OUT/report.md (returned), OUT/report.json and OUT/loss-curves.png for a study.
+/// Writes OUT/report.md (returned), OUT/report.json and the figures for a study.
 pub fn write_study_report(
     st: &Study,
     out: &Path,
     best: &[Best],
     bench: Option<&Path>,
+    reference: Option<&Path>,
 ) -> anyhow::Result<String> {
     let mut md = format!("# Study {}\n\n", st.name);
     let mut table = None;
@@ -81,15 +86,21 @@ pub fn write_study_report(
         md += &std::fs::read_to_string(dir.join("bench-train.md")).unwrap_or_default();
         md += "\n![speed](bench/speed.png) ![memory](bench/memory.png)\n";
     }
-    if plot_losses(
-        &out.join("loss-curves.png"),
-        &run_folders(&out.join("runs")),
-    ) {
+    if let Some(json) = reference {
+        md += &super::reference::section(json, best)?;
+    }
+    let figures = out.join("figures.json");
+    std::fs::write(
+        &figures,
+        serde_json::to_string_pretty(&figures_data(st, out, best))?,
+    )?;
+    if plot(&figures, out) {
         md += "\n![training loss](loss-curves.png)\n";
+        if out.join("accuracy-curves.png").exists() {
+            md += "\n![dev accuracy against fine-tuning steps](accuracy-curves.png)\n";
+        }
     } else {
-        println!(
-            "(no loss-curve PNG: plotting needs Python with matplotlib; `make demo` sets it up)"
-        );
+        println!("(no figures: plotting needs Python with matplotlib; `make demo` sets it up)");
     }
     match &table {
         Some(r) => write_report(out, &md, r)?,
@@ -109,28 +120,71 @@ fn write_report(dir: &Path, markdown: &str, r: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The run folders (those with a metrics.jsonl) under `runs`, in name order.
-fn run_folders(runs: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(runs)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.join("metrics.jsonl").is_file());
-    v.sort();
-    v
+/// What the figures show: the pre-training runs per architecture and, per task, each cell's
+/// runs at its chosen rate with their accuracy along the way.
+fn figures_data(st: &Study, out: &Path, best: &[Best]) -> serde_json::Value {
+    use serde_json::json;
+    let pretrain: Vec<_> = st
+        .pretrain
+        .archs
+        .iter()
+        .map(|a| {
+            let runs: Vec<PathBuf> = st
+                .pretrain_seeds()
+                .iter()
+                .map(|s| out.join(format!("runs/pretrain-{a}-s{s}")))
+                .collect();
+            json!({ "label": a, "runs": runs })
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for t in &st.tasks {
+        let mine: Vec<&Best> = best.iter().filter(|b| b.task == t.name).collect();
+        let mut cells = Vec::new();
+        for arch in &st.pretrain.archs {
+            for pretrained in [false, true] {
+                let runs: Vec<&&Best> = mine
+                    .iter()
+                    .filter(|b| &b.arch == arch && b.pretrained == pretrained)
+                    .collect();
+                let Some(first) = runs.first() else { continue };
+                let curve: Vec<_> = (0..first.curve.len())
+                    .map(|i| {
+                        let accs: Vec<f64> = runs
+                            .iter()
+                            .filter_map(|b| b.curve.get(i).map(|c| c.1))
+                            .collect();
+                        json!([first.curve[i].0, accs])
+                    })
+                    .collect();
+                let kind = if pretrained { "pre-trained" } else { "scratch" };
+                cells.push(json!({
+                    "label": format!("{arch}, {kind}"), "arch": arch, "pretrained": pretrained,
+                    "runs": runs.iter().map(|b| &b.run).collect::<Vec<_>>(), "curve": curve,
+                }));
+            }
+        }
+        let majority = mine
+            .first()
+            .and_then(|b| {
+                conveyor_tasks::EvalSummary::read(&b.eval.join(conveyor_tasks::EvalSummary::FILE))
+                    .ok()
+            })
+            .and_then(|m| m.scores.majority);
+        tasks.push(json!({ "task": t.name, "cells": cells, "majority": majority }));
+    }
+    json!({ "pretrain": pretrain, "tasks": tasks })
 }
 
-/// Draws the training loss of `runs` into `png` with Python and matplotlib
+/// Draws the figures of `figures` (figures.json) into `out` with Python and matplotlib
 /// ($CONVEYOR_PYTHON, else python3); false when they are missing or it fails.
-fn plot_losses(png: &Path, runs: &[PathBuf]) -> bool {
-    if runs.is_empty() {
-        return false;
-    }
+fn plot(figures: &Path, out: &Path) -> bool {
     let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
     Command::new(&python)
         .arg("-c")
-        .arg(PLOT_LOSSES)
-        .arg(png)
-        .args(runs)
+        .arg(PLOT_STUDY)
+        .arg(figures)
+        .arg(out)
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)

@@ -35,8 +35,9 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
         let data = prepare_task(t, &vocab, &out, &mut progress)?;
         best.extend(finetune_task(&st, t, &data, &out, &mut progress)?);
     }
+    let reference = super::reference::run(&st, &out, &best, &mut progress)?;
     let bench = bench(&st, &out, &mut progress)?;
-    let md = write_study_report(&st, &out, &best, bench.as_deref())?;
+    let md = write_study_report(&st, &out, &best, bench.as_deref(), reference.as_deref())?;
     println!("\n{md}\nstudy folder: {}", out.display());
     Ok(0)
 }
@@ -251,10 +252,39 @@ fn finetune_task(
                     chosen.push(run(lr, seed)?);
                 }
             }
+            for b in &mut chosen {
+                along_the_run(st, t, b, &data[1], progress)?;
+            }
             best.extend(chosen);
         }
     }
     Ok(best)
+}
+
+/// Evaluates a run at the chosen rate at each 1/curve of its steps (the last is done), for the
+/// accuracy-against-steps figure: `b.curve` gets (step, accuracy) in step order.
+fn along_the_run(
+    st: &Study,
+    t: &TaskCell,
+    b: &mut Best,
+    dev: &Path,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let cell = Cell {
+        task: t,
+        arch: &b.arch,
+        pretrained: b.pretrained,
+        lr: b.lr,
+        seed: b.seed,
+    };
+    let mut curve = Vec::new();
+    for step in st.curve_steps(t) {
+        let e = cell.evaluate(st, &checkpoint(&b.run, step), dev, progress)?;
+        curve.push((step, e.accuracy));
+    }
+    curve.push((st.steps(t), b.accuracy));
+    b.curve = curve;
+    Ok(())
 }
 
 /// The paper reports the best dev score over the learning-rate grid: with several seeds, the
@@ -308,6 +338,18 @@ impl Cell<'_> {
         )
     }
 
+    /// OUT/runs/TASK-ARCH-KIND-lrLR-sSEED.
+    fn run_folder(&self, out: &Path) -> PathBuf {
+        out.join(format!(
+            "runs/{}-{}-{}-lr{}-s{}",
+            self.task.name,
+            self.arch,
+            self.kind(),
+            self.lr,
+            self.seed
+        ))
+    }
+
     /// Trains (or resumes) the run; its final checkpoint.
     fn finetune(
         &self,
@@ -334,18 +376,11 @@ impl Cell<'_> {
             .arg("--batch-size", f.batch_size)
             .arg("--lr", self.lr)
             .arg("--seed", self.seed)
-            .arg("--checkpoint-every", steps)
+            .arg("--checkpoint-every", st.checkpoint_every(self.task))
             .arg("--device", &st.device)
             .opt_path("--config", st.pretrain.config.as_deref())
             .opt_path("--init", self.pretrained.then_some(pre.as_path()));
-        let run = out.join(format!(
-            "runs/{}-{}-{}-lr{}-s{}",
-            self.task.name,
-            self.arch,
-            self.kind(),
-            self.lr,
-            self.seed
-        ));
+        let run = self.run_folder(out);
         let what = format!("fine-tune {}", self.what());
         progress.train(FINETUNE, &what, &run, steps, cmd.0)?;
         Ok(checkpoint(&run, steps))
@@ -374,15 +409,23 @@ impl Cell<'_> {
             }
             run_torch(&cmd.0)?;
         }
-        progress.cell(&format!("evaluate {}", self.what()), ran);
+        let at = ckpt.file_name().unwrap_or_default().to_string_lossy();
+        progress.cell(&format!("evaluate {} at {at}", self.what()), ran);
         let m = EvalSummary::read(&metrics)?;
         Ok(Best {
             task: self.task.name.clone(),
             arch: self.arch.to_string(),
             pretrained: self.pretrained,
             lr: self.lr,
+            seed: self.seed,
             accuracy: m.scores.accuracy,
+            run: ckpt
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(ckpt)
+                .to_path_buf(),
             eval,
+            curve: Vec::new(),
         })
     }
 }

@@ -23,6 +23,8 @@ pub struct Study {
     pub tasks: Vec<TaskCell>,
     #[serde(default)]
     pub bench: Option<Bench>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
 }
 
 fn auto() -> String {
@@ -74,6 +76,19 @@ pub struct Finetune {
     /// run only at the learning rate these choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search_seeds: Option<Vec<u64>>,
+    /// Evaluations along each run at the chosen rate (at every 1/curve of its steps), for
+    /// the accuracy-against-steps figure; default 1 (the final checkpoint only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve: Option<u64>,
+}
+
+/// The reference run: transformers' T5 trained on one task's examples with the recipe and
+/// the learning rate chosen for conveyor's transformer from scratch, with every seed
+/// (scripts/reference_finetune.py, run with $CONVEYOR_PYTHON).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    pub task: String,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -125,6 +140,15 @@ impl Study {
         };
         known(st.pretrain_seeds(), "[pretrain] seeds")?;
         known(st.search_seeds(), "[finetune] search_seeds")?;
+        if let Some(r) = &st.reference {
+            anyhow::ensure!(
+                st.tasks.iter().any(|t| t.name == r.task)
+                    && st.pretrain.archs.iter().any(|a| a == "transformer"),
+                "{}: [reference] needs task {:?} among the tasks and the transformer among the archs",
+                file.display(),
+                r.task
+            );
+        }
         for t in &st.tasks {
             conveyor_pipeline::contain::check_name(&t.name, file)?;
             anyhow::ensure!(
@@ -172,6 +196,17 @@ impl Study {
             .copied()
             .filter(|s| !search.contains(s))
             .collect()
+    }
+
+    /// A task's checkpoint interval: every 1/curve of its steps.
+    pub fn checkpoint_every(&self, t: &TaskCell) -> u64 {
+        (self.steps(t) / self.finetune.curve.unwrap_or(1).max(1)).max(1)
+    }
+
+    /// The steps before the last at which runs at the chosen rate are evaluated.
+    pub fn curve_steps(&self, t: &TaskCell) -> Vec<u64> {
+        let every = self.checkpoint_every(t);
+        (every..self.steps(t)).step_by(every as usize).collect()
     }
 
     /// A task's fine-tuning steps.
