@@ -220,3 +220,60 @@ impl Study {
         self.finetune.learning_rates.len() * self.search_seeds().len() + self.other_seeds().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn study(extra_finetune: &str, extra: &str) -> anyhow::Result<Study> {
+        let text = format!(
+            "name = \"s\"\nseeds = [0, 1, 2]\n[corpus]\ninputs = []\n\
+             [pretrain]\narchs = [\"transformer\"]\npreset = \"tiny\"\nsteps = 8\nbatch_size = 2\ninputs_length = 8\n\
+             [finetune]\nsteps = 10\nbatch_size = 2\nlearning_rates = [1e-3, 5e-4]\n{extra_finetune}\n\
+             [[tasks]]\nname = \"trec\"\ntrain = [\"t\"]\ndev_fraction = 0.1\nsteps = 7\n{extra}"
+        );
+        let dir = std::env::temp_dir().join(format!("conveyor-studyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let f = dir.join(format!("{}.toml", text.len()));
+        std::fs::write(&f, text)?;
+        let st = Study::read(&f);
+        let _ = std::fs::remove_file(&f);
+        st
+    }
+
+    #[test]
+    fn search_seeds_and_curves_count_runs_and_steps() {
+        let st = study("search_seeds = [0]\ncurve = 3", "").unwrap();
+        assert_eq!(st.other_seeds(), vec![1, 2]);
+        // 2 rates x seed 0, then seeds 1 and 2 at the chosen rate.
+        assert_eq!(st.finetune_runs(), 4);
+        let t = &st.tasks[0];
+        assert_eq!(st.steps(t), 7);
+        assert_eq!(st.checkpoint_every(t), 2);
+        assert_eq!(st.curve_steps(t), vec![2, 4, 6]);
+        let all = study("", "").unwrap();
+        assert_eq!(all.finetune_runs(), 6);
+        assert_eq!(all.curve_steps(&all.tasks[0]), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn fine_tuning_seeds_without_a_pre_training_start_from_the_first() {
+        let st = study("", "").unwrap();
+        assert_eq!(st.pretrain_seeds(), &[0, 1, 2]);
+        assert_eq!(st.init_seed(2), 2);
+        let mut st = st;
+        st.pretrain.seeds = Some(vec![1]);
+        assert_eq!((st.init_seed(1), st.init_seed(2)), (1, 1));
+    }
+
+    #[test]
+    fn foreign_seeds_and_references_are_refused() {
+        let e = study("search_seeds = [7]", "").unwrap_err().to_string();
+        assert!(e.contains("search_seeds must be a non-empty subset"), "{e}");
+        let e = study("", "[reference]\ntask = \"sst2\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[reference] needs task \"sst2\""), "{e}");
+        assert!(study("", "[reference]\ntask = \"trec\"").is_ok());
+    }
+}
