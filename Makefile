@@ -16,7 +16,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/conveyor
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test build release bench lint fixtures
+.PHONY: demo test build release bench lint fixtures python
 
 build:
 	cargo build --workspace
@@ -29,8 +29,14 @@ demo: release
 
 # The README's test command: every test, in the release profile, so that after `make demo`
 # it reuses the demo's build (a debug build of every dependency took ~20 minutes here).
-test:
+test: python
 	cargo test --release --workspace --no-fail-fast
+	CONVEYOR_BIN=$(BIN) python -m pytest -q -p no:warnings python/tests
+
+# The Python package (python/: PyO3, built by maturin) installed into the project's
+# environment, from the same target directory as everything else.
+python:
+	python -m pip install --quiet --disable-pip-version-check --no-build-isolation ./python
 
 lint:
 	cargo fmt --all --check

@@ -1,0 +1,62 @@
+from os import PathLike
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Path = Union[str, PathLike[str]]
+_Ids = Union[npt.NDArray[np.integer[Any]], Sequence[int]]
+
+class ConveyorError(ValueError):
+    """Bad input, a foreign state or another vocabulary; the message names the file."""
+
+class Tokenizer:
+    """conveyor's SentencePiece unigram encoder: ids identical to the library's."""
+
+    @staticmethod
+    def from_file(path: _Path) -> "Tokenizer":
+        """Opens a SentencePiece model file (e.g. the T5 vocabulary)."""
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text`, no EOS appended."""
+    def encode_batch(
+        self, texts: Sequence[str], threads: Optional[int] = None
+    ) -> list[npt.NDArray[np.int32]]:
+        """The ids of every text, encoded in parallel with the GIL released."""
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of `ids`, as SentencePiece's decode renders it."""
+    @property
+    def vocab_size(self) -> int:
+        """Pieces in the model (extra ids not included)."""
+    @property
+    def pad_id(self) -> Optional[int]: ...
+    @property
+    def eos_id(self) -> Optional[int]: ...
+    @property
+    def unk_id(self) -> int: ...
+    @property
+    def sha256(self) -> str:
+        """sha256 of the model file, as conveyor's manifests record it."""
+
+def span_corruption(
+    tokens: Union[_Ids, Sequence[_Ids]],
+    *,
+    inputs_length: int,
+    seed: int,
+    vocab_size: int,
+    noise_density: float = 0.15,
+    mean_span_length: float = 3.0,
+    extra_ids: int = 100,
+    epoch: int = 0,
+    shard: int = 0,
+    eos_id: int = 1,
+) -> tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.int32]]]:
+    """T5 span corruption of one document or one shard's documents: (inputs, targets),
+    the examples `conveyor corrupt` writes for the same seed, epoch and shard."""
+
+def lengths(
+    inputs_length: int, noise_density: float = 0.15, mean_span_length: float = 3.0
+) -> tuple[int, int]:
+    """T5's random_spans_helper: (tokens_length, targets_length)."""
+
+def read_manifest(path: _Path) -> dict[str, Any]:
+    """A token, example or clean folder's manifest.json, checked, as a dict."""

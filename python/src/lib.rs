@@ -1,0 +1,39 @@
+//! `conveyor._native`: the Python extension behind the `conveyor` package. It wraps the
+//! pipeline crate as it is (no libtorch): the SentencePiece-exact tokenizer, T5 span
+//! corruption and manifest reading. Errors carry the CLI's messages.
+
+mod corrupt;
+mod manifest;
+mod tokenizer;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+create_exception!(
+    _native,
+    ConveyorError,
+    PyValueError,
+    "An error from conveyor: bad input, a foreign state or another vocabulary. Its message names the file, shard or setting and says what to do."
+);
+
+/// A pipeline error as a Python exception: a missing file is a FileNotFoundError, anything
+/// else a ConveyorError; both carry the message the CLI prints.
+pub(crate) fn error(e: conveyor_pipeline::Error) -> PyErr {
+    if let conveyor_pipeline::Error::Io { error, .. } = &e {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            return pyo3::exceptions::PyFileNotFoundError::new_err(e.to_string());
+        }
+    }
+    ConveyorError::new_err(e.to_string())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("ConveyorError", m.py().get_type::<ConveyorError>())?;
+    m.add_class::<tokenizer::Tokenizer>()?;
+    m.add_function(wrap_pyfunction!(corrupt::span_corruption, m)?)?;
+    m.add_function(wrap_pyfunction!(corrupt::lengths, m)?)?;
+    m.add_function(wrap_pyfunction!(manifest::read_manifest, m)?)?;
+    Ok(())
+}

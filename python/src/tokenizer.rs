@@ -1,0 +1,105 @@
+//! `conveyor.Tokenizer`: conveyor's native SentencePiece unigram encoder (ids identical to the
+//! library's), one document or many in parallel with the GIL released.
+
+use std::path::PathBuf;
+
+use conveyor_pipeline::tokenize::{load, TokenizerKind};
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::prelude::*;
+use rayon::prelude::*;
+
+#[pyclass(module = "conveyor", frozen)]
+pub struct Tokenizer {
+    inner: Box<dyn conveyor_pipeline::tokenize::Tokenizer>,
+    path: PathBuf,
+}
+
+fn encode_one(t: &dyn conveyor_pipeline::tokenize::Tokenizer, text: &str) -> PyResult<Vec<u32>> {
+    let mut ids = Vec::new();
+    t.encode_into(text, &mut ids)
+        .map_err(|e| crate::ConveyorError::new_err(e.to_string()))?;
+    Ok(ids)
+}
+
+#[pymethods]
+impl Tokenizer {
+    /// Opens a SentencePiece unigram model file (e.g. the T5 vocabulary).
+    #[staticmethod]
+    fn from_file(path: PathBuf) -> PyResult<Self> {
+        let inner = load(&path, TokenizerKind::Native).map_err(crate::error)?;
+        Ok(Self { inner, path })
+    }
+
+    /// The ids of `text` (no EOS appended), as SentencePiece's `encode` gives them.
+    fn encode(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
+        py.detach(|| encode_one(self.inner.as_ref(), text))
+    }
+
+    /// The ids of every text, one int32 array each, encoded on `threads` threads (default:
+    /// every core) with the GIL released. The result does not depend on `threads`.
+    #[pyo3(signature = (texts, threads = None))]
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<Bound<'py, PyArray1<i32>>>> {
+        let t = self.inner.as_ref();
+        let run = || -> PyResult<Vec<Vec<i32>>> {
+            texts
+                .par_iter()
+                .map(|s| Ok(encode_one(t, s)?.into_iter().map(|i| i as i32).collect()))
+                .collect()
+        };
+        let ids = py.detach(|| match threads {
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| crate::ConveyorError::new_err(e.to_string()))?
+                .install(run),
+            None => run(),
+        })?;
+        Ok(ids.into_iter().map(|v| v.into_pyarray(py)).collect())
+    }
+
+    /// The text of `ids`: pieces joined, `▁` as spaces, control pieces dropped (`<unk>` as
+    /// ` ⁇ `), as SentencePiece's `decode` renders them.
+    fn decode(&self, ids: Vec<u32>) -> String {
+        self.inner.vocab().decode(&ids)
+    }
+
+    /// Pieces in the model (extra ids not included).
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab().len()
+    }
+
+    #[getter]
+    fn pad_id(&self) -> Option<u32> {
+        self.inner.vocab().pad_id
+    }
+
+    #[getter]
+    fn eos_id(&self) -> Option<u32> {
+        self.inner.vocab().eos_id
+    }
+
+    #[getter]
+    fn unk_id(&self) -> u32 {
+        self.inner.vocab().unk_id
+    }
+
+    /// sha256 of the model file (what conveyor's manifests record as the vocabulary).
+    #[getter]
+    fn sha256(&self) -> &str {
+        &self.inner.vocab().sha256
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Tokenizer.from_file({:?}) ({} pieces)",
+            self.path.display().to_string(),
+            self.inner.vocab().len()
+        )
+    }
+}

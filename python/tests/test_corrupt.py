@@ -1,0 +1,90 @@
+"""conveyor.span_corruption equals `conveyor corrupt` for the same seed, shard by shard, and
+conveyor.lengths is T5's random_spans_helper."""
+
+import json
+import random
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import conveyor
+from conftest import SPIECE
+
+
+def shards(folder):
+    m = json.loads((folder / "manifest.json").read_text())
+    return [folder / s["file"] for s in m["shards"]]
+
+
+@pytest.mark.parametrize("inputs_length,seed,density,mean", [(128, 3, 0.15, 3.0), (64, 11, 0.3, 2.0)])
+def test_examples_equal_conveyor_corrupt(conveyor_bin, c4_tokens, tmp_path, inputs_length, seed, density, mean):
+    out = tmp_path / "examples"
+    subprocess.run(
+        [conveyor_bin, "corrupt", str(c4_tokens), "--out", str(out), "--inputs-length", str(inputs_length),
+         "--seed", str(seed), "--noise-density", str(density), "--mean-span-length", str(mean), "-q"],
+        check=True,
+    )
+    written = [pq.read_table(f) for f in shards(out)]
+    token_shards = shards(c4_tokens)
+    assert len(token_shards) == len(written) >= 2
+    for k, (src, table) in enumerate(zip(token_shards, written)):
+        docs = [np.asarray(d, dtype=np.int32) for d in pq.read_table(src).column("tokens").to_pylist()]
+        inputs, targets = conveyor.span_corruption(
+            docs, inputs_length=inputs_length, seed=seed, vocab_size=32000, shard=k,
+            noise_density=density, mean_span_length=mean,
+        )
+        assert [x.tolist() for x in inputs] == table.column("inputs").to_pylist(), f"shard {k}"
+        assert [x.tolist() for x in targets] == table.column("targets").to_pylist(), f"shard {k}"
+
+
+def test_another_seed_or_shard_gives_other_examples():
+    doc = np.arange(3, 2000, dtype=np.int32)
+    a = conveyor.span_corruption(doc, inputs_length=128, seed=0, vocab_size=32000)
+    b = conveyor.span_corruption(doc, inputs_length=128, seed=1, vocab_size=32000)
+    c = conveyor.span_corruption(doc, inputs_length=128, seed=0, vocab_size=32000, shard=1)
+    again = conveyor.span_corruption(list(doc), inputs_length=128, seed=0, vocab_size=32000)
+    flat = lambda r: [x.tolist() for x in r[0]]  # noqa: E731
+    assert flat(a) == flat(again)
+    assert flat(a) != flat(b) and flat(a) != flat(c)
+    # Every input keeps the non-noise tokens in order, sentinels count down from 32099.
+    sentinels = [t for t in a[0][0].tolist() if t >= 32000]
+    assert sentinels == list(range(32099, 32099 - len(sentinels), -1))
+    assert all(x[-1] == 1 for x in a[0] + a[1])
+
+
+def helper(inputs_length, density, mean):
+    """T5's random_spans_helper, transcribed from its definition (Python rounding)."""
+    def lens(n):
+        noise = int(round(n * density))
+        spans = int(round(noise / mean))
+        return n - noise + spans + 1, noise + spans + 1
+
+    n = inputs_length - 1
+    while lens(n + 1)[0] <= inputs_length:
+        n += 1
+    inputs, targets = lens(n)
+    if density == 0.5 and targets > inputs:
+        n -= 1
+        targets -= 1
+    return n, targets
+
+
+def test_lengths_are_t5s_random_spans_helper():
+    assert conveyor.lengths(512) == (568, 114)
+    rng = random.Random(3)
+    for _ in range(300):
+        n = rng.randrange(2, 2048)
+        density = rng.choice([0.05, 0.15, 0.3, 0.5, rng.uniform(0.01, 0.9)])
+        mean = rng.choice([1.0, 3.0, rng.uniform(1.0, 10.0)])
+        assert conveyor.lengths(n, density, mean) == helper(n, density, mean), (n, density, mean)
+
+
+def test_bad_settings_and_foreign_ids_are_refused():
+    with pytest.raises(conveyor.ConveyorError, match="noise density"):
+        conveyor.lengths(128, 1.5)
+    with pytest.raises(conveyor.ConveyorError, match="not below vocab_size 400"):
+        conveyor.span_corruption([5, 6, 400], inputs_length=32, seed=0, vocab_size=400)
+    with pytest.raises(conveyor.ConveyorError, match="not a vocabulary id"):
+        conveyor.span_corruption(np.array([5, -1]), inputs_length=32, seed=0, vocab_size=400)
