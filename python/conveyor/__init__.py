@@ -6,8 +6,11 @@ conveyor's manifests, from the same Rust code as the `conveyor` command line.
     ids = tok.encode_batch(["a document", "another"])          # list of int32 arrays
     inputs, targets = conveyor.span_corruption(ids, inputs_length=512, seed=0,
                                                vocab_size=tok.vocab_size)
+    for batch in conveyor.Loader("tokens/", 32, inputs_length=512, seed=0):
+        ...                                  # dict of int32 numpy arrays
 """
 
+from ._loader import Loader
 from ._native import (
     ConveyorError,
     Tokenizer,
@@ -16,4 +19,4 @@ from ._native import (
     span_corruption,
 )
 
-__all__ = ["ConveyorError", "Tokenizer", "lengths", "read_manifest", "span_corruption"]
+__all__ = ["ConveyorError", "Loader", "Tokenizer", "lengths", "read_manifest", "span_corruption"]

@@ -60,3 +60,36 @@ def lengths(
 
 def read_manifest(path: _Path) -> dict[str, Any]:
     """A token, example or clean folder's manifest.json, checked, as a dict."""
+
+class Loader:
+    """Batches from conveyor example or token shards as dicts of int32 numpy arrays, with a
+    seeded order, rank sharding, packing, span corruption on the fly and exact resume."""
+
+    def __init__(
+        self,
+        path: _Path,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle_buffer: int = 10000,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        inputs_length: Optional[int] = None,
+        noise_density: float = 0.15,
+        mean_span_length: float = 3.0,
+        pack: bool = False,
+        pad_to: str = "feature",
+        drop_remainder: bool = False,
+        prefetch: int = 2,
+        epochs: Optional[int] = None,
+        state: Optional[dict[str, Any]] = None,
+    ) -> None: ...
+    def __iter__(self) -> "Loader": ...
+    def __next__(self) -> dict[str, npt.NDArray[np.int32]]: ...
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (example shards read as written)."""
+    def state_dict(self) -> dict[str, Any]:
+        """{epoch, position, fingerprint}: where the loader stands; JSON-able."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues right after the batch the state was taken at."""

@@ -1,8 +1,9 @@
 //! `conveyor._native`: the Python extension behind the `conveyor` package. It wraps the
 //! pipeline crate as it is (no libtorch): the SentencePiece-exact tokenizer, T5 span
-//! corruption and manifest reading. Errors carry the CLI's messages.
+//! corruption, the streaming loader and manifest reading. Errors carry the CLI's messages.
 
 mod corrupt;
+mod loader;
 mod manifest;
 mod tokenizer;
 
@@ -32,6 +33,7 @@ pub(crate) fn error(e: conveyor_pipeline::Error) -> PyErr {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConveyorError", m.py().get_type::<ConveyorError>())?;
     m.add_class::<tokenizer::Tokenizer>()?;
+    m.add_class::<loader::Loader>()?;
     m.add_function(wrap_pyfunction!(corrupt::span_corruption, m)?)?;
     m.add_function(wrap_pyfunction!(corrupt::lengths, m)?)?;
     m.add_function(wrap_pyfunction!(manifest::read_manifest, m)?)?;

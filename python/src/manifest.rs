@@ -1,7 +1,7 @@
 //! `conveyor.read_manifest`: a token, example or clean output folder's manifest, checked as
 //! conveyor's readers check it (format, version, plain shard names), as a dict.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use conveyor_pipeline::examples::ExamplesManifest;
 use conveyor_pipeline::manifest::Manifest;
@@ -12,10 +12,17 @@ use crate::ConveyorError;
 /// Reads FOLDER/manifest.json (or the manifest file itself) as the kind its `format` names.
 #[pyfunction]
 pub fn read_manifest<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let value = read(&path)?;
+    py.import("json")?
+        .call_method1("loads", (value.to_string(),))
+}
+
+/// A token, example or clean folder's manifest, read and checked by its typed reader.
+pub(crate) fn read(path: &Path) -> PyResult<serde_json::Value> {
     let dir = if path.file_name().is_some_and(|n| n == "manifest.json") {
         path.parent().map(PathBuf::from).unwrap_or_default()
     } else {
-        path
+        path.to_path_buf()
     };
     let file = dir.join("manifest.json");
     let text = std::fs::read_to_string(&file)
@@ -24,21 +31,17 @@ pub fn read_manifest<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py,
         .ok()
         .and_then(|v| v["format"].as_str().map(str::to_string))
         .unwrap_or_default();
-    let value = match format.as_str() {
-        conveyor_pipeline::manifest::TOKENS_FORMAT => to_value(Manifest::read(&dir))?,
-        conveyor_pipeline::examples::EXAMPLES_FORMAT => to_value(ExamplesManifest::read(&dir))?,
+    match format.as_str() {
+        conveyor_pipeline::manifest::TOKENS_FORMAT => to_value(Manifest::read(&dir)),
+        conveyor_pipeline::examples::EXAMPLES_FORMAT => to_value(ExamplesManifest::read(&dir)),
         conveyor_pipeline::clean::CLEAN_FORMAT => {
-            to_value(conveyor_pipeline::clean::read_manifest(&dir))?
+            to_value(conveyor_pipeline::clean::read_manifest(&dir))
         }
-        other => {
-            return Err(ConveyorError::new_err(format!(
-                "{}: format {other:?} is not a conveyor token, example or clean manifest",
-                file.display()
-            )))
-        }
-    };
-    py.import("json")?
-        .call_method1("loads", (value.to_string(),))
+        other => Err(ConveyorError::new_err(format!(
+            "{}: format {other:?} is not a conveyor token, example or clean manifest",
+            file.display()
+        ))),
+    }
 }
 
 fn to_value<T: serde::Serialize>(

@@ -126,6 +126,8 @@ pub struct Loader {
     rx: Receiver<Result<Batch, Error>>,
     state: LoaderState,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// Batches this rank gets per epoch, when the item count is known before reading.
+    batches_per_epoch: Option<u64>,
 }
 
 impl Loader {
@@ -150,6 +152,23 @@ impl Loader {
                 fingerprint: plan.fingerprint,
             },
         };
+        Self::start(plan, state)
+    }
+
+    /// Starts a loader at the beginning of `epoch` (the shard order and shuffles of that
+    /// epoch, as if the earlier ones had run).
+    pub fn at_epoch(cfg: LoaderConfig, epoch: u64) -> Result<Self, Error> {
+        let plan = plan(cfg)?;
+        let state = LoaderState {
+            epoch,
+            position: 0,
+            fingerprint: plan.fingerprint,
+        };
+        Self::start(plan, state)
+    }
+
+    fn start(plan: Plan, state: LoaderState) -> Result<Self, Error> {
+        let batches_per_epoch = batches_per_epoch(&plan);
         let (tx, rx) = sync_channel(plan.cfg.prefetch.max(1));
         let handle = std::thread::Builder::new()
             .name("conveyor-loader".into())
@@ -159,7 +178,14 @@ impl Loader {
             rx,
             state,
             handle: Some(handle),
+            batches_per_epoch,
         })
+    }
+
+    /// Batches this rank gets per epoch, when known before reading: example shards read as
+    /// written (token shards make an unknown number of pieces; packing here, of rows).
+    pub fn batches_per_epoch(&self) -> Option<u64> {
+        self.batches_per_epoch
     }
 
     /// The state after the last batch handed out (the start state before any).
@@ -310,6 +336,23 @@ fn produce(plan: Plan, start: LoaderState, tx: SyncSender<Result<Batch, Error>>)
             }
         }
     }
+}
+
+/// This rank's share of an epoch's items in batches, when the item count is known.
+fn batches_per_epoch(plan: &Plan) -> Option<u64> {
+    let cfg = &plan.cfg;
+    if plan.corruption.is_some() || (cfg.pack && !plan.packed_source) {
+        return None;
+    }
+    let items: u64 = plan.shards.iter().map(|s| s.rows).sum();
+    let (rank, world) = (cfg.rank as u64, cfg.world_size as u64);
+    let mine = items.saturating_sub(rank).div_ceil(world);
+    let b = cfg.batch_size as u64;
+    Some(if cfg.drop_remainder {
+        mine / b
+    } else {
+        mine.div_ceil(b)
+    })
 }
 
 /// Why an epoch that gave this rank no batch is an error (a loop of empty epochs would

@@ -248,3 +248,46 @@ fn ids_beyond_the_vocabulary_name_their_shard_and_row() {
         .to_string();
     assert!(e.contains(".parquet") && e.contains("row 0"), "{e}");
 }
+
+/// `batches_per_epoch` is the number of batches an epoch really gives each rank, and a loader
+/// started at epoch 1 gives what an uninterrupted one gives after its first epoch.
+#[test]
+fn batches_per_epoch_and_a_start_at_a_later_epoch_are_exact() {
+    let dir = offline("per-epoch", 5, 0, false);
+    for (world, batch, drop) in [(1, 7, false), (3, 5, false), (3, 5, true), (2, 64, true)] {
+        for rank in 0..world {
+            let mut c = LoaderConfig::new(LoaderInput::Examples(dir.clone()), batch);
+            c.seed = 1;
+            c.shuffle_buffer = 50;
+            (c.rank, c.world_size, c.drop_remainder, c.epochs) = (rank, world, drop, Some(1));
+            let l = Loader::new(c.clone()).unwrap();
+            let known = l.batches_per_epoch();
+            let got = l.map(|b| b.unwrap()).count() as u64;
+            assert_eq!(
+                known,
+                Some(got),
+                "world {world} rank {rank} batch {batch} drop {drop}"
+            );
+        }
+    }
+    let mut c = LoaderConfig::new(LoaderInput::Examples(dir), 9);
+    c.epochs = Some(2);
+    let both = collect(c.clone());
+    // A batch's state says where to continue: the last batch of epoch 0 points at epoch 1.
+    let first = 1 + both
+        .iter()
+        .position(|b| (b.state.epoch, b.state.position) == (1, 0))
+        .unwrap();
+    let later: Vec<Batch> = Loader::at_epoch(c, 1)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert!(
+        examples(&later) == examples(&both[first..]),
+        "later epoch differs"
+    );
+    assert_eq!(later.last().map(|b| b.state), both.last().map(|b| b.state));
+    let mut t = LoaderConfig::new(LoaderInput::Tokens(corrupt_cfg(64)), 4);
+    t.epochs = Some(1);
+    assert_eq!(Loader::new(t).unwrap().batches_per_epoch(), None);
+}

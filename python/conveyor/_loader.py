@@ -1,0 +1,73 @@
+"""conveyor.Loader: the Python face of conveyor's streaming loader."""
+
+import os
+
+from . import _native
+
+try:  # A torch IterableDataset when torch is installed, so DataLoader(loader, batch_size=None) works.
+    from torch.utils.data import IterableDataset as _Base
+except ImportError:  # pragma: no cover - JAX or plain numpy users
+    _Base = object
+
+
+def _env_int(name, default):
+    value = os.environ.get(name)
+    return default if value is None else int(value)
+
+
+class Loader(_Base):
+    """Batches from conveyor example shards, packed shards, or token shards span-corrupted on
+    the fly, as dicts of int32 numpy arrays: ``inputs``, ``targets`` (rows x width),
+    ``inputs_lengths``, ``targets_lengths``, and with packing ``inputs_segment_ids``,
+    ``inputs_positions``, ``targets_segment_ids``, ``targets_positions``.
+
+    The order is a function of (seed, epoch): shards in a seeded order, items shuffled within
+    windows of ``shuffle_buffer``; rank ``r`` of ``world_size`` takes every ``world_size``-th
+    item, so ranks are disjoint and cover the epoch. ``rank`` and ``world_size`` default to
+    the ``RANK`` and ``WORLD_SIZE`` that torchrun sets. ``state_dict()`` is a small dict;
+    ``Loader(..., state=s)`` or ``load_state_dict(s)`` continues exactly after the batch it
+    was taken at. ``epochs=None`` runs until stopped; ``epochs=N`` stops after epoch N - 1.
+
+    With ``torch.utils.data.DataLoader(loader, batch_size=None)`` keep ``num_workers=0``:
+    the loader prepares ``prefetch`` batches ahead on its own thread.
+    """
+
+    def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, rank=None,
+                 world_size=None, inputs_length=None, noise_density=0.15, mean_span_length=3.0,
+                 pack=False, pad_to="feature", drop_remainder=False, prefetch=2, epochs=None,
+                 state=None):
+        if pad_to not in ("feature", "longest"):
+            raise _native.ConveyorError(f"pad_to must be 'feature' or 'longest', not {pad_to!r}")
+        self._native = _native.Loader(
+            os.fspath(path), batch_size, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer,
+            rank=_env_int("RANK", 0) if rank is None else rank,
+            world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size,
+            inputs_length=inputs_length, noise_density=noise_density,
+            mean_span_length=mean_span_length, pack=pack, pad_to_longest=pad_to == "longest",
+            drop_remainder=drop_remainder, prefetch=prefetch, epochs=epochs, state=state,
+        )
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = self._native.next_batch()
+        if batch is None:
+            raise StopIteration
+        return batch
+
+    def state_dict(self):
+        """Where the loader stands after the last batch handed out: {epoch, position,
+        fingerprint}; JSON-able."""
+        return self._native.state_dict()
+
+    def load_state_dict(self, state):
+        """Continues right after the batch `state` was taken at; a state from another
+        configuration (data, seed, shuffle, ranks, batch size or packing) is refused."""
+        self._native.load_state_dict(dict(state))
+
+    def __len__(self):
+        n = self._native.batches_per_epoch()
+        if n is None:
+            raise TypeError("the number of batches is not known before reading (token shards, or packing)")
+        return n

@@ -1,0 +1,189 @@
+//! `conveyor._native.Loader`: conveyor's streaming loader (seeded shard order, windowed
+//! shuffle, rank sharding, packing, span corruption on the fly, exact resume) handing out
+//! batches as dicts of numpy arrays. The Python class `conveyor.Loader` wraps it.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use conveyor_pipeline::corrupt::CorruptConfig;
+use conveyor_pipeline::loader::{Batch, Loader as Inner, LoaderConfig, LoaderInput, LoaderState};
+use numpy::{IntoPyArray, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::ConveyorError;
+
+#[pyclass(module = "conveyor._native")]
+pub struct Loader {
+    cfg: LoaderConfig,
+    inner: Mutex<Inner>,
+}
+
+/// Example shards as they are, or token shards span-corrupted on the fly (which needs
+/// `inputs_length`), by the folder's manifest.
+fn input(
+    path: PathBuf,
+    inputs_length: Option<usize>,
+    noise_density: f64,
+    mean_span_length: f64,
+) -> PyResult<LoaderInput> {
+    let manifest = crate::manifest::read(&path)?;
+    match manifest["format"].as_str() {
+        Some(conveyor_pipeline::manifest::TOKENS_FORMAT) => {
+            let n = inputs_length.ok_or_else(|| {
+                ConveyorError::new_err(format!(
+                    "{}: token shards are span-corrupted on the fly: give inputs_length (e.g. 512)",
+                    path.display()
+                ))
+            })?;
+            let mut c = CorruptConfig::new(path, PathBuf::new(), n);
+            c.noise_density = noise_density;
+            c.mean_span_length = mean_span_length;
+            Ok(LoaderInput::Tokens(c))
+        }
+        Some(conveyor_pipeline::examples::EXAMPLES_FORMAT) => Ok(LoaderInput::Examples(path)),
+        other => Err(ConveyorError::new_err(format!(
+            "{}: a {} folder cannot be loaded: give token shards (conveyor ingest) or example shards (conveyor corrupt, task prepare)",
+            path.display(),
+            other.unwrap_or("?")
+        ))),
+    }
+}
+
+/// A state dict from Python: {"epoch", "position", "fingerprint" (hex)}.
+fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
+    let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+        d.get_item(k)?.ok_or_else(|| {
+            ConveyorError::new_err(format!(
+                "not a conveyor loader state: no {k:?} (use the dict state_dict() returns)"
+            ))
+        })
+    };
+    let fp: String = get("fingerprint")?.extract()?;
+    let fingerprint = u64::from_str_radix(&fp, 16).map_err(|_| {
+        ConveyorError::new_err(format!("not a conveyor loader state: fingerprint {fp:?}"))
+    })?;
+    Ok(LoaderState {
+        epoch: get("epoch")?.extract()?,
+        position: get("position")?.extract()?,
+        fingerprint,
+    })
+}
+
+/// A batch as a dict of int32 numpy arrays (rows x width for the ids, rows for the lengths),
+/// each owning its buffer (no copy on the way to torch.from_numpy).
+fn batch_dict<'py>(py: Python<'py>, b: Batch) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let ints = |v: Vec<u32>| -> Vec<i32> { v.into_iter().map(|x| x as i32).collect() };
+    let grid = |v: Vec<u32>, width: usize| ints(v).into_pyarray(py).reshape([b.rows, width]);
+    d.set_item("inputs", grid(b.inputs, b.inputs_width)?)?;
+    d.set_item("targets", grid(b.targets, b.targets_width)?)?;
+    d.set_item("inputs_lengths", ints(b.input_lengths).into_pyarray(py))?;
+    d.set_item("targets_lengths", ints(b.target_lengths).into_pyarray(py))?;
+    if let Some(p) = b.packing {
+        d.set_item(
+            "inputs_segment_ids",
+            grid(p.inputs_segment_ids, b.inputs_width)?,
+        )?;
+        d.set_item(
+            "inputs_positions",
+            grid(p.inputs_positions, b.inputs_width)?,
+        )?;
+        d.set_item(
+            "targets_segment_ids",
+            grid(p.targets_segment_ids, b.targets_width)?,
+        )?;
+        d.set_item(
+            "targets_positions",
+            grid(p.targets_positions, b.targets_width)?,
+        )?;
+    }
+    Ok(d)
+}
+
+#[pymethods]
+impl Loader {
+    #[new]
+    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, state))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        batch_size: usize,
+        seed: u64,
+        epoch: u64,
+        shuffle_buffer: usize,
+        rank: usize,
+        world_size: usize,
+        inputs_length: Option<usize>,
+        noise_density: f64,
+        mean_span_length: f64,
+        pack: bool,
+        pad_to_longest: bool,
+        drop_remainder: bool,
+        prefetch: usize,
+        epochs: Option<u64>,
+        state: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let mut cfg = LoaderConfig::new(
+            input(path, inputs_length, noise_density, mean_span_length)?,
+            batch_size,
+        );
+        cfg.seed = seed;
+        cfg.shuffle_buffer = shuffle_buffer;
+        (cfg.rank, cfg.world_size) = (rank, world_size);
+        cfg.pack = pack;
+        cfg.pad_to_longest = pad_to_longest;
+        cfg.drop_remainder = drop_remainder;
+        cfg.prefetch = prefetch.max(1);
+        cfg.epochs = epochs;
+        let state = state.as_ref().map(state_of).transpose()?;
+        let c = cfg.clone();
+        let inner = py
+            .detach(|| match state {
+                Some(s) => Inner::resume(c, Some(s)),
+                None => Inner::at_epoch(c, epoch),
+            })
+            .map_err(crate::error)?;
+        Ok(Self {
+            cfg,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// The next batch, or None when the epochs asked for are done.
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let next = py.detach(|| self.inner.lock().expect("loader lock").next());
+        match next {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(batch_dict(py, b)?)),
+            Some(Err(e)) => Err(crate::error(e)),
+        }
+    }
+
+    /// Where the loader stands after the last batch handed out.
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.lock().expect("loader lock").state();
+        let d = PyDict::new(py);
+        d.set_item("epoch", s.epoch)?;
+        d.set_item("position", s.position)?;
+        d.set_item("fingerprint", format!("{:016x}", s.fingerprint))?;
+        Ok(d)
+    }
+
+    /// Continues from a state_dict() (refused if it comes from another configuration).
+    fn load_state_dict(&self, py: Python<'_>, state: Bound<'_, PyDict>) -> PyResult<()> {
+        let s = state_of(&state)?;
+        let c = self.cfg.clone();
+        let fresh = py
+            .detach(|| Inner::resume(c, Some(s)))
+            .map_err(crate::error)?;
+        *self.inner.lock().expect("loader lock") = fresh;
+        Ok(())
+    }
+
+    /// Batches per epoch for this rank, when known before reading (example shards).
+    fn batches_per_epoch(&self) -> Option<u64> {
+        self.inner.lock().expect("loader lock").batches_per_epoch()
+    }
+}

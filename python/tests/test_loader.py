@@ -1,0 +1,121 @@
+"""conveyor.Loader: the examples `conveyor corrupt` writes, every example once per epoch,
+exact resume from its state_dict at several points, disjoint and complete ranks, refused
+states, len(), packing, and use as a torch DataLoader's dataset."""
+
+import json
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import conveyor
+
+
+@pytest.fixture(scope="module")
+def examples(conveyor_bin, c4_tokens, tmp_path_factory):
+    """The C4 sample span-corrupted offline (seed 3, epoch 0, inputs 128)."""
+    out = tmp_path_factory.mktemp("ex") / "examples"
+    subprocess.run([conveyor_bin, "corrupt", str(c4_tokens), "--out", str(out), "--inputs-length", "128",
+                    "--seed", "3", "-q"], check=True)
+    return out
+
+
+def offline(folder):
+    m = json.loads((folder / "manifest.json").read_text())
+    rows = []
+    for s in m["shards"]:
+        t = pq.read_table(folder / s["file"])
+        rows += list(zip(map(tuple, t.column("inputs").to_pylist()), map(tuple, t.column("targets").to_pylist())))
+    return rows
+
+
+def unpadded(batches):
+    out = []
+    for b in batches:
+        for r in range(b["inputs"].shape[0]):
+            out.append((tuple(b["inputs"][r, : b["inputs_lengths"][r]].tolist()),
+                        tuple(b["targets"][r, : b["targets_lengths"][r]].tolist())))
+    return out
+
+
+def test_on_the_fly_examples_are_conveyor_corrupts(c4_tokens, examples):
+    batches = list(conveyor.Loader(c4_tokens, 16, inputs_length=128, seed=3, epochs=1))
+    b = batches[0]
+    assert set(b) == {"inputs", "targets", "inputs_lengths", "targets_lengths"}
+    assert b["inputs"].dtype == np.int32 and b["inputs"].shape == (16, 128)
+    assert sorted(unpadded(batches)) == sorted(offline(examples))
+    assert sorted(unpadded(conveyor.Loader(examples, 16, seed=9, epochs=1))) == sorted(offline(examples))
+
+
+def test_same_seed_same_batches_other_seed_other_order(examples):
+    a = unpadded(conveyor.Loader(examples, 8, seed=1, epochs=1))
+    assert a == unpadded(conveyor.Loader(examples, 8, seed=1, epochs=1, prefetch=7))
+    assert a != unpadded(conveyor.Loader(examples, 8, seed=2, epochs=1))
+
+
+def test_resume_from_state_dict_equals_the_uninterrupted_run(c4_tokens):
+    kw = dict(inputs_length=64, seed=5, shuffle_buffer=100, epochs=2)
+    full = unpadded(conveyor.Loader(c4_tokens, 8, **kw))
+    for stop in [1, 7, 60, 130]:
+        first = conveyor.Loader(c4_tokens, 8, **kw)
+        head = [next(first) for _ in range(stop)]
+        state = json.loads(json.dumps(first.state_dict()))  # JSON round trip
+        del first
+        rest = list(conveyor.Loader(c4_tokens, 8, state=state, **kw))
+        assert unpadded(head) + unpadded(rest) == full, f"stopped after {stop} batches"
+        again = conveyor.Loader(c4_tokens, 8, **kw)
+        again.load_state_dict(state)
+        assert unpadded(list(again)) == unpadded(rest)
+
+
+def test_ranks_are_disjoint_and_complete(examples, monkeypatch):
+    everything = sorted(unpadded(conveyor.Loader(examples, 8, seed=4, epochs=1)))
+    shares = [unpadded(conveyor.Loader(examples, 8, seed=4, epochs=1, rank=r, world_size=3)) for r in range(3)]
+    assert sorted(sum(shares, [])) == everything
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert unpadded(conveyor.Loader(examples, 8, seed=4, epochs=1)) == shares[2]
+
+
+def test_len_is_the_batches_of_an_epoch(examples, c4_tokens):
+    for world, rank, drop in [(1, 0, False), (3, 1, False), (3, 2, True)]:
+        l = conveyor.Loader(examples, 10, epochs=1, rank=rank, world_size=world, drop_remainder=drop)
+        assert len(l) == len(list(l))
+    with pytest.raises(TypeError, match="not known"):
+        len(conveyor.Loader(c4_tokens, 10, inputs_length=64))
+
+
+def test_foreign_states_and_bad_folders_are_refused(examples, c4_tokens, tmp_path):
+    state = conveyor.Loader(examples, 8, seed=1).state_dict()
+    with pytest.raises(conveyor.ConveyorError, match="another data configuration"):
+        conveyor.Loader(examples, 8, seed=2, state=state)
+    with pytest.raises(conveyor.ConveyorError, match="not a conveyor loader state"):
+        conveyor.Loader(examples, 8, state={"epoch": 0})
+    with pytest.raises(conveyor.ConveyorError, match="give inputs_length"):
+        conveyor.Loader(c4_tokens, 8)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        conveyor.Loader(tmp_path / "nothing", 8)
+
+
+def test_packing_gives_segment_ids_and_keeps_every_example(examples):
+    batches = list(conveyor.Loader(examples, 4, pack=True, epochs=1, seed=0))
+    assert {"inputs_segment_ids", "inputs_positions", "targets_segment_ids", "targets_positions"} <= set(batches[0])
+    got = []
+    for b in batches:
+        for r in range(b["inputs"].shape[0]):
+            seg, tseg = b["inputs_segment_ids"][r], b["targets_segment_ids"][r]
+            for s in range(1, seg.max() + 1):
+                got.append((tuple(b["inputs"][r][seg == s].tolist()), tuple(b["targets"][r][tseg == s].tolist())))
+    assert sorted(got) == sorted(offline(examples))
+
+
+def test_a_torch_dataloader_takes_it_without_copies(examples):
+    torch = pytest.importorskip("torch")
+    loader = conveyor.Loader(examples, 8, seed=0, epochs=1)
+    batch = next(iter(torch.utils.data.DataLoader(loader, batch_size=None)))
+    assert batch["inputs"].dtype == torch.int32 and batch["inputs"].shape[0] == 8
+    raw = next(conveyor.Loader(examples, 8, seed=0, epochs=1))
+    t = torch.from_numpy(raw["inputs"])
+    assert t.data_ptr() == raw["inputs"].__array_interface__["data"][0]
+    assert torch.equal(batch["inputs"], t)
