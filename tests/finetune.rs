@@ -294,3 +294,68 @@ fn a_task_prepare_split_among_workers_merges_to_the_one_process_output() {
         "{err}"
     );
 }
+
+/// `task texts` writes the inputs of the rows `task prepare --holdout` keeps for train (the
+/// dev split's rows never), and refuses to replace a file without --overwrite.
+#[test]
+fn task_texts_are_the_train_side_of_the_holdout() {
+    let dir = tmp_path("texts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (texts, dev) = (dir.join("trec.jsonl"), dir.join("dev"));
+    let trec = shared("trec/train_5500.label");
+    let args = |out: &str| {
+        vec![
+            "task".to_string(),
+            "texts".into(),
+            "trec".into(),
+            "--input".into(),
+            trec.clone(),
+            "--holdout".into(),
+            "0.2".into(),
+            "--out".into(),
+            out.into(),
+        ]
+    };
+    let out = texts.to_str().unwrap();
+    let run = |a: Vec<String>| conveyor(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = run(args(out));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = run(args(out));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("give --overwrite"));
+    ok(&[
+        "task",
+        "prepare",
+        "trec",
+        "--input",
+        &trec,
+        "--vocab",
+        &shared("spiece/t5-spiece.model"),
+        "--out",
+        dev.to_str().unwrap(),
+        "--split",
+        "dev",
+        "--holdout",
+        "0.2",
+    ]);
+    let lines: Vec<String> = std::fs::read_to_string(&texts)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dev.join("manifest.json")).unwrap()).unwrap();
+    let held = m["examples"].as_u64().unwrap();
+    // TREC's 5,452 rows: the texts and the dev split share none and together hold all.
+    assert_eq!(lines.len() as u64 + held, 5452);
+    assert!(lines[0].starts_with("trec question: "), "{}", lines[0]);
+}

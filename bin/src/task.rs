@@ -38,15 +38,36 @@ pub enum TaskCommand {
     Texts(TextsArgs),
 }
 
+/// A task and its dataset files: what `prepare` and `texts` read.
 #[derive(Args)]
-pub struct TextsArgs {
+pub struct TaskFiles {
     task: String,
     /// A TOML task file defining the task.
     #[arg(long)]
     task_file: Option<PathBuf>,
-    /// The task's dataset files (or folders), in the order given to `task prepare`.
+    /// The task's dataset files (or folders), or their URLs (downloaded into a local
+    /// cache first); a held-out split is drawn by row position in this order.
     #[arg(long, required = true)]
     input: Vec<PathBuf>,
+}
+
+impl TaskFiles {
+    /// The task, and local copies of its inputs.
+    fn open(&self) -> anyhow::Result<(Box<dyn conveyor_tasks::Task>, Vec<PathBuf>)> {
+        let t = resolve(&self.task, self.task_file.as_deref())?;
+        let inputs = self
+            .input
+            .iter()
+            .map(|p| conveyor_pipeline::remote::sync::local_input(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((t, inputs))
+    }
+}
+
+#[derive(Args)]
+pub struct TextsArgs {
+    #[command(flatten)]
+    files: TaskFiles,
     /// The FRACTION `task prepare --holdout` holds out for dev; those rows are left out.
     #[arg(long)]
     holdout: Option<f64>,
@@ -61,14 +82,8 @@ pub struct TextsArgs {
 
 #[derive(Args)]
 pub struct PrepareArgs {
-    task: String,
-    /// A TOML task file defining the task.
-    #[arg(long)]
-    task_file: Option<PathBuf>,
-    /// The task's dataset files (or folders), or their URLs (downloaded into a local
-    /// cache first).
-    #[arg(long, required = true)]
-    input: Vec<PathBuf>,
+    #[command(flatten)]
+    files: TaskFiles,
     /// SentencePiece model (the pre-training vocabulary).
     #[arg(long)]
     vocab: PathBuf,
@@ -173,13 +188,8 @@ fn left_out<V: std::fmt::Display>(excluded: &std::collections::BTreeMap<String, 
 /// part of it), the summary.
 fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
     let worker = a.workers.resolve(a.json)?;
-    let t = resolve(&a.task, a.task_file.as_deref())?;
     let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.json)?;
-    let inputs = a
-        .input
-        .iter()
-        .map(|p| conveyor_pipeline::remote::sync::local_input(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (t, inputs) = a.files.open()?;
     let cfg = PrepareConfig {
         inputs,
         vocab: a.vocab,
@@ -228,13 +238,13 @@ fn texts(a: TextsArgs) -> anyhow::Result<()> {
         "{} exists; give --overwrite to replace it",
         a.out.display()
     );
-    let t = resolve(&a.task, a.task_file.as_deref())?;
+    let (t, inputs) = a.files.open()?;
     let holdout = a.holdout.map(|f| conveyor_tasks::prepare::Holdout {
         fraction: f,
         seed: 0,
         keep_held_out: false,
     });
-    let texts = training_texts(t.as_ref(), &a.input, a.strict, holdout)?;
+    let texts = training_texts(t.as_ref(), &inputs, a.strict, holdout)?;
     write_jsonl(&texts, &a.out)?;
     println!(
         "{}: {} training texts{} -> {}",
