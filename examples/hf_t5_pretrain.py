@@ -74,9 +74,17 @@ def main():
         torch.set_rng_state(ckpt["rng"])
         step, state = ckpt["step"], ckpt["loader"]
     loader = conveyor.Loader(args.tokens, args.batch_size, inputs_length=args.inputs_length,
-                             seed=args.seed, state=state)
+                             seed=args.seed, vocab_size=vocab, state=state)
     model.train()
-    with open(os.path.join(args.out, "log.jsonl"), "a") as log:
+    log_path = os.path.join(args.out, "log.jsonl")
+    # The log holds the steps up to the checkpoint resumed from (none on a fresh run): steps
+    # logged after it are run again.
+    kept = []
+    if args.resume and os.path.exists(log_path):
+        kept = [line for line in open(log_path) if json.loads(line)["step"] <= step]
+    loss = None
+    with open(log_path, "w") as log:
+        log.writelines(kept)
         for batch in loader:
             if step >= args.steps:
                 break
@@ -91,7 +99,8 @@ def main():
             log.write(json.dumps({"step": step, "loss": loss.item()}) + "\n")
             if step % args.save_every == 0 or step == args.steps:
                 save(ckpt_path, model, opt, loader, step)
-    print(f"step {step}: loss {loss.item():.4f}; checkpoint {ckpt_path}")
+    last = "" if loss is None else f": loss {loss.item():.4f}"
+    print(f"step {step}{last}; checkpoint {ckpt_path}")
 
 
 if __name__ == "__main__":

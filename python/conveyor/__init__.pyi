@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +23,8 @@ class Tokenizer:
     ) -> list[npt.NDArray[np.int32]]:
         """The ids of every text, encoded in parallel with the GIL released."""
     def decode(self, ids: Sequence[int]) -> str:
-        """The text of `ids`, as SentencePiece's decode renders it."""
+        """The text of `ids`, as SentencePiece's decode renders it (an id beyond the pieces,
+        e.g. a sentinel, shows as `<id N?>` where SentencePiece raises)."""
     @property
     def vocab_size(self) -> int:
         """Pieces in the model (extra ids not included)."""
@@ -79,10 +80,11 @@ class Loader:
         noise_density: float = 0.15,
         mean_span_length: float = 3.0,
         pack: bool = False,
-        pad_to: str = "feature",
+        pad_to: Literal["feature", "longest"] = "feature",
         drop_remainder: bool = False,
         prefetch: int = 2,
         epochs: Optional[int] = None,
+        vocab_size: Optional[int] = None,
         state: Optional[dict[str, Any]] = None,
     ) -> None: ...
     def __iter__(self) -> "Loader": ...

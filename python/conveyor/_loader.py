@@ -26,7 +26,11 @@ class Loader(_Base):
     item, so ranks are disjoint and cover the epoch. ``rank`` and ``world_size`` default to
     the ``RANK`` and ``WORLD_SIZE`` that torchrun sets. ``state_dict()`` is a small dict;
     ``Loader(..., state=s)`` or ``load_state_dict(s)`` continues exactly after the batch it
-    was taken at. ``epochs=None`` runs until stopped; ``epochs=N`` stops after epoch N - 1.
+    was taken at (``state`` wins over ``epoch``). ``epochs=None`` runs until stopped;
+    ``epochs=N`` stops after epoch N - 1. Iterating again continues the stream; ``len()`` is
+    an epoch's batches whatever has been read. ``vocab_size`` (the model's) turns an id
+    beyond it into an error naming the shard and row. Example shards keep the lengths they
+    were written with: an ``inputs_length`` that differs is refused.
 
     With ``torch.utils.data.DataLoader(loader, batch_size=None)`` keep ``num_workers=0``:
     the loader prepares ``prefetch`` batches ahead on its own thread.
@@ -35,7 +39,7 @@ class Loader(_Base):
     def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, rank=None,
                  world_size=None, inputs_length=None, noise_density=0.15, mean_span_length=3.0,
                  pack=False, pad_to="feature", drop_remainder=False, prefetch=2, epochs=None,
-                 state=None):
+                 vocab_size=None, state=None):
         if pad_to not in ("feature", "longest"):
             raise _native.ConveyorError(f"pad_to must be 'feature' or 'longest', not {pad_to!r}")
         self._native = _native.Loader(
@@ -44,13 +48,32 @@ class Loader(_Base):
             world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size,
             inputs_length=inputs_length, noise_density=noise_density,
             mean_span_length=mean_span_length, pack=pack, pad_to_longest=pad_to == "longest",
-            drop_remainder=drop_remainder, prefetch=prefetch, epochs=epochs, state=state,
+            drop_remainder=drop_remainder, prefetch=prefetch, epochs=epochs, vocab_size=vocab_size,
+            state=None if state is None else dict(state),
         )
+        self._pid = os.getpid()
 
     def __iter__(self):
+        self._check_process()
         return self
 
+    def _check_process(self):
+        # The producer thread does not survive a fork: a DataLoader worker would repeat the
+        # prefetched batches and then wait forever.
+        worker = None
+        if _Base is not object:
+            from torch.utils.data import get_worker_info
+
+            worker = get_worker_info()
+        if os.getpid() != self._pid or worker is not None:
+            raise _native.ConveyorError(
+                "a conveyor.Loader cannot be iterated in another process (a DataLoader worker): "
+                "use DataLoader(loader, batch_size=None, num_workers=0); it prefetches on its own thread"
+            )
+
     def __next__(self):
+        if os.getpid() != self._pid:
+            self._check_process()
         batch = self._native.next_batch()
         if batch is None:
             raise StopIteration

@@ -5,7 +5,10 @@ use conveyor_pipeline::corrupt::{
     random_spans_helper, Chunking, Corruption, Keys, Pieces, Scratch, SpanCorruption,
 };
 use conveyor_pipeline::examples::Example;
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArrayDescrMethods, PyReadonlyArray1, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use crate::ConveyorError;
@@ -38,19 +41,28 @@ fn ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
     check(v.into_iter())
 }
 
-/// Whether `obj` is one document (a 1-D array, or a sequence of ints) rather than a list of
-/// them.
-fn is_document(obj: &Bound<'_, PyAny>) -> bool {
+/// Whether `obj` is one document (a 1-D integer array, or a sequence of ints) rather than
+/// a list of them; a 2-D array is refused (its padding would be corrupted as tokens).
+fn is_document(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(a) = obj.cast::<PyUntypedArray>() {
-        return a.ndim() == 1;
+        let kind = a.dtype().kind();
+        if a.ndim() != 1 {
+            return Err(ConveyorError::new_err(format!(
+                "tokens is a {}-D array: give one document (1-D) or a list of documents (padded rows would be corrupted as tokens)",
+                a.ndim()
+            )));
+        }
+        // An object array holds documents; an integer array is one.
+        return Ok(kind == b'i' || kind == b'u');
     }
-    obj.get_item(0)
-        .is_ok_and(|first| first.extract::<i64>().is_ok())
+    Ok(obj
+        .get_item(0)
+        .is_ok_and(|first| first.extract::<i64>().is_ok()))
 }
 
 /// One document, or the documents of one token shard in order.
 fn documents(tokens: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
-    if is_document(tokens) {
+    if is_document(tokens)? {
         return Ok(vec![ids_of(tokens)?]);
     }
     tokens
@@ -85,7 +97,11 @@ pub fn span_corruption<'py>(
 ) -> PyResult<(Arrays<'py>, Arrays<'py>)> {
     let lengths = random_spans_helper(inputs_length, noise_density, mean_span_length)
         .map_err(|e| ConveyorError::new_err(e.0))?;
-    let total = vocab_size + extra_ids;
+    let total = vocab_size.checked_add(extra_ids).ok_or_else(|| {
+        ConveyorError::new_err(format!(
+            "vocab_size {vocab_size} + extra_ids {extra_ids} overflows"
+        ))
+    })?;
     let docs = documents(tokens)?;
     if let Some(bad) = docs.iter().flatten().find(|&&t| t >= vocab_size) {
         return Err(ConveyorError::new_err(format!(

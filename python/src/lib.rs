@@ -12,7 +12,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 create_exception!(
-    _native,
+    conveyor,
     ConveyorError,
     PyValueError,
     "An error from conveyor: bad input, a foreign state or another vocabulary. Its message names the file, shard or setting and says what to do."

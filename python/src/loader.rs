@@ -41,7 +41,18 @@ fn input(
             c.mean_span_length = mean_span_length;
             Ok(LoaderInput::Tokens(c))
         }
-        Some(conveyor_pipeline::examples::EXAMPLES_FORMAT) => Ok(LoaderInput::Examples(path)),
+        Some(conveyor_pipeline::examples::EXAMPLES_FORMAT) => {
+            let written = manifest["settings"]["inputs_length"].as_u64();
+            if let (Some(asked), Some(w)) = (inputs_length, written) {
+                if asked as u64 != w {
+                    return Err(ConveyorError::new_err(format!(
+                        "{}: its examples were written with inputs_length {w}, not {asked}: leave inputs_length out, or corrupt the token shards again with --inputs-length {asked}",
+                        path.display()
+                    )));
+                }
+            }
+            Ok(LoaderInput::Examples(path))
+        }
         other => Err(ConveyorError::new_err(format!(
             "{}: a {} folder cannot be loaded: give token shards (conveyor ingest) or example shards (conveyor corrupt, task prepare)",
             path.display(),
@@ -59,13 +70,14 @@ fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
             ))
         })
     };
-    let fp: String = get("fingerprint")?.extract()?;
-    let fingerprint = u64::from_str_radix(&fp, 16).map_err(|_| {
-        ConveyorError::new_err(format!("not a conveyor loader state: fingerprint {fp:?}"))
-    })?;
+    let bad = |k: &str| ConveyorError::new_err(format!("not a conveyor loader state: bad {k:?}"));
+    let fp: String = get("fingerprint")?
+        .extract()
+        .map_err(|_| bad("fingerprint"))?;
+    let fingerprint = u64::from_str_radix(&fp, 16).map_err(|_| bad("fingerprint"))?;
     Ok(LoaderState {
-        epoch: get("epoch")?.extract()?,
-        position: get("position")?.extract()?,
+        epoch: get("epoch")?.extract().map_err(|_| bad("epoch"))?,
+        position: get("position")?.extract().map_err(|_| bad("position"))?,
         fingerprint,
     })
 }
@@ -104,7 +116,7 @@ fn batch_dict<'py>(py: Python<'py>, b: Batch) -> PyResult<Bound<'py, PyDict>> {
 #[pymethods]
 impl Loader {
     #[new]
-    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, state))]
+    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, vocab_size, state))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -123,6 +135,7 @@ impl Loader {
         drop_remainder: bool,
         prefetch: usize,
         epochs: Option<u64>,
+        vocab_size: Option<u32>,
         state: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let mut cfg = LoaderConfig::new(
@@ -137,6 +150,8 @@ impl Loader {
         cfg.drop_remainder = drop_remainder;
         cfg.prefetch = prefetch.max(1);
         cfg.epochs = epochs;
+        // A model's vocabulary: a row holding an id beyond it is an error naming its shard.
+        cfg.vocab_limit = vocab_size;
         let state = state.as_ref().map(state_of).transpose()?;
         let c = cfg.clone();
         let inner = py

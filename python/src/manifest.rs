@@ -28,9 +28,11 @@ pub(crate) fn read(path: &Path) -> PyResult<serde_json::Value> {
     let text = std::fs::read_to_string(&file)
         .map_err(|e| crate::error(conveyor_pipeline::Error::io(&file, e)))?;
     let format = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["format"].as_str().map(str::to_string))
-        .unwrap_or_default();
+        .map_err(|e| ConveyorError::new_err(format!("{}: not JSON: {e}", file.display())))?
+        ["format"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     match format.as_str() {
         conveyor_pipeline::manifest::TOKENS_FORMAT => to_value(Manifest::read(&dir)),
         conveyor_pipeline::examples::EXAMPLES_FORMAT => to_value(ExamplesManifest::read(&dir)),

@@ -88,3 +88,17 @@ def test_bad_settings_and_foreign_ids_are_refused():
         conveyor.span_corruption([5, 6, 400], inputs_length=32, seed=0, vocab_size=400)
     with pytest.raises(conveyor.ConveyorError, match="not a vocabulary id"):
         conveyor.span_corruption(np.array([5, -1]), inputs_length=32, seed=0, vocab_size=400)
+
+
+def test_documents_come_as_arrays_lists_or_object_arrays():
+    docs = [np.arange(3, 300, dtype=np.int64), np.arange(5, 90, dtype=np.int64)]
+    want = conveyor.span_corruption(docs, inputs_length=64, seed=1, vocab_size=32000)
+    as_lists = conveyor.span_corruption([d.tolist() for d in docs], inputs_length=64, seed=1, vocab_size=32000)
+    objects = np.empty(2, dtype=object)
+    objects[0], objects[1] = docs
+    as_objects = conveyor.span_corruption(objects, inputs_length=64, seed=1, vocab_size=32000)
+    flat = lambda r: [x.tolist() for x in r[0] + r[1]]  # noqa: E731
+    assert flat(want) == flat(as_lists) == flat(as_objects)
+    assert conveyor.span_corruption([], inputs_length=64, seed=1, vocab_size=32000) == ([], [])
+    with pytest.raises(conveyor.ConveyorError, match="2-D array"):
+        conveyor.span_corruption(np.zeros((2, 5), np.int32), inputs_length=64, seed=1, vocab_size=32000)

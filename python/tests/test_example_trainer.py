@@ -24,6 +24,9 @@ def test_a_stopped_and_resumed_run_equals_the_straight_one(c4_tokens, tmp_path):
     straight = run(c4_tokens, tmp_path / "straight", 8)
     assert len(straight) == 8 and straight[-1] < straight[0]
     run(c4_tokens, tmp_path / "stopped", 3)
+    # As if it had crashed after logging step 4 past the checkpoint: the resume redoes step 4.
+    with open(tmp_path / "stopped" / "log.jsonl", "a") as log:
+        log.write(json.dumps({"step": 4, "loss": 99.0}) + "\n")
     resumed = run(c4_tokens, tmp_path / "stopped", 8, "--resume")
     assert len(resumed) == 8
     assert resumed == pytest.approx(straight, rel=1e-6, abs=1e-6)

@@ -119,3 +119,35 @@ def test_a_torch_dataloader_takes_it_without_copies(examples):
     t = torch.from_numpy(raw["inputs"])
     assert t.data_ptr() == raw["inputs"].__array_interface__["data"][0]
     assert torch.equal(batch["inputs"], t)
+
+
+def test_resume_across_the_epoch_boundary_and_from_a_later_epoch(examples):
+    kw = dict(seed=2, shuffle_buffer=64, epochs=3)
+    full = unpadded(conveyor.Loader(examples, 8, **kw))
+    per_epoch = len(conveyor.Loader(examples, 8, **kw))
+    for stop in [per_epoch - 1, per_epoch, per_epoch + 3]:
+        first = conveyor.Loader(examples, 8, **kw)
+        head = [next(first) for _ in range(stop)]
+        rest = list(conveyor.Loader(examples, 8, state=first.state_dict(), **kw))
+        assert unpadded(head) + unpadded(rest) == full, f"stopped after {stop} batches"
+    later = unpadded(conveyor.Loader(examples, 8, seed=2, shuffle_buffer=64, epoch=1, epochs=3))
+    assert later == full[len(full) // 3:]
+
+
+def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples):
+    with pytest.raises(conveyor.ConveyorError, match="written with inputs_length 128, not 512"):
+        conveyor.Loader(examples, 8, inputs_length=512)
+    with pytest.raises(conveyor.ConveyorError, match="not below the model's vocabulary size 1000"):
+        next(conveyor.Loader(examples, 8, vocab_size=1000))
+    for bad in [{"epoch": "x", "position": 0, "fingerprint": "0"},
+                {"epoch": 0, "position": -1, "fingerprint": "0"},
+                {"epoch": 0, "position": 0, "fingerprint": "zz"}]:
+        with pytest.raises(conveyor.ConveyorError, match="not a conveyor loader state"):
+            conveyor.Loader(examples, 8, state=bad)
+
+
+def test_a_dataloader_worker_process_is_refused(examples):
+    torch = pytest.importorskip("torch")
+    loader = conveyor.Loader(examples, 8, seed=0, epochs=1)
+    with pytest.raises(Exception, match="cannot be iterated in another process"):
+        next(iter(torch.utils.data.DataLoader(loader, batch_size=None, num_workers=1)))

@@ -34,3 +34,9 @@ def test_foreign_and_escaping_manifests_are_refused(c4_tokens, tmp_path):
         conveyor.read_manifest(bad)
     with pytest.raises(FileNotFoundError):
         conveyor.read_manifest(tmp_path / "missing")
+
+
+def test_a_damaged_manifest_names_its_file(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "conveyor.tokens", ')
+    with pytest.raises(conveyor.ConveyorError, match="manifest.json: not JSON"):
+        conveyor.read_manifest(tmp_path)

@@ -348,11 +348,13 @@ fn batches_per_epoch(plan: &Plan) -> Option<u64> {
     let (rank, world) = (cfg.rank as u64, cfg.world_size as u64);
     let mine = items.saturating_sub(rank).div_ceil(world);
     let b = cfg.batch_size as u64;
-    Some(if cfg.drop_remainder {
+    let n = if cfg.drop_remainder {
         mine / b
     } else {
         mine.div_ceil(b)
-    })
+    };
+    // An epoch without a batch is an error when read, not a length of 0.
+    (n > 0).then_some(n)
 }
 
 /// Why an epoch that gave this rank no batch is an error (a loop of empty epochs would
