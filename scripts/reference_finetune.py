@@ -15,10 +15,13 @@ config is used; the weights are initialised afresh by transformers under each se
 its evaluation and printed beside the reference's. A study with a [reference] section runs
 this script itself and puts the two side by side in its report.
 
-A prediction is right when its ids up to the first </s> equal the target's (conveyor compares
-the decoded texts; for these label sets the two agree). The data order is each seed's own
-permutation per epoch; conveyor's windowed shuffle differs, so single seeds differ and the
-comparison is between means over seeds.
+Batches are padded to the prepared feature lengths and decoding runs up to the targets
+length, as conveyor does. What differs: a prediction is right when its ids up to the first
+</s> equal the target's (conveyor compares the decoded texts; for these label sets the two
+agree); the data order is each seed's own permutation per epoch with the last short batch
+dropped (conveyor shuffles within windows of 10,000 and keeps it); the random streams
+(initialisation, dropout) are torch's. So single seeds differ and the comparison is between
+means over seeds.
 """
 
 import argparse
@@ -37,9 +40,12 @@ from transformers.optimization import Adafactor
 
 
 def read_examples(folder):
-    """(inputs, targets) id lists of every shard its manifest lists, in order."""
+    """(inputs, targets, (inputs_length, targets_length)): the id lists of every shard its
+    manifest lists, in order, and the feature lengths they were prepared with."""
     with open(os.path.join(folder, "manifest.json")) as f:
         manifest = json.load(f)
+    settings = manifest["settings"]
+    lengths = (settings["inputs_length"], settings["targets_length"])
     inputs, targets = [], []
     for shard in manifest["shards"]:
         name = shard["file"]
@@ -50,11 +56,11 @@ def read_examples(folder):
         targets += [list(x) for x in table.column("targets").to_pylist()]
     if not inputs:
         sys.exit(f"{folder}: no examples")
-    return inputs, targets
+    return inputs, targets, lengths
 
 
-def pad(rows, pad_id=0):
-    width = max(len(r) for r in rows)
+def pad(rows, width, pad_id=0):
+    """Rows padded to `width` (the prepared feature length, as conveyor pads them)."""
     out = np.full((len(rows), width), pad_id, dtype=np.int64)
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
@@ -81,14 +87,14 @@ def train(cfg, data, args, seed):
         relative_step=False,
         warmup_init=False,
     )
-    inputs, targets = data
+    inputs, targets, (li, lt) = data
     losses, step_s = [], []
     it = batches(len(inputs), args.batch_size, seed)
     for step in range(1, args.steps + 1):
         t0 = time.perf_counter()
         idx = next(it)
-        x = pad([inputs[i] for i in idx])
-        y = pad([targets[i] for i in idx])
+        x = pad([inputs[i] for i in idx], li)
+        y = pad([targets[i] for i in idx], lt)
         labels = y.masked_fill(y == 0, -100)
         loss = model(input_ids=x, attention_mask=(x != 0), labels=labels).loss
         loss.backward()
@@ -104,15 +110,15 @@ def train(cfg, data, args, seed):
 @torch.no_grad()
 def accuracy(model, data, batch_size):
     model.eval()
-    inputs, targets = data
+    inputs, targets, (li, lt) = data
     right = 0
     for i in range(0, len(inputs), batch_size):
-        x = pad(inputs[i : i + batch_size])
+        x = pad(inputs[i : i + batch_size], li)
         want = targets[i : i + batch_size]
         out = model.generate(
             input_ids=x,
             attention_mask=(x != 0),
-            max_new_tokens=max(len(t) for t in want),
+            max_new_tokens=lt,
             num_beams=1,
             do_sample=False,
         )
@@ -158,7 +164,7 @@ def main():
     cfg = T5Config.from_pretrained(os.path.dirname(os.path.abspath(args.hf_config)))
     train_data, dev_data = read_examples(args.train), read_examples(args.dev)
     if args.dev_limit:
-        dev_data = (dev_data[0][: args.dev_limit], dev_data[1][: args.dev_limit])
+        dev_data = (dev_data[0][: args.dev_limit], dev_data[1][: args.dev_limit], dev_data[2])
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {}
     for seed in seeds:

@@ -33,7 +33,8 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
         "{report}"
     );
     assert!(report.contains("gain from pre-training"), "{report}");
-    // An interrupted cell: remove the last fine-tuning run's final checkpoint.
+    // A lost cell: its final checkpoint removed and `latest` pointing before any step, so the
+    // runner trains it again from step 0 with the same seed (the report must not move).
     let runs = out.join("runs");
     let last = runs.join("trec-lightconv-pretrained-lr0.003-s0");
     std::fs::remove_dir_all(last.join("checkpoints/step-00000020")).unwrap();
@@ -162,7 +163,37 @@ task = "trec"
         serde_json::from_str(&std::fs::read_to_string(out.join("reference/trec.json")).unwrap())
             .unwrap();
     assert_eq!(r["runs"].as_object().unwrap().len(), 2, "{r}");
-    assert_eq!(r["steps"], 12);
+    assert_eq!(
+        (r["steps"].as_u64(), r["batch_size"].as_u64()),
+        (Some(12), Some(16))
+    );
+    let chosen = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("trec-transformer-scratch-") && n.ends_with("-s1"))
+        .unwrap();
+    let lr = r["lr"].as_f64().unwrap();
+    assert!(chosen.contains(&format!("-lr{lr}-")), "{chosen} vs lr {lr}");
+    // The accuracy figure's data: each cell evaluated at steps 6 and 12, both seeds.
+    let figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("figures.json")).unwrap()).unwrap();
+    for c in figures["tasks"][0]["cells"].as_array().unwrap() {
+        let steps: Vec<u64> = c["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![6, 12], "{c}");
+        assert!(
+            c["curve"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p[1].as_array().unwrap().len() == 2),
+            "{c}"
+        );
+    }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| transformers (PyTorch) |"), "{report}");
     assert!(out.join("accuracy-curves.png").exists(), "{report}");

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use conveyor_pipeline::run_info::RunInfo;
 
-use crate::spread::{mean_sd, overlaps_zero, paired_gains, SeedScore};
+use crate::spread::{ci95_half_width, mean_sd, overlaps_zero, paired_gains, SeedScore};
 use crate::{EvalSummary, Scores, TaskError};
 
 /// Task columns in the paper's order: (task, score, header).
@@ -54,6 +54,9 @@ pub struct Report {
     pub gains: BTreeMap<String, BTreeMap<String, f64>>,
     /// Per architecture and column: the standard deviation of the per-seed gains.
     pub gain_sd: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per architecture and column: half the width of the gain's 95% confidence interval
+    /// (Student's t, seeds - 1 degrees of freedom).
+    pub gain_ci95: BTreeMap<String, BTreeMap<String, f64>>,
     /// Per column: the majority-class accuracy of the evaluated split (percent).
     pub majority: BTreeMap<String, f64>,
     pub markdown: String,
@@ -205,12 +208,13 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
         }
     }
     let rows = rows_of(cells);
-    let (gains, gain_sd) = gains_of(&rows);
-    let markdown = markdown(&rows, &gains, &gain_sd, &majority);
+    let (gains, gain_sd, gain_ci95) = gains_of(&rows);
+    let markdown = markdown(&rows, &gains, &gain_sd, &gain_ci95, &majority);
     Ok(Report {
         rows,
         gains,
         gain_sd,
+        gain_ci95,
         majority,
         markdown,
     })
@@ -242,9 +246,10 @@ fn rows_of(cells: Cells) -> Vec<ReportRow> {
 
 type ByArch = BTreeMap<String, BTreeMap<String, f64>>;
 
-/// Per architecture and column: the mean and the deviation of the per-seed gains.
-fn gains_of(rows: &[ReportRow]) -> (ByArch, ByArch) {
-    let (mut gains, mut spread) = (ByArch::new(), ByArch::new());
+/// Per architecture and column: the mean, the deviation and the 95% interval's half width
+/// of the per-seed gains.
+fn gains_of(rows: &[ReportRow]) -> (ByArch, ByArch, ByArch) {
+    let (mut gains, mut spread, mut ci) = (ByArch::new(), ByArch::new(), ByArch::new());
     for r in rows.iter().filter(|r| r.pretrained) {
         let Some(base) = rows.iter().find(|b| !b.pretrained && b.arch == r.arch) else {
             continue;
@@ -253,20 +258,19 @@ fn gains_of(rows: &[ReportRow]) -> (ByArch, ByArch) {
             let Some(b) = base.per_seed.get(h) else {
                 continue;
             };
-            let (m, sd) = mean_sd(&paired_gains(pre, b));
-            gains
-                .entry(r.arch.clone())
-                .or_default()
-                .insert(h.clone(), m);
+            let paired = paired_gains(pre, b);
+            let (m, sd) = mean_sd(&paired);
+            let put = |map: &mut ByArch, v: f64| {
+                map.entry(r.arch.clone()).or_default().insert(h.clone(), v);
+            };
+            put(&mut gains, m);
             if let Some(sd) = sd {
-                spread
-                    .entry(r.arch.clone())
-                    .or_default()
-                    .insert(h.clone(), sd);
+                put(&mut spread, sd);
+                put(&mut ci, ci95_half_width(paired.len(), sd));
             }
         }
     }
-    (gains, spread)
+    (gains, spread, ci)
 }
 
 /// A cell: `mean`, or `mean ± sd` over seeds.
@@ -286,6 +290,7 @@ fn markdown(
     rows: &[ReportRow],
     gains: &ByArch,
     gain_sd: &ByArch,
+    gain_ci: &ByArch,
     majority: &BTreeMap<String, f64>,
 ) -> String {
     let used: Vec<&str> = COLUMNS
@@ -345,14 +350,20 @@ fn markdown(
                     } else {
                         ""
                     };
-                    format!("{}{ns}", cell(*v, sd, true))
+                    let ci = gain_ci
+                        .get(&r.arch)
+                        .and_then(|c| c.get(*h))
+                        .map_or(String::new(), |w| {
+                            format!(" [{:+.2}, {:+.2}]", v - w, v + w)
+                        });
+                    format!("{}{ci}{ns}", cell(*v, sd, true))
                 })
             })
             .collect();
         md += &format!("| {} | {} |\n", r.arch, cells.join(" | "));
     }
     if gain_sd.values().any(|g| !g.is_empty()) {
-        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed; n.s.: mean ± sd spans zero.\n";
+        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed, [a, b] their 95% confidence interval (Student's t, seeds - 1 degrees of freedom); n.s.: mean ± sd spans zero.\n";
     }
     md
 }
@@ -523,8 +534,16 @@ mod tests {
             md.contains("| transformer, no pre-training | 72.00 ± 2.00 |"),
             "{md}"
         );
-        assert!(md.contains("| transformer | +10.00 ± 1.00 |"), "{md}");
-        assert!(md.contains("| lightconv | +0.67 ± 1.53 (n.s.) |"), "{md}");
+        // 95% intervals: 10 ± 4.303 / sqrt(3) and 0.67 ± 4.303 * 1.53 / sqrt(3).
+        assert!((r.gain_ci95["transformer"]["SST-2"] - 2.484).abs() < 1e-3);
+        assert!(
+            md.contains("| transformer | +10.00 ± 1.00 [+7.52, +12.48] |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| lightconv | +0.67 ± 1.53 [-3.13, +4.46] (n.s.) |"),
+            "{md}"
+        );
         // A second evaluation of the same cell and seed is refused, naming both.
         let again = seeded(&root.join("again"), "lightconv", true, 2, 0.5);
         evals.push(again);

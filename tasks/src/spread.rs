@@ -43,6 +43,28 @@ pub fn paired_gains(pre: &[SeedScore], base: &[SeedScore]) -> Vec<f64> {
         .collect()
 }
 
+/// The 97.5% quantile of Student's t with `df` degrees of freedom: a 95% two-sided
+/// confidence interval of a mean of `df + 1` values is mean ± t95(df) · sd / sqrt(df + 1).
+/// Tabled to 30; beyond, 1.96 + 2.5 / df (within 0.003 of the exact value).
+pub fn t95(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => T[df - 1],
+        _ => 1.96 + 2.5 / df as f64,
+    }
+}
+
+/// Half the width of the 95% confidence interval of the mean of `n` values with sample
+/// deviation `sd`.
+pub fn ci95_half_width(n: usize, sd: f64) -> f64 {
+    t95(n.saturating_sub(1)) * sd / (n as f64).sqrt()
+}
+
 /// Whether mean ± sd spans zero: a difference the seeds do not separate from none.
 pub fn overlaps_zero(mean: f64, sd: Option<f64>) -> bool {
     sd.is_some_and(|sd| mean - sd <= 0.0 && 0.0 <= mean + sd)
@@ -51,6 +73,15 @@ pub fn overlaps_zero(mean: f64, sd: Option<f64>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn t_quantiles_and_intervals() {
+        assert_eq!(t95(2), 4.303);
+        assert!((t95(60) - 2.000).abs() < 0.003 && (t95(120) - 1.980).abs() < 0.003);
+        // Gains 10, 9, 11: sd 1, 95% CI 10 ± 4.303 / sqrt(3).
+        assert!((ci95_half_width(3, 1.0) - 2.484).abs() < 1e-3);
+        assert!(ci95_half_width(1, 1.0).is_infinite());
+    }
 
     #[test]
     fn means_deviations_and_paired_gains() {

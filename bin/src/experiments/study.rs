@@ -450,3 +450,38 @@ fn bench(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<Opti
     progress.cell("speed and memory per length", ran);
     Ok(Some(dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(lr: f64, seed: u64, accuracy: f64) -> Best {
+        Best {
+            task: "t".into(),
+            arch: "a".into(),
+            pretrained: false,
+            lr,
+            seed,
+            accuracy,
+            run: PathBuf::new(),
+            eval: PathBuf::new(),
+            curve: Vec::new(),
+        }
+    }
+
+    /// The rate of the best mean over seeds wins, not the rate of the luckiest seed; every
+    /// seed's run at it is kept.
+    #[test]
+    fn the_best_mean_over_seeds_chooses_the_rate() {
+        let scores = vec![
+            score(1e-3, 0, 0.90),
+            score(1e-3, 1, 0.50),
+            score(5e-4, 0, 0.80),
+            score(5e-4, 1, 0.75),
+        ];
+        let chosen = best_learning_rate(scores);
+        assert_eq!(chosen.len(), 2);
+        assert!(chosen.iter().all(|b| b.lr == 5e-4));
+        assert!(best_learning_rate(Vec::new()).is_empty());
+    }
+}

@@ -151,6 +151,14 @@ impl Study {
         }
         for t in &st.tasks {
             conveyor_pipeline::contain::check_name(&t.name, file)?;
+            let curve = st.finetune.curve.unwrap_or(1);
+            anyhow::ensure!(
+                curve <= st.steps(t),
+                "{}: task {}: [finetune] curve {curve} asks for more evaluations than its {} steps",
+                file.display(),
+                t.name,
+                st.steps(t)
+            );
             anyhow::ensure!(
                 !t.dev.is_empty() || t.dev_fraction.is_some(),
                 "{}: task {}: give dev files or a dev_fraction",
@@ -232,9 +240,12 @@ mod tests {
              [finetune]\nsteps = 10\nbatch_size = 2\nlearning_rates = [1e-3, 5e-4]\n{extra_finetune}\n\
              [[tasks]]\nname = \"trec\"\ntrain = [\"t\"]\ndev_fraction = 0.1\nsteps = 7\n{extra}"
         );
+        // One file per call: the tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("conveyor-studyfile-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let f = dir.join(format!("{}.toml", text.len()));
+        let f = dir.join(format!("{n}.toml"));
         std::fs::write(&f, text)?;
         let st = Study::read(&f);
         let _ = std::fs::remove_file(&f);
@@ -268,6 +279,11 @@ mod tests {
 
     #[test]
     fn foreign_seeds_and_references_are_refused() {
+        let e = study("curve = 8", "").unwrap_err().to_string();
+        assert!(
+            e.contains("curve 8 asks for more evaluations than its 7 steps"),
+            "{e}"
+        );
         let e = study("search_seeds = [7]", "").unwrap_err().to_string();
         assert!(e.contains("search_seeds must be a non-empty subset"), "{e}");
         let e = study("", "[reference]\ntask = \"sst2\"")
