@@ -262,7 +262,11 @@ fn batches_per_epoch_and_a_start_at_a_later_epoch_are_exact() {
             (c.rank, c.world_size, c.drop_remainder, c.epochs) = (rank, world, drop, Some(1));
             let l = Loader::new(c.clone()).unwrap();
             let known = l.batches_per_epoch();
-            let got = l.map(|b| b.unwrap()).count() as u64;
+            let mut got = 0u64;
+            for b in l {
+                b.unwrap();
+                got += 1;
+            }
             assert_eq!(
                 known,
                 Some(got),
