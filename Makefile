@@ -16,7 +16,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/conveyor
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test build release bench lint fixtures python
+.PHONY: demo test build release bench bench-python lint fixtures python
 
 build:
 	cargo build --workspace
@@ -44,6 +44,12 @@ lint:
 
 bench: release
 	$(BIN) bench ingest --mb $(or $(MB),64) --vocab ../shared/data/spiece/t5-spiece.model
+
+# The Python package against sentencepiece and Hugging Face datasets (docs/python.md).
+bench-python: release python
+	[ -d out/bench-python/corpus ] || ../shared/tools/make-bench-corpus out/bench-python/corpus --mb $(or $(MB),64)
+	python scripts/bench_python.py --corpus out/bench-python/corpus --vocab ../shared/data/spiece/t5-spiece.model \
+	    --unique ../shared/data/c4/c4-train.00000-of-01024.first600.json.gz --conveyor $(BIN) --work out/bench-python/work
 
 # Rewrites the fixture vocabulary (tests/vocab.rs checks the committed one is what this makes).
 fixtures: release
