@@ -194,11 +194,9 @@ fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
         inputs,
         vocab: a.vocab,
         out: target.dir.clone(),
-        holdout: a.holdout.map(|f| conveyor_tasks::prepare::Holdout {
-            fraction: f,
-            seed: 0,
-            keep_held_out: a.split == "dev",
-        }),
+        holdout: a
+            .holdout
+            .map(|f| conveyor_tasks::prepare::Holdout::of(f, a.split == "dev")),
         split: a.split,
         inputs_length: a.inputs_length,
         targets_length: a.targets_length,
@@ -239,11 +237,9 @@ fn texts(a: TextsArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     let (t, inputs) = a.files.open()?;
-    let holdout = a.holdout.map(|f| conveyor_tasks::prepare::Holdout {
-        fraction: f,
-        seed: 0,
-        keep_held_out: false,
-    });
+    let holdout = a
+        .holdout
+        .map(|f| conveyor_tasks::prepare::Holdout::of(f, false));
     let texts = training_texts(t.as_ref(), &inputs, a.strict, holdout)?;
     write_jsonl(&texts, &a.out)?;
     println!(

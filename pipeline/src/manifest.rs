@@ -141,6 +141,18 @@ pub trait Versioned: serde::de::DeserializeOwned {
     fn check_names(&self, source: &Path) -> Result<(), Error>;
 }
 
+/// The `format` named by `DIR/manifest.json` ("" when it names none), to pick the typed
+/// reader: an unreadable file is an I/O error, text that is not JSON a manifest error.
+pub fn format_of(dir: &Path) -> Result<String, Error> {
+    let path = dir.join(Manifest::FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Manifest {
+        path: path.clone(),
+        message: format!("not JSON: {e}"),
+    })?;
+    Ok(v["format"].as_str().unwrap_or_default().to_string())
+}
+
 /// Reads `DIR/manifest.json` as `M`: parsed, of `M`'s format and a version this conveyor
 /// reads, every name in it a plain name.
 pub fn read_versioned<M: Versioned>(dir: &Path) -> Result<M, Error> {

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use conveyor_pipeline::corrupt::CorruptConfig;
 use conveyor_pipeline::loader::{Batch, Loader as Inner, LoaderConfig, LoaderInput, LoaderState};
-use numpy::{IntoPyArray, PyArrayMethods};
+use numpy::ndarray::Array2;
+use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -87,7 +88,12 @@ fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
 fn batch_dict<'py>(py: Python<'py>, b: Batch) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let ints = |v: Vec<u32>| -> Vec<i32> { v.into_iter().map(|x| x as i32).collect() };
-    let grid = |v: Vec<u32>, width: usize| ints(v).into_pyarray(py).reshape([b.rows, width]);
+    // Built in its shape: one array object per feature, owning the batch's buffer.
+    let grid = |v: Vec<u32>, width: usize| {
+        Array2::from_shape_vec((b.rows, width), ints(v))
+            .map(|a| a.into_pyarray(py))
+            .map_err(|e| ConveyorError::new_err(e.to_string()))
+    };
     d.set_item("inputs", grid(b.inputs, b.inputs_width)?)?;
     d.set_item("targets", grid(b.targets, b.targets_width)?)?;
     d.set_item("inputs_lengths", ints(b.input_lengths).into_pyarray(py))?;

@@ -25,14 +25,7 @@ pub(crate) fn read(path: &Path) -> PyResult<serde_json::Value> {
         path.to_path_buf()
     };
     let file = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| crate::error(conveyor_pipeline::Error::io(&file, e)))?;
-    let format = serde_json::from_str::<serde_json::Value>(&text)
-        .map_err(|e| ConveyorError::new_err(format!("{}: not JSON: {e}", file.display())))?
-        ["format"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let format = conveyor_pipeline::manifest::format_of(&dir).map_err(crate::error)?;
     match format.as_str() {
         conveyor_pipeline::manifest::TOKENS_FORMAT => to_value(Manifest::read(&dir)),
         conveyor_pipeline::examples::EXAMPLES_FORMAT => to_value(ExamplesManifest::read(&dir)),

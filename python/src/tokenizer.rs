@@ -1,7 +1,9 @@
 //! `conveyor.Tokenizer`: conveyor's native SentencePiece unigram encoder (ids identical to the
 //! library's), one document or many in parallel with the GIL released.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
 use numpy::{IntoPyArray, PyArray1};
@@ -19,6 +21,24 @@ fn encode_one(t: &dyn conveyor_pipeline::tokenize::Tokenizer, text: &str) -> PyR
     t.encode_into(text, &mut ids)
         .map_err(|e| crate::ConveyorError::new_err(e.to_string()))?;
     Ok(ids)
+}
+
+/// The thread pool of `n` threads, built on first use and kept: a batch call should not
+/// start and stop threads each time.
+fn pool(n: usize) -> PyResult<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("pool lock");
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .build()
+        .map_err(|e| crate::ConveyorError::new_err(e.to_string()))?;
+    Ok(pools.entry(n).or_insert(Arc::new(p)).clone())
 }
 
 #[pymethods]
@@ -52,11 +72,7 @@ impl Tokenizer {
                 .collect()
         };
         let ids = py.detach(|| match threads {
-            Some(n) => rayon::ThreadPoolBuilder::new()
-                .num_threads(n.max(1))
-                .build()
-                .map_err(|e| crate::ConveyorError::new_err(e.to_string()))?
-                .install(run),
+            Some(n) => pool(n)?.install(run),
             None => run(),
         })?;
         Ok(ids.into_iter().map(|v| v.into_pyarray(py)).collect())

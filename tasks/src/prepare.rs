@@ -64,6 +64,16 @@ pub struct Holdout {
 }
 
 impl Holdout {
+    /// The split every conveyor command draws (seed 0): `fraction` of the rows held out, the
+    /// held-out side kept when `keep_held_out`.
+    pub fn of(fraction: f64, keep_held_out: bool) -> Self {
+        Holdout {
+            fraction,
+            seed: 0,
+            keep_held_out,
+        }
+    }
+
     /// Whether example `i` is held out.
     pub fn held_out(&self, i: usize) -> bool {
         let mut r = conveyor_pipeline::rng::Rng::for_item(

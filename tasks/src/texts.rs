@@ -100,11 +100,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let input = sst2_file(&dir, 200);
         let task = crate::resolve("sst2", None).unwrap();
-        let h = Holdout {
-            fraction: 0.2,
-            seed: 0,
-            keep_held_out: true,
-        };
+        let h = Holdout::of(0.2, true);
         let texts =
             training_texts(task.as_ref(), std::slice::from_ref(&input), false, Some(h)).unwrap();
         let vocab =

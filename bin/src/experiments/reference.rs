@@ -48,14 +48,14 @@ pub fn run(
     let ran = !json.exists();
     if ran {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        // Only the model config is used: conveyor's mapping of it to transformers' T5.
+        // Only the model config is used: conveyor's mapping of it to transformers' T5. The
+        // export writes through a temporary sibling, so the folder is whole or absent.
         let hf = dir.join("hf-config");
         if !hf.join("config.json").exists() {
             let ckpt = first
                 .eval
                 .parent()
                 .context("an evaluation folder's checkpoint")?;
-            let _ = std::fs::remove_dir_all(&hf);
             run_torch(&[
                 "model".as_ref(),
                 "export-hf".as_ref(),

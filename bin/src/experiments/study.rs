@@ -11,7 +11,7 @@ use anyhow::Context;
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
-use conveyor_tasks::prepare::{prepare, Holdout, PrepareConfig};
+use conveyor_tasks::prepare::{prepare, PrepareConfig};
 use conveyor_tasks::texts::{training_texts, write_jsonl};
 use conveyor_tasks::EvalSummary;
 
@@ -110,11 +110,7 @@ fn task_texts(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result
         let file = dir.join(format!("{}.jsonl", t.name));
         if !file.exists() {
             let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
-            let holdout = t.dev.is_empty().then(|| Holdout {
-                fraction: t.dev_fraction.unwrap_or(0.1),
-                seed: 0,
-                keep_held_out: false,
-            });
+            let holdout = t.holdout(false);
             let texts = training_texts(task.as_ref(), &t.train, t.strict, holdout)?;
             write_jsonl(&texts, &file)?;
             ran = true;
@@ -188,11 +184,7 @@ fn prepare_task(
         ("train", &t.train),
         ("dev", if held { &t.train } else { &t.dev }),
     ] {
-        let holdout = held.then(|| Holdout {
-            fraction: t.dev_fraction.unwrap_or(0.1),
-            seed: 0,
-            keep_held_out: split == "dev",
-        });
+        let holdout = t.holdout(split == "dev");
         let p = prepare(
             task.as_ref(),
             &PrepareConfig {

@@ -118,6 +118,16 @@ pub struct Bench {
     pub batch_size: usize,
 }
 
+impl TaskCell {
+    /// The seeded dev split of a task without dev files (`dev_fraction`, default 10%), one
+    /// side of it; None when it has dev files.
+    pub fn holdout(&self, keep_held_out: bool) -> Option<conveyor_tasks::prepare::Holdout> {
+        self.dev.is_empty().then(|| {
+            conveyor_tasks::prepare::Holdout::of(self.dev_fraction.unwrap_or(0.1), keep_held_out)
+        })
+    }
+}
+
 impl Study {
     /// Reads and checks a study file: its name and architectures become folder names, so
     /// they must be plain names, and a task needs dev files or a dev fraction.

@@ -25,14 +25,14 @@ pub(crate) enum DataKind {
 
 pub(crate) fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
     let path = data.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Refused(format!(
-        "{}: {e}: --data must be a token directory (conveyor ingest) or an example directory (conveyor corrupt)",
-        path.display()
-    )))?;
-    let format = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["format"].as_str().map(str::to_string))
-        .unwrap_or_default();
+    let format = match conveyor_pipeline::manifest::format_of(data) {
+        Ok(f) => f,
+        // Text that is not JSON names no format: refused below as neither kind.
+        Err(conveyor_pipeline::Error::Manifest { .. }) => String::new(),
+        Err(e) => return Err(TrainError::Refused(format!(
+            "{e}: --data must be a token directory (conveyor ingest) or an example directory (conveyor corrupt)"
+        ))),
+    };
     match format.as_str() {
         conveyor_pipeline::manifest::TOKENS_FORMAT => Ok(DataKind::Tokens(
             conveyor_pipeline::manifest::Manifest::read(data)?,
