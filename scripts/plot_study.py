@@ -5,7 +5,8 @@ Usage: plot_study.py FIGURES.json OUT_DIR
 Writes OUT_DIR/loss-curves.png (pre-training loss per architecture, then per task the
 fine-tuning loss of each cell at its chosen learning rate, averaged over seeds) and, when
 any run was evaluated along the way, OUT_DIR/accuracy-curves.png (dev accuracy against
-fine-tuning steps, mean over seeds with the standard deviation as error bars).
+fine-tuning steps, mean over seeds with the standard deviation as error bars). Run folders
+in FIGURES.json are relative to the folder that holds it.
 """
 
 import json
@@ -58,6 +59,10 @@ def style(cell, archs):
 
 def main():
     figures, out = json.load(open(sys.argv[1])), sys.argv[2]
+    base = os.path.dirname(os.path.abspath(sys.argv[1]))
+    for group in [figures["pretrain"]] + [t["cells"] for t in figures["tasks"]]:
+        for entry in group:
+            entry["runs"] = [os.path.join(base, r) for r in entry["runs"]]
     archs = [p["label"] for p in figures["pretrain"]]
     tasks = figures["tasks"]
     panels = len(tasks) + (1 if figures["pretrain"] else 0)

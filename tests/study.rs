@@ -60,8 +60,9 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
 }
 
 /// Seeds beyond the search seeds run only at the learning rate those chose, from the one
-/// pre-training; `task_texts` adds exactly the training side of each task's split to the
-/// pre-training corpus.
+/// pre-training; a rate whose runs diverge is reported and never chosen; `task_texts` adds
+/// exactly the training side of each task's split to the pre-training corpus; a run folder
+/// that another cell trained is refused.
 #[test]
 fn search_seeds_choose_the_rate_and_task_texts_feed_pretraining() {
     let root = root();
@@ -84,7 +85,7 @@ inputs_length = 64
 [finetune]
 steps = 50
 batch_size = 16
-learning_rates = [3e-3, 1e-4]
+learning_rates = [3e-3, 1e-4, 1e30]
 search_seeds = [0]
 curve = 2
 [[tasks]]
@@ -97,25 +98,28 @@ steps = 12
 task = "trec"
 "#;
     std::fs::write(&file, study).unwrap();
-    let o = crate::common::conveyor_cmd()
-        .current_dir(&root)
-        .args([
-            "study",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let study = || {
+        crate::common::conveyor_cmd()
+            .current_dir(&root)
+            .args([
+                "study",
+                file.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = study();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // 2 + texts + 1 pre-training + prepare + 2 inits x (2 rates + 1 seed) x (train + eval)
+    // 2 + texts + 1 pre-training + prepare + 2 inits x (3 rates + 1 seed) x (train + eval)
     // + 2 inits x 2 seeds evaluated half-way + the reference.
-    assert!(stdout.contains("[cell 22/22]"), "{stdout}");
+    assert!(stdout.contains("[cell 26/26]"), "{stdout}");
     let runs = out.join("runs");
     assert!(!runs.join("pretrain-transformer-s1").exists());
     let accuracy = |run: &str| -> f64 {
@@ -197,5 +201,31 @@ task = "trec"
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| transformers (PyTorch) |"), "{report}");
     assert!(out.join("accuracy-curves.png").exists(), "{report}");
+    // Both inits diverged at 1e30 (their evaluations skipped, the grid went on); the report
+    // lists them apart from the means.
+    let huge = "1000000000000000000000000000000";
+    for init in ["scratch", "pretrained"] {
+        let run = runs.join(format!("trec-transformer-{init}-lr{huge}-s0"));
+        assert!(run.join("diverged.json").exists(), "{}", run.display());
+    }
+    let section = report.split("## Runs that diverged").nth(1).expect(&report);
+    assert_eq!(
+        section.matches(&format!("| {huge} | 0 |")).count(),
+        2,
+        "{report}"
+    );
+    // A finished run whose run.json names another starting checkpoint is not reused.
+    let moved = runs.join("trec-transformer-scratch-lr0.0001-s0");
+    let info = std::fs::read_to_string(moved.join("run.json")).unwrap();
+    let info = info.replace("\"init\": null", "\"init\": \"elsewhere\"");
+    std::fs::write(moved.join("run.json"), info).unwrap();
+    let o = study();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("trec-transformer-scratch-lr0.0001-s0")
+            && stderr.contains("--init elsewhere"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_file(&file);
 }

@@ -2,6 +2,10 @@
 //! data, objective, size, precision. The trainer (conveyor-model) writes it when a run starts;
 //! reports (conveyor-tasks) read it to place the run's evaluations. It lives here, below
 //! both, so that neither crate reads the other's files by untyped keys.
+//!
+//! `RUN/diverged.json`: written by the trainer when the loss stops being finite, so that a
+//! study can tell a run that diverged (a result: that learning rate is too high) from one
+//! that failed (an error to fix).
 
 use std::path::Path;
 
@@ -58,6 +62,50 @@ impl RunInfo {
     }
 }
 
+/// A run whose loss stopped being finite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diverged {
+    /// The step whose loss was not finite.
+    pub step: u64,
+    /// That loss as text (`NaN`, `inf`): JSON has no number for them.
+    pub loss: String,
+}
+
+impl Diverged {
+    pub const FILE: &'static str = "diverged.json";
+
+    /// `RUN/diverged.json`, if the run diverged; a file that is not one reads as an error.
+    pub fn read(run: &Path) -> Result<Option<Diverged>, Error> {
+        let path = run.join(Self::FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Manifest {
+                path,
+                message: format!("not a conveyor diverged.json: {e}"),
+            })
+    }
+
+    /// Writes `RUN/diverged.json`.
+    pub fn write(&self, run: &Path) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self).expect("a divergence serialises") + "\n";
+        crate::manifest::write_atomic(&run.join(Self::FILE), text.as_bytes())
+    }
+
+    /// Removes `RUN/diverged.json` when it is a conveyor record (a run that starts again).
+    pub fn clear(run: &Path) -> Result<(), Error> {
+        if Self::read(run)?.is_some() {
+            let path = run.join(Self::FILE);
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +132,26 @@ mod tests {
             r#"{"arch":"transformer","data":"d","init":"c","objective":"task:sst2","parameters":7,"precision":"bf16","seed":3}"#
         );
         assert_eq!(serde_json::from_str::<RunInfo>(&text).unwrap(), info);
+    }
+
+    #[test]
+    fn a_divergence_is_recorded_read_and_cleared() {
+        let dir = std::env::temp_dir().join(format!("conveyor-diverged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(Diverged::read(&dir).unwrap(), None);
+        let d = Diverged {
+            step: 4,
+            loss: "NaN".into(),
+        };
+        d.write(&dir).unwrap();
+        assert_eq!(Diverged::read(&dir).unwrap(), Some(d));
+        Diverged::clear(&dir).unwrap();
+        assert!(!dir.join(Diverged::FILE).exists());
+        // A file of that name that conveyor did not write is an error, and is kept.
+        std::fs::write(dir.join(Diverged::FILE), "my notes").unwrap();
+        assert!(Diverged::read(&dir).is_err());
+        assert!(Diverged::clear(&dir).is_err());
+        assert!(dir.join(Diverged::FILE).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! generated fixtures and runs with that same runner) and the reports. The libtorch steps run
 //! through `conveyor-torch`, as a user would run them.
 
+mod cell;
 pub mod demo;
 mod progress;
 mod reference;

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use conveyor_pipeline::progress::human_duration;
+use conveyor_pipeline::run_info::Diverged;
 
 use super::study_file::Study;
 use crate::torch_handoff::run_torch_live;
@@ -86,8 +87,15 @@ impl Progress {
         Some(pre.unwrap_or(fine) * self.left[PRETRAIN] as f64 + fine * self.left[FINETUNE] as f64)
     }
 
+    /// A cell that is not run (its training diverged).
+    pub fn skip(&mut self, what: &str) {
+        self.n += 1;
+        println!("[cell {}/{}] {what} (skipped)", self.n, self.cells);
+    }
+
     /// Runs (or resumes) a training run until `steps`; `args` are the command and its
     /// options. The trainer shows its own progress; this prints the cell's start and end.
+    /// A run whose loss stopped being finite (now or before) is not an error: its record.
     pub fn train(
         &mut self,
         kind: usize,
@@ -95,17 +103,20 @@ impl Progress {
         run: &Path,
         steps: u64,
         mut args: Vec<String>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Diverged>> {
         let done = latest_step(run).unwrap_or(0).min(steps);
         if done >= steps {
             self.left[kind] = self.left[kind].saturating_sub(steps);
             self.cell(what, false);
-            return Ok(());
+            return Ok(None);
+        }
+        if let Some(d) = Diverged::read(run)? {
+            self.left[kind] = self.left[kind].saturating_sub(steps);
+            self.cell(&diverged(what, &d), false);
+            return Ok(Some(d));
         }
         if done > 0 {
             args.push("--resume".into());
-        } else {
-            let _ = std::fs::remove_dir_all(run);
         }
         args.extend([
             "--out".into(),
@@ -120,10 +131,17 @@ impl Progress {
             done + 1
         );
         let t0 = std::time::Instant::now();
-        run_torch_live(&args)?;
+        let trained = run_torch_live(&args);
+        self.left[kind] = self.left[kind].saturating_sub(steps);
+        if let Err(e) = trained {
+            let Some(d) = Diverged::read(run)? else {
+                return Err(e);
+            };
+            self.cell(&diverged(what, &d), true);
+            return Ok(Some(d));
+        }
         self.pace[kind].secs += t0.elapsed().as_secs_f64();
         self.pace[kind].steps += steps - done;
-        self.left[kind] = self.left[kind].saturating_sub(steps);
         let eta = self
             .eta()
             .map(|e| format!(", about {} of training left", human_duration(e)))
@@ -135,6 +153,10 @@ impl Progress {
             ),
             true,
         );
-        Ok(())
+        Ok(None)
     }
+}
+
+fn diverged(what: &str, d: &Diverged) -> String {
+    format!("{what}: diverged at step {} (loss {})", d.step, d.loss)
 }

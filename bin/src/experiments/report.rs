@@ -39,16 +39,26 @@ pub struct Best {
     pub eval: PathBuf,
     /// (step, dev accuracy) along the run, when the study evaluates it there.
     pub curve: Vec<(u64, f64)>,
+    /// Set when the run's loss stopped being finite: it has no score.
+    pub diverged: Option<conveyor_pipeline::run_info::Diverged>,
+}
+
+/// A study's fine-tuning runs at the chosen rates: those that finished (each cell's seeds
+/// one after another) and those that diverged.
+pub struct Runs<'a> {
+    pub best: &'a [Best],
+    pub diverged: &'a [Best],
 }
 
 /// Writes OUT/report.md (returned), OUT/report.json and the figures for a study.
 pub fn write_study_report(
     st: &Study,
     out: &Path,
-    best: &[Best],
+    runs: &Runs,
     bench: Option<&Path>,
     reference: Option<&Path>,
 ) -> anyhow::Result<String> {
+    let best = runs.best;
     let mut md = format!("# Study {}\n\n", st.name);
     let mut table = None;
     if !best.is_empty() {
@@ -81,6 +91,7 @@ pub fn write_study_report(
         }
         table = Some(r);
     }
+    md += &diverged_section(runs.diverged);
     if let Some(dir) = bench {
         md += "\n## Training speed and memory per input length\n\n";
         md += &std::fs::read_to_string(dir.join("bench-train.md")).unwrap_or_default();
@@ -109,6 +120,28 @@ pub fn write_study_report(
     Ok(md)
 }
 
+/// The runs left out of the means because their loss stopped being finite (a rate too high
+/// for that cell); empty when there are none.
+fn diverged_section(diverged: &[Best]) -> String {
+    if diverged.is_empty() {
+        return String::new();
+    }
+    let mut md = "\n## Runs that diverged\n\nLeft out of the tables above; a rate with a diverged search run is never chosen.\n\n| task | model | learning rate | seed | step | loss |\n|---|---|---|---|---|---|\n".to_string();
+    for b in diverged {
+        let d = b.diverged.as_ref().expect("a diverged run");
+        let kind = if b.pretrained {
+            "pre-trained"
+        } else {
+            "no pre-training"
+        };
+        md += &format!(
+            "| {} | {}, {kind} | {} | {} | {} | {} |\n",
+            b.task, b.arch, b.lr, b.seed, d.step, d.loss
+        );
+    }
+    md
+}
+
 /// DIR/report.md and DIR/report.json.
 fn write_report(dir: &Path, markdown: &str, r: &Report) -> anyhow::Result<()> {
     std::fs::write(dir.join("report.md"), markdown)
@@ -121,7 +154,8 @@ fn write_report(dir: &Path, markdown: &str, r: &Report) -> anyhow::Result<()> {
 }
 
 /// What the figures show: the pre-training runs per architecture and, per task, each cell's
-/// runs at its chosen rate with their accuracy along the way.
+/// runs at its chosen rate with their accuracy along the way. Run folders are relative to
+/// `out`, where figures.json is written, so the file can be plotted from anywhere.
 fn figures_data(st: &Study, out: &Path, best: &[Best]) -> serde_json::Value {
     use serde_json::json;
     let pretrain: Vec<_> = st
@@ -132,7 +166,7 @@ fn figures_data(st: &Study, out: &Path, best: &[Best]) -> serde_json::Value {
             let runs: Vec<PathBuf> = st
                 .pretrain_seeds()
                 .iter()
-                .map(|s| out.join(format!("runs/pretrain-{a}-s{s}")))
+                .map(|s| PathBuf::from(format!("runs/pretrain-{a}-s{s}")))
                 .collect();
             json!({ "label": a, "runs": runs })
         })
@@ -160,7 +194,8 @@ fn figures_data(st: &Study, out: &Path, best: &[Best]) -> serde_json::Value {
                 let kind = if pretrained { "pre-trained" } else { "scratch" };
                 cells.push(json!({
                     "label": format!("{arch}, {kind}"), "arch": arch, "pretrained": pretrained,
-                    "runs": runs.iter().map(|b| &b.run).collect::<Vec<_>>(), "curve": curve,
+                    "runs": runs.iter().map(|b| b.run.strip_prefix(out).unwrap_or(&b.run)).collect::<Vec<_>>(),
+                    "curve": curve,
                 }));
             }
         }

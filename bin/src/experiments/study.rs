@@ -13,10 +13,10 @@ use conveyor_pipeline::progress::Silent;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
 use conveyor_tasks::texts::{training_texts, write_jsonl};
-use conveyor_tasks::EvalSummary;
 
-use super::progress::{Progress, FINETUNE, PRETRAIN};
-use super::report::{write_study_report, Best};
+use super::cell::{same_run, Cell};
+use super::progress::{Progress, PRETRAIN};
+use super::report::{write_study_report, Best, Runs};
 use super::study_file::{Study, TaskCell};
 use crate::torch_handoff::run_torch;
 
@@ -35,35 +35,41 @@ pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
         let data = prepare_task(t, &vocab, &out, &mut progress)?;
         best.extend(finetune_task(&st, t, &data, &out, &mut progress)?);
     }
+    let (best, diverged): (Vec<Best>, Vec<Best>) =
+        best.into_iter().partition(|b| b.diverged.is_none());
     let reference = super::reference::run(&st, &out, &best, &mut progress)?;
     let bench = bench(&st, &out, &mut progress)?;
-    let md = write_study_report(&st, &out, &best, bench.as_deref(), reference.as_deref())?;
+    let runs = Runs {
+        best: &best,
+        diverged: &diverged,
+    };
+    let md = write_study_report(&st, &out, &runs, bench.as_deref(), reference.as_deref())?;
     println!("\n{md}\nstudy folder: {}", out.display());
     Ok(0)
 }
 
-fn s(p: &Path) -> String {
+pub(super) fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
 /// A `conveyor-torch` command line, flag by flag.
-struct Cmd(Vec<String>);
+pub(super) struct Cmd(pub Vec<String>);
 
 impl Cmd {
-    fn new(words: &[&str]) -> Cmd {
+    pub(super) fn new(words: &[&str]) -> Cmd {
         Cmd(words.iter().map(|w| w.to_string()).collect())
     }
 
-    fn arg(mut self, flag: &str, value: impl ToString) -> Cmd {
+    pub(super) fn arg(mut self, flag: &str, value: impl ToString) -> Cmd {
         self.0.extend([flag.to_string(), value.to_string()]);
         self
     }
 
-    fn path(self, flag: &str, value: &Path) -> Cmd {
+    pub(super) fn path(self, flag: &str, value: &Path) -> Cmd {
         self.arg(flag, s(value))
     }
 
-    fn opt_path(self, flag: &str, value: Option<&Path>) -> Cmd {
+    pub(super) fn opt_path(self, flag: &str, value: Option<&Path>) -> Cmd {
         match value {
             Some(v) => self.path(flag, v),
             None => self,
@@ -72,7 +78,7 @@ impl Cmd {
 }
 
 /// RUN/checkpoints/step-N.
-fn checkpoint(run: &Path, steps: u64) -> PathBuf {
+pub(super) fn checkpoint(run: &Path, steps: u64) -> PathBuf {
     run.join(format!("checkpoints/step-{steps:08}"))
 }
 
@@ -160,8 +166,16 @@ fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> a
                 .arg("--device", &st.device)
                 .opt_path("--config", p.config.as_deref());
             let run = out.join(format!("runs/pretrain-{arch}-s{seed}"));
+            same_run(&run, arch, *seed, None, tokens)?;
             let what = format!("pre-train {arch} seed {seed}");
-            progress.train(PRETRAIN, &what, &run, p.steps, cmd.0)?;
+            if let Some(d) = progress.train(PRETRAIN, &what, &run, p.steps, cmd.0)? {
+                anyhow::bail!(
+                    "{}: pre-training diverged at step {} (loss {}); the fine-tuning cells need it. check the corpus and the model config ([pretrain] config), then move that run folder away and rerun",
+                    run.display(),
+                    d.step,
+                    d.loss
+                );
+            }
         }
     }
     Ok(())
@@ -229,8 +243,10 @@ fn finetune_task(
                     lr,
                     seed,
                 };
-                let ckpt = cell.finetune(st, &data[0], out, progress)?;
-                cell.evaluate(st, &ckpt, &data[1], progress)
+                match cell.finetune(st, &data[0], out, progress)? {
+                    Ok(ckpt) => cell.evaluate(st, &ckpt, &data[1], progress),
+                    Err(d) => Ok(cell.diverged(out, d, progress)),
+                }
             };
             let mut scores: Vec<Best> = Vec::new();
             for lr in &st.finetune.learning_rates {
@@ -238,7 +254,7 @@ fn finetune_task(
                     scores.push(run(*lr, *seed)?);
                 }
             }
-            let mut chosen = best_learning_rate(scores);
+            let (mut chosen, others) = best_learning_rate(scores);
             if let Some(lr) = chosen.first().map(|b| b.lr) {
                 for seed in st.other_seeds() {
                     chosen.push(run(lr, seed)?);
@@ -248,6 +264,8 @@ fn finetune_task(
                 along_the_run(st, t, b, &data[1], progress)?;
             }
             best.extend(chosen);
+            // The other rates' runs that diverged are reported too.
+            best.extend(others.into_iter().filter(|b| b.diverged.is_some()));
         }
     }
     Ok(best)
@@ -270,6 +288,12 @@ fn along_the_run(
         seed: b.seed,
     };
     let mut curve = Vec::new();
+    if b.diverged.is_some() {
+        for step in st.curve_steps(t) {
+            progress.skip(&format!("evaluate {} at step {step}", cell.what()));
+        }
+        return Ok(());
+    }
     for step in st.curve_steps(t) {
         let e = cell.evaluate(st, &checkpoint(&b.run, step), dev, progress)?;
         curve.push((step, e.accuracy));
@@ -281,13 +305,18 @@ fn along_the_run(
 
 /// The paper reports the best dev score over the learning-rate grid: with several seeds, the
 /// learning rate of the best mean over seeds, and every seed's run at it (a maximum over
-/// seeds would pick the luckiest seed).
-fn best_learning_rate(scores: Vec<Best>) -> Vec<Best> {
+/// seeds would pick the luckiest seed). A rate with a run that diverged scores below every
+/// other; on a tie the later rate in the grid wins. Returns the runs at that rate and the
+/// others.
+fn best_learning_rate(scores: Vec<Best>) -> (Vec<Best>, Vec<Best>) {
     let mean = |lr: f64| {
         let v: Vec<f64> = scores
             .iter()
             .filter(|b| b.lr == lr)
-            .map(|b| b.accuracy)
+            .map(|b| match b.diverged {
+                Some(_) => f64::NEG_INFINITY,
+                None => b.accuracy,
+            })
             .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
@@ -296,130 +325,9 @@ fn best_learning_rate(scores: Vec<Best>) -> Vec<Best> {
         .map(|b| b.lr)
         .max_by(|a, b| mean(*a).total_cmp(&mean(*b)))
     else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    scores.into_iter().filter(|b| b.lr == lr).collect()
-}
-
-/// One fine-tuning run of the grid and its evaluation.
-struct Cell<'a> {
-    task: &'a TaskCell,
-    arch: &'a str,
-    pretrained: bool,
-    lr: f64,
-    seed: u64,
-}
-
-impl Cell<'_> {
-    fn kind(&self) -> &'static str {
-        if self.pretrained {
-            "pretrained"
-        } else {
-            "scratch"
-        }
-    }
-
-    fn what(&self) -> String {
-        format!(
-            "{} {} {} lr {} seed {}",
-            self.task.name,
-            self.arch,
-            self.kind(),
-            self.lr,
-            self.seed
-        )
-    }
-
-    /// OUT/runs/TASK-ARCH-KIND-lrLR-sSEED.
-    fn run_folder(&self, out: &Path) -> PathBuf {
-        out.join(format!(
-            "runs/{}-{}-{}-lr{}-s{}",
-            self.task.name,
-            self.arch,
-            self.kind(),
-            self.lr,
-            self.seed
-        ))
-    }
-
-    /// Trains (or resumes) the run; its final checkpoint.
-    fn finetune(
-        &self,
-        st: &Study,
-        train: &Path,
-        out: &Path,
-        progress: &mut Progress,
-    ) -> anyhow::Result<PathBuf> {
-        let f = &st.finetune;
-        let steps = st.steps(self.task);
-        let pre = checkpoint(
-            &out.join(format!(
-                "runs/pretrain-{}-s{}",
-                self.arch,
-                st.init_seed(self.seed)
-            )),
-            st.pretrain.steps,
-        );
-        let cmd = Cmd::new(&["finetune"])
-            .arg("--task", &self.task.name)
-            .path("--data", train)
-            .arg("--arch", self.arch)
-            .arg("--preset", &st.pretrain.preset)
-            .arg("--batch-size", f.batch_size)
-            .arg("--lr", self.lr)
-            .arg("--seed", self.seed)
-            .arg("--checkpoint-every", st.checkpoint_every(self.task))
-            .arg("--device", &st.device)
-            .opt_path("--config", st.pretrain.config.as_deref())
-            .opt_path("--init", self.pretrained.then_some(pre.as_path()));
-        let run = self.run_folder(out);
-        let what = format!("fine-tune {}", self.what());
-        progress.train(FINETUNE, &what, &run, steps, cmd.0)?;
-        Ok(checkpoint(&run, steps))
-    }
-
-    /// Evaluates the checkpoint on the dev split unless it was evaluated before.
-    fn evaluate(
-        &self,
-        st: &Study,
-        ckpt: &Path,
-        dev: &Path,
-        progress: &mut Progress,
-    ) -> anyhow::Result<Best> {
-        let eval = ckpt.join(format!("eval-{}", self.task.name));
-        let metrics = eval.join(EvalSummary::FILE);
-        let ran = !metrics.exists();
-        if ran {
-            let mut cmd = Cmd::new(&["eval"])
-                .path("--checkpoint", ckpt)
-                .path("--data", dev)
-                .path("--out", &eval)
-                .arg("--device", &st.device)
-                .opt_path("--task-file", self.task.task_file.as_deref());
-            if let Some(n) = self.task.dev_limit {
-                cmd = cmd.arg("--limit", n);
-            }
-            run_torch(&cmd.0)?;
-        }
-        let at = ckpt.file_name().unwrap_or_default().to_string_lossy();
-        progress.cell(&format!("evaluate {} at {at}", self.what()), ran);
-        let m = EvalSummary::read(&metrics)?;
-        Ok(Best {
-            task: self.task.name.clone(),
-            arch: self.arch.to_string(),
-            pretrained: self.pretrained,
-            lr: self.lr,
-            seed: self.seed,
-            accuracy: m.scores.accuracy,
-            run: ckpt
-                .parent()
-                .and_then(Path::parent)
-                .unwrap_or(ckpt)
-                .to_path_buf(),
-            eval,
-            curve: Vec::new(),
-        })
-    }
+    scores.into_iter().partition(|b| b.lr == lr)
 }
 
 /// The speed and memory benchmark over input lengths (OUT/bench), run once; its folder.
@@ -446,6 +354,7 @@ fn bench(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conveyor_pipeline::run_info::Diverged;
 
     fn score(lr: f64, seed: u64, accuracy: f64) -> Best {
         Best {
@@ -458,6 +367,7 @@ mod tests {
             run: PathBuf::new(),
             eval: PathBuf::new(),
             curve: Vec::new(),
+            diverged: None,
         }
     }
 
@@ -471,9 +381,35 @@ mod tests {
             score(5e-4, 0, 0.80),
             score(5e-4, 1, 0.75),
         ];
-        let chosen = best_learning_rate(scores);
+        let (chosen, others) = best_learning_rate(scores);
         assert_eq!(chosen.len(), 2);
         assert!(chosen.iter().all(|b| b.lr == 5e-4));
-        assert!(best_learning_rate(Vec::new()).is_empty());
+        assert!(others.iter().all(|b| b.lr == 1e-3) && others.len() == 2);
+        assert!(best_learning_rate(Vec::new()).0.is_empty());
+    }
+
+    /// A rate with a diverged run loses to any rate whose runs finished, however poor; on a
+    /// tie the later rate in the grid wins.
+    #[test]
+    fn a_diverged_run_rules_its_rate_out_and_ties_go_to_the_later_rate() {
+        let mut blown = score(1e-2, 1, 0.0);
+        blown.diverged = Some(Diverged {
+            step: 3,
+            loss: "NaN".into(),
+        });
+        let scores = vec![
+            score(1e-2, 0, 0.95),
+            blown,
+            score(1e-4, 0, 0.1),
+            score(1e-4, 1, 0.1),
+        ];
+        let (chosen, _) = best_learning_rate(scores);
+        assert!(
+            chosen.iter().all(|b| b.lr == 1e-4),
+            "chose {}",
+            chosen[0].lr
+        );
+        let tie = vec![score(1e-3, 0, 0.5), score(5e-4, 0, 0.5)];
+        assert_eq!(best_learning_rate(tie).0[0].lr, 5e-4);
     }
 }

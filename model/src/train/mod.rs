@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use conveyor_pipeline::loader::{Batch, Loader, LoaderState};
+use conveyor_pipeline::run_info::Diverged;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
@@ -253,14 +254,9 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         let lr = opt.next_lr();
         let (loss, grad_norm, counts) = run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)
             .map_err(|e| match e {
-                TrainError::NonFinite { step, value, .. } => TrainError::NonFinite {
-                    step,
-                    value,
-                    last: last_ckpt
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "none (no checkpoint was written yet)".into()),
-                },
+                TrainError::NonFinite { step, value, .. } => {
+                    diverged(cfg, ranks.rank, step, value, last_ckpt.as_deref())
+                }
                 e => e,
             })?;
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
@@ -367,6 +363,7 @@ fn check_vocab(cfg: &TrainConfig) -> Result<(), TrainError> {
 fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainError> {
     if rank == 0 {
         std::fs::create_dir_all(&cfg.out).map_err(|e| io_error(&cfg.out, e))?;
+        Diverged::clear(&cfg.out)?;
     }
     let existing = checkpoint::latest(&cfg.out);
     if existing.is_some() && !cfg.resume {
@@ -376,6 +373,33 @@ fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainE
         )));
     }
     Ok(existing)
+}
+
+/// The error of a step whose loss is not finite; rank 0 records it in RUN/diverged.json so
+/// that a study can tell a diverged run from a failed one.
+fn diverged(
+    cfg: &TrainConfig,
+    rank: usize,
+    step: u64,
+    value: f64,
+    last: Option<&Path>,
+) -> TrainError {
+    if rank == 0 {
+        let record = Diverged {
+            step,
+            loss: value.to_string(),
+        };
+        if let Err(e) = record.write(&cfg.out) {
+            return e.into();
+        }
+    }
+    TrainError::NonFinite {
+        step,
+        value,
+        last: last
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "none (no checkpoint was written yet)".into()),
+    }
 }
 
 /// `--init`: the weights of a checkpoint of the same configuration.

@@ -1,0 +1,212 @@
+//! One fine-tuning run of a study's grid: its folder, its training (or resumption) through
+//! `conveyor-torch finetune`, its evaluation on the dev split, and the guard that refuses to
+//! reuse a folder another cell trained.
+
+use std::path::{Path, PathBuf};
+
+use conveyor_pipeline::run_info::{Diverged, RunInfo};
+use conveyor_tasks::EvalSummary;
+
+use super::progress::{Progress, FINETUNE};
+use super::report::Best;
+use super::study::{checkpoint, Cmd};
+use super::study_file::{Study, TaskCell};
+use crate::torch_handoff::run_torch;
+
+/// One fine-tuning run of the grid and its evaluation.
+pub(super) struct Cell<'a> {
+    pub task: &'a TaskCell,
+    pub arch: &'a str,
+    pub pretrained: bool,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+impl Cell<'_> {
+    fn kind(&self) -> &'static str {
+        if self.pretrained {
+            "pretrained"
+        } else {
+            "scratch"
+        }
+    }
+
+    pub fn what(&self) -> String {
+        format!(
+            "{} {} {} lr {} seed {}",
+            self.task.name,
+            self.arch,
+            self.kind(),
+            self.lr,
+            self.seed
+        )
+    }
+
+    /// OUT/runs/TASK-ARCH-KIND-lrLR-sSEED.
+    fn run_folder(&self, out: &Path) -> PathBuf {
+        out.join(format!(
+            "runs/{}-{}-{}-lr{}-s{}",
+            self.task.name,
+            self.arch,
+            self.kind(),
+            self.lr,
+            self.seed
+        ))
+    }
+
+    /// Trains (or resumes) the run; its final checkpoint, or the record of its divergence.
+    pub fn finetune(
+        &self,
+        st: &Study,
+        train: &Path,
+        out: &Path,
+        progress: &mut Progress,
+    ) -> anyhow::Result<Result<PathBuf, Diverged>> {
+        let f = &st.finetune;
+        let steps = st.steps(self.task);
+        let pre = checkpoint(
+            &out.join(format!(
+                "runs/pretrain-{}-s{}",
+                self.arch,
+                st.init_seed(self.seed)
+            )),
+            st.pretrain.steps,
+        );
+        let cmd = Cmd::new(&["finetune"])
+            .arg("--task", &self.task.name)
+            .path("--data", train)
+            .arg("--arch", self.arch)
+            .arg("--preset", &st.pretrain.preset)
+            .arg("--batch-size", f.batch_size)
+            .arg("--lr", self.lr)
+            .arg("--seed", self.seed)
+            .arg("--checkpoint-every", st.checkpoint_every(self.task))
+            .arg("--device", &st.device)
+            .opt_path("--config", st.pretrain.config.as_deref())
+            .opt_path("--init", self.pretrained.then_some(pre.as_path()));
+        let run = self.run_folder(out);
+        let init = self.pretrained.then_some(pre.as_path());
+        same_run(&run, self.arch, self.seed, init, train)?;
+        let what = format!("fine-tune {}", self.what());
+        Ok(match progress.train(FINETUNE, &what, &run, steps, cmd.0)? {
+            None => Ok(checkpoint(&run, steps)),
+            Some(d) => Err(d),
+        })
+    }
+
+    /// The score of a run that diverged: none (its evaluation is skipped).
+    pub fn diverged(&self, out: &Path, d: Diverged, progress: &mut Progress) -> Best {
+        progress.skip(&format!("evaluate {}", self.what()));
+        Best {
+            task: self.task.name.clone(),
+            arch: self.arch.to_string(),
+            pretrained: self.pretrained,
+            lr: self.lr,
+            seed: self.seed,
+            accuracy: f64::NAN,
+            run: self.run_folder(out),
+            eval: PathBuf::new(),
+            curve: Vec::new(),
+            diverged: Some(d),
+        }
+    }
+
+    /// Evaluates the checkpoint on the dev split unless it was evaluated before.
+    pub fn evaluate(
+        &self,
+        st: &Study,
+        ckpt: &Path,
+        dev: &Path,
+        progress: &mut Progress,
+    ) -> anyhow::Result<Best> {
+        let eval = ckpt.join(format!("eval-{}", self.task.name));
+        let metrics = eval.join(EvalSummary::FILE);
+        let ran = !metrics.exists();
+        if ran {
+            let mut cmd = Cmd::new(&["eval"])
+                .path("--checkpoint", ckpt)
+                .path("--data", dev)
+                .path("--out", &eval)
+                .arg("--device", &st.device)
+                .opt_path("--task-file", self.task.task_file.as_deref());
+            if let Some(n) = self.task.dev_limit {
+                cmd = cmd.arg("--limit", n);
+            }
+            run_torch(&cmd.0)?;
+        }
+        let at = ckpt.file_name().unwrap_or_default().to_string_lossy();
+        progress.cell(&format!("evaluate {} at {at}", self.what()), ran);
+        let m = EvalSummary::read(&metrics)?;
+        Ok(Best {
+            task: self.task.name.clone(),
+            arch: self.arch.to_string(),
+            pretrained: self.pretrained,
+            lr: self.lr,
+            seed: self.seed,
+            accuracy: m.scores.accuracy,
+            run: ckpt
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(ckpt)
+                .to_path_buf(),
+            eval,
+            curve: Vec::new(),
+            diverged: None,
+        })
+    }
+}
+
+/// Refuses to reuse a run folder that a different cell trained (the study file changed since,
+/// or another study shares the folder): its run.json must name this architecture, seed,
+/// starting checkpoint and data.
+pub(super) fn same_run(
+    run: &Path,
+    arch: &str,
+    seed: u64,
+    init: Option<&Path>,
+    data: &Path,
+) -> anyhow::Result<()> {
+    if !run.join(RunInfo::FILE).exists() {
+        return Ok(());
+    }
+    let info = RunInfo::read(run)?;
+    let same_path = |recorded: &str, wanted: &Path| {
+        Path::new(recorded) == wanted
+            || matches!(
+                (std::fs::canonicalize(recorded), std::fs::canonicalize(wanted)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    let mismatch = if info.arch != arch {
+        Some(format!("architecture {} (this cell: {arch})", info.arch))
+    } else if info.seed.is_some_and(|s| s != seed) {
+        Some(format!(
+            "seed {} (this cell: {seed})",
+            info.seed.unwrap_or(0)
+        ))
+    } else if !same_path(&info.data, data) {
+        Some(format!(
+            "data {} (this cell: {})",
+            info.data,
+            data.display()
+        ))
+    } else {
+        match (&info.init, init) {
+            (None, None) => None,
+            (Some(a), Some(b)) if same_path(a, b) => None,
+            (a, b) => Some(format!(
+                "--init {} (this cell: {})",
+                a.as_deref().unwrap_or("none"),
+                b.map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none".into())
+            )),
+        }
+    };
+    match mismatch {
+        None => Ok(()),
+        Some(m) => anyhow::bail!(
+            "{}: this run folder holds a run with {m}; the study file changed since it ran, or another study wrote it. Use another --out, or move that folder away to train the cell again",
+            run.display()
+        ),
+    }
+}
