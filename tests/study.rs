@@ -214,6 +214,23 @@ task = "trec"
         2,
         "{report}"
     );
+    // figures.json names run folders inside the study folder, relative to it.
+    for c in figures["tasks"][0]["cells"].as_array().unwrap() {
+        for r in c["runs"].as_array().unwrap() {
+            let r = r.as_str().unwrap();
+            assert!(
+                out.join(r).join("metrics.jsonl").exists() && !r.starts_with('/'),
+                "{r}"
+            );
+        }
+    }
+    // A rerun redoes nothing: the diverged runs are read as results, not trained again.
+    let o = study();
+    let again = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{again}");
+    assert!(again.contains("[cell 26/26]"), "{again}");
+    assert_eq!(again.matches(": diverged at step").count(), 2, "{again}");
+    assert!(!again.contains(": steps 1..="), "{again}");
     // A finished run whose run.json names another starting checkpoint is not reused.
     let moved = runs.join("trec-transformer-scratch-lr0.0001-s0");
     let info = std::fs::read_to_string(moved.join("run.json")).unwrap();
@@ -228,4 +245,5 @@ task = "trec"
         "{stderr}"
     );
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&out);
 }

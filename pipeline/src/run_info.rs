@@ -86,7 +86,9 @@ impl Diverged {
             .map(Some)
             .map_err(|e| Error::Manifest {
                 path,
-                message: format!("not a conveyor diverged.json: {e}"),
+                message: format!(
+                    "not a conveyor diverged.json ({e}); move or remove it, it is not conveyor's"
+                ),
             })
     }
 

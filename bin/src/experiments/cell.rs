@@ -86,7 +86,7 @@ impl Cell<'_> {
             .opt_path("--init", self.pretrained.then_some(pre.as_path()));
         let run = self.run_folder(out);
         let init = self.pretrained.then_some(pre.as_path());
-        same_run(&run, self.arch, self.seed, init, train)?;
+        same_run(out, &run, self.arch, self.seed, init, train)?;
         let what = format!("fine-tune {}", self.what());
         Ok(match progress.train(FINETUNE, &what, &run, steps, cmd.0)? {
             None => Ok(checkpoint(&run, steps)),
@@ -158,24 +158,24 @@ impl Cell<'_> {
 
 /// Refuses to reuse a run folder that a different cell trained (the study file changed since,
 /// or another study shares the folder): its run.json must name this architecture, seed,
-/// starting checkpoint and data.
+/// starting checkpoint and data. Paths are compared by their part inside the study folder
+/// `out` (how `--out` is spelled does not matter here). A folder with neither a checkpoint
+/// nor a divergence record holds nothing to keep.
 pub(super) fn same_run(
+    out: &Path,
     run: &Path,
     arch: &str,
     seed: u64,
     init: Option<&Path>,
     data: &Path,
 ) -> anyhow::Result<()> {
-    if !run.join(RunInfo::FILE).exists() {
+    let kept = run.join("checkpoints/latest").exists() || run.join(Diverged::FILE).exists();
+    if !kept || !run.join(RunInfo::FILE).exists() {
         return Ok(());
     }
     let info = RunInfo::read(run)?;
     let same_path = |recorded: &str, wanted: &Path| {
-        Path::new(recorded) == wanted
-            || matches!(
-                (std::fs::canonicalize(recorded), std::fs::canonicalize(wanted)),
-                (Ok(a), Ok(b)) if a == b
-            )
+        Path::new(recorded).ends_with(wanted.strip_prefix(out).unwrap_or(wanted))
     };
     let mismatch = if info.arch != arch {
         Some(format!("architecture {} (this cell: {arch})", info.arch))

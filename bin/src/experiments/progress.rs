@@ -134,8 +134,10 @@ impl Progress {
         let trained = run_torch_live(&args);
         self.left[kind] = self.left[kind].saturating_sub(steps);
         if let Err(e) = trained {
-            let Some(d) = Diverged::read(run)? else {
-                return Err(e);
+            let d = match Diverged::read(run) {
+                Ok(Some(d)) => d,
+                Ok(None) => return Err(e),
+                Err(r) => return Err(e.context(r)),
             };
             self.cell(&diverged(what, &d), true);
             return Ok(Some(d));

@@ -166,7 +166,7 @@ fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> a
                 .arg("--device", &st.device)
                 .opt_path("--config", p.config.as_deref());
             let run = out.join(format!("runs/pretrain-{arch}-s{seed}"));
-            same_run(&run, arch, *seed, None, tokens)?;
+            same_run(out, &run, arch, *seed, None, tokens)?;
             let what = format!("pre-train {arch} seed {seed}");
             if let Some(d) = progress.train(PRETRAIN, &what, &run, p.steps, cmd.0)? {
                 anyhow::bail!(
@@ -255,13 +255,31 @@ fn finetune_task(
                 }
             }
             let (mut chosen, others) = best_learning_rate(scores);
-            if let Some(lr) = chosen.first().map(|b| b.lr) {
-                for seed in st.other_seeds() {
-                    chosen.push(run(lr, seed)?);
+            match chosen.first().map(|b| b.lr) {
+                Some(lr) => {
+                    for seed in st.other_seeds() {
+                        chosen.push(run(lr, seed)?);
+                    }
+                }
+                // Every rate diverged: the other seeds have no rate to run at.
+                None => {
+                    for seed in st.other_seeds() {
+                        let what = format!("{} {arch} seed {seed}", t.name);
+                        progress.skip(&format!("fine-tune {what}: every rate diverged"));
+                        progress.skip(&format!("evaluate {what}"));
+                    }
                 }
             }
             for b in &mut chosen {
                 along_the_run(st, t, b, &data[1], progress)?;
+            }
+            if chosen.is_empty() {
+                for seed in &st.seeds {
+                    for step in st.curve_steps(t) {
+                        let what = format!("{} {arch} seed {seed} at step {step}", t.name);
+                        progress.skip(&format!("evaluate {what}"));
+                    }
+                }
             }
             best.extend(chosen);
             // The other rates' runs that diverged are reported too.
@@ -306,8 +324,8 @@ fn along_the_run(
 /// The paper reports the best dev score over the learning-rate grid: with several seeds, the
 /// learning rate of the best mean over seeds, and every seed's run at it (a maximum over
 /// seeds would pick the luckiest seed). A rate with a run that diverged scores below every
-/// other; on a tie the later rate in the grid wins. Returns the runs at that rate and the
-/// others.
+/// other, and is never chosen; on a tie the later rate in the grid wins. Returns the runs at
+/// the chosen rate (none when every rate diverged) and the others.
 fn best_learning_rate(scores: Vec<Best>) -> (Vec<Best>, Vec<Best>) {
     let mean = |lr: f64| {
         let v: Vec<f64> = scores
@@ -327,6 +345,9 @@ fn best_learning_rate(scores: Vec<Best>) -> (Vec<Best>, Vec<Best>) {
     else {
         return (Vec::new(), Vec::new());
     };
+    if mean(lr) == f64::NEG_INFINITY {
+        return (Vec::new(), scores);
+    }
     scores.into_iter().partition(|b| b.lr == lr)
 }
 
@@ -392,11 +413,14 @@ mod tests {
     /// tie the later rate in the grid wins.
     #[test]
     fn a_diverged_run_rules_its_rate_out_and_ties_go_to_the_later_rate() {
+        let blown_at = |step| {
+            Some(Diverged {
+                step,
+                loss: "NaN".into(),
+            })
+        };
         let mut blown = score(1e-2, 1, 0.0);
-        blown.diverged = Some(Diverged {
-            step: 3,
-            loss: "NaN".into(),
-        });
+        blown.diverged = blown_at(3);
         let scores = vec![
             score(1e-2, 0, 0.95),
             blown,
@@ -411,5 +435,13 @@ mod tests {
         );
         let tie = vec![score(1e-3, 0, 0.5), score(5e-4, 0, 0.5)];
         assert_eq!(best_learning_rate(tie).0[0].lr, 5e-4);
+        // Every rate diverged: none is chosen, every run is handed back.
+        let mut a = score(1e-2, 0, 0.0);
+        a.diverged = blown_at(2);
+        let mut b = score(1e-3, 0, 0.0);
+        b.diverged = blown_at(5);
+        let (chosen, others) = best_learning_rate(vec![a, b]);
+        assert!(chosen.is_empty());
+        assert_eq!(others.len(), 2);
     }
 }

@@ -363,7 +363,6 @@ fn check_vocab(cfg: &TrainConfig) -> Result<(), TrainError> {
 fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainError> {
     if rank == 0 {
         std::fs::create_dir_all(&cfg.out).map_err(|e| io_error(&cfg.out, e))?;
-        Diverged::clear(&cfg.out)?;
     }
     let existing = checkpoint::latest(&cfg.out);
     if existing.is_some() && !cfg.resume {
@@ -371,6 +370,10 @@ fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainE
             "{} already holds a run; pass --resume to continue it, or choose another --out",
             cfg.out.display()
         )));
+    }
+    // The run starts again: an earlier divergence is history (the study reads it as final).
+    if rank == 0 {
+        Diverged::clear(&cfg.out)?;
     }
     Ok(existing)
 }
