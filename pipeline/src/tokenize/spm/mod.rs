@@ -1,6 +1,7 @@
 //! SentencePiece vocabularies: a native unigram encoder that gives exactly the library's ids,
 //! and the library itself (through the `sentencepiece` crate) as the reference.
 
+mod cache;
 pub mod normalizer;
 pub mod proto;
 pub mod reference;
@@ -11,32 +12,23 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ahash::AHashMap;
 use memchr::memmem::Finder;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::tokenize::{Tokenizer, Vocab};
+use cache::WordCache;
 use normalizer::{Normalizer, SPACE_SYMBOL};
 use proto::{ModelType, PieceType};
 use unigram::{PieceInfo, Scratch, Tok, Unigram};
 
-/// Words cached per thread before the cache is emptied (bounds memory on huge corpora).
-const CACHE_LIMIT: usize = 1 << 20;
-
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A cached word: its best path and the smallest decision gap inside it.
-struct Cached {
-    toks: Box<[Tok]>,
-    min_gap: f64,
-}
 
 /// Per-thread state: the word cache of each loaded model, and scratch buffers.
 #[derive(Default)]
 struct ThreadState {
     model_id: u64,
-    cache: AHashMap<Box<[u8]>, Cached>,
+    cache: WordCache,
     scratch: Scratch,
     normalized: Vec<u8>,
     toks: Vec<Tok>,
@@ -197,25 +189,14 @@ impl SpmModel {
             let end = next_boundary(text, start, boundary, self.suffix);
             let word = &text[start..end];
             start = end;
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
-            }
-            let hit = match cache.get(word) {
-                Some(c) => c,
-                None => {
-                    let mut toks = Vec::new();
-                    let (gap, _) = self.unigram.viterbi(word, 0.0, scratch, &mut toks);
-                    cache.entry(word.into()).or_insert(Cached {
-                        toks: toks.into_boxed_slice(),
-                        min_gap: gap,
-                    })
-                }
-            };
-            if self.unigram.gap_is_safe(hit.min_gap, prefix, word.len()) {
-                for t in hit.toks.iter() {
+            let (toks, gap) = cache.path(word, |toks| {
+                self.unigram.viterbi(word, 0.0, scratch, toks).0
+            });
+            if self.unigram.gap_is_safe(gap, prefix, word.len()) {
+                for t in toks {
                     prefix = self.unigram.advance(prefix, t);
-                    out.push(*t);
                 }
+                out.extend_from_slice(toks);
             } else {
                 prefix = self.unigram.viterbi(word, prefix, scratch, out).1;
             }

@@ -1,39 +1,56 @@
 //! A byte trie over the vocabulary pieces, for the unigram lattice.
 //!
 //! It plays the part of SentencePiece's darts trie: walking it from a position yields every
-//! piece that starts there, shortest first, with its id.
+//! piece that starts there, shortest first, with its id and what the lattice needs of it.
+//! The walk is bound by memory latency, so the nodes live in one byte arena in depth-first
+//! order, each holding its piece and its edges (sorted key bytes, then child offsets): a
+//! step reads one node, usually one or two cache lines, and the first child of a node
+//! follows it directly.
 
-/// A node: its children as a sorted run of `edges`, and the piece id ending here (or -1).
-#[derive(Clone, Copy)]
-struct Node {
-    first_edge: u32,
-    num_edges: u32,
-    value: i32,
+/// What the lattice needs of a piece.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Piece {
+    pub id: i32,
+    pub score: f32,
+    /// A user-defined symbol (scored by its length, not `score`).
+    pub user: bool,
 }
 
+const NO_PIECE: Piece = Piece {
+    id: -1,
+    score: 0.0,
+    user: false,
+};
+
+/// A node's header: piece id (i32), score (f32), user flag (u16), edge count (u16); then the
+/// edges' key bytes, padding to 4, and the children's offsets (u32 each).
+const HEADER: usize = 12;
+
 pub struct PieceTrie {
-    nodes: Vec<Node>,
-    /// (byte, child node) sorted by byte within each node's run.
-    edges: Vec<(u8, u32)>,
-    /// The root's children, indexed by byte, for a fast first step.
+    arena: Vec<u8>,
+    /// The offsets of the root's children, indexed by byte (the first step of every walk).
     root: [u32; 256],
 }
 
 const NONE: u32 = u32::MAX;
 
+#[inline]
+fn read_u32(a: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(a[at..at + 4].try_into().expect("four bytes"))
+}
+
 impl PieceTrie {
-    /// Builds the trie from (piece bytes, id) pairs.
-    pub fn new<'a>(pieces: impl IntoIterator<Item = (&'a [u8], i32)>) -> Self {
-        // Build with a simple pointer-based tree, then flatten breadth-first.
+    /// Builds the trie from (piece bytes, piece) pairs.
+    pub fn new<'a>(pieces: impl IntoIterator<Item = (&'a [u8], Piece)>) -> Self {
         struct Tmp {
             children: std::collections::BTreeMap<u8, usize>,
-            value: i32,
+            value: Piece,
         }
         let mut tmp = vec![Tmp {
             children: Default::default(),
-            value: -1,
+            value: NO_PIECE,
         }];
-        for (bytes, id) in pieces {
+        for (bytes, piece) in pieces {
             let mut n = 0;
             for &b in bytes {
                 n = match tmp[n].children.get(&b) {
@@ -41,7 +58,7 @@ impl PieceTrie {
                     None => {
                         tmp.push(Tmp {
                             children: Default::default(),
-                            value: -1,
+                            value: NO_PIECE,
                         });
                         let c = tmp.len() - 1;
                         tmp[n].children.insert(b, c);
@@ -49,50 +66,68 @@ impl PieceTrie {
                     }
                 };
             }
-            tmp[n].value = id;
+            tmp[n].value = piece;
         }
-        let mut nodes = Vec::with_capacity(tmp.len());
-        let mut edges = Vec::new();
-        for t in &tmp {
-            nodes.push(Node {
-                first_edge: edges.len() as u32,
-                num_edges: t.children.len() as u32,
-                value: t.value,
-            });
-            edges.extend(t.children.iter().map(|(&b, &c)| (b, c as u32)));
-        }
+        // Depth first, children in byte order; each placed node patches its parent's slot.
+        let mut arena = Vec::new();
         let mut root = [NONE; 256];
-        for &(b, c) in &edges[..nodes[0].num_edges as usize] {
-            root[b as usize] = c;
+        let mut stack: Vec<(usize, Option<usize>)> = Vec::new();
+        for &c in tmp[0].children.values().rev() {
+            stack.push((c, None));
         }
-        Self { nodes, edges, root }
+        let mut placed = vec![NONE; tmp.len()];
+        while let Some((t, slot)) = stack.pop() {
+            let at = arena.len();
+            placed[t] = at as u32;
+            if let Some(s) = slot {
+                arena[s..s + 4].copy_from_slice(&(at as u32).to_le_bytes());
+            }
+            let node = &tmp[t];
+            let n = node.children.len();
+            arena.extend_from_slice(&node.value.id.to_le_bytes());
+            arena.extend_from_slice(&node.value.score.to_le_bytes());
+            arena.extend_from_slice(&u16::from(node.value.user).to_le_bytes());
+            arena.extend_from_slice(&(n as u16).to_le_bytes());
+            arena.extend(node.children.keys());
+            arena.resize(arena.len().next_multiple_of(4), 0);
+            let slots = arena.len();
+            arena.resize(slots + 4 * n, 0xff);
+            for (i, &c) in node.children.values().enumerate().rev() {
+                stack.push((c, Some(slots + 4 * i)));
+            }
+        }
+        for (&b, &c) in &tmp[0].children {
+            root[b as usize] = placed[c];
+        }
+        Self { arena, root }
     }
 
-    fn child(&self, node: u32, b: u8) -> u32 {
-        if node == 0 {
-            return self.root[b as usize];
-        }
-        let n = self.nodes[node as usize];
-        let run = &self.edges[n.first_edge as usize..(n.first_edge + n.num_edges) as usize];
-        match run.binary_search_by_key(&b, |&(eb, _)| eb) {
-            Ok(i) => run[i].1,
-            Err(_) => NONE,
-        }
-    }
-
-    /// Calls `f(length, id)` for every piece that is a prefix of `text`, shortest first.
+    /// Calls `f(length, piece)` for every piece that is a prefix of `text`, shortest first.
     #[inline]
-    pub fn for_each_prefix(&self, text: &[u8], mut f: impl FnMut(usize, i32)) {
-        let mut node = 0u32;
-        for (i, &b) in text.iter().enumerate() {
-            node = self.child(node, b);
-            if node == NONE {
-                return;
+    pub fn for_each_prefix(&self, text: &[u8], mut f: impl FnMut(usize, &Piece)) {
+        let a = &self.arena[..];
+        let Some(&first) = text.first() else { return };
+        let mut at = self.root[first as usize];
+        let mut i = 0;
+        while at != NONE {
+            let at_ = at as usize;
+            let id = read_u32(a, at_) as i32;
+            if id >= 0 {
+                let piece = Piece {
+                    id,
+                    score: f32::from_bits(read_u32(a, at_ + 4)),
+                    user: a[at_ + 8] != 0,
+                };
+                f(i + 1, &piece);
             }
-            let v = self.nodes[node as usize].value;
-            if v >= 0 {
-                f(i + 1, v);
-            }
+            i += 1;
+            let Some(&b) = text.get(i) else { return };
+            let n = u16::from_le_bytes([a[at_ + 10], a[at_ + 11]]) as usize;
+            let keys = &a[at_ + HEADER..at_ + HEADER + n];
+            at = match keys.binary_search(&b) {
+                Ok(k) => read_u32(a, (at_ + HEADER + n).next_multiple_of(4) + 4 * k),
+                Err(_) => NONE,
+            };
         }
     }
 }
@@ -103,17 +138,31 @@ mod tests {
 
     #[test]
     fn finds_all_prefixes_in_order() {
+        let piece = |id| Piece {
+            id,
+            score: -(id as f32),
+            user: id == 2,
+        };
         let t = PieceTrie::new([
-            (&b"a"[..], 1),
-            (&b"ab"[..], 2),
-            (&b"abc"[..], 3),
-            (&b"b"[..], 4),
+            (&b"a"[..], piece(1)),
+            (&b"ab"[..], piece(2)),
+            (&b"abc"[..], piece(3)),
+            (&b"b"[..], piece(4)),
+            (&b"ax"[..], piece(5)),
+            (&b"aa"[..], piece(6)),
         ]);
         let mut got = Vec::new();
-        t.for_each_prefix(b"abcd", |l, id| got.push((l, id)));
-        assert_eq!(got, vec![(1, 1), (2, 2), (3, 3)]);
+        t.for_each_prefix(b"abcd", |l, p| got.push((l, *p)));
+        assert_eq!(got, vec![(1, piece(1)), (2, piece(2)), (3, piece(3))]);
+        for (text, want) in [(&b"ax"[..], 5), (b"aab", 6), (b"bc", 4)] {
+            got.clear();
+            t.for_each_prefix(text, |l, p| got.push((l, *p)));
+            assert_eq!(got.last().map(|g| g.1.id), Some(want), "{text:?}");
+        }
         got.clear();
-        t.for_each_prefix(b"c", |l, id| got.push((l, id)));
+        t.for_each_prefix(b"c", |l, p| got.push((l, *p)));
+        assert!(got.is_empty());
+        t.for_each_prefix(b"", |l, p| got.push((l, *p)));
         assert!(got.is_empty());
     }
 }

@@ -14,7 +14,7 @@
 //! error at the current prefix, and otherwise the word is re-run with the document's real
 //! prefix score, exactly as the library would. The cache never changes the output.
 
-use super::trie::PieceTrie;
+use super::trie::{Piece, PieceTrie};
 
 /// SentencePiece's penalty below the lowest piece score for an unknown character.
 const UNK_PENALTY: f32 = 10.0;
@@ -31,6 +31,16 @@ pub struct Tok {
 }
 
 impl Tok {
+    #[cfg(test)]
+    pub(crate) fn new(id: u32, len: u32, score: f32) -> Tok {
+        Tok {
+            id,
+            len,
+            score,
+            user: false,
+        }
+    }
+
     /// The running path score after this token, rounded as the library rounds it.
     #[inline]
     fn add_to(&self, prefix: f32, user_score: f64) -> f32 {
@@ -62,10 +72,9 @@ pub struct Path {
 
 /// The scoring tables of a unigram model.
 pub struct Unigram {
+    /// The lattice's pieces (normal and user-defined; unused pieces never match).
     trie: PieceTrie,
     scores: Vec<f32>,
-    user_defined: Vec<bool>,
-    unused: Vec<bool>,
     unk_id: u32,
     unk_score: f32,
     max_score: f32,
@@ -91,22 +100,25 @@ pub struct PieceInfo<'a> {
 impl Unigram {
     pub fn new<'a>(pieces: impl IntoIterator<Item = PieceInfo<'a>>, unk_id: u32) -> Self {
         let mut scores = Vec::new();
-        let mut user_defined = Vec::new();
-        let mut unused = Vec::new();
         let mut trie_items = Vec::new();
         // SentencePiece starts from FLT_MAX / FLT_MIN (the smallest positive float).
         let mut min_score = f32::MAX;
         let mut max_score = f32::MIN_POSITIVE;
         for (i, p) in pieces.into_iter().enumerate() {
             scores.push(p.score);
-            user_defined.push(p.user_defined);
-            unused.push(p.unused);
             if p.normal {
                 min_score = min_score.min(p.score);
                 max_score = max_score.max(p.score);
             }
-            if p.in_trie {
-                trie_items.push((p.bytes, i as i32));
+            // The library's lattice skips unused pieces where it meets them; leaving them out
+            // of the trie does the same.
+            if p.in_trie && !p.unused {
+                let piece = Piece {
+                    id: i as i32,
+                    score: p.score,
+                    user: p.user_defined,
+                };
+                trie_items.push((p.bytes, piece));
             }
         }
         let unk_score = min_score - UNK_PENALTY;
@@ -118,8 +130,6 @@ impl Unigram {
         Self {
             trie: PieceTrie::new(trie_items),
             scores,
-            user_defined,
-            unused,
             unk_id,
             unk_score,
             max_score,
@@ -190,19 +200,15 @@ impl Unigram {
             let here = best[start];
             let mblen = super::normalizer::utf8_len(text[start]).min(size - start);
             let mut has_single = false;
-            self.trie.for_each_prefix(&text[start..], |len, id| {
-                let idu = id as usize;
-                if self.unused[idu] {
-                    return;
-                }
-                let user = self.user_defined[idu];
+            self.trie.for_each_prefix(&text[start..], |len, p| {
+                let (id, user) = (p.id, p.user);
                 // The library's `score` is a double (the conditional mixes the user-defined
                 // double with the float piece score), so candidates are compared unrounded
                 // against the stored float and only rounded when stored.
                 let piece = if user {
                     self.user_score(len)
                 } else {
-                    self.scores[idu] as f64
+                    p.score as f64
                 };
                 let cand = piece + here.score as f64;
                 let piece_exact = piece;
