@@ -138,6 +138,76 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
         .join(latest.trim())
         .join("model.safetensors")
         .exists());
+    // The run says it diverged, and where (a study reads this as a result).
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("diverged.json")).unwrap()).unwrap();
+    let last: u64 = latest.trim().trim_start_matches("step-").parse().unwrap();
+    assert_eq!(d["step"].as_u64(), Some(last + 1), "{d}");
+}
+
+/// metrics.jsonl carries the model's TFLOP/s (the analytic FLOPs of the step's padded
+/// batches over its time) and, with a peak, the MFU; `bench train-one` reports both.
+#[test]
+fn steps_report_model_flops_and_mfu() {
+    let run = tmp_path("mfu");
+    let mut args = train_args(run.to_str().unwrap(), "transformer", "4");
+    args.extend(["--peak-tflops", "0.5"]);
+    ok(&args);
+    let cfg =
+        conveyor_model::ModelConfig::preset(conveyor_model::Arch::Transformer, "tiny", 32_100)
+            .unwrap();
+    let l = conveyor_pipeline::corrupt::random_spans_helper(64, 0.15, 3.0).unwrap();
+    let per_step = conveyor_model::peak::train_flops(&cfg, 4, l.inputs_length, l.targets_length);
+    for line in std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (tflops, mfu) = (
+            m["model_tflops"].as_f64().unwrap(),
+            m["mfu"].as_f64().unwrap(),
+        );
+        assert!((mfu - tflops / 0.5).abs() < 1e-9 * mfu.max(1.0), "{m}");
+        // Four rows a step: the step took 4 / examples_per_s seconds.
+        let flops = tflops * 1e12 * 4.0 / m["examples_per_s"].as_f64().unwrap();
+        assert!(
+            (flops / per_step - 1.0).abs() < 1e-6,
+            "{flops} vs {per_step}"
+        );
+    }
+    // No peak on a CPU unless given: no MFU.
+    let plain = tmp_path("mfu-none");
+    ok(&train_args(plain.to_str().unwrap(), "lightconv", "2"));
+    let first = std::fs::read_to_string(plain.join("metrics.jsonl")).unwrap();
+    assert!(
+        first.contains("model_tflops") && !first.contains("\"mfu\""),
+        "{first}"
+    );
+    let o = conveyor(&[
+        "bench",
+        "train-one",
+        "--arch",
+        "lightconv",
+        "--preset",
+        "tiny",
+        "--length",
+        "64",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--peak-tflops",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tflops = v["model_tflops"].as_f64().unwrap();
+    assert!(
+        tflops > 0.0 && (v["mfu"].as_f64().unwrap() - tflops / 2.0).abs() < 1e-12,
+        "{v}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod dist;
 pub mod hf;
 pub mod layers;
 pub mod optim;
+pub mod peak;
 pub mod predict;
 pub mod seq2seq;
 pub mod summary;

@@ -48,6 +48,9 @@ pub enum BenchCommand {
     /// One transformer training step in tch beside the same model in PyTorch (libtorch).
     #[command(disable_help_flag = true)]
     Step(crate::torch_handoff::Handoff),
+    /// One point of `bench train` as JSON: time per step, model TFLOP/s, MFU (libtorch).
+    #[command(disable_help_flag = true, hide = true)]
+    TrainOne(crate::torch_handoff::Handoff),
 }
 
 #[derive(Args)]
@@ -89,9 +92,10 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
     match b {
         BenchCommand::Ingest(a) => ingest::run(a),
         BenchCommand::Corrupt(a) => corrupt::run(a),
-        BenchCommand::Train(_) | BenchCommand::Step(_) | BenchCommand::Conv(_) => {
-            crate::torch_handoff::to_torch()
-        }
+        BenchCommand::Train(_)
+        | BenchCommand::Step(_)
+        | BenchCommand::Conv(_)
+        | BenchCommand::TrainOne(_) => crate::torch_handoff::to_torch(),
     }
 }
 

@@ -61,6 +61,10 @@ pub struct TrainBench {
     /// bfloat16 weights themselves, as `train --pure-bf16`.
     #[arg(long, conflicts_with = "bf16")]
     pure_bf16: bool,
+    /// The device's peak dense bf16 TFLOP/s for the MFU column (known GPUs are looked up by
+    /// name without it).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     /// Output folder for bench-train.json and bench-train.md.
     #[arg(long, default_value = "target/bench/train")]
     out: PathBuf,
@@ -118,6 +122,9 @@ pub struct TrainOne {
     bf16: bool,
     #[arg(long, conflicts_with = "bf16")]
     pure_bf16: bool,
+    /// The device's peak dense bf16 TFLOP/s, for the MFU (known GPUs: looked up by name).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
 }
 
 pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
@@ -340,6 +347,11 @@ fn measure_point(
         .args(["--device", device_name(a.device)])
         .args(a.bf16.then_some("--bf16"))
         .args(a.pure_bf16.then_some("--pure-bf16"))
+        .args(
+            a.peak_tflops
+                .iter()
+                .flat_map(|p| ["--peak-tflops".to_string(), p.to_string()]),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -351,7 +363,12 @@ fn measure_point(
             point["seconds_per_step"] = v["seconds_per_step"].clone();
             point["peak_rss_mb"] = (peak_kb as f64 / 1024.0).into();
             point["device"] = v["device"].clone();
-            for k in ["peak_gpu_allocated_mb", "peak_gpu_reserved_mb"] {
+            for k in [
+                "peak_gpu_allocated_mb",
+                "peak_gpu_reserved_mb",
+                "model_tflops",
+                "mfu",
+            ] {
                 if !v[k].is_null() {
                     point[k] = v[k].clone();
                 }
@@ -418,25 +435,40 @@ fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow::Re
     } else {
         ("peak RSS MB", "peak_rss_mb")
     };
+    let with_mfu = points.iter().any(|p| !p["mfu"].is_null());
+    let mfu_head = if with_mfu { " MFU |" } else { "" };
     writeln!(
         f,
-        "| arch | input length | examples/s | {memory} | GFLOPs per example (train) |"
+        "| arch | input length | examples/s | {memory} | GFLOPs per example (train) | model TFLOP/s |{mfu_head}"
     )?;
-    writeln!(f, "|---|---|---|---|---|")?;
+    writeln!(
+        f,
+        "|---|---|---|---|---|---|{}",
+        if with_mfu { "---|" } else { "" }
+    )?;
     for p in points {
         let num = |k: &str, prec: usize| {
             p[k].as_f64()
                 .map(|v| format!("{v:.prec$}"))
                 .unwrap_or_else(|| p["error"].as_str().unwrap_or("-").to_string())
         };
+        let mfu = if with_mfu {
+            p["mfu"]
+                .as_f64()
+                .map(|m| format!(" {:.1}% |", 100.0 * m))
+                .unwrap_or_else(|| " - |".into())
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "| {} | {} | {} | {} | {:.3} |",
+            "| {} | {} | {} | {} | {:.3} | {} |{mfu}",
             p["arch"].as_str().unwrap_or(""),
             p["length"],
             num("examples_per_s", 2),
             num(key, 0),
-            p["gflops_per_example"].as_f64().unwrap_or(0.0)
+            p["gflops_per_example"].as_f64().unwrap_or(0.0),
+            num("model_tflops", 3),
         )?;
     }
     Ok(())
@@ -509,14 +541,21 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         tch::Cuda::synchronize(0);
     }
     let secs = t0.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    let flops = conveyor_model::peak::train_flops(&cfg, b as usize, l as usize, t as usize);
     let mut out = serde_json::json!({
         "seconds_per_step": secs,
         "examples_per_s": a.batch_size as f64 / secs,
+        "model_tflops": flops / secs / 1e12,
         "device": format!("{device:?}"),
         "bf16": a.bf16,
         "pure_bf16": a.pure_bf16,
         "targets_length": t,
     });
+    if let Some(p) = conveyor_model::peak::Peak::of(device, a.peak_tflops) {
+        out["mfu"] = p.mfu(flops, secs).into();
+        out["peak_tflops"] = p.tflops.into();
+        out["peak_source"] = p.source.into();
+    }
     if let Some(peak) = conveyor_model::cuda::peak_memory(0).filter(|_| device.is_cuda()) {
         out["peak_gpu_allocated_mb"] = (peak.allocated as f64 / 1048576.0).into();
         out["peak_gpu_reserved_mb"] = (peak.reserved as f64 / 1048576.0).into();

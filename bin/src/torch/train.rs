@@ -149,6 +149,10 @@ pub struct TrainArgs {
     /// slower. CPU runs are deterministic without it.
     #[arg(long)]
     deterministic: bool,
+    /// The device's peak dense bf16 TFLOP/s, for the MFU in metrics.jsonl and the progress
+    /// line; known GPUs (H100, H200, A100, L4, L40S, ...) are looked up by name without it.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     /// Start from this checkpoint folder's weights (fine-tuning).
     #[arg(long)]
     init: Option<PathBuf>,
@@ -225,8 +229,12 @@ impl TrainProgress for Lines {
             let (first, last) = self.span.get();
             let done = (m.step + 1).saturating_sub(first).max(1);
             let eta = m.elapsed_s / done as f64 * last.saturating_sub(m.step) as f64;
+            let mfu = m
+                .mfu
+                .map(|f| format!("  MFU {:.1}%", 100.0 * f))
+                .unwrap_or_default();
             eprintln!(
-                "step {:>7}/{last}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s  ETA {}",
+                "step {:>7}/{last}  loss {:.4}{eval}  lr {:.2e}  {:.0} tokens/s  {:.1} examples/s{mfu}  ETA {}",
                 m.step,
                 m.loss,
                 m.lr,
@@ -336,6 +344,7 @@ fn train_config(
         resume: a.resume,
         init: a.init,
         launch,
+        peak_tflops: a.peak_tflops,
     }
 }
 

@@ -32,6 +32,7 @@ use crate::checkpoint;
 use crate::config::ModelConfig;
 use crate::dist::{Backend, Launch, ProcessGroup};
 use crate::optim::{Optimizer, OptimizerKind, Schedule};
+use crate::peak::{train_flops, Peak};
 
 pub(crate) use data::{check_lengths, data_kind, loader_config, DataKind};
 pub use data::{data_vocab_size, tensors, BatchTensors, Counts, ReadSpec};
@@ -71,6 +72,8 @@ pub struct TrainConfig {
     pub init: Option<PathBuf>,
     /// Several processes (torchrun, Slurm): this one's place among them.
     pub launch: Option<Launch>,
+    /// The device's peak bf16 TFLOP/s for MFU (`--peak-tflops`); else looked up by GPU name.
+    pub peak_tflops: Option<f64>,
 }
 
 /// One step's figures (one JSON line of `metrics.jsonl`), over all ranks and micro-batches.
@@ -93,6 +96,12 @@ pub struct StepMetrics {
     /// On CUDA: the most GPU memory tensors have held so far in this process (MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_gpu_mb: Option<f64>,
+    /// The model's arithmetic per second on this rank's device (analytic FLOPs of the
+    /// step's padded batches, forward and backward), TFLOP/s.
+    pub model_tflops: f64,
+    /// `model_tflops` over the device's peak, when the peak is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfu: Option<f64>,
 }
 
 /// How the trainer reports.
@@ -241,6 +250,10 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         _ => None,
     };
     let resumed_from = existing.as_ref().map(|_| state.step);
+    let peak = Peak::of(cfg.device, cfg.peak_tflops);
+    if let Some(p) = &peak {
+        progress.note(&format!("MFU against {} TFLOP/s ({})", p.tflops, p.source));
+    }
     progress.start(state.step + 1, cfg.steps);
     let mut last_ckpt = existing.clone();
     let (mut final_loss, mut final_eval) = (None, None);
@@ -260,6 +273,10 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 e => e,
             })?;
         let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let flops: f64 = batches
+            .iter()
+            .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
+            .sum();
         state.step = step;
         state.loader = batches.last().expect("a batch").state;
         state.tokens_seen += (counts.input_tokens + counts.target_tokens) as u64;
@@ -286,6 +303,8 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 }
                 _ => None,
             },
+            model_tflops: flops / secs / 1e12,
+            mfu: peak.as_ref().map(|p| p.mfu(flops, secs)),
         };
         if let Some(f) = metrics.as_mut() {
             f.write(&m)?;
