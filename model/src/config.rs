@@ -80,6 +80,27 @@ impl Ffn {
     }
 }
 
+/// How attention is computed (the same function either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AttentionImpl {
+    /// Scores, bias and masks as a (batch, heads, q, k) float32 tensor, softmax, weights
+    /// times values: every score matrix is materialised.
+    #[default]
+    #[serde(rename = "explicit")]
+    Explicit,
+    /// libtorch's `scaled_dot_product_attention` with the relative position bias and masks
+    /// as one additive mask and no 1/sqrt(d_kv) scaling: on a GPU it may pick a
+    /// memory-efficient kernel that never holds the whole score matrix.
+    #[serde(rename = "sdpa")]
+    Sdpa,
+}
+
+impl AttentionImpl {
+    pub fn is_default(&self) -> bool {
+        *self == AttentionImpl::Explicit
+    }
+}
+
 /// The paper's dilated-convolution filter sizes: 11 values for 12 layers. conveyor repeats the
 /// last value for the 12th layer (the paper does not say how it is set).
 pub const PAPER_DILATED_KERNELS: [usize; 11] = [4, 4, 7, 7, 15, 15, 15, 15, 31, 31, 31];
@@ -130,6 +151,10 @@ pub struct ModelConfig {
     /// with d_model 1024 (32 and 128 heads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d_kv: Option<usize>,
+    /// How attention is computed: `explicit` or `sdpa` (not a property of the weights: a
+    /// checkpoint loads into either).
+    #[serde(default, skip_serializing_if = "AttentionImpl::is_default")]
+    pub attention: AttentionImpl,
 }
 
 fn yes() -> bool {
@@ -188,6 +213,7 @@ impl ModelConfig {
             ffn: Ffn::Relu,
             tie_embeddings: true,
             d_kv: None,
+            attention: AttentionImpl::Explicit,
         })
     }
 
@@ -350,6 +376,25 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Configs written before `attention` existed read as explicit, and an explicit config
+    /// writes no such field (checkpoints stay byte-identical); `sdpa` round-trips.
+    #[test]
+    fn the_attention_field_is_optional_and_round_trips() {
+        let c = ModelConfig::preset(Arch::Transformer, "tiny", 100).unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!text.contains("attention"), "{text}");
+        assert_eq!(serde_json::from_str::<ModelConfig>(&text).unwrap(), c);
+        let sdpa = text.replacen('{', r#"{"attention":"sdpa","#, 1);
+        let read: ModelConfig = serde_json::from_str(&sdpa).unwrap();
+        assert_eq!(read.attention, AttentionImpl::Sdpa);
+        assert!(serde_json::from_str::<ModelConfig>(&text.replacen(
+            '{',
+            r#"{"attention":"flash","#,
+            1
+        ))
+        .is_err());
+    }
 
     #[test]
     fn base_preset_is_about_230m_parameters() {

@@ -92,6 +92,8 @@ pub struct Attention {
     max_distance: i64,
     /// Dropout on the attention weights after the softmax (HF T5's `dropout_rate`).
     dropout: f64,
+    /// Through libtorch's scaled_dot_product_attention instead of explicit scores.
+    sdpa: bool,
 }
 
 impl Attention {
@@ -135,7 +137,14 @@ impl Attention {
             buckets: buckets as i64,
             max_distance: max_distance as i64,
             dropout: 0.0,
+            sdpa: false,
         }
+    }
+
+    /// Computes attention with `scaled_dot_product_attention` (`AttentionImpl::Sdpa`).
+    pub fn with_impl(mut self, how: crate::AttentionImpl) -> Self {
+        self.sdpa = how == crate::AttentionImpl::Sdpa;
+        self
     }
 
     /// Drops attention weights with probability `p` while training, as HF's T5 does.
@@ -217,17 +226,25 @@ impl Attention {
         bias: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
-        let mut scores = q.matmul(&k.transpose(-2, -1));
-        if let Some(b) = bias {
-            scores += b;
-        }
-        let w = scores
-            .softmax(-1, Kind::Float)
-            .to_kind(v.kind())
-            .dropout(self.dropout, train);
+        let attended = if self.sdpa {
+            // The bias (position bias and masks) is the additive mask, in the queries' kind
+            // as the kernels ask; T5 does not scale the scores.
+            let mask = bias.map(|b| b.to_kind(q.kind()));
+            let p = if train { self.dropout } else { 0.0 };
+            Tensor::scaled_dot_product_attention(q, k, v, mask, p, false, 1.0, false)
+        } else {
+            let mut scores = q.matmul(&k.transpose(-2, -1));
+            if let Some(b) = bias {
+                scores += b;
+            }
+            scores
+                .softmax(-1, Kind::Float)
+                .to_kind(v.kind())
+                .dropout(self.dropout, train)
+                .matmul(v)
+        };
         let (b, _, t, _) = q.size4().expect("(batch, heads, time, d_kv)");
-        let out = w
-            .matmul(v)
+        let out = attended
             .transpose(1, 2)
             .contiguous()
             .view([b, t, self.heads * self.d_kv]);

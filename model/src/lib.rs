@@ -16,7 +16,7 @@ pub mod seq2seq;
 pub mod summary;
 pub mod train;
 
-pub use config::{Arch, ConfigError, Ffn, ModelConfig, PositionEmbedding};
+pub use config::{Arch, AttentionImpl, ConfigError, Ffn, ModelConfig, PositionEmbedding};
 pub use device::{describe, seed_everything, select_device, DeviceChoice, DeviceError};
 pub use seq2seq::Seq2Seq;
 

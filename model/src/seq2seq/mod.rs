@@ -89,7 +89,8 @@ fn mixer(p: nn::Path, cfg: &ModelConfig, layer: usize, decoder: bool) -> Mixer {
                 cfg.relative_buckets,
                 cfg.relative_max_distance,
             )
-            .with_dropout(cfg.dropout),
+            .with_dropout(cfg.dropout)
+            .with_impl(cfg.attention),
         ),
         _ => Mixer::Conv(ConvBlock::new(p, cfg, layer, decoder)),
     }
@@ -131,7 +132,8 @@ impl Seq2Seq {
                         0,
                         0,
                     )
-                    .with_dropout(cfg.dropout),
+                    .with_dropout(cfg.dropout)
+                    .with_impl(cfg.attention),
                     norm_ffn: RmsNorm::new(&l / "norm_ffn", d),
                     ffn: FeedForward::new(&l / "ffn", d, cfg.d_ff, cfg.ffn, cfg.dropout),
                 }
