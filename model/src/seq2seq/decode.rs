@@ -156,4 +156,36 @@ mod tests {
             assert!(out.iter().all(|r| !r.is_empty() && r.len() <= 5));
         }
     }
+
+    /// Incremental decoding with `attention = "sdpa"` gives the explicit model's full-pass
+    /// logits (same weights), masks and position bias included.
+    #[test]
+    fn sdpa_incremental_decoding_equals_the_explicit_full_pass() {
+        let _rng = crate::test_rng();
+        let build = |how: crate::AttentionImpl| {
+            tch::manual_seed(1);
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let mut cfg = crate::ModelConfig::preset(Arch::Transformer, "tiny", 60).unwrap();
+            cfg.attention = how;
+            let m = crate::Seq2Seq::new(&vs.root(), &cfg).unwrap();
+            (vs, m)
+        };
+        let (_a, explicit) = build(crate::AttentionImpl::Explicit);
+        let (_b, sdpa) = build(crate::AttentionImpl::Sdpa);
+        let _guard = tch::no_grad_guard();
+        let x = ids(2, 7, 8);
+        let mask = Tensor::from_slice(&[1f32, 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 0., 0., 0.])
+            .view([2, 7]);
+        let dec_in = explicit.shift_right(&ids(2, 9, 9), None);
+        let enc = explicit.encode(&x, &mask, false);
+        let full = explicit.logits(&explicit.decode(&dec_in, &enc, &mask, false));
+        let mut st = sdpa.start_decoding(&x, &mask);
+        for t in 0..9 {
+            let step = sdpa.decode_step(&mut st, &dec_in.select(1, t));
+            assert!(
+                step.allclose(&full.select(1, t), 1e-4, 1e-4, false),
+                "position {t}"
+            );
+        }
+    }
 }
