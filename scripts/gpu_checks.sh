@@ -86,6 +86,14 @@ stage "Figures 1 and 2 on CUDA: base preset, bf16, batch 8"
 timeout 300 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
     --max-seconds 60 --lengths $LENGTHS --out "$OUT"
 
+stage "issue 19: attention explicit vs sdpa (transformer, base, bf16, batch 8): speed, memory, MFU"
+for att in explicit sdpa; do
+    timeout 240 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
+        --max-seconds 60 --lengths 512,1024,2048,4096 --archs transformer --attention $att \
+        --out "$OUT/attention-$att"
+    cat "$OUT/attention-$att/bench-train.md"
+done
+
 stage "mixed precision (--bf16, float32 masters) vs pure bf16 weights: base, 128 x 512 / 114 targets"
 for arch in transformer lightconv; do
   for mode in --bf16 --pure-bf16; do

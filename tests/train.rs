@@ -187,7 +187,7 @@ fn steps_report_model_flops_and_mfu() {
         "bench",
         "train-one",
         "--arch",
-        "lightconv",
+        "transformer",
         "--preset",
         "tiny",
         "--length",
@@ -200,6 +200,8 @@ fn steps_report_model_flops_and_mfu() {
         "cpu",
         "--peak-tflops",
         "2",
+        "--attention",
+        "sdpa",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -208,6 +210,7 @@ fn steps_report_model_flops_and_mfu() {
         tflops > 0.0 && (v["mfu"].as_f64().unwrap() - tflops / 2.0).abs() < 1e-12,
         "{v}"
     );
+    assert_eq!(v["attention"], "sdpa");
 }
 
 #[test]

@@ -65,6 +65,12 @@ pub struct TrainBench {
     /// name without it).
     #[arg(long)]
     peak_tflops: Option<f64>,
+    /// How attention is computed (the model config's `attention`).
+    #[arg(long, value_enum, default_value = "explicit")]
+    attention: AttentionArg,
+    /// Architectures to measure (default: all four).
+    #[arg(long, value_delimiter = ',')]
+    archs: Vec<String>,
     /// Output folder for bench-train.json and bench-train.md.
     #[arg(long, default_value = "target/bench/train")]
     out: PathBuf,
@@ -125,6 +131,32 @@ pub struct TrainOne {
     /// The device's peak dense bf16 TFLOP/s, for the MFU (known GPUs: looked up by name).
     #[arg(long)]
     peak_tflops: Option<f64>,
+    #[arg(long, value_enum, default_value = "explicit")]
+    attention: AttentionArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AttentionArg {
+    Explicit,
+    Sdpa,
+}
+
+impl AttentionArg {
+    fn name(self) -> &'static str {
+        match self {
+            AttentionArg::Explicit => "explicit",
+            AttentionArg::Sdpa => "sdpa",
+        }
+    }
+}
+
+impl From<AttentionArg> for conveyor_model::AttentionImpl {
+    fn from(a: AttentionArg) -> Self {
+        match a {
+            AttentionArg::Explicit => conveyor_model::AttentionImpl::Explicit,
+            AttentionArg::Sdpa => conveyor_model::AttentionImpl::Sdpa,
+        }
+    }
 }
 
 pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
@@ -304,13 +336,21 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
         "arch", "length", "examples/s", "peak MB", "GFLOPs/example"
     );
     let mut points = Vec::new();
-    for arch in Arch::ALL {
+    let archs: Vec<Arch> = if a.archs.is_empty() {
+        Arch::ALL.to_vec()
+    } else {
+        a.archs
+            .iter()
+            .map(|n| Arch::parse(n).ok_or_else(|| anyhow::anyhow!("unknown --archs entry {n}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    for arch in archs {
         let mut failed = false;
         for &length in &a.lengths {
             let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
             let flops = 6.0 * conveyor_model::summary::forward_macs(&cfg, length, length / 4);
             let mut point = serde_json::json!({
-                "arch": arch.name(), "length": length, "batch_size": a.batch_size,
+                "arch": arch.name(), "length": length, "batch_size": a.batch_size, "attention": a.attention.name(),
                 "gflops_per_example": flops / 1e9,
             });
             if failed {
@@ -347,6 +387,7 @@ fn measure_point(
         .args(["--device", device_name(a.device)])
         .args(a.bf16.then_some("--bf16"))
         .args(a.pure_bf16.then_some("--pure-bf16"))
+        .args(["--attention", a.attention.name()])
         .args(
             a.peak_tflops
                 .iter()
@@ -498,7 +539,8 @@ fn plot(out: &std::path::Path) {
 fn one(a: TrainOne) -> anyhow::Result<i32> {
     let arch = Arch::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown arch {}", a.arch))?;
     let device = select_device(a.device.into())?;
-    let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
+    let mut cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
+    cfg.attention = a.attention.into();
     conveyor_model::seed_everything(0);
     let precision = match (a.bf16, a.pure_bf16) {
         (_, true) => Precision::PureBf16,
@@ -550,6 +592,7 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         "bf16": a.bf16,
         "pure_bf16": a.pure_bf16,
         "targets_length": t,
+        "attention": a.attention.name(),
     });
     if let Some(p) = conveyor_model::peak::Peak::of(device, a.peak_tflops) {
         out["mfu"] = p.mfu(flops, secs).into();
