@@ -357,8 +357,10 @@ impl Seq2Seq {
         let encoded = self.encode_segments(inputs, input_mask, seg, train);
         let dec_in = self.shift_right(targets, seg.map(|s| &s.targets));
         let hidden = self.decode_segments(&dec_in, &encoded, input_mask, seg, train);
-        let logits = self.logits(&hidden).to_kind(Kind::Float);
-        let logp = logits.log_softmax(-1, Kind::Float);
+        // log_softmax to float32 straight from the logits' kind: on CUDA a bfloat16 input
+        // goes through the half-to-float kernel, so no float32 copy of the (batch x targets
+        // x vocab) logits is made first (on CPU libtorch converts, as before).
+        let logp = self.logits(&hidden).log_softmax(-1, Kind::Float);
         let nll = -logp
             .gather(-1, &targets.unsqueeze(-1), false)
             .squeeze_dim(-1);
