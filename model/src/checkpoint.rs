@@ -261,7 +261,7 @@ pub fn load(
     cfg: &ModelConfig,
 ) -> Result<(Vec<(String, Tensor)>, TrainerState), CheckpointError> {
     let saved = read_config(ckpt)?;
-    if &saved != cfg {
+    if !cfg.same_weights(&saved) {
         return Err(CheckpointError::Mismatch {
             path: ckpt.to_path_buf(),
             message: format!(

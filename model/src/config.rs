@@ -217,6 +217,14 @@ impl ModelConfig {
         })
     }
 
+    /// Whether weights saved with the config `other` load into this one: every field agrees
+    /// but `attention` (how attention is computed, no property of the weights).
+    pub fn same_weights(&self, other: &ModelConfig) -> bool {
+        let mut o = other.clone();
+        o.attention = self.attention;
+        &o == self
+    }
+
     /// Applies the fields of a JSON or TOML object (by the file's extension) on top.
     pub fn with_overrides(self, path: &std::path::Path) -> Result<Self, ConfigError> {
         let fail = |message: String| ConfigError::File {
@@ -394,6 +402,11 @@ mod tests {
             1
         ))
         .is_err());
+        // A checkpoint of either loads into the other; a different shape does not.
+        assert!(c.same_weights(&read) && read.same_weights(&c));
+        let mut wider = c.clone();
+        wider.d_model = 128;
+        assert!(!c.same_weights(&wider));
     }
 
     #[test]

@@ -335,10 +335,18 @@ mod tests {
     /// that moves with the mask; without training, or at rate 0, nothing is dropped.
     #[test]
     fn attention_weights_are_dropped_while_training_only() {
+        for how in [crate::AttentionImpl::Explicit, crate::AttentionImpl::Sdpa] {
+            dropped_while_training_only(how);
+        }
+    }
+
+    fn dropped_while_training_only(how: crate::AttentionImpl) {
         let _rng = crate::test_rng();
         tch::manual_seed(4);
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let a = Attention::new(vs.root() / "a", 16, 2, 8, false, true, 8, 16).with_dropout(0.5);
+        let a = Attention::new(vs.root() / "a", 16, 2, 8, false, true, 8, 16)
+            .with_dropout(0.5)
+            .with_impl(how);
         let q = Tensor::randn([1, 6, 16], (Kind::Float, tch::Device::Cpu));
         // Every key/value position holds the same vector: without dropout each output row
         // is o(v(kv)) whatever the attention weights are.
@@ -349,7 +357,7 @@ mod tests {
         let train = a.forward(&q, &kv, None, true);
         assert!(!train.allclose(&eval, 1e-3, 1e-3, false));
         // Scaled by 1 / (1 - p): each output row is o(v) times the kept weights' sum / 0.5.
-        let none = Attention::new(vs.root() / "b", 16, 2, 8, false, true, 8, 16);
+        let none = Attention::new(vs.root() / "b", 16, 2, 8, false, true, 8, 16).with_impl(how);
         let x = none.forward(&q, &kv, None, true);
         assert!(x.allclose(&none.forward(&q, &kv, None, false), 1e-6, 1e-6, false));
     }

@@ -10,6 +10,7 @@ use tch::Device;
 /// Peak dense (not sparse) bf16 tensor-core throughput, TFLOP/s, from the vendors' data
 /// sheets. Matched against the device name in order, so longer names come first.
 const KNOWN: &[(&[&str], f64)] = &[
+    (&["H200", "NVL"], 835.0),
     (&["H200"], 989.4),
     (&["H100", "PCIe"], 756.0),
     (&["H100", "NVL"], 835.0),
@@ -36,13 +37,20 @@ pub fn peak_bf16_tflops(name: &str) -> Option<f64> {
         .map(|&(_, tflops)| tflops)
 }
 
-/// The name the NVIDIA driver gives CUDA device `index`, when `nvidia-smi` answers.
+/// The name the NVIDIA driver gives CUDA device `index`, when `nvidia-smi` answers. Under
+/// `CUDA_VISIBLE_DEVICES` the index is into that list (indices or UUIDs, which nvidia-smi
+/// takes too); without it, nvidia-smi's order is assumed to be CUDA's (true unless the node
+/// mixes GPU models and CUDA_DEVICE_ORDER is left at its default).
 pub fn cuda_device_name(index: usize) -> Option<String> {
+    let id = match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(list) => list.split(',').nth(index)?.trim().to_string(),
+        Err(_) => index.to_string(),
+    };
     let out = Command::new("nvidia-smi")
         .args([
             "--query-gpu=name",
             "--format=csv,noheader",
-            &format!("--id={index}"),
+            &format!("--id={id}"),
         ])
         .output()
         .ok()?;
@@ -100,6 +108,10 @@ mod tests {
     fn known_gpus_are_found_by_the_names_drivers_report() {
         for (name, want) in [
             ("NVIDIA H200", Some(989.4)),
+            ("NVIDIA H200 NVL", Some(835.0)),
+            ("NVIDIA GH200 480GB", Some(989.4)),
+            ("NVIDIA L40", Some(181.0)),
+            ("NVIDIA A10", Some(125.0)),
             ("NVIDIA H100 80GB HBM3", Some(989.4)),
             ("NVIDIA H100 PCIe", Some(756.0)),
             ("NVIDIA H100 NVL", Some(835.0)),
@@ -124,12 +136,14 @@ mod tests {
         assert!((p.mfu(50e12, 1.0) - 0.5).abs() < 1e-12);
     }
 
-    /// The paper's base transformer step (128 x 512 inputs, 114 targets) is ~56 TFLOPs of
-    /// model work, the figure docs/replication.md derives from `model summary`.
+    /// The paper's base transformer step: 128 x 512 inputs and 128 targets (`model summary`'s
+    /// default, a quarter of the input) is the 56.0 TFLOPs docs/replication.md quotes; the
+    /// H200 benchmark's 114 targets give 54.5.
     #[test]
     fn a_base_transformer_step_is_56_tflops() {
         let cfg = crate::ModelConfig::preset(crate::Arch::Transformer, "base", 32_100).unwrap();
-        let tflops = train_flops(&cfg, 128, 512, 114) / 1e12;
-        assert!((tflops - 56.0).abs() < 1.5, "{tflops}");
+        let at = |targets| train_flops(&cfg, 128, 512, targets) / 1e12;
+        assert!((at(128) - 56.0).abs() < 0.05, "{}", at(128));
+        assert!((at(114) - 54.52).abs() < 0.05, "{}", at(114));
     }
 }

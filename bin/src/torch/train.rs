@@ -273,8 +273,15 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     }
     let vocab = data_vocab_size(&a.data)?;
     let model = match (&a.init, a.model.arch) {
-        // Fine-tuning a checkpoint: its configuration, unless an architecture is named.
-        (Some(init), None) => conveyor_model::checkpoint::read_config(init)?,
+        // Fine-tuning a checkpoint: its configuration, unless an architecture is named;
+        // --config still applies on top (say `attention`, or dropout).
+        (Some(init), None) => {
+            let saved = conveyor_model::checkpoint::read_config(init)?;
+            match &a.model.config {
+                Some(p) => saved.with_overrides(p)?,
+                None => saved,
+            }
+        }
         _ => a.model.build(vocab)?,
     };
     let launch = Launch::from_vars(

@@ -28,7 +28,7 @@ impl Seq2Seq {
         let d = self.cfg.d_model as i64;
         DecodeState {
             step: 0,
-            cross_bias: key_mask(input_mask),
+            cross_bias: self.mask_kind(key_mask(input_mask), &encoded),
             cross: self
                 .decoder
                 .iter()
@@ -57,7 +57,7 @@ impl Seq2Seq {
         let table = self.positions.as_ref().map(|p| &p.1);
         let mut y = self.embed(&tokens.unsqueeze(1), table, Some(&position));
         let bias = match &self.decoder[0].mixer {
-            Mixer::Attention(a) => a.position_bias_at(t, t + 1),
+            Mixer::Attention(a) => a.position_bias_at(t, t + 1).map(|b| self.mask_kind(b, &y)),
             Mixer::Conv(_) => None,
         };
         for (i, l) in self.decoder.iter().enumerate() {

@@ -205,9 +205,10 @@ impl Seq2Seq {
             None => key_mask(mask),
         };
         let bias = match &self.encoder[0].mixer {
-            Mixer::Attention(a) => a.position_bias(t, t).map(|b| b + &keys),
+            Mixer::Attention(a) => a.position_bias(t, t).map(|b| self.mask_kind(b + &keys, &x)),
             Mixer::Conv(_) => None,
         };
+        let keys = self.mask_kind(keys, &x);
         for l in &self.encoder {
             let h = l.norm_mix.forward(&x);
             let h = match &l.mixer {
@@ -257,9 +258,13 @@ impl Seq2Seq {
             None => key_mask(input_mask),
         };
         let self_bias = match &self.decoder[0].mixer {
-            Mixer::Attention(a) => a.position_bias(t, t).map(|b| b + &causal),
+            Mixer::Attention(a) => a
+                .position_bias(t, t)
+                .map(|b| self.mask_kind(b + &causal, &y)),
             Mixer::Conv(_) => None,
         };
+        let causal = self.mask_kind(causal, &y);
+        let cross_keys = self.mask_kind(cross_keys, &y);
         for l in &self.decoder {
             let h = l.norm_mix.forward(&y);
             let h = match &l.mixer {
@@ -276,6 +281,16 @@ impl Seq2Seq {
             y = residual(&y, h.dropout(p, train));
         }
         self.decoder_norm.forward(&y).dropout(p, train)
+    }
+
+    /// An additive attention mask in the kind the attention layers will use it in: with
+    /// `sdpa`, the activations' (libtorch's kernels ask for the queries' kind), converted
+    /// here once for the whole stack rather than in every layer; float32 otherwise.
+    pub(crate) fn mask_kind(&self, mask: Tensor, like: &Tensor) -> Tensor {
+        match self.cfg.attention {
+            crate::AttentionImpl::Sdpa => mask.to_kind(like.kind()),
+            crate::AttentionImpl::Explicit => mask,
+        }
     }
 
     /// Logits over the vocabulary from decoder hidden states: the tied embeddings after

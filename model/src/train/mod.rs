@@ -431,10 +431,8 @@ fn init_weights(
     progress: &dyn TrainProgress,
 ) -> Result<(), TrainError> {
     let Some(init) = &cfg.init else { return Ok(()) };
-    let mut saved = checkpoint::read_config(init)?;
-    // How attention is computed is no property of the weights.
-    saved.attention = cfg.model.attention;
-    if saved != cfg.model {
+    let saved = checkpoint::read_config(init)?;
+    if !cfg.model.same_weights(&saved) {
         return Err(TrainError::Refused(format!(
             "{} holds a {} model with another configuration than asked ({}); fine-tune with the same --arch, --preset and --config",
             init.display(),
