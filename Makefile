@@ -21,8 +21,10 @@ DEMO_OUT ?= out/demo
 build:
 	cargo build --workspace
 
+# The whole workspace (the Python package's crate too), so that dependencies' features resolve
+# as in the test build and `make test` after `make demo` compiles only the tests.
 release:
-	cargo build --release -p conveyor
+	cargo build --release --workspace
 
 demo: release
 	$(BIN) demo --out $(DEMO_OUT)
