@@ -214,8 +214,12 @@ impl TrainProgress for Lines {
                 .eval_loss
                 .map(|e| format!(" eval {e:.3}"))
                 .unwrap_or_default();
+            let mfu = m
+                .mfu
+                .map(|f| format!(" MFU {:.1}%", 100.0 * f))
+                .unwrap_or_default();
             b.set_message(format!(
-                "loss {:.3}{eval} {:.0} tok/s {:.1} ex/s",
+                "loss {:.3}{eval} {:.0} tok/s {:.1} ex/s{mfu}",
                 m.loss, m.tokens_per_s, m.examples_per_s
             ));
             return;
