@@ -6,7 +6,6 @@
 //! as such without ending the benchmark. Writes JSON and a markdown table; PNG plots are drawn
 //! by `scripts/plot_bench_train.py` when matplotlib is available.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +17,12 @@ use conveyor_model::{select_device, Arch, ModelConfig};
 use tch::{nn, Kind, Tensor};
 
 use crate::train::DeviceArg;
+
+mod child;
+mod table;
+
+use child::{child_json, failure_reason, watch};
+use table::{peak_mb, plot, write_table};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -211,20 +216,8 @@ fn conv_impls(a: ConvBench) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Runs a child and parses the JSON it prints.
-fn child_json(cmd: &mut Command) -> anyhow::Result<serde_json::Value> {
-    let o = cmd.output()?;
-    anyhow::ensure!(
-        o.status.success(),
-        "{:?} failed: {}",
-        cmd.get_program(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(serde_json::from_slice(&o.stdout)?)
-}
-
 /// The PyTorch side of `bench step`, carried inside the binary so that it runs from any folder.
-const TORCH_T5_STEP: &str = include_str!("../../../scripts/torch_t5_step.py");
+const TORCH_T5_STEP: &str = include_str!("../../../../scripts/torch_t5_step.py");
 
 /// The same transformer step in tch, in plain PyTorch and in transformers' T5, in turn, three
 /// rounds each (machines here are noisy: side by side in one run).
@@ -286,34 +279,6 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// One line saying why a point's child failed: out of memory when libtorch said so (its
-/// message is pages long), else the last line of its error output that is not a hint.
-fn failure_reason(stderr: &str) -> String {
-    if stderr.contains("CUDA out of memory") {
-        return "out of GPU memory".into();
-    }
-    if stderr.contains("out of memory") || stderr.contains("std::bad_alloc") {
-        return "out of memory".into();
-    }
-    stderr
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with("note:"))
-        .unwrap_or("failed")
-        .chars()
-        .take(200)
-        .collect()
-}
-
-/// The memory figure of a point: peak GPU allocation on CUDA, peak resident set on CPU.
-fn peak_mb(point: &serde_json::Value) -> f64 {
-    point["peak_gpu_allocated_mb"]
-        .as_f64()
-        .or(point["peak_rss_mb"].as_f64())
-        .unwrap_or(0.0)
 }
 
 fn device_name(d: DeviceArg) -> &'static str {
@@ -438,103 +403,6 @@ fn measure_point(
     }
 }
 
-/// Waits for a child, sampling its peak resident memory (VmHWM, kB) every 20 ms and killing
-/// it after `limit`: its exit status (None when killed), peak and output.
-fn watch(
-    mut child: std::process::Child,
-    limit: Duration,
-) -> anyhow::Result<(Option<std::process::ExitStatus>, u64, std::process::Output)> {
-    let pid = child.id();
-    let started = Instant::now();
-    let mut peak_kb = 0u64;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                let kb = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-                peak_kb = peak_kb.max(kb);
-            }
-        }
-        if started.elapsed() > limit {
-            child.kill().ok();
-            child.wait().ok();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok((status, peak_kb, child.wait_with_output()?))
-}
-
-/// bench-train.md: one row per point, GPU memory when the points ran on a GPU.
-fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow::Result<()> {
-    let mut f = std::fs::File::create(md)?;
-    let on_gpu = points.iter().any(|p| !p["peak_gpu_allocated_mb"].is_null());
-    let (memory, key) = if on_gpu {
-        ("peak GPU MB (allocated)", "peak_gpu_allocated_mb")
-    } else {
-        ("peak RSS MB", "peak_rss_mb")
-    };
-    let with_mfu = points.iter().any(|p| !p["mfu"].is_null());
-    let mfu_head = if with_mfu { " MFU |" } else { "" };
-    writeln!(
-        f,
-        "| arch | input length | examples/s | {memory} | GFLOPs per example (train) | model TFLOP/s |{mfu_head}"
-    )?;
-    writeln!(
-        f,
-        "|---|---|---|---|---|---|{}",
-        if with_mfu { "---|" } else { "" }
-    )?;
-    for p in points {
-        let num = |k: &str, prec: usize| {
-            p[k].as_f64()
-                .map(|v| format!("{v:.prec$}"))
-                .unwrap_or_else(|| p["error"].as_str().unwrap_or("-").to_string())
-        };
-        let mfu = if with_mfu {
-            p["mfu"]
-                .as_f64()
-                .map(|m| format!(" {:.1}% |", 100.0 * m))
-                .unwrap_or_else(|| " - |".into())
-        } else {
-            String::new()
-        };
-        writeln!(
-            f,
-            "| {} | {} | {} | {} | {:.3} | {} |{mfu}",
-            p["arch"].as_str().unwrap_or(""),
-            p["length"],
-            num("examples_per_s", 2),
-            num(key, 0),
-            p["gflops_per_example"].as_f64().unwrap_or(0.0),
-            num("model_tflops", 3),
-        )?;
-    }
-    Ok(())
-}
-
-/// The plotting script, carried inside the binary so that the benchmark plots from any
-/// folder (a study's, too).
-const PLOT_BENCH_TRAIN: &str = include_str!("../../../scripts/plot_bench_train.py");
-
-/// speed.png and memory.png beside the table, when Python has matplotlib.
-fn plot(out: &std::path::Path) {
-    let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-    match Command::new(&python)
-        .arg("-c")
-        .arg(PLOT_BENCH_TRAIN)
-        .arg(out)
-        .output()
-    {
-        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
-        _ => {
-            println!("(no plots: scripts/plot_bench_train.py needs matplotlib; `make` sets it up)")
-        }
-    }
-}
-
 /// One point: a model, random batches, timed training steps.
 fn one(a: TrainOne) -> anyhow::Result<i32> {
     let arch = Arch::parse(&a.arch).ok_or_else(|| anyhow::anyhow!("unknown arch {}", a.arch))?;
@@ -605,20 +473,4 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     }
     println!("{out}");
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::failure_reason;
-
-    #[test]
-    fn failures_are_named_in_one_line() {
-        let oom = "thread 'main' panicked\ncalled `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 1.50 GiB\nframe #0: ...\")\nnote: run with `RUST_BACKTRACE=1`";
-        assert_eq!(failure_reason(oom), "out of GPU memory");
-        assert_eq!(
-            failure_reason("Error: unknown arch foo\nnote: Some details are omitted\n"),
-            "Error: unknown arch foo"
-        );
-        assert_eq!(failure_reason(""), "failed");
-    }
 }
