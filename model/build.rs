@@ -4,7 +4,8 @@
 //!
 //! Also compiles conveyor's C++ bridges against libtorch's headers:
 //! - `src/cuda/shim.cpp` (peak GPU memory, the deterministic-algorithms switch, dropping a
-//!   gradient); it needs no CUDA headers and builds against a CPU-only libtorch too.
+//!   gradient) and `src/optim/foreach.cpp` (the multi-tensor optimiser steps); they need no
+//!   CUDA headers and build against a CPU-only libtorch too.
 //! - `src/dist/c10d.cpp` (TCPStore, Gloo process groups); the wheel lacks Gloo's headers, so
 //!   `src/dist/gloo_decls` declares the few Gloo names ProcessGroupGloo.hpp mentions.
 //! - `src/dist/nccl.cpp` (NCCL process groups) when the wheel's CUDA and NCCL headers are
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     for f in [
         "src/cuda/shim.cpp",
+        "src/optim/foreach.cpp",
         "src/dist/c10d.cpp",
         "src/dist/nccl.cpp",
         "src/dist/nccl_missing.cpp",
@@ -46,6 +48,7 @@ fn main() {
     };
     base()
         .file("src/cuda/shim.cpp")
+        .file("src/optim/foreach.cpp")
         .compile("conveyor_torch_shim");
     base()
         .include("src/dist/gloo_decls")

@@ -106,6 +106,10 @@ timeout 240 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8
     --out "$OUT/attention-sdpa"
 cat "$OUT/attention-sdpa/bench-train.md"
 
+stage "issue 19: the optimiser step alone on CUDA, per-tensor vs multi-tensor (_foreach_) kernels, base"
+timeout 120 "$CT" bench optim --device $DEV --preset $BASE --steps 10 --rounds 3
+timeout 120 "$CT" bench optim --device $DEV --preset $BASE --steps 10 --rounds 3 --pure-bf16
+
 stage "mixed precision (--bf16, float32 masters) vs pure bf16 weights: base, 128 x 512 / 114 targets"
 for arch in transformer lightconv; do
   for mode in --bf16 --pure-bf16; do

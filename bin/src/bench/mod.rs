@@ -48,6 +48,9 @@ pub enum BenchCommand {
     /// One transformer training step in tch beside the same model in PyTorch (libtorch).
     #[command(disable_help_flag = true)]
     Step(crate::torch_handoff::Handoff),
+    /// The optimiser step alone, per-tensor beside multi-tensor kernels (libtorch).
+    #[command(disable_help_flag = true)]
+    Optim(crate::torch_handoff::Handoff),
     /// One point of `bench train` as JSON: time per step, model TFLOP/s, MFU (libtorch).
     #[command(disable_help_flag = true, hide = true)]
     TrainOne(crate::torch_handoff::Handoff),
@@ -95,6 +98,7 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::Train(_)
         | BenchCommand::Step(_)
         | BenchCommand::Conv(_)
+        | BenchCommand::Optim(_)
         | BenchCommand::TrainOne(_) => crate::torch_handoff::to_torch(),
     }
 }

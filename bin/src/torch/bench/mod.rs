@@ -19,6 +19,7 @@ use tch::{nn, Kind, Tensor};
 use crate::train::DeviceArg;
 
 mod child;
+mod optim;
 mod table;
 
 use child::{child_json, failure_reason, watch};
@@ -33,6 +34,8 @@ pub enum BenchCommand {
     Step(StepBench),
     /// The lightweight convolution's three implementations, forward + backward, per length.
     Conv(ConvBench),
+    /// The optimiser step alone: per-tensor beside multi-tensor kernels.
+    Optim(optim::OptimBench),
     /// One point of `bench train` (run as a child process).
     #[command(hide = true)]
     TrainOne(TrainOne),
@@ -170,6 +173,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<i32> {
         BenchCommand::TrainOne(a) => one(a),
         BenchCommand::Step(a) => step_vs_pytorch(a),
         BenchCommand::Conv(a) => conv_impls(a),
+        BenchCommand::Optim(a) => optim::run(a),
     }
 }
 

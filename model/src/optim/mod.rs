@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+mod foreach;
+
 /// How the learning rate moves with the step (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -142,7 +144,77 @@ impl Optimizer {
 
     /// Applies one update to `params` from `grads` (one per parameter, any float kind; an
     /// undefined gradient leaves its parameter alone). The caller drops the gradients.
+    /// On CUDA the multi-tensor step, elsewhere the per-tensor one: they agree (bit for bit
+    /// on CPU, tested), and CPU has no multi-tensor kernels to gain from (`bench optim`:
+    /// slower there, from the list-wide temporaries).
     pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]) {
+        match params.first().map(|p| p.device()) {
+            Some(tch::Device::Cuda(_)) => self.step_multi_tensor(params, grads),
+            _ => self.step_per_tensor(params, grads),
+        }
+    }
+
+    /// [`Optimizer::step`] with multi-tensor kernels (optim/foreach.cpp), reading nothing back
+    /// to the host. Panics when libtorch fails, as tch's operations do.
+    pub fn step_multi_tensor(&mut self, params: &mut [Tensor], grads: &[Tensor]) {
+        assert_eq!(params.len(), grads.len(), "one gradient per parameter");
+        self.step += 1;
+        let lr = self.schedule.lr(self.step);
+        let t = self.step as f64;
+        let with_grad = |i: &usize| grads[*i].defined();
+        let result = match self.kind {
+            OptimizerKind::Adafactor { scale_parameter } => {
+                let (mut f, mut v) = (foreach::Factored::default(), foreach::Full::default());
+                for (i, m) in self.moments.iter().enumerate() {
+                    if !with_grad(&i) {
+                        continue;
+                    }
+                    match m {
+                        Moments::Factored { row, col } => f.push(&params[i], &grads[i], row, col),
+                        Moments::Full { v: full } => v.push(&params[i], &grads[i], full),
+                        Moments::Adam { .. } => unreachable!("Adafactor keeps no Adam moments"),
+                    }
+                }
+                foreach::adafactor(
+                    &f,
+                    &v,
+                    &foreach::AdafactorScalars {
+                        lr,
+                        beta2: 1.0 - t.powf(DECAY),
+                        scale_parameter,
+                        eps1: EPS1,
+                        eps2: EPS2,
+                        clip: CLIP,
+                    },
+                )
+            }
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let mut a = foreach::Adam::default();
+                for (i, m) in self.moments.iter().enumerate() {
+                    match m {
+                        Moments::Adam { m, v } if with_grad(&i) => {
+                            a.push(&params[i], &grads[i], m, v)
+                        }
+                        Moments::Adam { .. } => {}
+                        _ => unreachable!("moments match the optimiser"),
+                    }
+                }
+                foreach::adamw(&a, [lr, beta1, beta2, eps, weight_decay, t])
+            }
+        };
+        if let Err(e) = result {
+            panic!("optimiser step {} failed: {e}", self.step);
+        }
+    }
+
+    /// [`Optimizer::step`] one parameter at a time with single-tensor operations (several
+    /// kernel launches per tensor): the reference the multi-tensor step is tested against.
+    pub fn step_per_tensor(&mut self, params: &mut [Tensor], grads: &[Tensor]) {
         assert_eq!(params.len(), grads.len(), "one gradient per parameter");
         self.step += 1;
         let t = self.step as f64;
@@ -376,6 +448,84 @@ mod tests {
         let a = 0.01 * (2.5f64).sqrt();
         assert!((got[0] as f64 - (1.0 - a)).abs() < 1e-6);
         assert!((got[1] as f64 - (2.0 + a)).abs() < 1e-6);
+    }
+
+    /// Parameters of the shapes models have (matrices, vectors, 3-D convolution kernels,
+    /// one without a gradient), random, and random gradients for `steps` steps.
+    fn multi_tensor_matches_per_tensor(kind: OptimizerKind, weights: Kind) {
+        tch::manual_seed(7);
+        let shapes: [&[i64]; 5] = [&[6, 5], &[7], &[3, 4, 5], &[2, 3], &[1, 9]];
+        let params: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)).to_kind(weights))
+            .collect();
+        let mut a: Vec<Tensor> = params.iter().map(|p| p.copy()).collect();
+        let mut b: Vec<Tensor> = params.iter().map(|p| p.copy()).collect();
+        let sched = Schedule::Constant { lr: 0.05 };
+        let mut multi = Optimizer::new(kind, sched, &a);
+        let mut single = Optimizer::new(kind, sched, &b);
+        for step in 0..6 {
+            let grads: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match i {
+                    3 => Tensor::new(),
+                    _ => Tensor::randn(*s, (Kind::Float, Device::Cpu)) * (1.0 + step as f64),
+                })
+                .collect();
+            multi.step_multi_tensor(&mut a, &grads);
+            single.step_per_tensor(&mut b, &grads);
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                let diff = (x.to_kind(Kind::Double) - y.to_kind(Kind::Double))
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert!(
+                    diff <= 1e-6,
+                    "step {step}, parameter {i}: differs by {diff}"
+                );
+            }
+            // The parameter without a gradient did not move.
+            assert_eq!(
+                a[3].to_kind(Kind::Double)
+                    .sum(Kind::Double)
+                    .double_value(&[]),
+                params[3]
+                    .to_kind(Kind::Double)
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            );
+        }
+        for ((n, x), (_, y)) in multi.named_moments().iter().zip(single.named_moments()) {
+            let diff = (*x - y).abs().max().double_value(&[]);
+            let scale = y.abs().max().double_value(&[]).max(1.0);
+            assert!(diff <= 1e-6 * scale, "moment {n} differs by {diff}");
+        }
+        // The parameters moved: a step that did nothing would also agree.
+        let moved = (&a[0] - &params[0]).abs().max().double_value(&[]);
+        assert!(moved > 1e-3, "the parameters hardly moved ({moved})");
+    }
+
+    #[test]
+    fn multi_tensor_adafactor_matches_the_per_tensor_step() {
+        multi_tensor_matches_per_tensor(OptimizerKind::adafactor(), Kind::Float);
+        multi_tensor_matches_per_tensor(
+            OptimizerKind::Adafactor {
+                scale_parameter: false,
+            },
+            Kind::Float,
+        );
+    }
+
+    #[test]
+    fn multi_tensor_adamw_matches_the_per_tensor_step() {
+        multi_tensor_matches_per_tensor(OptimizerKind::adamw(), Kind::Float);
+    }
+
+    #[test]
+    fn multi_tensor_step_updates_bf16_weights_like_the_per_tensor_step() {
+        multi_tensor_matches_per_tensor(OptimizerKind::adafactor(), Kind::BFloat16);
+        multi_tensor_matches_per_tensor(OptimizerKind::adamw(), Kind::BFloat16);
     }
 
     #[test]

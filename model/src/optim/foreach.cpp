@@ -1,0 +1,183 @@
+// Adafactor and AdamW steps over all parameters at once with ATen's multi-tensor
+// (`_foreach_*`) kernels: on CUDA one launch covers many tensors where the per-tensor step
+// (optim/mod.rs, `Optimizer::step_per_tensor`) launches one per tensor; on CPU the same
+// operations run in the same order, so the two steps agree to rounding (tests: 1e-6).
+// Nothing here reads a value back to the host. Temporaries for a whole list are at most two
+// copies of its gradients; the caller bounds a list's size (optim/foreach.rs, CHUNK_BYTES).
+//
+// Tensors arrive as tch handles (at::Tensor*), only parameters that have a gradient.
+// Every function returns 0, or -1 after writing what went wrong to `err` (`err_len` bytes).
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+namespace {
+
+std::vector<at::Tensor> list(at::Tensor** ts, int64_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (int64_t i = 0; i < n; ++i) out.push_back(*ts[i]);
+  return out;
+}
+
+// Gradients in float32 (the moments' kind); float ones are used as they are.
+std::vector<at::Tensor> as_float(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) out.push_back(t.to(at::kFloat));
+  return out;
+}
+
+// 1 / sqrt(numel) of each tensor: RMS(t) = ||t||_2 / sqrt(n).
+std::vector<at::Scalar> root_counts(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Scalar> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) {
+    out.emplace_back(std::sqrt(static_cast<double>(std::max<int64_t>(t.numel(), 1))));
+  }
+  return out;
+}
+
+// p -= update, the update cast to each parameter's kind (bf16 weights under pure bf16).
+void subtract(std::vector<at::Tensor>& params, std::vector<at::Tensor>& updates) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].scalar_type() != updates[i].scalar_type()) {
+      updates[i] = updates[i].to(params[i].scalar_type());
+    }
+  }
+  at::_foreach_sub_(params, updates);
+}
+
+void report(const std::exception& e, char* err, int64_t err_len) {
+  if (err_len > 0) {
+    std::strncpy(err, e.what(), static_cast<size_t>(err_len - 1));
+    err[err_len - 1] = '\0';
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// One Adafactor step (T5's: beta1 = 0, factored second moments for matrices, update
+// clipping at RMS 1, optional parameter scaling). `nf` matrices with row and column moments
+// (params[0..nf), rows, cols), then `nv` other tensors with full moments
+// (params[nf..nf+nv), vs). `grads` follows `params`.
+int conveyor_adafactor_step(at::Tensor** params, at::Tensor** grads, at::Tensor** rows,
+                            at::Tensor** cols, at::Tensor** vs, int64_t nf, int64_t nv,
+                            double lr, double beta2, int scale_parameter, double eps1,
+                            double eps2, double clip, char* err, int64_t err_len) {
+  try {
+    c10::NoGradGuard no_grad;
+    const int64_t n = nf + nv;
+    if (n == 0) return 0;
+    auto p = list(params, n);
+    auto g = as_float(list(grads, n));
+    // u = g / sqrt(v_hat); g^2 + eps1 lives only while the moments take it in.
+    std::vector<at::Tensor> u(n);
+    {
+      auto sq = at::_foreach_pow(g, 2);
+      at::_foreach_add_(sq, eps1);
+      if (nf > 0) {
+        auto row = list(rows, nf);
+        auto col = list(cols, nf);
+        std::vector<at::Tensor> row_new, col_new;
+        for (int64_t i = 0; i < nf; ++i) {
+          row_new.push_back(sq[i].mean(-1, false, at::kFloat));
+          col_new.push_back(sq[i].mean(-2, false, at::kFloat));
+        }
+        at::_foreach_mul_(row_new, 1.0 - beta2);
+        at::_foreach_mul_(col_new, 1.0 - beta2);
+        at::_foreach_mul_(row, beta2);
+        at::_foreach_add_(row, row_new);
+        at::_foreach_mul_(col, beta2);
+        at::_foreach_add_(col, col_new);
+        for (int64_t i = 0; i < nf; ++i) {
+          sq[i].reset();
+          auto r = (row[i] / row[i].mean(-1, true, at::kFloat)).rsqrt().unsqueeze(-1);
+          auto c = col[i].unsqueeze(-2).rsqrt();
+          u[i] = g[i] * r * c;
+        }
+      }
+      if (nv > 0) {
+        auto v = list(vs, nv);
+        std::vector<at::Tensor> g_full(g.begin() + nf, g.end());
+        std::vector<at::Tensor> sq_full(sq.begin() + nf, sq.end());
+        sq.clear();
+        at::_foreach_mul_(sq_full, 1.0 - beta2);
+        at::_foreach_mul_(v, beta2);
+        at::_foreach_add_(v, sq_full);
+        sq_full.clear();
+        auto scaled = at::_foreach_mul(g_full, at::_foreach_rsqrt(v));
+        for (int64_t i = 0; i < nv; ++i) u[nf + i] = scaled[i];
+      }
+    }
+    g.clear();
+
+    // factor = lr / max(1, RMS(u) / clip) [* max(eps2, RMS(p))], one 0-dim tensor per
+    // parameter, kept on the device.
+    auto factor = at::_foreach_norm(u, 2);
+    at::_foreach_div_(factor, root_counts(u));
+    at::_foreach_div_(factor, clip);
+    at::_foreach_clamp_min_(factor, 1.0);
+    at::_foreach_reciprocal_(factor);
+    at::_foreach_mul_(factor, lr);
+    if (scale_parameter) {
+      auto scale = at::_foreach_norm(as_float(p), 2);
+      at::_foreach_div_(scale, root_counts(p));
+      at::_foreach_clamp_min_(scale, eps2);
+      at::_foreach_mul_(factor, scale);
+    }
+    at::_foreach_mul_(u, factor);
+    subtract(p, u);
+    return 0;
+  } catch (const std::exception& e) {
+    report(e, err, err_len);
+    return -1;
+  }
+}
+
+// One AdamW step (decoupled weight decay, bias-corrected moments) at step `t` (1-based).
+int conveyor_adamw_step(at::Tensor** params, at::Tensor** grads, at::Tensor** ms,
+                        at::Tensor** vs, int64_t n, double lr, double beta1, double beta2,
+                        double eps, double weight_decay, double t, char* err,
+                        int64_t err_len) {
+  try {
+    c10::NoGradGuard no_grad;
+    if (n == 0) return 0;
+    auto p = list(params, n);
+    auto g = as_float(list(grads, n));
+    auto m = list(ms, n);
+    auto v = list(vs, n);
+    at::_foreach_mul_(m, beta1);
+    at::_foreach_add_(m, at::_foreach_mul(g, 1.0 - beta1));
+    {
+      auto sq = at::_foreach_pow(g, 2);
+      at::_foreach_mul_(sq, 1.0 - beta2);
+      at::_foreach_mul_(v, beta2);
+      at::_foreach_add_(v, sq);
+    }
+    g.clear();
+    // update = lr * m_hat / (sqrt(v_hat) + eps), built in place in two temporaries.
+    auto denom = at::_foreach_div(v, 1.0 - std::pow(beta2, t));
+    at::_foreach_sqrt_(denom);
+    at::_foreach_add_(denom, eps);
+    auto update = at::_foreach_div(m, 1.0 - std::pow(beta1, t));
+    at::_foreach_div_(update, denom);
+    denom.clear();
+    at::_foreach_mul_(update, lr);
+    at::_foreach_mul_(p, 1.0 - lr * weight_decay);
+    subtract(p, update);
+    return 0;
+  } catch (const std::exception& e) {
+    report(e, err, err_len);
+    return -1;
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,240 @@
+//! The multi-tensor optimiser steps of `foreach.cpp`: lists of tensor handles in, the
+//! parameters and moments updated in place, nothing read back to the host. Lists go over in
+//! chunks of at most [`CHUNK_BYTES`] of float32 gradients, which bounds the step's temporary
+//! memory (about two chunks) whatever the model's size.
+
+/// Gradient bytes (as float32) per multi-tensor call: a few launches per step for a base
+/// model, and at most a few hundred MB of temporaries.
+pub const CHUNK_BYTES: usize = 128 << 20;
+
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+mod ffi {
+    use torch_sys::C_tensor;
+
+    extern "C" {
+        #[allow(clippy::too_many_arguments)]
+        pub fn conveyor_adafactor_step(
+            params: *const *mut C_tensor,
+            grads: *const *mut C_tensor,
+            rows: *const *mut C_tensor,
+            cols: *const *mut C_tensor,
+            vs: *const *mut C_tensor,
+            nf: i64,
+            nv: i64,
+            lr: f64,
+            beta2: f64,
+            scale_parameter: i32,
+            eps1: f64,
+            eps2: f64,
+            clip: f64,
+            err: *mut u8,
+            err_len: i64,
+        ) -> i32;
+        #[allow(clippy::too_many_arguments)]
+        pub fn conveyor_adamw_step(
+            params: *const *mut C_tensor,
+            grads: *const *mut C_tensor,
+            ms: *const *mut C_tensor,
+            vs: *const *mut C_tensor,
+            n: i64,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            eps: f64,
+            weight_decay: f64,
+            t: f64,
+            err: *mut u8,
+            err_len: i64,
+        ) -> i32;
+    }
+}
+
+fn handle(t: &Tensor) -> *mut C_tensor {
+    t.as_ptr() as *mut C_tensor
+}
+
+/// Matrices with factored second moments.
+#[derive(Default)]
+pub struct Factored {
+    sizes: Vec<usize>,
+    params: Vec<*mut C_tensor>,
+    grads: Vec<*mut C_tensor>,
+    rows: Vec<*mut C_tensor>,
+    cols: Vec<*mut C_tensor>,
+}
+
+impl Factored {
+    pub fn push(&mut self, p: &Tensor, g: &Tensor, row: &Tensor, col: &Tensor) {
+        self.sizes.push(p.numel() * 4);
+        self.params.push(handle(p));
+        self.grads.push(handle(g));
+        self.rows.push(handle(row));
+        self.cols.push(handle(col));
+    }
+}
+
+/// Tensors with a full second moment.
+#[derive(Default)]
+pub struct Full {
+    sizes: Vec<usize>,
+    params: Vec<*mut C_tensor>,
+    grads: Vec<*mut C_tensor>,
+    vs: Vec<*mut C_tensor>,
+}
+
+impl Full {
+    pub fn push(&mut self, p: &Tensor, g: &Tensor, v: &Tensor) {
+        self.sizes.push(p.numel() * 4);
+        self.params.push(handle(p));
+        self.grads.push(handle(g));
+        self.vs.push(handle(v));
+    }
+}
+
+/// AdamW's parameters with their two moments.
+#[derive(Default)]
+pub struct Adam {
+    sizes: Vec<usize>,
+    params: Vec<*mut C_tensor>,
+    grads: Vec<*mut C_tensor>,
+    ms: Vec<*mut C_tensor>,
+    vs: Vec<*mut C_tensor>,
+}
+
+impl Adam {
+    pub fn push(&mut self, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) {
+        self.sizes.push(p.numel() * 4);
+        self.params.push(handle(p));
+        self.grads.push(handle(g));
+        self.ms.push(handle(m));
+        self.vs.push(handle(v));
+    }
+}
+
+pub struct AdafactorScalars {
+    pub lr: f64,
+    pub beta2: f64,
+    pub scale_parameter: bool,
+    pub eps1: f64,
+    pub eps2: f64,
+    pub clip: f64,
+}
+
+/// Runs `call` with an error buffer; libtorch's message when it returns non-zero.
+fn checked(call: impl FnOnce(*mut u8, i64) -> i32) -> Result<(), String> {
+    let mut err = vec![0u8; 4096];
+    if call(err.as_mut_ptr(), err.len() as i64) == 0 {
+        return Ok(());
+    }
+    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+    Err(String::from_utf8_lossy(&err[..end]).into_owned())
+}
+
+/// Index ranges of consecutive tensors of at most [`CHUNK_BYTES`] together (a larger tensor
+/// goes alone).
+fn chunks(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &b) in sizes.iter().enumerate() {
+        if i > start && bytes + b > CHUNK_BYTES {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+/// One Adafactor step over the factored matrices and the other tensors. The handles borrow
+/// tensors the caller keeps alive for the call.
+pub fn adafactor(f: &Factored, v: &Full, s: &AdafactorScalars) -> Result<(), String> {
+    for r in chunks(&f.sizes) {
+        adafactor_call(
+            [&f.params[r.clone()], &f.grads[r.clone()]],
+            [&f.rows[r.clone()], &f.cols[r], &[]],
+            s,
+        )?;
+    }
+    for r in chunks(&v.sizes) {
+        adafactor_call(
+            [&v.params[r.clone()], &v.grads[r.clone()]],
+            [&[], &[], &v.vs[r]],
+            s,
+        )?;
+    }
+    Ok(())
+}
+
+type Handles<'a> = &'a [*mut C_tensor];
+
+/// One call: factored matrices (rows and cols given) or full tensors (vs given).
+fn adafactor_call(
+    [params, grads]: [Handles; 2],
+    [rows, cols, vs]: [Handles; 3],
+    s: &AdafactorScalars,
+) -> Result<(), String> {
+    checked(|err, len| unsafe {
+        ffi::conveyor_adafactor_step(
+            params.as_ptr(),
+            grads.as_ptr(),
+            rows.as_ptr(),
+            cols.as_ptr(),
+            vs.as_ptr(),
+            rows.len() as i64,
+            vs.len() as i64,
+            s.lr,
+            s.beta2,
+            s.scale_parameter as i32,
+            s.eps1,
+            s.eps2,
+            s.clip,
+            err,
+            len,
+        )
+    })
+}
+
+/// One AdamW step; `scalars` are lr, beta1, beta2, eps, weight decay and the 1-based step.
+pub fn adamw(a: &Adam, scalars: [f64; 6]) -> Result<(), String> {
+    let [lr, beta1, beta2, eps, weight_decay, t] = scalars;
+    for r in chunks(&a.sizes) {
+        checked(|err, len| unsafe {
+            ffi::conveyor_adamw_step(
+                a.params[r.clone()].as_ptr(),
+                a.grads[r.clone()].as_ptr(),
+                a.ms[r.clone()].as_ptr(),
+                a.vs[r.clone()].as_ptr(),
+                r.len() as i64,
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                t,
+                err,
+                len,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_tensor_once_and_stay_under_the_bound() {
+        let mb = 1 << 20;
+        let sizes = [100 * mb, 20 * mb, 20 * mb, 300 * mb, mb, mb];
+        let got = chunks(&sizes);
+        assert_eq!(got, vec![0..2, 2..3, 3..4, 4..6]);
+        assert!(chunks(&[]).is_empty());
+        assert_eq!(chunks(&[mb; 3]), vec![0..3]);
+    }
+}
