@@ -1,6 +1,7 @@
 //! End-to-end tests of `conveyor train` (run through `conveyor`, which hands it to
 //! `conveyor-torch`): exact resume on CPU (with and without --deterministic), checkpoints readable by Python's safetensors,
-//! a NaN stop that keeps the last good checkpoint, refusals, mixed precision (float32 masters
+//! a NaN stop that keeps the last good checkpoint, figures read back in windows
+//! (`--sync-every`) equal to every step's, refusals, mixed precision (float32 masters
 //! that move where pure bfloat16 stalls, a loss curve that follows float32), and the analytic FLOPs against
 //! PyTorch's FLOP counter.
 
@@ -143,6 +144,84 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(run.join("diverged.json")).unwrap()).unwrap();
     let last: u64 = latest.trim().trim_start_matches("step-").parse().unwrap();
     assert_eq!(d["step"].as_u64(), Some(last + 1), "{d}");
+}
+
+/// Each line of metrics.jsonl as [step, loss, grad_norm, lr, fill_rate] (JSON values: a
+/// gradient norm that overflowed is written as null).
+fn figures(run: &Path) -> Vec<[serde_json::Value; 5]> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            ["step", "loss", "grad_norm", "lr", "fill_rate"].map(|k| v[k].clone())
+        })
+        .collect()
+}
+
+fn with_flag<'a>(mut args: Vec<&'a str>, flag: &str, value: &'a str) -> Vec<&'a str> {
+    let i = args.iter().position(|a| *a == flag).unwrap();
+    args[i + 1] = value;
+    args
+}
+
+/// --sync-every N (the CUDA default is 16) reads the loss and gradient norm back in windows:
+/// every step keeps its line and its figures, the weights are the same, and a divergence is
+/// reported at the same step with the same last good checkpoint.
+#[test]
+fn reading_figures_back_in_windows_changes_nothing() {
+    let a = tmp_path("sync-every-1");
+    let b = tmp_path("sync-every-4");
+    let run = |p: &Path, extra: &[&str]| {
+        let mut args = with_flag(
+            train_args(p.to_str().unwrap(), "lightconv", "9"),
+            "--checkpoint-every",
+            "9",
+        );
+        args.extend(extra);
+        ok(&args);
+    };
+    run(&a, &[]);
+    run(&b, &["--sync-every", "4"]);
+    let (fa, fb) = (figures(&a), figures(&b));
+    assert_eq!(fa.len(), 9);
+    assert_eq!(fa, fb, "figures differ when read back every 4 steps");
+    let w =
+        |r: &Path| std::fs::read(r.join("checkpoints/step-00000009/model.safetensors")).unwrap();
+    assert!(
+        w(&a) == w(&b),
+        "weights differ when read back every 4 steps"
+    );
+
+    let diverge = |name: &str, every: &str| {
+        let p = tmp_path(name);
+        let mut args = train_args(p.to_str().unwrap(), "transformer", "50");
+        args.extend([
+            "--lr",
+            "1e30",
+            "--optimizer",
+            "adamw",
+            "--sync-every",
+            every,
+        ]);
+        let o = conveyor(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let d = std::fs::read_to_string(p.join("diverged.json")).unwrap();
+        let latest = std::fs::read_to_string(p.join("checkpoints/latest")).unwrap_or_default();
+        (d, latest, figures(&p))
+    };
+    let (d1, l1, f1) = diverge("nan-every-1", "1");
+    let (d4, l4, f4) = diverge("nan-every-4", "4");
+    assert_eq!(d1, d4);
+    assert_eq!(l1, l4);
+    assert_eq!(f1, f4);
+    let step: serde_json::Value = serde_json::from_str(&d4).unwrap();
+    assert!(step["step"].as_u64().unwrap() > 1, "{d4}: diverged at once");
 }
 
 /// metrics.jsonl carries the model's TFLOP/s (the analytic FLOPs of the step's padded

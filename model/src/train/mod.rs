@@ -19,6 +19,7 @@ mod loss;
 mod resume;
 mod run_folder;
 mod weights;
+mod window;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -39,6 +40,7 @@ pub use loss::{dataset_loss, LossConfig, LossReport};
 pub use weights::{Precision, Weights};
 
 use run_folder::{diverged, prepare_out, MetricsFile};
+use window::{Pending, Window};
 
 /// A training run.
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct TrainConfig {
     pub launch: Option<Launch>,
     /// The device's peak bf16 TFLOP/s for MFU (`--peak-tflops`); else looked up by GPU name.
     pub peak_tflops: Option<f64>,
+    /// Steps per read-back of the loss and gradient norm (window.rs); default by device.
+    pub sync_every: Option<usize>,
 }
 
 /// One step's figures (one JSON line of `metrics.jsonl`), over all ranks and micro-batches.
@@ -259,63 +263,92 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
     let mut last_ckpt = existing.clone();
     let (mut final_loss, mut final_eval) = (None, None);
     let run_start = Instant::now();
-    while state.step < cfg.steps {
+    let mut window = Window::new(cfg.device, cfg.sync_every);
+    loop {
         let t0 = Instant::now();
-        let Some(batches) = next_batches(&mut loader, cfg.accumulate)? else {
-            break;
+        let batches = match state.step < cfg.steps {
+            true => next_batches(&mut loader, cfg.accumulate)?,
+            false => None,
         };
-        let step = state.step + 1;
-        let lr = opt.next_lr();
-        let (loss, grad_norm, counts) = run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)
-            .map_err(|e| match e {
-                TrainError::NonFinite { step, value, .. } => {
-                    diverged(cfg, ranks.rank, step, value, last_ckpt.as_deref())
-                }
-                e => e,
-            })?;
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
-        let flops: f64 = batches
-            .iter()
-            .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
-            .sum();
-        state.step = step;
-        state.loader = batches.last().expect("a batch").state;
-        state.tokens_seen += (counts.input_tokens + counts.target_tokens) as u64;
-        state.examples_seen += counts.examples as u64;
-        let eval_loss = match (&cfg.eval_data, ranks.rank) {
-            (Some(d), 0) if cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every) => {
-                Some(evaluate(cfg, &w.model, d)?)
+        let ended = batches.is_none();
+        if let Some(batches) = batches {
+            let step = state.step + 1;
+            let lr = opt.next_lr();
+            let (nll, grad_norm, counts) = run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)?;
+            let flops: f64 = batches
+                .iter()
+                .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
+                .sum();
+            state.step = step;
+            state.loader = batches.last().expect("a batch").state;
+            state.tokens_seen += (counts.input_tokens + counts.target_tokens) as u64;
+            state.examples_seen += counts.examples as u64;
+            let p = Pending {
+                step,
+                lr,
+                nll,
+                grad_norm,
+                counts,
+                flops,
+            };
+            window.push(p, t0);
+        }
+        let step = state.step;
+        let eval_due = !ended && cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every);
+        let checkpoint_due =
+            !ended && (step.is_multiple_of(cfg.checkpoint_every.max(1)) || step == cfg.steps);
+        if !(ended || eval_due || checkpoint_due || window.is_full()) {
+            continue;
+        }
+        for d in window.drain(&ranks)? {
+            if !d.loss.is_finite() {
+                return Err(diverged(
+                    cfg,
+                    ranks.rank,
+                    d.step,
+                    d.loss,
+                    last_ckpt.as_deref(),
+                ));
             }
-            _ => None,
-        };
-        let m = StepMetrics {
-            step,
-            loss,
-            grad_norm,
-            lr,
-            tokens_per_s: (counts.input_tokens + counts.target_tokens) / secs,
-            examples_per_s: counts.examples / secs,
-            fill_rate: counts.fill_rate(),
-            eval_loss,
-            elapsed_s: run_start.elapsed().as_secs_f64(),
-            peak_gpu_mb: match cfg.device {
-                Device::Cuda(i) => {
-                    crate::cuda::peak_memory(i).map(|p| p.allocated as f64 / 1048576.0)
+            let eval_loss = match (&cfg.eval_data, ranks.rank) {
+                (Some(data), 0) if eval_due && d.step == step => {
+                    Some(evaluate(cfg, &w.model, data)?)
                 }
                 _ => None,
-            },
-            model_tflops: flops / secs / 1e12,
-            mfu: peak.as_ref().map(|p| p.mfu(flops, secs)),
-        };
-        if let Some(f) = metrics.as_mut() {
-            f.write(&m)?;
+            };
+            let (c, secs) = (d.counts, d.seconds);
+            let m = StepMetrics {
+                step: d.step,
+                loss: d.loss,
+                grad_norm: d.grad_norm,
+                lr: d.lr,
+                tokens_per_s: (c.input_tokens + c.target_tokens) / secs,
+                examples_per_s: c.examples / secs,
+                fill_rate: c.fill_rate(),
+                eval_loss,
+                elapsed_s: run_start.elapsed().as_secs_f64(),
+                peak_gpu_mb: match cfg.device {
+                    Device::Cuda(i) => {
+                        crate::cuda::peak_memory(i).map(|p| p.allocated as f64 / 1048576.0)
+                    }
+                    _ => None,
+                },
+                model_tflops: d.flops / secs / 1e12,
+                mfu: peak.as_ref().map(|p| p.mfu(d.flops, secs)),
+            };
+            if let Some(f) = metrics.as_mut() {
+                f.write(&m)?;
+            }
+            progress.step(&m);
+            final_loss = Some(d.loss);
+            if eval_loss.is_some() {
+                final_eval = eval_loss;
+            }
         }
-        progress.step(&m);
-        final_loss = Some(loss);
-        if eval_loss.is_some() {
-            final_eval = eval_loss;
+        if ended {
+            break;
         }
-        if step.is_multiple_of(cfg.checkpoint_every.max(1)) || step == cfg.steps {
+        if checkpoint_due {
             state.loaders = gather_loader_states(&ranks, &state.loader)?;
             if ranks.rank == 0 {
                 let moments: Vec<(String, &Tensor)> = opt
@@ -412,8 +445,10 @@ fn next_batches(loader: &mut Loader, n: u64) -> Result<Option<Vec<Batch>>, Train
     Ok(Some(out))
 }
 
-/// One optimiser step over this rank's micro-batches; returns the step's loss (mean over
-/// all ranks' target tokens), its gradient's norm, and its token counts over all ranks.
+/// One optimiser step over this rank's micro-batches; returns the sum of this rank's token
+/// losses and the norm of the step's gradient (0-dim tensors, left on the device: see
+/// window.rs), and the step's token counts over all ranks. With several ranks the counts'
+/// sum is the one value read back every step: it scales the loss before the backward pass.
 fn run_step(
     cfg: &TrainConfig,
     ranks: &Ranks,
@@ -421,19 +456,19 @@ fn run_step(
     opt: &mut Optimizer,
     batches: &[Batch],
     step: u64,
-) -> Result<(f64, f64, Counts), TrainError> {
+) -> Result<(Tensor, Tensor, Counts), TrainError> {
     let mut local = Counts::default();
     for b in batches {
         local.add(&Counts::of(b));
     }
     let counts = Counts::from_slice(&ranks.sum(local.to_vec())?);
     let denom = counts.target_tokens.max(1.0);
-    let mut nll = 0.0;
+    let mut nll = Tensor::zeros([], (tch::Kind::Double, cfg.device));
     for (k, b) in batches.iter().enumerate() {
         tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
         let t = tensors(b, cfg.device);
         let sum = t.loss_sum(&w.model, true);
-        nll += sum.double_value(&[]);
+        nll += sum.detach().to_kind(tch::Kind::Double);
         (sum / denom).backward();
         w.collect_grads();
     }
@@ -441,22 +476,15 @@ fn run_step(
     if let Some(pg) = &ranks.pg {
         grads::all_reduce(pg, &w.params, &mut g, grads::BUCKET_BYTES)?;
     }
-    let loss = ranks.sum(vec![nll])?[0] / denom;
-    if !loss.is_finite() {
-        return Err(TrainError::NonFinite {
-            step,
-            value: loss,
-            last: String::new(),
-        });
-    }
-    let norm = grad_norm(&g);
+    let norm = grad_norm(&g, cfg.device);
     opt.step(&mut w.params, &g);
     w.finish_step();
-    Ok((loss, norm, counts))
+    Ok((nll, norm, counts))
 }
 
-/// The L2 norm of all gradients together (float64 sums of squares).
-fn grad_norm(grads: &[Tensor]) -> f64 {
+/// The L2 norm of all gradients together (float64 sums of squares), as a 0-dim tensor on
+/// the device.
+fn grad_norm(grads: &[Tensor], device: Device) -> Tensor {
     let _guard = tch::no_grad_guard();
     let squares: Vec<Tensor> = grads
         .iter()
@@ -464,12 +492,9 @@ fn grad_norm(grads: &[Tensor]) -> f64 {
         .map(|g| g.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double))
         .collect();
     if squares.is_empty() {
-        return 0.0;
+        return Tensor::zeros([], (tch::Kind::Double, device));
     }
-    Tensor::stack(&squares, 0)
-        .sum(tch::Kind::Double)
-        .sqrt()
-        .double_value(&[])
+    Tensor::stack(&squares, 0).sum(tch::Kind::Double).sqrt()
 }
 
 /// Every rank's loader state, for the checkpoint (rank order).
