@@ -193,32 +193,63 @@ impl Counts {
 
 /// Batch tensors on `device`.
 pub fn tensors(b: &Batch, device: Device) -> BatchTensors {
-    let ids = |v: &[u32], w: usize| {
-        let v: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-        Tensor::from_slice(&v)
-            .view([b.rows as i64, w as i64])
-            .to(device)
-    };
-    let mask = |lens: &[u32], w: usize| {
-        let l: Vec<i64> = lens.iter().map(|&x| x as i64).collect();
-        let l = Tensor::from_slice(&l).to(device).unsqueeze(1);
-        Tensor::arange(w as i64, (Kind::Int64, device))
+    let (rows, wi, wt) = (b.rows as i64, b.inputs_width as i64, b.targets_width as i64);
+    let mut parts: Vec<&[u32]> = vec![&b.inputs, &b.targets, &b.input_lengths, &b.target_lengths];
+    if let Some(p) = &b.packing {
+        parts.extend([
+            &p.inputs_segment_ids[..],
+            &p.targets_segment_ids,
+            &p.inputs_positions,
+            &p.targets_positions,
+        ]);
+    }
+    let mut on_device = upload(&parts, device).into_iter();
+    let mut next = |shape: [i64; 2]| on_device.next().expect("a tensor per part").view(shape);
+    let mask = |lengths: Tensor, w: i64| {
+        Tensor::arange(w, (Kind::Int64, device))
             .unsqueeze(0)
-            .lt_tensor(&l)
+            .lt_tensor(&lengths)
             .to_kind(Kind::Float)
     };
+    let inputs = next([rows, wi]);
+    let targets = next([rows, wt]);
+    let input_mask = mask(next([rows, 1]), wi);
+    let target_mask = mask(next([rows, 1]), wt);
+    let segments = b.packing.as_ref().map(|_| Segments {
+        inputs: next([rows, wi]),
+        targets: next([rows, wt]),
+        input_positions: next([rows, wi]),
+        target_positions: next([rows, wt]),
+    });
     BatchTensors {
-        inputs: ids(&b.inputs, b.inputs_width),
-        input_mask: mask(&b.input_lengths, b.inputs_width),
-        targets: ids(&b.targets, b.targets_width),
-        target_mask: mask(&b.target_lengths, b.targets_width),
-        segments: b.packing.as_ref().map(|p| Segments {
-            inputs: ids(&p.inputs_segment_ids, b.inputs_width),
-            targets: ids(&p.targets_segment_ids, b.targets_width),
-            input_positions: ids(&p.inputs_positions, b.inputs_width),
-            target_positions: ids(&p.targets_positions, b.targets_width),
-        }),
+        inputs,
+        input_mask,
+        targets,
+        target_mask,
+        segments,
     }
+}
+
+/// The parts as int64 tensors on `device` through one copy. On CUDA the copy starts from
+/// pinned memory and does not wait: a copy from pageable memory would first wait for the
+/// GPU to finish the work already queued, a host synchronisation per batch.
+fn upload(parts: &[&[u32]], device: Device) -> Vec<Tensor> {
+    let flat: Vec<i64> = parts
+        .iter()
+        .flat_map(|p| p.iter().map(|&x| x as i64))
+        .collect();
+    let sizes: Vec<i64> = parts.iter().map(|p| p.len() as i64).collect();
+    let host = Tensor::from_slice(&flat);
+    // Should pinning fail (a libtorch without a CUDA host allocator), the blocking copy.
+    let pinned = match device {
+        Device::Cuda(_) => host.f_pin_memory(device).ok(),
+        _ => None,
+    };
+    let all = match pinned {
+        Some(p) => p.to_device_(device, Kind::Int64, true, false),
+        None => host.to(device),
+    };
+    all.split_with_sizes(sizes.as_slice(), 0)
 }
 
 impl BatchTensors {
