@@ -146,15 +146,15 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     assert_eq!(d["step"].as_u64(), Some(last + 1), "{d}");
 }
 
-/// Each line of metrics.jsonl as [step, loss, grad_norm, lr, fill_rate] (JSON values: a
-/// gradient norm that overflowed is written as null).
-fn figures(run: &Path) -> Vec<[serde_json::Value; 5]> {
+/// Each line of metrics.jsonl as [step, loss, grad_norm, lr, fill_rate, eval_loss] (JSON
+/// values: a gradient norm that overflowed is written as null).
+fn figures(run: &Path) -> Vec<[serde_json::Value; 6]> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            ["step", "loss", "grad_norm", "lr", "fill_rate"].map(|k| v[k].clone())
+            ["step", "loss", "grad_norm", "lr", "fill_rate", "eval_loss"].map(|k| v[k].clone())
         })
         .collect()
 }
@@ -166,8 +166,9 @@ fn with_flag<'a>(mut args: Vec<&'a str>, flag: &str, value: &'a str) -> Vec<&'a 
 }
 
 /// --sync-every N (the CUDA default is 16) reads the loss and gradient norm back in windows:
-/// every step keeps its line and its figures, the weights are the same, and a divergence is
-/// reported at the same step with the same last good checkpoint.
+/// every step keeps its line and its figures (evaluations too), the weights are the same,
+/// and a divergence inside a window is reported at the same step with the same last good
+/// checkpoint.
 #[test]
 fn reading_figures_back_in_windows_changes_nothing() {
     let a = tmp_path("sync-every-1");
@@ -181,10 +182,19 @@ fn reading_figures_back_in_windows_changes_nothing() {
         args.extend(extra);
         ok(&args);
     };
-    run(&a, &[]);
-    run(&b, &["--sync-every", "4"]);
+    let eval = [
+        "--eval-data",
+        tokens().to_str().unwrap(),
+        "--eval-every",
+        "3",
+        "--eval-batches",
+        "2",
+    ];
+    run(&a, &eval);
+    run(&b, &[&eval[..], &["--sync-every", "4"]].concat());
     let (fa, fb) = (figures(&a), figures(&b));
     assert_eq!(fa.len(), 9);
+    assert!(fa[5][5].is_f64() && fa[4][5].is_null(), "{:?}", fa[5]);
     assert_eq!(fa, fb, "figures differ when read back every 4 steps");
     let w =
         |r: &Path| std::fs::read(r.join("checkpoints/step-00000009/model.safetensors")).unwrap();
@@ -195,15 +205,14 @@ fn reading_figures_back_in_windows_changes_nothing() {
 
     let diverge = |name: &str, every: &str| {
         let p = tmp_path(name);
-        let mut args = train_args(p.to_str().unwrap(), "transformer", "50");
-        args.extend([
-            "--lr",
-            "1e30",
-            "--optimizer",
-            "adamw",
-            "--sync-every",
-            every,
-        ]);
+        // AdamW at 1e3 diverges after a few steps: past the checkpoint at step 5, inside
+        // the window of steps 6-9 when reading back every 4.
+        let mut args = with_flag(
+            train_args(p.to_str().unwrap(), "transformer", "30"),
+            "--checkpoint-every",
+            "5",
+        );
+        args.extend(["--lr", "1e3", "--optimizer", "adamw", "--sync-every", every]);
         let o = conveyor(&args);
         assert_eq!(
             o.status.code(),
@@ -220,8 +229,15 @@ fn reading_figures_back_in_windows_changes_nothing() {
     assert_eq!(d1, d4);
     assert_eq!(l1, l4);
     assert_eq!(f1, f4);
-    let step: serde_json::Value = serde_json::from_str(&d4).unwrap();
-    assert!(step["step"].as_u64().unwrap() > 1, "{d4}: diverged at once");
+    let step = serde_json::from_str::<serde_json::Value>(&d4).unwrap()["step"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (6..=9).contains(&step),
+        "{d4}: not inside the window of steps 6-9"
+    );
+    assert_eq!(l4.trim(), "step-00000005");
+    assert_eq!(f4.len() as u64, step - 1);
 }
 
 /// metrics.jsonl carries the model's TFLOP/s (the analytic FLOPs of the step's padded

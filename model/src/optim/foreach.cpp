@@ -1,9 +1,11 @@
 // Adafactor and AdamW steps over all parameters at once with ATen's multi-tensor
-// (`_foreach_*`) kernels: on CUDA one launch covers many tensors where the per-tensor step
-// (optim/mod.rs, `Optimizer::step_per_tensor`) launches one per tensor; on CPU the same
-// operations run in the same order, so the two steps agree to rounding (tests: 1e-6).
-// Nothing here reads a value back to the host. Temporaries for a whole list are at most two
-// copies of its gradients; the caller bounds a list's size (optim/foreach.rs, CHUNK_BYTES).
+// (`_foreach_*`) kernels: on CUDA one launch covers many same-shaped tensors where the
+// per-tensor step (optim/mod.rs, `Optimizer::step_per_tensor`) launches one per tensor; on
+// CPU the same operations run in the same order, so the two agree bit for bit (tests: 1e-6).
+// Nothing here reads a value back to the host. Temporaries are about three float32 copies
+// of the list's gradients (more with bfloat16 weights, converted to float32 for their RMS);
+// the caller bounds a list's size (optim/foreach.rs, CHUNK_BYTES). Where a list's tensors
+// differ in shape (the factored moments' reductions, u * factor), ATen launches per tensor.
 //
 // Tensors arrive as tch handles (at::Tensor*), only parameters that have a gradient.
 // Every function returns 0, or -1 after writing what went wrong to `err` (`err_len` bytes).

@@ -3,8 +3,8 @@
 //! chunks of at most [`CHUNK_BYTES`] of float32 gradients, which bounds the step's temporary
 //! memory (about two chunks) whatever the model's size.
 
-/// Gradient bytes (as float32) per multi-tensor call: a few launches per step for a base
-/// model, and at most a few hundred MB of temporaries.
+/// Gradient bytes (as float32) per multi-tensor call, by default: a few launches per step
+/// for a base model, and a few hundred MB of temporaries at most.
 pub const CHUNK_BYTES: usize = 128 << 20;
 
 use tch::Tensor;
@@ -55,9 +55,10 @@ fn handle(t: &Tensor) -> *mut C_tensor {
     t.as_ptr() as *mut C_tensor
 }
 
-/// Matrices with factored second moments.
+/// Matrices with factored second moments (handles of tensors borrowed for `'a`).
 #[derive(Default)]
-pub struct Factored {
+pub struct Factored<'a> {
+    tensors: std::marker::PhantomData<&'a Tensor>,
     sizes: Vec<usize>,
     params: Vec<*mut C_tensor>,
     grads: Vec<*mut C_tensor>,
@@ -65,8 +66,8 @@ pub struct Factored {
     cols: Vec<*mut C_tensor>,
 }
 
-impl Factored {
-    pub fn push(&mut self, p: &Tensor, g: &Tensor, row: &Tensor, col: &Tensor) {
+impl<'a> Factored<'a> {
+    pub fn push(&mut self, p: &'a Tensor, g: &'a Tensor, row: &'a Tensor, col: &'a Tensor) {
         self.sizes.push(p.numel() * 4);
         self.params.push(handle(p));
         self.grads.push(handle(g));
@@ -77,15 +78,16 @@ impl Factored {
 
 /// Tensors with a full second moment.
 #[derive(Default)]
-pub struct Full {
+pub struct Full<'a> {
+    tensors: std::marker::PhantomData<&'a Tensor>,
     sizes: Vec<usize>,
     params: Vec<*mut C_tensor>,
     grads: Vec<*mut C_tensor>,
     vs: Vec<*mut C_tensor>,
 }
 
-impl Full {
-    pub fn push(&mut self, p: &Tensor, g: &Tensor, v: &Tensor) {
+impl<'a> Full<'a> {
+    pub fn push(&mut self, p: &'a Tensor, g: &'a Tensor, v: &'a Tensor) {
         self.sizes.push(p.numel() * 4);
         self.params.push(handle(p));
         self.grads.push(handle(g));
@@ -95,7 +97,8 @@ impl Full {
 
 /// AdamW's parameters with their two moments.
 #[derive(Default)]
-pub struct Adam {
+pub struct Adam<'a> {
+    tensors: std::marker::PhantomData<&'a Tensor>,
     sizes: Vec<usize>,
     params: Vec<*mut C_tensor>,
     grads: Vec<*mut C_tensor>,
@@ -103,8 +106,8 @@ pub struct Adam {
     vs: Vec<*mut C_tensor>,
 }
 
-impl Adam {
-    pub fn push(&mut self, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) {
+impl<'a> Adam<'a> {
+    pub fn push(&mut self, p: &'a Tensor, g: &'a Tensor, m: &'a Tensor, v: &'a Tensor) {
         self.sizes.push(p.numel() * 4);
         self.params.push(handle(p));
         self.grads.push(handle(g));
@@ -132,13 +135,13 @@ fn checked(call: impl FnOnce(*mut u8, i64) -> i32) -> Result<(), String> {
     Err(String::from_utf8_lossy(&err[..end]).into_owned())
 }
 
-/// Index ranges of consecutive tensors of at most [`CHUNK_BYTES`] together (a larger tensor
+/// Index ranges of consecutive tensors of at most `limit` bytes together (a larger tensor
 /// goes alone).
-fn chunks(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+fn chunks(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, &b) in sizes.iter().enumerate() {
-        if i > start && bytes + b > CHUNK_BYTES {
+        if i > start && bytes + b > limit {
             out.push(start..i);
             (start, bytes) = (i, 0);
         }
@@ -152,15 +155,20 @@ fn chunks(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
 
 /// One Adafactor step over the factored matrices and the other tensors. The handles borrow
 /// tensors the caller keeps alive for the call.
-pub fn adafactor(f: &Factored, v: &Full, s: &AdafactorScalars) -> Result<(), String> {
-    for r in chunks(&f.sizes) {
+pub fn adafactor(
+    f: &Factored,
+    v: &Full,
+    chunk_bytes: usize,
+    s: &AdafactorScalars,
+) -> Result<(), String> {
+    for r in chunks(&f.sizes, chunk_bytes) {
         adafactor_call(
             [&f.params[r.clone()], &f.grads[r.clone()]],
             [&f.rows[r.clone()], &f.cols[r], &[]],
             s,
         )?;
     }
-    for r in chunks(&v.sizes) {
+    for r in chunks(&v.sizes, chunk_bytes) {
         adafactor_call(
             [&v.params[r.clone()], &v.grads[r.clone()]],
             [&[], &[], &v.vs[r]],
@@ -200,9 +208,9 @@ fn adafactor_call(
 }
 
 /// One AdamW step; `scalars` are lr, beta1, beta2, eps, weight decay and the 1-based step.
-pub fn adamw(a: &Adam, scalars: [f64; 6]) -> Result<(), String> {
+pub fn adamw(a: &Adam, chunk_bytes: usize, scalars: [f64; 6]) -> Result<(), String> {
     let [lr, beta1, beta2, eps, weight_decay, t] = scalars;
-    for r in chunks(&a.sizes) {
+    for r in chunks(&a.sizes, chunk_bytes) {
         checked(|err, len| unsafe {
             ffi::conveyor_adamw_step(
                 a.params[r.clone()].as_ptr(),
@@ -232,9 +240,10 @@ mod tests {
     fn chunks_cover_every_tensor_once_and_stay_under_the_bound() {
         let mb = 1 << 20;
         let sizes = [100 * mb, 20 * mb, 20 * mb, 300 * mb, mb, mb];
-        let got = chunks(&sizes);
+        let got = chunks(&sizes, CHUNK_BYTES);
         assert_eq!(got, vec![0..2, 2..3, 3..4, 4..6]);
-        assert!(chunks(&[]).is_empty());
-        assert_eq!(chunks(&[mb; 3]), vec![0..3]);
+        assert!(chunks(&[], CHUNK_BYTES).is_empty());
+        assert_eq!(chunks(&[mb; 3], CHUNK_BYTES), vec![0..3]);
+        assert_eq!(chunks(&[mb; 3], 1), vec![0..1, 1..2, 2..3]);
     }
 }

@@ -103,3 +103,62 @@ impl Window {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(step: u64, nll: f64, norm: f64, target_tokens: f64) -> Pending {
+        Pending {
+            step,
+            lr: 0.5 / step as f64,
+            nll: Tensor::from(nll),
+            grad_norm: Tensor::from(norm),
+            counts: Counts {
+                target_tokens,
+                ..Counts::default()
+            },
+            flops: 1e9 * step as f64,
+        }
+    }
+
+    #[test]
+    fn a_window_gives_back_each_step_its_own_figures_in_order() {
+        let ranks = Ranks {
+            pg: None,
+            rank: 0,
+            world: 1,
+            device: Device::Cpu,
+        };
+        let mut w = Window::new(Device::Cpu, Some(3));
+        let began = Instant::now();
+        for (i, (nll, norm, tokens)) in [(6.0, 1.5, 3.0), (10.0, 2.5, 5.0), (9.0, 0.25, 0.0)]
+            .into_iter()
+            .enumerate()
+        {
+            assert!(!w.is_full());
+            w.push(pending(i as u64 + 1, nll, norm, tokens), began);
+        }
+        assert!(w.is_full());
+        let done = w.drain(&ranks).unwrap();
+        let got: Vec<(u64, f64, f64, f64, f64)> = done
+            .iter()
+            .map(|d| (d.step, d.loss, d.grad_norm, d.lr, d.flops))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 2.0, 1.5, 0.5, 1e9),
+                (2, 2.0, 2.5, 0.25, 2e9),
+                // No target tokens: the sum itself (the denominator is at least 1).
+                (3, 9.0, 0.25, 0.5 / 3.0, 3e9),
+            ]
+        );
+        assert!(done.iter().all(|d| d.seconds == done[0].seconds));
+        assert!(!w.is_full());
+        assert!(w.drain(&ranks).unwrap().is_empty());
+        // CPU reads back after every step unless told otherwise; CUDA every 16.
+        assert_eq!(Window::new(Device::Cpu, None).capacity, 1);
+        assert_eq!(Window::new(Device::Cuda(0), None).capacity, CUDA_WINDOW);
+    }
+}
