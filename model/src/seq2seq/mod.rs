@@ -19,6 +19,7 @@ use crate::conv::ConvBlock;
 use crate::layers::{causal_mask, key_mask, segment_mask, Attention, FeedForward, RmsNorm};
 
 mod decode;
+mod xent;
 
 pub use decode::DecodeState;
 
@@ -372,10 +373,12 @@ impl Seq2Seq {
         let encoded = self.encode_segments(inputs, input_mask, seg, train);
         let dec_in = self.shift_right(targets, seg.map(|s| &s.targets));
         let hidden = self.decode_segments(&dec_in, &encoded, input_mask, seg, train);
-        // log_softmax to float32 straight from the logits' kind: on CUDA a bfloat16 input
-        // goes through the half-to-float kernel, so no float32 copy of the (batch x targets
-        // x vocab) logits is made first (on CPU libtorch converts, as before).
-        let logp = self.logits(&hidden).log_softmax(-1, Kind::Float);
+        let logits = self.logits(&hidden);
+        if logits.kind() == Kind::BFloat16 {
+            // Mixed precision: no float32 copy of the (batch x targets x vocab) logits.
+            return xent::nll_sum(&logits, targets, target_mask, xent::CHUNK_ELEMENTS);
+        }
+        let logp = logits.log_softmax(-1, Kind::Float);
         let nll = -logp
             .gather(-1, &targets.unsqueeze(-1), false)
             .squeeze_dim(-1);

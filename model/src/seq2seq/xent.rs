@@ -1,0 +1,125 @@
+//! The summed token cross-entropy of bfloat16 logits without a float32 copy of them.
+//!
+//! The plain way, `log_softmax(logits, Float)`, keeps a float32 (batch x targets x vocab)
+//! tensor of log-probabilities for the backward pass and makes another for its gradient:
+//! for the base model at 128 x 114 targets, 1.9 GB each beside the 0.94 GB of bfloat16
+//! logits. Here the loss and its gradient with respect to the logits, softmax minus one-hot
+//! times the mask, are computed together in float32 a chunk of rows at a time, the gradient
+//! stored in bfloat16 (the logits' kind, which the plain way casts it to as well); autograd
+//! then only multiplies that stored gradient back through the logits.
+
+use tch::{Kind, Tensor};
+
+/// Float32 elements per chunk of rows (128 MB).
+pub const CHUNK_ELEMENTS: i64 = 32 << 20;
+
+/// Sum over rows of (logsumexp(logits) - logits[target]) * mask, for (batch, targets, vocab)
+/// logits, (batch, targets) int64 targets and a (batch, targets) mask; differentiable with
+/// respect to `logits`. Rows go `chunk` elements at a time ([`CHUNK_ELEMENTS`]).
+pub fn nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor, chunk: i64) -> Tensor {
+    let vocab = *logits.size().last().expect("logits have a vocabulary axis");
+    let flat = logits.view([-1, vocab]);
+    let rows = flat.size()[0];
+    let targets = targets.reshape([-1, 1]);
+    let mask = mask.to_kind(Kind::Float).reshape([-1, 1]);
+    let with_grad = logits.requires_grad();
+    let step = (chunk / vocab.max(1)).max(1);
+    let _guard = tch::no_grad_guard();
+    let grad = with_grad.then(|| Tensor::empty_like(&flat));
+    let mut total = Tensor::zeros([], (Kind::Float, logits.device()));
+    let mut start = 0;
+    while start < rows {
+        let len = step.min(rows - start);
+        let x = flat.narrow(0, start, len).to_kind(Kind::Float);
+        let t = targets.narrow(0, start, len);
+        let m = mask.narrow(0, start, len);
+        let lse = x.logsumexp([-1], true);
+        let nll = &lse - x.gather(1, &t, false);
+        total += (nll * &m).sum(Kind::Float);
+        if let Some(g) = &grad {
+            let mut p = (x - lse).exp_();
+            let _ = p.scatter_add_(1, &t, &m.neg());
+            let _ = p.g_mul_(&m);
+            g.narrow(0, start, len).copy_(&p);
+        }
+        start += len;
+    }
+    drop(_guard);
+    match grad {
+        // Its value is `total` (plus an exact zero); its gradient with respect to the
+        // logits is `g`.
+        Some(g) => {
+            let surrogate = (&flat * &g).sum(Kind::Float);
+            total + (&surrogate - surrogate.detach())
+        }
+        None => total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// The plain way: log_softmax to float32, gather, mask, sum.
+    fn plain(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Tensor {
+        let logp = logits.log_softmax(-1, Kind::Float);
+        let nll = -logp
+            .gather(-1, &targets.unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        (nll * mask.to_kind(Kind::Float)).sum(Kind::Float)
+    }
+
+    #[test]
+    fn loss_and_gradient_match_log_softmax_on_bf16_logits() {
+        tch::manual_seed(3);
+        let (b, t, v) = (3, 5, 37);
+        for chunk in [CHUNK_ELEMENTS, 2 * v, 1] {
+            let base = (Tensor::randn([b, t, v], (Kind::Float, Device::Cpu)) * 4.0)
+                .to_kind(Kind::BFloat16);
+            let targets = Tensor::randint(v, [b, t], (Kind::Int64, Device::Cpu));
+            let mask = Tensor::from_slice(&[
+                1.0f32, 1., 1., 0., 0., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.,
+            ])
+            .view([b, t]);
+            let a = base.copy().set_requires_grad(true);
+            let p = base.copy().set_requires_grad(true);
+            let la = nll_sum(&a, &targets, &mask, chunk);
+            let lp = plain(&p, &targets, &mask);
+            let (va, vp) = (la.double_value(&[]), lp.double_value(&[]));
+            assert!(
+                (va - vp).abs() <= 1e-5 * vp.abs(),
+                "chunk {chunk}: {va} vs {vp}"
+            );
+            (la * 0.5).backward();
+            (lp * 0.5).backward();
+            let (ga, gp) = (a.grad().to_kind(Kind::Float), p.grad().to_kind(Kind::Float));
+            assert_eq!(ga.kind(), Kind::Float);
+            assert_eq!(a.grad().kind(), Kind::BFloat16);
+            // Both round the same float32 gradient to bfloat16: within a bfloat16 step.
+            let diff = (&ga - &gp).abs().max().double_value(&[]);
+            let scale = gp.abs().max().double_value(&[]);
+            assert!(
+                diff <= scale / 128.0,
+                "chunk {chunk}: gradients differ by {diff}"
+            );
+            // Masked rows get no gradient; each kept row's gradient sums to zero.
+            let rows = ga.sum_dim_intlist(&[-1i64][..], false, Kind::Float);
+            assert!(rows.abs().max().double_value(&[]) < 1e-2);
+            assert_eq!(
+                ga.get(0).get(3).abs().sum(Kind::Float).double_value(&[]),
+                0.0
+            );
+        }
+    }
+
+    #[test]
+    fn without_gradients_it_is_the_loss_alone() {
+        let logits = Tensor::randn([2, 3, 11], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let targets = Tensor::randint(11, [2, 3], (Kind::Int64, Device::Cpu));
+        let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        let got = nll_sum(&logits, &targets, &mask, 7).double_value(&[]);
+        let want = plain(&logits, &targets, &mask).double_value(&[]);
+        assert!((got - want).abs() <= 1e-5 * want.abs());
+    }
+}
