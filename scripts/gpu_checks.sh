@@ -47,11 +47,13 @@ print(f"steps 31-60: largest loss difference {diff:.3g} (0 = bit-exact); "
       f"step 60 losses {la[60]:.6f} / {lb[60]:.6f}; peak GPU MB {a[-1].get('peak_gpu_mb')}")
 PY
 
-stage "repeatability on CUDA: the same 60 steps twice, then with --deterministic (twice + resumed)"
+stage "repeatability on CUDA: the same 60 steps twice, then with --deterministic (twice + resumed + read back every step)"
 timeout 120 "$CT" train "${common[@]}" --out "$WORK/again" --steps 60
 for r in det1 det2; do timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/$r" --steps 60; done
 timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det-resumed" --steps 30
 timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det-resumed" --steps 60 --resume
+# Issue 19: figures read back every step instead of every 16 (CUDA's default window).
+timeout 120 "$CT" train "${common[@]}" --deterministic --sync-every 1 --out "$WORK/det-sync1" --steps 60
 python3 - "$WORK" <<'PY'
 import json, sys
 def losses(r):
@@ -62,7 +64,7 @@ def cmp(a, b, first):
     same = [s for s in range(first, 61) if la[s] == lb[s]]
     print(f"{a} vs {b}, steps {first}-60: largest difference {d:.3g}; first differing step "
           f"{next((s for s in range(first, 61) if la[s] != lb[s]), None)}")
-for a, b, f in [("straight", "again", 1), ("det1", "det2", 1), ("det1", "det-resumed", 31), ("straight", "det1", 1)]:
+for a, b, f in [("straight", "again", 1), ("det1", "det2", 1), ("det1", "det-resumed", 31), ("straight", "det1", 1), ("det1", "det-sync1", 1)]:
     try:
         cmp(a, b, f)
     except Exception as e:
