@@ -55,66 +55,44 @@ fn handle(t: &Tensor) -> *mut C_tensor {
     t.as_ptr() as *mut C_tensor
 }
 
-/// Matrices with factored second moments (handles of tensors borrowed for `'a`).
-#[derive(Default)]
-pub struct Factored<'a> {
+/// `K` lists of tensor handles in step, one entry per parameter: the parameter, its
+/// gradient and its moments (tensors borrowed for `'a`), with the parameter's float32 bytes.
+pub struct Lists<'a, const K: usize> {
     tensors: std::marker::PhantomData<&'a Tensor>,
     sizes: Vec<usize>,
-    params: Vec<*mut C_tensor>,
-    grads: Vec<*mut C_tensor>,
-    rows: Vec<*mut C_tensor>,
-    cols: Vec<*mut C_tensor>,
+    lists: [Vec<*mut C_tensor>; K],
 }
 
-impl<'a> Factored<'a> {
-    pub fn push(&mut self, p: &'a Tensor, g: &'a Tensor, row: &'a Tensor, col: &'a Tensor) {
-        self.sizes.push(p.numel() * 4);
-        self.params.push(handle(p));
-        self.grads.push(handle(g));
-        self.rows.push(handle(row));
-        self.cols.push(handle(col));
+impl<const K: usize> Default for Lists<'_, K> {
+    fn default() -> Self {
+        Self {
+            tensors: std::marker::PhantomData,
+            sizes: Vec::new(),
+            lists: std::array::from_fn(|_| Vec::new()),
+        }
     }
 }
 
-/// Tensors with a full second moment.
-#[derive(Default)]
-pub struct Full<'a> {
-    tensors: std::marker::PhantomData<&'a Tensor>,
-    sizes: Vec<usize>,
-    params: Vec<*mut C_tensor>,
-    grads: Vec<*mut C_tensor>,
-    vs: Vec<*mut C_tensor>,
-}
+impl<'a, const K: usize> Lists<'a, K> {
+    pub fn push(&mut self, tensors: [&'a Tensor; K]) {
+        self.sizes.push(tensors[0].numel() * 4);
+        for (list, t) in self.lists.iter_mut().zip(tensors) {
+            list.push(handle(t));
+        }
+    }
 
-impl<'a> Full<'a> {
-    pub fn push(&mut self, p: &'a Tensor, g: &'a Tensor, v: &'a Tensor) {
-        self.sizes.push(p.numel() * 4);
-        self.params.push(handle(p));
-        self.grads.push(handle(g));
-        self.vs.push(handle(v));
+    /// List `k` over the parameters in `r`.
+    fn at(&self, k: usize, r: &std::ops::Range<usize>) -> Handles<'_> {
+        &self.lists[k][r.clone()]
     }
 }
 
-/// AdamW's parameters with their two moments.
-#[derive(Default)]
-pub struct Adam<'a> {
-    tensors: std::marker::PhantomData<&'a Tensor>,
-    sizes: Vec<usize>,
-    params: Vec<*mut C_tensor>,
-    grads: Vec<*mut C_tensor>,
-    ms: Vec<*mut C_tensor>,
-    vs: Vec<*mut C_tensor>,
-}
-
-impl<'a> Adam<'a> {
-    pub fn push(&mut self, p: &'a Tensor, g: &'a Tensor, m: &'a Tensor, v: &'a Tensor) {
-        self.sizes.push(p.numel() * 4);
-        self.params.push(handle(p));
-        self.grads.push(handle(g));
-        self.ms.push(handle(m));
-        self.vs.push(handle(v));
-    }
-}
+/// Matrices with factored second moments: parameter, gradient, row and column moments.
+pub type Factored<'a> = Lists<'a, 4>;
+/// Tensors with a full second moment: parameter, gradient, moment.
+pub type Full<'a> = Lists<'a, 3>;
+/// AdamW's parameters: parameter, gradient, first and second moments.
+pub type Adam<'a> = Lists<'a, 4>;
 
 pub struct AdafactorScalars {
     pub lr: f64,
@@ -163,17 +141,13 @@ pub fn adafactor(
 ) -> Result<(), String> {
     for r in chunks(&f.sizes, chunk_bytes) {
         adafactor_call(
-            [&f.params[r.clone()], &f.grads[r.clone()]],
-            [&f.rows[r.clone()], &f.cols[r], &[]],
+            [f.at(0, &r), f.at(1, &r)],
+            [f.at(2, &r), f.at(3, &r), &[]],
             s,
         )?;
     }
     for r in chunks(&v.sizes, chunk_bytes) {
-        adafactor_call(
-            [&v.params[r.clone()], &v.grads[r.clone()]],
-            [&[], &[], &v.vs[r]],
-            s,
-        )?;
+        adafactor_call([v.at(0, &r), v.at(1, &r)], [&[], &[], v.at(2, &r)], s)?;
     }
     Ok(())
 }
@@ -213,10 +187,10 @@ pub fn adamw(a: &Adam, chunk_bytes: usize, scalars: [f64; 6]) -> Result<(), Stri
     for r in chunks(&a.sizes, chunk_bytes) {
         checked(|err, len| unsafe {
             ffi::conveyor_adamw_step(
-                a.params[r.clone()].as_ptr(),
-                a.grads[r.clone()].as_ptr(),
-                a.ms[r.clone()].as_ptr(),
-                a.vs[r.clone()].as_ptr(),
+                a.at(0, &r).as_ptr(),
+                a.at(1, &r).as_ptr(),
+                a.at(2, &r).as_ptr(),
+                a.at(3, &r).as_ptr(),
                 r.len() as i64,
                 lr,
                 beta1,

@@ -174,8 +174,8 @@ impl Optimizer {
                         continue;
                     }
                     match m {
-                        Moments::Factored { row, col } => f.push(&params[i], &grads[i], row, col),
-                        Moments::Full { v: full } => v.push(&params[i], &grads[i], full),
+                        Moments::Factored { row, col } => f.push([&params[i], &grads[i], row, col]),
+                        Moments::Full { v: full } => v.push([&params[i], &grads[i], full]),
                         Moments::Adam { .. } => unreachable!("Adafactor keeps no Adam moments"),
                     }
                 }
@@ -203,7 +203,7 @@ impl Optimizer {
                 for (i, m) in self.moments.iter().enumerate() {
                     match m {
                         Moments::Adam { m, v } if with_grad(&i) => {
-                            a.push(&params[i], &grads[i], m, v)
+                            a.push([&params[i], &grads[i], m, v])
                         }
                         Moments::Adam { .. } => {}
                         _ => unreachable!("moments match the optimiser"),
