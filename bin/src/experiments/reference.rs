@@ -102,7 +102,7 @@ pub fn run(
             .with_context(|| format!("running {} with {python}", script.display()))?;
         anyhow::ensure!(
             status.success(),
-            "the reference run failed ({status}); its messages are above (it needs torch and transformers: scripts/setup.sh installs them)"
+            "the reference run failed ({status}) with {python}; its messages are above (it needs torch, transformers and numpy: point CONVEYOR_PYTHON at a Python that has them, such as the one scripts/setup.sh makes, ~/.cache/conveyor/torch-2.11.0/bin/python, and rerun: finished cells are read back)"
         );
         std::fs::rename(&partial, &json)?;
     }
