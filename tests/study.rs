@@ -1,4 +1,5 @@
-//! `conveyor study`: a small grid runs end to end and a rerun redoes nothing.
+//! `conveyor study`: a small grid runs end to end, a rerun redoes nothing, and a cell trained
+//! again reproduces bit for bit.
 
 use crate::common::{root, tmp_path};
 
@@ -37,6 +38,20 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
     // runner trains it again from step 0 with the same seed (the report must not move).
     let runs = out.join("runs");
     let last = runs.join("trec-lightconv-pretrained-lr0.003-s0");
+    let weights =
+        || std::fs::read(last.join("checkpoints/step-00000020/model.safetensors")).unwrap();
+    let losses = || -> Vec<(u64, f64, f64)> {
+        std::fs::read_to_string(last.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let f = |k: &str| v[k].as_f64().unwrap();
+                (v["step"].as_u64().unwrap(), f("loss"), f("grad_norm"))
+            })
+            .collect()
+    };
+    let (weights_before, losses_before) = (weights(), losses());
     std::fs::remove_dir_all(last.join("checkpoints/step-00000020")).unwrap();
     std::fs::write(last.join("checkpoints/latest"), "step-00000000").unwrap();
     let second = run();
@@ -56,6 +71,12 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
     assert_eq!(
         std::fs::read_to_string(out.join("report.md")).unwrap(),
         report
+    );
+    // The cell reproduces to the bit: every step's loss and gradient norm, the final weights.
+    assert_eq!(losses(), losses_before);
+    assert!(
+        weights() == weights_before,
+        "the retrained cell's weights differ"
     );
 }
 
