@@ -63,12 +63,8 @@ pub struct TrainBench {
     max_seconds: u64,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
-    /// Mixed precision as `train --bf16`: bfloat16 compute, float32 master weights.
-    #[arg(long)]
-    bf16: bool,
-    /// bfloat16 weights themselves, as `train --pure-bf16`.
-    #[arg(long, conflicts_with = "bf16")]
-    pure_bf16: bool,
+    #[command(flatten)]
+    precision: PrecisionFlags,
     /// The device's peak dense bf16 TFLOP/s for the MFU column (known GPUs are looked up by
     /// name without it).
     #[arg(long)]
@@ -132,15 +128,44 @@ pub struct TrainOne {
     /// Target length; a quarter of the input length when not given.
     #[arg(long)]
     targets_length: Option<usize>,
-    #[arg(long)]
-    bf16: bool,
-    #[arg(long, conflicts_with = "bf16")]
-    pure_bf16: bool,
+    #[command(flatten)]
+    precision: PrecisionFlags,
     /// The device's peak dense bf16 TFLOP/s, for the MFU (known GPUs: looked up by name).
     #[arg(long)]
     peak_tflops: Option<f64>,
     #[arg(long, value_enum, default_value = "explicit")]
     attention: AttentionArg,
+}
+
+/// `--bf16` / `--pure-bf16`, as `train` takes them, for a benchmark and its child points.
+#[derive(Args, Clone, Copy)]
+pub struct PrecisionFlags {
+    /// Mixed precision as `train --bf16`: bfloat16 compute, float32 master weights.
+    #[arg(long)]
+    bf16: bool,
+    /// bfloat16 weights themselves, as `train --pure-bf16`.
+    #[arg(long, conflicts_with = "bf16")]
+    pure_bf16: bool,
+}
+
+impl PrecisionFlags {
+    fn precision(self) -> Precision {
+        match (self.bf16, self.pure_bf16) {
+            (_, true) => Precision::PureBf16,
+            (true, _) => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+
+    /// The same flags for a child process.
+    fn args(self) -> impl Iterator<Item = &'static str> {
+        [
+            self.bf16.then_some("--bf16"),
+            self.pure_bf16.then_some("--pure-bf16"),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -295,10 +320,10 @@ fn device_name(d: DeviceArg) -> &'static str {
 
 fn bench(a: TrainBench) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&a.out)?;
-    if a.bf16 {
-        println!("mixed precision: bfloat16 compute, float32 master weights");
-    } else if a.pure_bf16 {
-        println!("pure bfloat16 weights and activations");
+    match a.precision.precision() {
+        Precision::Bf16 => println!("mixed precision: bfloat16 compute, float32 master weights"),
+        Precision::PureBf16 => println!("pure bfloat16 weights and activations"),
+        Precision::F32 => {}
     }
     println!(
         "{:12} {:>6} {:>12} {:>12} {:>14}",
@@ -354,8 +379,7 @@ fn measure_point(
         .args(["--batch-size", &a.batch_size.to_string()])
         .args(["--steps", &a.steps.to_string()])
         .args(["--device", device_name(a.device)])
-        .args(a.bf16.then_some("--bf16"))
-        .args(a.pure_bf16.then_some("--pure-bf16"))
+        .args(a.precision.args())
         .args(["--attention", a.attention.name()])
         .args(
             a.peak_tflops
@@ -414,11 +438,7 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     let mut cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
     cfg.attention = a.attention.into();
     conveyor_model::seed_everything(0);
-    let precision = match (a.bf16, a.pure_bf16) {
-        (_, true) => Precision::PureBf16,
-        (true, _) => Precision::Bf16,
-        _ => Precision::F32,
-    };
+    let precision = a.precision.precision();
     let mut w = Weights::new(&cfg, device, precision)?;
     let mut opt = Optimizer::new(
         OptimizerKind::adafactor(),
@@ -461,8 +481,8 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         "examples_per_s": a.batch_size as f64 / secs,
         "model_tflops": flops / secs / 1e12,
         "device": format!("{device:?}"),
-        "bf16": a.bf16,
-        "pure_bf16": a.pure_bf16,
+        "bf16": a.precision.bf16,
+        "pure_bf16": a.precision.pure_bf16,
         "targets_length": t,
         "attention": a.attention.name(),
     });
