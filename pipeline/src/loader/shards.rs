@@ -53,7 +53,7 @@ pub(super) fn examples_shard(
     } else {
         &["inputs", "targets"]
     };
-    let rows = ListRows::open(&shard.path, columns, within)?;
+    let rows = ListRows::open(&shard.path, columns, within)?.read_ahead();
     let mut open = true;
     let mut bad = None;
     let mut row_index = within;
@@ -138,7 +138,7 @@ pub(super) fn tokens_shard(
         c.example(keys, index, piece, &mut scratch, &mut ex);
         open.set(run.push(Item::Example(ex)));
     };
-    let rows = ListRows::open(&shard.path, &["tokens"], 0)?;
+    let rows = ListRows::open(&shard.path, &["tokens"], 0)?.read_ahead();
     let mut bad = None;
     let mut row_index = 0u64;
     rows.for_each(|row| {

@@ -1,7 +1,8 @@
 //! Streams rows of list-of-id columns from a shard (token shards' `tokens`, example shards'
 //! `inputs`, `targets`, ...): only the named columns are decoded, a record batch at a time,
 //! and each row is handed out as slices of ids without copying. Leading rows can be skipped
-//! without decoding the pages that hold only them.
+//! without decoding the pages that hold only them. Columns of the shape conveyor writes are
+//! decoded from their pages directly (`pages.rs`), others by the Arrow reader.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::ProjectionMask;
 
+use super::pages::{fast_columns, PageRows};
 use crate::error::Error;
 
 /// Rows decoded per record batch.
@@ -49,14 +51,31 @@ impl Ids<'_> {
 /// Rows of some list-of-id columns of one shard, in order.
 pub struct ListRows {
     path: PathBuf,
-    reader: ParquetRecordBatchReader,
+    reader: Reader,
     rows: u64,
     columns: usize,
+}
+
+/// Who decodes the pages.
+enum Reader {
+    Arrow(ParquetRecordBatchReader),
+    Pages(PageRows),
 }
 
 impl ListRows {
     /// Opens `columns` of the shard at `path`, starting after its first `skip` rows.
     pub fn open(path: &Path, columns: &[&str], skip: u64) -> Result<Self, Error> {
+        Self::open_with(path, columns, skip, true)
+    }
+
+    /// `open`, choosing whether the direct page decoder may be used (the tests compare the
+    /// two readers).
+    pub(crate) fn open_with(
+        path: &Path,
+        columns: &[&str],
+        skip: u64,
+        direct: bool,
+    ) -> Result<Self, Error> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder =
             ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
@@ -80,6 +99,18 @@ impl ListRows {
                 "columns must be asked for in schema order",
             ));
         }
+        // The direct decoder reads from the first row; resuming inside a shard is rare
+        // enough to leave to the Arrow reader's row selection.
+        if let Some(leaves) =
+            fast_columns(builder.metadata(), &roots).filter(|_| direct && skip == 0)
+        {
+            return Ok(Self {
+                path: path.to_path_buf(),
+                reader: Reader::Pages(PageRows::open(path, leaves)?),
+                rows,
+                columns: columns.len(),
+            });
+        }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
         let skip = skip.min(rows);
@@ -92,10 +123,26 @@ impl ListRows {
         let reader = builder.build().map_err(|e| Error::parquet(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
-            reader,
+            reader: Reader::Arrow(reader),
             rows,
             columns: columns.len(),
         })
+    }
+
+    /// Reads and decompresses each column's pages on a thread of its own, a couple of pages
+    /// ahead of the rows handed out (the loader does; commands that already run a reader
+    /// per core do not). Only the direct page decoder does this.
+    pub fn read_ahead(mut self) -> Self {
+        if let Reader::Pages(p) = &mut self.reader {
+            p.read_ahead = true;
+        }
+        self
+    }
+
+    /// Whether the direct page decoder reads this shard.
+    #[cfg(test)]
+    pub(crate) fn direct(&self) -> bool {
+        matches!(self.reader, Reader::Pages(_))
     }
 
     /// Rows the shard holds, from its footer (skipped ones included).
@@ -106,9 +153,13 @@ impl ListRows {
     /// Calls `f` with every (remaining) row's columns in order; `f` returns false to stop.
     /// Returns how many rows were handed out.
     pub fn for_each(self, mut f: impl FnMut(&[Ids<'_>]) -> bool) -> Result<u64, Error> {
+        let reader = match self.reader {
+            Reader::Pages(p) => return p.for_each(f),
+            Reader::Arrow(r) => r,
+        };
         let path = self.path;
         let mut n = 0u64;
-        for batch in self.reader {
+        for batch in reader {
             let batch = batch.map_err(|e| Error::parquet(&path, e))?;
             let lists: Vec<&ListArray> = (0..self.columns)
                 .map(|c| batch.column(c).as_list::<i32>())

@@ -4,6 +4,7 @@
 //! `source`, `source_index`; zstd compression.
 
 mod docs;
+mod pages;
 mod reader;
 pub mod sink;
 mod writer;
