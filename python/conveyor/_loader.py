@@ -33,7 +33,7 @@ class Loader(_Base):
     were written with: an ``inputs_length`` that differs is refused.
 
     With ``torch.utils.data.DataLoader(loader, batch_size=None)`` keep ``num_workers=0``:
-    the loader prepares ``prefetch`` batches ahead on its own thread.
+    the loader prepares ``prefetch`` batches ahead on its own threads.
     """
 
     def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, rank=None,
@@ -68,7 +68,7 @@ class Loader(_Base):
         if os.getpid() != self._pid or worker is not None:
             raise _native.ConveyorError(
                 "a conveyor.Loader cannot be iterated in another process (a DataLoader worker): "
-                "use DataLoader(loader, batch_size=None, num_workers=0); it prefetches on its own thread"
+                "use DataLoader(loader, batch_size=None, num_workers=0); it prefetches on its own threads"
             )
 
     def __next__(self):

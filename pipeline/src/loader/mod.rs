@@ -11,8 +11,10 @@
 //! Nothing depends on timing: the state after a batch is (epoch, items this rank consumed),
 //! and a loader started from it recomputes the rest of the epoch, skipping whole shards by
 //! their row counts and earlier windows without masking them. Batches are built on a
-//! background thread and handed over through a bounded queue (`prefetch`), so memory is
-//! bounded by the window, the queue and one record batch per reader, not by the data.
+//! background thread and handed over through a bounded queue (`prefetch`); each shard
+//! column's pages are read and decompressed a couple ahead on a thread of their own. Memory
+//! is bounded by the window, the queue and a few pages (or one record batch) per column,
+//! not by the data.
 
 mod batch;
 mod shards;
