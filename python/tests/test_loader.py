@@ -4,6 +4,7 @@ states, len(), packing, and use as a torch DataLoader's dataset."""
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -151,3 +152,12 @@ def test_a_dataloader_worker_process_is_refused(examples):
     loader = conveyor.Loader(examples, 8, seed=0, epochs=1)
     with pytest.raises(Exception, match="cannot be iterated in another process"):
         next(iter(torch.utils.data.DataLoader(loader, batch_size=None, num_workers=1)))
+
+
+def test_the_extension_loads_after_torch():
+    # Trainers import torch (and CUDA's libraries where there are GPUs) first; the
+    # extension's allocator must not need static TLS space they may have taken.
+    code = "import torch, numpy; import conveyor; print(conveyor.lengths(512))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(568, 114)"

@@ -77,8 +77,10 @@ impl ListRows {
         direct: bool,
     ) -> Result<Self, Error> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+        // The footer is parsed once, from this open file, whichever reader decodes it.
+        let footer = file.try_clone().map_err(|e| Error::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(footer)
+            .map_err(|e| Error::parquet(path, e))?;
         let rows = builder.metadata().file_metadata().num_rows() as u64;
         let mut roots = Vec::new();
         for name in columns {
@@ -101,12 +103,13 @@ impl ListRows {
         }
         // The direct decoder reads from the first row; resuming inside a shard is rare
         // enough to leave to the Arrow reader's row selection.
-        if let Some(leaves) =
-            fast_columns(builder.metadata(), &roots).filter(|_| direct && skip == 0)
+        if let Some(leaves) = fast_columns(builder.metadata(), builder.schema(), &roots)
+            .filter(|_| direct && skip == 0)
         {
+            let meta = builder.metadata().clone();
             return Ok(Self {
                 path: path.to_path_buf(),
-                reader: Reader::Pages(PageRows::open(path, leaves)?),
+                reader: Reader::Pages(PageRows::open(path, file, meta, leaves)?),
                 rows,
                 columns: columns.len(),
             });

@@ -5,6 +5,7 @@
 
 mod docs;
 mod pages;
+mod pread;
 mod reader;
 pub mod sink;
 mod writer;

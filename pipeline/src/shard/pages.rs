@@ -12,20 +12,26 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 
 use parquet::basic::{ConvertedType, Encoding, LogicalType, Type as PhysicalType};
 use parquet::column::page::{Page, PageReader};
 use parquet::file::metadata::ParquetMetaData;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnDescriptor;
 
+use arrow::datatypes::{DataType, Schema};
+
+use super::pread::Positioned;
 use super::Ids;
 use crate::error::Error;
 
 /// Rows of some id-list columns, decoded from their pages.
 pub(super) struct PageRows {
     path: PathBuf,
-    file: SerializedFileReader<File>,
+    /// The file as opened once, read at offsets, and its footer as parsed then.
+    file: Positioned,
+    meta: Arc<ParquetMetaData>,
     /// Leaf column index of each requested column, and whether its ids are 32-bit.
     columns: Vec<(usize, bool)>,
     /// Read and decompress each column's pages on a thread of its own, a few pages ahead.
@@ -33,8 +39,14 @@ pub(super) struct PageRows {
 }
 
 /// The leaf columns of `roots` when every one has the shape this decoder reads, with their
-/// width (true: 32-bit ids); None sends the file to the Arrow reader.
-pub(super) fn fast_columns(meta: &ParquetMetaData, roots: &[usize]) -> Option<Vec<(usize, bool)>> {
+/// width (true: 32-bit ids); None sends the file to the Arrow reader. The Parquet column
+/// and the Arrow type the file declares for it must agree: a required list (not large, not
+/// fixed-size) of required uint16 or uint32, PLAIN or BYTE_STREAM_SPLIT, no dictionary.
+pub(super) fn fast_columns(
+    meta: &ParquetMetaData,
+    arrow: &Schema,
+    roots: &[usize],
+) -> Option<Vec<(usize, bool)>> {
     let schema = meta.file_metadata().schema_descr();
     let mut out = Vec::new();
     for &root in roots {
@@ -43,6 +55,18 @@ pub(super) fn fast_columns(meta: &ParquetMetaData, roots: &[usize]) -> Option<Ve
             .collect();
         let [leaf] = leaves[..] else { return None };
         let wide = id_width(&schema.column(leaf))?;
+        let field = arrow.fields().get(root)?;
+        let DataType::List(item) = field.data_type() else {
+            return None;
+        };
+        let item_kind = if wide {
+            DataType::UInt32
+        } else {
+            DataType::UInt16
+        };
+        if field.is_nullable() || item.is_nullable() || *item.data_type() != item_kind {
+            return None;
+        }
         let plain_chunks = meta.row_groups().iter().all(|g| {
             g.column(leaf).encodings().all(|e| {
                 matches!(
@@ -79,12 +103,38 @@ fn id_width(c: &ColumnDescriptor) -> Option<bool> {
 }
 
 impl PageRows {
-    pub(super) fn open(path: &Path, columns: Vec<(usize, bool)>) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file = SerializedFileReader::new(file).map_err(|e| Error::parquet(path, e))?;
+    /// Reads `columns` (from `fast_columns`) of `file`, whose footer is `meta`. The row
+    /// groups' row counts must add up to the file's (a page is never allowed more rows than
+    /// its row group claims, so this bounds what a damaged file can make us allocate).
+    pub(super) fn open(
+        path: &Path,
+        file: File,
+        meta: Arc<ParquetMetaData>,
+        columns: Vec<(usize, bool)>,
+    ) -> Result<Self, Error> {
+        let mut sum = 0u64;
+        for g in meta.row_groups() {
+            let rows = u64::try_from(g.num_rows()).ok();
+            sum = rows.and_then(|r| sum.checked_add(r)).ok_or_else(|| {
+                Error::parquet(
+                    path,
+                    "a row group with a negative row count; re-create the shard",
+                )
+            })?;
+        }
+        let total = meta.file_metadata().num_rows();
+        if u64::try_from(total).ok() != Some(sum) {
+            return Err(Error::parquet(
+                path,
+                format!(
+                    "its row groups hold {sum} rows, its footer says {total}; re-create the shard"
+                ),
+            ));
+        }
         Ok(Self {
             path: path.to_path_buf(),
-            file,
+            file: Positioned::new(file).map_err(|e| Error::io(path, e))?,
+            meta,
             columns,
             read_ahead: false,
         })
@@ -94,12 +144,8 @@ impl PageRows {
     /// many rows were handed out.
     pub(super) fn for_each(self, mut f: impl FnMut(&[Ids<'_>]) -> bool) -> Result<u64, Error> {
         let mut n = 0u64;
-        for g in 0..self.file.num_row_groups() {
-            let group = self
-                .file
-                .get_row_group(g)
-                .map_err(|e| Error::parquet(&self.path, e))?;
-            let expected = group.metadata().num_rows() as u64;
+        for g in 0..self.meta.num_row_groups() {
+            let expected = self.meta.row_group(g).num_rows() as u64;
             let readers = self
                 .columns
                 .iter()
@@ -144,21 +190,18 @@ impl PageRows {
         Ok(n)
     }
 
-    /// The pages of one column chunk. A reader running ahead on its own thread gets a file
-    /// handle of its own: clones of one share the file position.
+    /// The pages of one column chunk, read at offsets of the one open file (readers running
+    /// ahead on their own threads share it without sharing a position).
     fn page_reader(&self, g: usize, leaf: usize) -> Result<Box<dyn PageReader>, Error> {
-        let path = &self.path;
-        let own;
-        let file = if self.read_ahead {
-            let f = File::open(path).map_err(|e| Error::io(path, e))?;
-            own = SerializedFileReader::new(f).map_err(|e| Error::parquet(path, e))?;
-            &own
-        } else {
-            &self.file
-        };
-        file.get_row_group(g)
-            .and_then(|r| r.get_column_page_reader(leaf))
-            .map_err(|e| Error::parquet(path, e))
+        let group = self.meta.row_group(g);
+        SerializedPageReader::new(
+            Arc::new(self.file.clone()),
+            group.column(leaf),
+            group.num_rows() as usize,
+            None,
+        )
+        .map(|r| Box::new(r) as Box<dyn PageReader>)
+        .map_err(|e| Error::parquet(&self.path, e))
     }
 
     /// Hands out the rows of row group `g` from its columns' pages; false when `f` stopped.
@@ -426,7 +469,10 @@ impl Cursor {
 
     /// Appends the page's `n` ids.
     fn values(&mut self, encoding: Encoding, bytes: &[u8], n: usize) -> Result<(), String> {
-        if bytes.len() < n * 4 {
+        // Byte-stream-split streams are a quarter of the section each (as Parquet's own
+        // decoder takes them), so the section must be exactly 4n bytes.
+        let short = bytes.len() < n * 4;
+        if short || (encoding == Encoding::BYTE_STREAM_SPLIT && bytes.len() != n * 4) {
             return Err(format!("{} bytes of values for {n} ids", bytes.len()));
         }
         let word = |i: usize| -> [u8; 4] {

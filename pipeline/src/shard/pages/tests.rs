@@ -51,12 +51,13 @@ fn layout() -> impl Strategy<Value = Layout> {
         )
 }
 
-/// Rows of two columns, some empty, ids up to the width's maximum.
+/// Rows of two columns, a fifth of them empty (runs of empty rows included), ids up to the
+/// width's maximum.
 fn rows() -> impl Strategy<Value = Vec<(Vec<u32>, Vec<u32>)>> {
-    let ids = prop::collection::vec(
-        prop_oneof![0u32..40, Just(65_535u32), Just(u32::MAX)],
-        0..40,
-    );
+    let ids = prop_oneof![
+        1 => Just(Vec::new()),
+        4 => prop::collection::vec(prop_oneof![0u32..40, Just(65_535u32), Just(u32::MAX)], 0..40),
+    ];
     prop::collection::vec((ids.clone(), ids), 1..120)
 }
 
@@ -217,6 +218,64 @@ fn other_shapes_go_to_the_arrow_reader() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A shard of one `inputs` column of list type `list` (nullable or not), no dictionary.
+fn write_shape(path: &Path, list: DataType, nullable: bool) {
+    let schema = Arc::new(Schema::new(vec![Field::new("inputs", list, nullable)]));
+    let values = vec![Some(vec![Some(1u8), Some(2)]), Some(vec![Some(3)])];
+    let array: arrow::array::ArrayRef = match schema.field(0).data_type() {
+        DataType::List(item) => {
+            let a = arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::UInt8Type, _, _>(
+                values,
+            );
+            arrow::compute::cast(&a, &DataType::List(item.clone())).unwrap()
+        }
+        DataType::LargeList(item) => {
+            let a = arrow::array::LargeListArray::from_iter_primitive::<
+                arrow::datatypes::UInt8Type,
+                _,
+                _,
+            >(values);
+            arrow::compute::cast(&a, &DataType::LargeList(item.clone())).unwrap()
+        }
+        _ => unreachable!(),
+    };
+    let props = WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).unwrap();
+    w.write(&RecordBatch::try_new(schema, vec![array]).unwrap())
+        .unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn only_the_exact_shape_takes_the_direct_path() {
+    let path = scratch("shape.parquet");
+    let item = |kind: DataType, nullable: bool| Arc::new(Field::new("item", kind, nullable));
+    let direct = |list: DataType, nullable: bool| {
+        write_shape(&path, list, nullable);
+        ListRows::open(&path, &["inputs"], 0).unwrap().direct()
+    };
+    assert!(direct(DataType::List(item(DataType::UInt16, false)), false));
+    assert!(direct(DataType::List(item(DataType::UInt32, false)), false));
+    for (list, nullable) in [
+        (DataType::List(item(DataType::UInt16, false)), true),
+        (DataType::List(item(DataType::UInt16, true)), false),
+        (DataType::List(item(DataType::Int32, false)), false),
+        (DataType::List(item(DataType::Int16, false)), false),
+        (DataType::List(item(DataType::UInt8, false)), false),
+        (DataType::List(item(DataType::UInt64, false)), false),
+        (DataType::LargeList(item(DataType::UInt16, false)), false),
+    ] {
+        assert!(
+            !direct(list.clone(), nullable),
+            "{list} (nullable: {nullable})"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
 /// Hand-made pages, for what today's Rust writer does not write.
 struct Fake(std::vec::IntoIter<Page>);
 
@@ -269,6 +328,34 @@ fn page(rep: &[u8], def: &[u8], values: &[u32]) -> Page {
     }
 }
 
+/// One row of `values` in a v1 page, values byte-stream-split.
+fn split_page(values: &[u32]) -> Page {
+    let n = values.len();
+    let mut rep = vec![1u8; n];
+    rep[0] = 0;
+    let Page::DataPage { buf, .. } = page(&rep, &vec![1; n], values) else {
+        unreachable!()
+    };
+    let levels = buf.len() - 4 * n;
+    let mut split = buf[..levels].to_vec();
+    for b in 0..4 {
+        split.extend(values.iter().map(|v| v.to_le_bytes()[b]));
+    }
+    with_buf(split, n)
+}
+
+/// A v1 page of `n` levels over `buf`, values byte-stream-split.
+fn with_buf(buf: Vec<u8>, n: usize) -> Page {
+    Page::DataPage {
+        buf: Bytes::from(buf),
+        num_values: n as u32,
+        encoding: Encoding::BYTE_STREAM_SPLIT,
+        def_level_encoding: Encoding::RLE,
+        rep_level_encoding: Encoding::RLE,
+        statistics: None,
+    }
+}
+
 fn cursor_rows(pages: Vec<Page>, wide: bool) -> Result<Vec<Vec<u32>>, String> {
     let mut c = Cursor::new(Pages::Inline(Box::new(Fake(pages.into_iter()))), wide, 100);
     let mut out = Vec::new();
@@ -310,6 +397,14 @@ fn damaged_pages_are_errors() {
     assert!(bad(vec![page(&[0, 1, 1], &[1, 1, 1], &[1, 2])], true).contains("bytes of values"));
     // An id that does not fit the 16-bit column it is in.
     assert!(bad(vec![page(&[0], &[1], &[70_000])], false).contains("65,535"));
+    assert!(bad(vec![split_page(&[5, 70_000, 9])], false).contains("65,535"));
+    // Byte-stream-split values must fill their section exactly (the streams are quarters).
+    let Page::DataPage { buf, .. } = split_page(&[5, 6]) else {
+        unreachable!()
+    };
+    let mut longer = buf.to_vec();
+    longer.extend([0, 0, 0, 0]);
+    assert!(bad(vec![with_buf(longer, 2)], false).contains("bytes of values"));
     // Levels cut short.
     let Page::DataPage { buf, .. } = page(&[0, 1], &[1, 1], &[1, 2]) else {
         unreachable!()
@@ -355,4 +450,30 @@ fn damaged_pages_are_errors() {
         statistics: None,
     };
     assert!(bad(vec![many], true).contains("more rows than the 100"));
+}
+
+/// Read ahead on another thread, a damaged page is an error where it occurs, and dropping
+/// the cursor stops the thread feeding it (it is not left blocked on a full queue).
+#[test]
+fn a_damaged_page_read_ahead_is_an_error_and_stops_its_reader() {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let feeder = std::thread::spawn(move || {
+        let pages = [
+            page(&[0, 1], &[1, 1], &[1, 2]),
+            page(&[0, 1, 1], &[1, 1, 1], &[3, 4]),
+        ];
+        let more = (0..10).map(|_| page(&[0], &[1], &[5]));
+        for p in pages.into_iter().chain(more) {
+            if tx.send(Ok(p)).is_err() {
+                return "stopped";
+            }
+        }
+        "sent everything"
+    });
+    let mut c = Cursor::new(Pages::Ahead(rx), true, 100);
+    c.read_page().unwrap();
+    let e = c.read_page().unwrap_err();
+    assert!(e.contains("bytes of values"), "{e}");
+    drop(c);
+    assert_eq!(feeder.join().unwrap(), "stopped");
 }
