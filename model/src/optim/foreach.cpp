@@ -1,4 +1,5 @@
-// Adafactor and AdamW steps over all parameters at once with ATen's multi-tensor
+// Adafactor and AdamW steps, and the trainer's other per-parameter work (the gradient norm,
+// mixed precision's copies and sums), over all parameters at once with ATen's multi-tensor
 // (`_foreach_*`) kernels: on CUDA one launch covers many same-shaped tensors where the
 // per-tensor step (optim/mod.rs, `Optimizer::step_per_tensor`) launches one per tensor; on
 // CPU the same operations run in the same order, so the two agree bit for bit (tests: 1e-6).
@@ -175,6 +176,53 @@ int conveyor_adamw_step(at::Tensor** params, at::Tensor** grads, at::Tensor** ms
     at::_foreach_mul_(update, lr);
     at::_foreach_mul_(p, 1.0 - lr * weight_decay);
     subtract(p, update);
+    return 0;
+  } catch (const std::exception& e) {
+    report(e, err, err_len);
+    return -1;
+  }
+}
+
+// The L2 norm of the `n` tensors together as a 0-dim float64 tensor on their device: each
+// tensor's norm in float32 by the multi-tensor kernel, the norms combined in float64. No
+// float64 copy of a gradient is made.
+int conveyor_global_norm(at::Tensor** ts, int64_t n, at::Tensor** out, char* err,
+                         int64_t err_len) {
+  try {
+    c10::NoGradGuard no_grad;
+    if (n == 0) return -1;
+    auto norms = at::_foreach_norm(list(ts, n), 2, at::kFloat);
+    auto total = at::stack(norms).to(at::kDouble).square().sum().sqrt();
+    *out = new at::Tensor(std::move(total));
+    return 0;
+  } catch (const std::exception& e) {
+    report(e, err, err_len);
+    return -1;
+  }
+}
+
+// dst[i].copy_(src[i]) for every i (kinds may differ: float32 masters into the bfloat16
+// copy).
+int conveyor_copy(at::Tensor** dst, at::Tensor** src, int64_t n, char* err, int64_t err_len) {
+  try {
+    c10::NoGradGuard no_grad;
+    if (n == 0) return 0;
+    auto d = list(dst, n);
+    at::_foreach_copy_(d, list(src, n));
+    return 0;
+  } catch (const std::exception& e) {
+    report(e, err, err_len);
+    return -1;
+  }
+}
+
+// dst[i] += src[i] for every i (bfloat16 gradients into float32 accumulators).
+int conveyor_add(at::Tensor** dst, at::Tensor** src, int64_t n, char* err, int64_t err_len) {
+  try {
+    c10::NoGradGuard no_grad;
+    if (n == 0) return 0;
+    auto d = list(dst, n);
+    at::_foreach_add_(d, list(src, n));
     return 0;
   } catch (const std::exception& e) {
     report(e, err, err_len);

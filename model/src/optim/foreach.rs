@@ -48,6 +48,27 @@ mod ffi {
             err: *mut u8,
             err_len: i64,
         ) -> i32;
+        pub fn conveyor_global_norm(
+            ts: *const *mut C_tensor,
+            n: i64,
+            out: *mut *mut C_tensor,
+            err: *mut u8,
+            err_len: i64,
+        ) -> i32;
+        pub fn conveyor_copy(
+            dst: *const *mut C_tensor,
+            src: *const *mut C_tensor,
+            n: i64,
+            err: *mut u8,
+            err_len: i64,
+        ) -> i32;
+        pub fn conveyor_add(
+            dst: *const *mut C_tensor,
+            src: *const *mut C_tensor,
+            n: i64,
+            err: *mut u8,
+            err_len: i64,
+        ) -> i32;
     }
 }
 
@@ -204,6 +225,44 @@ pub fn adamw(a: &Adam, chunk_bytes: usize, scalars: [f64; 6]) -> Result<(), Stri
         })?;
     }
     Ok(())
+}
+
+/// The L2 norm of `ts` together, a 0-dim float64 tensor on their device (float32 norms per
+/// tensor, combined in float64); None for an empty list.
+pub fn global_norm(ts: &[&Tensor]) -> Result<Option<Tensor>, String> {
+    if ts.is_empty() {
+        return Ok(None);
+    }
+    let handles: Vec<*mut C_tensor> = ts.iter().map(|t| handle(t)).collect();
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    checked(|err, len| unsafe {
+        ffi::conveyor_global_norm(handles.as_ptr(), handles.len() as i64, &mut out, err, len)
+    })?;
+    // SAFETY: on success the bridge stored a tensor it allocated for us to own.
+    Ok(Some(unsafe { Tensor::from_ptr(out) }))
+}
+
+/// `dst[i].copy_(src[i])` for every pair, one multi-tensor call.
+pub fn copy(dst: &[&Tensor], src: &[&Tensor]) -> Result<(), String> {
+    pairwise(dst, src, |d, s, n, err, len| unsafe {
+        ffi::conveyor_copy(d, s, n, err, len)
+    })
+}
+
+/// `dst[i] += src[i]` for every pair, one multi-tensor call.
+pub fn add(dst: &[&Tensor], src: &[&Tensor]) -> Result<(), String> {
+    pairwise(dst, src, |d, s, n, err, len| unsafe {
+        ffi::conveyor_add(d, s, n, err, len)
+    })
+}
+
+type PairCall = fn(*const *mut C_tensor, *const *mut C_tensor, i64, *mut u8, i64) -> i32;
+
+fn pairwise(dst: &[&Tensor], src: &[&Tensor], call: PairCall) -> Result<(), String> {
+    assert_eq!(dst.len(), src.len(), "lists of one length");
+    let d: Vec<*mut C_tensor> = dst.iter().map(|t| handle(t)).collect();
+    let s: Vec<*mut C_tensor> = src.iter().map(|t| handle(t)).collect();
+    checked(|err, len| call(d.as_ptr(), s.as_ptr(), d.len() as i64, err, len))
 }
 
 #[cfg(test)]

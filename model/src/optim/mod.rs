@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-mod foreach;
+pub(crate) mod foreach;
 
 /// How the learning rate moves with the step (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -263,3 +263,36 @@ fn moments_round_trip() {
         .iter()
         .all(|(_, t)| t.min().double_value(&[]) == 1.0));
 }
+
+/// The trainer's gradient norm: one multi-tensor call equals the float64 sum of squares of
+/// every element, for float32 and bfloat16 tensors of several shapes, within float32
+/// rounding; no tensors, no norm.
+#[test]
+fn global_norm_equals_the_float64_norm() {
+    let _rng = crate::test_rng();
+    tch::manual_seed(11);
+    let ts: Vec<Tensor> = [vec![300, 7], vec![5], vec![1], vec![4, 3, 9], vec![70_000]]
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            let t = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu)) * (i as f64 + 0.5);
+            if i % 2 == 1 {
+                t.to_kind(Kind::BFloat16)
+            } else {
+                t
+            }
+        })
+        .collect();
+    let want = ts
+        .iter()
+        .flat_map(|t| Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).unwrap())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
+    let refs: Vec<&Tensor> = ts.iter().collect();
+    let got = foreach::global_norm(&refs).unwrap().unwrap();
+    assert_eq!(got.kind(), Kind::Double);
+    let got = got.double_value(&[]);
+    assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+    assert!(foreach::global_norm(&[]).unwrap().is_none());
+}

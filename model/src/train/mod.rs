@@ -482,19 +482,16 @@ fn run_step(
     Ok((nll, norm, counts))
 }
 
-/// The L2 norm of all gradients together (float64 sums of squares), as a 0-dim tensor on
-/// the device.
+/// The L2 norm of all gradients together, as a 0-dim float64 tensor on the device: float32
+/// norms per tensor from one multi-tensor call, combined in float64 (no float64 copy of the
+/// gradients, and not three launches per parameter).
 fn grad_norm(grads: &[Tensor], device: Device) -> Tensor {
-    let _guard = tch::no_grad_guard();
-    let squares: Vec<Tensor> = grads
-        .iter()
-        .filter(|g| g.defined())
-        .map(|g| g.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double))
-        .collect();
-    if squares.is_empty() {
-        return Tensor::zeros([], (tch::Kind::Double, device));
+    let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+    match crate::optim::foreach::global_norm(&defined) {
+        Ok(Some(norm)) => norm,
+        Ok(None) => Tensor::zeros([], (tch::Kind::Double, device)),
+        Err(e) => panic!("the gradient norm failed: {e}"),
     }
-    Tensor::stack(&squares, 0).sum(tch::Kind::Double).sqrt()
 }
 
 /// Every rank's loader state, for the checkpoint (rank order).

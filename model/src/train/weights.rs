@@ -4,14 +4,17 @@
 //! - `Bf16` (mixed precision, as T5/Mesh TF, HF accelerate and nanoT5 train): the optimiser
 //!   updates float32 master weights; forward and backward run on a bfloat16 copy refreshed
 //!   from the masters after every update; each micro-batch's bfloat16 gradients are added
-//!   into float32 accumulators. Checkpoints hold the float32 masters. An update smaller than
+//!   into float32 accumulators. Checkpoints hold the float32 masters. The copies and sums
+//!   are multi-tensor calls (one launch for many parameters, not one each), and the
+//!   accumulators are kept from step to step. An update smaller than
 //!   half a bfloat16 step still moves the master, and reaches the copy once it adds up.
 //! - `PureBf16`: the weights themselves are bfloat16 (half the memory of masters + copy);
 //!   updates below half a bfloat16 step are lost, which is why it is not the default.
 
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::config::{ConfigError, ModelConfig};
+use crate::optim::foreach;
 use crate::seq2seq::Seq2Seq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,8 +49,12 @@ pub struct Weights {
     pub names: Vec<String>,
     pub params: Vec<Tensor>,
     compute_params: Vec<Tensor>,
-    /// Mixed precision: the float32 sum of the micro-batch gradients so far.
+    /// Mixed precision: the float32 sum of the micro-batch gradients so far (made on the
+    /// first backward pass, then kept).
     acc: Vec<Tensor>,
+    /// Which accumulators hold a gradient of this step: a parameter that got none in every
+    /// micro-batch has none, as in float32, and the optimiser skips it.
+    summed: Vec<bool>,
 }
 
 fn sorted(vs: &nn::VarStore) -> (Vec<String>, Vec<Tensor>) {
@@ -92,6 +99,7 @@ impl Weights {
             params,
             compute_params,
             acc: Vec::new(),
+            summed: Vec::new(),
         };
         w.refresh();
         Ok(w)
@@ -100,44 +108,58 @@ impl Weights {
     /// Copies the masters into the bfloat16 copy (after loading or updating the masters).
     pub fn refresh(&mut self) {
         if self.compute.is_some() {
-            let _guard = tch::no_grad_guard();
-            for (c, m) in self.compute_params.iter_mut().zip(&self.params) {
-                c.copy_(m);
-            }
+            let (dst, src) = (refs(&self.compute_params), refs(&self.params));
+            foreach::copy(&dst, &src)
+                .unwrap_or_else(|e| panic!("refreshing the bfloat16 weights failed: {e}"));
         }
     }
 
     /// After each micro-batch's backward pass: mixed precision moves the bfloat16 gradients
-    /// into the float32 accumulators (elsewhere autograd accumulates in `.grad`).
+    /// into the float32 accumulators, copied on a parameter's first gradient of the step and
+    /// added after (elsewhere autograd accumulates in `.grad`).
     pub fn collect_grads(&mut self) {
         if self.compute.is_none() {
             return;
         }
-        let _guard = tch::no_grad_guard();
         if self.acc.is_empty() {
-            // Undefined until a gradient flows, as in float32, so the optimiser skips a
-            // parameter that got none in every precision.
-            self.acc = self.compute_params.iter().map(|_| Tensor::new()).collect();
+            let _guard = tch::no_grad_guard();
+            self.acc = self.params.iter().map(|p| p.zeros_like()).collect();
+            self.summed = vec![false; self.params.len()];
         }
-        for (acc, p) in self.acc.iter_mut().zip(&self.compute_params) {
-            let g = p.grad();
+        let grads: Vec<Tensor> = self.compute_params.iter().map(|p| p.grad()).collect();
+        let (mut first, mut first_g, mut more, mut more_g) = (vec![], vec![], vec![], vec![]);
+        for ((acc, g), summed) in self.acc.iter().zip(&grads).zip(self.summed.iter_mut()) {
             if !g.defined() {
                 continue;
             }
-            let g = g.to_kind(Kind::Float);
-            if acc.defined() {
-                let _ = acc.g_add_(&g);
+            if *summed {
+                more.push(acc);
+                more_g.push(g);
             } else {
-                *acc = g;
+                first.push(acc);
+                first_g.push(g);
+                *summed = true;
             }
+        }
+        foreach::copy(&first, &first_g)
+            .and_then(|()| foreach::add(&more, &more_g))
+            .unwrap_or_else(|e| panic!("summing the bfloat16 gradients failed: {e}"));
+        for p in &self.compute_params {
             crate::cuda::clear_grad(p);
         }
     }
 
-    /// The step's gradients, one per master parameter (undefined where none flowed).
+    /// The step's gradients, one per master parameter (undefined where none flowed). In
+    /// mixed precision they are the accumulators themselves: read them before
+    /// `finish_step`.
     pub fn take_grads(&mut self) -> Vec<Tensor> {
         if self.compute.is_some() {
-            return std::mem::take(&mut self.acc);
+            return self
+                .acc
+                .iter()
+                .zip(&self.summed)
+                .map(|(a, &s)| if s { a.shallow_clone() } else { Tensor::new() })
+                .collect();
         }
         self.compute_params.iter().map(|p| p.grad()).collect()
     }
@@ -148,9 +170,13 @@ impl Weights {
         for p in &self.compute_params {
             crate::cuda::clear_grad(p);
         }
-        self.acc.clear();
+        self.summed.iter_mut().for_each(|s| *s = false);
         self.refresh();
     }
+}
+
+fn refs(ts: &[Tensor]) -> Vec<&Tensor> {
+    ts.iter().collect()
 }
 
 #[cfg(test)]
@@ -158,6 +184,7 @@ mod tests {
     use super::*;
     use crate::config::Arch;
     use crate::optim::{Optimizer, OptimizerKind, Schedule};
+    use tch::Kind;
 
     /// The property mixed precision exists for: at a small learning rate, float32 masters
     /// move where pure bfloat16 weights round the update away.
@@ -210,5 +237,59 @@ mod tests {
         let pure = moved(Precision::PureBf16);
         assert!(mixed > 0.95, "mixed precision moved only {mixed}");
         assert!(pure < 0.5, "pure bf16 moved {pure}");
+    }
+
+    /// The multi-tensor bookkeeping equals the per-tensor one bit for bit: over three
+    /// micro-batches the float32 sums are the bfloat16 gradients converted and added, a
+    /// parameter left out of one micro-batch sums the others, one left out of all has none,
+    /// the next step starts from zero, and the refreshed copy is the masters rounded.
+    #[test]
+    fn mixed_precision_sums_and_copies_equal_the_per_tensor_ones() {
+        let _rng = crate::test_rng();
+        let cfg = ModelConfig::preset(Arch::Transformer, "tiny", 60).unwrap();
+        tch::manual_seed(5);
+        let mut w = Weights::new(&cfg, Device::Cpu, Precision::Bf16).unwrap();
+        let n = w.params.len();
+        let (a, b) = (3, n - 2);
+        for step in 0..2 {
+            let mut want: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
+            for k in 0..3 {
+                let x = Tensor::randint_low(3, 60, [2, 8], (Kind::Int64, Device::Cpu));
+                let y = Tensor::randint_low(3, 60, [2, 5], (Kind::Int64, Device::Cpu));
+                let ones = |t: &Tensor| t.ones_like().to_kind(Kind::Float);
+                w.model.loss(&x, &ones(&x), &y, &ones(&y), false).backward();
+                // Parameter `a` gets no gradient in micro-batch 1, `b` in none.
+                for (i, p) in w.compute_params.iter().enumerate() {
+                    if (i == a && k == 1) || i == b {
+                        crate::cuda::clear_grad(p);
+                    }
+                    let g = p.grad();
+                    if g.defined() {
+                        let g = g.to_kind(Kind::Float);
+                        want[i] = Some(match want[i].take() {
+                            Some(s) => s + g,
+                            None => g,
+                        });
+                    }
+                }
+                w.collect_grads();
+            }
+            let got = w.take_grads();
+            for (i, (g, want)) in got.iter().zip(&want).enumerate() {
+                match want {
+                    Some(s) => assert!(g.equal(s), "step {step}, {}", w.names[i]),
+                    None => assert!(!g.defined(), "step {step}, {} has a gradient", w.names[i]),
+                }
+            }
+            assert!(!got[b].defined() && got[a].defined());
+            let _guard = tch::no_grad_guard();
+            for p in w.params.iter_mut() {
+                let _ = p.g_add_(&(p.randn_like() * 1e-3));
+            }
+            w.finish_step();
+            for (c, m) in w.compute_params.iter().zip(&w.params) {
+                assert!(c.equal(&m.to_kind(Kind::BFloat16)));
+            }
+        }
     }
 }
