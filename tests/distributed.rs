@@ -372,3 +372,33 @@ fn accumulation_resumes_exactly() {
     assert_eq!(losses(&straight), losses(&resumed));
     assert_eq!(max_weight_diff(&straight, &resumed, 8), 0.0);
 }
+
+/// With several ranks the step's token counts are summed on the device and read back with
+/// the window, like the loss: reading every 4 steps gives every step the same figures, the
+/// same weights and the same counts in the checkpoint as reading each step.
+#[test]
+fn two_ranks_read_back_in_windows_give_the_same_figures() {
+    let each = tmp_path("window-1");
+    let four = tmp_path("window-4");
+    let lr = |mut a: Vec<String>| {
+        a.extend(["--lr".into(), "0.001".into()]);
+        a
+    };
+    two_ranks(&lr(args(&each, "transformer", 4, 1, 10)));
+    let mut a = lr(args(&four, "transformer", 4, 1, 10));
+    a.extend(["--sync-every".into(), "4".into()]);
+    two_ranks(&a);
+    for name in ["loss", "grad_norm", "lr", "fill_rate"] {
+        assert_eq!(metric(&each, name), metric(&four, name), "{name}");
+    }
+    assert_eq!(max_weight_diff(&each, &four, 10), 0.0);
+    let seen = |run: &Path| {
+        let s = std::fs::read_to_string(run.join("checkpoints/step-00000010/trainer_state.json"))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        (v["tokens_seen"].clone(), v["examples_seen"].clone())
+    };
+    let (tokens, examples) = seen(&four);
+    assert!(tokens.as_u64().unwrap() > 0 && examples.as_u64().unwrap() == 80);
+    assert_eq!(seen(&each), (tokens, examples));
+}

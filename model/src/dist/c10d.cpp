@@ -100,7 +100,13 @@ void* conveyor_dist_new(int backend, const char* host, int port, int host_store,
 
 void conveyor_dist_free(void* g) { delete static_cast<Group*>(g); }
 
-// op: 0 all-reduce (sum) in place, 1 broadcast from `root`, 2 barrier (t unused).
+// op: 0 all-reduce (sum) in place, 1 broadcast from `root`, 2 barrier (t unused), 3
+// all-reduce queued on the device. 0-2 wait with the group's timeout: on the host, so a
+// failure comes back here as an error naming it. 3 is for the training step's tensors,
+// which stay on the GPU: an NCCL wait() without a timeout only orders the current stream
+// after the collective (with a timeout, ProcessGroupNCCL blocks the host until the GPU has
+// finished everything before it: a synchronisation per step); the group's watchdog still
+// enforces the timeout. Gloo works on host tensors, where 3 is 0.
 int conveyor_dist_collective(void* g, int op, at::Tensor* t, int root,
                              char* err, size_t err_len) {
   return guarded<int>(err, err_len, -1, [&] {
@@ -110,7 +116,7 @@ int conveyor_dist_collective(void* g, int op, at::Tensor* t, int root,
       work = group->backend->barrier(c10d::BarrierOptions());
     } else {
       std::vector<at::Tensor> tensors{*t};
-      if (op == 0) {
+      if (op == 0 || op == 3) {
         work = group->backend->allreduce(tensors, c10d::AllreduceOptions());
       } else {
         c10d::BroadcastOptions o;
@@ -118,7 +124,11 @@ int conveyor_dist_collective(void* g, int op, at::Tensor* t, int root,
         work = group->backend->broadcast(tensors, o);
       }
     }
-    work->wait(group->timeout);
+    if (op == 3 && t->is_cuda()) {
+      work->wait();
+    } else {
+      work->wait(group->timeout);
+    }
     return 0;
   });
 }

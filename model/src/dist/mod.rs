@@ -174,6 +174,14 @@ impl ProcessGroup {
         self.collective(0, Some(t), 0)
     }
 
+    /// Sums `t` over all ranks, in place, queued on the device: on a GPU the host does not
+    /// wait for it (nor for the work before it); reading `t` later waits. A rank lost meanwhile
+    /// is reported by the NCCL watchdog when the group's timeout passes. Host tensors (Gloo)
+    /// are summed as by [`Self::all_reduce_sum`].
+    pub fn all_reduce_sum_queued(&self, t: &Tensor) -> Result<(), DistError> {
+        self.collective(3, Some(t), 0)
+    }
+
     /// Overwrites `t` with rank `root`'s `t`.
     pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<(), DistError> {
         self.collective(1, Some(t), root)

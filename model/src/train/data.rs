@@ -239,17 +239,22 @@ fn upload(parts: &[&[u32]], device: Device) -> Vec<Tensor> {
         .flat_map(|p| p.iter().map(|&x| x as i64))
         .collect();
     let sizes: Vec<i64> = parts.iter().map(|p| p.len() as i64).collect();
-    let host = Tensor::from_slice(&flat);
-    // Should pinning fail (a libtorch without a CUDA host allocator), the blocking copy.
+    let all = to_device_async(Tensor::from_slice(&flat), device);
+    all.split_with_sizes(sizes.as_slice(), 0)
+}
+
+/// `host` on `device` without waiting for the GPU's queued work: on CUDA a non-blocking copy
+/// from pinned memory (should pinning fail, a libtorch without a CUDA host allocator, the
+/// blocking copy); elsewhere as it is.
+pub(super) fn to_device_async(host: Tensor, device: Device) -> Tensor {
     let pinned = match device {
         Device::Cuda(_) => host.f_pin_memory(device).ok(),
         _ => None,
     };
-    let all = match pinned {
-        Some(p) => p.to_device_(device, Kind::Int64, true, false),
+    match pinned {
+        Some(p) => p.to_device_(device, p.kind(), true, false),
         None => host.to(device),
-    };
-    all.split_with_sizes(sizes.as_slice(), 0)
+    }
 }
 
 impl BatchTensors {

@@ -38,7 +38,7 @@ pub fn all_reduce(
                 .collect::<Vec<_>>(),
             0,
         );
-        pg.all_reduce_sum(&flat)?;
+        pg.all_reduce_sum_queued(&flat)?;
         let mut offset = 0i64;
         for g in &mut grads[start..end] {
             let n = g.numel() as i64;

@@ -200,6 +200,15 @@ impl Ranks {
     }
 
     /// Element-wise sums over ranks of `v` (float64).
+    /// `v` summed over ranks, left on the device (float64): nothing waits for the GPU.
+    fn sum_on_device(&self, v: &[f64]) -> Result<Tensor, TrainError> {
+        let t = data::to_device_async(Tensor::from_slice(v), self.device);
+        if let Some(pg) = &self.pg {
+            pg.all_reduce_sum_queued(&t)?;
+        }
+        Ok(t)
+    }
+
     fn sum(&self, v: Vec<f64>) -> Result<Vec<f64>, TrainError> {
         let Some(pg) = &self.pg else { return Ok(v) };
         let t = Tensor::from_slice(&v).to(self.device);
@@ -281,8 +290,6 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 .sum();
             state.step = step;
             state.loader = batches.last().expect("a batch").state;
-            state.tokens_seen += (counts.input_tokens + counts.target_tokens) as u64;
-            state.examples_seen += counts.examples as u64;
             let p = Pending {
                 step,
                 lr,
@@ -301,6 +308,8 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             continue;
         }
         for d in window.drain(&ranks)? {
+            state.tokens_seen += (d.counts.input_tokens + d.counts.target_tokens) as u64;
+            state.examples_seen += d.counts.examples as u64;
             if !d.loss.is_finite() {
                 return Err(diverged(
                     cfg,
@@ -446,9 +455,10 @@ fn next_batches(loader: &mut Loader, n: u64) -> Result<Option<Vec<Batch>>, Train
 }
 
 /// One optimiser step over this rank's micro-batches; returns the sum of this rank's token
-/// losses and the norm of the step's gradient (0-dim tensors, left on the device: see
-/// window.rs), and the step's token counts over all ranks. With several ranks the counts'
-/// sum is the one value read back every step: it scales the loss before the backward pass.
+/// losses, the norm of the step's gradient and the step's counts over all ranks (as
+/// `Counts::to_vec`), all tensors left on the device (see window.rs): the counts' sum
+/// scales the loss before the backward pass as a device tensor, so no rank reads anything
+/// back during a step.
 fn run_step(
     cfg: &TrainConfig,
     ranks: &Ranks,
@@ -456,20 +466,21 @@ fn run_step(
     opt: &mut Optimizer,
     batches: &[Batch],
     step: u64,
-) -> Result<(Tensor, Tensor, Counts), TrainError> {
+) -> Result<(Tensor, Tensor, Tensor), TrainError> {
     let mut local = Counts::default();
     for b in batches {
         local.add(&Counts::of(b));
     }
-    let counts = Counts::from_slice(&ranks.sum(local.to_vec())?);
-    let denom = counts.target_tokens.max(1.0);
+    let counts = ranks.sum_on_device(&local.to_vec())?;
+    let denom = counts.get(0).clamp_min(1.0);
     let mut nll = Tensor::zeros([], (tch::Kind::Double, cfg.device));
     for (k, b) in batches.iter().enumerate() {
         tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
         let t = tensors(b, cfg.device);
         let sum = t.loss_sum(&w.model, true);
         nll += sum.detach().to_kind(tch::Kind::Double);
-        (sum / denom).backward();
+        // In the loss's kind: the division (and its gradient) as by a host scalar.
+        (&sum / denom.to_kind(sum.kind())).backward();
         w.collect_grads();
     }
     let mut g = w.take_grads();

@@ -1,8 +1,8 @@
-//! Steps whose loss and gradient norm are still tensors on the device. Reading a value back
-//! waits for the GPU to finish, so on CUDA the trainer reads a window of steps back at once
-//! (one host synchronisation per [`CUDA_WINDOW`] steps) and never later than a checkpoint,
-//! an evaluation or the run's end; on CPU, where reading costs nothing, after every step
-//! (`--sync-every` sets it).
+//! Steps whose loss, gradient norm and token counts (summed over ranks) are still tensors
+//! on the device. Reading a value back waits for the GPU to finish, so on CUDA the trainer
+//! reads a window of steps back at once (one host synchronisation per [`CUDA_WINDOW`]
+//! steps) and never later than a checkpoint, an evaluation or the run's end; on CPU, where
+//! reading costs nothing, after every step (`--sync-every` sets it).
 //! Either way every step gets its own line in metrics.jsonl, with the same figures.
 
 use std::time::Instant;
@@ -22,8 +22,8 @@ pub(super) struct Pending {
     pub nll: Tensor,
     /// L2 norm of the step's gradient over all ranks (float64, 0-dim, on the device).
     pub grad_norm: Tensor,
-    /// Over all ranks.
-    pub counts: Counts,
+    /// Over all ranks, as `Counts::to_vec` (float64, on the device).
+    pub counts: Tensor,
     /// Analytic FLOPs of this rank's batches.
     pub flops: f64,
 }
@@ -75,30 +75,38 @@ impl Window {
         let Some(started) = self.started.take() else {
             return Ok(Vec::new());
         };
-        let values: Vec<Tensor> = steps
-            .iter()
-            .flat_map(|p| [p.nll.shallow_clone(), p.grad_norm.shallow_clone()])
-            .collect();
-        let values = Vec::<f64>::try_from(
-            Tensor::stack(&values, 0)
-                .to_kind(Kind::Double)
-                .to(Device::Cpu),
-        )
-        .expect("f64 values");
-        let nll = ranks.sum(values.iter().step_by(2).copied().collect())?;
+        // A row per step: the loss sum, the gradient norm, then the four counts.
+        const PER_STEP: usize = 6;
+        let column = |f: &dyn Fn(&Pending) -> &Tensor| {
+            let ts: Vec<Tensor> = steps.iter().map(|p| f(p).to_kind(Kind::Double)).collect();
+            Tensor::stack(&ts, 0).reshape([steps.len() as i64, -1])
+        };
+        let rows = Tensor::cat(
+            &[
+                column(&|p| &p.nll),
+                column(&|p| &p.grad_norm),
+                column(&|p| &p.counts),
+            ],
+            1,
+        );
+        let values = Vec::<f64>::try_from(rows.reshape([-1]).to(Device::Cpu)).expect("f64 values");
+        let nll = ranks.sum(values.iter().step_by(PER_STEP).copied().collect())?;
         let seconds = started.elapsed().as_secs_f64().max(1e-9) / steps.len() as f64;
         Ok(steps
             .into_iter()
             .zip(nll)
-            .zip(values.chunks(2))
-            .map(|((p, nll), v)| Done {
-                step: p.step,
-                lr: p.lr,
-                loss: nll / p.counts.target_tokens.max(1.0),
-                grad_norm: v[1],
-                counts: p.counts,
-                flops: p.flops,
-                seconds,
+            .zip(values.chunks(PER_STEP))
+            .map(|((p, nll), v)| {
+                let counts = Counts::from_slice(&v[2..]);
+                Done {
+                    step: p.step,
+                    lr: p.lr,
+                    loss: nll / counts.target_tokens.max(1.0),
+                    grad_norm: v[1],
+                    counts,
+                    flops: p.flops,
+                    seconds,
+                }
             })
             .collect())
     }
@@ -114,10 +122,13 @@ mod tests {
             lr: 0.5 / step as f64,
             nll: Tensor::from(nll),
             grad_norm: Tensor::from(norm),
-            counts: Counts {
-                target_tokens,
-                ..Counts::default()
-            },
+            counts: Tensor::from_slice(
+                &Counts {
+                    target_tokens,
+                    ..Counts::default()
+                }
+                .to_vec(),
+            ),
             flops: 1e9 * step as f64,
         }
     }
