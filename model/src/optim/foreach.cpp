@@ -201,28 +201,19 @@ int conveyor_global_norm(at::Tensor** ts, int64_t n, at::Tensor** out, char* err
   }
 }
 
-// dst[i].copy_(src[i]) for every i (kinds may differ: float32 masters into the bfloat16
-// copy).
-int conveyor_copy(at::Tensor** dst, at::Tensor** src, int64_t n, char* err, int64_t err_len) {
+// For every i, op 0: dst[i].copy_(src[i]) (kinds may differ: float32 masters into the
+// bfloat16 copy); op 1: dst[i] += src[i] (bfloat16 gradients into float32 sums).
+int conveyor_pairwise(int op, at::Tensor** dst, at::Tensor** src, int64_t n, char* err,
+                      int64_t err_len) {
   try {
     c10::NoGradGuard no_grad;
     if (n == 0) return 0;
     auto d = list(dst, n);
-    at::_foreach_copy_(d, list(src, n));
-    return 0;
-  } catch (const std::exception& e) {
-    report(e, err, err_len);
-    return -1;
-  }
-}
-
-// dst[i] += src[i] for every i (bfloat16 gradients into float32 accumulators).
-int conveyor_add(at::Tensor** dst, at::Tensor** src, int64_t n, char* err, int64_t err_len) {
-  try {
-    c10::NoGradGuard no_grad;
-    if (n == 0) return 0;
-    auto d = list(dst, n);
-    at::_foreach_add_(d, list(src, n));
+    if (op == 0) {
+      at::_foreach_copy_(d, list(src, n));
+    } else {
+      at::_foreach_add_(d, list(src, n));
+    }
     return 0;
   } catch (const std::exception& e) {
     report(e, err, err_len);

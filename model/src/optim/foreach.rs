@@ -55,14 +55,8 @@ mod ffi {
             err: *mut u8,
             err_len: i64,
         ) -> i32;
-        pub fn conveyor_copy(
-            dst: *const *mut C_tensor,
-            src: *const *mut C_tensor,
-            n: i64,
-            err: *mut u8,
-            err_len: i64,
-        ) -> i32;
-        pub fn conveyor_add(
+        pub fn conveyor_pairwise(
+            op: i32,
             dst: *const *mut C_tensor,
             src: *const *mut C_tensor,
             n: i64,
@@ -244,25 +238,21 @@ pub fn global_norm(ts: &[&Tensor]) -> Result<Option<Tensor>, String> {
 
 /// `dst[i].copy_(src[i])` for every pair, one multi-tensor call.
 pub fn copy(dst: &[&Tensor], src: &[&Tensor]) -> Result<(), String> {
-    pairwise(dst, src, |d, s, n, err, len| unsafe {
-        ffi::conveyor_copy(d, s, n, err, len)
-    })
+    pairwise(0, dst, src)
 }
 
 /// `dst[i] += src[i]` for every pair, one multi-tensor call.
 pub fn add(dst: &[&Tensor], src: &[&Tensor]) -> Result<(), String> {
-    pairwise(dst, src, |d, s, n, err, len| unsafe {
-        ffi::conveyor_add(d, s, n, err, len)
-    })
+    pairwise(1, dst, src)
 }
 
-type PairCall = fn(*const *mut C_tensor, *const *mut C_tensor, i64, *mut u8, i64) -> i32;
-
-fn pairwise(dst: &[&Tensor], src: &[&Tensor], call: PairCall) -> Result<(), String> {
+fn pairwise(op: i32, dst: &[&Tensor], src: &[&Tensor]) -> Result<(), String> {
     assert_eq!(dst.len(), src.len(), "lists of one length");
     let d: Vec<*mut C_tensor> = dst.iter().map(|t| handle(t)).collect();
     let s: Vec<*mut C_tensor> = src.iter().map(|t| handle(t)).collect();
-    checked(|err, len| call(d.as_ptr(), s.as_ptr(), d.len() as i64, err, len))
+    checked(|err, len| unsafe {
+        ffi::conveyor_pairwise(op, d.as_ptr(), s.as_ptr(), d.len() as i64, err, len)
+    })
 }
 
 #[cfg(test)]
