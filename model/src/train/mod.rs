@@ -199,7 +199,6 @@ impl Ranks {
         })
     }
 
-    /// Element-wise sums over ranks of `v` (float64).
     /// `v` summed over ranks, left on the device (float64): nothing waits for the GPU.
     fn sum_on_device(&self, v: &[f64]) -> Result<Tensor, TrainError> {
         let t = data::to_device_async(Tensor::from_slice(v), self.device);
@@ -209,6 +208,7 @@ impl Ranks {
         Ok(t)
     }
 
+    /// Element-wise sums over ranks of `v` (float64), read back.
     fn sum(&self, v: Vec<f64>) -> Result<Vec<f64>, TrainError> {
         let Some(pg) = &self.pg else { return Ok(v) };
         let t = Tensor::from_slice(&v).to(self.device);
@@ -479,8 +479,9 @@ fn run_step(
         let t = tensors(b, cfg.device);
         let sum = t.loss_sum(&w.model, true);
         nll += sum.detach().to_kind(tch::Kind::Double);
-        // In the loss's kind: the division (and its gradient) as by a host scalar.
-        (&sum / denom.to_kind(sum.kind())).backward();
+        // In float32, the loss sum's kind: the division and its gradient are the ones a
+        // host scalar gave.
+        (&sum / denom.to_kind(tch::Kind::Float)).backward();
         w.collect_grads();
     }
     let mut g = w.take_grads();
@@ -495,7 +496,8 @@ fn run_step(
 
 /// The L2 norm of all gradients together, as a 0-dim float64 tensor on the device: float32
 /// norms per tensor from one multi-tensor call, combined in float64 (no float64 copy of the
-/// gradients, and not three launches per parameter).
+/// gradients, and not three launches per parameter). A logged figure; a tensor whose norm
+/// passes float32's range (~1.8e19) makes it infinite, as the loss would be by then.
 fn grad_norm(grads: &[Tensor], device: Device) -> Tensor {
     let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
     match crate::optim::foreach::global_norm(&defined) {

@@ -4,9 +4,10 @@
 //! - `Bf16` (mixed precision, as T5/Mesh TF, HF accelerate and nanoT5 train): the optimiser
 //!   updates float32 master weights; forward and backward run on a bfloat16 copy refreshed
 //!   from the masters after every update; each micro-batch's bfloat16 gradients are added
-//!   into float32 accumulators. Checkpoints hold the float32 masters. The copies and sums
-//!   are multi-tensor calls (one launch for many parameters, not one each), and the
-//!   accumulators are kept from step to step. An update smaller than
+//!   into float32 accumulators. Checkpoints hold the float32 masters. The refresh and each
+//!   parameter's first gradient of a step are multi-tensor copies (one launch for many
+//!   parameters); the later micro-batches' sums add bfloat16 into float32, which ATen's
+//!   multi-tensor kernels do one parameter at a time (one launch each, no temporary). An update smaller than
 //!   half a bfloat16 step still moves the master, and reaches the copy once it adds up.
 //! - `PureBf16`: the weights themselves are bfloat16 (half the memory of masters + copy);
 //!   updates below half a bfloat16 step are lost, which is why it is not the default.
@@ -49,8 +50,9 @@ pub struct Weights {
     pub names: Vec<String>,
     pub params: Vec<Tensor>,
     compute_params: Vec<Tensor>,
-    /// Mixed precision: the float32 sum of the micro-batch gradients so far (made on the
-    /// first backward pass, then kept).
+    /// Mixed precision: the float32 sum of the micro-batch gradients so far (made after
+    /// the step's first backward pass, freed by `finish_step`: the peak memory of the
+    /// forward and backward passes does not hold them).
     acc: Vec<Tensor>,
     /// Which accumulators hold a gradient of this step: a parameter that got none in every
     /// micro-batch has none, as in float32, and the optimiser skips it.
@@ -122,8 +124,10 @@ impl Weights {
             return;
         }
         if self.acc.is_empty() {
+            // Uninitialised: a parameter's first gradient is copied in, and one that gets
+            // none is never read.
             let _guard = tch::no_grad_guard();
-            self.acc = self.params.iter().map(|p| p.zeros_like()).collect();
+            self.acc = self.params.iter().map(|p| p.empty_like()).collect();
             self.summed = vec![false; self.params.len()];
         }
         let grads: Vec<Tensor> = self.compute_params.iter().map(|p| p.grad()).collect();
@@ -150,8 +154,8 @@ impl Weights {
     }
 
     /// The step's gradients, one per master parameter (undefined where none flowed). In
-    /// mixed precision they are the accumulators themselves: read them before
-    /// `finish_step`.
+    /// mixed precision they share the accumulators' storage, which `finish_step` lets go
+    /// (they stay valid as long as they are held).
     pub fn take_grads(&mut self) -> Vec<Tensor> {
         if self.compute.is_some() {
             return self
@@ -170,7 +174,7 @@ impl Weights {
         for p in &self.compute_params {
             crate::cuda::clear_grad(p);
         }
-        self.summed.iter_mut().for_each(|s| *s = false);
+        self.acc.clear();
         self.refresh();
     }
 }
@@ -250,7 +254,7 @@ mod tests {
         tch::manual_seed(5);
         let mut w = Weights::new(&cfg, Device::Cpu, Precision::Bf16).unwrap();
         let n = w.params.len();
-        let (a, b) = (3, n - 2);
+        let (a, b, c) = (3, n - 2, 7);
         for step in 0..2 {
             let mut want: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
             for k in 0..3 {
@@ -258,9 +262,10 @@ mod tests {
                 let y = Tensor::randint_low(3, 60, [2, 5], (Kind::Int64, Device::Cpu));
                 let ones = |t: &Tensor| t.ones_like().to_kind(Kind::Float);
                 w.model.loss(&x, &ones(&x), &y, &ones(&y), false).backward();
-                // Parameter `a` gets no gradient in micro-batch 1, `b` in none.
+                // Parameter `a` gets no gradient in micro-batch 1, `c` in micro-batch 0,
+                // `b` in none.
                 for (i, p) in w.compute_params.iter().enumerate() {
-                    if (i == a && k == 1) || i == b {
+                    if (i == a && k == 1) || (i == c && k == 0) || i == b {
                         crate::cuda::clear_grad(p);
                     }
                     let g = p.grad();
@@ -281,7 +286,7 @@ mod tests {
                     None => assert!(!g.defined(), "step {step}, {} has a gradient", w.names[i]),
                 }
             }
-            assert!(!got[b].defined() && got[a].defined());
+            assert!(!got[b].defined() && got[a].defined() && got[c].defined());
             let _guard = tch::no_grad_guard();
             for p in w.params.iter_mut() {
                 let _ = p.g_add_(&(p.randn_like() * 1e-3));
