@@ -39,3 +39,12 @@ pub fn keep_freed_memory() {
         }
     }
 }
+
+/// Minor page faults of this process so far (Linux: `/proc/self/stat`; elsewhere `None`).
+/// `bench train-one` reports them per step: a steady training step should fault nothing in.
+pub fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Field 10 (minflt); the command name (field 2) is parenthesised and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(7)?.parse().ok()
+}

@@ -467,6 +467,7 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     if device.is_cuda() {
         tch::Cuda::synchronize(0);
     }
+    let faults0 = crate::malloc::minor_faults();
     let t0 = Instant::now();
     for _ in 0..a.steps {
         step();
@@ -475,6 +476,9 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         tch::Cuda::synchronize(0);
     }
     let secs = t0.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    let faults = faults0
+        .zip(crate::malloc::minor_faults())
+        .map(|(a0, a1)| a1.saturating_sub(a0) as f64 / a.steps.max(1) as f64);
     let flops = conveyor_model::peak::train_flops(&cfg, b as usize, l as usize, t as usize);
     let mut out = serde_json::json!({
         "seconds_per_step": secs,
@@ -485,6 +489,7 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         "pure_bf16": a.precision.pure_bf16,
         "targets_length": t,
         "attention": a.attention.name(),
+        "page_faults_per_step": faults,
     });
     if let Some(p) = conveyor_model::peak::Peak::of(device, a.peak_tflops) {
         out["mfu"] = p.mfu(flops, secs).into();
