@@ -56,6 +56,16 @@ void subtract(std::vector<at::Tensor>& params, std::vector<at::Tensor>& updates)
   at::_foreach_sub_(params, updates);
 }
 
+// p *= decay (a 0-dim float32 tensor), computed in float32 and rounded once to p's kind.
+// Multiplying a bfloat16 p in place would round the factor itself to bfloat16 first (ATen
+// does so for a 0-dim tensor and, on CPU, for a Scalar too), decaying 0.99293 as 0.99219.
+void decay_weights(std::vector<at::Tensor>& params, const at::Tensor& decay) {
+  std::vector<at::Tensor> fp, other;
+  for (const auto& t : params) (t.scalar_type() == at::kFloat ? fp : other).push_back(t);
+  if (!fp.empty()) at::_foreach_mul_(fp, decay);
+  if (!other.empty()) at::_foreach_copy_(other, at::_foreach_mul(as_float(other), decay));
+}
+
 void report(const std::exception& e, char* err, int64_t err_len) {
   if (err_len > 0) {
     std::strncpy(err, e.what(), static_cast<size_t>(err_len - 1));
@@ -71,14 +81,21 @@ extern "C" {
 // clipping at RMS 1, optional parameter scaling). `nf` matrices with row and column moments
 // (params[0..nf), rows, cols), then `nv` other tensors with full moments
 // (params[nf..nf+nv), vs). `grads` follows `params`.
+//
+// The scalars that change with the step come as a float32 tensor on the parameters' device,
+// `step_scalars` = [lr, beta2, 1 - beta2], and the kernels read them there: a CUDA graph
+// that captured this call replays it with the values of the step it is replayed for.
 int conveyor_adafactor_step(at::Tensor** params, at::Tensor** grads, at::Tensor** rows,
                             at::Tensor** cols, at::Tensor** vs, int64_t nf, int64_t nv,
-                            double lr, double beta2, int scale_parameter, double eps1,
+                            at::Tensor* step_scalars, int scale_parameter, double eps1,
                             double eps2, double clip, char* err, int64_t err_len) {
   try {
     c10::NoGradGuard no_grad;
     const int64_t n = nf + nv;
     if (n == 0) return 0;
+    const auto lr = step_scalars->select(0, 0);
+    const auto beta2 = step_scalars->select(0, 1);
+    const auto one_minus_beta2 = step_scalars->select(0, 2);
     auto p = list(params, n);
     auto g = as_float(list(grads, n));
     // u = g / sqrt(v_hat); g^2 + eps1 lives only while the moments take it in.
@@ -94,8 +111,8 @@ int conveyor_adafactor_step(at::Tensor** params, at::Tensor** grads, at::Tensor*
           row_new.push_back(sq[i].mean(-1, false, at::kFloat));
           col_new.push_back(sq[i].mean(-2, false, at::kFloat));
         }
-        at::_foreach_mul_(row_new, 1.0 - beta2);
-        at::_foreach_mul_(col_new, 1.0 - beta2);
+        at::_foreach_mul_(row_new, one_minus_beta2);
+        at::_foreach_mul_(col_new, one_minus_beta2);
         at::_foreach_mul_(row, beta2);
         at::_foreach_add_(row, row_new);
         at::_foreach_mul_(col, beta2);
@@ -112,7 +129,7 @@ int conveyor_adafactor_step(at::Tensor** params, at::Tensor** grads, at::Tensor*
         std::vector<at::Tensor> g_full(g.begin() + nf, g.end());
         std::vector<at::Tensor> sq_full(sq.begin() + nf, sq.end());
         sq.clear();
-        at::_foreach_mul_(sq_full, 1.0 - beta2);
+        at::_foreach_mul_(sq_full, one_minus_beta2);
         at::_foreach_mul_(v, beta2);
         at::_foreach_add_(v, sq_full);
         sq_full.clear();
@@ -145,14 +162,19 @@ int conveyor_adafactor_step(at::Tensor** params, at::Tensor** grads, at::Tensor*
   }
 }
 
-// One AdamW step (decoupled weight decay, bias-corrected moments) at step `t` (1-based).
+// One AdamW step (decoupled weight decay, bias-corrected moments). The scalars that change
+// with the step are read from `step_scalars` on the device, as for Adafactor:
+// [lr, 1 - beta1^t, 1 - beta2^t, 1 - lr * weight_decay] at step t (1-based).
 int conveyor_adamw_step(at::Tensor** params, at::Tensor** grads, at::Tensor** ms,
-                        at::Tensor** vs, int64_t n, double lr, double beta1, double beta2,
-                        double eps, double weight_decay, double t, char* err,
-                        int64_t err_len) {
+                        at::Tensor** vs, int64_t n, at::Tensor* step_scalars, double beta1,
+                        double beta2, double eps, char* err, int64_t err_len) {
   try {
     c10::NoGradGuard no_grad;
     if (n == 0) return 0;
+    const auto lr = step_scalars->select(0, 0);
+    const auto correction1 = step_scalars->select(0, 1);
+    const auto correction2 = step_scalars->select(0, 2);
+    const auto decay = step_scalars->select(0, 3);
     auto p = list(params, n);
     auto g = as_float(list(grads, n));
     auto m = list(ms, n);
@@ -167,14 +189,14 @@ int conveyor_adamw_step(at::Tensor** params, at::Tensor** grads, at::Tensor** ms
     }
     g.clear();
     // update = lr * m_hat / (sqrt(v_hat) + eps), built in place in two temporaries.
-    auto denom = at::_foreach_div(v, 1.0 - std::pow(beta2, t));
+    auto denom = at::_foreach_div(v, correction2);
     at::_foreach_sqrt_(denom);
     at::_foreach_add_(denom, eps);
-    auto update = at::_foreach_div(m, 1.0 - std::pow(beta1, t));
+    auto update = at::_foreach_div(m, correction1);
     at::_foreach_div_(update, denom);
     denom.clear();
     at::_foreach_mul_(update, lr);
-    at::_foreach_mul_(p, 1.0 - lr * weight_decay);
+    decay_weights(p, decay);
     subtract(p, update);
     return 0;
   } catch (const std::exception& e) {

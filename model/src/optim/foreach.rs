@@ -23,8 +23,7 @@ mod ffi {
             vs: *const *mut C_tensor,
             nf: i64,
             nv: i64,
-            lr: f64,
-            beta2: f64,
+            step_scalars: *mut C_tensor,
             scale_parameter: i32,
             eps1: f64,
             eps2: f64,
@@ -39,12 +38,10 @@ mod ffi {
             ms: *const *mut C_tensor,
             vs: *const *mut C_tensor,
             n: i64,
-            lr: f64,
+            step_scalars: *mut C_tensor,
             beta1: f64,
             beta2: f64,
             eps: f64,
-            weight_decay: f64,
-            t: f64,
             err: *mut u8,
             err_len: i64,
         ) -> i32;
@@ -109,9 +106,11 @@ pub type Full<'a> = Lists<'a, 3>;
 /// AdamW's parameters: parameter, gradient, first and second moments.
 pub type Adam<'a> = Lists<'a, 4>;
 
-pub struct AdafactorScalars {
-    pub lr: f64,
-    pub beta2: f64,
+/// Adafactor's settings for one step. `step_scalars` (float32, on the parameters' device)
+/// holds what changes with the step, [lr, beta2, 1 - beta2]: the kernels read it on the
+/// device, so a captured step replays with the values written there before each replay.
+pub struct AdafactorScalars<'a> {
+    pub step_scalars: &'a Tensor,
     pub scale_parameter: bool,
     pub eps1: f64,
     pub eps2: f64,
@@ -184,8 +183,7 @@ fn adafactor_call(
             vs.as_ptr(),
             rows.len() as i64,
             vs.len() as i64,
-            s.lr,
-            s.beta2,
+            handle(s.step_scalars),
             s.scale_parameter as i32,
             s.eps1,
             s.eps2,
@@ -196,9 +194,15 @@ fn adafactor_call(
     })
 }
 
-/// One AdamW step; `scalars` are lr, beta1, beta2, eps, weight decay and the 1-based step.
-pub fn adamw(a: &Adam, chunk_bytes: usize, scalars: [f64; 6]) -> Result<(), String> {
-    let [lr, beta1, beta2, eps, weight_decay, t] = scalars;
+/// One AdamW step; `constants` are beta1, beta2 and eps, `step_scalars` (float32, on the
+/// device) [lr, 1 - beta1^t, 1 - beta2^t, 1 - lr * weight_decay] at step t.
+pub fn adamw(
+    a: &Adam,
+    chunk_bytes: usize,
+    constants: [f64; 3],
+    step_scalars: &Tensor,
+) -> Result<(), String> {
+    let [beta1, beta2, eps] = constants;
     for r in chunks(&a.sizes, chunk_bytes) {
         checked(|err, len| unsafe {
             ffi::conveyor_adamw_step(
@@ -207,12 +211,10 @@ pub fn adamw(a: &Adam, chunk_bytes: usize, scalars: [f64; 6]) -> Result<(), Stri
                 a.at(2, &r).as_ptr(),
                 a.at(3, &r).as_ptr(),
                 r.len() as i64,
-                lr,
+                handle(step_scalars),
                 beta1,
                 beta2,
                 eps,
-                weight_decay,
-                t,
                 err,
                 len,
             )

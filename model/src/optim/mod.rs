@@ -96,6 +96,9 @@ pub struct Optimizer {
     pub moments: Vec<Moments>,
     /// Gradient bytes (float32) per call of the multi-tensor step: bounds its temporaries.
     pub chunk_bytes: usize,
+    /// The multi-tensor step's step-dependent scalars, float32 on the parameters' device,
+    /// written by [`Optimizer::begin_step`] and read by the kernels of [`Optimizer::apply`].
+    step_scalars: Option<Tensor>,
 }
 
 /// Root mean square, as a 0-dim tensor.
@@ -131,12 +134,16 @@ impl Optimizer {
                 }
             })
             .collect();
+        let step_scalars = params
+            .first()
+            .map(|p| Tensor::zeros([4], (Kind::Float, p.device())));
         Self {
             kind,
             schedule,
             step: 0,
             moments,
             chunk_bytes: foreach::CHUNK_BYTES,
+            step_scalars,
         }
     }
 
@@ -159,12 +166,54 @@ impl Optimizer {
     }
 
     /// [`Optimizer::step`] with multi-tensor kernels (optim/foreach.cpp), reading nothing back
-    /// to the host. Panics when libtorch fails, as tch's operations do.
+    /// to the host: [`Optimizer::begin_step`], then [`Optimizer::apply`]. Panics when
+    /// libtorch fails, as tch's operations do.
     pub fn step_multi_tensor(&mut self, params: &mut [Tensor], grads: &[Tensor]) {
-        assert_eq!(params.len(), grads.len(), "one gradient per parameter");
+        self.begin_step();
+        self.apply(params, grads);
+    }
+
+    /// Counts the next step and writes the values that change with it (learning rate,
+    /// Adafactor's beta2, AdamW's bias corrections) into the device tensor the multi-tensor
+    /// kernels read: a few fill launches, no copy from host memory, so it never waits for
+    /// the device. A CUDA graph that captured [`Optimizer::apply`] is replayed after this.
+    pub fn begin_step(&mut self) {
         self.step += 1;
         let lr = self.schedule.lr(self.step);
         let t = self.step as f64;
+        let values = match self.kind {
+            OptimizerKind::Adafactor { .. } => {
+                let beta2 = 1.0 - t.powf(DECAY);
+                [lr, beta2, 1.0 - beta2, 0.0]
+            }
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                weight_decay,
+                ..
+            } => [
+                lr,
+                1.0 - beta1.powf(t),
+                1.0 - beta2.powf(t),
+                1.0 - lr * weight_decay,
+            ],
+        };
+        if let Some(s) = &self.step_scalars {
+            let _guard = tch::no_grad_guard();
+            for (i, v) in values.into_iter().enumerate() {
+                let _ = s.get(i as i64).fill_(v);
+            }
+        }
+    }
+
+    /// The multi-tensor update of the step [`Optimizer::begin_step`] counted, its varying
+    /// scalars read on the device (the same kernels whatever the step: capturable in a CUDA
+    /// graph). The caller drops the gradients.
+    pub fn apply(&self, params: &mut [Tensor], grads: &[Tensor]) {
+        assert_eq!(params.len(), grads.len(), "one gradient per parameter");
+        let Some(step_scalars) = &self.step_scalars else {
+            return; // no parameters
+        };
         let with_grad = |i: &usize| grads[*i].defined();
         let result = match self.kind {
             OptimizerKind::Adafactor { scale_parameter } => {
@@ -184,8 +233,7 @@ impl Optimizer {
                     &v,
                     self.chunk_bytes,
                     &foreach::AdafactorScalars {
-                        lr,
-                        beta2: 1.0 - t.powf(DECAY),
+                        step_scalars,
                         scale_parameter,
                         eps1: EPS1,
                         eps2: EPS2,
@@ -194,10 +242,7 @@ impl Optimizer {
                 )
             }
             OptimizerKind::AdamW {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
+                beta1, beta2, eps, ..
             } => {
                 let mut a = foreach::Adam::default();
                 for (i, m) in self.moments.iter().enumerate() {
@@ -209,11 +254,7 @@ impl Optimizer {
                         _ => unreachable!("moments match the optimiser"),
                     }
                 }
-                foreach::adamw(
-                    &a,
-                    self.chunk_bytes,
-                    [lr, beta1, beta2, eps, weight_decay, t],
-                )
+                foreach::adamw(&a, self.chunk_bytes, [beta1, beta2, eps], step_scalars)
             }
         };
         if let Err(e) = result {
@@ -281,7 +322,11 @@ impl Optimizer {
                     let _ = v.g_mul_scalar_(beta2).g_add_(&(g.square() * (1.0 - beta2)));
                     let mh = &*m / (1.0 - beta1.powf(t));
                     let vh = &*v / (1.0 - beta2.powf(t));
-                    let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
+                    // In float32 and rounded once: ATen's in-place multiplication by a
+                    // Scalar rounds the Scalar to a bfloat16 weight's kind first (0.99293
+                    // becomes 0.99219), which would decay bfloat16 weights 10% too fast.
+                    let decayed = p.to_kind(Kind::Float) * (1.0 - lr * weight_decay);
+                    p.copy_(&decayed);
                     mh / (vh.sqrt() + eps) * lr
                 }
                 _ => unreachable!("moments match the optimiser"),

@@ -142,7 +142,9 @@ fn multi_tensor_matches_per_tensor_on(
         .collect();
     let mut a: Vec<Tensor> = params.iter().map(|p| p.copy()).collect();
     let mut b: Vec<Tensor> = params.iter().map(|p| p.copy()).collect();
-    let sched = Schedule::Constant { lr: 0.05 };
+    // A rate that changes with the step, as beta2 and AdamW's corrections do: the
+    // multi-tensor kernels read them from a device tensor written before each step.
+    let sched = Schedule::InverseSqrt { warmup: 2 };
     let mut multi = Optimizer::new(kind, sched, &a);
     multi.chunk_bytes = chunk;
     let mut single = Optimizer::new(kind, sched, &b);
@@ -180,7 +182,7 @@ fn multi_tensor_matches_per_tensor_on(
             };
             assert!(
                 diff <= tolerance * scale,
-                "{device:?}, chunks of {chunk} bytes, step {step}, parameter {i}: {diff}"
+                "{kind:?}, {weights:?} on {device:?}, chunks of {chunk} bytes, step {step}, parameter {i}: {diff}"
             );
         }
         // The parameter without a gradient did not move.
@@ -295,4 +297,42 @@ fn global_norm_equals_the_float64_norm() {
     let got = got.double_value(&[]);
     assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
     assert!(foreach::global_norm(&[]).unwrap().is_none());
+}
+
+/// AdamW's weight decay on bfloat16 weights is applied in float32 and rounded once, by both
+/// steps: with a zero gradient the update is zero, so each weight must become
+/// bf16(float(w) * (1 - lr * wd)); rounding the factor to bfloat16 first (what ATen's
+/// in-place multiplication by a Scalar does) misses that for many of them.
+#[test]
+fn adamw_decays_bf16_weights_in_float32() {
+    tch::manual_seed(3);
+    let w0 = Tensor::randn([4000], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+    let (lr, wd) = (0.7, 0.01);
+    let kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: wd,
+    };
+    let want = (w0.to_kind(Kind::Float) * (1.0 - lr * wd)).to_kind(Kind::BFloat16);
+    let coarse = &w0 * Tensor::from(1.0 - lr * wd).to_kind(Kind::BFloat16);
+    assert!(
+        coarse.ne_tensor(&want).sum(Kind::Int64).int64_value(&[]) > 100,
+        "the two roundings should differ for many weights"
+    );
+    for multi in [false, true] {
+        let mut p = vec![w0.copy()];
+        let mut opt = Optimizer::new(kind, Schedule::Constant { lr }, &p);
+        let g = vec![Tensor::zeros([4000], (Kind::Float, Device::Cpu))];
+        if multi {
+            opt.step_multi_tensor(&mut p, &g);
+        } else {
+            opt.step_per_tensor(&mut p, &g);
+        }
+        let wrong = p[0].ne_tensor(&want).sum(Kind::Int64).int64_value(&[]);
+        assert_eq!(
+            wrong, 0,
+            "multi-tensor {multi}: {wrong} weights decayed otherwise"
+        );
+    }
 }
