@@ -11,6 +11,8 @@
 //! - `src/dist/nccl.cpp` (NCCL process groups) when the wheel's CUDA and NCCL headers are
 //!   there (`nvidia/cu13`, `nvidia/nccl` beside `torch/`) and it compiles; otherwise
 //!   `src/dist/nccl_missing.cpp`, whose NCCL constructor reports what is missing.
+//! - `src/cuda/graph.cpp` (CUDA graphs) likewise with the CUDA headers, else
+//!   `src/cuda/graph_missing.cpp`.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,8 @@ fn main() {
         "src/dist/c10d.cpp",
         "src/dist/nccl.cpp",
         "src/dist/nccl_missing.cpp",
+        "src/cuda/graph.cpp",
+        "src/cuda/graph_missing.cpp",
     ] {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -54,45 +58,62 @@ fn main() {
         .include("src/dist/gloo_decls")
         .file("src/dist/c10d.cpp")
         .compile("conveyor_c10d");
-    let nccl_built = cuda_lib && build_nccl(&base, torch);
-    if !nccl_built {
-        base()
-            .file("src/dist/nccl_missing.cpp")
-            .compile("conveyor_nccl");
+    for (lib, file, missing, nccl) in [
+        (
+            "conveyor_nccl",
+            "src/dist/nccl.cpp",
+            "src/dist/nccl_missing.cpp",
+            true,
+        ),
+        (
+            "conveyor_graph",
+            "src/cuda/graph.cpp",
+            "src/cuda/graph_missing.cpp",
+            false,
+        ),
+    ] {
+        if !(cuda_lib && build_with_cuda(&base, torch, lib, file, nccl)) {
+            base().file(missing).compile(lib);
+        }
     }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
 }
 
-/// Compiles the NCCL bridge if the wheel's CUDA and NCCL headers are there.
-fn build_nccl(base: &dyn Fn() -> cc::Build, torch: &Path) -> bool {
+/// Compiles a bridge that needs the wheel's CUDA headers (and NCCL's with `nccl`) into
+/// `lib`, if they are there and it compiles.
+fn build_with_cuda(
+    base: &dyn Fn() -> cc::Build,
+    torch: &Path,
+    lib: &str,
+    file: &str,
+    nccl: bool,
+) -> bool {
     let nvidia = torch.parent().map(|p| p.join("nvidia"));
     let Some(nvidia) = nvidia else { return false };
     let cuda = nvidia.join("cu13/include");
-    let nccl = nvidia.join("nccl/include");
+    let nccl_include = nvidia.join("nccl/include");
     let present = ["cuda_runtime_api.h", "crt/host_config.h", "cccl/nv/target"]
         .iter()
         .all(|h| cuda.join(h).exists())
-        && nccl.join("nccl.h").exists();
+        && (!nccl || nccl_include.join("nccl.h").exists());
     if !present {
-        println!("cargo:warning=no CUDA/NCCL headers beside libtorch: NCCL process groups are off");
+        println!("cargo:warning=no CUDA headers beside libtorch for {file}: it is left out");
         return false;
     }
     let mut b = base();
-    b.include(&cuda)
-        .include(cuda.join("cccl"))
-        .include(&nccl)
-        .file("src/dist/nccl.cpp");
-    match b.try_compile("conveyor_nccl") {
+    b.include(&cuda).include(cuda.join("cccl")).file(file);
+    if nccl {
+        b.include(&nccl_include);
+    }
+    match b.try_compile(lib) {
         Ok(()) => {
             println!("cargo:rustc-link-lib=dylib=torch_cuda");
             println!("cargo:rustc-link-lib=dylib=c10_cuda");
             true
         }
         Err(e) => {
-            println!(
-                "cargo:warning=NCCL bridge did not compile ({e}); NCCL process groups are off"
-            );
+            println!("cargo:warning={file} did not compile ({e}); it is left out");
             false
         }
     }

@@ -84,6 +84,32 @@ for arch in transformer lightconv dynamicconv dilatedconv; do
         --batch-size $BIG --steps 5 --device $DEV --bf16 | tee -a "$OUT/paper-base-step.jsonl"
 done
 
+stage "issue 19: CUDA graphs: batch-8 step time by length, eager beside the step replayed from a graph (base, bf16)"
+GRAPH=--cuda-graph
+if [ "$DEV" = cpu ]; then GRAPH=; fi  # a dry run checks the script: both columns eager
+for arch in transformer lightconv; do
+  for L in 64 256 1024; do
+    for g in "" $GRAPH; do
+      timeout 90 "$CT" bench train-one --arch $arch --preset $BASE --length $L --batch-size 8 \
+          --steps 20 --device $DEV --bf16 $g | tee -a "$OUT/cuda-graph.jsonl"
+    done
+  done
+done
+python3 - "$OUT/cuda-graph.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("| arch | length | eager s/step | graph s/step | speed-up | eager loss (steps) | graph loss (steps) |")
+print("|---|---|---|---|---|---|---|")
+for e in (r for r in rows if not r["cuda_graph"]):
+    g = next((r for r in rows if r["cuda_graph"] and r["arch"] == e["arch"] and r["length"] == e["length"]), None)
+    if g is None:
+        print(f"| {e['arch']} | {e['length']} | {e['seconds_per_step']:.4f} | - | - | {e['final_loss']:.4f} ({e['optimizer_steps']}) | - |")
+        continue
+    print(f"| {e['arch']} | {e['length']} | {e['seconds_per_step']:.4f} | {g['seconds_per_step']:.4f} | "
+          f"{e['seconds_per_step'] / g['seconds_per_step']:.2f}x | {e['final_loss']:.4f} ({e['optimizer_steps']}) | "
+          f"{g['final_loss']:.4f} ({g['optimizer_steps']}) |")
+PY
+
 stage "Figures 1 and 2 on CUDA: base preset, bf16, batch 8"
 timeout 300 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
     --max-seconds 60 --lengths $LENGTHS --out "$OUT"

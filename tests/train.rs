@@ -306,6 +306,30 @@ fn steps_report_model_flops_and_mfu() {
         "{v}"
     );
     assert_eq!(v["attention"], "sdpa");
+    // A CUDA graph needs a CUDA device: refused with the reason, nothing run.
+    let o = conveyor(&[
+        "bench",
+        "train-one",
+        "--arch",
+        "transformer",
+        "--preset",
+        "tiny",
+        "--length",
+        "16",
+        "--batch-size",
+        "1",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--cuda-graph",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--cuda-graph needs a CUDA device"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A steady training step reuses the memory the step before freed: with glibc's trim

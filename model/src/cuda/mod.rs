@@ -4,6 +4,9 @@
 
 use tch::Tensor;
 
+pub mod graph;
+pub use graph::{CudaGraph, GraphError};
+
 /// Peak bytes on one CUDA device since the process started or the last [`reset_peaks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeakMemory {

@@ -72,6 +72,9 @@ pub struct TrainBench {
     /// How attention is computed (the model config's `attention`).
     #[arg(long, value_enum, default_value = "explicit")]
     attention: AttentionArg,
+    /// Replay each point's step from a CUDA graph (`bench train-one --cuda-graph`).
+    #[arg(long)]
+    cuda_graph: bool,
     /// Architectures to measure (default: all four).
     #[arg(long, value_delimiter = ',')]
     archs: Vec<String>,
@@ -135,6 +138,11 @@ pub struct TrainOne {
     peak_tflops: Option<f64>,
     #[arg(long, value_enum, default_value = "explicit")]
     attention: AttentionArg,
+    /// Replay the step from a CUDA graph (captured after 3 warm-up steps): one launch a
+    /// step instead of one per kernel. The learning rate and Adafactor's beta2 still move
+    /// with the step; the loss is read back every step, as without it.
+    #[arg(long)]
+    cuda_graph: bool,
 }
 
 /// `--bf16` / `--pure-bf16`, as `train` takes them, for a benchmark and its child points.
@@ -344,7 +352,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
             let flops = 6.0 * conveyor_model::summary::forward_macs(&cfg, length, length / 4);
             let mut point = serde_json::json!({
-                "arch": arch.name(), "length": length, "batch_size": a.batch_size, "attention": a.attention.name(),
+                "arch": arch.name(), "length": length, "batch_size": a.batch_size, "attention": a.attention.name(), "cuda_graph": a.cuda_graph,
                 "gflops_per_example": flops / 1e9,
             });
             if failed {
@@ -381,6 +389,7 @@ fn measure_point(
         .args(["--device", device_name(a.device)])
         .args(a.precision.args())
         .args(["--attention", a.attention.name()])
+        .args(a.cuda_graph.then_some("--cuda-graph"))
         .args(
             a.peak_tflops
                 .iter()
@@ -454,14 +463,41 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     let y = Tensor::randint_low(3, 32_000, [b, t], (Kind::Int64, device));
     let xm = Tensor::ones([b, l], (Kind::Float, device));
     let ym = Tensor::ones([b, t], (Kind::Float, device));
-    let mut step = || {
+    // The step's device work; the optimiser's step-dependent scalars are written first,
+    // outside it (begin_step), so that a graph of it replays for any step.
+    let work = |w: &mut Weights, opt: &Optimizer| {
         let loss = w.model.loss(&x, &xm, &y, &ym, true);
         loss.backward();
         w.collect_grads();
         let g = w.take_grads();
-        opt.step(&mut w.params, &g);
+        opt.apply(&mut w.params, &g);
         w.finish_step();
-        loss.double_value(&[])
+        loss
+    };
+    let graph = match (a.cuda_graph, device) {
+        (false, _) => None,
+        (true, tch::Device::Cuda(i)) => {
+            let mut g = conveyor_model::cuda::CudaGraph::new(i)?;
+            g.warm_up(|| {
+                for _ in 0..3 {
+                    opt.begin_step();
+                    let _ = work(&mut w, &opt);
+                }
+            })?;
+            let loss = g.capture(|| work(&mut w, &opt))?;
+            Some((g, loss))
+        }
+        (true, _) => anyhow::bail!("--cuda-graph needs a CUDA device (--device cuda)"),
+    };
+    let mut step = || {
+        opt.begin_step();
+        match &graph {
+            Some((g, loss)) => {
+                g.replay().expect("replaying the captured step");
+                loss.double_value(&[])
+            }
+            None => work(&mut w, &opt).double_value(&[]),
+        }
     };
     step();
     if device.is_cuda() {
@@ -469,8 +505,9 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
     }
     let faults0 = crate::malloc::minor_faults();
     let t0 = Instant::now();
+    let mut last_loss = f64::NAN;
     for _ in 0..a.steps {
-        step();
+        last_loss = step();
     }
     if device.is_cuda() {
         tch::Cuda::synchronize(0);
@@ -481,6 +518,9 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         .map(|(a0, a1)| a1.saturating_sub(a0) as f64 / a.steps.max(1) as f64);
     let flops = conveyor_model::peak::train_flops(&cfg, b as usize, l as usize, t as usize);
     let mut out = serde_json::json!({
+        "arch": arch.name(),
+        "length": l,
+        "batch_size": b,
         "seconds_per_step": secs,
         "examples_per_s": a.batch_size as f64 / secs,
         "model_tflops": flops / secs / 1e12,
@@ -489,6 +529,9 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         "pure_bf16": a.precision.pure_bf16,
         "targets_length": t,
         "attention": a.attention.name(),
+        "cuda_graph": a.cuda_graph,
+        "final_loss": last_loss,
+        "optimizer_steps": opt.step,
         "page_faults_per_step": faults,
     });
     if let Some(p) = conveyor_model::peak::Peak::of(device, a.peak_tflops) {

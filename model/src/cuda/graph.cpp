@@ -1,0 +1,114 @@
+// CUDA graphs (what PyTorch's torch.cuda.CUDAGraph wraps): a training step's kernels are
+// recorded once and replayed with one launch, so a step at small batch sizes no longer
+// costs a host-side launch per kernel. Compiled only when the torch wheel's CUDA headers
+// are present (model/build.rs); otherwise graph_missing.cpp stands in and says so.
+//
+// A graph keeps a side stream: warm-up steps and the capture run there (capture cannot use
+// the default stream, and warming up on the capture's stream lets cuBLAS and the autograd
+// engine settle their per-stream state first); replays run on the caller's current stream.
+// Entering and leaving the side stream synchronise the device: both happen once per graph.
+// Only functions exported by libc10_cuda / libtorch_cuda are called (no inline CUDA runtime
+// calls, such as c10's stream guards make), so nothing links against libcudart itself.
+// Every function returns 0, or -1 after writing what went wrong to `err` (`err_len` bytes).
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+
+namespace {
+
+struct Graph {
+  c10::DeviceIndex device;
+  at::cuda::CUDAGraph graph;
+  c10::cuda::CUDAStream side;
+  // The stream that was current before the side stream was made current.
+  std::optional<c10::cuda::CUDAStream> before;
+
+  explicit Graph(c10::DeviceIndex d)
+      : device(d), side(c10::cuda::getStreamFromPool(false, d)) {}
+};
+
+void report(const std::exception& e, char* err, int64_t err_len) {
+  if (err_len > 0) {
+    std::strncpy(err, e.what(), static_cast<size_t>(err_len - 1));
+    err[err_len - 1] = '\0';
+  }
+}
+
+template <typename F>
+int guarded(F&& f, char* err, int64_t err_len) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    report(e, err, err_len);
+    return -1;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// A new, empty graph for CUDA device `device`, in `*out`.
+int conveyor_graph_new(int device, void** out, char* err, int64_t err_len) {
+  return guarded(
+      [&] { *out = new Graph(static_cast<c10::DeviceIndex>(device)); },
+      err, err_len);
+}
+
+// op 0: make the side stream current (after the device is idle); op 1: back to the
+// stream that was current (after the side stream is done); op 2: begin capturing on the
+// side stream (made current); op 3: end the capture and go back; op 4: replay.
+int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
+  auto* g = static_cast<Graph*>(handle);
+  return guarded(
+      [&] {
+        switch (op) {
+          case 0:
+          case 2:
+            if (g->before) throw std::logic_error("already on the graph's stream");
+            c10::cuda::device_synchronize();
+            g->before = c10::cuda::getCurrentCUDAStream(g->device);
+            c10::cuda::setCurrentCUDAStream(g->side);
+            if (op == 2) {
+              try {
+                g->graph.capture_begin();
+              } catch (...) {
+                c10::cuda::setCurrentCUDAStream(*g->before);
+                g->before.reset();
+                throw;
+              }
+            }
+            break;
+          case 1:
+          case 3:
+            if (!g->before) throw std::logic_error("not on the graph's stream");
+            if (op == 3) g->graph.capture_end();
+            c10::cuda::device_synchronize();
+            c10::cuda::setCurrentCUDAStream(*g->before);
+            g->before.reset();
+            break;
+          case 4:
+            g->graph.replay();
+            break;
+          default:
+            throw std::invalid_argument("unknown graph operation");
+        }
+      },
+      err, err_len);
+}
+
+void conveyor_graph_free(void* handle) {
+  try {
+    delete static_cast<Graph*>(handle);
+  } catch (...) {
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,26 @@
+// Stands in for graph.cpp when this libtorch came without CUDA headers: every graph
+// operation reports that and what to do.
+#include <cstdint>
+#include <cstring>
+
+namespace {
+int missing(char* err, int64_t err_len) {
+  const char* msg =
+      "this conveyor was built against a libtorch without CUDA headers; rebuild it with the "
+      "CUDA torch wheel (scripts/setup.sh) to use CUDA graphs";
+  if (err_len > 0) {
+    std::strncpy(err, msg, static_cast<size_t>(err_len - 1));
+    err[err_len - 1] = '\0';
+  }
+  return -1;
+}
+}  // namespace
+
+extern "C" {
+int conveyor_graph_new(int, void** out, char* err, int64_t err_len) {
+  *out = nullptr;
+  return missing(err, err_len);
+}
+int conveyor_graph_op(void*, int, char* err, int64_t err_len) { return missing(err, err_len); }
+void conveyor_graph_free(void*) {}
+}
