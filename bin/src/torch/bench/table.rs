@@ -56,6 +56,62 @@ pub fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow
             num("model_tflops", 3),
         )?;
     }
+    write_ratios(&mut f, points, key)
+}
+
+/// The paper's two figures as ratios, one row per length: each other architecture's
+/// examples/s and peak memory over the transformer's at the same length ("-" where either
+/// point has no figure).
+fn write_ratios(
+    f: &mut impl Write,
+    points: &[serde_json::Value],
+    memory_key: &str,
+) -> anyhow::Result<()> {
+    let find = |arch: &str, length: &serde_json::Value| {
+        points
+            .iter()
+            .find(|p| p["arch"] == arch && &p["length"] == length)
+    };
+    let mut others: Vec<&str> = Vec::new();
+    for p in points {
+        let a = p["arch"].as_str().unwrap_or("");
+        if a != "transformer" && !others.contains(&a) {
+            others.push(a);
+        }
+    }
+    let mut lengths: Vec<&serde_json::Value> = Vec::new();
+    for p in points.iter().filter(|p| p["arch"] == "transformer") {
+        lengths.push(&p["length"]);
+    }
+    if others.is_empty() || lengths.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "\nRelative to the transformer at the same length: speed (examples/s) and peak memory, other / transformer.\n"
+    )?;
+    let heads: Vec<String> = others
+        .iter()
+        .flat_map(|a| [format!("{a} speed"), format!("{a} memory")])
+        .collect();
+    writeln!(f, "| input length | {} |", heads.join(" | "))?;
+    writeln!(f, "|---|{}", "---|".repeat(heads.len()))?;
+    for length in lengths {
+        let t = find("transformer", length);
+        let mut cells = Vec::new();
+        for a in &others {
+            let o = find(a, length);
+            for key in ["examples_per_s", memory_key] {
+                let ratio = o
+                    .and_then(|o| o[key].as_f64())
+                    .zip(t.and_then(|t| t[key].as_f64()))
+                    .filter(|(_, t)| *t > 0.0)
+                    .map(|(o, t)| format!("{:.2}x", o / t));
+                cells.push(ratio.unwrap_or_else(|| "-".into()));
+            }
+        }
+        writeln!(f, "| {length} | {} |", cells.join(" | "))?;
+    }
     Ok(())
 }
 
@@ -76,5 +132,33 @@ pub fn plot(out: &std::path::Path) {
         _ => {
             println!("(no plots: scripts/plot_bench_train.py needs matplotlib; `make` sets it up)")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_each_architecture_over_the_transformer_by_length() {
+        let points: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[
+            {"arch": "transformer", "length": 64, "examples_per_s": 50.0, "peak_gpu_allocated_mb": 1000.0},
+            {"arch": "transformer", "length": 4096, "error": "out of GPU memory"},
+            {"arch": "lightconv", "length": 64, "examples_per_s": 75.0, "peak_gpu_allocated_mb": 500.0},
+            {"arch": "lightconv", "length": 4096, "examples_per_s": 20.0, "peak_gpu_allocated_mb": 9000.0}
+        ]"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_ratios(&mut out, &points, "peak_gpu_allocated_mb").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("| input length | lightconv speed | lightconv memory |"),
+            "{text}"
+        );
+        assert!(text.contains("| 64 | 1.50x | 0.50x |"), "{text}");
+        // No transformer figure at 4096: no ratio.
+        assert!(text.contains("| 4096 | - | - |"), "{text}");
     }
 }
