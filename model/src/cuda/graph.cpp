@@ -73,6 +73,8 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
           case 0:
           case 2:
             if (g->before) throw std::logic_error("already on the graph's stream");
+            // capture_begin looks at the current device's stream and generator.
+            c10::cuda::set_device(g->device);
             c10::cuda::device_synchronize();
             g->before = c10::cuda::getCurrentCUDAStream(g->device);
             c10::cuda::setCurrentCUDAStream(g->side);

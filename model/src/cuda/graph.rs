@@ -74,9 +74,22 @@ impl CudaGraph {
     /// (PyTorch runs a few, so that lazily made state such as cuBLAS handles exists before).
     pub fn warm_up<R>(&mut self, f: impl FnOnce() -> R) -> Result<R, GraphError> {
         self.op(ENTER)?;
-        let r = f();
+        let r = self.leaving_on_panic(LEAVE, f);
         self.op(LEAVE)?;
         Ok(r)
+    }
+
+    /// Runs `f`; if it panics (a tch operation libtorch refused, such as one that may not
+    /// run while a stream is capturing), first ends the capture or leaves the side stream
+    /// with `op`, so that the panic's message is what the run reports.
+    fn leaving_on_panic<R>(&self, op: i32, f: impl FnOnce() -> R) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(panic) => {
+                let _ = self.op(op);
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// Records what `f` launches (nothing runs now); [`CudaGraph::replay`] then runs it.
@@ -86,7 +99,7 @@ impl CudaGraph {
             return Err(GraphError("this graph was captured already".into()));
         }
         self.op(BEGIN)?;
-        let r = f();
+        let r = self.leaving_on_panic(END, f);
         self.op(END)?;
         self.captured = true;
         Ok(r)

@@ -474,16 +474,23 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
         w.finish_step();
         loss
     };
+    // Three eager steps first, with or without a graph (a graph's run them on its side
+    // stream before capturing), so that both take the same steps and their final losses
+    // can be compared.
+    let warm_up = |w: &mut Weights, opt: &mut Optimizer| {
+        for _ in 0..3 {
+            opt.begin_step();
+            let _ = work(w, opt);
+        }
+    };
     let graph = match (a.cuda_graph, device) {
-        (false, _) => None,
+        (false, _) => {
+            warm_up(&mut w, &mut opt);
+            None
+        }
         (true, tch::Device::Cuda(i)) => {
             let mut g = conveyor_model::cuda::CudaGraph::new(i)?;
-            g.warm_up(|| {
-                for _ in 0..3 {
-                    opt.begin_step();
-                    let _ = work(&mut w, &opt);
-                }
-            })?;
+            g.warm_up(|| warm_up(&mut w, &mut opt))?;
             let loss = g.capture(|| work(&mut w, &opt))?;
             Some((g, loss))
         }
