@@ -240,6 +240,26 @@ fn reading_figures_back_in_windows_changes_nothing() {
     assert_eq!(f4.len() as u64, step - 1);
 }
 
+/// `bench train-one` of the tiny transformer on the CPU.
+fn train_one_args<'a>(length: &'a str, batch: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "bench",
+        "train-one",
+        "--arch",
+        "transformer",
+        "--preset",
+        "tiny",
+        "--length",
+        length,
+        "--batch-size",
+        batch,
+        "--steps",
+        steps,
+        "--device",
+        "cpu",
+    ]
+}
+
 /// metrics.jsonl carries the model's TFLOP/s (the analytic FLOPs of the step's padded
 /// batches over its time) and, with a peak, the MFU; `bench train-one` reports both.
 #[test]
@@ -278,26 +298,9 @@ fn steps_report_model_flops_and_mfu() {
         first.contains("model_tflops") && !first.contains("\"mfu\""),
         "{first}"
     );
-    let o = conveyor(&[
-        "bench",
-        "train-one",
-        "--arch",
-        "transformer",
-        "--preset",
-        "tiny",
-        "--length",
-        "64",
-        "--batch-size",
-        "2",
-        "--steps",
-        "1",
-        "--device",
-        "cpu",
-        "--peak-tflops",
-        "2",
-        "--attention",
-        "sdpa",
-    ]);
+    let mut args = train_one_args("64", "2", "1");
+    args.extend(["--peak-tflops", "2", "--attention", "sdpa"]);
+    let o = conveyor(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let tflops = v["model_tflops"].as_f64().unwrap();
@@ -307,23 +310,9 @@ fn steps_report_model_flops_and_mfu() {
     );
     assert_eq!(v["attention"], "sdpa");
     // A CUDA graph needs a CUDA device: refused with the reason, nothing run.
-    let o = conveyor(&[
-        "bench",
-        "train-one",
-        "--arch",
-        "transformer",
-        "--preset",
-        "tiny",
-        "--length",
-        "16",
-        "--batch-size",
-        "1",
-        "--steps",
-        "1",
-        "--device",
-        "cpu",
-        "--cuda-graph",
-    ]);
+    let mut args = train_one_args("16", "1", "1");
+    args.push("--cuda-graph");
+    let o = conveyor(&args);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--cuda-graph needs a CUDA device"),
@@ -340,22 +329,7 @@ fn steps_report_model_flops_and_mfu() {
 fn steady_steps_do_not_fault_their_memory_in_again() {
     let faults = |trim: Option<&str>| {
         let mut c = conveyor_cmd();
-        c.args([
-            "bench",
-            "train-one",
-            "--arch",
-            "transformer",
-            "--preset",
-            "tiny",
-            "--length",
-            "16",
-            "--batch-size",
-            "1",
-            "--steps",
-            "10",
-            "--device",
-            "cpu",
-        ]);
+        c.args(train_one_args("16", "1", "10"));
         if let Some(t) = trim {
             c.env("MALLOC_TRIM_THRESHOLD_", t);
         }
