@@ -204,7 +204,8 @@ def main():
             opt.step()
             return loss.item()  # read each step, as a trainer logging the loss does (so does tch)
 
-    step()
+    for _ in range(4):  # untimed, as `conveyor bench train-one` takes 3 warm-up steps + 1
+        step()
     sync()
     t0 = time.perf_counter()
     for _ in range(a.steps):

@@ -326,6 +326,7 @@ fn steps_report_model_flops_and_mfu() {
 /// free top of the heap went back to the kernel after every step and each step faulted its
 /// temporaries in again (~9,500 faults a step here); conveyor-torch raises both thresholds.
 #[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn steady_steps_do_not_fault_their_memory_in_again() {
     let faults = |trim: Option<&str>| {
         let mut c = conveyor_cmd();
@@ -348,8 +349,8 @@ fn steady_steps_do_not_fault_their_memory_in_again() {
     );
     // ...and conveyor-torch's own setting keeps them away.
     assert!(
-        kept < 500.0,
-        "conveyor-torch's default: {kept} faults a step"
+        kept < 500.0 && kept * 4.0 < trimming,
+        "conveyor-torch's default: {kept} faults a step (with trimming {trimming})"
     );
 }
 

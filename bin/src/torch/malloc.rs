@@ -25,6 +25,10 @@ pub fn keep_freed_memory() {
         }
         const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
         const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // Older glibc (before 2.35) refuses an mmap threshold above 32 MiB: that cap then.
+        // Setting either threshold turns glibc's adaptive ones off, so the mmap threshold
+        // must not stay at its 128 KiB start.
+        const OLD_CAP: std::ffi::c_int = 32 << 20;
         for (param, variable) in [
             (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
             (M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
@@ -33,7 +37,9 @@ pub fn keep_freed_memory() {
                 // SAFETY: mallopt only changes malloc's tuning; called first thing in main,
                 // before any other thread exists.
                 unsafe {
-                    mallopt(param, std::ffi::c_int::MAX);
+                    if mallopt(param, std::ffi::c_int::MAX) == 0 {
+                        mallopt(param, OLD_CAP);
+                    }
                 }
             }
         }

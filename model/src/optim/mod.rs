@@ -155,8 +155,9 @@ impl Optimizer {
     /// Applies one update to `params` from `grads` (one per parameter, any float kind; an
     /// undefined gradient leaves its parameter alone). The caller drops the gradients.
     /// The multi-tensor step, but for AdamW off CUDA: the two agree (bit for bit on CPU,
-    /// tested), and on CPU the multi-tensor Adafactor is faster while AdamW gains nothing
-    /// (`bench optim`, docs/benchmarks.md).
+    /// tested); on CPU either costs about the same share of a step (`bench optim`,
+    /// docs/benchmarks.md: multi-tensor Adafactor ahead at `tiny`, behind at `small`), and
+    /// CUDA needs the multi-tensor one.
     pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]) {
         let on_cuda = params.first().is_some_and(|p| p.device().is_cuda());
         match self.kind {
@@ -324,9 +325,13 @@ impl Optimizer {
                     let vh = &*v / (1.0 - beta2.powf(t));
                     // In float32 and rounded once: ATen's in-place multiplication by a
                     // Scalar rounds the Scalar to a bfloat16 weight's kind first (0.99293
-                    // becomes 0.99219), which would decay bfloat16 weights 10% too fast.
-                    let decayed = p.to_kind(Kind::Float) * (1.0 - lr * weight_decay);
-                    p.copy_(&decayed);
+                    // becomes 0.99219: 10% more decay there).
+                    if p.kind() == Kind::Float {
+                        let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
+                    } else {
+                        let decayed = p.to_kind(Kind::Float) * (1.0 - lr * weight_decay);
+                        p.copy_(&decayed);
+                    }
                     mh / (vh.sqrt() + eps) * lr
                 }
                 _ => unreachable!("moments match the optimiser"),

@@ -55,7 +55,7 @@ pub struct TrainBench {
     lengths: Vec<usize>,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Timed steps per point (after one warm-up step).
+    /// Timed steps per point (after four untimed ones: `bench train-one`'s warm-up).
     #[arg(long, default_value_t = 3)]
     steps: usize,
     /// Give up on a point after this many seconds.
