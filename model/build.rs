@@ -25,6 +25,7 @@ fn main() {
         "src/dist/nccl_missing.cpp",
         "src/cuda/graph.cpp",
         "src/cuda/graph_missing.cpp",
+        "src/bridge.h",
     ] {
         println!("cargo:rerun-if-changed={f}");
     }

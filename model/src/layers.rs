@@ -29,23 +29,13 @@ impl RmsNorm {
     /// ATen's `rms_norm`: on CUDA one fused kernel forward and one backward (instead of
     /// about six and ten launches for the formula below, and no saved float32 copy of a
     /// bfloat16 input); elsewhere ATen's composite of the same operations. In float32 it
-    /// is [`t5_rms_norm`]'s formula; with bfloat16 ATen multiplies by the weight before
+    /// is T5's formula (`t5_rms_norm` in the tests); with bfloat16 ATen multiplies by the weight before
     /// rounding back (T5 rounds, then multiplies), so the two can differ by one bfloat16
     /// step. The tests hold it to the formula, on CUDA too when there is one.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let d = *x.size().last().expect("RMS norm of a 0-dim tensor");
         x.rms_norm([d], Some(&self.weight), RMS_EPS)
     }
-}
-
-/// T5's formula written out: x / sqrt(mean(x^2) + eps) in float32, cast back to x's kind,
-/// then scaled by the weight (the reference for [`RmsNorm::forward`]).
-pub fn t5_rms_norm(x: &Tensor, weight: &Tensor) -> Tensor {
-    let kind = x.kind();
-    let xf = x.to_kind(Kind::Float);
-    let var = xf.square().mean_dim(-1, true, Kind::Float);
-    let y = xf * (var + RMS_EPS).rsqrt();
-    y.to_kind(kind) * weight
 }
 
 /// A dense layer initialised N(0, std).
@@ -344,6 +334,16 @@ mod tests {
         assert_eq!(b, vec![15, 14, 8, 1, 0, 17, 24, 30, 31]);
         let c: Vec<i64> = Vec::try_from(relative_buckets(&rel, false, 32, 128)).unwrap();
         assert_eq!(c, vec![31, 26, 10, 1, 0, 0, 0, 0, 0]);
+    }
+
+    /// T5's formula written out: x / sqrt(mean(x^2) + eps) in float32, cast back to x's
+    /// kind, then scaled by the weight (the reference for [`RmsNorm::forward`]).
+    fn t5_rms_norm(x: &Tensor, weight: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.square().mean_dim(-1, true, Kind::Float);
+        let y = xf * (var + RMS_EPS).rsqrt();
+        y.to_kind(kind) * weight
     }
 
     /// ATen's rms_norm against T5's formula, forward and gradients (input and weight), on

@@ -9,14 +9,14 @@
 // Entering and leaving the side stream synchronise the device: both happen once per graph.
 // Only functions exported by libc10_cuda / libtorch_cuda are called (no inline CUDA runtime
 // calls, such as c10's stream guards make), so nothing links against libcudart itself.
-// Every function returns 0, or -1 after writing what went wrong to `err` (`err_len` bytes).
+// Every function returns 0, or -1 after writing what went wrong to `err` (src/bridge.h).
+#include "../bridge.h"
+
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
-#include <cstring>
-#include <exception>
 #include <optional>
 #include <stdexcept>
 
@@ -33,33 +33,16 @@ struct Graph {
       : device(d), side(c10::cuda::getStreamFromPool(false, d)) {}
 };
 
-void report(const std::exception& e, char* err, int64_t err_len) {
-  if (err_len > 0) {
-    std::strncpy(err, e.what(), static_cast<size_t>(err_len - 1));
-    err[err_len - 1] = '\0';
-  }
-}
-
-template <typename F>
-int guarded(F&& f, char* err, int64_t err_len) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    report(e, err, err_len);
-    return -1;
-  }
-}
-
 }  // namespace
 
 extern "C" {
 
 // A new, empty graph for CUDA device `device`, in `*out`.
 int conveyor_graph_new(int device, void** out, char* err, int64_t err_len) {
-  return guarded(
-      [&] { *out = new Graph(static_cast<c10::DeviceIndex>(device)); },
-      err, err_len);
+  return conveyor::guarded<int>(err, static_cast<size_t>(err_len), -1, [&] {
+    *out = new Graph(static_cast<c10::DeviceIndex>(device));
+    return 0;
+  });
 }
 
 // op 0: make the side stream current (after the device is idle); op 1: back to the
@@ -67,8 +50,7 @@ int conveyor_graph_new(int device, void** out, char* err, int64_t err_len) {
 // side stream (made current); op 3: end the capture and go back; op 4: replay.
 int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
   auto* g = static_cast<Graph*>(handle);
-  return guarded(
-      [&] {
+  return conveyor::guarded<int>(err, static_cast<size_t>(err_len), -1, [&] {
         switch (op) {
           case 0:
           case 2:
@@ -102,8 +84,8 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
           default:
             throw std::invalid_argument("unknown graph operation");
         }
-      },
-      err, err_len);
+        return 0;
+      });
 }
 
 void conveyor_graph_free(void* handle) {

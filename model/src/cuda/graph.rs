@@ -28,14 +28,7 @@ mod ffi {
 
 /// Runs a bridge call with an error buffer.
 fn checked(call: impl FnOnce(*mut u8, i64) -> i32) -> Result<(), GraphError> {
-    let mut err = vec![0u8; 4096];
-    if call(err.as_mut_ptr(), err.len() as i64) == 0 {
-        return Ok(());
-    }
-    let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-    Err(GraphError(
-        String::from_utf8_lossy(&err[..end]).into_owned(),
-    ))
+    crate::optim::foreach::checked(call).map_err(GraphError)
 }
 
 /// One captured piece of work on one CUDA device, and the side stream it was captured on.

@@ -1,17 +1,15 @@
 // Stands in for graph.cpp when this libtorch came without CUDA headers: every graph
 // operation reports that and what to do.
+#include "../bridge.h"
+
 #include <cstdint>
-#include <cstring>
 
 namespace {
 int missing(char* err, int64_t err_len) {
-  const char* msg =
+  conveyor::put_error(
+      err, static_cast<size_t>(err_len),
       "this conveyor was built against a libtorch without CUDA headers; rebuild it with the "
-      "CUDA torch wheel (scripts/setup.sh) to use CUDA graphs";
-  if (err_len > 0) {
-    std::strncpy(err, msg, static_cast<size_t>(err_len - 1));
-    err[err_len - 1] = '\0';
-  }
+      "CUDA torch wheel (scripts/setup.sh) to use CUDA graphs");
   return -1;
 }
 }  // namespace

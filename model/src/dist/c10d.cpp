@@ -9,6 +9,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "../bridge.h"
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -21,31 +23,14 @@ c10::intrusive_ptr<c10d::Backend> conveyor_make_nccl(
     std::chrono::milliseconds timeout, int device);
 
 namespace {
+using conveyor::guarded;
+using conveyor::put_error;
+
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> backend;
   std::chrono::milliseconds timeout;
 };
-
-void put_error(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  std::strncpy(err, msg.c_str(), len - 1);
-  err[len - 1] = '\0';
-}
-
-// Runs `f`, turning any C++ exception into `fail` with its message in `err`: nothing
-// unwinds into Rust.
-template <class R, class F>
-R guarded(char* err, size_t len, R fail, F&& f) {
-  try {
-    return f();
-  } catch (const std::exception& e) {
-    put_error(err, len, e.what());
-  } catch (...) {
-    put_error(err, len, "unknown C++ exception");
-  }
-  return fail;
-}
 
 // Gloo's device: one per interface named in GLOO_SOCKET_IFNAME (as PyTorch does), else the
 // address the host name resolves to, falling back to loopback.

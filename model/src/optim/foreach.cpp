@@ -10,6 +10,8 @@
 //
 // Tensors arrive as tch handles (at::Tensor*), only parameters that have a gradient.
 // Every function returns 0, or -1 after writing what went wrong to `err` (`err_len` bytes).
+#include "../bridge.h"
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -64,13 +66,6 @@ void decay_weights(std::vector<at::Tensor>& params, const at::Tensor& decay) {
   for (const auto& t : params) (t.scalar_type() == at::kFloat ? fp : other).push_back(t);
   if (!fp.empty()) at::_foreach_mul_(fp, decay);
   if (!other.empty()) at::_foreach_copy_(other, at::_foreach_mul(as_float(other), decay));
-}
-
-void report(const std::exception& e, char* err, int64_t err_len) {
-  if (err_len > 0) {
-    std::strncpy(err, e.what(), static_cast<size_t>(err_len - 1));
-    err[err_len - 1] = '\0';
-  }
 }
 
 }  // namespace
@@ -157,7 +152,7 @@ int conveyor_adafactor_step(at::Tensor** params, at::Tensor** grads, at::Tensor*
     subtract(p, u);
     return 0;
   } catch (const std::exception& e) {
-    report(e, err, err_len);
+    conveyor::put_error(err, static_cast<size_t>(err_len), e.what());
     return -1;
   }
 }
@@ -200,7 +195,7 @@ int conveyor_adamw_step(at::Tensor** params, at::Tensor** grads, at::Tensor** ms
     subtract(p, update);
     return 0;
   } catch (const std::exception& e) {
-    report(e, err, err_len);
+    conveyor::put_error(err, static_cast<size_t>(err_len), e.what());
     return -1;
   }
 }
@@ -218,7 +213,7 @@ int conveyor_global_norm(at::Tensor** ts, int64_t n, at::Tensor** out, char* err
     *out = new at::Tensor(std::move(total));
     return 0;
   } catch (const std::exception& e) {
-    report(e, err, err_len);
+    conveyor::put_error(err, static_cast<size_t>(err_len), e.what());
     return -1;
   }
 }
@@ -238,7 +233,7 @@ int conveyor_pairwise(int op, at::Tensor** dst, at::Tensor** src, int64_t n, cha
     }
     return 0;
   } catch (const std::exception& e) {
-    report(e, err, err_len);
+    conveyor::put_error(err, static_cast<size_t>(err_len), e.what());
     return -1;
   }
 }

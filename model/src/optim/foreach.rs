@@ -117,8 +117,9 @@ pub struct AdafactorScalars<'a> {
     pub clip: f64,
 }
 
-/// Runs `call` with an error buffer; libtorch's message when it returns non-zero.
-fn checked(call: impl FnOnce(*mut u8, i64) -> i32) -> Result<(), String> {
+/// Runs `call` with an error buffer; libtorch's message when it returns non-zero (every
+/// bridge's C boundary, src/bridge.h).
+pub(crate) fn checked(call: impl FnOnce(*mut u8, i64) -> i32) -> Result<(), String> {
     let mut err = vec![0u8; 4096];
     if call(err.as_mut_ptr(), err.len() as i64) == 0 {
         return Ok(());

@@ -79,10 +79,11 @@ fn write_ratios(
             others.push(a);
         }
     }
-    let mut lengths: Vec<&serde_json::Value> = Vec::new();
-    for p in points.iter().filter(|p| p["arch"] == "transformer") {
-        lengths.push(&p["length"]);
-    }
+    let lengths: Vec<&serde_json::Value> = points
+        .iter()
+        .filter(|p| p["arch"] == "transformer")
+        .map(|p| &p["length"])
+        .collect();
     if others.is_empty() || lengths.is_empty() {
         return Ok(());
     }
