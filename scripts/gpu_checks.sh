@@ -116,6 +116,44 @@ for e in (r for r in rows if not r["cuda_graph"]):
           f"{e['optimizer_steps']} / {g['optimizer_steps']} |")
 PY
 
+stage "issue 19: train --cuda-graph: the same steps as eager (--deterministic), exact resume, and step time at batch 8"
+# A dry run has no graph: its "graph" runs are eager, which checks the script only.
+timeout 120 "$CT" train "${common[@]}" --deterministic $GRAPH --out "$WORK/graph-det" --steps 60
+timeout 120 "$CT" train "${common[@]}" --deterministic $GRAPH --out "$WORK/graph-det-resumed" --steps 30
+timeout 120 "$CT" train "${common[@]}" --deterministic $GRAPH --out "$WORK/graph-det-resumed" --steps 60 --resume
+gcommon=(--data "$WORK/tokens" --arch transformer --preset $BASE --batch-size 8 --steps 60
+         --checkpoint-every 60 --device $DEV --bf16 --seed 0 -q)
+for L in 64 256; do
+  for g in "" $GRAPH; do
+    timeout 120 "$CT" train "${gcommon[@]}" --inputs-length $L $g --out "$WORK/graph-speed-$L${g:+-graph}"
+  done
+done
+python3 - "$WORK" <<'PY'
+import json, statistics, sys
+def lines(r):
+    return list(map(json.loads, open(f"{sys.argv[1]}/{r}/metrics.jsonl")))
+def losses(r):
+    return {m["step"]: m["loss"] for m in lines(r)}
+for a, b, first in [("det1", "graph-det", 1), ("graph-det", "graph-det-resumed", 31)]:
+    try:
+        la, lb = losses(a), losses(b)
+        d = max(abs(la[s] - lb[s]) for s in range(first, 61))
+        print(f"{a} vs {b}, steps {first}-60: largest loss difference {d:.3g} (0 = bit-exact); first differing step "
+              f"{next((s for s in range(first, 61) if la[s] != lb[s]), None)}")
+    except Exception as e:
+        print(f"{a} vs {b}: {e!r}")
+print("| inputs length | eager examples/s | graph examples/s | speed-up | eager loss 60 | graph loss 60 |")
+print("|---|---|---|---|---|---|")
+for L in (64, 256):
+    try:
+        e, g = lines(f"graph-speed-{L}"), lines(f"graph-speed-{L}-graph")
+        # Steps 33-60: past the warm-up, capture and the first read-back windows.
+        speed = lambda r: statistics.median(m["examples_per_s"] for m in r if m["step"] > 32)
+        print(f"| {L} | {speed(e):.1f} | {speed(g):.1f} | {speed(g) / speed(e):.2f}x | {e[-1]['loss']:.4f} | {g[-1]['loss']:.4f} |")
+    except Exception as ex:
+        print(f"| {L} | {ex!r} |")
+PY
+
 stage "Figures 1 and 2 on CUDA: base preset, bf16, batch 8"
 timeout 300 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
     --max-seconds 60 --lengths $LENGTHS --out "$OUT"

@@ -158,6 +158,12 @@ pub struct TrainArgs {
     /// average). Default: 16 on CUDA, where each read waits for the GPU; 1 on CPU.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     sync_every: Option<u64>,
+    /// Capture the training step in a CUDA graph after 3 eager steps and replay it: a step
+    /// costs a few launches instead of one per kernel, which bounds small batches. One
+    /// process on one GPU. With --accumulate 1 the same steps as without; with more, the
+    /// micro-batches of a step share one dropout seed (docs/training.md).
+    #[arg(long)]
+    cuda_graph: bool,
     /// Start from this checkpoint folder's weights (fine-tuning).
     #[arg(long)]
     init: Option<PathBuf>,
@@ -362,6 +368,7 @@ fn train_config(
         launch,
         peak_tflops: a.peak_tflops,
         sync_every: a.sync_every.map(|n| n as usize),
+        cuda_graph: a.cuda_graph,
     }
 }
 

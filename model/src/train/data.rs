@@ -160,6 +160,15 @@ impl Counts {
         }
     }
 
+    /// The counts of a step's micro-batches together.
+    pub fn all(batches: &[Batch]) -> Self {
+        let mut c = Self::default();
+        for b in batches {
+            c.add(&Self::of(b));
+        }
+        c
+    }
+
     pub fn add(&mut self, o: &Counts) {
         self.target_tokens += o.target_tokens;
         self.input_tokens += o.input_tokens;
@@ -193,7 +202,76 @@ impl Counts {
 
 /// Batch tensors on `device`.
 pub fn tensors(b: &Batch, device: Device) -> BatchTensors {
-    let (rows, wi, wt) = (b.rows as i64, b.inputs_width as i64, b.targets_width as i64);
+    Layout::of(b).tensors(&upload(b, device))
+}
+
+/// What the sizes of a batch's tensors follow from: rows, widths, packed or not. Batches of
+/// one layout fit the same buffers (what a CUDA graph replays with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    rows: i64,
+    inputs_width: i64,
+    targets_width: i64,
+    packed: bool,
+}
+
+impl Layout {
+    pub fn of(b: &Batch) -> Self {
+        Self {
+            rows: b.rows as i64,
+            inputs_width: b.inputs_width as i64,
+            targets_width: b.targets_width as i64,
+            packed: b.packing.is_some(),
+        }
+    }
+
+    /// The batch's tensors over `flat`, what [`upload`] made: views of its ids (and of the
+    /// packing's segment ids and positions), and 0/1 masks computed from its lengths.
+    pub fn tensors(&self, flat: &Tensor) -> BatchTensors {
+        let (rows, wi, wt) = (self.rows, self.inputs_width, self.targets_width);
+        let mut shapes = vec![[rows, wi], [rows, wt], [rows, 1], [rows, 1]];
+        if self.packed {
+            shapes.extend([[rows, wi], [rows, wt], [rows, wi], [rows, wt]]);
+        }
+        let sizes: Vec<i64> = shapes.iter().map(|s| s[0] * s[1]).collect();
+        let mut parts = flat
+            .split_with_sizes(sizes.as_slice(), 0)
+            .into_iter()
+            .zip(shapes)
+            .map(|(t, shape)| t.view(shape));
+        let mut next = || parts.next().expect("a tensor per part");
+        let device = flat.device();
+        let mask = |lengths: Tensor, w: i64| {
+            Tensor::arange(w, (Kind::Int64, device))
+                .unsqueeze(0)
+                .lt_tensor(&lengths)
+                .to_kind(Kind::Float)
+        };
+        let inputs = next();
+        let targets = next();
+        let input_mask = mask(next(), wi);
+        let target_mask = mask(next(), wt);
+        let segments = self.packed.then(|| Segments {
+            inputs: next(),
+            targets: next(),
+            input_positions: next(),
+            target_positions: next(),
+        });
+        BatchTensors {
+            inputs,
+            input_mask,
+            targets,
+            target_mask,
+            segments,
+        }
+    }
+}
+
+/// A batch's ids, lengths and packing parts (the order [`Layout::tensors`] reads) as one
+/// int64 tensor on `device`, through one copy. On CUDA the copy starts from pinned memory
+/// and does not wait: a copy from pageable memory would first wait for the GPU to finish
+/// the work already queued, a host synchronisation per batch.
+pub(crate) fn upload(b: &Batch, device: Device) -> Tensor {
     let mut parts: Vec<&[u32]> = vec![&b.inputs, &b.targets, &b.input_lengths, &b.target_lengths];
     if let Some(p) = &b.packing {
         parts.extend([
@@ -203,44 +281,11 @@ pub fn tensors(b: &Batch, device: Device) -> BatchTensors {
             &p.targets_positions,
         ]);
     }
-    let mut on_device = upload(&parts, device).into_iter();
-    let mut next = |shape: [i64; 2]| on_device.next().expect("a tensor per part").view(shape);
-    let mask = |lengths: Tensor, w: i64| {
-        Tensor::arange(w, (Kind::Int64, device))
-            .unsqueeze(0)
-            .lt_tensor(&lengths)
-            .to_kind(Kind::Float)
-    };
-    let inputs = next([rows, wi]);
-    let targets = next([rows, wt]);
-    let input_mask = mask(next([rows, 1]), wi);
-    let target_mask = mask(next([rows, 1]), wt);
-    let segments = b.packing.as_ref().map(|_| Segments {
-        inputs: next([rows, wi]),
-        targets: next([rows, wt]),
-        input_positions: next([rows, wi]),
-        target_positions: next([rows, wt]),
-    });
-    BatchTensors {
-        inputs,
-        input_mask,
-        targets,
-        target_mask,
-        segments,
-    }
-}
-
-/// The parts as int64 tensors on `device` through one copy. On CUDA the copy starts from
-/// pinned memory and does not wait: a copy from pageable memory would first wait for the
-/// GPU to finish the work already queued, a host synchronisation per batch.
-fn upload(parts: &[&[u32]], device: Device) -> Vec<Tensor> {
     let flat: Vec<i64> = parts
         .iter()
         .flat_map(|p| p.iter().map(|&x| x as i64))
         .collect();
-    let sizes: Vec<i64> = parts.iter().map(|p| p.len() as i64).collect();
-    let all = to_device_async(Tensor::from_slice(&flat), device);
-    all.split_with_sizes(sizes.as_slice(), 0)
+    to_device_async(Tensor::from_slice(&flat), device)
 }
 
 /// `host` on `device` without waiting for the GPU's queued work: on CUDA a non-blocking copy

@@ -15,6 +15,7 @@
 
 mod data;
 mod grads;
+mod graph_step;
 mod loss;
 mod resume;
 mod run_folder;
@@ -39,6 +40,7 @@ pub use data::{data_vocab_size, tensors, BatchTensors, Counts, ReadSpec};
 pub use loss::{dataset_loss, LossConfig, LossReport};
 pub use weights::{Precision, Weights};
 
+use graph_step::GraphStep;
 use run_folder::{diverged, prepare_out, MetricsFile};
 use window::{Pending, Window};
 
@@ -79,6 +81,8 @@ pub struct TrainConfig {
     pub peak_tflops: Option<f64>,
     /// Steps per read-back of the loss and gradient norm (window.rs); default by device.
     pub sync_every: Option<usize>,
+    /// Capture the step in a CUDA graph and replay it (graph_step.rs): one process, CUDA.
+    pub cuda_graph: bool,
 }
 
 /// One step's figures (one JSON line of `metrics.jsonl`), over all ranks and micro-batches.
@@ -234,6 +238,10 @@ impl Ranks {
 pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSummary, TrainError> {
     let started = Instant::now();
     check_vocab(cfg)?;
+    let mut graph = match cfg.cuda_graph {
+        true => Some(GraphStep::new(cfg)?),
+        false => None,
+    };
     let ranks = Ranks::join(cfg)?;
     let existing = prepare_out(cfg, ranks.rank)?;
     crate::seed_everything(cfg.seed);
@@ -283,7 +291,10 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         if let Some(batches) = batches {
             let step = state.step + 1;
             let lr = opt.next_lr();
-            let (nll, grad_norm, counts) = run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)?;
+            let (nll, grad_norm, counts) = match graph.as_mut() {
+                Some(g) => g.run(cfg, &mut w, &mut opt, &batches, step)?,
+                None => run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)?,
+            };
             let flops: f64 = batches
                 .iter()
                 .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
@@ -467,23 +478,12 @@ fn run_step(
     batches: &[Batch],
     step: u64,
 ) -> Result<(Tensor, Tensor, Tensor), TrainError> {
-    let mut local = Counts::default();
-    for b in batches {
-        local.add(&Counts::of(b));
-    }
-    let counts = ranks.sum_on_device(&local.to_vec())?;
+    let counts = ranks.sum_on_device(&Counts::all(batches).to_vec())?;
     let denom = counts.get(0).clamp_min(1.0);
-    let mut nll = Tensor::zeros([], (tch::Kind::Double, cfg.device));
-    for (k, b) in batches.iter().enumerate() {
+    let nll = forward_backward(w, &denom, batches.len(), |k| {
         tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
-        let t = tensors(b, cfg.device);
-        let sum = t.loss_sum(&w.model, true);
-        nll += sum.detach().to_kind(tch::Kind::Double);
-        // In float32, the loss sum's kind: the division and its gradient are the ones a
-        // host scalar gave.
-        (&sum / denom.to_kind(tch::Kind::Float)).backward();
-        w.collect_grads();
-    }
+        tensors(&batches[k], cfg.device)
+    });
     let mut g = w.take_grads();
     if let Some(pg) = &ranks.pg {
         grads::all_reduce(pg, &w.params, &mut g, grads::BUCKET_BYTES)?;
@@ -492,6 +492,30 @@ fn run_step(
     opt.step(&mut w.params, &g);
     w.finish_step();
     Ok((nll, norm, counts))
+}
+
+/// The forward and backward passes of a step's `n` micro-batches (`micro(k)` gives the k-th,
+/// after any reseeding), each loss sum divided by `denom`, the step's target-token count
+/// over all ranks (a device tensor); the gradients are left collected in `w`. Returns the
+/// sum of the token losses (float64, on the device).
+fn forward_backward(
+    w: &mut Weights,
+    denom: &Tensor,
+    n: usize,
+    mut micro: impl FnMut(usize) -> BatchTensors,
+) -> Tensor {
+    let mut nll = Tensor::zeros([], (tch::Kind::Double, denom.device()));
+    // In float32, the loss sum's kind: the division and its gradient are the ones a host
+    // scalar gave.
+    let denom = denom.to_kind(tch::Kind::Float);
+    for k in 0..n {
+        let t = micro(k);
+        let sum = t.loss_sum(&w.model, true);
+        nll += sum.detach().to_kind(tch::Kind::Double);
+        (&sum / &denom).backward();
+        w.collect_grads();
+    }
+    nll
 }
 
 /// The L2 norm of all gradients together, as a 0-dim float64 tensor on the device: float32

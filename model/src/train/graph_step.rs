@@ -1,0 +1,371 @@
+//! `--cuda-graph`: the whole step (forward and backward passes of every micro-batch, the
+//! gradient norm, the optimiser update) captured once in a CUDA graph and replayed, so a
+//! step costs a few launches instead of thousands: what bounds small batches on a GPU.
+//!
+//! A graph replays fixed tensors, so each step's batches are copied into buffers the graph
+//! reads (one device-to-device copy per micro-batch, after an upload that does not wait),
+//! its token count likewise, and the optimiser's step-dependent scalars are written before
+//! each replay ([`Optimizer::begin_step`]). The first [`WARM_UP`] steps run eagerly on the
+//! graph's stream, the next is captured and replayed, and every later step only replays. A
+//! batch of another shape (the short last batch of an epoch) runs eagerly, as the same step.
+//!
+//! Dropout: libtorch's generator is seeded once per step, before the step's work (a replay
+//! takes the generator's seed and offset as it finds them), so an eager step and a replayed
+//! one draw the same masks. With one micro-batch per step that is the seed an eager run
+//! (without `--cuda-graph`) uses, so both runs take the same steps; with several, the
+//! micro-batches continue one random stream instead of being reseeded each. Either way the
+//! seed depends only on (seed, step): a resumed run repeats the uninterrupted one.
+
+use conveyor_pipeline::loader::Batch;
+use tch::{Device, Tensor};
+
+use super::data::{to_device_async, upload, Layout};
+use super::{forward_backward, grad_norm, micro_seed, Counts, TrainConfig, TrainError, Weights};
+use crate::cuda::CudaGraph;
+use crate::optim::Optimizer;
+
+/// Eager steps before the capture (PyTorch's examples take a few: lazily made state such
+/// as cuBLAS workspaces exists before the capture).
+pub(super) const WARM_UP: usize = 3;
+
+/// The buffers a captured step reads, and what it wrote.
+struct Captured {
+    layouts: Vec<Layout>,
+    /// One per micro-batch: what [`upload`] makes.
+    flats: Vec<Tensor>,
+    /// The step's counts (as `Counts::to_vec`).
+    counts: Tensor,
+    /// The summed token loss and the gradient norm a replay writes.
+    outputs: Option<(Tensor, Tensor)>,
+}
+
+/// The training step of a `--cuda-graph` run (one process on one CUDA device).
+pub(super) struct GraphStep {
+    /// `None`: every step eager, with the buffers and seeding of a graph (CPU tests).
+    graph: Option<CudaGraph>,
+    buffers: Option<Captured>,
+    eager_steps: usize,
+}
+
+impl GraphStep {
+    /// Refuses what a graph cannot run; the graph is made on the run's CUDA device.
+    pub fn new(cfg: &TrainConfig) -> Result<Self, TrainError> {
+        if cfg.launch.is_some() {
+            return Err(TrainError::Refused(
+                "--cuda-graph runs one process: the gradient all-reduce of several ranks is not captured; launch without torchrun/Slurm, or drop --cuda-graph".into(),
+            ));
+        }
+        let Device::Cuda(index) = cfg.device else {
+            return Err(TrainError::Refused(format!(
+                "--cuda-graph needs a CUDA device (--device cuda); this run is on {:?}, where there is no graph to capture",
+                cfg.device
+            )));
+        };
+        let graph = CudaGraph::new(index).map_err(|e| TrainError::Refused(e.to_string()))?;
+        Ok(Self::with(Some(graph)))
+    }
+
+    fn with(graph: Option<CudaGraph>) -> Self {
+        Self {
+            graph,
+            buffers: None,
+            eager_steps: 0,
+        }
+    }
+
+    /// An eager stand-in: the buffers, copies and seeding of a graph run, without a graph.
+    #[cfg(test)]
+    pub fn eager() -> Self {
+        Self::with(None)
+    }
+
+    /// One optimiser step over `batches` (as `run_step`: the summed token loss, the gradient
+    /// norm and the counts, left on the device).
+    pub fn run(
+        &mut self,
+        cfg: &TrainConfig,
+        w: &mut Weights,
+        opt: &mut Optimizer,
+        batches: &[Batch],
+        step: u64,
+    ) -> Result<(Tensor, Tensor, Tensor), TrainError> {
+        let layouts: Vec<Layout> = batches.iter().map(Layout::of).collect();
+        let flats: Vec<Tensor> = batches.iter().map(|b| upload(b, cfg.device)).collect();
+        let counts = to_device_async(
+            Tensor::from_slice(&Counts::all(batches).to_vec()),
+            cfg.device,
+        );
+        opt.begin_step();
+        tch::manual_seed(micro_seed(cfg, step, 0, 0));
+        let b = self.buffers.get_or_insert_with(|| Captured {
+            layouts: layouts.clone(),
+            flats: flats.iter().map(|f| f.empty_like()).collect(),
+            counts: counts.empty_like(),
+            outputs: None,
+        });
+        if b.layouts != layouts {
+            let (nll, norm) = work(w, opt, &layouts, &flats, &counts);
+            return Ok((nll, norm, counts));
+        }
+        let Captured {
+            layouts,
+            flats: bufs,
+            counts: count_buf,
+            outputs,
+        } = b;
+        for (to, from) in bufs.iter_mut().zip(&flats) {
+            to.copy_(from);
+        }
+        count_buf.copy_(&counts);
+        let run = |w: &mut Weights| work(w, opt, layouts, bufs, count_buf);
+        let graph_error = |e: crate::cuda::GraphError| TrainError::Refused(e.to_string());
+        let (nll, norm) = match &mut self.graph {
+            None => run(w),
+            Some(g) if self.eager_steps < WARM_UP => {
+                self.eager_steps += 1;
+                g.warm_up(|| run(w)).map_err(graph_error)?
+            }
+            Some(g) => {
+                if outputs.is_none() {
+                    *outputs = Some(g.capture(|| run(w)).map_err(graph_error)?);
+                }
+                g.replay().map_err(graph_error)?;
+                let (nll, norm) = outputs.as_ref().expect("captured outputs");
+                // The next replay overwrites them; the window keeps steps for a while.
+                (nll.copy(), norm.copy())
+            }
+        };
+        Ok((nll, norm, counts))
+    }
+}
+
+/// The device work of a step over the micro-batches in `flats`: forward and backward
+/// passes, the gradient norm and the update of the step `opt.begin_step` counted. Nothing
+/// here reads back from the device or depends on the step on the host: it is what a graph
+/// captures.
+fn work(
+    w: &mut Weights,
+    opt: &Optimizer,
+    layouts: &[Layout],
+    flats: &[Tensor],
+    counts: &Tensor,
+) -> (Tensor, Tensor) {
+    let denom = counts.get(0).clamp_min(1.0);
+    let nll = forward_backward(w, &denom, flats.len(), |k| layouts[k].tensors(&flats[k]));
+    let g = w.take_grads();
+    let norm = grad_norm(&g, counts.device());
+    opt.apply(&mut w.params, &g);
+    w.finish_step();
+    (nll, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Arch, ModelConfig};
+    use crate::optim::{OptimizerKind, Schedule};
+    use crate::train::{run_step, Precision, Ranks};
+    use conveyor_pipeline::loader::{LoaderState, Packing};
+
+    fn config(arch: Arch, precision: Precision, optimizer: OptimizerKind) -> TrainConfig {
+        TrainConfig {
+            data: "unused".into(),
+            eval_data: None,
+            out: "unused".into(),
+            model: ModelConfig::preset(arch, "tiny", 60).unwrap(),
+            steps: 10,
+            batch_size: 3,
+            accumulate: 1,
+            inputs_length: 12,
+            pack: false,
+            seed: 7,
+            optimizer,
+            schedule: Schedule::InverseSqrt { warmup: 2 },
+            checkpoint_every: 10,
+            eval_every: 0,
+            eval_batches: 1,
+            shuffle_buffer: 0,
+            device: Device::Cpu,
+            precision,
+            resume: false,
+            init: None,
+            launch: None,
+            peak_tflops: None,
+            sync_every: None,
+            cuda_graph: true,
+        }
+    }
+
+    /// Random rows of ids in [3, 60) with lengths in [1, width]; packed rows hold two
+    /// segments (the second starting mid-row).
+    fn batch(rows: usize, wi: usize, wt: usize, packed: bool, seed: u64) -> Batch {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as u32
+        };
+        let mut b = Batch {
+            rows,
+            inputs_width: wi,
+            targets_width: wt,
+            inputs: (0..rows * wi).map(|_| 3 + next(57)).collect(),
+            targets: (0..rows * wt).map(|_| 3 + next(57)).collect(),
+            input_lengths: (0..rows).map(|_| 1 + next(wi as u64)).collect(),
+            target_lengths: (0..rows).map(|_| 1 + next(wt as u64)).collect(),
+            packing: None,
+            examples: rows,
+            state: LoaderState::default(),
+        };
+        if packed {
+            let seg = |w: usize| -> (Vec<u32>, Vec<u32>) {
+                let half = w / 2;
+                let seg = (0..rows * w).map(|i| 1 + (i % w >= half) as u32).collect();
+                let pos = (0..rows * w)
+                    .map(|i| (i % w % half.max(1)) as u32)
+                    .collect();
+                (seg, pos)
+            };
+            let (si, pi) = seg(wi);
+            let (st, pt) = seg(wt);
+            b.packing = Some(Packing {
+                inputs_segment_ids: si,
+                inputs_positions: pi,
+                targets_segment_ids: st,
+                targets_positions: pt,
+            });
+            b.examples = 2 * rows;
+        }
+        b
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(t.to_kind(tch::Kind::Double).reshape([-1])).unwrap()
+    }
+
+    /// At one micro-batch per step, the steps of a graph run (here its buffers, copies and
+    /// seeding without the graph) are those of an eager run: the same losses, gradient
+    /// norms, counts and weights, bit for bit, through a short batch (run eagerly beside
+    /// the buffers) and back, in float32 and mixed precision, plain and packed rows.
+    #[test]
+    fn graph_run_steps_equal_eager_steps() {
+        let _rng = crate::test_rng();
+        for (arch, precision, optimizer, packed) in [
+            (
+                Arch::Transformer,
+                Precision::F32,
+                OptimizerKind::adafactor(),
+                false,
+            ),
+            (
+                Arch::Lightconv,
+                Precision::Bf16,
+                OptimizerKind::adamw(),
+                true,
+            ),
+        ] {
+            let cfg = config(arch, precision, optimizer);
+            let ranks = Ranks {
+                pg: None,
+                rank: 0,
+                world: 1,
+                device: Device::Cpu,
+            };
+            let fresh = || {
+                tch::manual_seed(1);
+                let w = Weights::new(&cfg.model, Device::Cpu, precision).unwrap();
+                let opt = Optimizer::new(cfg.optimizer, cfg.schedule, &w.params);
+                (w, opt)
+            };
+            let (mut we, mut oe) = fresh();
+            let (mut wg, mut og) = fresh();
+            let mut g = GraphStep::eager();
+            for step in 1..=6u64 {
+                let rows = if step == 4 { 1 } else { 3 };
+                let batches = [batch(rows, 12, 6, packed, step)];
+                let eager = run_step(&cfg, &ranks, &mut we, &mut oe, &batches, step).unwrap();
+                let graph = g.run(&cfg, &mut wg, &mut og, &batches, step).unwrap();
+                for (what, a, b) in [
+                    ("loss", &eager.0, &graph.0),
+                    ("norm", &eager.1, &graph.1),
+                    ("counts", &eager.2, &graph.2),
+                ] {
+                    assert_eq!(values(a), values(b), "{arch:?} step {step}: {what}");
+                }
+            }
+            for ((name, a), b) in we.names.iter().zip(&we.params).zip(&wg.params) {
+                assert!(a.equal(b), "{arch:?}: {name} differs");
+            }
+        }
+    }
+
+    /// What a graph cannot run is refused with the reason: several processes, no GPU.
+    #[test]
+    fn graph_runs_refuse_several_ranks_and_the_cpu() {
+        let mut cfg = config(
+            Arch::Transformer,
+            Precision::F32,
+            OptimizerKind::adafactor(),
+        );
+        let refusal = |cfg: &TrainConfig| match GraphStep::new(cfg) {
+            Err(TrainError::Refused(m)) => m,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a graph run on {:?} was accepted", cfg.device),
+        };
+        assert!(refusal(&cfg).contains("needs a CUDA device"));
+        cfg.launch = Some(crate::dist::Launch {
+            rank: 0,
+            world_size: 2,
+            local_rank: 0,
+            master_addr: "127.0.0.1".into(),
+            master_port: 29500,
+            agent_store: false,
+            timeout: std::time::Duration::from_secs(1),
+            restart: 0,
+            source: "test",
+        });
+        cfg.device = Device::Cuda(0);
+        assert!(refusal(&cfg).contains("runs one process"));
+    }
+
+    /// The random stream of a graph run depends only on (seed, step): steps 3-4 taken by a
+    /// new step runner after the generator moved on (a resumed process) repeat the
+    /// uninterrupted run's, with two micro-batches per step sharing the step's seed.
+    #[test]
+    fn graph_run_resumes_to_the_same_steps() {
+        let _rng = crate::test_rng();
+        let mut cfg = config(
+            Arch::Transformer,
+            Precision::F32,
+            OptimizerKind::adafactor(),
+        );
+        cfg.accumulate = 2;
+        let batches = |step: u64| {
+            [
+                batch(2, 10, 5, false, 2 * step),
+                batch(2, 10, 5, false, 2 * step + 1),
+            ]
+        };
+        let losses = |restart: bool| {
+            tch::manual_seed(1);
+            let mut w = Weights::new(&cfg.model, Device::Cpu, cfg.precision).unwrap();
+            let mut opt = Optimizer::new(cfg.optimizer, cfg.schedule, &w.params);
+            let mut g = GraphStep::eager();
+            let mut out = Vec::new();
+            for step in 1..=4u64 {
+                if restart && step == 3 {
+                    g = GraphStep::eager();
+                    tch::manual_seed(12345);
+                }
+                let (nll, _, _) = g.run(&cfg, &mut w, &mut opt, &batches(step), step).unwrap();
+                out.push(nll.double_value(&[]));
+            }
+            out
+        };
+        let whole = losses(false);
+        assert_eq!(whole, losses(true));
+        // Dropout is on: the steps are not all alike.
+        assert!(whole.windows(2).all(|p| p[0] != p[1]), "{whole:?}");
+    }
+}
