@@ -73,7 +73,16 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
           case 1:
           case 3:
             if (!g->before) throw std::logic_error("not on the graph's stream");
-            if (op == 3) g->graph.capture_end();
+            if (op == 3) {
+              try {
+                g->graph.capture_end();
+              } catch (...) {
+                // Back on the caller's stream, so that the error is what the run reports.
+                c10::cuda::setCurrentCUDAStream(*g->before);
+                g->before.reset();
+                throw;
+              }
+            }
             c10::cuda::device_synchronize();
             c10::cuda::setCurrentCUDAStream(*g->before);
             g->before.reset();

@@ -131,6 +131,8 @@ pub enum TrainError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
     Dist(#[from] crate::dist::DistError),
+    #[error(transparent)]
+    Graph(#[from] crate::cuda::GraphError),
     #[error("{0}")]
     Refused(String),
     #[error("the loss became {value} at step {step}; stopping. The last good checkpoint is {last}. Lower the learning rate or check the data, then rerun with --resume")]
@@ -151,6 +153,9 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     pub seconds: f64,
     pub world_size: usize,
+    /// `--cuda-graph`: the steps of this invocation replayed from the graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_steps: Option<u64>,
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> TrainError {
@@ -292,7 +297,13 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             let step = state.step + 1;
             let lr = opt.next_lr();
             let (nll, grad_norm, counts) = match graph.as_mut() {
-                Some(g) => g.run(cfg, &mut w, &mut opt, &batches, step)?,
+                Some(g) => {
+                    let out = g.run(cfg, &mut w, &mut opt, &batches, step)?;
+                    if g.captured_at == Some(step) {
+                        progress.note(&format!("step {step} captured in a CUDA graph: later steps of its shape replay it"));
+                    }
+                    out
+                }
                 None => run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)?,
             };
             let flops: f64 = batches
@@ -386,8 +397,15 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             }
         }
     }
+    if let Some(g) = &graph {
+        progress.note(&format!(
+            "CUDA graph: {} steps replayed, {} eager (the warm-up, and batches of another shape)",
+            g.replayed, g.eager
+        ));
+    }
     progress.finish();
     Ok(TrainSummary {
+        replayed_steps: graph.as_ref().map(|g| g.replayed),
         out: cfg.out.clone(),
         steps: state.step,
         resumed_from,
