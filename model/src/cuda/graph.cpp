@@ -13,6 +13,7 @@
 #include "../bridge.h"
 
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -47,7 +48,8 @@ int conveyor_graph_new(int device, void** out, char* err, int64_t err_len) {
 
 // op 0: make the side stream current (after the device is idle); op 1: back to the
 // stream that was current (after the side stream is done); op 2: begin capturing on the
-// side stream (made current); op 3: end the capture and go back; op 4: replay.
+// side stream (made current); op 3: end the capture, go back and release the allocator's
+// unused cached memory; op 4: replay.
 int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
   auto* g = static_cast<Graph*>(handle);
   return conveyor::guarded<int>(err, static_cast<size_t>(err_len), -1, [&] {
@@ -86,6 +88,10 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
             c10::cuda::device_synchronize();
             c10::cuda::setCurrentCUDAStream(*g->before);
             g->before.reset();
+            // The warm-up steps left a step's worth of freed blocks cached for the side
+            // stream, which nothing runs on any more (the graph has its own pool): give them
+            // back, so that a graph run holds one step's memory, not two.
+            if (op == 3) c10::cuda::CUDACachingAllocator::emptyCache();
             break;
           case 4:
             g->graph.replay();
