@@ -41,6 +41,12 @@ common=(--data "$WORK/tokens" --arch lightconv --preset tiny --inputs-length 64 
         --checkpoint-every 30 --device $DEV --seed 0 -q)
 # A 60-step run of those settings (and any flags given) into $WORK/NAME, unless a stage made it.
 once() { local name=$1; shift; [ -f "$WORK/$name/metrics.jsonl" ] || timeout 120 "$CT" train "${common[@]}" "$@" --out "$WORK/$name" --steps 60; }
+# The same 60 steps taken as 30 and a resume to 60.
+halves() {
+  local name=$1; shift
+  timeout 120 "$CT" train "${common[@]}" "$@" --out "$WORK/$name" --steps 30
+  timeout 120 "$CT" train "${common[@]}" "$@" --out "$WORK/$name" --steps 60 --resume
+}
 GRAPH=--cuda-graph
 if [ "$DEV" = cpu ]; then GRAPH=; fi  # a dry run checks the script: both columns eager
 
@@ -209,8 +215,7 @@ fi
 if want resume; then
 stage resume "exact resume on CUDA: 60 steps straight vs 30 + resume to 60"
 once straight
-timeout 120 "$CT" train "${common[@]}" --out "$WORK/resumed" --steps 30
-timeout 120 "$CT" train "${common[@]}" --out "$WORK/resumed" --steps 60 --resume
+halves resumed
 python3 - "$WORK/straight/metrics.jsonl" "$WORK/resumed/metrics.jsonl" <<'PY'
 import json, sys
 a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
@@ -228,8 +233,7 @@ once straight
 timeout 120 "$CT" train "${common[@]}" --out "$WORK/again" --steps 60
 once det1 --deterministic
 timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det2" --steps 60
-timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det-resumed" --steps 30
-timeout 120 "$CT" train "${common[@]}" --deterministic --out "$WORK/det-resumed" --steps 60 --resume
+halves det-resumed --deterministic
 # Issue 19: figures read back every step instead of every 16 (CUDA's default window).
 timeout 120 "$CT" train "${common[@]}" --deterministic --sync-every 1 --out "$WORK/det-sync1" --steps 60
 python3 - "$WORK" <<'PY'

@@ -34,6 +34,12 @@ struct Graph {
       : device(d), side(c10::cuda::getStreamFromPool(false, d)) {}
 };
 
+// Makes the stream that was current before the side stream current again.
+void go_back(Graph* g) {
+  c10::cuda::setCurrentCUDAStream(*g->before);
+  g->before.reset();
+}
+
 }  // namespace
 
 extern "C" {
@@ -66,8 +72,7 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
               try {
                 g->graph.capture_begin();
               } catch (...) {
-                c10::cuda::setCurrentCUDAStream(*g->before);
-                g->before.reset();
+                go_back(g);
                 throw;
               }
             }
@@ -80,14 +85,12 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
                 g->graph.capture_end();
               } catch (...) {
                 // Back on the caller's stream, so that the error is what the run reports.
-                c10::cuda::setCurrentCUDAStream(*g->before);
-                g->before.reset();
+                go_back(g);
                 throw;
               }
             }
             c10::cuda::device_synchronize();
-            c10::cuda::setCurrentCUDAStream(*g->before);
-            g->before.reset();
+            go_back(g);
             // The warm-up steps left a step's worth of freed blocks cached for the side
             // stream, which nothing runs on any more (the graph has its own pool): give them
             // back, so that a graph run holds one step's memory, not two.
