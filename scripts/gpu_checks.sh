@@ -12,6 +12,10 @@
 # (keys in brackets in the log: a second call can finish what a first one ran out of time
 # for), e.g. ONLY=figures,sdpa scripts/gpu_checks.sh BIN_DIR OUT_DIR.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
+# From a development machine with the device tool: build release here, `strip -o` both
+# binaries into .device/bin (git-ignored; about 45 MB, under the 64 MiB a run may carry), then
+# run `scripts/gpu_checks.sh .device/bin $OUT` carrying .device, with a time limit that leaves
+# room for a second call (ONLY=...) for the stages the log shows were not reached.
 set -u
 BIN=$(cd "$1" && pwd)
 OUT=$2
