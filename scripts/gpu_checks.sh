@@ -31,6 +31,10 @@ DEV=cuda BASE=base SMALL=small BIG=128 LENGTHS=64,128,256,512,1024,2048,4096
 if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny SMALL=tiny BIG=4 LENGTHS=64,128; fi
 
 ONLY=${ONLY:-all}
+KEYS="paperbase traingraph graphs figures sdpa hf optim precision nccl resume repeat bf16 demo"
+for k in ${ONLY//,/ }; do
+  [ "$k" = all ] || [[ " $KEYS " == *" $k "* ]] || { echo "ONLY: no stage $k (stages: $KEYS)" >&2; exit 2; }
+done
 want() { [ "$ONLY" = all ] || [[ ",$ONLY," == *",$1,"* ]]; }
 stage() { echo; echo "=== $2 [$1] ($(date +%T), ${SECONDS}s)"; }
 {
@@ -43,8 +47,9 @@ stage setup "fixture tokens for the training stages"
 timeout 120 "$C" ingest fixtures/corpus/*.jsonl --vocab fixtures/vocab/fixture.model --out "$WORK/tokens" -q
 common=(--data "$WORK/tokens" --arch lightconv --preset tiny --inputs-length 64 --batch-size 16
         --checkpoint-every 30 --device $DEV --seed 0 -q)
-# A 60-step run of those settings (and any flags given) into $WORK/NAME, unless a stage made it.
-once() { local name=$1; shift; [ -f "$WORK/$name/metrics.jsonl" ] || timeout 120 "$CT" train "${common[@]}" "$@" --out "$WORK/$name" --steps 60; }
+# A 60-step run of those settings (and any flags given) into $WORK/NAME, unless a stage
+# finished it already.
+once() { local name=$1; shift; [ -d "$WORK/$name/checkpoints/step-00000060" ] || timeout 120 "$CT" train "${common[@]}" "$@" --out "$WORK/$name" --steps 60; }
 # The same 60 steps taken as 30 and a resume to 60.
 halves() {
   local name=$1; shift

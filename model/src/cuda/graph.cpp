@@ -70,7 +70,9 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
             c10::cuda::setCurrentCUDAStream(g->side);
             if (op == 2) {
               try {
-                g->graph.capture_begin();
+                // Thread-local: only this thread's unsafe CUDA calls would spoil the capture,
+                // not those of other threads (tests running beside it, a user's own threads).
+                g->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
               } catch (...) {
                 go_back(g);
                 throw;
@@ -92,8 +94,9 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
             c10::cuda::device_synchronize();
             go_back(g);
             // The warm-up steps left a step's worth of freed blocks cached for the side
-            // stream, which nothing runs on any more (the graph has its own pool): give them
-            // back, so that a graph run holds one step's memory, not two.
+            // stream, which nothing runs on any more (the graph has its own pool): give every
+            // unused cached block back (the caller's stream's too; live tensors and the
+            // graph's pool stay), so that a graph run holds about one step's memory, not two.
             if (op == 3) c10::cuda::CUDACachingAllocator::emptyCache();
             break;
           case 4:
