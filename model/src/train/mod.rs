@@ -9,9 +9,10 @@
 //! are summed over ranks. So 2 ranks x batch 4 = 1 rank x batch 8 = batch 4 x accumulate 2.
 //!
 //! Exactness: every micro-batch reseeds libtorch from (seed, step, rank, micro-batch) before
-//! its forward pass, the loader of every rank continues from the state stored with the
-//! checkpoint, and the optimiser moments are restored by parameter name, so on CPU the
-//! losses after a resume equal those of an uninterrupted run.
+//! its forward pass (with `--cuda-graph`, every step from (seed, step): graph_step.rs), the
+//! loader of every rank continues from the state stored with the checkpoint, and the
+//! optimiser moments are restored by parameter name, so on CPU the losses after a resume
+//! equal those of an uninterrupted run.
 
 mod data;
 mod grads;
