@@ -117,6 +117,7 @@ fn first_adafactor_step_is_the_sign_times_the_scaled_rate() {
 /// Parameters of the shapes models have (matrices, vectors, 3-D convolution kernels,
 /// one without a gradient), random, and random gradients for `steps` steps.
 fn multi_tensor_matches_per_tensor(kind: OptimizerKind, weights: Kind) {
+    let _rng = crate::test_rng();
     // On CPU in one call, and in calls of a tensor or two (the 3 x 4 x 5 kernel is
     // 240 bytes); on CUDA as well when there is one (the multi-tensor kernels proper).
     let mut runs = vec![(Device::Cpu, foreach::CHUNK_BYTES), (Device::Cpu, 256)];
@@ -305,6 +306,7 @@ fn global_norm_equals_the_float64_norm() {
 /// in-place multiplication by a Scalar does) misses that for many of them.
 #[test]
 fn adamw_decays_bf16_weights_in_float32() {
+    let _rng = crate::test_rng();
     tch::manual_seed(3);
     let w0 = Tensor::randn([4000], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
     let (lr, wd) = (0.7, 0.01);

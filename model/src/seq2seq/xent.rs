@@ -75,6 +75,7 @@ mod tests {
 
     #[test]
     fn loss_and_gradient_match_log_softmax_on_bf16_logits() {
+        let _rng = crate::test_rng();
         tch::manual_seed(3);
         let (b, t, v) = (3, 5, 37);
         for chunk in [CHUNK_ELEMENTS, 2 * v, 1] {
@@ -120,6 +121,7 @@ mod tests {
 
     #[test]
     fn without_gradients_it_is_the_loss_alone() {
+        let _rng = crate::test_rng();
         let logits = Tensor::randn([2, 3, 11], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
         let targets = Tensor::randint(11, [2, 3], (Kind::Int64, Device::Cpu));
         let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
