@@ -27,11 +27,11 @@ impl RmsNorm {
     }
 
     /// ATen's `rms_norm`: on CUDA one fused kernel forward and one backward (instead of
-    /// about six and ten launches for the formula below, and no saved float32 copy of a
-    /// bfloat16 input); elsewhere ATen's composite of the same operations. In float32 it
-    /// is T5's formula (`t5_rms_norm` in the tests); with bfloat16 ATen multiplies by the weight before
-    /// rounding back (T5 rounds, then multiplies), so the two can differ by one bfloat16
-    /// step. The tests hold it to the formula, on CUDA too when there is one.
+    /// about six and ten launches for T5's formula, and no saved float32 copy of a bfloat16
+    /// input); elsewhere ATen's composite of the same operations. In float32 it is T5's
+    /// formula (`t5_rms_norm` in the tests); with bfloat16 ATen multiplies by the weight
+    /// before rounding back (T5 rounds, then multiplies), so the two can differ by one
+    /// bfloat16 step. The tests hold it to the formula, on CUDA too when there is one.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let d = *x.size().last().expect("RMS norm of a 0-dim tensor");
         x.rms_norm([d], Some(&self.weight), RMS_EPS)

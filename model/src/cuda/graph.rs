@@ -58,6 +58,17 @@ impl CudaGraph {
         })
     }
 
+    /// An empty graph for `device`, refused with the reason when it is not a CUDA device
+    /// (what `--cuda-graph` says on the CPU).
+    pub fn on(device: tch::Device) -> Result<Self, GraphError> {
+        match device {
+            tch::Device::Cuda(i) => Self::new(i),
+            d => Err(GraphError(format!(
+                "--cuda-graph needs a CUDA device (--device cuda); this run is on {d:?}, where there is no graph to capture"
+            ))),
+        }
+    }
+
     fn op(&self, op: i32) -> Result<(), GraphError> {
         // SAFETY: `handle` is the live graph this value owns.
         checked(|e, l| unsafe { ffi::conveyor_graph_op(self.handle, op, e, l) })

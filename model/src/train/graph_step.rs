@@ -17,7 +17,7 @@
 //! seed depends only on (seed, step): a resumed run repeats the uninterrupted one.
 
 use conveyor_pipeline::loader::Batch;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use super::data::{to_device_async, upload, Layout};
 use super::{forward_backward, grad_norm, micro_seed, Counts, TrainConfig, TrainError, Weights};
@@ -61,13 +61,7 @@ impl GraphStep {
                 "--cuda-graph runs one process: the gradient all-reduce of several ranks is not captured; launch without torchrun/Slurm, or drop --cuda-graph".into(),
             ));
         }
-        let Device::Cuda(index) = cfg.device else {
-            return Err(TrainError::Refused(format!(
-                "--cuda-graph needs a CUDA device (--device cuda); this run is on {:?}, where there is no graph to capture",
-                cfg.device
-            )));
-        };
-        let graph = CudaGraph::new(index)?;
+        let graph = CudaGraph::on(cfg.device).map_err(|e| TrainError::Refused(e.to_string()))?;
         Ok(Self::with(Some(graph)))
     }
 
@@ -184,6 +178,7 @@ mod tests {
     use crate::optim::{OptimizerKind, Schedule};
     use crate::train::{run_step, Precision, Ranks};
     use conveyor_pipeline::loader::{LoaderState, Packing};
+    use tch::Device;
 
     fn config(arch: Arch, precision: Precision, optimizer: OptimizerKind) -> TrainConfig {
         TrainConfig {

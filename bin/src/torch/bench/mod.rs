@@ -483,18 +483,17 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
             let _ = work(w, opt);
         }
     };
-    let graph = match (a.cuda_graph, device) {
-        (false, _) => {
+    let graph = match a.cuda_graph {
+        false => {
             warm_up(&mut w, &mut opt);
             None
         }
-        (true, tch::Device::Cuda(i)) => {
-            let mut g = conveyor_model::cuda::CudaGraph::new(i)?;
+        true => {
+            let mut g = conveyor_model::cuda::CudaGraph::on(device)?;
             g.warm_up(|| warm_up(&mut w, &mut opt))?;
             let loss = g.capture(|| work(&mut w, &opt))?;
             Some((g, loss))
         }
-        (true, _) => anyhow::bail!("--cuda-graph needs a CUDA device (--device cuda)"),
     };
     let mut step = || {
         opt.begin_step();
