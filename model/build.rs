@@ -35,6 +35,7 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     let lib = PathBuf::from(lib);
     let cuda_lib = lib.join("libtorch_cuda.so").exists();
+    println!("cargo:rustc-env=CONVEYOR_LIBTORCH_CUDA={cuda_lib}");
     if cuda_lib {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
@@ -73,9 +74,14 @@ fn main() {
             false,
         ),
     ] {
-        if !(cuda_lib && build_with_cuda(&base, torch, lib, file, nccl)) {
+        let built = cuda_lib && build_with_cuda(&base, torch, lib, file, nccl);
+        if !built {
             base().file(missing).compile(lib);
         }
+        // `conveyor env` says which was built: a device run checks it before spending time.
+        let name = lib.trim_start_matches("conveyor_").to_uppercase();
+        let what = if built { "built" } else { "stand-in" };
+        println!("cargo:rustc-env=CONVEYOR_{name}_BRIDGE={what}");
     }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");

@@ -37,13 +37,17 @@ pub fn seed_everything(seed: u64) {
     tch::manual_seed(seed as i64);
 }
 
-/// A one-line description of what libtorch sees, for `conveyor env` and logs.
+/// A one-line description of what libtorch sees, for `conveyor env` and logs, and whether
+/// the CUDA graph and NCCL bridges were compiled ("built") or replaced by their stand-ins
+/// (no CUDA headers at build time: `--cuda-graph` and NCCL then refuse with that reason).
 pub fn describe() -> String {
     format!(
-        "libtorch: cuda available: {}, cuda devices: {}, cudnn: {}",
+        "libtorch: cuda available: {}, cuda devices: {}, cudnn: {}, cuda graph bridge: {}, nccl bridge: {}",
         tch::Cuda::is_available(),
         tch::Cuda::device_count(),
-        tch::Cuda::cudnn_is_available()
+        tch::Cuda::cudnn_is_available(),
+        option_env!("CONVEYOR_GRAPH_BRIDGE").unwrap_or("stand-in"),
+        option_env!("CONVEYOR_NCCL_BRIDGE").unwrap_or("stand-in"),
     )
 }
 

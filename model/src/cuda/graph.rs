@@ -161,3 +161,37 @@ mod tests {
         assert_eq!(y.double_value(&[7]), 13.0);
     }
 }
+
+#[cfg(test)]
+mod bridge_tests {
+    use super::*;
+
+    /// What `conveyor env` says of the graph bridge is what is linked: the stand-in answers
+    /// every call with its "without CUDA headers" reason, the real bridge with libtorch's own
+    /// (no device here) or a graph. A device run checks that line before spending time.
+    #[test]
+    fn env_names_the_graph_bridge_that_is_linked() {
+        let mut handle = std::ptr::null_mut();
+        // SAFETY: the bridge writes a new graph into `handle` or reports an error.
+        let made = checked(|e, l| unsafe { ffi::conveyor_graph_new(0, &mut handle, e, l) });
+        if made.is_ok() {
+            // SAFETY: a graph the bridge just made, freed once.
+            unsafe { ffi::conveyor_graph_free(handle) }
+        }
+        let stand_in = made
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("without CUDA headers"));
+        let said = if stand_in { "stand-in" } else { "built" };
+        let line = crate::describe();
+        assert!(
+            line.contains(&format!("cuda graph bridge: {said}")),
+            "{line} / {made:?}"
+        );
+        // A CUDA libtorch (the wheel scripts/setup.sh installs) carries the CUDA headers:
+        // a stand-in there means graph.cpp failed to compile (only a cargo warning says so).
+        if option_env!("CONVEYOR_LIBTORCH_CUDA") == Some("true") {
+            assert_eq!(said, "built", "{line}");
+            assert_eq!(option_env!("CONVEYOR_NCCL_BRIDGE"), Some("built"), "{line}");
+        }
+    }
+}
