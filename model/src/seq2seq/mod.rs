@@ -339,11 +339,20 @@ impl Seq2Seq {
         target_mask: &Tensor,
         train: bool,
     ) -> Tensor {
-        let sum = self.loss_sum(inputs, input_mask, targets, target_mask, train);
-        sum / target_mask
+        let count = target_mask
             .to_kind(Kind::Float)
             .sum(Kind::Float)
-            .clamp_min(1.0)
+            .clamp_min(1.0);
+        self.loss_parts(
+            inputs,
+            input_mask,
+            targets,
+            target_mask,
+            None,
+            train,
+            Some(&count),
+        )
+        .1
     }
 
     /// Summed token cross-entropy of `targets` over the real (mask 1) target tokens: the
@@ -370,19 +379,44 @@ impl Seq2Seq {
         seg: Option<&Segments>,
         train: bool,
     ) -> Tensor {
+        self.loss_parts(inputs, input_mask, targets, target_mask, seg, train, None)
+            .1
+    }
+
+    /// The summed token cross-entropy (float32, without gradient) and, differentiable, that
+    /// sum divided by `denom` (a 0-dim float32 tensor on the model's device; the sum itself
+    /// when `None`). With bfloat16 logits the division happens before their gradient is
+    /// rounded (xent.rs), so `backward()` of the second gives the same gradient as the
+    /// float32 path rounded once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_parts(
+        &self,
+        inputs: &Tensor,
+        input_mask: &Tensor,
+        targets: &Tensor,
+        target_mask: &Tensor,
+        seg: Option<&Segments>,
+        train: bool,
+        denom: Option<&Tensor>,
+    ) -> (Tensor, Tensor) {
         let encoded = self.encode_segments(inputs, input_mask, seg, train);
         let dec_in = self.shift_right(targets, seg.map(|s| &s.targets));
         let hidden = self.decode_segments(&dec_in, &encoded, input_mask, seg, train);
         let logits = self.logits(&hidden);
         if logits.kind() == Kind::BFloat16 {
             // Mixed precision: no float32 copy of the (batch x targets x vocab) logits.
-            return xent::nll_sum(&logits, targets, target_mask, xent::CHUNK_ELEMENTS);
+            return xent::nll_over(&logits, targets, target_mask, xent::CHUNK_ELEMENTS, denom);
         }
         let logp = logits.log_softmax(-1, Kind::Float);
         let nll = -logp
             .gather(-1, &targets.unsqueeze(-1), false)
             .squeeze_dim(-1);
-        (nll * target_mask.to_kind(Kind::Float)).sum(Kind::Float)
+        let sum = (nll * target_mask.to_kind(Kind::Float)).sum(Kind::Float);
+        let value = match denom {
+            Some(d) => &sum / d,
+            None => sum.shallow_clone(),
+        };
+        (sum.detach(), value)
     }
 }
 

@@ -6,17 +6,29 @@
 //! logits. Here the loss and its gradient with respect to the logits, softmax minus one-hot
 //! times the mask, are computed together in float32 a chunk of rows at a time, the gradient
 //! stored in bfloat16 (the logits' kind, which the plain way casts it to as well); autograd
-//! then only multiplies that stored gradient back through the logits.
+//! then only multiplies that stored gradient back through the logits. The loss's divisor
+//! (the trainer's target-token count) is applied here too, in float32 before the gradient is
+//! rounded: divided afterwards, the incoming scale would reach the bfloat16 product rounded
+//! to bfloat16 itself, every gradient off by the same up-to-0.4% factor.
 
 use tch::{Kind, Tensor};
 
 /// Float32 elements per chunk of rows (128 MB).
 pub const CHUNK_ELEMENTS: i64 = 32 << 20;
 
-/// Sum over rows of (logsumexp(logits) - logits[target]) * mask, for (batch, targets, vocab)
-/// logits, (batch, targets) int64 targets and a (batch, targets) mask; differentiable with
-/// respect to `logits`. Rows go `chunk` elements at a time ([`CHUNK_ELEMENTS`]).
-pub fn nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor, chunk: i64) -> Tensor {
+/// The sum over rows of (logsumexp(logits) - logits[target]) * mask, for (batch, targets,
+/// vocab) logits, (batch, targets) int64 targets and a (batch, targets) mask (float32,
+/// without gradient), and that sum divided by `denom` (a 0-dim float32 tensor on the logits'
+/// device; the sum itself when `None`), differentiable with respect to `logits`, its
+/// gradient divided in float32 and rounded to the logits' kind once. Rows go `chunk`
+/// elements at a time ([`CHUNK_ELEMENTS`]).
+pub fn nll_over(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    chunk: i64,
+    denom: Option<&Tensor>,
+) -> (Tensor, Tensor) {
     let vocab = *logits.size().last().expect("logits have a vocabulary axis");
     let flat = logits.reshape([-1, vocab]);
     let rows = flat.size()[0];
@@ -41,22 +53,30 @@ pub fn nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor, chunk: i64) -> 
             let mut p = (x - lse).exp_();
             let _ = p.g_mul_(&m);
             let _ = p.scatter_add_(1, &t, &m.neg());
+            if let Some(d) = denom {
+                let _ = p.g_div_(d);
+            }
             g.narrow(0, start, len).copy_(&p);
         }
         start += len;
     }
     drop(_guard);
-    match grad {
-        // Its value is `total` (plus an exact zero); its gradient with respect to the
-        // logits is `g`.
-        // A dot product: no (batch x targets x vocab) temporary forward, and its backward
-        // is `g` times the incoming scalar.
+    let value = match denom {
+        Some(d) => &total / d,
+        None => total.shallow_clone(),
+    };
+    let value = match grad {
+        // Its value is `value` (plus an exact zero); its gradient with respect to the
+        // logits is `g` times the incoming scalar: a plain backward brings 1, which
+        // bfloat16 holds exactly.
+        // A dot product: no (batch x targets x vocab) temporary forward.
         Some(g) => {
             let surrogate = flat.reshape([-1]).dot(&g.reshape([-1]));
-            total + (&surrogate - surrogate.detach())
+            value + (&surrogate - surrogate.detach())
         }
-        None => total,
-    }
+        None => value,
+    };
+    (total, value)
 }
 
 #[cfg(test)]
@@ -89,25 +109,37 @@ mod tests {
             .view([b, t]);
             let a = base.copy().set_requires_grad(true);
             let p = base.copy().set_requires_grad(true);
-            let la = nll_sum(&a, &targets, &mask, chunk);
+            let la = nll_over(&a, &targets, &mask, chunk, None).1;
             let lp = plain(&p, &targets, &mask);
             let (va, vp) = (la.double_value(&[]), lp.double_value(&[]));
             assert!(
                 (va - vp).abs() <= 1e-5 * vp.abs(),
                 "chunk {chunk}: {va} vs {vp}"
             );
-            // A scale bfloat16 does not hold exactly, as the trainer's 1 / tokens.
-            (la / 3.0).backward();
+            drop(la);
+            // A divisor bfloat16 does not hold exactly, as the trainer's token count.
+            let three = Tensor::from(3.0f32);
+            let (sum, mean) = nll_over(&a, &targets, &mask, chunk, Some(&three));
+            assert_eq!(sum.double_value(&[]), va);
+            assert!((mean.double_value(&[]) - vp / 3.0).abs() <= 1e-5 * vp.abs());
+            mean.backward();
             (lp / 3.0).backward();
             let (ga, gp) = (a.grad().to_kind(Kind::Float), p.grad().to_kind(Kind::Float));
-            assert_eq!(ga.kind(), Kind::Float);
             assert_eq!(a.grad().kind(), Kind::BFloat16);
-            // Both round the same float32 gradient to bfloat16: within a bfloat16 step.
-            let diff = (&ga - &gp).abs().max().double_value(&[]);
-            let scale = gp.abs().max().double_value(&[]);
+            // Both round the float32 gradient to bfloat16 once: within one bfloat16 step of
+            // each element, and no common factor between them (1/3 rounded to bfloat16 first
+            // would scale every element by 1.002).
+            let step = gp.abs() / 128.0 + 1e-30;
+            let worst = ((&ga - &gp).abs() - step).max().double_value(&[]);
             assert!(
-                diff <= scale / 128.0,
-                "chunk {chunk}: gradients differ by {diff}"
+                worst <= 0.0,
+                "chunk {chunk}: an element differs by more than a step"
+            );
+            let factor = (&ga * &gp).sum(Kind::Double).double_value(&[])
+                / (&gp * &gp).sum(Kind::Double).double_value(&[]);
+            assert!(
+                (factor - 1.0).abs() < 1e-5,
+                "chunk {chunk}: gradients scaled by {factor}"
             );
             // Masked rows get no gradient; each kept row's gradient sums to zero.
             let rows = ga.sum_dim_intlist(&[-1i64][..], false, Kind::Float);
@@ -125,7 +157,9 @@ mod tests {
         let logits = Tensor::randn([2, 3, 11], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
         let targets = Tensor::randint(11, [2, 3], (Kind::Int64, Device::Cpu));
         let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
-        let got = nll_sum(&logits, &targets, &mask, 7).double_value(&[]);
+        let got = nll_over(&logits, &targets, &mask, 7, None)
+            .1
+            .double_value(&[]);
         let want = plain(&logits, &targets, &mask).double_value(&[]);
         assert!((got - want).abs() <= 1e-5 * want.abs());
     }

@@ -305,13 +305,24 @@ pub(super) fn to_device_async(host: Tensor, device: Device) -> Tensor {
 impl BatchTensors {
     /// The summed token cross-entropy of the batch's targets under `model`.
     pub fn loss_sum(&self, model: &crate::Seq2Seq, train: bool) -> Tensor {
-        model.loss_sum_segments(
+        self.loss_parts(model, train, None).1
+    }
+
+    /// [`crate::Seq2Seq::loss_parts`] of the batch: the sum, and the sum over `denom`.
+    pub fn loss_parts(
+        &self,
+        model: &crate::Seq2Seq,
+        train: bool,
+        denom: Option<&Tensor>,
+    ) -> (Tensor, Tensor) {
+        model.loss_parts(
             &self.inputs,
             &self.input_mask,
             &self.targets,
             &self.target_mask,
             self.segments.as_ref(),
             train,
+            denom,
         )
     }
 }

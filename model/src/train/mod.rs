@@ -529,9 +529,9 @@ fn forward_backward(
     let denom = denom.to_kind(tch::Kind::Float);
     for k in 0..n {
         let t = micro(k);
-        let sum = t.loss_sum(&w.model, true);
-        nll += sum.detach().to_kind(tch::Kind::Double);
-        (&sum / &denom).backward();
+        let (sum, mean) = t.loss_parts(&w.model, true, Some(&denom));
+        nll += sum.to_kind(tch::Kind::Double);
+        mean.backward();
         w.collect_grads();
     }
     nll
