@@ -377,15 +377,20 @@ fn wrong_inputs_are_refused_with_a_reason() {
         err.contains("transformer model") && err.contains("lightconv"),
         "{err}"
     );
-    // A CUDA graph needs a CUDA device: refused before anything is written.
-    let fresh = run.join("graph");
-    let mut graph = train_args(fresh.to_str().unwrap(), "transformer", "2");
-    graph.push("--cuda-graph");
-    let o = conveyor(&graph);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("--cuda-graph needs a CUDA device"), "{err}");
-    assert!(!fresh.exists());
+    // A CUDA graph and the sync check need a CUDA device: refused before anything is written.
+    for flag in ["--cuda-graph", "--check-syncs"] {
+        let fresh = run.join(flag.trim_start_matches('-'));
+        let mut cuda = train_args(fresh.to_str().unwrap(), "transformer", "2");
+        cuda.push(flag);
+        let o = conveyor(&cuda);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("{flag} needs a CUDA device")),
+            "{err}"
+        );
+        assert!(!fresh.exists());
+    }
     // Impossible shapes.
     let cfg = run.join("bad.json");
     std::fs::write(&cfg, r#"{"d_model": 30, "num_heads": 4}"#).unwrap();

@@ -164,6 +164,11 @@ pub struct TrainArgs {
     /// micro-batches of a step share one dropout seed (docs/training.md).
     #[arg(long)]
     cuda_graph: bool,
+    /// Fail the run if a step (after the first 4; with --cuda-graph, after the capture)
+    /// makes the host wait for the GPU: libtorch's sync debug mode at "error" while each
+    /// step runs. A check for the step path's launch overhead; CUDA only.
+    #[arg(long)]
+    check_syncs: bool,
     /// Start from this checkpoint folder's weights (fine-tuning).
     #[arg(long)]
     init: Option<PathBuf>,
@@ -369,6 +374,7 @@ fn train_config(
         peak_tflops: a.peak_tflops,
         sync_every: a.sync_every.map(|n| n as usize),
         cuda_graph: a.cuda_graph,
+        check_syncs: a.check_syncs,
     }
 }
 

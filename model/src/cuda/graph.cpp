@@ -9,6 +9,7 @@
 // Entering and leaving the side stream synchronise the device: both happen once per graph.
 // Only functions exported by libc10_cuda / libtorch_cuda are called (no inline CUDA runtime
 // calls, such as c10's stream guards make), so nothing links against libcudart itself.
+// Also here, as it needs the same headers: the switch for libtorch's CUDA sync debug mode.
 // Every function returns 0, or -1 after writing what went wrong to `err` (src/bridge.h).
 #include "../bridge.h"
 
@@ -16,6 +17,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
 
 #include <cstdint>
 #include <optional>
@@ -107,6 +109,46 @@ int conveyor_graph_op(void* handle, int op, char* err, int64_t err_len) {
         }
         return 0;
       });
+}
+
+// libtorch's CUDA sync debug mode (what torch.cuda.set_sync_debug_mode sets), for
+// `train --check-syncs`: op 1 makes every synchronising CUDA call libtorch makes (a
+// blocking copy, .item(), a stream or device synchronise) throw; op 0 turns that off; op 2
+// answers 1 when it is on. Turning it on also checks that libtorch sees it: the mode lives
+// in a function-local static of an inline function, which this bridge and libc10_cuda must
+// share; libc10_cuda's own warn_or_error_on_sync() has to throw.
+int conveyor_sync_check(int op, char* err, int64_t err_len) {
+  using c10::cuda::SyncDebugMode;
+  auto armed = [] {
+    try {
+      c10::cuda::warn_or_error_on_sync();
+    } catch (const c10::Error&) {
+      return true;
+    }
+    return false;
+  };
+  return conveyor::guarded<int>(err, static_cast<size_t>(err_len), -1, [&] {
+    auto& state = c10::cuda::warning_state();
+    switch (op) {
+      case 0:
+        state.set_sync_debug_mode(SyncDebugMode::L_DISABLED);
+        return 0;
+      case 1:
+        state.set_sync_debug_mode(SyncDebugMode::L_ERROR);
+        if (!armed()) {
+          state.set_sync_debug_mode(SyncDebugMode::L_DISABLED);
+          throw std::runtime_error(
+              "libtorch's CUDA sync debug mode set from conveyor's bridge is not the one "
+              "libc10_cuda reads; the check cannot run");
+        }
+        return 0;
+      case 2:
+        // Only the error mode is ever set here: a throw means it is on.
+        return armed() ? 1 : 0;
+      default:
+        throw std::invalid_argument("unknown sync check operation");
+    }
+  });
 }
 
 void conveyor_graph_free(void* handle) {

@@ -9,7 +9,7 @@ int missing(char* err, int64_t err_len) {
   conveyor::put_error(
       err, static_cast<size_t>(err_len),
       "this conveyor was built against a libtorch without CUDA headers; rebuild it with the "
-      "CUDA torch wheel (scripts/setup.sh) to use CUDA graphs");
+      "CUDA torch wheel (scripts/setup.sh) to use CUDA graphs and --check-syncs");
   return -1;
 }
 }  // namespace
@@ -21,4 +21,5 @@ int conveyor_graph_new(int, void** out, char* err, int64_t err_len) {
 }
 int conveyor_graph_op(void*, int, char* err, int64_t err_len) { return missing(err, err_len); }
 void conveyor_graph_free(void*) {}
+int conveyor_sync_check(int, char* err, int64_t err_len) { return missing(err, err_len); }
 }

@@ -5,7 +5,9 @@
 use tch::Tensor;
 
 pub mod graph;
+pub mod sync_check;
 pub use graph::{CudaGraph, GraphError};
+pub use sync_check::{SyncCheck, SyncCheckError};
 
 /// Peak bytes on one CUDA device since the process started or the last [`reset_peaks`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -206,6 +206,7 @@ mod tests {
             peak_tflops: None,
             sync_every: None,
             cuda_graph: true,
+            check_syncs: false,
         }
     }
 

@@ -20,6 +20,7 @@ mod graph_step;
 mod loss;
 mod resume;
 mod run_folder;
+mod sync_steps;
 mod weights;
 mod window;
 
@@ -43,6 +44,7 @@ pub use weights::{Precision, Weights};
 
 use graph_step::GraphStep;
 use run_folder::{diverged, prepare_out, MetricsFile};
+use sync_steps::{checking_syncs, refuse_sync_check_off_cuda, sync_checked_step};
 use window::{Pending, Window};
 
 /// A training run.
@@ -84,6 +86,9 @@ pub struct TrainConfig {
     pub sync_every: Option<usize>,
     /// Capture the step in a CUDA graph and replay it (graph_step.rs): one process, CUDA.
     pub cuda_graph: bool,
+    /// Fail a step that makes the host wait for the GPU (cuda/sync_check.rs): CUDA only,
+    /// every step after the first few (with a graph: after its capture; sync_steps.rs).
+    pub check_syncs: bool,
 }
 
 /// One step's figures (one JSON line of `metrics.jsonl`), over all ranks and micro-batches.
@@ -134,6 +139,8 @@ pub enum TrainError {
     Dist(#[from] crate::dist::DistError),
     #[error(transparent)]
     Graph(#[from] crate::cuda::GraphError),
+    #[error(transparent)]
+    SyncCheck(#[from] crate::cuda::SyncCheckError),
     #[error("{0}")]
     Refused(String),
     #[error("the loss became {value} at step {step}; stopping. The last good checkpoint is {last}. Lower the learning rate or check the data, then rerun with --resume")]
@@ -157,6 +164,9 @@ pub struct TrainSummary {
     /// `--cuda-graph`: the steps of this invocation replayed from the graph.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replayed_steps: Option<u64>,
+    /// `--check-syncs`: the steps of this invocation run with the check on (none waited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_checked_steps: Option<u64>,
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> TrainError {
@@ -248,6 +258,10 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         true => Some(GraphStep::new(cfg)?),
         false => None,
     };
+    let mut sync_checked = cfg.check_syncs.then_some(0u64);
+    if cfg.check_syncs {
+        refuse_sync_check_off_cuda(cfg)?;
+    }
     let ranks = Ranks::join(cfg)?;
     let existing = prepare_out(cfg, ranks.rank)?;
     crate::seed_everything(cfg.seed);
@@ -297,16 +311,22 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         if let Some(batches) = batches {
             let step = state.step + 1;
             let lr = opt.next_lr();
-            let (nll, grad_norm, counts) = match graph.as_mut() {
+            let captured = graph.as_ref().map(|g| g.captured_at.is_some());
+            let first = resumed_from.unwrap_or(0) + 1;
+            let check = sync_checked.is_some() && sync_checked_step(captured, step, first);
+            let (nll, grad_norm, counts) = checking_syncs(check, step, || match graph.as_mut() {
                 Some(g) => {
                     let out = g.run(cfg, &mut w, &mut opt, &batches, step)?;
                     if g.captured_at == Some(step) {
                         progress.note(&format!("step {step} captured in a CUDA graph: later steps of its shape replay it"));
                     }
-                    out
+                    Ok(out)
                 }
-                None => run_step(cfg, &ranks, &mut w, &mut opt, &batches, step)?,
-            };
+                None => run_step(cfg, &ranks, &mut w, &mut opt, &batches, step),
+            })?;
+            if let Some(n) = sync_checked.as_mut().filter(|_| check) {
+                *n += 1;
+            }
             let flops: f64 = batches
                 .iter()
                 .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
@@ -404,9 +424,17 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             g.replayed, g.eager
         ));
     }
+    match sync_checked {
+        Some(0) => progress.note("--check-syncs: no step was checked (too few steps, or no capture)"),
+        Some(n) => progress.note(&format!(
+            "--check-syncs: {n} steps ran with libtorch's sync debug mode at \"error\"; none waited for the GPU"
+        )),
+        None => {}
+    }
     progress.finish();
     Ok(TrainSummary {
         replayed_steps: graph.as_ref().map(|g| g.replayed),
+        sync_checked_steps: sync_checked,
         out: cfg.out.clone(),
         steps: state.step,
         resumed_from,
