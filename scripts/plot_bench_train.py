@@ -1,5 +1,6 @@
 """Draws the training benchmark like the paper's Figures 1 and 2: examples per second and
-peak memory against input length, one line per architecture, log scales.
+peak memory against input length, one line per series (an architecture, with its attention
+when not the explicit one: "transformer (sdpa)"), log scales.
 
 Usage: plot_bench_train.py BENCH_DIR  (reads bench-train.json, writes speed.png, memory.png)
 """
@@ -17,10 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 def main():
     out = sys.argv[1]
     points = json.load(open(os.path.join(out, "bench-train.json")))
-    archs = []
     for p in points:
-        if p["arch"] not in archs:
-            archs.append(p["arch"])
+        a = p.get("attention", "explicit")
+        p["series"] = p["arch"] if a == "explicit" else f"{p['arch']} ({a})"
+    names = []
+    for p in points:
+        if p["series"] not in names:
+            names.append(p["series"])
     on_gpu = any("peak_gpu_allocated_mb" in p for p in points)
     memory = ("peak_gpu_allocated_mb", "peak GPU memory allocated (MB)") if on_gpu else (
         "peak_rss_mb", "peak memory (MB)")
@@ -29,10 +33,10 @@ def main():
         (memory[0], memory[1], "memory.png"),
     ]:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for arch in archs:
-            xs = [p["length"] for p in points if p["arch"] == arch and key in p]
-            ys = [p[key] for p in points if p["arch"] == arch and key in p]
-            ax.plot(xs, ys, marker="o", label=arch)
+        for name in names:
+            xs = [p["length"] for p in points if p["series"] == name and key in p]
+            ys = [p[key] for p in points if p["series"] == name and key in p]
+            ax.plot(xs, ys, marker="o", label=name, linestyle="--" if "(" in name else "-")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("input length (tokens)")

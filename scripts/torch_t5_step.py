@@ -8,7 +8,11 @@ moments, beta2 = 1 - t^-0.8, clipping 1.0, parameter scaling).
 `--impl transformers` times transformers' T5ForConditionalGeneration (the same shapes, a
 T5Config with dropout 0.1, ReLU, tied embeddings) with transformers' Adafactor
 (scale_parameter=True, relative_step=False, warmup_init=False) instead.
-Prints one JSON object: seconds per step, examples per second.
+`--bf16` runs forward and backward under torch.autocast(bfloat16) with float32 weights and
+optimiser, the mixed precision a PyTorch user runs (conveyor's `--bf16` keeps float32 masters
+and a bfloat16 copy). The loss stays on the device until the timed steps are over, as
+conveyor's trainer reads its figures back once per window of steps.
+Prints one JSON object: seconds per step, examples per second, the last loss.
 """
 
 import argparse
@@ -158,6 +162,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--length", type=int, default=512)
+    ap.add_argument("--targets-length", type=int, default=None, help="default: a quarter of --length")
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16, float32 weights")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -169,7 +175,9 @@ def main():
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     d, ff, heads, layers = PRESETS[a.preset]
-    b, l, t = a.batch_size, a.length, max(a.length // 4, 1)
+    b, l = a.batch_size, a.length
+    t = a.targets_length if a.targets_length else max(a.length // 4, 1)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=a.bf16)
     x = torch.randint(3, 32000, (b, l))
     y = torch.randint(3, 32000, (b, t))
     xm, ym = torch.ones(b, l), torch.ones(b, t)
@@ -187,11 +195,12 @@ def main():
         model.train()
 
         def step():
-            loss = model(input_ids=x, attention_mask=xm, labels=y).loss
+            with autocast:
+                loss = model(input_ids=x, attention_mask=xm, labels=y).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            return loss.item()
+            return loss.detach()
     else:
         model = T5(32100, d, ff, heads, layers)
         torch.nn.init.normal_(model.shared.weight, 0, 1)
@@ -199,21 +208,24 @@ def main():
         model.train()
 
         def step():
-            loss = model(x, xm, y, ym)
+            with autocast:
+                loss = model(x, xm, y, ym)
             loss.backward()
             opt.step()
-            return loss.item()  # read each step, as a trainer logging the loss does (so does tch)
+            return loss.detach()
 
     for _ in range(4):  # untimed, as `conveyor bench train-one` takes 3 warm-up steps + 1
         step()
     sync()
     t0 = time.perf_counter()
+    last = None
     for _ in range(a.steps):
-        step()
+        last = step()
     sync()
     secs = (time.perf_counter() - t0) / a.steps
     out = {"seconds_per_step": secs, "examples_per_s": b / secs, "device": device,
-           "torch": torch.__version__, "threads": torch.get_num_threads()}
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "bf16": a.bf16,
+           "targets_length": t, "final_loss": float("nan") if last is None else last.item()}
     if device == "cuda":
         out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))

@@ -438,6 +438,97 @@ fn analytic_flops_match_pytorchs_flop_counter() {
     }
 }
 
+/// `bench train --attention explicit,sdpa` measures every architecture under each attention
+/// (each child reports the one it ran) and keeps them apart: the sdpa points are their own
+/// series in the table and in the ratios over the explicit transformer.
+#[test]
+fn bench_train_measures_each_attention_as_its_own_series() {
+    let out = tmp_path("bench-train-attention");
+    ok(&[
+        "bench",
+        "train",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--lengths",
+        "16",
+        "--archs",
+        "transformer,lightconv",
+        "--attention",
+        "explicit,sdpa",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let points: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench-train.json")).unwrap())
+            .unwrap();
+    let measured: Vec<(&str, &str)> = points
+        .iter()
+        .filter(|p| p["examples_per_s"].as_f64().is_some_and(|x| x > 0.0))
+        .map(|p| {
+            (
+                p["arch"].as_str().unwrap(),
+                p["attention"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        measured,
+        [
+            ("transformer", "explicit"),
+            ("transformer", "sdpa"),
+            ("lightconv", "explicit"),
+            ("lightconv", "sdpa")
+        ]
+    );
+    let md = std::fs::read_to_string(out.join("bench-train.md")).unwrap();
+    assert!(md.contains("| transformer (sdpa) | 16 |"), "{md}");
+    assert!(
+        md.contains("| input length | transformer (sdpa) speed | transformer (sdpa) memory | lightconv speed"),
+        "{md}"
+    );
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// `bench step` times conveyor beside the same model in PyTorch on the shape and precision
+/// asked (each side reports what it ran; a mismatch is an error), float32 and bf16.
+#[test]
+fn bench_step_times_both_sides_on_the_asked_shape() {
+    for (flag, says) in [(None, "float32"), (Some("--bf16"), "bf16 mixed precision")] {
+        let mut args = vec![
+            "bench",
+            "step",
+            "--preset",
+            "tiny",
+            "--length",
+            "16",
+            "--targets-length",
+            "5",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--device",
+            "cpu",
+        ];
+        args.extend(flag);
+        let out = ok(&args);
+        assert!(
+            out.contains(&format!("batch 2 x 16 / 5 tokens, {says}")),
+            "{out}"
+        );
+        let pytorch = out.lines().find(|l| l.starts_with("PyTorch, same model"));
+        assert!(pytorch.is_some_and(|l| l.contains("s per step")), "{out}");
+    }
+}
+
 fn metric(run: &Path, name: &str) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()

@@ -69,9 +69,11 @@ pub struct TrainBench {
     /// name without it).
     #[arg(long)]
     peak_tflops: Option<f64>,
-    /// How attention is computed (the model config's `attention`).
-    #[arg(long, value_enum, default_value = "explicit")]
-    attention: AttentionArg,
+    /// How attention is computed (the model config's `attention`); several (`explicit,sdpa`)
+    /// measure every architecture under each, as separate series (Figure 2 with
+    /// memory-efficient attention beside the explicit one).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "explicit")]
+    attention: Vec<AttentionArg>,
     /// Replay each point's step from a CUDA graph (`bench train-one --cuda-graph`).
     #[arg(long)]
     cuda_graph: bool,
@@ -96,6 +98,16 @@ pub struct StepBench {
     /// Where both sides run (`cuda` needs a GPU on both libtorch and PyTorch).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
+    /// Target length; a quarter of the input length when not given.
+    #[arg(long)]
+    targets_length: Option<usize>,
+    /// Mixed precision: conveyor's `--bf16` (float32 masters, a bfloat16 copy) beside
+    /// PyTorch's autocast to bfloat16 (float32 weights).
+    #[arg(long)]
+    bf16: bool,
+    /// Rounds of the three runs; each side's best round is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Args)]
@@ -261,17 +273,22 @@ const TORCH_T5_STEP: &str = include_str!("../../../../scripts/torch_t5_step.py")
 fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let targets = a.targets_length.unwrap_or(a.length / 4).max(1);
     let shape = |c: &mut Command| {
         c.args(["--preset", &a.preset])
             .args(["--length", &a.length.to_string()])
+            .args(["--targets-length", &targets.to_string()])
             .args(["--batch-size", &a.batch_size.to_string()])
             .args(["--steps", &a.steps.to_string()])
             .args(["--device", device_name(a.device)]);
+        if a.bf16 {
+            c.arg("--bf16");
+        }
     };
     let mut seconds = [Vec::new(), Vec::new(), Vec::new()];
     // transformers is optional where only PyTorch is installed: its column then says why.
     let mut missing = None;
-    for _ in 0..3 {
+    for _ in 0..a.rounds.max(1) {
         let mut ours = Command::new(&exe);
         ours.args(["bench", "train-one", "--arch", "transformer"]);
         shape(&mut ours);
@@ -284,7 +301,10 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         }
         for (i, (times, mut c)) in seconds.iter_mut().zip(runs).enumerate() {
             match child_json(&mut c) {
-                Ok(v) => times.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN)),
+                Ok(v) => {
+                    same_step(&v, targets, a.bf16)?;
+                    times.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN))
+                }
                 Err(e) if i == 2 => missing = Some(failure_reason(&e.to_string())),
                 Err(e) => return Err(e),
             }
@@ -292,12 +312,18 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     println!(
-        "transformer {} preset, batch {} x {} / {} tokens, {}, best of 3 runs of {} steps:",
+        "transformer {} preset, batch {} x {} / {} tokens, {}, {}, best of {} runs of {} steps:",
         a.preset,
         a.batch_size,
         a.length,
-        a.length / 4,
+        targets,
+        if a.bf16 {
+            "bf16 mixed precision"
+        } else {
+            "float32"
+        },
         device_name(a.device),
+        a.rounds.max(1),
         a.steps
     );
     let ours = best(&seconds[0]);
@@ -318,6 +344,17 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Each side says what it ran: a side that took another target length or precision than
+/// asked would make the comparison meaningless.
+fn same_step(v: &serde_json::Value, targets: usize, bf16: bool) -> anyhow::Result<()> {
+    let (t, b) = (v["targets_length"].as_u64(), v["bf16"].as_bool());
+    anyhow::ensure!(
+        t == Some(targets as u64) && b == Some(bf16),
+        "bench step: a side ran {t:?} targets, bf16 {b:?}, not {targets} targets, bf16 {bf16}: {v}"
+    );
+    Ok(())
+}
+
 fn device_name(d: DeviceArg) -> &'static str {
     match d {
         DeviceArg::Auto => "auto",
@@ -334,8 +371,8 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
         Precision::F32 => {}
     }
     println!(
-        "{:12} {:>6} {:>12} {:>12} {:>14}",
-        "arch", "length", "examples/s", "peak MB", "GFLOPs/example"
+        "{:20} {:>6} {:>12} {:>12} {:>14}",
+        "series", "length", "examples/s", "peak MB", "GFLOPs/example"
     );
     let mut points = Vec::new();
     let archs: Vec<Arch> = if a.archs.is_empty() {
@@ -346,19 +383,22 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             .map(|n| Arch::parse(n).ok_or_else(|| anyhow::anyhow!("unknown --archs entry {n}")))
             .collect::<anyhow::Result<_>>()?
     };
-    for arch in archs {
+    let series = archs
+        .iter()
+        .flat_map(|&arch| a.attention.iter().map(move |&at| (arch, at)));
+    for (arch, attention) in series {
         let mut failed = false;
         for &length in &a.lengths {
             let cfg = ModelConfig::preset(arch, &a.preset, 32_100)?;
             let flops = 6.0 * conveyor_model::summary::forward_macs(&cfg, length, length / 4);
             let mut point = serde_json::json!({
-                "arch": arch.name(), "length": length, "batch_size": a.batch_size, "attention": a.attention.name(), "cuda_graph": a.cuda_graph,
+                "arch": arch.name(), "length": length, "batch_size": a.batch_size, "attention": attention.name(), "cuda_graph": a.cuda_graph,
                 "gflops_per_example": flops / 1e9,
             });
             if failed {
                 point["error"] = "skipped: a shorter length already failed".into();
             } else {
-                failed = !measure_point(&a, arch, length, &mut point)?;
+                failed = !measure_point(&a, arch, attention, length, &mut point)?;
             }
             points.push(point);
         }
@@ -377,6 +417,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
 fn measure_point(
     a: &TrainBench,
     arch: Arch,
+    attention: AttentionArg,
     length: usize,
     point: &mut serde_json::Value,
 ) -> anyhow::Result<bool> {
@@ -388,7 +429,7 @@ fn measure_point(
         .args(["--steps", &a.steps.to_string()])
         .args(["--device", device_name(a.device)])
         .args(a.precision.args())
-        .args(["--attention", a.attention.name()])
+        .args(["--attention", attention.name()])
         .args(a.cuda_graph.then_some("--cuda-graph"))
         .args(
             a.peak_tflops
@@ -402,6 +443,13 @@ fn measure_point(
     match status {
         Some(s) if s.success() => {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            anyhow::ensure!(
+                v["attention"] == attention.name(),
+                "bench train: the {} point at {length} ran attention {}, not {}",
+                arch.name(),
+                v["attention"],
+                attention.name()
+            );
             point["examples_per_s"] = v["examples_per_s"].clone();
             point["seconds_per_step"] = v["seconds_per_step"].clone();
             point["peak_rss_mb"] = (peak_kb as f64 / 1024.0).into();
@@ -417,8 +465,8 @@ fn measure_point(
                 }
             }
             println!(
-                "{:12} {:>6} {:>12.2} {:>12.0} {:>14.3}",
-                arch.name(),
+                "{:20} {:>6} {:>12.2} {:>12.0} {:>14.3}",
+                table::series(point),
                 length,
                 v["examples_per_s"].as_f64().unwrap_or(0.0),
                 peak_mb(point),
@@ -428,12 +476,17 @@ fn measure_point(
         }
         Some(_) => {
             let last = failure_reason(&String::from_utf8_lossy(&out.stderr));
-            println!("{:12} {:>6} failed: {last}", arch.name(), length);
+            println!("{:20} {:>6} failed: {last}", table::series(point), length);
             point["error"] = last.into();
             Ok(false)
         }
         None => {
-            println!("{:12} {:>6} over {} s", arch.name(), length, a.max_seconds);
+            println!(
+                "{:20} {:>6} over {} s",
+                table::series(point),
+                length,
+                a.max_seconds
+            );
             point["error"] = format!("over {} s", a.max_seconds).into();
             Ok(false)
         }
@@ -495,30 +548,33 @@ fn one(a: TrainOne) -> anyhow::Result<i32> {
             Some((g, loss))
         }
     };
+    // The loss stays on the device until the timed steps are over: no host read per step
+    // (the trainer reads its figures back once per window of steps).
     let mut step = || {
         opt.begin_step();
         match &graph {
             Some((g, loss)) => {
                 g.replay().expect("replaying the captured step");
-                loss.double_value(&[])
+                loss.detach()
             }
-            None => work(&mut w, &opt).double_value(&[]),
+            None => work(&mut w, &opt).detach(),
         }
     };
-    step();
+    let _ = step();
     if device.is_cuda() {
         tch::Cuda::synchronize(0);
     }
     let faults0 = crate::malloc::minor_faults();
     let t0 = Instant::now();
-    let mut last_loss = f64::NAN;
+    let mut last = None;
     for _ in 0..a.steps {
-        last_loss = step();
+        last = Some(step());
     }
     if device.is_cuda() {
         tch::Cuda::synchronize(0);
     }
     let secs = t0.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    let last_loss = last.map_or(f64::NAN, |l| l.double_value(&[]));
     let faults = faults0
         .zip(crate::malloc::minor_faults())
         .map(|(a0, a1)| a1.saturating_sub(a0) as f64 / a.steps.max(1) as f64);

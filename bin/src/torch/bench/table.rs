@@ -11,6 +11,16 @@ pub fn peak_mb(point: &serde_json::Value) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The series a point belongs to: its architecture, with the attention when not the
+/// explicit one ("transformer (sdpa)").
+pub fn series(point: &serde_json::Value) -> String {
+    let arch = point["arch"].as_str().unwrap_or("");
+    match point["attention"].as_str() {
+        None | Some("explicit") => arch.to_string(),
+        Some(a) => format!("{arch} ({a})"),
+    }
+}
+
 /// bench-train.md: one row per point, GPU memory when the points ran on a GPU.
 pub fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow::Result<()> {
     let mut f = std::fs::File::create(md)?;
@@ -48,7 +58,7 @@ pub fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow
         writeln!(
             f,
             "| {} | {} | {} | {} | {:.3} | {} |{mfu}",
-            p["arch"].as_str().unwrap_or(""),
+            series(p),
             p["length"],
             num("examples_per_s", 2),
             num(key, 0),
@@ -59,29 +69,38 @@ pub fn write_table(md: &std::path::Path, points: &[serde_json::Value]) -> anyhow
     write_ratios(&mut f, points, key)
 }
 
-/// The paper's two figures as ratios, one row per length: each other architecture's
-/// examples/s and peak memory over the transformer's at the same length ("-" where either
-/// point has no figure).
+/// The paper's two figures as ratios, one row per length: each other series' examples/s and
+/// peak memory over the transformer's at the same length ("-" where either point has no
+/// figure): the explicit-attention transformer's when measured, the transformer with sdpa
+/// then being one of the other series.
 fn write_ratios(
     f: &mut impl Write,
     points: &[serde_json::Value],
     memory_key: &str,
 ) -> anyhow::Result<()> {
-    let find = |arch: &str, length: &serde_json::Value| {
+    let find = |name: &str, length: &serde_json::Value| {
         points
             .iter()
-            .find(|p| p["arch"] == arch && &p["length"] == length)
+            .find(|p| series(p) == name && &p["length"] == length)
     };
-    let mut others: Vec<&str> = Vec::new();
-    for p in points {
-        let a = p["arch"].as_str().unwrap_or("");
-        if a != "transformer" && !others.contains(&a) {
+    // The explicit transformer, else (`--attention sdpa` alone) the one measured.
+    let names: Vec<String> = points.iter().map(series).collect();
+    let base = match names.iter().any(|n| n == "transformer") {
+        true => "transformer".to_string(),
+        false => match names.iter().find(|n| n.starts_with("transformer")) {
+            Some(n) => n.clone(),
+            None => return Ok(()),
+        },
+    };
+    let mut others: Vec<String> = Vec::new();
+    for a in names {
+        if a != base && !others.contains(&a) {
             others.push(a);
         }
     }
     let lengths: Vec<&serde_json::Value> = points
         .iter()
-        .filter(|p| p["arch"] == "transformer")
+        .filter(|p| series(p) == base)
         .map(|p| &p["length"])
         .collect();
     if others.is_empty() || lengths.is_empty() {
@@ -89,7 +108,7 @@ fn write_ratios(
     }
     writeln!(
         f,
-        "\nRelative to the transformer at the same length: speed (examples/s) and peak memory, other / transformer.\n"
+        "\nRelative to the {base} at the same length: speed (examples/s) and peak memory, other / {base}.\n"
     )?;
     let heads: Vec<String> = others
         .iter()
@@ -98,7 +117,7 @@ fn write_ratios(
     writeln!(f, "| input length | {} |", heads.join(" | "))?;
     writeln!(f, "|---|{}", "---|".repeat(heads.len()))?;
     for length in lengths {
-        let t = find("transformer", length);
+        let t = find(&base, length);
         let mut cells = Vec::new();
         for a in &others {
             let o = find(a, length);
@@ -161,5 +180,34 @@ mod tests {
         assert!(text.contains("| 64 | 1.50x | 0.50x |"), "{text}");
         // No transformer figure at 4096: no ratio.
         assert!(text.contains("| 4096 | - | - |"), "{text}");
+    }
+
+    /// With `--attention explicit,sdpa`, the transformer with sdpa is its own series beside
+    /// the conv models, and every ratio is over the explicit transformer.
+    #[test]
+    fn sdpa_is_a_series_of_its_own_over_the_explicit_transformer() {
+        let points: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[
+            {"arch": "transformer", "attention": "explicit", "length": 64, "examples_per_s": 50.0, "peak_gpu_allocated_mb": 1000.0},
+            {"arch": "transformer", "attention": "sdpa", "length": 64, "examples_per_s": 60.0, "peak_gpu_allocated_mb": 400.0},
+            {"arch": "lightconv", "attention": "explicit", "length": 64, "examples_per_s": 75.0, "peak_gpu_allocated_mb": 500.0},
+            {"arch": "lightconv", "attention": "sdpa", "length": 64, "examples_per_s": 100.0, "peak_gpu_allocated_mb": 250.0}
+        ]"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_ratios(&mut out, &points, "peak_gpu_allocated_mb").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("| input length | transformer (sdpa) speed | transformer (sdpa) memory | lightconv speed | lightconv memory | lightconv (sdpa) speed | lightconv (sdpa) memory |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 64 | 1.20x | 0.40x | 1.50x | 0.50x | 2.00x | 0.25x |"),
+            "{text}"
+        );
+        let names: Vec<String> = points.iter().map(series).collect();
+        assert_eq!(names[0], "transformer");
+        assert_eq!(names[1], "transformer (sdpa)");
     }
 }
