@@ -4,8 +4,10 @@
 #
 #   scripts/gpu_checks.sh BIN_DIR OUT_DIR
 #
-# BIN_DIR holds release builds of `conveyor` and `conveyor-torch`; OUT_DIR gets log.txt,
-# the bench-train files (JSON, markdown, PNGs), paper-base-step.jsonl and the demo report.
+# BIN_DIR holds release builds of `conveyor` and `conveyor-torch`; OUT_DIR gets log.txt (every
+# stage's tables), the bench-train files (JSON, markdown, PNGs: explicit and sdpa series),
+# paper-base-step.jsonl, cuda-graph.jsonl, traingraph-*-metrics.jsonl, precision-step.jsonl,
+# hf-step.txt and the demo report.
 # WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others. Stages run in
 # the order of what is least known (issue 19's figures first); ONLY=key,key runs only those
@@ -13,9 +15,11 @@
 # for), e.g. ONLY=figures,sdpa scripts/gpu_checks.sh BIN_DIR OUT_DIR.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
 # From a development machine with the device tool: build release here, `strip -o` both
-# binaries into .device/bin (git-ignored; about 45 MB, under the 64 MiB a run may carry), then
-# run `scripts/gpu_checks.sh .device/bin $OUT` carrying .device, with a time limit that leaves
-# room for a second call (ONLY=...) for the stages the log shows were not reached.
+# binaries into .device/bin (git-ignored; about 45 MB, under the 64 MiB a run may carry),
+# check that `.device/bin/conveyor-torch env` says "cuda graph bridge: built" (a stand-in
+# makes the graph and sync-check stages fail), then run `scripts/gpu_checks.sh .device/bin
+# $OUT` carrying .device, with a time limit that leaves room for a second call (ONLY=...)
+# for the stages the log shows were not reached.
 set -u
 BIN=$(cd "$1" && pwd)
 OUT=$2
@@ -27,8 +31,8 @@ export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export CONVEYOR_PYTHON=${CONVEYOR_PYTHON:-python3}
 C=$BIN/conveyor
 CT=$BIN/conveyor-torch
-DEV=cuda BASE=base SMALL=small BIG=128 LENGTHS=64,128,256,512,1024,2048,4096
-if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny SMALL=tiny BIG=4 LENGTHS=64,128; fi
+DEV=cuda BASE=base BIG=128 LENGTHS=64,128,256,512,1024,2048,4096
+if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny BIG=4 LENGTHS=64,128; fi
 
 ONLY=${ONLY:-all}
 KEYS="paperbase traingraph graphs figures sdpa hf optim precision nccl resume repeat bf16 demo"
@@ -42,6 +46,8 @@ stage env "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c 'import torch; print("PyTorch", torch.__version__)'
 "$CT" env
+"$CT" env | grep -q "cuda graph bridge: built" ||
+  echo "WARNING: this build has the stand-in CUDA graph bridge: --cuda-graph and --check-syncs will be refused"
 
 stage setup "fixture tokens for the training stages"
 timeout 120 "$C" ingest fixtures/corpus/*.jsonl --vocab fixtures/vocab/fixture.model --out "$WORK/tokens" -q
@@ -65,6 +71,22 @@ for arch in transformer lightconv dynamicconv dilatedconv; do
     timeout 120 "$CT" bench train-one --arch $arch --preset $BASE --length 512 --targets-length 114 \
         --batch-size $BIG --steps 5 --device $DEV --bf16 | tee -a "$OUT/paper-base-step.jsonl"
 done
+# The transformer with memory-efficient attention, then also replayed from a CUDA graph:
+# which is faster at the paper's shape decides the GPU's attention default.
+for g in "" $GRAPH; do
+    timeout 120 "$CT" bench train-one --arch transformer --preset $BASE --length 512 --targets-length 114 \
+        --batch-size $BIG --steps 5 --device $DEV --bf16 --attention sdpa $g | tee -a "$OUT/paper-base-step.jsonl"
+done
+python3 - "$OUT/paper-base-step.jsonl" <<'PY'
+import json, sys
+print("| arch | attention | graph | s/step | examples/s | model TFLOP/s | MFU | peak GB |")
+print("|---|---|---|---|---|---|---|---|")
+for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")):
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
+    gb = r.get("peak_gpu_allocated_mb")
+    print(f"| {r['arch']} | {r['attention']} | {r['cuda_graph']} | {r['seconds_per_step']:.4f} | {r['examples_per_s']:.1f} | "
+          f"{r['model_tflops']:.1f} | {mfu} | {'-' if gb is None else f'{gb / 1024:.1f}'} |")
+PY
 fi
 
 if want traingraph; then
@@ -77,6 +99,17 @@ timeout 120 "$CT" train "${tg[@]}" --out "$WORK/tg-eager" --steps 60 > "$WORK/tg
 timeout 120 "$CT" train "${tg[@]}" $GRAPH --out "$WORK/tg-graph" --steps 60 > "$WORK/tg-graph.json"
 timeout 120 "$CT" train "${tg[@]}" $GRAPH --out "$WORK/tg-resumed" --steps 30 > /dev/null
 timeout 120 "$CT" train "${tg[@]}" $GRAPH --out "$WORK/tg-resumed" --steps 60 --resume > "$WORK/tg-resumed.json"
+# Item 2: no step waits for the GPU (libtorch's sync debug mode at "error" from step 5 on),
+# eager, accumulating, and replayed; bf16 transformer. A dry run (CPU) runs them unchecked.
+SYNCS=--check-syncs
+if [ "$DEV" = cpu ]; then SYNCS=; fi
+for v in "eager:" "accumulate:--accumulate 2" "graph:$GRAPH"; do
+  timeout 120 "$CT" train --data "$WORK/tokens" --arch transformer --preset tiny --inputs-length 64 \
+      --batch-size 8 --steps 24 --checkpoint-every 24 --device $DEV --bf16 --seed 0 -q --json $SYNCS \
+      ${v#*:} --out "$WORK/tg-syncs-${v%%:*}" > "$WORK/tg-syncs-${v%%:*}.json" 2> "$WORK/tg-syncs-${v%%:*}.err"
+  rc=$?
+  echo "check-syncs ${v%%:*}: exit $rc $(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print("steps checked:", d.get("sync_checked_steps"), "replayed:", d.get("replayed_steps"))' "$WORK/tg-syncs-${v%%:*}.json" 2>/dev/null) $(tail -c 600 "$WORK/tg-syncs-${v%%:*}.err")"
+done
 # Step time: the base transformer, bf16, batch 8, on the fixture corpus copied 20 times
 # (~32k tokens: full batches but for each epoch's last).
 mkdir -p "$WORK/corpus20"
@@ -124,6 +157,9 @@ for L in (64, 256):
     except Exception as ex:
         print(f"| {L} | {ex!r} |")
 PY
+for r in tg-eager tg-graph tg-resumed tg-speed-64-eager tg-speed-64-graph tg-speed-256-eager tg-speed-256-graph; do
+  [ -f "$WORK/$r/metrics.jsonl" ] && cp "$WORK/$r/metrics.jsonl" "$OUT/traingraph-$r-metrics.jsonl"
+done
 fi
 
 if want graphs; then
@@ -159,31 +195,39 @@ PY
 fi
 
 if want figures; then
-stage figures "Figures 1 and 2 on CUDA: base preset, bf16, batch 8"
-timeout 300 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
-    --max-seconds 60 --lengths $LENGTHS --out "$OUT"
+stage figures "Figures 1 and 2 on CUDA: base preset, bf16, batch 8, every architecture with explicit and with sdpa attention"
+timeout 420 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
+    --max-seconds 60 --lengths $LENGTHS --attention explicit,sdpa --out "$OUT"
+cat "$OUT/bench-train.md"
 fi
 
 if want sdpa; then
-stage sdpa "issue 19: sdpa attention on CUDA: bf16 losses beside explicit (inputs 576: length mod 128 = 64), then speed, memory, MFU"
-echo '{"attention": "sdpa"}' > "$WORK/sdpa.json"
+stage sdpa "issue 19: sdpa attention on CUDA: losses beside explicit without dropout (inputs 576: length mod 128 = 64)"
+# Dropout off: the two paths draw different random streams, so only without it do their
+# losses measure the kernel (CUDA's memory-efficient one, its bias gradient included).
+echo '{"dropout": 0, "weight_dropout": 0}' > "$WORK/explicit.json"
+echo '{"dropout": 0, "weight_dropout": 0, "attention": "sdpa"}' > "$WORK/sdpa.json"
 att=(--data "$WORK/tokens" --arch transformer --preset tiny --inputs-length 576 --batch-size 8
-     --checkpoint-every 30 --device $DEV --seed 0 --bf16 --steps 30 -q)
-timeout 120 "$CT" train "${att[@]}" --out "$WORK/att-explicit"
-timeout 120 "$CT" train "${att[@]}" --config "$WORK/sdpa.json" --out "$WORK/att-sdpa"
-python3 - "$WORK/att-explicit/metrics.jsonl" "$WORK/att-sdpa/metrics.jsonl" <<'PY'
-import json, math, sys
-a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:])
-bad = [i + 1 for i, x in enumerate(b) if not math.isfinite(x)]
-d = max(abs(x - y) for x, y in zip(a, b))
-print(f"explicit vs sdpa, bf16, 30 steps: largest loss difference {d:.3g}; "
-      f"step 30 {a[-1]:.4f} / {b[-1]:.4f}; non-finite sdpa steps: {bad or 'none'}")
+     --checkpoint-every 30 --device $DEV --seed 0 --steps 30 -q)
+for p in f32 bf16; do
+  flag=; [ $p = bf16 ] && flag=--bf16
+  for a in explicit sdpa; do
+    timeout 120 "$CT" train "${att[@]}" $flag --config "$WORK/$a.json" --out "$WORK/att-$a-$p"
+  done
+done
+python3 - "$WORK" <<'PY'
+import json, sys
+for p in ("f32", "bf16"):
+    try:
+        a, b = ([json.loads(l)["loss"] for l in open(f"{sys.argv[1]}/att-{x}-{p}/metrics.jsonl")] for x in ("explicit", "sdpa"))
+        d = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+        # A run that diverged stops before writing the step: fewer than 30 lines.
+        print(f"explicit vs sdpa, {p}, no dropout: steps {len(a)} / {len(b)} (30 each expected); largest relative "
+              f"loss difference {d:.3g}; step {len(b)} {a[-1]:.5f} / {b[-1]:.5f}")
+    except Exception as e:
+        print(f"explicit vs sdpa, {p}: {e!r}")
 PY
-# The explicit figures for the same points are the transformer rows of the Figures stage.
-timeout 240 "$CT" bench train --device $DEV --preset $BASE --bf16 --batch-size 8 --steps 3 \
-    --max-seconds 60 --lengths 512,1024,2048,4096 --archs transformer --attention sdpa \
-    --out "$OUT/attention-sdpa"
-cat "$OUT/attention-sdpa/bench-train.md"
+# Speed and memory with sdpa, by length: the Figures stage's "(sdpa)" series.
 fi
 
 if want hf; then
