@@ -28,7 +28,7 @@ def main():
     on_gpu = any("peak_gpu_allocated_mb" in p for p in points)
     memory = ("peak_gpu_allocated_mb", "peak GPU memory allocated (MB)") if on_gpu else (
         "peak_rss_mb", "peak memory (MB)")
-    for key, label, name in [
+    for key, label, png in [
         ("examples_per_s", "training examples / s", "speed.png"),
         (memory[0], memory[1], "memory.png"),
     ]:
@@ -44,7 +44,7 @@ def main():
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = os.path.join(out, name)
+        path = os.path.join(out, png)
         fig.savefig(path, dpi=120)
         print(path)
 

@@ -444,7 +444,7 @@ fn analytic_flops_match_pytorchs_flop_counter() {
 #[test]
 fn bench_train_measures_each_attention_as_its_own_series() {
     let out = tmp_path("bench-train-attention");
-    ok(&[
+    let printed = ok(&[
         "bench",
         "train",
         "--device",
@@ -492,6 +492,12 @@ fn bench_train_measures_each_attention_as_its_own_series() {
         md.contains("| input length | transformer (sdpa) speed | transformer (sdpa) memory | lightconv speed"),
         "{md}"
     );
+    // The plots beside them, where Python has matplotlib (`make test`'s environment does).
+    if !printed.contains("(no plots") {
+        for png in ["speed.png", "memory.png"] {
+            assert!(out.join(png).is_file(), "no {png}: {printed}");
+        }
+    }
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -159,20 +159,24 @@ pub fn plot(out: &std::path::Path) {
 mod tests {
     use super::*;
 
+    /// The ratio table of points given as JSON.
+    fn ratios(json: &str) -> String {
+        let points: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+        let mut out = Vec::new();
+        write_ratios(&mut out, &points, "peak_gpu_allocated_mb").unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn ratios_are_each_architecture_over_the_transformer_by_length() {
-        let points: Vec<serde_json::Value> = serde_json::from_str(
+        let text = ratios(
             r#"[
             {"arch": "transformer", "length": 64, "examples_per_s": 50.0, "peak_gpu_allocated_mb": 1000.0},
             {"arch": "transformer", "length": 4096, "error": "out of GPU memory"},
             {"arch": "lightconv", "length": 64, "examples_per_s": 75.0, "peak_gpu_allocated_mb": 500.0},
             {"arch": "lightconv", "length": 4096, "examples_per_s": 20.0, "peak_gpu_allocated_mb": 9000.0}
         ]"#,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        write_ratios(&mut out, &points, "peak_gpu_allocated_mb").unwrap();
-        let text = String::from_utf8(out).unwrap();
+        );
         assert!(
             text.contains("| input length | lightconv speed | lightconv memory |"),
             "{text}"
@@ -186,18 +190,13 @@ mod tests {
     /// the conv models, and every ratio is over the explicit transformer.
     #[test]
     fn sdpa_is_a_series_of_its_own_over_the_explicit_transformer() {
-        let points: Vec<serde_json::Value> = serde_json::from_str(
-            r#"[
+        let json = r#"[
             {"arch": "transformer", "attention": "explicit", "length": 64, "examples_per_s": 50.0, "peak_gpu_allocated_mb": 1000.0},
             {"arch": "transformer", "attention": "sdpa", "length": 64, "examples_per_s": 60.0, "peak_gpu_allocated_mb": 400.0},
             {"arch": "lightconv", "attention": "explicit", "length": 64, "examples_per_s": 75.0, "peak_gpu_allocated_mb": 500.0},
             {"arch": "lightconv", "attention": "sdpa", "length": 64, "examples_per_s": 100.0, "peak_gpu_allocated_mb": 250.0}
-        ]"#,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        write_ratios(&mut out, &points, "peak_gpu_allocated_mb").unwrap();
-        let text = String::from_utf8(out).unwrap();
+        ]"#;
+        let text = ratios(json);
         assert!(
             text.contains("| input length | transformer (sdpa) speed | transformer (sdpa) memory | lightconv speed | lightconv memory | lightconv (sdpa) speed | lightconv (sdpa) memory |"),
             "{text}"
@@ -206,8 +205,18 @@ mod tests {
             text.contains("| 64 | 1.20x | 0.40x | 1.50x | 0.50x | 2.00x | 0.25x |"),
             "{text}"
         );
+        let points: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
         let names: Vec<String> = points.iter().map(series).collect();
         assert_eq!(names[0], "transformer");
         assert_eq!(names[1], "transformer (sdpa)");
+        // `--attention sdpa` alone: over the transformer that was measured.
+        let text = ratios(
+            r#"[
+            {"arch": "transformer", "attention": "sdpa", "length": 64, "examples_per_s": 60.0, "peak_gpu_allocated_mb": 400.0},
+            {"arch": "lightconv", "attention": "sdpa", "length": 64, "examples_per_s": 90.0, "peak_gpu_allocated_mb": 200.0}
+        ]"#,
+        );
+        assert!(text.contains("other / transformer (sdpa)"), "{text}");
+        assert!(text.contains("| 64 | 1.50x | 0.50x |"), "{text}");
     }
 }
