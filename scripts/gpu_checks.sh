@@ -16,12 +16,11 @@
 # call can finish what a first one ran out of time for), e.g. ONLY=figures,sdpa
 # scripts/gpu_checks.sh BIN_DIR OUT_DIR; ONLY=all runs every stage.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
-# From a development machine with the device tool: build release here, `strip -o` both
-# binaries into .device/bin (git-ignored; about 45 MB, under the 64 MiB a run may carry),
-# check that `.device/bin/conveyor-torch env` says "cuda graph bridge: built" (a stand-in
-# makes the graph and sync-check stages fail), then run `scripts/gpu_checks.sh .device/bin
-# $OUT` carrying .device, with a time limit that leaves room for a second call (ONLY=...)
-# for the stages the log shows were not reached.
+# From a development machine with the device tool: `scripts/device_bin.sh` builds release,
+# strips both binaries into .device/bin (git-ignored; about 45 MB, under the 64 MiB a run may
+# carry) and checks their CUDA graph and NCCL bridges are real; then run
+# `scripts/gpu_checks.sh .device/bin $OUT` carrying .device, with a time limit that leaves
+# room for a second call (ONLY=...) for the stages the log shows were not reached.
 set -u
 BIN=$(cd "$1" && pwd)
 OUT=$2

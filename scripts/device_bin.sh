@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Prepares the binaries a device run carries (scripts/gpu_checks.sh needs PyTorch there, not
+# Rust): a release build, both binaries stripped into DIR (default .device/bin, git-ignored),
+# and a check that the CUDA graph and NCCL bridges in them are real, not the stand-ins a
+# libtorch without CUDA headers gets (their stages would fail on the device).
+#
+#   scripts/device_bin.sh [DIR]
+#
+# Then carry DIR's parent with the device tool and run `scripts/gpu_checks.sh DIR $OUT`.
+set -euo pipefail
+DIR=${1:-.device/bin}
+VENV=$(scripts/setup.sh)
+LIBTORCH=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+export LIBTORCH LIBTORCH_CXX11_ABI=1
+TARGET=${CARGO_TARGET_DIR:-target}
+cargo build --release -p conveyor --bins
+mkdir -p "$DIR"
+for b in conveyor conveyor-torch; do strip -o "$DIR/$b" "$TARGET/release/$b"; done
+line=$("$DIR/conveyor-torch" env | grep "cuda graph bridge")
+echo "$line"
+case $line in
+  *"cuda graph bridge: built, nccl bridge: built"*) ;;
+  *) echo "the bridges are stand-ins: rebuild against the CUDA torch wheel (scripts/setup.sh)" >&2; exit 1 ;;
+esac
+du -sh "$DIR"
