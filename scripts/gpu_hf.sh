@@ -29,9 +29,11 @@ if ! "$CONVEYOR_PYTHON" -c 'import transformers' 2>/dev/null && [ -n "$WHEELS" ]
 fi
 "$CONVEYOR_PYTHON" -c 'import torch, transformers; print("PyTorch", torch.__version__, "transformers", transformers.__version__)'
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true
-# Issue 19's target shape (base, bf16 mixed precision, 128 x 512 inputs / 114 targets), then
-# batch 8, where launch overhead counts most.
-timeout 300 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --targets-length 114 \
-    --batch-size $BIG --bf16 --steps 5 --rounds 2
+# Issue 19's target shape (base, bf16 mixed precision, 128 x 512 inputs / 114 targets), with
+# explicit attention and with sdpa on both sides, then batch 8, where launch overhead counts most.
+for att in explicit sdpa; do
+  timeout 240 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --targets-length 114 \
+      --batch-size $BIG --bf16 --attention $att --steps 5 --rounds 2
+done
 timeout 150 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --batch-size 8 --bf16 --steps 10 --rounds 2
 } 2>&1 | tee "$OUT/hf-step.txt"

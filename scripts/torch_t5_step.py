@@ -3,8 +3,11 @@ its Adafactor step written in plain PyTorch, timed on the same shapes, so the tc
 be compared with what a PyTorch user would run.
 
 Same architecture as model/src (RMS norm, no biases, shared relative position bias, ReLU FFN,
-tied embeddings scaled by d_model^-0.5, dropout 0.1) and the same Adafactor (factored second
-moments, beta2 = 1 - t^-0.8, clipping 1.0, parameter scaling).
+tied embeddings scaled by d_model^-0.5, dropout 0.1, on the attention weights too) and the
+same Adafactor (factored second moments, beta2 = 1 - t^-0.8, clipping 1.0, parameter
+scaling). `--attention sdpa` computes attention with F.scaled_dot_product_attention (the
+bias as an additive mask in the queries' dtype, scale 1, dropout inside), as conveyor's
+`attention = "sdpa"` does.
 `--impl transformers` times transformers' T5ForConditionalGeneration (the same shapes, a
 T5Config with dropout 0.1, ReLU, tied embeddings) with transformers' Adafactor
 (scale_parameter=True, relative_step=False, warmup_init=False) instead.
@@ -52,6 +55,8 @@ def buckets(rel, bidirectional, num=32, max_distance=128):
 
 
 class Attention(torch.nn.Module):
+    sdpa = False  # set for every layer by --attention sdpa
+
     def __init__(self, d, heads, relative, bidirectional):
         super().__init__()
         self.h, self.dk = heads, d // heads
@@ -70,8 +75,13 @@ class Attention(torch.nn.Module):
         b, t, d = x.shape
         split = lambda z: z.view(b, -1, self.h, self.dk).transpose(1, 2)
         q, k, v = split(self.q(x)), split(self.k(kv)), split(self.v(kv))
-        w = torch.softmax((q @ k.transpose(-2, -1) + bias).float(), -1).to(v.dtype)
-        return self.o((w @ v).transpose(1, 2).reshape(b, t, d))
+        if Attention.sdpa:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                               dropout_p=0.1 if self.training else 0.0, scale=1.0)
+        else:
+            w = torch.softmax((q @ k.transpose(-2, -1) + bias).float(), -1).to(v.dtype)
+            a = F.dropout(w, 0.1, self.training) @ v
+        return self.o(a.transpose(1, 2).reshape(b, t, d))
 
 
 class FFN(torch.nn.Module):
@@ -164,11 +174,13 @@ def main():
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--targets-length", type=int, default=None, help="default: a quarter of --length")
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16, float32 weights")
+    ap.add_argument("--attention", default="explicit", choices=["explicit", "sdpa"])
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--impl", default="plain", choices=["plain", "transformers"])
     a = ap.parse_args()
+    Attention.sdpa = a.attention == "sdpa"
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     # Every tensor below (weights, optimiser state, masks, batches) is made on this device.
     torch.set_default_device(device)
@@ -182,6 +194,8 @@ def main():
     y = torch.randint(3, 32000, (b, t))
     xm, ym = torch.ones(b, l), torch.ones(b, t)
     if a.impl == "transformers":
+        if a.attention == "sdpa":
+            raise SystemExit("transformers' T5 computes its attention explicitly (no sdpa path)")
         from transformers import T5Config, T5ForConditionalGeneration
         from transformers.optimization import Adafactor as HfAdafactor
 
@@ -225,7 +239,7 @@ def main():
     secs = (time.perf_counter() - t0) / a.steps
     out = {"seconds_per_step": secs, "examples_per_s": b / secs, "device": device,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "bf16": a.bf16,
-           "targets_length": t, "final_loss": float("nan") if last is None else last.item()}
+           "targets_length": t, "attention": a.attention, "final_loss": float("nan") if last is None else last.item()}
     if device == "cuda":
         out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))

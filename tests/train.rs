@@ -501,11 +501,16 @@ fn bench_train_measures_each_attention_as_its_own_series() {
     std::fs::remove_dir_all(&out).ok();
 }
 
-/// `bench step` times conveyor beside the same model in PyTorch on the shape and precision
-/// asked (each side reports what it ran; a mismatch is an error), float32 and bf16.
+/// `bench step` times conveyor beside the same model in PyTorch on the shape, precision and
+/// attention asked (each side reports what it ran; a mismatch is an error).
 #[test]
 fn bench_step_times_both_sides_on_the_asked_shape() {
-    for (flag, says) in [(None, "float32"), (Some("--bf16"), "bf16 mixed precision")] {
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "float32, explicit attention"),
+        (&["--bf16"], "bf16 mixed precision, explicit attention"),
+        (&["--attention", "sdpa"], "float32, sdpa attention"),
+    ];
+    for (flags, says) in cases {
         let mut args = vec![
             "bench",
             "step",
@@ -524,7 +529,7 @@ fn bench_step_times_both_sides_on_the_asked_shape() {
             "--device",
             "cpu",
         ];
-        args.extend(flag);
+        args.extend(flags);
         let out = ok(&args);
         assert!(
             out.contains(&format!("batch 2 x 16 / 5 tokens, {says}")),
@@ -532,6 +537,11 @@ fn bench_step_times_both_sides_on_the_asked_shape() {
         );
         let pytorch = out.lines().find(|l| l.starts_with("PyTorch, same model"));
         assert!(pytorch.is_some_and(|l| l.contains("s per step")), "{out}");
+        // transformers' T5 has no sdpa path: its column says why instead of timing another model.
+        if flags.contains(&"sdpa") {
+            let hf = out.lines().find(|l| l.starts_with("transformers T5"));
+            assert!(hf.is_some_and(|l| l.contains("not run")), "{out}");
+        }
     }
 }
 

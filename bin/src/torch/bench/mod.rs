@@ -108,6 +108,10 @@ pub struct StepBench {
     /// Rounds of the three runs; each side's best round is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// How attention is computed on both sides (transformers' T5 has no sdpa path: its
+    /// column then says so).
+    #[arg(long, value_enum, default_value = "explicit")]
+    attention: AttentionArg,
 }
 
 #[derive(Args)]
@@ -280,7 +284,8 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
             .args(["--targets-length", &targets.to_string()])
             .args(["--batch-size", &a.batch_size.to_string()])
             .args(["--steps", &a.steps.to_string()])
-            .args(["--device", device_name(a.device)]);
+            .args(["--device", device_name(a.device)])
+            .args(["--attention", a.attention.name()]);
         if a.bf16 {
             c.arg("--bf16");
         }
@@ -302,7 +307,7 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         for (i, (times, mut c)) in seconds.iter_mut().zip(runs).enumerate() {
             match child_json(&mut c) {
                 Ok(v) => {
-                    same_step(&v, targets, a.bf16)?;
+                    same_step(&v, targets, a.bf16, a.attention)?;
                     times.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN))
                 }
                 Err(e) if i == 2 => missing = Some(failure_reason(&e.to_string())),
@@ -312,7 +317,7 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     }
     let best = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
     println!(
-        "transformer {} preset, batch {} x {} / {} tokens, {}, {}, best of {} runs of {} steps:",
+        "transformer {} preset, batch {} x {} / {} tokens, {}, {} attention, {}, best of {} runs of {} steps:",
         a.preset,
         a.batch_size,
         a.length,
@@ -322,6 +327,7 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         } else {
             "float32"
         },
+        a.attention.name(),
         device_name(a.device),
         a.rounds.max(1),
         a.steps
@@ -344,13 +350,23 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Each side says what it ran: a side that took another target length or precision than
-/// asked would make the comparison meaningless.
-fn same_step(v: &serde_json::Value, targets: usize, bf16: bool) -> anyhow::Result<()> {
-    let (t, b) = (v["targets_length"].as_u64(), v["bf16"].as_bool());
+/// Each side says what it ran: a side that took another target length, precision or
+/// attention than asked would make the comparison meaningless.
+fn same_step(
+    v: &serde_json::Value,
+    targets: usize,
+    bf16: bool,
+    attention: AttentionArg,
+) -> anyhow::Result<()> {
+    let (t, b, at) = (
+        v["targets_length"].as_u64(),
+        v["bf16"].as_bool(),
+        v["attention"].as_str(),
+    );
     anyhow::ensure!(
-        t == Some(targets as u64) && b == Some(bf16),
-        "bench step: a side ran {t:?} targets, bf16 {b:?}, not {targets} targets, bf16 {bf16}: {v}"
+        t == Some(targets as u64) && b == Some(bf16) && at == Some(attention.name()),
+        "bench step: a side ran {t:?} targets, bf16 {b:?}, attention {at:?}, not {targets} targets, bf16 {bf16}, attention {}: {v}",
+        attention.name()
     );
     Ok(())
 }
