@@ -8,15 +8,16 @@
 #
 # Then carry DIR's parent with the device tool and run `scripts/gpu_checks.sh DIR $OUT`.
 set -euo pipefail
-DIR=${1:-.device/bin}
-VENV=$(scripts/setup.sh)
-LIBTORCH=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-export LIBTORCH LIBTORCH_CXX11_ABI=1
+DIR=$(realpath -m "${1:-.device/bin}")
+cd "$(dirname "$0")/.."
+# The build `make release` makes (its set-up, environment and whole-workspace features).
+make release
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release -p conveyor --bins
 mkdir -p "$DIR"
 for b in conveyor conveyor-torch; do strip -o "$DIR/$b" "$TARGET/release/$b"; done
-line=$("$DIR/conveyor-torch" env | grep "cuda graph bridge")
+VENV=$(scripts/setup.sh)
+export LD_LIBRARY_PATH=$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+line=$("$DIR/conveyor-torch" env | grep "cuda graph bridge" || true)
 echo "$line"
 case $line in
   *"cuda graph bridge: built, nccl bridge: built"*) ;;

@@ -241,7 +241,7 @@ fi
 
 if want hf; then
 stage hf "one T5 step: conveyor, the same model in PyTorch, transformers' T5 (scripts/gpu_hf.sh)"
-timeout 450 scripts/gpu_hf.sh "$BIN" "$OUT" ${WHEELS:-}
+timeout 500 scripts/gpu_hf.sh "$BIN" "$OUT" ${WHEELS:-}
 fi
 
 if want optim; then

@@ -32,8 +32,8 @@ nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || true
 # Issue 19's target shape (base, bf16 mixed precision, 128 x 512 inputs / 114 targets), with
 # explicit attention and with sdpa on both sides, then batch 8, where launch overhead counts most.
 for att in explicit sdpa; do
-  timeout 240 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --targets-length 114 \
+  timeout 180 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --targets-length 114 \
       --batch-size $BIG --bf16 --attention $att --steps 5 --rounds 2
 done
-timeout 150 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --batch-size 8 --bf16 --steps 10 --rounds 2
+timeout 120 "$BIN/conveyor-torch" bench step --device $DEV --preset $BASE --length 512 --batch-size 8 --bf16 --steps 10 --rounds 2
 } 2>&1 | tee "$OUT/hf-step.txt"

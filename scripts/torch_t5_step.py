@@ -76,7 +76,7 @@ class Attention(torch.nn.Module):
         split = lambda z: z.view(b, -1, self.h, self.dk).transpose(1, 2)
         q, k, v = split(self.q(x)), split(self.k(kv)), split(self.v(kv))
         if Attention.sdpa:
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                dropout_p=0.1 if self.training else 0.0, scale=1.0)
         else:
             w = torch.softmax((q @ k.transpose(-2, -1) + bias).float(), -1).to(v.dtype)
@@ -114,9 +114,14 @@ class T5(torch.nn.Module):
 
     def forward(self, x, xm, y, ym):
         drop = lambda z: F.dropout(z, 0.1, self.training)
-        keys = ((1 - xm) * -1e9)[:, None, None, :]
+        # With sdpa the masks are made in the queries' dtype once per step, as conveyor makes
+        # them, not cast in every layer.
+        auto = torch.is_autocast_enabled(x.device.type)
+        dt = torch.get_autocast_dtype(x.device.type) if auto else self.shared.weight.dtype
+        mask = (lambda m: m.to(dt)) if Attention.sdpa else (lambda m: m)
+        keys = mask(((1 - xm) * -1e9)[:, None, None, :])
         h = drop(self.shared(x))
-        bias = self.enc[0][1].bias(x.shape[1], x.shape[1]) + keys
+        bias = mask(self.enc[0][1].bias(x.shape[1], x.shape[1]) + keys)
         for n1, att, n2, ffn in self.enc:
             z = n1(h)
             h = h + drop(att(z, z, bias))
@@ -125,7 +130,7 @@ class T5(torch.nn.Module):
         t = y.shape[1]
         dec_in = torch.cat([torch.zeros_like(y[:, :1]), y[:, :-1]], 1)
         causal = torch.triu(torch.ones(t, t), 1)[None, None] * -1e9
-        sbias = self.dec[0][1].bias(t, t) + causal
+        sbias = mask(self.dec[0][1].bias(t, t) + causal)
         g = drop(self.shared(dec_in))
         for n1, att, n2, cross, n3, ffn in self.dec:
             z = n1(g)

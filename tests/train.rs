@@ -493,6 +493,7 @@ fn bench_train_measures_each_attention_as_its_own_series() {
         "{md}"
     );
     // The plots beside them, where Python has matplotlib (`make test`'s environment does).
+    assert!(!printed.contains("plotting failed"), "{printed}");
     if !printed.contains("(no plots") {
         for png in ["speed.png", "memory.png"] {
             assert!(out.join(png).is_file(), "no {png}: {printed}");

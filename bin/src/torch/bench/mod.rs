@@ -391,6 +391,7 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
         "series", "length", "examples/s", "peak MB", "GFLOPs/example"
     );
     let mut points = Vec::new();
+    let json = a.out.join("bench-train.json");
     let archs: Vec<Arch> = if a.archs.is_empty() {
         Arch::ALL.to_vec()
     } else {
@@ -417,10 +418,10 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
                 failed = !measure_point(&a, arch, attention, length, &mut point)?;
             }
             points.push(point);
+            // After every point: a run stopped from outside keeps what it measured.
+            std::fs::write(&json, serde_json::to_string_pretty(&points)? + "\n")?;
         }
     }
-    let json = a.out.join("bench-train.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&points)? + "\n")?;
     let md = a.out.join("bench-train.md");
     write_table(&md, &points)?;
     println!("wrote {} and {}", json.display(), md.display());
