@@ -11,7 +11,7 @@
 # WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others. Stages run in
 # the order of what is least known; by default issue 19's (paperbase ... nccl, an estimated
-# 9 minutes on an H200 from the earlier run's stage times: a first call of ~9.5 minutes
+# 10 minutes on an H200 from the earlier run's stage times: a first call of ~9.5 minutes
 # reaches most of them); ONLY=key,key runs only those (keys in brackets in the log: a second
 # call can finish what a first one ran out of time for), e.g. ONLY=figures,sdpa
 # scripts/gpu_checks.sh BIN_DIR OUT_DIR; ONLY=all runs every stage.
