@@ -252,8 +252,12 @@ fi
 
 if want precision; then
 stage precision "mixed precision (--bf16, float32 masters) vs pure bf16 weights: base, 128 x 512 / 114 targets"
+# The --bf16 rows are paperbase's (the same command), run here only when that stage was not.
 for arch in transformer lightconv; do
-  for mode in --bf16 --pure-bf16; do
+  modes=--pure-bf16
+  grep -q "\"arch\":\"$arch\",\"attention\":\"explicit\",\"batch_size\":$BIG,\"bf16\":true,\"cuda_graph\":false" \
+      "$OUT/paper-base-step.jsonl" 2>/dev/null || modes="--bf16 --pure-bf16"
+  for mode in $modes; do
     timeout 240 "$CT" bench train-one --arch $arch --preset $BASE --length 512 --targets-length 114 \
         --batch-size $BIG --steps 5 --device $DEV $mode | tee -a "$OUT/precision-step.jsonl"
   done
