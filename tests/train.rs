@@ -537,7 +537,10 @@ fn bench_step_times_both_sides_on_the_asked_shape() {
             "{out}"
         );
         let pytorch = out.lines().find(|l| l.starts_with("PyTorch, same model"));
-        assert!(pytorch.is_some_and(|l| l.contains("s per step")), "{out}");
+        assert!(
+            pytorch.is_some_and(|l| l.contains("s per step") && l.contains("model TFLOP/s")),
+            "{out}"
+        );
         // transformers' T5 has no sdpa path: its column says why instead of timing another model.
         if flags.contains(&"sdpa") {
             let hf = out.lines().find(|l| l.starts_with("transformers T5"));

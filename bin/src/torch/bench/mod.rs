@@ -333,17 +333,27 @@ fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
         a.steps
     );
     let ours = best(&seconds[0]);
+    // The same model on every side: one analytic FLOP count, and the MFU where the GPU is
+    // known by name.
+    let cfg = ModelConfig::preset(Arch::Transformer, &a.preset, 32_100)?;
+    let flops = conveyor_model::peak::train_flops(&cfg, a.batch_size, a.length, targets);
+    let peak = conveyor_model::peak::Peak::of(select_device(a.device.into())?, None);
     for (name, times) in [
         ("conveyor (tch)", &seconds[0]),
         ("PyTorch, same model in Python", &seconds[1]),
         ("transformers T5 + its Adafactor", &seconds[2]),
     ] {
+        let secs = best(times);
+        let mfu = peak
+            .as_ref()
+            .map(|p| format!(", MFU {:.1}%", 100.0 * p.mfu(flops, secs)))
+            .unwrap_or_default();
         match (times.is_empty(), &missing) {
             (true, Some(why)) => println!("{name:<32} not run: {why}"),
             _ => println!(
-                "{name:<32} {:.4} s per step ({:.2}x conveyor's time)",
-                best(times),
-                best(times) / ours
+                "{name:<32} {secs:.4} s per step ({:.2}x conveyor's time), {:.2} model TFLOP/s{mfu}",
+                secs / ours,
+                flops / secs / 1e12
             ),
         }
     }
