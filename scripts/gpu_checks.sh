@@ -10,7 +10,7 @@
 # hf-step.txt and the demo report.
 # WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others. Stages run in
-# the order of what is least known; by default issue 19's (paperbase ... nccl, an estimated
+# the order of what is least known; by default issue 19's (gputests ... nccl, an estimated
 # 10 minutes on an H200 from the earlier run's stage times: a first call of ~9.5 minutes
 # reaches most of them); ONLY=key,key runs only those (keys in brackets in the log: a second
 # call can finish what a first one ran out of time for), e.g. ONLY=figures,sdpa
@@ -37,7 +37,7 @@ if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny BIG=4 LENGTHS=64,128; fi
 
 # Issue 19's stages run by default; the others were measured on an H200 before (docs/bench/h200)
 # and run with ONLY=all or by name.
-ISSUE19="paperbase traingraph graphs figures sdpa hf optim precision nccl"
+ISSUE19="gputests paperbase traingraph graphs figures sdpa hf optim precision nccl"
 KEYS="$ISSUE19 resume repeat bf16 demo"
 ONLY=${ONLY:-${ISSUE19// /,}}
 for k in ${ONLY//,/ }; do
@@ -68,6 +68,18 @@ halves() {
 }
 GRAPH=--cuda-graph
 if [ "$DEV" = cpu ]; then GRAPH=; fi  # a dry run checks the script: both columns eager
+
+if want gputests; then
+stage gputests "the model crate's unit tests where there is a GPU: CUDA graphs (a captured training step against eager steps), multi-tensor optimiser and RMS norm kernels, peak memory"
+# scripts/device_bin.sh puts the test binary beside the others. The tests with a CUDA branch
+# (cuda::, optim::, the RMS norm, graph_step::), one at a time: peak-memory counters and a
+# capture are process-wide.
+if [ -x "$BIN/model-tests" ]; then
+  timeout 240 "$BIN/model-tests" --test-threads 1 cuda:: optim:: rms_norm graph_step 2>&1
+else
+  echo "no $BIN/model-tests (scripts/device_bin.sh puts it there)"
+fi
+fi
 
 if want paperbase; then
 stage paperbase "paper-base cost per step: batch 128 x 512 inputs / 114 targets, base preset, bf16"
