@@ -1,7 +1,8 @@
 //! Model FLOPs utilisation (MFU): the model's own arithmetic per second (analytic FLOPs from
 //! the shapes, `summary::forward_macs`) over the device's peak dense bf16 tensor throughput.
-//! The peak comes from `--peak-tflops`, or from a table of known GPUs by the name the driver
-//! reports (`nvidia-smi`); a CPU, or an unknown GPU, has none unless given.
+//! The peak comes from `--peak-tflops`, or from a table of known GPUs by the name the CUDA
+//! runtime gives (`nvidia-smi`'s where the CUDA bridge is a stand-in); a CPU, or an unknown
+//! GPU, has none unless given.
 
 use std::process::Command;
 
@@ -37,11 +38,17 @@ pub fn peak_bf16_tflops(name: &str) -> Option<f64> {
         .map(|&(_, tflops)| tflops)
 }
 
+/// The name of CUDA device `index`: the CUDA runtime's (through libtorch, whatever tools the
+/// machine has), else `nvidia-smi`'s.
+pub fn cuda_device_name(index: usize) -> Option<String> {
+    crate::cuda::device_name(index).or_else(|| nvidia_smi_name(index))
+}
+
 /// The name the NVIDIA driver gives CUDA device `index`, when `nvidia-smi` answers. Under
 /// `CUDA_VISIBLE_DEVICES` the index is into that list (indices or UUIDs, which nvidia-smi
 /// takes too); without it, nvidia-smi's order is assumed to be CUDA's (true unless the node
 /// mixes GPU models and CUDA_DEVICE_ORDER is left at its default).
-pub fn cuda_device_name(index: usize) -> Option<String> {
+pub fn nvidia_smi_name(index: usize) -> Option<String> {
     let id = match std::env::var("CUDA_VISIBLE_DEVICES") {
         Ok(list) => list.split(',').nth(index)?.trim().to_string(),
         Err(_) => index.to_string(),

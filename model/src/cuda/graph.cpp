@@ -9,10 +9,12 @@
 // Entering and leaving the side stream synchronise the device: both happen once per graph.
 // Only functions exported by libc10_cuda / libtorch_cuda are called (no inline CUDA runtime
 // calls, such as c10's stream guards make), so nothing links against libcudart itself.
-// Also here, as it needs the same headers: the switch for libtorch's CUDA sync debug mode.
+// Also here, as they need the same headers: the switch for libtorch's CUDA sync debug mode,
+// and a device's name as the CUDA runtime gives it.
 // Every function returns 0, or -1 after writing what went wrong to `err` (src/bridge.h).
 #include "../bridge.h"
 
+#include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -148,6 +150,16 @@ int conveyor_sync_check(int op, char* err, int64_t err_len) {
       default:
         throw std::invalid_argument("unknown sync check operation");
     }
+  });
+}
+
+// The CUDA runtime's name of device `index` (what torch.cuda.get_device_name gives), read
+// from the properties libtorch_cuda caches, into `name`.
+int conveyor_cuda_device_name(int index, char* name, int64_t name_len, char* err, int64_t err_len) {
+  return conveyor::guarded<int>(err, static_cast<size_t>(err_len), -1, [&] {
+    const cudaDeviceProp* p = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
+    conveyor::put_error(name, static_cast<size_t>(name_len), p->name);
+    return 0;
   });
 }
 

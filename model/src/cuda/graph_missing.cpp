@@ -22,4 +22,7 @@ int conveyor_graph_new(int, void** out, char* err, int64_t err_len) {
 int conveyor_graph_op(void*, int, char* err, int64_t err_len) { return missing(err, err_len); }
 void conveyor_graph_free(void*) {}
 int conveyor_sync_check(int, char* err, int64_t err_len) { return missing(err, err_len); }
+int conveyor_cuda_device_name(int, char*, int64_t, char* err, int64_t err_len) {
+  return missing(err, err_len);
+}
 }

@@ -25,7 +25,35 @@ mod ffi {
         pub fn conveyor_cuda_reset_peaks(device: i32) -> i32;
         pub fn conveyor_set_deterministic(on: i32) -> i32;
         pub fn conveyor_clear_grad(t: *const torch_sys::C_tensor) -> i32;
+        // graph.cpp (it has the CUDA headers).
+        pub fn conveyor_cuda_device_name(
+            index: i32,
+            name: *mut u8,
+            name_len: i64,
+            err: *mut u8,
+            err_len: i64,
+        ) -> i32;
     }
+}
+
+/// The CUDA runtime's name of device `index` (`NVIDIA H200`; what
+/// `torch.cuda.get_device_name` gives), `None` without that device or without the CUDA
+/// bridge. It follows CUDA's own numbering (`CUDA_VISIBLE_DEVICES`, `CUDA_DEVICE_ORDER`).
+pub fn device_name(index: usize) -> Option<String> {
+    if !tch::Cuda::is_available() || index >= tch::Cuda::device_count() as usize {
+        return None;
+    }
+    let mut name = vec![0u8; 256];
+    crate::optim::foreach::checked(|e, l| {
+        // SAFETY: the bridge writes at most `name.len()` bytes, NUL-terminated, into `name`.
+        unsafe {
+            ffi::conveyor_cuda_device_name(index as i32, name.as_mut_ptr(), name.len() as i64, e, l)
+        }
+    })
+    .ok()?;
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    let name = String::from_utf8_lossy(&name[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The peaks of CUDA device `device`, or `None` when unsupported or the device is absent.
@@ -84,6 +112,21 @@ pub fn clear_grad(t: &Tensor) {
 mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};
+
+    /// The CUDA runtime's name of the GPU, which the peak table is looked up by; where
+    /// nvidia-smi answers too, the two agree. Without a GPU there is none.
+    #[test]
+    fn the_gpu_is_named_by_the_cuda_runtime() {
+        let Some(name) = device_name(0) else {
+            assert!(!tch::Cuda::is_available());
+            return;
+        };
+        assert!(!name.is_empty());
+        if let Some(smi) = crate::peak::nvidia_smi_name(0) {
+            assert_eq!(name, smi);
+        }
+        assert_eq!(device_name(tch::Cuda::device_count() as usize), None);
+    }
 
     #[test]
     fn peaks_follow_allocations_on_a_gpu_and_are_absent_without_one() {
