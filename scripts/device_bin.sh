@@ -12,6 +12,8 @@
 set -euo pipefail
 DIR=$(realpath -m "${1:-.device/bin}")
 cd "$(dirname "$0")/.."
+# As the Makefile does under CI: one target folder shared by clones.
+if [ -n "${CI:-}" ]; then export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conveyor/target}; fi
 # The build `make release` makes (its set-up, environment and whole-workspace features).
 make release
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -20,18 +22,26 @@ for b in conveyor conveyor-torch; do strip -o "$DIR/$b" "$TARGET/release/$b"; do
 # The model crate's unit-test binary, built as `make test` builds it (the whole workspace, so
 # that features resolve the same), found in cargo's messages.
 VENV=$(scripts/setup.sh)
-export LIBTORCH=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-export LIBTORCH_CXX11_ABI=1 PATH="$VENV/bin:$PATH"
+TORCH=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+export LIBTORCH=$TORCH LIBTORCH_CXX11_ABI=1 PATH="$VENV/bin:$PATH"
+# Compiler messages go to stderr as cargo would print them; one executable is expected.
 tests=$(cargo test --release --workspace --no-run --message-format=json | "$VENV/bin/python" -c '
 import json, sys
+found = []
 for line in sys.stdin:
     m = json.loads(line)
+    if m.get("reason") == "compiler-message":
+        print(m["message"].get("rendered", ""), file=sys.stderr, end="")
     t = m.get("target", {})
-    if m.get("executable") and t.get("name") == "conveyor_model" and "lib" in t.get("kind", []):
-        print(m["executable"])')
-[ -n "$tests" ] || { echo "no unit-test binary of conveyor-model in cargo's output" >&2; exit 1; }
+    if (m.get("executable") and m.get("profile", {}).get("test") and t.get("name") == "conveyor_model"
+            and "lib" in t.get("kind", [])):
+        found.append(m["executable"])
+if len(found) == 1:
+    print(found[0])
+else:
+    sys.exit(f"expected one unit-test binary of conveyor-model, cargo built {found}")')
 strip -o "$DIR/model-tests" "$tests"
-export LD_LIBRARY_PATH=$("$VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH=$TORCH/lib
 line=$("$DIR/conveyor-torch" env | grep "cuda graph bridge" || true)
 echo "$line"
 case $line in

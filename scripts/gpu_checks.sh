@@ -17,8 +17,8 @@
 # scripts/gpu_checks.sh BIN_DIR OUT_DIR; ONLY=all runs every stage.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
 # From a development machine with the device tool: `scripts/device_bin.sh` builds release,
-# strips both binaries into .device/bin (git-ignored; about 45 MB, under the 64 MiB a run may
-# carry) and checks their CUDA graph and NCCL bridges are real; then run
+# strips both binaries and the model's unit-test binary into .device/bin (git-ignored; about
+# 48 MB, under the 64 MiB a run may carry) and checks their CUDA graph and NCCL bridges are real; then run
 # `scripts/gpu_checks.sh .device/bin $OUT` carrying .device, with a time limit that leaves
 # room for a second call (ONLY=...) for the stages the log shows were not reached.
 set -u
@@ -72,10 +72,10 @@ if [ "$DEV" = cpu ]; then GRAPH=; fi  # a dry run checks the script: both column
 if want gputests; then
 stage gputests "the model crate's unit tests where there is a GPU: CUDA graphs (a captured training step against eager steps), multi-tensor optimiser and RMS norm kernels, peak memory"
 # scripts/device_bin.sh puts the test binary beside the others. The tests with a CUDA branch
-# (cuda::, optim::, the RMS norm, graph_step::), one at a time: peak-memory counters and a
-# capture are process-wide.
+# (cuda::, optim::, the RMS norm, graph_step::, device::), one at a time: peak-memory
+# counters and a capture are process-wide.
 if [ -x "$BIN/model-tests" ]; then
-  timeout 240 "$BIN/model-tests" --test-threads 1 cuda:: optim:: rms_norm graph_step 2>&1
+  timeout 240 "$BIN/model-tests" --test-threads 1 cuda:: optim:: rms_norm graph_step device:: 2>&1
 else
   echo "no $BIN/model-tests (scripts/device_bin.sh puts it there)"
 fi

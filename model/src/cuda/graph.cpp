@@ -14,16 +14,24 @@
 // Every function returns 0, or -1 after writing what went wrong to `err` (src/bridge.h).
 #include "../bridge.h"
 
-#include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
+
+// libtorch_cuda's cached device properties (ATen/cuda/CUDAContextLight.h declares it, but
+// that header also needs the cuBLAS, cuSPARSE and cuSOLVER headers, which build.rs does not
+// check for: declared here, against cuda_runtime_api.h alone).
+namespace at::cuda {
+cudaDeviceProp* getDeviceProperties(c10::DeviceIndex device);
+}  // namespace at::cuda
 
 namespace {
 
