@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bench;
 mod clean;
 mod corrupt;
 mod demo;

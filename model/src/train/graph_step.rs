@@ -20,7 +20,8 @@ use conveyor_pipeline::loader::Batch;
 use tch::Tensor;
 
 use super::data::{to_device_async, upload, Layout};
-use super::{forward_backward, grad_norm, micro_seed, Counts, TrainConfig, TrainError, Weights};
+use super::step::{forward_backward, grad_norm};
+use super::{micro_seed, Counts, TrainConfig, TrainError, Weights};
 use crate::cuda::CudaGraph;
 use crate::optim::Optimizer;
 
@@ -176,7 +177,8 @@ mod tests {
     use super::*;
     use crate::config::{Arch, ModelConfig};
     use crate::optim::{OptimizerKind, Schedule};
-    use crate::train::{run_step, Precision, Ranks};
+    use crate::train::step::run_step;
+    use crate::train::{Precision, Ranks};
     use conveyor_pipeline::loader::{LoaderState, Packing};
     use tch::Device;
 

@@ -20,6 +20,7 @@ mod graph_step;
 mod loss;
 mod resume;
 mod run_folder;
+mod step;
 mod sync_steps;
 mod weights;
 mod window;
@@ -44,6 +45,7 @@ pub use weights::{Precision, Weights};
 
 use graph_step::GraphStep;
 use run_folder::{diverged, prepare_out, MetricsFile};
+use step::run_step;
 use sync_steps::{checking_syncs, refuse_sync_check_off_cuda, sync_checked_step};
 use window::{Pending, Window};
 
@@ -510,72 +512,6 @@ fn next_batches(loader: &mut Loader, n: u64) -> Result<Option<Vec<Batch>>, Train
         }
     }
     Ok(Some(out))
-}
-
-/// One optimiser step over this rank's micro-batches; returns the sum of this rank's token
-/// losses, the norm of the step's gradient and the step's counts over all ranks (as
-/// `Counts::to_vec`), all tensors left on the device (see window.rs): the counts' sum
-/// scales the loss before the backward pass as a device tensor, so no rank reads anything
-/// back during a step.
-fn run_step(
-    cfg: &TrainConfig,
-    ranks: &Ranks,
-    w: &mut Weights,
-    opt: &mut Optimizer,
-    batches: &[Batch],
-    step: u64,
-) -> Result<(Tensor, Tensor, Tensor), TrainError> {
-    let counts = ranks.sum_on_device(&Counts::all(batches).to_vec())?;
-    let denom = counts.get(0).clamp_min(1.0);
-    let nll = forward_backward(w, &denom, batches.len(), |k| {
-        tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
-        tensors(&batches[k], cfg.device)
-    });
-    let mut g = w.take_grads();
-    if let Some(pg) = &ranks.pg {
-        grads::all_reduce(pg, &w.params, &mut g, grads::BUCKET_BYTES)?;
-    }
-    let norm = grad_norm(&g, cfg.device);
-    opt.step(&mut w.params, &g);
-    w.finish_step();
-    Ok((nll, norm, counts))
-}
-
-/// The forward and backward passes of a step's `n` micro-batches (`micro(k)` gives the k-th,
-/// after any reseeding), each loss sum divided by `denom`, the step's target-token count
-/// over all ranks (a device tensor); the gradients are left collected in `w`. Returns the
-/// sum of the token losses (float64, on the device).
-fn forward_backward(
-    w: &mut Weights,
-    denom: &Tensor,
-    n: usize,
-    mut micro: impl FnMut(usize) -> BatchTensors,
-) -> Tensor {
-    let mut nll = Tensor::zeros([], (tch::Kind::Double, denom.device()));
-    // In float32, the loss sum's kind: the division and its gradient are the ones a host
-    // scalar gave.
-    let denom = denom.to_kind(tch::Kind::Float);
-    for k in 0..n {
-        let t = micro(k);
-        let (sum, mean) = t.loss_parts(&w.model, true, Some(&denom));
-        nll += sum.to_kind(tch::Kind::Double);
-        mean.backward();
-        w.collect_grads();
-    }
-    nll
-}
-
-/// The L2 norm of all gradients together, as a 0-dim float64 tensor on the device: float32
-/// norms per tensor from one multi-tensor call, combined in float64 (no float64 copy of the
-/// gradients, and not three launches per parameter). A logged figure; a tensor whose norm
-/// passes float32's range (~1.8e19) makes it infinite, as the loss would be by then.
-fn grad_norm(grads: &[Tensor], device: Device) -> Tensor {
-    let defined: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
-    match crate::optim::foreach::global_norm(&defined) {
-        Ok(Some(norm)) => norm,
-        Ok(None) => Tensor::zeros([], (tch::Kind::Double, device)),
-        Err(e) => panic!("the gradient norm failed: {e}"),
-    }
 }
 
 /// Every rank's loader state, for the checkpoint (rank order).

@@ -1,0 +1,116 @@
+//! The benchmarks a user compares conveyor with: `bench train` (the paper's Figures 1 and 2,
+//! each attention its own series) and `bench step` (conveyor beside the same model in
+//! PyTorch), on the CPU with the tiny preset: what each reports, not how fast.
+
+use crate::common::*;
+
+/// `bench train --attention explicit,sdpa` measures every architecture under each attention
+/// (each child reports the one it ran) and keeps them apart: the sdpa points are their own
+/// series in the table and in the ratios over the explicit transformer.
+#[test]
+fn bench_train_measures_each_attention_as_its_own_series() {
+    let out = tmp_path("bench-train-attention");
+    let printed = ok(&[
+        "bench",
+        "train",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--lengths",
+        "16",
+        "--archs",
+        "transformer,lightconv",
+        "--attention",
+        "explicit,sdpa",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let points: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench-train.json")).unwrap())
+            .unwrap();
+    let measured: Vec<(&str, &str)> = points
+        .iter()
+        .filter(|p| p["examples_per_s"].as_f64().is_some_and(|x| x > 0.0))
+        .map(|p| {
+            (
+                p["arch"].as_str().unwrap(),
+                p["attention"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        measured,
+        [
+            ("transformer", "explicit"),
+            ("transformer", "sdpa"),
+            ("lightconv", "explicit"),
+            ("lightconv", "sdpa")
+        ]
+    );
+    let md = std::fs::read_to_string(out.join("bench-train.md")).unwrap();
+    assert!(md.contains("| transformer (sdpa) | 16 |"), "{md}");
+    assert!(
+        md.contains("| input length | transformer (sdpa) speed | transformer (sdpa) memory | lightconv speed"),
+        "{md}"
+    );
+    // The plots beside them, where Python has matplotlib (`make test`'s environment does).
+    assert!(!printed.contains("plotting failed"), "{printed}");
+    if !printed.contains("(no plots") {
+        for png in ["speed.png", "memory.png"] {
+            assert!(out.join(png).is_file(), "no {png}: {printed}");
+        }
+    }
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// `bench step` times conveyor beside the same model in PyTorch on the shape, precision and
+/// attention asked (each side reports what it ran; a mismatch is an error).
+#[test]
+fn bench_step_times_both_sides_on_the_asked_shape() {
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "float32, explicit attention"),
+        (&["--bf16"], "bf16 mixed precision, explicit attention"),
+        (&["--attention", "sdpa"], "float32, sdpa attention"),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec![
+            "bench",
+            "step",
+            "--preset",
+            "tiny",
+            "--length",
+            "16",
+            "--targets-length",
+            "5",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--device",
+            "cpu",
+        ];
+        args.extend(flags);
+        let out = ok(&args);
+        assert!(
+            out.contains(&format!("batch 2 x 16 / 5 tokens, {says}")),
+            "{out}"
+        );
+        let pytorch = out.lines().find(|l| l.starts_with("PyTorch, same model"));
+        assert!(
+            pytorch.is_some_and(|l| l.contains("s per step") && l.contains("model TFLOP/s")),
+            "{out}"
+        );
+        // transformers' T5 has no sdpa path: its column says why instead of timing another model.
+        if flags.contains(&"sdpa") {
+            let hf = out.lines().find(|l| l.starts_with("transformers T5"));
+            assert!(hf.is_some_and(|l| l.contains("not run")), "{out}");
+        }
+    }
+}
