@@ -321,7 +321,6 @@ def losses(r):
 def cmp(a, b, first):
     la, lb = losses(a), losses(b)
     d = max(abs(la[s] - lb[s]) for s in range(first, 61))
-    same = [s for s in range(first, 61) if la[s] == lb[s]]
     print(f"{a} vs {b}, steps {first}-60: largest difference {d:.3g}; first differing step "
           f"{next((s for s in range(first, 61) if la[s] != lb[s]), None)}")
 for a, b, f in [("straight", "again", 1), ("det1", "det2", 1), ("det1", "det-resumed", 31), ("straight", "det1", 1), ("det1", "det-sync1", 1)]:

@@ -27,7 +27,7 @@ use crate::optim::Optimizer;
 
 /// Eager steps before the capture (PyTorch's examples take a few: lazily made state such
 /// as cuBLAS workspaces exists before the capture).
-pub(super) const WARM_UP: usize = 3;
+const WARM_UP: usize = 3;
 
 /// The buffers a captured step reads, and what it wrote.
 struct Captured {

@@ -260,7 +260,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         true => Some(GraphStep::new(cfg)?),
         false => None,
     };
-    let mut sync_checked = cfg.check_syncs.then_some(0u64);
+    let mut sync_checked = 0u64;
     if cfg.check_syncs {
         refuse_sync_check_off_cuda(cfg)?;
     }
@@ -294,6 +294,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         _ => None,
     };
     let resumed_from = existing.as_ref().map(|_| state.step);
+    let first_step = resumed_from.unwrap_or(0) + 1;
     let peak = Peak::of(cfg.device, cfg.peak_tflops);
     if let Some(p) = &peak {
         progress.note(&format!("MFU against {} TFLOP/s ({})", p.tflops, p.source));
@@ -314,8 +315,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             let step = state.step + 1;
             let lr = opt.next_lr();
             let captured = graph.as_ref().map(|g| g.captured_at.is_some());
-            let first = resumed_from.unwrap_or(0) + 1;
-            let check = sync_checked.is_some() && sync_checked_step(captured, step, first);
+            let check = cfg.check_syncs && sync_checked_step(captured, step, first_step);
             let (nll, grad_norm, counts) = checking_syncs(check, step, || match graph.as_mut() {
                 Some(g) => {
                     let out = g.run(cfg, &mut w, &mut opt, &batches, step)?;
@@ -326,9 +326,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 }
                 None => run_step(cfg, &ranks, &mut w, &mut opt, &batches, step),
             })?;
-            if let Some(n) = sync_checked.as_mut().filter(|_| check) {
-                *n += 1;
-            }
+            sync_checked += u64::from(check);
             let flops: f64 = batches
                 .iter()
                 .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
@@ -426,17 +424,17 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             g.replayed, g.eager
         ));
     }
-    match sync_checked {
-        Some(0) => progress.note("--check-syncs: no step was checked (too few steps, or no capture)"),
-        Some(n) => progress.note(&format!(
+    match (cfg.check_syncs, sync_checked) {
+        (false, _) => {}
+        (true, 0) => progress.note("--check-syncs: no step was checked (too few steps, or no capture)"),
+        (true, n) => progress.note(&format!(
             "--check-syncs: {n} steps ran with libtorch's sync debug mode at \"error\"; none waited for the GPU"
         )),
-        None => {}
     }
     progress.finish();
     Ok(TrainSummary {
         replayed_steps: graph.as_ref().map(|g| g.replayed),
-        sync_checked_steps: sync_checked,
+        sync_checked_steps: cfg.check_syncs.then_some(sync_checked),
         out: cfg.out.clone(),
         steps: state.step,
         resumed_from,

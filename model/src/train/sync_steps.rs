@@ -5,7 +5,7 @@
 use super::{TrainConfig, TrainError};
 
 /// A run's first steps are left alone (lazy set-up, a graph's warm-up).
-pub const SYNC_CHECK_AFTER: u64 = 4;
+const SYNC_CHECK_AFTER: u64 = 4;
 
 /// `--check-syncs` off CUDA is refused before anything is written; on CUDA the check is
 /// armed once here, so that a libtorch that would not see it fails now.

@@ -150,13 +150,8 @@ pub fn plot(out: &std::path::Path) {
     {
         Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
         Ok(o) if !String::from_utf8_lossy(&o.stderr).contains("No module named 'matplotlib'") => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            println!("(plotting failed: {last})")
+            let why = super::child::failure_reason(&String::from_utf8_lossy(&o.stderr));
+            println!("(plotting failed: {why})")
         }
         _ => {
             println!("(no plots: scripts/plot_bench_train.py needs matplotlib; `make` sets it up)")
