@@ -8,6 +8,8 @@ export LIBTORCH := $(PY_SITE)/torch
 export LIBTORCH_CXX11_ABI := 1
 export PATH := $(VENV)/bin:$(PATH)
 export CONVEYOR_PYTHON := $(VENV)/bin/python
+# transformers 5 for the Hugging Face parity tests (scripts/setup.sh).
+export CONVEYOR_TRANSFORMERS5 := $(VENV)/transformers5
 # CI runs in a fresh clone each time: share one target directory across clones.
 ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/conveyor/target

@@ -13,6 +13,12 @@
   logits HF_DIR BATCH OUT
       Loads HF_DIR with from_pretrained (and T5Tokenizer when it holds spiece.model), and
       writes the logits it gives the batch in BATCH to OUT. Prints what it loaded as JSON.
+  resave HF_DIR OUT
+      Loads HF_DIR with from_pretrained and saves it to OUT, as a user of this transformers
+      would after fine-tuning (transformers 5 writes T5 configs of its own form).
+
+Runs with transformers 4 and 5 (the tests choose by PYTHONPATH); `make` with transformers 5
+makes its own kind of v1.1 model: the head tied to the embedding, logits not scaled.
 """
 
 import argparse
@@ -131,6 +137,10 @@ def logits(args):
     print(json.dumps(loaded))
 
 
+def resave(args):
+    T5ForConditionalGeneration.from_pretrained(args.hf_dir).save_pretrained(args.out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -145,6 +155,10 @@ def main():
     lg.add_argument("batch")
     lg.add_argument("out")
     lg.set_defaults(run=logits)
+    rs = sub.add_parser("resave")
+    rs.add_argument("hf_dir")
+    rs.add_argument("out")
+    rs.set_defaults(run=resave)
     args = p.parse_args()
     args.run(args)
 

@@ -147,6 +147,11 @@ pub struct ModelConfig {
     /// `lm_head` without scaling (T5 v1.1).
     #[serde(default = "yes")]
     pub tie_embeddings: bool,
+    /// Whether the logits are scaled by d_model^-0.5, where that differs from what
+    /// `tie_embeddings` implies (`None`: scaled exactly when tied). transformers 5 keeps the
+    /// two apart (`scale_decoder_outputs`): a T5 v1.1 model it makes is tied and unscaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_logits: Option<bool>,
     /// Width of each attention head; `None`: d_model / num_heads. t5-3b and t5-11b use 128
     /// with d_model 1024 (32 and 128 heads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,9 +217,26 @@ impl ModelConfig {
             max_positions: default_max_positions(),
             ffn: Ffn::Relu,
             tie_embeddings: true,
+            scale_logits: None,
             d_kv: None,
             attention: AttentionImpl::Explicit,
         })
+    }
+
+    /// Whether the logits are scaled by d_model^-0.5 (T5 v1.0; not v1.1).
+    pub fn scaled_logits(&self) -> bool {
+        self.scale_logits.unwrap_or(self.tie_embeddings)
+    }
+
+    /// Where the logits come from, in words: "tied", "with a separate lm_head", and the
+    /// scaling where it is not the usual one for either.
+    pub fn head(&self) -> &'static str {
+        match (self.tie_embeddings, self.scaled_logits()) {
+            (true, true) => "tied",
+            (true, false) => "tied, logits not scaled",
+            (false, false) => "with a separate lm_head",
+            (false, true) => "with a separate lm_head, logits scaled by d_model^-0.5",
+        }
     }
 
     /// Whether weights saved with the config `other` load into this one: every field agrees

@@ -94,11 +94,7 @@ pub fn describe(cfg: &ModelConfig, inputs: usize, targets: usize) -> String {
     s += &format!(
         "parameters: {p} ({:.1} M): embedding {emb} ({}), the rest {}\n",
         p as f64 / 1e6,
-        if cfg.tie_embeddings {
-            "tied"
-        } else {
-            "with a separate lm_head"
-        },
+        cfg.head(),
         p - emb
     );
     let f = 2.0 * forward_macs(cfg, inputs, targets);

@@ -31,7 +31,7 @@ pub struct ExportArgs {
 pub fn import(a: ImportArgs) -> anyhow::Result<i32> {
     let cfg = conveyor_model::hf::import(&a.hf_dir, &a.out)?;
     println!(
-        "imported {} as a conveyor {} checkpoint: {} parameters, {} + {} layers, d_model {}, {} feed-forward, {} embeddings, vocab {}",
+        "imported {} as a conveyor {} checkpoint: {} parameters, {} + {} layers, d_model {}, {} feed-forward, embeddings {}, vocab {}",
         a.hf_dir.display(),
         cfg.arch.name(),
         cfg.parameter_count(),
@@ -39,7 +39,7 @@ pub fn import(a: ImportArgs) -> anyhow::Result<i32> {
         cfg.decoder_layers,
         cfg.d_model,
         cfg.ffn.name(),
-        if cfg.tie_embeddings { "tied" } else { "untied" },
+        cfg.head(),
         cfg.vocab_size
     );
     println!("wrote {}", a.out.display());

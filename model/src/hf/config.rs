@@ -1,9 +1,11 @@
 //! Hugging Face's T5 `config.json` and conveyor's [`ModelConfig`], both ways: what maps to
 //! what, and the settings conveyor cannot represent, refused by name.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
+use tch::{Kind, Tensor};
 
 use super::HfError;
 use crate::config::{Arch, Ffn, ModelConfig, PositionEmbedding};
@@ -101,8 +103,75 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     cfg.pad_id = num("pad_token_id", Some(0))? as i64;
     cfg.ffn = ffn;
     cfg.tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(!mt5);
+    // transformers 5 says whether the logits are scaled in a field of its own (and writes
+    // `tie_word_embeddings: true` for every T5: see `separate_head`); before it, tied meant
+    // scaled.
+    match &v["scale_decoder_outputs"] {
+        Value::Null => {}
+        Value::Bool(scale) => cfg.scale_logits = (*scale != cfg.tie_embeddings).then_some(*scale),
+        other => {
+            return Err(refuse(format!(
+                "scale_decoder_outputs is {other}, expected true or false"
+            )))
+        }
+    }
     cfg.validate().map_err(|e| refuse(e.to_string()))?;
     Ok(cfg)
+}
+
+/// transformers 5 writes `tie_word_embeddings: true` for every T5 it saves (its T5 ties the
+/// head unless the weight files hold an `lm_head.weight` of their own, whose values then
+/// win): in a config that has its `scale_decoder_outputs`, a head in the files that is not
+/// the embedding is a separate head. Configs of transformers 4 keep their meaning (tied: the
+/// head is the embedding; another head there is refused when the weights are filled).
+pub(super) fn separate_head(v: &Value, cfg: &mut ModelConfig, weights: &BTreeMap<String, Tensor>) {
+    if v["scale_decoder_outputs"].is_null() || !cfg.tie_embeddings {
+        return;
+    }
+    let differs = match (weights.get("lm_head.weight"), weights.get("shared.weight")) {
+        (Some(head), Some(shared)) => {
+            head.size() != shared.size()
+                || !head
+                    .to_kind(Kind::Float)
+                    .equal(&shared.to_kind(Kind::Float))
+        }
+        _ => false,
+    };
+    if differs {
+        let scaled = cfg.scaled_logits();
+        cfg.tie_embeddings = false;
+        cfg.scale_logits = scaled.then_some(true);
+    }
+}
+
+/// T5's config says "tied" for a head that is the embedding and logits scaled by
+/// d_model^-0.5, and "not tied" for a separate head and unscaled logits (transformers 4 has
+/// no other way to say it). A model of the other two kinds exports as an untied T5 giving
+/// the same logits: the embedding copied into `lm_head.weight` (tied, unscaled; the two then
+/// train apart in transformers), or the separate head times d_model^-0.5 (untied, scaled).
+pub(super) fn t5_head(cfg: &ModelConfig, tensors: &mut Vec<(String, Tensor)>) {
+    let find = |tensors: &[(String, Tensor)], name: &str| {
+        tensors
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("a T5 model has this tensor")
+    };
+    match (cfg.tie_embeddings, cfg.scaled_logits()) {
+        (true, false) => {
+            let shared = tensors[find(tensors, "shared.weight")].1.copy();
+            tensors.push(("lm_head.weight".into(), shared));
+        }
+        (false, true) => {
+            let i = find(tensors, "lm_head.weight");
+            tensors[i].1 = &tensors[i].1 * (cfg.d_model as f64).powf(-0.5);
+        }
+        _ => {}
+    }
+}
+
+/// Whether an exported T5 config says "tied": only for T5's own tied kind (see [`t5_head`]).
+fn t5_tied(cfg: &ModelConfig) -> bool {
+    cfg.tie_embeddings && cfg.scaled_logits()
 }
 
 /// The feed-forward of a T5 config: `feed_forward_proj`, checked against `dense_act_fn` and
@@ -183,7 +252,7 @@ pub fn to_hf(cfg: &ModelConfig) -> Result<Value, HfError> {
         "layer_norm_epsilon": 1e-6,
         "initializer_factor": 1.0,
         "feed_forward_proj": cfg.ffn.name(),
-        "tie_word_embeddings": cfg.tie_embeddings,
+        "tie_word_embeddings": t5_tied(cfg),
         "decoder_start_token_id": cfg.decoder_start_id,
         "pad_token_id": cfg.pad_id,
         "eos_token_id": 1,
@@ -228,6 +297,50 @@ mod tests {
             assert_eq!(back[k], t5_v1_1_small()[k], "{k}");
         }
         assert_eq!(from_hf(&back, p).unwrap(), cfg);
+    }
+
+    /// transformers 5's form: `tie_word_embeddings` always true, the scaling said apart, and
+    /// the head separate where the files hold one of its own.
+    #[test]
+    fn transformers_5_configs_say_the_scaling_apart() {
+        let p = Path::new("config.json");
+        let kind = |tie: bool, scale: Option<bool>, head: Option<f64>| {
+            let mut v = t5_v1_1_small();
+            v["tie_word_embeddings"] = json!(tie);
+            if let Some(s) = scale {
+                v["scale_decoder_outputs"] = json!(s);
+            }
+            let mut cfg = from_hf(&v, p).unwrap();
+            let mut weights = BTreeMap::new();
+            weights.insert(
+                "shared.weight".to_string(),
+                Tensor::ones([3, 2], (Kind::Float, tch::Device::Cpu)),
+            );
+            if let Some(h) = head {
+                weights.insert(
+                    "lm_head.weight".to_string(),
+                    Tensor::full([3, 2], h, (Kind::Float, tch::Device::Cpu)),
+                );
+            }
+            separate_head(&v, &mut cfg, &weights);
+            (cfg.tie_embeddings, cfg.scaled_logits(), cfg.scale_logits)
+        };
+        // transformers 4: tied means scaled, whatever the files hold.
+        assert_eq!(kind(true, None, Some(2.0)), (true, true, None));
+        assert_eq!(kind(false, None, Some(2.0)), (false, false, None));
+        // transformers 5: v1.0, v1.1 made there (no head of its own), v1.1 saved again there.
+        assert_eq!(kind(true, Some(true), None), (true, true, None));
+        assert_eq!(kind(true, Some(false), None), (true, false, Some(false)));
+        assert_eq!(
+            kind(true, Some(false), Some(1.0)),
+            (true, false, Some(false))
+        );
+        assert_eq!(kind(true, Some(false), Some(2.0)), (false, false, None));
+        assert_eq!(kind(true, Some(true), Some(2.0)), (false, true, Some(true)));
+        let mut v = t5_v1_1_small();
+        v["scale_decoder_outputs"] = json!("no");
+        let e = from_hf(&v, p).unwrap_err().to_string();
+        assert!(e.contains("scale_decoder_outputs"), "{e}");
     }
 
     #[test]

@@ -47,9 +47,12 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, HfError> {
 
 /// The conveyor configuration of a Hugging Face `config.json` file.
 pub fn read_config_file(path: &Path) -> Result<ModelConfig, HfError> {
+    from_hf(&read_json(path)?, path)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, HfError> {
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(path, e))?;
-    from_hf(&v, path)
+    serde_json::from_str(&text).map_err(|e| io(path, e))
 }
 
 /// A model built from a Hugging Face folder: its configuration and weights, on the CPU.
@@ -62,8 +65,11 @@ pub struct Imported {
 /// Reads a Hugging Face folder into a conveyor model, checking every tensor's name and
 /// shape; tensors the model has no place for are refused by name.
 pub fn load(dir: &Path) -> Result<Imported, HfError> {
-    let config = read_config(dir)?;
+    let path = dir.join("config.json");
+    let v = read_json(&path)?;
+    let mut config = from_hf(&v, &path)?;
     let mut weights = files::read_weights(dir)?;
+    config::separate_head(&v, &mut config, &weights);
     // Before any allocation: a config.json asking for more than its files hold is refused
     // here, not by the allocator.
     let held: usize = weights.values().map(|t| t.numel()).sum();
@@ -194,6 +200,9 @@ pub fn export(ckpt: &Path, out: &Path, vocab: Option<&Path>) -> Result<ModelConf
             false => (names::to_hf(&name).expect("a T5 name"), t),
         })
         .collect();
+    if !cfg.arch.is_conv() {
+        config::t5_head(&cfg, &mut tensors);
+    }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     write_new(out, |tmp| {
         let json = |name: &str, v: &serde_json::Value| {

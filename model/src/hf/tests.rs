@@ -19,15 +19,43 @@ fn python() -> String {
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/hf_parity.py");
 
-fn run_script(args: &[&str]) -> String {
-    let o = std::process::Command::new(python())
+/// Which transformers the script runs with: the environment's 4.57.6, or 5.17.0 from the
+/// folder scripts/setup.sh installs beside it (`CONVEYOR_TRANSFORMERS5`, which the Makefile
+/// sets; else `transformers5` in the environment of `CONVEYOR_PYTHON`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hf {
+    V4,
+    V5,
+}
+
+impl Hf {
+    fn command(self) -> std::process::Command {
+        let mut c = std::process::Command::new(python());
+        if self == Hf::V5 {
+            let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(&python()).join("../../transformers5"));
+            assert!(
+                dir.join("transformers").is_dir(),
+                "no transformers 5 in {}: run scripts/setup.sh",
+                dir.display()
+            );
+            c.env("PYTHONPATH", dir);
+        }
+        c
+    }
+}
+
+fn run_script(hf: Hf, args: &[&str]) -> String {
+    let o = hf
+        .command()
         .arg(SCRIPT)
         .args(args)
         .output()
         .expect("run python (scripts/setup.sh's environment has transformers)");
     assert!(
         o.status.success(),
-        "hf_parity.py {args:?}: {}",
+        "hf_parity.py {args:?} with transformers {hf:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -35,14 +63,17 @@ fn run_script(args: &[&str]) -> String {
 
 /// The logits transformers gives the reference batch of `dir` with the model in `hf_dir`
 /// (loaded by `from_pretrained`, which must find every tensor).
-fn transformers_logits(dir: &Path, hf_dir: &Path) -> Tensor {
+fn transformers_logits(hf: Hf, dir: &Path, hf_dir: &Path) -> Tensor {
     let out = dir.join("transformers-logits.safetensors");
-    run_script(&[
-        "logits",
-        hf_dir.to_str().unwrap(),
-        dir.join("reference.safetensors").to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
+    run_script(
+        hf,
+        &[
+            "logits",
+            hf_dir.to_str().unwrap(),
+            dir.join("reference.safetensors").to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
     read(&out).remove("logits").unwrap()
 }
 
@@ -193,12 +224,12 @@ fn check_training(variant: &str, dir: &Path, r: &Named) -> (f64, f64) {
 }
 
 /// (c) transformers loads the export and gives conveyor's logits.
-fn check_export(variant: &str, dir: &Path, r: &Named) -> f64 {
+fn check_export(hf: Hf, variant: &str, dir: &Path, r: &Named) -> f64 {
     let m = load(&dir.join("hf")).unwrap();
     let ckpt = dir.join("ckpt");
     import(&dir.join("hf"), &ckpt).unwrap();
     export(&ckpt, &dir.join("exported"), None).unwrap();
-    let theirs = transformers_logits(dir, &dir.join("exported"));
+    let theirs = transformers_logits(hf, dir, &dir.join("exported"));
     let d = max_diff(&theirs, &logits(&m.model, r));
     assert!(d <= 1e-4, "{variant}: exported logits differ by {d}");
     d
@@ -228,63 +259,104 @@ fn check_sabotage(variant: &str, dir: &Path, r: &Named) {
         let _ = var(&m, &format!("decoder.layers.{last}.{w}.weight")).zero_();
     }
     broken("losing a layer", &m.model);
-    // Dropped scaling: the same weights through conveyor's untied path (lm_head = shared,
-    // no d_model^-0.5).
+    // The logits scaling read wrongly: the same weights, scaled where they were not or not
+    // where they were.
     let m = load(&dir.join("hf")).unwrap();
-    if m.config.tie_embeddings {
-        let mut cfg = m.config.clone();
-        cfg.tie_embeddings = false;
-        let vs = nn::VarStore::new(Device::Cpu);
-        let unscaled = Seq2Seq::new(&vs.root(), &cfg).unwrap();
-        for (name, mut t) in vs.variables() {
-            let from = if name == "lm_head.weight" {
-                "shared.weight"
-            } else {
-                name.as_str()
-            };
-            t.copy_(&var(&m, from));
-        }
-        broken("dropping the logits scaling", &unscaled);
+    let mut cfg = m.config.clone();
+    cfg.scale_logits = Some(!m.config.scaled_logits());
+    let vs = nn::VarStore::new(Device::Cpu);
+    let flipped = Seq2Seq::new(&vs.root(), &cfg).unwrap();
+    for (name, mut t) in vs.variables() {
+        t.copy_(&var(&m, &name));
     }
+    broken("flipping the logits scaling", &flipped);
 }
 
-fn check_variant(variant: &str) {
-    let dir = tmp(variant);
-    run_script(&[
-        "make",
-        dir.to_str().unwrap(),
-        "--variant",
-        variant,
-        "--seed",
-        "3",
-    ]);
+/// Every check on a model transformers `hf` made for `variant`; returns the configuration
+/// conveyor read from it.
+fn check_variant(hf: Hf, variant: &str) -> ModelConfig {
+    let dir = tmp(&format!("{variant}-{hf:?}"));
+    let d = dir.to_str().unwrap();
+    run_script(hf, &["make", d, "--variant", variant, "--seed", "3"]);
     let r = read(&dir.join("reference.safetensors"));
     let logits = check_forward(variant, &dir, &r);
     let (grads, weights) = check_training(variant, &dir, &r);
-    let exported = check_export(variant, &dir, &r);
+    let exported = check_export(hf, variant, &dir, &r);
     check_sabotage(variant, &dir, &r);
     eprintln!(
-        "{variant}: largest differences from transformers: logits {logits:.1e}, gradients {grads:.1e}, weights after Adafactor {weights:.1e}, exported logits {exported:.1e}"
+        "{variant}, transformers {hf:?}: largest differences from transformers: logits {logits:.1e}, gradients {grads:.1e}, weights after Adafactor {weights:.1e}, exported logits {exported:.1e}"
     );
+    let cfg = read_config(&dir.join("hf")).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    cfg
 }
 
 #[test]
 fn t5_v1_0_matches_transformers() {
     let _rng = crate::test_rng();
-    check_variant("v1.0");
+    let cfg = check_variant(Hf::V4, "v1.0");
+    assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (true, true));
 }
 
 #[test]
 fn t5_v1_1_matches_transformers() {
     let _rng = crate::test_rng();
-    check_variant("v1.1");
+    let cfg = check_variant(Hf::V4, "v1.1");
+    assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (false, false));
 }
 
 #[test]
 fn a_wider_t5_v1_0_matches_transformers() {
     let _rng = crate::test_rng();
-    check_variant("v1.0-wide");
+    check_variant(Hf::V4, "v1.0-wide");
+}
+
+/// transformers 5 writes its own configs (`tie_word_embeddings` always true,
+/// `scale_decoder_outputs` beside it) and makes a v1.1 model whose head is the embedding
+/// without scaling: conveyor reads, trains and exports both versions' models exactly.
+#[test]
+fn t5_models_of_transformers_5_match_it() {
+    let _rng = crate::test_rng();
+    let cfg = check_variant(Hf::V5, "v1.0");
+    assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (true, true));
+    let cfg = check_variant(Hf::V5, "v1.1");
+    assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (true, false));
+}
+
+/// A v1.1 model of transformers 4 (a separate head, as google's v1.1 and flan-T5 checkpoints)
+/// loaded and saved again by transformers 5, as after fine-tuning there: its config says
+/// tied, its files hold the separate head, and the logits are transformers 4's.
+#[test]
+fn a_v1_1_model_saved_again_by_transformers_5_keeps_its_head() {
+    let _rng = crate::test_rng();
+    let dir = tmp("resaved");
+    let d = dir.to_str().unwrap();
+    run_script(Hf::V4, &["make", d, "--variant", "v1.1", "--seed", "4"]);
+    let resaved = dir.join("resaved");
+    let hf = dir.join("hf");
+    run_script(
+        Hf::V5,
+        &["resave", hf.to_str().unwrap(), resaved.to_str().unwrap()],
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(resaved.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            &written["tie_word_embeddings"],
+            &written["scale_decoder_outputs"]
+        ),
+        (&serde_json::json!(true), &serde_json::json!(false)),
+        "transformers 5's form"
+    );
+    let r = read(&dir.join("reference.safetensors"));
+    let m = load(&resaved).unwrap();
+    assert_eq!(
+        (m.config.tie_embeddings, m.config.scaled_logits()),
+        (false, false)
+    );
+    let d = max_diff(&logits(&m.model, &r), &r["logits"]);
+    assert!(d <= 1e-4, "logits differ by {d}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Random weights, norms included, for a checkpoint conveyor made itself.
@@ -308,14 +380,17 @@ fn random_checkpoint(cfg: &ModelConfig, ckpt: &Path, seed: i64) -> (nn::VarStore
 fn a_conveyor_model_exports_to_transformers() {
     let _rng = crate::test_rng();
     let dir = tmp("native");
-    run_script(&[
-        "make",
-        dir.to_str().unwrap(),
-        "--variant",
-        "v1.1",
-        "--seed",
-        "5",
-    ]);
+    run_script(
+        Hf::V4,
+        &[
+            "make",
+            dir.to_str().unwrap(),
+            "--variant",
+            "v1.1",
+            "--seed",
+            "5",
+        ],
+    );
     let r = read(&dir.join("reference.safetensors"));
     let mut cfg = read_config(&dir.join("hf")).unwrap();
     cfg.d_kv = Some(12);
@@ -327,12 +402,51 @@ fn a_conveyor_model_exports_to_transformers() {
     assert!(e.to_string().contains("do not fit"), "{e}");
     assert!(!dir.join("exported").exists());
     export(&ckpt, &dir.join("exported"), None).unwrap();
-    let theirs = transformers_logits(&dir, &dir.join("exported"));
+    let theirs = transformers_logits(Hf::V4, &dir, &dir.join("exported"));
     let d = max_diff(&theirs, &logits(&model, &r));
     assert!(d <= 1e-4, "exported logits differ by {d}");
     // The folder is written once: a second export into it is refused.
     let e = export(&ckpt, &dir.join("exported"), None).unwrap_err();
     assert!(e.to_string().contains("not empty"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The two kinds of head T5's config cannot name (tied with unscaled logits, separate with
+/// scaled ones) export as untied T5 folders that transformers 4 and 5 both give conveyor's
+/// logits with.
+#[test]
+fn heads_t5_cannot_name_export_with_their_logits() {
+    let _rng = crate::test_rng();
+    let dir = tmp("heads");
+    run_script(
+        Hf::V4,
+        &[
+            "make",
+            dir.to_str().unwrap(),
+            "--variant",
+            "v1.1",
+            "--seed",
+            "6",
+        ],
+    );
+    let r = read(&dir.join("reference.safetensors"));
+    for tie in [true, false] {
+        let mut cfg = read_config(&dir.join("hf")).unwrap();
+        cfg.tie_embeddings = tie;
+        cfg.scale_logits = Some(!tie);
+        let ckpt = dir.join(format!("ckpt-{tie}"));
+        let (_vs, model) = random_checkpoint(&cfg, &ckpt, 13);
+        let out = dir.join(format!("exported-{tie}"));
+        export(&ckpt, &out, None).unwrap();
+        let ours = logits(&model, &r);
+        for hf in [Hf::V4, Hf::V5] {
+            let d = max_diff(&transformers_logits(hf, &dir, &out), &ours);
+            assert!(
+                d <= 1e-4,
+                "tied {tie}, transformers {hf:?}: logits differ by {d}"
+            );
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -294,12 +294,13 @@ impl Seq2Seq {
         }
     }
 
-    /// Logits over the vocabulary from decoder hidden states: the tied embeddings after
-    /// scaling by d_model^-0.5, or the separate lm_head.
+    /// Logits over the vocabulary from decoder hidden states: through the separate lm_head
+    /// or the tied embeddings, scaled by d_model^-0.5 where the config says so.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        match &self.lm_head {
-            Some(head) => hidden.matmul(&head.tr()),
-            None => (hidden * (self.cfg.d_model as f64).powf(-0.5)).matmul(&self.shared.tr()),
+        let head = self.lm_head.as_ref().unwrap_or(&self.shared);
+        match self.cfg.scaled_logits() {
+            true => (hidden * (self.cfg.d_model as f64).powf(-0.5)).matmul(&head.tr()),
+            false => hidden.matmul(&head.tr()),
         }
     }
 
