@@ -10,7 +10,9 @@ bias as an additive mask in the queries' dtype, scale 1, dropout inside), as con
 `attention = "sdpa"` does.
 `--impl transformers` times transformers' T5ForConditionalGeneration (the same shapes, a
 T5Config with dropout 0.1, ReLU, tied embeddings) with transformers' Adafactor
-(scale_parameter=True, relative_step=False, warmup_init=False) instead.
+(scale_parameter=True, relative_step=False, warmup_init=False) instead; its attention is
+the eager one, or with `--attention sdpa` its sdpa one (transformers 5; 4 has none), and the
+output says which ran and the transformers version.
 `--bf16` runs forward and backward under torch.autocast(bfloat16) with float32 weights and
 optimiser, the mixed precision a PyTorch user runs (conveyor's `--bf16` keeps float32 masters
 and a bfloat16 copy). The loss stays on the device until the timed steps are over, as
@@ -198,17 +200,26 @@ def main():
     x = torch.randint(3, 32000, (b, l))
     y = torch.randint(3, 32000, (b, t))
     xm, ym = torch.ones(b, l), torch.ones(b, t)
+    extra = {}
     if a.impl == "transformers":
-        if a.attention == "sdpa":
-            raise SystemExit("transformers' T5 computes its attention explicitly (no sdpa path)")
+        import transformers
         from transformers import T5Config, T5ForConditionalGeneration
         from transformers.optimization import Adafactor as HfAdafactor
 
+        # transformers 5's T5 has an sdpa path and takes it unless told otherwise; 4's has none.
+        if a.attention == "sdpa" and not T5ForConditionalGeneration._supports_sdpa:
+            raise SystemExit(f"transformers {transformers.__version__}'s T5 has no sdpa path "
+                             "(transformers 5's has)")
         cfg = T5Config(vocab_size=32100, d_model=d, d_ff=ff, num_heads=heads, d_kv=d // heads,
                        num_layers=layers, dropout_rate=0.1, feed_forward_proj="relu",
                        tie_word_embeddings=True, decoder_start_token_id=0, pad_token_id=0,
-                       eos_token_id=1)
+                       eos_token_id=1,
+                       attn_implementation="sdpa" if a.attention == "sdpa" else "eager")
         model = T5ForConditionalGeneration(cfg)
+        # What it runs, in this script's words, for the caller's check.
+        ran = getattr(model.config, "_attn_implementation", None) or "eager"
+        extra = {"transformers": transformers.__version__,
+                 "attention": {"eager": "explicit"}.get(ran, ran)}
         opt = HfAdafactor(model.parameters(), lr=0.01, scale_parameter=True, relative_step=False,
                           warmup_init=False)
         model.train()
@@ -244,7 +255,8 @@ def main():
     secs = (time.perf_counter() - t0) / a.steps
     out = {"seconds_per_step": secs, "examples_per_s": b / secs, "device": device,
            "torch": torch.__version__, "threads": torch.get_num_threads(), "bf16": a.bf16,
-           "targets_length": t, "attention": a.attention, "final_loss": float("nan") if last is None else last.item()}
+           "targets_length": t, "attention": a.attention, "final_loss": float("nan") if last is None else last.item(),
+           **extra}
     if device == "cuda":
         out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))

@@ -88,6 +88,24 @@ pub fn conveyor(args: &[&str]) -> Output {
     conveyor_cmd().args(args).output().expect("run conveyor")
 }
 
+/// The folder scripts/setup.sh installs transformers 5 into (the environment itself has
+/// transformers 4): `CONVEYOR_TRANSFORMERS5`, which the Makefile sets, else `transformers5`
+/// beside the environment of `CONVEYOR_PYTHON`. Put first on PYTHONPATH.
+pub fn transformers5_dir() -> PathBuf {
+    let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+            std::path::Path::new(&python).join("../../transformers5")
+        });
+    assert!(
+        dir.join("transformers").is_dir(),
+        "no transformers 5 in {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
 /// Runs `conveyor ARGS`, which must succeed; its standard output.
 pub fn ok(args: &[&str]) -> String {
     let o = conveyor(args);

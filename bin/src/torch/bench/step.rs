@@ -34,8 +34,8 @@ pub struct StepBench {
     /// Rounds of the three runs; each side's best round is reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// How attention is computed on both sides (transformers' T5 has no sdpa path: its
-    /// column then says so).
+    /// How attention is computed on every side (transformers 4's T5 has no sdpa path: its
+    /// column then says so; 5's takes it).
     #[arg(long, value_enum, default_value = "explicit")]
     attention: AttentionArg,
 }
@@ -64,6 +64,7 @@ pub(super) fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     let mut seconds = [Vec::new(), Vec::new(), Vec::new()];
     // transformers is optional where only PyTorch is installed: its column then says why.
     let mut missing = None;
+    let mut hf_version = None;
     for _ in 0..a.rounds.max(1) {
         let mut ours = Command::new(&exe);
         ours.args(["bench", "train-one", "--arch", "transformer"]);
@@ -79,6 +80,9 @@ pub(super) fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
             match child_json(&mut c) {
                 Ok(v) => {
                     same_step(&v, targets, a.bf16, a.attention)?;
+                    if let Some(version) = v["transformers"].as_str() {
+                        hf_version = Some(version.to_string());
+                    }
                     times.push(v["seconds_per_step"].as_f64().unwrap_or(f64::NAN))
                 }
                 Err(e) if i == 2 => missing = Some(failure_reason(&e.to_string())),
@@ -109,10 +113,14 @@ pub(super) fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
     let cfg = ModelConfig::preset(Arch::Transformer, &a.preset, 32_100)?;
     let flops = conveyor_model::peak::train_flops(&cfg, a.batch_size, a.length, targets);
     let peak = conveyor_model::peak::Peak::of(select_device(a.device.into())?, None);
+    let hf_name = match &hf_version {
+        Some(v) => format!("transformers {v} T5 + its Adafactor"),
+        None => "transformers T5 + its Adafactor".into(),
+    };
     for (name, times) in [
         ("conveyor (tch)", &seconds[0]),
         ("PyTorch, same model in Python", &seconds[1]),
-        ("transformers T5 + its Adafactor", &seconds[2]),
+        (hf_name.as_str(), &seconds[2]),
     ] {
         let secs = best(times);
         let mfu = peak
