@@ -6,7 +6,7 @@
 #
 # BIN_DIR holds release builds of `conveyor` and `conveyor-torch`; OUT_DIR gets log.txt (every
 # stage's tables), the bench-train files (JSON, markdown, PNGs: explicit and sdpa series),
-# paper-base-step.jsonl, cuda-graph.jsonl, traingraph-*-metrics.jsonl, precision-step.jsonl,
+# paper-base-step.jsonl (the precision rows too), cuda-graph.jsonl, traingraph-*-metrics.jsonl,
 # hf-step.txt and the demo report.
 # WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others. Stages run in
@@ -68,6 +68,20 @@ halves() {
 }
 GRAPH=--cuda-graph
 if [ "$DEV" = cpu ]; then GRAPH=; fi  # a dry run checks the script: both columns eager
+# One step measurement at the paper's shape (base, 512 inputs / 114 targets, batch $BIG) with
+# the given flags, appended to paper-base-step.jsonl; where the GPU runs out of memory (the
+# explicit transformer took 78 GB on the H200 before issue 19: an 80 GB H100 may not hold
+# it), the same at half the batch, said so in the log.
+paper_step() {
+  local b
+  for b in $BIG $((BIG / 2)); do
+    timeout 120 "$CT" bench train-one --preset $BASE --length 512 --targets-length 114 --steps 5 \
+        --device $DEV --batch-size $b "$@" 2> "$WORK/paper-step.err" | tee -a "$OUT/paper-base-step.jsonl"
+    grep -q "out of memory" "$WORK/paper-step.err" || break
+    echo "out of GPU memory at batch $b ($*)$([ $b = $BIG ] && echo ": batch $((BIG / 2)) instead")"
+  done
+  tail -n 5 "$WORK/paper-step.err"
+}
 
 if want gputests; then
 stage gputests "the model crate's unit tests where there is a GPU: CUDA graphs (a captured training step against eager steps), multi-tensor optimiser and RMS norm kernels, peak memory"
@@ -84,24 +98,23 @@ fi
 if want paperbase; then
 stage paperbase "paper-base cost per step: batch 128 x 512 inputs / 114 targets, base preset, bf16"
 for arch in transformer lightconv dynamicconv dilatedconv; do
-    timeout 120 "$CT" bench train-one --arch $arch --preset $BASE --length 512 --targets-length 114 \
-        --batch-size $BIG --steps 5 --device $DEV --bf16 | tee -a "$OUT/paper-base-step.jsonl"
+    paper_step --arch $arch --bf16
 done
 # The transformer with memory-efficient attention, then also replayed from a CUDA graph:
 # which is faster at the paper's shape decides the GPU's attention default.
 for g in "" $GRAPH; do
-    timeout 120 "$CT" bench train-one --arch transformer --preset $BASE --length 512 --targets-length 114 \
-        --batch-size $BIG --steps 5 --device $DEV --bf16 --attention sdpa $g | tee -a "$OUT/paper-base-step.jsonl"
+    paper_step --arch transformer --bf16 --attention sdpa $g
 done
 python3 - "$OUT/paper-base-step.jsonl" <<'PY'
 import json, sys
-print("| arch | attention | graph | s/step | examples/s | model TFLOP/s | MFU | peak GB |")
-print("|---|---|---|---|---|---|---|---|")
+print("| arch | attention | graph | precision | batch | s/step | examples/s | model TFLOP/s | MFU | peak GB |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")):
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
     gb = r.get("peak_gpu_allocated_mb")
-    print(f"| {r['arch']} | {r['attention']} | {r['cuda_graph']} | {r['seconds_per_step']:.4f} | {r['examples_per_s']:.1f} | "
-          f"{r['model_tflops']:.1f} | {mfu} | {'-' if gb is None else f'{gb / 1024:.1f}'} |")
+    prec = "pure bf16" if r.get("pure_bf16") else "bf16 + f32 masters" if r.get("bf16") else "f32"
+    print(f"| {r['arch']} | {r['attention']} | {r['cuda_graph']} | {prec} | {r['batch_size']} | {r['seconds_per_step']:.4f} | "
+          f"{r['examples_per_s']:.1f} | {r['model_tflops']:.1f} | {mfu} | {'-' if gb is None else f'{gb / 1024:.1f}'} |")
 PY
 fi
 
@@ -267,13 +280,24 @@ stage precision "mixed precision (--bf16, float32 masters) vs pure bf16 weights:
 # The --bf16 rows are paperbase's (the same command), run here only when that stage was not.
 for arch in transformer lightconv; do
   modes=--pure-bf16
-  grep -q "\"arch\":\"$arch\",\"attention\":\"explicit\",\"batch_size\":$BIG,\"bf16\":true,\"cuda_graph\":false" \
+  grep -Eq "\"arch\":\"$arch\",\"attention\":\"explicit\",\"batch_size\":[0-9]+,\"bf16\":true,\"cuda_graph\":false" \
       "$OUT/paper-base-step.jsonl" 2>/dev/null || modes="--bf16 --pure-bf16"
   for mode in $modes; do
-    timeout 240 "$CT" bench train-one --arch $arch --preset $BASE --length 512 --targets-length 114 \
-        --batch-size $BIG --steps 5 --device $DEV $mode | tee -a "$OUT/precision-step.jsonl"
+    paper_step --arch $arch $mode
   done
 done
+# Both precisions side by side, from paper-base-step.jsonl (the paperbase stage's rows too).
+python3 - "$OUT/paper-base-step.jsonl" <<'PY'
+import json, sys
+print("| arch | precision | batch | s/step | peak GB |")
+print("|---|---|---|---|---|")
+for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")):
+    if r["attention"] != "explicit" or r["cuda_graph"] or not (r.get("bf16") or r.get("pure_bf16")):
+        continue
+    gb = r.get("peak_gpu_allocated_mb")
+    print(f"| {r['arch']} | {'pure bf16' if r.get('pure_bf16') else 'bf16 + f32 masters'} | {r['batch_size']} | "
+          f"{r['seconds_per_step']:.4f} | {'-' if gb is None else f'{gb / 1024:.1f}'} |")
+PY
 fi
 
 if want nccl; then

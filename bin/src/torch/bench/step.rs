@@ -128,9 +128,9 @@ pub(super) fn step_vs_pytorch(a: StepBench) -> anyhow::Result<i32> {
             .map(|p| format!(", MFU {:.1}%", 100.0 * p.mfu(flops, secs)))
             .unwrap_or_default();
         match (times.is_empty(), &missing) {
-            (true, Some(why)) => println!("{name:<32} not run: {why}"),
+            (true, Some(why)) => println!("{name:<39} not run: {why}"),
             _ => println!(
-                "{name:<32} {secs:.4} s per step ({:.2}x conveyor's time), {:.2} model TFLOP/s{mfu}",
+                "{name:<39} {secs:.4} s per step ({:.2}x conveyor's time), {:.2} model TFLOP/s{mfu}",
                 secs / ours,
                 flops / secs / 1e12
             ),
