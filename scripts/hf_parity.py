@@ -134,6 +134,17 @@ def logits(args):
         tok = T5Tokenizer.from_pretrained(args.hf_dir)
         loaded["tokenizer_size"] = len(tok)
         loaded["hello"] = tok("hello world").input_ids
+        # The ids of SentencePiece itself (and T5's EOS) for texts with the usual traps:
+        # leading, doubled and odd whitespace, digits, accents, symbols, a sentinel's text.
+        import sentencepiece
+
+        spm = sentencepiece.SentencePieceProcessor(model_file=os.path.join(args.hf_dir, "spiece.model"))
+        texts = ["hello world", " The  quick brown fox,\tjumped 12,345 times!", "naïve café — “quoted”",
+                 "Ünïcödé ß ﬁ ①", "a\nb  c "]
+        loaded["tokenizer_class"] = type(tok).__name__
+        loaded["differs_from_sentencepiece"] = [
+            {"text": t, "transformers": tok(t).input_ids, "sentencepiece": spm.encode(t) + [1]}
+            for t in texts if tok(t).input_ids != spm.encode(t) + [1]]
     print(json.dumps(loaded))
 
 

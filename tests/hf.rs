@@ -5,9 +5,18 @@
 
 use crate::common::*;
 
+/// scripts/hf_parity.py with the environment's transformers 4, or with transformers 5.
 fn python(args: &[&str]) -> String {
+    python_with(false, args)
+}
+
+fn python_with(transformers5: bool, args: &[&str]) -> String {
     let py = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let o = std::process::Command::new(py)
+    let mut c = std::process::Command::new(py);
+    if transformers5 {
+        c.env("PYTHONPATH", transformers5_dir());
+    }
+    let o = c
         .arg(root().join("scripts/hf_parity.py"))
         .args(args)
         .output()
@@ -124,17 +133,36 @@ fn an_imported_t5_fine_tunes_evaluates_and_exports() {
             "--vocab",
             s(&vocab),
         ]);
-        let loaded = python(&[
-            "logits",
-            s(&hf),
-            s(&dir.join("reference.safetensors")),
-            s(&dir.join("logits.safetensors")),
-        ]);
-        let loaded: serde_json::Value = serde_json::from_str(&loaded).unwrap();
-        assert_eq!(loaded["class"], "T5ForConditionalGeneration");
-        // 32,000 pieces and 100 extra ids; "hello world" ends with EOS (id 1).
-        assert_eq!(loaded["tokenizer_size"], 32100, "{loaded}");
-        assert_eq!(loaded["hello"].as_array().unwrap().last(), Some(&1.into()));
+        // Both transformers load the export, model and tokenizer (transformers 5 converts
+        // spiece.model, which needs protobuf), and give the same logits.
+        let mut logits = Vec::new();
+        for five in [false, true] {
+            let out = dir.join(format!("logits-{five}.safetensors"));
+            let loaded = python_with(
+                five,
+                &[
+                    "logits",
+                    s(&hf),
+                    s(&dir.join("reference.safetensors")),
+                    s(&out),
+                ],
+            );
+            let loaded: serde_json::Value = serde_json::from_str(&loaded).unwrap();
+            assert_eq!(loaded["class"], "T5ForConditionalGeneration");
+            // 32,000 pieces and 100 extra ids; "hello world" ends with EOS (id 1).
+            assert_eq!(loaded["tokenizer_size"], 32100, "{loaded}");
+            assert_eq!(loaded["hello"].as_array().unwrap().last(), Some(&1.into()));
+            // The tokenizer transformers builds from the export gives SentencePiece's ids.
+            assert_eq!(
+                loaded["differs_from_sentencepiece"],
+                serde_json::json!([]),
+                "{loaded}"
+            );
+            let mut t = tch::Tensor::read_safetensors(&out).unwrap();
+            logits.push(t.remove(0).1);
+        }
+        let d = (&logits[0] - &logits[1]).abs().max().double_value(&[]);
+        assert!(d <= 1e-4, "{variant}: transformers 4 and 5 differ by {d}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
     std::fs::remove_dir_all(&data).unwrap();
