@@ -29,7 +29,7 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import MT5Config, MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration
 from transformers.optimization import Adafactor
 
 VARIANTS = {
@@ -42,6 +42,10 @@ VARIANTS = {
     "v1.1": dict(d_model=48, d_ff=80, num_heads=4, d_kv=16, num_layers=3, num_decoder_layers=2,
                  relative_attention_num_buckets=16, relative_attention_max_distance=32,
                  feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+    # mT5 (its config class's defaults: gated GELU; transformers 4 makes the head separate,
+    # 5 ties it; neither scales the logits).
+    "mt5": dict(d_model=48, d_ff=80, num_heads=4, d_kv=16, num_layers=2, num_decoder_layers=2,
+                relative_attention_num_buckets=16, relative_attention_max_distance=32),
     # A wider v1.0 with T5's bucket settings.
     "v1.0-wide": dict(d_model=64, d_ff=128, num_heads=8, d_kv=8, num_layers=2,
                       num_decoder_layers=2, relative_attention_num_buckets=32,
@@ -53,10 +57,14 @@ INPUT_LENGTHS = [21, 13, 6]
 TARGET_LENGTHS = [9, 5, 2]
 
 
+def model_class(variant):
+    return MT5ForConditionalGeneration if variant == "mt5" else T5ForConditionalGeneration
+
+
 def config(variant, vocab=VOCAB):
-    return T5Config(vocab_size=vocab, dropout_rate=0.0, layer_norm_epsilon=1e-6,
-                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                    **VARIANTS[variant])
+    cls = MT5Config if variant == "mt5" else T5Config
+    return cls(vocab_size=vocab, dropout_rate=0.0, layer_norm_epsilon=1e-6,
+               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **VARIANTS[variant])
 
 
 def padded(lengths, low, high, gen):
@@ -76,7 +84,7 @@ def forward(model, batch):
 
 def make(args):
     torch.manual_seed(args.seed)
-    model = T5ForConditionalGeneration(config(args.variant, args.vocab))
+    model = model_class(args.variant)(config(args.variant, args.vocab))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("layer_norm.weight"):
@@ -135,7 +143,7 @@ def logits(args):
         loaded["tokenizer_size"] = len(tok)
         loaded["hello"] = tok("hello world").input_ids
         # The ids of SentencePiece itself (and T5's EOS) for texts with the usual traps:
-        # leading, doubled and odd whitespace, digits, accents, symbols, a sentinel's text.
+        # leading, doubled and odd whitespace, digits, accents, ligatures, symbols.
         import sentencepiece
 
         spm = sentencepiece.SentencePieceProcessor(model_file=os.path.join(args.hf_dir, "spiece.model"))

@@ -17,7 +17,8 @@ packages=("torch==$TORCH_VERSION" "cmake==4.4.5" "pyarrow==26.0.1" "sentencepiec
 # transformers 5 (the current major version; it needs huggingface-hub 1, which transformers 4
 # cannot import) for the Hugging Face parity tests, in a folder of its own that those tests put
 # first on PYTHONPATH: conveyor reads and writes the configs of both. Its other needs are in
-# the environment already; protobuf is what its T5Tokenizer needs to convert spiece.model.
+# the environment already (but typer, for its command-line tool only); protobuf is what its
+# T5Tokenizer needs to convert spiece.model.
 hf5_dir="$venv/transformers5"
 hf5=("transformers==5.17.0" "huggingface-hub==1.33.0" "tokenizers==0.23.2" "safetensors==0.8.0" "protobuf==7.36.2")
 stamp="$venv/.conveyor-ready-$(printf '%s\n' "${packages[@]}" "${hf5[@]}" | sha256sum | cut -c1-12)"

@@ -144,7 +144,7 @@ pub struct ModelConfig {
     #[serde(default)]
     pub ffn: Ffn,
     /// Logits from the token embedding, scaled by d_model^-0.5 (T5 v1.0), or from a separate
-    /// `lm_head` without scaling (T5 v1.1).
+    /// `lm_head` without scaling (T5 v1.1); `scale_logits` says otherwise where it is set.
     #[serde(default = "yes")]
     pub tie_embeddings: bool,
     /// Whether the logits are scaled by d_model^-0.5, where that differs from what
@@ -244,7 +244,16 @@ impl ModelConfig {
     pub fn same_weights(&self, other: &ModelConfig) -> bool {
         let mut o = other.clone();
         o.attention = self.attention;
-        &o == self
+        o.normalized() == self.clone().normalized()
+    }
+
+    /// The same model with `scale_logits` only where it says something `tie_embeddings`
+    /// does not (a `--config` patch can set it to what the head implies anyway).
+    fn normalized(mut self) -> Self {
+        if self.scale_logits == Some(self.tie_embeddings) {
+            self.scale_logits = None;
+        }
+        self
     }
 
     /// Applies the fields of a JSON or TOML object (by the file's extension) on top.
@@ -429,6 +438,37 @@ mod tests {
         let mut wider = c.clone();
         wider.d_model = 128;
         assert!(!c.same_weights(&wider));
+    }
+
+    /// `scale_logits` is written only where set, reads back, and says what the head means;
+    /// set to what the head implies anyway, it is the same model.
+    #[test]
+    fn the_logits_scaling_is_optional_and_round_trips() {
+        let c = ModelConfig::preset(Arch::Transformer, "tiny", 100).unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(!text.contains("scale_logits"), "{text}");
+        assert_eq!((c.scaled_logits(), c.head()), (true, "tied"));
+        let mut unscaled = c.clone();
+        unscaled.scale_logits = Some(false);
+        let text = serde_json::to_string(&unscaled).unwrap();
+        let read: ModelConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, unscaled);
+        assert_eq!(
+            (read.scaled_logits(), read.head()),
+            (false, "tied, logits not scaled")
+        );
+        assert!(!c.same_weights(&unscaled));
+        let mut said = c.clone();
+        said.scale_logits = Some(true);
+        assert!(c.same_weights(&said) && said.same_weights(&c));
+        let mut untied = c.clone();
+        untied.tie_embeddings = false;
+        assert_eq!(untied.head(), "with a separate lm_head");
+        untied.scale_logits = Some(true);
+        assert_eq!(
+            untied.head(),
+            "with a separate lm_head, logits scaled by d_model^-0.5"
+        );
     }
 
     #[test]

@@ -95,8 +95,14 @@ pub fn transformers5_dir() -> PathBuf {
     let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-            std::path::Path::new(&python).join("../../transformers5")
+            // The environment's bin/python is a link: `..` of it would be resolved from
+            // where it points.
+            let python = PathBuf::from(
+                std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into()),
+            );
+            let env = python.parent().and_then(std::path::Path::parent);
+            env.unwrap_or(std::path::Path::new("."))
+                .join("transformers5")
         });
     assert!(
         dir.join("transformers").is_dir(),

@@ -63,5 +63,17 @@ pub fn export(a: ExportArgs) -> anyhow::Result<i32> {
             ""
         }
     );
+    // T5's config says only "tied and scaled" or "separate and unscaled".
+    if !cfg.arch.is_conv() && cfg.tie_embeddings != cfg.scaled_logits() {
+        println!(
+            "note: the model's head is {}, which a T5 config cannot say: the export has a separate lm_head giving the same logits ({})",
+            cfg.head(),
+            if cfg.tie_embeddings {
+                "a copy of the embedding, which trains apart from it in transformers"
+            } else {
+                "stored times d_model^-0.5"
+            }
+        );
+    }
     Ok(0)
 }

@@ -103,29 +103,40 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     cfg.pad_id = num("pad_token_id", Some(0))? as i64;
     cfg.ffn = ffn;
     cfg.tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(!mt5);
-    // transformers 5 says whether the logits are scaled in a field of its own (and writes
-    // `tie_word_embeddings: true` for every T5: see `separate_head`); before it, tied meant
-    // scaled.
-    match &v["scale_decoder_outputs"] {
-        Value::Null => {}
-        Value::Bool(scale) => cfg.scale_logits = (*scale != cfg.tie_embeddings).then_some(*scale),
-        other => {
-            return Err(refuse(format!(
-                "scale_decoder_outputs is {other}, expected true or false"
-            )))
-        }
+    if let Some(scale) = transformers5_scaling(v).map_err(refuse)? {
+        cfg.scale_logits = (scale != cfg.tie_embeddings).then_some(scale);
     }
     cfg.validate().map_err(|e| refuse(e.to_string()))?;
     Ok(cfg)
 }
 
-/// transformers 5 writes `tie_word_embeddings: true` for every T5 it saves (its T5 ties the
-/// head unless the weight files hold an `lm_head.weight` of their own, whose values then
-/// win): in a config that has its `scale_decoder_outputs`, a head in the files that is not
-/// the embedding is a separate head. Configs of transformers 4 keep their meaning (tied: the
-/// head is the embedding; another head there is refused when the weights are filled).
+/// Whether the logits are scaled, for a config transformers 5 wrote (`None` for one of
+/// transformers 4, where tied means scaled). transformers 5 says it apart from the tying: in
+/// `scale_decoder_outputs` for T5, and its mT5 never scales; it writes
+/// `tie_word_embeddings: true` for both (see [`separate_head`]).
+fn transformers5_scaling(v: &Value) -> Result<Option<bool>, String> {
+    match &v["scale_decoder_outputs"] {
+        Value::Bool(scale) => return Ok(Some(*scale)),
+        Value::Null => {}
+        other => {
+            return Err(format!(
+                "scale_decoder_outputs is {other}, expected true or false"
+            ))
+        }
+    }
+    let major = v["transformers_version"]
+        .as_str()
+        .and_then(|s| s.split('.').next()?.parse::<u32>().ok());
+    Ok((v["model_type"] == "mt5" && major.is_some_and(|m| m >= 5)).then_some(false))
+}
+
+/// transformers 5 writes `tie_word_embeddings: true` for every T5 and mT5 it saves (its
+/// models tie the head unless the weight files hold an `lm_head.weight` of their own, whose
+/// values then win): in its configs, a head in the files that is not the embedding is a
+/// separate head. Configs of transformers 4 keep their meaning (tied: the head is the
+/// embedding; another head there is refused when the weights are filled).
 pub(super) fn separate_head(v: &Value, cfg: &mut ModelConfig, weights: &BTreeMap<String, Tensor>) {
-    if v["scale_decoder_outputs"].is_null() || !cfg.tie_embeddings {
+    if !matches!(transformers5_scaling(v), Ok(Some(_))) || !cfg.tie_embeddings {
         return;
     }
     let differs = match (weights.get("lm_head.weight"), weights.get("shared.weight")) {
@@ -337,6 +348,25 @@ mod tests {
         );
         assert_eq!(kind(true, Some(false), Some(2.0)), (false, false, None));
         assert_eq!(kind(true, Some(true), Some(2.0)), (false, true, Some(true)));
+        // mT5 of transformers 5: never scaled; tied unless the files hold their own head.
+        let mt5 = |version: &str, head: Option<f64>| {
+            let mut v = t5_v1_1_small();
+            v["model_type"] = json!("mt5");
+            v["tie_word_embeddings"] = json!(true);
+            v["transformers_version"] = json!(version);
+            let mut cfg = from_hf(&v, p).unwrap();
+            let mut weights = BTreeMap::new();
+            let t = |x: f64| Tensor::full([3, 2], x, (Kind::Float, tch::Device::Cpu));
+            weights.insert("shared.weight".to_string(), t(1.0));
+            if let Some(h) = head {
+                weights.insert("lm_head.weight".to_string(), t(h));
+            }
+            separate_head(&v, &mut cfg, &weights);
+            (cfg.tie_embeddings, cfg.scaled_logits())
+        };
+        assert_eq!(mt5("5.17.0", None), (true, false));
+        assert_eq!(mt5("5.17.0", Some(2.0)), (false, false));
+        assert_eq!(mt5("4.57.6", None), (true, true));
         let mut v = t5_v1_1_small();
         v["scale_decoder_outputs"] = json!("no");
         let e = from_hf(&v, p).unwrap_err().to_string();

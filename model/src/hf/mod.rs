@@ -40,7 +40,9 @@ fn io(path: &Path, e: impl std::fmt::Display) -> HfError {
     }
 }
 
-/// The conveyor configuration of a Hugging Face folder's `config.json`.
+/// The conveyor configuration of a Hugging Face folder's `config.json`. From the config
+/// alone: a config transformers 5 wrote does not say whether the weight files hold a head of
+/// their own, and reads as tied ([`load`] looks at the files).
 pub fn read_config(dir: &Path) -> Result<ModelConfig, HfError> {
     read_config_file(&dir.join("config.json"))
 }

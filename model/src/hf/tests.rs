@@ -1,8 +1,9 @@
-//! Parity with transformers' T5 (scripts/hf_parity.py builds random-weight models from a
-//! T5Config; no network): logits of padded batches, greedy decoding, loss, gradients and two
-//! Adafactor steps after import (from one file, from shards and from bfloat16); logits after
-//! export; and the same comparisons catching a swapped q/k, a lost layer and dropped logits
-//! scaling. Convolutional models round-trip through the same folder layout.
+//! Parity with transformers' T5 and mT5, versions 4 and 5 (scripts/hf_parity.py builds
+//! random-weight models from their configs; no network): logits of padded batches, greedy
+//! decoding, loss, gradients and two Adafactor steps after import (from one file, from shards
+//! and from bfloat16); logits after export; transformers 5's own config form; and the same
+//! comparisons catching a swapped q/k, a lost layer and the logits scaling flipped.
+//! Convolutional models round-trip through the same folder layout.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,13 @@ impl Hf {
         if self == Hf::V5 {
             let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(&python()).join("../../transformers5"));
+                .unwrap_or_else(|| {
+                    // The environment's bin/python is a link: `..` of it would be resolved
+                    // from where it points.
+                    let python = PathBuf::from(python());
+                    let env = python.parent().and_then(Path::parent);
+                    env.unwrap_or(Path::new(".")).join("transformers5")
+                });
             assert!(
                 dir.join("transformers").is_dir(),
                 "no transformers 5 in {}: run scripts/setup.sh",
@@ -272,6 +279,25 @@ fn check_sabotage(variant: &str, dir: &Path, r: &Named) {
     broken("flipping the logits scaling", &flipped);
 }
 
+/// A folder `name` holding a v1.1 model transformers 4 made with `seed` (`hf/`) and its
+/// reference batch, logits and steps (read).
+fn v1_1_reference(name: &str, seed: &str) -> (PathBuf, Named) {
+    let dir = tmp(name);
+    run_script(
+        Hf::V4,
+        &[
+            "make",
+            dir.to_str().unwrap(),
+            "--variant",
+            "v1.1",
+            "--seed",
+            seed,
+        ],
+    );
+    let r = read(&dir.join("reference.safetensors"));
+    (dir, r)
+}
+
 /// Every check on a model transformers `hf` made for `variant`; returns the configuration
 /// conveyor read from it.
 fn check_variant(hf: Hf, variant: &str) -> ModelConfig {
@@ -323,15 +349,24 @@ fn t5_models_of_transformers_5_match_it() {
     assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (true, false));
 }
 
+/// mT5: transformers 4 makes the head separate, 5 ties it (its config says tied either
+/// way); neither scales the logits.
+#[test]
+fn mt5_models_of_transformers_4_and_5_match_them() {
+    let _rng = crate::test_rng();
+    let cfg = check_variant(Hf::V4, "mt5");
+    assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (false, false));
+    let cfg = check_variant(Hf::V5, "mt5");
+    assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (true, false));
+}
+
 /// A v1.1 model of transformers 4 (a separate head, as google's v1.1 and flan-T5 checkpoints)
 /// loaded and saved again by transformers 5, as after fine-tuning there: its config says
 /// tied, its files hold the separate head, and the logits are transformers 4's.
 #[test]
 fn a_v1_1_model_saved_again_by_transformers_5_keeps_its_head() {
     let _rng = crate::test_rng();
-    let dir = tmp("resaved");
-    let d = dir.to_str().unwrap();
-    run_script(Hf::V4, &["make", d, "--variant", "v1.1", "--seed", "4"]);
+    let (dir, r) = v1_1_reference("resaved", "4");
     let resaved = dir.join("resaved");
     let hf = dir.join("hf");
     run_script(
@@ -348,14 +383,16 @@ fn a_v1_1_model_saved_again_by_transformers_5_keeps_its_head() {
         (&serde_json::json!(true), &serde_json::json!(false)),
         "transformers 5's form"
     );
-    let r = read(&dir.join("reference.safetensors"));
     let m = load(&resaved).unwrap();
     assert_eq!(
         (m.config.tie_embeddings, m.config.scaled_logits()),
         (false, false)
     );
-    let d = max_diff(&logits(&m.model, &r), &r["logits"]);
-    assert!(d <= 1e-4, "logits differ by {d}");
+    let ours = logits(&m.model, &r);
+    let d = max_diff(&ours, &r["logits"]);
+    assert!(d <= 1e-4, "logits differ from transformers 4's by {d}");
+    let d = max_diff(&ours, &transformers_logits(Hf::V5, &dir, &resaved));
+    assert!(d <= 1e-4, "logits differ from transformers 5's by {d}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -379,19 +416,7 @@ fn random_checkpoint(cfg: &ModelConfig, ckpt: &Path, seed: i64) -> (nn::VarStore
 #[test]
 fn a_conveyor_model_exports_to_transformers() {
     let _rng = crate::test_rng();
-    let dir = tmp("native");
-    run_script(
-        Hf::V4,
-        &[
-            "make",
-            dir.to_str().unwrap(),
-            "--variant",
-            "v1.1",
-            "--seed",
-            "5",
-        ],
-    );
-    let r = read(&dir.join("reference.safetensors"));
+    let (dir, r) = v1_1_reference("native", "5");
     let mut cfg = read_config(&dir.join("hf")).unwrap();
     cfg.d_kv = Some(12);
     let ckpt = dir.join("ckpt");
@@ -417,19 +442,7 @@ fn a_conveyor_model_exports_to_transformers() {
 #[test]
 fn heads_t5_cannot_name_export_with_their_logits() {
     let _rng = crate::test_rng();
-    let dir = tmp("heads");
-    run_script(
-        Hf::V4,
-        &[
-            "make",
-            dir.to_str().unwrap(),
-            "--variant",
-            "v1.1",
-            "--seed",
-            "6",
-        ],
-    );
-    let r = read(&dir.join("reference.safetensors"));
+    let (dir, r) = v1_1_reference("heads", "6");
     for tie in [true, false] {
         let mut cfg = read_config(&dir.join("hf")).unwrap();
         cfg.tie_embeddings = tie;
