@@ -76,9 +76,15 @@ def batches(n, batch_size, seed):
             yield order[i : i + batch_size]
 
 
-def train(cfg, data, args, seed):
+def train(cfg, data, args, seed, untied):
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(cfg)
+    if untied and model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+        # transformers 5 ties every T5's head to the embedding (a config that says untied
+        # only turns the logits scaling off): an untied cell gets a head of its own,
+        # initialised as transformers 4 initialises one.
+        head = torch.empty_like(model.shared.weight).normal_(0.0, cfg.initializer_factor)
+        model.lm_head.weight = torch.nn.Parameter(head)
     model.train()
     opt = Adafactor(
         model.parameters(),
@@ -161,14 +167,19 @@ def main():
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = T5Config.from_pretrained(os.path.dirname(os.path.abspath(args.hf_config)))
+    # Explicit attention, as conveyor's transformer computes it by default (transformers 5's
+    # T5 takes sdpa unless told otherwise; 4's has only this one).
+    cfg = T5Config.from_pretrained(os.path.dirname(os.path.abspath(args.hf_config)),
+                                   attn_implementation="eager")
+    with open(args.hf_config) as f:
+        untied = json.load(f).get("tie_word_embeddings") is False
     train_data, dev_data = read_examples(args.train), read_examples(args.dev)
     if args.dev_limit:
         dev_data = (dev_data[0][: args.dev_limit], dev_data[1][: args.dev_limit], dev_data[2])
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {}
     for seed in seeds:
-        model, losses, step_s = train(cfg, train_data, args, seed)
+        model, losses, step_s = train(cfg, train_data, args, seed, untied)
         acc = accuracy(model, dev_data, 256)
         runs[seed] = {"accuracy": acc, "median_step_s": step_s, "losses": losses}
         print(f"seed {seed}: dev accuracy {100 * acc:.2f}%, median {1000 * step_s:.1f} ms/step", flush=True)
