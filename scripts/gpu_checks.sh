@@ -72,13 +72,14 @@ if [ "$DEV" = cpu ]; then GRAPH=; fi  # a dry run checks the script: both column
 # the given flags, appended to paper-base-step.jsonl; where the GPU runs out of memory (the
 # explicit transformer took 78 GB on the H200 before issue 19: an 80 GB H100 may not hold
 # it), the same at half the batch, said so in the log.
+# PAPER_BATCH=B starts at batch B instead (the precision stage matches paperbase's batch).
 paper_step() {
-  local b
-  for b in $BIG $((BIG / 2)); do
-    timeout 120 "$CT" bench train-one --preset $BASE --length 512 --targets-length 114 --steps 5 \
+  local b first=${PAPER_BATCH:-$BIG}
+  for b in $first $((first / 2)); do
+    timeout 180 "$CT" bench train-one --preset $BASE --length 512 --targets-length 114 --steps 5 \
         --device $DEV --batch-size $b "$@" 2> "$WORK/paper-step.err" | tee -a "$OUT/paper-base-step.jsonl"
     grep -q "out of memory" "$WORK/paper-step.err" || break
-    echo "out of GPU memory at batch $b ($*)$([ $b = $BIG ] && echo ": batch $((BIG / 2)) instead")"
+    echo "out of GPU memory at batch $b ($*)$([ $b = $first ] && echo ": batch $((first / 2)) instead")"
   done
   tail -n 5 "$WORK/paper-step.err"
 }
@@ -279,12 +280,17 @@ if want precision; then
 stage precision "mixed precision (--bf16, float32 masters) vs pure bf16 weights: base, 128 x 512 / 114 targets"
 # The --bf16 rows are paperbase's (the same command), run here only when that stage was not.
 for arch in transformer lightconv; do
-  modes=--pure-bf16
-  grep -Eq "\"arch\":\"$arch\",\"attention\":\"explicit\",\"batch_size\":[0-9]+,\"bf16\":true,\"cuda_graph\":false" \
-      "$OUT/paper-base-step.jsonl" 2>/dev/null || modes="--bf16 --pure-bf16"
-  for mode in $modes; do
-    paper_step --arch $arch $mode
-  done
+  # The batch paperbase's --bf16 row ran at (half the batch where 128 did not fit), so that
+  # both precisions run at one batch; without such a row, both are measured here.
+  b=$(grep -Eo "\"arch\":\"$arch\",\"attention\":\"explicit\",\"batch_size\":[0-9]+,\"bf16\":true,\"cuda_graph\":false" \
+      "$OUT/paper-base-step.jsonl" 2>/dev/null | grep -Eo '"batch_size":[0-9]+' | grep -Eo "[0-9]+$" | tail -n 1)
+  if [ -n "$b" ]; then
+    PAPER_BATCH=$b paper_step --arch $arch --pure-bf16
+  else
+    paper_step --arch $arch --bf16
+    b=$(tail -n 1 "$OUT/paper-base-step.jsonl" | grep -Eo '"batch_size":[0-9]+' | grep -Eo "[0-9]+$")
+    PAPER_BATCH=${b:-$BIG} paper_step --arch $arch --pure-bf16
+  fi
 done
 # Both precisions side by side, from paper-base-step.jsonl (the paperbase stage's rows too).
 python3 - "$OUT/paper-base-step.jsonl" <<'PY'
@@ -292,7 +298,8 @@ import json, sys
 print("| arch | precision | batch | s/step | peak GB |")
 print("|---|---|---|---|---|")
 for r in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")):
-    if r["attention"] != "explicit" or r["cuda_graph"] or not (r.get("bf16") or r.get("pure_bf16")):
+    if (r["arch"] not in ("transformer", "lightconv") or r["attention"] != "explicit" or r["cuda_graph"]
+            or not (r.get("bf16") or r.get("pure_bf16"))):
         continue
     gb = r.get("peak_gpu_allocated_mb")
     print(f"| {r['arch']} | {'pure bf16' if r.get('pure_bf16') else 'bf16 + f32 masters'} | {r['batch_size']} | "
