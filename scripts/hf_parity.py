@@ -1,8 +1,8 @@
 """transformers' side of conveyor's Hugging Face parity tests (model/src/hf/tests.rs).
 
   make DIR --variant NAME --seed S [--vocab ROWS]
-      A random-weight T5ForConditionalGeneration built from a T5Config (no network; layer
-      norm weights drawn too, so a swapped norm shows), saved to DIR/hf (and as 50 KB
+      A random-weight T5ForConditionalGeneration built from a T5Config (MT5... for the mt5
+      variant; no network; layer norm weights drawn too, so a swapped norm shows), saved to DIR/hf (and as 50 KB
       shards to DIR/hf-sharded, in bfloat16 to DIR/hf-bf16), and
       DIR/reference.safetensors: a padded batch (inputs, input_mask, targets, target_mask)
       and, for it, transformers' logits and loss (eval mode), the gradients of one training
@@ -18,7 +18,7 @@
       would after fine-tuning (transformers 5 writes T5 configs of its own form).
 
 Runs with transformers 4 and 5 (the tests choose by PYTHONPATH); `make` with transformers 5
-makes its own kind of v1.1 model: the head tied to the embedding, logits not scaled.
+makes its own kind of v1.1 and mT5 model: the head tied to the embedding, logits not scaled.
 """
 
 import argparse

@@ -240,7 +240,8 @@ impl ModelConfig {
     }
 
     /// Whether weights saved with the config `other` load into this one: every field agrees
-    /// but `attention` (how attention is computed, no property of the weights).
+    /// but `attention` (how attention is computed, no property of the weights), and
+    /// `scale_logits` where one of them only repeats what its head implies.
     pub fn same_weights(&self, other: &ModelConfig) -> bool {
         let mut o = other.clone();
         o.attention = self.attention;

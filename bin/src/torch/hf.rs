@@ -69,7 +69,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<i32> {
             "note: the model's head is {}, which a T5 config cannot say: the export has a separate lm_head giving the same logits ({})",
             cfg.head(),
             if cfg.tie_embeddings {
-                "a copy of the embedding, which trains apart from it in transformers"
+                "a copy of the embedding: transformers 4 trains the two apart, 5 ties them back"
             } else {
                 "stored times d_model^-0.5"
             }

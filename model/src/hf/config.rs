@@ -158,8 +158,9 @@ pub(super) fn separate_head(v: &Value, cfg: &mut ModelConfig, weights: &BTreeMap
 /// T5's config says "tied" for a head that is the embedding and logits scaled by
 /// d_model^-0.5, and "not tied" for a separate head and unscaled logits (transformers 4 has
 /// no other way to say it). A model of the other two kinds exports as an untied T5 giving
-/// the same logits: the embedding copied into `lm_head.weight` (tied, unscaled; the two then
-/// train apart in transformers), or the separate head times d_model^-0.5 (untied, scaled).
+/// the same logits: the embedding copied into `lm_head.weight` (tied, unscaled; transformers
+/// 4 trains the two apart, 5 ties an equal copy back), or the separate head times
+/// d_model^-0.5 (untied, scaled).
 pub(super) fn t5_head(cfg: &ModelConfig, tensors: &mut Vec<(String, Tensor)>) {
     let find = |tensors: &[(String, Tensor)], name: &str| {
         tensors

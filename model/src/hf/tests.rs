@@ -349,8 +349,8 @@ fn t5_models_of_transformers_5_match_it() {
     assert_eq!((cfg.tie_embeddings, cfg.scaled_logits()), (true, false));
 }
 
-/// mT5: transformers 4 makes the head separate, 5 ties it (its config says tied either
-/// way); neither scales the logits.
+/// mT5: transformers 4 makes the head separate (its config says untied), 5 ties it (its
+/// config says tied, as it does for every mT5); neither scales the logits.
 #[test]
 fn mt5_models_of_transformers_4_and_5_match_them() {
     let _rng = crate::test_rng();

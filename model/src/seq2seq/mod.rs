@@ -1,7 +1,8 @@
 //! The encoder-decoder shared by every architecture: token embeddings shared by both stacks,
 //! logits from them scaled by d_model^-0.5 (tied, T5 v1.0) or from a separate `lm_head`
-//! (T5 v1.1; `scale_logits` for the other two kinds), pre-norm residual sublayers with RMS norm, a mixing sublayer (T5
-//! self-attention with a shared relative position bias, or a convolution block), decoder
+//! (T5 v1.1; `scale_logits` for the other two kinds), pre-norm residual sublayers with RMS
+//! norm, a mixing sublayer (T5 self-attention with a shared relative position bias, or a
+//! convolution block), decoder
 //! cross-attention, ReLU or gated-GELU feed-forward, dropout, final norms, optional learned
 //! absolute positions; plain padded rows or packed rows ([`Segments`]). Incremental decoding
 //! is in `decode.rs`.
