@@ -11,8 +11,9 @@
 # WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others. Stages run in
 # the order of what is least known; by default issue 19's (gputests ... nccl, an estimated
-# 10 minutes on an H200 from the earlier run's stage times: a first call of ~9.5 minutes
-# reaches most of them); ONLY=key,key runs only those (keys in brackets in the log: a second
+# 9 minutes on an H200 from the earlier run's stage times, gpu_hf.sh now at one round; not
+# measured: a first call of ~9.5 minutes reaches most of them; on an 80 GB H100 the
+# paper-shape rows that do not fit run again at half the batch); ONLY=key,key runs only those (keys in brackets in the log: a second
 # call can finish what a first one ran out of time for), e.g. ONLY=figures,sdpa
 # scripts/gpu_checks.sh BIN_DIR OUT_DIR; ONLY=all runs every stage.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
