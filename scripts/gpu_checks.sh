@@ -282,8 +282,13 @@ stage precision "mixed precision (--bf16, float32 masters) vs pure bf16 weights:
 # The --bf16 rows are paperbase's (the same command), run here only when that stage was not;
 # pure bf16 runs at the batch the --bf16 row ran at (half of 128 where 128 did not fit).
 bf16_batch() {
-  grep -Eo "\"arch\":\"$1\",\"attention\":\"explicit\",\"batch_size\":[0-9]+,\"bf16\":true,\"cuda_graph\":false" \
-      "$OUT/paper-base-step.jsonl" 2>/dev/null | grep -Eo '"batch_size":[0-9]+' | grep -Eo "[0-9]+$" | tail -n 1
+  python3 - "$OUT/paper-base-step.jsonl" "$1" <<'PY' 2>/dev/null
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+b = [r["batch_size"] for r in rows if r["arch"] == sys.argv[2] and r["attention"] == "explicit"
+     and r.get("bf16") and not r["cuda_graph"]]
+print(b[-1] if b else "")
+PY
 }
 for arch in transformer lightconv; do
   b=$(bf16_batch $arch)

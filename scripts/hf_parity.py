@@ -150,9 +150,10 @@ def logits(args):
         texts = ["hello world", " The  quick brown fox,\tjumped 12,345 times!", "naïve café — “quoted”",
                  "Ünïcödé ß ﬁ ①", "a\nb  c "]
         loaded["tokenizer_class"] = type(tok).__name__
+        ids = [(t, tok(t).input_ids, spm.encode(t) + [1]) for t in texts]
         loaded["differs_from_sentencepiece"] = [
-            {"text": t, "transformers": tok(t).input_ids, "sentencepiece": spm.encode(t) + [1]}
-            for t in texts if tok(t).input_ids != spm.encode(t) + [1]]
+            {"text": t, "transformers": theirs, "sentencepiece": spm_ids}
+            for t, theirs, spm_ids in ids if theirs != spm_ids]
     print(json.dumps(loaded))
 
 

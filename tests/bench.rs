@@ -116,13 +116,7 @@ fn bench_step_times_both_sides_on_the_asked_shape() {
         if transformers.starts_with('5') {
             c.env("PYTHONPATH", transformers5_dir());
         }
-        let o = c.args(&args).output().unwrap();
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success(),
-            "{out}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let out = ok_with(c, &args);
         assert!(
             out.contains(&format!("batch 2 x 16 / 5 tokens, {says}")),
             "{out}"

@@ -228,6 +228,13 @@ impl ModelConfig {
         self.scale_logits.unwrap_or(self.tie_embeddings)
     }
 
+    /// Sets the head: tied to the embedding or not, logits scaled or not (`scale_logits`
+    /// only where it says something `tie_embeddings` does not).
+    pub fn set_head(&mut self, tie: bool, scaled: bool) {
+        self.tie_embeddings = tie;
+        self.scale_logits = (scaled != tie).then_some(scaled);
+    }
+
     /// Where the logits come from, in words: "tied", "with a separate lm_head", and the
     /// scaling where it is not the usual one for either.
     pub fn head(&self) -> &'static str {
@@ -251,9 +258,7 @@ impl ModelConfig {
     /// The same model with `scale_logits` only where it says something `tie_embeddings`
     /// does not (a `--config` patch can set it to what the head implies anyway).
     fn normalized(mut self) -> Self {
-        if self.scale_logits == Some(self.tie_embeddings) {
-            self.scale_logits = None;
-        }
+        self.set_head(self.tie_embeddings, self.scaled_logits());
         self
     }
 

@@ -88,33 +88,20 @@ pub fn conveyor(args: &[&str]) -> Output {
     conveyor_cmd().args(args).output().expect("run conveyor")
 }
 
-/// The folder scripts/setup.sh installs transformers 5 into (the environment itself has
-/// transformers 4): `CONVEYOR_TRANSFORMERS5`, which the Makefile sets, else `transformers5`
-/// beside the environment of `CONVEYOR_PYTHON`. Put first on PYTHONPATH.
+/// The folder holding transformers 5 (`conveyor_model::hf::transformers5_dir`), to put
+/// first on PYTHONPATH.
 pub fn transformers5_dir() -> PathBuf {
-    let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // The environment's bin/python is a link: `..` of it would be resolved from
-            // where it points.
-            let python = PathBuf::from(
-                std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into()),
-            );
-            let env = python.parent().and_then(std::path::Path::parent);
-            env.unwrap_or(std::path::Path::new("."))
-                .join("transformers5")
-        });
-    assert!(
-        dir.join("transformers").is_dir(),
-        "no transformers 5 in {}: run scripts/setup.sh",
-        dir.display()
-    );
-    dir
+    conveyor_model::hf::transformers5_dir().expect("transformers 5: run scripts/setup.sh")
 }
 
 /// Runs `conveyor ARGS`, which must succeed; its standard output.
 pub fn ok(args: &[&str]) -> String {
-    let o = conveyor(args);
+    ok_with(conveyor_cmd(), args)
+}
+
+/// [`ok`] with a command set up by the caller (its environment, say).
+pub fn ok_with(mut c: Command, args: &[&str]) -> String {
+    let o = c.args(args).output().expect("run conveyor");
     assert!(
         o.status.success(),
         "conveyor {args:?} failed: {}\n{}",

@@ -104,7 +104,7 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     cfg.ffn = ffn;
     cfg.tie_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(!mt5);
     if let Some(scale) = transformers5_scaling(v).map_err(refuse)? {
-        cfg.scale_logits = (scale != cfg.tie_embeddings).then_some(scale);
+        cfg.set_head(cfg.tie_embeddings, scale);
     }
     cfg.validate().map_err(|e| refuse(e.to_string()))?;
     Ok(cfg)
@@ -149,9 +149,7 @@ pub(super) fn separate_head(v: &Value, cfg: &mut ModelConfig, weights: &BTreeMap
         _ => false,
     };
     if differs {
-        let scaled = cfg.scaled_logits();
-        cfg.tie_embeddings = false;
-        cfg.scale_logits = scaled.then_some(true);
+        cfg.set_head(false, cfg.scaled_logits());
     }
 }
 

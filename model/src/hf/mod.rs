@@ -40,6 +40,26 @@ fn io(path: &Path, e: impl std::fmt::Display) -> HfError {
     }
 }
 
+/// For the parity tests (the environment itself has transformers 4): the folder
+/// scripts/setup.sh installs transformers 5 into, to put first on PYTHONPATH —
+/// `CONVEYOR_TRANSFORMERS5` (the Makefile sets it), else `transformers5` in the environment
+/// of `CONVEYOR_PYTHON`; `None` where that folder holds no transformers.
+#[doc(hidden)]
+pub fn transformers5_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // The environment's bin/python is a link: `..` of it would be resolved from
+            // where it points.
+            let python = PathBuf::from(
+                std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into()),
+            );
+            let env = python.parent().and_then(Path::parent);
+            env.unwrap_or(Path::new(".")).join("transformers5")
+        });
+    dir.join("transformers").is_dir().then_some(dir)
+}
+
 /// The conveyor configuration of a Hugging Face folder's `config.json`. From the config
 /// alone: a config transformers 5 wrote does not say whether the weight files hold a head of
 /// their own, and reads as tied ([`load`] looks at the files).

@@ -33,20 +33,7 @@ impl Hf {
     fn command(self) -> std::process::Command {
         let mut c = std::process::Command::new(python());
         if self == Hf::V5 {
-            let dir = std::env::var_os("CONVEYOR_TRANSFORMERS5")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    // The environment's bin/python is a link: `..` of it would be resolved
-                    // from where it points.
-                    let python = PathBuf::from(python());
-                    let env = python.parent().and_then(Path::parent);
-                    env.unwrap_or(Path::new(".")).join("transformers5")
-                });
-            assert!(
-                dir.join("transformers").is_dir(),
-                "no transformers 5 in {}: run scripts/setup.sh",
-                dir.display()
-            );
+            let dir = transformers5_dir().expect("transformers 5: run scripts/setup.sh");
             c.env("PYTHONPATH", dir);
         }
         c

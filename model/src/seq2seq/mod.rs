@@ -368,20 +368,7 @@ impl Seq2Seq {
         target_mask: &Tensor,
         train: bool,
     ) -> Tensor {
-        self.loss_sum_segments(inputs, input_mask, targets, target_mask, None, train)
-    }
-
-    /// [`Seq2Seq::loss_sum`] of packed rows (`seg`), or of plain padded rows (`None`).
-    pub fn loss_sum_segments(
-        &self,
-        inputs: &Tensor,
-        input_mask: &Tensor,
-        targets: &Tensor,
-        target_mask: &Tensor,
-        seg: Option<&Segments>,
-        train: bool,
-    ) -> Tensor {
-        self.loss_parts(inputs, input_mask, targets, target_mask, seg, train, None)
+        self.loss_parts(inputs, input_mask, targets, target_mask, None, train, None)
             .1
     }
 

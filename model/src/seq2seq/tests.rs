@@ -223,7 +223,8 @@ fn a_packed_batch_has_the_loss_of_its_examples_unpacked() {
         }
         let (x, mi, y, mt, seg) = packed(&exs, &[&[0, 1, 2], &[3, 4]], 22, 12);
         let got = m
-            .loss_sum_segments(&x, &mi, &y, &mt, Some(&seg), false)
+            .loss_parts(&x, &mi, &y, &mt, Some(&seg), false, None)
+            .1
             .double_value(&[]);
         let want = sum / tokens;
         let got = got / mt.sum(Kind::Float).double_value(&[]);
@@ -293,7 +294,7 @@ fn sdpa_attention_equals_the_explicit_path() {
             (cfg.dropout, cfg.weight_dropout) = (0.0, 0.0);
             let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
             let loss = if packed_rows {
-                m.loss_sum_segments(&px, &pmi, &py, &pmt, Some(&seg), true)
+                m.loss_parts(&px, &pmi, &py, &pmt, Some(&seg), true, None).1
             } else {
                 m.loss(&x, &mi, &y, &mt, true)
             };

@@ -34,6 +34,12 @@ pub fn nll_over(
     let rows = flat.size()[0];
     let targets = targets.reshape([-1, 1]);
     let mask = mask.to_kind(Kind::Float).reshape([-1, 1]);
+    // The gradient's weights: the mask, divided by `denom` on these (rows x 1) values rather
+    // than on every (rows x vocab) chunk.
+    let gmask = match denom {
+        Some(d) => &mask / d,
+        None => mask.shallow_clone(),
+    };
     let with_grad = logits.requires_grad();
     let step = (chunk / vocab.max(1)).max(1);
     let _guard = tch::no_grad_guard();
@@ -49,13 +55,11 @@ pub fn nll_over(
         let nll = &lse - x.gather(1, &t, false);
         total += (nll * &m).sum(Kind::Float);
         if let Some(g) = &grad {
-            // m * (softmax - onehot), right for any mask, not only 0/1.
+            // m * (softmax - onehot) / denom, right for any mask, not only 0/1.
+            let gm = gmask.narrow(0, start, len);
             let mut p = (x - lse).exp_();
-            let _ = p.g_mul_(&m);
-            let _ = p.scatter_add_(1, &t, &m.neg());
-            if let Some(d) = denom {
-                let _ = p.g_div_(d);
-            }
+            let _ = p.g_mul_(&gm);
+            let _ = p.scatter_add_(1, &t, &gm.neg());
             g.narrow(0, start, len).copy_(&p);
         }
         start += len;
