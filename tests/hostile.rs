@@ -4,6 +4,7 @@
 //! the work folder changed (the whole sandbox is hashed before and after).
 
 use crate::common;
+mod run_folders;
 mod sandbox;
 
 use std::path::Path;

@@ -87,19 +87,78 @@ pub fn checkpoints_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
-/// The checkpoint `latest` points to, if any. The pointer is data: only a name conveyor
-/// writes (`step-` and eight digits) is followed, so an edited or hostile `latest` never
-/// leads outside `checkpoints/`.
-pub fn latest(run: &Path) -> Option<PathBuf> {
+/// The checkpoint `latest` points to; None when there is no pointer (no checkpoint finished
+/// yet). The pointer is data: only a name conveyor writes (`step-` and eight digits) is
+/// followed, so an edited or hostile `latest` never leads outside `checkpoints/`; one that
+/// names nothing usable is an error saying so, never a silent start from step 0.
+pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     let dir = checkpoints_dir(run);
-    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let name = name.trim();
-    let digits = name.strip_prefix("step-")?;
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let pointer = dir.join("latest");
+    let text = match std::fs::read(&pointer) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&pointer, e)),
+    };
+    let text = String::from_utf8_lossy(&text);
+    let name = text.trim();
+    let well_formed = name
+        .strip_prefix("step-")
+        .is_some_and(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()));
+    let what = if !well_formed {
+        let shown: String = name.chars().take(40).collect();
+        format!("does not name a checkpoint folder (step- and eight digits): it holds {shown:?}")
+    } else if !dir.join(name).join("trainer_state.json").is_file() {
+        format!("names {name}, which is not a finished checkpoint (no {name}/trainer_state.json)")
+    } else {
+        return Ok(Some(dir.join(name)));
+    };
+    Err(CheckpointError::Damaged {
+        path: pointer,
+        message: format!(
+            "{what}; write the name of the step-* folder to resume from into it, or choose another --out"
+        ),
+    })
+}
+
+/// The files a checkpoint folder holds (the summed ones and the trainer state).
+const CHECKPOINT_FILES: [&str; 4] = [
+    "model.safetensors",
+    "optimizer.safetensors",
+    "model_config.json",
+    "trainer_state.json",
+];
+
+/// Removes a checkpoint folder a save is about to write again (the temporary folder of a
+/// killed save, or a step written after the checkpoint resumed from), only when it holds
+/// nothing but checkpoint files: anything else in it (a user's file, an evaluation) is named
+/// and left, and the save fails.
+fn remove_checkpoint_folder(dir: &Path) -> Result<(), CheckpointError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir, e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let name = entry.file_name();
+        let ours = name.to_str().is_some_and(|n| CHECKPOINT_FILES.contains(&n))
+            && entry.file_type().is_ok_and(|t| t.is_file());
+        if !ours {
+            return Err(CheckpointError::Mismatch {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "a checkpoint is to be written here again, but the folder holds {}, which is not a checkpoint file conveyor wrote; move it away and rerun",
+                    name.to_string_lossy()
+                ),
+            });
+        }
+        files.push(entry.path());
     }
-    let p = dir.join(name);
-    p.join("trainer_state.json").exists().then_some(p)
+    for f in files {
+        std::fs::remove_file(&f).map_err(|e| io(&f, e))?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| io(dir, e))
 }
 
 /// Writes a checkpoint of `vs`, the optimiser moments and `state`; returns its folder.
@@ -113,10 +172,10 @@ pub fn save(
     let dir = checkpoints_dir(run);
     let name = format!("step-{:08}", state.step);
     let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
+    remove_checkpoint_folder(&tmp)?;
     write_files(&tmp, vs, cfg, moments, state)?;
     let target = dir.join(&name);
-    let _ = std::fs::remove_dir_all(&target);
+    remove_checkpoint_folder(&target)?;
     std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
     let pointer = dir.join("latest");
     let pointer_tmp = dir.join(".latest.tmp");
@@ -307,16 +366,57 @@ mod tests {
         let run = std::env::temp_dir().join(format!("conveyor-latest-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&run);
         let dir = checkpoints_dir(&run);
+        assert!(latest(&run).unwrap().is_none(), "no pointer: no checkpoint");
         for d in ["step-00000007", "../outside"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
             std::fs::write(dir.join(d).join("trainer_state.json"), "{}").unwrap();
         }
         std::fs::write(dir.join("latest"), "step-00000007\n").unwrap();
-        assert_eq!(latest(&run), Some(dir.join("step-00000007")));
-        for hostile in ["../outside", "/etc", "step-0000007/../../outside"] {
-            std::fs::write(dir.join("latest"), hostile).unwrap();
-            assert_eq!(latest(&run), None, "{hostile}");
+        assert_eq!(latest(&run).unwrap(), Some(dir.join("step-00000007")));
+        // Hostile, empty or dangling pointers are named, never followed nor read as "none".
+        for bad in [
+            "../outside",
+            "/etc",
+            "step-0000007/../../outside",
+            "",
+            "step-00000009",
+        ] {
+            std::fs::write(dir.join("latest"), bad).unwrap();
+            let e = latest(&run).unwrap_err().to_string();
+            assert!(
+                e.contains("checkpoints/latest") && e.contains("step-* folder"),
+                "{bad}: {e}"
+            );
         }
         std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A save replaces a folder of its own name only when it holds checkpoint files alone.
+    #[test]
+    fn a_save_removes_only_checkpoint_files() {
+        let root = std::env::temp_dir().join(format!("conveyor-rmckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ours = root.join("step-00000002");
+        std::fs::create_dir_all(&ours).unwrap();
+        for f in ["model.safetensors", "trainer_state.json"] {
+            std::fs::write(ours.join(f), "x").unwrap();
+        }
+        remove_checkpoint_folder(&ours).unwrap();
+        assert!(!ours.exists());
+        remove_checkpoint_folder(&ours).unwrap();
+        for foreign in ["thesis.tex", "eval-sst2"] {
+            let mixed = root.join("step-00000004");
+            std::fs::create_dir_all(&mixed).unwrap();
+            std::fs::write(mixed.join("model.safetensors"), "x").unwrap();
+            match foreign.starts_with("eval") {
+                true => std::fs::create_dir_all(mixed.join(foreign)).unwrap(),
+                false => std::fs::write(mixed.join(foreign), "mine").unwrap(),
+            }
+            let e = remove_checkpoint_folder(&mixed).unwrap_err().to_string();
+            assert!(e.contains(foreign) && e.contains("move it away"), "{e}");
+            assert!(mixed.join(foreign).exists() && mixed.join("model.safetensors").exists());
+            std::fs::remove_dir_all(&mixed).unwrap();
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -1,21 +1,24 @@
 //! What a run keeps in its folder: the folder itself (refused when it holds a run and
-//! --resume is not given), metrics.jsonl, run.json, model_config.json and RUN/diverged.json.
+//! --resume is not given, or files that are not a conveyor run's), metrics.jsonl, run.json,
+//! model_config.json and RUN/diverged.json.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use conveyor_pipeline::run_info::Diverged;
+use conveyor_pipeline::run_info::{Diverged, RunInfo};
 
 use super::{data_kind, io_error, DataKind, StepMetrics, TrainConfig, TrainError};
 use crate::checkpoint;
 
 /// Rank 0 creates the run folder; every rank finds the checkpoint to resume (the folder must
-/// be shared by all ranks). A folder holding a run is refused without --resume.
+/// be shared by all ranks). A folder holding a run is refused without --resume; a folder
+/// holding anything but a run is refused always (the trainer rewrites its files).
 pub(super) fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainError> {
     if rank == 0 {
+        refuse_foreign(&cfg.out)?;
         std::fs::create_dir_all(&cfg.out).map_err(|e| io_error(&cfg.out, e))?;
     }
-    let existing = checkpoint::latest(&cfg.out);
+    let existing = checkpoint::latest(&cfg.out)?;
     if existing.is_some() && !cfg.resume {
         return Err(TrainError::Refused(format!(
             "{} already holds a run; pass --resume to continue it, or choose another --out",
@@ -27,6 +30,38 @@ pub(super) fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathB
         Diverged::clear(&cfg.out)?;
     }
     Ok(existing)
+}
+
+/// Refuses an `--out` that exists and is not empty unless it holds a conveyor run (a
+/// run.json naming a known architecture, written before anything else of a run): the
+/// trainer rewrites metrics.jsonl, run.json and model_config.json and replaces checkpoint
+/// folders, which it may do only to files it wrote.
+fn refuse_foreign(out: &Path) -> Result<(), TrainError> {
+    let refuse = |what: String| {
+        TrainError::Refused(format!(
+            "{} {what}; choose an empty or new --out",
+            out.display()
+        ))
+    };
+    if out.exists() && !out.is_dir() {
+        return Err(refuse("exists and is not a folder".into()));
+    }
+    let first = match std::fs::read_dir(out) {
+        Ok(mut entries) => entries.next(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(out, e)),
+    };
+    let Some(first) = first else { return Ok(()) };
+    let is_run = RunInfo::read(out).is_ok_and(|r| crate::config::Arch::parse(&r.arch).is_some());
+    if is_run {
+        return Ok(());
+    }
+    let name = first
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Err(refuse(format!(
+        "is not empty (it holds {name}) and is not a conveyor training run (no run.json of one)"
+    )))
 }
 
 /// The error of a step whose loss is not finite; rank 0 records it in RUN/diverged.json so
@@ -65,6 +100,22 @@ pub(super) struct MetricsFile {
 
 impl MetricsFile {
     pub(super) fn open(cfg: &TrainConfig, step: u64, fresh: bool) -> Result<Self, TrainError> {
+        // run.json first: it is what marks the folder as a run (refuse_foreign).
+        if fresh {
+            RunInfo {
+                arch: cfg.model.arch.name().into(),
+                init: cfg.init.as_ref().map(|p| p.display().to_string()),
+                data: cfg.data.display().to_string(),
+                objective: match data_kind(&cfg.data)? {
+                    DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
+                    DataKind::Examples(m) => m.settings.objective.to_string(),
+                },
+                parameters: cfg.model.parameter_count(),
+                precision: cfg.precision.name().into(),
+                seed: Some(cfg.seed),
+            }
+            .write(&cfg.out)?;
+        }
         let path = cfg.out.join("metrics.jsonl");
         let kept: Vec<String> = std::fs::read_to_string(&path)
             .unwrap_or_default()
@@ -82,21 +133,6 @@ impl MetricsFile {
             .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
-        if fresh {
-            conveyor_pipeline::run_info::RunInfo {
-                arch: cfg.model.arch.name().into(),
-                init: cfg.init.as_ref().map(|p| p.display().to_string()),
-                data: cfg.data.display().to_string(),
-                objective: match data_kind(&cfg.data)? {
-                    DataKind::Tokens(_) => "span_corruption (on the fly)".to_string(),
-                    DataKind::Examples(m) => m.settings.objective.to_string(),
-                },
-                parameters: cfg.model.parameter_count(),
-                precision: cfg.precision.name().into(),
-                seed: Some(cfg.seed),
-            }
-            .write(&cfg.out)?;
-        }
         let p = cfg.out.join("model_config.json");
         std::fs::write(
             &p,

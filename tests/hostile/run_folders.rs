@@ -1,0 +1,75 @@
+//! Training run folders: the trainer rewrites metrics.jsonl, run.json and model_config.json
+//! and replaces checkpoint folders, so it must only ever do that to a run of its own, and a
+//! damaged checkpoint pointer must be named, not read as "start again".
+
+use super::sandbox::*;
+use crate::common::{c4_tokens, ok};
+
+#[test]
+fn train_rewrites_only_a_run_of_its_own() {
+    let sb = Sandbox::new("runs");
+    let data = s(c4_tokens());
+    let write = |p: &std::path::Path, text: &str| std::fs::write(p, text).unwrap();
+    // A user's folder holding files a run would write, and one it would not.
+    let mine = sb.work.join("mine");
+    std::fs::create_dir_all(mine.join("checkpoints/step-00000002")).unwrap();
+    for f in [
+        "metrics.jsonl",
+        "run.json",
+        "checkpoints/step-00000002/thesis.tex",
+    ] {
+        write(&mine.join(f), "mine\n");
+    }
+    let before = snapshot(&mine);
+    fails(
+        &train_args(data, s(&mine), "2"),
+        &[s(&mine), "not a conveyor training run", "--out"],
+    );
+    assert_eq!(snapshot(&mine), before);
+
+    // A run of 4 steps with checkpoints at 2 and 4, then its pointer damaged: named, with
+    // or without --resume, and nothing in the run touched.
+    let run = sb.work.join("run");
+    let mut args = train_args(data, s(&run), "4");
+    let every = args
+        .iter()
+        .position(|a| *a == "--checkpoint-every")
+        .unwrap();
+    args[every + 1] = "2";
+    ok(&args);
+    let resume = [args.clone(), vec!["--resume"]].concat();
+    let ckpts = run.join("checkpoints");
+    let pointer = ckpts.join("latest");
+    for bad in [
+        "",
+        "step-00000009",
+        "../../victim",
+        "step-00000004/../../../victim",
+    ] {
+        write(&pointer, bad);
+        let before = snapshot(&run);
+        fails(&resume, &["checkpoints/latest", "step-* folder"]);
+        fails(&args, &["checkpoints/latest", "step-* folder"]);
+        assert_eq!(snapshot(&run), before, "{bad:?}");
+    }
+    // The checkpoint it names lost its trainer state.
+    write(&pointer, "step-00000004");
+    let state = ckpts.join("step-00000004/trainer_state.json");
+    let saved = std::fs::read(&state).unwrap();
+    std::fs::remove_file(&state).unwrap();
+    fails(&resume, &["step-00000004", "not a finished checkpoint"]);
+    std::fs::write(&state, &saved).unwrap();
+    // Resumed from step 2, the run writes step 4 again: a file of the user's in that folder
+    // stops it, kept; without it, step 4 comes back bit for bit.
+    let weights = std::fs::read(ckpts.join("step-00000004/model.safetensors")).unwrap();
+    write(&pointer, "step-00000002");
+    let thesis = ckpts.join("step-00000004/thesis.tex");
+    write(&thesis, "mine\n");
+    fails(&resume, &["thesis.tex", "move it away"]);
+    assert_eq!(std::fs::read_to_string(&thesis).unwrap(), "mine\n");
+    std::fs::remove_file(&thesis).unwrap();
+    write(&pointer, "step-00000002");
+    ok(&resume);
+    assert!(std::fs::read(ckpts.join("step-00000004/model.safetensors")).unwrap() == weights);
+    sb.assert_outside_unchanged();
+}
