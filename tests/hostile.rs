@@ -220,17 +220,43 @@ fn overwrite_decides_before_it_deletes() {
         .flatten()
         .any(|e| e.file_name().to_string_lossy().starts_with("other-")));
 
-    // A manifest listing a folder does not get it removed.
-    std::fs::create_dir_all(out.join("data")).unwrap();
-    std::fs::write(out.join("data/mine.txt"), "mine").unwrap();
+    // A manifest listing a folder, even under a shard's name, does not get it removed; nor a
+    // file by a name conveyor never gives its outputs.
+    let data = "data-00000-of-00001.parquet";
+    std::fs::create_dir_all(out.join(data)).unwrap();
+    std::fs::write(out.join(data).join("mine.txt"), "mine").unwrap();
     edit_json(&out.join("manifest.json"), |m| {
-        m["shards"][0]["file"] = "data".into()
+        m["shards"][0]["file"] = data.into()
     });
-    fails(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &["data", "not a file"],
-    );
-    assert!(out.join("data/mine.txt").exists());
+    fails(&refs(&args), &[data, "not a file"]);
+    assert!(out.join(data).join("mine.txt").exists());
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    edit_json(&out.join("manifest.json"), |m| {
+        m["shards"][0]["file"] = "notes.txt".into()
+    });
+    fails(&refs(&args), &["notes.txt", "nothing was removed"]);
+    assert!(out.join("notes.txt").exists());
+
+    // parts/ goes only when it holds finished worker parts and drop lists, by their names.
+    let split = sb.work.join("split");
+    for (f, why) in [
+        (
+            "parts/worker-notes/thesis.tex",
+            "a folder that is no worker's part",
+        ),
+        ("parts/dedup-mine.txt", "a file that is no drop list"),
+    ] {
+        let f = split.join(f);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, "mine").unwrap();
+        let before = snapshot(&split);
+        fails(
+            &refs(&ingest(&split, "train")),
+            &["parts", "nothing was removed"],
+        );
+        assert_eq!(snapshot(&split), before, "{why}");
+        std::fs::remove_dir_all(split.join("parts")).unwrap();
+    }
 
     // An --out inside an input folder as given.
     let inputs = sb.work.join("in");

@@ -249,22 +249,42 @@ fn listed_files(manifest: &Path, writes: &str) -> Result<Vec<String>, Error> {
     names
         .iter()
         .map(|entry| match entry[key].as_str() {
-            Some(name) => Ok(name.to_string()),
+            Some(name) if is_output_file(name) && name != MANIFEST => Ok(name.to_string()),
+            Some(name) => Err(refuse(format!(
+                "lists {name:?}, which is not a name conveyor gives its outputs (NAME-IIIII-of-NNNNN.parquet, c4-clean.IIIII-of-NNNNN.json.gz); --overwrite removes only what conveyor wrote, so nothing was removed"
+            ))),
             None => Err(refuse(format!("lists an entry without a {key:?}: {entry}"))),
         })
         .collect()
 }
 
-/// A `parts/` folder of a split job: worker part folders and dedup drop lists only.
+/// A `parts/` folder of a split job: finished worker parts (`worker-IIIII-of-NNNNN/` holding
+/// their `part.json`) and dedup drop lists (`dedup-worker-IIIII-of-NNNNN.bin`) only.
 fn is_parts_folder(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
     entries.flatten().all(|e| {
         let name = e.file_name().to_string_lossy().into_owned();
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        (is_dir && name.starts_with("worker-")) || (!is_dir && name.starts_with("dedup-"))
+        let Ok(kind) = e.file_type() else {
+            return false;
+        };
+        match name
+            .strip_prefix("dedup-")
+            .and_then(|n| n.strip_suffix(".bin"))
+        {
+            Some(tag) => kind.is_file() && is_worker_tag(tag),
+            None => kind.is_dir() && is_worker_tag(&name) && e.path().join("part.json").is_file(),
+        }
     })
+}
+
+/// `worker-IIIII-of-NNNNN`, as [`super::workers::Worker::tag`] writes it.
+fn is_worker_tag(name: &str) -> bool {
+    let number = |s: &str| s.len() >= 5 && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix("worker-")
+        .and_then(|rest| rest.split_once("-of-"))
+        .is_some_and(|(i, n)| number(i) && number(n))
 }
 
 /// Refuses an `--out` that is, holds or is inside one of the job's local inputs, before
