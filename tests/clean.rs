@@ -379,3 +379,42 @@ fn a_different_clean_job_is_refused_and_overwrite_replaces_the_output() {
     ]);
     assert!(files_but_manifest(&out) == files_but_manifest(&fresh));
 }
+
+/// A truncated gzip input is named with the position of its fault and the run exits 1 (as
+/// ingest does), keeping what was read before the fault and every other input.
+#[test]
+fn a_truncated_input_is_named_and_fails_the_run() {
+    let dir = c4_cuts("clean-cut", &[("a", 0..100)]);
+    let gz = std::fs::read(shared("c4/c4-train.00000-of-01024.first600.json.gz")).unwrap();
+    std::fs::write(dir.join("b.json.gz"), &gz[..gz.len() / 2]).unwrap();
+    let out = tmp_path("clean-cut-out");
+    let o = conveyor(&[
+        "clean",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--any-language",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("b.json.gz") && err.contains("read failed after line"),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let failed = s["failed_inputs"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{s}");
+    assert!(failed[0]["input"].as_str().unwrap().ends_with("b.json.gz"));
+    // Both inputs have their output; the truncated one's holds the pages read before the fault.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    let kept = docs(&out.join(files[1]["output"].as_str().unwrap())).len();
+    assert!(kept > 0 && files[1]["error"].is_string(), "{m}");
+    assert!(
+        files[0]["error"].is_null()
+            && !docs(&out.join(files[0]["output"].as_str().unwrap())).is_empty()
+    );
+}

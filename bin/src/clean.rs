@@ -61,7 +61,7 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     target.finish(a.job.mirror(worker))?;
     if a.job.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(0);
+        return Ok(failed(&s));
     }
     if cfg.worker.is_some() {
         println!(
@@ -116,5 +116,14 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
         );
     }
     crate::job_flags::merge_hint(&cfg.out, cfg.worker, a.job.json);
-    Ok(0)
+    Ok(failed(&s))
+}
+
+/// Lists the inputs that could not be read to their end on stderr; the exit status: 1 when
+/// there were any (their readable part is cleaned and kept), as for ingest.
+fn failed(s: &conveyor_pipeline::clean::CleanSummary) -> i32 {
+    for f in &s.failed_inputs {
+        eprintln!("error: {}: {}", f.input, f.error);
+    }
+    i32::from(!s.failed_inputs.is_empty())
 }

@@ -119,10 +119,30 @@ pub struct CleanSummary {
     pub text_bytes_out: u64,
     pub already_complete: bool,
     pub seconds: f64,
+    /// Inputs that could not be read to their end (corrupt or truncated): what was read
+    /// before the fault is cleaned and kept; the command exits 1.
+    pub failed_inputs: Vec<FailedInput>,
+}
+
+/// An input whose reading failed, and why (file and position).
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedInput {
+    pub input: String,
+    pub error: String,
 }
 
 fn summary(m: &CleanManifest, out: &Path, done: bool, secs: f64) -> CleanSummary {
     CleanSummary {
+        failed_inputs: m
+            .files
+            .iter()
+            .filter_map(|f| {
+                f.error.as_ref().map(|e| FailedInput {
+                    input: f.input.clone(),
+                    error: e.clone(),
+                })
+            })
+            .collect(),
         out: out.to_path_buf(),
         files: m.files.len(),
         totals: m.totals.clone(),
