@@ -139,6 +139,19 @@ fn merges_move_only_listed_files_whose_checksum_matches() {
         &[s(&shard), "sha256", "rerun that worker"],
     );
     assert_eq!(snapshot(&out), before, "a refused merge moved shards");
+    flip(&shard, 4);
+
+    // A part whose input list was cut: named, not an index out of bounds mid-merge.
+    let last_part = last.join("part.json");
+    edit_json(&last_part, |p| {
+        p["manifest"]["inputs"].as_array_mut().unwrap().truncate(1)
+    });
+    let before = snapshot(&out);
+    fails(
+        &["manifest", "merge", s(&out)],
+        &[s(&last_part), "says the job has 1 inputs", "--overwrite"],
+    );
+    assert_eq!(snapshot(&out), before, "a refused merge moved shards");
     sb.assert_outside_unchanged();
 }
 

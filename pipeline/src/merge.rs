@@ -216,7 +216,11 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
 fn check_inputs(out: &Path, parts: &[IngestPart]) -> Result<(), Error> {
     let first = &parts[0];
     let count = first.worker.count;
-    let n = first.manifest.inputs.len();
+    let claims: Vec<_> = parts
+        .iter()
+        .map(|p| (p.worker, p.manifest.inputs.len(), p.inputs.len()))
+        .collect();
+    let n = crate::job::workers::claimed_count(out, "inputs", &claims)?;
     let mut done_by: Vec<Option<usize>> = vec![None; n];
     for p in parts {
         for &i in &p.inputs {

@@ -138,7 +138,11 @@ fn ordered_parts(
         .iter()
         .map(|f| read_part(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let n = parts[0].inputs;
+    let claims: Vec<_> = parts
+        .iter()
+        .map(|p| (p.worker, p.inputs, p.files.len()))
+        .collect();
+    let n = crate::job::workers::claimed_count(out, "inputs", &claims)?;
     let mut slots: Vec<Option<(Worker, CleanFile)>> = vec![None; n];
     for p in &parts {
         for (i, f) in &p.files {

@@ -92,7 +92,11 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
         .iter()
         .map(|f| read_task_part(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let n = parts[0].inputs;
+    let claims: Vec<_> = parts
+        .iter()
+        .map(|p| (p.worker, p.inputs, p.shards.len()))
+        .collect();
+    let n = crate::job::workers::claimed_count(out, "inputs", &claims)?;
     let mut slots: Vec<Option<(Worker, ExampleShardRecord, TaskCounts)>> = vec![None; n];
     for p in &parts {
         for (i, s, c) in &p.shards {

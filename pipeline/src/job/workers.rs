@@ -134,6 +134,40 @@ pub fn part_file(out: &std::path::Path, w: Worker) -> std::path::PathBuf {
     part_dir(out, w).join("part.json")
 }
 
+/// The item count of a split job (its inputs, or token shards) that a merge sizes its slots
+/// by, from the parts' claims `(worker, claimed count, items it lists)`: every part must
+/// claim the same count, and the parts together must list that many items (one worker
+/// does each), so an edited `part.json` is named instead of indexing past its lists or
+/// allocating for a count nobody lists.
+pub fn claimed_count(
+    out: &std::path::Path,
+    what: &str,
+    parts: &[(Worker, usize, usize)],
+) -> Result<usize, Error> {
+    let Some(&(first, n, _)) = parts.first() else {
+        return Ok(0);
+    };
+    if let Some(&(w, claimed, _)) = parts.iter().find(|p| p.1 != n) {
+        return Err(Error::OutputDir {
+            path: part_file(out, w),
+            message: format!(
+                "says the job has {claimed} {what}, {} says {n}: every worker must get the same inputs and settings; rerun this worker with --overwrite",
+                first.tag()
+            ),
+        });
+    }
+    let listed: usize = parts.iter().map(|p| p.2).sum();
+    if listed != n {
+        return Err(Error::OutputDir {
+            path: out.to_path_buf(),
+            message: format!(
+                "the workers' parts say the job has {n} {what} and list {listed} between them: a part.json is damaged; rerun its worker with --overwrite"
+            ),
+        });
+    }
+    Ok(n)
+}
+
 /// Every `parts/*/part.json` in `out` with its header, in folder-name order.
 pub fn read_part_files(
     out: &std::path::Path,
@@ -331,6 +365,27 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn a_merge_sizes_nothing_by_a_count_the_parts_do_not_list() {
+        let out = std::path::Path::new("out");
+        let w = |index| Worker { index, count: 2 };
+        assert_eq!(
+            claimed_count(out, "inputs", &[(w(0), 3, 2), (w(1), 3, 1)]).unwrap(),
+            3
+        );
+        assert_eq!(claimed_count(out, "inputs", &[]).unwrap(), 0);
+        let e = claimed_count(out, "inputs", &[(w(0), 3, 2), (w(1), 1, 1)]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("worker-00001-of-00002/part.json: says the job has 1 inputs"),
+            "{e}"
+        );
+        let huge = usize::MAX / 2;
+        let e =
+            claimed_count(out, "token shards", &[(w(0), huge, 2), (w(1), huge, 1)]).unwrap_err();
+        assert!(e.to_string().contains("list 3 between them"), "{e}");
     }
 
     #[test]

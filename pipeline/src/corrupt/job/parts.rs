@@ -85,7 +85,11 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
         .iter()
         .map(|f| read_part(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let total = parts[0].total;
+    let claims: Vec<_> = parts
+        .iter()
+        .map(|p| (p.worker, p.total, p.shards.len()))
+        .collect();
+    let total = crate::job::workers::claimed_count(out, "token shards", &claims)?;
     let mut slots: Vec<Option<(Worker, ExampleShardRecord)>> = vec![None; total];
     for p in &parts {
         for (&k, r) in p.shards.iter().zip(&p.manifest.shards) {
