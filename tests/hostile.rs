@@ -401,6 +401,17 @@ fn damaged_checkpoints_are_named() {
     let bare_args = loss(&bare);
     let bare_args = refs(&bare_args);
     fails(&bare_args, &["model.safetensors", "non-finite"]);
+    // A config asking for more than the weights hold, or for a shape that cannot work, is
+    // named before anything is allocated (it was a libtorch allocation panic).
+    let config = bare.join("model_config.json");
+    let saved = std::fs::read(&config).unwrap();
+    edit_json(&config, |c| c["d_ff"] = 1_000_000_000_000u64.into());
+    fails(&bare_args, &[s(&config), "implies", "values"]);
+    edit_json(&config, |c| c["encoder_layers"] = u64::MAX.into());
+    fails(&bare_args, &[s(&config), "implies"]);
+    edit_json(&config, |c| c["d_model"] = 0.into());
+    fails(&bare_args, &[s(&config), "not a usable model"]);
+    std::fs::write(&config, saved).unwrap();
     // A truncated file.
     std::fs::write(&weights, &good[..100]).unwrap();
     fails(&args, &[s(&weights), "bytes"]);

@@ -212,11 +212,72 @@ pub fn write_files(
     std::fs::write(dir.join("trainer_state.json"), json(&state)).map_err(|e| io(dir, e))
 }
 
-/// Reads a checkpoint's model config.
+/// Reads a checkpoint's model config, checked against its weights before anything is
+/// built from it: a shape that cannot work, or more parameters than `model.safetensors`
+/// holds values (an edited or mismatched config), is refused here, not by the allocator.
 pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
     let p = ckpt.join("model_config.json");
     let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| io(&p, e))
+    let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| io(&p, e))?;
+    cfg.validate()
+        .map_err(|e| damaged(&p, format!("is not a usable model ({e})")))?;
+    let weights = ckpt.join("model.safetensors");
+    let held = safetensors_values(&weights)?;
+    if cfg.parameter_count() as u128 > held {
+        return Err(damaged(
+            &p,
+            format!(
+                "implies {} parameters, but {} holds {held} values: the config of another model?",
+                cfg.parameter_count(),
+                weights.display()
+            ),
+        ));
+    }
+    Ok(cfg)
+}
+
+/// How many values a safetensors file's tensors hold, from its header alone (nothing
+/// else is read or allocated).
+fn safetensors_values(path: &Path) -> Result<u128, CheckpointError> {
+    use std::io::Read;
+    let unreadable = |why: String| damaged(path, format!("cannot be read as safetensors ({why})"));
+    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => damaged(path, "is missing".into()),
+        _ => io(path, e),
+    })?;
+    let len = f.metadata().map_err(|e| io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| unreadable(format!("{len} bytes, no header")))?;
+    let n = u64::from_le_bytes(n);
+    if n > (len - 8).min(100 << 20) {
+        return Err(unreadable(format!(
+            "a header of {n} bytes in a file of {len}"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| unreadable(format!("header: {e}")))?;
+    let tensors = v
+        .as_object()
+        .ok_or_else(|| unreadable("the header is not a JSON object".into()))?;
+    let mut total = 0u128;
+    for (name, t) in tensors.iter().filter(|(k, _)| *k != "__metadata__") {
+        let dims = t["shape"]
+            .as_array()
+            .ok_or_else(|| unreadable(format!("{name} has no shape")))?;
+        let mut values = 1u128;
+        for d in dims {
+            let d = d
+                .as_u64()
+                .ok_or_else(|| unreadable(format!("{name} has a shape of non-integers")))?;
+            values = values.saturating_mul(u128::from(d));
+        }
+        total = total.saturating_add(values);
+    }
+    Ok(total)
 }
 
 /// Reads a checkpoint's trainer state.

@@ -368,20 +368,19 @@ impl ModelConfig {
     }
 
     /// Parameters of the mixing sublayer (self-attention or convolution block) of one layer.
-    fn mixer_params(&self, layer: usize) -> usize {
-        let d = self.d_model;
+    fn mixer_params(&self, layer: usize) -> f64 {
+        let d = self.d_model as f64;
         match self.arch {
-            Arch::Transformer => 4 * d * self.attention_inner(),
+            Arch::Transformer => 4.0 * d * self.num_heads as f64 * self.d_kv() as f64,
             _ => {
                 // GLU input projection (d -> 2d, bias), output projection (d -> d, bias).
-                let glu = 2 * d * d + 2 * d;
+                let glu = 2.0 * d * d + 2.0 * d;
                 let out = d * d + d;
+                let (heads, k) = (self.conv_heads as f64, self.kernel_size as f64);
                 let conv = match self.arch {
-                    Arch::Lightconv => self.conv_heads * self.kernel_size,
-                    Arch::Dynamicconv => {
-                        d * self.conv_heads * self.kernel_size + self.conv_heads * self.kernel_size
-                    }
-                    Arch::Dilatedconv => d * self.dilated_layer(layer).0 + d,
+                    Arch::Lightconv => heads * k,
+                    Arch::Dynamicconv => d * heads * k + heads * k,
+                    Arch::Dilatedconv => d * self.dilated_layer(layer).0 as f64 + d,
                     Arch::Transformer => unreachable!(),
                 };
                 glu + conv + out
@@ -389,32 +388,41 @@ impl ModelConfig {
         }
     }
 
-    /// The number of trainable parameters, from the shapes alone.
+    /// The number of trainable parameters, from the shapes alone. Counted in f64, exact
+    /// below 2^53 (any real model); a config whose count is beyond usize, as a hostile
+    /// one's may be, reads as usize::MAX instead of wrapping around to a small number.
     pub fn parameter_count(&self) -> usize {
-        let d = self.d_model;
+        // Past a million layers (no model has them) the sum is not even walked.
+        if self.encoder_layers.max(self.decoder_layers) > 1 << 20 {
+            return usize::MAX;
+        }
+        let d = self.d_model as f64;
+        let d_ff = self.d_ff as f64;
         let ffn = match self.ffn {
-            Ffn::Relu => 2 * d * self.d_ff,
-            Ffn::GatedGelu => 3 * d * self.d_ff,
+            Ffn::Relu => 2.0 * d * d_ff,
+            Ffn::GatedGelu => 3.0 * d * d_ff,
         };
-        let attn = 4 * d * self.attention_inner();
+        let attn = 4.0 * d * self.num_heads as f64 * self.d_kv() as f64;
         let norm = d;
         let rel = if self.arch == Arch::Transformer {
-            2 * self.relative_buckets * self.num_heads
+            2.0 * self.relative_buckets as f64 * self.num_heads as f64
         } else {
-            0
+            0.0
         };
-        let enc: usize = (0..self.encoder_layers)
-            .map(|l| self.mixer_params(l) + ffn + 2 * norm)
+        let enc: f64 = (0..self.encoder_layers)
+            .map(|l| self.mixer_params(l) + ffn + 2.0 * norm)
             .sum();
-        let dec: usize = (0..self.decoder_layers)
-            .map(|l| self.mixer_params(l) + attn + ffn + 3 * norm)
+        let dec: f64 = (0..self.decoder_layers)
+            .map(|l| self.mixer_params(l) + attn + ffn + 3.0 * norm)
             .sum();
         let positions = match self.position_embedding {
-            PositionEmbedding::Learned => 2 * self.max_positions * d,
-            PositionEmbedding::None => 0,
+            PositionEmbedding::Learned => 2.0 * self.max_positions as f64 * d,
+            PositionEmbedding::None => 0.0,
         };
-        let embeddings = if self.tie_embeddings { 1 } else { 2 } * self.vocab_size * d;
-        embeddings + enc + dec + 2 * norm + rel + positions
+        let heads = if self.tie_embeddings { 1.0 } else { 2.0 };
+        let embeddings = heads * self.vocab_size as f64 * d;
+        // `as` saturates: a count past usize::MAX is usize::MAX.
+        (embeddings + enc + dec + 2.0 * norm + rel + positions) as usize
     }
 }
 
