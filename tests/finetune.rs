@@ -104,6 +104,58 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     let from_run = ok(&["report", r]);
     assert!(from_run.contains("AG News"), "{from_run}");
 
+    // eval and report --out replace only their own files: an evaluation of conveyor's is
+    // replaced (the default --out again), a user's files of the same names are not.
+    let eval_to = |out: &std::path::Path| {
+        let c = ckpt.to_str().unwrap();
+        let o = out.to_str().unwrap().to_string();
+        conveyor(&[
+            "eval",
+            "--checkpoint",
+            c,
+            "--data",
+            d,
+            "--out",
+            &o,
+            "--limit",
+            "10",
+            "--device",
+            "cpu",
+        ])
+    };
+    let mine = tmp_path("eval-mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    for f in ["metrics.json", "predictions.jsonl"] {
+        std::fs::write(mine.join(f), "{\"mine\": 1}\n").unwrap();
+    }
+    let o = eval_to(&mine);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not an evaluation conveyor wrote"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("metrics.json")).unwrap(),
+        "{\"mine\": 1}\n"
+    );
+    assert!(eval_to(&eval).status.success());
+    assert!(!eval.join("predictions.jsonl.tmp").exists());
+    std::fs::write(mine.join("report.md"), "mine").unwrap();
+    let o = conveyor(&["report", e, "--out", mine.to_str().unwrap()]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("not a report conveyor wrote")
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("report.md")).unwrap(),
+        "mine"
+    );
+    let reports = tmp_path("reports");
+    for _ in 0..2 {
+        ok(&["report", e, "--out", reports.to_str().unwrap()]);
+    }
+    assert!(reports.join("report.json").exists() && reports.join("report.md").exists());
+
     // Fine-tuning from a checkpoint (its architecture is taken from it) is a "pre-trained"
     // row, and the report shows the gain.
     let (r2, e2) = (tmp_path("run-init"), tmp_path("eval-init"));

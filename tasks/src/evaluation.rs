@@ -39,11 +39,13 @@ impl EvalSummary {
         })
     }
 
-    /// Writes it as `DIR/metrics.json`.
+    /// Writes it as `DIR/metrics.json`, whole (through `DIR/metrics.tmp`): a kill never
+    /// leaves half a file.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, TaskError> {
         let path = dir.join(Self::FILE);
         let text = serde_json::to_string_pretty(self).map_err(|e| io_error(&path, e))? + "\n";
-        std::fs::write(&path, text).map_err(|e| io_error(&path, e))?;
+        conveyor_pipeline::manifest::write_atomic(&path, text.as_bytes())
+            .map_err(|e| io_error(&path, e))?;
         Ok(path)
     }
 

@@ -19,10 +19,32 @@ pub fn run(evals: &[PathBuf], out: Option<PathBuf>) -> anyhow::Result<i32> {
     let r = report(evals)?;
     print!("{}", r.markdown);
     if let Some(dir) = out {
+        refuse_foreign_report(&dir)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_report(&dir, &r.markdown, &r)?;
     }
     Ok(0)
+}
+
+/// `report --out DIR` writes DIR/report.md and DIR/report.json over conveyor's own only:
+/// a report.json that is not a report's (rows, gains, markdown), or a report.md with no
+/// report.json of conveyor's beside it, is refused before anything is written.
+fn refuse_foreign_report(dir: &Path) -> anyhow::Result<()> {
+    let (json, md) = (dir.join("report.json"), dir.join("report.md"));
+    let ours = std::fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| {
+            v["rows"].is_array() && v["gains"].is_object() && v["markdown"].is_string()
+        });
+    let stranger = [&json, &md].into_iter().find(|p| p.exists() && !ours);
+    if let Some(p) = stranger {
+        anyhow::bail!(
+            "{} exists and is not a report conveyor wrote (no report.json of one beside it); --out writes report.md and report.json only over conveyor's own: choose another --out",
+            p.display()
+        );
+    }
+    Ok(())
 }
 
 /// The best learning rate of one (task, architecture, pre-training) cell.
@@ -142,14 +164,13 @@ fn diverged_section(diverged: &[Best]) -> String {
     md
 }
 
-/// DIR/report.md and DIR/report.json.
+/// DIR/report.json, then DIR/report.md (report.json, written whole first, is what marks
+/// the folder's report as conveyor's).
 fn write_report(dir: &Path, markdown: &str, r: &Report) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(r)? + "\n";
+    conveyor_pipeline::manifest::write_atomic(&dir.join("report.json"), json.as_bytes())?;
     std::fs::write(dir.join("report.md"), markdown)
         .with_context(|| format!("writing {}", dir.join("report.md").display()))?;
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(r)? + "\n",
-    )?;
     Ok(())
 }
 

@@ -26,7 +26,8 @@ pub struct EvalArgs {
     /// A directory written by `conveyor task prepare` (or its URL).
     #[arg(long)]
     data: PathBuf,
-    /// Where predictions.jsonl and metrics.json go (default: CHECKPOINT/eval-TASK).
+    /// Where predictions.jsonl and metrics.json go (default: CHECKPOINT/eval-TASK): a new or
+    /// empty folder, or an earlier evaluation's (which is replaced).
     #[arg(long)]
     out: Option<PathBuf>,
     /// SentencePiece model (default: the one the data was prepared with).
@@ -53,11 +54,13 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         .out
         .clone()
         .unwrap_or_else(|| a.checkpoint.join(format!("eval-{task_name}")));
-    // The output is created first, so that a bad --out fails before the decoding.
+    // The output is checked and created first, so that a bad --out fails before the decoding.
+    refuse_foreign_out(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let pred_path = out.join("predictions.jsonl");
-    let file = std::fs::File::create(&pred_path)
-        .with_context(|| format!("creating {}", pred_path.display()))?;
+    let pred_tmp = out.join(PREDICTIONS_TMP);
+    let file = std::fs::File::create(&pred_tmp)
+        .with_context(|| format!("creating {}", pred_tmp.display()))?;
     let predictions = predict(&PredictConfig {
         checkpoint: a.checkpoint.clone(),
         data: a.data.clone(),
@@ -80,11 +83,40 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         checkpoint: a.checkpoint,
         data: a.data,
         scores,
-        predictions: pred_path,
+        predictions: pred_path.clone(),
     };
+    // metrics.json (written whole) first: it marks the folder as an evaluation's.
     summary.write(&out)?;
+    std::fs::rename(&pred_tmp, &pred_path)
+        .with_context(|| format!("renaming {} to {}", pred_tmp.display(), pred_path.display()))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(0)
+}
+
+/// Where the predictions are written until the evaluation is done.
+const PREDICTIONS_TMP: &str = "predictions.jsonl.tmp";
+
+/// An `--out` that holds anything is refused unless it is an evaluation of conveyor's (a
+/// metrics.json of `conveyor eval`, its predictions.jsonl, the temporary files of a killed
+/// evaluation): eval replaces those files, and may do that only to its own.
+fn refuse_foreign_out(out: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let metrics = out.join(EvalSummary::FILE);
+    let ours = EvalSummary::read(&metrics).is_ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let temporary = [PREDICTIONS_TMP, "metrics.tmp"].contains(&name.as_str());
+        let finished = ours && [EvalSummary::FILE, "predictions.jsonl"].contains(&name.as_str());
+        if !(entry.file_type().is_ok_and(|t| t.is_file()) && (temporary || finished)) {
+            anyhow::bail!(
+                "{} holds {name}, and is not an evaluation conveyor wrote (a metrics.json of `conveyor eval` beside its predictions.jsonl); eval replaces only its own files: choose an empty or new --out",
+                out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The task the data was prepared for, checked against --task.
