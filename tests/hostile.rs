@@ -411,6 +411,17 @@ fn damaged_checkpoints_are_named() {
     fails(&bare_args, &[s(&config), "implies"]);
     edit_json(&config, |c| c["d_model"] = 0.into());
     fails(&bare_args, &[s(&config), "not a usable model"]);
+    // Fewer parameters than held, of other shapes: libtorch's message without its C++ trace.
+    std::fs::write(&config, &saved).unwrap();
+    edit_json(&config, |c| c["d_ff"] = 8.into());
+    let err = fails(
+        &bare_args,
+        &[
+            "model.safetensors",
+            "cannot be read as this model's weights",
+        ],
+    );
+    assert!(!err.contains("Exception raised from"), "{err}");
     std::fs::write(&config, saved).unwrap();
     // A truncated file.
     std::fs::write(&weights, &good[..100]).unwrap();

@@ -359,6 +359,13 @@ pub fn load_weights(ckpt: &Path, vs: &mut nn::VarStore) -> Result<(), Checkpoint
         return Err(damaged(&path, "is missing".into()));
     }
     vs.load(&path).map_err(|e| {
+        // libtorch's message, without the C++ stack trace it carries.
+        let e = e.to_string();
+        let e = e
+            .split("Exception raised from")
+            .next()
+            .unwrap_or_default()
+            .trim();
         damaged(
             &path,
             format!("cannot be read as this model's weights ({e})"),

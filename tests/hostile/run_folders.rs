@@ -73,3 +73,18 @@ fn train_rewrites_only_a_run_of_its_own() {
     assert!(std::fs::read(ckpts.join("step-00000004/model.safetensors")).unwrap() == weights);
     sb.assert_outside_unchanged();
 }
+
+#[test]
+fn a_truncated_data_manifest_is_named() {
+    let sb = Sandbox::new("cut-manifest");
+    let tokens = sb.tokens("tokens");
+    let m = tokens.join("manifest.json");
+    let text = std::fs::read(&m).unwrap();
+    std::fs::write(&m, &text[..text.len() / 2]).unwrap();
+    let run = sb.work.join("run");
+    fails(
+        &train_args(s(&tokens), s(&run), "1"),
+        &[s(&m), "not JSON", "rerun the command that wrote"],
+    );
+    sb.assert_outside_unchanged();
+}

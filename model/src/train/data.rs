@@ -27,8 +27,11 @@ pub(crate) fn data_kind(data: &Path) -> Result<DataKind, TrainError> {
     let path = data.join("manifest.json");
     let format = match conveyor_pipeline::manifest::format_of(data) {
         Ok(f) => f,
-        // Text that is not JSON names no format: refused below as neither kind.
-        Err(conveyor_pipeline::Error::Manifest { .. }) => String::new(),
+        // Text that is not JSON (a truncated or damaged manifest) names no format.
+        Err(e @ conveyor_pipeline::Error::Manifest { .. }) => return Err(TrainError::Refused(format!(
+            "{e}: the manifest cannot be read; rerun the command that wrote {} (conveyor ingest, corrupt or task prepare)",
+            data.display()
+        ))),
         Err(e) => return Err(TrainError::Refused(format!(
             "{e}: --data must be a token directory (conveyor ingest) or an example directory (conveyor corrupt)"
         ))),
