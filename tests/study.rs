@@ -77,6 +77,48 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
         weights() == weights_before,
         "the retrained cell's weights differ"
     );
+
+    // The folder is this study's: the same study with another pre-training length is
+    // refused (its cells would pass for done), and so is a user's folder.
+    let smoke = std::fs::read_to_string(root.join("studies/smoke.toml")).unwrap();
+    let changed = tmp_path("study-changed.toml");
+    std::fs::write(
+        &changed,
+        smoke.replace("inputs_length = 64", "inputs_length = 32"),
+    )
+    .unwrap();
+    assert_ne!(std::fs::read_to_string(&changed).unwrap(), smoke);
+    let record = std::fs::read(out.join("study.toml")).unwrap();
+    let study = |file: &std::path::Path, out: &std::path::Path| {
+        crate::common::conveyor_cmd()
+            .current_dir(&root)
+            .arg("study")
+            .arg(file)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let o = study(&changed, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("study.toml") && err.contains("pretrain"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("study.toml")).unwrap(), record);
+    let mine = tmp_path("study-mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("report.md"), "mine").unwrap();
+    let o = study(&root.join("studies/smoke.toml"), &mine);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not a study's folder"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("report.md")).unwrap(),
+        "mine"
+    );
 }
 
 /// Seeds beyond the search seeds run only at the learning rate those chose, from the one

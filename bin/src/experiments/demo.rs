@@ -43,7 +43,7 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
     conveyor_tasks::synth::write_sentiment(&fx.join("sentiment"), 2000, 400, SEED)?;
     study.write(&file)?;
     println!("study file: {}", file.display());
-    super::study::run(&file, Some(out.clone()))?;
+    super::study::run_owned(&file, out.clone())?;
     println!(
         "(sentiment accuracy on the generated dev set is shown in the SST-2 column; tiny models, seconds of training: this checks the flow, not the paper's numbers)"
     );

@@ -5,6 +5,7 @@
 
 mod cell;
 pub mod demo;
+mod folder;
 mod progress;
 mod reference;
 pub mod report;

@@ -20,11 +20,21 @@ use super::report::{write_study_report, Best, Runs};
 use super::study_file::{Study, TaskCell};
 use crate::torch_handoff::run_torch;
 
-/// Runs (or resumes) the study in `file`; its folder is `out` (default studies/out/NAME).
+/// Runs (or resumes) the study in `file`; its folder is `out` (default studies/out/NAME),
+/// which must be new, empty, or this study's ([`super::folder`]).
 pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
+    run_in(file, out, false)
+}
+
+/// [`run`] in a folder the demo vouches for (it holds the demo's own files already).
+pub(super) fn run_owned(file: &Path, out: PathBuf) -> anyhow::Result<i32> {
+    run_in(file, Some(out), true)
+}
+
+fn run_in(file: &Path, out: Option<PathBuf>, owned: bool) -> anyhow::Result<i32> {
     let st = Study::read(file)?;
     let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    super::folder::claim(&st, file, &out, owned)?;
     let mut progress = Progress::new(&st);
     let vocab = vocabulary(&st, &out, &mut progress)?;
     let texts = task_texts(&st, &out, &mut progress)?;
@@ -357,7 +367,8 @@ fn bench(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<Opti
         return Ok(None);
     };
     let dir = out.join("bench");
-    let ran = !dir.join("bench-train.json").exists();
+    // bench-train.json grows point by point; bench-train.md is written once all are in.
+    let ran = !dir.join("bench-train.md").exists();
     if ran {
         let lengths: Vec<String> = b.lengths.iter().map(|l| l.to_string()).collect();
         let cmd = Cmd::new(&["bench", "train"])
