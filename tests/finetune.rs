@@ -139,7 +139,12 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         "{\"mine\": 1}\n"
     );
     assert!(eval_to(&eval).status.success());
-    assert!(!eval.join("predictions.jsonl.tmp").exists());
+    let left: Vec<_> = std::fs::read_dir(&eval)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
     std::fs::write(mine.join("report.md"), "mine").unwrap();
     let o = conveyor(&["report", e, "--out", mine.to_str().unwrap()]);
     assert!(

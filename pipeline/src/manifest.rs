@@ -238,10 +238,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Writes a file through a temporary name and a rename, so readers never see half of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = path.with_extension("tmp");
     let res = (|| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
+        let (tmp, mut f) = create_temporary(path)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -249,9 +248,66 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     res.map_err(|e| Error::io(path, e))
 }
 
+/// A new file beside `path` to write it under until it is whole: hidden, named after it and
+/// this process (`.NAME.PID-N.tmp`) and created only if no file has that name, so that no
+/// file of a user's (`NAME.tmp`, say) is ever written over.
+pub fn create_temporary(path: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut n = 0;
+    loop {
+        let tmp = path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `name` is one of [`create_temporary`]'s names for `of` (a killed writer's).
+pub fn is_temporary_of(name: &str, of: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_prefix(of))
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .is_some_and(|id| {
+            id.split_once('-').is_some_and(|(pid, k)| {
+                [pid, k]
+                    .iter()
+                    .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file of a user's under the old temporary name (`NAME.tmp`) is never written over.
+    #[test]
+    fn atomic_writes_leave_other_files_alone() {
+        let dir = std::env::temp_dir().join(format!("conveyor-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("report.json");
+        std::fs::write(dir.join("report.tmp"), "mine").unwrap();
+        let (taken, _f) = create_temporary(&target).unwrap();
+        write_atomic(&target, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("report.tmp")).unwrap(),
+            "mine"
+        );
+        let name = taken.file_name().unwrap().to_str().unwrap();
+        assert!(is_temporary_of(name, "report.json"), "{name}");
+        assert!(!is_temporary_of("report.tmp", "report.json"));
+        assert!(!is_temporary_of(".report.json.x-1.tmp", "report.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn counts_add_up() {

@@ -39,7 +39,7 @@ impl EvalSummary {
         })
     }
 
-    /// Writes it as `DIR/metrics.json`, whole (through `DIR/metrics.tmp`): a kill never
+    /// Writes it as `DIR/metrics.json`, whole (through a temporary file): a kill never
     /// leaves half a file.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, TaskError> {
         let path = dir.join(Self::FILE);

@@ -57,10 +57,9 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     // The output is checked and created first, so that a bad --out fails before the decoding.
     refuse_foreign_out(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let pred_path = out.join("predictions.jsonl");
-    let pred_tmp = out.join(PREDICTIONS_TMP);
-    let file = std::fs::File::create(&pred_tmp)
-        .with_context(|| format!("creating {}", pred_tmp.display()))?;
+    let pred_path = out.join(PREDICTIONS);
+    let (pred_tmp, file) = conveyor_pipeline::manifest::create_temporary(&pred_path)
+        .with_context(|| format!("creating a temporary file for {}", pred_path.display()))?;
     let predictions = predict(&PredictConfig {
         checkpoint: a.checkpoint.clone(),
         data: a.data.clone(),
@@ -93,8 +92,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Where the predictions are written until the evaluation is done.
-const PREDICTIONS_TMP: &str = "predictions.jsonl.tmp";
+const PREDICTIONS: &str = "predictions.jsonl";
 
 /// An `--out` that holds anything is refused unless it is an evaluation of conveyor's (a
 /// metrics.json of `conveyor eval`, its predictions.jsonl, the temporary files of a killed
@@ -107,8 +105,10 @@ fn refuse_foreign_out(out: &std::path::Path) -> anyhow::Result<()> {
     let ours = EvalSummary::read(&metrics).is_ok();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let temporary = [PREDICTIONS_TMP, "metrics.tmp"].contains(&name.as_str());
-        let finished = ours && [EvalSummary::FILE, "predictions.jsonl"].contains(&name.as_str());
+        let temporary = [PREDICTIONS, EvalSummary::FILE]
+            .iter()
+            .any(|of| conveyor_pipeline::manifest::is_temporary_of(&name, of));
+        let finished = ours && [EvalSummary::FILE, PREDICTIONS].contains(&name.as_str());
         if !(entry.file_type().is_ok_and(|t| t.is_file()) && (temporary || finished)) {
             anyhow::bail!(
                 "{} holds {name}, and is not an evaluation conveyor wrote (a metrics.json of `conveyor eval` beside its predictions.jsonl); eval replaces only its own files: choose an empty or new --out",

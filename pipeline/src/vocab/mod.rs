@@ -205,9 +205,7 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = with_ext(path, "tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::manifest::write_atomic(path, bytes)
 }
 
 /// The training sentences: every non-blank line of every document, in input order.
