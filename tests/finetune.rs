@@ -260,6 +260,25 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         (v["task"].as_str(), v["written"].as_u64()),
         (Some("my_trec"), Some(581))
     );
+    // Named for a built-in task, the file is not silently set aside for it.
+    let o = conveyor(&[
+        "task",
+        "prepare",
+        "ag_news",
+        "--task-file",
+        spec.to_str().unwrap(),
+        "--input",
+        &shared("ag_news/train_subset_581rows_noncontiguous.csv"),
+        "--vocab",
+        &vocab,
+        "--out",
+        tmp_path("spec-other").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("defines the task \"my_trec\", not \"ag_news\""),
+        "{err}"
+    );
 
     // Fine-tuning data of another task is refused.
     let o = crate::common::conveyor_cmd()

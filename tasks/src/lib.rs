@@ -154,15 +154,25 @@ pub fn registry() -> Vec<Box<dyn Task>> {
     builtin::all()
 }
 
-/// The task called `name`: a built-in one, or the one `task_file` defines.
+/// The task called `name`: the one `task_file` defines (which must be called so), or a
+/// built-in one.
 pub fn resolve(name: &str, task_file: Option<&Path>) -> Result<Box<dyn Task>, TaskError> {
-    if let Some(f) = task_file {
-        let t = spec::load(f)?;
-        if t.name() == name {
-            return Ok(t);
-        }
+    let Some(f) = task_file else {
+        return find(name);
+    };
+    let t = spec::load(f)?;
+    if t.name() != name {
+        // Falling back to a built-in task of that name would run another task than the
+        // file the user gave.
+        return Err(TaskError::Io {
+            path: f.to_path_buf(),
+            message: format!(
+                "defines the task {:?}, not {name:?}: name the task the file defines, or drop --task-file",
+                t.name()
+            ),
+        });
     }
-    find(name)
+    Ok(t)
 }
 
 /// The built-in task called `name`.
