@@ -124,6 +124,32 @@ impl CorruptSummary {
     }
 }
 
+/// The sentinels are numbered down from the vocabulary's size: a token manifest whose
+/// `vocab` disagrees with the vocabulary it names by sha256 (an edited size would make
+/// sentinels of real pieces) is refused, naming the field.
+fn check_vocab_info(cfg: &CorruptConfig, source: &Manifest, vocab: &Path) -> Result<(), Error> {
+    let v = crate::tokenize::spm::SpmModel::open(vocab)?;
+    let v = crate::tokenize::Tokenizer::vocab(&v);
+    let m = &source.vocab;
+    let id = |i: Option<u32>| i.map_or("none".to_string(), |i| i.to_string());
+    let fields = [
+        ("size", m.size.to_string(), v.len().to_string()),
+        ("eos_id", id(m.eos_id), id(v.eos_id)),
+        ("unk_id", m.unk_id.to_string(), v.unk_id.to_string()),
+        ("pad_id", id(m.pad_id), id(v.pad_id)),
+    ];
+    match fields.iter().find(|(_, said, is)| said != is) {
+        None => Ok(()),
+        Some((field, said, is)) => Err(Error::Manifest {
+            path: cfg.tokens.join("manifest.json"),
+            message: format!(
+                "vocab.{field} is {said}, but {} (the vocabulary it names by sha256) has {is}: the manifest was edited or damaged; re-ingest",
+                vocab.display()
+            ),
+        }),
+    }
+}
+
 /// The validated job.
 pub struct Plan {
     pub source: Manifest,
@@ -157,6 +183,7 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
                 &sha[..16]
             )));
         }
+        check_vocab_info(cfg, &source, v)?;
     }
     let eos = source.vocab.eos_id.ok_or_else(|| {
         Error::Config(format!(
@@ -167,7 +194,17 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
     let lengths = random_spans_helper(cfg.inputs_length, cfg.noise_density, cfg.mean_span_length)
         .map_err(|e| Error::Config(e.0))?;
     check_lengths(cfg, lengths)?;
-    let vocab_size = source.vocab.size as u32 + cfg.extra_ids;
+    let vocab_size = u32::try_from(source.vocab.size)
+        .ok()
+        .and_then(|n| n.checked_add(cfg.extra_ids))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "a vocabulary of {} pieces and {} extra ids do not fit 32-bit ids (the vocab.size of {} or --extra-ids is wrong)",
+                source.vocab.size,
+                cfg.extra_ids,
+                cfg.tokens.join("manifest.json").display()
+            ))
+        })?;
     let narrow = crate::shard::narrow_ids(vocab_size as usize);
     if cfg.pack && lengths.inputs_length.max(lengths.targets_length) > u16::MAX as usize {
         return Err(Error::Config(format!(
