@@ -80,8 +80,22 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
     Ok(Box::new(spec))
 }
 
+/// The longest text a template may render to (ingest's document limit): a template repeating
+/// a long field would otherwise multiply the input's size in memory; such a row is skipped
+/// with the reason.
+const MAX_RENDERED: usize = conveyor_pipeline::source::MAX_DOCUMENT_BYTES;
+
 /// `{field}` placeholders of a template, resolved against the header (or as indices).
 fn render(template: &str, header: &[String], row: &[String]) -> Result<String, String> {
+    render_at_most(template, header, row, MAX_RENDERED)
+}
+
+fn render_at_most(
+    template: &str,
+    header: &[String],
+    row: &[String],
+    max: usize,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -99,7 +113,14 @@ fn render(template: &str, header: &[String], row: &[String]) -> Result<String, S
         let v = row
             .get(i)
             .ok_or_else(|| format!("no field {key:?} in this row"))?;
-        out.push_str(&clean(v));
+        let v = clean(v);
+        if out.len() + v.len() > max {
+            return Err(format!(
+                "the template renders this row to over {max} bytes (field {key:?} holds {}); skipped",
+                v.len()
+            ));
+        }
+        out.push_str(&v);
         rest = &rest[close + 1..];
     }
     out.push_str(rest);
@@ -209,5 +230,9 @@ mod tests {
         let r = vec!["x  y".to_string(), "z".to_string()];
         assert_eq!(render("p: {a} / {1}", &h, &r).unwrap(), "p: x y / z");
         assert!(render("{nope}", &h, &r).is_err());
+        // A template repeating a field stops at the limit instead of growing without one.
+        let e = render_at_most("{a}{a}{a}", &h, &r, 8).unwrap_err();
+        assert!(e.contains("over 8 bytes") && e.contains("\"a\""), "{e}");
+        assert_eq!(render_at_most("{a}{a}", &h, &r, 8).unwrap(), "x yx y");
     }
 }
