@@ -139,7 +139,12 @@ fn cell_line(name: &str, acc: &[f64], ms: &[f64]) -> String {
 pub fn section(json: &Path, best: &[Best]) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
-    let r: serde_json::Value = serde_json::from_str(&text)?;
+    let r: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a reference result (move it away to run the reference again)",
+            json.display()
+        )
+    })?;
     let task = json.file_stem().unwrap_or_default().to_string_lossy();
     let runs = cell(best, &task);
     let conv: Vec<f64> = runs.iter().map(|b| 100.0 * b.accuracy).collect();
@@ -152,7 +157,14 @@ pub fn section(json: &Path, best: &[Best]) -> anyhow::Result<String> {
     let mut ref_ms = Vec::new();
     for b in &runs {
         let run = &r["runs"][b.seed.to_string()];
-        refs.push(100.0 * run["accuracy"].as_f64().context("reference accuracy")?);
+        let accuracy = run["accuracy"].as_f64().with_context(|| {
+            format!(
+                "{}: no accuracy for seed {} (move it away to run the reference again)",
+                json.display(),
+                b.seed
+            )
+        })?;
+        refs.push(100.0 * accuracy);
         ref_ms.push(1000.0 * run["median_step_s"].as_f64().unwrap_or(f64::NAN));
     }
     let diff = mean_sd(&conv).0 - mean_sd(&refs).0;
