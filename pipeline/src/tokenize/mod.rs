@@ -84,12 +84,59 @@ impl TokenizerKind {
     }
 }
 
+/// The largest model file read (real ones are a few MB; a 256k-piece model is ~5 MB).
+const MAX_MODEL_BYTES: u64 = 1 << 30;
+
+/// A vocabulary path may come from a manifest (its `vocab.path`, checked by sha256 after
+/// reading): only a regular file of a model's size is read, so that a named FIFO or device
+/// cannot hang or exhaust the reader.
+pub(crate) fn check_model_file(path: &Path) -> Result<(), Error> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let reason = if !meta.is_file() {
+        "is not a regular file".to_string()
+    } else if meta.len() > MAX_MODEL_BYTES {
+        format!("is {} bytes, more than any SentencePiece model", meta.len())
+    } else {
+        return Ok(());
+    };
+    Err(Error::Vocab {
+        path: path.to_path_buf(),
+        reason: format!("{reason}; pass the .model file with --vocab"),
+    })
+}
+
 /// Loads a SentencePiece model file with the chosen implementation.
 pub fn load(path: &Path, kind: TokenizerKind) -> Result<Box<dyn Tokenizer>, Error> {
+    check_model_file(path)?;
     Ok(match kind {
         TokenizerKind::Native => Box::new(crate::tokenize::spm::SpmModel::open(path)?),
         TokenizerKind::Reference => {
             Box::new(crate::tokenize::spm::reference::Reference::open(path)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vocabulary path naming a FIFO (which a read would wait on forever) or a folder is
+    /// refused before it is opened.
+    #[test]
+    fn only_regular_files_are_read_as_models() {
+        let dir = std::env::temp_dir().join(format!("conveyor-vocab-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("spiece.model");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for p in [&fifo, &dir] {
+            let e = load(p, TokenizerKind::Native)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
