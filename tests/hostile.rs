@@ -6,6 +6,7 @@
 use crate::common;
 mod run_folders;
 mod sandbox;
+mod split_jobs;
 mod vocab_info;
 
 use std::path::Path;

@@ -207,8 +207,7 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
         ..base.clone()
     };
     manifest.write(out)?;
-    let dir = out.join(PARTS_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::job::workers::remove_parts(out)?;
     Ok((total, totals))
 }
 

@@ -99,8 +99,7 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     let mut base = parts[0].manifest.clone();
     base.job = parts[0].job.clone();
     let m = finish_manifest(base, done, text_in, out)?;
-    let dir = out.join(PARTS_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::job::workers::remove_parts(out)?;
     Ok((n, m.totals.pages_out))
 }
 

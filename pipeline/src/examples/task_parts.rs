@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::{ExampleShardRecord, ExamplesManifest, TaskCounts};
 use crate::error::Error;
-use crate::job::workers::{part_dir, part_file, Worker, PARTS_DIR};
+use crate::job::workers::{part_dir, part_file, Worker};
 use crate::shard::shard_name;
 
 /// The format of a task-prepare worker's `part.json`.
@@ -145,7 +145,6 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
         .expect("a task part's manifest has task counts");
     let m = task_manifest(base, shards, &counts, task.name, task.inputs);
     m.write(out)?;
-    let dir = out.join(PARTS_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::job::workers::remove_parts(out)?;
     Ok((n, m.examples))
 }

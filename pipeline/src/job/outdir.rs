@@ -63,6 +63,7 @@ pub fn prepare(
                 "holds an unfinished different job ({other}, this one is {job}); rerun that job's command to finish it, or pass --overwrite"
             )));
         }
+        remove_manifest_temporaries(out)?;
         return Ok(OutState::Start);
     }
     let foreign = std::fs::read_dir(out)
@@ -78,11 +79,38 @@ pub fn prepare(
     Ok(OutState::Start)
 }
 
+/// A resumed job removes the temporary manifests a killed run of it left (by their names,
+/// [`crate::manifest::is_temporary_of`]).
+fn remove_manifest_temporaries(out: &Path) -> Result<(), Error> {
+    for e in std::fs::read_dir(out)
+        .map_err(|e| Error::io(out, e))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if crate::manifest::is_temporary_of(&name, MANIFEST)
+            && e.file_type().is_ok_and(|t| t.is_file())
+        {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
 /// Renames a finished file to its final place unless an earlier, interrupted run already
 /// did (so finalizing and merging can be repeated after a kill); if it is in neither place,
-/// fails with `missing` (what to do) naming `from`.
+/// fails with `missing` (what to do) naming `from`; if it is in both, the file in its place
+/// is someone else's and is left, named.
 pub fn rename_once(from: &Path, to: &Path, missing: &str) -> Result<(), Error> {
-    if from.exists() {
+    if from.exists() && to.symlink_metadata().is_ok() {
+        // An interrupted run leaves a file in one place, never both: this one is not its.
+        Err(Error::OutputDir {
+            path: to.to_path_buf(),
+            message: format!(
+                "is in the way of {}, and is not this job's; move it away and rerun",
+                from.display()
+            ),
+        })
+    } else if from.exists() {
         std::fs::rename(from, to).map_err(|e| Error::io(from, e))
     } else if to.exists() {
         Ok(())
@@ -120,10 +148,34 @@ const MANIFEST: &str = "manifest.json";
 /// shards (`…-of-NNNNN.parquet`) and cleaned files (`c4-clean.IIIII-of-NNNNN.json.gz`).
 /// What `--overwrite` may remove, locally and at a URL.
 pub fn is_output_file(name: &str) -> bool {
-    let numbered = name.contains("-of-");
-    name == MANIFEST
-        || (numbered && name.ends_with(".parquet"))
-        || (numbered && name.starts_with("c4-clean.") && name.ends_with(".json.gz"))
+    let numbered = |s: &str| {
+        let digits = |d: &str| d.len() >= 5 && d.bytes().all(|b| b.is_ascii_digit());
+        s.split_once("-of-")
+            .is_some_and(|(i, n)| digits(i) && digits(n))
+    };
+    // SPLIT-IIIII-of-NNNNN.parquet, SPLIT a valid split name.
+    let shard = name
+        .strip_suffix(".parquet")
+        .and_then(|stem| {
+            let (head, _) = stem.rsplit_once("-of-")?;
+            let (split, _) = head.rsplit_once('-')?;
+            Some((split, &stem[split.len() + 1..]))
+        })
+        .is_some_and(|(split, rest)| {
+            numbered(rest) && crate::contain::check_split(split, "a shard").is_ok()
+        });
+    let cleaned = name
+        .strip_prefix("c4-clean.")
+        .and_then(|n| n.strip_suffix(".json.gz"))
+        .is_some_and(numbered);
+    name == MANIFEST || shard || cleaned
+}
+
+/// A temporary file an unfinished job of conveyor's may leave at the top of its output: an
+/// output file's (`NAME.tmp`) or the manifest's (`manifest::create_temporary`'s name).
+fn is_output_temporary(name: &str) -> bool {
+    name.strip_suffix(".tmp").is_some_and(is_output_file)
+        || crate::manifest::is_temporary_of(name, MANIFEST)
 }
 const JOB_FILE: &str = "job.json";
 
@@ -207,7 +259,7 @@ fn overwrite_plan(out: &Path, kind: super::JobKind) -> Result<Vec<std::path::Pat
         } else if name == super::PARTS_DIR {
             is_parts_folder(&path)
         } else {
-            unfinished && file && (is_output_file(&name) || name.ends_with(".tmp"))
+            unfinished && file && (is_output_file(&name) || is_output_temporary(&name))
         };
         if !ours {
             return Err(Error::OutputDir {
@@ -258,6 +310,49 @@ fn listed_files(manifest: &Path, writes: &str) -> Result<Vec<String>, Error> {
         .collect()
 }
 
+/// The first entry of a split job's `out` that none of its workers or its merge wrote: a
+/// split job's folder holds lock files, work folders (`.conveyor-*`), `parts/`
+/// (worker folders and drop lists, by name; a running worker's has no part.json yet) and,
+/// after an interrupted merge, output files under their final names.
+pub fn split_stranger(out: &Path) -> Result<Option<String>, Error> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(None);
+    };
+    for e in entries {
+        let e = e.map_err(|e| Error::io(out, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        let ours = crate::job::lock::is_lock_file(&name)
+            // Another worker's work folder (it may not have written its job.json yet).
+            || (is_dir && name.starts_with(".conveyor-"))
+            || (is_dir && name == super::PARTS_DIR && parts_by_name(&path))
+            || (!is_dir && (is_output_file(&name) || is_output_temporary(&name)));
+        if !ours {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether every entry of a `parts/` folder has a name a split job gives its parts.
+fn parts_by_name(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        match name
+            .strip_prefix("dedup-")
+            .and_then(|n| n.strip_suffix(".bin"))
+        {
+            Some(tag) => !is_dir && is_worker_tag(tag),
+            None => is_dir && is_worker_tag(&name),
+        }
+    })
+}
+
 /// A `parts/` folder of a split job: finished worker parts (`worker-IIIII-of-NNNNN/` holding
 /// their `part.json`) and dedup drop lists (`dedup-worker-IIIII-of-NNNNN.bin`) only.
 fn is_parts_folder(dir: &Path) -> bool {
@@ -302,5 +397,37 @@ pub fn check_not_input(out: &Path, inputs: &[std::path::PathBuf]) -> Result<(), 
             ),
         }),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the names conveyor gives its outputs count as its outputs.
+    #[test]
+    fn output_names_are_matched_exactly() {
+        for ours in [
+            "manifest.json",
+            "train-00003-of-00020.parquet",
+            "my.split-2-00000-of-00001.parquet",
+            "c4-clean.00001-of-00002.json.gz",
+        ] {
+            assert!(is_output_file(ours), "{ours}");
+        }
+        for theirs in [
+            "state-of-the-art.parquet",
+            "-00000-of-00001.parquet",
+            "train-3-of-20.parquet",
+            "train-00003-of-00020.parquet.bak",
+            "c4-clean.x-of-y.json.gz",
+            "notes-of-00001.parquet",
+        ] {
+            assert!(!is_output_file(theirs), "{theirs}");
+        }
+        assert!(is_output_temporary("train-00000-of-00001.parquet.tmp"));
+        assert!(is_output_temporary(".manifest.json.77-0.tmp"));
+        assert!(!is_output_temporary("notes.tmp"));
+        assert!(!is_output_temporary("manifest.tmp"));
     }
 }

@@ -168,6 +168,29 @@ pub fn claimed_count(
     Ok(n)
 }
 
+/// After a merge: removes the parts it merged (worker folders holding their `part.json`,
+/// and dedup drop lists), then `parts/` itself when nothing else is left in it; anything
+/// else there stays.
+pub fn remove_parts(out: &std::path::Path) -> Result<(), Error> {
+    let dir = out.join(PARTS_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        let drop_list = name.starts_with("dedup-worker-") && name.ends_with(".bin");
+        if e.file_type().is_ok_and(|t| t.is_dir()) && path.join("part.json").is_file() {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        } else if drop_list && e.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    // Fails when something else is left, which stays with the folder.
+    let _ = std::fs::remove_dir(&dir);
+    Ok(())
+}
+
 /// Every `parts/*/part.json` in `out` with its header, in folder-name order.
 pub fn read_part_files(
     out: &std::path::Path,
@@ -240,6 +263,11 @@ pub fn prepare_out(
         }
         return Err(refuse(format!(
             "holds the merged output of a different job ({found}, this one is {job}); choose another --out"
+        )));
+    }
+    if let Some(name) = crate::job::outdir::split_stranger(out)? {
+        return Err(refuse(format!(
+            "holds {name}, which is not a part of a split conveyor job; the workers and the merge write only into a new or empty --out or one holding their own parts. Move {name} away or choose another --out"
         )));
     }
     let mut done = false;

@@ -10,7 +10,7 @@ use crate::contain;
 use crate::error::Error;
 use crate::examples::{ExampleShardRecord, ExamplesManifest};
 use crate::job::outdir;
-use crate::job::workers::{part_dir, part_file, Worker, PARTS_DIR};
+use crate::job::workers::{part_dir, part_file, Worker};
 use crate::manifest::write_atomic;
 use crate::shard::shard_name;
 
@@ -155,7 +155,6 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
         ..base.clone()
     };
     m.write(out)?;
-    let dir = out.join(PARTS_DIR);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::job::workers::remove_parts(out)?;
     Ok((total, m.tokens))
 }
