@@ -4,6 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The most layers a stack may have.
+const MAX_LAYERS: usize = 4096;
+/// The most parameters a model may have (2^40, ~1.1 trillion).
+const MAX_PARAMETERS: usize = 1 << 40;
+
 /// Which mixing sublayer the encoder and decoder use in place of self-attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,7 +292,7 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// Refuses shapes that cannot work.
+    /// Refuses shapes that cannot work (or that no machine could hold).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Shape(m));
         if self.vocab_size == 0 || self.d_model == 0 || self.d_ff == 0 || self.num_heads == 0 {
@@ -306,6 +311,17 @@ impl ModelConfig {
         }
         if self.encoder_layers == 0 || self.decoder_layers == 0 {
             return bad("encoder_layers and decoder_layers must be positive".into());
+        }
+        // Bounds far past any real model, so that an edited file cannot ask for a trillion
+        // layers (a hang or an abort) instead of being refused.
+        if self.encoder_layers.max(self.decoder_layers) > MAX_LAYERS {
+            return bad(format!("more than {MAX_LAYERS} layers"));
+        }
+        if self.parameter_count() > MAX_PARAMETERS {
+            return bad(format!(
+                "{} parameters, over {MAX_PARAMETERS}: check the sizes",
+                self.parameter_count()
+            ));
         }
         if matches!(self.arch, Arch::Lightconv | Arch::Dynamicconv) {
             if self.conv_heads == 0 || !self.d_model.is_multiple_of(self.conv_heads) {
@@ -429,6 +445,24 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sizes no machine could hold are refused by validation (an edited config asked for
+    /// 10^11 layers: `model summary` hung, `train` aborted on an allocation).
+    #[test]
+    fn absurd_sizes_are_refused() {
+        let c = ModelConfig::preset(Arch::Transformer, "base", 32_128).unwrap();
+        let mut deep = c.clone();
+        deep.encoder_layers = 100_000_000_000;
+        assert!(deep.validate().unwrap_err().to_string().contains("layers"));
+        let mut wide = c.clone();
+        wide.d_ff = 1_000_000_000_000;
+        assert!(wide
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("parameters"));
+        c.validate().unwrap();
+    }
 
     /// Configs written before `attention` existed read as explicit, and an explicit config
     /// writes no such field (checkpoints stay byte-identical); `sdpa` round-trips.

@@ -19,6 +19,9 @@ fn helper_lengths(tokens: usize, density: f64, mean: f64) -> (usize, usize) {
     (nonnoise + spans + 1, noise + spans + 1)
 }
 
+/// The longest inputs span corruption is asked for (2^24 tokens).
+pub const MAX_INPUTS_LENGTH: usize = 1 << 24;
+
 /// T5's `random_spans_helper(inputs_length, noise_density, mean_noise_span_length)`: the
 /// largest raw length whose inputs fit `inputs_length`, and the targets length it implies.
 pub fn random_spans_helper(
@@ -39,6 +42,12 @@ pub fn random_spans_helper(
     if inputs_length < 2 {
         return Err(LengthError(format!(
             "inputs length {inputs_length} cannot hold a token and EOS"
+        )));
+    }
+    // T5's search below walks one token at a time: past this it would run for hours.
+    if inputs_length > MAX_INPUTS_LENGTH {
+        return Err(LengthError(format!(
+            "inputs length {inputs_length} is over {MAX_INPUTS_LENGTH} tokens, longer than any sequence model trains on"
         )));
     }
     let mut tokens = inputs_length - 1;
@@ -71,6 +80,14 @@ pub fn mask_counts(length: usize, density: f32, mean: f32) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An absurd length is refused at once instead of walked to (hours at 10^15).
+    #[test]
+    fn absurd_lengths_are_refused_at_once() {
+        let e = random_spans_helper(1 << 50, 0.15, 3.0).unwrap_err();
+        assert!(e.0.contains("longer than any"), "{}", e.0);
+        assert!(random_spans_helper(MAX_INPUTS_LENGTH, 0.15, 3.0).is_ok());
+    }
 
     fn l(i: usize, d: f64, m: f64) -> (usize, usize, usize) {
         let x = random_spans_helper(i, d, m).unwrap();

@@ -139,10 +139,11 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
         shards.push(s);
         counts.push(c);
     }
-    let task = base
-        .task
-        .clone()
-        .expect("a task part's manifest has task counts");
+    let task = base.task.clone().ok_or_else(|| Error::OutputDir {
+        path: part_file(out, parts[0].worker),
+        message: "has no task in its manifest: not a task part; rerun that worker with --overwrite"
+            .into(),
+    })?;
     let m = task_manifest(base, shards, &counts, task.name, task.inputs);
     m.write(out)?;
     crate::job::workers::remove_parts(out)?;
