@@ -407,10 +407,12 @@ fn damaged_checkpoints_are_named() {
     // named before anything is allocated (it was a libtorch allocation panic).
     let config = bare.join("model_config.json");
     let saved = std::fs::read(&config).unwrap();
-    edit_json(&config, |c| c["d_ff"] = 1_000_000_000_000u64.into());
+    edit_json(&config, |c| c["d_ff"] = 100_000.into());
     fails(&bare_args, &[s(&config), "implies", "values"]);
+    edit_json(&config, |c| c["d_ff"] = 1_000_000_000_000u64.into());
+    fails(&bare_args, &[s(&config), "parameters, over"]);
     edit_json(&config, |c| c["encoder_layers"] = u64::MAX.into());
-    fails(&bare_args, &[s(&config), "implies"]);
+    fails(&bare_args, &[s(&config), "layers"]);
     edit_json(&config, |c| c["d_model"] = 0.into());
     fails(&bare_args, &[s(&config), "not a usable model"]);
     // Fewer parameters than held, of other shapes: libtorch's message without its C++ trace.

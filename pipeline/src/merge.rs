@@ -151,6 +151,7 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
         }
     }
     shards.sort_by_key(|(input, first, _, _)| (*input, *first));
+    crate::job::workers::check_distinct(shards.iter().map(|(_, _, from, _)| from))?;
     let total = shards.len();
     let name = |k: usize| shard_name(&base.settings.split, k, total);
     // Every shard is in its part or, after an interrupted merge, already at its final name.

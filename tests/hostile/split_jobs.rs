@@ -44,6 +44,22 @@ fn workers_and_merges_leave_strangers_alone() {
     for w in ["0", "1"] {
         ok(&refs(&worker(&out, w)));
     }
+    // A part listing one of its shards twice: named before anything moves.
+    let part = out.join("parts/worker-00000-of-00002/part.json");
+    let good = std::fs::read(&part).unwrap();
+    edit_json(&part, |p| {
+        let shards = p["manifest"]["shards"].as_array_mut().unwrap();
+        let mut twin = shards[0].clone();
+        twin["first_record"] = 999_999.into();
+        shards.push(twin);
+    });
+    let before = snapshot(&out);
+    fails(
+        &["manifest", "merge", s(&out)],
+        &["listed twice", "rerun its worker"],
+    );
+    assert_eq!(snapshot(&out), before, "a refused merge moved shards");
+    std::fs::write(&part, good).unwrap();
     std::fs::create_dir_all(out.join("parts/notes")).unwrap();
     std::fs::write(out.join("parts/notes/keep.txt"), "mine").unwrap();
     let first = out.join("train-00000-of-00002.parquet");

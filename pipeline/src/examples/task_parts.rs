@@ -120,10 +120,27 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
     }
     let base = &parts[0].manifest;
     let split = base.settings.split.clone();
-    // Every shard is checked before the first one moves.
-    for (w, s, _) in slots.iter().flatten() {
-        let from = crate::contain::join(&part_dir(out, *w), &s.file, &part_file(out, *w))?;
-        crate::job::outdir::check_part_shard(&from, (&s.sha256, s.bytes))?;
+    let task = base.task.clone().ok_or_else(|| Error::OutputDir {
+        path: part_file(out, parts[0].worker),
+        message: "has no task in its manifest: not a task part; rerun that worker with --overwrite"
+            .into(),
+    })?;
+    // Every shard is checked before the first one moves: listed once, in its part (or,
+    // after an interrupted merge, in its place), intact.
+    let froms = slots
+        .iter()
+        .flatten()
+        .map(|(w, s, _)| crate::contain::join(&part_dir(out, *w), &s.file, &part_file(out, *w)))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::job::workers::check_distinct(&froms)?;
+    for (i, (from, (_, s, _))) in froms.iter().zip(slots.iter().flatten()).enumerate() {
+        if !from.exists() && !out.join(shard_name(&split, i, n)).exists() {
+            return Err(Error::OutputDir {
+                path: from.clone(),
+                message: "is listed by its part but missing; rerun that worker with --overwrite and merge again".into(),
+            });
+        }
+        crate::job::outdir::check_part_shard(from, (&s.sha256, s.bytes))?;
     }
     let (mut shards, mut counts) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {
@@ -139,11 +156,6 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
         shards.push(s);
         counts.push(c);
     }
-    let task = base.task.clone().ok_or_else(|| Error::OutputDir {
-        path: part_file(out, parts[0].worker),
-        message: "has no task in its manifest: not a task part; rerun that worker with --overwrite"
-            .into(),
-    })?;
     let m = task_manifest(base, shards, &counts, task.name, task.inputs);
     m.write(out)?;
     crate::job::workers::remove_parts(out)?;

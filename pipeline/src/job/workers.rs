@@ -168,6 +168,23 @@ pub fn claimed_count(
     Ok(n)
 }
 
+/// A merge's check, before anything moves, that no two slots name the same worker file (a
+/// duplicated entry in an edited part.json would otherwise fail half-way through the moves).
+pub fn check_distinct<'a>(
+    files: impl IntoIterator<Item = &'a std::path::PathBuf>,
+) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for f in files {
+        if !seen.insert(f) {
+            return Err(Error::OutputDir {
+                path: f.clone(),
+                message: "is listed twice by the workers' parts: a part.json is damaged; rerun its worker with --overwrite and merge again".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// After a merge: removes the parts it merged (worker folders holding their `part.json`,
 /// and dedup drop lists), then `parts/` itself when nothing else is left in it; anything
 /// else there stays.

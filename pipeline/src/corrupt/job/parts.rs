@@ -124,6 +124,12 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     }
     let base = &parts[0].manifest;
     let name = |k: usize| shard_name(&base.settings.split, k, total);
+    let froms = slots
+        .iter()
+        .flatten()
+        .map(|(w, r)| contain::join(&part_dir(out, *w), &r.file, &part_file(out, *w)))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::job::workers::check_distinct(&froms)?;
     for (k, slot) in slots.iter().enumerate() {
         let (w, r) = slot.as_ref().expect("checked above");
         let from = contain::join(&part_dir(out, *w), &r.file, &part_file(out, *w))?;
