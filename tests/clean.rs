@@ -333,6 +333,19 @@ fn a_dedup_sharded_by_line_hash_gives_the_one_pass_result() {
         "3",
     ]);
     assert!(s.contains("repeated lines to drop"), "{s}");
+    // A drop list cut short is named, not applied in part.
+    let list = many.join("parts/dedup-worker-00001-of-00003.bin");
+    let whole = std::fs::read(&list).unwrap();
+    std::fs::write(&list, &whole[..whole.len() - 16]).unwrap();
+    let o = conveyor(&["manifest", "merge", m]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("dedup-worker-00001-of-00003.bin")
+            && err.contains("damaged"),
+        "{err}"
+    );
+    std::fs::write(&list, whole).unwrap();
     ok(&["manifest", "merge", m]);
     assert!(
         files_in(&many) == files_in(&one),

@@ -263,7 +263,19 @@ fn read_drop_lists(
         }
         let shard: Worker =
             serde_json::from_value(header["shard"].clone()).map_err(|_| bad("unreadable shard"))?;
-        found.push((shard, bytes[nl + 1..].to_vec()));
+        // The header counts the records: a truncated or padded list would drop the wrong
+        // lines, silently.
+        let records = &bytes[nl + 1..];
+        if header["drops"].as_u64() != Some(records.len() as u64 / 16) || records.len() % 16 != 0 {
+            return Err(bad(&format!(
+                "holds {} bytes of records, not the {} records of 16 bytes its header counts: it is damaged; run `conveyor manifest merge OUT --dedup-shard {} --dedup-shards {}` again",
+                records.len(),
+                header["drops"],
+                shard.index,
+                shard.count
+            )));
+        }
+        found.push((shard, records.to_vec()));
     }
     if found.is_empty() {
         return Ok(None);
