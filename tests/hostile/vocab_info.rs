@@ -35,7 +35,25 @@ fn an_edited_vocabulary_size_is_named_not_used() {
         );
         assert!(!out.exists());
     }
-    // Extra ids past 32 bits: refused, not wrapped around.
+    // Without --vocab the size is checked against every token id: a size cut to 1,000 is
+    // named with the shard and row (real ids above it would have become sentinels).
+    let tokens = sb.tokens("tokens-small");
+    edit_json(&tokens.join("manifest.json"), |m| {
+        m["vocab"]["size"] = 1000.into()
+    });
+    let mut a = args(&tokens, &[]);
+    a.truncate(a.len() - 2);
+    fails(
+        &refs(&a),
+        &[
+            ".parquet",
+            "not below the vocabulary size 1000",
+            "re-ingest",
+        ],
+    );
+    assert!(!out.join("manifest.json").exists());
+    std::fs::remove_dir_all(&out).unwrap(); // the failed job's unfinished work
+                                            // Extra ids past 32 bits: refused, not wrapped around.
     let tokens = sb.tokens("tokens");
     let a = args(&tokens, &["--extra-ids", "4294967295"]);
     fails(&refs(&a), &["extra ids", "32-bit"]);

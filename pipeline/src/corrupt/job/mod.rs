@@ -432,15 +432,28 @@ fn run_shard(
     let mut seen = 0u64;
     let mut reported = 0u64;
     let mut tokens = 0u64;
+    // Every id below the vocabulary's size: a larger one would collide with a sentinel or
+    // run past the model's embedding. The first is reported with its row.
+    let limit = plan.source.vocab.size as u64;
+    let mut beyond: Option<(u64, u64)> = None;
     let n = docs.for_each(|ids| {
-        match ids {
-            Ids::U16(d) => {
-                tokens += d.len() as u64;
-                pieces.push(d, &mut emit)
-            }
-            Ids::U32(d) => {
-                tokens += d.len() as u64;
-                pieces.push(d, &mut emit)
+        let over = match &ids {
+            Ids::U16(d) => d.iter().map(|&i| u64::from(i)).find(|&i| i >= limit),
+            Ids::U32(d) => d.iter().map(|&i| u64::from(i)).find(|&i| i >= limit),
+        };
+        if let (Some(id), None) = (over, beyond) {
+            beyond = Some((seen, id));
+        }
+        if beyond.is_none() {
+            match ids {
+                Ids::U16(d) => {
+                    tokens += d.len() as u64;
+                    pieces.push(d, &mut emit)
+                }
+                Ids::U32(d) => {
+                    tokens += d.len() as u64;
+                    pieces.push(d, &mut emit)
+                }
             }
         }
         seen += 1;
@@ -450,6 +463,14 @@ fn run_shard(
             reported = bytes;
         }
     })?;
+    if let Some((row, id)) = beyond {
+        return Err(Error::Verify {
+            path: src_path,
+            message: format!(
+                "row {row} holds token id {id}, not below the vocabulary size {limit} its manifest gives: the shard was made with another vocabulary, or it or the manifest is damaged; re-ingest"
+            ),
+        });
+    }
     pieces.finish(&mut emit);
     if s.pack {
         let mut res = Ok(());
