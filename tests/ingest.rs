@@ -91,6 +91,30 @@ fn c4_sample_is_tokenized_identically_by_native_and_reference_and_any_thread_cou
     assert_eq!(code, 0);
     assert_eq!(v["already_complete"], true);
     assert_eq!(files(&d.join("t1")), t1);
+    // A finished output missing a shard, or holding a cut one, is not "complete".
+    let t3 = d.join("t3");
+    std::fs::create_dir_all(&t3).unwrap();
+    for (name, bytes) in &t1 {
+        std::fs::write(t3.join(name), bytes).unwrap();
+    }
+    let again = |dir: &std::path::Path| {
+        ingest_json(&[&c4], dir, &["--threads", "1", "--shard-tokens", "50000"])
+    };
+    assert_eq!(again(&t3).0, 0);
+    let shard = t3.join("train-00000-of-00007.parquet");
+    let whole = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &whole[..100]).unwrap();
+    let (code, _, err) = again(&t3);
+    assert!(
+        code != 0 && err.contains("train-00000-of-00007.parquet") && err.contains("damaged"),
+        "{err}"
+    );
+    std::fs::remove_file(&shard).unwrap();
+    let (code, _, err) = again(&t3);
+    assert!(
+        code != 0 && err.contains("is missing") && err.contains("--overwrite"),
+        "{err}"
+    );
     let out = ok(&[
         "inspect",
         d.join("t1").to_str().unwrap(),

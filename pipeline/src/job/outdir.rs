@@ -47,6 +47,7 @@ pub fn prepare(
     if out.join(MANIFEST).exists() {
         let found = finished_job(out)?;
         if found == job {
+            check_complete(out, kind)?;
             // A kill between writing the manifest and removing the work folder.
             if work_path.exists() {
                 std::fs::remove_dir_all(&work_path).map_err(|e| Error::io(&work_path, e))?;
@@ -77,6 +78,44 @@ pub fn prepare(
         )));
     }
     Ok(OutState::Start)
+}
+
+/// A finished output is "already complete" only when every file its manifest lists is there
+/// at the size it lists: a missing or truncated one is named, with what to do.
+fn check_complete(out: &Path, kind: super::JobKind) -> Result<(), Error> {
+    let manifest = out.join(MANIFEST);
+    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let entries = v["shards"].as_array().or(v["files"].as_array());
+    for (i, name) in listed_files(&manifest, kind.format)?
+        .into_iter()
+        .enumerate()
+    {
+        let path = crate::contain::join(out, &name, &manifest)?;
+        let listed = entries
+            .and_then(|e| e.get(i))
+            .and_then(|e| e["bytes"].as_u64());
+        let damaged = |what: String| {
+            Error::Verify {
+            path: path.clone(),
+            message: format!(
+                "{what}: this finished output is damaged; rerun the command with --overwrite to make it again"
+            ),
+        }
+        };
+        match std::fs::metadata(&path) {
+            Err(_) => return Err(damaged("is missing".into())),
+            Ok(m) if listed.is_some_and(|b| b != m.len()) => {
+                return Err(damaged(format!(
+                    "is {} bytes, its manifest lists {}",
+                    m.len(),
+                    listed.unwrap_or_default()
+                )))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A resumed job removes the temporary manifests a killed run of it left (by their names,
