@@ -123,12 +123,44 @@ fn stale(holder: &str) -> bool {
     let proc = Path::new("/proc");
     h == host()
         && proc.join("self").exists()
-        && (!proc.join(pid).exists() || pid == std::process::id().to_string())
+        && (!proc.join(pid).exists()
+            || pid == std::process::id().to_string()
+            || zombie(&proc.join(pid).join("stat")))
+}
+
+/// Whether `/proc/PID/stat` says the process has exited and waits to be reaped (state Z,
+/// the field after the parenthesised command name): a killed job is one until its parent
+/// collects it, which may take seconds.
+fn zombie(stat: &Path) -> bool {
+    std::fs::read_to_string(stat).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.split_whitespace().next() == Some("Z"))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child killed and not yet reaped is a zombie: its lock is stale.
+    #[test]
+    fn an_unreaped_killed_holder_is_dead() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let stat = Path::new("/proc").join(child.id().to_string()).join("stat");
+        assert!(!zombie(&stat));
+        child.kill().unwrap();
+        // Not waited for yet: it stays a zombie until `wait`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !zombie(&stat) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(zombie(&stat));
+        assert!(stale(&format!("{} {}", host(), child.id())));
+        child.wait().unwrap();
+    }
 
     #[test]
     fn jobs_exclude_each_other_and_dead_holders_are_replaced() {
