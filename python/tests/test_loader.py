@@ -138,13 +138,26 @@ def test_resume_across_the_epoch_boundary_and_from_a_later_epoch(examples):
 def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples):
     with pytest.raises(conveyor.ConveyorError, match="written with inputs_length 128, not 512"):
         conveyor.Loader(examples, 8, inputs_length=512)
-    with pytest.raises(conveyor.ConveyorError, match="not below the model's vocabulary size 1000"):
+    with pytest.raises(conveyor.ConveyorError, match="not below the vocabulary size 1000"):
         next(conveyor.Loader(examples, 8, vocab_size=1000))
     for bad in [{"epoch": "x", "position": 0, "fingerprint": "0"},
                 {"epoch": 0, "position": -1, "fingerprint": "0"},
                 {"epoch": 0, "position": 0, "fingerprint": "zz"}]:
         with pytest.raises(conveyor.ConveyorError, match="not a conveyor loader state"):
             conveyor.Loader(examples, 8, state=bad)
+
+
+def test_ids_are_checked_against_the_datas_own_vocabulary(examples, tmp_path):
+    # Without vocab_size, a manifest whose size lies below the ids is caught all the same.
+    import json
+    import shutil
+    edited = tmp_path / "edited"
+    shutil.copytree(examples, edited)
+    m = json.loads((edited / "manifest.json").read_text())
+    m["settings"]["vocab_size"] = 1000
+    (edited / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(conveyor.ConveyorError, match="not below the vocabulary size 1000"):
+        next(conveyor.Loader(edited, 8))
 
 
 def test_a_dataloader_worker_process_is_refused(examples):

@@ -219,16 +219,21 @@ impl Drop for Loader {
     }
 }
 
-fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
+fn plan(mut cfg: LoaderConfig) -> Result<Plan, Error> {
     if cfg.batch_size == 0 || cfg.world_size == 0 || cfg.rank >= cfg.world_size {
         return Err(Error::Config(format!(
             "batch size must be positive and rank ({}) below world size ({})",
             cfg.rank, cfg.world_size
         )));
     }
+    // Ids are checked against the data's own vocabulary as well as the model's (`vocab_limit`):
+    // an example id past its manifest's size, or a token id past its vocabulary's pieces
+    // (where sentinels begin), is damage.
+    let data_vocab;
     let (shards, corruption, chunking, packed_source, li, lt, source_id) = match &cfg.input {
         LoaderInput::Examples(dir) => {
             let m = ExamplesManifest::read(dir)?;
+            data_vocab = m.settings.vocab_size;
             let shards: Vec<SourceShard> = m
                 .shards
                 .iter()
@@ -251,6 +256,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
         }
         LoaderInput::Tokens(c) => {
             let p = corrupt_plan(c)?;
+            data_vocab = u32::try_from(p.source.vocab.size).unwrap_or(u32::MAX);
             let shards: Vec<SourceShard> = p
                 .source
                 .shards
@@ -287,6 +293,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
             ),
         });
     }
+    cfg.vocab_limit = Some(cfg.vocab_limit.map_or(data_vocab, |m| m.min(data_vocab)));
     let identity = serde_json::json!({
         "source": source_id,
         "seed": cfg.seed,

@@ -20,7 +20,7 @@ fn check_ids<T: Copy + Into<u32>>(
         Some(id) => Err(Error::Verify {
             path: shard.path.clone(),
             message: format!(
-                "row {row} holds token id {id}, not below the model's vocabulary size {limit}: the data was made with another vocabulary or is damaged; re-create it, or train a model whose vocab_size covers it"
+                "row {row} holds token id {id}, not below the vocabulary size {limit} (the model's, or the data's own): the data was made with another vocabulary or is damaged; re-create it, or train a model whose vocab_size covers it"
             ),
         }),
         None => Ok(()),
