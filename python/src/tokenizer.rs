@@ -23,9 +23,17 @@ fn encode_one(t: &dyn conveyor_pipeline::tokenize::Tokenizer, text: &str) -> PyR
     Ok(ids)
 }
 
+/// The most threads a batch call may ask for (far past any machine's cores).
+const MAX_THREADS: usize = 1024;
+
 /// The thread pool of `n` threads, built on first use and kept: a batch call should not
 /// start and stop threads each time.
 fn pool(n: usize) -> PyResult<Arc<rayon::ThreadPool>> {
+    if n > MAX_THREADS {
+        return Err(crate::ConveyorError::new_err(format!(
+            "threads={n}: at most {MAX_THREADS}"
+        )));
+    }
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)

@@ -140,6 +140,8 @@ def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples):
         conveyor.Loader(examples, 8, inputs_length=512)
     with pytest.raises(conveyor.ConveyorError, match="not below the vocabulary size 1000"):
         next(conveyor.Loader(examples, 8, vocab_size=1000))
+    with pytest.raises(conveyor.ConveyorError, match="prefetch=1000000000000000"):
+        conveyor.Loader(examples, 8, prefetch=10**15)
     for bad in [{"epoch": "x", "position": 0, "fingerprint": "0"},
                 {"epoch": 0, "position": -1, "fingerprint": "0"},
                 {"epoch": 0, "position": 0, "fingerprint": "zz"}]:

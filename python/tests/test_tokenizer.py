@@ -61,6 +61,8 @@ def test_batches_match_single_encodes_whatever_the_threads(both, c4_texts):
     for i, text in enumerate(c4_texts[:200]):
         assert one[i].dtype == np.int32
         assert one[i].tolist() == four[i].tolist() == default[i].tolist() == ours.encode(text)
+    with pytest.raises(conveyor.ConveyorError, match="at most 1024"):
+        ours.encode_batch(c4_texts[:2], threads=100_000)
 
 
 def test_decode_matches_sentencepiece(both, c4_texts):
