@@ -96,6 +96,7 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
     }
     let headers: Vec<_> = files.iter().map(|(_, h)| h.clone()).collect();
     check_parts(out, &headers)?;
+    same_settings(&files)?;
     let workers = headers[0].worker.count;
     match headers[0].format.as_str() {
         INGEST_PART_FORMAT => {
@@ -134,6 +135,44 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
             format!("holds parts of format {other:?}, which this conveyor cannot merge"),
         )),
     }
+}
+
+/// The job ids the parts carry are data: beside them, the settings each part's manifest
+/// records (seed, lengths, vocabulary, cleaning rules, ...) must be the first part's, so that
+/// an edited or foreign part cannot merge under another's manifest.
+fn same_settings(files: &[(PathBuf, crate::job::workers::PartHeader)]) -> Result<(), Error> {
+    const KEYS: [&str; 6] = [
+        "settings",
+        "vocab",
+        "rules",
+        "min_english",
+        "dedup",
+        "badwords_sha256",
+    ];
+    let read = |p: &PathBuf| -> Result<serde_json::Value, Error> {
+        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+        serde_json::from_str(&text).map_err(|e| refuse(p, format!("not a readable part: {e}")))
+    };
+    let Some((first_path, _)) = files.first() else {
+        return Ok(());
+    };
+    let first = read(first_path)?;
+    for (path, _) in &files[1..] {
+        let part = read(path)?;
+        if let Some(key) = KEYS
+            .iter()
+            .find(|k| part["manifest"][**k] != first["manifest"][**k])
+        {
+            return Err(refuse(
+                path,
+                format!(
+                    "records other {key} than {}: the parts are of different jobs; rerun this worker with --overwrite",
+                    first_path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Joins ingest parts; returns the shard count and totals.

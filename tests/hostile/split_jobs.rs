@@ -60,6 +60,20 @@ fn workers_and_merges_leave_strangers_alone() {
     );
     assert_eq!(snapshot(&out), before, "a refused merge moved shards");
     std::fs::write(&part, good).unwrap();
+    // A part whose job id was made to match but whose settings differ (another seed,
+    // another shard size): named, nothing moved.
+    let other = out.join("parts/worker-00001-of-00002/part.json");
+    let good = std::fs::read(&other).unwrap();
+    edit_json(&other, |p| {
+        p["manifest"]["settings"]["shard_tokens"] = 7.into()
+    });
+    let before = snapshot(&out);
+    fails(
+        &["manifest", "merge", s(&out)],
+        &[s(&other), "records other settings"],
+    );
+    assert_eq!(snapshot(&out), before, "a refused merge moved shards");
+    std::fs::write(&other, good).unwrap();
     std::fs::create_dir_all(out.join("parts/notes")).unwrap();
     std::fs::write(out.join("parts/notes/keep.txt"), "mine").unwrap();
     let first = out.join("train-00000-of-00002.parquet");
