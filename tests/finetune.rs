@@ -241,39 +241,35 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     )
     .unwrap();
     let spec_out = tmp_path("spec-out");
-    let out = ok(&[
-        "task",
-        "prepare",
-        "my_trec",
-        "--task-file",
-        spec.to_str().unwrap(),
-        "--input",
-        &shared("ag_news/train_subset_581rows_noncontiguous.csv"),
-        "--vocab",
-        &vocab,
-        "--out",
-        spec_out.to_str().unwrap(),
-        "--json",
-    ]);
+    let prepare = |task: &str, out: &std::path::Path| -> Vec<String> {
+        let input = shared("ag_news/train_subset_581rows_noncontiguous.csv");
+        let (spec, out) = (spec.to_str().unwrap(), out.to_str().unwrap());
+        [
+            "task",
+            "prepare",
+            task,
+            "--task-file",
+            spec,
+            "--input",
+            &input,
+            "--vocab",
+            &vocab,
+        ]
+        .into_iter()
+        .chain(["--out", out, "--json"])
+        .map(String::from)
+        .collect()
+    };
+    let args = prepare("my_trec", &spec_out);
+    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         (v["task"].as_str(), v["written"].as_u64()),
         (Some("my_trec"), Some(581))
     );
     // Named for a built-in task, the file is not silently set aside for it.
-    let o = conveyor(&[
-        "task",
-        "prepare",
-        "ag_news",
-        "--task-file",
-        spec.to_str().unwrap(),
-        "--input",
-        &shared("ag_news/train_subset_581rows_noncontiguous.csv"),
-        "--vocab",
-        &vocab,
-        "--out",
-        tmp_path("spec-other").to_str().unwrap(),
-    ]);
+    let args = prepare("ag_news", &tmp_path("spec-other"));
+    let o = conveyor(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("defines the task \"my_trec\", not \"ag_news\""),
