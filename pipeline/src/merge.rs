@@ -149,6 +149,15 @@ fn same_settings(files: &[(PathBuf, crate::job::workers::PartHeader)]) -> Result
         "dedup",
         "badwords_sha256",
     ];
+    // Where a worker found the vocabulary is its own (another working folder, a staging
+    // folder); what it is, is not.
+    let setting = |part: &serde_json::Value, key: &str| {
+        let mut v = part["manifest"][key].clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("path");
+        }
+        v
+    };
     let read = |p: &PathBuf| -> Result<serde_json::Value, Error> {
         let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
         serde_json::from_str(&text).map_err(|e| refuse(p, format!("not a readable part: {e}")))
@@ -161,7 +170,7 @@ fn same_settings(files: &[(PathBuf, crate::job::workers::PartHeader)]) -> Result
         let part = read(path)?;
         if let Some(key) = KEYS
             .iter()
-            .find(|k| part["manifest"][**k] != first["manifest"][**k])
+            .find(|k| setting(&part, k) != setting(&first, k))
         {
             return Err(refuse(
                 path,
@@ -199,6 +208,7 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
         if !from.exists() && !out.join(name(k)).exists() {
             return Err(refuse(from, SHARD_MISSING.into()));
         }
+        crate::job::outdir::check_place(from, &out.join(name(k)))?;
         crate::job::outdir::check_part_shard(from, (&shard.sha256, shard.bytes))?;
     }
     let mut records = Vec::with_capacity(total);

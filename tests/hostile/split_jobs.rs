@@ -76,12 +76,18 @@ fn workers_and_merges_leave_strangers_alone() {
     std::fs::write(&other, good).unwrap();
     std::fs::create_dir_all(out.join("parts/notes")).unwrap();
     std::fs::write(out.join("parts/notes/keep.txt"), "mine").unwrap();
-    let first = out.join("train-00000-of-00002.parquet");
-    std::fs::write(&first, "mine").unwrap();
-    fails(&["manifest", "merge", s(&out)], &[s(&first), "in the way"]);
-    assert_eq!(std::fs::read_to_string(&first).unwrap(), "mine");
-    std::fs::remove_file(&first).unwrap();
+    // A stranger in the last shard's place stops the merge before the first move.
+    let last = out.join("train-00001-of-00002.parquet");
+    std::fs::write(&last, "mine").unwrap();
+    let before = snapshot(&out);
+    fails(&["manifest", "merge", s(&out)], &[s(&last), "in the way"]);
+    assert_eq!(snapshot(&out), before, "a refused merge moved shards");
+    // The very bytes of the shard there (a move redone after a kill, a staging folder
+    // downloaded again) are this merge's own.
+    let shard = out.join("parts/worker-00001-of-00002/shard-00000.parquet");
+    std::fs::copy(&shard, &last).unwrap();
     ok(&["manifest", "merge", s(&out)]);
+    assert!(!shard.exists());
     assert_eq!(
         std::fs::read_to_string(out.join("parts/notes/keep.txt")).unwrap(),
         "mine"

@@ -141,6 +141,7 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
             });
         }
         crate::job::outdir::check_part_shard(from, (&s.sha256, s.bytes))?;
+        crate::job::outdir::check_place(from, &out.join(shard_name(&split, i, n)))?;
     }
     let (mut shards, mut counts) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {

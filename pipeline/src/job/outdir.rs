@@ -137,18 +137,12 @@ fn remove_manifest_temporaries(out: &Path) -> Result<(), Error> {
 
 /// Renames a finished file to its final place unless an earlier, interrupted run already
 /// did (so finalizing and merging can be repeated after a kill); if it is in neither place,
-/// fails with `missing` (what to do) naming `from`; if it is in both, the file in its place
-/// is someone else's and is left, named.
+/// fails with `missing` (what to do) naming `from`; if it is in both, see [`check_place`].
 pub fn rename_once(from: &Path, to: &Path, missing: &str) -> Result<(), Error> {
     if from.exists() && to.symlink_metadata().is_ok() {
-        // An interrupted run leaves a file in one place, never both: this one is not its.
-        Err(Error::OutputDir {
-            path: to.to_path_buf(),
-            message: format!(
-                "is in the way of {}, and is not this job's; move it away and rerun",
-                from.display()
-            ),
-        })
+        check_place(from, to)?;
+        // The same bytes in both places (a rerun after an interrupted move): one is enough.
+        std::fs::remove_file(from).map_err(|e| Error::io(from, e))
     } else if from.exists() {
         std::fs::rename(from, to).map_err(|e| Error::io(from, e))
     } else if to.exists() {
@@ -159,6 +153,28 @@ pub fn rename_once(from: &Path, to: &Path, missing: &str) -> Result<(), Error> {
             message: missing.to_string(),
         })
     }
+}
+
+/// Before anything moves: a file already in `to`'s place while `from` is still there must
+/// hold `from`'s very bytes (an interrupted move redone, a staging folder downloaded again);
+/// anything else there is someone else's, named and left.
+pub fn check_place(from: &Path, to: &Path) -> Result<(), Error> {
+    let (Ok(a), Ok(b)) = (std::fs::metadata(from), to.symlink_metadata()) else {
+        return Ok(());
+    };
+    let same = b.is_file()
+        && a.len() == b.len()
+        && crate::shard::file_sha256(from)? == crate::shard::file_sha256(to)?;
+    if same {
+        return Ok(());
+    }
+    Err(Error::OutputDir {
+        path: to.to_path_buf(),
+        message: format!(
+            "is in the way of {}, and is not this job's; move it away and rerun",
+            from.display()
+        ),
+    })
 }
 
 /// A merge's check of a worker's shard before anything moves: when `from` is still in its
@@ -387,9 +403,19 @@ fn parts_by_name(dir: &Path) -> bool {
             .and_then(|n| n.strip_suffix(".bin"))
         {
             Some(tag) => !is_dir && is_worker_tag(tag),
-            None => is_dir && is_worker_tag(&name),
+            None => (is_dir && is_worker_tag(&name)) || (!is_dir && is_drop_list_temporary(&name)),
         }
     })
+}
+
+/// A killed `--dedup-shard`'s temporary drop list (`manifest::create_temporary`'s name).
+fn is_drop_list_temporary(name: &str) -> bool {
+    name.strip_prefix(".dedup-")
+        .and_then(|n| n.split_once(".bin."))
+        .is_some_and(|(tag, _)| {
+            is_worker_tag(tag)
+                && crate::manifest::is_temporary_of(name, &format!("dedup-{tag}.bin"))
+        })
 }
 
 /// A `parts/` folder of a split job: finished worker parts (`worker-IIIII-of-NNNNN/` holding
@@ -408,13 +434,14 @@ fn is_parts_folder(dir: &Path) -> bool {
             .and_then(|n| n.strip_suffix(".bin"))
         {
             Some(tag) => kind.is_file() && is_worker_tag(tag),
+            None if kind.is_file() => is_drop_list_temporary(&name),
             None => kind.is_dir() && is_worker_tag(&name) && e.path().join("part.json").is_file(),
         }
     })
 }
 
 /// `worker-IIIII-of-NNNNN`, as [`super::workers::Worker::tag`] writes it.
-fn is_worker_tag(name: &str) -> bool {
+pub(crate) fn is_worker_tag(name: &str) -> bool {
     let number = |s: &str| s.len() >= 5 && s.bytes().all(|b| b.is_ascii_digit());
     name.strip_prefix("worker-")
         .and_then(|rest| rest.split_once("-of-"))

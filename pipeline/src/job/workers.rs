@@ -197,7 +197,8 @@ pub fn remove_parts(out: &std::path::Path) -> Result<(), Error> {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         let drop_list = name.starts_with("dedup-worker-") && name.ends_with(".bin");
-        if e.file_type().is_ok_and(|t| t.is_dir()) && path.join("part.json").is_file() {
+        let part = crate::job::outdir::is_worker_tag(&name) && path.join("part.json").is_file();
+        if e.file_type().is_ok_and(|t| t.is_dir()) && part {
             std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         } else if drop_list && e.file_type().is_ok_and(|t| t.is_file()) {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;

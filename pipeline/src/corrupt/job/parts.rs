@@ -140,6 +140,7 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
             });
         }
         outdir::check_part_shard(&from, (&r.sha256, r.bytes))?;
+        outdir::check_place(&from, &out.join(name(k)))?;
     }
     let mut records = Vec::with_capacity(total);
     for (k, slot) in slots.into_iter().enumerate() {
