@@ -277,6 +277,13 @@ fn safetensors_values(path: &Path) -> Result<u128, CheckpointError> {
         }
         total = total.saturating_add(values);
     }
+    // Every value takes at least a byte: a header claiming more than the file holds lies.
+    let data = u128::from(len - 8 - n);
+    if total > data {
+        return Err(unreadable(format!(
+            "its header lists {total} values, more than its {data} bytes of data"
+        )));
+    }
     Ok(total)
 }
 
@@ -457,6 +464,22 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&run).unwrap();
+    }
+
+    /// A safetensors header claiming more values than its file has bytes is refused (an
+    /// edited header would otherwise pass the config check and reach the allocator).
+    #[test]
+    fn a_header_claiming_more_than_its_bytes_is_refused() {
+        let p =
+            std::env::temp_dir().join(format!("conveyor-st-{}.safetensors", std::process::id()));
+        let header = br#"{"w":{"dtype":"F32","shape":[1000000,1000],"data_offsets":[0,16]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0u8; 16]);
+        std::fs::write(&p, &bytes).unwrap();
+        let e = safetensors_values(&p).unwrap_err().to_string();
+        assert!(e.contains("more than its 16 bytes"), "{e}");
+        std::fs::remove_file(&p).unwrap();
     }
 
     /// A save replaces a folder of its own name only when it holds checkpoint files alone.

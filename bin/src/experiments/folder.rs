@@ -19,13 +19,20 @@ pub const RECORD: &str = "study.toml";
 pub fn claim(st: &Study, file: &Path, out: &Path, owned: bool) -> anyhow::Result<()> {
     let record = out.join(RECORD);
     let now = toml::to_string(st).context("serialising the study")?;
+    // Compared in the runner's own form: a study file copied in by hand (comments, defaults
+    // left out, other number formats) reads as the same study.
+    let normal = |text: &str| {
+        toml::from_str::<Study>(text)
+            .ok()
+            .and_then(|s| toml::to_string(&s).ok())
+    };
     match std::fs::read_to_string(&record) {
-        Ok(before) if before == now => return Ok(()),
+        Ok(before) if normal(&before).as_deref() == Some(now.as_str()) => return Ok(()),
         Ok(before) => anyhow::bail!(
             "{} holds a study run with other settings than {} (they differ in: {}); its finished cells would be taken for this study's. Use another --out, or move that folder away",
             record.display(),
             file.display(),
-            differences(&before, &now)
+            differences(&normal(&before).unwrap_or(before), &now)
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", record.display())),
@@ -68,6 +75,25 @@ fn differences(before: &str, now: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A study file copied in by hand as the record (comments, defaults left out) resumes;
+    /// the same file with a changed length does not.
+    #[test]
+    fn a_hand_copied_study_file_is_the_same_study() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../studies/smoke.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let st = Study::read(&file).unwrap();
+        let out = std::env::temp_dir().join(format!("conveyor-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(out.join("runs")).unwrap();
+        std::fs::write(out.join(RECORD), &text).unwrap();
+        claim(&st, &file, &out, false).unwrap();
+        let changed = text.replace("inputs_length = 64", "inputs_length = 32");
+        std::fs::write(out.join(RECORD), changed).unwrap();
+        let e = claim(&st, &file, &out, false).unwrap_err().to_string();
+        assert!(e.contains("differ in: pretrain"), "{e}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 
     #[test]
     fn differences_name_the_sections_that_changed() {
