@@ -138,6 +138,8 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         std::fs::read_to_string(mine.join("metrics.json")).unwrap(),
         "{\"mine\": 1}\n"
     );
+    // A killed evaluation's temporary predictions go with the next run.
+    std::fs::write(eval.join(".predictions.jsonl.99999-0.tmp"), "partial").unwrap();
     assert!(eval_to(&eval).status.success());
     let left: Vec<_> = std::fs::read_dir(&eval)
         .unwrap()

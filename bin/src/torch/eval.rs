@@ -103,6 +103,7 @@ fn refuse_foreign_out(out: &std::path::Path) -> anyhow::Result<()> {
     };
     let metrics = out.join(EvalSummary::FILE);
     let ours = EvalSummary::read(&metrics).is_ok();
+    let mut leftovers = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let temporary = [PREDICTIONS, EvalSummary::FILE]
@@ -115,6 +116,13 @@ fn refuse_foreign_out(out: &std::path::Path) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        if temporary {
+            leftovers.push(entry.path());
+        }
+    }
+    // A killed or failed evaluation's temporaries (full-size predictions, by their names).
+    for p in leftovers {
+        std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
     }
     Ok(())
 }
