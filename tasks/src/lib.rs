@@ -77,6 +77,12 @@ pub enum TaskError {
     },
     #[error("unknown task {0:?}; `conveyor task list` shows them")]
     Unknown(String),
+    #[error("{}: defines the task {defined:?}, not {asked:?}: name the task the file defines, or drop --task-file", path.display())]
+    OtherTask {
+        path: PathBuf,
+        defined: String,
+        asked: String,
+    },
 }
 
 /// What describes a task.
@@ -164,12 +170,10 @@ pub fn resolve(name: &str, task_file: Option<&Path>) -> Result<Box<dyn Task>, Ta
     if t.name() != name {
         // Falling back to a built-in task of that name would run another task than the
         // file the user gave.
-        return Err(TaskError::Io {
+        return Err(TaskError::OtherTask {
             path: f.to_path_buf(),
-            message: format!(
-                "defines the task {:?}, not {name:?}: name the task the file defines, or drop --task-file",
-                t.name()
-            ),
+            defined: t.name().to_string(),
+            asked: name.to_string(),
         });
     }
     Ok(t)

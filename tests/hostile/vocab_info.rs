@@ -52,8 +52,9 @@ fn an_edited_vocabulary_size_is_named_not_used() {
         ],
     );
     assert!(!out.join("manifest.json").exists());
-    std::fs::remove_dir_all(&out).unwrap(); // the failed job's unfinished work
-                                            // Extra ids past 32 bits: refused, not wrapped around.
+    // The failed job's unfinished work goes before the next case.
+    std::fs::remove_dir_all(&out).unwrap();
+    // Extra ids past 32 bits: refused, not wrapped around.
     let tokens = sb.tokens("tokens");
     let a = args(&tokens, &["--extra-ids", "4294967295"]);
     fails(&refs(&a), &["extra ids", "32-bit"]);
