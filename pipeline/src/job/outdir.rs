@@ -47,7 +47,7 @@ pub fn prepare(
     if out.join(MANIFEST).exists() {
         let found = finished_job(out)?;
         if found == job {
-            check_complete(out, kind)?;
+            check_complete(out)?;
             // A kill between writing the manifest and removing the work folder.
             if work_path.exists() {
                 std::fs::remove_dir_all(&work_path).map_err(|e| Error::io(&work_path, e))?;
@@ -82,19 +82,23 @@ pub fn prepare(
 
 /// A finished output is "already complete" only when every file its manifest lists is there
 /// at the size it lists: a missing or truncated one is named, with what to do.
-fn check_complete(out: &Path, kind: super::JobKind) -> Result<(), Error> {
+pub fn check_complete(out: &Path) -> Result<(), Error> {
     let manifest = out.join(MANIFEST);
     let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let entries = v["shards"].as_array().or(v["files"].as_array());
-    for (i, name) in listed_files(&manifest, kind.format)?
-        .into_iter()
-        .enumerate()
-    {
-        let path = crate::contain::join(out, &name, &manifest)?;
-        let listed = entries
-            .and_then(|e| e.get(i))
-            .and_then(|e| e["bytes"].as_u64());
+    let (entries, key) = match v["shards"].as_array() {
+        Some(e) => (e.as_slice(), "file"),
+        None => (
+            v["files"].as_array().map(Vec::as_slice).unwrap_or_default(),
+            "output",
+        ),
+    };
+    for entry in entries {
+        let Some(name) = entry[key].as_str() else {
+            continue;
+        };
+        let path = crate::contain::join(out, name, &manifest)?;
+        let listed = entry["bytes"].as_u64();
         let damaged = |what: String| {
             Error::Verify {
             path: path.clone(),

@@ -277,6 +277,7 @@ pub fn prepare_out(
     if out.join("manifest.json").exists() {
         let found = merged_job(out)?;
         if found == job {
+            crate::job::outdir::check_complete(out)?;
             return Ok(WorkerState::Merged);
         }
         return Err(refuse(format!(
