@@ -120,14 +120,6 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     })
 }
 
-/// The files a checkpoint folder holds (the summed ones and the trainer state).
-const CHECKPOINT_FILES: [&str; 4] = [
-    "model.safetensors",
-    "optimizer.safetensors",
-    "model_config.json",
-    "trainer_state.json",
-];
-
 /// Removes a checkpoint folder a save is about to write again (the temporary folder of a
 /// killed save, or a step written after the checkpoint resumed from), only when it holds
 /// nothing but checkpoint files: anything else in it (a user's file, an evaluation) is named
@@ -142,7 +134,9 @@ fn remove_checkpoint_folder(dir: &Path) -> Result<(), CheckpointError> {
     for entry in entries {
         let entry = entry.map_err(|e| io(dir, e))?;
         let name = entry.file_name();
-        let ours = name.to_str().is_some_and(|n| CHECKPOINT_FILES.contains(&n))
+        let ours = name
+            .to_str()
+            .is_some_and(|n| SUMMED.contains(&n) || n == "trainer_state.json")
             && entry.file_type().is_ok_and(|t| t.is_file());
         if !ours {
             return Err(CheckpointError::Mismatch {

@@ -154,13 +154,7 @@ impl Loader {
         cfg.pack = pack;
         cfg.pad_to_longest = pad_to_longest;
         cfg.drop_remainder = drop_remainder;
-        // The batches waiting are allocated up front: a bound, not an abort.
-        if prefetch > 1024 {
-            return Err(crate::ConveyorError::new_err(format!(
-                "prefetch={prefetch}: at most 1024 batches are prepared ahead"
-            )));
-        }
-        cfg.prefetch = prefetch.max(1);
+        cfg.prefetch = prefetch;
         cfg.epochs = epochs;
         // A model's vocabulary: a row holding an id beyond it is an error naming its shard.
         cfg.vocab_limit = vocab_size;

@@ -86,13 +86,7 @@ pub fn check_complete(out: &Path) -> Result<(), Error> {
     let manifest = out.join(MANIFEST);
     let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let (entries, key) = match v["shards"].as_array() {
-        Some(e) => (e.as_slice(), "file"),
-        None => (
-            v["files"].as_array().map(Vec::as_slice).unwrap_or_default(),
-            "output",
-        ),
-    };
+    let (entries, key) = listed_entries(&v);
     for entry in entries {
         let Some(name) = entry[key].as_str() else {
             continue;
@@ -207,11 +201,6 @@ const MANIFEST: &str = "manifest.json";
 /// shards (`…-of-NNNNN.parquet`) and cleaned files (`c4-clean.IIIII-of-NNNNN.json.gz`).
 /// What `--overwrite` may remove, locally and at a URL.
 pub fn is_output_file(name: &str) -> bool {
-    let numbered = |s: &str| {
-        let digits = |d: &str| d.len() >= 5 && d.bytes().all(|b| b.is_ascii_digit());
-        s.split_once("-of-")
-            .is_some_and(|(i, n)| digits(i) && digits(n))
-    };
     // SPLIT-IIIII-of-NNNNN.parquet, SPLIT a valid split name.
     let shard = name
         .strip_suffix(".parquet")
@@ -316,7 +305,7 @@ fn overwrite_plan(out: &Path, kind: super::JobKind) -> Result<Vec<std::path::Pat
         let ours = if name == work || name.starts_with(&worker_work) {
             path.join(JOB_FILE).is_file()
         } else if name == super::PARTS_DIR {
-            is_parts_folder(&path)
+            is_parts_folder(&path, true)
         } else {
             unfinished && file && (is_output_file(&name) || is_output_temporary(&name))
         };
@@ -331,6 +320,16 @@ fn overwrite_plan(out: &Path, kind: super::JobKind) -> Result<Vec<std::path::Pat
         remove.push(path);
     }
     Ok(remove)
+}
+
+/// A manifest's entries and the key naming each one's file: token and example manifests
+/// list `shards` (`file`), clean manifests `files` (`output`).
+fn listed_entries(v: &serde_json::Value) -> (&[serde_json::Value], &'static str) {
+    let (list, key) = match v.get("shards") {
+        Some(list) => (list, "file"),
+        None => (&v["files"], "output"),
+    };
+    (list.as_array().map(Vec::as_slice).unwrap_or_default(), key)
 }
 
 /// The files an existing `manifest.json` lists, after checking it is the manifest of an
@@ -352,11 +351,7 @@ fn listed_files(manifest: &Path, writes: &str) -> Result<Vec<String>, Error> {
             "holds a {format:?} output, which this command does not write ({writes}); nothing was removed. Choose another --out"
         )));
     }
-    let (list, key) = match v.get("shards") {
-        Some(list) => (list, "file"),
-        None => (&v["files"], "output"),
-    };
-    let names = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    let (names, key) = listed_entries(&v);
     names
         .iter()
         .map(|entry| match entry[key].as_str() {
@@ -385,31 +380,13 @@ pub fn split_stranger(out: &Path) -> Result<Option<String>, Error> {
         let ours = crate::job::lock::is_lock_file(&name)
             // Another worker's work folder (it may not have written its job.json yet).
             || (is_dir && name.starts_with(".conveyor-"))
-            || (is_dir && name == super::PARTS_DIR && parts_by_name(&path))
+            || (is_dir && name == super::PARTS_DIR && is_parts_folder(&path, false))
             || (!is_dir && (is_output_file(&name) || is_output_temporary(&name)));
         if !ours {
             return Ok(Some(name));
         }
     }
     Ok(None)
-}
-
-/// Whether every entry of a `parts/` folder has a name a split job gives its parts.
-fn parts_by_name(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().all(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        match name
-            .strip_prefix("dedup-")
-            .and_then(|n| n.strip_suffix(".bin"))
-        {
-            Some(tag) => !is_dir && is_worker_tag(tag),
-            None => (is_dir && is_worker_tag(&name)) || (!is_dir && is_drop_list_temporary(&name)),
-        }
-    })
 }
 
 /// A killed `--dedup-shard`'s temporary drop list (`manifest::create_temporary`'s name).
@@ -422,9 +399,10 @@ fn is_drop_list_temporary(name: &str) -> bool {
         })
 }
 
-/// A `parts/` folder of a split job: finished worker parts (`worker-IIIII-of-NNNNN/` holding
-/// their `part.json`) and dedup drop lists (`dedup-worker-IIIII-of-NNNNN.bin`) only.
-fn is_parts_folder(dir: &Path) -> bool {
+/// A `parts/` folder of a split job: worker folders (`worker-IIIII-of-NNNNN/`, holding their
+/// `part.json` when `finished`: a running worker's has none yet) and dedup drop lists
+/// (`dedup-worker-IIIII-of-NNNNN.bin`, or a killed `--dedup-shard`'s temporary one) only.
+fn is_parts_folder(dir: &Path, finished: bool) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
@@ -439,17 +417,25 @@ fn is_parts_folder(dir: &Path) -> bool {
         {
             Some(tag) => kind.is_file() && is_worker_tag(tag),
             None if kind.is_file() => is_drop_list_temporary(&name),
-            None => kind.is_dir() && is_worker_tag(&name) && e.path().join("part.json").is_file(),
+            None => {
+                kind.is_dir()
+                    && is_worker_tag(&name)
+                    && (!finished || e.path().join("part.json").is_file())
+            }
         }
     })
 }
 
 /// `worker-IIIII-of-NNNNN`, as [`super::workers::Worker::tag`] writes it.
 pub(crate) fn is_worker_tag(name: &str) -> bool {
-    let number = |s: &str| s.len() >= 5 && s.bytes().all(|b| b.is_ascii_digit());
-    name.strip_prefix("worker-")
-        .and_then(|rest| rest.split_once("-of-"))
-        .is_some_and(|(i, n)| number(i) && number(n))
+    name.strip_prefix("worker-").is_some_and(numbered)
+}
+
+/// `IIIII-of-NNNNN` (five digits or more each), as shard, output and worker names number.
+fn numbered(s: &str) -> bool {
+    let digits = |d: &str| d.len() >= 5 && d.bytes().all(|b| b.is_ascii_digit());
+    s.split_once("-of-")
+        .is_some_and(|(i, n)| digits(i) && digits(n))
 }
 
 /// Refuses an `--out` that is, holds or is inside one of the job's local inputs, before

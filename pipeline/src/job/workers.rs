@@ -196,7 +196,10 @@ pub fn remove_parts(out: &std::path::Path) -> Result<(), Error> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        let drop_list = name.starts_with("dedup-worker-") && name.ends_with(".bin");
+        let drop_list = name
+            .strip_prefix("dedup-")
+            .and_then(|n| n.strip_suffix(".bin"))
+            .is_some_and(crate::job::outdir::is_worker_tag);
         let part = crate::job::outdir::is_worker_tag(&name) && path.join("part.json").is_file();
         if e.file_type().is_ok_and(|t| t.is_dir()) && part {
             std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;

@@ -114,6 +114,8 @@ struct SourceShard {
 /// Everything the background thread needs.
 struct Plan {
     cfg: LoaderConfig,
+    /// Every id is below this: the model's vocabulary (`cfg.vocab_limit`) and the data's own.
+    vocab_limit: u32,
     shards: Vec<SourceShard>,
     corruption: Option<SpanCorruption>,
     chunking: Chunking,
@@ -219,11 +221,21 @@ impl Drop for Loader {
     }
 }
 
-fn plan(mut cfg: LoaderConfig) -> Result<Plan, Error> {
+/// The most batches a loader prepares ahead.
+const MAX_PREFETCH: usize = 1024;
+
+fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
     if cfg.batch_size == 0 || cfg.world_size == 0 || cfg.rank >= cfg.world_size {
         return Err(Error::Config(format!(
             "batch size must be positive and rank ({}) below world size ({})",
             cfg.rank, cfg.world_size
+        )));
+    }
+    // The batches waiting are allocated up front: a bound, not an abort.
+    if cfg.prefetch > MAX_PREFETCH {
+        return Err(Error::Config(format!(
+            "prefetch={}: at most {MAX_PREFETCH} batches are prepared ahead",
+            cfg.prefetch
         )));
     }
     // Ids are checked against the data's own vocabulary as well as the model's (`vocab_limit`):
@@ -293,7 +305,7 @@ fn plan(mut cfg: LoaderConfig) -> Result<Plan, Error> {
             ),
         });
     }
-    cfg.vocab_limit = Some(cfg.vocab_limit.map_or(data_vocab, |m| m.min(data_vocab)));
+    let vocab_limit = cfg.vocab_limit.map_or(data_vocab, |m| m.min(data_vocab));
     let identity = serde_json::json!({
         "source": source_id,
         "seed": cfg.seed,
@@ -308,6 +320,7 @@ fn plan(mut cfg: LoaderConfig) -> Result<Plan, Error> {
     let fingerprint = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
     Ok(Plan {
         cfg,
+        vocab_limit,
         shards,
         corruption,
         chunking,

@@ -9,12 +9,11 @@ use crate::shard::{Ids, ListRows};
 
 /// The vocabulary check of one row: every id below `limit`.
 fn check_ids<T: Copy + Into<u32>>(
-    limit: Option<u32>,
+    limit: u32,
     ids: &[&[T]],
     shard: &SourceShard,
     row: u64,
 ) -> Result<(), Error> {
-    let Some(limit) = limit else { return Ok(()) };
     let mut all = ids.iter().flat_map(|s| s.iter()).map(|&id| id.into());
     match all.find(|&id| id >= limit) {
         Some(id) => Err(Error::Verify {
@@ -84,12 +83,7 @@ pub(super) fn examples_shard(
             })
         };
         let (inputs, targets) = item.ids();
-        if let Err(e) = check_ids(
-            plan.cfg.vocab_limit,
-            &[inputs, targets],
-            shard,
-            row_index - 1,
-        ) {
+        if let Err(e) = check_ids(plan.vocab_limit, &[inputs, targets], shard, row_index - 1) {
             bad = Some(e);
             return false;
         }
@@ -143,8 +137,8 @@ pub(super) fn tokens_shard(
     let mut row_index = 0u64;
     rows.for_each(|row| {
         let checked = match row[0] {
-            Ids::U16(d) => check_ids(plan.cfg.vocab_limit, &[d], shard, row_index),
-            Ids::U32(d) => check_ids(plan.cfg.vocab_limit, &[d], shard, row_index),
+            Ids::U16(d) => check_ids(plan.vocab_limit, &[d], shard, row_index),
+            Ids::U32(d) => check_ids(plan.vocab_limit, &[d], shard, row_index),
         };
         if let Err(e) = checked {
             bad = Some(e);

@@ -87,17 +87,17 @@ impl TokenizerKind {
 /// The largest model file read (real ones are a few MB; a 256k-piece model is ~5 MB).
 const MAX_MODEL_BYTES: u64 = 1 << 30;
 
-/// A vocabulary path may come from a manifest (its `vocab.path`, checked by sha256 after
-/// reading): only a regular file of a model's size is read, so that a named FIFO or device
-/// cannot hang or exhaust the reader.
-pub(crate) fn check_model_file(path: &Path) -> Result<(), Error> {
+/// The bytes of a model file. A vocabulary path may come from a manifest (its `vocab.path`,
+/// checked by sha256 after reading): only a regular file of a model's size is read, so that
+/// a named FIFO or device cannot hang or exhaust the reader.
+pub fn read_model(path: &Path) -> Result<Vec<u8>, Error> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let reason = if !meta.is_file() {
         "is not a regular file".to_string()
     } else if meta.len() > MAX_MODEL_BYTES {
         format!("is {} bytes, more than any SentencePiece model", meta.len())
     } else {
-        return Ok(());
+        return std::fs::read(path).map_err(|e| Error::io(path, e));
     };
     Err(Error::Vocab {
         path: path.to_path_buf(),
@@ -107,7 +107,6 @@ pub(crate) fn check_model_file(path: &Path) -> Result<(), Error> {
 
 /// Loads a SentencePiece model file with the chosen implementation.
 pub fn load(path: &Path, kind: TokenizerKind) -> Result<Box<dyn Tokenizer>, Error> {
-    check_model_file(path)?;
     Ok(match kind {
         TokenizerKind::Native => Box::new(crate::tokenize::spm::SpmModel::open(path)?),
         TokenizerKind::Reference => {

@@ -180,8 +180,8 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
     for p in &pieces {
         listing.push_str(&format!("{}\t{}\n", p.piece, p.score));
     }
-    write_atomic(&model_path, &proto)?;
-    write_atomic(&vocab_path, listing.as_bytes())?;
+    crate::manifest::write_atomic(&model_path, &proto)?;
+    crate::manifest::write_atomic(&vocab_path, listing.as_bytes())?;
     Ok(VocabSummary {
         model: model_path,
         vocab: vocab_path,
@@ -201,11 +201,6 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
     s.push(".");
     s.push(ext);
     PathBuf::from(s)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    crate::manifest::write_atomic(path, bytes)
 }
 
 /// The training sentences: every non-blank line of every document, in input order.

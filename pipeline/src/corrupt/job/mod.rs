@@ -127,8 +127,13 @@ impl CorruptSummary {
 /// The sentinels are numbered down from the vocabulary's size: a token manifest whose
 /// `vocab` disagrees with the vocabulary it names by sha256 (an edited size would make
 /// sentinels of real pieces) is refused, naming the field.
-fn check_vocab_info(cfg: &CorruptConfig, source: &Manifest, vocab: &Path) -> Result<(), Error> {
-    let v = crate::tokenize::spm::SpmModel::open(vocab)?;
+fn check_vocab_info(
+    cfg: &CorruptConfig,
+    source: &Manifest,
+    vocab: &Path,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    let v = crate::tokenize::spm::SpmModel::from_bytes(bytes, vocab)?;
     let v = crate::tokenize::Tokenizer::vocab(&v);
     let m = &source.vocab;
     let id = |i: Option<u32>| i.map_or("none".to_string(), |i| i.to_string());
@@ -171,7 +176,7 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
         crate::contain::check_split(split, "--split")?;
     }
     if let Some(v) = &cfg.vocab {
-        let bytes = std::fs::read(v).map_err(|e| Error::io(v, e))?;
+        let bytes = crate::tokenize::read_model(v)?;
         let sha = crate::manifest::hex(&Sha256::digest(&bytes));
         if sha != source.vocab.sha256 {
             return Err(Error::Config(format!(
@@ -183,7 +188,7 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
                 &sha[..16]
             )));
         }
-        check_vocab_info(cfg, &source, v)?;
+        check_vocab_info(cfg, &source, v, &bytes)?;
     }
     let eos = source.vocab.eos_id.ok_or_else(|| {
         Error::Config(format!(

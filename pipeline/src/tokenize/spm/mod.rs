@@ -55,8 +55,7 @@ pub struct SpmModel {
 impl SpmModel {
     /// Loads a `.model` file.
     pub fn open(path: &Path) -> Result<Self, Error> {
-        super::check_model_file(path)?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = super::read_model(path)?;
         Self::from_bytes(&bytes, path)
     }
 

@@ -15,7 +15,7 @@ pub struct Reference {
 
 impl Reference {
     pub fn open(path: &Path) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = super::super::read_model(path)?;
         let processor =
             SentencePieceProcessor::from_serialized_proto(&bytes).map_err(|e| Error::Vocab {
                 path: path.to_path_buf(),
