@@ -147,6 +147,13 @@ def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples):
                 {"epoch": 0, "position": 0, "fingerprint": "zz"}]:
         with pytest.raises(conveyor.ConveyorError, match="not a conveyor loader state"):
             conveyor.Loader(examples, 8, state=bad)
+    # A position past the data (an edited state with the right fingerprint) is named, not
+    # taken as the start of the next epoch.
+    state = conveyor.Loader(examples, 8).state_dict()
+    for position in [10**6, 2**64 - 1]:
+        edited = dict(state, position=position)
+        with pytest.raises(conveyor.ConveyorError, match=f"position {position} .* past the end"):
+            next(conveyor.Loader(examples, 8, state=edited))
 
 
 def test_ids_are_checked_against_the_datas_own_vocabulary(examples, tmp_path):

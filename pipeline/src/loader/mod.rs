@@ -503,7 +503,11 @@ fn run_epoch(
 ) -> Result<(bool, u64), Error> {
     let cfg = &plan.cfg;
     let world = cfg.world_size as u64;
-    let first_global = state.position * world + cfg.rank as u64;
+    let first_global = state
+        .position
+        .checked_mul(world)
+        .and_then(|g| g.checked_add(cfg.rank as u64))
+        .ok_or_else(|| past_the_end(plan, state, None))?;
     let window = cfg.shuffle_buffer.max(1) as u64;
     // Items before the resume point's window are skipped without being made.
     let skip = if state.position == 0 {
@@ -544,6 +548,25 @@ fn run_epoch(
             return Ok((false, run.sent));
         }
     }
+    // A resume point past this rank's items is not a state this data could have given.
+    let mine = global.saturating_sub(cfg.rank as u64).div_ceil(world);
+    if state.position > mine {
+        return Err(past_the_end(plan, state, Some(mine)));
+    }
     let open = run.finish();
     Ok((open, run.sent))
+}
+
+/// Why a loader state cannot be resumed: its position lies past the epoch's end for this
+/// rank (an edited or damaged state: the fingerprint only covers the configuration).
+fn past_the_end(plan: &Plan, state: LoaderState, items: Option<u64>) -> Error {
+    let cfg = &plan.cfg;
+    Error::Config(format!(
+        "the loader state's position {} in epoch {} is past the end of the data ({} for rank {} of {}): the state was edited or saved from other data; resume from the state saved with this data, or start without one",
+        state.position,
+        state.epoch,
+        items.map_or("more items than exist".to_string(), |n| format!("{n} items")),
+        cfg.rank,
+        cfg.world_size
+    ))
 }

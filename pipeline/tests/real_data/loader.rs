@@ -221,6 +221,53 @@ fn a_state_from_another_configuration_is_refused() {
 }
 
 #[test]
+fn a_state_past_the_end_of_the_data_is_refused_and_the_end_itself_resumes() {
+    let dir = offline("ends", 0, 0, false);
+    for (input, world, rank) in [
+        (LoaderInput::Examples(dir.clone()), 1, 0),
+        (LoaderInput::Tokens(corrupt_cfg(128)), 2, 1),
+    ] {
+        let mk = || {
+            let mut c = plain(input.clone(), 4, 0);
+            c.world_size = world;
+            c.rank = rank;
+            c.epochs = Some(2);
+            c
+        };
+        let epoch0 = {
+            let mut c = mk();
+            c.epochs = Some(1);
+            examples(&collect(c)).len() as u64
+        };
+        let fp = Loader::new(mk()).unwrap().state().fingerprint;
+        let at = |epoch: u64, position: u64| {
+            let s = conveyor_pipeline::loader::LoaderState {
+                epoch,
+                position,
+                fingerprint: fp,
+            };
+            Loader::resume(mk(), Some(s)).unwrap().collect::<Vec<_>>()
+        };
+        // The end of epoch 0 is a real resume point: epoch 1 follows, whole.
+        let next: Vec<Batch> = at(0, epoch0).into_iter().map(|b| b.unwrap()).collect();
+        let fresh: Vec<Batch> = Loader::at_epoch(mk(), 1)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        assert!(!next.is_empty() && next == fresh, "world {world}");
+        for position in [epoch0 + 1, u64::MAX / 2, u64::MAX] {
+            let got = at(0, position);
+            assert_eq!(got.len(), 1, "one error, not epoch 1's batches: {position}");
+            let e = got[0].as_ref().unwrap_err().to_string();
+            assert!(
+                e.contains("past the end") && e.contains(&position.to_string()),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn an_epoch_that_gives_a_rank_no_batch_is_an_error_not_a_loop() {
     // More rows per batch than the data holds, short batches dropped: every epoch is empty.
     let dir = offline("few", 0, 0, false);
