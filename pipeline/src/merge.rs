@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::examples::ExamplesManifest;
 use crate::ingest::{read_parts, IngestPart, INGEST_PART_FORMAT};
 use crate::job::workers::{check_parts, part_dir, part_file, read_part_files, PARTS_DIR};
-use crate::manifest::{Counts, Manifest, MAX_LISTED_PROBLEMS};
+use crate::manifest::{Counts, Manifest, ShardRecord, MAX_LISTED_PROBLEMS};
 use crate::shard::shard_name;
 
 /// What a merge did.
@@ -36,9 +36,6 @@ pub struct MergeSummary {
     /// True when `out` already held the merged dataset and no parts.
     pub already_merged: bool,
 }
-
-const SHARD_MISSING: &str =
-    "a worker's shard is missing; rerun that worker with --overwrite and merge again";
 
 fn refuse(path: &Path, message: String) -> Error {
     Error::OutputDir {
@@ -199,24 +196,27 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
         }
     }
     shards.sort_by_key(|(input, first, _, _)| (*input, *first));
-    crate::job::workers::check_distinct(shards.iter().map(|(_, _, from, _)| from))?;
     let total = shards.len();
     let name = |k: usize| shard_name(&base.settings.split, k, total);
-    // Every shard is in its part or, after an interrupted merge, already at its final name.
-    // Every shard is checked before the first one moves.
-    for (k, (_, _, from, shard)) in shards.iter().enumerate() {
-        if !from.exists() && !out.join(name(k)).exists() {
-            return Err(refuse(from, SHARD_MISSING.into()));
-        }
-        crate::job::outdir::check_place(from, &out.join(name(k)))?;
-        crate::job::outdir::check_part_shard(from, (&shard.sha256, shard.bytes))?;
-    }
-    let mut records = Vec::with_capacity(total);
-    for (k, (_, _, from, mut shard)) in shards.into_iter().enumerate() {
-        crate::job::outdir::rename_once(&from, &out.join(name(k)), SHARD_MISSING)?;
-        shard.file = name(k);
-        records.push(shard);
-    }
+    let moves = shards
+        .iter()
+        .enumerate()
+        .map(|(k, (_, _, from, shard))| crate::job::moves::Move {
+            from: from.clone(),
+            to: out.join(name(k)),
+            sha256: &shard.sha256,
+            bytes: shard.bytes,
+        })
+        .collect();
+    crate::job::moves::check(moves)?.run()?;
+    let records: Vec<_> = shards
+        .into_iter()
+        .enumerate()
+        .map(|(k, (_, _, _, shard))| ShardRecord {
+            file: name(k),
+            ..shard
+        })
+        .collect();
 
     // Inputs with the counts of the worker that did them; problems in input order.
     let mut inputs = base.inputs.clone();

@@ -86,8 +86,12 @@ fn workers_and_merges_leave_strangers_alone() {
     // downloaded again) are this merge's own.
     let shard = out.join("parts/worker-00001-of-00002/shard-00000.parquet");
     std::fs::copy(&shard, &last).unwrap();
+    // And a shard a killed merge had already moved is taken from its place.
+    let first = out.join("parts/worker-00000-of-00002/shard-00000.parquet");
+    std::fs::rename(&first, out.join("train-00000-of-00002.parquet")).unwrap();
     ok(&["manifest", "merge", s(&out)]);
     assert!(!shard.exists());
+    ok(&["inspect", s(&out), "--verify"]);
     assert_eq!(
         std::fs::read_to_string(out.join("parts/notes/keep.txt")).unwrap(),
         "mine"

@@ -125,36 +125,27 @@ pub fn merge_task_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), E
         message: "has no task in its manifest: not a task part; rerun that worker with --overwrite"
             .into(),
     })?;
-    // Every shard is checked before the first one moves: listed once, in its part (or,
-    // after an interrupted merge, in its place), intact.
-    let froms = slots
+    let moves = slots
         .iter()
         .flatten()
-        .map(|(w, s, _)| crate::contain::join(&part_dir(out, *w), &s.file, &part_file(out, *w)))
-        .collect::<Result<Vec<_>, _>>()?;
-    crate::job::workers::check_distinct(&froms)?;
-    for (i, (from, (_, s, _))) in froms.iter().zip(slots.iter().flatten()).enumerate() {
-        if !from.exists() && !out.join(shard_name(&split, i, n)).exists() {
-            return Err(Error::OutputDir {
-                path: from.clone(),
-                message: "is listed by its part but missing; rerun that worker with --overwrite and merge again".into(),
-            });
-        }
-        crate::job::outdir::check_part_shard(from, (&s.sha256, s.bytes))?;
-        crate::job::outdir::check_place(from, &out.join(shard_name(&split, i, n)))?;
-    }
+        .enumerate()
+        .map(|(i, (w, s, _))| {
+            Ok(crate::job::moves::Move {
+                from: crate::contain::join(&part_dir(out, *w), &s.file, &part_file(out, *w))?,
+                to: out.join(shard_name(&split, i, n)),
+                sha256: &s.sha256,
+                bytes: s.bytes,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    crate::job::moves::check(moves)?.run()?;
     let (mut shards, mut counts) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {
-        let (w, mut s, c) = slot.expect("checked above");
-        let from = crate::contain::join(&part_dir(out, w), &s.file, &part_file(out, w))?;
-        let name = shard_name(&split, i, n);
-        crate::job::outdir::rename_once(
-            &from,
-            &out.join(&name),
-            "a worker's shard is missing; rerun that worker with --overwrite",
-        )?;
-        s.file = name;
-        shards.push(s);
+        let (_, s, c) = slot.expect("checked above");
+        shards.push(ExampleShardRecord {
+            file: shard_name(&split, i, n),
+            ..s
+        });
         counts.push(c);
     }
     let m = task_manifest(base, shards, &counts, task.name, task.inputs);

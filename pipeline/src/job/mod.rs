@@ -1,9 +1,11 @@
 //! What every job that writes a dataset shares (ingest, corrupt, clean, task prepare): the
 //! output folder rules and `--overwrite` ([`outdir`]), the lock a running job holds on its
-//! folder ([`lock`]), and the split of a job among workers with their parts ([`workers`]).
-//! Joining the parts is `crate::merge`, above the job kinds it dispatches to.
+//! folder ([`lock`]), the split of a job among workers with their parts ([`workers`]), and the
+//! checked moves that join them ([`moves`]). Joining the parts is `crate::merge`, above the job
+//! kinds it dispatches to.
 
 pub mod lock;
+pub mod moves;
 pub mod outdir;
 pub mod workers;
 

@@ -166,29 +166,7 @@ pub fn check_place(from: &Path, to: &Path) -> Result<(), Error> {
     if same {
         return Ok(());
     }
-    Err(Error::OutputDir {
-        path: to.to_path_buf(),
-        message: format!(
-            "is in the way of {}, and is not this job's; move it away and rerun",
-            from.display()
-        ),
-    })
-}
-
-/// A merge's check of a worker's shard before anything moves: when `from` is still in its
-/// part (not moved by an interrupted merge), its size and sha256 must be the ones its part
-/// lists (`listed`), so a damaged or swapped file is named instead of merged.
-pub fn check_part_shard(from: &Path, listed: (&str, u64)) -> Result<(), Error> {
-    if from.exists() {
-        crate::shard::check_file(from, listed.0, listed.1).map_err(|e| match e {
-            Error::Verify { path, message } => Error::Verify {
-                path,
-                message: format!("{message}; rerun that worker with --overwrite and merge again"),
-            },
-            e => e,
-        })?;
-    }
-    Ok(())
+    Err(super::moves::in_the_way(from, to))
 }
 
 /// What a finalize says when a shard it journaled is gone.

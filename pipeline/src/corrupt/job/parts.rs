@@ -9,8 +9,8 @@ use super::{examples_manifest, work_shard, CorruptConfig, Plan};
 use crate::contain;
 use crate::error::Error;
 use crate::examples::{ExampleShardRecord, ExamplesManifest};
-use crate::job::outdir;
 use crate::job::workers::{part_dir, part_file, Worker};
+use crate::job::{moves, outdir};
 use crate::manifest::write_atomic;
 use crate::shard::shard_name;
 
@@ -124,35 +124,28 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
     }
     let base = &parts[0].manifest;
     let name = |k: usize| shard_name(&base.settings.split, k, total);
-    let froms = slots
+    let moves = slots
         .iter()
-        .flatten()
-        .map(|(w, r)| contain::join(&part_dir(out, *w), &r.file, &part_file(out, *w)))
-        .collect::<Result<Vec<_>, _>>()?;
-    crate::job::workers::check_distinct(&froms)?;
-    for (k, slot) in slots.iter().enumerate() {
-        let (w, r) = slot.as_ref().expect("checked above");
-        let from = contain::join(&part_dir(out, *w), &r.file, &part_file(out, *w))?;
-        if !from.exists() && !out.join(name(k)).exists() {
-            return Err(Error::OutputDir {
-                path: from,
-                message: format!("is listed by {} but missing; rerun that worker with --overwrite and merge again", w.tag()),
-            });
-        }
-        outdir::check_part_shard(&from, (&r.sha256, r.bytes))?;
-        outdir::check_place(&from, &out.join(name(k)))?;
-    }
-    let mut records = Vec::with_capacity(total);
-    for (k, slot) in slots.into_iter().enumerate() {
-        let (w, mut r) = slot.expect("checked above");
-        outdir::rename_once(
-            &contain::join(&part_dir(out, w), &r.file, &part_file(out, w))?,
-            &out.join(name(k)),
-            outdir::FINISHED_SHARD_MISSING,
-        )?;
-        r.file = name(k);
-        records.push(r);
-    }
+        .enumerate()
+        .map(|(k, slot)| {
+            let (w, r) = slot.as_ref().expect("checked above");
+            Ok(moves::Move {
+                from: contain::join(&part_dir(out, *w), &r.file, &part_file(out, *w))?,
+                to: out.join(name(k)),
+                sha256: &r.sha256,
+                bytes: r.bytes,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    moves::check(moves)?.run()?;
+    let records: Vec<_> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(k, slot)| {
+            let (_, r) = slot.expect("checked above");
+            ExampleShardRecord { file: name(k), ..r }
+        })
+        .collect();
     let m = ExamplesManifest {
         examples: records.iter().map(|r| r.examples).sum(),
         rows: records.iter().map(|r| r.rows).sum(),
