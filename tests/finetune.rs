@@ -140,13 +140,29 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     );
     // A killed evaluation's temporary predictions go with the next run.
     std::fs::write(eval.join(".predictions.jsonl.99999-0.tmp"), "partial").unwrap();
+    let files = || {
+        let mut v: Vec<_> = std::fs::read_dir(&eval)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // While another evaluation holds the folder, a second one is refused and takes nothing,
+    // not even that temporary (it could be the running one's).
+    let held = conveyor_pipeline::run_lock::RunLock::take(&eval, "eval").unwrap();
+    let before = files();
+    let o = eval_to(&eval);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("in use"), "{err}");
+    assert_eq!(files(), before);
+    drop(held);
     assert!(eval_to(&eval).status.success());
-    let left: Vec<_> = std::fs::read_dir(&eval)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(
+        files(),
+        [".conveyor-eval.lock", "metrics.json", "predictions.jsonl"]
+    );
     std::fs::write(mine.join("report.md"), "mine").unwrap();
     let o = conveyor(&["report", e, "--out", mine.to_str().unwrap()]);
     assert!(

@@ -17,6 +17,7 @@ pub mod record;
 pub mod remote;
 pub mod rng;
 pub mod run_info;
+pub mod run_lock;
 pub mod shard;
 pub mod source;
 pub mod tokenize;

@@ -88,3 +88,40 @@ fn a_truncated_data_manifest_is_named() {
     );
     sb.assert_outside_unchanged();
 }
+
+#[test]
+fn one_training_process_per_run_folder_and_a_killed_one_lets_go() {
+    let sb = Sandbox::new("run-lock");
+    let data = s(c4_tokens());
+    let run = sb.work.join("run");
+    let args = train_args(data, s(&run), "2");
+    // A run in progress (here: its lock held) refuses a second trainer on the folder, which
+    // writes nothing there.
+    std::fs::create_dir_all(&run).unwrap();
+    let held = conveyor_pipeline::run_lock::RunLock::take(&run, "train").unwrap();
+    fails(&args, &[s(&run), "in use", ".conveyor-train.lock"]);
+    assert_eq!(
+        std::fs::read_dir(&run).unwrap().count(),
+        1,
+        "only the lock is there"
+    );
+    drop(held);
+    // A trainer killed mid-run releases the folder: the requeued --resume takes it.
+    let long = [train_args(data, s(&run), "100000"), vec!["--resume"]].concat();
+    let mut child = crate::common::conveyor_cmd()
+        .args(&long)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !run.join("metrics.jsonl").exists() {
+        assert!(started.elapsed().as_secs() < 120, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fails(&args, &["in use"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(&[args.clone(), vec!["--resume"]].concat());
+    sb.assert_outside_unchanged();
+}

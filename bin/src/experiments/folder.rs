@@ -8,6 +8,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use conveyor_pipeline::run_lock::{is_run_lock, RunLock};
+
 use super::study_file::Study;
 
 /// The record of the study a folder holds.
@@ -15,10 +17,24 @@ pub const RECORD: &str = "study.toml";
 
 /// Claims `out` for `st` (read from `file`): resumes a folder holding the same study, starts
 /// a new or empty one (or, with `owned`, one its caller vouches for: the demo's), refuses
-/// anything else.
-pub fn claim(st: &Study, file: &Path, out: &Path, owned: bool) -> anyhow::Result<()> {
-    let record = out.join(RECORD);
+/// anything else. The folder stays locked while the returned lock lives: a second runner on
+/// it is refused (the checks run again under the lock, so of two runners started at once on
+/// a new folder the second sees the first one's record).
+pub fn claim(st: &Study, file: &Path, out: &Path, owned: bool) -> anyhow::Result<RunLock> {
     let now = toml::to_string(st).context("serialising the study")?;
+    let same = check(&now, file, out, owned)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let lock = RunLock::take(out, "study")?;
+    if !same && !check(&now, file, out, owned)? {
+        conveyor_pipeline::manifest::write_atomic(&out.join(RECORD), now.as_bytes())?;
+    }
+    Ok(lock)
+}
+
+/// Whether `out` holds this study's record already (`now`, in the runner's form); an error
+/// when it holds another study's or, without `owned`, anything but a run lock.
+fn check(now: &str, file: &Path, out: &Path, owned: bool) -> anyhow::Result<bool> {
+    let record = out.join(RECORD);
     // Compared in the runner's own form: a study file copied in by hand (comments, defaults
     // left out, other number formats) reads as the same study.
     let normal = |text: &str| {
@@ -27,18 +43,20 @@ pub fn claim(st: &Study, file: &Path, out: &Path, owned: bool) -> anyhow::Result
             .and_then(|s| toml::to_string(&s).ok())
     };
     match std::fs::read_to_string(&record) {
-        Ok(before) if normal(&before).as_deref() == Some(now.as_str()) => return Ok(()),
+        Ok(before) if normal(&before).as_deref() == Some(now) => return Ok(true),
         Ok(before) => anyhow::bail!(
             "{} holds a study run with other settings than {} (they differ in: {}); its finished cells would be taken for this study's. Use another --out, or move that folder away",
             record.display(),
             file.display(),
-            differences(&normal(&before).unwrap_or(before), &now)
+            differences(&normal(&before).unwrap_or(before), now)
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", record.display())),
     }
     let stranger = match std::fs::read_dir(out) {
-        Ok(mut entries) => entries.next().map(|e| e.map(|e| e.file_name())),
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .find(|name| !name.as_ref().is_ok_and(|n| is_run_lock(n))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     };
@@ -46,12 +64,10 @@ pub fn claim(st: &Study, file: &Path, out: &Path, owned: bool) -> anyhow::Result
         anyhow::bail!(
             "{} is not empty (it holds {}) and holds no {RECORD}, so it is not a study's folder: choose a new or empty --out (a study folder from before conveyor recorded its study resumes once its study file is copied into it as {RECORD})",
             out.display(),
-            name.map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            name.unwrap_or_default()
         );
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    conveyor_pipeline::manifest::write_atomic(&record, now.as_bytes())?;
-    Ok(())
+    Ok(false)
 }
 
 /// The top-level keys (`[corpus]`, `seeds`, ...) whose values differ between two records.
@@ -77,7 +93,7 @@ mod tests {
     use super::*;
 
     /// A study file copied in by hand as the record (comments, defaults left out) resumes;
-    /// the same file with a changed length does not.
+    /// the same file with a changed length does not; one runner at a time.
     #[test]
     fn a_hand_copied_study_file_is_the_same_study() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../studies/smoke.toml");
@@ -87,7 +103,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(out.join("runs")).unwrap();
         std::fs::write(out.join(RECORD), &text).unwrap();
-        claim(&st, &file, &out, false).unwrap();
+        let held = claim(&st, &file, &out, false).unwrap();
+        // While a runner holds the folder, a second runner of the very same study is refused.
+        let e = claim(&st, &file, &out, false).unwrap_err().to_string();
+        assert!(e.contains("in use") && e.contains(".conveyor-study.lock"), "{e}");
+        drop(held);
+        drop(claim(&st, &file, &out, false).unwrap());
         let changed = text.replace("inputs_length = 64", "inputs_length = 32");
         std::fs::write(out.join(RECORD), changed).unwrap();
         let e = claim(&st, &file, &out, false).unwrap_err().to_string();

@@ -34,7 +34,7 @@ pub(super) fn run_owned(file: &Path, out: PathBuf) -> anyhow::Result<i32> {
 fn run_in(file: &Path, out: Option<PathBuf>, owned: bool) -> anyhow::Result<i32> {
     let st = Study::read(file)?;
     let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
-    super::folder::claim(&st, file, &out, owned)?;
+    let _lock = super::folder::claim(&st, file, &out, owned)?;
     let mut progress = Progress::new(&st);
     let vocab = vocabulary(&st, &out, &mut progress)?;
     let texts = task_texts(&st, &out, &mut progress)?;

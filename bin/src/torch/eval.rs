@@ -54,9 +54,13 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         .out
         .clone()
         .unwrap_or_else(|| a.checkpoint.join(format!("eval-{task_name}")));
-    // The output is checked and created first, so that a bad --out fails before the decoding.
-    refuse_foreign_out(&out)?;
+    // The output is checked and created first, so that a bad --out fails before the decoding;
+    // then locked (a second eval on it is refused), and only then are a killed evaluation's
+    // temporaries removed (not a running one's).
+    refuse_foreign_out(&out, false)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = conveyor_pipeline::run_lock::RunLock::take(&out, "eval")?;
+    refuse_foreign_out(&out, true)?;
     let pred_path = out.join(PREDICTIONS);
     let (pred_tmp, file) = conveyor_pipeline::manifest::create_temporary(&pred_path)
         .with_context(|| format!("creating a temporary file for {}", pred_path.display()))?;
@@ -95,9 +99,10 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
 const PREDICTIONS: &str = "predictions.jsonl";
 
 /// An `--out` that holds anything is refused unless it is an evaluation of conveyor's (a
-/// metrics.json of `conveyor eval`, its predictions.jsonl, the temporary files of a killed
-/// evaluation): eval replaces those files, and may do that only to its own.
-fn refuse_foreign_out(out: &std::path::Path) -> anyhow::Result<()> {
+/// metrics.json of `conveyor eval`, its predictions.jsonl, its lock, the temporary files of
+/// a killed evaluation): eval replaces those files, and may do that only to its own. With
+/// `remove` (the lock held), the temporaries are removed.
+fn refuse_foreign_out(out: &std::path::Path, remove: bool) -> anyhow::Result<()> {
     let Ok(entries) = std::fs::read_dir(out) else {
         return Ok(());
     };
@@ -110,13 +115,14 @@ fn refuse_foreign_out(out: &std::path::Path) -> anyhow::Result<()> {
             .iter()
             .any(|of| conveyor_pipeline::manifest::is_temporary_of(&name, of));
         let finished = ours && [EvalSummary::FILE, PREDICTIONS].contains(&name.as_str());
-        if !(entry.file_type().is_ok_and(|t| t.is_file()) && (temporary || finished)) {
+        let lock = name == conveyor_pipeline::run_lock::lock_name("eval");
+        if !(entry.file_type().is_ok_and(|t| t.is_file()) && (temporary || finished || lock)) {
             anyhow::bail!(
                 "{} holds {name}, and is not an evaluation conveyor wrote (a metrics.json of `conveyor eval` beside its predictions.jsonl); eval replaces only its own files: choose an empty or new --out",
                 out.display()
             );
         }
-        if temporary {
+        if temporary && remove {
             leftovers.push(entry.path());
         }
     }

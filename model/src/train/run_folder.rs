@@ -6,17 +6,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use conveyor_pipeline::run_info::{Diverged, RunInfo};
+use conveyor_pipeline::run_lock::{is_run_lock, RunLock};
 
 use super::{data_kind, io_error, DataKind, StepMetrics, TrainConfig, TrainError};
 use crate::checkpoint;
 
-/// Rank 0 creates the run folder; every rank finds the checkpoint to resume (the folder must
+/// Rank 0 creates the run folder and locks it for the run (a second training process on
+/// it is refused: [`RunLock`]); every rank finds the checkpoint to resume (the folder must
 /// be shared by all ranks). A folder holding a run is refused without --resume; a folder
 /// holding anything but a run is refused always (the trainer rewrites its files).
-pub(super) fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathBuf>, TrainError> {
+pub(super) fn prepare_out(
+    cfg: &TrainConfig,
+    rank: usize,
+) -> Result<(Option<PathBuf>, Option<RunLock>), TrainError> {
+    let mut lock = None;
     if rank == 0 {
         refuse_foreign(&cfg.out)?;
         std::fs::create_dir_all(&cfg.out).map_err(|e| io_error(&cfg.out, e))?;
+        lock = Some(RunLock::take(&cfg.out, "train")?);
     }
     let existing = checkpoint::latest(&cfg.out)?;
     if existing.is_some() && !cfg.resume {
@@ -29,7 +36,7 @@ pub(super) fn prepare_out(cfg: &TrainConfig, rank: usize) -> Result<Option<PathB
     if rank == 0 {
         Diverged::clear(&cfg.out)?;
     }
-    Ok(existing)
+    Ok((existing, lock))
 }
 
 /// Refuses an `--out` that exists and is not empty unless it holds a conveyor run (a
@@ -46,8 +53,11 @@ fn refuse_foreign(out: &Path) -> Result<(), TrainError> {
     if out.exists() && !out.is_dir() {
         return Err(refuse("exists and is not a folder".into()));
     }
+    // The lock of a run killed before its run.json was written is not content.
     let first = match std::fs::read_dir(out) {
-        Ok(mut entries) => entries.next(),
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .find(|name| !name.as_ref().is_ok_and(|n| is_run_lock(n))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_error(out, e)),
     };
@@ -56,9 +66,7 @@ fn refuse_foreign(out: &Path) -> Result<(), TrainError> {
     if is_run {
         return Ok(());
     }
-    let name = first
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = first.unwrap_or_default();
     Err(refuse(format!(
         "is not empty (it holds {name}) and is not a conveyor training run (no run.json of one)"
     )))
