@@ -2,7 +2,7 @@
 //! same examples `conveyor corrupt` writes for the same seed, and T5's `random_spans_helper`.
 
 use conveyor_pipeline::corrupt::{
-    random_spans_helper, Chunking, Corruption, Keys, Pieces, Scratch, SpanCorruption,
+    check_spans, random_spans_helper, Chunking, Corruption, Keys, Pieces, Scratch, SpanCorruption,
 };
 use conveyor_pipeline::examples::Example;
 use numpy::{
@@ -97,6 +97,21 @@ pub fn span_corruption<'py>(
 ) -> PyResult<(Arrays<'py>, Arrays<'py>)> {
     let lengths = random_spans_helper(inputs_length, noise_density, mean_span_length)
         .map_err(|e| ConveyorError::new_err(e.0))?;
+    // As `conveyor corrupt` and the loader: no more spans than sentinels (past them the
+    // sentinel ids would count down into real pieces), and EOS a piece of the vocabulary.
+    check_spans(
+        inputs_length,
+        noise_density,
+        mean_span_length,
+        extra_ids,
+        lengths,
+    )
+    .map_err(|e| ConveyorError::new_err(e.to_string()))?;
+    if eos_id >= vocab_size {
+        return Err(ConveyorError::new_err(format!(
+            "eos_id {eos_id} is not below vocab_size {vocab_size}: EOS is a piece of the vocabulary"
+        )));
+    }
     let total = vocab_size.checked_add(extra_ids).ok_or_else(|| {
         ConveyorError::new_err(format!(
             "vocab_size {vocab_size} + extra_ids {extra_ids} overflows"

@@ -88,6 +88,19 @@ def test_bad_settings_and_foreign_ids_are_refused():
         conveyor.span_corruption([5, 6, 400], inputs_length=32, seed=0, vocab_size=400)
     with pytest.raises(conveyor.ConveyorError, match="not a vocabulary id"):
         conveyor.span_corruption(np.array([5, -1]), inputs_length=32, seed=0, vocab_size=400)
+    # More noise spans than sentinels would number sentinels down into real pieces: refused
+    # as `conveyor corrupt` refuses it (inputs 2048 make 114 spans; extra_ids=0 none at all).
+    doc = np.arange(3, 5000) % 390 + 3
+    with pytest.raises(conveyor.ConveyorError, match="114 noise spans, but there are only 100 sentinels"):
+        conveyor.span_corruption(doc, inputs_length=2048, seed=0, vocab_size=400)
+    with pytest.raises(conveyor.ConveyorError, match="only 0 sentinels"):
+        conveyor.span_corruption(doc, inputs_length=32, seed=0, vocab_size=400, extra_ids=0)
+    with pytest.raises(conveyor.ConveyorError, match="eos_id 700 is not below vocab_size 400"):
+        conveyor.span_corruption(doc, inputs_length=32, seed=0, vocab_size=400, eos_id=700)
+    # At the most spans the sentinels allow, every sentinel lies past the vocabulary's pieces.
+    inputs, targets = conveyor.span_corruption(doc, inputs_length=1024, seed=0, vocab_size=400)
+    ids = np.concatenate(inputs + targets)
+    assert ids.max() < 500 and (ids >= 400).any() and not ((ids >= 393) & (ids < 400)).any()
 
 
 def test_documents_come_as_arrays_lists_or_object_arrays():

@@ -106,7 +106,10 @@ mod tests {
         let held = claim(&st, &file, &out, false).unwrap();
         // While a runner holds the folder, a second runner of the very same study is refused.
         let e = claim(&st, &file, &out, false).unwrap_err().to_string();
-        assert!(e.contains("in use") && e.contains(".conveyor-study.lock"), "{e}");
+        assert!(
+            e.contains("in use") && e.contains(".conveyor-study.lock"),
+            "{e}"
+        );
         drop(held);
         drop(claim(&st, &file, &out, false).unwrap());
         let changed = text.replace("inputs_length = 64", "inputs_length = 32");

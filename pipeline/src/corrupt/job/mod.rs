@@ -264,13 +264,32 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
 
 /// Refuses lengths with no room for a noise span, or more spans than sentinels.
 fn check_lengths(cfg: &CorruptConfig, l: Lengths) -> Result<(), Error> {
-    let noise = (l.tokens_length as f64 * cfg.noise_density).round_ties_even();
+    check_spans(
+        cfg.inputs_length,
+        cfg.noise_density,
+        cfg.mean_span_length,
+        cfg.extra_ids,
+        l,
+    )
+}
+
+/// Refuses settings whose examples would hold no noise span, or more noise spans than there
+/// are sentinels (extra ids): past them the sentinel ids would count down into real pieces.
+/// `l` is `random_spans_helper(inputs_length, density, mean)`.
+pub fn check_spans(
+    inputs_length: usize,
+    density: f64,
+    mean: f64,
+    extra_ids: u32,
+    l: Lengths,
+) -> Result<(), Error> {
+    let noise = (l.tokens_length as f64 * density).round_ties_even();
     if noise < 1.0 || l.targets_length < 3 {
-        let mut smallest = cfg.inputs_length + 1;
+        let mut smallest = inputs_length + 1;
         while smallest < 1 << 20 {
-            let ok = random_spans_helper(smallest, cfg.noise_density, cfg.mean_span_length)
+            let ok = random_spans_helper(smallest, density, mean)
                 .map(|x| {
-                    (x.tokens_length as f64 * cfg.noise_density).round_ties_even() >= 1.0
+                    (x.tokens_length as f64 * density).round_ties_even() >= 1.0
                         && x.targets_length >= 3
                 })
                 .unwrap_or(false);
@@ -280,19 +299,14 @@ fn check_lengths(cfg: &CorruptConfig, l: Lengths) -> Result<(), Error> {
             smallest += 1;
         }
         return Err(Error::Config(format!(
-            "--inputs-length {} is too small to hold one noise span at density {}; use at least {smallest}",
-            cfg.inputs_length, cfg.noise_density
+            "inputs length {inputs_length} is too small to hold one noise span at density {density}; use at least {smallest}"
         )));
     }
-    let (_, spans) = mask_counts(
-        l.tokens_length,
-        cfg.noise_density as f32,
-        cfg.mean_span_length as f32,
-    );
-    if spans > cfg.extra_ids as usize {
+    let (_, spans) = mask_counts(l.tokens_length, density as f32, mean as f32);
+    if spans > extra_ids as usize {
         return Err(Error::Config(format!(
-            "{} raw tokens per example make {spans} noise spans, but there are only {} sentinels (extra ids); lower --inputs-length or --noise-density, raise --mean-span-length, or raise --extra-ids",
-            l.tokens_length, cfg.extra_ids
+            "{} raw tokens per example make {spans} noise spans, but there are only {extra_ids} sentinels (extra ids); lower the inputs length or the noise density, raise the mean span length, or raise the extra ids",
+            l.tokens_length
         )));
     }
     Ok(())
