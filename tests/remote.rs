@@ -216,6 +216,7 @@ pq.write_table(table, sys.argv[2], row_group_size=100)
 fn task_files_at_a_url_prepare_the_same_examples() {
     let root = tmp_dir("http-task-root");
     std::fs::copy(shared("cogs/dev.tsv"), root.join("dev.tsv")).unwrap();
+    let server_root = root.clone();
     let server = FileServer::start(root);
     let size = std::fs::metadata(shared("cogs/dev.tsv")).unwrap().len();
     server
@@ -257,6 +258,24 @@ fn task_files_at_a_url_prepare_the_same_examples() {
     let remote = prepare(&server.url("dev.tsv"), &tmp_path("task-remote"));
     assert_eq!(server.seen.dropped.load(Ordering::SeqCst), 1);
     assert!(remote == local, "examples from the URL differ");
+    // The staged copy serves a rerun while the object is the same version (no GET)...
+    let gets = server.seen.gets.load(Ordering::SeqCst);
+    assert!(prepare(&server.url("dev.tsv"), &tmp_path("task-again")) == local);
+    assert_eq!(server.seen.gets.load(Ordering::SeqCst), gets);
+    // ...and not once the object is rewritten, even at the same size (lines reordered: a
+    // cache keyed by size kept the old examples).
+    let text = std::fs::read_to_string(shared("cogs/dev.tsv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.reverse();
+    let reordered = lines.join("\n") + "\n";
+    assert_eq!(reordered.len(), text.len());
+    let edited = tmp_dir("http-task-edited").join("dev.tsv");
+    std::fs::write(&edited, &reordered).unwrap();
+    std::fs::write(server_root.join("dev.tsv"), &reordered).unwrap();
+    server.behaviour.version.store(1, Ordering::SeqCst);
+    let want = prepare(edited.to_str().unwrap(), &tmp_path("task-edited-local"));
+    assert!(want != local);
+    assert!(prepare(&server.url("dev.tsv"), &tmp_path("task-edited")) == want);
 }
 
 #[test]

@@ -94,6 +94,34 @@ impl Moto {
         (status, reply)
     }
 
+    /// Writes `path`'s bytes as the object `s3://bucket/key` with boto3.
+    fn put(&self, bucket: &str, key: &str, path: &Path) {
+        let script = r#"
+import sys, boto3
+endpoint, bucket, key, path = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+s3.upload_file(path, bucket, key)
+"#;
+        let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+        let o = Command::new(python)
+            .args([
+                "-c",
+                script,
+                &format!("http://127.0.0.1:{}", self.port),
+                bucket,
+                key,
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// Downloads every object under `s3://bucket/prefix/` with boto3 (an S3 client independent
     /// of conveyor's) into a fresh local folder.
     fn fetch(&self, bucket: &str, prefix: &str) -> PathBuf {
@@ -317,6 +345,49 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
     let from_disk = losses(arg(&local), "s3-train-local");
     assert_eq!(from_disk.len(), 3);
     assert_eq!(losses("s3://corpus/tokens", "s3-train-s3"), from_disk);
+    // The local copy follows the store: a shard rewritten at the same size is fetched again
+    // (a cache keyed by size kept reading the old copy), and this one, no longer matching
+    // its manifest, is named at its URL.
+    let copy = moto.fetch("corpus", "tokens");
+    let (shard, good) = files_in(&copy)
+        .into_iter()
+        .find(|(n, _)| n.starts_with("train-"))
+        .unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0xff;
+    let put = |bytes: &[u8]| {
+        let file = tmp_path("s3-shard-bytes");
+        std::fs::write(&file, bytes).unwrap();
+        moto.put("corpus", &format!("tokens/{shard}"), &file);
+    };
+    put(&bad);
+    let run = tmp_path("s3-train-changed");
+    let o = moto.conveyor(&[
+        "train",
+        "--data",
+        "s3://corpus/tokens",
+        "--out",
+        arg(&run),
+        "--steps",
+        "1",
+        "--arch",
+        "lightconv",
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("s3://corpus/tokens")
+            && err.contains("does not match its manifest"),
+        "{err}"
+    );
+    put(&good);
+    assert_eq!(losses("s3://corpus/tokens", "s3-train-s3-again"), from_disk);
 
     // Cleaning from and to S3 writes the same files as the local run.
     let local_clean = tmp_path("s3-local-clean");

@@ -88,8 +88,8 @@ impl Out {
                 }
             );
         }
-        std::fs::remove_dir_all(&self.dir)
-            .map_err(|e| anyhow::anyhow!("{}: cannot remove the stage: {e}", self.dir.display()))?;
+        sync::remove_stage(&self.dir)
+            .map_err(|e| anyhow::anyhow!("cannot remove the stage: {e}"))?;
         Ok(())
     }
 }

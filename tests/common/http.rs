@@ -19,6 +19,9 @@ pub struct Behaviour {
     pub drop_after: AtomicU64,
     /// Instead of closing the connection there, go silent (a stalled connection).
     pub stall: AtomicBool,
+    /// The files' version, in their Last-Modified and ETag: a test that rewrites a file
+    /// bumps it, as a real server's dates and ETags change with the content.
+    pub version: AtomicU64,
 }
 
 /// What the server saw.
@@ -120,12 +123,13 @@ fn serve(conn: TcpStream, root: &std::path::Path, b: &Behaviour, s: &Seen) -> st
         } else {
             "HTTP/1.1 200 OK\r\n".to_string()
         };
+        let version = b.version.load(Ordering::SeqCst) % 60;
         head += &format!(
-            "Content-Length: {}\r\nAccept-Ranges: bytes\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\n",
+            "Content-Length: {}\r\nAccept-Ranges: bytes\r\nLast-Modified: Tue, 24 Nov 2026 10:{version:02}:00 GMT\r\n",
             end - start
         );
         if b.etag.load(Ordering::SeqCst) {
-            head += &format!("ETag: \"{size}-fixed\"\r\n");
+            head += &format!("ETag: \"{size}-{version}\"\r\n");
         }
         head += "\r\n";
         conn.write_all(head.as_bytes())?;

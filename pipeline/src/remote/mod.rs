@@ -15,6 +15,7 @@
 //! `CONVEYOR_REMOTE_BACKOFF_MS` (default 200 ms, at most 15 s between attempts); a read that
 //! waits `CONVEYOR_REMOTE_STALL_S` (default 60) seconds for bytes counts as a failure.
 
+mod cache;
 pub mod list;
 pub mod read;
 pub mod sync;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 
+use super::cache::Fetched;
 use super::{list::objects_under, runtime, Location};
 use crate::error::Error;
 
@@ -30,7 +31,7 @@ fn part_size() -> usize {
 pub struct Transfer {
     pub files: usize,
     pub bytes: u64,
-    /// Files that were already there with the same size.
+    /// Files that were already there: the same size (uploads), the same version (downloads).
     pub skipped: usize,
     /// Remote objects removed because the local folder no longer has them.
     pub deleted: usize,
@@ -190,26 +191,38 @@ fn put_file(path: &Path, obj: &Location) -> Result<(), Error> {
     Ok(())
 }
 
-/// Copies every object under `url` into `dir` (skipping files already there with the same
-/// size); returns what it did.
+/// Copies every object under `url` into `dir`, skipping the copies already there of the
+/// very version the store lists ([`Fetched`]); returns what it did.
 pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
+    let base = loc.key.as_ref().len();
+    let mut fetched = Fetched::open(dir);
     let mut t = Transfer::default();
-    for (rel, len) in remote_files(&loc)? {
-        // Object names are the bucket writer's: each part must be a plain name.
-        let mut path = dir.to_path_buf();
-        for part in rel.split('/') {
-            path = crate::contain::join(&path, part, Path::new(url))?;
-        }
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+    for m in objects_under(&loc)? {
+        let rel = m.location.as_ref()[base..].trim_start_matches('/');
+        let path = stage_path(dir, rel, url)?;
+        if fetched.is_current(rel, &path, &m) {
             t.skipped += 1;
             continue;
         }
-        fetch(&loc.join(&rel).url, &path)?;
+        fetch(&loc.join(rel).url, &path)?;
+        fetched.fetched(rel, &m);
+        // Saved as it goes: a download killed half-way keeps what it has fetched.
+        fetched.save()?;
         t.files += 1;
-        t.bytes += len;
+        t.bytes += m.size;
     }
     Ok(t)
+}
+
+/// Where the object `rel` (under `url`) is copied in `dir`: object names are the bucket
+/// writer's, so each part must be a plain name.
+fn stage_path(dir: &Path, rel: &str, url: &str) -> Result<PathBuf, Error> {
+    let mut path = dir.to_path_buf();
+    for part in rel.split('/') {
+        path = crate::contain::join(&path, part, Path::new(url))?;
+    }
+    Ok(path)
 }
 
 /// Downloads one object to `path` (through a temporary name, so `path` is whole or absent).
@@ -228,8 +241,8 @@ fn fetch(url: &str, path: &Path) -> Result<(), Error> {
 }
 
 /// A dataset folder (token or example shards and their manifest) given by path or URL, as
-/// a local folder: a URL is downloaded into its stage folder first (kept as a cache; files
-/// already there with the right size are not fetched again), since shards are read by
+/// a local folder: a URL is downloaded into its stage folder first (kept as a cache; copies
+/// of the version the store lists are not fetched again), since shards are read by
 /// random access. Returns the folder and, for a URL, what was transferred.
 pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error> {
     let Some(url) = input.to_str().filter(|s| super::is_url(s)) else {
@@ -244,12 +257,26 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
             message: "holds no manifest.json: name a conveyor dataset (the --out of ingest, corrupt or task prepare)".into(),
         });
     }
-    verify_download(&dir)?;
+    // A copy damaged in the stage folder is fetched once more; a shard that still differs
+    // from its manifest is damaged at the URL.
+    if let Err(e) = verify_download(&dir) {
+        let mut fetched = Fetched::open(&dir);
+        if let Error::Verify { path, .. } = &e {
+            let rel = path.strip_prefix(&dir).unwrap_or(path).to_string_lossy();
+            fetched.forget(&rel);
+            fetched.save()?;
+        }
+        download(url, &dir)?;
+        verify_download(&dir).map_err(|e| Error::Remote {
+            url: url.to_string(),
+            message: format!("holds a shard that does not match its manifest: {e}"),
+        })?;
+    }
     Ok((dir, Some(t)))
 }
 
 /// Checks every downloaded shard's size and sha256 against the dataset's manifest, so a
-/// damaged object or a stale cache is named before anything reads it.
+/// damaged object or copy is named before anything reads it.
 fn verify_download(dir: &Path) -> Result<(), Error> {
     let listed: Vec<(String, String, u64)> = match crate::manifest::Manifest::read(dir) {
         Ok(m) => m
@@ -284,8 +311,11 @@ pub fn local_input(input: &Path) -> Result<PathBuf, Error> {
     match loc.head()? {
         Some(meta) => {
             let path = dir.join(&name);
-            if !std::fs::metadata(&path).is_ok_and(|m| m.len() == meta.size) {
+            let mut fetched = Fetched::open(&dir);
+            if !fetched.is_current(&name, &path, &meta) {
                 fetch(&loc.url, &path)?;
+                fetched.fetched(&name, &meta);
+                fetched.save()?;
             }
             Ok(path)
         }
@@ -298,6 +328,13 @@ pub fn local_input(input: &Path) -> Result<PathBuf, Error> {
             Ok(folder)
         }
     }
+}
+
+/// Removes a stage folder once its work is uploaded, with the record of what was fetched
+/// into it.
+pub fn remove_stage(dir: &Path) -> Result<(), Error> {
+    std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    Fetched::open(dir).remove()
 }
 
 /// The local stage folder for outputs bound for `url`: `CONVEYOR_STAGE` if set, else the
