@@ -541,3 +541,33 @@ fn os_errors_are_printed_once() {
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
     let _ = sb.root;
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `conveyor inspect DIR | head -0`: the reader is gone before the first line.
+    for args in [
+        vec!["inspect", c4_tokens().to_str().unwrap()],
+        vec![
+            "model",
+            "summary",
+            "--arch",
+            "transformer",
+            "--preset",
+            "tiny",
+        ],
+    ] {
+        let mut child = crate::common::conveyor_cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod clean;
+mod closed_pipe;
 mod corrupt;
 mod experiments;
 mod ingest;
@@ -103,6 +104,7 @@ enum Command {
 }
 
 fn main() {
+    closed_pipe::end_quietly();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),

@@ -3,6 +3,8 @@
 //! data commands never load libtorch.
 
 mod bench;
+#[path = "../closed_pipe.rs"]
+mod closed_pipe;
 mod eval;
 mod hf;
 mod loss;
@@ -53,6 +55,7 @@ enum ModelCommand {
 }
 
 fn main() {
+    closed_pipe::end_quietly();
     malloc::keep_freed_memory();
     let cli = Cli::parse();
     let result: anyhow::Result<i32> = match cli.command {
