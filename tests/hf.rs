@@ -230,3 +230,149 @@ fn summary_counts_a_hugging_face_config() {
     assert_eq!(v["parameters"], 247_577_856);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A hostile Hugging Face folder is named before a model is built from it: integer weights
+/// (they were cast to floats of their bit patterns' values: loss NaN), ids outside the
+/// vocabulary (a panic inside libtorch later), a FIFO for a file (a hang), a damaged
+/// safetensors file (a raw reader error). An empty --out is filled, not replaced (it lost
+/// its permissions).
+#[test]
+fn hostile_hugging_face_folders_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp_dir("hf-hostile");
+    let run = dir.join("run");
+    ok(&[
+        "train",
+        "--data",
+        s(c4_tokens()),
+        "--out",
+        s(&run),
+        "--arch",
+        "transformer",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--inputs-length",
+        "64",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    let vocab = shared("spiece/t5-spiece.model");
+    let hf = dir.join("hf");
+    let step = run.join("checkpoints/step-00000001");
+    ok(&[
+        "model",
+        "export-hf",
+        s(&step),
+        "--out",
+        s(&hf),
+        "--vocab",
+        s(&vocab),
+    ]);
+    let empty = dir.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o700)).unwrap();
+    ok(&["model", "import-hf", s(&hf), "--out", s(&empty)]);
+    let mode = std::fs::metadata(&empty).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the user's folder was replaced");
+    assert!(empty.join("model.safetensors").exists());
+
+    // Each case: a copy of the export with one thing changed, refused with these words.
+    let case = |name: &str, change: &dyn Fn(&std::path::Path), words: &[&str]| {
+        let bad = dir.join(name);
+        std::fs::create_dir(&bad).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(hf.join(f), bad.join(f)).unwrap();
+        }
+        change(&bad);
+        let mut child = conveyor_cmd()
+            .args([
+                "model",
+                "import-hf",
+                s(&bad),
+                "--out",
+                s(&dir.join(format!("{name}-out"))),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed().as_secs() > 60 {
+                child.kill().unwrap();
+                panic!("{name}: import-hf hung");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: imported");
+        for w in words {
+            assert!(err.contains(w), "{name}: no {w:?} in {err}");
+        }
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    };
+    let edit_config = |key: &'static str, value: serde_json::Value| {
+        move |d: &std::path::Path| {
+            let p = d.join("config.json");
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            v[key] = value.clone();
+            std::fs::write(&p, v.to_string()).unwrap();
+        }
+    };
+    // The same bytes declared as 32-bit integers (the header keeps its length).
+    case(
+        "ints",
+        &|d| {
+            let p = d.join("model.safetensors");
+            let mut b = std::fs::read(&p).unwrap();
+            let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+            let header = String::from_utf8(b[8..8 + n].to_vec()).unwrap();
+            b[8..8 + n].copy_from_slice(header.replace("\"F32\"", "\"I32\"").as_bytes());
+            std::fs::write(&p, b).unwrap();
+        },
+        &["not floating point weights"],
+    );
+    case(
+        "start-id",
+        &edit_config("decoder_start_token_id", 1_000_000.into()),
+        &["config.json", "decoder_start_id 1000000"],
+    );
+    case(
+        "distance",
+        &edit_config("relative_attention_max_distance", (1u64 << 63).into()),
+        &["relative_max_distance"],
+    );
+    case(
+        "fifo",
+        &|d| {
+            std::fs::remove_file(d.join("config.json")).unwrap();
+            let made = std::process::Command::new("mkfifo")
+                .arg(d.join("config.json"))
+                .status()
+                .unwrap();
+            assert!(made.success());
+        },
+        &["config.json", "not a regular file"],
+    );
+    case(
+        "cut",
+        &|d| {
+            let p = d.join("model.safetensors");
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+        },
+        &[
+            "model.safetensors",
+            "not a readable safetensors file",
+            "download it again",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 const MAX_LAYERS: usize = 4096;
 /// The most parameters a model may have (2^40, ~1.1 trillion).
 const MAX_PARAMETERS: usize = 1 << 40;
+/// The largest relative distance, kernel size or dilation a config may name (far past any
+/// real model; far inside libtorch's 64-bit indices).
+const MAX_DISTANCE: usize = 1 << 24;
 
 /// Which mixing sublayer the encoder and decoder use in place of self-attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +351,30 @@ impl ModelConfig {
         if self.relative_buckets < 4 || self.relative_max_distance < self.relative_buckets {
             return bad("relative_buckets must be >= 4 and <= relative_max_distance".into());
         }
+        // Distances and ids go to libtorch as 64-bit integers and index tables: a value past
+        // them is refused here, not a panic inside a forward pass.
+        if self.relative_max_distance > MAX_DISTANCE {
+            return bad(format!(
+                "relative_max_distance {} is over {MAX_DISTANCE}",
+                self.relative_max_distance
+            ));
+        }
+        if self.kernel_size > MAX_DISTANCE || self.dilations.iter().any(|&d| d > MAX_DISTANCE) {
+            return bad(format!(
+                "kernel sizes and dilations must be at most {MAX_DISTANCE}"
+            ));
+        }
+        for (name, id) in [
+            ("decoder_start_id", self.decoder_start_id),
+            ("pad_id", self.pad_id),
+        ] {
+            if id < 0 || id as u64 >= self.vocab_size as u64 {
+                return bad(format!(
+                    "{name} {id} is not an id of the vocabulary of {}",
+                    self.vocab_size
+                ));
+            }
+        }
         if self.position_embedding == PositionEmbedding::Learned && self.max_positions == 0 {
             return bad("max_positions must be positive with learned position embeddings".into());
         }
@@ -462,6 +489,25 @@ mod tests {
             .to_string()
             .contains("parameters"));
         c.validate().unwrap();
+        // Ids and distances a forward pass would index with (an imported config with a
+        // decoder start id of 10^6 in a vocabulary of 500 panicked inside libtorch).
+        let err = |f: &dyn Fn(&mut ModelConfig)| {
+            let mut bad = c.clone();
+            f(&mut bad);
+            bad.validate().unwrap_err().to_string()
+        };
+        assert!(err(&|b| b.decoder_start_id = 32_128).contains("decoder_start_id 32128"));
+        assert!(err(&|b| b.pad_id = -1).contains("pad_id -1"));
+        assert!(err(&|b| b.relative_max_distance = 1 << 63).contains("relative_max_distance"));
+        let conv = ModelConfig::preset(Arch::Dilatedconv, "tiny", 500).unwrap();
+        conv.validate().unwrap();
+        let mut wide = conv.clone();
+        wide.dilations = vec![1, 1 << 40];
+        assert!(wide
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("dilations"));
     }
 
     /// Configs written before `attention` existed read as explicit, and an explicit config

@@ -24,7 +24,17 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>, HfError> {
     };
     let mut out = BTreeMap::new();
     for file in &files {
-        for (name, t) in Tensor::read_safetensors(file).map_err(|e| io(file, e))? {
+        regular(file, u64::MAX)?;
+        let tensors = Tensor::read_safetensors(file).map_err(|e| {
+            // tch's message repeats the path and gives the reader's Debug name only.
+            let why = e.to_string();
+            let why = why.rsplit(": ").next().unwrap_or(&why).to_string();
+            io(
+                file,
+                format!("is not a readable safetensors file ({why}); download it again, or save the model again with save_pretrained(..., safe_serialization=True)"),
+            )
+        })?;
+        for (name, t) in tensors {
             if out.insert(name.clone(), t).is_some() {
                 return Err(io(file, format!("holds {name} a second time")));
             }
@@ -45,6 +55,7 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>, HfError> {
 }
 
 fn weight_map(index: &Path) -> Result<serde_json::Map<String, Value>, HfError> {
+    regular(index, 64 << 20)?;
     let text = std::fs::read_to_string(index).map_err(|e| io(index, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| io(index, e))?;
     match v.get("weight_map") {
@@ -66,6 +77,29 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<std::path::PathBuf>, HfEr
         }
     }
     Ok(files)
+}
+
+/// Refuses what is not a regular file of at most `max` bytes before reading it: a named
+/// FIFO hung the import, a link to /dev/zero read until memory ran out; a file an index
+/// names that is missing is said so.
+pub fn regular(path: &Path, max: u64) -> Result<(), HfError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => io(
+            path,
+            "is missing: download every file of the model (config.json, the .safetensors files and their index)",
+        ),
+        _ => io(path, e),
+    })?;
+    if !meta.is_file() {
+        return Err(io(path, "is not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(io(
+            path,
+            format!("is {} bytes, more than such a file holds", meta.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// No safetensors weights: say what the folder holds instead and how to convert it.

@@ -73,6 +73,7 @@ pub fn read_config_file(path: &Path) -> Result<ModelConfig, HfError> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, HfError> {
+    files::regular(path, 64 << 20)?;
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
     serde_json::from_str(&text).map_err(|e| io(path, e))
 }
@@ -136,6 +137,16 @@ fn fill(
                 "{theirs} has shape {:?}, its config.json implies {:?}",
                 t.size(),
                 var.size()
+            )));
+        }
+        // Integer tensors would be cast to floats of their bit patterns' values.
+        if !matches!(
+            t.kind(),
+            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
+        ) {
+            return Err(refuse(format!(
+                "{theirs} holds {:?} values, not floating point weights (F32, F16, BF16): a damaged or foreign file",
+                t.kind()
             )));
         }
         let t = t.to_kind(Kind::Float);
@@ -285,9 +296,9 @@ fn tokenizer_files(
     ])
 }
 
-/// Writes a new folder `out` through `write` into a temporary sibling, then renames it into
-/// place: `out` must not exist, or be an empty folder (which the rename replaces; nothing of
-/// the user's is removed or overwritten).
+/// Writes a new folder `out` through `write` into a temporary sibling, then puts it in place
+/// ([`place`]): `out` must not exist, or be an empty folder (nothing of the user's is
+/// removed or overwritten).
 fn write_new(out: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Result<(), HfError> {
     if out.exists() {
         let empty = std::fs::read_dir(out)
@@ -317,11 +328,30 @@ fn write_new(out: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Re
     }
     std::fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
     // Only what this call created and wrote is removed when it fails.
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, out).map_err(|e| io(out, e)));
+    let result = write(&tmp).and_then(|()| place(&tmp, out));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Puts the written folder `tmp` at `out`: renamed into place when `out` is new; moved file
+/// by file into an empty `out` (renaming over it would replace the user's folder, its
+/// permissions and owner with it).
+fn place(tmp: &Path, out: &Path) -> Result<(), HfError> {
+    if !out.exists() {
+        return std::fs::rename(tmp, out).map_err(|e| io(out, e));
+    }
+    let mut names: Vec<_> = std::fs::read_dir(tmp)
+        .map_err(|e| io(tmp, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io(tmp, e))?;
+    names.sort();
+    for name in names {
+        std::fs::rename(tmp.join(&name), out.join(&name)).map_err(|e| io(out, e))?;
+    }
+    std::fs::remove_dir(tmp).map_err(|e| io(tmp, e))
 }
 
 #[cfg(test)]
