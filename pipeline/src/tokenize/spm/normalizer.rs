@@ -6,9 +6,13 @@
 //! adds the dummy prefix and escapes spaces as `▁`, exactly as `normalizer.cc` does.
 
 use super::proto::NormalizerSpec;
+use super::trie::{Piece, PieceTrie};
 
 /// The escaped whitespace symbol U+2581.
 pub const SPACE_SYMBOL: &str = "\u{2581}";
+
+/// The most bytes one charsmap rule may write (nmt_nfkc's longest is 33, U+FDFA).
+const MAX_REPLACEMENT: usize = 256;
 
 /// A darts-clone double array, read from the charsmap blob.
 struct DoubleArray {
@@ -103,8 +107,10 @@ pub struct Normalizer {
     /// ASCII bytes other than space that start no user symbol and normalise to themselves
     /// when followed by ASCII: runs of them are copied as they are.
     copy: [bool; 256],
-    /// User-defined symbols, which are matched before the charsmap and never changed.
-    user_symbols: Vec<Vec<u8>>,
+    /// User-defined symbols, which are matched before the charsmap and never changed (a
+    /// trie: a model may hold 10^5 of them, and a scan of all at every position was ~1000x
+    /// slower than SentencePiece).
+    user_symbols: Option<PieceTrie>,
     add_dummy_prefix: bool,
     remove_extra_whitespaces: bool,
     escape_whitespaces: bool,
@@ -138,7 +144,20 @@ impl Normalizer {
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            (Some(DoubleArray { units }), blob[4 + trie_size..].to_vec())
+            let replacements = blob[4 + trie_size..].to_vec();
+            // A rule consumes at least one byte; bounding what it writes bounds the
+            // normalised text by the input (real charsmaps write at most a few dozen bytes;
+            // a hand-made one mapping a letter to a megabyte aborted on a 6 KB document).
+            if let Some(long) = replacements
+                .split(|&b| b == 0)
+                .find(|r| r.len() > MAX_REPLACEMENT)
+            {
+                return Err(CharsmapError(format!(
+                    "precompiled charsmap replaces a character with {} bytes, more than the {MAX_REPLACEMENT} any real normaliser writes",
+                    long.len()
+                )));
+            }
+            (Some(DoubleArray { units }), replacements)
         };
         let mut passthrough = [true; 256];
         if let Some(t) = &trie {
@@ -146,14 +165,16 @@ impl Normalizer {
                 *p = !t.has_transition(b as u8);
             }
         }
+        let mut user_first = [false; 256];
         for s in &user_symbols {
             if let Some(&b) = s.first() {
                 passthrough[b as usize] = false;
+                user_first[b as usize] = true;
             }
         }
         let mut copy = [false; 256];
         for (b, c) in copy.iter_mut().enumerate().take(0x80) {
-            let user = user_symbols.iter().any(|s| s.first() == Some(&(b as u8)));
+            let user = user_first[b];
             let rules_keep_it = trie
                 .as_ref()
                 .is_none_or(|t| t.ascii_maps_to_itself(b as u8, &replacements));
@@ -164,7 +185,16 @@ impl Normalizer {
             replacements,
             passthrough,
             copy,
-            user_symbols,
+            user_symbols: (!user_symbols.is_empty()).then(|| {
+                PieceTrie::new(user_symbols.iter().enumerate().map(|(i, s)| {
+                    let piece = Piece {
+                        id: i as i32,
+                        score: 0.0,
+                        user: true,
+                    };
+                    (s.as_slice(), piece)
+                }))
+            }),
             add_dummy_prefix: spec.add_dummy_prefix,
             remove_extra_whitespaces: spec.remove_extra_whitespaces,
             escape_whitespaces: spec.escape_whitespaces,
@@ -179,14 +209,12 @@ impl Normalizer {
         if b < 0x80 && self.passthrough[b as usize] {
             return (&input[..1], 1);
         }
-        let user = self
-            .user_symbols
-            .iter()
-            .filter(|s| input.starts_with(s))
-            .map(|s| s.len())
-            .max();
-        if let Some(n) = user {
-            return (&input[..n], n);
+        if let Some(user) = &self.user_symbols {
+            let mut longest = 0;
+            user.for_each_prefix(input, |len, _| longest = len);
+            if longest > 0 {
+                return (&input[..longest], longest);
+            }
         }
         if let Some(trie) = &self.trie {
             if let Some((len, value)) = trie.longest_prefix(input) {
@@ -322,6 +350,53 @@ mod tests {
     fn user_symbols_pass_through() {
         let n = Normalizer::new(&NormalizerSpec::default(), vec![b"<x>".to_vec()], false).unwrap();
         assert_eq!(norm(&n, "a<x>b"), "▁a<x>b");
+    }
+
+    /// The longest user symbol at each position wins, as a scan of all of them finds it,
+    /// with thousands of symbols sharing prefixes.
+    #[test]
+    fn the_longest_user_symbol_wins_among_many() {
+        let mut symbols: Vec<Vec<u8>> = (0..5000)
+            .map(|i| format!("<{}>", i % 700).repeat(1 + i % 3).into_bytes())
+            .collect();
+        symbols.extend([b"<".to_vec(), b"<1".to_vec(), "é<".as_bytes().to_vec()]);
+        let n = Normalizer::new(&NormalizerSpec::default(), symbols.clone(), false).unwrap();
+        let mut rng = crate::rng::Rng::from_state(7);
+        let alphabet = ["<", ">", "1", "2", "3", "a", " ", "é"];
+        for _ in 0..300 {
+            let text: String = (0..40)
+                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                .collect();
+            let mut at = text.as_bytes();
+            while !at.is_empty() {
+                let naive = symbols
+                    .iter()
+                    .filter(|s| at.starts_with(s))
+                    .map(|s| s.len())
+                    .max();
+                let (norm, used) = n.prefix(at);
+                if let Some(len) = naive {
+                    assert_eq!((norm, used), (&at[..len], len), "{text:?}");
+                }
+                at = &at[used..];
+            }
+        }
+    }
+
+    #[test]
+    fn a_charsmap_writing_more_than_any_real_one_is_refused() {
+        let mut blob = 4u32.to_le_bytes().to_vec();
+        blob.extend([0; 4]);
+        blob.extend(b"ok\0");
+        blob.extend(vec![b'x'; MAX_REPLACEMENT + 1]);
+        let spec = NormalizerSpec {
+            precompiled_charsmap: blob,
+            ..NormalizerSpec::default()
+        };
+        let Err(e) = Normalizer::new(&spec, Vec::new(), false) else {
+            panic!("a {}-byte replacement was accepted", MAX_REPLACEMENT + 1)
+        };
+        assert!(e.0.contains("257 bytes"), "{}", e.0);
     }
 
     #[test]
