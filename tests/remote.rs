@@ -155,6 +155,20 @@ fn missing_objects_and_unlistable_servers_are_named() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("name each file"), "{err}");
+    // No pattern or query string is taken for a listing of the server (a `?` was, and the
+    // message held the server's whole error page).
+    for (arg, words) in [
+        (server.url("c4-*.json.gz"), "name each file"),
+        (server.url("c4.json.gz?sig=abc"), "query strings"),
+    ] {
+        let o = run_with(
+            &[("CONVEYOR_REMOTE_RETRIES", "0")],
+            &ingest_args(&arg, out.to_str().unwrap(), vocab.to_str().unwrap()),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(words), "{arg}: {err}");
+        assert!(err.len() < 1000, "{arg}: {err}");
+    }
 }
 
 #[test]

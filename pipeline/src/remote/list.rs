@@ -30,7 +30,16 @@ pub fn objects_under(loc: &Location) -> Result<Vec<ObjectMeta>, Error> {
 /// are corpus files.
 pub fn expand(arg: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Error> {
     let none = || Error::NoInputs(arg.to_string());
-    if let Some(star) = arg.find(['*', '?', '[']) {
+    // A plain HTTP server cannot be listed, so nothing there is a pattern (and a `?` starts
+    // a query string, which Location::parse names).
+    let http = arg.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("http"));
+    if http && arg.contains(['*', '[']) {
+        return Err(Error::Remote {
+            url: arg.to_string(),
+            message: "a plain HTTP server cannot be listed, so a pattern cannot be expanded: name each file (or use s3:// or gs://)".into(),
+        });
+    }
+    if let Some(star) = arg.find(['*', '?', '[']).filter(|_| !http) {
         // List from the last `/` before the first wildcard, then match the whole key.
         let cut = arg[..star].rfind('/').ok_or_else(none)?;
         let base = Location::parse(&arg[..cut])?;

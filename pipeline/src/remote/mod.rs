@@ -176,11 +176,18 @@ impl Location {
     }
 
     /// An error about this location; the message should say what to do.
-    pub fn error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+    pub fn error(&self, what: &str, e: object_store::Error) -> Error {
         let scheme = self.root.split("://").next().unwrap_or("");
+        // A bad object name is the bucket writer's doing, not the credentials'.
+        let hint = match &e {
+            object_store::Error::InvalidPath { .. } => {
+                "an object name there is not a plain path (an empty, '.' or '..' part); rename or remove that object"
+            }
+            _ => credentials_hint(scheme),
+        };
         Error::Remote {
             url: self.url.clone(),
-            message: format!("{what}: {e}; {}", credentials_hint(scheme)),
+            message: format!("{what}: {e}; {hint}"),
         }
     }
 

@@ -351,11 +351,14 @@ pub fn stage_dir(url: &str) -> PathBuf {
         })
         .unwrap_or_else(|| std::env::temp_dir().join("conveyor-stage"));
     let digest = crate::manifest::hex(&sha2::Sha256::digest(url.trim_end_matches('/').as_bytes()));
+    // The URL's last part makes the name readable; the digest makes it unique, so the part
+    // is cut to stay far inside a file name's 255 bytes.
     let tail: String = url
         .rsplit('/')
         .find(|s| !s.is_empty())
         .unwrap_or("out")
         .chars()
+        .take(64)
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -429,5 +432,10 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("tokens-"));
+        // A long object name still makes a short folder name, and two such stay apart.
+        let long = format!("s3://b/{}", "L".repeat(300));
+        let a = stage_dir(&format!("{long}.tsv"));
+        assert!(a.file_name().unwrap().len() < 100, "{a:?}");
+        assert_ne!(a, stage_dir(&format!("{long}.csv")));
     }
 }
