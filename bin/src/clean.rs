@@ -123,7 +123,11 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
 /// there were any (their readable part is cleaned and kept), as for ingest.
 fn failed(s: &conveyor_pipeline::clean::CleanSummary) -> i32 {
     for f in &s.failed_inputs {
-        eprintln!("error: {}: {}", f.input, f.error);
+        eprintln!(
+            "error: {}: {}",
+            conveyor_pipeline::printable::one_line(&f.input),
+            conveyor_pipeline::printable::text(&f.error)
+        );
     }
     i32::from(!s.failed_inputs.is_empty())
 }

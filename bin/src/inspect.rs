@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use conveyor_pipeline::manifest::Manifest;
+use conveyor_pipeline::printable::{one_line, text as printable_text};
 use conveyor_pipeline::shard::{read_shard_head, verify_shard};
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
 
@@ -40,13 +41,16 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
 fn summarise(m: &Manifest) {
     println!(
         "{} v{} ({}), job {}",
-        m.format, m.version, m.created_by, m.job
+        one_line(&m.format),
+        m.version,
+        one_line(&m.created_by),
+        one_line(&m.job)
     );
     println!(
         "vocabulary: {} ({} pieces, sha256 {}…)",
-        m.vocab.path,
+        one_line(&m.vocab.path),
         m.vocab.size,
-        &m.vocab.sha256[..12]
+        one_line(m.vocab.sha256.get(..12).unwrap_or(&m.vocab.sha256))
     );
     println!(
         "split {}: {} shards, {} documents, {} tokens from {} inputs ({} failed), {} records skipped",
@@ -61,7 +65,7 @@ fn summarise(m: &Manifest) {
     for s in &m.shards {
         println!(
             "  {}  {} rows  {} tokens  {:.1} MB",
-            s.file,
+            one_line(&s.file),
             s.rows,
             s.tokens,
             s.bytes as f64 / 1e6
@@ -92,11 +96,13 @@ fn decode_head(a: &InspectArgs, m: &Manifest) -> anyhow::Result<()> {
         let shown: String = text.chars().take(300).collect();
         println!(
             "\n--- {}:{} ({} tokens){}\n{}{}",
-            r.source,
+            one_line(&r.source),
             r.source_index + 1,
             r.tokens.len(),
-            r.url.map(|u| format!(" {u}")).unwrap_or_default(),
-            shown,
+            r.url
+                .map(|u| format!(" {}", one_line(&u)))
+                .unwrap_or_default(),
+            printable_text(&shown),
             if shown.len() < text.len() { " …" } else { "" }
         );
     }
@@ -111,7 +117,7 @@ fn verify(dir: &std::path::Path, m: &Manifest) -> usize {
             .and_then(|path| verify_shard(&path, &s.sha256, s.rows));
         if let Err(e) = checked {
             bad += 1;
-            eprintln!("error: {e}");
+            eprintln!("error: {}", printable_text(&e.to_string()));
         }
     }
     println!(

@@ -131,7 +131,11 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Messages quote names from files: shown, never obeyed, by the terminal.
+            eprintln!(
+                "error: {}",
+                conveyor_pipeline::printable::text(&format!("{e:#}"))
+            );
             std::process::exit(2);
         }
     }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use conveyor_pipeline::printable::one_line;
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
 use conveyor_tasks::texts::{training_texts, write_jsonl};
 use conveyor_tasks::{read_all, registry, resolve};
@@ -137,7 +138,7 @@ fn list(task_file: Option<PathBuf>) -> anyhow::Result<()> {
     }
     for t in all {
         let i = t.info();
-        println!("{:16} {}", i.name, i.description);
+        println!("{:16} {}", one_line(&i.name), one_line(&i.description));
     }
     Ok(())
 }
@@ -146,12 +147,12 @@ fn list(task_file: Option<PathBuf>) -> anyhow::Result<()> {
 fn show(task: &str, task_file: Option<PathBuf>, input: &[PathBuf], n: usize) -> anyhow::Result<()> {
     let t = resolve(task, task_file.as_deref())?;
     let i = t.info();
-    println!("task:    {}", i.name);
-    println!("about:   {}", i.description);
-    println!("formats: {}", i.formats);
+    println!("task:    {}", one_line(&i.name));
+    println!("about:   {}", one_line(&i.description));
+    println!("formats: {}", one_line(&i.formats));
     println!("metric:  {:?}", i.metric);
     match t.labels() {
-        Some(l) => println!("labels:  {}", l.join(", ")),
+        Some(l) => println!("labels:  {}", one_line(&l.join(", "))),
         None => println!("labels:  (generation: the target text itself)"),
     }
     if input.is_empty() {
@@ -166,12 +167,17 @@ fn show(task: &str, task_file: Option<PathBuf>, input: &[PathBuf], n: usize) -> 
         left_out(&d.excluded)
     );
     for s in d.skipped.iter().take(5) {
-        println!("  skipped {}:{}: {}", s.file, s.line, s.reason);
+        println!(
+            "  skipped {}:{}: {}",
+            one_line(&s.file),
+            s.line,
+            one_line(&s.reason)
+        );
     }
     for e in d.examples.iter().take(n) {
-        println!("--- {}:{}", e.file, e.line);
-        println!("inputs:  {}", e.inputs);
-        println!("targets: {}", e.targets);
+        println!("--- {}:{}", one_line(&e.file), e.line);
+        println!("inputs:  {}", one_line(&e.inputs));
+        println!("targets: {}", one_line(&e.targets));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod job;
 pub mod loader;
 pub mod manifest;
 pub mod merge;
+pub mod printable;
 pub mod progress;
 pub mod record;
 pub mod remote;
