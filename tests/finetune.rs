@@ -151,7 +151,11 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     };
     // While another evaluation holds the folder, a second one is refused and takes nothing,
     // not even that temporary (it could be the running one's).
-    let held = conveyor_pipeline::run_lock::RunLock::take(&eval, "eval").unwrap();
+    let held = conveyor_pipeline::run_lock::RunLock::take(
+        &eval,
+        conveyor_pipeline::run_lock::RunKind::Eval,
+    )
+    .unwrap();
     let before = files();
     let o = eval_to(&eval);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -383,11 +383,64 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
     assert!(
         !o.status.success()
             && err.contains("s3://corpus/tokens")
-            && err.contains("does not match its manifest"),
+            && err.contains("does not match its dataset's manifest"),
         "{err}"
     );
     put(&good);
     assert_eq!(losses("s3://corpus/tokens", "s3-train-s3-again"), from_disk);
+    // Copies damaged in the local cache (two of them) are fetched again, not blamed on the
+    // URL.
+    let cached = std::fs::read_dir(&moto.stage)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("tokens_input-")
+        })
+        .expect("the cached copy of s3://corpus/tokens");
+    let mut shards: Vec<_> = files_in(&cached)
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".parquet"))
+        .collect();
+    for (name, bytes) in shards.iter_mut().take(2) {
+        bytes[100] ^= 0xff;
+        std::fs::write(cached.join(name.as_str()), &bytes).unwrap();
+    }
+    assert_eq!(
+        losses("s3://corpus/tokens", "s3-train-s3-repaired"),
+        from_disk
+    );
+    // Two processes reading the dataset into an empty cache at once (the ranks of one run on
+    // a node) fetch it one at a time: both read it whole.
+    std::fs::remove_dir_all(&cached).unwrap();
+    let corrupt_to = |out: &Path| {
+        crate::common::conveyor_cmd()
+            .args([
+                "corrupt",
+                "s3://corpus/tokens",
+                "--out",
+                arg(out),
+                "--inputs-length",
+                "128",
+                "-q",
+            ])
+            .envs(moto.env())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (tmp_path("s3-both-a"), tmp_path("s3-both-b"));
+    let children = [corrupt_to(&a), corrupt_to(&b)];
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(dataset_summary(&a) == dataset_summary(&local_ex));
+    assert!(dataset_summary(&b) == dataset_summary(&local_ex));
 
     // Cleaning from and to S3 writes the same files as the local run.
     let local_clean = tmp_path("s3-local-clean");

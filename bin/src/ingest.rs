@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use conveyor_pipeline::ingest::{ingest, IngestConfig, IngestSummary};
+use conveyor_pipeline::printable::{one_line, text};
 use conveyor_pipeline::source::TxtMode;
 use conveyor_pipeline::tokenize::TokenizerKind;
 
@@ -178,8 +179,8 @@ pub fn report(s: &IngestSummary, json: bool) -> anyhow::Result<()> {
     for f in &s.failed_inputs {
         eprintln!(
             "error: {}: {}",
-            f.path,
-            f.error.as_deref().unwrap_or("failed")
+            one_line(&f.path),
+            text(f.error.as_deref().unwrap_or("failed"))
         );
     }
     Ok(())

@@ -89,6 +89,8 @@ impl Progress for CliProgress {
         if self.quiet {
             return;
         }
+        // Notes quote input names and read errors (a bucket's object keys): escaped.
+        let message = conveyor_pipeline::printable::text(message);
         match &self.bar {
             Some(b) => b.println(message),
             None => eprintln!("{message}"),

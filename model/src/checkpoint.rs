@@ -211,6 +211,7 @@ pub fn write_files(
 /// holds values (an edited or mismatched config), is refused here, not by the allocator.
 pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
     let p = ckpt.join("model_config.json");
+    readable(&p, conveyor_pipeline::regular::MAX_JSON_BYTES)?;
     let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
     let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| io(&p, e))?;
     cfg.validate()
@@ -235,6 +236,7 @@ pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
 fn safetensors_values(path: &Path) -> Result<u128, CheckpointError> {
     use std::io::Read;
     let unreadable = |why: String| damaged(path, format!("cannot be read as safetensors ({why})"));
+    readable(path, u64::MAX)?;
     let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => damaged(path, "is missing".into()),
         _ => io(path, e),
@@ -259,6 +261,13 @@ fn safetensors_values(path: &Path) -> Result<u128, CheckpointError> {
         .ok_or_else(|| unreadable("the header is not a JSON object".into()))?;
     let mut total = 0u128;
     for (name, t) in tensors.iter().filter(|(k, _)| *k != "__metadata__") {
+        // Integer tensors would be cast to floats of their bit patterns' values.
+        if !matches!(t["dtype"].as_str(), Some("F32" | "F16" | "BF16" | "F64")) {
+            return Err(unreadable(format!(
+                "{name} holds {} values, not floating point weights",
+                t["dtype"]
+            )));
+        }
         let dims = t["shape"]
             .as_array()
             .ok_or_else(|| unreadable(format!("{name} has no shape")))?;
@@ -296,6 +305,18 @@ pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
 }
 
 /// A checkpoint that cannot be used as it is, with what to do.
+/// A checkpoint file that is a FIFO, a device or absurdly large is named, not read.
+fn readable(path: &Path, max: u64) -> Result<(), CheckpointError> {
+    match conveyor_pipeline::regular::refusal(path, max) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(damaged(path, why)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(damaged(path, "is missing".into()))
+        }
+        Err(e) => Err(io(path, e)),
+    }
+}
+
 fn damaged(path: &Path, what: String) -> CheckpointError {
     CheckpointError::Damaged {
         path: path.to_path_buf(),

@@ -15,6 +15,7 @@ pub mod merge;
 pub mod printable;
 pub mod progress;
 pub mod record;
+pub mod regular;
 pub mod remote;
 pub mod rng;
 pub mod run_info;

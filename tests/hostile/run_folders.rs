@@ -98,7 +98,11 @@ fn one_training_process_per_run_folder_and_a_killed_one_lets_go() {
     // A run in progress (here: its lock held) refuses a second trainer on the folder, which
     // writes nothing there.
     std::fs::create_dir_all(&run).unwrap();
-    let held = conveyor_pipeline::run_lock::RunLock::take(&run, "train").unwrap();
+    let held = conveyor_pipeline::run_lock::RunLock::take(
+        &run,
+        conveyor_pipeline::run_lock::RunKind::Train,
+    )
+    .unwrap();
     fails(&args, &[s(&run), "in use", ".conveyor-train.lock"]);
     assert_eq!(
         std::fs::read_dir(&run).unwrap().count(),

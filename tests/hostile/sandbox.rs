@@ -70,9 +70,15 @@ pub(crate) fn hash_tree(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, u64
 }
 
 /// A tree's files and their bytes (to prove a folder was left as it was).
+/// Every file under `dir` by its hash, but run locks: a refused run holds its folder's lock
+/// for a moment and writes its pid into it (the lock file is conveyor's, not the run's).
 pub(crate) fn snapshot(dir: &Path) -> BTreeMap<PathBuf, u64> {
     let mut out = BTreeMap::new();
     hash_tree(dir, Path::new("/nonexistent"), &mut out);
+    out.retain(|p, _| {
+        !p.file_name()
+            .is_some_and(|n| conveyor_pipeline::run_lock::is_run_lock(&n.to_string_lossy()))
+    });
     out
 }
 

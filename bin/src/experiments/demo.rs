@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use conveyor_pipeline::run_lock::{is_run_lock, RunKind, RunLock};
 
 use super::study_file::{Corpus, Finetune, Pretrain, Study, TaskCell};
 
@@ -21,6 +22,9 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // Absolute paths, so that the study file it writes runs from any folder.
     let out = std::fs::canonicalize(&out).with_context(|| format!("{}", out.display()))?;
+    // Held from before the fixtures are written (a second demo on the folder would rewrite
+    // the task files a running one reads) to the end of the study.
+    let lock = RunLock::take(&out, RunKind::Study)?;
     let config = config
         .map(|c| std::fs::canonicalize(c).with_context(|| format!("{}", c.display())))
         .transpose()?;
@@ -43,7 +47,7 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
     conveyor_tasks::synth::write_sentiment(&fx.join("sentiment"), 2000, 400, SEED)?;
     study.write(&file)?;
     println!("study file: {}", file.display());
-    super::study::run_owned(&file, out.clone())?;
+    super::study::run_owned(&file, out.clone(), lock)?;
     println!(
         "(sentiment accuracy on the generated dev set is shown in the SST-2 column; tiny models, seconds of training: this checks the flow, not the paper's numbers)"
     );
@@ -72,8 +76,8 @@ fn check_resumable(out: &Path, file: &Path, study: &Study) -> anyhow::Result<()>
     }
     let empty = std::fs::read_dir(out)
         .with_context(|| format!("reading {}", out.display()))?
-        .next()
-        .is_none();
+        .flatten()
+        .all(|e| is_run_lock(&e.file_name().to_string_lossy()));
     anyhow::ensure!(
         empty,
         "{} is not empty and holds no demo.toml (a demo from an earlier version?): give the demo another --out, or remove it",

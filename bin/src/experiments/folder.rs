@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use conveyor_pipeline::run_lock::{is_run_lock, RunLock};
+use conveyor_pipeline::run_lock::{is_run_lock, RunKind, RunLock};
 
 use super::study_file::Study;
 
@@ -16,15 +16,30 @@ use super::study_file::Study;
 pub const RECORD: &str = "study.toml";
 
 /// Claims `out` for `st` (read from `file`): resumes a folder holding the same study, starts
-/// a new or empty one (or, with `owned`, one its caller vouches for: the demo's), refuses
-/// anything else. The folder stays locked while the returned lock lives: a second runner on
-/// it is refused (the checks run again under the lock, so of two runners started at once on
-/// a new folder the second sees the first one's record).
-pub fn claim(st: &Study, file: &Path, out: &Path, owned: bool) -> anyhow::Result<RunLock> {
+/// a new or empty one (or, with `held`, one its caller vouches for and holds locked: the
+/// demo's), refuses anything else. The folder stays locked while the returned lock lives: a
+/// second runner on it is refused (the checks run again under the lock, so of two runners
+/// started at once on a new folder the second sees the first one's record).
+pub fn claim(
+    st: &Study,
+    file: &Path,
+    out: &Path,
+    held: Option<RunLock>,
+) -> anyhow::Result<RunLock> {
+    let owned = held.is_some();
     let now = toml::to_string(st).context("serialising the study")?;
     let same = check(&now, file, out, owned)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let lock = RunLock::take(out, "study")?;
+    let lock = match held {
+        Some(lock) => lock,
+        None => RunLock::take(out, RunKind::Study)?,
+    };
+    if !lock.held() {
+        eprintln!(
+            "note: {} is on a file system without file locks: nothing stops a second runner on it",
+            out.display()
+        );
+    }
     if !same && !check(&now, file, out, owned)? {
         conveyor_pipeline::manifest::write_atomic(&out.join(RECORD), now.as_bytes())?;
     }
@@ -103,18 +118,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(out.join("runs")).unwrap();
         std::fs::write(out.join(RECORD), &text).unwrap();
-        let held = claim(&st, &file, &out, false).unwrap();
+        let held = claim(&st, &file, &out, None).unwrap();
         // While a runner holds the folder, a second runner of the very same study is refused.
-        let e = claim(&st, &file, &out, false).unwrap_err().to_string();
+        let e = claim(&st, &file, &out, None).unwrap_err().to_string();
         assert!(
             e.contains("in use") && e.contains(".conveyor-study.lock"),
             "{e}"
         );
         drop(held);
-        drop(claim(&st, &file, &out, false).unwrap());
+        drop(claim(&st, &file, &out, None).unwrap());
         let changed = text.replace("inputs_length = 64", "inputs_length = 32");
         std::fs::write(out.join(RECORD), changed).unwrap();
-        let e = claim(&st, &file, &out, false).unwrap_err().to_string();
+        let e = claim(&st, &file, &out, None).unwrap_err().to_string();
         assert!(e.contains("differ in: pretrain"), "{e}");
         std::fs::remove_dir_all(&out).unwrap();
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
+use conveyor_pipeline::run_lock::RunLock;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
 use conveyor_tasks::texts::{training_texts, write_jsonl};
@@ -23,18 +24,19 @@ use crate::torch_handoff::run_torch;
 /// Runs (or resumes) the study in `file`; its folder is `out` (default studies/out/NAME),
 /// which must be new, empty, or this study's ([`super::folder`]).
 pub fn run(file: &Path, out: Option<PathBuf>) -> anyhow::Result<i32> {
-    run_in(file, out, false)
+    run_in(file, out, None)
 }
 
-/// [`run`] in a folder the demo vouches for (it holds the demo's own files already).
-pub(super) fn run_owned(file: &Path, out: PathBuf) -> anyhow::Result<i32> {
-    run_in(file, Some(out), true)
+/// [`run`] in a folder the demo vouches for (it holds the demo's own files already) and
+/// holds locked.
+pub(super) fn run_owned(file: &Path, out: PathBuf, lock: RunLock) -> anyhow::Result<i32> {
+    run_in(file, Some(out), Some(lock))
 }
 
-fn run_in(file: &Path, out: Option<PathBuf>, owned: bool) -> anyhow::Result<i32> {
+fn run_in(file: &Path, out: Option<PathBuf>, held: Option<RunLock>) -> anyhow::Result<i32> {
     let st = Study::read(file)?;
     let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
-    let _lock = super::folder::claim(&st, file, &out, owned)?;
+    let _lock = super::folder::claim(&st, file, &out, held)?;
     let mut progress = Progress::new(&st);
     let vocab = vocabulary(&st, &out, &mut progress)?;
     let texts = task_texts(&st, &out, &mut progress)?;

@@ -11,6 +11,7 @@ use clap::Args;
 use conveyor_model::predict::{predict, PredictConfig, Prediction};
 use conveyor_model::select_device;
 use conveyor_pipeline::remote::sync::local_dataset;
+use conveyor_pipeline::run_lock::{RunKind, RunLock};
 use conveyor_tasks::EvalSummary;
 
 use crate::train::DeviceArg;
@@ -59,7 +60,13 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     // temporaries removed (not a running one's).
     refuse_foreign_out(&out, false)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let _lock = conveyor_pipeline::run_lock::RunLock::take(&out, "eval")?;
+    let _lock = RunLock::take(&out, RunKind::Eval)?;
+    if !_lock.held() {
+        eprintln!(
+            "note: {} is on a file system without file locks: nothing stops a second evaluation into it",
+            out.display()
+        );
+    }
     refuse_foreign_out(&out, true)?;
     let pred_path = out.join(PREDICTIONS);
     let (pred_tmp, file) = conveyor_pipeline::manifest::create_temporary(&pred_path)
@@ -115,7 +122,7 @@ fn refuse_foreign_out(out: &std::path::Path, remove: bool) -> anyhow::Result<()>
             .iter()
             .any(|of| conveyor_pipeline::manifest::is_temporary_of(&name, of));
         let finished = ours && [EvalSummary::FILE, PREDICTIONS].contains(&name.as_str());
-        let lock = name == conveyor_pipeline::run_lock::lock_name("eval");
+        let lock = name == RunKind::Eval.lock_name();
         if !(entry.file_type().is_ok_and(|t| t.is_file()) && (temporary || finished || lock)) {
             anyhow::bail!(
                 "{} holds {name}, and is not an evaluation conveyor wrote (a metrics.json of `conveyor eval` beside its predictions.jsonl); eval replaces only its own files: choose an empty or new --out",

@@ -265,6 +265,7 @@ impl TrainProgress for Lines {
         }
     }
     fn note(&self, message: &str) {
+        let message = conveyor_pipeline::printable::text(message);
         match &self.bar {
             Some(b) => b.println(message),
             None if !self.quiet => eprintln!("{message}"),

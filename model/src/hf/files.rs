@@ -55,7 +55,7 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>, HfError> {
 }
 
 fn weight_map(index: &Path) -> Result<serde_json::Map<String, Value>, HfError> {
-    regular(index, 64 << 20)?;
+    regular(index, conveyor_pipeline::regular::MAX_JSON_BYTES)?;
     let text = std::fs::read_to_string(index).map_err(|e| io(index, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| io(index, e))?;
     match v.get("weight_map") {
@@ -79,27 +79,19 @@ fn shard_files(dir: &Path, index: &Path) -> Result<Vec<std::path::PathBuf>, HfEr
     Ok(files)
 }
 
-/// Refuses what is not a regular file of at most `max` bytes before reading it: a named
-/// FIFO hung the import, a link to /dev/zero read until memory ran out; a file an index
-/// names that is missing is said so.
+/// Refuses what is not a regular file of at most `max` bytes before reading it
+/// ([`conveyor_pipeline::regular`]: a named FIFO hung the import, a link to /dev/zero read
+/// until memory ran out); a file an index names that is missing is said so.
 pub fn regular(path: &Path, max: u64) -> Result<(), HfError> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => io(
+    match conveyor_pipeline::regular::refusal(path, max) {
+        Ok(None) => Ok(()),
+        Ok(Some(why)) => Err(io(path, why)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(io(
             path,
             "is missing: download every file of the model (config.json, the .safetensors files and their index)",
-        ),
-        _ => io(path, e),
-    })?;
-    if !meta.is_file() {
-        return Err(io(path, "is not a regular file"));
+        )),
+        Err(e) => Err(io(path, e)),
     }
-    if meta.len() > max {
-        return Err(io(
-            path,
-            format!("is {} bytes, more than such a file holds", meta.len()),
-        ));
-    }
-    Ok(())
 }
 
 /// No safetensors weights: say what the folder holds instead and how to convert it.

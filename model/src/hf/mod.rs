@@ -73,7 +73,7 @@ pub fn read_config_file(path: &Path) -> Result<ModelConfig, HfError> {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, HfError> {
-    files::regular(path, 64 << 20)?;
+    files::regular(path, conveyor_pipeline::regular::MAX_JSON_BYTES)?;
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
     serde_json::from_str(&text).map_err(|e| io(path, e))
 }

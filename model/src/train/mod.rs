@@ -265,7 +265,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         refuse_sync_check_off_cuda(cfg)?;
     }
     let ranks = Ranks::join(cfg)?;
-    let (existing, _lock) = prepare_out(cfg, ranks.rank)?;
+    let (existing, _lock) = prepare_out(cfg, ranks.rank, progress)?;
     crate::seed_everything(cfg.seed);
     let mut w = Weights::new(&cfg.model, cfg.device, cfg.precision)?;
     if existing.is_none() {

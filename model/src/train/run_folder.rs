@@ -6,9 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use conveyor_pipeline::run_info::{Diverged, RunInfo};
-use conveyor_pipeline::run_lock::{is_run_lock, RunLock};
+use conveyor_pipeline::run_lock::{is_run_lock, RunKind, RunLock};
 
-use super::{data_kind, io_error, DataKind, StepMetrics, TrainConfig, TrainError};
+use super::{data_kind, io_error, DataKind, StepMetrics, TrainConfig, TrainError, TrainProgress};
 use crate::checkpoint;
 
 /// Rank 0 creates the run folder and locks it for the run (a second training process on
@@ -18,12 +18,20 @@ use crate::checkpoint;
 pub(super) fn prepare_out(
     cfg: &TrainConfig,
     rank: usize,
+    progress: &dyn TrainProgress,
 ) -> Result<(Option<PathBuf>, Option<RunLock>), TrainError> {
     let mut lock = None;
     if rank == 0 {
         refuse_foreign(&cfg.out)?;
         std::fs::create_dir_all(&cfg.out).map_err(|e| io_error(&cfg.out, e))?;
-        lock = Some(RunLock::take(&cfg.out, "train")?);
+        let taken = RunLock::take(&cfg.out, RunKind::Train)?;
+        if !taken.held() {
+            progress.note(&format!(
+                "{} is on a file system without file locks: nothing stops a second trainer on it",
+                cfg.out.display()
+            ));
+        }
+        lock = Some(taken);
     }
     let existing = checkpoint::latest(&cfg.out)?;
     if existing.is_some() && !cfg.resume {

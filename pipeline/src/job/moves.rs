@@ -22,29 +22,36 @@ pub struct Move<'a> {
 pub struct Checked<'a>(Vec<Move<'a>>);
 
 /// The checks before anything moves: no worker file listed twice (an edited part.json); each
-/// file in its part or, after an interrupted merge, already in its place; a file still in its
-/// part of the size and sha256 its part lists; and whatever stands in its place as well
-/// holding those very bytes (a move redone) rather than someone else's file.
+/// file in its part or, after an interrupted merge, already in its place; the file, wherever
+/// it is, of the size and sha256 its part lists; and whatever stands in its place while it is
+/// still in its part holding those very bytes (a move redone) rather than someone else's.
 pub fn check(moves: Vec<Move<'_>>) -> Result<Checked<'_>, Error> {
     super::workers::check_distinct(moves.iter().map(|m| &m.from))?;
-    for m in &moves {
-        let placed = m.to.symlink_metadata().ok();
-        if !m.from.exists() {
-            if placed.is_none() {
-                return Err(Error::OutputDir {
-                    path: m.from.clone(),
-                    message: MISSING.into(),
-                });
-            }
-            continue;
-        }
-        crate::shard::check_file(&m.from, m.sha256, m.bytes).map_err(|e| match e {
+    let check = |path: &Path, m: &Move<'_>| {
+        crate::shard::check_file(path, m.sha256, m.bytes).map_err(|e| match e {
             Error::Verify { path, message } => Error::Verify {
                 path,
                 message: format!("{message}; rerun that worker with --overwrite and merge again"),
             },
             e => e,
-        })?;
+        })
+    };
+    for m in &moves {
+        let placed = m.to.symlink_metadata().ok();
+        if !m.from.exists() {
+            match placed {
+                None => {
+                    return Err(Error::OutputDir {
+                        path: m.from.clone(),
+                        message: MISSING.into(),
+                    })
+                }
+                // Moved by a killed merge: it must still be the file the part lists.
+                Some(_) => check(&m.to, m)?,
+            }
+            continue;
+        }
+        check(&m.from, m)?;
         if let Some(placed) = placed {
             // Its own bytes are known now: one hash of the file in the way tells.
             let same = placed.is_file()

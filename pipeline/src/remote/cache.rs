@@ -1,6 +1,8 @@
 //! What the copies in a stage folder are copies of: the version (size, ETag, modification
 //! time) of each object when it was fetched, kept beside the folder in `FOLDER.fetched.json`
-//! (outside it, so no dataset or job folder ever holds a stranger). A copy is reused only
+//! (outside it, so no dataset or job folder ever holds a stranger). Processes sharing a
+//! folder (the ranks of one training run) fetch into it one at a time
+//! ([`crate::run_lock::RunLock::wait`] on `FOLDER.fetch.lock`). A copy is reused only
 //! while its object is still that version: a cache keyed by size alone kept the old copy of
 //! an object rewritten at the same size (a task file with its labels flipped), and trained
 //! on it without a word.
@@ -18,14 +20,19 @@ pub struct Fetched {
     versions: BTreeMap<String, String>,
 }
 
-/// One object's version as its store reports it.
-fn version(m: &ObjectMeta) -> String {
-    format!(
-        "{} {} {}",
-        m.size,
-        m.e_tag.as_deref().unwrap_or("-"),
-        m.last_modified.to_rfc3339()
-    )
+/// One object's version as its store reports it; none where the store gives neither an
+/// ETag nor a modification time (a bare HTTP server: its copies are fetched every time,
+/// since nothing could tell a rewritten object of the same size).
+fn version(m: &ObjectMeta) -> Option<String> {
+    let dated = m.last_modified.timestamp() != 0;
+    (m.e_tag.is_some() || dated).then(|| {
+        format!(
+            "{} {} {}",
+            m.size,
+            m.e_tag.as_deref().unwrap_or("-"),
+            m.last_modified.to_rfc3339()
+        )
+    })
 }
 
 impl Fetched {
@@ -45,12 +52,15 @@ impl Fetched {
     /// Whether `path` is a whole copy of the object `m` describes, fetched as `rel`.
     pub fn is_current(&self, rel: &str, path: &Path, m: &ObjectMeta) -> bool {
         std::fs::metadata(path).is_ok_and(|f| f.len() == m.size)
-            && self.versions.get(rel) == Some(&version(m))
+            && version(m).is_some_and(|v| self.versions.get(rel) == Some(&v))
     }
 
     /// Notes that `rel` now holds a copy of `m`.
     pub fn fetched(&mut self, rel: &str, m: &ObjectMeta) {
-        self.versions.insert(rel.to_string(), version(m));
+        match version(m) {
+            Some(v) => self.versions.insert(rel.to_string(), v),
+            None => self.versions.remove(rel),
+        };
     }
 
     /// Forgets `rel` (a copy found damaged: the next read fetches it again).
@@ -73,5 +83,47 @@ impl Fetched {
         }
         let text = serde_json::to_vec_pretty(&self.versions).expect("a map of strings");
         crate::manifest::write_atomic(&self.record, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(e_tag: Option<&str>, seconds: i64) -> ObjectMeta {
+        ObjectMeta {
+            location: object_store::path::Path::from("d/train.tsv"),
+            last_modified: chrono::DateTime::from_timestamp(seconds, 0).unwrap(),
+            size: 5,
+            e_tag: e_tag.map(String::from),
+            version: None,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_current_only_for_the_version_it_was_fetched_from() {
+        let dir = std::env::temp_dir().join(format!("conveyor-fetched-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("train.tsv");
+        std::fs::write(&copy, b"12345").unwrap();
+        let mut f = Fetched::open(&dir);
+        let v1 = meta(Some("\"a\""), 1_700_000_000);
+        f.fetched("train.tsv", &v1);
+        f.save().unwrap();
+        let f = Fetched::open(&dir);
+        assert!(f.is_current("train.tsv", &copy, &v1));
+        // Rewritten at the same size: another ETag, or (no ETag) another date.
+        assert!(!f.is_current("train.tsv", &copy, &meta(Some("\"b\""), 1_700_000_000)));
+        let dated = meta(None, 1_700_000_000);
+        let mut f = Fetched::open(&dir);
+        f.fetched("train.tsv", &dated);
+        assert!(f.is_current("train.tsv", &copy, &dated));
+        assert!(!f.is_current("train.tsv", &copy, &meta(None, 1_700_000_001)));
+        // A store that says neither: never taken as current.
+        let bare = meta(None, 0);
+        f.fetched("train.tsv", &bare);
+        assert!(!f.is_current("train.tsv", &copy, &bare));
+        f.remove().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

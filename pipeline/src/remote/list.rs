@@ -30,16 +30,11 @@ pub fn objects_under(loc: &Location) -> Result<Vec<ObjectMeta>, Error> {
 /// are corpus files.
 pub fn expand(arg: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Error> {
     let none = || Error::NoInputs(arg.to_string());
-    // A plain HTTP server cannot be listed, so nothing there is a pattern (and a `?` starts
-    // a query string, which Location::parse names).
+    // In an http(s) URL a `?` starts a query string (which Location::parse names), not a
+    // pattern; `*` and `[` are patterns a WebDAV server can list and a plain one cannot.
     let http = arg.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("http"));
-    if http && arg.contains(['*', '[']) {
-        return Err(Error::Remote {
-            url: arg.to_string(),
-            message: "a plain HTTP server cannot be listed, so a pattern cannot be expanded: name each file (or use s3:// or gs://)".into(),
-        });
-    }
-    if let Some(star) = arg.find(['*', '?', '[']).filter(|_| !http) {
+    let wildcards: &[char] = if http { &['*', '['] } else { &['*', '?', '['] };
+    if let Some(star) = arg.find(wildcards) {
         // List from the last `/` before the first wildcard, then match the whole key.
         let cut = arg[..star].rfind('/').ok_or_else(none)?;
         let base = Location::parse(&arg[..cut])?;
@@ -55,10 +50,13 @@ pub fn expand(arg: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<String>, Err
             .filter(|m| pattern.matches_with(m.location.as_ref(), opts) && keep(&name(&m.location)))
             .map(|m| found(&base, &m))
             .collect();
-        return if urls.is_empty() {
-            Err(none())
-        } else {
-            Ok(urls)
+        return match (urls.is_empty(), http) {
+            (true, true) => Err(Error::Remote {
+                url: arg.to_string(),
+                message: "no file matches; a plain HTTP server cannot be listed (only WebDAV can): name each file".into(),
+            }),
+            (true, false) => Err(none()),
+            (false, _) => Ok(urls),
         };
     }
     let loc = Location::parse(arg)?;

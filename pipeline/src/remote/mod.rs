@@ -185,9 +185,19 @@ impl Location {
             }
             _ => credentials_hint(scheme),
         };
+        // A server's reply can be a whole HTML page: its start says enough.
+        let mut said = e.to_string();
+        if said.len() > 400 {
+            let cut = (0..=400)
+                .rev()
+                .find(|&i| said.is_char_boundary(i))
+                .unwrap_or(0);
+            said.truncate(cut);
+            said.push_str(" …");
+        }
         Error::Remote {
             url: self.url.clone(),
-            message: format!("{what}: {e}; {hint}"),
+            message: format!("{what}: {said}; {hint}"),
         }
     }
 

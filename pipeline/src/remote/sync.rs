@@ -194,25 +194,49 @@ fn put_file(path: &Path, obj: &Location) -> Result<(), Error> {
 /// Copies every object under `url` into `dir`, skipping the copies already there of the
 /// very version the store lists ([`Fetched`]); returns what it did.
 pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
+    let _lock = lock_stage(dir)?;
+    download_locked(url, dir)
+}
+
+/// Waits until no other process fetches into `dir` (the ranks of one training run read one
+/// dataset into one cache folder).
+fn lock_stage(dir: &Path) -> Result<crate::run_lock::RunLock, Error> {
+    let lock = crate::run_lock::beside(dir, "fetch");
+    if let Some(parent) = lock.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    crate::run_lock::RunLock::wait(&lock)
+}
+
+/// [`download`] with the stage locked by the caller.
+fn download_locked(url: &str, dir: &Path) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
     let base = loc.key.as_ref().len();
     let mut fetched = Fetched::open(dir);
     let mut t = Transfer::default();
-    for m in objects_under(&loc)? {
-        let rel = m.location.as_ref()[base..].trim_start_matches('/');
-        let path = stage_path(dir, rel, url)?;
-        if fetched.is_current(rel, &path, &m) {
-            t.skipped += 1;
-            continue;
+    let result = (|| {
+        for m in objects_under(&loc)? {
+            let rel = m.location.as_ref()[base..].trim_start_matches('/');
+            let path = stage_path(dir, rel, url)?;
+            if fetched.is_current(rel, &path, &m) {
+                t.skipped += 1;
+                continue;
+            }
+            fetch(&loc.join(rel).url, &path)?;
+            fetched.fetched(rel, &m);
+            t.files += 1;
+            t.bytes += m.size;
+            // Saved as it goes, now and then: a download killed half-way keeps most of what
+            // it has fetched.
+            if t.files % 64 == 0 {
+                fetched.save()?;
+            }
         }
-        fetch(&loc.join(rel).url, &path)?;
-        fetched.fetched(rel, &m);
-        // Saved as it goes: a download killed half-way keeps what it has fetched.
-        fetched.save()?;
-        t.files += 1;
-        t.bytes += m.size;
-    }
-    Ok(t)
+        Ok(())
+    })();
+    // What was fetched is recorded even when a later object failed.
+    let saved = fetched.save();
+    result.and(saved).map(|()| t)
 }
 
 /// Where the object `rel` (under `url`) is copied in `dir`: object names are the bucket
@@ -230,14 +254,17 @@ fn fetch(url: &str, path: &Path) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    let tmp = PathBuf::from(format!("{}.download.tmp", path.display()));
     let mut reader = super::read::RemoteReader::open(url)?;
-    let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    std::io::copy(&mut reader, &mut out).map_err(|e| Error::Remote {
+    let (tmp, mut out) = crate::manifest::create_temporary(path).map_err(|e| Error::io(path, e))?;
+    let copied = std::io::copy(&mut reader, &mut out).map_err(|e| Error::Remote {
         url: url.to_string(),
         message: format!("download failed: {e}"),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    });
+    let placed = copied.and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    placed
 }
 
 /// A dataset folder (token or example shards and their manifest) given by path or URL, as
@@ -250,34 +277,37 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
     };
     let url = url.trim_end_matches('/');
     let dir = stage_dir(&format!("{url}#input"));
-    let t = download(url, &dir)?;
+    let _lock = lock_stage(&dir)?;
+    let t = download_locked(url, &dir)?;
     if !dir.join("manifest.json").exists() {
         return Err(Error::Remote {
             url: url.to_string(),
             message: "holds no manifest.json: name a conveyor dataset (the --out of ingest, corrupt or task prepare)".into(),
         });
     }
-    // A copy damaged in the stage folder is fetched once more; a shard that still differs
+    // Copies damaged in the stage folder are fetched once more; a shard that still differs
     // from its manifest is damaged at the URL.
-    if let Err(e) = verify_download(&dir) {
+    let damaged = damaged_copies(&dir)?;
+    if !damaged.is_empty() {
         let mut fetched = Fetched::open(&dir);
-        if let Error::Verify { path, .. } = &e {
-            let rel = path.strip_prefix(&dir).unwrap_or(path).to_string_lossy();
-            fetched.forget(&rel);
-            fetched.save()?;
+        for (file, _) in &damaged {
+            fetched.forget(file);
         }
-        download(url, &dir)?;
-        verify_download(&dir).map_err(|e| Error::Remote {
-            url: url.to_string(),
-            message: format!("holds a shard that does not match its manifest: {e}"),
-        })?;
+        fetched.save()?;
+        download_locked(url, &dir)?;
+        if let Some((file, e)) = damaged_copies(&dir)?.into_iter().next() {
+            return Err(Error::Remote {
+                url: format!("{url}/{file}"),
+                message: format!("does not match its dataset's manifest, fetched twice ({e}); the dataset at the URL is damaged: write it again"),
+            });
+        }
     }
     Ok((dir, Some(t)))
 }
 
-/// Checks every downloaded shard's size and sha256 against the dataset's manifest, so a
-/// damaged object or copy is named before anything reads it.
-fn verify_download(dir: &Path) -> Result<(), Error> {
+/// Every downloaded shard whose size or sha256 differs from the dataset's manifest, with
+/// why, so a damaged object or copy is named before anything reads it.
+fn damaged_copies(dir: &Path) -> Result<Vec<(String, Error)>, Error> {
     let listed: Vec<(String, String, u64)> = match crate::manifest::Manifest::read(dir) {
         Ok(m) => m
             .shards
@@ -290,11 +320,14 @@ fn verify_download(dir: &Path) -> Result<(), Error> {
             .map(|s| (s.file, s.sha256, s.bytes))
             .collect(),
     };
+    let mut damaged = Vec::new();
     for (file, sha256, bytes) in listed {
         let path = crate::contain::join(dir, &file, &dir.join("manifest.json"))?;
-        crate::shard::check_file(&path, &sha256, bytes)?;
+        if let Err(e) = crate::shard::check_file(&path, &sha256, bytes) {
+            damaged.push((file, e));
+        }
     }
-    Ok(())
+    Ok(damaged)
 }
 
 /// An input file or folder given by path or URL, as a local path: the object a URL names is
@@ -311,6 +344,7 @@ pub fn local_input(input: &Path) -> Result<PathBuf, Error> {
     match loc.head()? {
         Some(meta) => {
             let path = dir.join(&name);
+            let _lock = lock_stage(&dir)?;
             let mut fetched = Fetched::open(&dir);
             if !fetched.is_current(&name, &path, &meta) {
                 fetch(&loc.url, &path)?;
@@ -334,7 +368,13 @@ pub fn local_input(input: &Path) -> Result<PathBuf, Error> {
 /// into it.
 pub fn remove_stage(dir: &Path) -> Result<(), Error> {
     std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    Fetched::open(dir).remove()
+    Fetched::open(dir).remove()?;
+    // The stage is done: no process of its job fetches into it any more.
+    let lock = crate::run_lock::beside(dir, "fetch");
+    match std::fs::remove_file(&lock) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&lock, e)),
+        _ => Ok(()),
+    }
 }
 
 /// The local stage folder for outputs bound for `url`: `CONVEYOR_STAGE` if set, else the

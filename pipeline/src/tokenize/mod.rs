@@ -91,12 +91,9 @@ const MAX_MODEL_BYTES: u64 = 1 << 30;
 /// checked by sha256 after reading): only a regular file of a model's size is read, so that
 /// a named FIFO or device cannot hang or exhaust the reader.
 pub fn read_model(path: &Path) -> Result<Vec<u8>, Error> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let reason = if !meta.is_file() {
-        "is not a regular file".to_string()
-    } else if meta.len() > MAX_MODEL_BYTES {
-        format!("is {} bytes, more than any SentencePiece model", meta.len())
-    } else {
+    let Some(reason) =
+        crate::regular::refusal(path, MAX_MODEL_BYTES).map_err(|e| Error::io(path, e))?
+    else {
         return std::fs::read(path).map_err(|e| Error::io(path, e));
     };
     Err(Error::Vocab {
