@@ -426,6 +426,27 @@ fn damaged_checkpoints_are_named() {
         ],
     );
     assert!(!err.contains("Exception raised from"), "{err}");
+    std::fs::write(&config, &saved).unwrap();
+    // The same bytes declared as integers (they were cast to floats of their bit patterns),
+    // and a FIFO for the config (the read blocked forever): named.
+    let mut ints = good.clone();
+    let n = u64::from_le_bytes(ints[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(ints[8..8 + n].to_vec()).unwrap();
+    ints[8..8 + n].copy_from_slice(header.replace("\"F32\"", "\"I32\"").as_bytes());
+    std::fs::write(bare.join("model.safetensors"), &ints).unwrap();
+    fails(
+        &bare_args,
+        &["model.safetensors", "not floating point weights"],
+    );
+    std::fs::write(bare.join("model.safetensors"), &good).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap()
+        .success());
+    fails(&bare_args, &[s(&config), "not a regular file"]);
+    std::fs::remove_file(&config).unwrap();
     std::fs::write(&config, saved).unwrap();
     // A truncated file.
     std::fs::write(&weights, &good[..100]).unwrap();
