@@ -94,25 +94,13 @@ impl Moto {
         (status, reply)
     }
 
-    /// Writes `path`'s bytes as the object `s3://bucket/key` with boto3.
-    fn put(&self, bucket: &str, key: &str, path: &Path) {
-        let script = r#"
-import sys, boto3
-endpoint, bucket, key, path = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                  aws_access_key_id="testing", aws_secret_access_key="testing")
-s3.upload_file(path, bucket, key)
-"#;
+    /// Runs a boto3 script (an S3 client independent of conveyor's) against the server:
+    /// `sys.argv[1]` is the endpoint, then `args`.
+    fn boto3(&self, script: &str, args: &[&str]) {
         let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
         let o = Command::new(python)
-            .args([
-                "-c",
-                script,
-                &format!("http://127.0.0.1:{}", self.port),
-                bucket,
-                key,
-            ])
-            .arg(path)
+            .args(["-c", script, &format!("http://127.0.0.1:{}", self.port)])
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -122,8 +110,19 @@ s3.upload_file(path, bucket, key)
         );
     }
 
-    /// Downloads every object under `s3://bucket/prefix/` with boto3 (an S3 client independent
-    /// of conveyor's) into a fresh local folder.
+    /// Writes `path`'s bytes as the object `s3://bucket/key`.
+    fn put(&self, bucket: &str, key: &str, path: &Path) {
+        let script = r#"
+import sys, boto3
+endpoint, bucket, key, path = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+s3.upload_file(path, bucket, key)
+"#;
+        self.boto3(script, &[bucket, key, path.to_str().unwrap()]);
+    }
+
+    /// Downloads every object under `s3://bucket/prefix/` into a fresh local folder.
     fn fetch(&self, bucket: &str, prefix: &str) -> PathBuf {
         let dir = tmp_dir(&format!("s3-fetch-{bucket}-{}", prefix.replace('/', "_")));
         let script = r#"
@@ -138,23 +137,7 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
         os.makedirs(os.path.dirname(path), exist_ok=True)
         s3.download_file(bucket, obj["Key"], path)
 "#;
-        let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
-        let o = Command::new(python)
-            .args([
-                "-c",
-                script,
-                &format!("http://127.0.0.1:{}", self.port),
-                bucket,
-                prefix,
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "boto3: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        self.boto3(script, &[bucket, prefix, dir.to_str().unwrap()]);
         dir
     }
 
