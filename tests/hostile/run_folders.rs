@@ -129,3 +129,47 @@ fn one_training_process_per_run_folder_and_a_killed_one_lets_go() {
     ok(&[args.clone(), vec!["--resume"]].concat());
     sb.assert_outside_unchanged();
 }
+
+#[test]
+fn a_resume_keeps_the_runs_metrics_and_writes_only_inside() {
+    let sb = Sandbox::new("metrics");
+    let data = s(c4_tokens());
+    let run = sb.work.join("run");
+    let mut args = train_args(data, s(&run), "4");
+    let every = args
+        .iter()
+        .position(|a| *a == "--checkpoint-every")
+        .unwrap();
+    args[every + 1] = "2";
+    ok(&args);
+    let metrics = run.join("metrics.jsonl");
+    let resume = |steps: &'static str| {
+        let mut a = [args.clone(), vec!["--resume"]].concat();
+        let at = a.iter().position(|x| *x == "--steps").unwrap();
+        a[at + 1] = steps;
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    // A line that is not UTF-8 (it made the whole file read as empty and the history of
+    // steps 1-4 vanish): kept, with every step's line, and the new steps appended.
+    let mut bytes = std::fs::read(&metrics).unwrap();
+    bytes.extend_from_slice(b"{\"note\": \"caf\xe9\"}\n");
+    std::fs::write(&metrics, &bytes).unwrap();
+    ok(&refs(&resume("6")));
+    let after = std::fs::read(&metrics).unwrap();
+    assert!(after.starts_with(&bytes), "the run's history was rewritten");
+    let steps = after
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["step"].as_u64())
+        .collect::<Vec<_>>();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    // A link in its place (the resume wrote through it, outside the run): refused, the
+    // target untouched.
+    let victim = sb.work.join("victim.txt");
+    std::fs::write(&victim, "mine\n").unwrap();
+    std::fs::remove_file(&metrics).unwrap();
+    std::os::unix::fs::symlink(&victim, &metrics).unwrap();
+    fails(&refs(&resume("8")), &[s(&metrics), "not a regular file"]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine\n");
+    sb.assert_outside_unchanged();
+}

@@ -114,6 +114,48 @@ pub(super) struct MetricsFile {
     file: std::fs::File,
 }
 
+/// The largest metrics.jsonl a resume reads (a line per step is ~200 bytes: 5 M steps).
+const MAX_METRICS_BYTES: u64 = 1 << 30;
+
+/// The lines of `metrics.jsonl` a run resumed at `step` keeps: all but the metrics of later
+/// steps (the interrupted run's, written again). Anything else a user put there stays; a
+/// file that is not a regular one (a link, a FIFO) or cannot be read is an error naming it,
+/// never read as empty (which rewrote the run's history away).
+fn kept_metrics(path: &Path, step: u64) -> Result<Vec<u8>, TrainError> {
+    let refuse = |why: String| {
+        TrainError::Refused(format!(
+            "{} {why}: a run's metrics.jsonl is a file conveyor writes; move it away to resume",
+            path.display()
+        ))
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(path, e)),
+        Ok(m) if !m.is_file() => return Err(refuse("is not a regular file".into())),
+        Ok(m) if m.len() > MAX_METRICS_BYTES => {
+            return Err(refuse(format!("is {} bytes", m.len())))
+        }
+        Ok(_) => {}
+    }
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let later = |line: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["step"].as_u64())
+            .is_some_and(|s| s > step)
+    };
+    let mut kept = Vec::with_capacity(bytes.len());
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        if !later(line) {
+            kept.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                kept.push(b'\n');
+            }
+        }
+    }
+    Ok(kept)
+}
+
 impl MetricsFile {
     pub(super) fn open(cfg: &TrainConfig, step: u64, fresh: bool) -> Result<Self, TrainError> {
         // run.json first: it is what marks the folder as a run (refuse_foreign).
@@ -133,28 +175,16 @@ impl MetricsFile {
             .write(&cfg.out)?;
         }
         let path = cfg.out.join("metrics.jsonl");
-        let kept: Vec<String> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s <= step)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        std::fs::write(&path, kept.concat()).map_err(|e| io_error(&path, e))?;
+        let kept = kept_metrics(&path, step)?;
+        // Whole, under a temporary name: a failed rewrite leaves the old file.
+        conveyor_pipeline::manifest::write_atomic(&path, &kept)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         let p = cfg.out.join("model_config.json");
-        std::fs::write(
-            &p,
-            serde_json::to_string_pretty(&cfg.model).expect("config serialises") + "\n",
-        )
-        .map_err(|e| io_error(&p, e))?;
+        let text = serde_json::to_string_pretty(&cfg.model).expect("config serialises") + "\n";
+        conveyor_pipeline::manifest::write_atomic(&p, text.as_bytes())?;
         Ok(Self { path, file })
     }
 
