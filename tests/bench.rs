@@ -65,7 +65,40 @@ fn bench_train_measures_each_attention_as_its_own_series() {
             assert!(out.join(png).is_file(), "no {png}: {printed}");
         }
     }
+    // Its own benchmark is replaced by a rerun; a user's file of one of its names is not.
+    let again = |dir: &std::path::Path| {
+        conveyor(&[
+            "bench",
+            "train",
+            "--device",
+            "cpu",
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--lengths",
+            "16",
+            "--archs",
+            "lightconv",
+            "--out",
+            dir.to_str().unwrap(),
+        ])
+    };
+    assert!(again(&out).status.success());
+    let mine = tmp_path("bench-train-mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("speed.png"), "mine").unwrap();
+    let o = again(&mine);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("speed.png"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("speed.png")).unwrap(),
+        "mine"
+    );
     std::fs::remove_dir_all(&out).ok();
+    std::fs::remove_dir_all(&mine).ok();
 }
 
 /// `bench step` times conveyor beside the same model in PyTorch on the shape, precision and

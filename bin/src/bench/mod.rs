@@ -107,7 +107,19 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
 pub fn ensure_corpus(work: &Path, mb: u64) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let corpus = work.join(format!("corpus-{mb}mb"));
     if !corpus.join(".complete").exists() {
+        // The generator writes over files of its names: only into a folder of its own.
+        let strangers = std::fs::read_dir(&corpus).is_ok_and(|mut d| d.next().is_some());
+        anyhow::ensure!(
+            !strangers,
+            "{} exists and is not a finished benchmark corpus (no .complete): remove it or give another --work",
+            corpus.display()
+        );
         let tool = Path::new("../shared/tools/make-bench-corpus");
+        anyhow::ensure!(
+            tool.exists(),
+            "{} is missing: run the benchmark from the repository root (beside ../shared)",
+            tool.display()
+        );
         let st = Command::new("python3")
             .arg(tool)
             .arg(&corpus)
@@ -120,7 +132,12 @@ pub fn ensure_corpus(work: &Path, mb: u64) -> anyhow::Result<(PathBuf, Vec<PathB
     let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".json.gz"))
+        // The generator's shards only (c4-train.IIIII-of-NNNNN.json.gz), no stranger.
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with("c4-train.") && n.ends_with(".json.gz"))
+        })
         .collect();
     files.sort();
     Ok((corpus, files))
@@ -154,4 +171,29 @@ pub fn run_measured(mut cmd: Command) -> anyhow::Result<(serde_json::Value, f64,
     }
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     Ok((summary, secs, peak_kb as f64 / 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The corpus generator writes over files of its names: a --work corpus folder that is
+    /// not a finished benchmark corpus is refused with the user's file kept, and a finished
+    /// one lends the benchmark its generator's shards only.
+    #[test]
+    fn the_bench_corpus_is_its_own() {
+        let work = std::env::temp_dir().join(format!("conveyor-bench-work-{}", std::process::id()));
+        let corpus = work.join("corpus-1mb");
+        std::fs::create_dir_all(&corpus).unwrap();
+        let mine = corpus.join("c4-train.00000-of-00008.json.gz");
+        std::fs::write(&mine, "mine").unwrap();
+        let e = ensure_corpus(&work, 1).unwrap_err().to_string();
+        assert!(e.contains("not a finished benchmark corpus"), "{e}");
+        assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
+        std::fs::write(corpus.join(".complete"), "").unwrap();
+        std::fs::write(corpus.join("my-data.json.gz"), "mine").unwrap();
+        let (_, files) = ensure_corpus(&work, 1).unwrap();
+        assert_eq!(files, [mine]);
+        std::fs::remove_dir_all(&work).unwrap();
+    }
 }

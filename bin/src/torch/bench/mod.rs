@@ -250,7 +250,40 @@ pub(super) fn device_name(d: DeviceArg) -> &'static str {
     }
 }
 
+/// What `bench train` writes into its --out.
+const OUTPUTS: [&str; 4] = [
+    "bench-train.json",
+    "bench-train.md",
+    "speed.png",
+    "memory.png",
+];
+
+/// The bench replaces its outputs only where --out holds none or a benchmark of its own (a
+/// `bench-train.json` of points): a user's files of those names were overwritten.
+fn check_out(out: &std::path::Path) -> anyhow::Result<()> {
+    let ours = std::fs::read(out.join(OUTPUTS[0]))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+        .is_some_and(|points| {
+            points
+                .iter()
+                .all(|p| p["arch"].is_string() && p["length"].is_u64())
+        });
+    for name in OUTPUTS {
+        let Ok(meta) = std::fs::symlink_metadata(out.join(name)) else {
+            continue;
+        };
+        anyhow::ensure!(
+            ours && meta.is_file(),
+            "{} holds {name}, which is not a benchmark conveyor wrote there; choose another --out",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 fn bench(a: TrainBench) -> anyhow::Result<i32> {
+    check_out(&a.out)?;
     std::fs::create_dir_all(&a.out)?;
     match a.precision.precision() {
         Precision::Bf16 => println!("mixed precision: bfloat16 compute, float32 master weights"),
@@ -290,7 +323,8 @@ fn bench(a: TrainBench) -> anyhow::Result<i32> {
             }
             points.push(point);
             // After every point: a run stopped from outside keeps what it measured.
-            std::fs::write(&json, serde_json::to_string_pretty(&points)? + "\n")?;
+            let text = serde_json::to_string_pretty(&points)? + "\n";
+            conveyor_pipeline::manifest::write_atomic(&json, text.as_bytes())?;
         }
     }
     let md = a.out.join("bench-train.md");
