@@ -43,8 +43,11 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     let target = crate::remote::Out::new(&a.out, worker, a.job.overwrite, a.job.silent())?;
     let mut cfg = CleanConfig::new(a.inputs, target.dir.clone());
     if let Some(p) = &a.rules {
-        let text =
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        let text = conveyor_pipeline::regular::read_to_string(
+            p,
+            conveyor_pipeline::regular::MAX_JSON_BYTES,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         cfg.rules =
             toml::from_str::<Rules>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }

@@ -293,18 +293,30 @@ fn safetensors_values(path: &Path) -> Result<u128, CheckpointError> {
 /// Reads a checkpoint's trainer state.
 pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
     let p = ckpt.join("trainer_state.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => damaged(
+    if !p.exists() {
+        return Err(damaged(
             &p,
             "is missing: this is not a finished conveyor checkpoint".into(),
-        ),
-        _ => io(&p, e),
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| damaged(&p, format!("is not a readable trainer state ({e})")))
+        ));
+    }
+    readable(&p, conveyor_pipeline::regular::MAX_JSON_BYTES)?;
+    let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| damaged(&p, format!("is not a readable trainer state ({e})")))?;
+    // A step folder's state is of its own step (an edited one said 2^63 and the run ended
+    // at once, reporting success).
+    let named = ckpt
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+    if let Some(n) = named.filter(|&n| n != state.step) {
+        return Err(damaged(
+            &p,
+            format!("says step {}, its folder is step {n}", state.step),
+        ));
+    }
+    Ok(state)
 }
 
-/// A checkpoint that cannot be used as it is, with what to do.
 /// A checkpoint file that is a FIFO, a device or absurdly large is named, not read.
 fn readable(path: &Path, max: u64) -> Result<(), CheckpointError> {
     match conveyor_pipeline::regular::refusal(path, max) {
@@ -317,6 +329,7 @@ fn readable(path: &Path, max: u64) -> Result<(), CheckpointError> {
     }
 }
 
+/// A checkpoint that cannot be used as it is, with what to do.
 fn damaged(path: &Path, what: String) -> CheckpointError {
     CheckpointError::Damaged {
         path: path.to_path_buf(),

@@ -276,7 +276,11 @@ impl ModelConfig {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let text = conveyor_pipeline::regular::read_to_string(
+            path,
+            conveyor_pipeline::regular::MAX_JSON_BYTES,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let patch: serde_json::Value = if path.extension().is_some_and(|e| e == "toml") {
             let t: toml::Table = toml::from_str(&text).map_err(|e| fail(e.to_string()))?;
             serde_json::to_value(t).map_err(|e| fail(e.to_string()))?

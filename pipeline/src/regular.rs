@@ -24,6 +24,21 @@ pub fn refusal(path: &Path, max: u64) -> std::io::Result<Option<String>> {
 /// The largest JSON file conveyor reads whole (configs, indexes, trainer states).
 pub const MAX_JSON_BYTES: u64 = 64 << 20;
 
+/// `std::fs::read` for a file that must be a regular one of at most `max` bytes: anything
+/// else is an `InvalidInput` error saying why, before a byte is read.
+pub fn read(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    match refusal(path, max)? {
+        Some(why) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, why)),
+        None => std::fs::read(path),
+    }
+}
+
+/// [`read`] as UTF-8 text.
+pub fn read_to_string(path: &Path, max: u64) -> std::io::Result<String> {
+    String::from_utf8(read(path, max)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

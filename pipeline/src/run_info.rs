@@ -48,7 +48,8 @@ impl RunInfo {
     /// Reads `RUN/run.json`.
     pub fn read(run: &Path) -> Result<RunInfo, Error> {
         let path = run.join(Self::FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::regular::read_to_string(&path, crate::regular::MAX_JSON_BYTES)
+            .map_err(|e| Error::io(&path, e))?;
         serde_json::from_str(&text).map_err(|e| Error::Manifest {
             path,
             message: format!("not a conveyor run.json: {e}"),

@@ -58,7 +58,11 @@ pub struct TaskSpec {
 
 /// Loads and checks a task file.
 pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let text = conveyor_pipeline::regular::read_to_string(
+        path,
+        conveyor_pipeline::regular::MAX_JSON_BYTES,
+    )
+    .map_err(|e| io_error(path, e))?;
     let spec: TaskSpec = toml::from_str(&text).map_err(|e| io_error(path, e))?;
     let bad = |m: &str| Err(io_error(path, m));
     if spec.name.is_empty()

@@ -22,9 +22,6 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // Absolute paths, so that the study file it writes runs from any folder.
     let out = std::fs::canonicalize(&out).with_context(|| format!("{}", out.display()))?;
-    // Held from before the fixtures are written (a second demo on the folder would rewrite
-    // the task files a running one reads) to the end of the study.
-    let lock = RunLock::take(&out, RunKind::Study)?;
     let config = config
         .map(|c| std::fs::canonicalize(c).with_context(|| format!("{}", c.display())))
         .transpose()?;
@@ -36,6 +33,11 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
         config.as_deref(),
     );
     let file = out.join("demo.toml");
+    // Checked first (a user's folder gets nothing, not even a lock file), then locked from
+    // before the fixtures are written (a second demo on the folder would rewrite the task
+    // files a running one reads) to the end of the study, and checked again under the lock.
+    check_resumable(&out, &file, &study)?;
+    let lock = RunLock::take(&out, RunKind::Study)?;
     check_resumable(&out, &file, &study)?;
     println!("generating the fixture corpus and sentiment task (seeded)");
     let corpus = conveyor_tasks::synth::write_corpus(&fx.join("corpus"), 3000, SEED)?;

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+/// The most points of a learning curve (evaluations per fine-tuning run).
+const MAX_CURVE: u64 = 1000;
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Study {
@@ -132,8 +135,11 @@ impl Study {
     /// Reads and checks a study file: its name and architectures become folder names, so
     /// they must be plain names, and a task needs dev files or a dev fraction.
     pub fn read(file: &Path) -> anyhow::Result<Study> {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = conveyor_pipeline::regular::read_to_string(
+            file,
+            conveyor_pipeline::regular::MAX_JSON_BYTES,
+        )
+        .with_context(|| format!("reading {}", file.display()))?;
         let st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
         conveyor_pipeline::contain::check_name(&st.name, file)?;
         for arch in &st.pretrain.archs {
@@ -159,9 +165,35 @@ impl Study {
                 r.task
             );
         }
+        // Checked here, before any cell runs (a duplicate or a bad rate failed hours in).
+        let mut names: Vec<&str> = st.pretrain.archs.iter().map(String::as_str).collect();
+        names.sort();
+        let mut tasks: Vec<&str> = st.tasks.iter().map(|t| t.name.as_str()).collect();
+        tasks.sort();
+        for (what, list) in [("[pretrain] archs", &names), ("tasks", &tasks)] {
+            if let Some(w) = list.windows(2).find(|w| w[0] == w[1]) {
+                anyhow::bail!("{}: {what} names {:?} twice", file.display(), w[0]);
+            }
+        }
+        if let Some(lr) = st
+            .finetune
+            .learning_rates
+            .iter()
+            .find(|&&lr| !(lr.is_finite() && lr > 0.0 && lr <= 100.0))
+        {
+            anyhow::bail!(
+                "{}: [finetune] learning rate {lr} is not a rate in (0, 100]",
+                file.display()
+            );
+        }
+        let curve = st.finetune.curve.unwrap_or(1);
+        anyhow::ensure!(
+            curve <= MAX_CURVE,
+            "{}: [finetune] curve {curve} asks for more than {MAX_CURVE} evaluations per run",
+            file.display()
+        );
         for t in &st.tasks {
             conveyor_pipeline::contain::check_name(&t.name, file)?;
-            let curve = st.finetune.curve.unwrap_or(1);
             anyhow::ensure!(
                 curve <= st.steps(t),
                 "{}: task {}: [finetune] curve {curve} asks for more evaluations than its {} steps",

@@ -475,6 +475,15 @@ fn check_vocab(cfg: &TrainConfig) -> Result<(), TrainError> {
             "--batch-size and --accumulate must be at least 1".into(),
         ));
     }
+    // A learning rate that is not a positive number trains nothing a resume could read back
+    // (NaN was written into the trainer state as null).
+    if let crate::optim::Schedule::Constant { lr } = cfg.schedule {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(TrainError::Refused(format!(
+                "--lr {lr} is not a positive learning rate"
+            )));
+        }
+    }
     Ok(())
 }
 

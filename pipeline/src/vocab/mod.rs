@@ -131,11 +131,19 @@ pub struct VocabSummary {
     pub seconds: f64,
 }
 
+/// The largest vocabulary `train` asks SentencePiece for.
+pub const MAX_VOCAB_SIZE: u32 = 1 << 24;
+
 /// Trains the model and writes `PREFIX.model` and `PREFIX.vocab`.
 pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
     let started = std::time::Instant::now();
-    if cfg.vocab_size < 8 {
-        return Err(Error::Config("--vocab-size must be at least 8".into()));
+    // SentencePiece's trainer loops forever on sizes near 2^31 (it grows the size by a tenth
+    // in 32-bit integers); no real vocabulary comes near 2^24.
+    if !(8..=MAX_VOCAB_SIZE).contains(&cfg.vocab_size) {
+        return Err(Error::Config(format!(
+            "--vocab-size {} must be between 8 and {MAX_VOCAB_SIZE}",
+            cfg.vocab_size
+        )));
     }
     if !(0.0..=1.0).contains(&cfg.character_coverage) || cfg.character_coverage < 0.5 {
         return Err(Error::Config(
