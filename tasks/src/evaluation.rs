@@ -30,7 +30,11 @@ impl EvalSummary {
 
     /// Reads a `metrics.json` file.
     pub fn read(path: &Path) -> Result<EvalSummary, TaskError> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        let text = conveyor_pipeline::regular::read_to_string(
+            path,
+            conveyor_pipeline::regular::MAX_JSON_BYTES,
+        )
+        .map_err(|e| io_error(path, e))?;
         serde_json::from_str(&text).map_err(|e| {
             io_error(
                 path,

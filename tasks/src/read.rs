@@ -19,10 +19,46 @@ pub fn io_error(path: &Path, e: impl std::fmt::Display) -> TaskError {
     }
 }
 
+/// The longest line a task file may hold, as a document may (a row past it would be
+/// tokenized into more than the 2^24 tokens an example may have; a 3 GB line aborted on
+/// its allocation).
+pub const MAX_LINE_BYTES: u64 = conveyor_pipeline::source::MAX_DOCUMENT_BYTES as u64;
+
+/// The largest task file read whole (TREC's are 0.3 MB).
+const MAX_WHOLE_FILE_BYTES: u64 = 1 << 30;
+
 /// A file decoded as latin-1 (every byte one character), as the TREC files are.
 pub fn read_latin1(path: &Path) -> Result<String, TaskError> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    let bytes = conveyor_pipeline::regular::read(path, MAX_WHOLE_FILE_BYTES)
+        .map_err(|e| io_error(path, e))?;
     Ok(bytes.iter().map(|&b| b as char).collect())
+}
+
+/// A reader that fails once a line runs past [`MAX_LINE_BYTES`], so that no parser above
+/// it buffers a line without end.
+struct LineCap<R> {
+    inner: R,
+    since_newline: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            self.since_newline = if b == b'\n' {
+                0
+            } else {
+                self.since_newline + 1
+            };
+            if self.since_newline > MAX_LINE_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a line runs past {MAX_LINE_BYTES} bytes: not a task file (or split that row)"),
+                ));
+            }
+        }
+        Ok(n)
+    }
 }
 
 /// How a delimited file is laid out.
@@ -62,13 +98,16 @@ pub type Row = (u64, Result<Vec<String>, String>);
 
 /// The header (if the layout has one) and the rows of a delimited file.
 pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), TaskError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut r = csv::ReaderBuilder::new()
         .delimiter(layout.delimiter)
         .has_headers(layout.headers)
         .quoting(layout.quoting)
         .flexible(true)
-        .from_path(path)
-        .map_err(|e| io_error(path, e))?;
+        .from_reader(LineCap {
+            inner: file,
+            since_newline: 0,
+        });
     let header = if layout.headers {
         r.headers()
             .map_err(|e| io_error(path, e))?
