@@ -122,6 +122,40 @@ fn run_info(m: &EvalSummary, metrics: &Path) -> Result<RunInfo, TaskError> {
     })
 }
 
+/// What goes into the table is checked first: an architecture name that is a plain word (a
+/// `|` or line break in a run.json forged rows) and scores that are fractions.
+fn check_report_input(m: &EvalSummary, info: &RunInfo, metrics: &Path) -> Result<(), TaskError> {
+    let bad = |message: String| {
+        Err(TaskError::Io {
+            path: metrics.to_path_buf(),
+            message,
+        })
+    };
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !plain(&info.arch) {
+        return bad(format!(
+            "its run names the architecture {:?}, not a plain name: not a run conveyor wrote",
+            info.arch
+        ));
+    }
+    let s = &m.scores;
+    let fractions = [Some(s.accuracy), s.f1, s.majority]
+        .into_iter()
+        .flatten()
+        .chain(s.per_category.values().copied());
+    if let Some(v) = fractions.into_iter().find(|v| !(0.0..=1.0).contains(v)) {
+        return bad(format!(
+            "holds the score {v}, not a fraction between 0 and 1: not a metrics.json `conveyor eval` wrote"
+        ));
+    }
+    Ok(())
+}
+
 /// One column's value from an evaluation's scores (a fraction), if it has it.
 fn column_score(s: &Scores, score: &str) -> Option<f64> {
     match score {
@@ -165,6 +199,7 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
     for metrics in metrics_of(paths)? {
         let m = EvalSummary::read(&metrics)?;
         let info = run_info(&m, &metrics)?;
+        check_report_input(&m, &info, &metrics)?;
         let order = match archs.iter().position(|a| *a == info.arch) {
             Some(i) => i,
             None => {
@@ -401,6 +436,36 @@ mod tests {
         )
         .unwrap();
         e
+    }
+
+    /// A forged run.json or metrics.json cannot put rows or numbers into the table.
+    #[test]
+    fn forged_names_scores_and_tasks_are_refused() {
+        let root =
+            std::env::temp_dir().join(format!("conveyor-report-forged-{}", std::process::id()));
+        let ok = r#"{"examples": 10, "accuracy": 0.5, "invalid": 0}"#;
+        let cases = [
+            (
+                "row",
+                r"evil | 99.99 |\n| fake row",
+                "sst2",
+                ok,
+                "not a plain name",
+            ),
+            (
+                "score",
+                "lightconv",
+                "sst2",
+                r#"{"examples": 10, "accuracy": 7.0, "invalid": 0}"#,
+                "the score 7",
+            ),
+        ];
+        for (name, arch, task, scores, words) in cases {
+            let e = eval_dir(&root, name, arch, false, task, scores);
+            let err = report(&[e]).unwrap_err().to_string();
+            assert!(err.contains(words), "{name}: {err}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -17,6 +17,12 @@ const PLOT_STUDY: &str = include_str!("../../../scripts/plot_study.py");
 /// `conveyor report EVALS [--out DIR]`.
 pub fn run(evals: &[PathBuf], out: Option<PathBuf>) -> anyhow::Result<i32> {
     let r = report(evals)?;
+    // Evaluations of tasks the table has no column for (task files) leave it empty: said,
+    // not an empty table and success.
+    anyhow::ensure!(
+        !r.rows.is_empty(),
+        "none of the evaluations given is of a task the table has a column for (civil_comments, wiki_toxicity, imdb, sst2, sentiment140, trec, ag_news, cogs)"
+    );
     print!("{}", r.markdown);
     if let Some(dir) = out {
         refuse_foreign_report(&dir)?;
