@@ -87,6 +87,20 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         table.contains("AG News") && table.contains("transformer, no pre-training"),
         "{table}"
     );
+    // An evaluation of a task the table has no column for (a task file's) is said, not an
+    // empty table with status 0.
+    let other = tmp_path("eval-task-file");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval.join("metrics.json")).unwrap()).unwrap();
+    m["task"] = "my_trec".into();
+    std::fs::write(other.join("metrics.json"), m.to_string()).unwrap();
+    let o = conveyor(&["report", other.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("none of the evaluations"),
+        "{err}"
+    );
     ok(&[
         "eval",
         "--task",

@@ -718,11 +718,12 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
         fails(&["study", s(&file), "--out", s(&out)], &[s(&file), words]);
         assert!(!out.exists(), "{name}: the study wrote before it refused");
     }
-    // A task file with a line of 17 MB (a 300 MB row aborted on a 7 GB allocation): named.
+    // A task file with a row of 17 MB between good ones (a 300 MB row aborted on a 7 GB
+    // allocation): named, not skipped with the rows after it.
     let long = sb.work.join("long.tsv");
-    let mut text = b"sentence\tlabel\n".to_vec();
+    let mut text = b"sentence\tlabel\ngood\t1\n".to_vec();
     text.extend(std::iter::repeat_n(b'a', 17 << 20));
-    text.extend_from_slice(b"\t1\n");
+    text.extend_from_slice(b"\t1\nfine\t0\n");
     std::fs::write(&long, text).unwrap();
     fails(
         &[
@@ -736,7 +737,7 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
             "--out",
             s(&sb.work.join("long")),
         ],
-        &["long.tsv:2", "a line runs past"],
+        &[s(&long), "line 3", "a row runs past"],
     );
     // The demo over a user's folder: refused with nothing written, not even its lock.
     let mine = sb.work.join("mine");

@@ -444,8 +444,12 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
-        // (the downloaded copy of an input dataset stays, as a cache)
-        .filter(|n| !n.to_string_lossy().contains("_input-"))
+        // (the downloaded copy of an input dataset stays, as a cache, and a merge stage's
+        // fetch lock: lock files are never removed)
+        .filter(|n| {
+            let n = n.to_string_lossy();
+            !n.contains("_input-") && !n.ends_with(".fetch.lock")
+        })
         .collect();
     assert!(left.is_empty(), "stage folders left: {left:?}");
 }

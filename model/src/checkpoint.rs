@@ -94,7 +94,8 @@ pub fn checkpoints_dir(run: &Path) -> PathBuf {
 pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     let dir = checkpoints_dir(run);
     let pointer = dir.join("latest");
-    let text = match std::fs::read(&pointer) {
+    // A pointer is one short line: a FIFO or device in its place is named, not read.
+    let text = match conveyor_pipeline::regular::read(&pointer, 4096) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(&pointer, e)),
@@ -305,9 +306,15 @@ pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
         .map_err(|e| damaged(&p, format!("is not a readable trainer state ({e})")))?;
     // A step folder's state is of its own step (an edited one said 2^63 and the run ended
     // at once, reporting success).
+    // (Only in a run's checkpoints/ folder: an imported model may sit in any folder.)
+    let in_run = ckpt
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|p| p == "checkpoints");
     let named = ckpt
         .file_name()
-        .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
+        .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok())
+        .filter(|_| in_run);
     if let Some(n) = named.filter(|&n| n != state.step) {
         return Err(damaged(
             &p,

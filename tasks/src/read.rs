@@ -19,10 +19,10 @@ pub fn io_error(path: &Path, e: impl std::fmt::Display) -> TaskError {
     }
 }
 
-/// The longest line a task file may hold, as a document may (a row past it would be
+/// The longest row a task file may hold, as a document may (a row past it would be
 /// tokenized into more than the 2^24 tokens an example may have; a 3 GB line aborted on
 /// its allocation).
-pub const MAX_LINE_BYTES: u64 = conveyor_pipeline::source::MAX_DOCUMENT_BYTES as u64;
+pub const MAX_ROW_BYTES: u64 = conveyor_pipeline::source::MAX_DOCUMENT_BYTES as u64;
 
 /// The largest task file read whole (TREC's are 0.3 MB).
 const MAX_WHOLE_FILE_BYTES: u64 = 1 << 30;
@@ -34,28 +34,26 @@ pub fn read_latin1(path: &Path) -> Result<String, TaskError> {
     Ok(bytes.iter().map(|&b| b as char).collect())
 }
 
-/// A reader that fails once a line runs past [`MAX_LINE_BYTES`], so that no parser above
-/// it buffers a line without end.
-struct LineCap<R> {
+/// A reader that fails once more than [`MAX_ROW_BYTES`] pass without the parser above it
+/// finishing a row (it resets `since_row`), so that no row, quoted across lines or not, is
+/// buffered without end.
+struct RowCap<R> {
     inner: R,
-    since_newline: u64,
+    since_row: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
-impl<R: std::io::Read> std::io::Read for LineCap<R> {
+impl<R: std::io::Read> std::io::Read for RowCap<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        for &b in &buf[..n] {
-            self.since_newline = if b == b'\n' {
-                0
-            } else {
-                self.since_newline + 1
-            };
-            if self.since_newline > MAX_LINE_BYTES {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("a line runs past {MAX_LINE_BYTES} bytes: not a task file (or split that row)"),
-                ));
-            }
+        let seen = self.since_row.get() + n as u64;
+        self.since_row.set(seen);
+        if seen > MAX_ROW_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a row runs past {MAX_ROW_BYTES} bytes: not a task file (or split that row)"
+                ),
+            ));
         }
         Ok(n)
     }
@@ -99,14 +97,15 @@ pub type Row = (u64, Result<Vec<String>, String>);
 /// The header (if the layout has one) and the rows of a delimited file.
 pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), TaskError> {
     let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let since_row = std::rc::Rc::new(std::cell::Cell::new(0));
     let mut r = csv::ReaderBuilder::new()
         .delimiter(layout.delimiter)
         .has_headers(layout.headers)
         .quoting(layout.quoting)
         .flexible(true)
-        .from_reader(LineCap {
+        .from_reader(RowCap {
             inner: file,
-            since_newline: 0,
+            since_row: since_row.clone(),
         });
     let header = if layout.headers {
         r.headers()
@@ -120,6 +119,7 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
     let mut out = Vec::new();
     let mut rec = csv::StringRecord::new();
     loop {
+        since_row.set(0);
         let line = r.position().line();
         match r.read_record(&mut rec) {
             Ok(false) => break,
@@ -127,12 +127,15 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
                 let line = rec.position().map(|p| p.line()).unwrap_or(line);
                 out.push((line, Ok(rec.iter().map(str::to_string).collect())));
             }
+            // The file cannot be read on (a row past the bound included): an error, not a
+            // skipped row with every row after it silently lost.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                return Err(io_error(path, format!("line {line}: {e}")));
+            }
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(line);
                 out.push((line, Err(e.to_string())));
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    break;
-                }
             }
         }
     }

@@ -113,10 +113,14 @@ fn run_info(m: &EvalSummary, metrics: &Path) -> Result<RunInfo, TaskError> {
     RunInfo::read(&run).map_err(|e| TaskError::Io {
         path: run.join(RunInfo::FILE),
         message: match e {
-            conveyor_pipeline::Error::Io { .. } => format!(
-                "missing: {} does not come from a conveyor run folder",
-                metrics.display()
-            ),
+            conveyor_pipeline::Error::Io { error, .. }
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                format!(
+                    "missing: {} does not come from a conveyor run folder",
+                    metrics.display()
+                )
+            }
             e => e.to_string(),
         },
     })

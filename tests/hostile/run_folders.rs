@@ -150,13 +150,18 @@ fn a_resume_keeps_the_runs_metrics_and_writes_only_inside() {
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
     // A line that is not UTF-8 (it made the whole file read as empty and the history of
-    // steps 1-4 vanish): kept, with every step's line, and the new steps appended.
-    let mut bytes = std::fs::read(&metrics).unwrap();
-    bytes.extend_from_slice(b"{\"note\": \"caf\xe9\"}\n");
+    // steps 1-4 vanish) and one cut short: they go, every step's line stays, byte for byte,
+    // and the new steps follow.
+    let history = std::fs::read(&metrics).unwrap();
+    let mut bytes = history.clone();
+    bytes.extend_from_slice(b"{\"note\": \"caf\xe9\"}\n{\"step\": 3, \"lo");
     std::fs::write(&metrics, &bytes).unwrap();
     ok(&refs(&resume("6")));
     let after = std::fs::read(&metrics).unwrap();
-    assert!(after.starts_with(&bytes), "the run's history was rewritten");
+    assert!(
+        after.starts_with(&history),
+        "the run's history was rewritten"
+    );
     let steps = after
         .split(|&b| b == b'\n')
         .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())

@@ -107,13 +107,20 @@ pub fn run(b: BenchCommand) -> anyhow::Result<i32> {
 pub fn ensure_corpus(work: &Path, mb: u64) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     let corpus = work.join(format!("corpus-{mb}mb"));
     if !corpus.join(".complete").exists() {
-        // The generator writes over files of its names: only into a folder of its own.
-        let strangers = std::fs::read_dir(&corpus).is_ok_and(|mut d| d.next().is_some());
-        anyhow::ensure!(
-            !strangers,
-            "{} exists and is not a finished benchmark corpus (no .complete): remove it or give another --work",
-            corpus.display()
-        );
+        // The generator writes over files of its names: only into a folder holding nothing
+        // else (a corpus it left unfinished is made again).
+        let stranger = std::fs::read_dir(&corpus)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| !generated(&e.file_name().to_string_lossy()));
+        if let Some(e) = stranger {
+            anyhow::bail!(
+                "{} holds {}, which the benchmark corpus generator did not write: remove it or give another --work",
+                corpus.display(),
+                e.file_name().to_string_lossy()
+            );
+        }
         let tool = Path::new("../shared/tools/make-bench-corpus");
         anyhow::ensure!(
             tool.exists(),
@@ -132,15 +139,29 @@ pub fn ensure_corpus(work: &Path, mb: u64) -> anyhow::Result<(PathBuf, Vec<PathB
     let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)?
         .flatten()
         .map(|e| e.path())
-        // The generator's shards only (c4-train.IIIII-of-NNNNN.json.gz), no stranger.
+        // The generator's shards only, no stranger.
         .filter(|p| {
             p.file_name()
-                .map(|n| n.to_string_lossy())
-                .is_some_and(|n| n.starts_with("c4-train.") && n.ends_with(".json.gz"))
+                .is_some_and(|n| generated(&n.to_string_lossy()) && n != ".complete")
         })
         .collect();
     files.sort();
     Ok((corpus, files))
+}
+
+/// A name the benchmark corpus generator writes: `c4-train.IIIII-of-NNNNN.json.gz` (and its
+/// `.complete` marker).
+fn generated(name: &str) -> bool {
+    name == ".complete"
+        || name
+            .strip_prefix("c4-train.")
+            .and_then(|n| n.strip_suffix(".json.gz"))
+            .and_then(|n| n.split_once("-of-"))
+            .is_some_and(|(i, n)| {
+                [i, n]
+                    .iter()
+                    .all(|d| d.len() == 5 && d.bytes().all(|b| b.is_ascii_digit()))
+            })
 }
 
 /// Runs `cmd` (a conveyor child printing a JSON summary), watching its peak resident memory.
@@ -177,23 +198,28 @@ pub fn run_measured(mut cmd: Command) -> anyhow::Result<(serde_json::Value, f64,
 mod tests {
     use super::*;
 
-    /// The corpus generator writes over files of its names: a --work corpus folder that is
-    /// not a finished benchmark corpus is refused with the user's file kept, and a finished
-    /// one lends the benchmark its generator's shards only.
+    /// The corpus generator writes over files of its names: a --work corpus folder holding
+    /// anything else is refused with the user's file kept, and a finished one lends the
+    /// benchmark its generator's shards only.
     #[test]
     fn the_bench_corpus_is_its_own() {
         let work = std::env::temp_dir().join(format!("conveyor-bench-work-{}", std::process::id()));
         let corpus = work.join("corpus-1mb");
         std::fs::create_dir_all(&corpus).unwrap();
-        let mine = corpus.join("c4-train.00000-of-00008.json.gz");
+        let shard = corpus.join("c4-train.00000-of-00008.json.gz");
+        std::fs::write(&shard, "a shard").unwrap();
+        let mine = corpus.join("my-data.json.gz");
         std::fs::write(&mine, "mine").unwrap();
         let e = ensure_corpus(&work, 1).unwrap_err().to_string();
-        assert!(e.contains("not a finished benchmark corpus"), "{e}");
+        assert!(
+            e.contains("my-data.json.gz") && e.contains("did not write"),
+            "{e}"
+        );
         assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine");
         std::fs::write(corpus.join(".complete"), "").unwrap();
-        std::fs::write(corpus.join("my-data.json.gz"), "mine").unwrap();
         let (_, files) = ensure_corpus(&work, 1).unwrap();
-        assert_eq!(files, [mine]);
+        assert_eq!(files, [shard]);
+        assert!(generated("c4-train.00007-of-00008.json.gz") && !generated("c4-train.x.json.gz"));
         std::fs::remove_dir_all(&work).unwrap();
     }
 }

@@ -280,6 +280,13 @@ impl TrainProgress for Lines {
 }
 
 pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
+    // Before any download (the library checks it too, for its other callers).
+    if let Some(lr) = a.lr {
+        anyhow::ensure!(
+            lr.is_finite() && lr > 0.0,
+            "--lr {lr} is not a positive learning rate"
+        );
+    }
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
     a.eval_data = a

@@ -117,10 +117,12 @@ pub(super) struct MetricsFile {
 /// The largest metrics.jsonl a resume reads (a line per step is ~200 bytes: 5 M steps).
 const MAX_METRICS_BYTES: u64 = 1 << 30;
 
-/// The lines of `metrics.jsonl` a run resumed at `step` keeps: all but the metrics of later
-/// steps (the interrupted run's, written again). Anything else a user put there stays; a
-/// file that is not a regular one (a link, a FIFO) or cannot be read is an error naming it,
-/// never read as empty (which rewrote the run's history away).
+/// The lines of `metrics.jsonl` a run resumed at `step` keeps: the metrics of steps up to it
+/// (later ones are the interrupted run's, written again; a line cut short by a full disk or
+/// a crash, or one that is not metrics at all, goes, so readers of the file can trust every
+/// line). The file is split as bytes (a line that was not UTF-8 made the whole file read as
+/// empty, and the run's history vanish); one that is not a regular file (a link, a FIFO) or
+/// cannot be read is an error naming it.
 fn kept_metrics(path: &Path, step: u64) -> Result<Vec<u8>, TrainError> {
     let refuse = |why: String| {
         TrainError::Refused(format!(
@@ -138,19 +140,17 @@ fn kept_metrics(path: &Path, step: u64) -> Result<Vec<u8>, TrainError> {
         Ok(_) => {}
     }
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    let later = |line: &[u8]| {
-        serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v["step"].as_u64())
-            .is_some_and(|s| s > step)
+    let kept_line = |line: &[u8]| {
+        line.ends_with(b"\n")
+            && serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
     };
     let mut kept = Vec::with_capacity(bytes.len());
     for line in bytes.split_inclusive(|&b| b == b'\n') {
-        if !later(line) {
+        if kept_line(line) {
             kept.extend_from_slice(line);
-            if !line.ends_with(b"\n") {
-                kept.push(b'\n');
-            }
         }
     }
     Ok(kept)

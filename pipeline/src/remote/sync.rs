@@ -254,6 +254,16 @@ fn fetch(url: &str, path: &Path) -> Result<(), Error> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
+    // A killed fetch of this object left its temporary (the caller holds the stage's lock,
+    // so no other process is writing one now).
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let name = name.to_string_lossy();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if crate::manifest::is_temporary_of(&e.file_name().to_string_lossy(), &name) {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+            }
+        }
+    }
     let mut reader = super::read::RemoteReader::open(url)?;
     let (tmp, mut out) = crate::manifest::create_temporary(path).map_err(|e| Error::io(path, e))?;
     let copied = std::io::copy(&mut reader, &mut out).map_err(|e| Error::Remote {
@@ -277,8 +287,9 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
     };
     let url = url.trim_end_matches('/');
     let dir = stage_dir(&format!("{url}#input"));
-    let _lock = lock_stage(&dir)?;
-    let t = download_locked(url, &dir)?;
+    // Locked while fetching only: the ranks of a run check the copies side by side (hashing
+    // a big dataset one rank after another could outlast their start-up timeout).
+    let t = download(url, &dir)?;
     if !dir.join("manifest.json").exists() {
         return Err(Error::Remote {
             url: url.to_string(),
@@ -289,12 +300,14 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
     // from its manifest is damaged at the URL.
     let damaged = damaged_copies(&dir)?;
     if !damaged.is_empty() {
+        let lock = lock_stage(&dir)?;
         let mut fetched = Fetched::open(&dir);
         for (file, _) in &damaged {
             fetched.forget(file);
         }
         fetched.save()?;
         download_locked(url, &dir)?;
+        drop(lock);
         if let Some((file, e)) = damaged_copies(&dir)?.into_iter().next() {
             return Err(Error::Remote {
                 url: format!("{url}/{file}"),
@@ -366,15 +379,11 @@ pub fn local_input(input: &Path) -> Result<PathBuf, Error> {
 
 /// Removes a stage folder once its work is uploaded, with the record of what was fetched
 /// into it.
+/// (Its fetch lock file, beside it, stays: a lock file is never removed, or two processes
+/// could lock two different files.)
 pub fn remove_stage(dir: &Path) -> Result<(), Error> {
     std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    Fetched::open(dir).remove()?;
-    // The stage is done: no process of its job fetches into it any more.
-    let lock = crate::run_lock::beside(dir, "fetch");
-    match std::fs::remove_file(&lock) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&lock, e)),
-        _ => Ok(()),
-    }
+    Fetched::open(dir).remove()
 }
 
 /// The local stage folder for outputs bound for `url`: `CONVEYOR_STAGE` if set, else the
