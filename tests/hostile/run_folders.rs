@@ -5,6 +5,17 @@
 use super::sandbox::*;
 use crate::common::{c4_tokens, ok};
 
+/// A run of 4 steps with checkpoints at 2 and 4.
+fn four_steps_saved_every_two<'a>(data: &'a str, run: &'a std::path::Path) -> Vec<&'a str> {
+    let mut args = train_args(data, s(run), "4");
+    let every = args
+        .iter()
+        .position(|a| *a == "--checkpoint-every")
+        .unwrap();
+    args[every + 1] = "2";
+    args
+}
+
 #[test]
 fn train_rewrites_only_a_run_of_its_own() {
     let sb = Sandbox::new("runs");
@@ -30,12 +41,7 @@ fn train_rewrites_only_a_run_of_its_own() {
     // A run of 4 steps with checkpoints at 2 and 4, then its pointer damaged: named, with
     // or without --resume, and nothing in the run touched.
     let run = sb.work.join("run");
-    let mut args = train_args(data, s(&run), "4");
-    let every = args
-        .iter()
-        .position(|a| *a == "--checkpoint-every")
-        .unwrap();
-    args[every + 1] = "2";
+    let args = four_steps_saved_every_two(data, &run);
     ok(&args);
     let resume = [args.clone(), vec!["--resume"]].concat();
     let ckpts = run.join("checkpoints");
@@ -135,12 +141,7 @@ fn a_resume_keeps_the_runs_metrics_and_writes_only_inside() {
     let sb = Sandbox::new("metrics");
     let data = s(c4_tokens());
     let run = sb.work.join("run");
-    let mut args = train_args(data, s(&run), "4");
-    let every = args
-        .iter()
-        .position(|a| *a == "--checkpoint-every")
-        .unwrap();
-    args[every + 1] = "2";
+    let args = four_steps_saved_every_two(data, &run);
     ok(&args);
     let metrics = run.join("metrics.jsonl");
     let resume = |steps: &'static str| {
