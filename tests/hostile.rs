@@ -658,6 +658,23 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
         ],
         &["--vocab-size 2147483647", "between 8 and"],
     );
+    // A vocabulary training that fails leaves no --out folder behind.
+    let empty = sb.work.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let v2 = sb.work.join("v2");
+    fails(
+        &[
+            "vocab",
+            "train",
+            s(&empty),
+            "--out",
+            s(&v2.join("c4")),
+            "--vocab-size",
+            "100",
+        ],
+        &[],
+    );
+    assert!(!v2.exists(), "a failed vocab train left its folder");
     // A bad-words phrase hundreds of words long (clean took minutes).
     let words = sb.work.join("badwords.txt");
     std::fs::write(&words, format!("{}\n", vec!["word"; 300].join(" "))).unwrap();
@@ -757,5 +774,10 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
         &resume,
         &[s(&state), "says step 9223372036854775808", "step 2"],
     );
+    // ... and one saying it was trained by 0 ranks ("launch 0 ranks").
+    v["step"] = 2.into();
+    v["world_size"] = 0.into();
+    std::fs::write(&state, v.to_string()).unwrap();
+    fails(&resume, &["world_size 0", "not a state conveyor wrote"]);
     sb.assert_outside_unchanged();
 }

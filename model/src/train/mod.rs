@@ -351,7 +351,10 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             continue;
         }
         for d in window.drain(&ranks)? {
-            state.tokens_seen += (d.counts.input_tokens + d.counts.target_tokens) as u64;
+            // Saturating: an edited trainer state near 2^64 must not wrap to a small count.
+            state.tokens_seen = state
+                .tokens_seen
+                .saturating_add((d.counts.input_tokens + d.counts.target_tokens) as u64);
             state.examples_seen += d.counts.examples as u64;
             if !d.loss.is_finite() {
                 return Err(diverged(

@@ -76,6 +76,13 @@ fn check(
             ckpt.display()
         )))
     };
+    // A state conveyor wrote never says zero of these (an edited one read "launch 0 ranks").
+    if saved.world_size == 0 || saved.accumulate == 0 {
+        return refuse(format!(
+            "its trainer_state.json says world_size {} and accumulate {}: not a state conveyor wrote",
+            saved.world_size, saved.accumulate
+        ));
+    }
     if saved.world_size != world {
         return refuse(format!(
             "the run was trained by {} processes and this one has {world}: launch {} ranks (torchrun --nproc-per-node / srun --ntasks)",

@@ -160,9 +160,6 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
             });
         }
     }
-    if let Some(dir) = model_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
     let paths = source::expand_inputs(&cfg.inputs)?;
     let mut corpus = Sentences::new(paths, cfg.source.clone(), cfg.max_documents);
     let args = cfg.trainer_args();
@@ -187,6 +184,10 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
     let mut listing = String::new();
     for p in &pieces {
         listing.push_str(&format!("{}\t{}\n", p.piece, p.score));
+    }
+    // The folder only now: a training that fails leaves nothing behind.
+    if let Some(dir) = model_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     crate::manifest::write_atomic(&model_path, &proto)?;
     crate::manifest::write_atomic(&vocab_path, listing.as_bytes())?;
