@@ -1,0 +1,205 @@
+//! Tests of the report: rows, columns, gains over seeds, refusals of forged inputs.
+
+use super::*;
+
+fn eval_dir(root: &Path, name: &str, arch: &str, init: bool, task: &str, scores: &str) -> PathBuf {
+    let run = root.join(format!("run-{name}"));
+    let ckpt = run.join("checkpoints/step-00000010");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    // A run.json as early versions wrote it: the report needs no more.
+    let init = if init { "\"pre/ckpt\"" } else { "null" };
+    std::fs::write(
+        run.join("run.json"),
+        format!(r#"{{"arch": "{arch}", "init": {init}}}"#),
+    )
+    .unwrap();
+    let e = root.join(format!("eval-{name}"));
+    std::fs::create_dir_all(&e).unwrap();
+    std::fs::write(
+        e.join("metrics.json"),
+        format!(
+            r#"{{"task": "{task}", "checkpoint": "{}", "scores": {scores}}}"#,
+            ckpt.display()
+        ),
+    )
+    .unwrap();
+    e
+}
+
+/// A forged run.json or metrics.json cannot put rows or numbers into the table.
+#[test]
+fn forged_names_scores_and_tasks_are_refused() {
+    let root = std::env::temp_dir().join(format!("conveyor-report-forged-{}", std::process::id()));
+    let ok = r#"{"examples": 10, "accuracy": 0.5, "invalid": 0}"#;
+    let cases = [
+        (
+            "row",
+            r"evil | 99.99 |\n| fake row",
+            "sst2",
+            ok,
+            "not a plain name",
+        ),
+        (
+            "score",
+            "lightconv",
+            "sst2",
+            r#"{"examples": 10, "accuracy": 7.0, "invalid": 0}"#,
+            "the score 7",
+        ),
+    ];
+    for (name, arch, task, scores, words) in cases {
+        let e = eval_dir(&root, name, arch, false, task, scores);
+        let err = report(&[e]).unwrap_err().to_string();
+        assert!(err.contains(words), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn rows_columns_and_gains() {
+    let root = std::env::temp_dir().join(format!("conveyor-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let evals = vec![
+        eval_dir(
+            &root,
+            "a",
+            "lightconv",
+            false,
+            "civil_comments",
+            r#"{"accuracy": 0.75, "f1": 0.5}"#,
+        ),
+        eval_dir(
+            &root,
+            "b",
+            "lightconv",
+            true,
+            "civil_comments",
+            r#"{"accuracy": 0.8, "f1": 0.625}"#,
+        ),
+        eval_dir(
+            &root,
+            "c",
+            "transformer",
+            true,
+            "cogs",
+            r#"{"accuracy": 0.5, "per_category": {"in_distribution": 0.9, "x": 0.2, "y": 0.4}}"#,
+        ),
+    ];
+    let r = report(&evals).unwrap();
+    assert_eq!(r.rows.len(), 3);
+    // No pre-training first, then pre-trained; architectures in the order they first
+    // appear among the inputs.
+    let order: Vec<_> = r
+        .rows
+        .iter()
+        .map(|r| (r.arch.as_str(), r.pretrained))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("lightconv", false),
+            ("lightconv", true),
+            ("transformer", true)
+        ]
+    );
+    assert_eq!(r.rows[1].scores["Civil F1"], 62.5);
+    assert!((r.rows[2].scores["COGS gen"] - 30.0).abs() < 1e-9);
+    // The COGS column is the in-distribution category, not the mixed overall score.
+    assert!((r.rows[2].scores["COGS"] - 90.0).abs() < 1e-9);
+    // The other order of inputs puts the transformer first among the pre-trained rows.
+    let mut reversed = evals.clone();
+    reversed.reverse();
+    let r2 = report(&reversed).unwrap();
+    assert_eq!(
+        (r2.rows[1].arch.as_str(), r2.rows[2].arch.as_str()),
+        ("transformer", "lightconv")
+    );
+    assert!((r.gains["lightconv"]["Civil acc"] - 5.0).abs() < 1e-9);
+    assert!((r.gains["lightconv"]["Civil F1"] - 12.5).abs() < 1e-9);
+    assert!(
+        r.markdown
+            .contains("| lightconv, pre-trained | 80.00 | 62.50 | — | — |"),
+        "{}",
+        r.markdown
+    );
+    assert!(
+        r.markdown.contains("| lightconv | +5.00 | +12.50 |"),
+        "{}",
+        r.markdown
+    );
+}
+
+/// An SST-2 evaluation of a run with a seed.
+fn seeded(root: &Path, arch: &str, init: bool, seed: u64, accuracy: f64) -> PathBuf {
+    let name = format!("{arch}-{init}-{seed}");
+    let e = eval_dir(
+        root,
+        &name,
+        arch,
+        init,
+        "sst2",
+        &format!(r#"{{"accuracy": {accuracy}, "majority": 0.5}}"#),
+    );
+    let run = root.join(format!("run-{name}"));
+    let init = if init { "\"pre/ckpt\"" } else { "null" };
+    std::fs::write(
+        run.join("run.json"),
+        format!(r#"{{"arch": "{arch}", "init": {init}, "seed": {seed}}}"#),
+    )
+    .unwrap();
+    e
+}
+
+#[test]
+fn seeds_give_mean_sd_and_paired_gains() {
+    let root = std::env::temp_dir().join(format!("conveyor-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut evals = Vec::new();
+    // transformer: 70/72/74 from scratch, 80/81/85 pre-trained (gains 10, 9, 11);
+    // lightconv: 70/75/80 and 71/74/82 (gains 1, -1, 2: not separated from zero).
+    for (seed, (a, b, c, d)) in [
+        (70., 80., 70., 71.),
+        (72., 81., 75., 74.),
+        (74., 85., 80., 82.),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = seed as u64;
+        evals.push(seeded(&root, "transformer", false, seed, a / 100.0));
+        evals.push(seeded(&root, "transformer", true, seed, b / 100.0));
+        evals.push(seeded(&root, "lightconv", false, seed, c / 100.0));
+        evals.push(seeded(&root, "lightconv", true, seed, d / 100.0));
+    }
+    let r = report(&evals).unwrap();
+    let t = &r.rows[0];
+    assert_eq!((t.arch.as_str(), t.pretrained), ("transformer", false));
+    assert!((t.scores["SST-2"] - 72.0).abs() < 1e-9);
+    assert!((t.sd["SST-2"] - 2.0).abs() < 1e-9);
+    assert_eq!(t.per_seed["SST-2"].len(), 3);
+    assert!((r.gains["transformer"]["SST-2"] - 10.0).abs() < 1e-9);
+    assert!((r.gain_sd["transformer"]["SST-2"] - 1.0).abs() < 1e-9);
+    assert_eq!(r.majority["SST-2"], 50.0);
+    let md = &r.markdown;
+    assert!(md.contains("| majority class | 50.00 |"), "{md}");
+    assert!(
+        md.contains("| transformer, no pre-training | 72.00 ± 2.00 |"),
+        "{md}"
+    );
+    // 95% intervals: 10 ± 4.303 / sqrt(3) and 0.67 ± 4.303 * 1.53 / sqrt(3).
+    assert!((r.gain_ci95["transformer"]["SST-2"] - 2.484).abs() < 1e-3);
+    assert!(
+        md.contains("| transformer | +10.00 ± 1.00 [+7.52, +12.48] |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| lightconv | +0.67 ± 1.53 [-3.13, +4.46] (n.s.) |"),
+        "{md}"
+    );
+    // A second evaluation of the same cell and seed is refused, naming both.
+    let again = seeded(&root.join("again"), "lightconv", true, 2, 0.5);
+    evals.push(again);
+    let e = report(&evals).unwrap_err().to_string();
+    assert!(e.contains("same cell") && e.contains("seed 2,"), "{e}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
