@@ -80,6 +80,8 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
         ],
         &[s(&fifo), "not a regular file"],
     );
+    let odd_heads = sb.work.join("odd-heads.toml");
+    std::fs::write(&odd_heads, "num_heads = 5\n").unwrap();
     // Study files checked when read, before a cell runs: a learning curve of 10^10 points
     // (an 80 GB allocation), a task named twice (found after pre-training).
     let smoke = std::fs::read_to_string(common::root().join("studies/smoke.toml"))
@@ -98,6 +100,32 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
             "twice",
             format!("{smoke}\n[[tasks]]\nname = \"trec\"\ntrain = []\ndev_fraction = 0.1\n"),
             "names \"trec\" twice",
+        ),
+        // What only the models know, asked before the ingest: a misspelt preset or
+        // architecture and an override no model can have (found after the ingest), and a
+        // task that does not exist (found after the pre-training).
+        (
+            "preset",
+            smoke.replace("preset = \"tiny\"", "preset = \"tinny\""),
+            "unknown preset \"tinny\"",
+        ),
+        (
+            "arch",
+            smoke.replace("\"lightconv\"]", "\"lightcnv\"]"),
+            "arch \"lightcnv\"",
+        ),
+        (
+            "override",
+            smoke.replace(
+                "preset = \"tiny\"\n",
+                &format!("preset = \"tiny\"\nconfig = \"{}\"\n", s(&odd_heads)),
+            ),
+            "does not make a model",
+        ),
+        (
+            "task",
+            smoke.replace("name = \"trec\"", "name = \"trek\""),
+            "task \"trek\"",
         ),
     ] {
         let file = sb.work.join(format!("{name}.toml"));

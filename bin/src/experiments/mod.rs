@@ -6,6 +6,7 @@
 mod cell;
 pub mod demo;
 mod folder;
+mod precheck;
 mod progress;
 mod reference;
 pub mod report;

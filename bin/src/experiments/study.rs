@@ -35,6 +35,7 @@ pub(super) fn run_owned(file: &Path, out: PathBuf, lock: RunLock) -> anyhow::Res
 
 fn run_in(file: &Path, out: Option<PathBuf>, held: Option<RunLock>) -> anyhow::Result<i32> {
     let st = Study::read(file)?;
+    super::precheck::check(&st, file)?;
     let out = out.unwrap_or_else(|| PathBuf::from("studies/out").join(&st.name));
     let _lock = super::folder::claim(&st, file, &out, held)?;
     let mut progress = Progress::new(&st);

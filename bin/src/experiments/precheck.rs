@@ -1,0 +1,67 @@
+//! What a study file names is checked before any cell runs or anything is written: every
+//! task resolves (built in, or its task file), and every architecture's model builds at the
+//! study's preset with its config overrides, asked of `conveyor-torch` (which knows the
+//! models; this binary does not link them). A misspelt preset or a bad override was found
+//! only after the ingest, or an unknown task after the pre-training.
+
+use std::path::Path;
+
+use anyhow::Context;
+use conveyor_pipeline::tokenize::{load, TokenizerKind};
+
+use super::study::Cmd;
+use super::study_file::Study;
+use crate::torch_handoff::run_torch;
+
+/// Ids a SentencePiece vocabulary of `pieces` gives the models: T5's 100 extra ids more.
+const EXTRA_IDS: usize = 100;
+
+/// Refuses the study `st` (read from `file`) if one of its tasks or models cannot be built.
+pub fn check(st: &Study, file: &Path) -> anyhow::Result<()> {
+    for t in &st.tasks {
+        conveyor_tasks::resolve(&t.name, t.task_file.as_deref())
+            .with_context(|| format!("{}: task {:?}", file.display(), t.name))?;
+    }
+    let vocab_size = model_vocab_size(st)?;
+    let p = &st.pretrain;
+    let mut models: Vec<(&str, &str, Option<&Path>, &str)> = p
+        .archs
+        .iter()
+        .map(|a| {
+            (
+                a.as_str(),
+                p.preset.as_str(),
+                p.config.as_deref(),
+                "[pretrain]",
+            )
+        })
+        .collect();
+    if let Some(b) = &st.bench {
+        models.push(("transformer", b.preset.as_str(), None, "[bench]"));
+    }
+    for (arch, preset, config, section) in models {
+        let cmd = Cmd::new(&["model", "summary", "--json"])
+            .arg("--arch", arch)
+            .arg("--preset", preset)
+            .arg("--vocab-size", vocab_size)
+            .opt_path("--config", config);
+        run_torch(&cmd.0).with_context(|| {
+            format!(
+                "{}: {section} arch {arch:?} with preset {preset:?} does not make a model; nothing was run",
+                file.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The vocabulary size the study's models will have: the given SentencePiece model's, or
+/// the one to be trained.
+fn model_vocab_size(st: &Study) -> anyhow::Result<usize> {
+    let pieces = match (&st.corpus.vocab, st.corpus.vocab_size) {
+        (Some(v), _) => load(v, TokenizerKind::Native)?.vocab().len(),
+        (None, Some(n)) => n as usize,
+        (None, None) => anyhow::bail!("[corpus] needs vocab or vocab_size"),
+    };
+    Ok(pieces + EXTRA_IDS)
+}
