@@ -236,6 +236,14 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         table.contains("AG News") && table.contains("transformer, no pre-training"),
         "{table}"
     );
+    // Evaluations record their runs: moving the run folders away (or reporting from
+    // another working folder than relative checkpoint paths were given in) changes nothing.
+    let moved = (tmp_path("run-moved"), tmp_path("run-init-moved"));
+    std::fs::rename(&run, &moved.0).unwrap();
+    std::fs::rename(&r2, &moved.1).unwrap();
+    assert_eq!(ok(&["report", e, e2.to_str().unwrap()]), table);
+    std::fs::rename(&moved.0, &run).unwrap();
+    std::fs::rename(&moved.1, &r2).unwrap();
 
     // COGS: exact match, reported per generalisation category.
     let cogs = tmp_path("cogs");

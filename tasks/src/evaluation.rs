@@ -22,6 +22,12 @@ pub struct EvalSummary {
     /// The per-example predictions file.
     #[serde(default)]
     pub predictions: PathBuf,
+    /// The checkpoint's run as its `run.json` said when it was evaluated (absent in
+    /// evaluations from before the field, and of checkpoints outside a run folder): the
+    /// report reads it here, so that it needs neither the run folder nor the working folder
+    /// the evaluation ran from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<conveyor_pipeline::run_info::RunInfo>,
 }
 
 impl EvalSummary {

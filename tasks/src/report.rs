@@ -107,8 +107,12 @@ fn metrics_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
     Ok(files)
 }
 
-/// The `run.json` of the run an evaluation's checkpoint belongs to.
+/// The run an evaluation's checkpoint belongs to: as the evaluation recorded it, or (for
+/// evaluations from before it did) the `run.json` its checkpoint path leads to.
 fn run_info(m: &EvalSummary, metrics: &Path) -> Result<RunInfo, TaskError> {
+    if let Some(run) = &m.run {
+        return Ok(run.clone());
+    }
     let run = m.run_dir();
     RunInfo::read(&run).map_err(|e| TaskError::Io {
         path: run.join(RunInfo::FILE),

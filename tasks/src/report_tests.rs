@@ -55,6 +55,57 @@ fn forged_names_scores_and_tasks_are_refused() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// An evaluation that recorded its run is placed by that record: its run folder (or the
+/// working folder its checkpoint path was relative to) may be gone; a forged record is
+/// refused as a forged run.json is.
+#[test]
+fn recorded_runs_need_no_run_folder() {
+    let root =
+        std::env::temp_dir().join(format!("conveyor-report-recorded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let scores = r#"{"examples": 10, "accuracy": 0.75, "invalid": 0}"#;
+    let with_record = |name: &str, arch: &str, init: &str| {
+        let e = root.join(name);
+        std::fs::create_dir_all(&e).unwrap();
+        let run = format!(r#"{{"arch": "{arch}", "init": {init}, "seed": 3}}"#);
+        std::fs::write(
+            e.join("metrics.json"),
+            format!(
+                r#"{{"task": "sst2", "checkpoint": "gone/checkpoints/step-00000010", "scores": {scores}, "run": {run}}}"#
+            ),
+        )
+        .unwrap();
+        e
+    };
+    let r = report(&[
+        with_record("a", "dilatedconv", "null"),
+        with_record("b", "dilatedconv", "\"pre/ckpt\""),
+    ])
+    .unwrap();
+    let rows: Vec<_> = r
+        .rows
+        .iter()
+        .map(|r| (r.arch.as_str(), r.pretrained, r.scores["SST-2"]))
+        .collect();
+    assert_eq!(
+        rows,
+        [("dilatedconv", false, 75.0), ("dilatedconv", true, 75.0)]
+    );
+    // Without the record, the same file needs the run folder its checkpoint names.
+    let bare = eval_dir(&root, "c", "dilatedconv", false, "sst2", scores);
+    std::fs::remove_dir_all(root.join("run-c")).unwrap();
+    let err = report(&[bare]).unwrap_err().to_string();
+    assert!(
+        err.contains("does not come from a conveyor run folder"),
+        "{err}"
+    );
+    let err = report(&[with_record("d", "x | 99 |", "null")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a plain name"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn rows_columns_and_gains() {
     let root = std::env::temp_dir().join(format!("conveyor-report-{}", std::process::id()));

@@ -11,6 +11,7 @@ use clap::Args;
 use conveyor_model::predict::{predict, PredictConfig, Prediction};
 use conveyor_model::select_device;
 use conveyor_pipeline::remote::sync::local_dataset;
+use conveyor_pipeline::run_info::RunInfo;
 use conveyor_pipeline::run_lock::{RunKind, RunLock};
 use conveyor_tasks::EvalSummary;
 
@@ -90,6 +91,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     );
     let summary = EvalSummary {
         task: task_name,
+        run: run_of(&a.checkpoint)?,
         checkpoint: a.checkpoint,
         data: a.data,
         scores,
@@ -104,6 +106,18 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
 }
 
 const PREDICTIONS: &str = "predictions.jsonl";
+
+/// The run.json of the run a checkpoint (RUN/checkpoints/step-N) belongs to, if it is in
+/// one; a run.json that is there but unreadable is an error naming it.
+fn run_of(checkpoint: &std::path::Path) -> anyhow::Result<Option<RunInfo>> {
+    let Some(run) = checkpoint.parent().and_then(std::path::Path::parent) else {
+        return Ok(None);
+    };
+    if !run.join(RunInfo::FILE).exists() {
+        return Ok(None);
+    }
+    Ok(Some(RunInfo::read(run)?))
+}
 
 /// An `--out` that holds anything is refused unless it is an evaluation of conveyor's (a
 /// metrics.json of `conveyor eval`, its predictions.jsonl, its lock, the temporary files of
