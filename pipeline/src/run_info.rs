@@ -78,7 +78,7 @@ impl Diverged {
     /// `RUN/diverged.json`, if the run diverged; a file that is not one reads as an error.
     pub fn read(run: &Path) -> Result<Option<Diverged>, Error> {
         let path = run.join(Self::FILE);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::regular::read_to_string(&path, crate::regular::MAX_JSON_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
@@ -155,6 +155,15 @@ mod tests {
         assert!(Diverged::read(&dir).is_err());
         assert!(Diverged::clear(&dir).is_err());
         assert!(dir.join(Diverged::FILE).exists());
+        // A FIFO of that name (a read would wait forever) is named, not read.
+        std::fs::remove_file(dir.join(Diverged::FILE)).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(dir.join(Diverged::FILE))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let err = Diverged::read(&dir).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -261,14 +261,17 @@ const OUTPUTS: [&str; 4] = [
 /// The bench replaces its outputs only where --out holds none or a benchmark of its own (a
 /// `bench-train.json` of points): a user's files of those names were overwritten.
 fn check_out(out: &std::path::Path) -> anyhow::Result<()> {
-    let ours = std::fs::read(out.join(OUTPUTS[0]))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
-        .is_some_and(|points| {
-            points
-                .iter()
-                .all(|p| p["arch"].is_string() && p["length"].is_u64())
-        });
+    let ours = conveyor_pipeline::regular::read(
+        &out.join(OUTPUTS[0]),
+        conveyor_pipeline::regular::MAX_JSON_BYTES,
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+    .is_some_and(|points| {
+        points
+            .iter()
+            .all(|p| p["arch"].is_string() && p["length"].is_u64())
+    });
     for name in OUTPUTS {
         let Ok(meta) = std::fs::symlink_metadata(out.join(name)) else {
             continue;
