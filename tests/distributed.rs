@@ -235,6 +235,79 @@ fn two_ranks_equal_one_rank_and_accumulation() {
     }
 }
 
+/// 41 TREC questions as example shards: steps of 8 end each epoch with one example.
+fn forty_one_examples() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tmp_dir("forty-one");
+        // The file is Latin-1: lines as bytes.
+        let text = std::fs::read(shared("trec/train_5500.label")).unwrap();
+        let rows: Vec<&[u8]> = text.split(|&b| b == b'\n').take(41).collect();
+        let file = d.join("trec-41.label");
+        std::fs::write(&file, [rows.join(&b'\n'), vec![b'\n']].concat()).unwrap();
+        let out = d.join("examples");
+        ok(&[
+            "task",
+            "prepare",
+            "trec",
+            "--input",
+            file.to_str().unwrap(),
+            "--vocab",
+            shared("spiece/t5-spiece.model").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        out
+    })
+}
+
+/// Across epoch ends as well: the last step of each epoch of 41 examples holds one, which
+/// one of two ranks of batch 4 does not have (it trains on nothing in that step: both ranks
+/// start the next epoch together, where that rank used to run ahead into it), and which
+/// accumulation takes as a step of its own (it used to pair it with the next epoch's
+/// first micro-batch). Losses as one process with batch 8, for two epochs.
+#[test]
+fn ranks_and_accumulation_end_epochs_together() {
+    let data = forty_one_examples();
+    let run = |name: &str, batch: usize, accumulate: usize| {
+        let out = tmp_path(name);
+        let mut a = args(&out, "transformer", batch, accumulate, 12);
+        a[0] = "finetune".into();
+        a[2] = data.to_str().unwrap().into();
+        let at = a.iter().position(|x| x == "--inputs-length").unwrap();
+        a.drain(at..at + 2);
+        a.extend(["--task".into(), "trec".into()]);
+        (out, a)
+    };
+    let (one, a1) = run("epochs-one", 8, 1);
+    let (acc, a2) = run("epochs-acc", 4, 2);
+    let (two, a3) = run("epochs-two", 4, 1);
+    one_rank(&a1);
+    one_rank(&a2);
+    two_ranks(&a3);
+    let l = losses(&one);
+    assert_eq!(l.len(), 12);
+    for (other, what) in [
+        (&acc, "batch 4 x accumulate 2"),
+        (&two, "2 ranks x batch 4"),
+    ] {
+        assert_same_losses(&l, &losses(other), what);
+    }
+    // After step 12, the end of the second epoch, both ranks stand at the third's start.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(two.join("checkpoints/step-00000012/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    for r in 0..2 {
+        let l = &state["loaders"][r];
+        assert_eq!(
+            (&l["epoch"], &l["position"]),
+            (&2.into(), &0.into()),
+            "{state}"
+        );
+    }
+}
+
 /// The user's launcher: torchrun (from the project's Python environment) starts both ranks
 /// and hosts the rendezvous store itself.
 #[test]

@@ -285,10 +285,10 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         loader_state = Some(mine);
     }
     resume::agree(cfg, &ranks, &mut w, state.step)?;
-    let mut loader = Loader::resume(
-        loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?,
-        loader_state,
-    )?;
+    let mut read = loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?;
+    // Every rank ends each epoch with the same number of micro-batches, whole steps of them.
+    read.align_steps = Some(cfg.accumulate as usize);
+    let mut loader = Loader::resume(read, loader_state)?;
     let mut metrics = match ranks.rank {
         0 => Some(MetricsFile::open(cfg, state.step, existing.is_none())?),
         _ => None,
@@ -311,7 +311,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             false => None,
         };
         let ended = batches.is_none();
-        if let Some(batches) = batches {
+        if let Some((batches, after)) = batches {
             let step = state.step + 1;
             let lr = opt.next_lr();
             let captured = graph.as_ref().map(|g| g.captured_at.is_some());
@@ -332,7 +332,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 .map(|b| train_flops(&cfg.model, b.rows, b.inputs_width, b.targets_width))
                 .sum();
             state.step = step;
-            state.loader = batches.last().expect("a batch").state;
+            state.loader = after;
             let p = Pending {
                 step,
                 lr,
@@ -512,8 +512,14 @@ fn init_weights(
     Ok(())
 }
 
-/// The micro-batches of one optimiser step, or `None` when the data ends first.
-fn next_batches(loader: &mut Loader, n: u64) -> Result<Option<Vec<Batch>>, TrainError> {
+/// The micro-batches of one optimiser step that hold rows, and the loader's state after
+/// its last one; `None` when the data ends first. The empty batches that end an epoch on a
+/// rank with none of its last items (`align_steps`) come last in a step, so the others keep
+/// their places (and dropout seeds); a rank may be left with none.
+fn next_batches(
+    loader: &mut Loader,
+    n: u64,
+) -> Result<Option<(Vec<Batch>, LoaderState)>, TrainError> {
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
         match loader.next() {
@@ -521,7 +527,9 @@ fn next_batches(loader: &mut Loader, n: u64) -> Result<Option<Vec<Batch>>, Train
             None => return Ok(None),
         }
     }
-    Ok(Some(out))
+    let after = loader.state();
+    out.retain(|b| b.rows > 0);
+    Ok(Some((out, after)))
 }
 
 /// Every rank's loader state, for the checkpoint (rank order).

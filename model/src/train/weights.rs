@@ -157,6 +157,10 @@ impl Weights {
     /// mixed precision they share the accumulators' storage, which `finish_step` lets go
     /// (they stay valid as long as they are held).
     pub fn take_grads(&mut self) -> Vec<Tensor> {
+        if self.compute.is_some() && self.acc.is_empty() {
+            // No micro-batch this step (a rank whose epoch ended before the others').
+            return self.params.iter().map(|_| Tensor::new()).collect();
+        }
         if self.compute.is_some() {
             return self
                 .acc

@@ -58,6 +58,25 @@ pub struct Batcher {
     plain: Vec<Example>,
 }
 
+impl Batch {
+    /// A batch of no rows: the loader's padding that keeps ranks' epochs in step
+    /// (`LoaderConfig::align_steps`). A trainer skips it; it counts no tokens.
+    pub fn empty(state: super::LoaderState) -> Batch {
+        Batch {
+            rows: 0,
+            inputs_width: 0,
+            targets_width: 0,
+            inputs: Vec::new(),
+            targets: Vec::new(),
+            input_lengths: Vec::new(),
+            target_lengths: Vec::new(),
+            packing: None,
+            examples: 0,
+            state,
+        }
+    }
+}
+
 impl Batcher {
     pub fn new(
         batch_size: usize,

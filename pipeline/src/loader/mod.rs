@@ -71,6 +71,15 @@ pub struct LoaderConfig {
     /// Every token id must be below this (the model's vocabulary size); a row holding
     /// another is an error naming its shard and row, not an index error inside libtorch.
     pub vocab_limit: Option<u32>,
+    /// A trainer's optimiser step is `world_size` ranks x this many batches each: every rank
+    /// then ends each epoch with the same number of batches, a multiple of it, the epoch's
+    /// last step holding exactly its last items, and empty batches (`rows` 0) where a rank
+    /// has none of them left. So ranks never train on different epochs in one step, and W
+    /// ranks x A batches of B read, step by step, what one rank reads with batches of
+    /// W x A x B. Applies where an item is a row (examples, or rows packed when written) and
+    /// short batches are kept; examples packed here make each rank's row count its own, and
+    /// are read as if this were None. None: each rank runs through its epochs on its own.
+    pub align_steps: Option<usize>,
 }
 
 impl LoaderConfig {
@@ -89,6 +98,7 @@ impl LoaderConfig {
             prefetch: 4,
             epochs: None,
             vocab_limit: None,
+            align_steps: None,
         }
     }
 }
@@ -376,7 +386,18 @@ fn batches_per_epoch(plan: &Plan) -> Option<u64> {
         mine.div_ceil(b)
     };
     // An epoch without a batch is an error when read, not a length of 0.
-    (n > 0).then_some(n)
+    (n > 0).then(|| aligned_batches(plan, items).unwrap_or(n))
+}
+
+/// With `align_steps`, the batches every rank hands out in an epoch of `items` global items.
+fn aligned_batches(plan: &Plan, items: u64) -> Option<u64> {
+    let cfg = &plan.cfg;
+    let a = cfg.align_steps? as u64;
+    if cfg.drop_remainder || (cfg.pack && !plan.packed_source) || a == 0 {
+        return None;
+    }
+    let per_step = cfg.world_size as u64 * cfg.batch_size as u64 * a;
+    Some(items.div_ceil(per_step) * a)
 }
 
 /// Why an epoch that gave this rank no batch is an error (a loop of empty epochs would
@@ -409,7 +430,8 @@ struct EpochRun<'a> {
     batcher: Batcher,
     /// False once the receiver has gone.
     open: bool,
-    /// Batches handed out in this run of the epoch.
+    /// Batches of items handed out in this run of the epoch (not the empty ones of
+    /// `align_steps`).
     sent: u64,
 }
 
@@ -470,6 +492,30 @@ impl EpochRun<'_> {
         }
     }
 
+    /// With `align_steps`, the empty batches that end this rank's epoch with the others':
+    /// every item has been pushed and the window flushed, so `window_start` is the epoch's
+    /// global item count and `pushed` this rank's (one row each: batches of them are
+    /// `pushed / batch_size`, rounded up, whether or not the epoch was resumed).
+    fn pad_to_step(&mut self) {
+        let Some(total) = aligned_batches(self.plan, self.window_start) else {
+            return;
+        };
+        let real = self.pushed.div_ceil(self.plan.cfg.batch_size as u64);
+        for _ in real..total {
+            if !self.open {
+                return;
+            }
+            let empty = Batch::empty(LoaderState {
+                epoch: self.epoch + 1,
+                position: 0,
+                fingerprint: self.plan.fingerprint,
+            });
+            if self.tx.send(Ok(empty)).is_err() {
+                self.open = false;
+            }
+        }
+    }
+
     /// End of the epoch: the last window, the packer's open row, the short last batch.
     fn finish(&mut self) -> bool {
         self.flush_window();
@@ -490,6 +536,7 @@ impl EpochRun<'_> {
                 }
             }
         }
+        self.pad_to_step();
         self.open
     }
 }

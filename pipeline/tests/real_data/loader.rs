@@ -342,3 +342,79 @@ fn batches_per_epoch_and_a_start_at_a_later_epoch_are_exact() {
     t.epochs = Some(1);
     assert_eq!(Loader::new(t).unwrap().batches_per_epoch(), None);
 }
+
+/// With `align_steps`, W ranks x A batches of B read step by step what one rank reads with
+/// batches of W x A x B, across epoch ends whose last step is short (some ranks then hand out
+/// empty batches, and every rank starts the next epoch at the same step); every rank hands
+/// out the same number of batches per epoch (`batches_per_epoch`), and a rank resumed from
+/// the state after any step continues exactly.
+#[test]
+fn aligned_ranks_read_what_one_rank_reads_step_by_step() {
+    let dir = offline("aligned", 2, 0, false);
+    let mut empties = 0;
+    for (tokens, world, a, b) in [
+        (false, 2, 1, 7),
+        (false, 3, 2, 5),
+        (true, 2, 2, 3),
+        (false, 1, 3, 4),
+    ] {
+        let cfg = |rank: usize, world: usize, batch: usize, align: Option<usize>| {
+            let input = match tokens {
+                true => LoaderInput::Tokens(corrupt_cfg(128)),
+                false => LoaderInput::Examples(dir.clone()),
+            };
+            let mut c = LoaderConfig::new(input, batch);
+            c.seed = 5;
+            c.shuffle_buffer = 64;
+            (c.rank, c.world_size, c.epochs, c.align_steps) = (rank, world, Some(2), align);
+            c
+        };
+        let what = format!("tokens {tokens} world {world} accumulate {a} batch {b}");
+        let one = collect(cfg(0, 1, world * a * b, None));
+        let items = examples(&one).len() / 2;
+        assert_ne!(
+            items % (world * a * b),
+            0,
+            "{what}: no short last step to test"
+        );
+        let ranks: Vec<Vec<Batch>> = (0..world)
+            .map(|r| collect(cfg(r, world, b, Some(a))))
+            .collect();
+        for r in &ranks {
+            assert_eq!(r.len(), one.len() * a, "{what}: batches of a rank");
+            empties += r.iter().filter(|b| b.rows == 0).count();
+        }
+        for (j, batch) in one.iter().enumerate() {
+            let mut want = examples(std::slice::from_ref(batch));
+            let mut got: Vec<_> = ranks
+                .iter()
+                .flat_map(|r| examples(&r[j * a..(j + 1) * a]))
+                .collect();
+            want.sort();
+            got.sort();
+            assert!(got == want, "{what}: step {j} reads other items");
+        }
+        if !tokens {
+            let known = Loader::new(cfg(world - 1, world, b, Some(a))).unwrap();
+            assert_eq!(known.batches_per_epoch(), Some((one.len() * a / 2) as u64));
+        }
+        // Resumed after the steps around the first epoch's end.
+        let end = one.len() / 2;
+        for step in [end - 2, end - 1, end] {
+            let r = world - 1;
+            let state = ranks[r][step * a - 1].state;
+            let rest: Vec<Batch> = Loader::resume(cfg(r, world, b, Some(a)), Some(state))
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect();
+            assert!(
+                rest == ranks[r][step * a..],
+                "{what}: resumed after step {step}"
+            );
+        }
+    }
+    assert!(
+        empties > 0,
+        "no rank ever ran out first: the padding went untested"
+    );
+}
