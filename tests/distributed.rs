@@ -429,6 +429,25 @@ fn launch_mistakes_get_clear_errors() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("learning-rate schedule"), "{err}");
+    // Ranks started with different --sync-every (it decides the steps at which the loss is
+    // all-reduced: the ranks' collectives would pair up wrongly) are refused at the start.
+    let fresh = tmp_path("refusals-sync");
+    let mut r0 = args(&fresh, "lightconv", 4, 1, 4);
+    let mut r1 = r0.clone();
+    r0.extend(["--sync-every".into(), "2".into()]);
+    r1.extend(["--sync-every".into(), "3".into()]);
+    let port = free_port();
+    let (o, o1) = (spawn_rank(&r0, 0, 2, port), spawn_rank(&r1, 1, 2, port));
+    let (o, o1) = (
+        o.wait_with_output().unwrap(),
+        o1.wait_with_output().unwrap(),
+    );
+    assert!(!o.status.success() && !o1.status.success());
+    let err = String::from_utf8_lossy(&o1.stderr);
+    assert!(
+        err.contains("rank 1 was started with other settings than rank 0"),
+        "{err}"
+    );
 }
 
 /// `--accumulate` resumes exactly: the checkpoint is written after whole optimiser steps, and

@@ -17,6 +17,23 @@ pub enum DeviceError {
         "--device cuda was asked for but libtorch sees no CUDA device; use --device cpu or auto"
     )]
     NoCuda,
+    #[error("{0}")]
+    RankGpu(String),
+}
+
+/// The GPU of a rank whose launcher gave it `local_rank` (torchrun's LOCAL_RANK, Slurm's
+/// SLURM_LOCALID) when the process sees `visible` GPUs: its own index among a node's GPUs,
+/// or the only one a launcher that binds one GPU per task (`--gpus-per-task=1`,
+/// `--gpu-bind`) left visible; other cases are a launch mistake, named here rather than as
+/// an invalid device ordinal inside libtorch.
+pub fn rank_gpu(local_rank: usize, visible: usize) -> Result<usize, DeviceError> {
+    match visible {
+        v if local_rank < v => Ok(local_rank),
+        1 => Ok(0),
+        v => Err(DeviceError::RankGpu(format!(
+            "local rank {local_rank} has no GPU of its own: this process sees {v} GPU(s); start at most one rank per GPU on a node (torchrun --nproc-per-node, or Slurm tasks per node), or bind one GPU per task"
+        ))),
+    }
 }
 
 /// The device to run on: CUDA when asked (an error if absent), CPU when asked, and for
@@ -68,6 +85,18 @@ mod tests {
         let c = a.matmul(&Tensor::ones([3, 2], (Kind::Float, d)));
         assert_eq!(c.size(), vec![4, 2]);
         assert!(describe().starts_with("libtorch"));
+    }
+
+    #[test]
+    fn each_rank_gets_its_gpu_or_the_one_bound_to_it() {
+        assert_eq!(rank_gpu(3, 8).unwrap(), 3);
+        // Slurm --gpus-per-task=1: every task sees one GPU, whatever its local id.
+        assert_eq!(rank_gpu(3, 1).unwrap(), 0);
+        let err = rank_gpu(4, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("local rank 4") && err.contains("sees 4 GPU"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod summary;
 pub mod train;
 
 pub use config::{Arch, AttentionImpl, ConfigError, Ffn, ModelConfig, PositionEmbedding};
-pub use device::{describe, seed_everything, select_device, DeviceChoice, DeviceError};
+pub use device::{describe, rank_gpu, seed_everything, select_device, DeviceChoice, DeviceError};
 pub use seq2seq::Seq2Seq;
 
 /// Tests that seed or draw from libtorch's global generator hold this, so that tests running

@@ -317,8 +317,11 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         std::time::Duration::from_secs(a.dist_timeout.max(1)),
     )?;
     let device = match select_device(a.device.into())? {
-        // One GPU per rank on a node: LOCAL_RANK's.
-        tch::Device::Cuda(_) => tch::Device::Cuda(launch.as_ref().map_or(0, |l| l.local_rank)),
+        // One GPU per rank on a node: LOCAL_RANK's (or the only one bound to the task).
+        tch::Device::Cuda(_) => tch::Device::Cuda(match &launch {
+            Some(l) => conveyor_model::rank_gpu(l.local_rank, tch::Cuda::device_count() as usize)?,
+            None => 0,
+        }),
         d => d,
     };
     let rank = launch.as_ref().map_or(0, |l| l.rank);

@@ -66,9 +66,12 @@ impl Launch {
         };
         // One rank joins a process group only when a launcher set the rendezvous up (torchrun
         // --nproc-per-node 1 does: NCCL with WORLD_SIZE=1 on a single GPU).
-        if world == 0
-            || (world == 1 && (var("MASTER_ADDR").is_none() || var("MASTER_PORT").is_none()))
-        {
+        if world == 0 {
+            return Err(LaunchError::Invalid(format!(
+                "the world size is 0 ({source}'s variables): a launch has at least one rank"
+            )));
+        }
+        if world == 1 && (var("MASTER_ADDR").is_none() || var("MASTER_PORT").is_none()) {
             return Ok(None);
         }
         if rank >= world {
@@ -205,5 +208,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("not a TCP port"), "{e}");
+        // A world of no ranks is a launch mistake, not one process.
+        let e = launch(&[("RANK", "0"), ("WORLD_SIZE", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("world size is 0"), "{e}");
     }
 }
