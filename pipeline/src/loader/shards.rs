@@ -1,7 +1,8 @@
 //! Reading one source shard into the epoch: example shards as they are, token shards
 //! span-corrupted on the fly, every row's ids checked against the vocabulary.
 
-use super::{EpochRun, Item, Plan, SourceShard};
+use super::epoch::EpochRun;
+use super::{Item, Plan, SourceShard};
 use crate::corrupt::{Corruption, Keys, Pieces, Scratch, SpanCorruption};
 use crate::error::Error;
 use crate::examples::{Example, PackedRow};

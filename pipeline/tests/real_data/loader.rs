@@ -418,3 +418,44 @@ fn aligned_ranks_read_what_one_rank_reads_step_by_step() {
         "no rank ever ran out first: the padding went untested"
     );
 }
+
+/// A rank resumed at the very end of an epoch whose batches were all full (its state says
+/// (epoch, all its items); with a shuffle window smaller than the ranks, the first item it
+/// would take lies past the epoch's end) adds no step of empty batches: it starts the next
+/// epoch with the other ranks.
+#[test]
+fn aligned_ranks_resumed_at_an_epoch_end_stay_together() {
+    let dir = offline("aligned-end", 2, 0, false);
+    let mut c = LoaderConfig::new(LoaderInput::Examples(dir.clone()), 1);
+    (c.epochs, c.shuffle_buffer) = (Some(1), 0);
+    let items = examples(&collect(c)).len();
+    let (world, batch) = [2usize, 3, 4]
+        .into_iter()
+        .flat_map(|w| (2..=50).rev().map(move |b| (w, b)))
+        .find(|(w, b)| items.is_multiple_of(w * b) && items / (w * b) >= 2)
+        .expect("ranks and a batch size that divide the epoch");
+    let per_epoch = items / (world * batch);
+    for rank in 0..world {
+        let cfg = || {
+            let mut c = LoaderConfig::new(LoaderInput::Examples(dir.clone()), batch);
+            c.shuffle_buffer = 0;
+            (c.rank, c.world_size, c.epochs, c.align_steps) = (rank, world, Some(2), Some(1));
+            c
+        };
+        let all = collect(cfg());
+        assert_eq!(all.len(), 2 * per_epoch, "rank {rank} of {world}");
+        let state = all[per_epoch - 1].state;
+        assert_eq!(
+            state.epoch, 0,
+            "a full last batch's state names its epoch's end"
+        );
+        let rest: Vec<Batch> = Loader::resume(cfg(), Some(state))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        assert!(
+            rest == all[per_epoch..],
+            "rank {rank} of {world} resumed at the end"
+        );
+    }
+}
