@@ -103,7 +103,9 @@ impl GraphStep {
         tch::manual_seed(micro_seed(cfg, step, 0, 0));
         // Full batches (every micro-batch at --batch-size rows; widths are the feature
         // lengths) use the buffers; a short one runs eagerly, before or after the capture.
-        let full = batches.iter().all(|b| b.rows == cfg.batch_size);
+        // (An epoch's last step may also have fewer micro-batches: its empty ones dropped.)
+        let full = batches.len() as u64 == cfg.accumulate
+            && batches.iter().all(|b| b.rows == cfg.batch_size);
         if !full || self.buffers.as_ref().is_some_and(|b| b.layouts != layouts) {
             self.eager += 1;
             let (nll, norm) = work(w, opt, &layouts, &flats, &counts);
@@ -313,6 +315,26 @@ mod tests {
             }
         }
         (out, far)
+    }
+
+    /// An epoch's last step can have fewer micro-batches than --accumulate (its empty ones
+    /// dropped), all full: run first (a resume just before an epoch's end), it must not take
+    /// the buffers, or every later whole step would run eagerly and none be captured.
+    #[test]
+    fn a_step_of_fewer_micro_batches_leaves_the_buffers_to_whole_steps() {
+        let _rng = crate::test_rng();
+        let mut cfg = config(Arch::Lightconv, Precision::F32, OptimizerKind::adafactor());
+        cfg.accumulate = 2;
+        let mut w = Weights::new(&cfg.model, cfg.device, cfg.precision).unwrap();
+        let mut opt = Optimizer::new(cfg.optimizer, cfg.schedule, &w.params);
+        let mut g = GraphStep::eager();
+        let full = |seed| batch(3, 12, 6, false, seed);
+        let _short = g.run(&cfg, &mut w, &mut opt, &[full(1)], 1).unwrap();
+        assert!(g.buffers.is_none());
+        let _whole = g
+            .run(&cfg, &mut w, &mut opt, &[full(2), full(3)], 2)
+            .unwrap();
+        assert_eq!(g.buffers.as_ref().unwrap().layouts.len(), 2);
     }
 
     /// At one micro-batch per step, the steps of a graph run (here its buffers, copies and
