@@ -69,6 +69,8 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         );
     }
     refuse_foreign_out(&out, true)?;
+    // Before the decoding: a run.json it cannot read fails the evaluation at once.
+    let run = run_of(&a.checkpoint)?;
     let pred_path = out.join(PREDICTIONS);
     let (pred_tmp, file) = conveyor_pipeline::manifest::create_temporary(&pred_path)
         .with_context(|| format!("creating a temporary file for {}", pred_path.display()))?;
@@ -91,7 +93,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     );
     let summary = EvalSummary {
         task: task_name,
-        run: run_of(&a.checkpoint)?,
+        run,
         checkpoint: a.checkpoint,
         data: a.data,
         scores,
