@@ -23,15 +23,16 @@ pub enum DeviceError {
 
 /// The GPU of a rank whose launcher gave it `local_rank` (torchrun's LOCAL_RANK, Slurm's
 /// SLURM_LOCALID) when the process sees `visible` GPUs: its own index among a node's GPUs,
-/// or the only one a launcher that binds one GPU per task (`--gpus-per-task=1`,
-/// `--gpu-bind`) left visible; other cases are a launch mistake, named here rather than as
-/// an invalid device ordinal inside libtorch.
-pub fn rank_gpu(local_rank: usize, visible: usize) -> Result<usize, DeviceError> {
+/// or, where a launcher `bound` one GPU to the task (set CUDA_VISIBLE_DEVICES, as Slurm's
+/// `--gpus-per-task=1` / `--gpu-bind` do), the only one it left visible; other cases are a
+/// launch mistake (two ranks on one GPU fail inside NCCL), named here rather than there or
+/// as an invalid device ordinal inside libtorch.
+pub fn rank_gpu(local_rank: usize, visible: usize, bound: bool) -> Result<usize, DeviceError> {
     match visible {
         v if local_rank < v => Ok(local_rank),
-        1 => Ok(0),
+        1 if bound => Ok(0),
         v => Err(DeviceError::RankGpu(format!(
-            "local rank {local_rank} has no GPU of its own: this process sees {v} GPU(s); start at most one rank per GPU on a node (torchrun --nproc-per-node, or Slurm tasks per node), or bind one GPU per task"
+            "local rank {local_rank} has no GPU of its own: this process sees {v} GPU(s); start at most one rank per GPU on a node (torchrun --nproc-per-node, or Slurm tasks per node), or bind one GPU per task (CUDA_VISIBLE_DEVICES)"
         ))),
     }
 }
@@ -89,10 +90,16 @@ mod tests {
 
     #[test]
     fn each_rank_gets_its_gpu_or_the_one_bound_to_it() {
-        assert_eq!(rank_gpu(3, 8).unwrap(), 3);
+        assert_eq!(rank_gpu(3, 8, false).unwrap(), 3);
         // Slurm --gpus-per-task=1: every task sees one GPU, whatever its local id.
-        assert_eq!(rank_gpu(3, 1).unwrap(), 0);
-        let err = rank_gpu(4, 4).unwrap_err().to_string();
+        assert_eq!(rank_gpu(3, 1, true).unwrap(), 0);
+        // Two ranks started on a node with one GPU nobody bound: named, not both on it.
+        let err = rank_gpu(1, 1, false).unwrap_err().to_string();
+        assert!(
+            err.contains("local rank 1") && err.contains("sees 1 GPU"),
+            "{err}"
+        );
+        let err = rank_gpu(4, 4, true).unwrap_err().to_string();
         assert!(
             err.contains("local rank 4") && err.contains("sees 4 GPU"),
             "{err}"

@@ -319,7 +319,11 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     let device = match select_device(a.device.into())? {
         // One GPU per rank on a node: LOCAL_RANK's (or the only one bound to the task).
         tch::Device::Cuda(_) => tch::Device::Cuda(match &launch {
-            Some(l) => conveyor_model::rank_gpu(l.local_rank, tch::Cuda::device_count() as usize)?,
+            Some(l) => conveyor_model::rank_gpu(
+                l.local_rank,
+                tch::Cuda::device_count() as usize,
+                std::env::var_os("CUDA_VISIBLE_DEVICES").is_some(),
+            )?,
             None => 0,
         }),
         d => d,

@@ -124,8 +124,8 @@ fn check(
 
 /// A 62-bit digest of what every rank must agree on: what decides the collectives' steps
 /// (--sync-every and the checkpoint and evaluation intervals among them) and the data each
-/// rank's share is drawn from (its manifest's job, and the shuffle).
-fn settings_digest(cfg: &TrainConfig, data_job: &str) -> i64 {
+/// rank's share is drawn from (its shards, and the shuffle).
+fn settings_digest(cfg: &TrainConfig, data: &str) -> i64 {
     let text = format!(
         "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{:?}|{}|{}",
         serde_json::to_string(&cfg.model).expect("config serialises"),
@@ -143,7 +143,7 @@ fn settings_digest(cfg: &TrainConfig, data_job: &str) -> i64 {
         cfg.eval_data.is_some(),
         cfg.sync_every,
         cfg.shuffle_buffer,
-        data_job,
+        data,
     );
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in text.bytes() {
@@ -162,11 +162,21 @@ pub(super) fn agree(
     step: u64,
 ) -> Result<(), TrainError> {
     let Some(pg) = &ranks.pg else { return Ok(()) };
-    let data_job = match super::data_kind(&cfg.data)? {
-        super::DataKind::Tokens(m) => m.job,
-        super::DataKind::Examples(m) => m.job,
+    // The data by content (its shards' names, rows and sha256 sums), not by path or job:
+    // copies on each node's disk, or ingests of one corpus from different paths, agree.
+    let shards: Vec<String> = match super::data_kind(&cfg.data)? {
+        super::DataKind::Tokens(m) => m
+            .shards
+            .iter()
+            .map(|s| format!("{}:{}:{}", s.file, s.rows, s.sha256))
+            .collect(),
+        super::DataKind::Examples(m) => m
+            .shards
+            .iter()
+            .map(|s| format!("{}:{}:{}", s.file, s.rows, s.sha256))
+            .collect(),
     };
-    let digests = ranks.gather(&[settings_digest(cfg, &data_job), step as i64])?;
+    let digests = ranks.gather(&[settings_digest(cfg, &shards.join(",")), step as i64])?;
     if let Some(r) = digests.iter().position(|d| d[1] != digests[0][1]) {
         return Err(TrainError::Refused(format!(
             "rank {r} starts at step {} and rank 0 at step {}: every rank must see the same run folder (a shared file system) to resume from the same checkpoint",
@@ -175,7 +185,7 @@ pub(super) fn agree(
     }
     if let Some(r) = digests.iter().position(|d| d[0] != digests[0][0]) {
         return Err(TrainError::Refused(format!(
-            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision, --inputs-length, --pack, --checkpoint-every, --eval-every, --sync-every, --shuffle-buffer, or data from another job: a stale copy on one node?): the ranks must run the same collectives at the same steps over one dataset: give every rank the same command and data"
+            "rank {r} was started with other settings than rank 0 (model, --batch-size, --accumulate, --steps, optimiser, schedule, seed, precision, --inputs-length, --pack, --checkpoint-every, --eval-every, --sync-every, --shuffle-buffer, or other data: a stale copy on one node?): the ranks must run the same collectives at the same steps over one dataset: give every rank the same command and data"
         )));
     }
     {
