@@ -95,13 +95,14 @@ pub struct PrepareArgs {
     /// Input length (EOS included); default: the 90th percentile of the task's.
     #[arg(long)]
     inputs_length: Option<usize>,
-    /// Target length (EOS included); default: the 90th percentile of the task's.
+    /// Target length (EOS included); default: the longest target (a target cut short can
+    /// never be predicted right).
     #[arg(long)]
     targets_length: Option<usize>,
     #[arg(long, default_value_t = 100)]
     extra_ids: u32,
     /// Keep one side of a seeded split: with --split dev the held-out FRACTION of the
-    /// rows, otherwise the rest (for tasks shipped without a dev file).
+    /// rows, with --split train the rest (for tasks shipped without a dev file).
     #[arg(long)]
     holdout: Option<f64>,
     /// Stop at the first bad row instead of skipping and counting it.
@@ -193,6 +194,13 @@ fn left_out<V: std::fmt::Display>(excluded: &std::collections::BTreeMap<String, 
 /// `task prepare`: local copies of remote inputs, the prepared shard in OUT (or a worker's
 /// part of it), the summary.
 fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
+    // Which side of the split a name means is known for these two only: `--split validation
+    // --holdout` kept the training side, so the "dev" set was training data.
+    anyhow::ensure!(
+        a.holdout.is_none() || ["train", "dev"].contains(&a.split.as_str()),
+        "--holdout with --split {:?}: say --split dev for the held-out rows or --split train for the rest",
+        a.split
+    );
     let worker = a.workers.resolve(a.json)?;
     let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.json)?;
     let (t, inputs) = a.files.open()?;

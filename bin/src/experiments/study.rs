@@ -195,7 +195,8 @@ fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> a
 }
 
 /// A task's train and dev splits, prepared once (OUT/tasks/NAME/{train,dev}); the dev split
-/// uses the train split's lengths.
+/// uses the train split's lengths, but for a generation task's targets, which keep their own
+/// longest (a dev target cut to train's length could never be predicted right).
 fn prepare_task(
     t: &TaskCell,
     vocab: &Path,
@@ -220,7 +221,7 @@ fn prepare_task(
                 out: dir(split),
                 split: split.into(),
                 inputs_length: lengths.map(|(i, _)| i),
-                targets_length: lengths.map(|(_, t)| t),
+                targets_length: lengths.filter(|_| task.labels().is_some()).map(|(_, t)| t),
                 extra_ids: 100,
                 strict: t.strict,
                 overwrite: false,
