@@ -66,6 +66,8 @@ pub struct Layout {
     pub headers: bool,
     /// Quoted fields (CSV) or none at all (GLUE/COGS TSV, where quotes are text).
     pub quoting: bool,
+    /// Fields are latin-1 (every byte one character), not UTF-8.
+    pub latin1: bool,
 }
 
 impl Layout {
@@ -73,22 +75,46 @@ impl Layout {
         delimiter: b',',
         headers: true,
         quoting: true,
+        latin1: false,
     };
     pub const CSV_NO_HEADER: Layout = Layout {
         delimiter: b',',
         headers: false,
         quoting: true,
+        latin1: false,
     };
     pub const TSV: Layout = Layout {
         delimiter: b'\t',
         headers: true,
         quoting: false,
+        latin1: false,
     };
     pub const TSV_NO_HEADER: Layout = Layout {
         delimiter: b'\t',
         headers: false,
         quoting: false,
+        latin1: false,
     };
+
+    /// The same layout with latin-1 fields.
+    pub const fn latin1(self) -> Layout {
+        Layout {
+            latin1: true,
+            ..self
+        }
+    }
+}
+
+/// A record's fields as text: latin-1, or UTF-8 (a field that is not is the row's error).
+fn fields(rec: &csv::ByteRecord, latin1: bool) -> Result<Vec<String>, String> {
+    rec.iter()
+        .enumerate()
+        .map(|(i, f)| match latin1 {
+            true => Ok(f.iter().map(|&b| b as char).collect()),
+            false => String::from_utf8(f.to_vec())
+                .map_err(|e| format!("field {} is not UTF-8 ({e})", i + 1)),
+        })
+        .collect()
 }
 
 /// One parsed row: its 1-based starting line and fields, or why it could not be parsed.
@@ -108,8 +134,9 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
             since_row: since_row.clone(),
         });
     let header = if layout.headers {
-        r.headers()
-            .map_err(|e| io_error(path, e))?
+        let h = r.byte_headers().map_err(|e| io_error(path, e))?;
+        fields(h, layout.latin1)
+            .map_err(|e| io_error(path, format!("header: {e}")))?
             .iter()
             .map(|s| s.trim().to_string())
             .collect()
@@ -117,15 +144,15 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
         Vec::new()
     };
     let mut out = Vec::new();
-    let mut rec = csv::StringRecord::new();
+    let mut rec = csv::ByteRecord::new();
     loop {
         since_row.set(0);
         let line = r.position().line();
-        match r.read_record(&mut rec) {
+        match r.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
                 let line = rec.position().map(|p| p.line()).unwrap_or(line);
-                out.push((line, Ok(rec.iter().map(str::to_string).collect())));
+                out.push((line, fields(&rec, layout.latin1)));
             }
             // The file cannot be read on (a row past the bound included): an error, not a
             // skipped row with every row after it silently lost.

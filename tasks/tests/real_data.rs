@@ -81,6 +81,22 @@ fn sentiment_tasks() {
         (c["negative"], c["positive"], d.excluded["neutral"]),
         (177, 182, 139)
     );
+    // The training file's latin-1 (its real bytes for "café" and "naïve"): read, not
+    // skipped as broken UTF-8.
+    let dir = std::env::temp_dir().join(format!("conveyor-s140-latin1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("training.csv");
+    let mut text =
+        b"\"0\",\"1\",\"Mon Apr 06\",\"NO_QUERY\",\"u\",\"caf\xe9 was na\xefve\"\n".to_vec();
+    text.extend_from_slice(b"\"4\",\"2\",\"Mon Apr 06\",\"NO_QUERY\",\"v\",\"plain\"\n");
+    std::fs::write(&f, text).unwrap();
+    let d = read_all(find("sentiment140").unwrap().as_ref(), &[f], false).unwrap();
+    assert_eq!((d.examples.len(), d.skipped.len()), (2, 0));
+    assert_eq!(
+        d.examples[0].inputs,
+        "sentiment140 tweet: caf\u{e9} was na\u{ef}ve"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
