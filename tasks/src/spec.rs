@@ -81,6 +81,15 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
     {
         return bad("metric must be accuracy, exact_match or f1:LABEL");
     }
+    // F1 of a label no target can be is 0 whatever the model does (a misspelt label).
+    if let (Some(label), Some(map)) = (spec.metric.strip_prefix("f1:"), &spec.label_map) {
+        if !map.values().any(|t| t == label) {
+            return Err(io_error(
+                path,
+                format!("metric f1:{label} names no target of label_map"),
+            ));
+        }
+    }
     Ok(Box::new(spec))
 }
 

@@ -269,6 +269,14 @@ metric = "accuracy"
     .unwrap();
     let e = conveyor_tasks::spec::load(&spec).err().unwrap().to_string();
     assert!(e.contains("label_column with label_map"), "{e}");
+    // F1 of a label that is no target (a typo) would be 0 whatever the model did.
+    std::fs::write(
+        &spec,
+        "name = \"x\"\nformat = \"tsv\"\ninput_template = \"{a}\"\nlabel_column = \"label\"\nmetric = \"f1:postive\"\n[label_map]\n\"1\" = \"positive\"\n",
+    )
+    .unwrap();
+    let e = conveyor_tasks::spec::load(&spec).err().unwrap().to_string();
+    assert!(e.contains("f1:postive names no target"), "{e}");
 }
 
 #[test]
