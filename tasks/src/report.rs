@@ -180,13 +180,14 @@ fn column_score(s: &Scores, score: &str) -> Option<f64> {
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         }
         // COGS in-distribution exact match: its category when the evaluated split has one
-        // (dev.tsv, or dev + gen files together), else overall.
-        "in_distribution" => Some(
-            s.per_category
-                .get("in_distribution")
-                .copied()
-                .unwrap_or(s.accuracy),
-        ),
+        // (dev.tsv, or dev + gen files together); none for an evaluation of the
+        // generalisation set alone (its overall score is not in-distribution); overall for
+        // one without categories.
+        "in_distribution" => match s.per_category.get("in_distribution") {
+            Some(&v) => Some(v),
+            None if s.per_category.is_empty() => Some(s.accuracy),
+            None => None,
+        },
         "accuracy" => Some(s.accuracy),
         "f1" => s.f1,
         _ => None,
@@ -301,7 +302,13 @@ fn gains_of(rows: &[ReportRow]) -> (ByArch, ByArch, ByArch) {
             let Some(b) = base.per_seed.get(h) else {
                 continue;
             };
-            let paired = paired_gains(pre, b);
+            let mut paired = paired_gains(pre, b);
+            if paired.is_empty() {
+                // No seed in common: the difference of the means, without a spread.
+                let mean =
+                    |s: &[SeedScore]| mean_sd(&s.iter().map(|x| x.score).collect::<Vec<_>>()).0;
+                paired.push(mean(pre) - mean(b));
+            }
             let (m, sd) = mean_sd(&paired);
             let put = |map: &mut ByArch, v: f64| {
                 map.entry(r.arch.clone()).or_default().insert(h.clone(), v);
@@ -406,7 +413,7 @@ fn markdown(
         md += &format!("| {} | {} |\n", r.arch, cells.join(" | "));
     }
     if gain_sd.values().any(|g| !g.is_empty()) {
-        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed, [a, b] their 95% confidence interval (Student's t, seeds - 1 degrees of freedom); n.s.: mean ± sd spans zero.\n";
+        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed (over the seeds both rows have; a gain without ± is a difference of means where they share none), [a, b] their 95% confidence interval (Student's t, seeds - 1 degrees of freedom); n.s.: mean ± sd spans zero.\n";
     }
     md
 }

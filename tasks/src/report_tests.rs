@@ -254,3 +254,27 @@ fn seeds_give_mean_sd_and_paired_gains() {
     assert!(e.contains("same cell") && e.contains("seed 2,"), "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// An evaluation of COGS's generalisation set alone fills COGS gen, not the in-distribution
+/// column (its overall score stood there).
+#[test]
+fn a_generalisation_set_alone_is_not_in_distribution() {
+    let root = std::env::temp_dir().join(format!("conveyor-report-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let e = eval_dir(
+        &root,
+        "g",
+        "transformer",
+        false,
+        "cogs",
+        r#"{"accuracy": 0.3, "per_category": {"subj_to_obj": 0.2, "prim_to_subj": 0.4}}"#,
+    );
+    let r = report(&[e]).unwrap();
+    assert!((r.rows[0].scores["COGS gen"] - 30.0).abs() < 1e-9);
+    assert!(
+        !r.rows[0].scores.contains_key("COGS"),
+        "{:?}",
+        r.rows[0].scores
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -20,12 +20,13 @@ pub fn mean_sd(values: &[f64]) -> (f64, Option<f64>) {
     (mean, sd)
 }
 
-/// Per-seed gains `pre - base`: paired by seed when every score of both has one and the
-/// seeds match, else in the order given (the runner passes seeds in its order).
+/// Per-seed gains `pre - base`: where every score of both records its seed, one per seed the
+/// two have in common (none when they share no seed: such scores are not pairs); scores of
+/// runs from before run.json recorded seeds pair in the order given.
 pub fn paired_gains(pre: &[SeedScore], base: &[SeedScore]) -> Vec<f64> {
     let seeded = pre.iter().chain(base).all(|s| s.seed.is_some());
     if seeded {
-        let gains: Vec<f64> = pre
+        return pre
             .iter()
             .filter_map(|p| {
                 base.iter()
@@ -33,9 +34,6 @@ pub fn paired_gains(pre: &[SeedScore], base: &[SeedScore]) -> Vec<f64> {
                     .map(|b| p.score - b.score)
             })
             .collect();
-        if !gains.is_empty() {
-            return gains;
-        }
     }
     pre.iter()
         .zip(base)
@@ -95,6 +93,10 @@ mod tests {
         // Paired by seed, whatever the order.
         let g = paired_gains(&[s(1, 80.0), s(0, 75.0)], &[s(0, 70.0), s(1, 71.0)]);
         assert_eq!(g, [9.0, 5.0]);
+        // Seeds in common only; none in common make no pairs (they were paired by position).
+        let g = paired_gains(&[s(1, 80.0), s(2, 75.0)], &[s(0, 70.0), s(1, 71.0)]);
+        assert_eq!(g, [9.0]);
+        assert!(paired_gains(&[s(3, 80.0)], &[s(0, 70.0)]).is_empty());
         assert!(!overlaps_zero(7.0, Some(2.8)));
         assert!(overlaps_zero(1.0, Some(2.0)));
         assert!(!overlaps_zero(1.0, None));

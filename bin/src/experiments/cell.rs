@@ -143,7 +143,7 @@ impl Cell<'_> {
             pretrained: self.pretrained,
             lr: self.lr,
             seed: self.seed,
-            accuracy: m.scores.accuracy,
+            accuracy: selection_score(&m.scores),
             run: ckpt
                 .parent()
                 .and_then(Path::parent)
@@ -209,4 +209,14 @@ pub(super) fn same_run(
             run.display()
         ),
     }
+}
+
+/// The dev score a learning rate is chosen by: COGS's in-distribution category where the
+/// evaluation has one, so that a generalisation file in a task's dev list is reported and
+/// never tuned on (it was: the overall score over dev + gen); else the accuracy.
+fn selection_score(s: &conveyor_tasks::Scores) -> f64 {
+    s.per_category
+        .get("in_distribution")
+        .copied()
+        .unwrap_or(s.accuracy)
 }
