@@ -476,10 +476,10 @@ fn task_texts_are_the_train_side_of_the_holdout() {
     assert!(lines[0].starts_with("trec question: "), "{}", lines[0]);
 }
 
-/// Targets keep their whole length by default (COGS's 90th percentile cut 275 of its 3,000
-/// dev logical forms, which then could never be predicted right), inputs take the paper's
-/// percentile; lengths under 2 and `--holdout` with a split that is neither train nor dev
-/// (it kept the training rows as the "validation" set) are refused.
+/// A generation task's examples keep their whole length by default (COGS's 90th percentile
+/// cut 275 of its 3,000 dev logical forms, which then could never be predicted right, and
+/// the sentences they need); lengths under 2 and `--holdout` with a split that is neither
+/// train nor dev (it kept the training rows as the "validation" set) are refused.
 #[test]
 fn targets_keep_their_length_and_holdout_splits_are_named() {
     let vocab = shared("spiece/t5-spiece.model");
@@ -488,15 +488,7 @@ fn targets_keep_their_length_and_holdout_splits_are_named() {
         let out = tmp_path("cogs-lengths");
         let _ = std::fs::remove_dir_all(&out);
         let mut args = vec![
-            "task",
-            "prepare",
-            "cogs",
-            "--input",
-            &cogs,
-            "--vocab",
-            &vocab,
-            "--json",
-            "--out",
+            "task", "prepare", "cogs", "--input", &cogs, "--vocab", &vocab, "--json", "--out",
         ];
         let out = out.to_str().unwrap().to_string();
         args.push(&out);
@@ -506,11 +498,28 @@ fn targets_keep_their_length_and_holdout_splits_are_named() {
     let o = prepare(&[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(s["truncated_targets"], 0, "{s}");
-    assert!(s["truncated_inputs"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(
+        (&s["truncated_targets"], &s["truncated_inputs"]),
+        (&0.into(), &0.into()),
+        "{s}"
+    );
+    // Given lengths still cut, and say so.
+    let o = prepare(&["--inputs-length", "8", "--targets-length", "16"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cut = |k: &str| s[k].as_u64().unwrap();
+    assert!(
+        cut("truncated_targets") > 0 && cut("truncated_inputs") > 0,
+        "{s}"
+    );
     for (extra, words) in [
-        (&["--targets-length", "1"][..], "--targets-length 1 leaves no room"),
-        (&["--inputs-length", "0"][..], "--inputs-length 0 leaves no room"),
+        (
+            &["--targets-length", "1"][..],
+            "--targets-length 1 leaves no room",
+        ),
+        (
+            &["--inputs-length", "0"][..],
+            "--inputs-length 0 leaves no room",
+        ),
         (
             &["--split", "validation", "--holdout", "0.1"][..],
             "--split dev for the held-out rows",
@@ -518,6 +527,9 @@ fn targets_keep_their_length_and_holdout_splits_are_named() {
     ] {
         let o = prepare(extra);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(words), "{extra:?}: {err}");
+        assert!(
+            !o.status.success() && err.contains(words),
+            "{extra:?}: {err}"
+        );
     }
 }

@@ -92,7 +92,8 @@ pub struct PrepareArgs {
     out: PathBuf,
     #[arg(long, default_value = "train")]
     split: String,
-    /// Input length (EOS included); default: the 90th percentile of the task's.
+    /// Input length (EOS included); default: the 90th percentile of the task's (a generation
+    /// task's: the longest).
     #[arg(long)]
     inputs_length: Option<usize>,
     /// Target length (EOS included); default: the longest target (a target cut short can

@@ -114,6 +114,12 @@ pub trait Task: Send + Sync {
         self.info().labels
     }
 
+    /// Bumped when the task's reader starts making other examples from the same files, so
+    /// that data prepared before is not taken for this task's (0: as first written).
+    fn revision(&self) -> u32 {
+        0
+    }
+
     /// The error for a file that is not in one of this task's formats.
     fn format_error(&self, path: &Path, message: String) -> TaskError {
         let info = self.info();

@@ -2,9 +2,10 @@
 //! (`inputs`, `targets` with EOS, plus `inputs_pretokenized`, `targets_pretokenized`,
 //! `category`) and a manifest the loader and trainer read like span-corruption examples.
 //! Split among workers (by input file; lengths must then be given, and no holdout), each
-//! leaves a part that `conveyor manifest merge` joins into the one-process output. Feature lengths default
-//! to the 90th percentile of the task's tokenized lengths (as in the paper) — except the
-//! targets of classification tasks, which keep the longest label whole; longer examples are
+//! leaves a part that `conveyor manifest merge` joins into the one-process output. Inputs of
+//! classification tasks default to the 90th percentile of the task's tokenized lengths (as
+//! in the paper); targets, and a generation task's inputs, to the longest (a cut target, or
+//! a cut sentence a logical form needs, could never be predicted right); longer examples are
 //! trimmed to length - 1 plus EOS and counted.
 
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ pub struct PrepareConfig {
     pub vocab: PathBuf,
     pub out: PathBuf,
     pub split: String,
-    /// Feature lengths (EOS included); None = the 90th percentile of the task's lengths.
+    /// Feature lengths (EOS included); None = the default (see the module's doc).
     pub inputs_length: Option<usize>,
     pub targets_length: Option<usize>,
     /// Extra ids after the pieces (the sentinels of pre-training), so fine-tuning uses the
@@ -203,6 +204,16 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         "extra_ids": cfg.extra_ids,
         "holdout": cfg.holdout.map(|h| (h.fraction, h.seed, h.keep_held_out)),
     });
+    // What changed since a folder was made without these keys: a generation task's default
+    // lengths, and readers that now read rows otherwise (the task's revision); a folder
+    // prepared before is then another job (refused, not reused with the old examples),
+    // while every other task's job stays what it was.
+    if task.labels().is_none() && (cfg.inputs_length.is_none() || cfg.targets_length.is_none()) {
+        identity["default_lengths"] = "longest".into();
+    }
+    if task.revision() > 0 {
+        identity["revision"] = task.revision().into();
+    }
     let mut files = Vec::new();
     for p in &cfg.inputs {
         let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -217,7 +228,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         && (cfg.inputs_length.is_none() || cfg.targets_length.is_none() || cfg.holdout.is_some())
     {
         return Err(conveyor_pipeline::Error::Config(
-            "a task prepare split among workers needs --inputs-length and --targets-length (the default 90th percentile is over every input; a one-process prepare prints the lengths it chose) and no --holdout (held-out rows are drawn by their position in the whole task)".into(),
+            "a task prepare split among workers needs --inputs-length and --targets-length (the defaults are over every input; a one-process prepare prints the lengths it chose) and no --holdout (held-out rows are drawn by their position in the whole task)".into(),
         )
         .into());
     }
@@ -286,18 +297,20 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             percentile(&mut lens, 0.9).max(2)
         })
     };
-    let li = pick(
-        cfg.inputs_length,
-        encoded.iter().map(|e| e.inputs.len()).collect(),
-    );
+    let longest = |f: fn(&Ids) -> usize| encoded.iter().map(f).max().unwrap_or(2);
+    let li = match (cfg.inputs_length, task.labels()) {
+        (Some(l), _) => l,
+        (None, Some(_)) => pick(None, encoded.iter().map(|e| e.inputs.len()).collect()),
+        // A generation task's output may need every word of its input (COGS).
+        (None, None) => longest(|e| e.inputs.len()),
+    };
     // A target cut short can never be predicted right (the evaluation compares with the
     // whole text): targets keep their full length by default, the longest, labels and
     // generated outputs alike (COGS's 90th percentile left 275 of its 3,000 dev logical forms
     // unreachable). Inputs take the percentile, as the paper's sequence lengths do.
-    let lt = match cfg.targets_length {
-        Some(l) => l,
-        None => encoded.iter().map(|e| e.targets.len()).max().unwrap_or(2),
-    };
+    let lt = cfg
+        .targets_length
+        .unwrap_or_else(|| longest(|e| e.targets.len()));
     let mut truncated: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
     for (e, (i, _)) in encoded.iter_mut().zip(&examples) {
         let t = truncated.entry(*i).or_default();

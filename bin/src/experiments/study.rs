@@ -194,9 +194,9 @@ fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> a
     Ok(())
 }
 
-/// A task's train and dev splits, prepared once (OUT/tasks/NAME/{train,dev}); the dev split
-/// uses the train split's lengths, but for a generation task's targets, which keep their own
-/// longest (a dev target cut to train's length could never be predicted right).
+/// A task's train and dev splits, prepared once (OUT/tasks/NAME/{train,dev}); a
+/// classification task's dev split uses the train split's lengths, a generation task's its
+/// own longest (a dev example cut to train's lengths could never be predicted right).
 fn prepare_task(
     t: &TaskCell,
     vocab: &Path,
@@ -206,6 +206,7 @@ fn prepare_task(
     let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
     let dir = |split: &str| out.join(format!("tasks/{}/{split}", t.name));
     let held = t.dev.is_empty();
+    let labelled = task.labels().is_some();
     let mut lengths = None;
     let mut ran = false;
     for (split, files) in [
@@ -220,8 +221,8 @@ fn prepare_task(
                 vocab: vocab.to_path_buf(),
                 out: dir(split),
                 split: split.into(),
-                inputs_length: lengths.map(|(i, _)| i),
-                targets_length: lengths.filter(|_| task.labels().is_some()).map(|(_, t)| t),
+                inputs_length: lengths.filter(|_| labelled).map(|(i, _)| i),
+                targets_length: lengths.filter(|_| labelled).map(|(_, t)| t),
                 extra_ids: 100,
                 strict: t.strict,
                 overwrite: false,

@@ -176,6 +176,11 @@ impl Task for Imdb {
 pub struct Sentiment140;
 
 impl Task for Sentiment140 {
+    /// 1: latin-1 (tweets with accented letters were skipped).
+    fn revision(&self) -> u32 {
+        1
+    }
+
     fn info(&self) -> TaskInfo {
         info(
             "sentiment140",

@@ -199,6 +199,11 @@ impl WikiToxicity {
 }
 
 impl Task for WikiToxicity {
+    /// 1: toxic by the `toxic` column alone (it was any of the six labels).
+    fn revision(&self) -> u32 {
+        1
+    }
+
     fn info(&self) -> TaskInfo {
         TaskInfo {
             name: "wiki_toxicity".into(),
