@@ -413,7 +413,7 @@ fn markdown(
         md += &format!("| {} | {} |\n", r.arch, cells.join(" | "));
     }
     if gain_sd.values().any(|g| !g.is_empty()) {
-        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed (over the seeds both rows have; a gain without ± is a difference of means where they share none), [a, b] their 95% confidence interval (Student's t, seeds - 1 degrees of freedom); n.s.: mean ± sd spans zero.\n";
+        md += "\nmean ± sample standard deviation over seeds; gains are paired by seed (over the seeds both rows have; a gain without ± comes from one shared seed, or is the difference of the means where they share none), [a, b] their 95% confidence interval (Student's t, seeds - 1 degrees of freedom); n.s.: mean ± sd spans zero.\n";
     }
     md
 }

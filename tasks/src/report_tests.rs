@@ -278,3 +278,26 @@ fn a_generalisation_set_alone_is_not_in_distribution() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Rows that share no seed have no pairs: the gain is the difference of their means, without
+/// a spread (they were paired by position).
+#[test]
+fn rows_without_a_shared_seed_gain_the_difference_of_means() {
+    let root = std::env::temp_dir().join(format!("conveyor-unpaired-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let evals = vec![
+        seeded(&root, "lightconv", false, 0, 0.70),
+        seeded(&root, "lightconv", false, 1, 0.74),
+        seeded(&root, "lightconv", true, 2, 0.80),
+        seeded(&root, "lightconv", true, 3, 0.90),
+    ];
+    let r = report(&evals).unwrap();
+    // (0.80 + 0.90) / 2 - (0.70 + 0.74) / 2, in percent; pairs by position gave 13 ± 4.2.
+    assert!(
+        (r.gains["lightconv"]["SST-2"] - 13.0).abs() < 1e-9,
+        "{:?}",
+        r.gains
+    );
+    assert!(!r.gain_sd.contains_key("lightconv"), "{:?}", r.gain_sd);
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -83,7 +83,7 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
     }
     // F1 of a label no target can be is 0 whatever the model does (a misspelt label).
     if let (Some(label), Some(map)) = (spec.metric.strip_prefix("f1:"), &spec.label_map) {
-        if !map.values().any(|t| t == label) {
+        if !map.values().any(|t| t.trim() == label.trim()) {
             return Err(io_error(
                 path,
                 format!("metric f1:{label} names no target of label_map"),
