@@ -61,10 +61,13 @@ impl EvalSummary {
 
     /// The run folder its checkpoint belongs to (RUN of RUN/checkpoints/step-N).
     pub fn run_dir(&self) -> PathBuf {
-        self.checkpoint
-            .parent()
-            .and_then(Path::parent)
+        run_dir_of(&self.checkpoint)
             .map(Path::to_path_buf)
             .unwrap_or_default()
     }
+}
+
+/// The run folder a checkpoint belongs to: RUN of RUN/checkpoints/step-N.
+pub fn run_dir_of(checkpoint: &Path) -> Option<&Path> {
+    checkpoint.parent().and_then(Path::parent)
 }

@@ -7,14 +7,11 @@
 use std::path::Path;
 
 use anyhow::Context;
-use conveyor_pipeline::tokenize::{load, TokenizerKind};
+use conveyor_pipeline::tokenize::{load, TokenizerKind, EXTRA_IDS};
 
 use super::study::Cmd;
 use super::study_file::Study;
 use crate::torch_handoff::run_torch;
-
-/// Ids a SentencePiece vocabulary of `pieces` gives the models: T5's 100 extra ids more.
-const EXTRA_IDS: usize = 100;
 
 /// Refuses the study `st` (read from `file`) if one of its tasks or models cannot be built.
 pub fn check(st: &Study, file: &Path) -> anyhow::Result<()> {

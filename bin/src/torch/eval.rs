@@ -112,7 +112,7 @@ const PREDICTIONS: &str = "predictions.jsonl";
 /// The run.json of the run a checkpoint (RUN/checkpoints/step-N) belongs to, if it is in
 /// one; a run.json that is there but unreadable is an error naming it.
 fn run_of(checkpoint: &std::path::Path) -> anyhow::Result<Option<RunInfo>> {
-    let Some(run) = checkpoint.parent().and_then(std::path::Path::parent) else {
+    let Some(run) = conveyor_tasks::evaluation::run_dir_of(checkpoint) else {
         return Ok(None);
     };
     if !run.join(RunInfo::FILE).exists() {

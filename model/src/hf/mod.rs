@@ -11,6 +11,7 @@ mod names;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use conveyor_pipeline::tokenize::EXTRA_IDS;
 use tch::{nn, Device, Kind, Tensor};
 
 pub use config::{from_hf, to_hf, CONVEYOR_MODEL_TYPE};
@@ -264,9 +265,6 @@ pub fn export(ckpt: &Path, out: &Path, vocab: Option<&Path>) -> Result<ModelConf
     })?;
     Ok(cfg)
 }
-
-/// Extra ids (sentinels) conveyor's data adds after the SentencePiece pieces, as T5's does.
-const EXTRA_IDS: usize = 100;
 
 /// `tokenizer_config.json` and `special_tokens_map.json` for `T5Tokenizer`, after checking
 /// that the vocabulary fits the model's embedding.

@@ -13,7 +13,7 @@ use crate::seq2seq::Segments;
 /// The ids the data holds (pieces + extra ids): a model trained on it needs this vocab size.
 pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
     Ok(match data_kind(data)? {
-        DataKind::Tokens(m) => m.vocab.size + 100,
+        DataKind::Tokens(m) => m.vocab.size + conveyor_pipeline::tokenize::EXTRA_IDS,
         DataKind::Examples(m) => m.settings.vocab_size as usize,
     })
 }

@@ -7,6 +7,10 @@ use std::path::Path;
 
 use crate::error::Error;
 
+/// T5's extra ids (the sentinels of span corruption) that follow a vocabulary's pieces in a
+/// model's embedding: a model over a vocabulary of N pieces has N + EXTRA_IDS ids.
+pub const EXTRA_IDS: usize = 100;
+
 /// What every tokenizer can say about its vocabulary.
 #[derive(Debug, Clone)]
 pub struct Vocab {
