@@ -85,12 +85,14 @@ class Loader:
         prefetch: int = 2,
         epochs: Optional[int] = None,
         vocab_size: Optional[int] = None,
+        align_steps: Optional[int] = None,
         state: Optional[dict[str, Any]] = None,
     ) -> None: ...
     def __iter__(self) -> "Loader": ...
     def __next__(self) -> dict[str, npt.NDArray[np.int32]]: ...
     def __len__(self) -> int:
-        """Batches per epoch for this rank (example shards read as written)."""
+        """Batches per epoch for this rank (example shards read as written); with
+        ``align_steps`` the same on every rank, empty batches included."""
     def state_dict(self) -> dict[str, Any]:
         """{epoch, position, fingerprint}: where the loader stands; JSON-able."""
     def load_state_dict(self, state: dict[str, Any]) -> None:

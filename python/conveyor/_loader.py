@@ -32,6 +32,15 @@ class Loader(_Base):
     beyond it into an error naming the shard and row. Example shards keep the lengths they
     were written with: an ``inputs_length`` that differs is refused.
 
+    Rank ``r`` of ``world_size`` alone can end an epoch a batch before another rank does.
+    ``align_steps=A`` (the batches per optimiser step: 1, or the gradient accumulation)
+    ends every rank's epochs after the same number of batches, a multiple of ``A``: the
+    epoch's last step holds exactly its last items, and a rank with none of them left gets
+    batches of no rows (arrays of shape (0, 0), lengths of shape (0,)), which a DDP loop
+    must still join with a backward that adds nothing (see docs/python.md). Step by step,
+    the ranks together then read exactly what one process reads with batches of
+    ``world_size x A x batch_size``.
+
     With ``torch.utils.data.DataLoader(loader, batch_size=None)`` keep ``num_workers=0``:
     the loader prepares ``prefetch`` batches ahead on its own threads.
     """
@@ -39,7 +48,7 @@ class Loader(_Base):
     def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, rank=None,
                  world_size=None, inputs_length=None, noise_density=0.15, mean_span_length=3.0,
                  pack=False, pad_to="feature", drop_remainder=False, prefetch=2, epochs=None,
-                 vocab_size=None, state=None):
+                 vocab_size=None, align_steps=None, state=None):
         if pad_to not in ("feature", "longest"):
             raise _native.ConveyorError(f"pad_to must be 'feature' or 'longest', not {pad_to!r}")
         self._native = _native.Loader(
@@ -49,7 +58,7 @@ class Loader(_Base):
             inputs_length=inputs_length, noise_density=noise_density,
             mean_span_length=mean_span_length, pack=pack, pad_to_longest=pad_to == "longest",
             drop_remainder=drop_remainder, prefetch=prefetch, epochs=epochs, vocab_size=vocab_size,
-            state=None if state is None else dict(state),
+            align_steps=align_steps, state=None if state is None else dict(state),
         )
         self._pid = os.getpid()
 

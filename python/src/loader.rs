@@ -122,7 +122,7 @@ fn batch_dict<'py>(py: Python<'py>, b: Batch) -> PyResult<Bound<'py, PyDict>> {
 #[pymethods]
 impl Loader {
     #[new]
-    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, vocab_size, state))]
+    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, vocab_size, align_steps, state))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -142,6 +142,7 @@ impl Loader {
         prefetch: usize,
         epochs: Option<u64>,
         vocab_size: Option<u32>,
+        align_steps: Option<usize>,
         state: Option<Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let mut cfg = LoaderConfig::new(
@@ -158,6 +159,9 @@ impl Loader {
         cfg.epochs = epochs;
         // A model's vocabulary: a row holding an id beyond it is an error naming its shard.
         cfg.vocab_limit = vocab_size;
+        // Every rank ends each epoch after the same number of batches, a multiple of this
+        // (a DDP step's micro-batches), padded with batches of no rows.
+        cfg.align_steps = align_steps;
         let state = state.as_ref().map(state_of).transpose()?;
         let c = cfg.clone();
         let inner = py
@@ -166,6 +170,22 @@ impl Loader {
                 None => Inner::at_epoch(c, epoch),
             })
             .map_err(crate::error)?;
+        if let Some(a) = align_steps {
+            // Asked for and not applied, a DDP loop over epochs would wait forever in its
+            // last all-reduce: refused instead.
+            if a == 0 || !inner.steps_aligned() {
+                return Err(ConveyorError::new_err(format!(
+                    "align_steps={a}: {}",
+                    if a == 0 {
+                        "give the batches per optimiser step (1 without gradient accumulation)"
+                    } else if drop_remainder {
+                        "ranks cannot end epochs together when short batches are dropped: leave drop_remainder False"
+                    } else {
+                        "examples packed by the loader make each rank's row count its own: pack them when they are written (conveyor corrupt --pack) or run a fixed number of steps over epochs=None"
+                    }
+                )));
+            }
+        }
         Ok(Self {
             cfg,
             inner: Mutex::new(inner),

@@ -87,6 +87,65 @@ def test_len_is_the_batches_of_an_epoch(examples, c4_tokens):
         len(conveyor.Loader(c4_tokens, 10, inputs_length=64))
 
 
+def steps_of(batches, accumulate):
+    """A rank's batches grouped into optimiser steps of `accumulate` batches."""
+    return [batches[i:i + accumulate] for i in range(0, len(batches), accumulate)]
+
+
+def rows_of_an_epoch(source, **extra):
+    return sum(b["inputs"].shape[0] for b in conveyor.Loader(source, 64, epochs=1, **extra))
+
+
+def leaves_a_rank_short(rows, world, accumulate, batch):
+    """Whether the epoch's last step leaves some rank fewer rows than fill its micro-batches
+    but one, so that it gets an empty batch."""
+    last = rows % (world * accumulate * batch)
+    return last > 0 and last // world <= (accumulate - 1) * batch
+
+
+def test_aligned_ranks_read_step_by_step_what_one_process_reads(examples, c4_tokens):
+    kw = dict(seed=4, shuffle_buffer=50, epochs=2)
+    for source, extra in [(examples, {}), (c4_tokens, {"inputs_length": 64})]:
+        n = rows_of_an_epoch(source, **extra)
+        for world, accumulate in [(2, 1), (3, 2)]:
+            batch = next(b for b in range(2, 200) if leaves_a_rank_short(n, world, accumulate, b))
+            one = list(conveyor.Loader(source, world * accumulate * batch, **kw, **extra))
+            ranks = [list(conveyor.Loader(source, batch, rank=r, world_size=world, align_steps=accumulate, **kw,
+                                          **extra)) for r in range(world)]
+            for r in ranks:
+                assert len(steps_of(r, accumulate)) == len(one) and len(r) % accumulate == 0
+            for s, whole in enumerate(one):
+                together = [x for r in ranks for x in unpadded(steps_of(r, accumulate)[s])]
+                assert sorted(together) == sorted(unpadded([whole])), (source, world, accumulate, s)
+            empty = [b for r in ranks for b in r if b["inputs"].shape[0] == 0]
+            assert empty and all(set(b) == set(one[0]) for b in empty)
+            assert empty[0]["inputs"].shape == (0, 0) and empty[0]["targets_lengths"].shape == (0,)
+            if "inputs_length" not in extra:
+                for r in range(world):
+                    aligned = conveyor.Loader(source, batch, rank=r, world_size=world, align_steps=accumulate, **kw)
+                    assert len(aligned) == len(ranks[r]) // 2
+
+
+def test_align_steps_is_refused_where_ranks_cannot_end_epochs_together(examples, c4_tokens, conveyor_bin,
+                                                                      tmp_path):
+    with pytest.raises(conveyor.ConveyorError, match="align_steps=0: give the batches per optimiser step"):
+        conveyor.Loader(examples, 8, world_size=2, rank=0, align_steps=0)
+    with pytest.raises(conveyor.ConveyorError, match="leave drop_remainder False"):
+        conveyor.Loader(examples, 8, world_size=2, rank=0, align_steps=1, drop_remainder=True)
+    with pytest.raises(conveyor.ConveyorError, match="pack them when they are written"):
+        conveyor.Loader(examples, 8, world_size=2, rank=0, align_steps=1, pack=True)
+    # Rows packed when written align, and their empty batches carry the packing features.
+    packed = tmp_path / "packed"
+    subprocess.run([conveyor_bin, "corrupt", str(c4_tokens), "--out", str(packed), "--inputs-length", "64",
+                    "--pack", "-q"], check=True)
+    n = rows_of_an_epoch(packed)
+    batch = next(b for b in range(2, 64) if n % (2 * b) == 1)
+    full, empty = [list(conveyor.Loader(packed, batch, rank=r, world_size=2, align_steps=1, epochs=1))
+                   for r in range(2)]
+    assert len(full) == len(empty) and empty[-1]["inputs"].shape[0] == 0
+    assert set(empty[-1]) == set(full[0]) and "inputs_segment_ids" in full[0]
+
+
 def test_foreign_states_and_bad_folders_are_refused(examples, c4_tokens, tmp_path):
     state = conveyor.Loader(examples, 8, seed=1).state_dict()
     with pytest.raises(conveyor.ConveyorError, match="another data configuration"):

@@ -22,7 +22,7 @@ pub struct Batch {
     pub state: super::LoaderState,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Packing {
     pub inputs_segment_ids: Vec<u32>,
     pub inputs_positions: Vec<u32>,
@@ -60,8 +60,9 @@ pub struct Batcher {
 
 impl Batch {
     /// A batch of no rows: the loader's padding that keeps ranks' epochs in step
-    /// (`LoaderConfig::align_steps`). A trainer skips it; it counts no tokens.
-    pub fn empty(state: super::LoaderState) -> Batch {
+    /// (`LoaderConfig::align_steps`). A trainer skips it; it counts no tokens. `packed`: it
+    /// carries the (empty) packing features, as the other batches of a packed source do.
+    pub fn empty(state: super::LoaderState, packed: bool) -> Batch {
         Batch {
             rows: 0,
             inputs_width: 0,
@@ -70,7 +71,7 @@ impl Batch {
             targets: Vec::new(),
             input_lengths: Vec::new(),
             target_lengths: Vec::new(),
-            packing: None,
+            packing: packed.then(Packing::default),
             examples: 0,
             state,
         }

@@ -110,11 +110,12 @@ impl EpochRun<'_> {
             if !self.open {
                 return;
             }
-            let empty = Batch::empty(LoaderState {
+            let state = LoaderState {
                 epoch: self.epoch + 1,
                 position: 0,
                 fingerprint: self.plan.fingerprint,
-            });
+            };
+            let empty = Batch::empty(state, self.plan.packed_source);
             if self.tx.send(Ok(empty)).is_err() {
                 self.open = false;
             }

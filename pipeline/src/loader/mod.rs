@@ -142,6 +142,8 @@ pub struct Loader {
     handle: Option<std::thread::JoinHandle<()>>,
     /// Batches this rank gets per epoch, when the item count is known before reading.
     batches_per_epoch: Option<u64>,
+    /// Whether `align_steps` applies (see `LoaderConfig::align_steps`).
+    steps_aligned: bool,
 }
 
 impl Loader {
@@ -183,6 +185,7 @@ impl Loader {
 
     fn start(plan: Plan, state: LoaderState) -> Result<Self, Error> {
         let batches_per_epoch = batches_per_epoch(&plan);
+        let steps_aligned = aligned_batches(&plan, 0).is_some();
         let (tx, rx) = sync_channel(plan.cfg.prefetch.max(1));
         let handle = std::thread::Builder::new()
             .name("conveyor-loader".into())
@@ -193,7 +196,14 @@ impl Loader {
             state,
             handle: Some(handle),
             batches_per_epoch,
+            steps_aligned,
         })
+    }
+
+    /// Whether every rank ends each epoch after the same number of batches: `align_steps`
+    /// was asked for and applies (not with `drop_remainder`, nor to examples packed here).
+    pub fn steps_aligned(&self) -> bool {
+        self.steps_aligned
     }
 
     /// Batches this rank gets per epoch, when known before reading: example shards read as
