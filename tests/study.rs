@@ -119,6 +119,26 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
         std::fs::read_to_string(mine.join("report.md")).unwrap(),
         "mine"
     );
+
+    // Task data the folder holds prepared otherwise (as by an earlier conveyor whose reader
+    // or default lengths changed): the study says to start again in a new folder, not to
+    // pass an --overwrite it does not have, and changes nothing.
+    let manifest = out.join("tasks/trec/train/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["job"] = "0123456789abcdef".into();
+    let earlier = serde_json::to_vec_pretty(&m).unwrap();
+    std::fs::write(&manifest, &earlier).unwrap();
+    let o = study(&root.join("studies/smoke.toml"), &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("tasks/trec/train")
+            && err.contains("run it again with a new --out")
+            && !err.contains("pass --overwrite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), earlier);
 }
 
 /// Seeds beyond the search seeds run only at the learning rate those chose, from the one

@@ -29,6 +29,15 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     OutputDir { path: PathBuf, message: String },
 
+    /// `path` holds the finished output of another job: other inputs or settings, or the same
+    /// ones under an earlier version whose output differs.
+    #[error("{}: holds the output of a different job (job {found}, this one is {job}); pass --overwrite to replace it or choose another --out", path.display())]
+    OtherJob {
+        path: PathBuf,
+        found: String,
+        job: String,
+    },
+
     #[error("{}:{line}: {message} (stopping because of --strict)", path.display())]
     Strict {
         path: PathBuf,

@@ -12,7 +12,7 @@ use conveyor_pipeline::ingest::{ingest, IngestConfig};
 use conveyor_pipeline::progress::Silent;
 use conveyor_pipeline::run_lock::RunLock;
 use conveyor_pipeline::vocab::{train as train_vocab, VocabTrainConfig};
-use conveyor_tasks::prepare::{prepare, PrepareConfig};
+use conveyor_tasks::prepare::{prepare, PrepareConfig, PrepareError};
 use conveyor_tasks::texts::{training_texts, write_jsonl};
 
 use super::cell::{same_run, Cell};
@@ -229,12 +229,29 @@ fn prepare_task(
                 holdout,
                 worker: None,
             },
-        )?;
+        )
+        .map_err(|e| prepared_otherwise(e, &t.name))?;
         lengths.get_or_insert((p.inputs_length, p.targets_length));
         ran |= !p.already_complete;
     }
     progress.cell(&format!("prepare {}", t.name), ran);
     Ok([dir("train"), dir("dev")])
+}
+
+/// A task split the study prepared before under other settings than this run's (an earlier
+/// conveyor, whose reader or default lengths for the task have changed since) cannot be
+/// replaced in place: this folder's fine-tuning runs of the task used it, and would pass for
+/// runs on the new data.
+fn prepared_otherwise(e: PrepareError, task: &str) -> anyhow::Error {
+    match e {
+        PrepareError::Pipeline(conveyor_pipeline::Error::OtherJob { path, found, job }) => {
+            anyhow::anyhow!(
+                "{}: holds {task} data prepared otherwise than this run prepares it (job {found}, now {job}): an earlier conveyor, whose reader or default lengths for {task} have changed since (docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
+                path.display()
+            )
+        }
+        e => e.into(),
+    }
 }
 
 /// Fine-tunes every architecture, from scratch and pre-trained, over the learning rates with

@@ -54,9 +54,11 @@ pub fn prepare(
             }
             return Ok(OutState::Complete);
         }
-        return Err(refuse(format!(
-            "holds the output of a different job (job {found}, this one is {job}); pass --overwrite to replace it or choose another --out"
-        )));
+        return Err(Error::OtherJob {
+            path: out.to_path_buf(),
+            found,
+            job: job.to_string(),
+        });
     }
     if let Some(other) = existing_job(&work_path) {
         if other != job {
