@@ -39,7 +39,8 @@ class Loader(_Base):
     batches of no rows (arrays of shape (0, 0), lengths of shape (0,)), which a DDP loop
     must still join with a backward that adds nothing (see docs/python.md). Step by step,
     the ranks together then read exactly what one process reads with batches of
-    ``world_size x A x batch_size``.
+    ``world_size x A x batch_size``; with ``drop_remainder`` the short last step is dropped
+    on every rank instead.
 
     With ``torch.utils.data.DataLoader(loader, batch_size=None)`` keep ``num_workers=0``:
     the loader prepares ``prefetch`` batches ahead on its own threads.

@@ -178,8 +178,6 @@ impl Loader {
                     "align_steps={a}: {}",
                     if a == 0 {
                         "give the batches per optimiser step (1 without gradient accumulation)"
-                    } else if drop_remainder {
-                        "ranks cannot end epochs together when short batches are dropped: leave drop_remainder False"
                     } else {
                         "examples packed by the loader make each rank's row count its own: pack them when they are written (conveyor corrupt --pack) or run a fixed number of steps over epochs=None"
                     }

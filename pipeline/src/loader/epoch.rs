@@ -1,6 +1,7 @@
 //! One epoch of one rank: the global order's windows shuffled, this rank's items taken,
 //! batched, and (with `align_steps`) the epoch ended together with the other ranks'.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::SyncSender;
 
 use super::shards::{examples_shard, tokens_shard};
@@ -8,15 +9,19 @@ use super::{Batch, Batcher, Item, LoaderState, Plan};
 use crate::error::Error;
 use crate::rng::{Rng, Stream};
 
-/// With `align_steps`, the batches every rank hands out in an epoch of `items` global items.
+/// With `align_steps`, the batches every rank hands out in an epoch of `items` global items:
+/// the whole steps, and the short last one padded, or dropped with `drop_remainder`.
 pub(super) fn aligned_batches(plan: &Plan, items: u64) -> Option<u64> {
     let cfg = &plan.cfg;
     let a = cfg.align_steps? as u64;
-    if cfg.drop_remainder || (cfg.pack && !plan.packed_source) || a == 0 {
+    if (cfg.pack && !plan.packed_source) || a == 0 {
         return None;
     }
     let per_step = cfg.world_size as u64 * cfg.batch_size as u64 * a;
-    Some(items.div_ceil(per_step) * a)
+    Some(match cfg.drop_remainder {
+        true => items / per_step * a,
+        false => items.div_ceil(per_step) * a,
+    })
 }
 
 /// One epoch's work for this rank: the window shuffle, the rank filter and the batcher.
@@ -37,6 +42,10 @@ pub(super) struct EpochRun<'a> {
     /// Batches of items handed out in this run of the epoch (not the empty ones of
     /// `align_steps`).
     sent: u64,
+    /// With `align_steps` and `drop_remainder`: full batches whose step may be the epoch's
+    /// short last one (dropped on every rank), held until enough items are read to make
+    /// it whole.
+    held: Option<VecDeque<Batch>>,
 }
 
 impl EpochRun<'_> {
@@ -75,13 +84,15 @@ impl EpochRun<'_> {
                 .push(items[src].take().expect("each item once"));
             self.pushed += 1;
             while self.batcher.ready() >= self.plan.cfg.batch_size {
-                self.send_batch();
+                self.send_batch(self.window_start + n as u64);
             }
         }
         self.window_start += n as u64;
     }
 
-    fn send_batch(&mut self) {
+    /// Hands out the next full batch, once `seen` global items make its step whole where
+    /// short last steps are dropped.
+    fn send_batch(&mut self, seen: u64) {
         let state = LoaderState {
             epoch: self.epoch,
             position: 0,
@@ -89,10 +100,37 @@ impl EpochRun<'_> {
         };
         if let Some(mut b) = self.batcher.take(state) {
             b.state.position = self.pushed - self.batcher.waiting_items() as u64;
-            self.sent += 1;
-            if self.tx.send(Ok(b)).is_err() {
-                self.open = false;
+            match &mut self.held {
+                Some(held) => {
+                    held.push_back(b);
+                    self.release(seen);
+                }
+                None => self.emit(b),
             }
+        }
+    }
+
+    fn emit(&mut self, b: Batch) {
+        self.sent += 1;
+        if self.tx.send(Ok(b)).is_err() {
+            self.open = false;
+        }
+    }
+
+    /// Hands out the held batches whose step is whole within the first `seen` global items:
+    /// this rank's full batch ending at its item `p` is in step `(p / B - 1) / A`, which
+    /// holds the global items below `(step + 1) x W x A x B`.
+    fn release(&mut self, seen: u64) {
+        let cfg = &self.plan.cfg;
+        let (b, a) = (cfg.batch_size as u64, cfg.align_steps.unwrap_or(1) as u64);
+        let per_step = cfg.world_size as u64 * a * b;
+        while let Some(front) = self.held.as_ref().and_then(|h| h.front()) {
+            let step = (front.state.position / b).saturating_sub(1) / a;
+            if (step + 1) * per_step > seen {
+                return;
+            }
+            let batch = self.held.as_mut().and_then(|h| h.pop_front());
+            self.emit(batch.expect("a held batch"));
         }
     }
 
@@ -128,7 +166,12 @@ impl EpochRun<'_> {
         self.flush_window();
         self.batcher.flush();
         while self.open && self.batcher.ready() >= self.plan.cfg.batch_size {
-            self.send_batch();
+            self.send_batch(items);
+        }
+        // What is still held belongs to the short last step: dropped on every rank.
+        self.release(items);
+        if let Some(h) = &mut self.held {
+            h.clear();
         }
         if self.open && self.batcher.ready() > 0 && !self.plan.cfg.drop_remainder {
             let state = LoaderState {
@@ -190,6 +233,7 @@ pub(super) fn run_epoch(
         ),
         open: true,
         sent: 0,
+        held: (cfg.drop_remainder && aligned_batches(plan, 0).is_some()).then(VecDeque::new),
     };
     let mut global = 0u64;
     for &k in &order {

@@ -76,9 +76,11 @@ pub struct LoaderConfig {
     /// last step holding exactly its last items, and empty batches (`rows` 0) where a rank
     /// has none of them left. So ranks never train on different epochs in one step, and W
     /// ranks x A batches of B read, step by step, what one rank reads with batches of
-    /// W x A x B. Applies where an item is a row (examples, or rows packed when written) and
-    /// short batches are kept; examples packed here make each rank's row count its own, and
-    /// are read as if this were None. None: each rank runs through its epochs on its own.
+    /// W x A x B. With `drop_remainder` the short last step is dropped on every rank instead
+    /// (a rank's batches wait until enough items are read to show their step is whole).
+    /// Applies where an item is a row (examples, or rows packed when written); examples
+    /// packed here make each rank's row count its own, and are read as if this were None.
+    /// None: each rank runs through its epochs on its own.
     pub align_steps: Option<usize>,
 }
 
@@ -201,7 +203,7 @@ impl Loader {
     }
 
     /// Whether every rank ends each epoch after the same number of batches: `align_steps`
-    /// was asked for and applies (not with `drop_remainder`, nor to examples packed here).
+    /// was asked for and applies (not to examples packed here).
     pub fn steps_aligned(&self) -> bool {
         self.steps_aligned
     }
@@ -396,7 +398,7 @@ fn batches_per_epoch(plan: &Plan) -> Option<u64> {
         mine.div_ceil(b)
     };
     // An epoch without a batch is an error when read, not a length of 0.
-    (n > 0).then(|| aligned_batches(plan, items).unwrap_or(n))
+    Some(aligned_batches(plan, items).unwrap_or(n)).filter(|&n| n > 0)
 }
 
 /// Why an epoch that gave this rank no batch is an error (a loop of empty epochs would

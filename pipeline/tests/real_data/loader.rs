@@ -352,11 +352,13 @@ fn batches_per_epoch_and_a_start_at_a_later_epoch_are_exact() {
 fn aligned_ranks_read_what_one_rank_reads_step_by_step() {
     let dir = offline("aligned", 2, 0, false);
     let mut empties = 0;
-    for (tokens, world, a, b) in [
-        (false, 2, 1, 7),
-        (false, 3, 2, 5),
-        (true, 2, 2, 3),
-        (false, 1, 3, 4),
+    for (tokens, world, a, b, drop) in [
+        (false, 2, 1, 7, false),
+        (false, 3, 2, 5, false),
+        (true, 2, 2, 3, false),
+        (false, 1, 3, 4, false),
+        (false, 3, 2, 5, true),
+        (true, 2, 2, 3, true),
     ] {
         let cfg = |rank: usize, world: usize, batch: usize, align: Option<usize>| {
             let input = match tokens {
@@ -367,11 +369,14 @@ fn aligned_ranks_read_what_one_rank_reads_step_by_step() {
             c.seed = 5;
             c.shuffle_buffer = 64;
             (c.rank, c.world_size, c.epochs, c.align_steps) = (rank, world, Some(2), align);
+            c.drop_remainder = drop;
             c
         };
-        let what = format!("tokens {tokens} world {world} accumulate {a} batch {b}");
+        let what = format!("tokens {tokens} world {world} accumulate {a} batch {b} drop {drop}");
         let one = collect(cfg(0, 1, world * a * b, None));
-        let items = examples(&one).len() / 2;
+        let mut whole = cfg(0, 1, world * a * b, None);
+        whole.drop_remainder = false;
+        let items = examples(&collect(whole)).len() / 2;
         assert_ne!(
             items % (world * a * b),
             0,
