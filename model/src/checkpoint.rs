@@ -126,6 +126,18 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 /// nothing but checkpoint files: anything else in it (a user's file, an evaluation) is named
 /// and left, and the save fails.
 fn remove_checkpoint_folder(dir: &Path) -> Result<(), CheckpointError> {
+    // A link in a checkpoint folder's place is not followed: the files of its target would
+    // go, and the save would write through it.
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(CheckpointError::Mismatch {
+                path: dir.to_path_buf(),
+                message: "a checkpoint is to be written here, but a link or file has the name; move it away and rerun".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        _ => {}
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -172,11 +184,21 @@ pub fn save(
     let target = dir.join(&name);
     remove_checkpoint_folder(&target)?;
     std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
+    // On disk before the pointer names it, and the pointer before the save returns: a crash
+    // of the machine (not only of the process) leaves `latest` naming a whole checkpoint.
+    sync_folder(&dir)?;
     let pointer = dir.join("latest");
-    let pointer_tmp = dir.join(".latest.tmp");
-    std::fs::write(&pointer_tmp, &name).map_err(|e| io(&pointer_tmp, e))?;
-    std::fs::rename(&pointer_tmp, &pointer).map_err(|e| io(&pointer, e))?;
+    conveyor_pipeline::manifest::write_atomic(&pointer, name.as_bytes())
+        .map_err(|e| io(&pointer, e))?;
+    sync_folder(&dir)?;
     Ok(target)
+}
+
+/// Makes a folder's entries (files created or renamed in it) durable.
+fn sync_folder(dir: &Path) -> Result<(), CheckpointError> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(dir, e))
 }
 
 /// Writes the files of a checkpoint into the new folder `dir`: weights, moments, config, and
@@ -204,7 +226,14 @@ pub fn write_files(
             .files
             .insert(name.to_string(), FileSum { bytes, sha256 });
     }
-    std::fs::write(dir.join("trainer_state.json"), json(&state)).map_err(|e| io(dir, e))
+    std::fs::write(dir.join("trainer_state.json"), json(&state)).map_err(|e| io(dir, e))?;
+    for name in SUMMED.iter().chain(["trainer_state.json"].iter()) {
+        let path = dir.join(name);
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&path, e))?;
+    }
+    sync_folder(dir)
 }
 
 /// Reads a checkpoint's model config, checked against its weights before anything is
@@ -365,8 +394,20 @@ pub fn verify(ckpt: &Path) -> Result<(), CheckpointError> {
         ));
     }
     for (name, sum) in files {
-        let path = conveyor_pipeline::contain::join(ckpt, &name, &ckpt.join("trainer_state.json"))
-            .map_err(|e| io(ckpt, e))?;
+        // Only a checkpoint's own files: a sum of another name (/dev/zero's, a FIFO's) would
+        // have the check read forever.
+        if !SUMMED.contains(&name.as_str()) {
+            return Err(damaged(
+                &ckpt.join("trainer_state.json"),
+                format!(
+                    "lists a sum for {}, which is not a checkpoint file ({})",
+                    conveyor_pipeline::printable::one_line(&name),
+                    SUMMED.join(", ")
+                ),
+            ));
+        }
+        let path = ckpt.join(&name);
+        readable(&path, u64::MAX)?;
         let meta = std::fs::metadata(&path).map_err(|_| damaged(&path, "is missing".into()))?;
         if meta.len() != sum.bytes {
             return Err(damaged(
@@ -413,13 +454,20 @@ pub fn load_weights(ckpt: &Path, vs: &mut nn::VarStore) -> Result<(), Checkpoint
             format!("cannot be read as this model's weights ({e})"),
         )
     })?;
-    let _guard = tch::no_grad_guard();
-    for (name, t) in vs.variables() {
-        if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
-            return Err(damaged(&path, format!("holds non-finite values in {name}")));
-        }
+    match non_finite(vs) {
+        Some(name) => Err(damaged(&path, format!("holds non-finite values in {name}"))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The first variable (by name) holding a NaN or an infinity, if any.
+pub fn non_finite(vs: &nn::VarStore) -> Option<String> {
+    let _guard = tch::no_grad_guard();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter()
+        .find(|(_, t)| !bool::try_from(t.isfinite().all()).unwrap_or(false))
+        .map(|(name, _)| name)
 }
 
 /// Loads weights into `vs` (whose model must have the checkpoint's config), and returns the

@@ -74,6 +74,50 @@ fn train_rewrites_only_a_run_of_its_own() {
     fails(&resume, &["thesis.tex", "move it away"]);
     assert_eq!(std::fs::read_to_string(&thesis).unwrap(), "mine\n");
     std::fs::remove_file(&thesis).unwrap();
+    // A link in the place of the step folder to write again is not followed: the files of
+    // its target (named like checkpoint files) used to be removed before the save failed.
+    let step4 = ckpts.join("step-00000004");
+    let kept = ckpts.join("kept-step-4");
+    std::fs::rename(&step4, &kept).unwrap();
+    let victim = sb.work.join("victim-folder");
+    std::fs::create_dir_all(&victim).unwrap();
+    write(&victim.join("model.safetensors"), "mine\n");
+    std::os::unix::fs::symlink(&victim, &step4).unwrap();
+    write(&pointer, "step-00000002");
+    fails(&resume, &["step-00000004", "link or file has the name"]);
+    assert_eq!(
+        std::fs::read_to_string(victim.join("model.safetensors")).unwrap(),
+        "mine\n"
+    );
+    std::fs::remove_file(&step4).unwrap();
+    std::fs::rename(&kept, &step4).unwrap();
+    // Sums of files that are not the checkpoint's (a device's, a FIFO's) are refused before
+    // anything is read: a FIFO with a sum of 0 bytes in the place of a checkpoint file is
+    // named, not read forever.
+    let state2 = ckpts.join("step-00000002/trainer_state.json");
+    let saved2 = std::fs::read(&state2).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&saved2).unwrap();
+    v["files"]["../../victim"] = serde_json::json!({"bytes": 0, "sha256": "00"});
+    write(&state2, &v.to_string());
+    fails(
+        &resume,
+        &["lists a sum for ../../victim", "not a checkpoint file"],
+    );
+    let moments = ckpts.join("step-00000002/optimizer.safetensors");
+    let saved_moments = std::fs::read(&moments).unwrap();
+    std::fs::remove_file(&moments).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&moments)
+        .status()
+        .unwrap()
+        .success());
+    let mut v: serde_json::Value = serde_json::from_slice(&saved2).unwrap();
+    v["files"]["optimizer.safetensors"]["bytes"] = 0.into();
+    write(&state2, &v.to_string());
+    fails(&resume, &["optimizer.safetensors", "not a regular file"]);
+    std::fs::remove_file(&moments).unwrap();
+    std::fs::write(&moments, &saved_moments).unwrap();
+    std::fs::write(&state2, &saved2).unwrap();
     write(&pointer, "step-00000002");
     ok(&resume);
     assert!(std::fs::read(ckpts.join("step-00000004/model.safetensors")).unwrap() == weights);

@@ -145,8 +145,12 @@ pub enum TrainError {
     SyncCheck(#[from] crate::cuda::SyncCheckError),
     #[error("{0}")]
     Refused(String),
-    #[error("the loss became {value} at step {step}; stopping. The last good checkpoint is {last}. Lower the learning rate or check the data, then rerun with --resume")]
-    NonFinite { step: u64, value: f64, last: String },
+    #[error("at step {step} the {what}; stopping. The last good checkpoint is {last}. Lower the learning rate or check the data, and start again in a new --out (from the last good checkpoint's weights with --init, if there is one; --resume keeps the run's settings, and would diverge again)")]
+    NonFinite {
+        step: u64,
+        what: String,
+        last: String,
+    },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
 }
@@ -357,13 +361,9 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 .saturating_add((d.counts.input_tokens + d.counts.target_tokens) as u64);
             state.examples_seen += d.counts.examples as u64;
             if !d.loss.is_finite() {
-                return Err(diverged(
-                    cfg,
-                    ranks.rank,
-                    d.step,
-                    d.loss,
-                    last_ckpt.as_deref(),
-                ));
+                let what = format!("loss became {}", d.loss);
+                let (loss, last) = (d.loss.to_string(), last_ckpt.as_deref());
+                return Err(diverged(cfg, ranks.rank, d.step, loss, what, last));
             }
             let eval_loss = match (&cfg.eval_data, ranks.rank) {
                 (Some(data), 0) if eval_due && d.step == step => {
@@ -404,6 +404,23 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             break;
         }
         if checkpoint_due {
+            // A finite loss does not prove the last update left the weights finite (an
+            // infinite gradient): such weights are a divergence, never a checkpoint.
+            if let Some(name) = checkpoint::non_finite(&w.master) {
+                let what = format!("update left {name} non-finite");
+                let loss = format!(
+                    "non-finite weights (last loss {})",
+                    final_loss.unwrap_or(f64::NAN)
+                );
+                return Err(diverged(
+                    cfg,
+                    ranks.rank,
+                    step,
+                    loss,
+                    what,
+                    last_ckpt.as_deref(),
+                ));
+            }
             state.loaders = gather_loader_states(&ranks, &state.loader)?;
             if ranks.rank == 0 {
                 let moments: Vec<(String, &Tensor)> = opt

@@ -80,27 +80,25 @@ fn refuse_foreign(out: &Path) -> Result<(), TrainError> {
     )))
 }
 
-/// The error of a step whose loss is not finite; rank 0 records it in RUN/diverged.json so
+/// The error of a step whose loss (or, at a checkpoint, weights) are not finite; rank 0 records it in RUN/diverged.json so
 /// that a study can tell a diverged run from a failed one.
 pub(super) fn diverged(
     cfg: &TrainConfig,
     rank: usize,
     step: u64,
-    value: f64,
+    loss: String,
+    what: String,
     last: Option<&Path>,
 ) -> TrainError {
     if rank == 0 {
-        let record = Diverged {
-            step,
-            loss: value.to_string(),
-        };
+        let record = Diverged { step, loss };
         if let Err(e) = record.write(&cfg.out) {
             return e.into();
         }
     }
     TrainError::NonFinite {
         step,
-        value,
+        what,
         last: last
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "none (no checkpoint was written yet)".into()),
