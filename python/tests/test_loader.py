@@ -235,6 +235,29 @@ def test_ids_are_checked_against_the_datas_own_vocabulary(examples, tmp_path):
         next(conveyor.Loader(edited, 8))
 
 
+def test_a_shard_of_other_column_types_is_an_error_naming_it(c4_tokens, tmp_path):
+    # Rewritten by another tool (large lists, signed ids), its manifest's sums updated: an
+    # error naming the shard, never a quiet end of the data (the reading thread panicked and
+    # the loader read that as the end: 0 batches).
+    import hashlib
+    import shutil
+
+    import pyarrow as pa
+
+    for ids in [pa.large_list(pa.uint32()), pa.list_(pa.int64())]:
+        folder = tmp_path / str(ids).replace("<", "_").replace(">", "_").replace(" ", "_").replace(":", "_")
+        shutil.copytree(c4_tokens, folder)
+        m = json.loads((folder / "manifest.json").read_text())
+        shard = folder / m["shards"][0]["file"]
+        t = pq.read_table(shard)
+        pq.write_table(t.set_column(t.schema.get_field_index("tokens"), "tokens", t.column("tokens").cast(ids)), shard)
+        m["shards"][0]["bytes"] = shard.stat().st_size
+        m["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(conveyor.ConveyorError, match=m["shards"][0]["file"]):
+            list(conveyor.Loader(folder, 8, inputs_length=64, epochs=1, shuffle_buffer=0))
+
+
 def test_a_dataloader_worker_process_is_refused(examples):
     torch = pytest.importorskip("torch")
     loader = conveyor.Loader(examples, 8, seed=0, epochs=1)

@@ -224,7 +224,21 @@ impl Iterator for Loader {
     type Item = Result<Batch, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.rx.recv().ok()?;
+        let Ok(b) = self.rx.recv() else {
+            // The producer is gone: done with its epochs, or stopped by a panic, which must
+            // not pass for the end of the data (a training loop would end early, or one rank
+            // of several, and the others wait forever).
+            let panic = self.handle.take()?.join().err()?;
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            return Some(Err(Error::Config(format!(
+                "the loader's reading thread failed ({why}) after the state {:?}: a damaged or foreign shard, or a bug; please report it with the data's manifest",
+                self.state
+            ))));
+        };
         if let Ok(b) = &b {
             self.state = b.state;
         }
@@ -414,4 +428,40 @@ fn empty_epoch(plan: &Plan, epoch: u64) -> Error {
         plan.shards.len(),
         if cfg.drop_remainder { " and short batches are dropped" } else { "" }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reading thread that panics ends the loader with an error, not as if the data ran
+    /// out (an early, silent end of training).
+    #[test]
+    fn a_panicking_reader_is_an_error_not_the_end() {
+        let (tx, rx) = sync_channel::<Result<Batch, Error>>(1);
+        let handle = std::thread::spawn(move || {
+            let _keep = tx;
+            panic!("a column of another type");
+        });
+        let mut loader = Loader {
+            rx,
+            state: LoaderState::default(),
+            handle: Some(handle),
+            batches_per_epoch: None,
+            steps_aligned: false,
+        };
+        let err = loader.next().expect("an error").unwrap_err().to_string();
+        assert!(err.contains("a column of another type"), "{err}");
+        assert!(loader.next().is_none());
+        // A producer that finished its epochs ends the loader quietly.
+        let (tx, rx) = sync_channel::<Result<Batch, Error>>(1);
+        let mut done = Loader {
+            rx,
+            state: LoaderState::default(),
+            handle: Some(std::thread::spawn(move || drop(tx))),
+            batches_per_epoch: None,
+            steps_aligned: false,
+        };
+        assert!(done.next().is_none());
+    }
 }

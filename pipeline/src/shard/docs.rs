@@ -164,9 +164,23 @@ impl ListRows {
         let mut n = 0u64;
         for batch in reader {
             let batch = batch.map_err(|e| Error::parquet(&path, e))?;
+            // A column of another type (a shard rewritten by another tool) is named, not a
+            // panic of the thread reading it.
             let lists: Vec<&ListArray> = (0..self.columns)
-                .map(|c| batch.column(c).as_list::<i32>())
-                .collect();
+                .map(|c| {
+                    let column = batch.column(c);
+                    column.as_list_opt::<i32>().ok_or_else(|| {
+                        Error::parquet(
+                            &path,
+                            format!(
+                                "column {} is {}, not a list of uint16 or uint32 ids: not a shard conveyor wrote; write it again with conveyor",
+                                batch.schema().field(c).name(),
+                                column.data_type()
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
             for l in &lists {
                 if !matches!(l.values().data_type(), DataType::UInt16 | DataType::UInt32) {
                     return Err(Error::parquet(

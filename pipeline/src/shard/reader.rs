@@ -35,10 +35,28 @@ pub fn read_shard_head(path: &Path, n: usize) -> Result<Vec<ShardRow>, Error> {
                 Error::parquet(path, format!("no `{name}` column: not a token shard"))
             })
         };
-        let tokens = col("tokens")?.as_list::<i32>().clone();
-        let url = col("url")?.as_string::<i32>().clone();
-        let source = col("source")?.as_string::<i32>().clone();
-        let index = col("source_index")?.as_primitive::<UInt64Type>().clone();
+        let typed = |name: &str, ok: bool| {
+            match ok {
+            true => Ok(()),
+            false => Err(Error::parquet(
+                path,
+                format!("column `{name}` has another type than conveyor writes: not a token shard of conveyor's"),
+            )),
+        }
+        };
+        let (tokens, url) = (col("tokens")?, col("url")?);
+        let (source, index) = (col("source")?, col("source_index")?);
+        typed("tokens", tokens.as_list_opt::<i32>().is_some())?;
+        typed("url", url.as_string_opt::<i32>().is_some())?;
+        typed("source", source.as_string_opt::<i32>().is_some())?;
+        typed(
+            "source_index",
+            index.as_primitive_opt::<UInt64Type>().is_some(),
+        )?;
+        let tokens = tokens.as_list::<i32>().clone();
+        let url = url.as_string::<i32>().clone();
+        let source = source.as_string::<i32>().clone();
+        let index = index.as_primitive::<UInt64Type>().clone();
         for row in 0..batch.num_rows() {
             if out.len() == n {
                 return Ok(out);
