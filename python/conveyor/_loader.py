@@ -30,7 +30,8 @@ class Loader(_Base):
     ``epochs=N`` stops after epoch N - 1. Iterating again continues the stream; ``len()`` is
     an epoch's batches whatever has been read. ``vocab_size`` (the model's) turns an id
     beyond it into an error naming the shard and row. Example shards keep the lengths they
-    were written with: an ``inputs_length`` that differs is refused.
+    were written with: an ``inputs_length``, ``noise_density`` or ``mean_span_length`` that
+    differs is refused (for token shards they default to T5's 0.15 and 3.0).
 
     Rank ``r`` of ``world_size`` alone can end an epoch a batch before another rank does.
     ``align_steps=A`` (the batches per optimiser step: 1, or the gradient accumulation)
@@ -47,7 +48,7 @@ class Loader(_Base):
     """
 
     def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, rank=None,
-                 world_size=None, inputs_length=None, noise_density=0.15, mean_span_length=3.0,
+                 world_size=None, inputs_length=None, noise_density=None, mean_span_length=None,
                  pack=False, pad_to="feature", drop_remainder=False, prefetch=2, epochs=None,
                  vocab_size=None, align_steps=None, state=None):
         if pad_to not in ("feature", "longest"):

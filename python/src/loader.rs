@@ -21,12 +21,12 @@ pub struct Loader {
 }
 
 /// Example shards as they are, or token shards span-corrupted on the fly (which needs
-/// `inputs_length`), by the folder's manifest.
+/// `inputs_length`; the noise settings default to T5's), by the folder's manifest.
 fn input(
     path: PathBuf,
     inputs_length: Option<usize>,
-    noise_density: f64,
-    mean_span_length: f64,
+    noise_density: Option<f64>,
+    mean_span_length: Option<f64>,
 ) -> PyResult<LoaderInput> {
     let manifest = crate::manifest::read(&path)?;
     match manifest["format"].as_str() {
@@ -38,8 +38,8 @@ fn input(
                 ))
             })?;
             let mut c = CorruptConfig::new(path, PathBuf::new(), n);
-            c.noise_density = noise_density;
-            c.mean_span_length = mean_span_length;
+            c.noise_density = noise_density.unwrap_or(c.noise_density);
+            c.mean_span_length = mean_span_length.unwrap_or(c.mean_span_length);
             Ok(LoaderInput::Tokens(c))
         }
         Some(conveyor_pipeline::examples::EXAMPLES_FORMAT) => {
@@ -49,6 +49,23 @@ fn input(
                     return Err(ConveyorError::new_err(format!(
                         "{}: its examples were written with inputs_length {w}, not {asked}: leave inputs_length out, or corrupt the token shards again with --inputs-length {asked}",
                         path.display()
+                    )));
+                }
+            }
+            // Examples keep the noise they were written with: another asked for is refused,
+            // not ignored.
+            for (name, asked) in [
+                ("noise_density", noise_density),
+                ("mean_span_length", mean_span_length),
+            ] {
+                let Some(asked) = asked else { continue };
+                let written = manifest["settings"][name].as_f64();
+                if written.is_none_or(|w| (w - asked).abs() > 1e-9) {
+                    return Err(ConveyorError::new_err(format!(
+                        "{}: its examples were written {}, not with {name} {asked}: leave {name} out, or corrupt the token shards again with --{} {asked}",
+                        path.display(),
+                        written.map_or("without span corruption".into(), |w| format!("with {name} {w}")),
+                        name.replace('_', "-")
                     )));
                 }
             }
@@ -134,8 +151,8 @@ impl Loader {
         rank: usize,
         world_size: usize,
         inputs_length: Option<usize>,
-        noise_density: f64,
-        mean_span_length: f64,
+        noise_density: Option<f64>,
+        mean_span_length: Option<f64>,
         pack: bool,
         pad_to_longest: bool,
         drop_remainder: bool,

@@ -201,11 +201,22 @@ def test_resume_across_the_epoch_boundary_and_from_a_later_epoch(examples):
     assert later == full[len(full) // 3:]
 
 
-def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples):
+def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples, c4_tokens):
+    # A model vocabulary of the pieces alone: the sentinels of on-the-fly corruption lie past
+    # it (they failed inside the model, at the first batch).
+    with pytest.raises(conveyor.ConveyorError, match="give the model 32100 embeddings"):
+        conveyor.Loader(c4_tokens, 8, inputs_length=64, vocab_size=32000)
+    assert next(conveyor.Loader(c4_tokens, 8, inputs_length=64, vocab_size=32100))["inputs"].max() < 32100
     with pytest.raises(conveyor.ConveyorError, match="written with inputs_length 128, not 512"):
         conveyor.Loader(examples, 8, inputs_length=512)
     with pytest.raises(conveyor.ConveyorError, match="not below the vocabulary size 1000"):
         next(conveyor.Loader(examples, 8, vocab_size=1000))
+    # Settings the examples were not written with are refused, not ignored.
+    with pytest.raises(conveyor.ConveyorError, match="written with noise_density 0.15, not with noise_density 0.5"):
+        conveyor.Loader(examples, 8, noise_density=0.5)
+    with pytest.raises(conveyor.ConveyorError, match="mean_span_length 3, not with mean_span_length 8"):
+        conveyor.Loader(examples, 8, mean_span_length=8)
+    assert next(conveyor.Loader(examples, 8, noise_density=0.15, mean_span_length=3.0))["inputs"].shape[0] == 8
     with pytest.raises(conveyor.ConveyorError, match="prefetch=1000000000000000"):
         conveyor.Loader(examples, 8, prefetch=10**15)
     for bad in [{"epoch": "x", "position": 0, "fingerprint": "0"},

@@ -305,6 +305,18 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
         LoaderInput::Tokens(c) => {
             let p = corrupt_plan(c)?;
             data_vocab = u32::try_from(p.source.vocab.size).unwrap_or(u32::MAX);
+            // The sentinels count down from pieces + extra ids - 1, in nearly every example:
+            // a model with fewer embeddings fails on the first batch, inside the model.
+            if let Some(model) = cfg.vocab_limit.filter(|&m| m < p.corruption.vocab_size) {
+                return Err(Error::Config(format!(
+                    "{}: span corruption of its {} pieces with {} extra ids makes ids up to {}, past a model vocabulary of {model}: give the model {} embeddings (pieces + extra ids), or fewer extra ids",
+                    c.tokens.display(),
+                    data_vocab,
+                    p.corruption.vocab_size.saturating_sub(data_vocab),
+                    p.corruption.vocab_size - 1,
+                    p.corruption.vocab_size
+                )));
+            }
             let shards: Vec<SourceShard> = p
                 .source
                 .shards
