@@ -135,6 +135,17 @@ def test_aligned_ranks_read_step_by_step_what_one_process_reads(examples, c4_tok
                 assert sorted(together) == sorted(unpadded([whole])), (source, world, accumulate, s, "drop")
 
 
+def test_a_rank_beyond_the_items_gets_empty_batches_in_step(examples):
+    # More ranks than items: the last rank has none, and with align_steps takes part in each
+    # epoch's one step with an empty batch (it used to stop with "gave rank no batch" while
+    # the others trained, which left them waiting in their all-reduce).
+    n = rows_of_an_epoch(examples)
+    last = list(conveyor.Loader(examples, 1, rank=n, world_size=n + 1, align_steps=1, epochs=2, shuffle_buffer=0))
+    assert [b["inputs"].shape[0] for b in last] == [0, 0]
+    with pytest.raises(conveyor.ConveyorError, match="gave rank"):
+        list(conveyor.Loader(examples, 1, rank=n, world_size=n + 1, epochs=1, shuffle_buffer=0))
+
+
 def test_align_steps_is_refused_where_ranks_cannot_end_epochs_together(examples, c4_tokens, conveyor_bin,
                                                                       tmp_path):
     with pytest.raises(conveyor.ConveyorError, match="align_steps=0: give the batches per optimiser step"):

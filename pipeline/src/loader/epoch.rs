@@ -39,8 +39,8 @@ pub(super) struct EpochRun<'a> {
     batcher: Batcher,
     /// False once the receiver has gone.
     open: bool,
-    /// Batches of items handed out in this run of the epoch (not the empty ones of
-    /// `align_steps`).
+    /// Batches handed out in this run of the epoch, the empty ones of `align_steps`
+    /// included (a rank given only those is in step with the others, not out of data).
     sent: u64,
     /// With `align_steps` and `drop_remainder`: full batches whose step may be the epoch's
     /// short last one (dropped on every rank), held until enough items are read to make
@@ -153,10 +153,7 @@ impl EpochRun<'_> {
                 position: 0,
                 fingerprint: self.plan.fingerprint,
             };
-            let empty = Batch::empty(state, self.plan.packed_source);
-            if self.tx.send(Ok(empty)).is_err() {
-                self.open = false;
-            }
+            self.emit(Batch::empty(state, self.plan.packed_source));
         }
     }
 
