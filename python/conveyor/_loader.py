@@ -23,10 +23,10 @@ class Loader(_Base):
 
     The order is a function of (seed, epoch): shards in a seeded order, items shuffled within
     windows of ``shuffle_buffer``; rank ``r`` of ``world_size`` takes every ``world_size``-th
-    item, so ranks are disjoint and cover the epoch. ``rank`` and ``world_size`` default to
-    the ``RANK`` and ``WORLD_SIZE`` that torchrun sets. ``state_dict()`` is a small dict;
-    ``Loader(..., state=s)`` or ``load_state_dict(s)`` continues exactly after the batch it
-    was taken at (``state`` wins over ``epoch``). ``epochs=None`` runs until stopped;
+    item, so ranks are disjoint and cover the epoch. ``rank`` and ``world_size`` (both, or
+    neither) default to the ``RANK`` and ``WORLD_SIZE`` that torchrun sets.
+    ``state_dict()`` is a small dict; ``Loader(..., state=s)`` or ``load_state_dict(s)``
+    continues exactly after the batch it was taken at (``state`` wins over ``epoch``). ``epochs=None`` runs until stopped;
     ``epochs=N`` stops after epoch N - 1. Iterating again continues the stream; ``len()`` is
     an epoch's batches whatever has been read. ``vocab_size`` (the model's) turns an id
     beyond it into an error naming the shard and row. Example shards keep the lengths they
@@ -53,6 +53,12 @@ class Loader(_Base):
                  vocab_size=None, align_steps=None, state=None):
         if pad_to not in ("feature", "longest"):
             raise _native.ConveyorError(f"pad_to must be 'feature' or 'longest', not {pad_to!r}")
+        if (rank is None) != (world_size is None):
+            # One from the caller and one from torchrun's environment would shard silently
+            # (rank=0 under WORLD_SIZE=4 read a quarter of an evaluation set).
+            raise _native.ConveyorError(
+                "give both rank and world_size, or neither (torchrun's RANK and WORLD_SIZE, "
+                "or one process); rank=0, world_size=1 reads everything")
         self._native = _native.Loader(
             os.fspath(path), batch_size, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer,
             rank=_env_int("RANK", 0) if rank is None else rank,

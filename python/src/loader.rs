@@ -29,6 +29,8 @@ fn input(
     mean_span_length: Option<f64>,
 ) -> PyResult<LoaderInput> {
     let manifest = crate::manifest::read(&path)?;
+    // A folder's manifest.json names the folder.
+    let path = crate::manifest::folder_of(&path);
     match manifest["format"].as_str() {
         Some(conveyor_pipeline::manifest::TOKENS_FORMAT) => {
             let n = inputs_length.ok_or_else(|| {
@@ -219,7 +221,8 @@ impl Loader {
 
     /// Where the loader stands after the last batch handed out.
     fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.lock().expect("loader lock").state();
+        // The lock may be held by a next_batch waiting for data: wait without the GIL.
+        let s = py.detach(|| self.inner.lock().expect("loader lock").state());
         let d = PyDict::new(py);
         d.set_item("epoch", s.epoch)?;
         d.set_item("position", s.position)?;
@@ -231,15 +234,18 @@ impl Loader {
     fn load_state_dict(&self, py: Python<'_>, state: Bound<'_, PyDict>) -> PyResult<()> {
         let s = state_of(&state)?;
         let c = self.cfg.clone();
-        let fresh = py
-            .detach(|| Inner::resume(c, Some(s)))
-            .map_err(crate::error)?;
-        *self.inner.lock().expect("loader lock") = fresh;
-        Ok(())
+        // Stopping the old loader waits for its thread: without the GIL.
+        py.detach(|| {
+            let fresh = Inner::resume(c, Some(s))?;
+            let old = std::mem::replace(&mut *self.inner.lock().expect("loader lock"), fresh);
+            drop(old);
+            Ok(())
+        })
+        .map_err(crate::error)
     }
 
     /// Batches per epoch for this rank, when known before reading (example shards).
-    fn batches_per_epoch(&self) -> Option<u64> {
-        self.inner.lock().expect("loader lock").batches_per_epoch()
+    fn batches_per_epoch(&self, py: Python<'_>) -> Option<u64> {
+        py.detach(|| self.inner.lock().expect("loader lock").batches_per_epoch())
     }
 }

@@ -17,13 +17,17 @@ pub fn read_manifest<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py,
         .call_method1("loads", (value.to_string(),))
 }
 
+/// The folder a path names: itself, or the folder of the manifest.json it names.
+pub(crate) fn folder_of(path: &Path) -> PathBuf {
+    match path.file_name().is_some_and(|n| n == "manifest.json") {
+        true => path.parent().map(PathBuf::from).unwrap_or_default(),
+        false => path.to_path_buf(),
+    }
+}
+
 /// A token, example or clean folder's manifest, read and checked by its typed reader.
 pub(crate) fn read(path: &Path) -> PyResult<serde_json::Value> {
-    let dir = if path.file_name().is_some_and(|n| n == "manifest.json") {
-        path.parent().map(PathBuf::from).unwrap_or_default()
-    } else {
-        path.to_path_buf()
-    };
+    let dir = folder_of(path);
     let file = dir.join("manifest.json");
     let format = conveyor_pipeline::manifest::format_of(&dir).map_err(crate::error)?;
     match format.as_str() {

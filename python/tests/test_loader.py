@@ -77,6 +77,13 @@ def test_ranks_are_disjoint_and_complete(examples, monkeypatch):
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert unpadded(conveyor.Loader(examples, 8, seed=4, epochs=1)) == shares[2]
+    # One given and the other taken from torchrun's environment would shard silently.
+    for one in [dict(rank=0), dict(world_size=1)]:
+        with pytest.raises(conveyor.ConveyorError, match="give both rank and world_size"):
+            conveyor.Loader(examples, 8, **one)
+    assert sorted(unpadded(conveyor.Loader(examples, 8, seed=4, epochs=1, rank=0, world_size=1))) == everything
+    # A folder's manifest.json names the folder.
+    assert unpadded(conveyor.Loader(examples / "manifest.json", 8, seed=4, epochs=1, rank=2, world_size=3)) == shares[2]
 
 
 def test_len_is_the_batches_of_an_epoch(examples, c4_tokens):
