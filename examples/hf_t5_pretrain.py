@@ -10,9 +10,11 @@ any checkpoint and resumed with --resume continues exactly as if it had not stop
     torchrun --nproc-per-node 2 examples/hf_t5_pretrain.py --tokens tokens --out run2 --steps 1000
 
 Under torchrun it trains with DistributedDataParallel, each rank reading its share through
-the loader with align_steps=1: step by step, N ranks with --batch-size B train exactly as one
-process with N x B (the loss is summed over target tokens and divided by all ranks' count;
-a rank left without rows at an epoch's end joins the step with a stand-in row of weight 0).
+the loader with align_steps=1: step by step, N ranks with --batch-size B train as one process
+with N x B (the loss is summed over target tokens and divided by all ranks' count; a rank
+left without rows at an epoch's end joins the step with a stand-in row of weight 0), exactly
+so with --dropout 0 (each rank draws its own dropout masks). On GPUs each rank uses the one
+of its LOCAL_RANK, with NCCL; without them, the CPU with Gloo.
 
 The model is a T5 v1.1-shaped config sized by --d-model/--layers/--heads (random weights);
 its vocabulary is the data's (pieces + 100 extra ids). Adafactor with T5's inverse square
@@ -44,6 +46,7 @@ def args_():
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--device", default="auto", help="auto (the rank's GPU if there is one), cpu, or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -61,19 +64,34 @@ def model_for(args, vocab_size):
     return T5ForConditionalGeneration(cfg)
 
 
-def distributed():
-    """(rank, world size): torchrun's, with the process group started; (0, 1) alone."""
+def distributed(asked):
+    """(rank, world size, device): torchrun's ranks, with the process group started, each on
+    the GPU of its LOCAL_RANK (NCCL) or the CPU (Gloo); (0, 1, device) alone."""
+    cuda = asked == "cuda" or (asked == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
+        return 0, 1, device
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), world, device
 
 
-def save(path, model, opt, loader, step, world):
+def rng_state(device):
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save(path, model, opt, loader, step, world, device):
     """One checkpoint for all ranks, written by rank 0: the model and optimiser (the same on
     every rank) and each rank's loader state and random state."""
-    mine = {"loader": loader.state_dict(), "rng": torch.get_rng_state()}
+    mine = {"loader": loader.state_dict(), "rng": rng_state(device)}
     ranks = [mine]
     if world > 1:
         ranks = [None] * world
@@ -86,7 +104,7 @@ def save(path, model, opt, loader, step, world):
     os.replace(tmp, path)
 
 
-def summed_loss(model, batch, vocab):
+def summed_loss(model, batch, vocab, device):
     """(cross-entropy summed over the batch's target tokens, their count). A batch of no rows
     (align_steps' padding at an epoch's end) runs a stand-in row with weight 0, so this rank
     still joins DDP's gradient all-reduce."""
@@ -95,6 +113,7 @@ def summed_loss(model, batch, vocab):
     weight = 1.0
     if inputs.shape[0] == 0:
         inputs, targets, weight = torch.ones(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), 0.0
+    inputs, targets = inputs.to(device), targets.to(device)
     labels = targets.masked_fill(targets == 0, -100)
     logits = model(input_ids=inputs, attention_mask=inputs != 0, labels=labels).logits
     total = F.cross_entropy(logits.view(-1, vocab), labels.view(-1), ignore_index=-100, reduction="sum")
@@ -103,27 +122,28 @@ def summed_loss(model, batch, vocab):
 
 def main():
     args = args_()
-    rank, world = distributed()
+    rank, world, device = distributed(args.device)
     os.makedirs(args.out, exist_ok=True)
     vocab = conveyor.read_manifest(args.tokens)["vocab"]["size"] + 100
-    model = model_for(args, vocab)
+    model = model_for(args, vocab).to(device)
     torch.manual_seed(args.seed + rank)  # each rank's own dropout
     opt = Adafactor(model.parameters(), lr=None, scale_parameter=True, relative_step=True,
                     warmup_init=False)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     step, state = 0, None
     if args.resume:
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         if len(ckpt["ranks"]) != world:
             raise SystemExit(f"{ckpt_path} was written by {len(ckpt['ranks'])} process(es): resume with as many")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["ranks"][rank]["rng"])
+        set_rng_state(ckpt["ranks"][rank]["rng"], device)
         step, state = ckpt["step"], ckpt["ranks"][rank]["loader"]
     loader = conveyor.Loader(args.tokens, args.batch_size, inputs_length=args.inputs_length,
                              seed=args.seed, vocab_size=vocab, state=state, rank=rank,
                              world_size=world, align_steps=1)
-    net = DistributedDataParallel(model) if world > 1 else model
+    ids = [device.index] if device.type == "cuda" else None
+    net = DistributedDataParallel(model, device_ids=ids) if world > 1 else model
     net.train()
     log_path = os.path.join(args.out, "log.jsonl")
     # The log holds the steps up to the checkpoint resumed from (none on a fresh run): steps
@@ -137,8 +157,8 @@ def main():
         for batch in loader:
             if step >= args.steps:
                 break
-            total, tokens = summed_loss(net, batch, vocab)
-            sums = torch.tensor([total.item(), tokens], dtype=torch.float64)
+            total, tokens = summed_loss(net, batch, vocab, device)
+            sums = torch.tensor([total.item(), tokens], dtype=torch.float64, device=device)
             if world > 1:
                 dist.all_reduce(sums)
             # DDP averages the ranks' gradients: times the world size, they sum to the
@@ -150,7 +170,7 @@ def main():
             loss = (sums[0] / sums[1]).item()
             log.write(json.dumps({"step": step, "loss": loss}) + "\n")
             if step % args.save_every == 0 or step == args.steps:
-                save(ckpt_path, model, opt, loader, step, world)
+                save(ckpt_path, model, opt, loader, step, world, device)
     if rank == 0:
         last = "" if loss is None else f": loss {loss:.4f}"
         print(f"step {step}{last}; checkpoint {ckpt_path}")
