@@ -26,27 +26,38 @@ fn encode_one(t: &dyn conveyor_pipeline::tokenize::Tokenizer, text: &str) -> PyR
 /// The most threads a batch call may ask for (far past any machine's cores).
 const MAX_THREADS: usize = 1024;
 
-/// The thread pool of `n` threads, built on first use and kept: a batch call should not
-/// start and stop threads each time.
+/// The thread pool of `n` threads, built on first use in this process and kept: a batch call
+/// should not start and stop threads each time. A pool is this process's own: a child forked
+/// after it was built (a DataLoader worker, `datasets.map(num_proc=...)`) has none of its
+/// threads, and a call through it waited forever, so the child builds its own (rayon's
+/// global pool is never used, for the same reason).
 fn pool(n: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     if n > MAX_THREADS {
         return Err(crate::ConveyorError::new_err(format!(
             "threads={n}: at most {MAX_THREADS}"
         )));
     }
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    type Pools = HashMap<(u32, usize), Arc<rayon::ThreadPool>>;
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
-        .expect("pool lock");
-    if let Some(p) = pools.get(&n) {
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let me = std::process::id();
+    // Another process's pools (a parent's, before the fork) have no threads here; they are
+    // forgotten, not dropped (dropping would signal threads that do not exist).
+    let theirs: Vec<_> = pools.keys().filter(|k| k.0 != me).copied().collect();
+    for k in theirs {
+        std::mem::forget(pools.remove(&k));
+    }
+    if let Some(p) = pools.get(&(me, n)) {
         return Ok(p.clone());
     }
     let p = rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
         .build()
         .map_err(|e| crate::ConveyorError::new_err(e.to_string()))?;
-    Ok(pools.entry(n).or_insert(Arc::new(p)).clone())
+    Ok(pools.entry((me, n)).or_insert(Arc::new(p)).clone())
 }
 
 #[pymethods]
@@ -79,10 +90,9 @@ impl Tokenizer {
                 .map(|s| Ok(encode_one(t, s)?.into_iter().map(|i| i as i32).collect()))
                 .collect()
         };
-        let ids = py.detach(|| match threads {
-            Some(n) => pool(n)?.install(run),
-            None => run(),
-        })?;
+        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = threads.unwrap_or_else(|| cores().min(MAX_THREADS));
+        let ids = py.detach(|| pool(n)?.install(run))?;
         Ok(ids.into_iter().map(|v| v.into_pyarray(py)).collect())
     }
 

@@ -86,3 +86,23 @@ def test_bad_model_files_are_named(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(conveyor.ConveyorError, match="junk.model: not a usable SentencePiece model"):
         conveyor.Tokenizer.from_file(junk)
+
+
+def test_encode_batch_works_in_a_forked_child():
+    # A child forked after the parent's thread pools were built (DataLoader workers,
+    # datasets.map(num_proc=...)) has none of their threads: encode_batch waited forever.
+    import os
+    import signal
+
+    tok = conveyor.Tokenizer.from_file(SPIECE)
+    texts = ["Hello world, this is a test."] * 50
+    want = [a.tolist() for a in tok.encode_batch(texts)]
+    assert [a.tolist() for a in tok.encode_batch(texts, threads=2)] == want
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        signal.alarm(30)
+        ok = [a.tolist() for a in tok.encode_batch(texts)] == want
+        ok = ok and [a.tolist() for a in tok.encode_batch(texts, threads=2)] == want
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status}"
