@@ -273,6 +273,70 @@ fn hostile_hugging_face_folders_are_named() {
         "--vocab",
         s(&vocab),
     ]);
+    // A vocabulary of SentencePiece's layout (</s> 2, no <pad>) that fits the model is not
+    // exported as T5's (its config says EOS 1): refused, naming the ids; T5's layout passes.
+    let small = dir.join("small");
+    let spm = dir.join("spm");
+    let tokens = dir.join("tokens");
+    let corpus = crate::common::root().join("fixtures/corpus");
+    ok(&[
+        "vocab",
+        "train",
+        s(&corpus),
+        "--out",
+        s(&spm),
+        "--vocab-size",
+        "400",
+        "--layout",
+        "spm",
+    ]);
+    ok(&[
+        "ingest",
+        s(&corpus),
+        "--vocab",
+        s(&spm.with_extension("model")),
+        "--out",
+        s(&tokens),
+        "-q",
+    ]);
+    let mut args = vec!["train", "--data", s(&tokens), "--out", s(&small)];
+    args.extend([
+        "--arch",
+        "transformer",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]);
+    args.extend(["--inputs-length", "64", "--device", "cpu", "-q"]);
+    ok(&args);
+    let o = conveyor(&[
+        "model",
+        "export-hf",
+        s(&small.join("checkpoints/step-00000001")),
+        "--out",
+        s(&dir.join("hf-spm")),
+        "--vocab",
+        s(&spm.with_extension("model")),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("</s> is id 2") && err.contains("--layout spm"),
+        "{err}"
+    );
+    assert!(!dir.join("hf-spm").exists());
+    ok(&[
+        "model",
+        "export-hf",
+        s(&small.join("checkpoints/step-00000001")),
+        "--out",
+        s(&dir.join("hf-t5")),
+        "--vocab",
+        s(&crate::common::root().join("fixtures/vocab/fixture.model")),
+    ]);
+
     let empty = dir.join("empty");
     std::fs::create_dir(&empty).unwrap();
     std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o700)).unwrap();

@@ -282,6 +282,20 @@ fn tokenizer_files(
             cfg.vocab_size
         )));
     }
+    // The exported config says T5's ids (EOS 1, the model's padding id) and T5Tokenizer finds
+    // `</s>` and `<pad>` by name: a vocabulary of SentencePiece's layout (`<unk>` 0, `<s>` 1,
+    // `</s>` 2, no `<pad>`) would make generate() stop at `<s>` and pad with `<unk>`.
+    let (eos, pad) = (spm.vocab().eos_id, spm.vocab().pad_id);
+    if eos != Some(1) || pad.map(i64::from) != Some(cfg.pad_id) {
+        let id = |i: Option<u32>| i.map_or("none".to_string(), |i| i.to_string());
+        return Err(HfError::Refused(format!(
+            "{}: its </s> is id {} and its <pad> id {}, where a T5 export has </s> 1 and <pad> {} (the model's): a vocabulary trained with --layout spm cannot be exported as T5's; export without --vocab and give transformers a tokenizer of those ids yourself",
+            vocab.display(),
+            id(eos),
+            id(pad),
+            cfg.pad_id
+        )));
+    }
     let special =
         serde_json::json!({"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"});
     let mut config = special.clone();
