@@ -67,7 +67,31 @@ impl EvalSummary {
     }
 }
 
-/// The run folder a checkpoint belongs to: RUN of RUN/checkpoints/step-N.
+/// The run folder a checkpoint belongs to: RUN of RUN/checkpoints/step-N; none for a
+/// checkpoint elsewhere (an imported model's folder: its grandparent's run.json, say the
+/// working folder's, is another run's or another tool's).
 pub fn run_dir_of(checkpoint: &Path) -> Option<&Path> {
-    checkpoint.parent().and_then(Path::parent)
+    let folder = checkpoint.parent()?;
+    match folder.file_name()? == "checkpoints" {
+        true => folder.parent(),
+        false => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_checkpoints_folder_makes_a_run() {
+        let run = |p: &str| run_dir_of(Path::new(p)).map(Path::to_path_buf);
+        assert_eq!(
+            run("out/runs/a/checkpoints/step-00000004"),
+            Some(PathBuf::from("out/runs/a"))
+        );
+        assert_eq!(run("checkpoints/step-00000004"), Some(PathBuf::new()));
+        // An imported model two folders down from a run.json of something else.
+        assert_eq!(run("models/t5"), None);
+        assert_eq!(run("t5"), None);
+    }
 }

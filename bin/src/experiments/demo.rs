@@ -65,8 +65,11 @@ pub fn run(out: PathBuf, device: &str, config: Option<&Path>) -> anyhow::Result<
 /// same settings (the runner does not compare a finished run with its cell's flags).
 fn check_resumable(out: &Path, file: &Path, study: &Study) -> anyhow::Result<()> {
     if file.exists() {
-        let before =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let before = conveyor_pipeline::regular::read_to_string(
+            file,
+            conveyor_pipeline::regular::MAX_JSON_BYTES,
+        )
+        .with_context(|| format!("reading {}", file.display()))?;
         let now = toml::to_string(study).context("serialising the study")?;
         anyhow::ensure!(
             before == now,

@@ -57,7 +57,8 @@ fn check(now: &str, file: &Path, out: &Path, owned: bool) -> anyhow::Result<bool
             .ok()
             .and_then(|s| toml::to_string(&s).ok())
     };
-    match std::fs::read_to_string(&record) {
+    // The folder may be shared: a FIFO or device in the record's place is named, not read.
+    match conveyor_pipeline::regular::read_to_string(&record, conveyor_pipeline::regular::MAX_JSON_BYTES) {
         Ok(before) if normal(&before).as_deref() == Some(now) => return Ok(true),
         Ok(before) => anyhow::bail!(
             "{} holds a study run with other settings than {} (they differ in: {}); its finished cells would be taken for this study's. Use another --out, or move that folder away",

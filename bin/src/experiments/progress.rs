@@ -10,10 +10,15 @@ use conveyor_pipeline::run_info::Diverged;
 use super::study_file::Study;
 use crate::torch_handoff::run_torch_live;
 
-/// The step of a run folder's latest checkpoint, if any.
+/// The step of a run folder's latest checkpoint, if any (for the estimate only: a pointer
+/// that is not a short regular file, a FIFO or /dev/zero, counts as none, unread).
 fn latest_step(run: &Path) -> Option<u64> {
-    let name = std::fs::read_to_string(run.join("checkpoints/latest")).ok()?;
-    name.trim().strip_prefix("step-")?.parse().ok()
+    let name = conveyor_pipeline::regular::read(&run.join("checkpoints/latest"), 4096).ok()?;
+    String::from_utf8_lossy(&name)
+        .trim()
+        .strip_prefix("step-")?
+        .parse()
+        .ok()
 }
 
 /// Seconds spent and steps run by the training cells of one kind in this invocation.

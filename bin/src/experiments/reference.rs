@@ -113,7 +113,8 @@ pub fn run(
 /// The median seconds between consecutive steps of a run (its metrics.jsonl): robust to a
 /// pause or a checkpoint write.
 fn median_step_seconds(run: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    let text =
+        conveyor_pipeline::regular::read_to_string(&run.join("metrics.jsonl"), 1 << 30).ok()?;
     let elapsed: Vec<f64> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -137,8 +138,11 @@ fn cell_line(name: &str, acc: &[f64], ms: &[f64]) -> String {
 
 /// The report section: conveyor's cell and the reference, seed by seed.
 pub fn section(json: &Path, best: &[Best]) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let text = conveyor_pipeline::regular::read_to_string(
+        json,
+        conveyor_pipeline::regular::MAX_JSON_BYTES,
+    )
+    .with_context(|| format!("reading {}", json.display()))?;
     let r: serde_json::Value = serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: not a reference result (move it away to run the reference again)",

@@ -122,7 +122,9 @@ pub fn write_study_report(
     md += &diverged_section(runs.diverged);
     if let Some(dir) = bench {
         md += "\n## Training speed and memory per input length\n\n";
-        md += &std::fs::read_to_string(dir.join("bench-train.md")).unwrap_or_default();
+        let table = dir.join("bench-train.md");
+        let cap = conveyor_pipeline::regular::MAX_JSON_BYTES;
+        md += &conveyor_pipeline::regular::read_to_string(&table, cap).unwrap_or_default();
         md += "\n![speed](bench/speed.png) ![memory](bench/memory.png)\n";
     }
     if let Some(json) = reference {
