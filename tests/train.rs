@@ -407,6 +407,24 @@ fn wrong_inputs_are_refused_with_a_reason() {
         err.contains("transformer model") && err.contains("lightconv"),
         "{err}"
     );
+    // A run folder where a checkpoint is wanted is named as such, with one to pass.
+    let exported = run.join("exported");
+    let o = conveyor(&["model", "export-hf", s, "--out", exported.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is a training run's folder") && err.contains("checkpoints/step-00000002"),
+        "{err}"
+    );
+    // Resumed in another precision, the run would not repeat itself: refused, naming it.
+    let mut bf16 = train_args(s, "transformer", "4");
+    bf16.extend(["--resume", "--bf16"]);
+    let o = conveyor(&bf16);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the run trained in f32") && err.contains("neither --bf16"),
+        "{err}"
+    );
     // A CUDA graph and the sync check need a CUDA device: refused before anything is written.
     for flag in ["--cuda-graph", "--check-syncs"] {
         let fresh = run.join(flag.trim_start_matches('-'));

@@ -38,6 +38,14 @@ pub struct TrainerState {
     /// Input length of on-the-fly span corruption (token shards), for `model loss`.
     #[serde(default)]
     pub inputs_length: Option<usize>,
+    /// The training precision (None in checkpoints from before it was recorded, and in
+    /// imported models): a resume in another one would not repeat the uninterrupted run.
+    #[serde(default)]
+    pub precision: Option<crate::train::Precision>,
+    /// Whether steps ran as a CUDA graph (with several micro-batches per step its dropout
+    /// seeds differ from eager steps').
+    #[serde(default)]
+    pub cuda_graph: Option<bool>,
     /// Size and sha256 of every other file of the checkpoint, checked before it is used
     /// (empty in checkpoints from before the sums, which are not checked).
     #[serde(default)]
@@ -240,6 +248,17 @@ pub fn write_files(
 /// built from it: a shape that cannot work, or more parameters than `model.safetensors`
 /// holds values (an edited or mismatched config), is refused here, not by the allocator.
 pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
+    // A run folder holds a model_config.json too, but no weights: named as what it is.
+    if ckpt.join("checkpoints").is_dir() && !ckpt.join("model.safetensors").exists() {
+        let latest = latest(ckpt).ok().flatten();
+        return Err(CheckpointError::Mismatch {
+            path: ckpt.to_path_buf(),
+            message: format!(
+                "is a training run's folder, not a checkpoint: pass one of its checkpoints, such as {}",
+                latest.unwrap_or_else(|| checkpoints_dir(ckpt).join("step-NNNNNNNN")).display()
+            ),
+        });
+    }
     let p = ckpt.join("model_config.json");
     readable(&p, conveyor_pipeline::regular::MAX_JSON_BYTES)?;
     let text = std::fs::read_to_string(&p).map_err(|e| io(&p, e))?;

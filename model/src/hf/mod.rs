@@ -212,6 +212,8 @@ pub fn initial_state() -> TrainerState {
         batch_size: 0,
         loaders: Vec::new(),
         inputs_length: None,
+        precision: None,
+        cuda_graph: None,
         files: Default::default(),
     }
 }

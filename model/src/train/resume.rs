@@ -7,7 +7,7 @@ use std::path::Path;
 use conveyor_pipeline::loader::LoaderState;
 use tch::{Kind, Tensor};
 
-use super::{Ranks, TrainConfig, TrainError, Weights};
+use super::{Precision, Ranks, TrainConfig, TrainError, Weights};
 use crate::checkpoint::{self, TrainerState};
 use crate::optim::Optimizer;
 
@@ -25,6 +25,8 @@ pub(super) fn fresh_state(cfg: &TrainConfig, world: usize) -> TrainerState {
         batch_size: cfg.batch_size,
         loaders: Vec::new(),
         inputs_length: Some(cfg.inputs_length),
+        precision: Some(cfg.precision),
+        cuda_graph: Some(cfg.cuda_graph),
         files: Default::default(),
     }
 }
@@ -111,6 +113,30 @@ fn check(
         return refuse(format!(
             "the run's learning-rate schedule was {:?} and this one is {:?} (--lr / --warmup)",
             saved.schedule, cfg.schedule
+        ));
+    }
+    if saved.precision.is_some_and(|p| p != cfg.precision) {
+        let flag = |p: Precision| match p {
+            Precision::F32 => "neither --bf16 nor --pure-bf16",
+            Precision::Bf16 => "--bf16",
+            Precision::PureBf16 => "--pure-bf16",
+        };
+        let saved = saved.precision.expect("checked");
+        return refuse(format!(
+            "the run trained in {} and this one in {}: resume with {}",
+            saved.name(),
+            cfg.precision.name(),
+            flag(saved)
+        ));
+    }
+    if cfg.accumulate > 1 && saved.cuda_graph.is_some_and(|g| g != cfg.cuda_graph) {
+        return refuse(format!(
+            "the run {} --cuda-graph, which with --accumulate above 1 draws other dropout masks",
+            if cfg.cuda_graph {
+                "ran without"
+            } else {
+                "ran with"
+            }
         ));
     }
     if saved.seed != cfg.seed {
