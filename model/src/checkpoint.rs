@@ -389,7 +389,7 @@ fn damaged(path: &Path, what: String) -> CheckpointError {
     CheckpointError::Damaged {
         path: path.to_path_buf(),
         message: format!(
-            "{what}; use another checkpoint (an earlier step-* folder) or copy this one again"
+            "{what}; use another checkpoint (an earlier step-* folder: to resume from it, write its name into checkpoints/latest) or copy this one again"
         ),
     }
 }
