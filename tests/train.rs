@@ -150,6 +150,47 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     assert_eq!(d["step"].as_u64(), Some(last + 1), "{d}");
 }
 
+/// `--keep-checkpoints N` keeps the N newest checkpoints: older step folders go after each
+/// save, except one holding a file of the user's (left whole), and the run resumes.
+#[test]
+fn keep_checkpoints_removes_only_old_checkpoints_of_its_own() {
+    let run = tmp_path("keep");
+    let s = run.to_str().unwrap();
+    let with = |steps: &'static str, extra: &[&'static str]| {
+        let mut args = train_args(s, "transformer", steps);
+        let every = args
+            .iter()
+            .position(|a| *a == "--checkpoint-every")
+            .unwrap();
+        args[every + 1] = "1";
+        args.extend(extra);
+        args
+    };
+    ok(&with("3", &[]));
+    let ckpts = run.join("checkpoints");
+    let notes = ckpts.join("step-00000001/notes.txt");
+    std::fs::write(&notes, "mine").unwrap();
+    ok(&with("6", &["--resume", "--keep-checkpoints", "2"]));
+    let mut left: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["step-00000001", "step-00000005", "step-00000006"]);
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine");
+    assert!(ckpts.join("step-00000001/model.safetensors").exists());
+    assert_eq!(
+        std::fs::read_to_string(ckpts.join("latest"))
+            .unwrap()
+            .trim(),
+        "step-00000006"
+    );
+    ok(&with("7", &["--resume", "--keep-checkpoints", "2"]));
+    assert!(!ckpts.join("step-00000005").exists());
+    assert!(ckpts.join("step-00000007/model.safetensors").exists());
+}
+
 /// An update that leaves the weights non-finite while the loss before it was finite (a
 /// learning rate beyond float32) is a divergence at that step, not a checkpoint: the
 /// trainer used to save it, name it the last good one, and fail at the next step's loss.

@@ -124,6 +124,11 @@ pub struct TrainArgs {
     warmup: u64,
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: u64,
+    /// Keep only the N newest checkpoints: older step folders are removed after each save
+    /// (only those holding nothing but checkpoint files; the one `latest` names stays).
+    /// Default: every checkpoint stays.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    keep_checkpoints: Option<u64>,
     /// Evaluate every N steps (0: never).
     #[arg(long, default_value_t = 0)]
     eval_every: u64,
@@ -374,6 +379,7 @@ fn train_config(
             None => Schedule::InverseSqrt { warmup: a.warmup },
         },
         checkpoint_every: a.checkpoint_every,
+        keep_checkpoints: a.keep_checkpoints.map(|k| k as usize),
         eval_every: a.eval_every,
         eval_batches: a.eval_batches,
         shuffle_buffer: a.shuffle_buffer,

@@ -199,6 +199,7 @@ mod tests {
             optimizer,
             schedule: Schedule::InverseSqrt { warmup: 2 },
             checkpoint_every: 10,
+            keep_checkpoints: None,
             eval_every: 0,
             eval_batches: 1,
             shuffle_buffer: 0,

@@ -72,6 +72,8 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     pub schedule: Schedule,
     pub checkpoint_every: u64,
+    /// Keep only this many newest checkpoints (None: all).
+    pub keep_checkpoints: Option<usize>,
     pub eval_every: u64,
     pub eval_batches: usize,
     pub shuffle_buffer: usize,
@@ -435,6 +437,14 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 last_ckpt = Some(checkpoint::save(
                     &cfg.out, &w.master, &cfg.model, &moments, &state,
                 )?);
+                if let Some(keep) = cfg.keep_checkpoints {
+                    for (path, why) in checkpoint::keep_latest(&cfg.out, keep, step)? {
+                        progress.note(&format!(
+                            "--keep-checkpoints: left {} ({why})",
+                            path.display()
+                        ));
+                    }
+                }
             }
         }
     }
