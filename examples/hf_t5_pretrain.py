@@ -133,6 +133,8 @@ def main():
     step, state = 0, None
     if args.resume:
         ckpt = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+        if "ranks" not in ckpt:  # written by one process before the example knew ranks
+            ckpt["ranks"] = [{"loader": ckpt["loader"], "rng": {"cpu": ckpt["rng"], "cuda": None}}]
         if len(ckpt["ranks"]) != world:
             raise SystemExit(f"{ckpt_path} was written by {len(ckpt['ranks'])} process(es): resume with as many")
         model.load_state_dict(ckpt["model"])

@@ -5,6 +5,7 @@
 mod common;
 
 mod bench;
+mod checkpoints;
 mod clean;
 mod corrupt;
 mod demo;

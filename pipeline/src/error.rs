@@ -38,6 +38,14 @@ pub enum Error {
         job: String,
     },
 
+    /// `path` holds the unfinished work of another job.
+    #[error("{}: holds an unfinished different job ({found}, this one is {job}); rerun that job's command to finish it, or pass --overwrite", path.display())]
+    OtherUnfinishedJob {
+        path: PathBuf,
+        found: String,
+        job: String,
+    },
+
     #[error("{}:{line}: {message} (stopping because of --strict)", path.display())]
     Strict {
         path: PathBuf,

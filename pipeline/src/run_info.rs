@@ -63,16 +63,29 @@ impl RunInfo {
     }
 }
 
-/// A run whose loss stopped being finite.
+/// A run whose loss, or whose weights after an update, stopped being finite.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diverged {
-    /// The step whose loss was not finite.
+    /// The step whose loss (or update) was not finite.
     pub step: u64,
-    /// That loss as text (`NaN`, `inf`): JSON has no number for them.
+    /// That loss as text (`NaN`, `inf`: JSON has no number for them), or, with `weights`,
+    /// the step's loss, which was finite.
     pub loss: String,
+    /// The first variable the step's update left non-finite, when the loss was finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl Diverged {
+    /// What went non-finite, for a line or a table cell: `loss NaN`, or `loss 2.3, then
+    /// NAME non-finite`.
+    pub fn describe(&self) -> String {
+        match &self.weights {
+            None => format!("loss {}", self.loss),
+            Some(name) => format!("loss {}, then {name} non-finite", self.loss),
+        }
+    }
+
     pub const FILE: &'static str = "diverged.json";
 
     /// `RUN/diverged.json`, if the run diverged; a file that is not one reads as an error.
@@ -145,6 +158,7 @@ mod tests {
         let d = Diverged {
             step: 4,
             loss: "NaN".into(),
+            weights: None,
         };
         d.write(&dir).unwrap();
         assert_eq!(Diverged::read(&dir).unwrap(), Some(d));

@@ -41,6 +41,7 @@ pub(crate) fn error(e: conveyor_pipeline::Error) -> PyErr {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConveyorError", m.py().get_type::<ConveyorError>())?;
+    tokenizer::note_importing_process();
     m.add_class::<tokenizer::Tokenizer>()?;
     m.add_class::<loader::Loader>()?;
     m.add_function(wrap_pyfunction!(corrupt::span_corruption, m)?)?;

@@ -60,6 +60,26 @@ fn pool(n: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     Ok(pools.entry((me, n)).or_insert(Arc::new(p)).clone())
 }
 
+/// The process that imported conveyor; a forked child of it is one of several workers
+/// sharing the cores.
+static IMPORTER: OnceLock<u32> = OnceLock::new();
+
+pub(crate) fn note_importing_process() {
+    IMPORTER.get_or_init(std::process::id);
+}
+
+/// Threads of a batch call that does not say: every core, or one in a forked child (a
+/// DataLoader worker, `datasets.map(num_proc=N)`: N children of all cores each would run
+/// N x cores threads).
+fn default_threads() -> usize {
+    match IMPORTER.get() {
+        Some(&pid) if pid != std::process::id() => 1,
+        _ => std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_THREADS),
+    }
+}
+
 #[pymethods]
 impl Tokenizer {
     /// Opens a SentencePiece unigram model file (e.g. the T5 vocabulary).
@@ -75,7 +95,8 @@ impl Tokenizer {
     }
 
     /// The ids of every text, one int32 array each, encoded on `threads` threads (default:
-    /// every core) with the GIL released. The result does not depend on `threads`.
+    /// every core; one in a forked child) with the GIL released. The result does not depend
+    /// on `threads`.
     #[pyo3(signature = (texts, threads = None))]
     fn encode_batch<'py>(
         &self,
@@ -90,8 +111,7 @@ impl Tokenizer {
                 .map(|s| Ok(encode_one(t, s)?.into_iter().map(|i| i as i32).collect()))
                 .collect()
         };
-        let cores = || std::thread::available_parallelism().map_or(1, |n| n.get());
-        let n = threads.unwrap_or_else(|| cores().min(MAX_THREADS));
+        let n = threads.unwrap_or_else(default_threads);
         let ids = py.detach(|| pool(n)?.install(run))?;
         Ok(ids.into_iter().map(|v| v.into_pyarray(py)).collect())
     }

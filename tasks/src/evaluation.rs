@@ -59,11 +59,10 @@ impl EvalSummary {
         Ok(path)
     }
 
-    /// The run folder its checkpoint belongs to (RUN of RUN/checkpoints/step-N).
-    pub fn run_dir(&self) -> PathBuf {
-        run_dir_of(&self.checkpoint)
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
+    /// The run folder its checkpoint belongs to (RUN of RUN/checkpoints/step-N); None for a
+    /// checkpoint outside a run's checkpoints/ (an imported model).
+    pub fn run_dir(&self) -> Option<PathBuf> {
+        run_dir_of(&self.checkpoint).map(Path::to_path_buf)
     }
 }
 

@@ -113,17 +113,25 @@ fn run_info(m: &EvalSummary, metrics: &Path) -> Result<RunInfo, TaskError> {
     if let Some(run) = &m.run {
         return Ok(run.clone());
     }
-    let run = m.run_dir();
+    let not_a_run = || {
+        format!(
+            "missing: {} does not come from a conveyor run folder",
+            metrics.display()
+        )
+    };
+    let Some(run) = m.run_dir() else {
+        return Err(TaskError::Io {
+            path: m.checkpoint.clone(),
+            message: not_a_run(),
+        });
+    };
     RunInfo::read(&run).map_err(|e| TaskError::Io {
         path: run.join(RunInfo::FILE),
         message: match e {
             conveyor_pipeline::Error::Io { error, .. }
                 if error.kind() == std::io::ErrorKind::NotFound =>
             {
-                format!(
-                    "missing: {} does not come from a conveyor run folder",
-                    metrics.display()
-                )
+                not_a_run()
             }
             e => e.to_string(),
         },

@@ -103,6 +103,20 @@ fn recorded_runs_need_no_run_folder() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a plain name"), "{err}");
+    // Nor a checkpoint outside a run's checkpoints/ (an imported model): not placed by a
+    // run.json in the working folder (it was, through an empty run path).
+    let e = root.join("e");
+    std::fs::create_dir_all(&e).unwrap();
+    std::fs::write(
+        e.join("metrics.json"),
+        format!(r#"{{"task": "sst2", "checkpoint": "t5", "scores": {scores}}}"#),
+    )
+    .unwrap();
+    let err = report(&[e]).unwrap_err().to_string();
+    assert!(
+        err.contains("t5: missing") && err.contains("does not come from a conveyor run folder"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 

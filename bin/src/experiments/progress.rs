@@ -165,5 +165,5 @@ impl Progress {
 }
 
 fn diverged(what: &str, d: &Diverged) -> String {
-    format!("{what}: diverged at step {} (loss {})", d.step, d.loss)
+    format!("{what}: diverged at step {} ({})", d.step, d.describe())
 }

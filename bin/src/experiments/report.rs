@@ -156,7 +156,7 @@ fn diverged_section(diverged: &[Best]) -> String {
     if diverged.is_empty() {
         return String::new();
     }
-    let mut md = "\n## Runs that diverged\n\nLeft out of the tables above; a rate with a diverged search run is never chosen. To train one again (say with another rate grid), move its run folder away and rerun the study.\n\n| task | model | learning rate | seed | step | loss |\n|---|---|---|---|---|---|\n".to_string();
+    let mut md = "\n## Runs that diverged\n\nLeft out of the tables above; a rate with a diverged search run is never chosen. To train one again (say with another rate grid), move its run folder away and rerun the study.\n\n| task | model | learning rate | seed | step | what went non-finite |\n|---|---|---|---|---|---|\n".to_string();
     for b in diverged {
         let d = b.diverged.as_ref().expect("a diverged run");
         let kind = if b.pretrained {
@@ -166,7 +166,12 @@ fn diverged_section(diverged: &[Best]) -> String {
         };
         md += &format!(
             "| {} | {}, {kind} | {} | {} | {} | {} |\n",
-            b.task, b.arch, b.lr, b.seed, d.step, d.loss
+            b.task,
+            b.arch,
+            b.lr,
+            b.seed,
+            d.step,
+            d.describe()
         );
     }
     md

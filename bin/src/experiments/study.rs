@@ -183,10 +183,10 @@ fn pretrain(st: &Study, tokens: &Path, out: &Path, progress: &mut Progress) -> a
             let what = format!("pre-train {arch} seed {seed}");
             if let Some(d) = progress.train(PRETRAIN, &what, &run, p.steps, cmd.0)? {
                 anyhow::bail!(
-                    "{}: pre-training diverged at step {} (loss {}); the fine-tuning cells need it. check the corpus and the model config ([pretrain] config), then move that run folder away and rerun",
+                    "{}: pre-training diverged at step {} ({}); the fine-tuning cells need it. check the corpus and the model config ([pretrain] config), then move that run folder away and rerun",
                     run.display(),
                     d.step,
-                    d.loss
+                    d.describe()
                 );
             }
         }
@@ -238,15 +238,17 @@ fn prepare_task(
     Ok([dir("train"), dir("dev")])
 }
 
-/// A task split the study prepared before under other settings than this run's (an earlier
-/// conveyor, whose reader or default lengths for the task have changed since) cannot be
-/// replaced in place: this folder's fine-tuning runs of the task used it, and would pass for
-/// runs on the new data.
+/// A task split the study prepared (or began to) under other settings than this run's
+/// cannot be replaced in place: this folder's fine-tuning runs of the task used it, and
+/// would pass for runs on the new data.
 fn prepared_otherwise(e: PrepareError, task: &str) -> anyhow::Error {
+    use conveyor_pipeline::Error::{OtherJob, OtherUnfinishedJob};
     match e {
-        PrepareError::Pipeline(conveyor_pipeline::Error::OtherJob { path, found, job }) => {
+        PrepareError::Pipeline(
+            OtherJob { path, found, job } | OtherUnfinishedJob { path, found, job },
+        ) => {
             anyhow::anyhow!(
-                "{}: holds {task} data prepared otherwise than this run prepares it (job {found}, now {job}): an earlier conveyor, whose reader or default lengths for {task} have changed since (docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
+                "{}: holds {task} data prepared otherwise than this run prepares it (job {found}, now {job}): the task's files or the vocabulary changed since, or an earlier conveyor prepared it (a later one changed the task's reader or default lengths: docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
                 path.display()
             )
         }
@@ -450,6 +452,7 @@ mod tests {
             Some(Diverged {
                 step,
                 loss: "NaN".into(),
+                weights: None,
             })
         };
         let mut blown = score(1e-2, 1, 0.0);

@@ -363,9 +363,8 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 .saturating_add((d.counts.input_tokens + d.counts.target_tokens) as u64);
             state.examples_seen += d.counts.examples as u64;
             if !d.loss.is_finite() {
-                let what = format!("loss became {}", d.loss);
                 let (loss, last) = (d.loss.to_string(), last_ckpt.as_deref());
-                return Err(diverged(cfg, ranks.rank, d.step, loss, what, last));
+                return Err(diverged(cfg, ranks.rank, d.step, loss, None, last));
             }
             let eval_loss = match (&cfg.eval_data, ranks.rank) {
                 (Some(data), 0) if eval_due && d.step == step => {
@@ -409,19 +408,9 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
             // A finite loss does not prove the last update left the weights finite (an
             // infinite gradient): such weights are a divergence, never a checkpoint.
             if let Some(name) = checkpoint::non_finite(&w.master) {
-                let what = format!("update left {name} non-finite");
-                let loss = format!(
-                    "non-finite weights (last loss {})",
-                    final_loss.unwrap_or(f64::NAN)
-                );
-                return Err(diverged(
-                    cfg,
-                    ranks.rank,
-                    step,
-                    loss,
-                    what,
-                    last_ckpt.as_deref(),
-                ));
+                let loss = final_loss.unwrap_or(f64::NAN).to_string();
+                let last = last_ckpt.as_deref();
+                return Err(diverged(cfg, ranks.rank, step, loss, Some(name), last));
             }
             state.loaders = gather_loader_states(&ranks, &state.loader)?;
             if ranks.rank == 0 {
@@ -437,8 +426,13 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
                 last_ckpt = Some(checkpoint::save(
                     &cfg.out, &w.master, &cfg.model, &moments, &state,
                 )?);
+                // Cleaning up never stops training (an error here would also leave the
+                // other ranks waiting in their next all-reduce): said, and left.
                 if let Some(keep) = cfg.keep_checkpoints {
-                    for (path, why) in checkpoint::keep_latest(&cfg.out, keep, step)? {
+                    let left = checkpoint::keep_latest(&cfg.out, keep, step).unwrap_or_else(|e| {
+                        vec![(checkpoint::checkpoints_dir(&cfg.out), e.to_string())]
+                    });
+                    for (path, why) in left {
                         progress.note(&format!(
                             "--keep-checkpoints: left {} ({why})",
                             path.display()

@@ -87,11 +87,19 @@ pub(super) fn diverged(
     rank: usize,
     step: u64,
     loss: String,
-    what: String,
+    weights: Option<String>,
     last: Option<&Path>,
 ) -> TrainError {
+    let record = Diverged {
+        step,
+        loss,
+        weights,
+    };
+    let what = match &record.weights {
+        None => format!("loss became {}", record.loss),
+        Some(name) => format!("update left {name} non-finite"),
+    };
     if rank == 0 {
-        let record = Diverged { step, loss };
         if let Err(e) = record.write(&cfg.out) {
             return e.into();
         }

@@ -62,9 +62,11 @@ pub fn prepare(
     }
     if let Some(other) = existing_job(&work_path) {
         if other != job {
-            return Err(refuse(format!(
-                "holds an unfinished different job ({other}, this one is {job}); rerun that job's command to finish it, or pass --overwrite"
-            )));
+            return Err(Error::OtherUnfinishedJob {
+                path: out.to_path_buf(),
+                found: other,
+                job: job.to_string(),
+            });
         }
         remove_manifest_temporaries(out)?;
         return Ok(OutState::Start);

@@ -88,6 +88,9 @@ impl EpochRun<'_> {
             }
         }
         self.window_start += n as u64;
+        // Steps this window made whole release their held batches now, not at this rank's
+        // next batch.
+        self.release(self.window_start);
     }
 
     /// Hands out the next full batch, once `seen` global items make its step whole where
