@@ -231,22 +231,14 @@ fn summary_counts_a_hugging_face_config() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A hostile Hugging Face folder is named before a model is built from it: integer weights
-/// (they were cast to floats of their bit patterns' values: loss NaN), ids outside the
-/// vocabulary (a panic inside libtorch later), a FIFO for a file (a hang), a damaged
-/// safetensors file (a raw reader error). An empty --out is filled, not replaced (it lost
-/// its permissions).
-#[test]
-fn hostile_hugging_face_folders_are_named() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tmp_dir("hf-hostile");
-    let run = dir.join("run");
+/// One training step of the tiny transformer on `data` into `run` (checkpoint step 1).
+fn one_tiny_step(data: &std::path::Path, run: &std::path::Path) {
     ok(&[
         "train",
         "--data",
-        s(c4_tokens()),
+        s(data),
         "--out",
-        s(&run),
+        s(run),
         "--arch",
         "transformer",
         "--preset",
@@ -261,6 +253,19 @@ fn hostile_hugging_face_folders_are_named() {
         "cpu",
         "-q",
     ]);
+}
+
+/// A hostile Hugging Face folder is named before a model is built from it: integer weights
+/// (they were cast to floats of their bit patterns' values: loss NaN), ids outside the
+/// vocabulary (a panic inside libtorch later), a FIFO for a file (a hang), a damaged
+/// safetensors file (a raw reader error). An empty --out is filled, not replaced (it lost
+/// its permissions).
+#[test]
+fn hostile_hugging_face_folders_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp_dir("hf-hostile");
+    let run = dir.join("run");
+    one_tiny_step(c4_tokens(), &run);
     let vocab = shared("spiece/t5-spiece.model");
     let hf = dir.join("hf");
     let step = run.join("checkpoints/step-00000001");
@@ -299,19 +304,7 @@ fn hostile_hugging_face_folders_are_named() {
         s(&tokens),
         "-q",
     ]);
-    let mut args = vec!["train", "--data", s(&tokens), "--out", s(&small)];
-    args.extend([
-        "--arch",
-        "transformer",
-        "--preset",
-        "tiny",
-        "--steps",
-        "1",
-        "--batch-size",
-        "2",
-    ]);
-    args.extend(["--inputs-length", "64", "--device", "cpu", "-q"]);
-    ok(&args);
+    one_tiny_step(&tokens, &small);
     let o = conveyor(&[
         "model",
         "export-hf",
