@@ -81,7 +81,8 @@ fn input(
     }
 }
 
-/// A state dict from Python: {"epoch", "position", "fingerprint" (hex)}.
+/// A state dict from Python: {"epoch", "position", "fingerprint" (hex)}, and "padding"
+/// where it is not 0.
 fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
     let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
         d.get_item(k)?.ok_or_else(|| {
@@ -95,10 +96,15 @@ fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
         .extract()
         .map_err(|_| bad("fingerprint"))?;
     let fingerprint = u64::from_str_radix(&fp, 16).map_err(|_| bad("fingerprint"))?;
+    let padding = match d.get_item("padding")? {
+        Some(v) => v.extract().map_err(|_| bad("padding"))?,
+        None => 0,
+    };
     Ok(LoaderState {
         epoch: get("epoch")?.extract().map_err(|_| bad("epoch"))?,
         position: get("position")?.extract().map_err(|_| bad("position"))?,
         fingerprint,
+        padding,
     })
 }
 
@@ -227,6 +233,9 @@ impl Loader {
         d.set_item("epoch", s.epoch)?;
         d.set_item("position", s.position)?;
         d.set_item("fingerprint", format!("{:016x}", s.fingerprint))?;
+        if s.padding > 0 {
+            d.set_item("padding", s.padding)?;
+        }
         Ok(d)
     }
 

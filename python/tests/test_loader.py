@@ -142,6 +142,24 @@ def test_aligned_ranks_read_step_by_step_what_one_process_reads(examples, c4_tok
                 assert sorted(together) == sorted(unpadded([whole])), (source, world, accumulate, s, "drop")
 
 
+def test_aligned_ranks_resume_from_any_batch_of_the_last_step(examples):
+    # 2 ranks accumulating 3: a rank can owe several empty batches after its last rows; a
+    # state taken between them resumes with exactly the ones still owed.
+    n = rows_of_an_epoch(examples)
+    batch = next(b for b in range(2, 200) if leaves_a_rank_short(n, 2, 3, b) and (n % (6 * b)) // 2 < b)
+    kw = dict(world_size=2, align_steps=3, epochs=2, seed=1, shuffle_buffer=50)
+    for rank in range(2):
+        straight = conveyor.Loader(examples, batch, rank=rank, **kw)
+        seen = []
+        for b in straight:
+            seen.append((unpadded([b]), straight.state_dict()))
+        end = len(seen) // 2
+        for i in range(end - 3, end):
+            rest = [unpadded([b]) for b in conveyor.Loader(examples, batch, rank=rank, state=seen[i][1], **kw)]
+            assert rest == [x for x, _ in seen[i + 1:]], (rank, i, seen[i][1])
+        assert any("padding" in s for _, s in seen)
+
+
 def test_a_rank_beyond_the_items_gets_empty_batches_in_step(examples):
     # More ranks than items: the last rank has none, and with align_steps takes part in each
     # epoch's one step with an empty batch (it used to stop with "gave rank no batch" while

@@ -559,6 +559,7 @@ fn gather_loader_states(ranks: &Ranks, mine: &LoaderState) -> Result<Vec<LoaderS
         mine.epoch as i64,
         mine.position as i64,
         mine.fingerprint as i64,
+        mine.padding as i64,
     ];
     Ok(ranks
         .gather(&v)?
@@ -567,6 +568,7 @@ fn gather_loader_states(ranks: &Ranks, mine: &LoaderState) -> Result<Vec<LoaderS
             epoch: r[0] as u64,
             position: r[1] as u64,
             fingerprint: r[2] as u64,
+            padding: r[3] as u64,
         })
         .collect())
 }

@@ -46,6 +46,9 @@ pub(super) struct EpochRun<'a> {
     /// short last one (dropped on every rank), held until enough items are read to make
     /// it whole.
     held: Option<VecDeque<Batch>>,
+    /// Empty batches of `align_steps` this rank had in this epoch before this run (a resume
+    /// inside the epoch's last step).
+    padded: u64,
 }
 
 impl EpochRun<'_> {
@@ -100,6 +103,7 @@ impl EpochRun<'_> {
             epoch: self.epoch,
             position: 0,
             fingerprint: self.plan.fingerprint,
+            padding: 0,
         };
         if let Some(mut b) = self.batcher.take(state) {
             b.state.position = self.pushed - self.batcher.waiting_items() as u64;
@@ -137,25 +141,40 @@ impl EpochRun<'_> {
         }
     }
 
-    /// With `align_steps`, the empty batches that end this rank's epoch of `items` global
+    /// With `align_steps`, how many empty batches end this rank's epoch of `items` global
     /// items with the others': every item has been pushed, so `pushed` is this rank's count
     /// (one row each: batches of them are `pushed / batch_size`, rounded up, whether or not
     /// the epoch was resumed). `items` is counted by the shard readers, not by the windows,
     /// which a resume at the epoch's end skips past it.
-    fn pad_to_step(&mut self, items: u64) {
-        let Some(total) = aligned_batches(self.plan, items) else {
-            return;
-        };
+    fn padding(&self, items: u64) -> u64 {
         let real = self.pushed.div_ceil(self.plan.cfg.batch_size as u64);
-        for _ in real..total {
+        aligned_batches(self.plan, items).map_or(0, |total| total.saturating_sub(real))
+    }
+
+    /// Where the loader stands after this rank's last item (`padding` empty batches in), or
+    /// at the next epoch's start once nothing of this one is left to hand out: a state
+    /// taken inside the epoch's last step resumes with the empty batches still owed.
+    fn end_state(&self, padding: u64, owed: u64) -> LoaderState {
+        let (epoch, position, padding) = match padding < owed {
+            true => (self.epoch, self.pushed, padding),
+            false => (self.epoch + 1, 0, 0),
+        };
+        LoaderState {
+            epoch,
+            position,
+            fingerprint: self.plan.fingerprint,
+            padding,
+        }
+    }
+
+    /// The empty batches of `align_steps` this rank still owes the epoch.
+    fn pad_to_step(&mut self, items: u64) {
+        let owed = self.padding(items);
+        for k in self.padded + 1..=owed {
             if !self.open {
                 return;
             }
-            let state = LoaderState {
-                epoch: self.epoch + 1,
-                position: 0,
-                fingerprint: self.plan.fingerprint,
-            };
+            let state = self.end_state(k, owed);
             self.emit(Batch::empty(state, self.plan.packed_source));
         }
     }
@@ -174,11 +193,7 @@ impl EpochRun<'_> {
             h.clear();
         }
         if self.open && self.batcher.ready() > 0 && !self.plan.cfg.drop_remainder {
-            let state = LoaderState {
-                epoch: self.epoch + 1,
-                position: 0,
-                fingerprint: self.plan.fingerprint,
-            };
+            let state = self.end_state(0, self.padding(items));
             if let Some(b) = self.batcher.take(state) {
                 self.sent += 1;
                 if self.tx.send(Ok(b)).is_err() {
@@ -234,6 +249,7 @@ pub(super) fn run_epoch(
         open: true,
         sent: 0,
         held: (cfg.drop_remainder && aligned_batches(plan, 0).is_some()).then(VecDeque::new),
+        padded: state.padding,
     };
     let mut global = 0u64;
     for &k in &order {

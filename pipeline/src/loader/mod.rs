@@ -114,6 +114,10 @@ pub struct LoaderState {
     pub position: u64,
     /// The configuration this state belongs to (restoring into another is refused).
     pub fingerprint: u64,
+    /// With `align_steps`: the empty batches this rank has had after its last item in this
+    /// epoch (a state inside an epoch's last step; 0 elsewhere).
+    #[serde(default)]
+    pub padding: u64,
 }
 
 /// One source shard: its path and how many items (rows) it holds, if known.
@@ -168,6 +172,7 @@ impl Loader {
                 epoch: 0,
                 position: 0,
                 fingerprint: plan.fingerprint,
+                padding: 0,
             },
         };
         Self::start(plan, state)
@@ -181,6 +186,7 @@ impl Loader {
             epoch,
             position: 0,
             fingerprint: plan.fingerprint,
+            padding: 0,
         };
         Self::start(plan, state)
     }
@@ -397,6 +403,7 @@ fn produce(plan: Plan, start: LoaderState, tx: SyncSender<Result<Batch, Error>>)
                     epoch: state.epoch + 1,
                     position: 0,
                     fingerprint: plan.fingerprint,
+                    padding: 0,
                 }
             }
             Ok((false, _)) => return,
