@@ -305,30 +305,23 @@ fn hostile_hugging_face_folders_are_named() {
         "-q",
     ]);
     one_tiny_step(&tokens, &small);
-    let o = conveyor(&[
-        "model",
-        "export-hf",
-        s(&small.join("checkpoints/step-00000001")),
-        "--out",
-        s(&dir.join("hf-spm")),
-        "--vocab",
-        s(&spm.with_extension("model")),
-    ]);
+    let step1 = small.join("checkpoints/step-00000001");
+    let export = |out: &str, vocab: &std::path::Path| {
+        let args = ["model", "export-hf", s(&step1), "--out"];
+        conveyor(&[&args[..], &[s(&dir.join(out)), "--vocab", s(vocab)]].concat())
+    };
+    let o = export("hf-spm", &spm.with_extension("model"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("</s> is id 2") && err.contains("--layout spm"),
         "{err}"
     );
     assert!(!dir.join("hf-spm").exists());
-    ok(&[
-        "model",
-        "export-hf",
-        s(&small.join("checkpoints/step-00000001")),
-        "--out",
-        s(&dir.join("hf-t5")),
-        "--vocab",
-        s(&crate::common::root().join("fixtures/vocab/fixture.model")),
-    ]);
+    let o = export(
+        "hf-t5",
+        &crate::common::root().join("fixtures/vocab/fixture.model"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let empty = dir.join("empty");
     std::fs::create_dir(&empty).unwrap();

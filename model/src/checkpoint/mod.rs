@@ -97,6 +97,13 @@ fn io(path: &Path, e: impl std::fmt::Display) -> CheckpointError {
     }
 }
 
+/// The step of a checkpoint folder's name as conveyor writes it (`step-` and eight digits).
+fn step_of(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")
+        .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse().ok())
+}
+
 pub fn checkpoints_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
@@ -116,10 +123,7 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     };
     let text = String::from_utf8_lossy(&text);
     let name = text.trim();
-    let well_formed = name
-        .strip_prefix("step-")
-        .is_some_and(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()));
-    let what = if !well_formed {
+    let what = if step_of(name).is_none() {
         let shown: String = name.chars().take(40).collect();
         format!("does not name a checkpoint folder (step- and eight digits): it holds {shown:?}")
     } else if !dir.join(name).join("trainer_state.json").is_file() {

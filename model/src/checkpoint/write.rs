@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn, Tensor};
 
-use super::{checkpoints_dir, io, latest, CheckpointError, FileSum, TrainerState, SUMMED};
+use super::{checkpoints_dir, io, latest, step_of, CheckpointError, FileSum, TrainerState, SUMMED};
 use crate::config::ModelConfig;
 
 /// Removes a checkpoint folder a save is about to write again (the temporary folder of a
@@ -151,11 +151,7 @@ pub fn keep_latest(
     for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
         let entry = entry.map_err(|e| io(&dir, e))?;
         let name = entry.file_name();
-        let n = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("step-"))
-            .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<u64>().ok());
+        let n = name.to_str().and_then(step_of);
         // The entry's own type: a link to a folder is not one of ours.
         let folder = entry.file_type().is_ok_and(|t| t.is_dir());
         if let Some(n) = n.filter(|&n| n <= step && folder) {

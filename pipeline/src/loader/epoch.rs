@@ -24,6 +24,11 @@ pub(super) fn aligned_batches(plan: &Plan, items: u64) -> Option<u64> {
     })
 }
 
+/// Whether `align_steps` applies (asked for, and not to examples packed here).
+pub(super) fn steps_aligned(plan: &Plan) -> bool {
+    aligned_batches(plan, 0).is_some()
+}
+
 /// One epoch's work for this rank: the window shuffle, the rank filter and the batcher.
 pub(super) struct EpochRun<'a> {
     plan: &'a Plan,
@@ -248,7 +253,7 @@ pub(super) fn run_epoch(
         ),
         open: true,
         sent: 0,
-        held: (cfg.drop_remainder && aligned_batches(plan, 0).is_some()).then(VecDeque::new),
+        held: (cfg.drop_remainder && steps_aligned(plan)).then(VecDeque::new),
         padded: state.padding,
     };
     let mut global = 0u64;

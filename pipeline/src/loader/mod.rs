@@ -193,7 +193,7 @@ impl Loader {
 
     fn start(plan: Plan, state: LoaderState) -> Result<Self, Error> {
         let batches_per_epoch = batches_per_epoch(&plan);
-        let steps_aligned = aligned_batches(&plan, 0).is_some();
+        let steps_aligned = epoch::steps_aligned(&plan);
         let (tx, rx) = sync_channel(plan.cfg.prefetch.max(1));
         let handle = std::thread::Builder::new()
             .name("conveyor-loader".into())
