@@ -41,6 +41,14 @@ if len(found) == 1:
 else:
     sys.exit(f"expected one unit-test binary of conveyor-model, cargo built {found}")')
 strip -o "$DIR/model-tests" "$tests"
+# The Python package as `make python` installs it (the example trainer's stage): its Python
+# files and its native module, stripped, in DIR/../python/conveyor.
+make python
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+PKG=$(dirname "$DIR")/python/conveyor
+mkdir -p "$PKG"
+cp "$SITE"/conveyor/*.py "$SITE"/conveyor/*.pyi "$SITE"/conveyor/py.typed "$PKG"/
+strip -o "$PKG/_native.abi3.so" "$SITE/conveyor/_native.abi3.so"
 export LD_LIBRARY_PATH=$TORCH/lib
 line=$("$DIR/conveyor-torch" env | grep "cuda graph bridge" || true)
 echo "$line"
@@ -48,4 +56,7 @@ case $line in
   *"cuda graph bridge: built, nccl bridge: built"*) ;;
   *) echo "the bridges are stand-ins: rebuild against the CUDA torch wheel (scripts/setup.sh)" >&2; exit 1 ;;
 esac
-du -sh "$DIR"
+du -sh "$DIR" "$(dirname "$PKG")"
+# A device run carries at most 64 MiB.
+kb=$(du -sk "$(dirname "$DIR")" | cut -f1)
+[ "$kb" -le 65536 ] || { echo "$(dirname "$DIR") is ${kb} KiB: over the 64 MiB a device run carries" >&2; exit 1; }

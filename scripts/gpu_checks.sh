@@ -10,7 +10,7 @@
 # hf-step.txt and the demo report.
 # WHEELS=DIR names transformers' wheels for a machine without network (scripts/gpu_hf.sh).
 # Each stage has its own time limit, so one failure does not cost the others. Stages run in
-# the order of what is least known; by default issue 19's (gputests ... nccl, an estimated
+# the order of what is least known; by default issue 19's (gputests ... nccl) and the never-run pyexample (an estimated
 # 9 minutes on an H200 from the earlier run's stage times, gpu_hf.sh now at one round; not
 # measured: a first call of ~9.5 minutes reaches most of them; on an 80 GB H100 the
 # paper-shape rows that do not fit run again at half the batch); ONLY=key,key runs only those (keys in brackets in the log: a second
@@ -39,8 +39,11 @@ if [ "${DRY_RUN:-0}" = 1 ]; then DEV=cpu BASE=tiny BIG=4 LENGTHS=64,128; fi
 # Issue 19's stages run by default; the others were measured on an H200 before (docs/bench/h200)
 # and run with ONLY=all or by name.
 ISSUE19="gputests paperbase traingraph graphs figures sdpa hf optim precision nccl"
-KEYS="$ISSUE19 resume repeat bf16 demo"
-ONLY=${ONLY:-${ISSUE19// /,}}
+# Never run on a GPU yet: the Python package's example trainer (examples/hf_t5_pretrain.py).
+UNRUN="pyexample"
+KEYS="$ISSUE19 pyexample resume repeat bf16 demo"
+DEFAULT="$ISSUE19 $UNRUN"
+ONLY=${ONLY:-${DEFAULT// /,}}
 for k in ${ONLY//,/ }; do
   [ "$k" = all ] || [[ " $KEYS " == *" $k "* ]] || { echo "ONLY: no stage $k (stages: $KEYS)" >&2; exit 2; }
 done
@@ -329,6 +332,33 @@ d = max(abs(x["loss"] - y["loss"]) for x, y in zip(a[:30], b))
 print(f"NCCL 1 rank vs no process group, steps 1-30: largest loss difference {d:.3g}; "
       f"world_size in the checkpoint: {json.load(open(sys.argv[3]))['world_size']}")
 PY
+fi
+
+if want pyexample; then
+stage pyexample "the Python package on CUDA: examples/hf_t5_pretrain.py (transformers' T5 fed by conveyor.Loader), 12 steps straight vs 6 + --resume to 12"
+# scripts/device_bin.sh copies the installed package (conveyor/, its native module stripped)
+# beside BIN; transformers is the device's own. One GPU cannot hold two NCCL ranks: this runs
+# one process, the example's CUDA path (its CUDA random state saved and restored on resume);
+# the two-rank path is tested on the CPU with Gloo (python/tests/test_example_trainer.py).
+PY_PKG=$(cd "$BIN/.." && pwd)/python
+ex=(examples/hf_t5_pretrain.py --tokens "$WORK/tokens" --inputs-length 64 --batch-size 8 --device $DEV --save-every 6)
+if PYTHONPATH=$PY_PKG python3 -c 'import conveyor, transformers; print("conveyor", conveyor.__file__, "transformers", transformers.__version__)'; then
+  PYTHONPATH=$PY_PKG timeout 120 python3 "${ex[@]}" --out "$WORK/py-straight" --steps 12
+  PYTHONPATH=$PY_PKG timeout 120 python3 "${ex[@]}" --out "$WORK/py-resumed" --steps 6
+  PYTHONPATH=$PY_PKG timeout 120 python3 "${ex[@]}" --out "$WORK/py-resumed" --steps 12 --resume
+  python3 - "$WORK/py-straight/log.jsonl" "$WORK/py-resumed/log.jsonl" <<'PY'
+import json, sys
+try:
+    a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:])
+    d = max(abs(x - y) for x, y in zip(a, b))
+    print(f"straight vs resumed at 6: steps {len(a)} / {len(b)} (12 each expected); largest loss difference "
+          f"{d:.3g} (0 = bit-exact; dropout 0.1 on both); step 12 {a[-1]:.5f} / {b[-1]:.5f}")
+except Exception as e:
+    print(f"straight vs resumed: {e!r}")
+PY
+else
+  echo "no conveyor package beside BIN or no transformers here: scripts/device_bin.sh copies the package"
+fi
 fi
 
 if want resume; then
