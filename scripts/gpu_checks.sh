@@ -18,8 +18,8 @@
 # scripts/gpu_checks.sh BIN_DIR OUT_DIR; ONLY=all runs every stage.
 # DRY_RUN=1 runs the same stages on the CPU with tiny sizes, to check the script itself.
 # From a development machine with the device tool: `scripts/device_bin.sh` builds release,
-# strips both binaries and the model's unit-test binary into .device/bin (git-ignored; about
-# 48 MB, under the 64 MiB a run may carry) and checks their CUDA graph and NCCL bridges are real; then run
+# strips both binaries and the model's unit-test binary into .device/bin and the Python package into .device/python (git-ignored; about
+# 59 MB, under the 64 MiB a run may carry) and checks their CUDA graph and NCCL bridges are real; then run
 # `scripts/gpu_checks.sh .device/bin $OUT` carrying .device, with a time limit that leaves
 # room for a second call (ONLY=...) for the stages the log shows were not reached.
 set -u
