@@ -255,11 +255,14 @@ impl ModelConfig {
     }
 
     /// Whether weights saved with the config `other` load into this one: every field agrees
-    /// but `attention` (how attention is computed, no property of the weights), and
+    /// but `attention` (how attention is computed) and the dropout rates (T5 v1.1 pre-trains
+    /// without dropout and fine-tunes with 0.1), none of them a property of the weights, and
     /// `scale_logits` where one of them only repeats what its head implies.
     pub fn same_weights(&self, other: &ModelConfig) -> bool {
         let mut o = other.clone();
         o.attention = self.attention;
+        o.dropout = self.dropout;
+        o.weight_dropout = self.weight_dropout;
         o.normalized() == self.clone().normalized()
     }
 

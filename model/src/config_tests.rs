@@ -58,6 +58,10 @@ fn the_attention_field_is_optional_and_round_trips() {
     .is_err());
     // A checkpoint of either loads into the other; a different shape does not.
     assert!(c.same_weights(&read) && read.same_weights(&c));
+    // Nor do the dropout rates (fine-tuning with dropout a model pre-trained without).
+    let mut dropped = c.clone();
+    (dropped.dropout, dropped.weight_dropout) = (0.0, 0.3);
+    assert!(c.same_weights(&dropped) && dropped.same_weights(&c));
     let mut wider = c.clone();
     wider.d_model = 128;
     assert!(!c.same_weights(&wider));
