@@ -235,4 +235,43 @@ fn rows_longer_than_the_position_table_are_refused() {
         err.contains(ag_news().to_str().unwrap()) && err.contains("up to 128 input and 16 target"),
         "{err}"
     );
+    // Evaluation too (it decoded them, every position past 31 reading row 31).
+    ok(&[
+        "train",
+        "--data",
+        tokens().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--arch",
+        "lightconv",
+        "--preset",
+        "tiny",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--inputs-length",
+        "24",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "-q",
+    ]);
+    let eval = tmp_path("too-long-eval");
+    let o = conveyor(&[
+        "eval",
+        "--checkpoint",
+        run.join("checkpoints/step-00000001").to_str().unwrap(),
+        "--data",
+        ag_news().to_str().unwrap(),
+        "--out",
+        eval.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("learned position table of 32 rows") && err.contains("up to 128 input"),
+        "{err}"
+    );
 }

@@ -137,6 +137,14 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
             model_cfg.vocab_size, m.settings.vocab_size
         )));
     }
+    let lengths = m.settings.lengths;
+    crate::train::data::fits_positions(
+        &model_cfg,
+        &cfg.data,
+        lengths.inputs_length,
+        lengths.targets_length,
+        false,
+    )?;
     let mut vs = nn::VarStore::new(cfg.device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
     checkpoint::load_weights(&cfg.checkpoint, &mut vs)?;
@@ -162,7 +170,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
         rows.truncate(n);
     }
     let eos = m.settings.eos_id as i64;
-    let max_len = m.settings.lengths.targets_length;
+    let max_len = lengths.targets_length;
     let mut predictions = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(cfg.batch_size.max(1)) {
         let width = chunk.iter().map(|r| r.inputs.len()).max().unwrap_or(1);

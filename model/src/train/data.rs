@@ -112,9 +112,9 @@ pub(crate) fn check_lengths(
     cfg: &ReadSpec,
     data: &Path,
 ) -> Result<(), TrainError> {
-    let Some(max) = model.max_length() else {
+    if model.max_length().is_none() {
         return Ok(());
-    };
+    }
     let (inputs, targets) = match data_kind(data)? {
         DataKind::Tokens(_) => (cfg.inputs_length, 0),
         DataKind::Examples(m) => (
@@ -122,15 +122,27 @@ pub(crate) fn check_lengths(
             m.settings.lengths.targets_length,
         ),
     };
-    if inputs.max(targets) > max {
-        return Err(TrainError::Refused(format!(
+    fits_positions(model, data, inputs, targets, cfg.pack)
+}
+
+/// Rows of `data` of up to `inputs` / `targets` tokens fit the model's learned position
+/// table, if it has one (past its end every position would read its last row).
+pub(crate) fn fits_positions(
+    model: &crate::ModelConfig,
+    data: &Path,
+    inputs: usize,
+    targets: usize,
+    packed: bool,
+) -> Result<(), TrainError> {
+    match model.max_length() {
+        Some(max) if inputs.max(targets) > max => Err(TrainError::Refused(format!(
             "{}: rows of up to {inputs} input and {targets} target tokens{} do not fit the model's learned position table of {max} rows: give the model \"max_positions\": {} in --config, or write the data with --inputs-length of at most {max}",
             data.display(),
-            if cfg.pack { " (packed)" } else { "" },
+            if packed { " (packed)" } else { "" },
             inputs.max(targets)
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A batch on `device`: ids and 0/1 masks, and segment ids and positions of packed rows.

@@ -14,7 +14,7 @@
 //! optimiser moments are restored by parameter name, so on CPU the losses after a resume
 //! equal those of an uninterrupted run.
 
-mod data;
+pub(crate) mod data;
 mod grads;
 mod graph_step;
 mod loss;
