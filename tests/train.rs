@@ -381,6 +381,23 @@ fn wrong_inputs_are_refused_with_a_reason() {
         );
         assert!(!fresh.exists());
     }
+    // AdamW without a rate would take T5's Adafactor schedule as its own (0.01 from step 1);
+    // checkpoints every 0 steps would be one every step.
+    for (flags, said) in [
+        (
+            &["--optimizer", "adamw"][..],
+            "--optimizer adamw needs --lr",
+        ),
+        (&["--checkpoint-every", "0"][..], "--checkpoint-every"),
+    ] {
+        let fresh = run.join("flags");
+        let mut args = train_args(fresh.to_str().unwrap(), "transformer", "2");
+        args.extend(flags);
+        let o = conveyor(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(said), "{err}");
+        assert!(!fresh.exists());
+    }
     // Impossible shapes.
     let cfg = run.join("bad.json");
     std::fs::write(&cfg, r#"{"d_model": 30, "num_heads": 4}"#).unwrap();

@@ -117,12 +117,14 @@ pub struct TrainArgs {
     seed: u64,
     #[arg(long, value_enum, default_value = "adafactor")]
     optimizer: OptimizerArg,
-    /// Constant learning rate (fine-tuning); default: T5's 1/sqrt(max(step, warmup)).
+    /// Constant learning rate (fine-tuning); default: T5's 1/sqrt(max(step, warmup)), a
+    /// relative step for Adafactor only (--optimizer adamw needs --lr).
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long, default_value_t = 10_000)]
     warmup: u64,
-    #[arg(long, default_value_t = 1000)]
+    /// Save a checkpoint every N steps (and at the last).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
     /// Keep only the N newest checkpoints: older step folders are removed after each save
     /// (only those holding nothing but checkpoint files; the one `latest` names stays).
@@ -292,6 +294,12 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
             "--lr {lr} is not a positive learning rate"
         );
     }
+    // T5's default schedule is Adafactor's relative step (1/sqrt(warmup) = 0.01 from the
+    // first step, scaled by each parameter's size): as AdamW's absolute rate it diverges.
+    anyhow::ensure!(
+        a.lr.is_some() || !matches!(a.optimizer, OptimizerArg::Adamw),
+        "--optimizer adamw needs --lr (T5's default schedule, 1/sqrt(max(step, --warmup)), is a relative step size for Adafactor: 0.01 from the first step as AdamW's rate); give a rate such as --lr 1e-4"
+    );
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
     a.eval_data = a
