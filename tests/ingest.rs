@@ -475,6 +475,7 @@ fn worker(
         .env_remove("SLURM_ARRAY_TASK_ID")
         .env_remove("SLURM_ARRAY_TASK_MIN")
         .env_remove("SLURM_ARRAY_TASK_COUNT")
+        .env_remove("SLURM_ARRAY_TASK_MAX")
         .env_remove("JOB_COMPLETION_INDEX")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -556,6 +557,35 @@ fn three_workers_merged_write_exactly_what_one_worker_writes() {
         !o.status.success() && err.contains("different job"),
         "{err}"
     );
+    // Slurm arrays of some of the tasks (reruns) do not say the split's worker count: a
+    // one-task array ran the whole job as one process (and advised --overwrite, which removed
+    // the finished parts), two tasks 11-12 ran as a split of 2, and 10,12 took 12 for worker
+    // 1. Each is refused, asking for the count, with nothing changed.
+    let before = files(&many);
+    for (id, min, max, count, said) in [
+        ("12", "12", "12", "1", "--num-workers 3 --worker-index I"),
+        ("12", "11", "12", "2", "give --num-workers 3"),
+        ("12", "10", "12", "2", "has gaps"),
+    ] {
+        let o = crate::common::conveyor_cmd()
+            .arg("ingest")
+            .arg(&inputs)
+            .args(["--vocab", &t5(), "--out", many.to_str().unwrap()])
+            .args(["--shard-tokens", "20000", "-q"])
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env("SLURM_ARRAY_TASK_ID", id)
+            .env("SLURM_ARRAY_TASK_MIN", min)
+            .env("SLURM_ARRAY_TASK_MAX", max)
+            .env("SLURM_ARRAY_TASK_COUNT", count)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(said),
+            "{id} of {min}-{max}: {err}"
+        );
+        assert_eq!(files(&many), before);
+    }
     finished(worker(&inputs, &many, "k8s", 2, "20000"));
     let out = ok(&["manifest", "merge", many.to_str().unwrap()]);
     assert!(out.contains("merged 3 workers' parts"), "{out}");

@@ -71,6 +71,16 @@ pub fn prepare(
         remove_manifest_temporaries(out)?;
         return Ok(OutState::Start);
     }
+    // A split job's parts: this process was asked to run the whole job, most often by a
+    // scheduler rerunning one worker (`sbatch --array=17` is an array of one task).
+    let parts = super::workers::read_part_files(out)?;
+    if let Some((_, p)) = parts.first() {
+        return Err(refuse(format!(
+            "holds the parts of a {n}-worker split ({} of them finished), and this process was asked to run the whole job as one: to run a worker of that split give --num-workers {n} --worker-index I (a Slurm array of some of the tasks, such as `sbatch --array=17`, does not say the split's worker count: give both flags in the batch script); once all {n} are finished, `conveyor manifest merge` joins them. --overwrite would remove them",
+            parts.len(),
+            n = p.worker.count
+        )));
+    }
     let foreign = std::fs::read_dir(out)
         .map_err(|e| Error::io(out, e))?
         .filter_map(|e| e.ok())

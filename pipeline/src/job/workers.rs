@@ -72,6 +72,21 @@ impl Worker {
             (None, None, Some(i)) => (Some(i), "JOB_COMPLETION_INDEX"),
             _ => (None, ""),
         };
+        // An array with gaps (`--array=10,12`, or a step) numbers its tasks otherwise than
+        // the workers 0..count: ID - MIN would give task 12 worker 1's share.
+        if let (None, Some(_), Some(min), Some(max), Some(count)) = (
+            worker_index,
+            slurm_index,
+            num("SLURM_ARRAY_TASK_MIN")?,
+            num("SLURM_ARRAY_TASK_MAX")?,
+            num("SLURM_ARRAY_TASK_COUNT")?,
+        ) {
+            if max.checked_sub(min).map(|d| d + 1) != Some(count) {
+                return Err(Error::Config(format!(
+                    "the Slurm array (tasks {min} to {max}, {count} of them) has gaps or a step, so this task's worker index cannot be told from SLURM_ARRAY_TASK_ID; give --num-workers and --worker-index in the batch script"
+                )));
+            }
+        }
         let (count, count_from) = match (num_workers, num("SLURM_ARRAY_TASK_COUNT")?) {
             (Some(n), _) => (Some(n), "--num-workers"),
             (None, Some(n)) if index_from == "SLURM_ARRAY_TASK_ID" => {
@@ -303,8 +318,9 @@ pub fn prepare_out(
         }
         if other.worker.count != w.count {
             return Err(refuse(format!(
-                "holds a part of a {}-worker split; this worker is one of {}",
-                other.worker.count, w.count
+                "holds a part of a {n}-worker split; this worker was asked to be one of {}: give --num-workers {n} (a Slurm array of some of the tasks, such as `sbatch --array=16-17`, does not say the split's worker count: give --num-workers and --worker-index in the batch script)",
+                w.count,
+                n = other.worker.count
             )));
         }
         done |= other.worker == w;
@@ -487,5 +503,17 @@ mod tests {
         assert!(Worker::resolve(Some(4), Some(4), env(none)).is_err());
         let bad = [("SLURM_ARRAY_TASK_ID", "x")];
         assert!(Worker::resolve(None, None, env(&bad)).is_err());
+        // A whole array numbered from 10 (MAX given, as Slurm does), then one with a gap.
+        let mut whole = slurm.to_vec();
+        whole.push(("SLURM_ARRAY_TASK_MAX", "14"));
+        assert_eq!(
+            got(Worker::resolve(None, None, env(&whole)).unwrap()),
+            w(2, 5)
+        );
+        whole[3].1 = "15";
+        let e = Worker::resolve(None, Some(5), env(&whole))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gaps") && e.contains("--worker-index"), "{e}");
     }
 }
