@@ -296,6 +296,40 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
         m["source"], "s3://corpus/tokens",
         "the manifest names the URL it read"
     );
+    // --overwrite with other settings over the URL: a shard of the old dataset of the same
+    // size as the new one's (made so here: seed 1's shard with a byte changed, listed by the
+    // old manifest with its checksum) was skipped, left under the new manifest.
+    let local_ex1 = tmp_path("s3-local-examples-seed1");
+    let seed1 = |tokens: &str, out: &str, extra: &[&str]| {
+        let mut a = corrupt(tokens, out);
+        a.extend(["--seed", "1"].iter().chain(extra).map(|s| s.to_string()));
+        a
+    };
+    ok(&strs(&seed1(arg(&local), arg(&local_ex1), &[])));
+    let name = m["shards"][0]["file"].as_str().unwrap().to_string();
+    let mut stale = std::fs::read(local_ex1.join(&name)).unwrap();
+    let middle = stale.len() / 2;
+    stale[middle] ^= 0xff;
+    let stale_path = tmp_dir("s3-stale").join(&name);
+    std::fs::write(&stale_path, &stale).unwrap();
+    let mut old = m.clone();
+    old["shards"][0]["sha256"] = conveyor_pipeline::shard::file_sha256(&stale_path)
+        .unwrap()
+        .into();
+    old["shards"][0]["bytes"] = stale.len().into();
+    moto.put("corpus", &format!("examples/{name}"), &stale_path);
+    let old_manifest = stale_path.with_file_name("manifest.json");
+    std::fs::write(&old_manifest, serde_json::to_vec(&old).unwrap()).unwrap();
+    moto.put("corpus", "examples/manifest.json", &old_manifest);
+    moto.ok(&strs(&seed1(
+        "s3://corpus/tokens",
+        "s3://corpus/examples",
+        &["--overwrite"],
+    )));
+    assert!(
+        moto.dataset("corpus", "examples") == dataset_summary(&local_ex1),
+        "--overwrite left a stale shard of the same size at the URL"
+    );
     // Training reads a dataset at a URL (from a local copy): the same losses as from disk.
     let losses = |data: &str, tag: &str| {
         let run = tmp_path(tag);

@@ -2,7 +2,8 @@
 //! output folder (temporary names, journals, resume), and [`upload`] copies the finished
 //! files to the URL, `manifest.json` last, so a reader that finds the manifest finds every
 //! shard it lists. Uploads skip objects already there with the same size (a rerun after an
-//! interrupted upload sends only what is missing); files and folders whose names start with
+//! interrupted upload sends only what is missing) unless the manifest there gives the file
+//! another checksum than the new one (or none); files and folders whose names start with
 //! `.` (work folders, journals) stay local. [`download`] is the reverse, used by
 //! `manifest merge` on a URL and by jobs that read a dataset (token shards) from a URL.
 
@@ -87,12 +88,13 @@ pub fn remote_files(loc: &Location) -> Result<BTreeMap<String, u64>, Error> {
 /// What a mirroring upload may delete under an output URL: the files the URL's manifest
 /// listed before the upload (and that manifest), and workers' part folders; other objects
 /// are the user's and are never deleted.
-fn conveyor_output(rel: &str, listed: &std::collections::HashSet<String>) -> bool {
-    rel.starts_with("parts/worker-") || rel == "manifest.json" || listed.contains(rel)
+fn conveyor_output(rel: &str, listed: &BTreeMap<String, Option<String>>) -> bool {
+    rel.starts_with("parts/worker-") || rel == "manifest.json" || listed.contains_key(rel)
 }
 
-/// The files the manifest at `loc` lists (none when there is no readable conveyor manifest).
-fn listed_remote(loc: &Location) -> std::collections::HashSet<String> {
+/// The files the manifest at `loc` lists, with the checksum it gives each (none when there
+/// is no readable conveyor manifest).
+fn listed_remote(loc: &Location) -> BTreeMap<String, Option<String>> {
     let mut text = Vec::new();
     let read = super::read::RemoteReader::open(&loc.join("manifest.json").url).and_then(|mut r| {
         r.read_to_end(&mut text).map_err(|e| Error::Remote {
@@ -100,10 +102,18 @@ fn listed_remote(loc: &Location) -> std::collections::HashSet<String> {
             message: e.to_string(),
         })
     });
-    let Ok(v) = read.map(|_| serde_json::from_slice::<serde_json::Value>(&text)) else {
+    match read {
+        Ok(_) => listed(&text, Path::new(&loc.url)),
+        Err(_) => Default::default(),
+    }
+}
+
+/// The files a manifest's text lists (token and example shards, or a clean job's outputs)
+/// with their sha256 where it gives one; names that would leave `base` are left out.
+fn listed(text: &[u8], base: &Path) -> BTreeMap<String, Option<String>> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(text) else {
         return Default::default();
     };
-    let Ok(v) = v else { return Default::default() };
     let (list, key) = match v.get("shards") {
         Some(list) => (list, "file"),
         None => (&v["files"], "output"),
@@ -111,9 +121,9 @@ fn listed_remote(loc: &Location) -> std::collections::HashSet<String> {
     list.as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| e[key].as_str())
-        .filter(|name| crate::contain::check_name(name, Path::new(&loc.url)).is_ok())
-        .map(str::to_string)
+        .filter_map(|e| Some((e[key].as_str()?, e["sha256"].as_str())))
+        .filter(|(name, _)| crate::contain::check_name(name, base).is_ok())
+        .map(|(name, sum)| (name.to_string(), sum.map(str::to_string)))
         .collect()
 }
 
@@ -125,14 +135,26 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     let there = remote_files(&loc)?;
     let mine = local_files(dir)?;
     // Read before the upload replaces the manifest: what the old dataset was.
-    let listed = if mirror && there.contains_key("manifest.json") {
+    let old = if there.contains_key("manifest.json") {
         listed_remote(&loc)
     } else {
         Default::default()
     };
+    let manifest = dir.join("manifest.json");
+    let new = match std::fs::read(&manifest) {
+        Ok(text) => listed(&text, dir),
+        Err(_) => Default::default(),
+    };
     let mut t = Transfer::default();
     for (rel, len) in &mine {
-        if there.get(rel) == Some(len) && rel != "manifest.json" {
+        // An object of the same size is this file unless the dataset there now gives it
+        // another checksum (or none to compare): `--overwrite` makes files of the same
+        // names, some of the same sizes.
+        let same = match old.get(rel) {
+            None => true,
+            Some(sum) => sum.is_some() && new.get(rel) == Some(sum),
+        };
+        if there.get(rel) == Some(len) && rel != "manifest.json" && same {
             t.skipped += 1;
             continue;
         }
@@ -143,7 +165,7 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     if mirror {
         let mine: std::collections::HashSet<&str> = mine.iter().map(|(m, _)| m.as_str()).collect();
         for rel in there.keys() {
-            if conveyor_output(rel, &listed) && !mine.contains(rel.as_str()) {
+            if conveyor_output(rel, &old) && !mine.contains(rel.as_str()) {
                 let obj = loc.join(rel);
                 runtime()
                     .block_on(obj.store.delete(&obj.key))
@@ -456,8 +478,8 @@ mod tests {
 
     #[test]
     fn only_listed_outputs_are_mirrored_away() {
-        let listed: std::collections::HashSet<String> =
-            ["train-00003-of-00010.parquet".to_string()].into();
+        let listed: BTreeMap<String, Option<String>> =
+            [("train-00003-of-00010.parquet".to_string(), None)].into();
         let ours = |rel: &str| conveyor_output(rel, &listed);
         assert!(ours("manifest.json"));
         assert!(ours("train-00003-of-00010.parquet"));
