@@ -544,3 +544,56 @@ fn targets_keep_their_length_and_holdout_splits_are_named() {
         );
     }
 }
+
+/// Task files sorted by label (aclImdb's neg/ then pos/, Sentiment140's CSV) are written in a
+/// seeded random order, as TFDS writes datasets: in read order a loader's shuffle buffer saw
+/// one label for thousands of steps.
+#[test]
+fn task_examples_are_written_in_a_random_order() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::UInt16Type;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let text =
+        std::fs::read_to_string(shared("ag_news/train_subset_581rows_noncontiguous.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_by_key(|l| l.split(',').next().unwrap().to_string());
+    let sorted = tmp_dir("sorted-task").join("train.csv");
+    std::fs::write(&sorted, lines.join("\n") + "\n").unwrap();
+    let out = tmp_path("sorted-task-examples");
+    ok(&[
+        "task",
+        "prepare",
+        "ag_news",
+        "--input",
+        sorted.to_str().unwrap(),
+        "--vocab",
+        &shared("spiece/t5-spiece.model"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let mut targets: Vec<Vec<u16>> = Vec::new();
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "parquet") {
+            let file = std::fs::File::open(e.path()).unwrap();
+            for b in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let b = b.unwrap();
+                let l = b.column_by_name("targets").unwrap().as_list::<i32>();
+                for i in 0..l.len() {
+                    targets.push(l.value(i).as_primitive::<UInt16Type>().values().to_vec());
+                }
+            }
+        }
+    }
+    assert_eq!(targets.len(), lines.len());
+    let longest = targets
+        .chunk_by(|a, b| a == b)
+        .map(<[_]>::len)
+        .max()
+        .unwrap();
+    // Four labels in random order: runs of a few rows (read order: ~145).
+    assert!(longest < 20, "{longest} rows of one label in a row");
+}

@@ -18,6 +18,7 @@ use conveyor_pipeline::examples::{
 use conveyor_pipeline::job::outdir;
 use conveyor_pipeline::job::workers::{part_dir, Worker, WorkerState};
 use conveyor_pipeline::manifest::VocabInfo;
+use conveyor_pipeline::rng::{Rng, Stream};
 use conveyor_pipeline::shard::shard_name;
 use conveyor_pipeline::tokenize::{load, TokenizerKind};
 use rayon::prelude::*;
@@ -214,6 +215,8 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     if task.revision() > 0 {
         identity["revision"] = task.revision().into();
     }
+    // Written in read order before: such a folder is another job.
+    identity["order"] = "shuffled".into();
     let mut files = Vec::new();
     for p in &cfg.inputs {
         let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -342,7 +345,18 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         let tmp = work.join(format!("shard-{i:05}.parquet"));
         let mut w = ExampleShardWriter::create_text(&tmp, narrow)?;
         let mut source_tokens = 0u64;
-        for (ids, (_, ex)) in encoded.iter().zip(&examples).filter(|(_, (j, _))| j == i) {
+        // In a seeded random order, as TFDS writes a dataset: task files are often sorted by
+        // label (aclImdb's neg/ then pos/, Sentiment140's 800k negative then 800k positive),
+        // and a loader's shuffle buffer of 10,000 would train on one label for thousands of
+        // steps. Drawn per input (by its index), so a split job writes the same shards.
+        let mut rows: Vec<(&Ids, &crate::Example)> = encoded
+            .iter()
+            .zip(&examples)
+            .filter(|(_, (j, _))| j == i)
+            .map(|(ids, (_, ex))| (ids, ex))
+            .collect();
+        Rng::for_item(0, 0, Stream::Shuffle, 0x7a5c, *i as u64).shuffle(&mut rows);
+        for (ids, ex) in rows {
             w.push_text(ids, &ex.inputs, &ex.targets, ex.category.as_deref())?;
             source_tokens += (ids.inputs.len() + ids.targets.len()) as u64;
         }
