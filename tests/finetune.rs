@@ -115,6 +115,53 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         "cpu",
     ]);
     assert!(ckpt.join("eval-ag_news/metrics.json").exists());
+    // A mistyped checkpoint is named and nothing is made (the default --out lies inside it:
+    // its folders were created, with a lock and a temporary, and then named a run folder).
+    let typo = tmp_path("no-such-run").join("checkpoints/step-00000002");
+    let o = conveyor(&[
+        "eval",
+        "--checkpoint",
+        typo.to_str().unwrap(),
+        "--data",
+        d,
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!tmp_path("no-such-run").exists());
+    // The manifest's vocabulary path is as prepare was given it (here a relative one, from
+    // another folder than eval runs in): named, with --vocab to pass.
+    let moved = tmp_dir("ag-relative-vocab");
+    for e in std::fs::read_dir(&data).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), moved.join(e.file_name())).unwrap();
+        }
+    }
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(moved.join("manifest.json")).unwrap())
+            .unwrap();
+    m["vocab"]["path"] = "spiece/t5-spiece.model".into();
+    std::fs::write(moved.join("manifest.json"), m.to_string()).unwrap();
+    let mut args = vec!["eval", "--checkpoint", ckpt.to_str().unwrap()];
+    args.extend(["--data", moved.to_str().unwrap(), "--device", "cpu"]);
+    let o = conveyor(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not a file from here: pass --vocab"),
+        "{err}"
+    );
+    let temporaries = std::fs::read_dir(ckpt.join("eval-ag_news"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(temporaries, 0, "a failed evaluation leaves no temporary");
+    args.extend(["--vocab", &vocab, "--limit", "4"]);
+    ok(&args);
     let from_run = ok(&["report", r]);
     assert!(from_run.contains("AG News"), "{from_run}");
 

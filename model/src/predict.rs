@@ -117,6 +117,14 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
         .vocab
         .clone()
         .unwrap_or_else(|| PathBuf::from(&m.vocab.path));
+    // The manifest's path is as prepare was given it: relative to where it ran.
+    if cfg.vocab.is_none() && !vocab_path.is_file() {
+        return Err(refused(format!(
+            "{}'s manifest names its vocabulary {}, which is not a file from here: pass --vocab with the SentencePiece model it was prepared with",
+            cfg.data.display(),
+            vocab_path.display()
+        )));
+    }
     let tok = conveyor_pipeline::tokenize::load(
         &vocab_path,
         conveyor_pipeline::tokenize::TokenizerKind::Native,

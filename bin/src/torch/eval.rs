@@ -52,6 +52,8 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     let device = select_device(a.device.into())?;
     let task_name = prepared_task(&a)?;
     let task = conveyor_tasks::resolve(&task_name, a.task_file.as_deref())?;
+    // A mistyped checkpoint is named before anything is made (inside it, by default).
+    conveyor_model::checkpoint::read_config(&a.checkpoint)?;
     let out = a
         .out
         .clone()
@@ -81,6 +83,9 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         batch_size: a.batch_size,
         limit: a.limit,
         device,
+    })
+    .inspect_err(|_| {
+        let _ = std::fs::remove_file(&pred_tmp);
     })?;
     write_predictions(file, &predictions)?;
     let column = |f: fn(&Prediction) -> String| predictions.iter().map(f).collect::<Vec<_>>();

@@ -143,6 +143,19 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 /// built from it: a shape that cannot work, or more parameters than `model.safetensors`
 /// holds values (an edited or mismatched config), is refused here, not by the allocator.
 pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
+    if !ckpt.is_dir() {
+        return Err(CheckpointError::Mismatch {
+            path: ckpt.to_path_buf(),
+            message: format!(
+                "{}: give a checkpoint folder (RUN/checkpoints/step-NNNNNNNN)",
+                if ckpt.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                }
+            ),
+        });
+    }
     // A run folder holds a model_config.json too, but no weights: named as what it is.
     if ckpt.join("checkpoints").is_dir() && !ckpt.join("model.safetensors").exists() {
         let latest = latest(ckpt).ok().flatten();
