@@ -151,7 +151,11 @@ pub fn open(path: &Path, opts: &SourceOptions) -> Result<Box<dyn Source>, Error>
             c,
             opts.max_document_bytes,
         )?)),
-        Some(Format::Wet(c)) => Ok(Box::new(wet::WetSource::open(path, c)?)),
+        Some(Format::Wet(c)) => Ok(Box::new(wet::WetSource::open(
+            path,
+            c,
+            opts.max_document_bytes,
+        )?)),
         Some(Format::Parquet) => Ok(Box::new(parquet::ParquetSource::open(
             path,
             &opts.text_field,

@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use super::{Compression, Document, ProblemKind, Raw, ReadError, Source};
 use crate::error::Error;
 
-/// A record's headers (name, value) and its body.
-type Record = (Vec<(String, String)>, Vec<u8>);
+/// A record's headers (name, value) and its body, or the body's length where it is over
+/// the limit (passed over unread into memory).
+type Record = (Vec<(String, String)>, Result<Vec<u8>, u64>);
+
+/// The longest header line read: a WARC header is a name and a short value.
+const MAX_HEADER_LINE: u64 = 64 << 10;
 
 pub struct WetSource {
     path: PathBuf,
@@ -18,16 +22,19 @@ pub struct WetSource {
     read: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Documents handed out (or skipped) so far.
     records: u64,
+    /// The largest body read into memory (`SourceOptions::max_document_bytes`).
+    cap: usize,
 }
 
 impl WetSource {
-    pub fn open(path: &Path, compression: Compression) -> Result<Self, Error> {
+    pub fn open(path: &Path, compression: Compression, cap: usize) -> Result<Self, Error> {
         let (reader, read) = super::bytes::open_decoded(path, compression)?;
         Ok(Self {
             path: path.to_path_buf(),
             reader,
             read,
             records: 0,
+            cap,
         })
     }
 
@@ -47,10 +54,20 @@ impl WetSource {
         ReadError::io(self.records, &e, || self.fail(format!("{what}{e}")).message)
     }
 
-    /// Reads the next line into `line` (cleared first); its length, 0 at the end.
+    /// Reads the next line into `line` (cleared first); its length, 0 at the end. A line
+    /// longer than a header can be is an error, not read whole.
     fn read_line(&mut self, line: &mut String) -> Result<usize, ReadError> {
         line.clear();
-        self.reader.read_line(line).map_err(|e| self.fail_io(e, ""))
+        let n = (&mut self.reader)
+            .take(MAX_HEADER_LINE)
+            .read_line(line)
+            .map_err(|e| self.fail_io(e, ""))?;
+        if n as u64 == MAX_HEADER_LINE && !line.ends_with('\n') {
+            return Err(self.fail(format!(
+                "a line of over {MAX_HEADER_LINE} bytes where WARC headers are: not a WET file?"
+            )));
+        }
+        Ok(n)
     }
 
     /// The next record: its headers (name, value) and body, or None at the end.
@@ -81,13 +98,29 @@ impl WetSource {
                 headers.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let length: usize = header(&headers, "Content-Length")
+        let length: u64 = header(&headers, "Content-Length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| self.fail("a record without a valid Content-Length".into()))?;
-        let mut body = vec![0u8; length];
-        self.reader
-            .read_exact(&mut body)
-            .map_err(|e| self.fail_io(e, "a record is cut short: "))?;
+        // Read as it comes, never allocated from the header: a Content-Length of 2^50 is a
+        // damaged or hostile file, not a reason to ask for a petabyte.
+        let mut body = Vec::new();
+        let mut rest = (&mut self.reader).take(length);
+        let read = if length > self.cap as u64 {
+            std::io::copy(&mut rest, &mut std::io::sink())
+        } else {
+            rest.read_to_end(&mut body).map(|n| n as u64)
+        }
+        .map_err(|e| self.fail_io(e, "a record is cut short: "))?;
+        if read < length {
+            return Err(self.fail(format!(
+                "a record is cut short: its Content-Length is {length}, the file ends after {read} bytes of it"
+            )));
+        }
+        let body = if length > self.cap as u64 {
+            Err(length)
+        } else {
+            Ok(body)
+        };
         Ok(Some((headers, body)))
     }
 }
@@ -120,6 +153,16 @@ impl Source for WetSource {
         while used < budget {
             let Some((headers, body)) = self.next_conversion()? else {
                 return Ok(false);
+            };
+            let body = match body {
+                Ok(body) => body,
+                Err(length) => {
+                    out.push(Raw::Bad(
+                        ProblemKind::TooLong,
+                        super::bytes::too_long(length, self.cap),
+                    ));
+                    continue;
+                }
             };
             used += body.len();
             out.push(match String::from_utf8(body) {
@@ -172,7 +215,7 @@ mod tests {
             )
             + &record("conversion", "https://a.example/2", "Other page.");
         std::fs::write(&p, text).unwrap();
-        let mut s = WetSource::open(&p, Compression::None).unwrap();
+        let mut s = WetSource::open(&p, Compression::None, 1 << 20).unwrap();
         let mut out = Vec::new();
         assert!(!s.read_batch(&mut out, usize::MAX).unwrap());
         assert_eq!(out.len(), 2);
@@ -186,16 +229,59 @@ mod tests {
         }
         // A record cut short is an error naming the file.
         std::fs::write(&p, &record("conversion", "u", "abcdef")[..120]).unwrap();
-        let mut s = WetSource::open(&p, Compression::None).unwrap();
+        let mut s = WetSource::open(&p, Compression::None, 1 << 20).unwrap();
         let e = s.read_batch(&mut Vec::new(), usize::MAX).unwrap_err();
         assert!(e.message.contains("x.warc.wet"), "{}", e.message);
+        // A Content-Length no file holds is not allocated (it aborted the process, or
+        // panicked on capacity overflow): the record is cut short, named.
+        for huge in ["1125899906842624", "18446744073709551615"] {
+            let bomb = record("conversion", "u", "abc")
+                .replace("Content-Length: 3", &format!("Content-Length: {huge}"));
+            std::fs::write(&p, bomb).unwrap();
+            let mut s = WetSource::open(&p, Compression::None, 1 << 20).unwrap();
+            let e = s.read_batch(&mut Vec::new(), usize::MAX).unwrap_err();
+            assert!(
+                e.message.contains("x.warc.wet") && e.message.contains("cut short"),
+                "{}",
+                e.message
+            );
+        }
+        // A record over the limit is passed over as too long; the next one reads.
+        let long = "x".repeat(2000);
+        std::fs::write(
+            &p,
+            record("conversion", "u1", &long) + &record("conversion", "u2", "short"),
+        )
+        .unwrap();
+        let mut s = WetSource::open(&p, Compression::None, 1000).unwrap();
+        let mut out = Vec::new();
+        assert!(!s.read_batch(&mut out, usize::MAX).unwrap());
+        assert!(
+            matches!(&out[0], Raw::Bad(ProblemKind::TooLong, _)),
+            "{:?}",
+            out[0]
+        );
+        assert!(
+            matches!(&out[1], Raw::Doc(d) if d.text == "short"),
+            "{:?}",
+            out[1]
+        );
+        // A header line without end is refused, not read whole.
+        std::fs::write(
+            &p,
+            format!("WARC/1.0\r\nWARC-Type: {}", "y".repeat(100_000)),
+        )
+        .unwrap();
+        let mut s = WetSource::open(&p, Compression::None, 1 << 20).unwrap();
+        let e = s.read_batch(&mut Vec::new(), usize::MAX).unwrap_err();
+        assert!(e.message.contains("not a WET file"), "{}", e.message);
     }
 
     #[test]
     fn the_common_crawl_excerpt_reads() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../shared/data/c4/wet/whirlwind.warc.wet.gz");
-        let mut s = WetSource::open(&p, Compression::Gzip).unwrap();
+        let mut s = WetSource::open(&p, Compression::Gzip, 1 << 20).unwrap();
         let mut out = Vec::new();
         s.read_batch(&mut out, usize::MAX).unwrap();
         assert_eq!(out.len(), 1);
