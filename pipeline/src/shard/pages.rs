@@ -17,6 +17,7 @@ use std::sync::Arc;
 use parquet::basic::{ConvertedType, Encoding, LogicalType, Type as PhysicalType};
 use parquet::column::page::{Page, PageReader};
 use parquet::file::metadata::ParquetMetaData;
+use parquet::file::reader::Length;
 use parquet::file::serialized_reader::SerializedPageReader;
 use parquet::schema::types::ColumnDescriptor;
 
@@ -131,9 +132,39 @@ impl PageRows {
                 ),
             ));
         }
+        let file = Positioned::new(file).map_err(|e| Error::io(path, e))?;
+        // Every column chunk read lies inside the file (the parquet crate panics on a
+        // negative offset or length: a damaged footer, whatever checksum a manifest gives).
+        for (g, group) in meta.row_groups().iter().enumerate() {
+            for &(leaf, _) in &columns {
+                let Some(c) = group.columns().get(leaf) else {
+                    return Err(Error::parquet(
+                        path,
+                        format!("row group {g} lacks column {leaf}; re-create the shard"),
+                    ));
+                };
+                let data = c.data_page_offset();
+                let start = c.dictionary_page_offset().map_or(data, |d| d.min(data));
+                let inside = u64::try_from(start)
+                    .ok()
+                    .zip(u64::try_from(c.compressed_size()).ok())
+                    .and_then(|(s, n)| s.checked_add(n))
+                    .is_some_and(|end| end <= file.len());
+                if !inside {
+                    return Err(Error::parquet(
+                        path,
+                        format!(
+                            "row group {g}'s column {leaf} lies outside the file (offset {start}, {} bytes, file {} bytes); re-create the shard",
+                            c.compressed_size(),
+                            file.len()
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
-            file: Positioned::new(file).map_err(|e| Error::io(path, e))?,
+            file,
             meta,
             columns,
             read_ahead: false,

@@ -477,3 +477,44 @@ fn a_damaged_page_read_ahead_is_an_error_and_stops_its_reader() {
     drop(c);
     assert_eq!(feeder.join().unwrap(), "stopped");
 }
+
+/// No change of one footer byte makes the reader panic (the parquet crate asserts on a
+/// column chunk's negative offset or length; a manifest may carry the damaged file's sum):
+/// every such shard reads, or is an error.
+#[test]
+fn a_damaged_footer_is_an_error_never_a_panic() {
+    let l = Layout {
+        narrow: true,
+        v2: false,
+        codec: 0,
+        page_bytes: 64,
+        group_rows: 5,
+        split: false,
+    };
+    let rows: Vec<(Vec<u32>, Vec<u32>)> = (0..12u32).map(|i| (vec![i; 3], vec![i + 1])).collect();
+    let path = scratch("footer.parquet");
+    write(&path, &l, &rows);
+    let good = std::fs::read(&path).unwrap();
+    let n = good.len();
+    let footer = u32::from_le_bytes(good[n - 8..n - 4].try_into().unwrap()) as usize;
+    let damaged = scratch("footer-damaged.parquet");
+    let mut panics = Vec::new();
+    for pos in n - 8 - footer..n - 8 {
+        for v in [0x00u8, 0x7f, 0x80, 0xff] {
+            let mut b = good.clone();
+            b[pos] = v;
+            std::fs::write(&damaged, &b).unwrap();
+            let read = std::panic::catch_unwind(|| {
+                ListRows::open_with(&damaged, &["inputs", "targets"], 0, true)
+                    .and_then(|r| r.for_each(|_| true))
+                    .map(|_| ())
+            });
+            if read.is_err() {
+                panics.push((pos, v));
+            }
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(&damaged).unwrap();
+    assert!(panics.is_empty(), "panicked at (byte, value) {panics:?}");
+}
