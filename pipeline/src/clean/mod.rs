@@ -167,6 +167,10 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         "rules": cfg.rules, "badwords": badwords.as_ref().map(|b| b.sha256.clone()),
         "min_english": cfg.min_english, "dedup": cfg.dedup, "text_field": cfg.text_field,
     });
+    // Closer to C4's code since revision 2 (lines cut as splitlines() cuts them, its
+    // bad-words pattern, pages the dedup leaves with too few sentences dropped): a folder
+    // cleaned before is another job.
+    identity["revision"] = 2.into();
     let mut files = Vec::new();
     let mut lens = Vec::new();
     for p in &paths {
@@ -228,6 +232,10 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             if let Some(file) = file {
                 if let Some(d) = &mut dedup {
                     d.add_output(&file)?;
+                    let dropped = dropped_path(&work, &name);
+                    if dropped.exists() {
+                        d.add_keys(&std::fs::read(&dropped).map_err(|e| Error::io(&dropped, e))?);
+                    }
                 }
                 progress.advance(lens[i], 0, 0);
                 records.push((i, done));
@@ -285,7 +293,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
                 text_bytes_in += doc.text.len() as u64;
                 let Ok(lines) = result else { continue };
                 let lines = match &mut dedup {
-                    Some(d) => match d.keep(lines, &mut counts) {
+                    Some(d) => match d.keep(lines, cfg.rules.min_sentences, &mut counts) {
                         Some(l) => l,
                         None => continue,
                     },
@@ -306,6 +314,14 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         }
         let text_bytes_out = writer.finish()?;
         std::fs::rename(&tmp, work.join(&name)).map_err(|e| Error::io(&tmp, e))?;
+        // Lines first seen on pages the dedup then dropped are in no output: kept beside it
+        // (before its record) so that a resumed run treats them as seen too.
+        if let Some(d) = &mut dedup {
+            let keys = d.take_dropped();
+            if !keys.is_empty() {
+                crate::manifest::write_atomic(&dropped_path(&work, &name), &keys.concat())?;
+            }
+        }
         let record = CleanFile {
             input: path.display().to_string(),
             output: name,
@@ -411,6 +427,12 @@ fn record_path(work: &Path, name: &str) -> PathBuf {
     work.join(format!("{name}.record.json"))
 }
 
+/// Beside a finished output in the work folder: the lines first seen on pages dropped after
+/// the dedup (16-byte keys).
+fn dropped_path(work: &Path, name: &str) -> PathBuf {
+    work.join(format!("{name}.dropped-lines"))
+}
+
 /// The record of an input an earlier run finished, if any (one that names another output
 /// file than the one asked for is not this input's record and is ignored).
 fn load_record(work: &Path, name: &str) -> Option<CleanFile> {
@@ -469,3 +491,6 @@ pub fn read_manifest(dir: &Path) -> Result<CleanManifest, Error> {
     }
     Ok(m)
 }
+
+#[cfg(test)]
+mod dedup_tests;

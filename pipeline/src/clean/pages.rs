@@ -38,6 +38,9 @@ pub(super) fn read_pages(
 #[derive(Default)]
 pub(super) struct Dedup {
     seen: HashSet<[u8; 16]>,
+    /// The first occurrences on pages dropped after the dedup since the last
+    /// [`Dedup::take_dropped`]: seen, but in no output (a resumed run reads them back).
+    dropped: Vec<[u8; 16]>,
 }
 
 impl Dedup {
@@ -51,36 +54,68 @@ impl Dedup {
         })
     }
 
-    /// The page's lines not seen before, or None (counted) when none is left.
-    pub fn keep(&mut self, lines: Vec<String>, counts: &mut RuleCounts) -> Option<Vec<String>> {
+    /// The page's lines not seen before, or None (counted) when none is left or they hold
+    /// fewer than `min_sentences` sentences.
+    pub fn keep(
+        &mut self,
+        lines: Vec<String>,
+        min_sentences: usize,
+        counts: &mut RuleCounts,
+    ) -> Option<Vec<String>> {
         let before = lines.len();
+        let mut keys = Vec::new();
         let kept: Vec<String> = lines
             .into_iter()
-            .filter(|l| self.seen.insert(line_key(l)))
+            .filter(|l| {
+                let k = line_key(l);
+                self.seen.insert(k) && {
+                    keys.push(k);
+                    true
+                }
+            })
             .collect();
-        after_dedup(kept, before, counts)
+        let page = after_dedup(kept, before, min_sentences, counts);
+        if page.is_none() {
+            self.dropped.extend(keys);
+        }
+        page
+    }
+
+    /// The keys [`Dedup::keep`] saw on pages it dropped, since the last call.
+    pub fn take_dropped(&mut self) -> Vec<[u8; 16]> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Marks keys written by [`Dedup::take_dropped`]'s caller as seen (resuming).
+    pub fn add_keys(&mut self, bytes: &[u8]) {
+        for k in bytes.chunks_exact(16) {
+            self.seen.insert(k.try_into().expect("16 bytes"));
+        }
     }
 }
 
-/// A page after line dedup (`before` lines in): counts the dropped lines, and the page when
-/// none is left (None).
+/// A page after line dedup (`before` lines in): counts the dropped lines, and the page
+/// (None) when none is left or, as C4's dedup does, when what is left holds fewer than
+/// `min_sentences` sentences (a page that kept one line of three).
 pub(super) fn after_dedup(
     kept: Vec<String>,
     before: usize,
+    min_sentences: usize,
     counts: &mut RuleCounts,
 ) -> Option<Vec<String>> {
     let dupes = (before - kept.len()) as u64;
     if dupes > 0 {
         *counts.lines_dropped.entry(LineDrop::Duplicate).or_default() += dupes;
     }
-    if kept.is_empty() {
-        *counts
-            .pages_dropped
-            .entry(PageDrop::AllLinesDuplicate)
-            .or_default() += 1;
-        return None;
-    }
-    Some(kept)
+    let drop = if kept.is_empty() {
+        PageDrop::AllLinesDuplicate
+    } else if dupes > 0 && super::rules::count_sentences(&kept.join("\n")) < min_sentences {
+        PageDrop::TooFewSentencesAfterDedup
+    } else {
+        return Some(kept);
+    };
+    *counts.pages_dropped.entry(drop).or_default() += 1;
+    None
 }
 
 /// Writes pages as C4 JSON lines (`text`, `timestamp`, `url`), gzip.

@@ -69,6 +69,8 @@ pub enum PageDrop {
     NotEnglish,
     BadWords,
     AllLinesDuplicate,
+    /// Fewer than `min_sentences` sentences left after line dedup.
+    TooFewSentencesAfterDedup,
 }
 
 /// Why a line was dropped.
@@ -137,6 +139,43 @@ pub fn strip_citations(line: &str) -> String {
 /// Sentences in `text`: runs ending in `.`, `!` or `?` (closing quotes or brackets may
 /// follow) before whitespace or the end, plus a last unterminated run. An approximation of
 /// the sentence tokenizer C4 used (nltk's punkt): abbreviations such as "Dr." count as ends.
+/// The lines of `text` as Python's `str.splitlines()` (which C4's `clean_page` uses) cuts
+/// them: at `\n`, `\r`, `\r\n`, `\x0b`, `\x0c`, `\x1c`-`\x1e`, `\u{85}`, `\u{2028}`,
+/// `\u{2029}`; no empty line after a final break.
+pub fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    let is_break = |c: char| {
+        matches!(
+            c,
+            '\n' | '\r'
+                | '\x0b'
+                | '\x0c'
+                | '\x1c'
+                | '\x1d'
+                | '\x1e'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
+    };
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(at) = rest.find(is_break) else {
+            return Some(std::mem::take(&mut rest));
+        };
+        let line = &rest[..at];
+        let brk = rest[at..].chars().next().expect("a break");
+        let mut next = at + brk.len_utf8();
+        if brk == '\r' && rest[next..].starts_with('\n') {
+            next += 1;
+        }
+        rest = &rest[next..];
+        Some(line)
+    })
+}
+
 pub fn count_sentences(text: &str) -> usize {
     let chars: Vec<char> = text.chars().collect();
     let mut n = 0;
@@ -182,7 +221,7 @@ pub fn clean_page(
         return drop_page(counts, PageDrop::TooLong);
     }
     let mut kept = Vec::new();
-    for raw in text.lines() {
+    for raw in split_lines(text) {
         counts.lines_in += 1;
         let line = raw.trim();
         let drop_line = |counts: &mut RuleCounts, why| {
@@ -258,6 +297,21 @@ mod tests {
             strip_citations("See [a] and [12a] and [ and ]."),
             "See [a] and [12a] and [ and ]."
         );
+    }
+
+    #[test]
+    fn lines_are_cut_where_python_splitlines_cuts_them() {
+        fn cut(t: &str) -> Vec<&str> {
+            split_lines(t).collect()
+        }
+        assert_eq!(cut("a\nb\r\nc\rd\u{2028}e"), ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            cut("a\x0b\x0cb\x1c\x1d\x1ec\u{85}d\u{2029}"),
+            ["a", "", "b", "", "", "c", "d"]
+        );
+        assert_eq!(cut("a\n\nb\n"), ["a", "", "b"]);
+        assert_eq!(cut("\r\n"), [""]);
+        assert!(cut("").is_empty());
     }
 
     #[test]

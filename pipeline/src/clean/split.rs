@@ -68,6 +68,7 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
         None
     };
     let mut dedup = (parts[0].manifest.dedup && sharded.is_none()).then(Dedup::default);
+    let min_sentences = parts[0].manifest.rules.min_sentences;
     let mut done = Vec::with_capacity(n);
     for (i, (w, mut f)) in slots.into_iter().enumerate() {
         let filtered = crate::contain::join(&part_dir(out, w), &f.output, &part_file(out, w))?;
@@ -79,8 +80,14 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
         read_pages(&filtered, |page, doc| {
             let lines: Vec<String> = doc.text.split('\n').map(str::to_string).collect();
             let kept = match (&mut dedup, drops) {
-                (Some(d), _) => d.keep(lines, &mut f.counts),
-                (None, Some(drops)) => apply_drops(lines, page, drops, &mut drop_at, &mut f.counts),
+                (Some(d), _) => d.keep(lines, min_sentences, &mut f.counts),
+                (None, Some(drops)) => apply_drops(
+                    lines,
+                    page,
+                    (drops, &mut drop_at),
+                    min_sentences,
+                    &mut f.counts,
+                ),
                 (None, None) => Some(lines),
             };
             if let Some(lines) = kept {
@@ -108,8 +115,8 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
 fn apply_drops(
     lines: Vec<String>,
     page: usize,
-    drops: &[(u64, u32)],
-    at: &mut usize,
+    (drops, at): (&[(u64, u32)], &mut usize),
+    min_sentences: usize,
     counts: &mut super::RuleCounts,
 ) -> Option<Vec<String>> {
     let before = lines.len();
@@ -123,7 +130,7 @@ fn apply_drops(
             kept.push(l);
         }
     }
-    after_dedup(kept, before, counts)
+    after_dedup(kept, before, min_sentences, counts)
 }
 
 /// The parts of a split clean (checked: one job, every worker present) and, per input in
