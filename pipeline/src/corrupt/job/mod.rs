@@ -283,6 +283,12 @@ pub fn check_spans(
     extra_ids: u32,
     l: Lengths,
 ) -> Result<(), Error> {
+    if density <= 0.0 {
+        // T5's mask would still take one token of every piece (it avoids a degenerate mask).
+        return Err(Error::Config(format!(
+            "noise density {density} asks for no noise, which span corruption cannot make (T5's mask would still take a token of every piece): give a density above 0 (T5's is 0.15)"
+        )));
+    }
     let noise = (l.tokens_length as f64 * density).round_ties_even();
     if noise < 1.0 || l.targets_length < 3 {
         let mut smallest = inputs_length + 1;
@@ -584,5 +590,19 @@ pub(super) fn examples_manifest(
         source_tokens: records.iter().map(|r| r.source_tokens).sum(),
         shards: records,
         task: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_density_of_zero_is_refused_for_what_it_is() {
+        let l = crate::corrupt::lengths::random_spans_helper(64, 0.0, 3.0).unwrap();
+        let e = super::check_spans(64, 0.0, 3.0, 100, l)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("asks for no noise"), "{e}");
+        let l = crate::corrupt::lengths::random_spans_helper(64, 0.15, 3.0).unwrap();
+        assert!(super::check_spans(64, 0.15, 3.0, 100, l).is_ok());
     }
 }
