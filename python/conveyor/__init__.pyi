@@ -43,7 +43,7 @@ def span_corruption(
     *,
     inputs_length: int,
     seed: int,
-    vocab_size: int,
+    vocab_size: int,  # SentencePiece pieces (32000), sentinels counted down from + extra_ids
     noise_density: float = 0.15,
     mean_span_length: float = 3.0,
     extra_ids: int = 100,
@@ -88,6 +88,8 @@ class Loader:
         align_steps: Optional[int] = None,
         state: Optional[dict[str, Any]] = None,
     ) -> None: ...
+    # epochs=N stops before epoch N: epochs 0 to N - 1 in all, counting the starting
+    # `epoch` (a resumed loader runs the rest of them); N at or below `epoch` is refused.
     def __iter__(self) -> "Loader": ...
     def __next__(self) -> dict[str, npt.NDArray[np.int32]]: ...
     def __len__(self) -> int:

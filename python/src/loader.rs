@@ -187,6 +187,14 @@ impl Loader {
         // Every rank ends each epoch after the same number of batches, a multiple of this
         // (a DDP step's micro-batches), padded with batches of no rows.
         cfg.align_steps = align_steps;
+        // `epochs` counts from epoch 0 (so a resumed loader runs the rest of them): one that
+        // starts at or past it would give nothing, silently.
+        if let Some(n) = epochs.filter(|&n| state.is_none() && n <= epoch) {
+            return Err(ConveyorError::new_err(format!(
+                "epochs={n} is where the loader stops (epochs 0 to {n} - 1 in all), and it starts at epoch={epoch}: nothing would be read; give epochs above epoch, e.g. epochs={}",
+                epoch + n.max(1)
+            )));
+        }
         let state = state.as_ref().map(state_of).transpose()?;
         let c = cfg.clone();
         let inner = py

@@ -235,6 +235,9 @@ def test_resume_across_the_epoch_boundary_and_from_a_later_epoch(examples):
         assert unpadded(head) + unpadded(rest) == full, f"stopped after {stop} batches"
     later = unpadded(conveyor.Loader(examples, 8, seed=2, shuffle_buffer=64, epoch=1, epochs=3))
     assert later == full[len(full) // 3:]
+    # epochs counts from 0: starting at or past it would read nothing, silently.
+    with pytest.raises(conveyor.ConveyorError, match="epochs=1 is where the loader stops"):
+        conveyor.Loader(examples, 8, epoch=1, epochs=1)
 
 
 def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples, c4_tokens):
