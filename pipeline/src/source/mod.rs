@@ -194,6 +194,7 @@ pub fn parse(raw: Raw, text_field: &str, limit: usize) -> Result<Document, (Prob
 /// Duplicates are dropped. Every argument must match something.
 pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
     let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for arg in args {
         let mut found = Vec::new();
         let p = Path::new(arg);
@@ -233,7 +234,14 @@ pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
         }
         found.sort();
         for f in found {
-            if !out.contains(&f) {
+            // One file named twice (`a.jsonl ./a.jsonl`, a link to it, a folder and a file in
+            // it) is read once: by its real path where it has one (a URL as written).
+            let real = if crate::remote::is_url(&f.to_string_lossy()) {
+                f.clone()
+            } else {
+                std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone())
+            };
+            if seen.insert(real) {
                 out.push(f);
             }
         }
@@ -241,14 +249,20 @@ pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
     Ok(out)
 }
 
+/// The corpus files under `dir`, as `find` and `os.walk` list them: links to folders are not
+/// followed (a link to `.` looped; a `latest` link beside a crawl read it twice).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         // A conveyor manifest in a folder of inputs (e.g. `conveyor clean`'s output) is not a
         // corpus file.
         let manifest = path.file_name().is_some_and(|n| n == "manifest.json");
+        let link = entry.file_type()?.is_symlink();
         if path.is_dir() {
-            walk(&path, out)?;
+            if !link {
+                walk(&path, out)?;
+            }
         } else if Format::of(&path).is_some() && !manifest {
             out.push(path);
         }
@@ -259,6 +273,30 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_named_twice_is_read_once_and_links_to_folders_are_not_followed() {
+        let dir = std::env::temp_dir().join(format!("conveyor-expand-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.jsonl"), "{}\n").unwrap();
+        std::fs::write(dir.join("sub/b.jsonl"), "{}\n").unwrap();
+        std::os::unix::fs::symlink(".", dir.join("loop")).unwrap();
+        std::os::unix::fs::symlink("sub", dir.join("latest")).unwrap();
+        std::os::unix::fs::symlink("a.jsonl", dir.join("c.jsonl")).unwrap();
+        let d = dir.display().to_string();
+        let got = expand_inputs(&[
+            d.clone(),
+            format!("{d}/a.jsonl"),
+            format!("{d}/./a.jsonl"),
+            format!("{d}/sub/../a.jsonl"),
+        ])
+        .unwrap();
+        // a.jsonl once (c.jsonl is a link to it), b.jsonl once (not again through latest/, and
+        // not endlessly through loop/).
+        assert_eq!(got, [dir.join("a.jsonl"), dir.join("sub/b.jsonl")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn formats_by_extension() {
