@@ -304,6 +304,29 @@ fn damaged_shards_are_named_not_consumed() {
         &["corrupt", s(&tokens), "--out", s(&ex)],
         &[s(&shard), "sha256", "inspect"],
     );
+    // The hint's `inspect --verify` reads example folders too (it refused them: "missing
+    // field text_field"), and names their damaged shards.
+    let good = sb.tokens("tokens-ex");
+    let ex_ok = sb.work.join("ex-ok");
+    ok(&[
+        "corrupt",
+        s(&good),
+        "--out",
+        s(&ex_ok),
+        "--inputs-length",
+        "64",
+    ]);
+    let out = ok(&["inspect", s(&ex_ok), "--verify"]);
+    assert!(
+        out.contains("span corruption") && out.contains("shards ok"),
+        "{out}"
+    );
+    let ex_shard = first_shard(&ex_ok);
+    flip(&ex_shard, 4);
+    fails(
+        &["inspect", s(&ex_ok), "--verify"],
+        &[s(&ex_shard), "sha256"],
+    );
     // A truncated shard stops the loader before training.
     let tokens = sb.tokens("tokens-cut");
     let shard = first_shard(&tokens);

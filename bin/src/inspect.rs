@@ -1,10 +1,12 @@
-//! `conveyor inspect DIR`: the manifest in brief, the first documents decoded, and with
-//! `--verify` every shard's checksum and row count.
+//! `conveyor inspect DIR`: the manifest in brief, the first documents decoded (token
+//! folders), and with `--verify` every shard's checksum and row count (token and example
+//! folders: span corruption's and prepared tasks').
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use conveyor_pipeline::examples::{ExamplesManifest, Objective, EXAMPLES_FORMAT};
 use conveyor_pipeline::manifest::Manifest;
 use conveyor_pipeline::printable::{one_line, text as printable_text};
 use conveyor_pipeline::shard::{read_shard_head, verify_shard};
@@ -12,7 +14,7 @@ use conveyor_pipeline::tokenize::{load, TokenizerKind};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// A token directory written by `conveyor ingest`.
+    /// A token folder (`conveyor ingest`) or an example folder (`corrupt`, `task prepare`).
     dir: PathBuf,
     /// Documents to decode and show.
     #[arg(long, short = 'n', default_value_t = 3)]
@@ -26,12 +28,20 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
+    if format_of(&a.dir).as_deref() == Some(EXAMPLES_FORMAT) {
+        return examples(&a);
+    }
     let m = Manifest::read(&a.dir)?;
     summarise(&m);
     if a.docs > 0 && !m.shards.is_empty() {
         decode_head(&a, &m)?;
     }
-    if a.verify && verify(&a.dir, &m) > 0 {
+    let shards: Vec<(&str, &str, u64)> = m
+        .shards
+        .iter()
+        .map(|s| (s.file.as_str(), s.sha256.as_str(), s.rows))
+        .collect();
+    if a.verify && verify(&a.dir, &shards) > 0 {
         return Ok(1);
     }
     Ok(0)
@@ -109,12 +119,71 @@ fn decode_head(a: &InspectArgs, m: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks every shard's sha256 and row count, printing each failure; how many failed.
-fn verify(dir: &std::path::Path, m: &Manifest) -> usize {
-    let mut bad = 0;
+/// The `format` a folder's manifest names, if it can be read as JSON.
+fn format_of(dir: &std::path::Path) -> Option<String> {
+    let path = dir.join("manifest.json");
+    let text = conveyor_pipeline::regular::read_to_string(
+        &path,
+        conveyor_pipeline::regular::MAX_JSON_BYTES,
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["format"].as_str().map(str::to_string)
+}
+
+/// An example folder: its manifest in brief and, with `--verify`, its shards checked.
+fn examples(a: &InspectArgs) -> anyhow::Result<i32> {
+    let m = ExamplesManifest::read(&a.dir)?;
+    let what = match &m.settings.objective {
+        Objective::SpanCorruption => "span corruption".to_string(),
+        Objective::Task(t) => format!("task {}", one_line(t)),
+    };
+    let l = m.settings.lengths;
+    println!(
+        "{} v{} ({}), job {}: {what}, split {}",
+        one_line(&m.format),
+        m.version,
+        one_line(&m.created_by),
+        one_line(&m.job),
+        one_line(&m.settings.split)
+    );
+    println!(
+        "{} shards, {} examples in {} rows{}, inputs {} / targets {} tokens, vocabulary {} ({} ids)",
+        m.shards.len(),
+        m.examples,
+        m.rows,
+        if m.settings.pack { " (packed)" } else { "" },
+        l.inputs_length,
+        l.targets_length,
+        one_line(&m.vocab.path),
+        m.settings.vocab_size
+    );
     for s in &m.shards {
-        let checked = conveyor_pipeline::manifest::shard_path(dir, &s.file)
-            .and_then(|path| verify_shard(&path, &s.sha256, s.rows));
+        println!(
+            "  {}  {} rows  {} tokens  {:.1} MB",
+            one_line(&s.file),
+            s.rows,
+            s.tokens,
+            s.bytes as f64 / 1e6
+        );
+    }
+    let shards: Vec<(&str, &str, u64)> = m
+        .shards
+        .iter()
+        .map(|s| (s.file.as_str(), s.sha256.as_str(), s.rows))
+        .collect();
+    if a.verify && verify(&a.dir, &shards) > 0 {
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Checks every shard's sha256 and row count, printing each failure; how many failed.
+fn verify(dir: &std::path::Path, shards: &[(&str, &str, u64)]) -> usize {
+    let mut bad = 0;
+    for (file, sha256, rows) in shards {
+        let checked = conveyor_pipeline::manifest::shard_path(dir, file)
+            .and_then(|path| verify_shard(&path, sha256, *rows));
         if let Err(e) = checked {
             bad += 1;
             eprintln!("error: {}", printable_text(&e.to_string()));
@@ -122,8 +191,8 @@ fn verify(dir: &std::path::Path, m: &Manifest) -> usize {
     }
     println!(
         "\nverify: {} of {} shards ok",
-        m.shards.len() - bad,
-        m.shards.len()
+        shards.len() - bad,
+        shards.len()
     );
     bad
 }
