@@ -367,6 +367,12 @@ fn wrong_inputs_are_refused_with_a_reason() {
         err.contains("the run trained in f32") && err.contains("neither --bf16"),
         "{err}"
     );
+    // Adafactor's factoring rule is part of the run (its moments' shapes): named.
+    let mut factored = train_args(s, "transformer", "4");
+    factored.extend(["--resume", "--factor-min-dim", "0"]);
+    let o = conveyor(&factored);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("resume with --factor-min-dim 128"), "{err}");
     // A CUDA graph and the sync check need a CUDA device: refused before anything is written.
     for flag in ["--cuda-graph", "--check-syncs"] {
         let fresh = run.join(flag.trim_start_matches('-'));

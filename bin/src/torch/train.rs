@@ -117,6 +117,11 @@ pub struct TrainArgs {
     seed: u64,
     #[arg(long, value_enum, default_value = "adafactor")]
     optimizer: OptimizerArg,
+    /// Adafactor factors a matrix's second moment only when both its dimensions are at
+    /// least this (T5's min_dim_size_to_factor); 0 factors every matrix, as transformers'
+    /// Adafactor (and conveyor before this flag) does.
+    #[arg(long, default_value_t = conveyor_model::optim::T5_MIN_DIM_TO_FACTOR)]
+    factor_min_dim: usize,
     /// Constant learning rate (fine-tuning); default: T5's 1/sqrt(max(step, warmup)), a
     /// relative step for Adafactor only (--optimizer adamw needs --lr).
     #[arg(long)]
@@ -379,7 +384,10 @@ fn train_config(
         pack: a.pack,
         seed: a.seed,
         optimizer: match a.optimizer {
-            OptimizerArg::Adafactor => OptimizerKind::adafactor(),
+            OptimizerArg::Adafactor => OptimizerKind::Adafactor {
+                scale_parameter: true,
+                min_dim_to_factor: a.factor_min_dim,
+            },
             OptimizerArg::Adamw => OptimizerKind::adamw(),
         },
         schedule: match a.lr {

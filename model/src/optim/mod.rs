@@ -38,6 +38,13 @@ pub enum OptimizerKind {
     Adafactor {
         /// Scale the step by the parameter's RMS (T5: on).
         scale_parameter: bool,
+        /// A matrix's second moment is factored only when both its (last two) dimensions
+        /// are at least this: Mesh TF's `min_dim_size_to_factor`, 128 in T5 (a 32 x 12
+        /// relative-position table or a convolution's kernel weights keep a full moment); 0
+        /// factors every matrix, as transformers' Adafactor does. States written before the
+        /// field read as 0, what those runs did.
+        #[serde(default)]
+        min_dim_to_factor: usize,
     },
     AdamW {
         beta1: f64,
@@ -51,6 +58,15 @@ impl OptimizerKind {
     pub fn adafactor() -> Self {
         OptimizerKind::Adafactor {
             scale_parameter: true,
+            min_dim_to_factor: T5_MIN_DIM_TO_FACTOR,
+        }
+    }
+
+    /// Adafactor as transformers' implements it: every matrix factored.
+    pub fn adafactor_hf() -> Self {
+        OptimizerKind::Adafactor {
+            scale_parameter: true,
+            min_dim_to_factor: 0,
         }
     }
 
@@ -63,6 +79,9 @@ impl OptimizerKind {
         }
     }
 }
+
+/// T5's `AdafactorOptimizer.min_dim_size_to_factor`.
+pub const T5_MIN_DIM_TO_FACTOR: usize = 128;
 
 const EPS1: f64 = 1e-30;
 const EPS2: f64 = 1e-3;
@@ -115,7 +134,13 @@ impl Optimizer {
                 let z = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, p.device()));
                 let size = p.size();
                 match kind {
-                    OptimizerKind::Adafactor { .. } if size.len() >= 2 => {
+                    OptimizerKind::Adafactor {
+                        min_dim_to_factor, ..
+                    } if size.len() >= 2
+                        && size[size.len() - 2..]
+                            .iter()
+                            .all(|&d| d as usize >= min_dim_to_factor) =>
+                    {
                         let n = size.len();
                         let mut row = size.clone();
                         row.remove(n - 1);
@@ -217,7 +242,9 @@ impl Optimizer {
         };
         let with_grad = |i: &usize| grads[*i].defined();
         let result = match self.kind {
-            OptimizerKind::Adafactor { scale_parameter } => {
+            OptimizerKind::Adafactor {
+                scale_parameter, ..
+            } => {
                 let (mut f, mut v) = (foreach::Factored::default(), foreach::Full::default());
                 for (i, m) in self.moments.iter().enumerate() {
                     if !with_grad(&i) {
@@ -277,7 +304,12 @@ impl Optimizer {
             }
             let g = g.to_kind(Kind::Float);
             let update = match (self.kind, m) {
-                (OptimizerKind::Adafactor { scale_parameter }, m) => {
+                (
+                    OptimizerKind::Adafactor {
+                        scale_parameter, ..
+                    },
+                    m,
+                ) => {
                     let beta2 = 1.0 - t.powf(DECAY);
                     let mut sq = g.square();
                     let _ = sq.g_add_scalar_(EPS1);

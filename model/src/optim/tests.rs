@@ -60,7 +60,8 @@ fn run(shape: &[i64], rows: usize, cols: usize) {
         .set_requires_grad(true);
     let mut params = vec![p.shallow_clone()];
     let sched = Schedule::Constant { lr: 0.01 };
-    let mut opt = Optimizer::new(OptimizerKind::adafactor(), sched, &params);
+    // Every matrix factored, so that these small ones take the factored path.
+    let mut opt = Optimizer::new(OptimizerKind::adafactor_hf(), sched, &params);
     let mut reference = Reference {
         v: vec![0.0; n as usize],
         row: vec![0.0; rows],
@@ -210,9 +211,11 @@ fn multi_tensor_matches_per_tensor_on(
 #[test]
 fn multi_tensor_adafactor_matches_the_per_tensor_step() {
     multi_tensor_matches_per_tensor(OptimizerKind::adafactor(), Kind::Float);
+    multi_tensor_matches_per_tensor(OptimizerKind::adafactor_hf(), Kind::Float);
     multi_tensor_matches_per_tensor(
         OptimizerKind::Adafactor {
             scale_parameter: false,
+            min_dim_to_factor: 0,
         },
         Kind::Float,
     );
@@ -225,7 +228,7 @@ fn multi_tensor_adamw_matches_the_per_tensor_step() {
 
 #[test]
 fn multi_tensor_step_updates_bf16_weights_like_the_per_tensor_step() {
-    multi_tensor_matches_per_tensor(OptimizerKind::adafactor(), Kind::BFloat16);
+    multi_tensor_matches_per_tensor(OptimizerKind::adafactor_hf(), Kind::BFloat16);
     multi_tensor_matches_per_tensor(OptimizerKind::adamw(), Kind::BFloat16);
 }
 
@@ -245,7 +248,7 @@ fn moments_round_trip() {
         Tensor::zeros([4], (Kind::Float, Device::Cpu)),
     ];
     let a = Optimizer::new(
-        OptimizerKind::adafactor(),
+        OptimizerKind::adafactor_hf(),
         Schedule::Constant { lr: 1.0 },
         &params,
     );
@@ -255,7 +258,7 @@ fn moments_round_trip() {
         .map(|(n, t)| (n, t.ones_like()))
         .collect();
     let mut b = Optimizer::new(
-        OptimizerKind::adafactor(),
+        OptimizerKind::adafactor_hf(),
         Schedule::Constant { lr: 1.0 },
         &params,
     );
@@ -337,4 +340,34 @@ fn adamw_decays_bf16_weights_in_float32() {
             "multi-tensor {multi}: {wrong} weights decayed otherwise"
         );
     }
+}
+
+/// T5's rule: a matrix is factored only when both dimensions are at least 128 (Mesh TF's
+/// min_dim_size_to_factor); transformers' factors every matrix; vectors never are.
+#[test]
+fn small_matrices_keep_a_full_second_moment_as_in_t5() {
+    let shapes: [&[i64]; 4] = [&[32, 12], &[14, 768], &[128, 256], &[768]];
+    let params: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| Tensor::zeros(*s, (Kind::Float, tch::Device::Cpu)))
+        .collect();
+    let factored = |kind| -> Vec<bool> {
+        Optimizer::new(kind, Schedule::Constant { lr: 1e-3 }, &params)
+            .moments
+            .iter()
+            .map(|m| matches!(m, Moments::Factored { .. }))
+            .collect()
+    };
+    assert_eq!(
+        factored(OptimizerKind::adafactor()),
+        [false, false, true, false]
+    );
+    assert_eq!(
+        factored(OptimizerKind::adafactor_hf()),
+        [true, true, true, false]
+    );
+    // A state written before the field reads as what those runs did: every matrix factored.
+    let old: OptimizerKind =
+        serde_json::from_str(r#"{"kind": "adafactor", "scale_parameter": true}"#).unwrap();
+    assert_eq!(old, OptimizerKind::adafactor_hf());
 }

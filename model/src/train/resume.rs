@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::{Precision, Ranks, TrainConfig, TrainError, Weights};
 use crate::checkpoint::{self, TrainerState};
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, OptimizerKind};
 
 pub(super) fn fresh_state(cfg: &TrainConfig, world: usize) -> TrainerState {
     TrainerState {
@@ -104,8 +104,18 @@ fn check(
         ));
     }
     if saved.optimizer != cfg.optimizer {
+        let hint = match (saved.optimizer, cfg.optimizer) {
+            (
+                OptimizerKind::Adafactor {
+                    min_dim_to_factor: was,
+                    ..
+                },
+                OptimizerKind::Adafactor { .. },
+            ) => format!(" (resume with --factor-min-dim {was}; runs from before the flag factored every matrix: 0)"),
+            _ => String::new(),
+        };
         return refuse(format!(
-            "the run's optimiser was {:?} and this one is {:?}",
+            "the run's optimiser was {:?} and this one is {:?}{hint}",
             saved.optimizer, cfg.optimizer
         ));
     }
