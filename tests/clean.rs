@@ -157,6 +157,25 @@ fn corpus_stages_drop_what_they_should_in_input_order() {
         );
     }
     assert_eq!(run(&out1, "2")["already_complete"], true);
+    // A finished output cut short is named, not taken as complete (clean's manifest listed
+    // no sizes: a later ingest failed on the broken gzip stream).
+    let first = out1.join("c4-clean.00000-of-00002.json.gz");
+    let bytes = std::fs::read(&first).unwrap();
+    std::fs::write(&first, &bytes[..bytes.len() / 2]).unwrap();
+    let o = conveyor(&[
+        "clean",
+        dir.join("a.jsonl").to_str().unwrap(),
+        dir.join("b.jsonl").to_str().unwrap(),
+        "--out",
+        out1.to_str().unwrap(),
+        "--badwords",
+        words.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("its manifest lists") && err.contains("--overwrite"),
+        "{err}"
+    );
 }
 
 #[test]

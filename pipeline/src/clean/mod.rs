@@ -91,6 +91,10 @@ pub struct CleanFile {
     /// Bytes of text read (documents) and written.
     pub text_bytes_in: u64,
     pub text_bytes_out: u64,
+    /// The output file's size: a finished output is checked against it (absent in
+    /// manifests written before the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// `manifest.json` of a clean output folder.
@@ -312,7 +316,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
                 break;
             }
         }
-        let text_bytes_out = writer.finish()?;
+        let (text_bytes_out, bytes) = writer.finish()?;
         std::fs::rename(&tmp, work.join(&name)).map_err(|e| Error::io(&tmp, e))?;
         // Lines first seen on pages the dedup then dropped are in no output: kept beside it
         // (before its record) so that a resumed run treats them as seen too.
@@ -330,6 +334,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             error,
             text_bytes_in,
             text_bytes_out,
+            bytes: Some(bytes),
         };
         let json = serde_json::to_string(&record).expect("record serialises");
         crate::manifest::write_atomic(&record_path(&work, &record.output), json.as_bytes())?;

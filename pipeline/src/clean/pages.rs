@@ -149,12 +149,16 @@ impl PageWriter {
     }
 
     /// Finishes the file; returns the bytes of text written.
-    pub fn finish(self) -> Result<u64, Error> {
-        self.gz
+    /// Ends the file, on disk (synced): (text bytes written, the file's size).
+    pub fn finish(self) -> Result<(u64, u64), Error> {
+        let file = self
+            .gz
             .finish()
-            .and_then(|mut w| w.flush())
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_all().map(|_| f))
+            .and_then(|f| f.metadata())
             .map_err(|e| Error::io(&self.path, e))?;
-        Ok(self.text_bytes)
+        Ok((self.text_bytes, file.len()))
     }
 }
 

@@ -97,7 +97,7 @@ pub fn merge_parts(out: &Path, files: &[PathBuf]) -> Result<(usize, u64), Error>
             }
             Ok(())
         })?;
-        f.text_bytes_out = writer.finish()?;
+        (f.text_bytes_out, f.bytes) = writer.finish().map(|(t, b)| (t, Some(b)))?;
         std::fs::rename(&tmp, out.join(&name)).map_err(|e| Error::io(&tmp, e))?;
         f.output = name;
         done.push(f);
