@@ -157,6 +157,24 @@ fn corpus_stages_drop_what_they_should_in_input_order() {
         );
     }
     assert_eq!(run(&out1, "2")["already_complete"], true);
+    // Records that are not documents are named (they were counted only), and none at all
+    // (a wrong --text-field) fails the run.
+    let wrong = tmp_path("pages-wrong-field");
+    let o = conveyor(&[
+        "clean",
+        dir.join("a.jsonl").to_str().unwrap(),
+        "--out",
+        wrong.to_str().unwrap(),
+        "--text-field",
+        "content",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("none of the 3 records")
+            && err.contains("a.jsonl: record 1"),
+        "{err}"
+    );
     // A finished output cut short is named, not taken as complete (clean's manifest listed
     // no sizes: a later ingest failed on the broken gzip stream).
     let first = out1.join("c4-clean.00000-of-00002.json.gz");

@@ -122,14 +122,29 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     Ok(failed(&s))
 }
 
-/// Lists the inputs that could not be read to their end on stderr; the exit status: 1 when
-/// there were any (their readable part is cleaned and kept), as for ingest.
+/// Lists the inputs that could not be read to their end on stderr, and the records that were
+/// not documents; the exit status: 1 when an input failed (its readable part is cleaned and
+/// kept), as for ingest, or when no record at all was a document (a wrong --text-field).
 fn failed(s: &conveyor_pipeline::clean::CleanSummary) -> i32 {
     for f in &s.failed_inputs {
         eprintln!(
             "error: {}: {}",
             conveyor_pipeline::printable::one_line(&f.input),
             conveyor_pipeline::printable::text(&f.error)
+        );
+    }
+    let first = s.problems.first().map(String::as_str).unwrap_or("");
+    if s.unreadable > 0 && s.totals.pages_in == 0 {
+        eprintln!(
+            "error: none of the {} records read was a document (first: {first}); check --text-field and the input format",
+            s.unreadable
+        );
+        return 1;
+    }
+    if s.unreadable > 0 {
+        eprintln!(
+            "note: {} records were not documents and were skipped (first: {first}; manifest.json lists up to 10 per input)",
+            s.unreadable
         );
     }
     i32::from(!s.failed_inputs.is_empty())

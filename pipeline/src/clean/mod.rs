@@ -87,6 +87,9 @@ pub struct CleanFile {
     pub counts: RuleCounts,
     /// Records that could not be read as documents (bad JSON, bad UTF-8, no text).
     pub unreadable: u64,
+    /// The first of them (up to 10): "FILE: record N: why" (a JSON line's record is its line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     pub error: Option<String>,
     /// Bytes of text read (documents) and written.
     pub text_bytes_in: u64,
@@ -126,6 +129,9 @@ pub struct CleanSummary {
     /// Inputs that could not be read to their end (corrupt or truncated): what was read
     /// before the fault is cleaned and kept; the command exits 1.
     pub failed_inputs: Vec<FailedInput>,
+    /// Records of every input that were not documents, and the first of them named.
+    pub unreadable: u64,
+    pub problems: Vec<String>,
 }
 
 /// An input whose reading failed, and why (file and position).
@@ -149,6 +155,13 @@ fn summary(m: &CleanManifest, out: &Path, done: bool, secs: f64) -> CleanSummary
             .collect(),
         out: out.to_path_buf(),
         files: m.files.len(),
+        unreadable: m.files.iter().map(|f| f.unreadable).sum(),
+        problems: m
+            .files
+            .iter()
+            .flat_map(|f| f.problems.clone())
+            .take(10)
+            .collect(),
         totals: m.totals.clone(),
         text_bytes_in: m.text_bytes_in,
         text_bytes_out: m.text_bytes_out,
@@ -251,6 +264,8 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         let mut writer = PageWriter::create(&tmp)?;
         let mut counts = RuleCounts::default();
         let mut unreadable = 0u64;
+        let mut problems = Vec::new();
+        let mut record = 0u64;
         let mut text_bytes_in = 0u64;
         let mut src = source::open(path, &opts)?;
         let mut last_bytes = 0;
@@ -273,15 +288,23 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             };
             let docs: Vec<Document> = raw
                 .into_iter()
-                .filter_map(
-                    |r| match source::parse(r, &cfg.text_field, opts.max_document_bytes) {
+                .filter_map(|r| {
+                    record += 1;
+                    match source::parse(r, &cfg.text_field, opts.max_document_bytes) {
                         Ok(d) => Some(d),
-                        Err(_) => {
+                        Err((_, why)) => {
                             unreadable += 1;
+                            if problems.len() < 10 {
+                                problems.push(format!(
+                                    "{}: record {record}: {}",
+                                    path.display(),
+                                    crate::printable::one_line(&why)
+                                ));
+                            }
                             None
                         }
-                    },
-                )
+                    }
+                })
                 .collect();
             let filtered: Vec<(Result<Vec<String>, PageDrop>, RuleCounts)> = pool.install(|| {
                 docs.par_iter()
@@ -331,6 +354,7 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
             output: name,
             counts,
             unreadable,
+            problems,
             error,
             text_bytes_in,
             text_bytes_out,
