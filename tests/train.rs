@@ -349,6 +349,9 @@ fn wrong_inputs_are_refused_with_a_reason() {
         err.contains("transformer model") && err.contains("lightconv"),
         "{err}"
     );
+    // Not with a hint about position embeddings (lightconv's learned table differs from the
+    // transformer's none, which the message took for the cause).
+    assert!(!err.contains("position_embedding"), "{err}");
     // A run folder where a checkpoint is wanted is named as such, with one to pass.
     let exported = run.join("exported");
     let o = conveyor(&["model", "export-hf", s, "--out", exported.to_str().unwrap()]);
@@ -373,6 +376,23 @@ fn wrong_inputs_are_refused_with_a_reason() {
     let o = conveyor(&factored);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("resume with --factor-min-dim 128"), "{err}");
+    // Another inputs length is named (the loader said only "another data configuration").
+    let mut longer = train_args(s, "transformer", "4");
+    longer[14] = "32";
+    assert_eq!(longer[13], "--inputs-length");
+    longer.push("--resume");
+    let o = conveyor(&longer);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("at --inputs-length 64 and this one asks for 32"),
+        "{err}"
+    );
+    // Resuming without --arch takes the run's own model (it asked for --arch).
+    let mut bare = train_args(s, "transformer", "5");
+    bare.drain(5..9);
+    bare.push("--resume");
+    assert!(!bare.contains(&"--arch"));
+    ok(&bare);
     // A CUDA graph and the sync check need a CUDA device: refused before anything is written.
     for flag in ["--cuda-graph", "--check-syncs"] {
         let fresh = run.join(flag.trim_start_matches('-'));

@@ -318,7 +318,12 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         );
     }
     let vocab = data_vocab_size(&a.data)?;
-    let model = match (&a.init, a.model.arch) {
+    // Resuming without --arch: the run's own model (its latest checkpoint's configuration).
+    let resumed = match (a.resume, &a.init, a.model.arch) {
+        (true, None, None) => conveyor_model::checkpoint::latest(&a.out)?,
+        _ => None,
+    };
+    let model = match (a.init.as_ref().or(resumed.as_ref()), a.model.arch) {
         // Fine-tuning a checkpoint: its configuration, unless an architecture is named;
         // --config still applies on top (say `attention`, or dropout).
         (Some(init), None) => {

@@ -412,7 +412,7 @@ pub fn load(
                 "the checkpoint is a {} model with another configuration than this run's {} model; use a run folder of the same architecture and settings{}",
                 saved.arch.name(),
                 cfg.arch.name(),
-                if saved.position_embedding != cfg.position_embedding {
+                if saved.arch == cfg.arch && saved.position_embedding != cfg.position_embedding {
                     format!(
                         " (the checkpoint has position_embedding {:?}, this run {:?}; configs written before that field existed read as none: pass --config with {{\"position_embedding\": \"none\"}} to continue them)",
                         saved.position_embedding, cfg.position_embedding

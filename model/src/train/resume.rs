@@ -91,6 +91,16 @@ fn check(
             saved.world_size, saved.world_size
         ));
     }
+    // Token shards are cut into examples of this length: another one is another data order
+    // (the loader refused it without saying which setting).
+    if let Some(l) = saved.inputs_length.filter(|&l| l != cfg.inputs_length) {
+        if matches!(super::data_kind(&cfg.data)?, super::DataKind::Tokens(_)) {
+            return refuse(format!(
+                "the run corrupted its token shards at --inputs-length {l} and this one asks for {}",
+                cfg.inputs_length
+            ));
+        }
+    }
     if saved.accumulate != cfg.accumulate {
         return refuse(format!(
             "the run accumulated {} micro-batches per step and this one asks for {} (--accumulate {})",

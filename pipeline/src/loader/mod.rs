@@ -163,9 +163,14 @@ impl Loader {
         let plan = plan(cfg)?;
         let state = match state {
             Some(s) if s.fingerprint != plan.fingerprint => {
-                return Err(Error::Config(
-                    "the loader state comes from another data configuration (input, seed, shuffle, ranks, batch size or packing differ)".into(),
-                ))
+                let data = match &plan.cfg.input {
+                    LoaderInput::Examples(d) => d,
+                    LoaderInput::Tokens(c) => &c.tokens,
+                };
+                return Err(Error::Config(format!(
+                    "the loader state comes from another data configuration than {}'s with these settings: resume with the data, seed, shuffle buffer, ranks, batch size and packing it was saved with",
+                    data.display()
+                )));
             }
             Some(s) => s,
             None => LoaderState {
