@@ -352,3 +352,40 @@ fn a_stalled_connection_is_resumed_after_the_stall_timeout() {
     assert!(server.seen.resumed_gets.load(Ordering::SeqCst) >= 1);
     assert!(dataset_summary(&out) == reference);
 }
+
+/// A dataset on a plain web server (which lists nothing) is read through its manifest: the
+/// manifest and the shards it names (a listing was tried, retried and failed).
+#[test]
+fn a_dataset_on_a_plain_web_server_is_read_through_its_manifest() {
+    let root = tmp_dir("http-dataset");
+    let tokens = root.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    for e in std::fs::read_dir(c4_tokens()).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), tokens.join(e.file_name())).unwrap();
+        }
+    }
+    let server = FileServer::start(root);
+    let corrupt = |input: &str, out: &Path| {
+        run_with(
+            &[("CONVEYOR_REMOTE_RETRIES", "0")],
+            &[
+                "corrupt",
+                input,
+                "--out",
+                out.to_str().unwrap(),
+                "--inputs-length",
+                "128",
+                "-q",
+            ],
+        )
+    };
+    let local = tmp_path("http-dataset-local");
+    assert!(corrupt(c4_tokens().to_str().unwrap(), &local)
+        .status
+        .success());
+    let fetched = tmp_path("http-dataset-fetched");
+    let o = corrupt(&server.url("tokens"), &fetched);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dataset_summary(&fetched) == dataset_summary(&local));
+}

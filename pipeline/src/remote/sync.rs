@@ -230,6 +230,37 @@ fn lock_stage(dir: &Path) -> Result<crate::run_lock::RunLock, Error> {
     crate::run_lock::RunLock::wait(&lock)
 }
 
+/// The objects of the dataset at `loc`: those listed under it, or on a plain web server
+/// (which lists nothing) its `manifest.json` and the files that manifest names.
+fn dataset_objects(loc: &Location) -> Result<Vec<object_store::ObjectMeta>, Error> {
+    let listing = objects_under(loc);
+    // (A plain server answers a listing with an error, or with nothing: 404 reads as empty.)
+    if listing.as_ref().is_ok_and(|v| !v.is_empty()) || !loc.root.starts_with("http") {
+        return listing;
+    }
+    let head = |l: &Location| {
+        runtime()
+            .block_on(l.store.head(&l.key))
+            .map_err(|e| l.error("cannot read", e))
+    };
+    let manifest = loc.join("manifest.json");
+    let Ok(meta) = head(&manifest) else {
+        return listing;
+    };
+    let mut text = Vec::new();
+    super::read::RemoteReader::open(&manifest.url)?
+        .read_to_end(&mut text)
+        .map_err(|e| Error::Remote {
+            url: manifest.url.clone(),
+            message: e.to_string(),
+        })?;
+    let mut found = vec![meta];
+    for name in listed(&text, Path::new(&loc.url)).keys() {
+        found.push(head(&loc.join(name))?);
+    }
+    Ok(found)
+}
+
 /// [`download`] with the stage locked by the caller.
 fn download_locked(url: &str, dir: &Path) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
@@ -237,7 +268,7 @@ fn download_locked(url: &str, dir: &Path) -> Result<Transfer, Error> {
     let mut fetched = Fetched::open(dir);
     let mut t = Transfer::default();
     let result = (|| {
-        for m in objects_under(&loc)? {
+        for m in dataset_objects(&loc)? {
             let rel = m.location.as_ref()[base..].trim_start_matches('/');
             let path = stage_path(dir, rel, url)?;
             if fetched.is_current(rel, &path, &m) {
