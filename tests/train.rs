@@ -387,6 +387,23 @@ fn wrong_inputs_are_refused_with_a_reason() {
         err.contains("at --inputs-length 64 and this one asks for 32"),
         "{err}"
     );
+    // Without the flag a resume keeps the run's rule (the study runner passes none).
+    let hf_rule = run.join("hf-rule");
+    let h = hf_rule.to_str().unwrap();
+    let mut first = train_args(h, "transformer", "2");
+    first.extend(["--factor-min-dim", "0"]);
+    ok(&first);
+    let mut again = train_args(h, "transformer", "4");
+    again.push("--resume");
+    ok(&again);
+    // Another dropout rate is refused on resume (--init may change it; a resume continues).
+    let no_dropout = run.join("no-dropout.json");
+    std::fs::write(&no_dropout, r#"{"dropout": 0.0}"#).unwrap();
+    let mut dropped = train_args(s, "transformer", "4");
+    dropped.extend(["--resume", "--config", no_dropout.to_str().unwrap()]);
+    let o = conveyor(&dropped);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the run trained with dropout 0.1"), "{err}");
     // Resuming without --arch takes the run's own model (it asked for --arch).
     let mut bare = train_args(s, "transformer", "5");
     bare.drain(5..9);

@@ -118,10 +118,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "adafactor")]
     optimizer: OptimizerArg,
     /// Adafactor factors a matrix's second moment only when both its dimensions are at
-    /// least this (T5's min_dim_size_to_factor); 0 factors every matrix, as transformers'
-    /// Adafactor (and conveyor before this flag) does.
-    #[arg(long, default_value_t = conveyor_model::optim::T5_MIN_DIM_TO_FACTOR)]
-    factor_min_dim: usize,
+    /// least this (default T5's min_dim_size_to_factor, 128; a resumed run's own); 0 factors
+    /// every matrix, as transformers' Adafactor (and conveyor before this flag) does.
+    #[arg(long)]
+    factor_min_dim: Option<usize>,
     /// Constant learning rate (fine-tuning); default: T5's 1/sqrt(max(step, warmup)), a
     /// relative step for Adafactor only (--optimizer adamw needs --lr).
     #[arg(long)]
@@ -335,6 +335,24 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         }
         _ => a.model.build(vocab)?,
     };
+    // Adafactor's factoring rule: given, or a resumed run's own (runs from before the flag
+    // factored every matrix), or T5's.
+    let saved_rule = || -> anyhow::Result<Option<usize>> {
+        let Some(ckpt) = conveyor_model::checkpoint::latest(&a.out)? else {
+            return Ok(None);
+        };
+        Ok(
+            match conveyor_model::checkpoint::read_state(&ckpt)?.optimizer {
+                OptimizerKind::Adafactor {
+                    min_dim_to_factor, ..
+                } => Some(min_dim_to_factor),
+                OptimizerKind::AdamW { .. } => None,
+            },
+        )
+    };
+    if a.factor_min_dim.is_none() && a.resume {
+        a.factor_min_dim = saved_rule()?;
+    }
     let launch = Launch::from_vars(
         |k| std::env::var(k).ok(),
         std::time::Duration::from_secs(a.dist_timeout.max(1)),
@@ -391,7 +409,9 @@ fn train_config(
         optimizer: match a.optimizer {
             OptimizerArg::Adafactor => OptimizerKind::Adafactor {
                 scale_parameter: true,
-                min_dim_to_factor: a.factor_min_dim,
+                min_dim_to_factor: a
+                    .factor_min_dim
+                    .unwrap_or(conveyor_model::optim::T5_MIN_DIM_TO_FACTOR),
             },
             OptimizerArg::Adamw => OptimizerKind::adamw(),
         },

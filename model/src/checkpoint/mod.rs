@@ -423,6 +423,16 @@ pub fn load(
             ),
         });
     }
+    // A resumed run continues the run: the dropout rates too (--init may change them).
+    if (saved.dropout, saved.weight_dropout) != (cfg.dropout, cfg.weight_dropout) {
+        return Err(CheckpointError::Mismatch {
+            path: ckpt.to_path_buf(),
+            message: format!(
+                "the run trained with dropout {} and weight_dropout {}, this one asks for {} and {}: resume with the run's (leave out --arch and --config to take them from the checkpoint), or start a new --out with --init to change them",
+                saved.dropout, saved.weight_dropout, cfg.dropout, cfg.weight_dropout
+            ),
+        });
+    }
     load_weights(ckpt, vs)?;
     let opt = ckpt.join("optimizer.safetensors");
     let moments = Tensor::read_safetensors(&opt)
