@@ -561,16 +561,31 @@ fn three_workers_merged_write_exactly_what_one_worker_writes() {
     // one-task array ran the whole job as one process (and advised --overwrite, which removed
     // the finished parts), two tasks 11-12 ran as a split of 2, and 10,12 took 12 for worker
     // 1. Each is refused, asking for the count, with nothing changed.
+    // Before any part is finished, the workers' work folders tell the split's size (here one
+    // of a 3-worker split, as a running or killed worker leaves it).
+    let running = tmp_path("split-running");
+    let work = running.join(".conveyor-ingest-worker-00001-of-00003");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("job.json"), "{}").unwrap();
     let before = files(&many);
-    for (id, min, max, count, said) in [
-        ("12", "12", "12", "1", "--num-workers 3 --worker-index I"),
-        ("12", "11", "12", "2", "give --num-workers 3"),
-        ("12", "10", "12", "2", "has gaps"),
+    for (out, id, min, max, count, said) in [
+        (
+            &many,
+            "12",
+            "12",
+            "12",
+            "1",
+            "--num-workers 3 --worker-index I",
+        ),
+        (&many, "12", "11", "12", "2", "give --num-workers 3"),
+        (&many, "12", "10", "12", "2", "has gaps"),
+        (&running, "12", "12", "12", "1", "work of a 3-worker split"),
+        (&running, "12", "11", "12", "2", "work of a 3-worker split"),
     ] {
         let o = crate::common::conveyor_cmd()
             .arg("ingest")
             .arg(&inputs)
-            .args(["--vocab", &t5(), "--out", many.to_str().unwrap()])
+            .args(["--vocab", &t5(), "--out", out.to_str().unwrap()])
             .args(["--shard-tokens", "20000", "-q"])
             .env_remove("JOB_COMPLETION_INDEX")
             .env("SLURM_ARRAY_TASK_ID", id)

@@ -136,7 +136,7 @@ fn failed(s: &conveyor_pipeline::clean::CleanSummary) -> i32 {
     let first = s.problems.first().map(String::as_str).unwrap_or("");
     if s.unreadable > 0 && s.totals.pages_in == 0 {
         eprintln!(
-            "error: none of the {} records read was a document (first: {first}); check --text-field and the input format",
+            "error: none of the {} records read was a document (first: {first}); check --text-field and the input format (a record over the size limit is not one either)",
             s.unreadable
         );
         return 1;

@@ -74,6 +74,12 @@ pub fn prepare(
     // A split job's parts: this process was asked to run the whole job, most often by a
     // scheduler rerunning one worker (`sbatch --array=17` is an array of one task).
     let parts = super::workers::read_part_files(out)?;
+    let running = super::workers::split_work_counts(out, work);
+    if let (None, Some(&n)) = (parts.first(), running.first()) {
+        return Err(refuse(format!(
+            "holds the work of a {n}-worker split of a job (its workers' work folders), and this process was asked to run the whole job as one: to run a worker of that split give --num-workers {n} --worker-index I (a Slurm array of some of the tasks, such as `sbatch --array=17`, does not say the split's worker count: give both flags in the batch script). --overwrite would remove their work"
+        )));
+    }
     if let Some((_, p)) = parts.first() {
         return Err(refuse(format!(
             "holds the parts of a {n}-worker split ({} of them finished), and this process was asked to run the whole job as one: to run a worker of that split give --num-workers {n} --worker-index I (a Slurm array of some of the tasks, such as `sbatch --array=17`, does not say the split's worker count: give both flags in the batch script); once all {n} are finished, `conveyor manifest merge` joins them. --overwrite would remove them",
@@ -217,7 +223,7 @@ fn is_output_temporary(name: &str) -> bool {
     name.strip_suffix(".tmp").is_some_and(is_output_file)
         || crate::manifest::is_temporary_of(name, MANIFEST)
 }
-const JOB_FILE: &str = "job.json";
+pub(crate) const JOB_FILE: &str = "job.json";
 
 /// The job id recorded in a work folder, if any.
 pub fn existing_job(work: &Path) -> Option<String> {

@@ -87,6 +87,20 @@ impl Worker {
                 )));
             }
         }
+        // The index from an array's numbering fits only that whole array: a rerun's smaller
+        // array (`--array=17` with --num-workers 64) made task 17 worker 0.
+        if let (Some(n), None, Some(_), Some(count)) = (
+            num_workers,
+            worker_index,
+            slurm_index,
+            num("SLURM_ARRAY_TASK_COUNT")?,
+        ) {
+            if count != n {
+                return Err(Error::Config(format!(
+                    "--num-workers {n}, but this Slurm array has {count} task(s), so SLURM_ARRAY_TASK_ID does not give this task's worker index: give --worker-index too (e.g. --worker-index $SLURM_ARRAY_TASK_ID for an array numbered from 0)"
+                )));
+            }
+        }
         let (count, count_from) = match (num_workers, num("SLURM_ARRAY_TASK_COUNT")?) {
             (Some(n), _) => (Some(n), "--num-workers"),
             (None, Some(n)) if index_from == "SLURM_ARRAY_TASK_ID" => {
@@ -227,6 +241,28 @@ pub fn remove_parts(out: &std::path::Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The worker counts of the split jobs whose workers have work folders in `out` (named
+/// `{base}-worker-IIIII-of-NNNNN`, holding conveyor's job record), running or killed.
+pub fn split_work_counts(out: &std::path::Path, base: &str) -> Vec<usize> {
+    let prefix = format!("{base}-worker-");
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Vec::new();
+    };
+    let mut counts: Vec<usize> = entries
+        .flatten()
+        .filter(|e| e.path().join(crate::job::outdir::JOB_FILE).is_file())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let tag = name.strip_prefix(&prefix)?;
+            crate::job::outdir::is_worker_tag(&format!("worker-{tag}")).then_some(())?;
+            tag.split_once("-of-")?.1.parse().ok()
+        })
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    counts
+}
+
 /// Every `parts/*/part.json` in `out` with its header, in folder-name order.
 pub fn read_part_files(
     out: &std::path::Path,
@@ -307,6 +343,20 @@ pub fn prepare_out(
             "holds {name}, which is not a part of a split conveyor job; the workers and the merge write only into a new or empty --out or one holding their own parts. Move {name} away or choose another --out"
         )));
     }
+    let base = work.file_name().map_or(String::new(), |n| {
+        let n = n.to_string_lossy();
+        n.rsplit_once("-worker-")
+            .map_or(n.to_string(), |(b, _)| b.to_string())
+    });
+    if let Some(n) = split_work_counts(out, &base)
+        .into_iter()
+        .find(|&n| n != w.count)
+    {
+        return Err(refuse(format!(
+            "holds the work of a {n}-worker split; this worker was asked to be one of {}: give --num-workers {n} and --worker-index (a Slurm array of some of the tasks, such as `sbatch --array=16-17`, does not say the split's worker count or the task's index: give both in the batch script)",
+            w.count
+        )));
+    }
     let mut done = false;
     for (_, other) in read_part_files(out)? {
         if other.job != job {
@@ -318,7 +368,7 @@ pub fn prepare_out(
         }
         if other.worker.count != w.count {
             return Err(refuse(format!(
-                "holds a part of a {n}-worker split; this worker was asked to be one of {}: give --num-workers {n} (a Slurm array of some of the tasks, such as `sbatch --array=16-17`, does not say the split's worker count: give --num-workers and --worker-index in the batch script)",
+                "holds a part of a {n}-worker split; this worker was asked to be one of {}: give --num-workers {n} and --worker-index (a Slurm array of some of the tasks, such as `sbatch --array=16-17`, does not say the split's worker count or the task's index: give both in the batch script)",
                 w.count,
                 n = other.worker.count
             )));
@@ -515,5 +565,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("gaps") && e.contains("--worker-index"), "{e}");
+        // A rerun's array of one task with the split's size given: the index is unknown.
+        let rerun = [
+            ("SLURM_ARRAY_TASK_ID", "17"),
+            ("SLURM_ARRAY_TASK_MIN", "17"),
+            ("SLURM_ARRAY_TASK_MAX", "17"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+        ];
+        let e = Worker::resolve(None, Some(64), env(&rerun))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("give --worker-index too"), "{e}");
+        assert_eq!(
+            got(Worker::resolve(Some(17), Some(64), env(&rerun)).unwrap()),
+            w(17, 64)
+        );
     }
 }

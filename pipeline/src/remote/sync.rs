@@ -92,9 +92,9 @@ fn conveyor_output(rel: &str, listed: &BTreeMap<String, Option<String>>) -> bool
     rel.starts_with("parts/worker-") || rel == "manifest.json" || listed.contains_key(rel)
 }
 
-/// The files the manifest at `loc` lists, with the checksum it gives each (none when there
-/// is no readable conveyor manifest).
-fn listed_remote(loc: &Location) -> BTreeMap<String, Option<String>> {
+/// The files the manifest at `loc` lists, with the checksum it gives each; None when it
+/// cannot be read.
+fn listed_remote(loc: &Location) -> Option<BTreeMap<String, Option<String>>> {
     let mut text = Vec::new();
     let read = super::read::RemoteReader::open(&loc.join("manifest.json").url).and_then(|mut r| {
         r.read_to_end(&mut text).map_err(|e| Error::Remote {
@@ -102,10 +102,9 @@ fn listed_remote(loc: &Location) -> BTreeMap<String, Option<String>> {
             message: e.to_string(),
         })
     });
-    match read {
-        Ok(_) => listed(&text, Path::new(&loc.url)),
-        Err(_) => Default::default(),
-    }
+    read.ok()?;
+    serde_json::from_slice::<serde_json::Value>(&text).ok()?;
+    Some(listed(&text, Path::new(&loc.url)))
 }
 
 /// The files a manifest's text lists (token and example shards, or a clean job's outputs)
@@ -134,27 +133,41 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
     let there = remote_files(&loc)?;
     let mine = local_files(dir)?;
-    // Read before the upload replaces the manifest: what the old dataset was.
-    let old = if there.contains_key("manifest.json") {
-        listed_remote(&loc)
-    } else {
-        Default::default()
+    // Read before the upload replaces the manifest: what the old dataset was (an unreadable
+    // one says nothing of its files: every file is sent again).
+    let (old, unreadable) = match there.contains_key("manifest.json") {
+        true => listed_remote(&loc).map_or((Default::default(), true), |m| (m, false)),
+        false => (Default::default(), false),
     };
     let manifest = dir.join("manifest.json");
     let new = match std::fs::read(&manifest) {
         Ok(text) => listed(&text, dir),
         Err(_) => Default::default(),
     };
-    let mut t = Transfer::default();
-    for (rel, len) in &mine {
-        // An object of the same size is this file unless the dataset there now gives it
-        // another checksum (or none to compare): `--overwrite` makes files of the same
-        // names, some of the same sizes.
+    // An object of the same size is this file unless the dataset there now gives it another
+    // checksum (or none to compare): `--overwrite` makes files of the same names, some of the
+    // same sizes.
+    let send = |rel: &String, len: &u64| {
         let same = match old.get(rel) {
-            None => true,
+            None => !unreadable,
             Some(sum) => sum.is_some() && new.get(rel) == Some(sum),
         };
-        if there.get(rel) == Some(len) && rel != "manifest.json" && same {
+        rel == "manifest.json" || there.get(rel) != Some(len) || !same
+    };
+    // Once one of the old dataset's files is replaced it is no longer that dataset: its
+    // manifest goes first, so that a reader (or a kill half-way) never pairs the two.
+    if mine
+        .iter()
+        .any(|(rel, len)| rel != "manifest.json" && old.contains_key(rel) && send(rel, len))
+    {
+        let obj = loc.join("manifest.json");
+        runtime()
+            .block_on(obj.store.delete(&obj.key))
+            .map_err(|e| obj.error("cannot delete", e))?;
+    }
+    let mut t = Transfer::default();
+    for (rel, len) in &mine {
+        if !send(rel, len) {
             t.skipped += 1;
             continue;
         }

@@ -249,20 +249,27 @@ pub fn expand_inputs(args: &[String]) -> Result<Vec<PathBuf>, Error> {
     Ok(out)
 }
 
-/// The corpus files under `dir`, as `find` and `os.walk` list them: links to folders are not
-/// followed (a link to `.` looped; a `latest` link beside a crawl read it twice).
+/// The corpus files under `dir`, links to folders followed once each (a link to `.` looped;
+/// a `latest` link beside a crawl is read through once, its files deduplicated by the caller).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    walk_once(dir, out, &mut std::collections::HashSet::new())
+}
+
+fn walk_once(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+) -> std::io::Result<()> {
+    if !visited.insert(std::fs::canonicalize(dir)?) {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
+        let path = entry?.path();
         // A conveyor manifest in a folder of inputs (e.g. `conveyor clean`'s output) is not a
         // corpus file.
         let manifest = path.file_name().is_some_and(|n| n == "manifest.json");
-        let link = entry.file_type()?.is_symlink();
         if path.is_dir() {
-            if !link {
-                walk(&path, out)?;
-            }
+            walk_once(&path, out, visited)?;
         } else if Format::of(&path).is_some() && !manifest {
             out.push(path);
         }
@@ -292,9 +299,15 @@ mod tests {
             format!("{d}/sub/../a.jsonl"),
         ])
         .unwrap();
-        // a.jsonl once (c.jsonl is a link to it), b.jsonl once (not again through latest/, and
-        // not endlessly through loop/).
-        assert_eq!(got, [dir.join("a.jsonl"), dir.join("sub/b.jsonl")]);
+        // a.jsonl once (c.jsonl is a link to it), b.jsonl once (through latest/, the first in
+        // name order, not again through sub/, and not endlessly through loop/).
+        assert_eq!(got, [dir.join("a.jsonl"), dir.join("latest/b.jsonl")]);
+        // A folder reached only through a link is read.
+        let other = dir.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::os::unix::fs::symlink(dir.join("sub"), other.join("linked")).unwrap();
+        let got = expand_inputs(&[other.display().to_string()]).unwrap();
+        assert_eq!(got, [other.join("linked/b.jsonl")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
