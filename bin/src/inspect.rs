@@ -36,15 +36,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     if a.docs > 0 && !m.shards.is_empty() {
         decode_head(&a, &m)?;
     }
-    let shards: Vec<(&str, &str, u64)> = m
+    let shards = m
         .shards
         .iter()
-        .map(|s| (s.file.as_str(), s.sha256.as_str(), s.rows))
-        .collect();
-    if a.verify && verify(&a.dir, &shards) > 0 {
-        return Ok(1);
-    }
-    Ok(0)
+        .map(|s| (s.file.as_str(), s.sha256.as_str(), s.rows));
+    Ok(verified(&a, shards.collect()))
 }
 
 /// The manifest: format, vocabulary, totals and one line per shard.
@@ -73,13 +69,7 @@ fn summarise(m: &Manifest) {
         m.totals.skipped_total()
     );
     for s in &m.shards {
-        println!(
-            "  {}  {} rows  {} tokens  {:.1} MB",
-            one_line(&s.file),
-            s.rows,
-            s.tokens,
-            s.bytes as f64 / 1e6
-        );
+        shard_line(&s.file, s.rows, s.tokens, s.bytes);
     }
 }
 
@@ -159,23 +149,28 @@ fn examples(a: &InspectArgs) -> anyhow::Result<i32> {
         m.settings.vocab_size
     );
     for s in &m.shards {
-        println!(
-            "  {}  {} rows  {} tokens  {:.1} MB",
-            one_line(&s.file),
-            s.rows,
-            s.tokens,
-            s.bytes as f64 / 1e6
-        );
+        shard_line(&s.file, s.rows, s.tokens, s.bytes);
     }
-    let shards: Vec<(&str, &str, u64)> = m
+    let shards = m
         .shards
         .iter()
-        .map(|s| (s.file.as_str(), s.sha256.as_str(), s.rows))
-        .collect();
-    if a.verify && verify(&a.dir, &shards) > 0 {
-        return Ok(1);
-    }
-    Ok(0)
+        .map(|s| (s.file.as_str(), s.sha256.as_str(), s.rows));
+    Ok(verified(a, shards.collect()))
+}
+
+/// One shard in a manifest's summary.
+fn shard_line(file: &str, rows: u64, tokens: u64, bytes: u64) {
+    println!(
+        "  {}  {rows} rows  {tokens} tokens  {:.1} MB",
+        one_line(file),
+        bytes as f64 / 1e6
+    );
+}
+
+/// The exit status: 1 when `--verify` found a damaged shard among `shards` (file, sha256,
+/// rows), else 0.
+fn verified(a: &InspectArgs, shards: Vec<(&str, &str, u64)>) -> i32 {
+    i32::from(a.verify && verify(&a.dir, &shards) > 0)
 }
 
 /// Checks every shard's sha256 and row count, printing each failure; how many failed.
