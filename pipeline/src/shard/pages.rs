@@ -104,64 +104,16 @@ fn id_width(c: &ColumnDescriptor) -> Option<bool> {
 }
 
 impl PageRows {
-    /// Reads `columns` (from `fast_columns`) of `file`, whose footer is `meta`. The row
-    /// groups' row counts must add up to the file's (a page is never allowed more rows than
-    /// its row group claims, so this bounds what a damaged file can make us allocate).
+    /// Reads `columns` (from `fast_columns`) of `file`, whose footer is `meta` (checked first:
+    /// [`footer::check`]).
     pub(super) fn open(
         path: &Path,
         file: File,
         meta: Arc<ParquetMetaData>,
         columns: Vec<(usize, bool)>,
     ) -> Result<Self, Error> {
-        let mut sum = 0u64;
-        for g in meta.row_groups() {
-            let rows = u64::try_from(g.num_rows()).ok();
-            sum = rows.and_then(|r| sum.checked_add(r)).ok_or_else(|| {
-                Error::parquet(
-                    path,
-                    "a row group with a negative row count; re-create the shard",
-                )
-            })?;
-        }
-        let total = meta.file_metadata().num_rows();
-        if u64::try_from(total).ok() != Some(sum) {
-            return Err(Error::parquet(
-                path,
-                format!(
-                    "its row groups hold {sum} rows, its footer says {total}; re-create the shard"
-                ),
-            ));
-        }
         let file = Positioned::new(file).map_err(|e| Error::io(path, e))?;
-        // Every column chunk read lies inside the file (the parquet crate panics on a
-        // negative offset or length: a damaged footer, whatever checksum a manifest gives).
-        for (g, group) in meta.row_groups().iter().enumerate() {
-            for &(leaf, _) in &columns {
-                let Some(c) = group.columns().get(leaf) else {
-                    return Err(Error::parquet(
-                        path,
-                        format!("row group {g} lacks column {leaf}; re-create the shard"),
-                    ));
-                };
-                let data = c.data_page_offset();
-                let start = c.dictionary_page_offset().map_or(data, |d| d.min(data));
-                let inside = u64::try_from(start)
-                    .ok()
-                    .zip(u64::try_from(c.compressed_size()).ok())
-                    .and_then(|(s, n)| s.checked_add(n))
-                    .is_some_and(|end| end <= file.len());
-                if !inside {
-                    return Err(Error::parquet(
-                        path,
-                        format!(
-                            "row group {g}'s column {leaf} lies outside the file (offset {start}, {} bytes, file {} bytes); re-create the shard",
-                            c.compressed_size(),
-                            file.len()
-                        ),
-                    ));
-                }
-            }
-        }
+        footer::check(path, &meta, &columns, file.len())?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -617,6 +569,8 @@ fn runs(
     }
     Ok(())
 }
+
+mod footer;
 
 #[cfg(test)]
 mod tests;

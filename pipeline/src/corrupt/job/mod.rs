@@ -15,8 +15,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 mod parts;
+mod spans;
 
-use super::lengths::{mask_counts, random_spans_helper, Lengths};
+use super::lengths::{random_spans_helper, Lengths};
 use super::{Chunking, Corruption, Example, Keys, Packer, Pieces, Scratch, SpanCorruption};
 use crate::error::Error;
 use crate::examples::{
@@ -30,6 +31,7 @@ use crate::progress::Progress;
 use crate::shard::{shard_name, Ids, TokenDocs};
 use parts::{finalize_part, read_part};
 pub use parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
+pub use spans::check_spans;
 
 const WORK_DIR: &str = ".conveyor-corrupt";
 /// Span corruption as a job kind: its work folder and the manifest it writes.
@@ -271,51 +273,6 @@ fn check_lengths(cfg: &CorruptConfig, l: Lengths) -> Result<(), Error> {
         cfg.extra_ids,
         l,
     )
-}
-
-/// Refuses settings whose examples would hold no noise span, or more noise spans than there
-/// are sentinels (extra ids): past them the sentinel ids would count down into real pieces.
-/// `l` is `random_spans_helper(inputs_length, density, mean)`.
-pub fn check_spans(
-    inputs_length: usize,
-    density: f64,
-    mean: f64,
-    extra_ids: u32,
-    l: Lengths,
-) -> Result<(), Error> {
-    if density <= 0.0 {
-        // T5's mask would still take one token of every piece (it avoids a degenerate mask).
-        return Err(Error::Config(format!(
-            "noise density {density} asks for no noise, which span corruption cannot make (T5's mask would still take a token of every piece): give a density above 0 (T5's is 0.15)"
-        )));
-    }
-    let noise = (l.tokens_length as f64 * density).round_ties_even();
-    if noise < 1.0 || l.targets_length < 3 {
-        let mut smallest = inputs_length + 1;
-        while smallest < 1 << 20 {
-            let ok = random_spans_helper(smallest, density, mean)
-                .map(|x| {
-                    (x.tokens_length as f64 * density).round_ties_even() >= 1.0
-                        && x.targets_length >= 3
-                })
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            smallest += 1;
-        }
-        return Err(Error::Config(format!(
-            "inputs length {inputs_length} is too small to hold one noise span at density {density}; use at least {smallest}"
-        )));
-    }
-    let (_, spans) = mask_counts(l.tokens_length, density as f32, mean as f32);
-    if spans > extra_ids as usize {
-        return Err(Error::Config(format!(
-            "{} raw tokens per example make {spans} noise spans, but there are only {extra_ids} sentinels (extra ids); lower the inputs length or the noise density, raise the mean span length, or raise the extra ids",
-            l.tokens_length
-        )));
-    }
-    Ok(())
 }
 
 /// Runs the job (or resumes it, or reports it as already complete).
@@ -590,19 +547,5 @@ pub(super) fn examples_manifest(
         source_tokens: records.iter().map(|r| r.source_tokens).sum(),
         shards: records,
         task: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_density_of_zero_is_refused_for_what_it_is() {
-        let l = crate::corrupt::lengths::random_spans_helper(64, 0.0, 3.0).unwrap();
-        let e = super::check_spans(64, 0.0, 3.0, 100, l)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("asks for no noise"), "{e}");
-        let l = crate::corrupt::lengths::random_spans_helper(64, 0.15, 3.0).unwrap();
-        assert!(super::check_spans(64, 0.15, 3.0, 100, l).is_ok());
     }
 }
