@@ -103,9 +103,10 @@ fn corpus_stages_drop_what_they_should_in_input_order() {
         format!("The village church stands on a low hill to the north of the bridge and the mill.\n{shared_line}\nIts tower can be seen from every farm in the valley, and its bell is heard in all of them.\nThe people of the village have met there every Sunday morning for as long as anyone remembers."),
         format!("{shared_line}\n{shared_line}\n{shared_line}"),
     ];
+    // Blank lines between and after records are passed over, as JSON-lines readers do.
     std::fs::write(
         dir.join("a.jsonl"),
-        a.iter().map(|t| line(t)).collect::<Vec<_>>().join("\n"),
+        a.iter().map(|t| line(t)).collect::<Vec<_>>().join("\n\n") + "\n\n",
     )
     .unwrap();
     std::fs::write(
@@ -131,6 +132,7 @@ fn corpus_stages_drop_what_they_should_in_input_order() {
     let s = run(&out1, "1");
     let t = &s["totals"];
     assert_eq!(t["pages_in"], 5);
+    assert_eq!(s["unreadable"], 0, "{s}");
     assert_eq!(t["pages_dropped"]["bad_words"], 1, "{s}");
     assert_eq!(t["pages_dropped"]["not_english"], 1, "{s}");
     // The last page of b.jsonl repeats the shared line only: nothing is left of it.

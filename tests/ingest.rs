@@ -256,11 +256,13 @@ fn bad_records_are_skipped_counted_and_located() {
     data.extend_from_slice(b"{\"body\": \"no text field\"}\n");
     data.extend_from_slice(b"{\"text\": \"   \"}\n");
     data.extend_from_slice(b"{\"text\": \"good two\"}\n");
+    // A blank line, as files often end: empty, not malformed, and no stop for --strict.
+    data.extend_from_slice(b"\n");
     std::fs::write(&f, &data).unwrap();
     let (code, v, err) = ingest_json(&[f.to_str().unwrap()], &d.join("o"), &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["totals"]["documents"], 2);
-    assert_eq!(v["totals"]["records"], 6);
+    assert_eq!(v["totals"]["records"], 7);
     let sk = &v["totals"]["skipped"];
     assert_eq!(
         (
@@ -269,7 +271,7 @@ fn bad_records_are_skipped_counted_and_located() {
             sk["missing_text"].as_u64(),
             sk["empty"].as_u64()
         ),
-        (Some(1), Some(1), Some(1), Some(1))
+        (Some(1), Some(1), Some(1), Some(2))
     );
     let m = manifest(&d.join("o"));
     let lines: Vec<u64> = m["problems"]
@@ -290,6 +292,21 @@ fn bad_records_are_skipped_counted_and_located() {
     let (code, _, err) = ingest_json(&[f.to_str().unwrap()], &d.join("strict"), &["--strict"]);
     assert_eq!(code, 2);
     assert!(err.contains("mixed.jsonl:2"), "{err}");
+    let blank = d.join("blank.jsonl");
+    std::fs::write(&blank, "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n\n").unwrap();
+    let (code, v, err) = ingest_json(&[blank.to_str().unwrap()], &d.join("blank"), &["--strict"]);
+    assert_eq!((code, &v["totals"]["documents"]), (0, &2.into()), "{err}");
+    // No record a document (a wrong --text-field) is a failure, not an empty success.
+    let (code, v, err) = ingest_json(
+        &[blank.to_str().unwrap()],
+        &d.join("wrong"),
+        &["--text-field", "body"],
+    );
+    assert_eq!(v["totals"]["skipped"]["missing_text"], 2);
+    assert!(
+        code == 1 && err.contains("none of the 4 records") && err.contains("--text-field"),
+        "{code} {err}"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use conveyor_pipeline::ingest::{ingest, IngestConfig, IngestSummary};
 use conveyor_pipeline::printable::{one_line, text};
-use conveyor_pipeline::source::TxtMode;
+use conveyor_pipeline::source::{ProblemKind, TxtMode};
 use conveyor_pipeline::tokenize::TokenizerKind;
 
 use crate::progress::CliProgress;
@@ -118,11 +118,37 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     target.finish(mirror)?;
     report(&summary, json)?;
     crate::job_flags::merge_hint(&out, worker, json);
-    Ok(if summary.failed_inputs.is_empty() {
-        0
-    } else {
-        1
-    })
+    Ok(i32::from(
+        !summary.failed_inputs.is_empty() || no_documents(&summary),
+    ))
+}
+
+/// True (and said on stderr) when records were read but every one was skipped as a problem:
+/// a wrong `--text-field` or input format, which an exit status of 0 would hide.
+fn no_documents(s: &IngestSummary) -> bool {
+    let t = &s.totals;
+    let empty = t.skipped.get(&ProblemKind::Empty).copied().unwrap_or(0);
+    if t.documents > 0 || t.records == empty {
+        return false;
+    }
+    eprintln!(
+        "error: none of the {} records read was a document ({}; manifest.json lists them by file and line); check --text-field and the input format",
+        t.records,
+        skipped_list(t)
+    );
+    true
+}
+
+fn skipped_list(t: &conveyor_pipeline::manifest::Counts) -> String {
+    let parts: Vec<String> = t
+        .skipped
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.name()))
+        .collect();
+    match parts.is_empty() {
+        true => "none".into(),
+        false => parts.join(", "),
+    }
 }
 
 /// Prints the summary; failed inputs are listed on stderr too.
@@ -148,19 +174,7 @@ pub fn report(s: &IngestSummary, json: bool) -> anyhow::Result<()> {
             t.documents, t.records
         );
         println!("tokens:     {}", t.tokens);
-        let skipped: Vec<String> = t
-            .skipped
-            .iter()
-            .map(|(k, v)| format!("{} {v}", k.name()))
-            .collect();
-        println!(
-            "skipped:    {}",
-            if skipped.is_empty() {
-                "none".into()
-            } else {
-                skipped.join(", ")
-            }
-        );
+        println!("skipped:    {}", skipped_list(t));
         if !s.already_complete {
             let secs = s.seconds.max(1e-9);
             println!(

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::error::Error;
 use crate::job::workers::{part_dir, Worker, WorkerState};
 use crate::progress::Progress;
+use crate::record::ProblemKind;
 use crate::source::{self, Document, SourceOptions, TxtMode};
 use badwords::BadWords;
 use pages::{Dedup, PageWriter};
@@ -292,6 +293,8 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
                     record += 1;
                     match source::parse(r, &cfg.text_field, opts.max_document_bytes) {
                         Ok(d) => Some(d),
+                        // A blank line: nothing to clean and nothing wrong.
+                        Err((ProblemKind::Empty, _)) => None,
                         Err((_, why)) => {
                             unreadable += 1;
                             if problems.len() < 10 {

@@ -156,7 +156,8 @@ impl Writer<'_> {
             let (doc, ids) = match item {
                 Ok(v) => v,
                 Err((kind, message)) => {
-                    if plan.cfg.strict {
+                    // Empty records (and blank lines) are counted, not problems.
+                    if plan.cfg.strict && kind != ProblemKind::Empty {
                         return Err(self.strict(cur.input, line, message));
                     }
                     *cur.counts.skipped.entry(kind).or_default() += 1;

@@ -322,7 +322,7 @@ fn overwrite_plan(out: &Path, kind: super::JobKind) -> Result<Vec<std::path::Pat
 
 /// A manifest's entries and the key naming each one's file: token and example manifests
 /// list `shards` (`file`), clean manifests `files` (`output`).
-fn listed_entries(v: &serde_json::Value) -> (&[serde_json::Value], &'static str) {
+pub(crate) fn listed_entries(v: &serde_json::Value) -> (&[serde_json::Value], &'static str) {
     let (list, key) = match v.get("shards") {
         Some(list) => (list, "file"),
         None => (&v["files"], "output"),

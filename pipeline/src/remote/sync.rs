@@ -103,23 +103,15 @@ fn listed_remote(loc: &Location) -> Option<BTreeMap<String, Option<String>>> {
         })
     });
     read.ok()?;
-    serde_json::from_slice::<serde_json::Value>(&text).ok()?;
-    Some(listed(&text, Path::new(&loc.url)))
+    let v = serde_json::from_slice::<serde_json::Value>(&text).ok()?;
+    Some(listed(&v, Path::new(&loc.url)))
 }
 
-/// The files a manifest's text lists (token and example shards, or a clean job's outputs)
-/// with their sha256 where it gives one; names that would leave `base` are left out.
-fn listed(text: &[u8], base: &Path) -> BTreeMap<String, Option<String>> {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(text) else {
-        return Default::default();
-    };
-    let (list, key) = match v.get("shards") {
-        Some(list) => (list, "file"),
-        None => (&v["files"], "output"),
-    };
-    list.as_array()
-        .into_iter()
-        .flatten()
+/// The files a manifest lists (token and example shards, or a clean job's outputs) with
+/// their sha256 where it gives one; names that would leave `base` are left out.
+fn listed(v: &serde_json::Value, base: &Path) -> BTreeMap<String, Option<String>> {
+    let (list, key) = crate::job::outdir::listed_entries(v);
+    list.iter()
         .filter_map(|e| Some((e[key].as_str()?, e["sha256"].as_str())))
         .filter(|(name, _)| crate::contain::check_name(name, base).is_ok())
         .map(|(name, sum)| (name.to_string(), sum.map(str::to_string)))
@@ -140,10 +132,10 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
         false => (Default::default(), false),
     };
     let manifest = dir.join("manifest.json");
-    let new = match std::fs::read(&manifest) {
-        Ok(text) => listed(&text, dir),
-        Err(_) => Default::default(),
-    };
+    let new = std::fs::read(&manifest)
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .map_or_else(Default::default, |v| listed(&v, dir));
     // An object of the same size is this file unless the dataset there now gives it another
     // checksum (or none to compare): `--overwrite` makes files of the same names, some of the
     // same sizes.
@@ -267,8 +259,12 @@ fn dataset_objects(loc: &Location) -> Result<Vec<object_store::ObjectMeta>, Erro
             url: manifest.url.clone(),
             message: e.to_string(),
         })?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Remote {
+        url: manifest.url.clone(),
+        message: format!("is not a readable manifest ({e}); is this a conveyor dataset?"),
+    })?;
     let mut found = vec![meta];
-    for name in listed(&text, Path::new(&loc.url)).keys() {
+    for name in listed(&v, Path::new(&loc.url)).keys() {
         found.push(head(&loc.join(name))?);
     }
     Ok(found)

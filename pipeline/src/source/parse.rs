@@ -60,7 +60,12 @@ fn as_opt_string(v: Option<Value>) -> Option<String> {
 }
 
 /// Parses one JSON line into a document.
+/// A blank line (whitespace only) is an empty record, not malformed JSON: JSON-lines readers
+/// (pyarrow's, Hugging Face datasets') pass over them, and files often end in one.
 pub fn parse_json_line(bytes: &[u8], text_field: &str) -> Result<Document, (ProblemKind, String)> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err((ProblemKind::Empty, "blank line".into()));
+    }
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err((
             ProblemKind::InvalidUtf8,
@@ -142,6 +147,8 @@ mod tests {
             ProblemKind::MalformedJson
         );
         assert_eq!(kind(b"[1,2]", "text"), ProblemKind::MalformedJson);
+        assert_eq!(kind(b"", "text"), ProblemKind::Empty);
+        assert_eq!(kind(b" \t\r", "text"), ProblemKind::Empty);
         assert_eq!(
             kind(b"{\"text\": \"\xff\"}", "text"),
             ProblemKind::InvalidUtf8
