@@ -1,5 +1,7 @@
 //! The tasks' metrics: accuracy, binary F1, exact match overall and per category. A
-//! prediction that is not one of a classification task's labels simply counts as wrong.
+//! prediction that is not one of a classification task's labels counts as wrong: for F1, as
+//! T5's `f1_score_with_invalid` counts it, the opposite of its target (a false positive on a
+//! negative example, a false negative on a positive one).
 
 use std::collections::BTreeMap;
 
@@ -65,21 +67,23 @@ impl Metric {
         let f1 = match self {
             Metric::AccuracyF1 { positive } => {
                 let pos = |s: &str| norm(s) == *positive;
-                let tp = predictions
-                    .iter()
-                    .zip(references)
-                    .filter(|(p, r)| pos(p) && pos(r))
-                    .count() as f64;
-                let fp = predictions
-                    .iter()
-                    .zip(references)
-                    .filter(|(p, r)| pos(p) && !pos(r))
-                    .count() as f64;
-                let fn_ = predictions
-                    .iter()
-                    .zip(references)
-                    .filter(|(p, r)| !pos(p) && pos(r))
-                    .count() as f64;
+                let valid = |s: &str| labels.is_none_or(|ls| ls.iter().any(|l| *l == norm(s)));
+                // What the prediction says of the positive class: an invalid one says the
+                // opposite of its reference.
+                let says_pos = |p: &str, r: &str| match valid(p) {
+                    true => pos(p),
+                    false => !pos(r),
+                };
+                let count = |f: &dyn Fn(bool, bool) -> bool| {
+                    predictions
+                        .iter()
+                        .zip(references)
+                        .filter(|(p, r)| f(says_pos(p, r), pos(r)))
+                        .count() as f64
+                };
+                let tp = count(&|p, r| p && r);
+                let fp = count(&|p, r| p && !r);
+                let fn_ = count(&|p, r| !p && r);
                 Some(if tp == 0.0 {
                     0.0
                 } else {
@@ -147,6 +151,31 @@ mod tests {
         // A generation that is not a label is wrong and counted.
         let sc = Metric::Accuracy.score(&s(&["maybe"]), &s(&["toxic"]), &[None], Some(&labels));
         assert_eq!((sc.accuracy, sc.invalid), (0.0, 1));
+    }
+
+    #[test]
+    fn f1_counts_an_invalid_prediction_as_the_opposite_of_its_target_as_t5_does() {
+        // T5's f1_score_with_invalid: an invalid prediction on a negative target is a false
+        // positive (it was a true negative here), on a positive target a false negative.
+        let m = Metric::AccuracyF1 {
+            positive: "toxic".into(),
+        };
+        let labels = s(&["toxic", "non-toxic"]);
+        let sc = m.score(
+            &s(&["maybe", "toxic"]),
+            &s(&["non-toxic", "toxic"]),
+            &[None, None],
+            Some(&labels),
+        );
+        assert_eq!(sc.f1, Some(2.0 / 3.0));
+        // tp 1 (row 2), fn 1 (row 0, invalid), fp 1 (row 1, invalid), tn 1 (row 3).
+        let sc = m.score(
+            &s(&["?", "", "toxic", "non-toxic"]),
+            &s(&["toxic", "non-toxic", "toxic", "non-toxic"]),
+            &vec![None; 4],
+            Some(&labels),
+        );
+        assert_eq!((sc.f1, sc.invalid, sc.accuracy), (Some(0.5), 2, 0.5));
     }
 
     #[test]

@@ -171,7 +171,9 @@ impl Task for TaskSpec {
             metric: match self.metric.as_str() {
                 "exact_match" => Metric::ExactMatch,
                 m => match m.strip_prefix("f1:") {
-                    Some(p) => Metric::AccuracyF1 { positive: p.into() },
+                    Some(p) => Metric::AccuracyF1 {
+                        positive: p.trim().into(),
+                    },
                     None => Metric::Accuracy,
                 },
             },

@@ -277,6 +277,19 @@ metric = "accuracy"
     .unwrap();
     let e = conveyor_tasks::spec::load(&spec).err().unwrap().to_string();
     assert!(e.contains("f1:postive names no target"), "{e}");
+    // A space after the colon is not part of the label (F1 was 0 whatever the model did).
+    std::fs::write(
+        &spec,
+        "name = \"x\"\nformat = \"tsv\"\ninput_template = \"{a}\"\nlabel_column = \"label\"\nmetric = \"f1: positive\"\n[label_map]\n\"1\" = \"positive\"\n",
+    )
+    .unwrap();
+    let task = conveyor_tasks::spec::load(&spec).unwrap();
+    assert_eq!(
+        task.info().metric,
+        conveyor_tasks::metric::Metric::AccuracyF1 {
+            positive: "positive".into()
+        }
+    );
 }
 
 #[test]
