@@ -207,7 +207,7 @@ task = "trec"
     let accuracy = |run: &str| -> f64 {
         let m = runs
             .join(run)
-            .join("checkpoints/step-00000012/eval-trec/metrics.json");
+            .join("checkpoints/step-00000012/study-eval-trec/metrics.json");
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
         v["scores"]["accuracy"].as_f64().unwrap()
@@ -306,6 +306,29 @@ task = "trec"
             );
         }
     }
+    // A user's own evaluations (eval's default folder, on other data: 3 train rows) are not
+    // taken for the study's: the rerun below reports the same figures (the majority baseline
+    // read from the first cell's evaluation was the 3 rows').
+    for run in std::fs::read_dir(&runs).unwrap() {
+        let ckpt = run.unwrap().path().join("checkpoints/step-00000012");
+        if !ckpt.join("study-eval-trec").exists() {
+            continue;
+        }
+        let o = crate::common::conveyor_cmd()
+            .current_dir(&root)
+            .args([
+                "eval",
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                "--limit",
+                "3",
+                "--data",
+            ])
+            .arg(out.join("tasks/trec/train"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     // A rerun redoes nothing: the diverged runs are read as results, not trained again.
     let o = study();
     let again = String::from_utf8_lossy(&o.stdout);
@@ -313,6 +336,9 @@ task = "trec"
     assert!(again.contains("[cell 26/26]"), "{again}");
     assert_eq!(again.matches(": diverged at step").count(), 2, "{again}");
     assert!(!again.contains(": steps 1..="), "{again}");
+    let again_figures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("figures.json")).unwrap()).unwrap();
+    assert_eq!(again_figures, figures, "the rerun reported other figures");
     // A finished run whose run.json names another starting checkpoint is not reused.
     let moved = runs.join("trec-transformer-scratch-lr0.0001-s0");
     let info = std::fs::read_to_string(moved.join("run.json")).unwrap();

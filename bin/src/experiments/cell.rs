@@ -111,7 +111,9 @@ impl Cell<'_> {
         }
     }
 
-    /// Evaluates the checkpoint on the dev split unless it was evaluated before.
+    /// Evaluates the checkpoint on the dev split unless the study evaluated it before. The
+    /// study's evaluations have a folder of their own (`study-eval-TASK`): `conveyor eval`'s
+    /// default, `eval-TASK`, holds whatever data a user evaluated on (a test split).
     pub fn evaluate(
         &self,
         st: &Study,
@@ -119,9 +121,9 @@ impl Cell<'_> {
         dev: &Path,
         progress: &mut Progress,
     ) -> anyhow::Result<Best> {
-        let eval = ckpt.join(format!("eval-{}", self.task.name));
+        let eval = ckpt.join(format!("study-eval-{}", self.task.name));
         let metrics = eval.join(EvalSummary::FILE);
-        let ran = !metrics.exists();
+        let ran = !evaluated_before(&metrics, ckpt, dev);
         if ran {
             let mut cmd = Cmd::new(&["eval"])
                 .path("--checkpoint", ckpt)
@@ -154,6 +156,24 @@ impl Cell<'_> {
             diverged: None,
         })
     }
+}
+
+/// True when `metrics` is an evaluation of `ckpt` on `dev` (compared by their last parts: the
+/// study folder may have moved since).
+fn evaluated_before(metrics: &Path, ckpt: &Path, dev: &Path) -> bool {
+    let Ok(m) = EvalSummary::read(metrics) else {
+        return false;
+    };
+    let tail = |p: &Path, n: usize| -> Vec<std::ffi::OsString> {
+        let normal = p.components().filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.to_os_string()),
+            _ => None,
+        });
+        let all: Vec<_> = normal.collect();
+        all[all.len().saturating_sub(n)..].to_vec()
+    };
+    // RUN/checkpoints/step-N and tasks/TASK/dev.
+    tail(&m.checkpoint, 3) == tail(ckpt, 3) && tail(&m.data, 3) == tail(dev, 3)
 }
 
 /// Refuses to reuse a run folder that a different cell trained (the study file changed since,
