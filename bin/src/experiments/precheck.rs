@@ -15,6 +15,7 @@ use crate::torch_handoff::run_torch;
 
 /// Refuses the study `st` (read from `file`) if one of its tasks or models cannot be built.
 pub fn check(st: &Study, file: &Path) -> anyhow::Result<()> {
+    files_exist(st, file)?;
     for t in &st.tasks {
         conveyor_tasks::resolve(&t.name, t.task_file.as_deref())
             .with_context(|| format!("{}: task {:?}", file.display(), t.name))?;
@@ -48,6 +49,28 @@ pub fn check(st: &Study, file: &Path) -> anyhow::Result<()> {
                 file.display()
             )
         })?;
+    }
+    Ok(())
+}
+
+/// Refuses a study naming a local file that is not there (a dev file was found missing only
+/// after the pre-training, when the study file could no longer be corrected in place).
+pub(super) fn files_exist(st: &Study, file: &Path) -> anyhow::Result<()> {
+    let local = |f: &std::path::PathBuf| !f.to_str().is_some_and(conveyor_pipeline::remote::is_url);
+    let named = st.corpus.vocab.iter().chain(&st.pretrain.config);
+    let tasks = st.tasks.iter().flat_map(|t| {
+        let files = t.train.iter().chain(&t.dev).chain(&t.task_file);
+        files.map(move |f| (Some(&t.name), f))
+    });
+    for (task, f) in named.map(|f| (None, f)).chain(tasks) {
+        if local(f) && !f.exists() {
+            let task = task.map(|t| format!(" task {t}:")).unwrap_or_default();
+            anyhow::bail!(
+                "{}:{task} {} is not there (paths are read from the folder the study runs in); nothing was run",
+                file.display(),
+                f.display()
+            );
+        }
     }
     Ok(())
 }

@@ -175,6 +175,35 @@ impl Study {
                 anyhow::bail!("{}: {what} names {:?} twice", file.display(), w[0]);
             }
         }
+        // A seed or rate named twice trained its cells twice into one folder, then failed.
+        let seed_lists = [
+            ("seeds", Some(&st.seeds)),
+            ("[pretrain] seeds", st.pretrain.seeds.as_ref()),
+            ("[finetune] search_seeds", st.finetune.search_seeds.as_ref()),
+        ];
+        for (what, list) in seed_lists {
+            let mut list = list.cloned().unwrap_or_default();
+            list.sort_unstable();
+            if let Some(w) = list.windows(2).find(|w| w[0] == w[1]) {
+                anyhow::bail!("{}: {what} names seed {} twice", file.display(), w[0]);
+            }
+        }
+        let rates = &st.finetune.learning_rates;
+        anyhow::ensure!(
+            !rates.is_empty(),
+            "{}: [finetune] learning_rates is empty: nothing would be fine-tuned",
+            file.display()
+        );
+        if let Some((i, lr)) = rates
+            .iter()
+            .enumerate()
+            .find(|(i, lr)| rates[..*i].contains(lr))
+        {
+            anyhow::bail!(
+                "{}: [finetune] learning_rates names {lr} twice (at {i})",
+                file.display()
+            );
+        }
         if let Some(lr) = st
             .finetune
             .learning_rates
@@ -206,6 +235,21 @@ impl Study {
             anyhow::ensure!(
                 !t.dev.is_empty() || t.dev_fraction.is_some(),
                 "{}: task {}: give dev files or a dev_fraction",
+                file.display(),
+                t.name
+            );
+            // Found only after the pre-training otherwise, when the study file can no longer
+            // be corrected in place (its record refuses other tasks). Files: precheck.rs.
+            if let Some(f) = t.dev_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+                anyhow::bail!(
+                    "{}: task {}: dev_fraction {f} is not a fraction in (0, 1)",
+                    file.display(),
+                    t.name
+                );
+            }
+            anyhow::ensure!(
+                t.dev_limit != Some(0),
+                "{}: task {}: dev_limit 0 evaluates nothing",
                 file.display(),
                 t.name
             );
@@ -278,19 +322,31 @@ mod tests {
     use super::*;
 
     fn study(extra_finetune: &str, extra: &str) -> anyhow::Result<Study> {
-        let text = format!(
-            "name = \"s\"\nseeds = [0, 1, 2]\n[corpus]\ninputs = []\n\
-             [pretrain]\narchs = [\"transformer\"]\npreset = \"tiny\"\nsteps = 8\nbatch_size = 2\ninputs_length = 8\n\
-             [finetune]\nsteps = 10\nbatch_size = 2\nlearning_rates = [1e-3, 5e-4]\n{extra_finetune}\n\
-             [[tasks]]\nname = \"trec\"\ntrain = [\"t\"]\ndev_fraction = 0.1\nsteps = 7\n{extra}"
-        );
-        // One file per call: the tests run in parallel.
+        edited(extra_finetune, extra, |t| t)
+    }
+
+    /// The study file with `extra_finetune` and `extra` added, then `edit`ed. Its train file
+    /// is a real one (names must exist).
+    fn edited(
+        extra_finetune: &str,
+        extra: &str,
+        edit: impl Fn(String) -> String,
+    ) -> anyhow::Result<Study> {
+        // One folder and file per call: the tests run in parallel.
         static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("conveyor-studyfile-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let train = dir.join("train.tsv");
+        std::fs::write(&train, "")?;
+        let text = format!(
+            "name = \"s\"\nseeds = [0, 1, 2]\n[corpus]\ninputs = []\n\
+             [pretrain]\narchs = [\"transformer\"]\npreset = \"tiny\"\nsteps = 8\nbatch_size = 2\ninputs_length = 8\n\
+             [finetune]\nsteps = 10\nbatch_size = 2\nlearning_rates = [1e-3, 5e-4]\n{extra_finetune}\n\
+             [[tasks]]\nname = \"trec\"\ntrain = [{train:?}]\ndev_fraction = 0.1\nsteps = 7\n{extra}"
+        );
         let f = dir.join(format!("{n}.toml"));
-        std::fs::write(&f, text)?;
+        std::fs::write(&f, edit(text))?;
         let st = Study::read(&f);
         let _ = std::fs::remove_file(&f);
         st
@@ -335,5 +391,47 @@ mod tests {
             .to_string();
         assert!(e.contains("[reference] needs task \"sst2\""), "{e}");
         assert!(study("", "[reference]\ntask = \"trec\"").is_ok());
+    }
+
+    #[test]
+    fn mistakes_found_after_the_pre_training_are_refused_before_it() {
+        let refused = |extra_finetune: &str, extra: &str, edit: fn(String) -> String| {
+            edited(extra_finetune, extra, edit).unwrap_err().to_string()
+        };
+        let same = |t: String| t;
+        let e = refused("search_seeds = [0, 0]", "", same);
+        assert!(e.contains("search_seeds names seed 0 twice"), "{e}");
+        let e = refused("", "", |t| {
+            t.replace("seeds = [0, 1, 2]", "seeds = [1, 2, 1]")
+        });
+        assert!(e.contains("seeds names seed 1 twice"), "{e}");
+        let e = refused("", "", |t| t.replace("[1e-3, 5e-4]", "[1e-3, 1e-3]"));
+        assert!(e.contains("learning_rates names 0.001 twice"), "{e}");
+        let e = refused("", "", |t| t.replace("[1e-3, 5e-4]", "[]"));
+        assert!(e.contains("learning_rates is empty"), "{e}");
+        let e = refused("", "", |t| {
+            t.replace("dev_fraction = 0.1", "dev_fraction = 0.0")
+        });
+        assert!(e.contains("dev_fraction 0 is not a fraction"), "{e}");
+        let e = refused("", "", |t| {
+            t.replace("dev_fraction = 0.1", "dev_fraction = nan")
+        });
+        assert!(e.contains("dev_fraction NaN is not a fraction"), "{e}");
+        let e = refused("", "dev_limit = 0", same);
+        assert!(e.contains("dev_limit 0 evaluates nothing"), "{e}");
+        // Files that are not there: the precheck's (a study's record is read from anywhere).
+        let st = edited("", "dev = [\"no/such/dev.label\"]", same).unwrap();
+        let e = super::super::precheck::files_exist(&st, Path::new("s.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("task trec: no/such/dev.label is not there"),
+            "{e}"
+        );
+        let st = edited("", "", |t| {
+            t.replace("[pretrain]\n", "[pretrain]\nconfig = \"no/such.json\"\n")
+        })
+        .unwrap();
+        let e = super::super::precheck::files_exist(&st, Path::new("s.toml")).unwrap_err();
+        assert!(e.to_string().contains("no/such.json is not there"), "{e}");
     }
 }
