@@ -120,6 +120,12 @@ pub trait Task: Send + Sync {
         0
     }
 
+    /// What defines a task that is not built in (a task file's settings): part of its
+    /// prepared data's identity, so that an edited task file is another job.
+    fn definition(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// The error for a file that is not in one of this task's formats.
     fn format_error(&self, path: &Path, message: String) -> TaskError {
         let info = self.info();

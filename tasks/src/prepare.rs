@@ -173,6 +173,41 @@ fn no_examples(
     ))
 }
 
+/// The sha256 of an input: of a file's bytes; of a folder's files' names (relative to it) and
+/// bytes in name order, walked without following links (a link is hashed as its target's
+/// name).
+fn input_sha256(path: &Path) -> Result<String, PrepareError> {
+    fn walk(dir: &Path, rel: &str, hash: &mut Sha256) -> Result<(), conveyor_pipeline::Error> {
+        let io = |e| conveyor_pipeline::Error::io(dir, e);
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = format!("{rel}/{}", e.file_name().to_string_lossy());
+            let kind = e.file_type().map_err(io)?;
+            hash.update(name.as_bytes());
+            if kind.is_dir() {
+                walk(&e.path(), &name, hash)?;
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(e.path()).map_err(io)?;
+                hash.update(target.to_string_lossy().as_bytes());
+            } else {
+                hash.update(conveyor_pipeline::shard::file_sha256(&e.path())?.as_bytes());
+            }
+        }
+        Ok(())
+    }
+    let meta = std::fs::metadata(path).map_err(|e| conveyor_pipeline::Error::io(path, e))?;
+    if !meta.is_dir() {
+        return Ok(conveyor_pipeline::shard::file_sha256(path)?);
+    }
+    let mut hash = Sha256::new();
+    walk(path, "", &mut hash)?;
+    Ok(conveyor_pipeline::manifest::hex(&hash.finalize()))
+}
+
 /// Reads, tokenizes and writes the task's examples.
 pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
     conveyor_pipeline::contain::check_split(&cfg.split, "--split")?;
@@ -217,10 +252,18 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     }
     // Written in read order before: such a folder is another job.
     identity["order"] = "shuffled".into();
+    if let Some(d) = task.definition() {
+        identity["definition"] = d;
+    }
+    // Inputs by their bytes too: a file relabelled in place (same size) was "already complete".
     let mut files = Vec::new();
     for p in &cfg.inputs {
         let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        files.push(serde_json::json!([p.display().to_string(), len]));
+        files.push(serde_json::json!([
+            p.display().to_string(),
+            len,
+            input_sha256(p)?
+        ]));
     }
     identity["inputs"] = files.into();
     let job = conveyor_pipeline::manifest::hex(&Sha256::digest(identity.to_string().as_bytes()))

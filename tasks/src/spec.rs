@@ -17,13 +17,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::builtin::{clean, example, unknown_label};
 use crate::read::{file_name, io_error, rows, Layout};
 use crate::{each_row, Metric, Task, TaskData, TaskError, TaskInfo};
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SpecFormat {
     Csv,
@@ -35,7 +35,7 @@ fn yes() -> bool {
 }
 
 /// A task defined in TOML.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub name: String,
@@ -178,6 +178,10 @@ impl Task for TaskSpec {
                 },
             },
         }
+    }
+
+    fn definition(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self).ok()
     }
 
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {

@@ -248,3 +248,65 @@ fn task_examples_are_written_in_a_random_order() {
     // Four labels in random order: runs of a few rows (read order: ~145).
     assert!(longest < 20, "{longest} rows of one label in a row");
 }
+
+/// A task prepared again from inputs or a task file edited in place (same names, same sizes)
+/// is another job: it was "already complete" with the old examples.
+#[test]
+fn edited_inputs_and_task_files_are_another_job() {
+    let dir = tmp_dir("edited-task");
+    let data = dir.join("train.tsv");
+    let spec = dir.join("polarity.toml");
+    std::fs::write(
+        &data,
+        "sentence\tlabel\ngood film\t1\nbad film\t0\nfine film\t1\n",
+    )
+    .unwrap();
+    let map = |a: &str, b: &str| {
+        format!("name = \"polarity\"\nformat = \"tsv\"\ninput_template = \"polarity: {{sentence}}\"\nlabel_column = \"label\"\nmetric = \"accuracy\"\n[label_map]\n\"0\" = \"{a}\"\n\"1\" = \"{b}\"\n")
+    };
+    std::fs::write(&spec, map("negative", "positive")).unwrap();
+    let out = tmp_path("edited-task-examples");
+    let vocab = shared("spiece/t5-spiece.model");
+    let prepare = |extra: &[&str]| {
+        let mut args = vec![
+            "task",
+            "prepare",
+            "polarity",
+            "--task-file",
+            spec.to_str().unwrap(),
+            "--input",
+            data.to_str().unwrap(),
+            "--vocab",
+            &vocab,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        conveyor(&args)
+    };
+    let first = prepare(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = prepare(&[]);
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["already_complete"], true);
+    // Relabelled in place: same size.
+    std::fs::write(
+        &data,
+        "sentence\tlabel\ngood film\t0\nbad film\t1\nfine film\t0\n",
+    )
+    .unwrap();
+    let o = prepare(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--overwrite"), "{err}");
+    assert!(prepare(&["--overwrite"]).status.success());
+    // The task file's labels swapped: same size.
+    std::fs::write(&spec, map("positive", "negative")).unwrap();
+    let o = prepare(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--overwrite"), "{err}");
+}

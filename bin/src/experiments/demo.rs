@@ -110,6 +110,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             // Config overrides go to pre-training and fine-tuning alike (--init needs equal
             // configs).
             config: config.map(Path::to_path_buf),
+            config_sha256: config.and_then(|c| conveyor_pipeline::shard::file_sha256(c).ok()),
             seeds: None,
             steps: 400,
             batch_size: 16,

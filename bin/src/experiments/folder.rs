@@ -135,6 +135,36 @@ mod tests {
         std::fs::remove_dir_all(&out).unwrap();
     }
 
+    /// The pre-training's config file is part of the study by its bytes: edited in place
+    /// (same name), the finished cells were "done before" under another model.
+    #[test]
+    fn an_edited_config_file_is_another_study() {
+        let dir = std::env::temp_dir().join(format!("conveyor-claim-cfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("cfg.json");
+        std::fs::write(&config, "{\"dropout\": 0.1}").unwrap();
+        let file = dir.join("s.toml");
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../studies/smoke.toml"),
+        )
+        .unwrap()
+        .replace(
+            "[pretrain]\n",
+            &format!("[pretrain]\nconfig = {config:?}\n"),
+        );
+        std::fs::write(&file, text).unwrap();
+        let out = dir.join("out");
+        drop(claim(&Study::read(&file).unwrap(), &file, &out, None).unwrap());
+        drop(claim(&Study::read(&file).unwrap(), &file, &out, None).unwrap());
+        std::fs::write(&config, "{\"dropout\": 0.0}").unwrap();
+        let e = claim(&Study::read(&file).unwrap(), &file, &out, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("differ in: pretrain"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn differences_name_the_sections_that_changed() {
         let a = "name = \"x\"\nseeds = [0]\n[corpus]\nvocab_size = 120\n";

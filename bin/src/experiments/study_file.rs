@@ -59,6 +59,10 @@ pub struct Pretrain {
     pub preset: String,
     /// Optional model config overrides (JSON or TOML) for every architecture.
     pub config: Option<PathBuf>,
+    /// The config file's sha256, filled in when the study is read (its record in the study
+    /// folder then holds it: an edited config is another study, not cells "done before").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
     /// Seeds to pre-train with (default: the study's). A fine-tuning seed without its own
     /// pre-training starts from the first of these: one pre-trained model per architecture,
     /// as in the paper, with the seed spread then covering fine-tuning only.
@@ -140,7 +144,13 @@ impl Study {
             conveyor_pipeline::regular::MAX_JSON_BYTES,
         )
         .with_context(|| format!("reading {}", file.display()))?;
-        let st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        let mut st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+        // A missing config is the precheck's to name.
+        st.pretrain.config_sha256 = st
+            .pretrain
+            .config
+            .as_deref()
+            .and_then(|c| conveyor_pipeline::shard::file_sha256(c).ok());
         conveyor_pipeline::contain::check_name(&st.name, file)?;
         for arch in &st.pretrain.archs {
             conveyor_pipeline::contain::check_name(arch, file)?;
