@@ -110,7 +110,8 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, TrainError> {
     Ok(rows)
 }
 
-/// Decodes every example of `cfg.data` (up to `cfg.limit`), in order.
+/// Decodes every example of `cfg.data` in order (with `cfg.limit`, the first rows of each
+/// shard in proportion to its size: see [`proportional`]).
 pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
     let m = ExamplesManifest::read(&cfg.data)?;
     let vocab_path = cfg
@@ -156,7 +157,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
     let mut vs = nn::VarStore::new(cfg.device);
     let model = Seq2Seq::new(&vs.root(), &model_cfg)?;
     checkpoint::load_weights(&cfg.checkpoint, &mut vs)?;
-    let mut rows = Vec::new();
+    let mut shards = Vec::new();
     for s in &m.shards {
         // Read whole: the full checksum, and every id within the model's embeddings.
         let path = conveyor_pipeline::manifest::shard_path(&cfg.data, &s.file)?;
@@ -172,11 +173,18 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
                 path.display()
             )));
         }
-        rows.extend(shard);
+        shards.push(shard);
     }
-    if let Some(n) = cfg.limit {
-        rows.truncate(n);
-    }
+    let sizes: Vec<usize> = shards.iter().map(Vec::len).collect();
+    let take = match cfg.limit {
+        Some(n) => proportional(&sizes, n),
+        None => sizes,
+    };
+    let rows: Vec<_> = shards
+        .into_iter()
+        .zip(take)
+        .flat_map(|(shard, k)| shard.into_iter().take(k))
+        .collect();
     let eos = m.settings.eos_id as i64;
     let max_len = lengths.targets_length;
     let mut predictions = Vec::with_capacity(rows.len());
@@ -209,4 +217,49 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
         }
     }
     Ok(predictions)
+}
+
+/// How many rows a limit of `n` takes from each of shards of `sizes`: shares in proportion to
+/// their sizes (largest remainders first, then shard order), so that every input file (one
+/// shard each: COGS's dev and generalisation files) is sampled, not only the first; each
+/// shard is in a seeded random order, so its first rows are a random sample of it.
+fn proportional(sizes: &[usize], n: usize) -> Vec<usize> {
+    let total: usize = sizes.iter().sum();
+    if n >= total {
+        return sizes.to_vec();
+    }
+    let exact = |s: usize| (s as u128 * n as u128, total as u128);
+    let mut take: Vec<usize> = sizes
+        .iter()
+        .map(|&s| (exact(s).0 / exact(s).1) as usize)
+        .collect();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    // Largest remainder first; ties in shard order (the sort is stable).
+    order.sort_by_key(|&i| std::cmp::Reverse(exact(sizes[i]).0 % exact(sizes[i]).1));
+    let left = n - take.iter().sum::<usize>();
+    for &i in order.iter().take(left) {
+        take[i] += 1;
+    }
+    take
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proportional;
+
+    #[test]
+    fn a_limit_samples_every_shard_in_proportion() {
+        // COGS: 20 dev rows and 20 generalisation rows, limit 20 (it took the dev file only).
+        assert_eq!(proportional(&[20, 20], 20), vec![10, 10]);
+        assert_eq!(proportional(&[3000, 21000], 100), vec![13, 87]);
+        // Largest remainders get the rows left over; ties go to the earlier shard.
+        assert_eq!(proportional(&[5, 3, 2], 5), vec![3, 1, 1]);
+        assert_eq!(proportional(&[1, 1, 1], 2), vec![1, 1, 0]);
+        assert_eq!(proportional(&[4, 0, 6], 100), vec![4, 0, 6]);
+        for n in 0..40 {
+            let t = proportional(&[7, 13, 0, 19], n);
+            assert_eq!(t.iter().sum::<usize>(), n.min(39));
+            assert!(t.iter().zip([7, 13, 0, 19]).all(|(k, s)| *k <= s));
+        }
+    }
 }

@@ -37,7 +37,8 @@ pub struct EvalArgs {
     vocab: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Evaluate the first N examples only.
+    /// Evaluate N examples only: the first rows of each shard (each input file), in
+    /// proportion to its size.
     #[arg(long)]
     limit: Option<usize>,
     #[arg(long, value_enum, default_value = "auto")]
@@ -48,6 +49,10 @@ pub struct EvalArgs {
 }
 
 pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        a.limit != Some(0),
+        "--limit 0 evaluates nothing: give 1 or more, or leave it out for every example"
+    );
     a.data = local_dataset(&a.data)?.0;
     let device = select_device(a.device.into())?;
     let task_name = prepared_task(&a)?;
