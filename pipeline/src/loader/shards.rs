@@ -53,6 +53,7 @@ pub(super) fn examples_shard(
     } else {
         &["inputs", "targets"]
     };
+    shard.verify()?;
     let rows = ListRows::open(&shard.path, columns, within)?.read_ahead();
     let mut open = true;
     let mut bad = None;
@@ -133,6 +134,7 @@ pub(super) fn tokens_shard(
         c.example(keys, index, piece, &mut scratch, &mut ex);
         open.set(run.push(Item::Example(ex)));
     };
+    shard.verify()?;
     let rows = ListRows::open(&shard.path, &["tokens"], 0)?.read_ahead();
     let mut bad = None;
     let mut row_index = 0u64;

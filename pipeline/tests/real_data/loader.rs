@@ -469,3 +469,40 @@ fn aligned_ranks_resumed_at_an_epoch_end_stay_together() {
         );
     }
 }
+
+/// A shard damaged in place (one byte, size and row count unchanged) is an error naming it,
+/// for token shards read on the fly and example shards alike: the loader gave other
+/// examples silently, where `corrupt` refused the same folder.
+#[test]
+fn a_shard_damaged_in_place_is_named_not_read() {
+    fn copy_with_a_flipped_byte(from: &Path, name: &str) -> PathBuf {
+        let to = tmp(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(to.join("manifest.json")).unwrap()).unwrap();
+        let shard = to.join(m["shards"][0]["file"].as_str().unwrap());
+        let mut bytes = std::fs::read(&shard).unwrap();
+        let middle = bytes.len() / 3;
+        bytes[middle] ^= 0x10;
+        std::fs::write(&shard, bytes).unwrap();
+        to
+    }
+    let tokens = copy_with_a_flipped_byte(tokens(), "flipped-tokens");
+    let mut c = corrupt_cfg(128);
+    c.tokens = tokens;
+    let examples = copy_with_a_flipped_byte(&offline("flipped-src", 0, 0, false), "flipped-ex");
+    for input in [LoaderInput::Tokens(c), LoaderInput::Examples(examples)] {
+        let mut cfg = plain(input, 4, 0);
+        cfg.epochs = Some(1);
+        let e = Loader::new(cfg)
+            .unwrap()
+            .find_map(Result::err)
+            .expect("an error")
+            .to_string();
+        assert!(e.contains("-00000-of-") && e.contains("sha256"), "{e}");
+    }
+}
