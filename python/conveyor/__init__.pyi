@@ -22,7 +22,7 @@ class Tokenizer:
         self, texts: Sequence[str], threads: Optional[int] = None
     ) -> list[npt.NDArray[np.int32]]:
         """The ids of every text, encoded in parallel with the GIL released."""
-    def decode(self, ids: Sequence[int]) -> str:
+    def decode(self, ids: Union[Sequence[int], npt.ArrayLike]) -> str:
         """The text of `ids`, as SentencePiece's decode renders it (an id beyond the pieces,
         e.g. a sentinel, shows as `<id N?>` where SentencePiece raises)."""
     @property
@@ -74,6 +74,7 @@ class Loader:
         seed: int = 0,
         epoch: int = 0,
         shuffle_buffer: int = 10000,
+        shuffle_shards: bool = True,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
         inputs_length: Optional[int] = None,
@@ -93,8 +94,12 @@ class Loader:
     def __iter__(self) -> "Loader": ...
     def __next__(self) -> dict[str, npt.NDArray[np.int32]]: ...
     def __len__(self) -> int:
+        """The batches still to come (example shards read as written, ``epochs`` given;
+        else TypeError)."""
+    def batches_per_epoch(self) -> Optional[int]:
         """Batches per epoch for this rank (example shards read as written); with
-        ``align_steps`` the same on every rank, empty batches included."""
+        ``align_steps`` the same on every rank, empty batches included; None when not known
+        before reading."""
     def state_dict(self) -> dict[str, Any]:
         """{epoch, position, fingerprint}: where the loader stands; JSON-able."""
     def load_state_dict(self, state: dict[str, Any]) -> None:

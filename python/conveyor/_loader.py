@@ -6,13 +6,30 @@ from . import _native
 
 try:  # A torch IterableDataset when torch is installed, so DataLoader(loader, batch_size=None) works.
     from torch.utils.data import IterableDataset as _Base
-except ImportError:  # pragma: no cover - JAX or plain numpy users
+except Exception:  # pragma: no cover - JAX or plain numpy users, or a torch that fails to load
     _Base = object
 
 
-def _env_int(name, default):
-    value = os.environ.get(name)
-    return default if value is None else int(value)
+def _ranks_from_environment():
+    """(rank, world_size) from torchrun's RANK and WORLD_SIZE, both or neither."""
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None and world is None:
+        return 0, 1
+    if rank is None or world is None:
+        raise _native.ConveyorError(
+            f"the environment sets RANK={rank} and WORLD_SIZE={world}: set both (as torchrun does) "
+            "or neither, or pass rank= and world_size=")
+    try:
+        r, w = int(rank), int(world)
+    except ValueError:
+        raise _native.ConveyorError(
+            f"the environment's RANK={rank!r} and WORLD_SIZE={world!r} are not integers: fix them, "
+            "or pass rank= and world_size=") from None
+    if not 0 <= r < w:
+        raise _native.ConveyorError(
+            f"the environment's RANK={r} is not below its WORLD_SIZE={w}: fix them, or pass "
+            "rank= and world_size=")
+    return r, w
 
 
 class Loader(_Base):
@@ -28,7 +45,10 @@ class Loader(_Base):
     ``state_dict()`` is a small dict; ``Loader(..., state=s)`` or ``load_state_dict(s)``
     continues exactly after the batch it was taken at (``state`` wins over ``epoch``). ``epochs=None`` runs until stopped;
     ``epochs=N`` stops after epoch N - 1. Iterating again continues the stream; ``len()`` is
-    an epoch's batches whatever has been read. ``vocab_size`` (the model's) turns an id
+    the batches still to come (known for example shards with ``epochs`` given),
+    ``batches_per_epoch()`` an epoch's. ``shuffle_shards=False`` reads the shards in the
+    manifest's order (with ``shuffle_buffer=0``, the order they were written in). Shards are
+    checked against their manifest's sha256 when first read. ``vocab_size`` (the model's) turns an id
     beyond it into an error naming the shard and row. Example shards keep the lengths they
     were written with: an ``inputs_length``, ``noise_density`` or ``mean_span_length`` that
     differs is refused (for token shards they default to T5's 0.15 and 3.0).
@@ -47,7 +67,7 @@ class Loader(_Base):
     the loader prepares ``prefetch`` batches ahead on its own threads.
     """
 
-    def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, rank=None,
+    def __init__(self, path, batch_size, *, seed=0, epoch=0, shuffle_buffer=10000, shuffle_shards=True, rank=None,
                  world_size=None, inputs_length=None, noise_density=None, mean_span_length=None,
                  pack=False, pad_to="feature", drop_remainder=False, prefetch=2, epochs=None,
                  vocab_size=None, align_steps=None, state=None):
@@ -59,10 +79,13 @@ class Loader(_Base):
             raise _native.ConveyorError(
                 "give both rank and world_size, or neither (torchrun's RANK and WORLD_SIZE, "
                 "or one process); rank=0, world_size=1 reads everything")
+        if rank is None:
+            rank, world_size = _ranks_from_environment()
+        self._epochs = epochs
+        self._batch_size = batch_size
         self._native = _native.Loader(
             os.fspath(path), batch_size, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer,
-            rank=_env_int("RANK", 0) if rank is None else rank,
-            world_size=_env_int("WORLD_SIZE", 1) if world_size is None else world_size,
+            shuffle_shards=shuffle_shards, rank=rank, world_size=world_size,
             inputs_length=inputs_length, noise_density=noise_density,
             mean_span_length=mean_span_length, pack=pack, pad_to_longest=pad_to == "longest",
             drop_remainder=drop_remainder, prefetch=prefetch, epochs=epochs, vocab_size=vocab_size,
@@ -99,15 +122,39 @@ class Loader(_Base):
     def state_dict(self):
         """Where the loader stands after the last batch handed out: {epoch, position,
         fingerprint}; JSON-able."""
+        self._check_process()
         return self._native.state_dict()
 
     def load_state_dict(self, state):
         """Continues right after the batch `state` was taken at; a state from another
         configuration (data, seed, shuffle, ranks, batch size or packing) is refused."""
+        self._check_process()
         self._native.load_state_dict(dict(state))
 
+    def batches_per_epoch(self):
+        """Batches per epoch for this rank (example shards read as written; with
+        ``align_steps`` the same on every rank, empty batches included), or None when not
+        known before reading (token shards, or packing by the loader)."""
+        return self._native.batches_per_epoch()
+
     def __len__(self):
+        """The batches this loader will still hand out (what a DataLoader, tqdm or a
+        schedule sized by ``len()`` expects): known for example shards with ``epochs``."""
         n = self._native.batches_per_epoch()
         if n is None:
             raise TypeError("the number of batches is not known before reading (token shards, or packing)")
-        return n
+        if self._epochs is None:
+            raise TypeError(
+                "epochs=None runs until stopped: no length; batches_per_epoch() gives an epoch's")
+        s = self._native.state_dict()
+        # Batches of this epoch handed out: full ones of the items read, then empty ones.
+        done = min(n, -(-s["position"] // self._batch_size) + s.get("padding", 0))
+        return max(0, n * (self._epochs - s["epoch"]) - done)
+
+    def __reduce__(self):
+        # Pickled (a DataLoader worker under spawn or forkserver, copy.deepcopy): refused
+        # with the way out, not "cannot pickle 'conveyor._native.Loader' object".
+        raise _native.ConveyorError(
+            "a conveyor.Loader cannot be pickled or copied (a DataLoader worker under spawn or "
+            "forkserver, copy.deepcopy): use DataLoader(loader, batch_size=None, num_workers=0); "
+            "it prefetches on its own threads")

@@ -62,13 +62,18 @@ fn is_document(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// One document, or the documents of one token shard in order.
 fn documents(tokens: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
+    let tokens = &crate::as_array(tokens)?;
     if is_document(tokens)? {
         return Ok(vec![ids_of(tokens)?]);
     }
     tokens
         .try_iter()
-        .map_err(|_| ConveyorError::new_err("tokens must be an array of ids or a list of them"))?
-        .map(|d| ids_of(&d?))
+        .map_err(|_| {
+            ConveyorError::new_err(
+                "tokens must be an array of ids (numpy, or a CPU tensor) or a list of them",
+            )
+        })?
+        .map(|d| ids_of(&crate::as_array(&d?)?))
         .collect()
 }
 

@@ -38,6 +38,18 @@ pub(crate) fn error(e: conveyor_pipeline::Error) -> PyErr {
     ConveyorError::new_err(e.to_string())
 }
 
+/// An array-like that is not a numpy array, a list or a tuple (a torch tensor on the CPU, a
+/// JAX array) as a numpy array, through `numpy.asarray`; anything else as it is.
+pub(crate) fn as_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let plain = obj.cast::<numpy::PyUntypedArray>().is_ok()
+        || obj.cast::<pyo3::types::PyList>().is_ok()
+        || obj.cast::<pyo3::types::PyTuple>().is_ok();
+    if !plain && obj.hasattr("__array__")? {
+        return obj.py().import("numpy")?.call_method1("asarray", (obj,));
+    }
+    Ok(obj.clone())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConveyorError", m.py().get_type::<ConveyorError>())?;

@@ -17,7 +17,33 @@ use crate::ConveyorError;
 #[pyclass(module = "conveyor._native")]
 pub struct Loader {
     cfg: LoaderConfig,
-    inner: Mutex<Inner>,
+    inner: std::mem::ManuallyDrop<Mutex<Inner>>,
+    /// The process that made it: its reading thread exists there only.
+    pid: u32,
+}
+
+impl Loader {
+    /// Refuses work in a forked child, where the reading thread does not exist (a restart
+    /// there waited forever for it to stop).
+    fn check_process(&self) -> PyResult<()> {
+        if std::process::id() != self.pid {
+            return Err(ConveyorError::new_err(
+                "a conveyor.Loader cannot be used in another process (a fork, a DataLoader worker): make it in the process that reads it, or use DataLoader(loader, batch_size=None, num_workers=0)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // In a forked child the reading thread is the parent's: stopping it would wait
+        // forever (or panic), so the child's copy is left as it is.
+        if std::process::id() == self.pid {
+            // SAFETY: dropped once, here, and never used after.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.inner) };
+        }
+    }
 }
 
 /// Example shards as they are, or token shards span-corrupted on the fly (which needs
@@ -147,7 +173,7 @@ fn batch_dict<'py>(py: Python<'py>, b: Batch) -> PyResult<Bound<'py, PyDict>> {
 #[pymethods]
 impl Loader {
     #[new]
-    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, vocab_size, align_steps, state))]
+    #[pyo3(signature = (path, batch_size, *, seed, epoch, shuffle_buffer, shuffle_shards, rank, world_size, inputs_length, noise_density, mean_span_length, pack, pad_to_longest, drop_remainder, prefetch, epochs, vocab_size, align_steps, state))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -156,6 +182,7 @@ impl Loader {
         seed: u64,
         epoch: u64,
         shuffle_buffer: usize,
+        shuffle_shards: bool,
         rank: usize,
         world_size: usize,
         inputs_length: Option<usize>,
@@ -176,6 +203,8 @@ impl Loader {
         );
         cfg.seed = seed;
         cfg.shuffle_buffer = shuffle_buffer;
+        // False reads the shards in the manifest's order (an evaluation lined up with them).
+        cfg.shuffle_shards = shuffle_shards;
         (cfg.rank, cfg.world_size) = (rank, world_size);
         cfg.pack = pack;
         cfg.pad_to_longest = pad_to_longest;
@@ -219,12 +248,14 @@ impl Loader {
         }
         Ok(Self {
             cfg,
-            inner: Mutex::new(inner),
+            inner: std::mem::ManuallyDrop::new(Mutex::new(inner)),
+            pid: std::process::id(),
         })
     }
 
     /// The next batch, or None when the epochs asked for are done.
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.check_process()?;
         let next = py.detach(|| self.inner.lock().expect("loader lock").next());
         match next {
             None => Ok(None),
@@ -235,6 +266,7 @@ impl Loader {
 
     /// Where the loader stands after the last batch handed out.
     fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.check_process()?;
         // The lock may be held by a next_batch waiting for data: wait without the GIL.
         let s = py.detach(|| self.inner.lock().expect("loader lock").state());
         let d = PyDict::new(py);
@@ -249,6 +281,7 @@ impl Loader {
 
     /// Continues from a state_dict() (refused if it comes from another configuration).
     fn load_state_dict(&self, py: Python<'_>, state: Bound<'_, PyDict>) -> PyResult<()> {
+        self.check_process()?;
         let s = state_of(&state)?;
         let c = self.cfg.clone();
         // Stopping the old loader waits for its thread: without the GIL.

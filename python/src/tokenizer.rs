@@ -10,6 +10,8 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 use rayon::prelude::*;
 
+use crate::ConveyorError;
+
 #[pyclass(module = "conveyor", frozen)]
 pub struct Tokenizer {
     inner: Box<dyn conveyor_pipeline::tokenize::Tokenizer>,
@@ -118,8 +120,14 @@ impl Tokenizer {
 
     /// The text of `ids`: pieces joined, `▁` as spaces, control pieces dropped (`<unk>` as
     /// ` ⁇ `), as SentencePiece's `decode` renders them.
-    fn decode(&self, ids: Vec<u32>) -> String {
-        self.inner.vocab().decode(&ids)
+    /// `ids`: a list, a 1-D numpy array or CPU tensor (`generate()`'s rows).
+    fn decode(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+        let ids: Vec<u32> = crate::as_array(ids)?.extract().map_err(|e| {
+            ConveyorError::new_err(format!(
+                "decode takes the ids of one sequence (a list, a 1-D array or tensor of ids >= 0): {e}"
+            ))
+        })?;
+        Ok(self.inner.vocab().decode(&ids))
     }
 
     /// Pieces in the model (extra ids not included).

@@ -86,12 +86,73 @@ def test_ranks_are_disjoint_and_complete(examples, monkeypatch):
     assert unpadded(conveyor.Loader(examples / "manifest.json", 8, seed=4, epochs=1, rank=2, world_size=3)) == shares[2]
 
 
-def test_len_is_the_batches_of_an_epoch(examples, c4_tokens):
-    for world, rank, drop in [(1, 0, False), (3, 1, False), (3, 2, True)]:
-        l = conveyor.Loader(examples, 10, epochs=1, rank=rank, world_size=world, drop_remainder=drop)
-        assert len(l) == len(list(l))
+def test_len_is_the_batches_still_to_come(examples, c4_tokens):
+    for world, rank, drop, align in [(1, 0, False, None), (3, 1, False, None), (3, 2, True, None),
+                                     (3, 2, False, 2), (3, 1, True, 2)]:
+        kw = dict(epochs=2, rank=rank, world_size=world, drop_remainder=drop, align_steps=align)
+        l = conveyor.Loader(examples, 10, **kw)
+        per_epoch = l.batches_per_epoch()
+        assert len(l) == 2 * per_epoch == len(list(conveyor.Loader(examples, 10, **kw)))
+        # At every point (a resumed loader too) what is left: torch warned once per batch
+        # past len() for every batch of the second epoch.
+        for k in range(2 * per_epoch):
+            assert len(l) == 2 * per_epoch - k, (k, kw)
+            if k % 7 == 3:
+                assert len(conveyor.Loader(examples, 10, state=l.state_dict(), **kw)) == len(l)
+            next(l)
+        assert len(l) == 0 and list(l) == []
     with pytest.raises(TypeError, match="not known"):
-        len(conveyor.Loader(c4_tokens, 10, inputs_length=64))
+        len(conveyor.Loader(c4_tokens, 10, inputs_length=64, epochs=1))
+    with pytest.raises(TypeError, match="epochs=None"):
+        len(conveyor.Loader(examples, 10))
+    assert conveyor.Loader(c4_tokens, 10, inputs_length=64).batches_per_epoch() is None
+
+
+def test_len_agrees_with_a_torch_dataloader_over_several_epochs(examples):
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    dl = torch.utils.data.DataLoader(conveyor.Loader(examples, 10, epochs=2), batch_size=None)
+    n = len(dl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sum(1 for _ in dl) == n
+
+
+def test_shards_can_be_read_in_the_manifests_order(examples):
+    rows = unpadded(conveyor.Loader(examples, 64, shuffle_buffer=0, shuffle_shards=False, epochs=1))
+    assert rows == offline(examples)
+    shuffled = unpadded(conveyor.Loader(examples, 64, shuffle_buffer=0, epochs=1))
+    assert shuffled != rows and sorted(shuffled) == sorted(rows)
+
+
+def test_a_shard_damaged_in_place_is_named(examples, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(examples, damaged)
+    m = json.loads((damaged / "manifest.json").read_text())
+    shard = damaged / m["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    shard.write_bytes(bytes(data))
+    with pytest.raises(conveyor.ConveyorError, match=f"{m['shards'][0]['file']}.*sha256"):
+        list(conveyor.Loader(damaged, 8, shuffle_shards=False, epochs=1))
+
+
+def test_the_environments_ranks_are_named_when_wrong(examples, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(conveyor.ConveyorError, match="RANK=1 and WORLD_SIZE=None"):
+        conveyor.Loader(examples, 8)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(conveyor.ConveyorError, match="not integers"):
+        conveyor.Loader(examples, 8)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(conveyor.ConveyorError, match="RANK=1 is not below its WORLD_SIZE=1"):
+        conveyor.Loader(examples, 8)
+    monkeypatch.setenv("RANK", "0")
+    assert len(conveyor.Loader(examples, 8, epochs=1)) > 0
 
 
 def steps_of(batches, accumulate):
@@ -130,7 +191,7 @@ def test_aligned_ranks_read_step_by_step_what_one_process_reads(examples, c4_tok
             if "inputs_length" not in extra:
                 for r in range(world):
                     aligned = conveyor.Loader(source, batch, rank=r, world_size=world, align_steps=accumulate, **kw)
-                    assert len(aligned) == len(ranks[r]) // 2
+                    assert len(aligned) == len(ranks[r]) == 2 * aligned.batches_per_epoch()
             # With drop_remainder the short last step is dropped on every rank instead.
             drop = dict(kw, drop_remainder=True)
             one = list(conveyor.Loader(source, world * accumulate * batch, **drop, **extra))
@@ -227,7 +288,7 @@ def test_a_torch_dataloader_takes_it_without_copies(examples):
 def test_resume_across_the_epoch_boundary_and_from_a_later_epoch(examples):
     kw = dict(seed=2, shuffle_buffer=64, epochs=3)
     full = unpadded(conveyor.Loader(examples, 8, **kw))
-    per_epoch = len(conveyor.Loader(examples, 8, **kw))
+    per_epoch = conveyor.Loader(examples, 8, **kw).batches_per_epoch()
     for stop in [per_epoch - 1, per_epoch, per_epoch + 3]:
         first = conveyor.Loader(examples, 8, **kw)
         head = [next(first) for _ in range(stop)]
@@ -310,9 +371,41 @@ def test_a_shard_of_other_column_types_is_an_error_naming_it(c4_tokens, tmp_path
 
 def test_a_dataloader_worker_process_is_refused(examples):
     torch = pytest.importorskip("torch")
+    import copy
+    import pickle
+
     loader = conveyor.Loader(examples, 8, seed=0, epochs=1)
     with pytest.raises(Exception, match="cannot be iterated in another process"):
         next(iter(torch.utils.data.DataLoader(loader, batch_size=None, num_workers=1)))
+    # Spawned or forkserver workers pickle the dataset: the same advice, not "cannot pickle".
+    for copy_it in [pickle.dumps, copy.deepcopy]:
+        with pytest.raises(conveyor.ConveyorError, match="num_workers=0"):
+            copy_it(loader)
+
+
+def test_a_forked_child_neither_hangs_nor_panics(examples):
+    # The reading thread is the parent's: a restart in the child waited forever for it, and
+    # dropping the child's copy printed a Rust panic.
+    code = f"""
+import os, sys, conveyor
+L = conveyor.Loader({str(examples)!r}, 4, epochs=1)
+next(L)
+pid = os.fork()
+if pid == 0:
+    try:
+        L.load_state_dict(L.state_dict())
+        code = 3
+    except conveyor.ConveyorError as e:
+        code = 0 if "another process" in str(e) else 4
+    del L
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert next(L)["inputs"].shape[0] == 4
+print("child", os.waitstatus_to_exitcode(status))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "child 0", r.stdout + r.stderr
+    assert "panic" not in r.stderr.lower(), r.stderr
 
 
 def test_the_extension_loads_after_torch():

@@ -70,6 +70,13 @@ def test_decode_matches_sentencepiece(both, c4_texts):
     for text in c4_texts[:100] + EDGE:
         ids = ref.encode(text)
         assert ours.decode(ids) == ref.decode(ids), repr(text[:60])
+    # generate()'s rows: numpy arrays and CPU tensors too.
+    ids = ref.encode(c4_texts[0])
+    assert ours.decode(np.array(ids, dtype=np.int64)) == ref.decode(ids)
+    torch = pytest.importorskip("torch")
+    assert ours.decode(torch.tensor(ids)) == ref.decode(ids)
+    with pytest.raises(conveyor.ConveyorError, match="ids >= 0"):
+        ours.decode(torch.tensor([-100, 5]))
 
 
 def test_vocabulary_facts(both):
