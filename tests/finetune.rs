@@ -89,18 +89,30 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         table.contains("AG News") && table.contains("transformer, no pre-training"),
         "{table}"
     );
-    // An evaluation of a task the table has no column for (a task file's) is said, not an
-    // empty table with status 0.
+    // An evaluation of a task outside the paper's (a task file's) gets a column under its
+    // own name, with its F1 where scored (the table was empty: a study's report too).
     let other = tmp_path("eval-task-file");
     std::fs::create_dir_all(&other).unwrap();
     let mut m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(eval.join("metrics.json")).unwrap()).unwrap();
     m["task"] = "my_trec".into();
+    m["scores"]["f1"] = 0.5.into();
+    std::fs::write(other.join("metrics.json"), m.to_string()).unwrap();
+    let table = ok(&["report", other.to_str().unwrap(), e]);
+    let header = table.lines().next().unwrap();
+    assert_eq!(
+        header, "| model | AG News | my_trec | my_trec F1 |",
+        "{table}"
+    );
+    assert!(table.contains("| 50.00 |"), "{table}");
+    // A task name that is not a plain name (an edited metrics.json) is refused, not put
+    // into the table's markup.
+    m["task"] = "a | b".into();
     std::fs::write(other.join("metrics.json"), m.to_string()).unwrap();
     let o = conveyor(&["report", other.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("none of the evaluations"),
+        !o.status.success() && err.contains("not a plain name"),
         "{err}"
     );
     ok(&[

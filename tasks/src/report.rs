@@ -153,6 +153,12 @@ fn check_report_input(m: &EvalSummary, info: &RunInfo, metrics: &Path) -> Result
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
+    if !plain(&m.task) {
+        return bad(format!(
+            "names the task {:?}, not a plain name: not a metrics.json `conveyor eval` wrote",
+            m.task
+        ));
+    }
     if !plain(&info.arch) {
         return bad(format!(
             "its run names the architecture {:?}, not a plain name: not a run conveyor wrote",
@@ -173,6 +179,24 @@ fn check_report_input(m: &EvalSummary, info: &RunInfo, metrics: &Path) -> Result
 }
 
 /// One column's value from an evaluation's scores (a fraction), if it has it.
+/// The columns an evaluation of `task` fills (score, header): the paper's for its tasks;
+/// for another (a task file's) its accuracy under the task's name, and its F1 where scored.
+fn columns_of(task: &str, s: &Scores) -> Vec<(&'static str, String)> {
+    let paper: Vec<_> = COLUMNS
+        .iter()
+        .filter(|c| c.0 == task)
+        .map(|c| (c.1, c.2.to_string()))
+        .collect();
+    if !paper.is_empty() {
+        return paper;
+    }
+    let mut own = vec![("accuracy", task.to_string())];
+    if s.f1.is_some() {
+        own.push(("f1", format!("{task} F1")));
+    }
+    own
+}
+
 fn column_score(s: &Scores, score: &str) -> Option<f64> {
     match score {
         // COGS generalisation: the mean over the generalisation categories (every category
@@ -212,7 +236,7 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
     let mut cells: Cells = BTreeMap::new();
     let mut majority = BTreeMap::new();
     let mut archs: Vec<String> = Vec::new();
-    let mut seen: BTreeMap<(String, bool, &str, Option<u64>), PathBuf> = BTreeMap::new();
+    let mut seen: BTreeMap<(String, bool, String, Option<u64>), PathBuf> = BTreeMap::new();
     for metrics in metrics_of(paths)? {
         let m = EvalSummary::read(&metrics)?;
         let info = run_info(&m, &metrics)?;
@@ -228,19 +252,16 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
         let row = cells
             .entry((pretrained, order, info.arch.clone()))
             .or_default();
-        for (t, score, header) in COLUMNS {
-            if t != m.task {
-                continue;
-            }
+        for (score, header) in columns_of(&m.task, &m.scores) {
             if score == "accuracy" {
                 if let Some(v) = m.scores.majority {
-                    majority.insert(header.to_string(), 100.0 * v);
+                    majority.insert(header.clone(), 100.0 * v);
                 }
             }
             let Some(v) = column_score(&m.scores, score) else {
                 continue;
             };
-            let key = (info.arch.clone(), pretrained, header, info.seed);
+            let key = (info.arch.clone(), pretrained, header.clone(), info.seed);
             if let Some(other) = seen.insert(key, metrics.clone()) {
                 return Err(TaskError::Io {
                     path: metrics.clone(),
@@ -253,7 +274,7 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
                     ),
                 });
             }
-            row.entry(header.to_string()).or_default().push(SeedScore {
+            row.entry(header).or_default().push(SeedScore {
                 seed: info.seed,
                 score: 100.0 * v,
             });
@@ -351,11 +372,18 @@ fn markdown(
     gain_ci: &ByArch,
     majority: &BTreeMap<String, f64>,
 ) -> String {
-    let used: Vec<&str> = COLUMNS
+    // The paper's columns in its order, then other tasks' by name.
+    let mut used: Vec<&str> = COLUMNS
         .iter()
         .map(|c| c.2)
         .filter(|h| rows.iter().any(|r| r.scores.contains_key(*h)))
         .collect();
+    let others: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .flat_map(|r| r.scores.keys().map(String::as_str))
+        .filter(|h| !COLUMNS.iter().any(|c| c.2 == *h))
+        .collect();
+    used.extend(others);
     let mut md = format!(
         "| model | {} |\n|---|{}\n",
         used.join(" | "),
