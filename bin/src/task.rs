@@ -240,6 +240,14 @@ fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
             s.inputs_length, s.truncated_inputs, s.targets_length, s.truncated_targets
         );
     }
+    if s.unreachable_targets > 0 {
+        eprintln!(
+            "warning: {} of {} examples have a target this vocabulary cannot give back (first: {}): they can never be predicted right; a vocabulary with their characters (a larger or the T5 one) avoids it",
+            s.unreachable_targets,
+            s.written,
+            conveyor_pipeline::printable::one_line(s.unreachable_example.as_deref().unwrap_or(""))
+        );
+    }
     crate::job_flags::merge_hint(&a.out, worker, a.json);
     Ok(())
 }

@@ -121,6 +121,10 @@ pub struct PrepareSummary {
     pub targets_length: usize,
     pub truncated_inputs: u64,
     pub truncated_targets: u64,
+    /// Examples whose target the vocabulary cannot give back, and the first of them.
+    pub unreachable_targets: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable_example: Option<String>,
     pub already_complete: bool,
 }
 
@@ -147,6 +151,8 @@ fn summary(m: &ExamplesManifest, out: &Path, done: bool) -> PrepareSummary {
         targets_length: m.settings.lengths.targets_length,
         truncated_inputs: t.truncated_inputs,
         truncated_targets: t.truncated_targets,
+        unreachable_targets: t.unreachable_targets,
+        unreachable_example: t.unreachable_example,
         already_complete: done,
     }
 }
@@ -357,6 +363,18 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     let lt = cfg
         .targets_length
         .unwrap_or_else(|| longest(|e| e.targets.len()));
+    // Targets the vocabulary cannot give back: eval compares decoded text with the target's,
+    // so such an example is never right (39 of TREC's 50 labels with a small trained vocabulary).
+    let mut unreachable: std::collections::BTreeMap<usize, (u64, Option<String>)> =
+        Default::default();
+    for (e, (i, ex)) in encoded.iter().zip(&examples) {
+        let back = vocab.decode(&e.targets[..e.targets.len() - 1]);
+        if back.trim() != ex.targets.trim() {
+            let u = unreachable.entry(*i).or_default();
+            u.0 += 1;
+            u.1.get_or_insert_with(|| format!("{:?} decodes as {back:?}", ex.targets));
+        }
+    }
     let mut truncated: std::collections::BTreeMap<usize, (u64, u64)> = Default::default();
     for (e, (i, _)) in encoded.iter_mut().zip(&examples) {
         let t = truncated.entry(*i).or_default();
@@ -431,6 +449,8 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             excluded: data.excluded.clone(),
             truncated_inputs: ti,
             truncated_targets: tt,
+            unreachable_targets: unreachable.get(i).map_or(0, |u| u.0),
+            unreachable_example: unreachable.get(i).and_then(|u| u.1.clone()),
             problems: data
                 .skipped
                 .iter()

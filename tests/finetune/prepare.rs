@@ -310,3 +310,38 @@ fn edited_inputs_and_task_files_are_another_job() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--overwrite"), "{err}");
 }
+
+/// Targets a vocabulary cannot give back are counted and warned about (39 of TREC's 50 labels
+/// with the small fixture vocabulary decode otherwise: accuracy silently capped).
+#[test]
+fn targets_the_vocabulary_cannot_give_back_are_counted() {
+    let prepare = |vocab: &str, name: &str| {
+        let out = tmp_path(name);
+        let o = conveyor(&[
+            "task",
+            "prepare",
+            "trec",
+            "--input",
+            &shared("trec/train_5500.label"),
+            "--vocab",
+            vocab,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/vocab/fixture.model");
+    let (v, err) = prepare(fixture.to_str().unwrap(), "unreachable-fixture");
+    let n = v["unreachable_targets"].as_u64().unwrap();
+    assert!(
+        n > 1000 && err.contains("cannot give back") && err.contains("decodes as"),
+        "{n} {err}"
+    );
+    let (v, err) = prepare(&shared("spiece/t5-spiece.model"), "unreachable-t5");
+    assert_eq!(v["unreachable_targets"], 0, "{err}");
+    assert!(!err.contains("cannot give back"), "{err}");
+}

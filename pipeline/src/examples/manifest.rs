@@ -134,6 +134,13 @@ pub struct TaskCounts {
     pub excluded: std::collections::BTreeMap<String, u64>,
     pub truncated_inputs: u64,
     pub truncated_targets: u64,
+    /// Examples whose target text the vocabulary cannot give back (decoding its ids is
+    /// another text: a character it lacks, spacing it normalises): never predicted right.
+    #[serde(default)]
+    pub unreachable_targets: u64,
+    /// The first such target and what it decodes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_example: Option<String>,
     /// Skipped rows, first ones, with file:line and reason.
     pub problems: Vec<String>,
 }

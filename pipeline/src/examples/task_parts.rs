@@ -68,6 +68,8 @@ pub fn task_manifest(
         excluded,
         truncated_inputs: counts.iter().map(|c| c.truncated_inputs).sum(),
         truncated_targets: counts.iter().map(|c| c.truncated_targets).sum(),
+        unreachable_targets: counts.iter().map(|c| c.unreachable_targets).sum(),
+        unreachable_example: counts.iter().find_map(|c| c.unreachable_example.clone()),
         problems: counts
             .iter()
             .flat_map(|c| c.problems.iter().cloned())
