@@ -26,7 +26,43 @@ pub struct ParquetSource {
 }
 
 fn is_string(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        // A dictionary-encoded string column (pandas' categories, as pyarrow writes them).
+        DataType::Dictionary(_, values) => is_string(values),
+        _ => false,
+    }
+}
+
+/// The batch with its dictionary-encoded string columns decoded to plain strings.
+fn plain_strings(batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let dictionary = |t: &DataType| matches!(t, DataType::Dictionary(..));
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| dictionary(f.data_type()))
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match f.data_type() {
+            DataType::Dictionary(_, values) => {
+                columns.push(arrow::compute::cast(c, values)?);
+                fields.push(f.as_ref().clone().with_data_type(values.as_ref().clone()));
+            }
+            _ => {
+                columns.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
 }
 
 impl ParquetSource {
@@ -109,7 +145,12 @@ impl ParquetSource {
         }
         match self.reader.next() {
             None => Ok(None),
-            Some(Ok(b)) => Ok(Some((b, 0))),
+            Some(Ok(b)) => plain_strings(b).map(|b| Some((b, 0))).map_err(|e| {
+                ReadError::new(
+                    self.records,
+                    format!("a dictionary column after row {}: {e}", self.records),
+                )
+            }),
             Some(Err(e)) => Err(match crate::remote::read::unreachable_in(&e) {
                 Some(message) => ReadError {
                     records: self.records,
@@ -190,5 +231,65 @@ impl Source for ParquetSource {
             return self.file_size;
         }
         self.file_size * self.records / self.total_rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{DictionaryArray, StringArray};
+    use arrow::datatypes::{Field, Int32Type, Schema};
+    use std::sync::Arc;
+
+    /// A dictionary-encoded text column (pandas categories, as pyarrow writes them) reads as
+    /// its strings; it was refused as "no string column".
+    #[test]
+    fn a_dictionary_encoded_text_column_is_read() {
+        let path =
+            std::env::temp_dir().join(format!("conveyor-dict-{}.parquet", std::process::id()));
+        let text: DictionaryArray<Int32Type> = vec![
+            Some("spam and eggs"),
+            None,
+            Some("spam and eggs"),
+            Some("ham"),
+        ]
+        .into_iter()
+        .collect();
+        let url = StringArray::from(vec!["a", "b", "c", "d"]);
+        let schema = Schema::new(vec![
+            Field::new("text", text.data_type().clone(), true),
+            Field::new("url", DataType::Utf8, false),
+        ]);
+        let batch =
+            RecordBatch::try_new(Arc::new(schema), vec![Arc::new(text), Arc::new(url)]).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let mut source = ParquetSource::open(&path, "text").unwrap();
+        let mut out = Vec::new();
+        while source.read_batch(&mut out, 1 << 20).unwrap() {}
+        std::fs::remove_file(&path).ok();
+        let got: Vec<String> = out
+            .into_iter()
+            .map(|r| match r {
+                Raw::Doc(d) => format!("{} {}", d.text, d.url.unwrap_or_default()),
+                Raw::Bad(kind, _) => format!("<{}>", kind.name()),
+                Raw::Json(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spam and eggs a",
+                "<missing_text>",
+                "spam and eggs c",
+                "ham d"
+            ]
+        );
     }
 }
