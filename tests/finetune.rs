@@ -213,6 +213,14 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         std::fs::read_to_string(mine.join("metrics.json")).unwrap(),
         "{\"mine\": 1}\n"
     );
+    // A file as --out is named as such ("File exists" before), and --limit 0 is refused.
+    let o = eval_to(&mine.join("metrics.json"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is a file"), "{err}");
+    let c = ckpt.to_str().unwrap();
+    let o = conveyor(&["eval", "--checkpoint", c, "--data", d, "--limit", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--limit 0"), "{err}");
     // A killed evaluation's temporary predictions go with the next run.
     std::fs::write(eval.join(".predictions.jsonl.99999-0.tmp"), "partial").unwrap();
     let files = || {

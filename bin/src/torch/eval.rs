@@ -66,6 +66,11 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     // The output is checked and created first, so that a bad --out fails before the decoding;
     // then locked (a second eval on it is refused), and only then are a killed evaluation's
     // temporaries removed (not a running one's).
+    anyhow::ensure!(
+        !out.exists() || out.is_dir(),
+        "--out {} is a file: eval writes a folder (metrics.json, predictions.jsonl); give a folder's path",
+        out.display()
+    );
     refuse_foreign_out(&out, false)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let _lock = RunLock::take(&out, RunKind::Eval)?;
