@@ -376,6 +376,38 @@ fn wrong_inputs_are_refused_with_a_reason() {
     let o = conveyor(&factored);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("resume with --factor-min-dim 128"), "{err}");
+    // The z-loss is part of the run's objective: another is named.
+    let mut z = train_args(s, "transformer", "4");
+    z.extend(["--resume", "--z-loss", "1e-4"]);
+    let o = conveyor(&z);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("trained with --z-loss 0 and this one with 0.0001"),
+        "{err}"
+    );
+    let mut negative = train_args(s, "transformer", "4");
+    negative.extend(["--resume", "--z-loss=-1"]);
+    let o = conveyor(&negative);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a coefficient"));
+    // A run with it: recorded, the same first loss (the logged loss is the cross-entropy),
+    // then other weights; resumed without the flag, refused naming it.
+    let zrun = run.join("z-loss");
+    let zs = zrun.to_str().unwrap();
+    let mut first_z = train_args(zs, "transformer", "2");
+    first_z.extend(["--z-loss", "0.01"]);
+    ok(&first_z);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(zrun.join("checkpoints/step-00000002/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["z_loss"], 0.01);
+    let (plain, with_z) = (losses(&run), losses(&zrun));
+    assert_eq!(plain[0], with_z[0]);
+    assert_ne!(plain[1], with_z[1]);
+    let mut again = train_args(zs, "transformer", "4");
+    again.push("--resume");
+    let err = String::from_utf8_lossy(&conveyor(&again).stderr).into_owned();
+    assert!(err.contains("resume with --z-loss 0.01"), "{err}");
     // Another inputs length is named (the loader said only "another data configuration").
     let mut longer = train_args(s, "transformer", "4");
     longer[14] = "32";

@@ -122,6 +122,10 @@ pub struct TrainArgs {
     /// every matrix, as transformers' Adafactor (and conveyor before this flag) does.
     #[arg(long)]
     factor_min_dim: Option<usize>,
+    /// Mesh TF's z-loss: add Z x logsumexp² of each target position's logits to the
+    /// objective (T5 trained with 1e-4); the logged loss stays the cross-entropy.
+    #[arg(long, default_value_t = 0.0, value_parser = z_loss)]
+    z_loss: f64,
     /// Constant learning rate (fine-tuning); default: T5's 1/sqrt(max(step, warmup)), a
     /// relative step for Adafactor only (--optimizer adamw needs --lr).
     #[arg(long)]
@@ -388,6 +392,14 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `--z-loss`: a finite coefficient of 0 or more.
+fn z_loss(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(z) if z.is_finite() && z >= 0.0 => Ok(z),
+        _ => Err(format!("{s} is not a coefficient of 0 or more (T5: 1e-4)")),
+    }
+}
+
 /// The trainer's configuration from the flags.
 fn train_config(
     a: TrainArgs,
@@ -437,6 +449,7 @@ fn train_config(
         sync_every: a.sync_every.map(|n| n as usize),
         cuda_graph: a.cuda_graph,
         check_syncs: a.check_syncs,
+        z_loss: a.z_loss,
     }
 }
 

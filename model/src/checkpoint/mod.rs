@@ -52,6 +52,9 @@ pub struct TrainerState {
     /// seeds differ from eager steps').
     #[serde(default)]
     pub cuda_graph: Option<bool>,
+    /// The z-loss coefficient the run trained with (0 in checkpoints from before it).
+    #[serde(default)]
+    pub z_loss: f64,
     /// Size and sha256 of every other file of the checkpoint, checked before it is used
     /// (empty in checkpoints from before the sums, which are not checked).
     #[serde(default)]

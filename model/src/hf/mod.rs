@@ -214,6 +214,7 @@ pub fn initial_state() -> TrainerState {
         inputs_length: None,
         precision: None,
         cuda_graph: None,
+        z_loss: 0.0,
         files: Default::default(),
     }
 }

@@ -353,6 +353,7 @@ impl Seq2Seq {
             None,
             train,
             Some(&count),
+            0.0,
         )
         .1
     }
@@ -368,15 +369,25 @@ impl Seq2Seq {
         target_mask: &Tensor,
         train: bool,
     ) -> Tensor {
-        self.loss_parts(inputs, input_mask, targets, target_mask, None, train, None)
-            .1
+        self.loss_parts(
+            inputs,
+            input_mask,
+            targets,
+            target_mask,
+            None,
+            train,
+            None,
+            0.0,
+        )
+        .1
     }
 
     /// The summed token cross-entropy (float32, without gradient) and, differentiable, that
-    /// sum divided by `denom` (a 0-dim float32 tensor on the model's device; the sum itself
-    /// when `None`). With bfloat16 logits the division happens before their gradient is
-    /// rounded (xent.rs), so `backward()` of the second gives the same gradient as the
-    /// float32 path rounded once.
+    /// sum plus `z_loss` times the summed logsumexp² of the target positions' logits (Mesh
+    /// TF's z-loss, which keeps the softmax normaliser near 1; 0 for none) divided by `denom`
+    /// (a 0-dim float32 tensor on the model's device; undivided when `None`). With bfloat16
+    /// logits the division happens before their gradient is rounded (xent.rs), so
+    /// `backward()` of the second gives the same gradient as the float32 path rounded once.
     #[allow(clippy::too_many_arguments)]
     pub fn loss_parts(
         &self,
@@ -387,6 +398,7 @@ impl Seq2Seq {
         seg: Option<&Segments>,
         train: bool,
         denom: Option<&Tensor>,
+        z_loss: f64,
     ) -> (Tensor, Tensor) {
         let encoded = self.encode_segments(inputs, input_mask, seg, train);
         let dec_in = self.shift_right(targets, seg.map(|s| &s.targets));
@@ -394,16 +406,25 @@ impl Seq2Seq {
         let logits = self.logits(&hidden);
         if logits.kind() == Kind::BFloat16 {
             // Mixed precision: no float32 copy of the (batch x targets x vocab) logits.
-            return xent::nll_over(&logits, targets, target_mask, xent::CHUNK_ELEMENTS, denom);
+            let chunk = xent::CHUNK_ELEMENTS;
+            return xent::nll_over(&logits, targets, target_mask, chunk, denom, z_loss);
         }
         let logp = logits.log_softmax(-1, Kind::Float);
         let nll = -logp
             .gather(-1, &targets.unsqueeze(-1), false)
             .squeeze_dim(-1);
-        let sum = (nll * target_mask.to_kind(Kind::Float)).sum(Kind::Float);
+        let mask = target_mask.to_kind(Kind::Float);
+        let sum = (nll * &mask).sum(Kind::Float);
+        let objective = match z_loss != 0.0 {
+            true => {
+                let lse = logits.to_kind(Kind::Float).logsumexp([-1], false);
+                &sum + (lse.square() * &mask).sum(Kind::Float) * z_loss
+            }
+            false => sum.shallow_clone(),
+        };
         let value = match denom {
-            Some(d) => &sum / d,
-            None => sum.shallow_clone(),
+            Some(d) => &objective / d,
+            None => objective,
         };
         (sum.detach(), value)
     }

@@ -223,7 +223,7 @@ fn a_packed_batch_has_the_loss_of_its_examples_unpacked() {
         }
         let (x, mi, y, mt, seg) = packed(&exs, &[&[0, 1, 2], &[3, 4]], 22, 12);
         let got = m
-            .loss_parts(&x, &mi, &y, &mt, Some(&seg), false, None)
+            .loss_parts(&x, &mi, &y, &mt, Some(&seg), false, None, 0.0)
             .1
             .double_value(&[]);
         let want = sum / tokens;
@@ -294,7 +294,8 @@ fn sdpa_attention_equals_the_explicit_path() {
             (cfg.dropout, cfg.weight_dropout) = (0.0, 0.0);
             let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
             let loss = if packed_rows {
-                m.loss_parts(&px, &pmi, &py, &pmt, Some(&seg), true, None).1
+                m.loss_parts(&px, &pmi, &py, &pmt, Some(&seg), true, None, 0.0)
+                    .1
             } else {
                 m.loss(&x, &mi, &y, &mt, true)
             };
@@ -325,4 +326,31 @@ fn sdpa_attention_equals_the_explicit_path() {
             }
         }
     }
+}
+
+/// The float32 path's z-loss: the objective grows by exactly z x the masked sum of the
+/// squared logsumexp of the logits; the returned sum (the logged loss) does not move.
+#[test]
+fn the_z_loss_adds_z_times_the_squared_normaliser_in_float32() {
+    let _rng = crate::test_rng();
+    let (_vs, m) = model(Arch::Transformer);
+    let _guard = tch::no_grad_guard();
+    let exs = examples(&[(9, 5)], 40);
+    let (x, y) = &exs[0];
+    let xi = Tensor::from_slice(x).view([1, -1]);
+    let yi = Tensor::from_slice(y).view([1, -1]);
+    let mi = xi.ones_like().to_kind(Kind::Float);
+    let mt = Tensor::from_slice(&[1.0f32, 1., 0.5, 1., 0.]).view([1, -1]);
+    let (s0, v0) = m.loss_parts(&xi, &mi, &yi, &mt, None, false, None, 0.0);
+    let (s1, v1) = m.loss_parts(&xi, &mi, &yi, &mt, None, false, None, 0.01);
+    let encoded = m.encode_segments(&xi, &mi, None, false);
+    let hidden = m.decode_segments(&m.shift_right(&yi, None), &encoded, &mi, None, false);
+    let lse = m
+        .logits(&hidden)
+        .to_kind(Kind::Float)
+        .logsumexp([-1], false);
+    let z = 0.01 * (lse.square() * &mt).sum(Kind::Float).double_value(&[]);
+    assert_eq!(s0.double_value(&[]), s1.double_value(&[]));
+    let grew = v1.double_value(&[]) - v0.double_value(&[]);
+    assert!(z > 0.0 && (grew - z).abs() <= 1e-5 * z, "{grew} vs {z}");
 }

@@ -18,8 +18,9 @@ pub const CHUNK_ELEMENTS: i64 = 32 << 20;
 
 /// The sum over rows of (logsumexp(logits) - logits[target]) * mask, for (batch, targets,
 /// vocab) logits, (batch, targets) int64 targets and a (batch, targets) mask (float32,
-/// without gradient), and that sum divided by `denom` (a 0-dim float32 tensor on the logits'
-/// device; the sum itself when `None`), differentiable with respect to `logits`, its
+/// without gradient), and, differentiable with respect to `logits`, that sum plus
+/// `z_loss` times the masked sum of logsumexp² (Mesh TF's z-loss; 0 for none), divided by
+/// `denom` (a 0-dim float32 tensor on the logits' device; undivided when `None`), its
 /// gradient divided in float32 and rounded to the logits' kind once. Rows go `chunk`
 /// elements at a time ([`CHUNK_ELEMENTS`]).
 pub fn nll_over(
@@ -28,6 +29,7 @@ pub fn nll_over(
     mask: &Tensor,
     chunk: i64,
     denom: Option<&Tensor>,
+    z_loss: f64,
 ) -> (Tensor, Tensor) {
     let vocab = *logits.size().last().expect("logits have a vocabulary axis");
     let flat = logits.reshape([-1, vocab]);
@@ -45,6 +47,7 @@ pub fn nll_over(
     let _guard = tch::no_grad_guard();
     let grad = with_grad.then(|| Tensor::empty_like(&flat));
     let mut total = Tensor::zeros([], (Kind::Float, logits.device()));
+    let mut z_total = Tensor::zeros([], (Kind::Float, logits.device()));
     let mut start = 0;
     while start < rows {
         let len = step.min(rows - start);
@@ -54,20 +57,35 @@ pub fn nll_over(
         let lse = x.logsumexp([-1], true);
         let nll = &lse - x.gather(1, &t, false);
         total += (nll * &m).sum(Kind::Float);
+        if z_loss != 0.0 {
+            z_total += (lse.square() * &m).sum(Kind::Float);
+        }
         if let Some(g) = &grad {
-            // m * (softmax - onehot) / denom, right for any mask, not only 0/1.
+            // m * (softmax - onehot) / denom, right for any mask, not only 0/1; the z-loss
+            // adds m * 2 z lse * softmax / denom.
             let gm = gmask.narrow(0, start, len);
-            let mut p = (x - lse).exp_();
-            let _ = p.g_mul_(&gm);
+            let mut p = (&x - &lse).exp_();
+            match z_loss != 0.0 {
+                true => {
+                    let _ = p.g_mul_(&(&gm * (lse * (2.0 * z_loss) + 1.0)));
+                }
+                false => {
+                    let _ = p.g_mul_(&gm);
+                }
+            }
             let _ = p.scatter_add_(1, &t, &gm.neg());
             g.narrow(0, start, len).copy_(&p);
         }
         start += len;
     }
     drop(_guard);
+    let objective = match z_loss != 0.0 {
+        true => &total + z_total * z_loss,
+        false => total.shallow_clone(),
+    };
     let value = match denom {
-        Some(d) => &total / d,
-        None => total.shallow_clone(),
+        Some(d) => &objective / d,
+        None => objective,
     };
     let value = match grad {
         // Its value is `value` (plus an exact zero); its gradient with respect to the
@@ -125,7 +143,7 @@ mod tests {
             .view([b, t]);
             let a = base.copy().set_requires_grad(true);
             let p = base.copy().set_requires_grad(true);
-            let la = nll_over(&a, &targets, &mask, chunk, None).1;
+            let la = nll_over(&a, &targets, &mask, chunk, None, 0.0).1;
             let lp = plain(&p, &targets, &mask);
             let (va, vp) = (la.double_value(&[]), lp.double_value(&[]));
             assert!(
@@ -135,7 +153,7 @@ mod tests {
             drop(la);
             // A divisor bfloat16 does not hold exactly, as the trainer's token count.
             let three = Tensor::from(3.0f32);
-            let (sum, mean) = nll_over(&a, &targets, &mask, chunk, Some(&three));
+            let (sum, mean) = nll_over(&a, &targets, &mask, chunk, Some(&three), 0.0);
             assert_eq!(sum.double_value(&[]), va);
             assert!((mean.double_value(&[]) - vp / 3.0).abs() <= 1e-5 * vp.abs());
             mean.backward();
@@ -167,6 +185,47 @@ mod tests {
         }
     }
 
+    /// The z-loss (Mesh TF's, T5's 1e-4): value and gradient those of autograd through the
+    /// plain formula, cross-entropy plus z x logsumexp² per kept position, in float32.
+    #[test]
+    fn the_z_loss_matches_autograd_of_the_plain_formula() {
+        let _rng = crate::test_rng();
+        tch::manual_seed(11);
+        let (b, t, v) = (2, 4, 23);
+        let z = 0.05;
+        let base =
+            (Tensor::randn([b, t, v], (Kind::Float, Device::Cpu)) * 3.0).to_kind(Kind::BFloat16);
+        let targets = Tensor::randint(v, [b, t], (Kind::Int64, Device::Cpu));
+        let mask = Tensor::from_slice(&[1.0f32, 1., 0.5, 0., 1., 1., 1., 0.]).view([b, t]);
+        for chunk in [CHUNK_ELEMENTS, v, 1] {
+            let a = base.copy().set_requires_grad(true);
+            let p = base.copy().set_requires_grad(true);
+            let seven = Tensor::from(7.0f32);
+            let (sum, mean) = nll_over(&a, &targets, &mask, chunk, Some(&seven), z);
+            let lse = p.to_kind(Kind::Float).logsumexp([-1], false);
+            let ce = plain(&p, &targets, &mask);
+            let want = (&ce + (lse.square() * &mask).sum(Kind::Float) * z) / 7.0;
+            // The sum returned is the cross-entropy alone (the logged loss).
+            let ce_v = ce.double_value(&[]);
+            assert!((sum.double_value(&[]) - ce_v).abs() <= 1e-5 * ce_v.abs());
+            let (got, w) = (mean.double_value(&[]), want.double_value(&[]));
+            assert!(
+                (got - w).abs() <= 1e-5 * w.abs(),
+                "chunk {chunk}: {got} vs {w}"
+            );
+            assert!(w > ce_v / 7.0 + 1e-3, "the z term is not negligible here");
+            mean.backward();
+            want.backward();
+            let (ga, gp) = (a.grad().to_kind(Kind::Float), p.grad().to_kind(Kind::Float));
+            let step = gp.abs() / 128.0 + 1e-30;
+            let worst = ((&ga - &gp).abs() - step).max().double_value(&[]);
+            assert!(
+                worst <= 0.0,
+                "chunk {chunk}: an element differs by more than a step"
+            );
+        }
+    }
+
     /// Both forms of the surrogate (the CPU's product sum, CUDA's dot) are zero in the loss
     /// and pass the stored gradient through unchanged.
     #[test]
@@ -193,7 +252,7 @@ mod tests {
         let logits = Tensor::randn([2, 3, 11], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
         let targets = Tensor::randint(11, [2, 3], (Kind::Int64, Device::Cpu));
         let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
-        let got = nll_over(&logits, &targets, &mask, 7, None)
+        let got = nll_over(&logits, &targets, &mask, 7, None, 0.0)
             .1
             .double_value(&[]);
         let want = plain(&logits, &targets, &mask).double_value(&[]);

@@ -320,15 +320,17 @@ pub(super) fn to_device_async(host: Tensor, device: Device) -> Tensor {
 impl BatchTensors {
     /// The summed token cross-entropy of the batch's targets under `model`.
     pub fn loss_sum(&self, model: &crate::Seq2Seq, train: bool) -> Tensor {
-        self.loss_parts(model, train, None).1
+        self.loss_parts(model, train, None, 0.0).1
     }
 
-    /// [`crate::Seq2Seq::loss_parts`] of the batch: the sum, and the sum over `denom`.
+    /// [`crate::Seq2Seq::loss_parts`] of the batch: the sum, and the objective (with
+    /// `z_loss`) over `denom`.
     pub fn loss_parts(
         &self,
         model: &crate::Seq2Seq,
         train: bool,
         denom: Option<&Tensor>,
+        z_loss: f64,
     ) -> (Tensor, Tensor) {
         model.loss_parts(
             &self.inputs,
@@ -338,6 +340,7 @@ impl BatchTensors {
             self.segments.as_ref(),
             train,
             denom,
+            z_loss,
         )
     }
 }

@@ -108,7 +108,7 @@ impl GraphStep {
             && batches.iter().all(|b| b.rows == cfg.batch_size);
         if !full || self.buffers.as_ref().is_some_and(|b| b.layouts != layouts) {
             self.eager += 1;
-            let (nll, norm) = work(w, opt, &layouts, &flats, &counts);
+            let (nll, norm) = work(w, opt, &layouts, &flats, &counts, cfg.z_loss);
             return Ok((nll, norm, counts));
         }
         let b = self.buffers.get_or_insert_with(|| Captured {
@@ -127,7 +127,8 @@ impl GraphStep {
             to.copy_(from);
         }
         count_buf.copy_(&counts);
-        let run = |w: &mut Weights| work(w, opt, layouts, bufs, count_buf);
+        let z = cfg.z_loss;
+        let run = |w: &mut Weights| work(w, opt, layouts, bufs, count_buf, z);
         let (nll, norm) = match &mut self.graph {
             None => {
                 self.eager += 1;
@@ -164,9 +165,12 @@ fn work(
     layouts: &[Layout],
     flats: &[Tensor],
     counts: &Tensor,
+    z_loss: f64,
 ) -> (Tensor, Tensor) {
     let denom = counts.get(0).clamp_min(1.0);
-    let nll = forward_backward(w, &denom, flats.len(), |k| layouts[k].tensors(&flats[k]));
+    let nll = forward_backward(w, &denom, z_loss, flats.len(), |k| {
+        layouts[k].tensors(&flats[k])
+    });
     let g = w.take_grads();
     let norm = grad_norm(&g, counts.device());
     opt.apply(&mut w.params, &g);
@@ -212,6 +216,7 @@ mod tests {
             sync_every: None,
             cuda_graph: true,
             check_syncs: false,
+            z_loss: 0.0,
         }
     }
 

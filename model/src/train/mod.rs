@@ -90,6 +90,10 @@ pub struct TrainConfig {
     pub sync_every: Option<usize>,
     /// Capture the step in a CUDA graph and replay it (graph_step.rs): one process, CUDA.
     pub cuda_graph: bool,
+    /// Mesh TF's z-loss coefficient (1e-4 in T5's training; 0: none): the objective adds
+    /// z_loss x logsumexp² of every target position's logits; the logged loss stays the
+    /// cross-entropy.
+    pub z_loss: f64,
     /// Fail a step that makes the host wait for the GPU (cuda/sync_check.rs): CUDA only,
     /// every step after the first few (with a graph: after its capture; sync_steps.rs).
     pub check_syncs: bool,

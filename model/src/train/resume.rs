@@ -27,6 +27,7 @@ pub(super) fn fresh_state(cfg: &TrainConfig, world: usize) -> TrainerState {
         inputs_length: Some(cfg.inputs_length),
         precision: Some(cfg.precision),
         cuda_graph: Some(cfg.cuda_graph),
+        z_loss: cfg.z_loss,
         files: Default::default(),
     }
 }
@@ -147,6 +148,12 @@ fn check(
             saved.name(),
             cfg.precision.name(),
             flag(saved)
+        ));
+    }
+    if saved.z_loss != cfg.z_loss {
+        return refuse(format!(
+            "the run trained with --z-loss {} and this one with {}: resume with --z-loss {}",
+            saved.z_loss, cfg.z_loss, saved.z_loss
         ));
     }
     if cfg.accumulate > 1 && saved.cuda_graph.is_some_and(|g| g != cfg.cuda_graph) {

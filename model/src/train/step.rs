@@ -25,7 +25,7 @@ pub(super) fn run_step(
 ) -> Result<(Tensor, Tensor, Tensor), TrainError> {
     let counts = ranks.sum_on_device(&Counts::all(batches).to_vec())?;
     let denom = counts.get(0).clamp_min(1.0);
-    let nll = forward_backward(w, &denom, batches.len(), |k| {
+    let nll = forward_backward(w, &denom, cfg.z_loss, batches.len(), |k| {
         tch::manual_seed(micro_seed(cfg, step, ranks.rank, k));
         tensors(&batches[k], cfg.device)
     });
@@ -40,12 +40,14 @@ pub(super) fn run_step(
 }
 
 /// The forward and backward passes of a step's `n` micro-batches (`micro(k)` gives the k-th,
-/// after any reseeding), each loss sum divided by `denom`, the step's target-token count
-/// over all ranks (a device tensor); the gradients are left collected in `w`. Returns the
-/// sum of the token losses (float64, on the device).
+/// after any reseeding), each loss sum (with `z_loss` times its logsumexp² sum) divided by
+/// `denom`, the step's target-token count over all ranks (a device tensor); the gradients
+/// are left collected in `w`. Returns the sum of the token cross-entropies (float64, on the
+/// device; the z-loss is not in it).
 pub(super) fn forward_backward(
     w: &mut Weights,
     denom: &Tensor,
+    z_loss: f64,
     n: usize,
     mut micro: impl FnMut(usize) -> BatchTensors,
 ) -> Tensor {
@@ -55,7 +57,7 @@ pub(super) fn forward_backward(
     let denom = denom.to_kind(tch::Kind::Float);
     for k in 0..n {
         let t = micro(k);
-        let (sum, mean) = t.loss_parts(&w.model, true, Some(&denom));
+        let (sum, mean) = t.loss_parts(&w.model, true, Some(&denom), z_loss);
         nll += sum.to_kind(tch::Kind::Double);
         mean.backward();
         w.collect_grads();
