@@ -39,21 +39,39 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.optimization import Adafactor
 
 
-def read_examples(folder):
+def proportional(sizes, n):
+    """How many rows a limit of n takes from shards of `sizes`, as `conveyor eval --limit`
+    takes them: shares in proportion to size, largest remainders first, ties in shard order."""
+    total = sum(sizes)
+    if n >= total:
+        return list(sizes)
+    take = [s * n // total for s in sizes]
+    order = sorted(range(len(sizes)), key=lambda i: -(sizes[i] * n % total))
+    for i in order[: n - sum(take)]:
+        take[i] += 1
+    return take
+
+
+def read_examples(folder, limit=0):
     """(inputs, targets, (inputs_length, targets_length)): the id lists of every shard its
-    manifest lists, in order, and the feature lengths they were prepared with."""
+    manifest lists, in order (with `limit`, the first rows of each shard in proportion to its
+    size, the rows conveyor's evaluation takes), and the feature lengths they were prepared
+    with."""
     with open(os.path.join(folder, "manifest.json")) as f:
         manifest = json.load(f)
     settings = manifest["settings"]
     lengths = (settings["inputs_length"], settings["targets_length"])
-    inputs, targets = [], []
+    shards = []
     for shard in manifest["shards"]:
         name = shard["file"]
         if os.path.basename(name) != name:
             sys.exit(f"{folder}/manifest.json: shard name {name!r} is not a plain file name")
         table = pq.read_table(os.path.join(folder, name), columns=["inputs", "targets"])
-        inputs += [list(x) for x in table.column("inputs").to_pylist()]
-        targets += [list(x) for x in table.column("targets").to_pylist()]
+        shards.append(([list(x) for x in table.column("inputs").to_pylist()],
+                       [list(x) for x in table.column("targets").to_pylist()]))
+    take = proportional([len(i) for i, _ in shards], limit) if limit else [len(i) for i, _ in shards]
+    inputs = [x for (i, _), k in zip(shards, take) for x in i[:k]]
+    targets = [y for (_, t), k in zip(shards, take) for y in t[:k]]
     if not inputs:
         sys.exit(f"{folder}: no examples")
     return inputs, targets, lengths
@@ -140,7 +158,10 @@ def conveyor_cell(pattern, seeds):
     """The conveyor cell's dev accuracy per seed, from its evaluations."""
     out = {}
     for s in seeds:
-        found = glob.glob(os.path.join(pattern.format(seed=s), "checkpoints/*/eval-*/metrics.json"))
+        # The study's own evaluations (study-eval-TASK); a plain `conveyor eval`'s otherwise.
+        run = pattern.format(seed=s)
+        found = glob.glob(os.path.join(run, "checkpoints/*/study-eval-*/metrics.json")) or glob.glob(
+            os.path.join(run, "checkpoints/*/eval-*/metrics.json"))
         if found:
             with open(sorted(found)[-1]) as f:
                 out[s] = json.load(f)["scores"]["accuracy"]
@@ -160,7 +181,7 @@ def main():
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--dev-limit", type=int, default=0, help="evaluate the first N dev examples")
+    p.add_argument("--dev-limit", type=int, default=0, help="evaluate N dev examples (as eval --limit)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", required=True)
     p.add_argument("--conveyor", help="conveyor run folder pattern with {seed}")
@@ -173,9 +194,7 @@ def main():
                                    attn_implementation="eager")
     with open(args.hf_config) as f:
         untied = json.load(f).get("tie_word_embeddings") is False
-    train_data, dev_data = read_examples(args.train), read_examples(args.dev)
-    if args.dev_limit:
-        dev_data = (dev_data[0][: args.dev_limit], dev_data[1][: args.dev_limit], dev_data[2])
+    train_data, dev_data = read_examples(args.train), read_examples(args.dev, args.dev_limit)
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = {}
     for seed in seeds:

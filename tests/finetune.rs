@@ -105,6 +105,12 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         "{table}"
     );
     assert!(table.contains("| 50.00 |"), "{table}");
+    // A task file's task named like a paper column gets a column of its own.
+    m["task"] = "TREC".into();
+    std::fs::write(other.join("metrics.json"), m.to_string()).unwrap();
+    let table = ok(&["report", other.to_str().unwrap()]);
+    let header = table.lines().next().unwrap();
+    assert_eq!(header, "| model | task TREC | task TREC F1 |", "{table}");
     // A task name that is not a plain name (an edited metrics.json) is refused, not put
     // into the table's markup.
     m["task"] = "a | b".into();

@@ -179,11 +179,17 @@ fn no_examples(
     ))
 }
 
-/// The sha256 of an input: of a file's bytes; of a folder's files' names (relative to it) and
-/// bytes in name order, walked without following links (a link is hashed as its target's
-/// name).
+/// The sha256 of an input: of a file's bytes; of a folder's entries' names (relative to it)
+/// and its files' bytes in name order, links followed as the task readers follow them (at
+/// most 16 folders deep: a link cycle ends there); entries that are neither files nor
+/// folders (a FIFO) count by name only, never opened.
 fn input_sha256(path: &Path) -> Result<String, PrepareError> {
-    fn walk(dir: &Path, rel: &str, hash: &mut Sha256) -> Result<(), conveyor_pipeline::Error> {
+    fn walk(
+        dir: &Path,
+        rel: &str,
+        depth: usize,
+        hash: &mut Sha256,
+    ) -> Result<(), conveyor_pipeline::Error> {
         let io = |e| conveyor_pipeline::Error::io(dir, e);
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(io)?
@@ -192,25 +198,25 @@ fn input_sha256(path: &Path) -> Result<String, PrepareError> {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = format!("{rel}/{}", e.file_name().to_string_lossy());
-            let kind = e.file_type().map_err(io)?;
             hash.update(name.as_bytes());
-            if kind.is_dir() {
-                walk(&e.path(), &name, hash)?;
-            } else if kind.is_symlink() {
-                let target = std::fs::read_link(e.path()).map_err(io)?;
-                hash.update(target.to_string_lossy().as_bytes());
-            } else {
-                hash.update(conveyor_pipeline::shard::file_sha256(&e.path())?.as_bytes());
+            match std::fs::metadata(e.path()) {
+                Ok(m) if m.is_dir() && depth < 16 => walk(&e.path(), &name, depth + 1, hash)?,
+                Ok(m) if m.is_file() => {
+                    hash.update(conveyor_pipeline::shard::file_sha256(&e.path())?.as_bytes())
+                }
+                _ => {}
             }
         }
         Ok(())
     }
     let meta = std::fs::metadata(path).map_err(|e| conveyor_pipeline::Error::io(path, e))?;
-    if !meta.is_dir() {
+    if meta.is_file() {
         return Ok(conveyor_pipeline::shard::file_sha256(path)?);
     }
     let mut hash = Sha256::new();
-    walk(path, "", &mut hash)?;
+    if meta.is_dir() {
+        walk(path, "", 0, &mut hash)?;
+    }
     Ok(conveyor_pipeline::manifest::hex(&hash.finalize()))
 }
 
@@ -258,24 +264,34 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     }
     // Written in read order before: such a folder is another job.
     identity["order"] = "shuffled".into();
-    if let Some(d) = task.definition() {
-        identity["definition"] = d;
-    }
-    // Inputs by their bytes too: a file relabelled in place (same size) was "already complete".
     let mut files = Vec::new();
     for p in &cfg.inputs {
         let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        files.push(serde_json::json!([
-            p.display().to_string(),
-            len,
-            input_sha256(p)?
-        ]));
+        files.push(serde_json::json!([p.display().to_string(), len]));
     }
     identity["inputs"] = files.into();
+    // The inputs' bytes and a task file's settings, recorded beside the job rather than in
+    // it (folders prepared before keep their job): a file relabelled or edited in place, same
+    // name and size, was "already complete" with the old examples.
+    let mut contents = Sha256::new();
+    contents.update(task.definition().unwrap_or_default().to_string());
+    for p in &cfg.inputs {
+        contents.update(input_sha256(p)?);
+    }
+    let contents = conveyor_pipeline::manifest::hex(&contents.finalize());
     let job = conveyor_pipeline::manifest::hex(&Sha256::digest(identity.to_string().as_bytes()))
         [..16]
         .to_string();
-    let read_job = |d: &Path| ExamplesManifest::read(d).map(|m| m.job);
+    // A finished output of other contents is another job's (replaced only with --overwrite).
+    let read_job = |d: &Path| {
+        ExamplesManifest::read(d).map(|m| {
+            let recorded = m.task.as_ref().and_then(|t| t.contents_sha256.as_ref());
+            match recorded.is_some_and(|r| *r != contents) {
+                true => format!("{} (from other input or task file contents)", m.job),
+                false => m.job,
+            }
+        })
+    };
     if cfg.worker.is_some()
         && (cfg.inputs_length.is_none() || cfg.targets_length.is_none() || cfg.holdout.is_some())
     {
@@ -295,7 +311,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     )?;
     match (state, cfg.worker) {
         (WorkerState::Merged, _) => {
-            return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true))
+            return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true));
         }
         (WorkerState::PartDone, Some(w)) => {
             let p = conveyor_pipeline::examples::task_parts::read_task_part(
@@ -449,6 +465,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             excluded: data.excluded.clone(),
             truncated_inputs: ti,
             truncated_targets: tt,
+            contents_sha256: Some(contents.clone()),
             unreachable_targets: unreachable.get(i).map_or(0, |u| u.0),
             unreachable_example: unreachable.get(i).and_then(|u| u.1.clone()),
             problems: data

@@ -178,7 +178,6 @@ fn check_report_input(m: &EvalSummary, info: &RunInfo, metrics: &Path) -> Result
     Ok(())
 }
 
-/// One column's value from an evaluation's scores (a fraction), if it has it.
 /// The columns an evaluation of `task` fills (score, header): the paper's for its tasks;
 /// for another (a task file's) its accuracy under the task's name, and its F1 where scored.
 fn columns_of(task: &str, s: &Scores) -> Vec<(&'static str, String)> {
@@ -190,13 +189,19 @@ fn columns_of(task: &str, s: &Scores) -> Vec<(&'static str, String)> {
     if !paper.is_empty() {
         return paper;
     }
-    let mut own = vec![("accuracy", task.to_string())];
-    if s.f1.is_some() {
-        own.push(("f1", format!("{task} F1")));
-    }
-    own
+    // Never one of the paper's headers (a task file may name its task TREC or COGS).
+    let header = match COLUMNS
+        .iter()
+        .any(|c| c.2 == task || c.2 == format!("{task} F1"))
+    {
+        true => format!("task {task}"),
+        false => task.to_string(),
+    };
+    let f1 = s.f1.map(|_| ("f1", format!("{header} F1")));
+    std::iter::once(("accuracy", header)).chain(f1).collect()
 }
 
+/// One column's value from an evaluation's scores (a fraction), if it has it.
 fn column_score(s: &Scores, score: &str) -> Option<f64> {
     match score {
         // COGS generalisation: the mean over the generalisation categories (every category

@@ -52,10 +52,18 @@ fn check(now: &str, file: &Path, out: &Path, owned: bool) -> anyhow::Result<bool
     let record = out.join(RECORD);
     // Compared in the runner's own form: a study file copied in by hand (comments, defaults
     // left out, other number formats) reads as the same study.
+    // A record from before the config's sha256 was kept (or a study file copied in by hand)
+    // takes this run's: its cells were not recorded under any other.
+    let hash = toml::from_str::<Study>(now)
+        .ok()
+        .and_then(|s| s.pretrain.config_sha256);
     let normal = |text: &str| {
-        toml::from_str::<Study>(text)
-            .ok()
-            .and_then(|s| toml::to_string(&s).ok())
+        toml::from_str::<Study>(text).ok().and_then(|mut s| {
+            if s.pretrain.config_sha256.is_none() {
+                s.pretrain.config_sha256.clone_from(&hash);
+            }
+            toml::to_string(&s).ok()
+        })
     };
     // The folder may be shared: a FIFO or device in the record's place is named, not read.
     match conveyor_pipeline::regular::read_to_string(&record, conveyor_pipeline::regular::MAX_JSON_BYTES) {
@@ -162,6 +170,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("differ in: pretrain"), "{e}");
+        // A record without the hash (written before it was kept, or the study file copied in
+        // by hand) is the same study.
+        let study = Study::read(&file).unwrap();
+        let record = std::fs::read_to_string(out.join(RECORD)).unwrap();
+        let old: String = record
+            .lines()
+            .filter(|l| !l.starts_with("config_sha256"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(old.len() < record.len());
+        std::fs::write(out.join(RECORD), old).unwrap();
+        drop(claim(&study, &file, &out, None).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

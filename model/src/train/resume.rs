@@ -180,7 +180,7 @@ fn check(
 /// rank's share is drawn from (its shards, and the shuffle).
 fn settings_digest(cfg: &TrainConfig, data: &str) -> i64 {
     let text = format!(
-        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{:?}|{}|{}",
+        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}",
         serde_json::to_string(&cfg.model).expect("config serialises"),
         cfg.batch_size,
         cfg.accumulate,
@@ -197,6 +197,8 @@ fn settings_digest(cfg: &TrainConfig, data: &str) -> i64 {
         cfg.sync_every,
         cfg.shuffle_buffer,
         data,
+        // The objective: ranks on different z-losses would all-reduce different gradients.
+        cfg.z_loss,
     );
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for b in text.bytes() {

@@ -134,6 +134,11 @@ pub struct TaskCounts {
     pub excluded: std::collections::BTreeMap<String, u64>,
     pub truncated_inputs: u64,
     pub truncated_targets: u64,
+    /// sha256 over the task file's settings and every input's bytes (None in folders
+    /// prepared before it was recorded): a rerun on edited inputs is refused, not "already
+    /// complete".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents_sha256: Option<String>,
     /// Examples whose target text the vocabulary cannot give back (decoding its ids is
     /// another text: a character it lacks, spacing it normalises): never predicted right.
     #[serde(default)]
