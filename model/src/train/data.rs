@@ -18,6 +18,8 @@ pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
     })
 }
 
+// Read once per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum DataKind {
     Tokens(conveyor_pipeline::manifest::Manifest),
     Examples(conveyor_pipeline::examples::ExamplesManifest),
