@@ -1,7 +1,7 @@
 //! End-to-end tests of `conveyor train` (run through `conveyor`, which hands it to
 //! `conveyor-torch`): exact resume on CPU (with and without --deterministic), checkpoints readable by Python's safetensors,
 //! a NaN stop that keeps the last good checkpoint, figures read back in windows
-//! (`--sync-every`) equal to every step's (divergence and checkpoint keeping: checkpoints.rs), refusals, mixed precision (float32 masters
+//! (`--sync-every`) equal to every step's (divergence and checkpoint keeping: checkpoints.rs), refusals (train/refusals.rs), mixed precision (float32 masters
 //! that move where pure bfloat16 stalls, a loss curve that follows float32), and the analytic FLOPs against
 //! PyTorch's FLOP counter.
 
@@ -11,6 +11,8 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod refusals;
 
 fn tokens() -> &'static Path {
     c4_tokens()
@@ -324,162 +326,6 @@ fn steady_steps_do_not_fault_their_memory_in_again() {
         kept < 500.0 && kept * 4.0 < trimming,
         "conveyor-torch's default: {kept} faults a step (with trimming {trimming})"
     );
-}
-
-#[test]
-fn wrong_inputs_are_refused_with_a_reason() {
-    let run = tmp_path("refuse");
-    let s = run.to_str().unwrap();
-    // Not a data directory.
-    let mut args = train_args(s, "transformer", "2");
-    args[2] = "/";
-    let o = conveyor(&args);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("token directory"));
-    // A run exists: continuing needs --resume; resuming with another architecture is refused.
-    ok(&train_args(s, "transformer", "2"));
-    let o = conveyor(&train_args(s, "transformer", "4"));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
-    let mut other = train_args(s, "lightconv", "4");
-    other.push("--resume");
-    let o = conveyor(&other);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("transformer model") && err.contains("lightconv"),
-        "{err}"
-    );
-    // Not with a hint about position embeddings (lightconv's learned table differs from the
-    // transformer's none, which the message took for the cause).
-    assert!(!err.contains("position_embedding"), "{err}");
-    // A run folder where a checkpoint is wanted is named as such, with one to pass.
-    let exported = run.join("exported");
-    let o = conveyor(&["model", "export-hf", s, "--out", exported.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("is a training run's folder") && err.contains("checkpoints/step-00000002"),
-        "{err}"
-    );
-    // Resumed in another precision, the run would not repeat itself: refused, naming it.
-    let mut bf16 = train_args(s, "transformer", "4");
-    bf16.extend(["--resume", "--bf16"]);
-    let o = conveyor(&bf16);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("the run trained in f32") && err.contains("neither --bf16"),
-        "{err}"
-    );
-    // Adafactor's factoring rule is part of the run (its moments' shapes): named.
-    let mut factored = train_args(s, "transformer", "4");
-    factored.extend(["--resume", "--factor-min-dim", "0"]);
-    let o = conveyor(&factored);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("resume with --factor-min-dim 128"), "{err}");
-    // The z-loss is part of the run's objective: another is named.
-    let mut z = train_args(s, "transformer", "4");
-    z.extend(["--resume", "--z-loss", "1e-4"]);
-    let o = conveyor(&z);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("trained with --z-loss 0 and this one with 0.0001"),
-        "{err}"
-    );
-    let mut negative = train_args(s, "transformer", "4");
-    negative.extend(["--resume", "--z-loss=-1"]);
-    let o = conveyor(&negative);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a coefficient"));
-    // A run with it: recorded, the same first loss (the logged loss is the cross-entropy),
-    // then other weights; resumed without the flag, refused naming it.
-    let zrun = run.join("z-loss");
-    let zs = zrun.to_str().unwrap();
-    let mut first_z = train_args(zs, "transformer", "2");
-    first_z.extend(["--z-loss", "0.01"]);
-    ok(&first_z);
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(zrun.join("checkpoints/step-00000002/trainer_state.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(state["z_loss"], 0.01);
-    let (plain, with_z) = (losses(&run), losses(&zrun));
-    assert_eq!(plain[0], with_z[0]);
-    assert_ne!(plain[1], with_z[1]);
-    let mut again = train_args(zs, "transformer", "4");
-    again.push("--resume");
-    let err = String::from_utf8_lossy(&conveyor(&again).stderr).into_owned();
-    assert!(err.contains("resume with --z-loss 0.01"), "{err}");
-    // Another inputs length is named (the loader said only "another data configuration").
-    let mut longer = train_args(s, "transformer", "4");
-    longer[14] = "32";
-    assert_eq!(longer[13], "--inputs-length");
-    longer.push("--resume");
-    let o = conveyor(&longer);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("at --inputs-length 64 and this one asks for 32"),
-        "{err}"
-    );
-    // Without the flag a resume keeps the run's rule (the study runner passes none).
-    let hf_rule = run.join("hf-rule");
-    let h = hf_rule.to_str().unwrap();
-    let mut first = train_args(h, "transformer", "2");
-    first.extend(["--factor-min-dim", "0"]);
-    ok(&first);
-    let mut again = train_args(h, "transformer", "4");
-    again.push("--resume");
-    ok(&again);
-    // Another dropout rate is refused on resume (--init may change it; a resume continues).
-    let no_dropout = run.join("no-dropout.json");
-    std::fs::write(&no_dropout, r#"{"dropout": 0.0}"#).unwrap();
-    let mut dropped = train_args(s, "transformer", "4");
-    dropped.extend(["--resume", "--config", no_dropout.to_str().unwrap()]);
-    let o = conveyor(&dropped);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("the run trained with dropout 0.1"), "{err}");
-    // Resuming without --arch takes the run's own model (it asked for --arch).
-    let mut bare = train_args(s, "transformer", "5");
-    bare.drain(5..9);
-    bare.push("--resume");
-    assert!(!bare.contains(&"--arch"));
-    ok(&bare);
-    // A CUDA graph and the sync check need a CUDA device: refused before anything is written.
-    for flag in ["--cuda-graph", "--check-syncs"] {
-        let fresh = run.join(flag.trim_start_matches('-'));
-        let mut cuda = train_args(fresh.to_str().unwrap(), "transformer", "2");
-        cuda.push(flag);
-        let o = conveyor(&cuda);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(
-            err.contains(&format!("{flag} needs a CUDA device")),
-            "{err}"
-        );
-        assert!(!fresh.exists());
-    }
-    // AdamW without a rate would take T5's Adafactor schedule as its own (0.01 from step 1);
-    // checkpoints every 0 steps would be one every step.
-    for (flags, said) in [
-        (
-            &["--optimizer", "adamw"][..],
-            "--optimizer adamw needs --lr",
-        ),
-        (&["--checkpoint-every", "0"][..], "--checkpoint-every"),
-    ] {
-        let fresh = run.join("flags");
-        let mut args = train_args(fresh.to_str().unwrap(), "transformer", "2");
-        args.extend(flags);
-        let o = conveyor(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(said), "{err}");
-        assert!(!fresh.exists());
-    }
-    // Impossible shapes.
-    let cfg = run.join("bad.json");
-    std::fs::write(&cfg, r#"{"d_model": 30, "num_heads": 4}"#).unwrap();
-    let mut bad = train_args(s, "transformer", "2");
-    bad.extend(["--config", cfg.to_str().unwrap()]);
-    let o = conveyor(&bad);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not divisible"));
 }
 
 #[test]
