@@ -228,14 +228,15 @@ fn proportional(sizes: &[usize], n: usize) -> Vec<usize> {
     if n >= total {
         return sizes.to_vec();
     }
-    let exact = |s: usize| (s as u128 * n as u128, total as u128);
+    // Shard s's exact share is s * n / total: its floor first, then one more row each for
+    // the largest remainders (ties in shard order: the sort is stable).
+    let scaled = |s: usize| s as u128 * n as u128;
     let mut take: Vec<usize> = sizes
         .iter()
-        .map(|&s| (exact(s).0 / exact(s).1) as usize)
+        .map(|&s| (scaled(s) / total as u128) as usize)
         .collect();
     let mut order: Vec<usize> = (0..sizes.len()).collect();
-    // Largest remainder first; ties in shard order (the sort is stable).
-    order.sort_by_key(|&i| std::cmp::Reverse(exact(sizes[i]).0 % exact(sizes[i]).1));
+    order.sort_by_key(|&i| std::cmp::Reverse(scaled(sizes[i]) % total as u128));
     let left = n - take.iter().sum::<usize>();
     for &i in order.iter().take(left) {
         take[i] += 1;

@@ -28,7 +28,8 @@ pub fn claim(
 ) -> anyhow::Result<RunLock> {
     let owned = held.is_some();
     let now = toml::to_string(st).context("serialising the study")?;
-    let same = check(&now, file, out, owned)?;
+    let hash = st.pretrain.config_sha256.as_deref();
+    let same = check(&now, hash, file, out, owned)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let lock = match held {
         Some(lock) => lock,
@@ -40,7 +41,7 @@ pub fn claim(
             out.display()
         );
     }
-    if !same && !check(&now, file, out, owned)? {
+    if !same && !check(&now, hash, file, out, owned)? {
         conveyor_pipeline::manifest::write_atomic(&out.join(RECORD), now.as_bytes())?;
     }
     Ok(lock)
@@ -48,19 +49,22 @@ pub fn claim(
 
 /// Whether `out` holds this study's record already (`now`, in the runner's form); an error
 /// when it holds another study's or, without `owned`, anything but a run lock.
-fn check(now: &str, file: &Path, out: &Path, owned: bool) -> anyhow::Result<bool> {
+fn check(
+    now: &str,
+    hash: Option<&str>,
+    file: &Path,
+    out: &Path,
+    owned: bool,
+) -> anyhow::Result<bool> {
     let record = out.join(RECORD);
     // Compared in the runner's own form: a study file copied in by hand (comments, defaults
     // left out, other number formats) reads as the same study.
     // A record from before the config's sha256 was kept (or a study file copied in by hand)
     // takes this run's: its cells were not recorded under any other.
-    let hash = toml::from_str::<Study>(now)
-        .ok()
-        .and_then(|s| s.pretrain.config_sha256);
     let normal = |text: &str| {
         toml::from_str::<Study>(text).ok().and_then(|mut s| {
             if s.pretrain.config_sha256.is_none() {
-                s.pretrain.config_sha256.clone_from(&hash);
+                s.pretrain.config_sha256 = hash.map(str::to_string);
             }
             toml::to_string(&s).ok()
         })
