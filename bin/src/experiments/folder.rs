@@ -20,6 +20,10 @@ pub const RECORD: &str = "study.toml";
 /// demo's), refuses anything else. The folder stays locked while the returned lock lives: a
 /// second runner on it is refused (the checks run again under the lock, so of two runners
 /// started at once on a new folder the second sees the first one's record).
+///
+/// The same study may gain or drop `[[tasks]]` (pre-train once, fine-tune on more tasks
+/// later, as T5 users do): the record then keeps every task the folder ever held, so a task
+/// dropped and later brought back with other settings is still refused.
 pub fn claim(
     st: &Study,
     file: &Path,
@@ -29,7 +33,8 @@ pub fn claim(
     let owned = held.is_some();
     let now = toml::to_string(st).context("serialising the study")?;
     let hash = st.pretrain.config_sha256.as_deref();
-    let same = check(&now, hash, file, out, owned)?;
+    // Refused before the folder is made; checked again under the lock.
+    check(&now, hash, file, out, owned)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let lock = match held {
         Some(lock) => lock,
@@ -41,21 +46,33 @@ pub fn claim(
             out.display()
         );
     }
-    if !same && !check(&now, hash, file, out, owned)? {
-        conveyor_pipeline::manifest::write_atomic(&out.join(RECORD), now.as_bytes())?;
+    let text = match check(&now, hash, file, out, owned)? {
+        None => Some(now),
+        Some(r) => r.changed.then_some(r.text),
+    };
+    if let Some(text) = text {
+        conveyor_pipeline::manifest::write_atomic(&out.join(RECORD), text.as_bytes())?;
     }
     Ok(lock)
 }
 
-/// Whether `out` holds this study's record already (`now`, in the runner's form); an error
-/// when it holds another study's or, without `owned`, anything but a run lock.
+/// The record a folder keeps: its text, and whether it differs from what the folder holds.
+struct Record {
+    text: String,
+    changed: bool,
+}
+
+/// The record `out` keeps for this study (`now`, in the runner's form): the same study's,
+/// with tasks added or dropped; None when `out` is new or empty (or, with `owned`, its
+/// caller's). An error when it holds another study's or, without `owned`, anything but a run
+/// lock.
 fn check(
     now: &str,
     hash: Option<&str>,
     file: &Path,
     out: &Path,
     owned: bool,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Record>> {
     let record = out.join(RECORD);
     // Compared in the runner's own form: a study file copied in by hand (comments, defaults
     // left out, other number formats) reads as the same study.
@@ -70,14 +87,28 @@ fn check(
         })
     };
     // The folder may be shared: a FIFO or device in the record's place is named, not read.
-    match conveyor_pipeline::regular::read_to_string(&record, conveyor_pipeline::regular::MAX_JSON_BYTES) {
-        Ok(before) if normal(&before).as_deref() == Some(now) => return Ok(true),
-        Ok(before) => anyhow::bail!(
-            "{} holds a study run with other settings than {} (they differ in: {}); its finished cells would be taken for this study's. Use another --out, or move that folder away",
-            record.display(),
-            file.display(),
-            differences(&normal(&before).unwrap_or(before), now)
-        ),
+    match conveyor_pipeline::regular::read_to_string(
+        &record,
+        conveyor_pipeline::regular::MAX_JSON_BYTES,
+    ) {
+        Ok(before) => {
+            let kept = normal(&before);
+            let merged = match &kept {
+                Some(k) => with_tasks(k, now, out),
+                None => Err(format!("they differ in: {}", differences(&before, now))),
+            };
+            return match merged {
+                Ok(text) => Ok(Some(Record {
+                    changed: Some(&text) != kept.as_ref(),
+                    text,
+                })),
+                Err(why) => anyhow::bail!(
+                    "{} holds a study run with other settings than {} ({why}); its finished cells would be taken for this study's. Use another --out, or move that folder away",
+                    record.display(),
+                    file.display(),
+                ),
+            };
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", record.display())),
     }
@@ -95,13 +126,85 @@ fn check(
             name.unwrap_or_default()
         );
     }
-    Ok(false)
+    Ok(None)
+}
+/// A folder's record (`kept`, in the runner's form) with this study's tasks (`now`): both
+/// must agree on everything else, and on every task they both name unless the folder holds
+/// nothing of it yet (no prepared data, no run); tasks only the record names stay in it.
+/// The reason they disagree otherwise. With `[corpus] task_texts` the tasks are part of the
+/// pre-training corpus, so the list must stay as it is.
+fn with_tasks(kept: &str, now: &str, out: &Path) -> Result<String, String> {
+    let table = |t: &str| t.parse::<toml::Table>().unwrap_or_default();
+    let tasks = |t: &mut toml::Table| match t.remove("tasks") {
+        Some(toml::Value::Array(v)) => v,
+        _ => Vec::new(),
+    };
+    let (mut a, mut b) = (table(kept), table(now));
+    let (old, new) = (tasks(&mut a), tasks(&mut b));
+    if a != b {
+        return Err(format!("they differ in: {}", differences(kept, now)));
+    }
+    if old == new {
+        return Ok(kept.to_string());
+    }
+    let task_texts = b
+        .get("corpus")
+        .and_then(|c| c.get("task_texts"))
+        .and_then(toml::Value::as_bool);
+    if task_texts == Some(true) {
+        return Err("they differ in their tasks, whose texts [corpus] task_texts put into the pre-training corpus".into());
+    }
+    let name = |v: &toml::Value| {
+        v.get("name")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut all = new.clone();
+    for t in &old {
+        match new.iter().find(|n| name(n) == name(t)) {
+            None => all.push(t.clone()),
+            Some(n) if n == t || !holds_task(out, &name(t)) => {}
+            Some(n) => {
+                return Err(format!(
+                    "task {} differs in: {}, and this folder holds its prepared data or runs",
+                    name(t),
+                    differing_keys(
+                        n.as_table().unwrap_or(&toml::Table::new()),
+                        t.as_table().unwrap_or(&toml::Table::new())
+                    )
+                ))
+            }
+        }
+    }
+    b.insert("tasks".into(), toml::Value::Array(all));
+    toml::Value::Table(b)
+        .try_into::<Study>()
+        .ok()
+        .and_then(|s| toml::to_string(&s).ok())
+        .ok_or_else(|| "the record's form".into())
+}
+
+/// Whether `out` holds anything made for task `name`: its prepared splits or a fine-tuning
+/// run (OUT/runs/NAME-...; another task whose name begins "NAME-" counts too, which errs on
+/// the side of refusing).
+fn holds_task(out: &Path, name: &str) -> bool {
+    let prefix = format!("{name}-");
+    out.join("tasks").join(name).exists()
+        || std::fs::read_dir(out.join("runs")).is_ok_and(|runs| {
+            runs.flatten()
+                .any(|r| r.file_name().to_string_lossy().starts_with(&prefix))
+        })
 }
 
 /// The top-level keys (`[corpus]`, `seeds`, ...) whose values differ between two records.
 fn differences(before: &str, now: &str) -> String {
     let table = |t: &str| t.parse::<toml::Table>().unwrap_or_default();
-    let (a, b) = (table(before), table(now));
+    differing_keys(&table(before), &table(now))
+}
+
+/// The keys whose values differ between two tables (or "the record's form" when none do).
+fn differing_keys(a: &toml::Table, b: &toml::Table) -> String {
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -186,6 +289,77 @@ mod tests {
         assert!(old.len() < record.len());
         std::fs::write(out.join(RECORD), old).unwrap();
         drop(claim(&study, &file, &out, None).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Pre-train once, fine-tune on more tasks later: a task added to or dropped from the
+    /// study file resumes the folder; a task whose data or runs the folder holds cannot be
+    /// edited (dropped and brought back either), one it holds nothing of can; with
+    /// `task_texts` the task list is part of the pre-training corpus and cannot change.
+    #[test]
+    fn tasks_can_be_added_and_dropped_but_not_edited_once_run() {
+        let dir = std::env::temp_dir().join(format!("conveyor-claim-tasks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let smoke = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../studies/smoke.toml"),
+        )
+        .unwrap();
+        let sst2 = |limit: u32| {
+            format!("\n[[tasks]]\nname = \"sst2\"\ntrain = [\"x.tsv\"]\ndev_fraction = 0.1\ndev_limit = {limit}\n")
+        };
+        let trec_only = smoke.clone();
+        let sst2_only = format!("{}{}", &smoke[..smoke.find("[[tasks]]").unwrap()], sst2(40));
+        let out = dir.join("out");
+        let claim_text = |text: &str| {
+            let file = dir.join("s.toml");
+            std::fs::write(&file, text).unwrap();
+            claim(&Study::read(&file).unwrap(), &file, &out, None).map(drop)
+        };
+        let recorded = || {
+            Study::read(&out.join(RECORD))
+                .unwrap()
+                .tasks
+                .iter()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>()
+        };
+        claim_text(&trec_only).unwrap();
+        std::fs::create_dir_all(out.join("tasks/trec/train")).unwrap();
+        claim_text(&format!("{trec_only}{}", sst2(40))).unwrap();
+        assert_eq!(recorded(), ["trec", "sst2"]);
+        // Dropped: still recorded, so it cannot come back changed.
+        claim_text(&sst2_only).unwrap();
+        assert_eq!(recorded(), ["sst2", "trec"]);
+        let edited = format!(
+            "{}{}",
+            trec_only.replace("dev_limit = 50", "dev_limit = 60"),
+            sst2(40)
+        );
+        let e = claim_text(&edited).unwrap_err().to_string();
+        assert!(e.contains("task trec differs in: dev_limit"), "{e}");
+        // sst2 holds nothing yet: free to edit, until a run of it exists.
+        claim_text(&format!("{trec_only}{}", sst2(30))).unwrap();
+        std::fs::create_dir_all(out.join("runs/sst2-transformer-scratch-lr0.001-s0")).unwrap();
+        let e = claim_text(&format!("{trec_only}{}", sst2(20)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("task sst2 differs in: dev_limit"), "{e}");
+        // Anything but the tasks is still another study.
+        let e = claim_text(
+            &trec_only.replace("steps = 20\nbatch_size = 16", "steps = 30\nbatch_size = 16"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("differ in: finetune"), "{e}");
+        // With the tasks' texts in the corpus, the list is part of the pre-training.
+        std::fs::remove_dir_all(&out).unwrap();
+        let texts = trec_only.replace("[pretrain]", "task_texts = true\n\n[pretrain]");
+        claim_text(&texts).unwrap();
+        let e = claim_text(&format!("{texts}{}", sst2(40)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("task_texts"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -249,7 +249,7 @@ impl Study {
                 t.name
             );
             // Found only after the pre-training otherwise, when the study file can no longer
-            // be corrected in place (its record refuses other tasks). Files: precheck.rs.
+            // be corrected in place (its record refuses edits to a task it ran). Files: precheck.rs.
             if let Some(f) = t.dev_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
                 anyhow::bail!(
                     "{}: task {}: dev_fraction {f} is not a fraction in (0, 1)",
