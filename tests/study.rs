@@ -355,3 +355,115 @@ task = "trec"
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `score = "best"`: every run is evaluated at each 1/curve of its steps and scores its best
+/// checkpoint (the paper's best validation score). Then a task added to the finished study's
+/// file runs its own cells only: the pre-training and the first task's cells are kept.
+#[test]
+fn runs_score_their_best_checkpoint_and_a_finished_study_takes_a_new_task() {
+    let root = root();
+    let out = tmp_path("best");
+    let file = out.with_extension("toml");
+    let trec = r#"
+name = "best"
+[corpus]
+inputs = ["../shared/data/c4/c4-train.00000-of-01024.first600.json.gz"]
+vocab = "../shared/data/spiece/t5-spiece.model"
+[pretrain]
+archs = ["transformer"]
+preset = "tiny"
+steps = 10
+batch_size = 8
+inputs_length = 64
+[finetune]
+steps = 12
+batch_size = 16
+learning_rates = [3e-3]
+curve = 2
+score = "best"
+[[tasks]]
+name = "trec"
+train = ["../shared/data/trec/train_5500.label"]
+dev_fraction = 0.1
+dev_limit = 60
+"#;
+    let study = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        let o = crate::common::conveyor_cmd()
+            .current_dir(&root)
+            .args(["study", file.to_str().unwrap(), "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    let first = study(trec);
+    // 2 + 1 pre-training + prepare + 2 inits x (train + eval at 6 + eval at 12).
+    assert!(first.contains("[cell 10/10]"), "{first}");
+    let metrics = |init: &str, step: &str| {
+        out.join(format!(
+            "runs/trec-transformer-{init}-lr0.003-s0/checkpoints/step-000000{step}/study-eval-trec/metrics.json"
+        ))
+    };
+    let read = |m: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(m).unwrap()).unwrap()
+    };
+    // Runs this short score alike at both checkpoints (0 here): the half-way evaluation of
+    // one run is given a better score, which the rerun reads back (it names this checkpoint
+    // and dev split) and must report.
+    let m = metrics("scratch", "06");
+    let mut v = read(&m);
+    v["scores"]["accuracy"] = serde_json::json!(0.75);
+    std::fs::write(&m, v.to_string()).unwrap();
+    let rerun = study(trec);
+    assert!(
+        !rerun
+            .lines()
+            .any(|l| l.starts_with("[cell") && !l.ends_with("(done before)")),
+        "{rerun}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("best checkpoint"), "{report}");
+    for (init, label) in [
+        ("scratch", "no pre-training"),
+        ("pretrained", "pre-trained"),
+    ] {
+        let at = |step: &str| {
+            read(&metrics(init, step))["scores"]["accuracy"]
+                .as_f64()
+                .unwrap()
+        };
+        let best = at("06").max(at("12"));
+        assert!(init == "pretrained" || best == 0.75);
+        let line = format!(
+            "| trec | transformer, {label} | 0.003 | {:.2} | 1 |",
+            100.0 * best
+        );
+        assert!(report.contains(&line), "{line}\n{report}");
+    }
+    // One more task: only its cells run.
+    let sst2 = "\n[[tasks]]\nname = \"sst2\"\ntrain = [\"../shared/data/sst2/train.tsv\"]\ndev_fraction = 0.01\ndev_limit = 40\n";
+    let second = study(&format!("{trec}{sst2}"));
+    let ran: Vec<&str> = second
+        .lines()
+        .filter(|l| l.starts_with("[cell") && !l.ends_with("(done before)"))
+        .collect();
+    assert!(second.contains("[cell 17/17]"), "{second}");
+    assert!(
+        !ran.is_empty() && ran.iter().all(|l| l.contains("sst2")),
+        "{ran:?}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("| sst2 | transformer, pre-trained |"),
+        "{report}"
+    );
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&out);
+}

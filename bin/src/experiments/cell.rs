@@ -10,7 +10,7 @@ use conveyor_tasks::EvalSummary;
 use super::progress::{Progress, FINETUNE};
 use super::report::Best;
 use super::study::{checkpoint, Cmd};
-use super::study_file::{Study, TaskCell};
+use super::study_file::{Score, Study, TaskCell};
 use crate::torch_handoff::run_torch;
 
 /// One fine-tuning run of the grid and its evaluation.
@@ -94,8 +94,11 @@ impl Cell<'_> {
         })
     }
 
-    /// The score of a run that diverged: none (its evaluation is skipped).
-    pub fn diverged(&self, out: &Path, d: Diverged, progress: &mut Progress) -> Best {
+    /// The score of a run that diverged: none (its evaluations are skipped).
+    pub fn diverged(&self, st: &Study, out: &Path, d: Diverged, progress: &mut Progress) -> Best {
+        if st.finetune.score == Score::Best {
+            self.skip_curve(st, progress);
+        }
         progress.skip(&format!("evaluate {}", self.what()));
         Best {
             task: self.task.name.clone(),
@@ -109,6 +112,38 @@ impl Cell<'_> {
             curve: Vec::new(),
             diverged: Some(d),
         }
+    }
+
+    /// The evaluations along the run that will not happen.
+    pub fn skip_curve(&self, st: &Study, progress: &mut Progress) {
+        for step in st.curve_steps(self.task) {
+            progress.skip(&format!("evaluate {} at step {step}", self.what()));
+        }
+    }
+
+    /// Evaluates the run at each 1/curve of its steps and at its last: its score is the best
+    /// of them (on a tie the later checkpoint), `curve` holds them all.
+    pub fn evaluate_best(
+        &self,
+        st: &Study,
+        out: &Path,
+        dev: &Path,
+        progress: &mut Progress,
+    ) -> anyhow::Result<Best> {
+        let run = self.run_folder(out);
+        let steps = st.curve_steps(self.task).into_iter();
+        let mut curve = Vec::new();
+        let mut best: Option<Best> = None;
+        for step in steps.chain([st.steps(self.task)]) {
+            let e = self.evaluate(st, &checkpoint(&run, step), dev, progress)?;
+            curve.push((step, e.accuracy));
+            if best.as_ref().is_none_or(|b| e.accuracy >= b.accuracy) {
+                best = Some(e);
+            }
+        }
+        let mut best = best.expect("a run has a last checkpoint");
+        best.curve = curve;
+        Ok(best)
     }
 
     /// Evaluates the checkpoint on the dev split unless the study evaluated it before. The

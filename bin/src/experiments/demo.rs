@@ -122,6 +122,7 @@ fn demo_study(corpus: &Path, sentiment: &Path, device: &str, config: Option<&Pat
             learning_rates: vec![1e-3],
             search_seeds: None,
             curve: None,
+            score: Default::default(),
         },
         tasks: vec![TaskCell {
             name: "sst2".into(),

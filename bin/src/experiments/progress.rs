@@ -7,7 +7,7 @@ use std::path::Path;
 use conveyor_pipeline::progress::human_duration;
 use conveyor_pipeline::run_info::Diverged;
 
-use super::study_file::Study;
+use super::study_file::{Score, Study};
 use crate::torch_handoff::run_torch_live;
 
 /// The step of a run folder's latest checkpoint, if any (for the estimate only: a pointer
@@ -47,6 +47,11 @@ impl Progress {
         let archs = st.pretrain.archs.len();
         let tasks = st.tasks.len();
         let runs = archs * 2 * st.finetune_runs();
+        // Runs evaluated along the way: those at the chosen rate, or all to find their best.
+        let curve_runs = match st.finetune.score {
+            Score::Last => archs * 2 * st.seeds.len(),
+            Score::Best => runs,
+        };
         let cells = 2
             + usize::from(st.corpus.task_texts)
             + archs * st.pretrain_seeds().len()
@@ -54,7 +59,7 @@ impl Progress {
             + runs * tasks * 2
             + st.tasks
                 .iter()
-                .map(|t| archs * 2 * st.seeds.len() * st.curve_steps(t).len())
+                .map(|t| st.curve_steps(t).len() * curve_runs)
                 .sum::<usize>()
             + usize::from(st.reference.is_some())
             + usize::from(st.bench.is_some());

@@ -70,6 +70,13 @@ pub struct Best {
     pub diverged: Option<conveyor_pipeline::run_info::Diverged>,
 }
 
+impl Best {
+    /// The run's last checkpoint's dev score (its score unless the study scores the best).
+    pub fn last_accuracy(&self) -> f64 {
+        self.curve.last().map_or(self.accuracy, |c| c.1)
+    }
+}
+
 /// A study's fine-tuning runs at the chosen rates: those that finished (each cell's seeds
 /// one after another) and those that diverged.
 pub struct Runs<'a> {
@@ -92,6 +99,12 @@ pub fn write_study_report(
         let evals: Vec<PathBuf> = best.iter().map(|b| b.eval.clone()).collect();
         let r = report(&evals)?;
         md += "## Results (best learning rate per cell, dev split, %)\n\n";
+        if st.finetune.score == super::study_file::Score::Best {
+            md += &format!(
+                "Each run scores its best checkpoint among those at every 1/{} of its steps (the paper's best validation score); the scores per checkpoint are in figures.json.\n\n",
+                st.finetune.curve.unwrap_or(1)
+            );
+        }
         md += &r.markdown;
         md += "\n## Best learning rate\n\n| task | model | learning rate | dev score (mean over seeds) | seeds |\n|---|---|---|---|---|\n";
         // One line per cell: its seeds follow each other in `best`.

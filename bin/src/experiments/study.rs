@@ -18,7 +18,7 @@ use conveyor_tasks::texts::{training_texts, write_jsonl};
 use super::cell::{same_run, Cell};
 use super::progress::{Progress, PRETRAIN};
 use super::report::{write_study_report, Best, Runs};
-use super::study_file::{Study, TaskCell};
+use super::study_file::{Score, Study, TaskCell};
 use crate::torch_handoff::run_torch;
 
 /// Runs (or resumes) the study in `file`; its folder is `out` (default studies/out/NAME),
@@ -278,8 +278,11 @@ fn finetune_task(
                     seed,
                 };
                 match cell.finetune(st, &data[0], out, progress)? {
+                    Ok(_) if st.finetune.score == Score::Best => {
+                        cell.evaluate_best(st, out, &data[1], progress)
+                    }
                     Ok(ckpt) => cell.evaluate(st, &ckpt, &data[1], progress),
-                    Err(d) => Ok(cell.diverged(out, d, progress)),
+                    Err(d) => Ok(cell.diverged(st, out, d, progress)),
                 }
             };
             let mut scores: Vec<Best> = Vec::new();
@@ -301,13 +304,18 @@ fn finetune_task(
                         let what = format!("{} {arch} seed {seed}", t.name);
                         progress.skip(&format!("fine-tune {what}: every rate diverged"));
                         progress.skip(&format!("evaluate {what}"));
+                        if st.finetune.score == Score::Best {
+                            for step in st.curve_steps(t) {
+                                progress.skip(&format!("evaluate {what} at step {step}"));
+                            }
+                        }
                     }
                 }
             }
             for b in &mut chosen {
                 along_the_run(st, t, b, &data[1], progress)?;
             }
-            if chosen.is_empty() {
+            if chosen.is_empty() && st.finetune.score == Score::Last {
                 for seed in &st.seeds {
                     for step in st.curve_steps(t) {
                         let what = format!("{} {arch} seed {seed} at step {step}", t.name);
@@ -339,6 +347,10 @@ fn along_the_run(
         lr: b.lr,
         seed: b.seed,
     };
+    if st.finetune.score == Score::Best {
+        // Every run was evaluated along the way already (or skipped there, diverged).
+        return Ok(());
+    }
     let mut curve = Vec::new();
     if b.diverged.is_some() {
         for step in st.curve_steps(t) {

@@ -87,6 +87,28 @@ pub struct Finetune {
     /// the accuracy-against-steps figure; default 1 (the final checkpoint only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curve: Option<u64>,
+    /// Which checkpoint of a run gives its dev score: the last (default) or, as the paper
+    /// reports, the best of those `curve` evaluates (then every run is evaluated there).
+    #[serde(default, skip_serializing_if = "Score::is_last")]
+    pub score: Score,
+}
+
+/// The checkpoint a fine-tuning run is scored at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Score {
+    /// Its last checkpoint's dev score.
+    #[default]
+    Last,
+    /// The best dev score among its checkpoints at every 1/curve of the steps (the paper's
+    /// "best validation score"); on a tie the later checkpoint.
+    Best,
+}
+
+impl Score {
+    fn is_last(&self) -> bool {
+        *self == Score::Last
+    }
 }
 
 /// The reference run: transformers' T5 trained on one task's examples with the recipe and
@@ -231,6 +253,11 @@ impl Study {
         anyhow::ensure!(
             curve <= MAX_CURVE,
             "{}: [finetune] curve {curve} asks for more than {MAX_CURVE} evaluations per run",
+            file.display()
+        );
+        anyhow::ensure!(
+            st.finetune.score == Score::Last || curve >= 2,
+            "{}: [finetune] score = \"best\" picks among the checkpoints that curve evaluates: set curve to 2 or more (curve = 4: every quarter of the steps)",
             file.display()
         );
         for t in &st.tasks {
