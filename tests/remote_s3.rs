@@ -487,3 +487,71 @@ fn ingest_workers_merge_corrupt_and_clean_on_s3_equal_the_local_runs() {
         .collect();
     assert!(left.is_empty(), "stage folders left: {left:?}");
 }
+
+/// The user's objects beside a conveyor output at a URL are neither read nor deleted: a
+/// reader fetches only the manifest and what it lists (an object named so that no local
+/// path can take it made the whole dataset unreadable), and `--overwrite` removes only
+/// objects under conveyor's names (it deleted `parts/worker-notes.txt`, and any object an
+/// edited manifest listed).
+#[test]
+fn the_users_objects_beside_an_output_are_neither_read_nor_deleted() {
+    let moto = Moto::start("users");
+    let vocab = shared("spiece/t5-spiece.model");
+    assert_eq!(
+        moto.request("PUT", "/mine", b"").0,
+        200,
+        "create the bucket"
+    );
+    let sample = std::fs::read(shared(C4)).unwrap();
+    let (status, _) = moto.request("PUT", &format!("/mine/raw/{C4_NAME}"), &sample);
+    assert_eq!(status, 200);
+    let ingest = |extra: &[&str]| {
+        let mut a = vec!["ingest", "s3://mine/raw/", "--vocab", arg(&vocab)];
+        a.extend_from_slice(&["--out", "s3://mine/tokens", "--shard-tokens", "40000", "-q"]);
+        a.extend_from_slice(extra);
+        moto.ok(&a);
+    };
+    ingest(&[]);
+    let reference = moto.dataset("mine", "tokens");
+    let user = tmp_dir("s3-users").join("notes.txt");
+    std::fs::write(&user, "mine, not conveyor's").unwrap();
+    let theirs = [
+        "tokens/parts/worker-notes.txt",
+        "tokens/parts/worker-00000-of-00002-backup/important.bin",
+        "tokens/parts/worker-00000-of-00002/important.bin",
+        "tokens/README-mine.txt",
+        "tokens/sub/..\\..\\PWN",
+    ];
+    for key in theirs {
+        moto.put("mine", key, &user);
+    }
+    // Read from the URL with the user's objects beside it.
+    let examples = tmp_path("s3-users-examples");
+    moto.ok(&[
+        "corrupt",
+        "s3://mine/tokens",
+        "--out",
+        arg(&examples),
+        "--inputs-length",
+        "128",
+        "-q",
+    ]);
+    // An edited manifest that lists one of the user's objects, at its size.
+    let fetched = moto.fetch("mine", "tokens");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fetched.join("manifest.json")).unwrap()).unwrap();
+    let mut entry = m["shards"][0].clone();
+    entry["file"] = "README-mine.txt".into();
+    entry["bytes"] = std::fs::metadata(&user).unwrap().len().into();
+    m["shards"].as_array_mut().unwrap().push(entry);
+    let edited = tmp_dir("s3-users-manifest").join("manifest.json");
+    std::fs::write(&edited, serde_json::to_vec(&m).unwrap()).unwrap();
+    moto.put("mine", "tokens/manifest.json", &edited);
+    ingest(&["--overwrite"]);
+    let after = moto.fetch("mine", "tokens");
+    for key in theirs {
+        let rel = key.strip_prefix("tokens/").unwrap();
+        assert!(after.join(rel).is_file(), "--overwrite deleted {key}");
+    }
+    assert!(moto.dataset("mine", "tokens") == reference);
+}

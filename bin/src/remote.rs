@@ -124,7 +124,7 @@ pub fn merge_at<T>(
         return merge(out);
     };
     let dir = sync::stage_dir(&format!("{url}#merge"));
-    sync::download(&url, &dir)?;
+    sync::download_output(&url, &dir)?;
     let result = merge(&dir)?;
     Out {
         dir,

@@ -85,16 +85,51 @@ pub fn remote_files(loc: &Location) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
-/// What a mirroring upload may delete under an output URL: the files the URL's manifest
-/// listed before the upload (and that manifest), and workers' part folders; other objects
-/// are the user's and are never deleted.
-fn conveyor_output(rel: &str, listed: &BTreeMap<String, Option<String>>) -> bool {
-    rel.starts_with("parts/worker-") || rel == "manifest.json" || listed.contains_key(rel)
+/// What a manifest says of a file it lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Entry {
+    sha256: Option<String>,
+    bytes: Option<u64>,
 }
 
-/// The files the manifest at `loc` lists, with the checksum it gives each; None when it
-/// cannot be read.
-fn listed_remote(loc: &Location) -> Option<BTreeMap<String, Option<String>>> {
+/// What a mirroring upload may delete under an output URL: the manifest, the output files
+/// the URL's manifest listed before the upload under conveyor's names and sizes (an edited
+/// manifest naming a user's object does not make it conveyor's), and workers' part files by
+/// their names; other objects are the user's and are never deleted (the rules `--overwrite`
+/// keeps in a local folder).
+fn conveyor_output(rel: &str, size: u64, listed: &BTreeMap<String, Entry>) -> bool {
+    let listed_here = listed.get(rel).is_some_and(|e| {
+        crate::job::outdir::is_output_file(rel) && e.bytes.is_none_or(|b| b == size)
+    });
+    rel == "manifest.json" || is_part_file(rel) || listed_here
+}
+
+/// A file of a split job's `parts/` folder, by the names its workers give them:
+/// `parts/worker-IIIII-of-NNNNN/` holding `part.json`, `shard-IIIII.parquet` or an output
+/// file, and `parts/dedup-worker-IIIII-of-NNNNN.bin`.
+fn is_part_file(rel: &str) -> bool {
+    use crate::job::outdir::{is_output_file, is_worker_tag};
+    let Some(rest) = rel.strip_prefix("parts/") else {
+        return false;
+    };
+    match rest.split_once('/') {
+        None => rest
+            .strip_prefix("dedup-")
+            .and_then(|n| n.strip_suffix(".bin"))
+            .is_some_and(is_worker_tag),
+        Some((tag, name)) => {
+            let shard = name
+                .strip_prefix("shard-")
+                .and_then(|n| n.strip_suffix(".parquet"))
+                .is_some_and(|n| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()));
+            is_worker_tag(tag) && (name == "part.json" || shard || is_output_file(name))
+        }
+    }
+}
+
+/// The files the manifest at `loc` lists, with what it says of each; None when it cannot be
+/// read.
+fn listed_remote(loc: &Location) -> Option<BTreeMap<String, Entry>> {
     let mut text = Vec::new();
     let read = super::read::RemoteReader::open(&loc.join("manifest.json").url).and_then(|mut r| {
         r.read_to_end(&mut text).map_err(|e| Error::Remote {
@@ -108,13 +143,19 @@ fn listed_remote(loc: &Location) -> Option<BTreeMap<String, Option<String>>> {
 }
 
 /// The files a manifest lists (token and example shards, or a clean job's outputs) with
-/// their sha256 where it gives one; names that would leave `base` are left out.
-fn listed(v: &serde_json::Value, base: &Path) -> BTreeMap<String, Option<String>> {
+/// their sha256 and size where it gives them; names that would leave `base` are left out.
+fn listed(v: &serde_json::Value, base: &Path) -> BTreeMap<String, Entry> {
     let (list, key) = crate::job::outdir::listed_entries(v);
     list.iter()
-        .filter_map(|e| Some((e[key].as_str()?, e["sha256"].as_str())))
+        .filter_map(|e| {
+            let entry = Entry {
+                sha256: e["sha256"].as_str().map(str::to_string),
+                bytes: e["bytes"].as_u64(),
+            };
+            Some((e[key].as_str()?, entry))
+        })
         .filter(|(name, _)| crate::contain::check_name(name, base).is_ok())
-        .map(|(name, sum)| (name.to_string(), sum.map(str::to_string)))
+        .map(|(name, entry)| (name.to_string(), entry))
         .collect()
 }
 
@@ -140,9 +181,9 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     // checksum (or none to compare): `--overwrite` makes files of the same names, some of the
     // same sizes.
     let send = |rel: &String, len: &u64| {
-        let same = match old.get(rel) {
+        let same = match old.get(rel).map(|e| &e.sha256) {
             None => !unreadable,
-            Some(sum) => sum.is_some() && new.get(rel) == Some(sum),
+            Some(sum) => sum.is_some() && new.get(rel).map(|e| &e.sha256) == Some(sum),
         };
         rel == "manifest.json" || there.get(rel) != Some(len) || !same
     };
@@ -169,8 +210,8 @@ pub fn upload(dir: &Path, url: &str, mirror: bool) -> Result<Transfer, Error> {
     }
     if mirror {
         let mine: std::collections::HashSet<&str> = mine.iter().map(|(m, _)| m.as_str()).collect();
-        for rel in there.keys() {
-            if conveyor_output(rel, &old) && !mine.contains(rel.as_str()) {
+        for (rel, size) in &there {
+            if conveyor_output(rel, *size, &old) && !mine.contains(rel.as_str()) {
                 let obj = loc.join(rel);
                 runtime()
                     .block_on(obj.store.delete(&obj.key))
@@ -222,7 +263,23 @@ fn put_file(path: &Path, obj: &Location) -> Result<(), Error> {
 /// very version the store lists ([`Fetched`]); returns what it did.
 pub fn download(url: &str, dir: &Path) -> Result<Transfer, Error> {
     let _lock = lock_stage(dir)?;
-    download_locked(url, dir)
+    download_locked(url, dir, Objects::All)
+}
+
+/// [`download`] of a conveyor output at `url` (a dataset, or a split job's parts to merge):
+/// only its manifest, the files that manifest lists and the workers' part files are
+/// fetched; anything else under the prefix is the user's, neither fetched nor read.
+pub fn download_output(url: &str, dir: &Path) -> Result<Transfer, Error> {
+    let _lock = lock_stage(dir)?;
+    download_locked(url, dir, Objects::Output)
+}
+
+/// Which objects under a URL a download fetches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Objects {
+    All,
+    /// A conveyor output's own files ([`download_output`]).
+    Output,
 }
 
 /// Waits until no other process fetches into `dir` (the ranks of one training run read one
@@ -237,8 +294,29 @@ fn lock_stage(dir: &Path) -> Result<crate::run_lock::RunLock, Error> {
 
 /// The objects of the dataset at `loc`: those listed under it, or on a plain web server
 /// (which lists nothing) its `manifest.json` and the files that manifest names.
-fn dataset_objects(loc: &Location) -> Result<Vec<object_store::ObjectMeta>, Error> {
-    let listing = objects_under(loc);
+fn dataset_objects(loc: &Location, which: Objects) -> Result<Vec<object_store::ObjectMeta>, Error> {
+    let listing = objects_under(loc).map(|all| match which {
+        Objects::All => all,
+        Objects::Output => {
+            let base = loc.key.as_ref().len();
+            let rel = |m: &object_store::ObjectMeta| {
+                m.location.as_ref()[base..]
+                    .trim_start_matches('/')
+                    .to_string()
+            };
+            let manifest = all.iter().any(|m| rel(m) == "manifest.json");
+            let listed = match manifest {
+                true => listed_remote(loc).unwrap_or_default(),
+                false => BTreeMap::new(),
+            };
+            all.into_iter()
+                .filter(|m| {
+                    let r = rel(m);
+                    r == "manifest.json" || is_part_file(&r) || listed.contains_key(&r)
+                })
+                .collect()
+        }
+    });
     // (A plain server answers a listing with an error, or with nothing: 404 reads as empty.)
     if listing.as_ref().is_ok_and(|v| !v.is_empty()) || !loc.root.starts_with("http") {
         return listing;
@@ -271,13 +349,13 @@ fn dataset_objects(loc: &Location) -> Result<Vec<object_store::ObjectMeta>, Erro
 }
 
 /// [`download`] with the stage locked by the caller.
-fn download_locked(url: &str, dir: &Path) -> Result<Transfer, Error> {
+fn download_locked(url: &str, dir: &Path, which: Objects) -> Result<Transfer, Error> {
     let loc = Location::parse(url)?;
     let base = loc.key.as_ref().len();
     let mut fetched = Fetched::open(dir);
     let mut t = Transfer::default();
     let result = (|| {
-        for m in dataset_objects(&loc)? {
+        for m in dataset_objects(&loc, which)? {
             let rel = m.location.as_ref()[base..].trim_start_matches('/');
             let path = stage_path(dir, rel, url)?;
             if fetched.is_current(rel, &path, &m) {
@@ -351,7 +429,7 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
     let dir = stage_dir(&format!("{url}#input"));
     // Locked while fetching only: the ranks of a run check the copies side by side (hashing
     // a big dataset one rank after another could outlast their start-up timeout).
-    let t = download(url, &dir)?;
+    let t = download_output(url, &dir)?;
     if !dir.join("manifest.json").exists() {
         return Err(Error::Remote {
             url: url.to_string(),
@@ -368,7 +446,7 @@ pub fn local_dataset(input: &Path) -> Result<(PathBuf, Option<Transfer>), Error>
             fetched.forget(file);
         }
         fetched.save()?;
-        download_locked(url, &dir)?;
+        download_locked(url, &dir, Objects::Output)?;
         drop(lock);
         if let Some((file, e)) = damaged_copies(&dir)?.into_iter().next() {
             return Err(Error::Remote {
@@ -518,17 +596,43 @@ mod tests {
 
     #[test]
     fn only_listed_outputs_are_mirrored_away() {
-        let listed: BTreeMap<String, Option<String>> =
-            [("train-00003-of-00010.parquet".to_string(), None)].into();
-        let ours = |rel: &str| conveyor_output(rel, &listed);
+        let entry = |bytes| Entry {
+            sha256: None,
+            bytes,
+        };
+        let listed: BTreeMap<String, Entry> = [
+            ("train-00003-of-00010.parquet".to_string(), entry(Some(100))),
+            ("train-00005-of-00010.parquet".to_string(), entry(None)),
+            // An edited manifest naming a user's object.
+            ("README-mine.txt".to_string(), entry(None)),
+        ]
+        .into();
+        let ours = |rel: &str| conveyor_output(rel, 100, &listed);
         assert!(ours("manifest.json"));
         assert!(ours("train-00003-of-00010.parquet"));
+        assert!(ours("train-00005-of-00010.parquet"));
         assert!(ours("parts/worker-00000-of-00002/part.json"));
+        assert!(ours("parts/worker-00000-of-00002/shard-00003.parquet"));
+        assert!(ours(
+            "parts/worker-00000-of-00002/c4-clean.00000-of-00002.json.gz"
+        ));
+        assert!(ours("parts/dedup-worker-00001-of-00002.bin"));
+        // Listed, but another size than the manifest gives it: not the file it listed.
+        assert!(!conveyor_output(
+            "train-00003-of-00010.parquet",
+            99,
+            &listed
+        ));
         // Looks like conveyor's, but the old manifest did not list it.
         assert!(!ours("train-00004-of-00010.parquet"));
         assert!(!ours("c4-clean.00000-of-00002.json.gz"));
         assert!(!ours("README.md"));
+        assert!(!ours("README-mine.txt"));
         assert!(!ours("parts/notes.txt"));
+        assert!(!ours("parts/worker-notes.txt"));
+        assert!(!ours("parts/worker-00000-of-00002-backup/important.bin"));
+        assert!(!ours("parts/worker-00000-of-00002/important.bin"));
+        assert!(!ours("parts/worker-00000-of-00002/sub/part.json"));
         assert!(!ours("raw/c4-train.00000-of-01024.json.gz"));
     }
 
