@@ -12,8 +12,10 @@ use tch::{nn, Tensor};
 use crate::config::ModelConfig;
 use crate::optim::{OptimizerKind, Schedule};
 
+mod weights;
 mod write;
 
+pub use weights::load_weights;
 #[cfg(test)]
 use write::remove_checkpoint_folder;
 pub use write::{keep_latest, save, write_files};
@@ -361,33 +363,6 @@ pub fn verify(ckpt: &Path) -> Result<(), CheckpointError> {
         }
     }
     Ok(())
-}
-
-/// Checks the checkpoint ([`verify`]) and loads its weights into `vs` (whose model has the
-/// checkpoint's config), refusing weights that are not finite.
-pub fn load_weights(ckpt: &Path, vs: &mut nn::VarStore) -> Result<(), CheckpointError> {
-    verify(ckpt)?;
-    let path = ckpt.join("model.safetensors");
-    if !path.exists() {
-        return Err(damaged(&path, "is missing".into()));
-    }
-    vs.load(&path).map_err(|e| {
-        // libtorch's message, without the C++ stack trace it carries.
-        let e = e.to_string();
-        let e = e
-            .split("Exception raised from")
-            .next()
-            .unwrap_or_default()
-            .trim();
-        damaged(
-            &path,
-            format!("cannot be read as this model's weights ({e})"),
-        )
-    })?;
-    match non_finite(vs) {
-        Some(name) => Err(damaged(&path, format!("holds non-finite values in {name}"))),
-        None => Ok(()),
-    }
 }
 
 /// The first variable (by name) holding a NaN or an infinity, if any.
