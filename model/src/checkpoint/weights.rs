@@ -101,8 +101,8 @@ mod tests {
     fn model() -> nn::VarStore {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let root = vs.root();
-        (&root / "shared").zeros("weight", &[4, 3]);
-        (&root / "norm").zeros("weight", &[3]);
+        let _ = (&root / "shared").zeros("weight", &[4, 3]);
+        let _ = (&root / "norm").zeros("weight", &[3]);
         vs
     }
 
@@ -145,7 +145,8 @@ mod tests {
     #[test]
     fn other_shapes_missing_or_left_over_tensors_and_integers_are_refused() {
         let [(_, shared), (_, norm)] = weights();
-        let cases: Vec<(&str, Vec<(&str, Tensor)>, &str)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, Tensor)>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "broadcast",
                 vec![("shared.weight", shared.narrow(0, 0, 1)), ("norm.weight", norm.copy())],
