@@ -327,12 +327,7 @@ impl ModelConfig {
         if self.encoder_layers.max(self.decoder_layers) > MAX_LAYERS {
             return bad(format!("more than {MAX_LAYERS} layers"));
         }
-        if self.parameter_count() > MAX_PARAMETERS {
-            return bad(format!(
-                "{} parameters, over {MAX_PARAMETERS}: check the sizes",
-                self.parameter_count()
-            ));
-        }
+        // Before the count, which reads the convolutions' lists.
         if matches!(self.arch, Arch::Lightconv | Arch::Dynamicconv) {
             if self.conv_heads == 0 || !self.d_model.is_multiple_of(self.conv_heads) {
                 return bad(format!(
@@ -351,6 +346,12 @@ impl ModelConfig {
                 || self.dilations.contains(&0))
         {
             return bad("dilated_kernels and dilations need positive values".into());
+        }
+        if self.parameter_count() > MAX_PARAMETERS {
+            return bad(format!(
+                "{} parameters, over {MAX_PARAMETERS}: check the sizes",
+                self.parameter_count()
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.weight_dropout) {
             return bad("dropout rates must be in [0, 1)".into());

@@ -30,6 +30,19 @@ fn absurd_sizes_are_refused() {
     assert!(err(&|b| b.relative_max_distance = 1 << 63).contains("relative_max_distance"));
     let conv = ModelConfig::preset(Arch::Dilatedconv, "tiny", 500).unwrap();
     conv.validate().unwrap();
+    // Empty lists are refused, not indexed (the parameter count panicked on them).
+    for empty in [
+        |c: &mut ModelConfig| c.dilations.clear(),
+        |c: &mut ModelConfig| c.dilated_kernels.clear(),
+    ] {
+        let mut bad = conv.clone();
+        empty(&mut bad);
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("dilations need positive values"));
+    }
     let mut wide = conv.clone();
     wide.dilations = vec![1, 1 << 40];
     assert!(wide
