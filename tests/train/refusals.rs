@@ -120,6 +120,22 @@ fn wrong_inputs_are_refused_with_a_reason() {
     bare.push("--resume");
     assert!(!bare.contains(&"--arch"));
     ok(&bare);
+    // --init with a preset but no architecture fine-tuned the checkpoint's own model.
+    let (sized_out, init) = (run.join("sized"), run.join("checkpoints/step-00000005"));
+    let mut sized = train_args(sized_out.to_str().unwrap(), "transformer", "2");
+    sized.drain(5..7);
+    sized.extend(["--init", init.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&conveyor(&sized).stderr).into_owned();
+    assert!(err.contains("--preset tiny with --init"), "{err}");
+    // A resume to fewer steps than the run has made trained nothing and exited 0.
+    let mut fewer = train_args(s, "transformer", "3");
+    fewer.push("--resume");
+    let o = conveyor(&fewer);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("the run is at step 5 already, past --steps 3"),
+        "{err}"
+    );
     // A CUDA graph and the sync check need a CUDA device: refused before anything is written.
     for flag in ["--cuda-graph", "--check-syncs"] {
         let fresh = run.join(flag.trim_start_matches('-'));
@@ -142,6 +158,28 @@ fn wrong_inputs_are_refused_with_a_reason() {
             "--optimizer adamw needs --lr",
         ),
         (&["--checkpoint-every", "0"][..], "--checkpoint-every"),
+        // Flags the run would have ignored.
+        (
+            &["--lr", "1e-3", "--warmup", "5"][..],
+            "--warmup 5 shapes T5's default schedule",
+        ),
+        (&["--eval-data", "x"][..], "--eval-every is 0 (never)"),
+        (
+            &["--eval-every", "1"][..],
+            "evaluates --eval-data, which is not given",
+        ),
+        (&["--eval-batches", "0"][..], "--eval-batches"),
+        (
+            &[
+                "--optimizer",
+                "adamw",
+                "--lr",
+                "1e-4",
+                "--factor-min-dim",
+                "0",
+            ][..],
+            "--factor-min-dim 0 is Adafactor's",
+        ),
     ] {
         let fresh = run.join("flags");
         let mut args = train_args(fresh.to_str().unwrap(), "transformer", "2");

@@ -59,9 +59,10 @@ pub struct ModelArgs {
     /// Architecture (with --init, taken from the checkpoint when left out).
     #[arg(long, value_enum)]
     arch: Option<ArchArg>,
-    /// Size preset: tiny, small or base.
-    #[arg(long, default_value = "tiny")]
-    preset: String,
+    /// Size preset: tiny (default), small or base (with --init, needs --arch: the
+    /// checkpoint's own model is taken otherwise).
+    #[arg(long)]
+    preset: Option<String>,
     /// JSON or TOML file of config fields to override.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -74,7 +75,8 @@ impl ModelArgs {
                 "--arch is required (transformer, lightconv, dynamicconv or dilatedconv)"
             )
         })?;
-        let mut cfg = ModelConfig::preset(arch.into(), &self.preset, vocab_size)?;
+        let preset = self.preset.as_deref().unwrap_or("tiny");
+        let mut cfg = ModelConfig::preset(arch.into(), preset, vocab_size)?;
         if let Some(p) = &self.config {
             cfg = cfg.with_overrides(p)?;
         }
@@ -130,8 +132,10 @@ pub struct TrainArgs {
     /// relative step for Adafactor only (--optimizer adamw needs --lr).
     #[arg(long)]
     lr: Option<f64>,
-    #[arg(long, default_value_t = 10_000)]
-    warmup: u64,
+    /// Warm-up steps of T5's default schedule (default 10,000); not with --lr, which is
+    /// constant from the first step.
+    #[arg(long)]
+    warmup: Option<u64>,
     /// Save a checkpoint every N steps (and at the last).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
@@ -140,11 +144,12 @@ pub struct TrainArgs {
     /// Default: every checkpoint stays.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     keep_checkpoints: Option<u64>,
-    /// Evaluate every N steps (0: never).
+    /// Evaluate the loss on --eval-data every N steps (0: never).
     #[arg(long, default_value_t = 0)]
     eval_every: u64,
-    #[arg(long, default_value_t = 10)]
-    eval_batches: usize,
+    /// Batches of --eval-data per evaluation.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    eval_batches: u64,
     #[arg(long, default_value_t = 10_000)]
     shuffle_buffer: usize,
     #[arg(long, value_enum, default_value = "auto")]
@@ -309,6 +314,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         a.lr.is_some() || !matches!(a.optimizer, OptimizerArg::Adamw),
         "--optimizer adamw needs --lr (T5's default schedule, 1/sqrt(max(step, --warmup)), is a relative step size for Adafactor: 0.01 from the first step as AdamW's rate); give a rate such as --lr 1e-4"
     );
+    unused_flags(&a)?;
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
     a.eval_data = a
@@ -392,6 +398,38 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Refuses flags that this combination would ignore: a run that silently did otherwise than
+/// asked is worse than one refused.
+fn unused_flags(a: &TrainArgs) -> anyhow::Result<()> {
+    if let (Some(w), Some(lr)) = (a.warmup, a.lr) {
+        anyhow::bail!(
+            "--warmup {w} shapes T5's default schedule, 1/sqrt(max(step, warmup)), used without --lr; the rate {lr} (--lr, or fine-tuning's default) is constant from the first step. Leave out --warmup, or --lr"
+        );
+    }
+    match (&a.eval_data, a.eval_every) {
+        (Some(d), 0) => anyhow::bail!(
+            "--eval-data {} is evaluated every --eval-every N steps, and --eval-every is 0 (never): give --eval-every",
+            d.display()
+        ),
+        (None, n) if n > 0 => {
+            anyhow::bail!("--eval-every {n} evaluates --eval-data, which is not given")
+        }
+        _ => {}
+    }
+    if let (Some(n), OptimizerArg::Adamw) = (a.factor_min_dim, a.optimizer) {
+        anyhow::bail!(
+            "--factor-min-dim {n} is Adafactor's; --optimizer adamw factors nothing: leave it out"
+        );
+    }
+    if let (Some(init), Some(p), None) = (&a.init, &a.model.preset, a.model.arch) {
+        anyhow::bail!(
+            "--preset {p} with --init {} but no --arch: the checkpoint's own model is fine-tuned, whatever the preset. Leave out --preset, or give --arch and --preset of the checkpoint's model",
+            init.display()
+        );
+    }
+    Ok(())
+}
+
 /// `--z-loss`: a finite coefficient of 0 or more.
 fn z_loss(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -429,12 +467,14 @@ fn train_config(
         },
         schedule: match a.lr {
             Some(lr) => Schedule::Constant { lr },
-            None => Schedule::InverseSqrt { warmup: a.warmup },
+            None => Schedule::InverseSqrt {
+                warmup: a.warmup.unwrap_or(10_000),
+            },
         },
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints.map(|k| k as usize),
         eval_every: a.eval_every,
-        eval_batches: a.eval_batches,
+        eval_batches: a.eval_batches as usize,
         shuffle_buffer: a.shuffle_buffer,
         device,
         precision: match (a.bf16, a.pure_bf16) {

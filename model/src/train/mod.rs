@@ -293,6 +293,15 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         ));
         state = saved;
         loader_state = Some(mine);
+        if state.step > cfg.steps {
+            return Err(TrainError::Refused(format!(
+                "{}: the run is at step {} already, past --steps {}: nothing would be trained. Give --steps {} or more to continue it (its checkpoints are kept)",
+                cfg.out.display(),
+                state.step,
+                cfg.steps,
+                state.step + 1
+            )));
+        }
     }
     resume::agree(cfg, &ranks, &mut w, state.step)?;
     let mut read = loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?;
