@@ -354,6 +354,29 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         .find(|i| i["name"] == "truncated.json.gz")
         .unwrap();
     assert!(trunc["documents"].as_u64().unwrap() > 100, "{trunc}");
+    // Split between workers, the merge of the whole dataset fails as the one-process run
+    // does (it exited 0: the worker's exit 1 was all that said so), and names the inputs.
+    let split = top.join("w");
+    let mut codes = Vec::new();
+    for i in ["0", "1"] {
+        let extra = ["--num-workers", "2", "--worker-index", i];
+        codes.push(ingest_json(&[d.to_str().unwrap()], &split, &extra).0);
+    }
+    assert!(codes.contains(&1), "{codes:?}");
+    let o = conveyor(&["manifest", "merge", split.to_str().unwrap(), "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("truncated.json.gz") && err.contains("damaged.json.gz"),
+        "{err}"
+    );
+    let merged: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        merged["failed_inputs"].as_array().unwrap().len(),
+        2,
+        "{merged}"
+    );
+    assert_eq!(manifest(&split)["shards"], m["shards"]);
     // --strict stops at the first failed file.
     let (code, _, err) = ingest_json(
         &[d.join("truncated.json.gz").to_str().unwrap()],

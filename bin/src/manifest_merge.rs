@@ -71,7 +71,16 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
                     out.join("manifest.json").display()
                 );
             }
-            Ok(0)
+            // As the one-process run of the job would: a worker's input that failed part-way
+            // is an error once the dataset is whole (its worker exited 1 long before).
+            for f in &s.failed_inputs {
+                eprintln!(
+                    "error: {}: {} (the dataset holds what was read before the fault, as a one-process run would)",
+                    conveyor_pipeline::printable::one_line(&f.input),
+                    conveyor_pipeline::printable::one_line(&f.error)
+                );
+            }
+            Ok(i32::from(!s.failed_inputs.is_empty()))
         }
     }
 }

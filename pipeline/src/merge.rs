@@ -35,6 +35,9 @@ pub struct MergeSummary {
     pub unit: String,
     /// True when `out` already held the merged dataset and no parts.
     pub already_merged: bool,
+    /// Inputs a worker could not read to their end (ingest, clean): what was read before
+    /// the fault is in the dataset, as in a one-process run, which exits 1 for them.
+    pub failed_inputs: Vec<crate::clean::FailedInput>,
 }
 
 fn refuse(path: &Path, message: String) -> Error {
@@ -48,6 +51,37 @@ fn refuse(path: &Path, message: String) -> Error {
 pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
     // No worker (or other job) may still be writing into `out`.
     let _lock = crate::job::lock::OutLock::take(out, ".conveyor-merge")?;
+    let mut s = merge_locked(out)?;
+    s.failed_inputs = failed_inputs(out);
+    Ok(s)
+}
+
+/// The inputs the merged manifest in `out` records as failed.
+fn failed_inputs(out: &Path) -> Vec<crate::clean::FailedInput> {
+    let failed = |input: &str, error: &Option<String>| {
+        error.as_ref().map(|e| crate::clean::FailedInput {
+            input: input.to_string(),
+            error: e.clone(),
+        })
+    };
+    if let Ok(m) = Manifest::read(out) {
+        return m
+            .inputs
+            .iter()
+            .filter_map(|i| failed(&i.path, &i.error))
+            .collect();
+    }
+    match crate::clean::read_manifest(out) {
+        Ok(m) => m
+            .files
+            .iter()
+            .filter_map(|f| failed(&f.input, &f.error))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn merge_locked(out: &Path) -> Result<MergeSummary, Error> {
     let files = read_part_files(out)?;
     let summary = |kind: &str, workers, shards, amount, already_merged| MergeSummary {
         out: out.to_path_buf(),
@@ -62,6 +96,7 @@ pub fn merge(out: &Path) -> Result<MergeSummary, Error> {
         }
         .into(),
         already_merged,
+        failed_inputs: Vec::new(),
     };
     if files.is_empty() {
         if out.join(Manifest::FILE).exists() {
