@@ -292,6 +292,14 @@ fn bad_records_are_skipped_counted_and_located() {
     let (code, _, err) = ingest_json(&[f.to_str().unwrap()], &d.join("strict"), &["--strict"]);
     assert_eq!(code, 2);
     assert!(err.contains("mixed.jsonl:2"), "{err}");
+    // So does a rerun with --strict over the output made without it (it was "already
+    // complete", exit 0).
+    let (code, _, again) = ingest_json(&[f.to_str().unwrap()], &d.join("o"), &["--strict"]);
+    assert_eq!(code, 2, "{again}");
+    assert!(
+        again.contains(&format!("{}:2", f.display())) && again.contains("without --strict"),
+        "{again}"
+    );
     let blank = d.join("blank.jsonl");
     std::fs::write(&blank, "{\"text\": \"one\"}\n\n{\"text\": \"two\"}\n\n").unwrap();
     let (code, v, err) = ingest_json(&[blank.to_str().unwrap()], &d.join("blank"), &["--strict"]);

@@ -75,6 +75,13 @@ pub enum TaskError {
         line: u64,
         message: String,
     },
+    /// `--strict` over a complete output prepared without it, which skipped rows.
+    #[error("{first}: skipped, with {skipped} row(s) in all, by the run that wrote {} without --strict; rerun without --strict to keep that output, or fix the input and use --overwrite (stopping because of --strict)", out.display())]
+    StrictOver {
+        out: std::path::PathBuf,
+        skipped: u64,
+        first: String,
+    },
     #[error("unknown task {0:?}; `conveyor task list` shows them")]
     Unknown(String),
     #[error("{}: defines the task {defined:?}, not {asked:?}: name the task the file defines, or drop --task-file", path.display())]

@@ -311,7 +311,18 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
     )?;
     match (state, cfg.worker) {
         (WorkerState::Merged, _) => {
-            return Ok(summary(&ExamplesManifest::read(&cfg.out)?, &cfg.out, true));
+            let m = ExamplesManifest::read(&cfg.out)?;
+            // Strictness is not part of the job (the same rows make the same shards): a rerun
+            // with --strict over an output that skipped rows answered "already complete".
+            if let Some(t) = m.task.as_ref().filter(|t| cfg.strict && t.skipped > 0) {
+                return Err(TaskError::StrictOver {
+                    out: cfg.out.clone(),
+                    skipped: t.skipped,
+                    first: t.problems.first().cloned().unwrap_or_default(),
+                }
+                .into());
+            }
+            return Ok(summary(&m, &cfg.out, true));
         }
         (WorkerState::PartDone, Some(w)) => {
             let p = conveyor_pipeline::examples::task_parts::read_task_part(

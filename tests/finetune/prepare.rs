@@ -309,6 +309,31 @@ fn edited_inputs_and_task_files_are_another_job() {
     let o = prepare(&[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--overwrite"), "{err}");
+    // A row skipped without --strict: a rerun with it stops there, as a strict run does (it
+    // answered "already complete").
+    let sst2 = dir.join("sst2.tsv");
+    std::fs::write(
+        &sst2,
+        "sentence\tlabel\ngood film\t1\nno label here\nbad film\t0\n",
+    )
+    .unwrap();
+    let out = tmp_path("strict-task-examples");
+    let prepare = |extra: &[&str]| {
+        let mut args = vec!["task", "prepare", "sst2", "--input", sst2.to_str().unwrap()];
+        args.extend(["--vocab", &vocab, "--out", out.to_str().unwrap(), "--json"]);
+        args.extend_from_slice(extra);
+        conveyor(&args)
+    };
+    let o = prepare(&[]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["skipped"], 1, "{}", String::from_utf8_lossy(&o.stderr));
+    let o = prepare(&["--strict"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sst2.tsv:3") && err.contains("without --strict"),
+        "{err}"
+    );
 }
 
 /// Targets a vocabulary cannot give back are counted and warned about (39 of TREC's 50 labels

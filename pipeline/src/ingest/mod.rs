@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::job::workers::{Worker, WorkerState};
 use crate::manifest::{Counts, IngestSettings, InputRecord, Manifest};
 use crate::progress::Progress;
+use crate::record::ProblemKind;
 use crate::source::{SourceOptions, TxtMode};
 use crate::tokenize::{Tokenizer, TokenizerKind};
 use journal::Journal;
@@ -120,6 +121,45 @@ impl IngestSummary {
     }
 }
 
+/// `--strict` over a complete output written without it (strictness is not part of the
+/// job: the same records make the same shards): the first problem the run skipped, as the
+/// error a strict run stops with, or nothing when it skipped none. A rerun with `--strict`
+/// answered "already complete" and exited 0.
+fn strict_refusal(m: &Manifest, out: &Path) -> Option<Error> {
+    let note = |what: String| {
+        format!(
+            "{what} (skipped by the run that wrote {} without --strict; rerun without --strict to keep that output, or fix the input and use --overwrite)",
+            out.display()
+        )
+    };
+    if let Some(p) = m.problems.iter().find(|p| p.kind != ProblemKind::Empty) {
+        // Problems name an input by its name; the error by its path, as a strict run's does.
+        let input = m.inputs.iter().find(|i| i.name == p.file);
+        return Some(Error::Strict {
+            path: PathBuf::from(input.map_or(&p.file, |i| &i.path)),
+            line: p.line,
+            message: note(p.message.clone()),
+        });
+    }
+    if let Some(i) = m.inputs.iter().find(|i| i.error.is_some()) {
+        return Some(Error::Strict {
+            path: PathBuf::from(&i.path),
+            line: i.counts.records,
+            message: note(i.error.clone().unwrap_or_default()),
+        });
+    }
+    let skipped = m
+        .totals
+        .skipped
+        .iter()
+        .find(|(k, _)| **k != ProblemKind::Empty);
+    skipped.map(|(k, n)| Error::Strict {
+        path: out.join("manifest.json"),
+        line: 0,
+        message: note(format!("{n} record(s) skipped as {}", k.name())),
+    })
+}
+
 /// The resolved job: inputs, tokenizer, settings and identity.
 pub(crate) struct Plan {
     pub cfg: IngestConfig,
@@ -147,6 +187,11 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
     let out = plan.cfg.out.clone();
     let (done, _lock) = prepare_out_dir(&plan)?;
     if let Some(m) = done {
+        if plan.cfg.strict {
+            if let Some(e) = strict_refusal(&m, &out) {
+                return Err(e);
+            }
+        }
         return Ok(IngestSummary::from_manifest(&out, &m, true, false, 0.0));
     }
     let journal = Journal::open(&out, &plan.work_name, &plan.job)?;
