@@ -507,3 +507,40 @@ fn killed_run_resumes_to_the_identical_result() {
         "resumed output differs from an uninterrupted run"
     );
 }
+
+/// An input edited in place at the same size is another job (its modification time is
+/// recorded): the rerun said "already complete" and kept the old tokens.
+#[test]
+fn an_input_edited_in_place_is_not_already_complete() {
+    let d = tmp_dir("edited-input");
+    let f = d.join("in").join("a.jsonl");
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(&f, "{\"text\": \"the cat sat on the mat\"}\n").unwrap();
+    let out = d.join("o");
+    let (code, v, err) = ingest_json(&[f.to_str().unwrap()], &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    let tokens = v["totals"]["tokens"].clone();
+    let (_, again, _) = ingest_json(&[f.to_str().unwrap()], &out, &[]);
+    assert_eq!(again["already_complete"], true);
+    // Same size, other text, and a modification time surely other than the first.
+    std::fs::write(&f, "{\"text\": \"THE DOG SAT ON THE MAT\"}\n").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let (code, _, err) = ingest_json(&[f.to_str().unwrap()], &out, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("was modified since") && err.contains("--overwrite"),
+        "{err}"
+    );
+    let (code, v, err) = ingest_json(&[f.to_str().unwrap()], &out, &["--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(
+        v["totals"]["tokens"], tokens,
+        "the new text tokenizes otherwise"
+    );
+}

@@ -82,6 +82,11 @@ pub struct InputRecord {
     /// The name written in the shards' `source` column.
     pub name: String,
     pub bytes: u64,
+    /// A local input's modification time (nanoseconds since 1970): a rerun over a file
+    /// edited in place at the same size is another job's, not "already complete". Absent for
+    /// URLs and in manifests written before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<u64>,
     #[serde(flatten)]
     pub counts: Counts,
     /// Why the file could not be read to its end, if it could not.

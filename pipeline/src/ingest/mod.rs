@@ -281,6 +281,7 @@ fn plan(cfg: IngestConfig) -> Result<Plan, Error> {
             path: p.display().to_string(),
             name,
             bytes,
+            modified: crate::remote::input_modified(p),
             counts: Counts::default(),
             error: None,
         });
@@ -371,7 +372,14 @@ fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::job::lock::O
         &plan.job,
         plan.cfg.worker,
         plan.cfg.overwrite,
-        |dir| Manifest::read(dir).map(|m| m.job),
+        // A finished output of an input edited since (same name, same size) is another
+        // job's: replaced only with --overwrite.
+        |dir| {
+            Manifest::read(dir).map(|m| match edited_input(&m, &plan.inputs) {
+                Some(path) => format!("{} (its input {path} was modified since)", m.job),
+                None => m.job,
+            })
+        },
     )?;
     let done = match (state, plan.cfg.worker) {
         (WorkerState::Merged, _) => Some(Manifest::read(out)?),
@@ -382,6 +390,17 @@ fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::job::lock::O
         _ => None,
     };
     Ok((done, lock))
+}
+
+/// The first input `m` records with another modification time than it has now.
+fn edited_input(m: &Manifest, now: &[InputRecord]) -> Option<String> {
+    m.inputs.iter().find_map(|was| {
+        let is = now.iter().find(|i| i.path == was.path)?;
+        match (was.modified, is.modified) {
+            (Some(a), Some(b)) if a != b => Some(was.path.clone()),
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -308,6 +308,17 @@ pub(crate) fn remember_size(url: &str, size: u64) {
 }
 
 /// The size of an input: a file's length, or a remote object's size.
+/// A local input's modification time in nanoseconds since 1970 (None for a URL, or where
+/// the file system keeps none).
+pub fn input_modified(p: &Path) -> Option<u64> {
+    if p.to_str().is_some_and(is_url) {
+        return None;
+    }
+    let t = std::fs::metadata(p).ok()?.modified().ok()?;
+    let since = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_nanos()).ok()
+}
+
 pub fn input_len(p: &Path) -> Result<u64, Error> {
     match p.to_str().filter(|s| is_url(s)) {
         Some(url) => {
