@@ -224,4 +224,37 @@ fn bad_input_is_refused_with_the_file_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
     assert_eq!(std::fs::read(d.join("m.model")).unwrap(), b"keep");
+    let train = |inputs: &str, out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "vocab",
+            "train",
+            inputs,
+            "--out",
+            out,
+            "--vocab-size",
+            "300",
+        ];
+        a.extend_from_slice(extra);
+        let o = conveyor(&a);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let corpus = root().join("fixtures/corpus").display().to_string();
+    // A folder as the prefix: refused (it wrote hidden DIR/.model and DIR/.vocab).
+    let folder = format!("{}/", d.join("voc").display());
+    let (code, err) = train(&corpus, &folder, &[]);
+    assert!(code == Some(2) && err.contains("is a folder"), "{err}");
+    assert!(!d.join("voc/.model").exists() && !d.join("voc").exists());
+    // A wrong --text-field: named with what was skipped, not the trainer's internal error.
+    let (code, err) = train(
+        &corpus,
+        d.join("t").to_str().unwrap(),
+        &["--text-field", "nope"],
+    );
+    assert!(
+        code == Some(2) && err.contains("missing_text") && err.contains("--text-field"),
+        "{err}"
+    );
 }

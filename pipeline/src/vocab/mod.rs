@@ -150,13 +150,21 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
             "--character-coverage must be between 0.5 and 1".into(),
         ));
     }
+    // A folder as the prefix wrote hidden files into it (DIR/.model, DIR/.vocab).
+    let shown = cfg.prefix.display().to_string();
+    if shown.ends_with(std::path::MAIN_SEPARATOR) || cfg.prefix.is_dir() {
+        return Err(Error::Config(format!(
+            "--out {shown} is a folder; --out is a prefix of the files written, PREFIX.model and PREFIX.vocab: give e.g. {}",
+            cfg.prefix.join("spm").display()
+        )));
+    }
     let model_path = with_ext(&cfg.prefix, "model");
     let vocab_path = with_ext(&cfg.prefix, "vocab");
     for p in [&model_path, &vocab_path] {
         if p.exists() && !cfg.overwrite {
             return Err(Error::OutputDir {
                 path: p.clone(),
-                message: "already exists; pass --overwrite to replace it".into(),
+                message: "already exists; it is not trained again (the model does not record the inputs it was trained on): use it as it is, or pass --overwrite to train it again".into(),
             });
         }
     }
@@ -167,10 +175,22 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
     if let Some(e) = corpus.failure.take() {
         return Err(e);
     }
-    let proto = proto.map_err(Error::Trainer)?;
+    // Before the trainer's own error, which says only that it has no sentences.
     if corpus.documents == 0 {
-        return Err(Error::Trainer("the inputs hold no documents".into()));
+        let skipped: Vec<String> = corpus
+            .skipped
+            .iter()
+            .map(|(k, n)| format!("{n} {}", k.name()))
+            .collect();
+        return Err(Error::Trainer(match skipped.is_empty() {
+            true => "the inputs hold no documents".into(),
+            false => format!(
+                "the inputs hold no documents: every record was skipped ({}); check --text-field and the input format",
+                skipped.join(", ")
+            ),
+        }));
     }
+    let proto = proto.map_err(Error::Trainer)?;
     // Check that what came out loads, with conveyor's own encoder for unigram models.
     let pieces = crate::tokenize::spm::proto::parse_model(&proto)
         .map_err(|e| Error::Vocab {
