@@ -63,7 +63,8 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
     s.out = target.shown();
     target.finish(a.job.mirror(worker))?;
     if a.job.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let json = crate::job_flags::json_summary(&s, &cfg.out, cfg.worker)?;
+        println!("{json}");
         return Ok(failed(&s));
     }
     if cfg.worker.is_some() {

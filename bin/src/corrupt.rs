@@ -68,14 +68,21 @@ pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
     let mut s = corrupt(&cfg, &progress)?;
     s.out = target.shown();
     target.finish(a.job.mirror(worker))?;
-    report(&s, a.job.json)?;
+    report(&s, a.job.json.then_some((&a.out, cfg.worker)))?;
     crate::job_flags::merge_hint(&a.out, cfg.worker, a.job.json);
     Ok(0)
 }
 
-pub fn report(s: &CorruptSummary, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+/// Prints the summary (as JSON with the output folder and worker given).
+pub fn report(
+    s: &CorruptSummary,
+    json: Option<(
+        &std::path::Path,
+        Option<conveyor_pipeline::job::workers::Worker>,
+    )>,
+) -> anyhow::Result<()> {
+    if let Some((out, worker)) = json {
+        println!("{}", crate::job_flags::json_summary(s, out, worker)?);
         return Ok(());
     }
     if s.already_complete {

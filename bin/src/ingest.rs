@@ -116,7 +116,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     let mut summary = ingest(cfg, &progress)?;
     summary.out = target.shown();
     target.finish(mirror)?;
-    report(&summary, json)?;
+    report(&summary, json.then_some((&out, worker)))?;
     crate::job_flags::merge_hint(&out, worker, json);
     Ok(i32::from(
         !summary.failed_inputs.is_empty() || no_documents(&summary),
@@ -151,10 +151,17 @@ fn skipped_list(t: &conveyor_pipeline::manifest::Counts) -> String {
     }
 }
 
-/// Prints the summary; failed inputs are listed on stderr too.
-pub fn report(s: &IngestSummary, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+/// Prints the summary (as JSON with the output folder and worker given); failed inputs are
+/// listed on stderr too.
+pub fn report(
+    s: &IngestSummary,
+    json: Option<(
+        &std::path::Path,
+        Option<conveyor_pipeline::job::workers::Worker>,
+    )>,
+) -> anyhow::Result<()> {
+    if let Some((out, worker)) = json {
+        println!("{}", crate::job_flags::json_summary(s, out, worker)?);
     } else {
         let t = &s.totals;
         if s.already_complete {

@@ -62,9 +62,13 @@ impl WorkerArgs {
         let w = Worker::resolve(self.worker_index, self.num_workers, |k| {
             std::env::var(k).ok()
         })?;
-        if let (Some((w, from)), false) = (&w, quiet) {
+        // Said even under -q/--json when the split came from the environment (a Slurm
+        // array task or an Indexed Job): a command that does only part of the job without
+        // being asked to must say so.
+        let from_env = self.worker_index.is_none() || self.num_workers.is_none();
+        if let (Some((w, from)), true) = (&w, !quiet || from_env) {
             eprintln!(
-                "worker {} of {} (from {from}): this process does its share of the inputs",
+                "worker {} of {} (from {from}): this process does its share of the inputs; once every worker is done, `conveyor manifest merge` joins them (--num-workers 1 --worker-index 0 to do the whole job here)",
                 w.index, w.count
             );
         }
@@ -82,4 +86,25 @@ pub fn merge_hint(out: &std::path::Path, worker: Option<Worker>, json: bool) {
             out.display()
         );
     }
+}
+
+/// A command's summary as JSON; a worker's says it is one part (`worker`: index and count,
+/// `part`: its folder, `merge`: the command that joins the parts), so that a program
+/// reading it does not take a part for the whole dataset.
+pub fn json_summary<T: serde::Serialize>(
+    s: &T,
+    out: &std::path::Path,
+    worker: Option<Worker>,
+) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(s)?;
+    if let (Some(w), Some(map)) = (worker, v.as_object_mut()) {
+        let part = conveyor_pipeline::job::workers::part_dir(out, w);
+        map.insert("worker".into(), serde_json::to_value(w)?);
+        map.insert("part".into(), part.display().to_string().into());
+        map.insert(
+            "merge".into(),
+            format!("conveyor manifest merge {}", out.display()).into(),
+        );
+    }
+    Ok(serde_json::to_string_pretty(&v)?)
 }

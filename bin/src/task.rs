@@ -224,7 +224,7 @@ fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
     s.out = target.shown();
     target.finish(a.overwrite && worker.is_none())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        println!("{}", crate::job_flags::json_summary(&s, &a.out, worker)?);
     } else {
         println!(
             "{}: {} rows read, {} examples written, {} skipped{} -> {}",

@@ -84,8 +84,12 @@ fn three_workers_merged_write_exactly_what_one_worker_writes() {
         worker(&inputs, &many, "flags", 0, "20000"),
         worker(&inputs, &many, "slurm", 1, "20000"),
     );
-    finished(a);
-    finished(b);
+    // Under -q only the worker the environment made says what it is (a command in an array
+    // job that does part of the job without being asked must say so).
+    let (a, b) = (finished(a), finished(b));
+    assert!(!String::from_utf8_lossy(&a.stderr).contains("worker 0 of 3"));
+    let said = String::from_utf8_lossy(&b.stderr);
+    assert!(said.contains("worker 1 of 3 (from SLURM"), "{said}");
     let o = conveyor(&["manifest", "merge", many.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -93,6 +97,27 @@ fn three_workers_merged_write_exactly_what_one_worker_writes() {
         "{err}"
     );
     assert!(!many.join("manifest.json").exists());
+    // Its --json summary says it is one part of three, and how to join them.
+    let part = tmp_path("split-json");
+    let o = crate::common::conveyor_cmd()
+        .arg("ingest")
+        .arg(&inputs)
+        .args(["--vocab", &t5(), "--out", part.to_str().unwrap(), "--json"])
+        .env("SLURM_ARRAY_TASK_ID", "11")
+        .env("SLURM_ARRAY_TASK_MIN", "10")
+        .env("SLURM_ARRAY_TASK_COUNT", "3")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["worker"],
+        serde_json::json!({"index": 1, "count": 3}),
+        "{v}"
+    );
+    assert!(
+        v["merge"].as_str().unwrap().contains("manifest merge"),
+        "{v}"
+    );
     // A worker of another job (other shard size) is refused, not mixed in.
     let o = worker(&inputs, &many, "flags", 2, "30000")
         .wait_with_output()
