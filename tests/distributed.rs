@@ -370,6 +370,33 @@ fn a_dead_rank_is_named_and_resume_continues_to_the_same_result() {
     let (ls, lk) = (losses(&straight), losses(&killed));
     assert_same_losses(&ls, &lk, "resumed after a dead rank");
     assert_eq!(max_weight_diff(&straight, &killed, 12), 0.0);
+    // Rank 0 killed (started by hand, it hosts the rendezvous store): rank 1 names rank 0,
+    // not itself ("ranks 0, 1 stopped"), and stops at the first read the store does not
+    // answer (each further one logged c10d's warning with its trace: thousands of lines).
+    let dead0 = tmp_path("killed-rank0");
+    let a = args(&dead0, "transformer", 4, 1, 12);
+    let port = free_port();
+    let mut r0 = spawn_rank(&a, 0, 2, port);
+    let r1 = spawn_rank(&a, 1, 2, port);
+    let t0 = Instant::now();
+    while metrics_steps(&dead0) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r0.kill().unwrap();
+    let _ = r0.wait();
+    let o = r1.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "rank 1 went on without rank 0");
+    assert!(
+        err.contains("cannot be reached: rank 0") && !err.contains("ranks 0, 1"),
+        "rank 1 said: {err}"
+    );
+    assert!(
+        err.lines().count() < 200,
+        "{} lines: {err}",
+        err.lines().count()
+    );
 }
 
 fn failing(cmd: &mut Command) -> String {

@@ -246,17 +246,30 @@ impl ProcessGroup {
     /// or hang). A store that cannot be reached means its host (rank 0 or the launcher) went.
     fn failure(&self, cause: &str) -> String {
         let key = |r: usize| format!("failed/{r}");
-        if self.store_set(&key(self.rank), cause).is_err() {
-            return format!(
+        let store_gone = || {
+            format!(
                 "rank {} of {}: a collective failed ({cause}) and the rendezvous store at {} cannot be reached: rank 0 (or the launcher hosting the store) stopped. Rerun every rank with --resume to continue from the last checkpoint",
                 self.rank, self.world, self.addr
-            );
+            )
+        };
+        // A write to a store whose host died can still "succeed" (the socket buffers it):
+        // reading it back tells. Any read that fails ends the wait at once: every further
+        // attempt only adds c10d's warning (with its C++ trace) to the log.
+        if self.store_set(&key(self.rank), cause).is_err()
+            || self.store_get(&key(self.rank)).is_err()
+        {
+            return store_gone();
         }
         let deadline = std::time::Instant::now() + self.grace;
         let silent = loop {
-            let silent: Vec<usize> = (0..self.world)
-                .filter(|&r| !matches!(self.store_get(&key(r)), Ok(Some(_))))
-                .collect();
+            let mut silent = Vec::new();
+            for r in (0..self.world).filter(|&r| r != self.rank) {
+                match self.store_get(&key(r)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => silent.push(r),
+                    Err(_) => return store_gone(),
+                }
+            }
             if silent.is_empty() || std::time::Instant::now() >= deadline {
                 break silent;
             }
