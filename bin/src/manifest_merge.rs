@@ -14,6 +14,9 @@ pub enum ManifestCommand {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// No notes on stderr (a URL's transfers).
+        #[arg(long, short)]
+        quiet: bool,
         /// For a split `clean`: run only this shard of the line dedup (lines whose hash falls
         /// in bucket I of --dedup-shards), writing its drop list; run every shard (as many
         /// processes or array tasks as you like), then merge without these options.
@@ -29,11 +32,12 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
         ManifestCommand::Merge {
             out,
             json,
+            quiet,
             dedup_shard: Some(i),
             dedup_shards: Some(n),
         } => {
             let shard = Worker::new(i, n)?;
-            let drops = crate::remote::merge_at(&out, json, false, |dir| {
+            let drops = crate::remote::merge_at(&out, json || quiet, false, |dir| {
                 Ok(conveyor_pipeline::clean::dedup_shard(dir, shard)?)
             })?;
             if json {
@@ -46,8 +50,10 @@ pub fn run(c: ManifestCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        ManifestCommand::Merge { out, json, .. } => {
-            let mut s = crate::remote::merge_at(&out, json, true, |dir| {
+        ManifestCommand::Merge {
+            out, json, quiet, ..
+        } => {
+            let mut s = crate::remote::merge_at(&out, json || quiet, true, |dir| {
                 Ok(conveyor_pipeline::merge::merge(dir)?)
             })?;
             s.out = out.clone();

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use conveyor_pipeline::printable::one_line;
 use conveyor_tasks::prepare::{prepare, PrepareConfig};
@@ -24,8 +25,8 @@ pub enum TaskCommand {
         /// A TOML task file defining the task.
         #[arg(long)]
         task_file: Option<PathBuf>,
-        /// Files (or folders) of the task's dataset to read.
-        #[arg(long)]
+        /// Files (or folders: their files in name order) of the task's dataset to read.
+        #[arg(long, num_args = 1..)]
         input: Vec<PathBuf>,
         /// Examples to print.
         #[arg(short, default_value_t = 2)]
@@ -46,9 +47,10 @@ pub struct TaskFiles {
     /// A TOML task file defining the task.
     #[arg(long)]
     task_file: Option<PathBuf>,
-    /// The task's dataset files (or folders), or their URLs (downloaded into a local
-    /// cache first); a held-out split is drawn by row position in this order.
-    #[arg(long, required = true)]
+    /// The task's dataset files (or folders: their files in name order), or their URLs
+    /// (downloaded into a local cache first); several after one --input, or --input
+    /// repeated. A held-out split is drawn by row position in this order.
+    #[arg(long, required = true, num_args = 1..)]
     input: Vec<PathBuf>,
 }
 
@@ -61,8 +63,31 @@ impl TaskFiles {
             .iter()
             .map(|p| conveyor_pipeline::remote::sync::local_input(p))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((t, inputs))
+        let mut files = Vec::new();
+        for p in inputs {
+            files.extend(folder_files(&p)?);
+        }
+        Ok((t, files))
     }
+}
+
+/// A folder's files in name order (hidden ones left out), or the path itself when it is not
+/// a folder (a folder was opened as a file: "Is a directory").
+fn folder_files(p: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !p.is_dir() {
+        return Ok(vec![p.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
+        let e = e.with_context(|| format!("reading {}", p.display()))?;
+        let hidden = e.file_name().to_string_lossy().starts_with('.');
+        if !hidden && e.path().is_file() {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "{}: a folder without files", p.display());
+    Ok(files)
 }
 
 #[derive(Args)]
@@ -88,8 +113,10 @@ pub struct PrepareArgs {
     /// SentencePiece model (the pre-training vocabulary).
     #[arg(long)]
     vocab: PathBuf,
+    /// Output folder: the example shard and its manifest.json (or a URL).
     #[arg(long)]
     out: PathBuf,
+    /// The split name the shard is written under (train, dev, test, ...).
     #[arg(long, default_value = "train")]
     split: String,
     /// Input length (EOS included); default: the 90th percentile of the task's (a generation
@@ -100,6 +127,7 @@ pub struct PrepareArgs {
     /// never be predicted right).
     #[arg(long)]
     targets_length: Option<usize>,
+    /// Sentinel ids the vocabulary gets (T5's 100), as in pre-training.
     #[arg(long, default_value_t = 100)]
     extra_ids: u32,
     /// Keep one side of a seeded split: with --split dev the held-out FRACTION of the
@@ -109,10 +137,16 @@ pub struct PrepareArgs {
     /// Stop at the first bad row instead of skipping and counting it.
     #[arg(long)]
     strict: bool,
+    /// Replace what an earlier, different job left in --out (only files its manifest lists;
+    /// see docs/safety.md).
     #[arg(long)]
     overwrite: bool,
+    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// No notes on stderr (a split taken from the environment is still said).
+    #[arg(long, short)]
+    quiet: bool,
     #[command(flatten)]
     workers: crate::job_flags::WorkerArgs,
 }
@@ -160,7 +194,11 @@ fn show(task: &str, task_file: Option<PathBuf>, input: &[PathBuf], n: usize) -> 
     if input.is_empty() {
         return Ok(());
     }
-    let d = read_all(t.as_ref(), input, false)?;
+    let mut files = Vec::new();
+    for p in input {
+        files.extend(folder_files(p)?);
+    }
+    let d = read_all(t.as_ref(), &files, false)?;
     println!(
         "read {} rows: {} examples, {} skipped{}",
         d.read,
@@ -202,8 +240,9 @@ fn prepare_task(a: PrepareArgs) -> anyhow::Result<()> {
         "--holdout with --split {:?}: say --split dev for the held-out rows or --split train for the rest",
         a.split
     );
-    let worker = a.workers.resolve(a.json)?;
-    let target = crate::remote::Out::new(&a.out, worker, a.overwrite, a.json)?;
+    let quiet = a.json || a.quiet;
+    let worker = a.workers.resolve(quiet)?;
+    let target = crate::remote::Out::new(&a.out, worker, a.overwrite, quiet)?;
     let (t, inputs) = a.files.open()?;
     let cfg = PrepareConfig {
         inputs,

@@ -334,6 +334,29 @@ fn edited_inputs_and_task_files_are_another_job() {
         err.contains("sst2.tsv:3") && err.contains("without --strict"),
         "{err}"
     );
+    // A folder as --input reads its files (it failed: "Is a directory"); several files
+    // after one --input, and -q, are taken as by the other commands.
+    let folder = dir.join("sst2-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(&sst2, folder.join("a.tsv")).unwrap();
+    std::fs::copy(&sst2, folder.join("b.tsv")).unwrap();
+    let shown = ok(&["task", "show", "sst2", "--input", folder.to_str().unwrap()]);
+    assert!(shown.contains("read 6 rows"), "{shown}");
+    let both = tmp_path("strict-task-both");
+    let (a, b) = (folder.join("a.tsv"), folder.join("b.tsv"));
+    ok(&[
+        "task",
+        "prepare",
+        "sst2",
+        "--input",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--vocab",
+        &vocab,
+        "--out",
+        both.to_str().unwrap(),
+        "-q",
+    ]);
 }
 
 /// Targets a vocabulary cannot give back are counted and warned about (39 of TREC's 50 labels
