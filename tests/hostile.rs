@@ -327,6 +327,16 @@ fn damaged_shards_are_named_not_consumed() {
         &["inspect", s(&ex_ok), "--verify"],
         &[s(&ex_shard), "sha256"],
     );
+    // A shard gone: named as missing, with what to do (it was the bare "No such file").
+    std::fs::remove_file(&ex_shard).unwrap();
+    fails(
+        &["inspect", s(&ex_ok), "--verify"],
+        &[
+            s(&ex_shard),
+            "missing, though the manifest lists it",
+            "--overwrite",
+        ],
+    );
     // A truncated shard stops the loader before training.
     let tokens = sb.tokens("tokens-cut");
     let shard = first_shard(&tokens);

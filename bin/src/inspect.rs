@@ -177,9 +177,16 @@ fn verified(a: &InspectArgs, shards: Vec<(&str, &str, u64)>) -> i32 {
 fn verify(dir: &std::path::Path, shards: &[(&str, &str, u64)]) -> usize {
     let mut bad = 0;
     for (file, sha256, rows) in shards {
-        let checked = conveyor_pipeline::manifest::shard_path(dir, file)
-            .and_then(|path| verify_shard(&path, sha256, *rows));
-        if let Err(e) = checked {
+        let path = conveyor_pipeline::manifest::shard_path(dir, file);
+        if let Some(p) = path.as_ref().ok().filter(|p| !p.exists()) {
+            bad += 1;
+            eprintln!(
+                "error: {}: missing, though the manifest lists it: the dataset is incomplete; make it again (the command that wrote it, with --overwrite)",
+                printable_text(&p.display().to_string())
+            );
+            continue;
+        }
+        if let Err(e) = path.and_then(|path| verify_shard(&path, sha256, *rows)) {
             bad += 1;
             eprintln!("error: {}", printable_text(&e.to_string()));
         }

@@ -94,7 +94,7 @@ pub fn prepare(
         .find(|name| !crate::job::lock::is_lock_file(name));
     if let Some(name) = foreign {
         return Err(refuse(format!(
-            "is not empty (it holds {name}) and is not a conveyor output; choose an empty or new --out, or pass --overwrite"
+            "is not empty (it holds {name}) and is not a conveyor output; choose an empty or new --out (--overwrite replaces only what conveyor wrote, so it does not help here)"
         )));
     }
     Ok(OutState::Start)
