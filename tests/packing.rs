@@ -68,12 +68,14 @@ fn train(out: &Path, arch: &str, steps: &str, extra: &[&str]) {
         steps,
         "--batch-size",
         "8",
-        "--inputs-length",
-        LENGTH,
         "--device",
         "cpu",
         "-q",
     ];
+    // The length shapes token shards; example shards carry their own.
+    if data == tokens().to_str().unwrap() {
+        a.extend(["--inputs-length", LENGTH]);
+    }
     a.extend(extra);
     ok(&a);
 }
@@ -162,6 +164,30 @@ fn training_with_pack_fills_the_batches() {
     let data = ag_news().to_str().unwrap();
     train(&plain, "lightconv", "3", &["--data", data]);
     train(&packed, "lightconv", "3", &["--data", data, "--pack"]);
+    // Another --inputs-length than the example shards' was ignored: refused, naming both.
+    let other = tmp_path("fill-other-length");
+    let o = conveyor(&[
+        "train",
+        "--data",
+        data,
+        "--out",
+        other.to_str().unwrap(),
+        "--arch",
+        "lightconv",
+        "--steps",
+        "1",
+        "--inputs-length",
+        "8",
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("--inputs-length 8")
+            && err.contains("inputs length 128"),
+        "{err}"
+    );
     let fill = |run: &Path| -> f64 {
         let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
         let v: Vec<f64> = text

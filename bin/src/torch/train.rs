@@ -107,9 +107,10 @@ pub struct TrainArgs {
     /// Micro-batches per optimiser step (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     accumulate: u64,
-    /// Input length when corrupting token shards on the fly.
-    #[arg(long, default_value_t = 512)]
-    inputs_length: usize,
+    /// Input length when corrupting token shards on the fly (default 512); example shards
+    /// carry their own (given here, it must be theirs).
+    #[arg(long)]
+    inputs_length: Option<usize>,
     /// Pack several examples into each row (attention and convolutions stay within each
     /// example; fewer padding tokens). Example shards written with `corrupt --pack` are
     /// read packed without it.
@@ -317,6 +318,18 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     unused_flags(&a)?;
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
+    // Example shards were written at their lengths; another given here was ignored.
+    if let (Some(n), Ok(m)) = (
+        a.inputs_length,
+        conveyor_pipeline::examples::ExamplesManifest::read(&a.data),
+    ) {
+        let have = m.settings.lengths.inputs_length;
+        anyhow::ensure!(
+            n == have,
+            "--inputs-length {n}: {} holds example shards written at inputs length {have}, and training takes the length from them (--inputs-length shapes token shards corrupted on the fly): leave it out, or write the examples again at {n} (corrupt or task prepare --inputs-length {n})",
+            a.data.display()
+        );
+    }
     a.eval_data = a
         .eval_data
         .map(|d| local_dataset(&d).map(|l| l.0))
@@ -453,7 +466,7 @@ fn train_config(
         steps: a.steps,
         batch_size: a.batch_size,
         accumulate: a.accumulate,
-        inputs_length: a.inputs_length,
+        inputs_length: a.inputs_length.unwrap_or(512),
         pack: a.pack,
         seed: a.seed,
         optimizer: match a.optimizer {
