@@ -361,9 +361,10 @@ pub fn prepare_out(
     for (_, other) in read_part_files(out)? {
         if other.job != job {
             return Err(refuse(format!(
-                "holds the part of {} for a different job ({}, this one is {job}); every worker must get the same inputs and settings",
+                "holds the part of {} for a different job ({}, this one is {job}); every worker must get the same inputs, spelled the same way (`corpus`, `./corpus` and an absolute path are different inputs), and the same settings: compare this command with the inputs and settings in {}",
                 other.worker.tag(),
-                other.job
+                other.job,
+                part_dir(out, other.worker).join("part.json").display()
             )));
         }
         if other.worker.count != w.count {
