@@ -197,6 +197,9 @@ pub fn report(
             println!("problems:   {} (listed in manifest.json)", s.problems_total);
         }
     }
+    for p in &s.modified_inputs {
+        eprintln!("{}", modified_warning(p, &s.out));
+    }
     for f in &s.failed_inputs {
         eprintln!(
             "error: {}: {}",
@@ -205,4 +208,13 @@ pub fn report(
         );
     }
     Ok(())
+}
+
+/// The warning for an input modified since a complete output was made from it.
+pub fn modified_warning(input: &str, out: &std::path::Path) -> String {
+    format!(
+        "warning: {} was modified since {} was made from it (same size, another modification time): if its contents changed, that output is stale; rerun with --overwrite to make it again",
+        one_line(input),
+        out.display()
+    )
 }

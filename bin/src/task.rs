@@ -25,7 +25,7 @@ pub enum TaskCommand {
         /// A TOML task file defining the task.
         #[arg(long)]
         task_file: Option<PathBuf>,
-        /// Files (or folders: their files in name order) of the task's dataset to read.
+        /// Files (or folders: their files in path order) of the task's dataset to read.
         #[arg(long, num_args = 1..)]
         input: Vec<PathBuf>,
         /// Examples to print.
@@ -47,7 +47,7 @@ pub struct TaskFiles {
     /// A TOML task file defining the task.
     #[arg(long)]
     task_file: Option<PathBuf>,
-    /// The task's dataset files (or folders: their files in name order), or their URLs
+    /// The task's dataset files (or folders: their files in path order), or their URLs
     /// (downloaded into a local cache first); several after one --input, or --input
     /// repeated. A held-out split is drawn by row position in this order.
     #[arg(long, required = true, num_args = 1..)]
@@ -71,20 +71,32 @@ impl TaskFiles {
     }
 }
 
-/// A folder's files in name order (hidden ones left out), or the path itself when it is not
-/// a folder (a folder was opened as a file: "Is a directory").
+/// A folder's files in path order, its subfolders' included (hidden ones left out, as a URL
+/// prefix downloads nested keys into subfolders), or the path itself when it is not a folder
+/// (a folder was opened as a file: "Is a directory").
 fn folder_files(p: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &std::path::Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let e = e.with_context(|| format!("reading {}", dir.display()))?;
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let kind = e
+                .file_type()
+                .with_context(|| format!("{}", e.path().display()))?;
+            if kind.is_dir() {
+                walk(&e.path(), files)?;
+            } else if e.path().is_file() {
+                files.push(e.path());
+            }
+        }
+        Ok(())
+    }
     if !p.is_dir() {
         return Ok(vec![p.to_path_buf()]);
     }
     let mut files = Vec::new();
-    for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
-        let e = e.with_context(|| format!("reading {}", p.display()))?;
-        let hidden = e.file_name().to_string_lossy().starts_with('.');
-        if !hidden && e.path().is_file() {
-            files.push(e.path());
-        }
-    }
+    walk(p, &mut files)?;
     files.sort();
     anyhow::ensure!(!files.is_empty(), "{}: a folder without files", p.display());
     Ok(files)

@@ -164,16 +164,19 @@ fn with_tasks(kept: &str, now: &str, out: &Path) -> Result<String, String> {
     for t in &old {
         match new.iter().find(|n| name(n) == name(t)) {
             None => all.push(t.clone()),
-            Some(n) if n == t || !holds_task(out, &name(t)) => {}
+            Some(n) if n == t => {}
             Some(n) => {
-                return Err(format!(
-                    "task {} differs in: {}, and this folder holds its prepared data or runs",
-                    name(t),
-                    differing_keys(
-                        n.as_table().unwrap_or(&toml::Table::new()),
-                        t.as_table().unwrap_or(&toml::Table::new())
-                    )
-                ))
+                if let Some(held) = holds_task(out, &name(t)) {
+                    return Err(format!(
+                        "task {} differs in: {}, and this folder holds what was made with the recorded settings ({}): give the changed task another name, or move that away to make it again",
+                        name(t),
+                        differing_keys(
+                            n.as_table().unwrap_or(&toml::Table::new()),
+                            t.as_table().unwrap_or(&toml::Table::new())
+                        ),
+                        held.display()
+                    ));
+                }
             }
         }
     }
@@ -185,16 +188,28 @@ fn with_tasks(kept: &str, now: &str, out: &Path) -> Result<String, String> {
         .ok_or_else(|| "the record's form".into())
 }
 
-/// Whether `out` holds anything made for task `name`: its prepared splits or a fine-tuning
-/// run (OUT/runs/NAME-...; another task whose name begins "NAME-" counts too, which errs on
-/// the side of refusing).
-fn holds_task(out: &Path, name: &str) -> bool {
+/// What `out` holds that was made for task `name`: a prepared split (finished, or begun:
+/// its manifest or a work folder's job record) or a fine-tuning run that started (its
+/// run.json; OUT/runs/NAME-..., where another task whose name begins "NAME-" counts too,
+/// which errs on the side of refusing). A folder a failed prepare left empty is nothing.
+fn holds_task(out: &Path, name: &str) -> Option<std::path::PathBuf> {
+    let tasks = out.join("tasks").join(name);
+    let begun = |split: &Path| {
+        split.join("manifest.json").exists()
+            || std::fs::read_dir(split)
+                .is_ok_and(|d| d.flatten().any(|e| e.path().join("job.json").is_file()))
+    };
+    if ["train", "dev"].iter().any(|s| begun(&tasks.join(s))) {
+        return Some(tasks);
+    }
     let prefix = format!("{name}-");
-    out.join("tasks").join(name).exists()
-        || std::fs::read_dir(out.join("runs")).is_ok_and(|runs| {
-            runs.flatten()
-                .any(|r| r.file_name().to_string_lossy().starts_with(&prefix))
+    let runs = std::fs::read_dir(out.join("runs")).ok()?;
+    runs.flatten()
+        .find(|r| {
+            r.file_name().to_string_lossy().starts_with(&prefix)
+                && r.path().join("run.json").is_file()
         })
+        .map(|r| r.path())
 }
 
 /// The top-level keys (`[corpus]`, `seeds`, ...) whose values differ between two records.
@@ -326,6 +341,9 @@ mod tests {
         };
         claim_text(&trec_only).unwrap();
         std::fs::create_dir_all(out.join("tasks/trec/train")).unwrap();
+        std::fs::write(out.join("tasks/trec/train/manifest.json"), "{}").unwrap();
+        // A folder a failed prepare left empty holds nothing of the task.
+        std::fs::create_dir_all(out.join("tasks/sst2/train")).unwrap();
         claim_text(&format!("{trec_only}{}", sst2(40))).unwrap();
         assert_eq!(recorded(), ["trec", "sst2"]);
         // Dropped: still recorded, so it cannot come back changed.
@@ -340,7 +358,9 @@ mod tests {
         assert!(e.contains("task trec differs in: dev_limit"), "{e}");
         // sst2 holds nothing yet: free to edit, until a run of it exists.
         claim_text(&format!("{trec_only}{}", sst2(30))).unwrap();
-        std::fs::create_dir_all(out.join("runs/sst2-transformer-scratch-lr0.001-s0")).unwrap();
+        let run = out.join("runs/sst2-transformer-scratch-lr0.001-s0");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("run.json"), "{}").unwrap();
         let e = claim_text(&format!("{trec_only}{}", sst2(20)))
             .unwrap_err()
             .to_string();

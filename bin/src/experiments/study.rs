@@ -153,6 +153,9 @@ fn ingest_corpus(
     let inputs = st.corpus.inputs.iter().chain(texts).cloned().collect();
     let cfg = IngestConfig::new(inputs, vocab.to_path_buf(), tokens.clone());
     let i = ingest(cfg, &Silent).context("ingesting the corpus")?;
+    for p in &i.modified_inputs {
+        eprintln!("{}", crate::ingest::modified_warning(p, &tokens));
+    }
     progress.cell(
         &format!(
             "ingest ({} documents, {} tokens)",

@@ -416,7 +416,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
 fn unused_flags(a: &TrainArgs) -> anyhow::Result<()> {
     if let (Some(w), Some(lr)) = (a.warmup, a.lr) {
         anyhow::bail!(
-            "--warmup {w} shapes T5's default schedule, 1/sqrt(max(step, warmup)), used without --lr; the rate {lr} (--lr, or fine-tuning's default) is constant from the first step. Leave out --warmup, or --lr"
+            "--warmup {w} shapes T5's default schedule, 1/sqrt(max(step, warmup)), used without --lr; the rate {lr} (--lr, or fine-tuning's default) is constant from the first step. Leave out --warmup (or, with train, --lr)"
         );
     }
     match (&a.eval_data, a.eval_every) {

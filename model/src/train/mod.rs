@@ -295,11 +295,12 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         loader_state = Some(mine);
         if state.step > cfg.steps {
             return Err(TrainError::Refused(format!(
-                "{}: the run is at step {} already, past --steps {}: nothing would be trained. Give --steps {} or more to continue it (its checkpoints are kept)",
+                "{}: the run is at step {} already, past --steps {}: nothing would be trained. Give --steps above {} to train on (--steps {} finds it complete; its checkpoints are kept)",
                 cfg.out.display(),
                 state.step,
                 cfg.steps,
-                state.step + 1
+                state.step,
+                state.step
             )));
         }
     }

@@ -88,6 +88,11 @@ pub struct IngestSummary {
     pub problems_total: u64,
     /// True when the output was already complete and nothing was done.
     pub already_complete: bool,
+    /// With `already_complete`: inputs modified since the output was written (same path
+    /// and size, another modification time). If their contents changed, the output is
+    /// stale: `--overwrite` makes it again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub modified_inputs: Vec<String>,
     /// True when an interrupted run was continued.
     pub resumed: bool,
     pub seconds: f64,
@@ -115,6 +120,7 @@ impl IngestSummary {
                 .collect(),
             problems_total: m.problems_total,
             already_complete,
+            modified_inputs: Vec::new(),
             resumed,
             seconds,
         }
@@ -192,7 +198,9 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
                 return Err(e);
             }
         }
-        return Ok(IngestSummary::from_manifest(&out, &m, true, false, 0.0));
+        let mut s = IngestSummary::from_manifest(&out, &m, true, false, 0.0);
+        s.modified_inputs = modified_inputs(&m, &plan.inputs);
+        return Ok(s);
     }
     let journal = Journal::open(&out, &plan.work_name, &plan.job)?;
     let resumed = !journal.entries.is_empty();
@@ -372,14 +380,7 @@ fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::job::lock::O
         &plan.job,
         plan.cfg.worker,
         plan.cfg.overwrite,
-        // A finished output of an input edited since (same name, same size) is another
-        // job's: replaced only with --overwrite.
-        |dir| {
-            Manifest::read(dir).map(|m| match edited_input(&m, &plan.inputs) {
-                Some(path) => format!("{} (its input {path} was modified since)", m.job),
-                None => m.job,
-            })
-        },
+        |dir| Manifest::read(dir).map(|m| m.job),
     )?;
     let done = match (state, plan.cfg.worker) {
         (WorkerState::Merged, _) => Some(Manifest::read(out)?),
@@ -392,15 +393,18 @@ fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::job::lock::O
     Ok((done, lock))
 }
 
-/// The first input `m` records with another modification time than it has now.
-fn edited_input(m: &Manifest, now: &[InputRecord]) -> Option<String> {
-    m.inputs.iter().find_map(|was| {
-        let is = now.iter().find(|i| i.path == was.path)?;
-        match (was.modified, is.modified) {
-            (Some(a), Some(b)) if a != b => Some(was.path.clone()),
-            _ => None,
-        }
-    })
+/// The inputs `m` records with another modification time than they have now. Not proof
+/// of an edit (a `touch`, a checkout or a copy without times change it too), so it is
+/// reported, not refused: refusing locked finished studies and worker reruns out.
+fn modified_inputs(m: &Manifest, now: &[InputRecord]) -> Vec<String> {
+    m.inputs
+        .iter()
+        .filter(|was| {
+            let is = now.iter().find(|i| i.path == was.path);
+            matches!((was.modified, is.and_then(|i| i.modified)), (Some(a), Some(b)) if a != b)
+        })
+        .map(|was| was.path.clone())
+        .collect()
 }
 
 #[cfg(test)]
