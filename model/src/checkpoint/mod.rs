@@ -16,6 +16,7 @@ mod weights;
 mod write;
 
 pub use weights::load_weights;
+pub(crate) use weights::{fits, Misfit};
 #[cfg(test)]
 use write::remove_checkpoint_folder;
 pub use write::{keep_latest, save, write_files};

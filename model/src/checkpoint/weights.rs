@@ -50,25 +50,24 @@ pub fn load_weights(ckpt: &Path, vs: &mut nn::VarStore) -> Result<(), Checkpoint
                 "it has no tensor {name}, which the model of its model_config.json has"
             ))
         })?;
-        if t.size() != var.size() {
-            return Err(refuse(format!(
-                "{name} has shape {:?}, the model of its model_config.json {:?}",
-                t.size(),
-                var.size()
-            )));
-        }
-        // Integer tensors would be cast to floats of their bit patterns' values.
-        if !matches!(
-            t.kind(),
-            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-        ) {
-            return Err(damaged(
-                &path,
-                format!(
-                    "{name} holds {:?} values, not floating point weights",
-                    t.kind()
-                ),
-            ));
+        match fits(&t, &var) {
+            Err(Misfit::Shape) => {
+                return Err(refuse(format!(
+                    "{name} has shape {:?}, the model of its model_config.json {:?}",
+                    t.size(),
+                    var.size()
+                )))
+            }
+            Err(Misfit::Kind) => {
+                return Err(damaged(
+                    &path,
+                    format!(
+                        "{name} holds {:?} values, not floating point weights",
+                        t.kind()
+                    ),
+                ))
+            }
+            Ok(()) => {}
         }
         var.copy_(&t.to_kind(var.kind()));
     }
@@ -81,6 +80,27 @@ pub fn load_weights(ckpt: &Path, vs: &mut nn::VarStore) -> Result<(), Checkpoint
     match non_finite(vs) {
         Some(name) => Err(damaged(&path, format!("holds non-finite values in {name}"))),
         None => Ok(()),
+    }
+}
+
+/// Why a tensor cannot fill a model's variable.
+pub(crate) enum Misfit {
+    /// Another shape (libtorch would broadcast some).
+    Shape,
+    /// Not floating point: integer tensors would be cast to floats of their bit patterns'
+    /// values.
+    Kind,
+}
+
+/// Whether `t` can fill `var`: the same shape, floating point values (of any precision: they
+/// are cast to the variable's).
+pub(crate) fn fits(t: &Tensor, var: &Tensor) -> Result<(), Misfit> {
+    if t.size() != var.size() {
+        return Err(Misfit::Shape);
+    }
+    match t.kind() {
+        Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double => Ok(()),
+        _ => Err(Misfit::Kind),
     }
 }
 

@@ -133,22 +133,21 @@ fn fill(
                 "has no tensor {theirs}, which its config.json implies (a weight file missing, or a config of another model?)"
             ))
         })?;
-        if t.size() != var.size() {
-            return Err(refuse(format!(
-                "{theirs} has shape {:?}, its config.json implies {:?}",
-                t.size(),
-                var.size()
-            )));
-        }
-        // Integer tensors would be cast to floats of their bit patterns' values.
-        if !matches!(
-            t.kind(),
-            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-        ) {
-            return Err(refuse(format!(
-                "{theirs} holds {:?} values, not floating point weights (F32, F16, BF16): a damaged or foreign file",
-                t.kind()
-            )));
+        match crate::checkpoint::fits(&t, &var) {
+            Err(crate::checkpoint::Misfit::Shape) => {
+                return Err(refuse(format!(
+                    "{theirs} has shape {:?}, its config.json implies {:?}",
+                    t.size(),
+                    var.size()
+                )))
+            }
+            Err(crate::checkpoint::Misfit::Kind) => {
+                return Err(refuse(format!(
+                    "{theirs} holds {:?} values, not floating point weights (F32, F16, BF16): a damaged or foreign file",
+                    t.kind()
+                )))
+            }
+            Ok(()) => {}
         }
         let t = t.to_kind(Kind::Float);
         if !bool::try_from(t.isfinite().all()).unwrap_or(false) {
