@@ -1,5 +1,7 @@
 //! `conveyor train` and `conveyor model summary` (run by `conveyor-torch`).
 
+mod flags;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -315,7 +317,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         a.lr.is_some() || !matches!(a.optimizer, OptimizerArg::Adamw),
         "--optimizer adamw needs --lr (T5's default schedule, 1/sqrt(max(step, --warmup)), is a relative step size for Adafactor: 0.01 from the first step as AdamW's rate); give a rate such as --lr 1e-4"
     );
-    unused_flags(&a)?;
+    flags::unused(&a)?;
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
     // Example shards were written at their lengths; another given here was ignored.
@@ -409,38 +411,6 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         report(&s, &cfg, json)?;
     }
     Ok(0)
-}
-
-/// Refuses flags that this combination would ignore: a run that silently did otherwise than
-/// asked is worse than one refused.
-fn unused_flags(a: &TrainArgs) -> anyhow::Result<()> {
-    if let (Some(w), Some(lr)) = (a.warmup, a.lr) {
-        anyhow::bail!(
-            "--warmup {w} shapes T5's default schedule, 1/sqrt(max(step, warmup)), used without --lr; the rate {lr} (--lr, or fine-tuning's default) is constant from the first step. Leave out --warmup (or, with train, --lr)"
-        );
-    }
-    match (&a.eval_data, a.eval_every) {
-        (Some(d), 0) => anyhow::bail!(
-            "--eval-data {} is evaluated every --eval-every N steps, and --eval-every is 0 (never): give --eval-every",
-            d.display()
-        ),
-        (None, n) if n > 0 => {
-            anyhow::bail!("--eval-every {n} evaluates --eval-data, which is not given")
-        }
-        _ => {}
-    }
-    if let (Some(n), OptimizerArg::Adamw) = (a.factor_min_dim, a.optimizer) {
-        anyhow::bail!(
-            "--factor-min-dim {n} is Adafactor's; --optimizer adamw factors nothing: leave it out"
-        );
-    }
-    if let (Some(init), Some(p), None) = (&a.init, &a.model.preset, a.model.arch) {
-        anyhow::bail!(
-            "--preset {p} with --init {} but no --arch: the checkpoint's own model is fine-tuned, whatever the preset. Leave out --preset, or give --arch and --preset of the checkpoint's model",
-            init.display()
-        );
-    }
-    Ok(())
 }
 
 /// `--z-loss`: a finite coefficient of 0 or more.

@@ -293,16 +293,7 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         ));
         state = saved;
         loader_state = Some(mine);
-        if state.step > cfg.steps {
-            return Err(TrainError::Refused(format!(
-                "{}: the run is at step {} already, past --steps {}: nothing would be trained. Give --steps above {} to train on (--steps {} finds it complete; its checkpoints are kept)",
-                cfg.out.display(),
-                state.step,
-                cfg.steps,
-                state.step,
-                state.step
-            )));
-        }
+        resume::within_steps(cfg, state.step)?;
     }
     resume::agree(cfg, &ranks, &mut w, state.step)?;
     let mut read = loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?;

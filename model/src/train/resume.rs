@@ -266,3 +266,16 @@ pub(super) fn agree(
     }
     Ok(())
 }
+
+/// Refuses a resume whose `--steps` is below the step the run reached (`at`): nothing would
+/// be trained (it exited 0 having done nothing).
+pub(super) fn within_steps(cfg: &TrainConfig, at: u64) -> Result<(), TrainError> {
+    if at <= cfg.steps {
+        return Ok(());
+    }
+    Err(TrainError::Refused(format!(
+        "{}: the run is at step {at} already, past --steps {}: nothing would be trained. Give --steps above {at} to train on (--steps {at} finds it complete; its checkpoints are kept)",
+        cfg.out.display(),
+        cfg.steps,
+    )))
+}

@@ -17,6 +17,7 @@
 
 mod cache;
 pub mod list;
+mod owned;
 pub mod read;
 pub mod sync;
 
