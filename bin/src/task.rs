@@ -26,7 +26,7 @@ pub enum TaskCommand {
         #[arg(long)]
         task_file: Option<PathBuf>,
         /// Files (or folders: their files in path order) of the task's dataset to read.
-        #[arg(long, num_args = 1..)]
+        #[arg(long)]
         input: Vec<PathBuf>,
         /// Examples to print.
         #[arg(short, default_value_t = 2)]
@@ -48,9 +48,9 @@ pub struct TaskFiles {
     #[arg(long)]
     task_file: Option<PathBuf>,
     /// The task's dataset files (or folders: their files in path order), or their URLs
-    /// (downloaded into a local cache first); several after one --input, or --input
-    /// repeated. A held-out split is drawn by row position in this order.
-    #[arg(long, required = true, num_args = 1..)]
+    /// (downloaded into a local cache first); --input repeated for several. A held-out split
+    /// is drawn by row position in this order.
+    #[arg(long, required = true)]
     input: Vec<PathBuf>,
 }
 

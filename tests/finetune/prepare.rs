@@ -334,8 +334,8 @@ fn edited_inputs_and_task_files_are_another_job() {
         err.contains("sst2.tsv:3") && err.contains("without --strict"),
         "{err}"
     );
-    // A folder as --input reads its files (it failed: "Is a directory"); several files
-    // after one --input, and -q, are taken as by the other commands.
+    // A folder as --input reads its files (it failed: "Is a directory"); -q is taken as by
+    // the other commands.
     let folder = dir.join("sst2-folder");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(&sst2, folder.join("a.tsv")).unwrap();
@@ -350,6 +350,7 @@ fn edited_inputs_and_task_files_are_another_job() {
         "sst2",
         "--input",
         a.to_str().unwrap(),
+        "--input",
         b.to_str().unwrap(),
         "--vocab",
         &vocab,
