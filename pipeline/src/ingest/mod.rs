@@ -88,9 +88,9 @@ pub struct IngestSummary {
     pub problems_total: u64,
     /// True when the output was already complete and nothing was done.
     pub already_complete: bool,
-    /// With `already_complete`: inputs modified since the output was written (same path
-    /// and size, another modification time). If their contents changed, the output is
-    /// stale: `--overwrite` makes it again.
+    /// Inputs modified (same path and size, another modification time) since the complete
+    /// output was written, or since a resumed job began: if their contents changed, the
+    /// output is stale, or mixes old and new contents; `--overwrite` makes it again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub modified_inputs: Vec<String>,
     /// True when an interrupted run was continued.
@@ -199,19 +199,40 @@ pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummar
             }
         }
         let mut s = IngestSummary::from_manifest(&out, &m, true, false, 0.0);
-        s.modified_inputs = modified_inputs(&m, &plan.inputs);
+        s.modified_inputs = modified_inputs(&m.inputs, &plan.inputs);
         return Ok(s);
     }
     let journal = Journal::open(&out, &plan.work_name, &plan.job)?;
     let resumed = !journal.entries.is_empty();
+    let modified = started_inputs(&out, &plan, resumed)?;
     let manifest = run::run(&plan, journal, progress)?;
-    Ok(IngestSummary::from_manifest(
+    let mut s = IngestSummary::from_manifest(
         &out,
         &manifest,
         false,
         resumed,
         started.elapsed().as_secs_f64(),
-    ))
+    );
+    s.modified_inputs = modified;
+    Ok(s)
+}
+
+/// The inputs as a job began (`inputs.json` in its work folder, written when it starts):
+/// a resumed job names the inputs modified since, whose shards written before the kill may
+/// hold their old contents.
+fn started_inputs(out: &Path, plan: &Plan, resumed: bool) -> Result<Vec<String>, Error> {
+    let file = crate::job::outdir::work_dir(out, &plan.work_name).join("inputs.json");
+    if !resumed {
+        let json = serde_json::to_string(&plan.inputs).expect("input records serialise");
+        crate::manifest::write_atomic(&file, json.as_bytes())?;
+        return Ok(Vec::new());
+    }
+    let cap = crate::regular::MAX_JSON_BYTES;
+    let began: Vec<InputRecord> = crate::regular::read_to_string(&file, cap)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    Ok(modified_inputs(&began, &plan.inputs))
 }
 
 /// A worker's part: its shards, folder-local names, and the manifest of its inputs.
@@ -396,8 +417,8 @@ fn prepare_out_dir(plan: &Plan) -> Result<(Option<Manifest>, crate::job::lock::O
 /// The inputs `m` records with another modification time than they have now. Not proof
 /// of an edit (a `touch`, a checkout or a copy without times change it too), so it is
 /// reported, not refused: refusing locked finished studies and worker reruns out.
-fn modified_inputs(m: &Manifest, now: &[InputRecord]) -> Vec<String> {
-    m.inputs
+fn modified_inputs(recorded: &[InputRecord], now: &[InputRecord]) -> Vec<String> {
+    recorded
         .iter()
         .filter(|was| {
             let is = now.iter().find(|i| i.path == was.path);
