@@ -68,23 +68,19 @@ pub fn run(a: CorruptArgs) -> anyhow::Result<i32> {
     let mut s = corrupt(&cfg, &progress)?;
     s.out = target.shown();
     target.finish(a.job.mirror(worker))?;
-    report(&s, a.job.json.then_some((&a.out, cfg.worker)))?;
+    match a.job.json {
+        true => println!(
+            "{}",
+            crate::job_flags::json_summary(&s, &a.out, cfg.worker)?
+        ),
+        false => report(&s),
+    }
     crate::job_flags::merge_hint(&a.out, cfg.worker, a.job.json);
     Ok(0)
 }
 
-/// Prints the summary (as JSON with the output folder and worker given).
-pub fn report(
-    s: &CorruptSummary,
-    json: Option<(
-        &std::path::Path,
-        Option<conveyor_pipeline::job::workers::Worker>,
-    )>,
-) -> anyhow::Result<()> {
-    if let Some((out, worker)) = json {
-        println!("{}", crate::job_flags::json_summary(s, out, worker)?);
-        return Ok(());
-    }
+/// Prints the summary.
+fn report(s: &CorruptSummary) {
     if s.already_complete {
         println!(
             "{} already holds this job's complete output; nothing to do.",
@@ -114,5 +110,4 @@ pub fn report(
             if s.resumed { ", resumed" } else { "" }
         );
     }
-    Ok(())
 }

@@ -116,7 +116,14 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
     let mut summary = ingest(cfg, &progress)?;
     summary.out = target.shown();
     target.finish(mirror)?;
-    report(&summary, json.then_some((&out, worker)))?;
+    match json {
+        true => println!(
+            "{}",
+            crate::job_flags::json_summary(&summary, &out, worker)?
+        ),
+        false => report(&summary),
+    }
+    warn(&summary);
     crate::job_flags::merge_hint(&out, worker, json);
     Ok(i32::from(
         !summary.failed_inputs.is_empty() || no_documents(&summary),
@@ -151,52 +158,45 @@ fn skipped_list(t: &conveyor_pipeline::manifest::Counts) -> String {
     }
 }
 
-/// Prints the summary (as JSON with the output folder and worker given); failed inputs are
-/// listed on stderr too.
-pub fn report(
-    s: &IngestSummary,
-    json: Option<(
-        &std::path::Path,
-        Option<conveyor_pipeline::job::workers::Worker>,
-    )>,
-) -> anyhow::Result<()> {
-    if let Some((out, worker)) = json {
-        println!("{}", crate::job_flags::json_summary(s, out, worker)?);
-    } else {
-        let t = &s.totals;
-        if s.already_complete {
-            println!(
-                "{} already holds this job's complete output; nothing to do.",
-                s.out.display()
-            );
-        }
-        println!("output:     {}", s.out.display());
+/// Prints the summary.
+fn report(s: &IngestSummary) {
+    let t = &s.totals;
+    if s.already_complete {
         println!(
-            "shards:     {} ({:.1} MB)",
-            s.shards,
-            s.output_bytes as f64 / 1e6
+            "{} already holds this job's complete output; nothing to do.",
+            s.out.display()
         );
-        println!(
-            "documents:  {} written of {} records",
-            t.documents, t.records
-        );
-        println!("tokens:     {}", t.tokens);
-        println!("skipped:    {}", skipped_list(t));
-        if !s.already_complete {
-            let secs = s.seconds.max(1e-9);
-            println!(
-                "speed:      {:.1} MB/s of text ({:.1} MB/s of files), {:.2} M tokens/s ({:.1} s{})",
-                t.text_bytes as f64 / 1e6 / secs,
-                s.input_bytes as f64 / 1e6 / secs,
-                t.tokens as f64 / 1e6 / secs,
-                s.seconds,
-                if s.resumed { ", resumed" } else { "" }
-            );
-        }
-        if s.problems_total > 0 {
-            println!("problems:   {} (listed in manifest.json)", s.problems_total);
-        }
     }
+    println!("output:     {}", s.out.display());
+    println!(
+        "shards:     {} ({:.1} MB)",
+        s.shards,
+        s.output_bytes as f64 / 1e6
+    );
+    println!(
+        "documents:  {} written of {} records",
+        t.documents, t.records
+    );
+    println!("tokens:     {}", t.tokens);
+    println!("skipped:    {}", skipped_list(t));
+    if !s.already_complete {
+        let secs = s.seconds.max(1e-9);
+        println!(
+            "speed:      {:.1} MB/s of text ({:.1} MB/s of files), {:.2} M tokens/s ({:.1} s{})",
+            t.text_bytes as f64 / 1e6 / secs,
+            s.input_bytes as f64 / 1e6 / secs,
+            t.tokens as f64 / 1e6 / secs,
+            s.seconds,
+            if s.resumed { ", resumed" } else { "" }
+        );
+    }
+    if s.problems_total > 0 {
+        println!("problems:   {} (listed in manifest.json)", s.problems_total);
+    }
+}
+
+/// On stderr, whatever the summary's form: inputs modified since, and failed inputs.
+fn warn(s: &IngestSummary) {
     for p in &s.modified_inputs {
         eprintln!("{}", modified_warning(p, &s.out));
     }
@@ -207,7 +207,6 @@ pub fn report(
             text(f.error.as_deref().unwrap_or("failed"))
         );
     }
-    Ok(())
 }
 
 /// The warning for an input modified since a complete output was made from it.
