@@ -40,7 +40,7 @@ out = io.BytesIO()
 spm.SentencePieceTrainer.train(
     sentence_iterator=sentences(), model_writer=out, model_type="unigram",
     vocab_size=size, character_coverage=0.9995, input_sentence_size=10000000,
-    shuffle_input_sentence=True, num_threads=1, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+    shuffle_input_sentence=True, num_threads=16, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
     minloglevel=1)
 sys.stdout.buffer.write(out.getvalue())
 "#;
@@ -257,4 +257,12 @@ fn bad_input_is_refused_with_the_file_named() {
         code == Some(2) && err.contains("missing_text") && err.contains("--text-field"),
         "{err}"
     );
+    // A thread count: the model depends on it, so the trainer's is fixed and a flag asking
+    // for another is refused rather than followed (or ignored).
+    let out = d.join("n").display().to_string();
+    for flag in [&["--threads", "4"][..], &["--option", "num_threads=4"]] {
+        let (code, err) = train(&corpus, &out, flag);
+        assert!(code == Some(2) && err.contains("16 threads"), "{err}");
+        assert!(!d.join("n.model").exists());
+    }
 }

@@ -62,9 +62,10 @@ pub struct TrainArgs {
     /// Seed of the trainer's sampling.
     #[arg(long, default_value_t = 0)]
     seed: u32,
-    /// Trainer threads. The model is identical from run to run for the same thread count.
-    #[arg(long, default_value_t = 1)]
-    threads: u32,
+    /// Not taken: the trainer always runs 16 threads (SentencePiece's default), because
+    /// its model depends on the number; refused with a message saying so.
+    #[arg(long, hide = true)]
+    threads: Option<u32>,
     /// Any other SentencePiece trainer flag, as NAME=VALUE (repeatable), e.g.
     /// --option split_digits=true.
     #[arg(long = "option")]
@@ -82,6 +83,12 @@ pub struct TrainArgs {
 
 pub fn run(c: VocabCommand) -> anyhow::Result<i32> {
     let VocabCommand::Train(a) = c;
+    // Earlier versions took --threads (default 1): the model depended on it.
+    anyhow::ensure!(
+        a.threads.is_none(),
+        "vocab train takes no --threads: the trainer always runs {} threads, whatever the machine, because its model depends on that number (a model made before with --threads N is made again by the SentencePiece library with num_threads=N); leave the flag out",
+        conveyor_pipeline::vocab::TRAINER_THREADS
+    );
     for o in &a.options {
         anyhow::ensure!(
             o.contains('='),
@@ -106,7 +113,6 @@ pub fn run(c: VocabCommand) -> anyhow::Result<i32> {
     cfg.max_sentences = a.max_sentences;
     cfg.max_documents = a.max_documents;
     cfg.seed = a.seed;
-    cfg.threads = a.threads;
     cfg.extra = a.options;
     cfg.overwrite = a.overwrite;
     cfg.verbose = a.verbose;

@@ -4,8 +4,9 @@
 //! input format), one sentence per non-blank line, so no temporary text file is written.
 //!
 //! The model is written atomically as `PREFIX.model` with a `PREFIX.vocab` listing (piece,
-//! tab, score per line), like `spm_train`. With the same inputs, settings, seed and thread
-//! count the model is byte-identical from run to run.
+//! tab, score per line), like `spm_train`. With the same inputs, settings and seed the model
+//! is byte-identical from run to run and from machine to machine: the trainer always splits
+//! its EM sums into [`TRAINER_THREADS`] parts (its sums depend on that split, not on cores).
 
 mod ffi;
 
@@ -52,7 +53,6 @@ pub struct VocabTrainConfig {
     /// Stop reading after this many documents (in input order).
     pub max_documents: Option<u64>,
     pub seed: u32,
-    pub threads: u32,
     /// Further trainer flags, `name=value`, passed as they are (`split_digits=true`, ...).
     pub extra: Vec<String>,
     /// Let the trainer print its progress.
@@ -77,7 +77,6 @@ impl VocabTrainConfig {
             max_sentences: 10_000_000,
             max_documents: None,
             seed: 0,
-            threads: 1,
             extra: Vec::new(),
             verbose: false,
             overwrite: false,
@@ -100,7 +99,7 @@ impl VocabTrainConfig {
             format!("--character_coverage={}", self.character_coverage),
             format!("--input_sentence_size={}", self.max_sentences),
             "--shuffle_input_sentence=true".to_string(),
-            format!("--num_threads={}", self.threads.max(1)),
+            format!("--num_threads={TRAINER_THREADS}"),
             format!("--pad_id={pad}"),
             format!("--eos_id={eos}"),
             format!("--unk_id={unk}"),
@@ -131,6 +130,12 @@ pub struct VocabSummary {
     pub seconds: f64,
 }
 
+/// The threads SentencePiece's trainer runs, always: each sums the EM statistics of every
+/// n-th sentence and the sums are added in thread order, so the model depends on this number
+/// (float addition is not associative) and must not follow the machine's cores. 16 is
+/// SentencePiece's own default, so the model is also `spm_train`'s with its default flags.
+pub const TRAINER_THREADS: u32 = 16;
+
 /// The largest vocabulary `train` asks SentencePiece for.
 pub const MAX_VOCAB_SIZE: u32 = 1 << 24;
 
@@ -149,6 +154,14 @@ pub fn train(cfg: &VocabTrainConfig) -> Result<VocabSummary, Error> {
         return Err(Error::Config(
             "--character-coverage must be between 0.5 and 1".into(),
         ));
+    }
+    if let Some(o) = cfg.extra.iter().find(|o| {
+        let name = o.trim_start_matches('-').split('=').next().unwrap_or("");
+        name.trim() == "num_threads"
+    }) {
+        return Err(Error::Config(format!(
+            "--option {o}: the trainer always runs {TRAINER_THREADS} threads, whatever the machine, because its model depends on that number; leave num_threads out"
+        )));
     }
     // A folder as the prefix wrote hidden files into it (DIR/.model, DIR/.vocab).
     let shown = cfg.prefix.display().to_string();
