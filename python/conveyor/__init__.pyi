@@ -101,6 +101,6 @@ class Loader:
         ``align_steps`` the same on every rank, empty batches included; None when not known
         before reading."""
     def state_dict(self) -> dict[str, Any]:
-        """{epoch, position, fingerprint}: where the loader stands; JSON-able."""
+        """{epoch, position, fingerprint, ending}: where the loader stands; JSON-able."""
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues right after the batch the state was taken at."""

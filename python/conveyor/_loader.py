@@ -121,7 +121,7 @@ class Loader(_Base):
 
     def state_dict(self):
         """Where the loader stands after the last batch handed out: {epoch, position,
-        fingerprint}; JSON-able."""
+        fingerprint, ending} (and padding inside an aligned epoch's last step); JSON-able."""
         self._check_process()
         return self._native.state_dict()
 

@@ -107,8 +107,8 @@ fn input(
     }
 }
 
-/// A state dict from Python: {"epoch", "position", "fingerprint" (hex)}, and "padding"
-/// where it is not 0.
+/// A state dict from Python: {"epoch", "position", "fingerprint" (hex), "ending" (hex)},
+/// and "padding" where it is not 0 (a state without "ending" was saved before it was kept).
 fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
     let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
         d.get_item(k)?.ok_or_else(|| {
@@ -126,11 +126,19 @@ fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
         Some(v) => v.extract().map_err(|_| bad("padding"))?,
         None => 0,
     };
+    let ending = match d.get_item("ending")? {
+        Some(v) => {
+            let hex: String = v.extract().map_err(|_| bad("ending"))?;
+            u64::from_str_radix(&hex, 16).map_err(|_| bad("ending"))?
+        }
+        None => 0,
+    };
     Ok(LoaderState {
         epoch: get("epoch")?.extract().map_err(|_| bad("epoch"))?,
         position: get("position")?.extract().map_err(|_| bad("position"))?,
         fingerprint,
         padding,
+        ending,
     })
 }
 
@@ -273,6 +281,7 @@ impl Loader {
         d.set_item("epoch", s.epoch)?;
         d.set_item("position", s.position)?;
         d.set_item("fingerprint", format!("{:016x}", s.fingerprint))?;
+        d.set_item("ending", format!("{:016x}", s.ending))?;
         if s.padding > 0 {
             d.set_item("padding", s.padding)?;
         }

@@ -262,6 +262,27 @@ def test_foreign_states_and_bad_folders_are_refused(examples, c4_tokens, tmp_pat
         conveyor.Loader(tmp_path / "nothing", 8)
 
 
+def test_a_state_resumes_only_with_the_epoch_ending_it_was_saved_with(examples):
+    # align_steps and drop_remainder move where an epoch ends, so a position means another
+    # place under others: refused (they were taken silently), and taken with the same.
+    def after_one(**kw):
+        loader = conveyor.Loader(examples, 8, world_size=2, rank=0, **kw)
+        next(loader)
+        return loader.state_dict()
+
+    saved = after_one(align_steps=2, drop_remainder=True)
+    for other in [{}, {"align_steps": 2}, {"drop_remainder": True}, {"align_steps": 1, "drop_remainder": True}]:
+        with pytest.raises(conveyor.ConveyorError, match="another align_steps or drop_remainder"):
+            conveyor.Loader(examples, 8, world_size=2, rank=0, state=saved, **other)
+    same = conveyor.Loader(examples, 8, world_size=2, rank=0, state=saved, align_steps=2, drop_remainder=True)
+    straight = conveyor.Loader(examples, 8, world_size=2, rank=0, align_steps=2, drop_remainder=True)
+    next(straight)
+    assert np.array_equal(next(same)["inputs"], next(straight)["inputs"])
+    # A state saved before the ending was recorded has none and is taken as it was.
+    old = {k: v for k, v in after_one().items() if k != "ending"}
+    assert next(conveyor.Loader(examples, 8, world_size=2, rank=0, state=old, drop_remainder=True))["inputs"].shape[0] == 8
+
+
 def test_packing_gives_segment_ids_and_keeps_every_example(examples):
     batches = list(conveyor.Loader(examples, 4, pack=True, epochs=1, seed=0))
     assert {"inputs_segment_ids", "inputs_positions", "targets_segment_ids", "targets_positions"} <= set(batches[0])

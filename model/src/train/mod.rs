@@ -565,6 +565,7 @@ fn gather_loader_states(ranks: &Ranks, mine: &LoaderState) -> Result<Vec<LoaderS
         mine.position as i64,
         mine.fingerprint as i64,
         mine.padding as i64,
+        mine.ending as i64,
     ];
     Ok(ranks
         .gather(&v)?
@@ -574,6 +575,7 @@ fn gather_loader_states(ranks: &Ranks, mine: &LoaderState) -> Result<Vec<LoaderS
             position: r[1] as u64,
             fingerprint: r[2] as u64,
             padding: r[3] as u64,
+            ending: r[4] as u64,
         })
         .collect())
 }

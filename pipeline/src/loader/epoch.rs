@@ -109,6 +109,7 @@ impl EpochRun<'_> {
             position: 0,
             fingerprint: self.plan.fingerprint,
             padding: 0,
+            ending: self.plan.ending,
         };
         if let Some(mut b) = self.batcher.take(state) {
             b.state.position = self.pushed - self.batcher.waiting_items() as u64;
@@ -169,6 +170,7 @@ impl EpochRun<'_> {
             position,
             fingerprint: self.plan.fingerprint,
             padding,
+            ending: self.plan.ending,
         }
     }
 

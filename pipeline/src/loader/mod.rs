@@ -118,6 +118,12 @@ pub struct LoaderState {
     /// epoch (a state inside an epoch's last step; 0 elsewhere).
     #[serde(default)]
     pub padding: u64,
+    /// How the configuration ends its epochs (`align_steps` as it applies, `drop_remainder`),
+    /// hashed: a state is refused by a loader that ends them otherwise, since its position
+    /// would fall elsewhere in the epoch. 0 in a state saved before it was recorded
+    /// (accepted, as then).
+    #[serde(default)]
+    pub ending: u64,
 }
 
 /// One source shard: its path, how many items (rows) it holds, and its manifest's checksum.
@@ -169,6 +175,8 @@ struct Plan {
     inputs_length: usize,
     targets_length: usize,
     fingerprint: u64,
+    /// `LoaderState::ending` of this configuration.
+    ending: u64,
 }
 
 /// Yields batches; iterate it (each item is a `Result<Batch, Error>`).
@@ -202,12 +210,26 @@ impl Loader {
                     data.display()
                 )));
             }
-            Some(s) => s,
+            Some(s) if s.ending != 0 && s.ending != plan.ending => {
+                return Err(Error::Config(format!(
+                    "the loader state was saved with another align_steps or drop_remainder than these (align_steps {}, drop_remainder {}): resume with the ones it was saved with",
+                    plan.cfg
+                        .align_steps
+                        .filter(|_| epoch::steps_aligned(&plan))
+                        .map_or("none".into(), |a| a.to_string()),
+                    plan.cfg.drop_remainder
+                )));
+            }
+            Some(s) => LoaderState {
+                ending: plan.ending,
+                ..s
+            },
             None => LoaderState {
                 epoch: 0,
                 position: 0,
                 fingerprint: plan.fingerprint,
                 padding: 0,
+                ending: plan.ending,
             },
         };
         Self::start(plan, state)
@@ -222,6 +244,7 @@ impl Loader {
             position: 0,
             fingerprint: plan.fingerprint,
             padding: 0,
+            ending: plan.ending,
         };
         Self::start(plan, state)
     }
@@ -399,7 +422,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
     });
     let digest = Sha256::digest(identity.to_string().as_bytes());
     let fingerprint = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
-    Ok(Plan {
+    let mut plan = Plan {
         cfg,
         vocab_limit,
         shards,
@@ -409,7 +432,16 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
         inputs_length: li,
         targets_length: lt,
         fingerprint,
-    })
+        ending: 0,
+    };
+    let ending = serde_json::json!({
+        "align_steps": plan.cfg.align_steps.filter(|_| epoch::steps_aligned(&plan)),
+        "drop_remainder": plan.cfg.drop_remainder,
+    });
+    let digest = Sha256::digest(ending.to_string().as_bytes());
+    // Never 0, which marks a state saved before it was recorded.
+    plan.ending = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")).max(1);
+    Ok(plan)
 }
 
 /// The background thread: runs epochs from `start` and sends batches until the loader is
@@ -431,6 +463,7 @@ fn produce(plan: Plan, start: LoaderState, tx: SyncSender<Result<Batch, Error>>)
                     position: 0,
                     fingerprint: plan.fingerprint,
                     padding: 0,
+                    ending: plan.ending,
                 }
             }
             Ok((false, _)) => return,

@@ -246,6 +246,7 @@ fn a_state_past_the_end_of_the_data_is_refused_and_the_end_itself_resumes() {
                 position,
                 fingerprint: fp,
                 padding: 0,
+                ending: 0,
             };
             Loader::resume(mk(), Some(s)).unwrap().collect::<Vec<_>>()
         };
