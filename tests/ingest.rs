@@ -346,6 +346,10 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         "{err}"
     );
     assert!(err.contains("corrupt or truncated"), "{err}");
+    assert!(
+        err.contains("rerun with --overwrite to make it with them"),
+        "{err}"
+    );
     let m = manifest(&top.join("o"));
     let good = m["inputs"]
         .as_array()
@@ -393,6 +397,34 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         &["--strict"],
     );
     assert_eq!(code, 2, "{err}");
+}
+
+/// Inputs that all fail before a shard leave no output: a "complete" output of no shards
+/// made the rerun after the files were fixed read nothing again.
+#[test]
+fn no_input_read_writes_nothing_and_the_rerun_reads_them_again() {
+    let top = tmp_dir("none-read");
+    let d = top.join("in");
+    std::fs::create_dir_all(&d).unwrap();
+    let bytes = std::fs::read(c4()).unwrap();
+    std::fs::write(d.join("a.json.gz"), &bytes[..40]).unwrap();
+    std::fs::write(d.join("b.json.gz"), b"not gzip at all").unwrap();
+    let out = top.join("o");
+    let (code, _, err) = ingest_json(&[d.to_str().unwrap()], &out, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no input could be read")
+            && err.contains("a.json.gz")
+            && err.contains("b.json.gz"),
+        "{err}"
+    );
+    assert!(!out.join("manifest.json").exists() && !out.join(".conveyor-ingest").exists());
+    // Fixed in place: the same command reads them.
+    std::fs::copy(c4(), d.join("a.json.gz")).unwrap();
+    write_gz(&d.join("b.json.gz"), b"{\"text\": \"fixed\"}\n");
+    let (code, v, err) = ingest_json(&[d.to_str().unwrap()], &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["totals"]["documents"], 601, "{v}");
 }
 
 #[test]

@@ -207,6 +207,12 @@ fn warn(s: &IngestSummary) {
             text(f.error.as_deref().unwrap_or("failed"))
         );
     }
+    if !s.failed_inputs.is_empty() {
+        eprintln!(
+            "error: {} holds the other inputs' documents and those read before each failure; the output is complete as it is, so a rerun reads nothing again: fix the inputs named above and rerun with --overwrite to make it with them",
+            s.out.display()
+        );
+    }
 }
 
 /// The warning for an input modified since a complete output was made from it.

@@ -65,6 +65,9 @@ pub enum Error {
     #[error("{url}: {message}")]
     Remote { url: String, message: String },
 
+    #[error("no input could be read, so nothing was written: {listed}; fix them and rerun (every input is read again)")]
+    NoInputRead { listed: String },
+
     #[error("SentencePiece training failed: {0}")]
     Trainer(String),
 

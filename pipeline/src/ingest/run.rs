@@ -66,10 +66,44 @@ pub(super) fn run(
             rx.into_iter().try_for_each(|item| writer.take(item))
         })?;
         let shards = writer.next_shard;
+        // Every input failed before its first shard: an output of no shards would be
+        // "complete", so a rerun after the inputs are fixed would read none of them again.
+        if shards == 0 {
+            if let Some(listed) = every_input_failed(plan, &journal) {
+                journal.remove()?;
+                return Err(Error::NoInputRead { listed });
+            }
+        }
         journal.append(Entry::Finalizing { shards })?;
     }
     progress.finish();
     finalize(plan, journal)
+}
+
+/// The failures, `PATH: message` joined by "; " (the first three, and how many more), when
+/// every input of this process failed.
+fn every_input_failed(plan: &Plan, journal: &Journal) -> Option<String> {
+    let mut failed = Vec::new();
+    for entry in &journal.entries {
+        if let Entry::InputDone {
+            input,
+            error: Some(e),
+            ..
+        } = entry
+        {
+            failed.push(format!("{}: {e}", plan.paths[*input].display()));
+        }
+    }
+    let owned = (0..plan.inputs.len()).filter(|&i| plan.owns(i)).count();
+    if owned == 0 || failed.len() != owned {
+        return None;
+    }
+    let more = failed.len().saturating_sub(3);
+    failed.truncate(3);
+    if more > 0 {
+        failed.push(format!("and {more} more"));
+    }
+    Some(failed.join("; "))
 }
 
 /// State of the shard being written.
