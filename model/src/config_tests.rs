@@ -125,6 +125,18 @@ fn base_preset_is_about_230m_parameters() {
     // T5 v1.0 base with its 32,128-id embedding: 222.9 M.
     let t5 = ModelConfig::preset(Arch::Transformer, "base", 32_128).unwrap();
     assert_eq!(t5.parameter_count(), 222_903_552);
+    // The conv models have three d x d maps per block where attention has four, so they
+    // are ~13 M smaller than the paper's "about 230 M" (the public Mesh TensorFlow block
+    // adds a pointwise d x d map: docs/upstream.md section 5). Exact, so that a change of
+    // the block's layout shows here.
+    for (arch, count) in [
+        (Arch::Lightconv, 209_567_568),
+        (Arch::Dynamicconv, 209_825_616),
+        (Arch::Dilatedconv, 209_902_080),
+    ] {
+        let c = ModelConfig::preset(arch, "base", 32_128).unwrap();
+        assert_eq!(c.parameter_count(), count, "{}", arch.name());
+    }
 }
 
 /// T5 v1.1 base: gated-GELU feed-forward of width 2048, a separate lm_head; the count

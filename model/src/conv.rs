@@ -2,8 +2,8 @@
 //! Wu et al. 2019): GLU input projection, a depthwise convolution, output projection.
 //!
 //! - Lightweight: H kernels of K taps, softmax over the taps, DropConnect while training;
-//!   channel c uses kernel c / (d / H) (contiguous channel groups). Run as one grouped
-//!   `conv1d` (groups = d): cost and memory linear in the sequence length.
+//!   channel c uses kernel c / (d / H) (contiguous channel groups). Run as a band matrix
+//!   up to 64 positions and one grouped `conv1d` (groups = d) above ([`LightImpl`]).
 //! - Dynamic: the H x K kernels are predicted per position by a linear map of the block's
 //!   input, softmax over the taps; run by unfolding the K-wide windows (memory O(T d K)).
 //! - Dilated: a plain depthwise kernel per channel (with bias) and a dilation rate, per-layer
@@ -561,3 +561,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "conv_reference_tests.rs"]
+mod reference_tests;
