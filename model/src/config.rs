@@ -168,10 +168,20 @@ pub struct ModelConfig {
     /// checkpoint loads into either).
     #[serde(default, skip_serializing_if = "AttentionImpl::is_default")]
     pub attention: AttentionImpl,
+    /// A pointwise d x d map (with bias) after the depthwise convolution, before the conv
+    /// block's output projection, as the separable convolution of the public Mesh
+    /// TensorFlow block has (with `conv_heads = d_model`, its per-channel kernels too).
+    /// The paper's text has none; configs without the field: none.
+    #[serde(default, skip_serializing_if = "no")]
+    pub conv_pointwise: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn no(b: &bool) -> bool {
+    !*b
 }
 
 fn default_max_positions() -> usize {
@@ -228,6 +238,7 @@ impl ModelConfig {
             scale_logits: None,
             d_kv: None,
             attention: AttentionImpl::Explicit,
+            conv_pointwise: false,
         })
     }
 
@@ -339,6 +350,12 @@ impl ModelConfig {
                 return bad("kernel_size must be positive".into());
             }
         }
+        if self.conv_pointwise && !self.arch.is_conv() {
+            return bad(
+                "conv_pointwise is a setting of the convolution block, which a transformer does not have"
+                    .into(),
+            );
+        }
         if self.arch == Arch::Dilatedconv
             && (self.dilated_kernels.is_empty()
                 || self.dilations.is_empty()
@@ -434,7 +451,8 @@ impl ModelConfig {
                     Arch::Dilatedconv => d * self.dilated_layer(layer).0 as f64 + d,
                     Arch::Transformer => unreachable!(),
                 };
-                glu + conv + out
+                let pointwise = if self.conv_pointwise { d * d + d } else { 0.0 };
+                glu + conv + pointwise + out
             }
         }
     }

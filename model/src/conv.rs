@@ -82,6 +82,8 @@ enum Kernel {
 #[derive(Debug)]
 pub struct ConvBlock {
     glu: nn::Linear,
+    /// `conv_pointwise`: a d x d map after the convolution (the Mesh TensorFlow block's).
+    pointwise: Option<nn::Linear>,
     out: nn::Linear,
     kernel: Kernel,
     k: i64,
@@ -139,6 +141,9 @@ impl ConvBlock {
         };
         Self {
             glu: dense(&p / "glu", d, 2 * d, true, std),
+            pointwise: cfg
+                .conv_pointwise
+                .then(|| dense(&p / "pointwise", d, d, true, std)),
             out: dense(&p / "out", d, d, true, std),
             kernel,
             k: k as i64,
@@ -200,7 +205,16 @@ impl ConvBlock {
             },
             Kernel::Dynamic { proj } => self.dynamic(&h, proj, segments, train),
         };
-        self.out.forward(&y)
+        self.project(&y)
+    }
+
+    /// The convolution's output through the pointwise map, if any, and the output
+    /// projection.
+    fn project(&self, y: &Tensor) -> Tensor {
+        match &self.pointwise {
+            Some(p) => self.out.forward(&p.forward(y)),
+            None => self.out.forward(y),
+        }
     }
 
     /// (batch, time, K): 1 where tap `o` of position `i` reads position
@@ -383,7 +397,7 @@ impl ConvBlock {
             }
         };
         *past = window.narrow(1, 1, self.history());
-        self.out.forward(&y)
+        self.project(&y)
     }
 
     /// Depthwise conv of (batch, time, d) with a (d, 1, K) kernel as one grouped conv1d.

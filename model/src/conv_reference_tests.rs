@@ -98,6 +98,9 @@ fn reference(
             y[p * d + c] = sum;
         }
     }
+    if cfg.conv_pointwise {
+        y = linear(&y, &var("pointwise.weight"), &var("pointwise.bias"), d);
+    }
     linear(&y, &var("out.weight"), &var("out.bias"), d)
 }
 
@@ -109,12 +112,21 @@ fn var_or_empty(vs: &nn::VarStore, name: &str) -> Vec<f32> {
 fn every_block_equals_its_definition_causal_centred_and_masked() {
     let _rng = crate::test_rng();
     tch::manual_seed(11);
-    for arch in [Arch::Lightconv, Arch::Dynamicconv, Arch::Dilatedconv] {
+    let forms = [Arch::Lightconv, Arch::Dynamicconv, Arch::Dilatedconv]
+        .into_iter()
+        .flat_map(|a| [(a, false), (a, true)]);
+    // Each arch as the paper describes it, and in the Mesh TensorFlow form (a kernel per
+    // channel, a pointwise map after the convolution).
+    for (arch, mesh_tf) in forms {
         for causal in [false, true] {
             let vs = nn::VarStore::new(Device::Cpu);
             let mut cfg = ModelConfig::preset(arch, "tiny", 50).unwrap();
             cfg.dilated_kernels = vec![4];
             cfg.dilations = vec![3];
+            if mesh_tf {
+                cfg.conv_heads = cfg.d_model;
+                cfg.conv_pointwise = true;
+            }
             let b = ConvBlock::new(vs.root(), &cfg, 0, causal);
             tch::no_grad(|| {
                 for (_, mut v) in vs.variables() {
@@ -135,6 +147,9 @@ fn every_block_equals_its_definition_causal_centred_and_masked() {
                     .collect::<Vec<_>>(),
             )
             .view([2, t]);
+            // f32 sums in another order, over random weights of unit scale (logits of the
+            // dynamic kernels reach tens): agreement to 1e-3; a misplaced tap, head or mask
+            // is off by whole units.
             let got = b.forward(&x, Some(&mask), false);
             for (r, row_mask) in real.iter().enumerate() {
                 let row = r as i64;
@@ -147,8 +162,8 @@ fn every_block_equals_its_definition_causal_centred_and_masked() {
                     for c in 0..d as usize {
                         let (g, w) = (got[p * d as usize + c], want[p * d as usize + c]);
                         assert!(
-                            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                            "{arch:?} causal={causal} row {r} position {p} channel {c}: {g} vs {w}"
+                            (g - w).abs() <= 1e-3 * (1.0 + w.abs()),
+                            "{arch:?} mesh_tf={mesh_tf} causal={causal} row {r} position {p} channel {c}: {g} vs {w}"
                         );
                     }
                 }

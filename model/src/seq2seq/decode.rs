@@ -124,15 +124,15 @@ impl Seq2Seq {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{ids, model};
+    use super::super::tests::{every_form, ids};
     use crate::config::Arch;
     use tch::Tensor;
 
     #[test]
     fn incremental_decoding_equals_the_full_forward_pass() {
         let _rng = crate::test_rng();
-        for arch in Arch::ALL {
-            let (_vs, m) = model(arch);
+        for (_vs, m) in every_form() {
+            let arch = m.cfg.arch;
             let _guard = tch::no_grad_guard();
             let x = ids(2, 7, 8);
             let mask =
@@ -147,8 +147,9 @@ mod tests {
                 let step = m.decode_step(&mut st, &dec_in.select(1, t));
                 assert!(
                     step.allclose(&full.select(1, t), 1e-4, 1e-4, false),
-                    "{}: position {t}",
-                    arch.name()
+                    "{} (conv_pointwise {}): position {t}",
+                    arch.name(),
+                    m.cfg.conv_pointwise
                 );
             }
             let out = m.greedy(&x, &mask, 5, 1);

@@ -6,9 +6,28 @@ use tch::nn::OptimizerConfig;
 use tch::Device;
 
 pub(super) fn model(arch: Arch) -> (nn::VarStore, Seq2Seq) {
+    build(ModelConfig::preset(arch, "tiny", 60).unwrap())
+}
+
+/// Every architecture, and each conv one in the Mesh TensorFlow form too (a kernel per
+/// channel, a pointwise map after the convolution).
+pub(super) fn every_form() -> impl Iterator<Item = (nn::VarStore, Seq2Seq)> {
+    let mesh_tf = Arch::ALL.into_iter().filter(|a| a.is_conv()).map(|a| {
+        let mut cfg = ModelConfig::preset(a, "tiny", 60).unwrap();
+        cfg.conv_heads = cfg.d_model;
+        cfg.conv_pointwise = true;
+        cfg
+    });
+    Arch::ALL
+        .into_iter()
+        .map(|a| ModelConfig::preset(a, "tiny", 60).unwrap())
+        .chain(mesh_tf)
+        .map(build)
+}
+
+fn build(cfg: ModelConfig) -> (nn::VarStore, Seq2Seq) {
     tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = ModelConfig::preset(arch, "tiny", 60).unwrap();
     let m = Seq2Seq::new(&vs.root(), &cfg).unwrap();
     (vs, m)
 }
@@ -21,14 +40,13 @@ pub(super) fn ids(b: i64, t: i64, seed: i64) -> Tensor {
 #[test]
 fn variables_match_the_parameter_count() {
     let _rng = crate::test_rng();
-    for arch in Arch::ALL {
-        let (vs, m) = model(arch);
+    for (vs, m) in every_form() {
         let n: i64 = vs
             .trainable_variables()
             .iter()
             .map(|t| t.numel() as i64)
             .sum();
-        assert_eq!(n as usize, m.cfg.parameter_count(), "{}", arch.name());
+        assert_eq!(n as usize, m.cfg.parameter_count(), "{:?}", m.cfg);
     }
 }
 
