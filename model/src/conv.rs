@@ -1,11 +1,12 @@
 //! The convolution block that replaces self-attention in the conv models (the paper, after
-//! Wu et al. 2019): GLU input projection, a depthwise convolution, output projection.
+//! Wu et al. 2019): GLU input projection, a depthwise convolution, output projection; with
+//! `conv_pointwise`, a d x d map between the last two (the Mesh TensorFlow form).
 //!
 //! - Lightweight: H kernels of K taps, softmax over the taps, DropConnect while training;
 //!   channel c uses kernel c / (d / H) (contiguous channel groups). Run as a band matrix
 //!   up to 64 positions and one grouped `conv1d` (groups = d) above ([`LightImpl`]).
-//! - Dynamic: the H x K kernels are predicted per position by a linear map of the block's
-//!   input, softmax over the taps; run by unfolding the K-wide windows (memory O(T d K)).
+//! - Dynamic: the H x K kernels are predicted per position by a linear map of the GLU's
+//!   output (the convolution's input), softmax over the taps; run by unfolding the K-wide windows (memory O(T d K)).
 //! - Dilated: a plain depthwise kernel per channel (with bias) and a dilation rate, per-layer
 //!   sizes from the config; one grouped `conv1d`.
 //!

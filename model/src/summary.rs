@@ -24,7 +24,8 @@ pub fn forward_macs(cfg: &ModelConfig, inputs: usize, targets: usize) -> f64 {
                 } else {
                     0.0
                 };
-                2.0 * n * d * d + n * d * k + predict + n * d * d
+                let pointwise = if cfg.conv_pointwise { n * d * d } else { 0.0 };
+                2.0 * n * d * d + n * d * k + predict + pointwise + n * d * d
             }
         }
     };
@@ -91,6 +92,9 @@ pub fn describe(cfg: &ModelConfig, inputs: usize, targets: usize) -> String {
             )
         }
     }
+    if cfg.conv_pointwise {
+        s += "then a pointwise d_model x d_model map (conv_pointwise, the Mesh TensorFlow form)\n";
+    }
     s += &format!(
         "parameters: {p} ({:.1} M): embedding {emb} ({}), the rest {}\n",
         p as f64 / 1e6,
@@ -123,5 +127,12 @@ mod tests {
         assert_eq!(second(&c), 0.0);
         assert!(second(&t) > 1e9);
         assert!(describe(&c, 512, 128).contains("parameters"));
+        // The pointwise map costs d x d per position in every conv layer of both stacks.
+        let mut p = c.clone();
+        p.conv_pointwise = true;
+        let d2 = (c.d_model * c.d_model) as f64;
+        let extra = forward_macs(&p, 512, 128) - forward_macs(&c, 512, 128);
+        assert_eq!(extra, 12.0 * 512.0 * d2 + 12.0 * 128.0 * d2);
+        assert!(describe(&p, 512, 128).contains("pointwise"));
     }
 }
