@@ -203,9 +203,12 @@ fn every_input_format_is_read() {
         &d.join("o4"),
         &[],
     );
-    assert_eq!(code, 1);
+    // The only input failed: nothing is written (exit 2), the reason named.
+    assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("no string column `text`") && err.contains("body"),
+        err.contains("no string column `text`")
+            && err.contains("body")
+            && err.contains("nothing was written"),
         "{err}"
     );
 }
@@ -390,6 +393,26 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         "{merged}"
     );
     assert_eq!(manifest(&split)["shards"], m["shards"]);
+    // One file per worker, each corrupt from its first byte: the workers still finish their
+    // parts, so the merge names them as the one-process run does, rather than refusing for
+    // a missing part.
+    let bad = top.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for name in ["a.json.gz", "b.json.gz"] {
+        std::fs::write(bad.join(name), b"not gzip").unwrap();
+    }
+    let split = top.join("w2");
+    for i in ["0", "1"] {
+        let extra = ["--num-workers", "2", "--worker-index", i];
+        let (code, _, err) = ingest_json(&[bad.to_str().unwrap()], &split, &extra);
+        assert_eq!(code, 1, "worker {i}: {err}");
+    }
+    let o = conveyor(&["manifest", "merge", split.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1) && err.contains("a.json.gz") && err.contains("b.json.gz"),
+        "{err}"
+    );
     // --strict stops at the first failed file.
     let (code, _, err) = ingest_json(
         &[d.join("truncated.json.gz").to_str().unwrap()],

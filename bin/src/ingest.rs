@@ -123,7 +123,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<i32> {
         ),
         false => report(&summary),
     }
-    warn(&summary);
+    warn(&summary, worker.is_some());
     crate::job_flags::merge_hint(&out, worker, json);
     Ok(i32::from(
         !summary.failed_inputs.is_empty() || no_documents(&summary),
@@ -196,7 +196,7 @@ fn report(s: &IngestSummary) {
 }
 
 /// On stderr, whatever the summary's form: inputs modified since, and failed inputs.
-fn warn(s: &IngestSummary) {
+fn warn(s: &IngestSummary, worker: bool) {
     for p in &s.modified_inputs {
         eprintln!("{}", modified_warning(p, &s.out));
     }
@@ -207,7 +207,11 @@ fn warn(s: &IngestSummary) {
             text(f.error.as_deref().unwrap_or("failed"))
         );
     }
-    if !s.failed_inputs.is_empty() {
+    if !s.failed_inputs.is_empty() && worker {
+        eprintln!(
+            "error: this worker's part holds its other inputs' documents and those read before each failure, and the merge will report the failures: to have the fixed inputs read, run the whole split job again into a new or emptied --out (a worker's --overwrite does not replace the merged output)"
+        );
+    } else if !s.failed_inputs.is_empty() {
         eprintln!(
             "error: {} holds the other inputs' documents and those read before each failure; the output is complete as it is, so a rerun reads nothing again: fix the inputs named above and rerun with --overwrite to make it with them",
             s.out.display()

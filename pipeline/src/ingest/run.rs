@@ -68,7 +68,9 @@ pub(super) fn run(
         let shards = writer.next_shard;
         // Every input failed before its first shard: an output of no shards would be
         // "complete", so a rerun after the inputs are fixed would read none of them again.
-        if shards == 0 {
+        // A worker of a split job finishes its part anyway: the merge reports the failures
+        // as one process would (the job's other workers may have read theirs).
+        if shards == 0 && plan.cfg.worker.is_none() {
             if let Some(listed) = every_input_failed(plan, &journal) {
                 journal.remove()?;
                 return Err(Error::NoInputRead { listed });
@@ -91,7 +93,10 @@ fn every_input_failed(plan: &Plan, journal: &Journal) -> Option<String> {
             ..
         } = entry
         {
-            failed.push(format!("{}: {e}", plan.paths[*input].display()));
+            failed.push(format!(
+                "{}: {e}",
+                crate::printable::path(&plan.paths[*input])
+            ));
         }
     }
     let owned = (0..plan.inputs.len()).filter(|&i| plan.owns(i)).count();
@@ -257,8 +262,10 @@ impl Writer<'_> {
             if self.plan.cfg.strict {
                 return Err(self.strict(input, cur.records, f.clone()));
             }
-            self.progress
-                .note(&format!("{}: {f}", self.plan.paths[input].display()));
+            self.progress.note(&format!(
+                "{}: {f}",
+                crate::printable::path(&self.plan.paths[input])
+            ));
         }
         self.progress.advance(
             self.plan.inputs[input].bytes.saturating_sub(cur.last_bytes),
