@@ -8,30 +8,30 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// The OS error is part of the message and not a `source`, so that printing the error
     /// chain shows it once.
-    #[error("{}: {error}", path.display())]
+    #[error("{}: {error}", crate::printable::path(path))]
     Io { path: PathBuf, error: io::Error },
 
-    #[error("{}: not a usable SentencePiece model: {reason}. Pass a .model file written by SentencePiece training, e.g. the T5 vocabulary.", path.display())]
+    #[error("{}: not a usable SentencePiece model: {reason}. Pass a .model file written by SentencePiece training, e.g. the T5 vocabulary.", crate::printable::path(path))]
     Vocab { path: PathBuf, reason: String },
 
     #[error("input {0} does not exist (pass files, directories, glob patterns or URLs)")]
     MissingInput(String),
 
-    #[error("{}: unsupported input type; expected .json.gz, .jsonl.gz, .jsonl, .json, .jsonl.zst, .json.zst, .warc.wet(.gz|.zst), .parquet or .txt", path.display())]
+    #[error("{}: unsupported input type; expected .json.gz, .jsonl.gz, .jsonl, .json, .jsonl.zst, .json.zst, .warc.wet(.gz|.zst), .parquet or .txt", crate::printable::path(path))]
     UnsupportedInput { path: PathBuf },
 
     #[error("no input files found in {0}")]
     NoInputs(String),
 
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", crate::printable::path(path))]
     Parquet { path: PathBuf, message: String },
 
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", crate::printable::path(path))]
     OutputDir { path: PathBuf, message: String },
 
     /// `path` holds the finished output of another job: other inputs or settings, or the same
     /// ones under an earlier version whose output differs.
-    #[error("{}: holds the output of a different job (job {found}, this one is {job}); pass --overwrite to replace it or choose another --out", path.display())]
+    #[error("{}: holds the output of a different job (job {found}, this one is {job}); pass --overwrite to replace it or choose another --out", crate::printable::path(path))]
     OtherJob {
         path: PathBuf,
         found: String,
@@ -39,27 +39,33 @@ pub enum Error {
     },
 
     /// `path` holds the unfinished work of another job.
-    #[error("{}: holds an unfinished different job ({found}, this one is {job}); rerun that job's command to finish it, or pass --overwrite", path.display())]
+    #[error("{}: holds an unfinished different job ({found}, this one is {job}); rerun that job's command to finish it, or pass --overwrite", crate::printable::path(path))]
     OtherUnfinishedJob {
         path: PathBuf,
         found: String,
         job: String,
     },
 
-    #[error("{}:{line}: {message} (stopping because of --strict)", path.display())]
+    #[error(
+        "{}:{line}: {message} (stopping because of --strict)",
+        crate::printable::path(path)
+    )]
     Strict {
         path: PathBuf,
         line: u64,
         message: String,
     },
 
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", crate::printable::path(path))]
     Manifest { path: PathBuf, message: String },
 
-    #[error("{}: shard check failed: {message}", path.display())]
+    #[error("{}: shard check failed: {message}", crate::printable::path(path))]
     Verify { path: PathBuf, message: String },
 
-    #[error("{}: {message}; fix or remove this input and rerun", path.display())]
+    #[error(
+        "{}: {message}; fix or remove this input and rerun",
+        crate::printable::path(path)
+    )]
     Unreadable { path: PathBuf, message: String },
 
     #[error("{url}: {message}")]

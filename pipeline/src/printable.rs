@@ -14,6 +14,13 @@ pub fn text(s: &str) -> Cow<'_, str> {
     escape(s, |c| c == '\n' || c == '\t')
 }
 
+/// A path on one line, for messages: a file name from a folder listing, a manifest or an
+/// archive may hold a line break, which would start a line of its own (a fake `error:` or
+/// `wrote ...`) in a message that keeps its own line breaks.
+pub fn path(p: &std::path::Path) -> String {
+    one_line(&p.display().to_string()).into_owned()
+}
+
 fn escape(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
     if !s.chars().any(|c| c.is_control() && !keep(c)) {
         return Cow::Borrowed(s);
@@ -41,5 +48,9 @@ mod tests {
         );
         assert_eq!(text("a\tb\nc\u{7}"), "a\tb\nc\\u{7}");
         assert!(matches!(text("ok\n"), Cow::Borrowed(_)));
+        assert_eq!(
+            path(std::path::Path::new("in/x\nerror: fake.jsonl")),
+            "in/x\\u{a}error: fake.jsonl"
+        );
     }
 }

@@ -52,9 +52,12 @@ pub struct TaskData {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", conveyor_pipeline::printable::path(path))]
     Io { path: PathBuf, message: String },
-    #[error("{}: not a {task} file: {message}. Expected {expected}", path.display())]
+    #[error(
+        "{}: not a {task} file: {message}. Expected {expected}",
+        conveyor_pipeline::printable::path(path)
+    )]
     Format {
         path: PathBuf,
         task: String,
@@ -76,7 +79,7 @@ pub enum TaskError {
         message: String,
     },
     /// `--strict` over a complete output prepared without it, which skipped rows.
-    #[error("{first}: skipped, with {skipped} row(s) in all, by the run that wrote {} without --strict; rerun without --strict to keep that output, or fix the input and use --overwrite (stopping because of --strict)", out.display())]
+    #[error("{first}: skipped, with {skipped} row(s) in all, by the run that wrote {} without --strict; rerun without --strict to keep that output, or fix the input and use --overwrite (stopping because of --strict)", conveyor_pipeline::printable::path(out))]
     StrictOver {
         out: std::path::PathBuf,
         skipped: u64,
@@ -84,7 +87,7 @@ pub enum TaskError {
     },
     #[error("unknown task {0:?}; `conveyor task list` shows them")]
     Unknown(String),
-    #[error("{}: defines the task {defined:?}, not {asked:?}: name the task the file defines, or drop --task-file", path.display())]
+    #[error("{}: defines the task {defined:?}, not {asked:?}: name the task the file defines, or drop --task-file", conveyor_pipeline::printable::path(path))]
     OtherTask {
         path: PathBuf,
         defined: String,

@@ -72,5 +72,20 @@ fn control_characters_from_files_reach_the_terminal_escaped() {
         !o.status.success() && !raw(&err) && err.contains("\\u{1b}[2J"),
         "{err}"
     );
+    // A file name with a line break, from a folder listing, in the messages about it: on
+    // the name's line, not a line of its own (messages keep their own line breaks).
+    let corpus = sb.work.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("x\nerror: none, all read.json.gz"), b"not gzip").unwrap();
+    let vocab = common::root().join("fixtures/vocab/fixture.model");
+    let out = sb.work.join("o");
+    let o = common::conveyor(&["ingest", s(&corpus), "--vocab", s(&vocab), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && !err.lines().any(|l| l.starts_with("error: none"))
+            && err.contains("x\\u{a}error: none, all read.json.gz"),
+        "{err}"
+    );
     sb.assert_outside_unchanged();
 }
