@@ -217,7 +217,24 @@ fn a_state_from_another_configuration_is_refused() {
     let state = l.state();
     drop(l);
     c.seed = 1;
-    assert!(Loader::resume(c, Some(state)).is_err());
+    assert!(Loader::resume(c.clone(), Some(state)).is_err());
+    // The same data, but epochs ending otherwise (the position would fall elsewhere):
+    // refused by name; with the same ending, and from a state saved before the ending was
+    // recorded (0), taken.
+    c.seed = 0;
+    let mut dropping = c.clone();
+    dropping.drop_remainder = true;
+    let e = Loader::resume(dropping.clone(), Some(state))
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string()
+            .contains("another align_steps or drop_remainder"),
+        "{e}"
+    );
+    assert!(Loader::resume(c.clone(), Some(state)).is_ok());
+    let old = conveyor_pipeline::loader::LoaderState { ending: 0, ..state };
+    assert!(Loader::resume(dropping, Some(old)).is_ok());
 }
 
 #[test]
