@@ -177,6 +177,12 @@ def main():
         last = "" if loss is None else f": loss {loss:.4f}"
         print(f"step {step}{last}; checkpoint {ckpt_path}")
     if world > 1:
+        # Gloo's worker thread frees the tensors of the checkpoint's last gather, which takes
+        # the GIL; a DDP wrapper dropped at exit joined that thread while holding the GIL (a
+        # hang seen in the test suite). A barrier lets the thread finish first, and the
+        # wrapper goes before the process group.
+        dist.barrier()
+        del net
         dist.destroy_process_group()
 
 
