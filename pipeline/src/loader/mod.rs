@@ -420,8 +420,7 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
         "batch_size": cfg.batch_size,
         "pack": cfg.pack,
     });
-    let digest = Sha256::digest(identity.to_string().as_bytes());
-    let fingerprint = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    let fingerprint = hash64(&identity);
     let mut plan = Plan {
         cfg,
         vocab_limit,
@@ -438,10 +437,16 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
         "align_steps": plan.cfg.align_steps.filter(|_| epoch::steps_aligned(&plan)),
         "drop_remainder": plan.cfg.drop_remainder,
     });
-    let digest = Sha256::digest(ending.to_string().as_bytes());
     // Never 0, which marks a state saved before it was recorded.
-    plan.ending = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")).max(1);
+    plan.ending = hash64(&ending).max(1);
     Ok(plan)
+}
+
+/// The first 8 bytes (little-endian) of the SHA-256 of a JSON value's compact text: how a
+/// state records the configuration it belongs to.
+fn hash64(value: &serde_json::Value) -> u64 {
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
 /// The background thread: runs epochs from `start` and sends batches until the loader is
