@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import conveyor
-from conftest import C4, ROOT, SPIECE
+from conftest import C4, ROOT, SPIECE, run_bounded
 
 pytest.importorskip("transformers")
 
@@ -22,9 +22,10 @@ def run(tokens, out, steps, *extra, ranks=1):
     launch = [sys.executable]
     if ranks > 1:
         launch += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-    subprocess.run([*launch, EXAMPLE, "--tokens", str(tokens), "--out", str(out), "--steps", str(steps),
-                    "--save-every", "3", "--batch-size", "4", "--inputs-length", "64", *extra],
-                   check=True, capture_output=True)
+    # Bounded: a rank stuck at teardown would otherwise hang the whole suite.
+    run_bounded([*launch, EXAMPLE, "--tokens", str(tokens), "--out", str(out), "--steps", str(steps),
+                 "--save-every", "3", "--batch-size", "4", "--inputs-length", "64", *extra],
+                timeout=600, check=True)
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
@@ -69,6 +70,6 @@ def test_two_ranks_train_as_one_process_with_twice_the_batch(small_tokens, tmp_p
     resumed = run(small_tokens, tmp_path / "stopped", 12, "--batch-size", "3", *same, "--resume", ranks=2)
     assert resumed == pytest.approx(two, rel=1e-6, abs=1e-6)
     # A checkpoint of two ranks is not resumed by one process.
-    alone = subprocess.run([sys.executable, EXAMPLE, "--tokens", str(small_tokens), "--out", str(tmp_path / "stopped"),
-                            "--steps", "13", "--resume"], capture_output=True, text=True)
+    alone = run_bounded([sys.executable, EXAMPLE, "--tokens", str(small_tokens), "--out", str(tmp_path / "stopped"),
+                         "--steps", "13", "--resume"], timeout=600)
     assert alone.returncode != 0 and "written by 2 process(es)" in alone.stderr

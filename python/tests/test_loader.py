@@ -433,6 +433,6 @@ def test_the_extension_loads_after_torch():
     # Trainers import torch (and CUDA's libraries where there are GPUs) first; the
     # extension's allocator must not need static TLS space they may have taken.
     code = "import torch, numpy; import conveyor; print(conveyor.lengths(512))"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(568, 114)"
