@@ -393,26 +393,6 @@ fn corrupt_file_is_reported_and_others_still_processed() {
         "{merged}"
     );
     assert_eq!(manifest(&split)["shards"], m["shards"]);
-    // One file per worker, each corrupt from its first byte: the workers still finish their
-    // parts, so the merge names them as the one-process run does, rather than refusing for
-    // a missing part.
-    let bad = top.join("bad");
-    std::fs::create_dir_all(&bad).unwrap();
-    for name in ["a.json.gz", "b.json.gz"] {
-        std::fs::write(bad.join(name), b"not gzip").unwrap();
-    }
-    let split = top.join("w2");
-    for i in ["0", "1"] {
-        let extra = ["--num-workers", "2", "--worker-index", i];
-        let (code, _, err) = ingest_json(&[bad.to_str().unwrap()], &split, &extra);
-        assert_eq!(code, 1, "worker {i}: {err}");
-    }
-    let o = conveyor(&["manifest", "merge", split.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        o.status.code() == Some(1) && err.contains("a.json.gz") && err.contains("b.json.gz"),
-        "{err}"
-    );
     // --strict stops at the first failed file.
     let (code, _, err) = ingest_json(
         &[d.join("truncated.json.gz").to_str().unwrap()],
@@ -448,6 +428,37 @@ fn no_input_read_writes_nothing_and_the_rerun_reads_them_again() {
     let (code, v, err) = ingest_json(&[d.to_str().unwrap()], &out, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["totals"]["documents"], 601, "{v}");
+
+    // Split, one file per worker: each worker finishes its part (the other may have read its
+    // file), and the merge refuses as the one process does, leaving nothing to stop the
+    // workers' rerun from reading the fixed files.
+    std::fs::write(d.join("a.json.gz"), &bytes[..40]).unwrap();
+    std::fs::write(d.join("b.json.gz"), b"not gzip at all").unwrap();
+    let split = top.join("w2");
+    let workers = |want: i32| {
+        for i in ["0", "1"] {
+            let extra = ["--num-workers", "2", "--worker-index", i];
+            let (code, _, err) = ingest_json(&[d.to_str().unwrap()], &split, &extra);
+            assert_eq!(code, want, "worker {i}: {err}");
+        }
+        conveyor(&["manifest", "merge", split.to_str().unwrap()])
+    };
+    let o = workers(1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(2)
+            && err.contains("no input could be read")
+            && err.contains("a.json.gz")
+            && err.contains("b.json.gz")
+            && err.contains("rerun every worker"),
+        "{err}"
+    );
+    assert!(!split.join("manifest.json").exists() && !split.join("parts").exists());
+    std::fs::copy(c4(), d.join("a.json.gz")).unwrap();
+    write_gz(&d.join("b.json.gz"), b"{\"text\": \"fixed\"}\n");
+    let o = workers(0);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(manifest(&split)["totals"]["documents"], 601);
 }
 
 #[test]

@@ -71,8 +71,8 @@ pub enum Error {
     #[error("{url}: {message}")]
     Remote { url: String, message: String },
 
-    #[error("no input could be read, so nothing was written: {listed}; fix them and rerun (every input is read again)")]
-    NoInputRead { listed: String },
+    #[error("no input could be read, so nothing was written: {listed}; fix them and {rerun} (every input is read again)")]
+    NoInputRead { listed: String, rerun: &'static str },
 
     #[error("SentencePiece training failed: {0}")]
     Trainer(String),
@@ -90,6 +90,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// [`Error::NoInputRead`] for `failed` (each `INPUT: message`): the first three are
+    /// named, and how many more.
+    pub(crate) fn no_input_read(mut failed: Vec<String>, rerun: &'static str) -> Self {
+        let more = failed.len().saturating_sub(3);
+        failed.truncate(3);
+        if more > 0 {
+            failed.push(format!("and {more} more"));
+        }
+        Error::NoInputRead {
+            listed: failed.join("; "),
+            rerun,
+        }
+    }
+
     pub fn io(path: &Path, error: io::Error) -> Self {
         Error::Io {
             path: path.to_path_buf(),

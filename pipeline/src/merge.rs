@@ -18,6 +18,7 @@ use crate::examples::ExamplesManifest;
 use crate::ingest::{read_parts, IngestPart, INGEST_PART_FORMAT};
 use crate::job::workers::{check_parts, part_dir, part_file, read_part_files, PARTS_DIR};
 use crate::manifest::{Counts, Manifest, ShardRecord, MAX_LISTED_PROBLEMS};
+use crate::printable;
 use crate::shard::shard_name;
 
 /// What a merge did.
@@ -220,6 +221,7 @@ fn same_settings(files: &[(PathBuf, crate::job::workers::PartHeader)]) -> Result
 fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), Error> {
     check_inputs(out, &parts)?;
     let base = &parts[0].manifest;
+    refuse_if_nothing_read(out, &parts)?;
 
     // The shards in the order one worker writes them: by input, then by position in it.
     let mut shards = Vec::new();
@@ -294,6 +296,34 @@ fn merge_ingest(out: &Path, parts: Vec<IngestPart>) -> Result<(usize, Counts), E
     manifest.write(out)?;
     crate::job::workers::remove_parts(out)?;
     Ok((total, totals))
+}
+
+/// As one process does when every input failed before a shard: nothing is merged and the
+/// parts go (they hold no shards, only the failures, which the error names), so that the
+/// workers, rerun once the inputs are fixed, read them all again.
+fn refuse_if_nothing_read(out: &Path, parts: &[IngestPart]) -> Result<(), Error> {
+    let mut failed = Vec::new();
+    for p in parts {
+        if !p.manifest.shards.is_empty() {
+            return Ok(());
+        }
+        for &i in &p.inputs {
+            let input = &p.manifest.inputs[i];
+            match &input.error {
+                Some(e) => failed.push((i, format!("{}: {e}", printable::one_line(&input.path)))),
+                None => return Ok(()),
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    failed.sort();
+    crate::job::workers::remove_parts(out)?;
+    Err(Error::no_input_read(
+        failed.into_iter().map(|(_, f)| f).collect(),
+        "rerun every worker, then the merge",
+    ))
 }
 
 /// Every input done by exactly the worker that owns it.

@@ -68,12 +68,13 @@ pub(super) fn run(
         let shards = writer.next_shard;
         // Every input failed before its first shard: an output of no shards would be
         // "complete", so a rerun after the inputs are fixed would read none of them again.
-        // A worker of a split job finishes its part anyway: the merge reports the failures
-        // as one process would (the job's other workers may have read theirs).
+        // A worker of a split job finishes its part anyway (the job's other workers may have
+        // read theirs): the merge reports the failures, or refuses as this does when every
+        // input of the job failed.
         if shards == 0 && plan.cfg.worker.is_none() {
-            if let Some(listed) = every_input_failed(plan, &journal) {
+            if let Some(failed) = every_input_failed(plan, &journal) {
                 journal.remove()?;
-                return Err(Error::NoInputRead { listed });
+                return Err(Error::no_input_read(failed, "rerun"));
             }
         }
         journal.append(Entry::Finalizing { shards })?;
@@ -82,9 +83,8 @@ pub(super) fn run(
     finalize(plan, journal)
 }
 
-/// The failures, `PATH: message` joined by "; " (the first three, and how many more), when
-/// every input of this process failed.
-fn every_input_failed(plan: &Plan, journal: &Journal) -> Option<String> {
+/// The failures, each `PATH: message`, when every input of this process failed.
+fn every_input_failed(plan: &Plan, journal: &Journal) -> Option<Vec<String>> {
     let mut failed = Vec::new();
     for entry in &journal.entries {
         if let Entry::InputDone {
@@ -100,15 +100,7 @@ fn every_input_failed(plan: &Plan, journal: &Journal) -> Option<String> {
         }
     }
     let owned = (0..plan.inputs.len()).filter(|&i| plan.owns(i)).count();
-    if owned == 0 || failed.len() != owned {
-        return None;
-    }
-    let more = failed.len().saturating_sub(3);
-    failed.truncate(3);
-    if more > 0 {
-        failed.push(format!("and {more} more"));
-    }
-    Some(failed.join("; "))
+    (owned > 0 && failed.len() == owned).then_some(failed)
 }
 
 /// State of the shard being written.
