@@ -232,13 +232,16 @@ task = "trec"
         accuracy(&seed1[0]);
     }
     // The corpus: the C4 sample's 600 documents and the train split's rows, no dev row.
-    let texts = std::fs::read_to_string(out.join("corpus/trec.jsonl")).unwrap();
+    let texts = std::fs::read_to_string(out.join("corpus/trec.train.jsonl")).unwrap();
     let manifest = |dir: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join(dir).join("manifest.json")).unwrap())
             .unwrap()
     };
     let train = manifest("tasks/trec/train")["examples"].as_u64().unwrap();
     assert_eq!(texts.lines().count() as u64, train);
+    // dev_fraction 0.1: exactly a tenth of the rows, rounded.
+    let dev = manifest("tasks/trec/dev")["examples"].as_u64().unwrap();
+    assert_eq!(dev, ((train + dev) as f64 * 0.1).round() as u64);
     assert_eq!(
         manifest("tokens")["totals"]["documents"].as_u64(),
         Some(600 + train)

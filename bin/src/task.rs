@@ -102,12 +102,22 @@ fn folder_files(p: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A `--holdout` value: a fraction strictly between 0 and 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(format!(
+            "{s:?} is not a fraction between 0 and 1 (0.1 holds out a tenth of the rows)"
+        )),
+    }
+}
+
 #[derive(Args)]
 pub struct TextsArgs {
     #[command(flatten)]
     files: TaskFiles,
     /// The FRACTION `task prepare --holdout` holds out for dev; those rows are left out.
-    #[arg(long)]
+    #[arg(long, value_parser = fraction)]
     holdout: Option<f64>,
     /// The JSON lines file to write (refused if it exists, unless --overwrite).
     #[arg(long)]
@@ -143,8 +153,9 @@ pub struct PrepareArgs {
     #[arg(long, default_value_t = 100)]
     extra_ids: u32,
     /// Keep one side of a seeded split: with --split dev the held-out FRACTION of the
-    /// rows, with --split train the rest (for tasks shipped without a dev file).
-    #[arg(long)]
+    /// rows (exactly, rounded), with --split train the rest (for tasks shipped without a
+    /// dev file).
+    #[arg(long, value_parser = fraction)]
     holdout: Option<f64>,
     /// Stop at the first bad row instead of skipping and counting it.
     #[arg(long)]

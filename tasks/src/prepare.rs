@@ -50,7 +50,7 @@ pub struct PrepareConfig {
     pub strict: bool,
     pub overwrite: bool,
     /// Keep only one side of a seeded split of the rows (for tasks shipped without a dev
-    /// file): every example is in the held-out part with probability `fraction`.
+    /// file): `fraction` of the examples, rounded, are in the held-out part.
     pub holdout: Option<Holdout>,
     /// This process's share of a split job; None = the whole job.
     pub worker: Option<Worker>,
@@ -76,26 +76,50 @@ impl Holdout {
         }
     }
 
-    /// Whether example `i` is held out.
-    pub fn held_out(&self, i: usize) -> bool {
-        let mut r = conveyor_pipeline::rng::Rng::for_item(
-            self.seed,
-            0,
-            conveyor_pipeline::rng::Stream::Shuffle,
-            0x401d,
-            i as u64,
-        );
-        (r.next_u64() as f64 / u64::MAX as f64) < self.fraction
+    /// How many of `n` rows are held out: `fraction` of them, rounded, and at least one row
+    /// on either side of a task of two rows or more (a dev or train side of nothing is of no
+    /// use; its prepare would fail for want of examples).
+    pub fn held_out_count(&self, n: usize) -> usize {
+        let count = (self.fraction * n as f64).round() as usize;
+        match n {
+            0 | 1 => count.min(n),
+            _ => count.clamp(1, n - 1),
+        }
+    }
+
+    /// Which of `n` rows are held out: exactly [`Holdout::held_out_count`] of them, those
+    /// whose seeded draws (one per position) are smallest. The same draws as a coin flip per
+    /// row would use, so the split is the seed's, but its size is exact, as a TFDS slice's is.
+    pub fn held_out(&self, n: usize) -> Vec<bool> {
+        let mut draws: Vec<(u64, usize)> = (0..n)
+            .map(|i| {
+                let mut r = conveyor_pipeline::rng::Rng::for_item(
+                    self.seed,
+                    0,
+                    conveyor_pipeline::rng::Stream::Shuffle,
+                    0x401d,
+                    i as u64,
+                );
+                (r.next_u64(), i)
+            })
+            .collect();
+        draws.sort_unstable();
+        let mut held = vec![false; n];
+        for &(_, i) in &draws[..self.held_out_count(n)] {
+            held[i] = true;
+        }
+        held
     }
 
     /// The side of `items` this holdout keeps, drawn by position: `prepare` and
     /// `texts::training_texts` split a task's examples through this one function.
     pub fn keep<T>(&self, items: Vec<T>) -> Vec<T> {
+        let held = self.held_out(items.len());
         items
             .into_iter()
-            .enumerate()
-            .filter(|(k, _)| self.held_out(*k) == self.keep_held_out)
-            .map(|(_, e)| e)
+            .zip(held)
+            .filter(|(_, h)| *h == self.keep_held_out)
+            .map(|(e, _)| e)
             .collect()
     }
 }
@@ -252,6 +276,11 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
         "extra_ids": cfg.extra_ids,
         "holdout": cfg.holdout.map(|h| (h.fraction, h.seed, h.keep_held_out)),
     });
+    // Held-out rows were drawn one coin flip each before (a split of about `fraction`): a
+    // folder prepared so is another job.
+    if cfg.holdout.is_some() {
+        identity["holdout_size"] = "exact".into();
+    }
     // What changed since a folder was made without these keys: a generation task's default
     // lengths, and readers that now read rows otherwise (the task's revision); a folder
     // prepared before is then another job (refused, not reused with the old examples),

@@ -115,8 +115,11 @@ fn vocabulary(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result
     Ok(model)
 }
 
-/// With `task_texts`, each task's training inputs as JSON lines (OUT/corpus/TASK.jsonl):
-/// the rows its dev split does not hold, by the same seeded split `prepare_task` makes.
+/// With `task_texts`, each task's training inputs as JSON lines (OUT/corpus/TASK.jsonl, or
+/// TASK.train.jsonl for a task whose dev rows are held out of its train files): the rows its
+/// dev split does not hold, by the same seeded split `prepare_task` makes. (The held-out
+/// split was drawn otherwise before: a folder whose texts were drawn so has TASK.jsonl, and
+/// its corpus, ingested from that, is not taken for this run's.)
 fn task_texts(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result<Vec<String>> {
     if !st.corpus.task_texts {
         return Ok(Vec::new());
@@ -126,7 +129,11 @@ fn task_texts(st: &Study, out: &Path, progress: &mut Progress) -> anyhow::Result
     let mut files = Vec::new();
     let mut ran = false;
     for t in &st.tasks {
-        let file = dir.join(format!("{}.jsonl", t.name));
+        let side = match t.dev.is_empty() {
+            true => ".train",
+            false => "",
+        };
+        let file = dir.join(format!("{}{side}.jsonl", t.name));
         if !file.exists() {
             let task = conveyor_tasks::resolve(&t.name, t.task_file.as_deref())?;
             let holdout = t.holdout(false);
