@@ -37,14 +37,58 @@ pub fn read_latin1(path: &Path) -> Result<String, TaskError> {
 /// A reader that fails once more than [`MAX_ROW_BYTES`] pass without the parser above it
 /// finishing a row (it resets `since_row`), so that no row, quoted across lines or not, is
 /// buffered without end.
+/// It also notes where the line breaks are, for [`Lines::line_at`].
 struct RowCap<R> {
     inner: R,
     since_row: std::rc::Rc<std::cell::Cell<u64>>,
+    lines: std::rc::Rc<std::cell::RefCell<Lines>>,
+}
+
+/// Line numbers from byte offsets. The csv crate's own line count is wrong for CRLF files
+/// (their first row after the header was "line 1"), and a row's offset may be that of the
+/// line break, or blank lines, before it; the row starts at the first byte after those.
+#[derive(Default)]
+struct Lines {
+    /// Bytes read so far.
+    read: u64,
+    /// Offsets of the line-break bytes (`\n`: true, `\r`: false) read but not yet passed.
+    ahead: std::collections::VecDeque<(u64, bool)>,
+    /// Lines passed.
+    passed: u64,
+}
+
+impl Lines {
+    /// The 1-based line of the row whose offset is `at`. Offsets only grow.
+    fn line_at(&mut self, mut at: u64) -> u64 {
+        while let Some(&(b, newline)) = self.ahead.front() {
+            if b > at {
+                break;
+            }
+            // A break at the row's offset is not the row's: step over it.
+            if b == at {
+                at += 1;
+            }
+            self.ahead.pop_front();
+            self.passed += u64::from(newline);
+        }
+        self.passed + 1
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for RowCap<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        let mut lines = self.lines.borrow_mut();
+        let start = lines.read;
+        lines.ahead.extend(
+            buf[..n]
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'\n' || b == b'\r')
+                .map(|(i, &b)| (start + i as u64, b == b'\n')),
+        );
+        lines.read += n as u64;
+        drop(lines);
         let seen = self.since_row.get() + n as u64;
         self.since_row.set(seen);
         if seen > MAX_ROW_BYTES {
@@ -124,6 +168,8 @@ pub type Row = (u64, Result<Vec<String>, String>);
 pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), TaskError> {
     let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let since_row = std::rc::Rc::new(std::cell::Cell::new(0));
+    let lines = std::rc::Rc::new(std::cell::RefCell::new(Lines::default()));
+    let line_at = |at: u64| lines.borrow_mut().line_at(at);
     let mut r = csv::ReaderBuilder::new()
         .delimiter(layout.delimiter)
         .has_headers(layout.headers)
@@ -132,6 +178,7 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
         .from_reader(RowCap {
             inner: file,
             since_row: since_row.clone(),
+            lines: lines.clone(),
         });
     let header = if layout.headers {
         let h = r.byte_headers().map_err(|e| io_error(path, e))?;
@@ -147,21 +194,21 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
     let mut rec = csv::ByteRecord::new();
     loop {
         since_row.set(0);
-        let line = r.position().line();
+        let at = r.position().byte();
         match r.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                let line = rec.position().map(|p| p.line()).unwrap_or(line);
+                let line = line_at(rec.position().map_or(at, |p| p.byte()));
                 out.push((line, fields(&rec, layout.latin1)));
             }
             // The file cannot be read on (a row past the bound included): an error, not a
             // skipped row with every row after it silently lost.
             Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                let line = line_at(e.position().map_or(at, |p| p.byte()));
                 return Err(io_error(path, format!("line {line}: {e}")));
             }
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(line);
+                let line = line_at(e.position().map_or(at, |p| p.byte()));
                 out.push((line, Err(e.to_string())));
             }
         }
@@ -174,4 +221,39 @@ pub fn column(header: &[String], names: &[&str]) -> Option<usize> {
     names
         .iter()
         .find_map(|n| header.iter().position(|h| h.eq_ignore_ascii_case(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(text: &str, layout: Layout) -> Vec<u64> {
+        let dir = std::env::temp_dir().join(format!("conveyor-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.csv", text.len()));
+        std::fs::write(&path, text).unwrap();
+        let (_, rows) = rows(&path, layout).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        rows.into_iter().map(|(line, _)| line).collect()
+    }
+
+    /// Each row's line is where it starts, whatever ends the lines: CRLF files (what
+    /// Python's csv module and Windows tools write) got one line too few per row before.
+    #[test]
+    fn rows_are_numbered_by_their_first_line_with_any_line_ending() {
+        for end in ["\n", "\r\n"] {
+            // A header, a quoted field across two lines, an empty line, a short row.
+            let text = ["q,a", "one,1", "\"two", "lines\",2", "", "three,3", "four"].join(end);
+            assert_eq!(
+                lines_of(&(text.clone() + end), Layout::CSV),
+                [2, 3, 6, 7],
+                "{end:?}"
+            );
+            assert_eq!(
+                lines_of(&text, Layout::CSV_NO_HEADER),
+                [1, 2, 3, 6, 7],
+                "{end:?}"
+            );
+        }
+    }
 }
