@@ -60,14 +60,14 @@ impl Metric {
         let invalid = labels.map_or(0, |ls| {
             predictions
                 .iter()
-                .filter(|p| !ls.iter().any(|l| *l == norm(p)))
+                .filter(|p| !ls.iter().any(|l| norm(l) == norm(p)))
                 .count()
         });
         let accuracy = correct.iter().filter(|&&c| c).count() as f64 / n.max(1) as f64;
         let f1 = match self {
             Metric::AccuracyF1 { positive } => {
                 let pos = |s: &str| norm(s) == *positive;
-                let valid = |s: &str| labels.is_none_or(|ls| ls.iter().any(|l| *l == norm(s)));
+                let valid = |s: &str| labels.is_none_or(|ls| ls.iter().any(|l| norm(l) == norm(s)));
                 // What the prediction says of the positive class: an invalid one says the
                 // opposite of its reference.
                 let says_pos = |p: &str, r: &str| match valid(p) {

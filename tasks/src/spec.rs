@@ -63,8 +63,25 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
         conveyor_pipeline::regular::MAX_JSON_BYTES,
     )
     .map_err(|e| io_error(path, e))?;
-    let spec: TaskSpec = toml::from_str(&text).map_err(|e| io_error(path, e))?;
+    let mut spec: TaskSpec = toml::from_str(&text).map_err(|e| io_error(path, e))?;
     let bad = |m: &str| Err(io_error(path, m));
+    // Labels are read, and outputs scored, without the spaces around them: a map keeping
+    // them made `"1" = "positive "` a target no output could equal (every one "invalid").
+    if let Some(map) = spec.label_map.take() {
+        let mut trimmed = BTreeMap::new();
+        for (raw, target) in map {
+            let (raw, target) = (raw.trim().to_string(), target.trim().to_string());
+            if target.is_empty() {
+                return bad(&format!("label_map gives label {raw:?} an empty target"));
+            }
+            if trimmed.insert(raw.clone(), target).is_some() {
+                return bad(&format!(
+                    "label_map lists label {raw:?} twice (once with spaces around it)"
+                ));
+            }
+        }
+        spec.label_map = Some(trimmed);
+    }
     if spec.name.is_empty()
         || !spec
             .name

@@ -290,6 +290,29 @@ metric = "accuracy"
             positive: "positive".into()
         }
     );
+    // Nor are spaces around a label or its target: "positive " was a label no output could
+    // equal, so every prediction was invalid and F1 0.
+    std::fs::write(
+        &spec,
+        "name = \"x\"\nformat = \"tsv\"\ninput_template = \"{a}\"\nlabel_column = \"label\"\nmetric = \"f1:positive\"\n[label_map]\n\" 1\" = \"positive \"\n\"0\" = \" negative\"\n",
+    )
+    .unwrap();
+    let task = conveyor_tasks::spec::load(&spec).unwrap();
+    assert_eq!(task.labels().unwrap(), ["negative", "positive"]);
+    let refs = ["positive".to_string(), "negative".into()];
+    let scores = task
+        .info()
+        .metric
+        .score(&refs, &refs, &[None, None], task.labels().as_deref());
+    assert_eq!((scores.invalid, scores.f1), (0, Some(1.0)));
+    for (map, why) in [
+        ("\"1\" = \" \"", "empty target"),
+        ("\"1\" = \"a\"\n\" 1\" = \"b\"", "twice"),
+    ] {
+        std::fs::write(&spec, format!("name = \"x\"\nformat = \"tsv\"\ninput_template = \"{{a}}\"\nlabel_column = \"label\"\nmetric = \"accuracy\"\n[label_map]\n{map}\n")).unwrap();
+        let e = conveyor_tasks::spec::load(&spec).err().unwrap().to_string();
+        assert!(e.contains(why), "{e}");
+    }
 }
 
 #[test]
