@@ -397,6 +397,49 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         (v["task"].as_str(), v["written"].as_u64()),
         (Some("my_trec"), Some(581))
     );
+    // Evaluated with the task file it was prepared with only: without it, or with an edited
+    // one (another label), the labels and metric would be another task's.
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--checkpoint", ckpt.to_str().unwrap()];
+        args.extend(["--data", spec_out.to_str().unwrap(), "--limit", "4"]);
+        args.extend(["--device", "cpu", "--out"]);
+        let out = tmp_path("spec-eval");
+        args.push(out.to_str().unwrap());
+        args.extend(extra);
+        conveyor(&args)
+    };
+    let o = eval(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("give that file with --task-file"),
+        "{err}"
+    );
+    let edited = tmp_path("edited.toml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&edited, text.replace("Sports", "Sport")).unwrap();
+    let o = eval(&["--task-file", edited.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("are not those"),
+        "{err}"
+    );
+    let o = eval(&["--task-file", spec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A task file may not take a built-in task's name: wherever the file was not given, the
+    // built-in task would be taken for it.
+    std::fs::write(&edited, text.replace("my_trec", "ag_news")).unwrap();
+    let o = conveyor(&[
+        "task",
+        "show",
+        "ag_news",
+        "--task-file",
+        edited.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is a built-in task's"),
+        "{err}"
+    );
     // Named for a built-in task, the file is not silently set aside for it.
     let args = prepare("ag_news", &tmp_path("spec-other"));
     let o = conveyor(&args.iter().map(String::as_str).collect::<Vec<_>>());

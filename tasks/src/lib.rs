@@ -85,7 +85,7 @@ pub enum TaskError {
         skipped: u64,
         first: String,
     },
-    #[error("unknown task {0:?}; `conveyor task list` shows them")]
+    #[error("unknown task {0:?}; `conveyor task list` shows the built-in ones, and a task defined in a TOML file needs --task-file FILE")]
     Unknown(String),
     #[error("{}: defines the task {defined:?}, not {asked:?}: name the task the file defines, or drop --task-file", conveyor_pipeline::printable::path(path))]
     OtherTask {
@@ -199,6 +199,17 @@ pub fn resolve(name: &str, task_file: Option<&Path>) -> Result<Box<dyn Task>, Ta
         });
     }
     Ok(t)
+}
+
+/// The sha256 of a task file's settings (None for a built-in task): recorded with the data
+/// it prepares, so that `eval` can tell the task it is given from the one it was prepared
+/// for.
+pub fn definition_sha256(task: &dyn Task) -> Option<String> {
+    use sha2::Digest;
+    let d = task.definition()?;
+    Some(conveyor_pipeline::manifest::hex(&sha2::Sha256::digest(
+        d.to_string().as_bytes(),
+    )))
 }
 
 /// The built-in task called `name`.

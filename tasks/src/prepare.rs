@@ -513,6 +513,7 @@ pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, P
             truncated_inputs: ti,
             truncated_targets: tt,
             contents_sha256: Some(contents.clone()),
+            definition_sha256: crate::definition_sha256(task),
             unreachable_targets: unreachable.get(i).map_or(0, |u| u.0),
             unreachable_example: unreachable.get(i).and_then(|u| u.1.clone()),
             problems: data

@@ -90,6 +90,15 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
     {
         return bad("name must be letters, digits or _");
     }
+    // A task file named like a built-in task would be taken for it wherever the file is not
+    // given (an `eval` without --task-file scored with the built-in's labels; a report put
+    // it in the built-in's column).
+    if crate::find(&spec.name).is_ok() {
+        return bad(&format!(
+            "name {:?} is a built-in task's: give this task a name of its own (`conveyor task list` shows the built-in ones)",
+            spec.name
+        ));
+    }
     match (&spec.label_map, &spec.target_template, &spec.label_column) {
         (Some(_), None, Some(_)) | (None, Some(_), None) => {}
         _ => return bad("give either label_column with label_map, or target_template"),

@@ -55,8 +55,9 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     );
     a.data = local_dataset(&a.data)?.0;
     let device = select_device(a.device.into())?;
-    let task_name = prepared_task(&a)?;
+    let (task_name, definition) = prepared_task(&a)?;
     let task = conveyor_tasks::resolve(&task_name, a.task_file.as_deref())?;
+    same_definition(&a, task.as_ref(), definition.as_deref())?;
     // A mistyped checkpoint is named before anything is made (inside it, by default).
     conveyor_model::checkpoint::read_config(&a.checkpoint)?;
     let out = a
@@ -171,8 +172,9 @@ fn refuse_foreign_out(out: &std::path::Path, remove: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The task the data was prepared for, checked against --task.
-fn prepared_task(a: &EvalArgs) -> anyhow::Result<String> {
+/// The task the data was prepared for, checked against --task, and the sha256 of the task
+/// file it was prepared with (if one was, and the data records it).
+fn prepared_task(a: &EvalArgs) -> anyhow::Result<(String, Option<String>)> {
     let m = conveyor_pipeline::examples::ExamplesManifest::read(&a.data)?;
     let prepared = m.settings.objective.task().with_context(|| {
         format!(
@@ -188,7 +190,32 @@ fn prepared_task(a: &EvalArgs) -> anyhow::Result<String> {
             a.data.display()
         );
     }
-    Ok(prepared.to_string())
+    let definition = m.task.and_then(|t| t.definition_sha256);
+    anyhow::ensure!(
+        definition.is_none() || a.task_file.is_some(),
+        "{} was prepared for {prepared}, a task defined in a task file: give that file with --task-file",
+        a.data.display()
+    );
+    Ok((prepared.to_string(), definition))
+}
+
+/// Scores come from the labels and metric of the task file the data was prepared with, not
+/// from an edited one (whose labels made every prediction "invalid" beside an accuracy of 1).
+fn same_definition(
+    a: &EvalArgs,
+    task: &dyn conveyor_tasks::Task,
+    prepared: Option<&str>,
+) -> anyhow::Result<()> {
+    let (Some(prepared), Some(file)) = (prepared, &a.task_file) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        conveyor_tasks::definition_sha256(task).as_deref() == Some(prepared),
+        "{}: its settings are not those {} was prepared with (the file was edited since, or is another one): evaluate with the task file the data was prepared with, or prepare the data again with this one",
+        file.display(),
+        a.data.display()
+    );
+    Ok(())
 }
 
 /// `OUT/predictions.jsonl`: one line per example with its input, target, prediction,

@@ -139,6 +139,11 @@ pub struct TaskCounts {
     /// complete".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contents_sha256: Option<String>,
+    /// sha256 of the task file's settings (None for a built-in task, and in folders
+    /// prepared before it was recorded): `eval` scores with that definition only, not with
+    /// an edited file's labels and metric, nor with a built-in task of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_sha256: Option<String>,
     /// Examples whose target text the vocabulary cannot give back (decoding its ids is
     /// another text: a character it lacks, spacing it normalises): never predicted right.
     #[serde(default)]

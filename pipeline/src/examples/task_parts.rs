@@ -70,6 +70,7 @@ pub fn task_manifest(
         truncated_targets: counts.iter().map(|c| c.truncated_targets).sum(),
         // Every worker hashes the whole job's inputs: the same value.
         contents_sha256: counts.iter().find_map(|c| c.contents_sha256.clone()),
+        definition_sha256: counts.iter().find_map(|c| c.definition_sha256.clone()),
         unreachable_targets: counts.iter().map(|c| c.unreachable_targets).sum(),
         unreachable_example: counts.iter().find_map(|c| c.unreachable_example.clone()),
         problems: counts
