@@ -218,6 +218,15 @@ impl Task for TaskSpec {
             (SpecFormat::Tsv, false) => Layout::TSV_NO_HEADER,
         };
         let (header, rows) = rows(path, layout)?;
+        if self.header && header.is_empty() {
+            return Err(self.format_error(path, "the file is empty: no header row".into()));
+        }
+        // A row of another shape than the header's (or, without one, the first row's) is
+        // malformed: skipped and counted, not read as a label "" or a field that is not there.
+        let fields = match self.header {
+            true => Some(header.len()),
+            false => rows.iter().find_map(|(_, r)| r.as_ref().ok().map(Vec::len)),
+        };
         let col = |name: &Option<String>| -> Result<Option<usize>, TaskError> {
             match name {
                 None => Ok(None),
@@ -237,7 +246,7 @@ impl Task for TaskSpec {
             .as_ref()
             .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
-        each_row(self, path, rows, None, strict, out, |line, row, out| {
+        each_row(self, path, rows, fields, strict, out, |line, row, out| {
             let inputs = match render(&self.input_template, &header, &row) {
                 Ok(s) => s,
                 Err(e) => return out.skip(&file, line, e, strict),
@@ -279,5 +288,55 @@ mod tests {
         let e = render_at_most("{a}{a}{a}", &h, &r, 8).unwrap_err();
         assert!(e.contains("over 8 bytes") && e.contains("\"a\""), "{e}");
         assert_eq!(render_at_most("{a}{a}", &h, &r, 8).unwrap(), "x yx y");
+    }
+
+    /// A row with fields missing or extra is malformed: skipped with its line and counted
+    /// (it stopped the run as an unknown label ""), with or without a header.
+    #[test]
+    fn rows_of_another_shape_are_skipped_and_an_empty_file_named() {
+        let dir = std::env::temp_dir().join(format!("conveyor-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = |header: bool, label: &str| {
+            let path = dir.join(format!("{header}.toml"));
+            std::fs::write(
+                &path,
+                format!("name = \"mood\"\nformat = \"tsv\"\nheader = {header}\ninput_template = \"{{0}}\"\nlabel_column = \"{label}\"\nmetric = \"accuracy\"\n[label_map]\n\"0\" = \"sad\"\n\"1\" = \"happy\"\n"),
+            )
+            .unwrap();
+            load(&path).unwrap()
+        };
+        let rows = "good day\t1\nonly_one_field\nbad day\t0\ntoo\tmany\tfields\n";
+        let data = dir.join("rows.tsv");
+        for (header, label, text) in [
+            (true, "label", format!("text\tlabel\n{rows}")),
+            (false, "1", rows.to_string()),
+        ] {
+            std::fs::write(&data, text).unwrap();
+            let d = crate::read_all(
+                spec(header, label).as_ref(),
+                std::slice::from_ref(&data),
+                false,
+            )
+            .unwrap();
+            let skipped: Vec<_> = d
+                .skipped
+                .iter()
+                .map(|s| (s.line, s.reason.clone()))
+                .collect();
+            let first = u64::from(header) + 2;
+            assert_eq!(d.examples.len(), 2, "header {header}");
+            assert_eq!(
+                skipped,
+                [
+                    (first, "1 fields, expected 2".to_string()),
+                    (first + 2, "3 fields, expected 2".to_string())
+                ],
+                "header {header}"
+            );
+        }
+        std::fs::write(&data, "").unwrap();
+        let e = crate::read_all(spec(true, "label").as_ref(), &[data], false).unwrap_err();
+        assert!(e.to_string().contains("the file is empty"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
