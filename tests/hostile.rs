@@ -534,7 +534,7 @@ fn huge_records_are_skipped_and_small_faults_counted() {
 }
 
 #[test]
-fn a_task_that_yields_no_example_fails() {
+fn a_task_file_naming_no_column_fails_and_leaves_nothing() {
     let sb = Sandbox::new("task");
     let spec = sb.work.join("spec.toml");
     std::fs::write(
@@ -557,8 +557,9 @@ fn a_task_that_yields_no_example_fails() {
             "--out",
             s(&out),
         ],
-        &["no example", "sentnce"],
+        &["{sentnce} is not one of its columns sentence, label"],
     );
+    assert!(!out.exists(), "the failed run left its --out");
     sb.assert_outside_unchanged();
 }
 

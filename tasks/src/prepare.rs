@@ -246,6 +246,17 @@ fn input_sha256(path: &Path) -> Result<String, PrepareError> {
 
 /// Reads, tokenizes and writes the task's examples.
 pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
+    // A failed run leaves no empty --out behind that it made itself (a worker's is shared).
+    let made = cfg.worker.is_none() && !cfg.out.exists();
+    let done = prepare_into(task, cfg);
+    if done.is_err() && made {
+        // Removes the folder only while it is empty.
+        let _ = std::fs::remove_dir(&cfg.out);
+    }
+    done
+}
+
+fn prepare_into(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
     conveyor_pipeline::contain::check_split(&cfg.split, "--split")?;
     for (flag, l) in [
         ("--inputs-length", cfg.inputs_length),

@@ -99,6 +99,14 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
             spec.name
         ));
     }
+    for (what, t) in [
+        ("input_template", Some(&spec.input_template)),
+        ("target_template", spec.target_template.as_ref()),
+    ] {
+        if let Some(Err(e)) = t.map(|t| template_fields(t)) {
+            return bad(&format!("{what}: {e}"));
+        }
+    }
     match (&spec.label_map, &spec.target_template, &spec.label_column) {
         (Some(_), None, Some(_)) | (None, Some(_), None) => {}
         _ => return bad("give either label_column with label_map, or target_template"),
@@ -124,6 +132,36 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
 /// with the reason.
 const MAX_RENDERED: usize = conveyor_pipeline::source::MAX_DOCUMENT_BYTES;
 
+/// The `{field}` names of a template, in order; an unclosed `{`, or a `{` inside a field
+/// name (`{{text}}`: a template has no way to write a brace itself), is an error.
+fn template_fields(template: &str) -> Result<Vec<&str>, String> {
+    let mut fields = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed {{ in {template:?}"))?;
+        let key = &after[..close];
+        if key.is_empty() || key.contains('{') {
+            return Err(format!(
+                "{{{key}}} in {template:?} is not a field name (a template cannot hold a brace of its own)"
+            ));
+        }
+        fields.push(key);
+        rest = &after[close + 1..];
+    }
+    Ok(fields)
+}
+
+/// The column a template's field names: a header name, or (a number) an index.
+fn field_index(header: &[String], key: &str) -> Option<usize> {
+    header
+        .iter()
+        .position(|h| h == key)
+        .or_else(|| key.parse::<usize>().ok())
+}
+
 /// `{field}` placeholders of a template, resolved against the header (or as indices).
 fn render(template: &str, header: &[String], row: &[String]) -> Result<String, String> {
     render_at_most(template, header, row, MAX_RENDERED)
@@ -144,10 +182,7 @@ fn render_at_most(
             .ok_or_else(|| format!("unclosed {{ in template {template:?}"))?
             + open;
         let key = &rest[open + 1..close];
-        let i = header
-            .iter()
-            .position(|h| h == key)
-            .or_else(|| key.parse::<usize>().ok())
+        let i = field_index(header, key)
             .ok_or_else(|| format!("template field {key:?} is not a column"))?;
         let v = row
             .get(i)
@@ -164,6 +199,29 @@ fn render_at_most(
     }
     out.push_str(rest);
     Ok(out)
+}
+
+impl TaskSpec {
+    /// Every template field names a column of `header` (or, without one, an index below
+    /// `width`).
+    fn check_fields(&self, path: &Path, header: &[String], width: usize) -> Result<(), TaskError> {
+        let templates = [Some(&self.input_template), self.target_template.as_ref()];
+        for t in templates.into_iter().flatten() {
+            let names = template_fields(t).map_err(|e| self.format_error(path, e))?;
+            let missing = |k: &&&str| field_index(header, k).is_none_or(|i| i >= width);
+            if let Some(k) = names.iter().find(missing) {
+                let columns = match header.is_empty() {
+                    true => format!("fields 0 to {}", width - 1),
+                    false => format!("columns {}", header.join(", ")),
+                };
+                return Err(self.format_error(
+                    path,
+                    format!("template field {{{k}}} is not one of its {columns}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Task for TaskSpec {
@@ -238,6 +296,11 @@ impl Task for TaskSpec {
                     .ok_or_else(|| self.format_error(path, format!("no column {n:?}"))),
             }
         };
+        // A field that names no column fails the file here, once, not each of its rows (a
+        // file of no rows has nothing to check).
+        if let Some(width) = fields {
+            self.check_fields(path, &header, width)?;
+        }
         let label = col(&self.label_column)?;
         let category = col(&self.category_column)?;
         let file = file_name(path);
@@ -288,6 +351,11 @@ mod tests {
         let e = render_at_most("{a}{a}{a}", &h, &r, 8).unwrap_err();
         assert!(e.contains("over 8 bytes") && e.contains("\"a\""), "{e}");
         assert_eq!(render_at_most("{a}{a}", &h, &r, 8).unwrap(), "x yx y");
+        // Mistakes in a template are the file's, found when it loads, not once per row.
+        assert_eq!(template_fields("p: {a} / {1}").unwrap(), ["a", "1"]);
+        for bad in ["{a", "x {}", "{{a}}"] {
+            assert!(template_fields(bad).is_err(), "{bad}");
+        }
     }
 
     /// A row with fields missing or extra is malformed: skipped with its line and counted
@@ -334,6 +402,25 @@ mod tests {
                 "header {header}"
             );
         }
+        // A field naming no column fails the file once, naming the columns.
+        std::fs::write(&data, format!("text\tlabel\n{rows}")).unwrap();
+        let path = dir.join("typo.toml");
+        let text = std::fs::read_to_string(dir.join("true.toml")).unwrap();
+        std::fs::write(&path, text.replace("{0}", "{txt}")).unwrap();
+        let e = crate::read_all(
+            load(&path).unwrap().as_ref(),
+            std::slice::from_ref(&data),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("{txt} is not one of its columns text, label"),
+            "{e}"
+        );
+        std::fs::write(&path, text.replace("{0}", "{text")).unwrap();
+        let e = load(&path).err().unwrap().to_string();
+        assert!(e.contains("input_template: unclosed {"), "{e}");
         std::fs::write(&data, "").unwrap();
         let e = crate::read_all(spec(true, "label").as_ref(), &[data], false).unwrap_err();
         assert!(e.to_string().contains("the file is empty"), "{e}");
