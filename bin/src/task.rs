@@ -209,7 +209,7 @@ fn show(task: &str, task_file: Option<PathBuf>, input: &[PathBuf], n: usize) -> 
     println!("task:    {}", one_line(&i.name));
     println!("about:   {}", one_line(&i.description));
     println!("formats: {}", one_line(&i.formats));
-    println!("metric:  {:?}", i.metric);
+    println!("metric:  {}", i.metric);
     match t.labels() {
         Some(l) => println!("labels:  {}", one_line(&l.join(", "))),
         None => println!("labels:  (generation: the target text itself)"),

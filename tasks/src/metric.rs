@@ -40,6 +40,17 @@ pub struct Scores {
     pub majority: Option<f64>,
 }
 
+/// As a task file spells it: `accuracy`, `f1:LABEL` (accuracy too), `exact_match`.
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Metric::Accuracy => write!(f, "accuracy"),
+            Metric::AccuracyF1 { positive } => write!(f, "f1:{positive} (and accuracy)"),
+            Metric::ExactMatch => write!(f, "exact_match (overall and per category)"),
+        }
+    }
+}
+
 impl Metric {
     /// Scores `predictions` against `references` (same order); `labels` are the valid
     /// targets of a classification task; `categories` group examples for exact match.

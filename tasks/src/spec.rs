@@ -206,8 +206,15 @@ impl TaskSpec {
     /// `width`).
     fn check_fields(&self, path: &Path, header: &[String], width: usize) -> Result<(), TaskError> {
         let templates = [Some(&self.input_template), self.target_template.as_ref()];
+        let columns = [self.label_column.as_ref(), self.category_column.as_ref()];
+        for c in columns.into_iter().flatten() {
+            self.once_in(path, header, c)?;
+        }
         for t in templates.into_iter().flatten() {
             let names = template_fields(t).map_err(|e| self.format_error(path, e))?;
+            for k in &names {
+                self.once_in(path, header, k)?;
+            }
             let missing = |k: &&&str| field_index(header, k).is_none_or(|i| i >= width);
             if let Some(k) = names.iter().find(missing) {
                 let columns = match header.is_empty() {
@@ -221,6 +228,17 @@ impl TaskSpec {
             }
         }
         Ok(())
+    }
+
+    /// A column the task names is not one of two of the same name (the first was taken).
+    fn once_in(&self, path: &Path, header: &[String], name: &str) -> Result<(), TaskError> {
+        match header.iter().filter(|h| *h == name).count() {
+            0 | 1 => Ok(()),
+            n => Err(self.format_error(
+                path,
+                format!("the header names {n} columns {name:?}: rename them apart"),
+            )),
+        }
     }
 }
 
@@ -418,6 +436,15 @@ mod tests {
                 .contains("{txt} is not one of its columns text, label"),
             "{e}"
         );
+        // Two columns of one name: which one the task meant is not guessed.
+        std::fs::write(&data, "text\tlabel\tlabel\ngood\t1\t0\n").unwrap();
+        let e = crate::read_all(
+            spec(true, "label").as_ref(),
+            std::slice::from_ref(&data),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("2 columns \"label\""), "{e}");
         std::fs::write(&path, text.replace("{0}", "{text")).unwrap();
         let e = load(&path).err().unwrap().to_string();
         assert!(e.contains("input_template: unclosed {"), "{e}");
