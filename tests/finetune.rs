@@ -81,6 +81,54 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["scores"]["accuracy"].as_f64(), Some(acc));
+    // The same scores from the predictions file alone (as another trainer's would be), and
+    // other ones once a prediction changes.
+    let predictions = eval.join("predictions.jsonl");
+    let score = || {
+        let out = ok(&[
+            "task",
+            "score",
+            "ag_news",
+            "--predictions",
+            predictions.to_str().unwrap(),
+            "--json",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    assert_eq!(score(), metrics["scores"]);
+    let labels = ["World", "Sports", "Business", "Sci/Tech"];
+    let mut rows: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let valid = rows
+        .iter()
+        .position(|r| labels.iter().any(|l| r["prediction"] == *l))
+        .unwrap();
+    rows[valid]["prediction"] = "no label".into();
+    let edited: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    std::fs::write(&predictions, edited.join("\n")).unwrap();
+    let invalid = metrics["scores"]["invalid"].as_u64().unwrap();
+    assert_eq!(score()["invalid"], invalid + 1);
+    let first = lines.lines().next().unwrap();
+    std::fs::write(
+        &predictions,
+        format!("{first}\n{{\"prediction\": \"World\"}}\n"),
+    )
+    .unwrap();
+    let o = conveyor(&[
+        "task",
+        "score",
+        "ag_news",
+        "--predictions",
+        predictions.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("predictions.jsonl: line 2: no \"target\""),
+        "{err}"
+    );
+    std::fs::write(&predictions, &lines).unwrap();
 
     // The report puts it in the Table 2 layout; run folders work too (evaluations with the
     // default --out land in the checkpoint folder).

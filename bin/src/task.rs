@@ -1,8 +1,8 @@
-//! `conveyor task list|show|prepare|texts`: the text-to-text tasks, their formats, labels and
-//! metrics, their datasets tokenized into example shards, and their training inputs as
-//! unlabeled text for pre-training.
+//! `conveyor task list|show|prepare|texts|score`: the text-to-text tasks, their formats,
+//! labels and metrics, their datasets tokenized into example shards, their training inputs as
+//! unlabeled text for pre-training, and their scores of predictions made anywhere.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -38,6 +38,20 @@ pub enum TaskCommand {
     /// (`ingest` reads them): with --holdout, only the rows `prepare --holdout` keeps for
     /// train, so no dev row reaches the pre-training corpus.
     Texts(TextsArgs),
+    /// Score predictions made anywhere (eval's predictions.jsonl, or another trainer's) with
+    /// the task's metric: JSON lines with "prediction", "target" and optional "category".
+    Score {
+        task: String,
+        /// A TOML task file defining the task.
+        #[arg(long)]
+        task_file: Option<PathBuf>,
+        /// The predictions file.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// Print the scores as JSON (metrics.json's "scores").
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A task and its dataset files: what `prepare` and `texts` read.
@@ -185,6 +199,12 @@ pub fn run(c: TaskCommand) -> anyhow::Result<i32> {
         } => show(&task, task_file, &input, n)?,
         TaskCommand::Prepare(a) => prepare_task(a)?,
         TaskCommand::Texts(a) => texts(a)?,
+        TaskCommand::Score {
+            task,
+            task_file,
+            predictions,
+            json,
+        } => score(&task, task_file, &predictions, json)?,
     }
     Ok(0)
 }
@@ -241,6 +261,32 @@ fn show(task: &str, task_file: Option<PathBuf>, input: &[PathBuf], n: usize) -> 
         println!("--- {}:{}", one_line(&e.file), e.line);
         println!("inputs:  {}", one_line(&e.inputs));
         println!("targets: {}", one_line(&e.targets));
+    }
+    Ok(())
+}
+
+/// `task score`: the task's scores of a predictions file, as `eval` computes them.
+fn score(task: &str, task_file: Option<PathBuf>, file: &Path, json: bool) -> anyhow::Result<()> {
+    let t = resolve(task, task_file.as_deref())?;
+    let p = conveyor_tasks::score::read_predictions(file)?;
+    let s = conveyor_tasks::score::score(t.as_ref(), &p);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("{} examples scored with {}", s.examples, t.info().metric);
+    println!("accuracy: {:.4}", s.accuracy);
+    if let Some(f1) = s.f1 {
+        println!("f1:       {f1:.4}");
+    }
+    if t.labels().is_some() {
+        println!("invalid:  {} (outputs that are no label)", s.invalid);
+    }
+    if let Some(m) = s.majority {
+        println!("majority: {m:.4} (always the most frequent target)");
+    }
+    for (c, em) in &s.per_category {
+        println!("  {}: {em:.4}", one_line(c));
     }
     Ok(())
 }

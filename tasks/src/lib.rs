@@ -8,6 +8,7 @@ pub mod metric;
 pub mod prepare;
 pub mod read;
 pub mod report;
+pub mod score;
 pub mod spec;
 pub mod spread;
 pub mod synth;

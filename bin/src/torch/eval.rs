@@ -99,13 +99,15 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         let _ = std::fs::remove_file(&pred_tmp);
     })?;
     write_predictions(file, &predictions)?;
+    // Scored as `task score` scores the file just written.
     let column = |f: fn(&Prediction) -> String| predictions.iter().map(f).collect::<Vec<_>>();
-    let categories: Vec<Option<String>> = predictions.iter().map(|p| p.category.clone()).collect();
-    let scores = task.info().metric.score(
-        &column(|p| p.prediction.clone()),
-        &column(|p| p.target.clone()),
-        &categories,
-        task.labels().as_deref(),
+    let scores = conveyor_tasks::score::score(
+        task.as_ref(),
+        &conveyor_tasks::score::Predictions {
+            predictions: column(|p| p.prediction.clone()),
+            targets: column(|p| p.target.clone()),
+            categories: predictions.iter().map(|p| p.category.clone()).collect(),
+        },
     );
     let summary = EvalSummary {
         task: task_name,

@@ -1,0 +1,81 @@
+//! `conveyor task score`: a task's metric over predictions made anywhere (conveyor's `eval`,
+//! or a trainer of one's own), read from JSON lines, one example each:
+//! `{"prediction": "...", "target": "...", "category": "..." or null}` (`eval`'s
+//! `predictions.jsonl` is such a file; other keys are ignored).
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+use crate::read::io_error;
+use crate::{Scores, Task, TaskError};
+
+/// The longest line read: a prediction or target past it is no model's output.
+const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// The columns of a predictions file.
+#[derive(Debug, Default, PartialEq)]
+pub struct Predictions {
+    pub predictions: Vec<String>,
+    pub targets: Vec<String>,
+    pub categories: Vec<Option<String>>,
+}
+
+/// Reads a predictions file; a line that is not such an object is an error naming it.
+pub fn read_predictions(path: &Path) -> Result<Predictions, TaskError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut out = Predictions::default();
+    let mut line = String::new();
+    for number in 1.. {
+        line.clear();
+        let n = reader
+            .by_ref()
+            .take(MAX_LINE_BYTES + 1)
+            .read_line(&mut line)
+            .map_err(|e| io_error(path, format!("line {number}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > MAX_LINE_BYTES {
+            return Err(io_error(
+                path,
+                format!("line {number} runs past {MAX_LINE_BYTES} bytes: not a predictions file"),
+            ));
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| {
+            io_error(
+                path,
+                format!("line {number}: {why}; each line must be a JSON object with \"prediction\" and \"target\" strings (and \"category\", a string or null, if the task has them)"),
+            )
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+        let text = |key: &str| match v.get(key) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(bad(format!("\"{key}\" is {other}, not a string"))),
+            None => Err(bad(format!("no \"{key}\""))),
+        };
+        out.predictions.push(text("prediction")?);
+        out.targets.push(text("target")?);
+        out.categories.push(match v.get("category") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(_) => Some(text("category")?),
+        });
+    }
+    if out.targets.is_empty() {
+        return Err(io_error(path, "holds no prediction: nothing to score"));
+    }
+    Ok(out)
+}
+
+/// The task's scores of `p`, as `eval` computes them.
+pub fn score(task: &dyn Task, p: &Predictions) -> Scores {
+    task.info().metric.score(
+        &p.predictions,
+        &p.targets,
+        &p.categories,
+        task.labels().as_deref(),
+    )
+}
