@@ -246,14 +246,9 @@ fn input_sha256(path: &Path) -> Result<String, PrepareError> {
 
 /// Reads, tokenizes and writes the task's examples.
 pub fn prepare(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {
-    // A failed run leaves no empty --out behind that it made itself (a worker's is shared).
-    let made = cfg.worker.is_none() && !cfg.out.exists();
-    let done = prepare_into(task, cfg);
-    if done.is_err() && made {
-        // Removes the folder only while it is empty.
-        let _ = std::fs::remove_dir(&cfg.out);
-    }
-    done
+    conveyor_pipeline::job::outdir::removed_if_failed_empty(&cfg.out, cfg.worker.is_some(), || {
+        prepare_into(task, cfg)
+    })
 }
 
 fn prepare_into(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, PrepareError> {

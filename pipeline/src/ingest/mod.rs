@@ -188,6 +188,11 @@ impl Plan {
 
 /// Runs the ingest job (or resumes it, or reports it as already complete).
 pub fn ingest(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummary, Error> {
+    let (out, worker) = (cfg.out.clone(), cfg.worker.is_some());
+    crate::job::outdir::removed_if_failed_empty(&out, worker, || ingest_into(cfg, progress))
+}
+
+fn ingest_into(cfg: IngestConfig, progress: &dyn Progress) -> Result<IngestSummary, Error> {
     let started = std::time::Instant::now();
     let plan = plan(cfg)?;
     let out = plan.cfg.out.clone();

@@ -18,6 +18,23 @@ pub enum OutState {
 }
 
 /// Where the job keeps its unfinished work inside `out`.
+/// Runs a job that writes into `out` (`shared`: a worker's, whose folder the others use too);
+/// when it fails, a folder it made goes again while nothing is in it: a failed run leaves no
+/// empty output behind (a folder that was there before, or holds anything, stays).
+pub fn removed_if_failed_empty<T, E>(
+    out: &Path,
+    shared: bool,
+    job: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let made = !shared && !out.exists();
+    let done = job();
+    if done.is_err() && made {
+        // Fails, leaving it, unless the folder is empty.
+        let _ = std::fs::remove_dir(out);
+    }
+    done
+}
+
 pub fn work_dir(out: &Path, name: &str) -> std::path::PathBuf {
     out.join(name)
 }
