@@ -218,16 +218,27 @@ impl Manifest {
 }
 
 /// Refuses a dataset manifest's split or shard names (read from `source`) that are not
-/// plain names; token and example manifests share the rule.
+/// plain names, or a shard listed twice (read twice an epoch, in place of another);
+/// token and example manifests share the rule.
 pub fn check_names<'a>(
     split: &str,
     files: impl IntoIterator<Item = &'a str>,
     source: &Path,
 ) -> Result<(), Error> {
     crate::contain::check_split(split, &source.display().to_string())?;
-    files
-        .into_iter()
-        .try_for_each(|f| crate::contain::check_name(f, source))
+    let mut seen = std::collections::HashSet::new();
+    for f in files {
+        crate::contain::check_name(f, source)?;
+        if !seen.insert(f) {
+            return Err(Error::Manifest {
+                path: source.to_path_buf(),
+                message: format!(
+                    "lists the shard {f:?} twice: the manifest was edited or is damaged; re-create the data"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `DIR/FILE` for one of the shards a dataset manifest (`DIR/manifest.json`) lists, kept

@@ -27,6 +27,23 @@ pub(crate) fn folder_of(path: &Path) -> PathBuf {
 
 /// A token, example or clean folder's manifest, read and checked by its typed reader.
 pub(crate) fn read(path: &Path) -> PyResult<serde_json::Value> {
+    // Named as given: "x.parquet/manifest.json: Not a directory" said less.
+    let why = |what: &str| {
+        format!(
+            "{}: {what}; give the folder conveyor wrote (the one holding manifest.json), or that manifest.json",
+            path.display()
+        )
+    };
+    if !path.exists() {
+        return Err(pyo3::exceptions::PyFileNotFoundError::new_err(why(
+            "does not exist",
+        )));
+    }
+    if path.is_file() && path.file_name().is_some_and(|n| n != "manifest.json") {
+        return Err(ConveyorError::new_err(why(
+            "is a file, not a dataset folder",
+        )));
+    }
     let dir = folder_of(path);
     let file = dir.join("manifest.json");
     let format = conveyor_pipeline::manifest::format_of(&dir).map_err(crate::error)?;

@@ -367,6 +367,47 @@ def test_ids_are_checked_against_the_datas_own_vocabulary(examples, tmp_path):
         next(conveyor.Loader(edited, 8))
 
 
+def test_manifests_and_states_edited_by_hand_are_refused(examples, tmp_path):
+    import shutil
+    edited = tmp_path / "edited"
+    shutil.copytree(examples, edited)
+    m = json.loads((edited / "manifest.json").read_text())
+
+    def write(**settings):
+        e = json.loads(json.dumps(m))
+        e["settings"].update(settings)
+        (edited / "manifest.json").write_text(json.dumps(e))
+
+    # Feature lengths below the rows': each row was cut to them (its EOS lost) without a word.
+    for key, value in [("inputs_length", 64), ("targets_length", 10)]:
+        write(**{key: value})
+        what = key.split("_")[0]
+        with pytest.raises(conveyor.ConveyorError, match=f"more than the {what} length {value}"):
+            next(conveyor.Loader(edited, 8, shuffle_buffer=0, shuffle_shards=False))
+    # A shard listed twice was read twice an epoch, in place of another.
+    e = json.loads(json.dumps(m))
+    e["shards"][1] = e["shards"][0]
+    (edited / "manifest.json").write_text(json.dumps(e))
+    with pytest.raises(conveyor.ConveyorError, match="twice"):
+        conveyor.Loader(edited, 8)
+    with pytest.raises(conveyor.ConveyorError, match="twice"):
+        conveyor.read_manifest(edited)
+    # A shard file given for the folder is named as a file.
+    with pytest.raises(conveyor.ConveyorError, match="is a file, not a dataset folder"):
+        conveyor.Loader(examples / m["shards"][0]["file"], 8)
+    # States no loader of this configuration could save: more empty batches owed than
+    # align_steps allows, an epoch past the last one.
+    aligned = conveyor.Loader(examples, 8, align_steps=2).state_dict()
+    with pytest.raises(conveyor.ConveyorError, match="owes 99 empty batch"):
+        conveyor.Loader(examples, 8, align_steps=2, state=dict(aligned, padding=99))
+    state = conveyor.Loader(examples, 8, epochs=3).state_dict()
+    with pytest.raises(conveyor.ConveyorError, match="epoch 7, past the last one"):
+        conveyor.Loader(examples, 8, epochs=3, state=dict(state, epoch=7))
+    # The state after the last epoch's last batch resumes to nothing, as it should.
+    done = dict(state, epoch=3, position=0)
+    assert list(conveyor.Loader(examples, 8, epochs=3, state=done)) == []
+
+
 def test_a_shard_of_other_column_types_is_an_error_naming_it(c4_tokens, tmp_path):
     # Rewritten by another tool (large lists, signed ids), its manifest's sums updated: an
     # error naming the shard, never a quiet end of the data (the reading thread panicked and

@@ -220,10 +220,13 @@ impl Loader {
                     plan.cfg.drop_remainder
                 )));
             }
-            Some(s) => LoaderState {
-                ending: plan.ending,
-                ..s
-            },
+            Some(s) => {
+                check_edited(&plan, &s)?;
+                LoaderState {
+                    ending: plan.ending,
+                    ..s
+                }
+            }
             None => LoaderState {
                 epoch: 0,
                 position: 0,
@@ -440,6 +443,29 @@ fn plan(cfg: LoaderConfig) -> Result<Plan, Error> {
     // Never 0, which marks a state saved before it was recorded.
     plan.ending = hash64(&ending).max(1);
     Ok(plan)
+}
+
+/// What no loader of this configuration could have saved (the fingerprint covers only the
+/// configuration; a position past the data is found when the epoch is read): empty batches
+/// owed past what an epoch's end can owe, or an epoch past the last one.
+fn check_edited(plan: &Plan, s: &LoaderState) -> Result<(), Error> {
+    let owe = plan.cfg.align_steps.filter(|_| epoch::steps_aligned(plan));
+    if s.padding > owe.map_or(0, |a| a as u64) {
+        return Err(Error::Config(format!(
+            "the loader state owes {} empty batch(es) at its epoch's end, more than this configuration's can (align_steps {}): the state was edited; resume from the state saved, or start without one",
+            s.padding,
+            owe.map_or("none".into(), |a| a.to_string())
+        )));
+    }
+    if let Some(n) = plan.cfg.epochs.filter(|&n| s.epoch > n) {
+        return Err(Error::Config(format!(
+            "the loader state is in epoch {}, past the last one asked for (epochs={n}: epochs 0 to {}): nothing would be read; give epochs above {}",
+            s.epoch,
+            n.saturating_sub(1),
+            s.epoch
+        )));
+    }
+    Ok(())
 }
 
 /// The first 8 bytes (little-endian) of the SHA-256 of a JSON value's compact text: how a

@@ -27,6 +27,31 @@ fn check_ids<T: Copy + Into<u32>>(
     }
 }
 
+/// An example shard's row fits the feature lengths its manifest gives: a longer one would be
+/// cut to them in its batch without a word (its EOS, or a target's sentinels, lost).
+fn check_widths(
+    plan: &Plan,
+    inputs: usize,
+    targets: usize,
+    shard: &SourceShard,
+    row: u64,
+) -> Result<(), Error> {
+    for (what, n, length) in [
+        ("inputs", inputs, plan.inputs_length),
+        ("targets", targets, plan.targets_length),
+    ] {
+        if n > length {
+            return Err(Error::Verify {
+                path: shard.path.clone(),
+                message: format!(
+                    "row {row} holds {n} {what} ids, more than the {what} length {length} its manifest's settings give: the manifest was edited or belongs to other shards; re-create the data"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Items of one example shard; `global` counts items of the epoch so far.
 pub(super) fn examples_shard(
     plan: &Plan,
@@ -85,7 +110,9 @@ pub(super) fn examples_shard(
             })
         };
         let (inputs, targets) = item.ids();
-        if let Err(e) = check_ids(plan.vocab_limit, &[inputs, targets], shard, row_index - 1) {
+        let checked = check_ids(plan.vocab_limit, &[inputs, targets], shard, row_index - 1)
+            .and_then(|()| check_widths(plan, inputs.len(), targets.len(), shard, row_index - 1));
+        if let Err(e) = checked {
             bad = Some(e);
             return false;
         }
