@@ -71,6 +71,13 @@ class Loader(_Base):
                  world_size=None, inputs_length=None, noise_density=None, mean_span_length=None,
                  pack=False, pad_to="feature", drop_remainder=False, prefetch=2, epochs=None,
                  vocab_size=None, align_steps=None, state=None):
+        counts = dict(batch_size=batch_size, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer, rank=rank,
+                      world_size=world_size, inputs_length=inputs_length, prefetch=prefetch, epochs=epochs,
+                      vocab_size=vocab_size, align_steps=align_steps)
+        for name, value in counts.items():
+            # Named here: the extension's "can't convert negative int to unsigned" named none.
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise _native.ConveyorError(f"{name}={value}: give a count of 0 or more")
         if pad_to not in ("feature", "longest"):
             raise _native.ConveyorError(f"pad_to must be 'feature' or 'longest', not {pad_to!r}")
         if (rank is None) != (world_size is None):

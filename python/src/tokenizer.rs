@@ -157,6 +157,27 @@ impl Tokenizer {
         &self.inner.vocab().sha256
     }
 
+    /// Pickled as its model file's path and sha256 (a DataLoader worker under spawn,
+    /// `datasets.map(num_proc=...)`, whose cache keys on the pickle): unpickled, the file is
+    /// opened again and must still be that model.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (PathBuf, String))> {
+        let open = py.get_type::<Tokenizer>().getattr("_unpickle")?;
+        Ok((open, (self.path.clone(), self.sha256().to_string())))
+    }
+
+    #[staticmethod]
+    fn _unpickle(path: PathBuf, sha256: &str) -> PyResult<Self> {
+        let t = Self::from_file(path)?;
+        if t.sha256() != sha256 {
+            return Err(crate::ConveyorError::new_err(format!(
+                "{}: not the SentencePiece model this Tokenizer was pickled with (sha256 {sha256}, the file's is now {}): restore that model, or make the Tokenizer again",
+                t.path.display(),
+                t.sha256()
+            )));
+        }
+        Ok(t)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Tokenizer.from_file({:?}) ({} pieces)",

@@ -340,6 +340,11 @@ def test_wrong_lengths_vocabularies_and_state_values_are_refused(examples, c4_to
     assert next(conveyor.Loader(examples, 8, noise_density=0.15, mean_span_length=3.0))["inputs"].shape[0] == 8
     with pytest.raises(conveyor.ConveyorError, match="prefetch=1000000000000000"):
         conveyor.Loader(examples, 8, prefetch=10**15)
+    # A negative count is named (the extension's OverflowError named no parameter).
+    with pytest.raises(conveyor.ConveyorError, match="batch_size=-1"):
+        conveyor.Loader(examples, -1)
+    with pytest.raises(conveyor.ConveyorError, match="seed=-3"):
+        conveyor.Loader(examples, 8, seed=-3)
     for bad in [{"epoch": "x", "position": 0, "fingerprint": "0"},
                 {"epoch": 0, "position": -1, "fingerprint": "0"},
                 {"epoch": 0, "position": 0, "fingerprint": "zz"}]:

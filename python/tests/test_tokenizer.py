@@ -113,3 +113,20 @@ def test_encode_batch_works_in_a_forked_child():
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status}"
+
+
+def test_it_pickles_as_its_model_file_and_refuses_a_changed_one(tmp_path):
+    # A spawned DataLoader worker or datasets.map(num_proc=...) pickles it (datasets keys its
+    # cache on the pickle, which was refused, so every map ran again).
+    import pickle
+    import shutil
+    model = tmp_path / "spiece.model"
+    shutil.copy(SPIECE, model)
+    tok = conveyor.Tokenizer.from_file(model)
+    blob = pickle.dumps(tok)
+    again = pickle.loads(blob)
+    assert again.encode("Pickled, then unpickled.") == tok.encode("Pickled, then unpickled.")
+    assert pickle.dumps(again) == blob
+    shutil.copy(C4.parent.parent / "spiece" / "spm-example-20k.model", model)
+    with pytest.raises(conveyor.ConveyorError, match="not the SentencePiece model this Tokenizer was pickled with"):
+        pickle.loads(blob)
