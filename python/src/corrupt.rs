@@ -52,7 +52,14 @@ fn is_document(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
                 a.ndim()
             )));
         }
-        // An object array holds documents; an integer array is one.
+        // An object array holds documents; an integer array is one; any other kind
+        // (floats, strings) is no ids ("iteration over a 0-d array" said less).
+        if kind != b'O' && kind != b'i' && kind != b'u' {
+            return Err(ConveyorError::new_err(format!(
+                "tokens is an array of {}: give integer ids (int32, int64, uint16 or uint32)",
+                a.dtype()
+            )));
+        }
         return Ok(kind == b'i' || kind == b'u');
     }
     Ok(obj

@@ -115,6 +115,8 @@ def test_documents_come_as_arrays_lists_or_object_arrays():
     assert conveyor.span_corruption([], inputs_length=64, seed=1, vocab_size=32000) == ([], [])
     with pytest.raises(conveyor.ConveyorError, match="2-D array"):
         conveyor.span_corruption(np.zeros((2, 5), np.int32), inputs_length=64, seed=1, vocab_size=32000)
+    with pytest.raises(conveyor.ConveyorError, match="array of float64: give integer ids"):
+        conveyor.span_corruption(np.array([5.0, 7.0]), inputs_length=64, seed=1, vocab_size=32000)
     # CPU tensors, one or a list of them (refused before with "not an instance of 'Sequence'").
     torch = pytest.importorskip("torch")
     tensors = [torch.from_numpy(d) for d in docs]
