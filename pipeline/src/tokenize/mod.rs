@@ -102,7 +102,7 @@ pub fn read_model(path: &Path) -> Result<Vec<u8>, Error> {
     };
     Err(Error::Vocab {
         path: path.to_path_buf(),
-        reason: format!("{reason}; pass the .model file with --vocab"),
+        reason: format!("{reason}; give the SentencePiece .model file itself"),
     })
 }
 
