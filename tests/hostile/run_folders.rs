@@ -58,6 +58,15 @@ fn train_rewrites_only_a_run_of_its_own() {
         fails(&args, &["checkpoints/latest", "step-* folder"]);
         assert_eq!(snapshot(&run), before, "{bad:?}");
     }
+    // A missing pointer beside finished checkpoints: a resume started again from step 0,
+    // writing over them with whatever flags it was given.
+    std::fs::remove_file(&pointer).unwrap();
+    let before = snapshot(&run);
+    fails(
+        &resume,
+        &["checkpoints/latest", "is missing", "step-00000004"],
+    );
+    assert_eq!(snapshot(&run), before);
     // The checkpoint it names lost its trainer state.
     write(&pointer, "step-00000004");
     let state = ckpts.join("step-00000004/trainer_state.json");

@@ -124,7 +124,20 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     // A pointer is one short line: a FIFO or device in its place is named, not read.
     let text = match conveyor_pipeline::regular::read(&pointer, 4096) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Without the pointer, finished checkpoints would be written over by a run
+            // starting again from step 0 (with whatever flags it was given).
+            return match newest_finished(&dir) {
+                None => Ok(None),
+                Some(name) => Err(CheckpointError::Damaged {
+                    path: pointer,
+                    message: format!(
+                        "is missing, but {} holds finished checkpoints (the newest: {name}): write the name of the step-* folder to resume from into it, or choose another --out",
+                        dir.display()
+                    ),
+                }),
+            };
+        }
         Err(e) => return Err(io(&pointer, e)),
     };
     let text = String::from_utf8_lossy(&text);
@@ -143,6 +156,16 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
             "{what}; write the name of the step-* folder to resume from into it, or choose another --out"
         ),
     })
+}
+
+/// The newest `step-*` folder of `dir` that holds its `trainer_state.json` (written last).
+fn newest_finished(dir: &Path) -> Option<String> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| step_of(n).is_some() && dir.join(n).join("trainer_state.json").is_file())
+        .max()
 }
 
 /// Reads a checkpoint's model config, checked against its weights before anything is
