@@ -391,34 +391,55 @@ impl Optimizer {
         out
     }
 
-    /// Restores the moments from named tensors written by [`Optimizer::named_moments`].
-    pub fn load_moments(&mut self, named: &[(String, Tensor)]) -> Result<(), String> {
-        let find = |k: &str| {
-            named
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, t)| t)
-                .ok_or_else(|| format!("optimiser state has no tensor {k}"))
-        };
+    /// Restores the moments from named tensors written by [`Optimizer::named_moments`];
+    /// `names` are the parameters' (what the messages say: `{name}:{part}`, as the file
+    /// holds them). A moment that is missing, of another shape or not finite is refused.
+    pub fn load_moments(
+        &mut self,
+        named: &[(String, Tensor)],
+        names: &[String],
+    ) -> Result<(), String> {
         let _guard = tch::no_grad_guard();
         for (i, m) in self.moments.iter_mut().enumerate() {
-            let copy = |dst: &mut Tensor, key: String| -> Result<(), String> {
-                let src = find(&key)?;
+            let label = |part: &str| {
+                let name = names.get(i).map_or_else(|| i.to_string(), String::clone);
+                format!("{name}:{part}")
+            };
+            let copy = |dst: &mut Tensor, part: &str| -> Result<(), String> {
+                let key = format!("{i}.{part}");
+                let src = named
+                    .iter()
+                    .find(|(n, _)| *n == key)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| format!("holds no moment {}", label(part)))?;
                 if src.size() != dst.size() {
-                    return Err(format!("optimiser tensor {key} has another shape"));
+                    return Err(format!(
+                        "its moment {} is {:?}, not {:?}",
+                        label(part),
+                        src.size(),
+                        dst.size()
+                    ));
+                }
+                // A NaN here made every later step's loss NaN, and the message then called
+                // this checkpoint the last good one.
+                if !bool::try_from(src.isfinite().all()).unwrap_or(false) {
+                    return Err(format!(
+                        "its moment {} holds a value that is not finite",
+                        label(part)
+                    ));
                 }
                 dst.copy_(src);
                 Ok(())
             };
             match m {
                 Moments::Factored { row, col } => {
-                    copy(row, format!("{i}.row"))?;
-                    copy(col, format!("{i}.col"))?;
+                    copy(row, "row")?;
+                    copy(col, "col")?;
                 }
-                Moments::Full { v } => copy(v, format!("{i}.v"))?,
+                Moments::Full { v } => copy(v, "v")?,
                 Moments::Adam { m, v } => {
-                    copy(m, format!("{i}.m"))?;
-                    copy(v, format!("{i}.v"))?;
+                    copy(m, "m")?;
+                    copy(v, "v")?;
                 }
             }
         }

@@ -262,12 +262,25 @@ fn moments_round_trip() {
         Schedule::Constant { lr: 1.0 },
         &params,
     );
-    b.load_moments(&named).unwrap();
+    let names = ["w".to_string(), "b".to_string()];
+    b.load_moments(&named, &names).unwrap();
     assert_eq!(b.named_moments().len(), 3);
     assert!(b
         .named_moments()
         .iter()
         .all(|(_, t)| t.min().double_value(&[]) == 1.0));
+    // A moment missing, of another shape or not finite is named by its parameter.
+    let mut broken: Vec<(String, Tensor)> =
+        named.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+    let _ = broken[2].1.fill_(f64::NAN);
+    let e = b.load_moments(&broken, &names).unwrap_err();
+    assert!(e.contains("b:v") && e.contains("not finite"), "{e}");
+    broken[2].1 = Tensor::ones([5], (Kind::Float, Device::Cpu));
+    let e = b.load_moments(&broken, &names).unwrap_err();
+    assert!(e.contains("b:v is [5], not [4]"), "{e}");
+    broken.pop();
+    let e = b.load_moments(&broken, &names).unwrap_err();
+    assert!(e.contains("no moment b:v"), "{e}");
 }
 
 /// The trainer's gradient norm: one multi-tensor call equals the float64 sum of squares of

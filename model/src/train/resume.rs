@@ -53,8 +53,12 @@ pub(super) fn restore(
             Some((format!("{i}.{part}"), t.to(cfg.device)))
         })
         .collect();
-    opt.load_moments(&by_index)
-        .map_err(|m| TrainError::Refused(format!("{}: {m}", ckpt.display())))?;
+    opt.load_moments(&by_index, &w.names).map_err(|m| {
+        TrainError::Refused(format!(
+            "{}: {m}: the checkpoint is damaged; resume from an earlier one (its step-* name into checkpoints/latest), or start the run again",
+            ckpt.join("optimizer.safetensors").display()
+        ))
+    })?;
     opt.step = saved.step;
     let mine = match saved.loaders.get(rank) {
         Some(s) => *s,
