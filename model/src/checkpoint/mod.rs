@@ -204,11 +204,13 @@ pub fn read_config(ckpt: &Path) -> Result<ModelConfig, CheckpointError> {
         .map_err(|e| damaged(&p, format!("is not a usable model ({e})")))?;
     let weights = ckpt.join("model.safetensors");
     let held = safetensors_values(&weights)?;
-    if cfg.parameter_count() as u128 > held {
+    // Far more than the file holds (an edited config): refused before any allocation. A
+    // few tensors short (one dropped or cut) is left to the load, which names them.
+    if cfg.parameter_count() as u128 > held.saturating_mul(2) {
         return Err(damaged(
             &p,
             format!(
-                "implies {} parameters, but {} holds {held} values: the config of another model?",
+                "implies {} parameters, over twice the {held} values {} holds: the config of another model?",
                 cfg.parameter_count(),
                 weights.display()
             ),
@@ -490,6 +492,45 @@ mod tests {
         let e = safetensors_values(&p).unwrap_err().to_string();
         assert!(e.contains("more than its 16 bytes"), "{e}");
         std::fs::remove_file(&p).unwrap();
+    }
+
+    /// Weights a tensor short (one dropped) pass the count check, so that the load names the
+    /// tensor (the count message named none); a config asking for over twice the values
+    /// is still refused before anything is built.
+    #[test]
+    fn a_dropped_tensor_is_named_and_a_far_larger_config_refused() {
+        let dir = std::env::temp_dir().join(format!("conveyor-short-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = ModelConfig::preset(crate::Arch::Transformer, "tiny", 512).unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        crate::Seq2Seq::new(&vs.root(), &cfg).unwrap();
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let dropped = named.remove(named.len() / 2).0;
+        Tensor::write_safetensors(&named, dir.join("model.safetensors")).unwrap();
+        std::fs::write(
+            dir.join("model_config.json"),
+            serde_json::to_string(&cfg).unwrap(),
+        )
+        .unwrap();
+        assert!(read_config(&dir).is_ok());
+        let mut target = nn::VarStore::new(tch::Device::Cpu);
+        crate::Seq2Seq::new(&target.root(), &cfg).unwrap();
+        let e = weights::load_weights(&dir, &mut target)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&dropped), "{e}");
+        let mut big = cfg.clone();
+        big.d_ff *= 10;
+        std::fs::write(
+            dir.join("model_config.json"),
+            serde_json::to_string(&big).unwrap(),
+        )
+        .unwrap();
+        let e = read_config(&dir).unwrap_err().to_string();
+        assert!(e.contains("over twice"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A save replaces a folder of its own name only when it holds checkpoint files alone.
