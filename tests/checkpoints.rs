@@ -103,3 +103,89 @@ fn non_finite_weights_are_never_checkpointed() {
         serde_json::from_str(&std::fs::read_to_string(run.join("diverged.json")).unwrap()).unwrap();
     assert_eq!(d["step"].as_u64(), Some(1), "{d}");
 }
+
+/// Data made with another vocabulary of the same size passed every check (the ids then
+/// stood for other pieces): the checkpoint records its data's vocabulary, and `--init`,
+/// `model loss` (and `eval`) refuse data of another one.
+#[test]
+fn data_of_another_vocabulary_of_the_same_size_is_refused() {
+    let dir = tmp_dir("other-vocab");
+    let corpus = root().join("fixtures/corpus");
+    let other = dir.join("other");
+    let (o, c) = (other.to_str().unwrap(), corpus.to_str().unwrap());
+    ok(&[
+        "vocab",
+        "train",
+        c,
+        "--vocab-size",
+        "400",
+        "--character-coverage",
+        "0.98",
+        "--out",
+        o,
+    ]);
+    let tokens = |name: &str, model: &std::path::Path| {
+        let out = dir.join(name);
+        let args = [
+            "ingest",
+            c,
+            "--vocab",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        ok(&args);
+        out
+    };
+    let mine = tokens("mine", &root().join("fixtures/vocab/fixture.model"));
+    let theirs = tokens("theirs", &dir.join("other.model"));
+    let run = dir.join("run");
+    let train = |data: &std::path::Path, out: &std::path::Path, init: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend([
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--inputs-length",
+            "32",
+            "--device",
+            "cpu",
+            "-q",
+        ]);
+        args.extend(init);
+        conveyor(&args)
+    };
+    let o = train(&mine, &run, &["--arch", "transformer", "--preset", "tiny"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ckpt = run.join("checkpoints/step-00000001");
+    let ckpt = ckpt.to_str().unwrap();
+    let loss = |data: &std::path::Path| {
+        conveyor(&[
+            "model",
+            "loss",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            data.to_str().unwrap(),
+        ])
+    };
+    assert!(loss(&mine).status.success());
+    for o in [
+        loss(&theirs),
+        train(&theirs, &dir.join("run2"), &["--init", ckpt]),
+    ] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("made with another one"),
+            "{err}"
+        );
+    }
+}

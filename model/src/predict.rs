@@ -140,6 +140,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
         )));
     }
     let model_cfg = checkpoint::read_config(&cfg.checkpoint)?;
+    checkpoint::check_vocab(&cfg.checkpoint, &cfg.data, &m.vocab.sha256)?;
     if !model_cfg.takes_vocab(m.settings.vocab_size as usize) {
         return Err(refused(format!(
             "the checkpoint has {} embeddings, the data {} ids",

@@ -58,6 +58,11 @@ pub struct TrainerState {
     /// The z-loss coefficient the run trained with (0 in checkpoints from before it).
     #[serde(default)]
     pub z_loss: f64,
+    /// sha256 of the SentencePiece model of the data the run trained on (None in checkpoints
+    /// from before it was recorded, and in imported ones): data of another vocabulary of the
+    /// same size is refused by `--init`, `eval` and `model loss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_sha256: Option<String>,
     /// Size and sha256 of every other file of the checkpoint, checked before it is used
     /// (empty in checkpoints from before the sums, which are not checked).
     #[serde(default)]
@@ -154,6 +159,28 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
         path: pointer,
         message: format!(
             "{what}; write the name of the step-* folder to resume from into it, or choose another --out"
+        ),
+    })
+}
+
+/// Refuses `data` (whose vocabulary's sha256 is `data_sha256`) for a checkpoint that
+/// recorded another vocabulary: the ids would mean other pieces, and a vocabulary of the
+/// same size passed every other check.
+pub fn check_vocab(ckpt: &Path, data: &Path, data_sha256: &str) -> Result<(), CheckpointError> {
+    let Some(trained) = read_state(ckpt).ok().and_then(|s| s.vocab_sha256) else {
+        return Ok(());
+    };
+    if trained == data_sha256 {
+        return Ok(());
+    }
+    let short = |s: &str| s.chars().take(12).collect::<String>();
+    Err(CheckpointError::Mismatch {
+        path: ckpt.to_path_buf(),
+        message: format!(
+            "was trained on data of the vocabulary {}…, and {} was made with another one, {}… (of the same size or not): its ids stand for other pieces; use data made with the checkpoint's vocabulary",
+            short(&trained),
+            data.display(),
+            short(data_sha256)
         ),
     })
 }

@@ -215,6 +215,7 @@ pub fn initial_state() -> TrainerState {
         precision: None,
         cuda_graph: None,
         z_loss: 0.0,
+        vocab_sha256: None,
         files: Default::default(),
     }
 }

@@ -18,6 +18,14 @@ pub fn data_vocab_size(data: &Path) -> Result<usize, TrainError> {
     })
 }
 
+/// The sha256 of the SentencePiece model the data was made with.
+pub fn data_vocab_sha256(data: &Path) -> Result<String, TrainError> {
+    Ok(match data_kind(data)? {
+        DataKind::Tokens(m) => m.vocab.sha256,
+        DataKind::Examples(m) => m.vocab.sha256,
+    })
+}
+
 // Read once per run: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum DataKind {

@@ -46,6 +46,11 @@ pub struct LossReport {
 pub fn dataset_loss(cfg: &LossConfig) -> Result<LossReport, TrainError> {
     let model_cfg = checkpoint::read_config(&cfg.checkpoint)?;
     let vocab = super::data_vocab_size(&cfg.data)?;
+    checkpoint::check_vocab(
+        &cfg.checkpoint,
+        &cfg.data,
+        &super::data::data_vocab_sha256(&cfg.data)?,
+    )?;
     if !model_cfg.takes_vocab(vocab) {
         return Err(TrainError::Refused(format!(
             "{} holds ids of a {vocab}-id vocabulary but the checkpoint's model has {} embeddings",

@@ -295,6 +295,8 @@ pub fn train(cfg: &TrainConfig, progress: &dyn TrainProgress) -> Result<TrainSum
         loader_state = Some(mine);
         resume::within_steps(cfg, state.step)?;
     }
+    // For --init, eval and model loss (a resumed run's data is its own, by content).
+    state.vocab_sha256 = Some(data::data_vocab_sha256(&cfg.data)?);
     resume::agree(cfg, &ranks, &mut w, state.step)?;
     let mut read = loader_config(&cfg.read_spec(), &cfg.data, true, ranks.rank, ranks.world)?;
     // Every rank ends each epoch with the same number of micro-batches, whole steps of them.
@@ -524,6 +526,7 @@ fn init_weights(
 ) -> Result<(), TrainError> {
     let Some(init) = &cfg.init else { return Ok(()) };
     let saved = checkpoint::read_config(init)?;
+    checkpoint::check_vocab(init, &cfg.data, &data::data_vocab_sha256(&cfg.data)?)?;
     if !cfg.model.same_weights(&saved) {
         return Err(TrainError::Refused(format!(
             "{} holds a {} model with another configuration than asked ({}); fine-tune with the same --arch, --preset and --config",

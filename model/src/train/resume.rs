@@ -28,6 +28,7 @@ pub(super) fn fresh_state(cfg: &TrainConfig, world: usize) -> TrainerState {
         precision: Some(cfg.precision),
         cuda_graph: Some(cfg.cuda_graph),
         z_loss: cfg.z_loss,
+        vocab_sha256: None,
         files: Default::default(),
     }
 }
