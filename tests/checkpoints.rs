@@ -163,7 +163,16 @@ fn data_of_another_vocabulary_of_the_same_size_is_refused() {
         args.extend(init);
         conveyor(&args)
     };
-    let o = train(&mine, &run, &["--arch", "transformer", "--preset", "tiny"]);
+    let tiny = ["--arch", "transformer", "--preset", "tiny"];
+    // A run folder inside its data is refused, as ingest and corrupt refuse theirs.
+    let o = train(&mine, &mine.join("run"), &tiny);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("inside the input"),
+        "{err}"
+    );
+    assert!(!mine.join("run").exists());
+    let o = train(&mine, &run, &tiny);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ckpt = run.join("checkpoints/step-00000001");
     let ckpt = ckpt.to_str().unwrap();

@@ -243,6 +243,11 @@ impl TrainProgress for Lines {
         self.span.set((first, last));
         if let Some(b) = &self.bar {
             b.set_position(first.saturating_sub(1));
+        } else if !self.quiet && first > last {
+            eprintln!(
+                "nothing to train: the run is at step {} of {last}",
+                first - 1
+            );
         } else if !self.quiet {
             eprintln!("training steps {first}..={last}");
         }
@@ -320,6 +325,8 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     flags::unused(&a)?;
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
+    // A run folder inside the data would be a stranger there (its --overwrite refused).
+    conveyor_pipeline::job::outdir::check_not_input(&a.out, std::slice::from_ref(&a.data))?;
     // Example shards were written at their lengths; another given here was ignored.
     if let (Some(n), Ok(m)) = (
         a.inputs_length,
