@@ -233,7 +233,7 @@ pub fn check_names<'a>(
             return Err(Error::Manifest {
                 path: source.to_path_buf(),
                 message: format!(
-                    "lists the shard {f:?} twice: the manifest was edited or is damaged; re-create the data"
+                    "the shard {f:?} is listed twice: the file was edited or is damaged; re-create the data (a worker's part.json: rerun its worker with --overwrite)"
                 ),
             });
         }

@@ -88,6 +88,8 @@ impl Tokenizer {
     #[staticmethod]
     fn from_file(path: PathBuf) -> PyResult<Self> {
         let inner = load(&path, TokenizerKind::Native).map_err(crate::error)?;
+        // Absolute, so that a pickle opens it from another working folder too.
+        let path = std::path::absolute(&path).unwrap_or(path);
         Ok(Self { inner, path })
     }
 

@@ -162,6 +162,23 @@ fn field_index(header: &[String], key: &str) -> Option<usize> {
         .or_else(|| key.parse::<usize>().ok())
 }
 
+/// The width most rows of a file without a header have (the first such, on a tie): one
+/// malformed first row does not set it.
+fn most_common_width(rows: &[crate::read::Row]) -> Option<usize> {
+    let mut counts: Vec<(usize, usize)> = Vec::new();
+    for w in rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(Vec::len))
+    {
+        match counts.iter_mut().find(|(width, _)| *width == w) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((w, 1)),
+        }
+    }
+    let most = counts.iter().map(|&(_, n)| n).max()?;
+    counts.into_iter().find(|&(_, n)| n == most).map(|(w, _)| w)
+}
+
 /// `{field}` placeholders of a template, resolved against the header (or as indices).
 fn render(template: &str, header: &[String], row: &[String]) -> Result<String, String> {
     render_at_most(template, header, row, MAX_RENDERED)
@@ -282,6 +299,12 @@ impl Task for TaskSpec {
         }
     }
 
+    /// 1: rows of another width than the header's skipped (a missing label was an error
+    /// "unknown label", an extra field ignored), spaces around labels and targets dropped.
+    fn revision(&self) -> u32 {
+        1
+    }
+
     fn definition(&self) -> Option<serde_json::Value> {
         serde_json::to_value(self).ok()
     }
@@ -301,7 +324,7 @@ impl Task for TaskSpec {
         // malformed: skipped and counted, not read as a label "" or a field that is not there.
         let fields = match self.header {
             true => Some(header.len()),
-            false => rows.iter().find_map(|(_, r)| r.as_ref().ok().map(Vec::len)),
+            false => most_common_width(&rows),
         };
         let col = |name: &Option<String>| -> Result<Option<usize>, TaskError> {
             match name {
@@ -327,7 +350,13 @@ impl Task for TaskSpec {
             .as_ref()
             .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
             .unwrap_or_default();
-        each_row(self, path, rows, fields, strict, out, |line, row, out| {
+        each_row(self, path, rows, None, strict, out, |line, row, out| {
+            // Checked here, not by `each_row`, whose first row of another width would fail
+            // the whole file as another format: the header (or the usual width) says it.
+            if let Some(n) = fields.filter(|&n| n != row.len()) {
+                let why = format!("{} fields, expected {n}", row.len());
+                return out.skip(&file, line, why, strict);
+            }
             let inputs = match render(&self.input_template, &header, &row) {
                 Ok(s) => s,
                 Err(e) => return out.skip(&file, line, e, strict),
@@ -391,7 +420,8 @@ mod tests {
             .unwrap();
             load(&path).unwrap()
         };
-        let rows = "good day\t1\nonly_one_field\nbad day\t0\ntoo\tmany\tfields\n";
+        // The malformed row first: it neither fails the file nor sets the width.
+        let rows = "only_one_field\ngood day\t1\nbad day\t0\ntoo\tmany\tfields\n";
         let data = dir.join("rows.tsv");
         for (header, label, text) in [
             (true, "label", format!("text\tlabel\n{rows}")),
@@ -409,13 +439,13 @@ mod tests {
                 .iter()
                 .map(|s| (s.line, s.reason.clone()))
                 .collect();
-            let first = u64::from(header) + 2;
+            let first = u64::from(header) + 1;
             assert_eq!(d.examples.len(), 2, "header {header}");
             assert_eq!(
                 skipped,
                 [
                     (first, "1 fields, expected 2".to_string()),
-                    (first + 2, "3 fields, expected 2".to_string())
+                    (first + 3, "3 fields, expected 2".to_string())
                 ],
                 "header {header}"
             );

@@ -325,8 +325,6 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     flags::unused(&a)?;
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
-    // A run folder inside the data would be a stranger there (its --overwrite refused).
-    conveyor_pipeline::job::outdir::check_not_input(&a.out, std::slice::from_ref(&a.data))?;
     // Example shards were written at their lengths; another given here was ignored.
     if let (Some(n), Ok(m)) = (
         a.inputs_length,
@@ -350,6 +348,8 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         );
     }
     let vocab = data_vocab_size(&a.data)?;
+    // A run folder inside the data would be a stranger there (its --overwrite refused).
+    conveyor_pipeline::job::outdir::check_not_input(&a.out, std::slice::from_ref(&a.data))?;
     // Resuming without --arch: the run's own model (its latest checkpoint's configuration).
     let resumed = match (a.resume, &a.init, a.model.arch) {
         (true, None, None) => conveyor_model::checkpoint::latest(&a.out)?,

@@ -17,7 +17,6 @@ pub enum OutState {
     Complete,
 }
 
-/// Where the job keeps its unfinished work inside `out`.
 /// Runs a job that writes into `out` (`shared`: a worker's, whose folder the others use too);
 /// when it fails, a folder it made goes again while nothing is in it: a failed run leaves no
 /// empty output behind (a folder that was there before, or holds anything, stays).
@@ -35,6 +34,7 @@ pub fn removed_if_failed_empty<T, E>(
     done
 }
 
+/// Where the job keeps its unfinished work inside `out`.
 pub fn work_dir(out: &Path, name: &str) -> std::path::PathBuf {
     out.join(name)
 }
