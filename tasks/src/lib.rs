@@ -4,6 +4,7 @@
 
 pub mod builtin;
 pub mod evaluation;
+pub mod holdout;
 pub mod metric;
 pub mod prepare;
 pub mod read;
