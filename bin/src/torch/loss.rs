@@ -39,18 +39,7 @@ pub struct LossArgs {
 
 pub fn run(a: LossArgs) -> anyhow::Result<i32> {
     let data = local_dataset(&a.data)?.0;
-    // As train refuses it: example shards were written at their own length.
-    if let (Some(n), Ok(m)) = (
-        a.inputs_length,
-        conveyor_pipeline::examples::ExamplesManifest::read(&data),
-    ) {
-        let have = m.settings.lengths.inputs_length;
-        anyhow::ensure!(
-            n == have,
-            "--inputs-length {n}: {} holds example shards written at inputs length {have} (--inputs-length shapes token shards corrupted on the fly): leave it out",
-            data.display()
-        );
-    }
+    crate::train::flags::inputs_length_fits(&data, a.inputs_length)?;
     let device = select_device(a.device.into())?;
     let r = dataset_loss(&LossConfig {
         checkpoint: a.checkpoint,

@@ -1,6 +1,6 @@
 //! `conveyor train` and `conveyor model summary` (run by `conveyor-torch`).
 
-mod flags;
+pub(crate) mod flags;
 
 use std::path::PathBuf;
 
@@ -325,18 +325,7 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
     flags::unused(&a)?;
     // Datasets at a URL are read from a local copy (shards are read by random access).
     a.data = local_dataset(&a.data)?.0;
-    // Example shards were written at their lengths; another given here was ignored.
-    if let (Some(n), Ok(m)) = (
-        a.inputs_length,
-        conveyor_pipeline::examples::ExamplesManifest::read(&a.data),
-    ) {
-        let have = m.settings.lengths.inputs_length;
-        anyhow::ensure!(
-            n == have,
-            "--inputs-length {n}: {} holds example shards written at inputs length {have}, and training takes the length from them (--inputs-length shapes token shards corrupted on the fly): leave it out, or write the examples again at {n} (corrupt or task prepare --inputs-length {n})",
-            a.data.display()
-        );
-    }
+    flags::inputs_length_fits(&a.data, a.inputs_length)?;
     a.eval_data = a
         .eval_data
         .map(|d| local_dataset(&d).map(|l| l.0))

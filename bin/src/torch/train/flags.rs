@@ -34,3 +34,18 @@ pub(super) fn unused(a: &TrainArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Refuses `--inputs-length` over example shards: they were written at their own length, and
+/// the flag (which shapes token shards corrupted on the fly) would be ignored.
+pub(crate) fn inputs_length_fits(data: &std::path::Path, n: Option<usize>) -> anyhow::Result<()> {
+    let (Some(n), Ok(m)) = (n, conveyor_pipeline::examples::ExamplesManifest::read(data)) else {
+        return Ok(());
+    };
+    let have = m.settings.lengths.inputs_length;
+    anyhow::ensure!(
+        n == have,
+        "--inputs-length {n}: {} holds example shards written at inputs length {have}, and they are read at that length (--inputs-length shapes token shards corrupted on the fly): leave it out, or write the examples again at {n} (corrupt or task prepare --inputs-length {n})",
+        data.display()
+    );
+    Ok(())
+}
