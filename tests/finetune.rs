@@ -183,6 +183,36 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         "cpu",
     ]);
     assert!(ckpt.join("eval-ag_news/metrics.json").exists());
+    // A checkpoint trained on data of another vocabulary (its record edited here) is refused
+    // by eval, as by model loss and --init: its ids would stand for other pieces.
+    let foreign = tmp_dir("ag-foreign-vocab");
+    for e in std::fs::read_dir(&ckpt).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), foreign.join(e.file_name())).unwrap();
+        }
+    }
+    let state = foreign.join("trainer_state.json");
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(s["vocab_sha256"].is_string(), "{s}");
+    s["vocab_sha256"] = "0".repeat(64).into();
+    std::fs::write(&state, s.to_string()).unwrap();
+    let o = conveyor(&[
+        "eval",
+        "--checkpoint",
+        foreign.to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        foreign.join("eval").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("made with another one"),
+        "{err}"
+    );
     // A mistyped checkpoint is named and nothing is made (the default --out lies inside it:
     // its folders were created, with a lock and a temporary, and then named a run folder).
     let typo = tmp_path("no-such-run").join("checkpoints/step-00000002");
