@@ -53,7 +53,20 @@ fn wrong_inputs_are_refused_with_a_reason() {
     factored.extend(["--resume", "--factor-min-dim", "0"]);
     let o = conveyor(&factored);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("resume with --factor-min-dim 128"), "{err}");
+    assert!(
+        err.contains(
+            "was Adafactor (--factor-min-dim 128) and this one is Adafactor (--factor-min-dim 0)"
+        ) && err.contains("resume with --factor-min-dim 128"),
+        "{err}"
+    );
+    // Another schedule is named in the flags that chose it (not Rust's debug form).
+    let mut constant = train_args(s, "transformer", "4");
+    constant.extend(["--resume", "--lr", "0.001"]);
+    let err = String::from_utf8_lossy(&conveyor(&constant).stderr).into_owned();
+    assert!(
+        err.contains("was 1/sqrt(max(step, 10000)) (no --lr, --warmup 10000) and this one is a constant rate (--lr 0.001)"),
+        "{err}"
+    );
     // The z-loss is part of the run's objective: another is named.
     let mut z = train_args(s, "transformer", "4");
     z.extend(["--resume", "--z-loss", "1e-4"]);

@@ -31,6 +31,21 @@ impl Schedule {
     }
 }
 
+/// In the flags that choose it (resume refusals name the run's schedule so).
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Schedule::InverseSqrt { warmup } => {
+                write!(
+                    f,
+                    "1/sqrt(max(step, {warmup})) (no --lr, --warmup {warmup})"
+                )
+            }
+            Schedule::Constant { lr } => write!(f, "a constant rate (--lr {lr})"),
+        }
+    }
+}
+
 /// Which update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -76,6 +91,33 @@ impl OptimizerKind {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
+        }
+    }
+}
+
+/// In the flags that choose it, with any setting no flag reaches spelled out.
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            OptimizerKind::Adafactor {
+                scale_parameter,
+                min_dim_to_factor,
+            } => {
+                write!(f, "Adafactor (--factor-min-dim {min_dim_to_factor}")?;
+                if !scale_parameter {
+                    write!(f, ", steps not scaled by the parameters' RMS")?;
+                }
+                write!(f, ")")
+            }
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => write!(
+                f,
+                "AdamW (--optimizer adamw: betas {beta1}, {beta2}, eps {eps}, weight decay {weight_decay})"
+            ),
         }
     }
 }

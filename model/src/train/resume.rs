@@ -131,13 +131,13 @@ fn check(
             _ => String::new(),
         };
         return refuse(format!(
-            "the run's optimiser was {:?} and this one is {:?}{hint}",
+            "the run's optimiser was {} and this one is {}{hint}",
             saved.optimizer, cfg.optimizer
         ));
     }
     if saved.schedule != cfg.schedule {
         return refuse(format!(
-            "the run's learning-rate schedule was {:?} and this one is {:?} (--lr / --warmup)",
+            "the run's learning-rate schedule was {} and this one is {}",
             saved.schedule, cfg.schedule
         ));
     }
