@@ -110,13 +110,18 @@ fn wrong_inputs_are_refused_with_a_reason() {
         err.contains("at --inputs-length 64 and this one asks for 32"),
         "{err}"
     );
-    // Without the flag a resume keeps the run's rule (the study runner passes none).
+    // Without the flags a resume keeps the run's rule (the study runner passes none) and its
+    // inputs length (it asked for the default, 512, and was refused).
     let hf_rule = run.join("hf-rule");
     let h = hf_rule.to_str().unwrap();
     let mut first = train_args(h, "transformer", "2");
     first.extend(["--factor-min-dim", "0"]);
     ok(&first);
     let mut again = train_args(h, "transformer", "4");
+    assert_eq!(
+        again.drain(13..15).collect::<Vec<_>>(),
+        ["--inputs-length", "64"]
+    );
     again.push("--resume");
     ok(&again);
     // Another dropout rate is refused on resume (--init may change it; a resume continues).

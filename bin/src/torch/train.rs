@@ -109,8 +109,8 @@ pub struct TrainArgs {
     /// Micro-batches per optimiser step (gradient accumulation).
     #[arg(long, default_value_t = 1)]
     accumulate: u64,
-    /// Input length when corrupting token shards on the fly (default 512); example shards
-    /// carry their own (given here, it must be theirs).
+    /// Input length when corrupting token shards on the fly (default 512; a resumed run's
+    /// own); example shards carry their own (given here, it must be theirs).
     #[arg(long)]
     inputs_length: Option<usize>,
     /// Pack several examples into each row (attention and convolutions stay within each
@@ -356,23 +356,22 @@ pub fn run(mut a: TrainArgs) -> anyhow::Result<i32> {
         }
         _ => a.model.build(vocab)?,
     };
-    // Adafactor's factoring rule: given, or a resumed run's own (runs from before the flag
-    // factored every matrix), or T5's.
-    let saved_rule = || -> anyhow::Result<Option<usize>> {
-        let Some(ckpt) = conveyor_model::checkpoint::latest(&a.out)? else {
-            return Ok(None);
-        };
-        Ok(
-            match conveyor_model::checkpoint::read_state(&ckpt)?.optimizer {
-                OptimizerKind::Adafactor {
-                    min_dim_to_factor, ..
-                } => Some(min_dim_to_factor),
-                OptimizerKind::AdamW { .. } => None,
-            },
-        )
-    };
-    if a.factor_min_dim.is_none() && a.resume {
-        a.factor_min_dim = saved_rule()?;
+    // A resume keeps the run's own settings where no flag names others: its inputs length
+    // and Adafactor's factoring rule (runs from before that flag factored every matrix).
+    if let Some(ckpt) = a
+        .resume
+        .then(|| conveyor_model::checkpoint::latest(&a.out))
+        .transpose()?
+        .flatten()
+    {
+        let saved = conveyor_model::checkpoint::read_state(&ckpt)?;
+        a.inputs_length = a.inputs_length.or(saved.inputs_length);
+        if let OptimizerKind::Adafactor {
+            min_dim_to_factor, ..
+        } = saved.optimizer
+        {
+            a.factor_min_dim = a.factor_min_dim.or(Some(min_dim_to_factor));
+        }
     }
     let launch = Launch::from_vars(
         |k| std::env::var(k).ok(),
