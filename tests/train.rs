@@ -54,6 +54,20 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The libtorch commands' help and usage errors name them as users run them (they said
+/// `conveyor-torch train`, a binary users never call).
+#[test]
+fn help_names_the_commands_as_users_run_them() {
+    for cmd in [&["train"][..], &["finetune"], &["eval"], &["model", "loss"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let help = ok(&args);
+        let usage = format!("Usage: conveyor {} ", cmd.join(" "));
+        assert!(help.contains(&usage), "{help}");
+        assert!(!help.contains("conveyor-torch"), "{help}");
+    }
+}
+
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
     for arch in ["transformer", "lightconv"] {

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "conveyor",
+    bin_name = "conveyor",
     version,
     about = "conveyor's libtorch commands (run them as `conveyor COMMAND`)"
 )]
