@@ -2,7 +2,8 @@
 //! same examples `conveyor corrupt` writes for the same seed, and T5's `random_spans_helper`.
 
 use conveyor_pipeline::corrupt::{
-    check_spans, random_spans_helper, Chunking, Corruption, Keys, Pieces, Scratch, SpanCorruption,
+    check_density, check_spans, random_spans_helper, Chunking, Corruption, Keys, Pieces, Scratch,
+    SpanCorruption,
 };
 use conveyor_pipeline::examples::Example;
 use numpy::{
@@ -184,6 +185,8 @@ pub fn lengths(
     noise_density: f64,
     mean_span_length: f64,
 ) -> PyResult<(usize, usize)> {
+    // As span_corruption and every command refuse it.
+    check_density(noise_density).map_err(|e| ConveyorError::new_err(e.to_string()))?;
     let l = random_spans_helper(inputs_length, noise_density, mean_span_length)
         .map_err(|e| ConveyorError::new_err(e.0))?;
     Ok((l.tokens_length, l.targets_length))

@@ -84,6 +84,13 @@ def test_lengths_are_t5s_random_spans_helper():
 def test_bad_settings_and_foreign_ids_are_refused():
     with pytest.raises(conveyor.ConveyorError, match="noise density"):
         conveyor.lengths(128, 1.5)
+    # No noise: refused by lengths as by span_corruption (lengths answered T5's helper's
+    # figures for a setting nothing could then use).
+    for call in (lambda: conveyor.lengths(512, 0.0),
+                 lambda: conveyor.span_corruption([5, 6], inputs_length=32, seed=0, vocab_size=400,
+                                                  noise_density=0.0)):
+        with pytest.raises(conveyor.ConveyorError, match="asks for no noise"):
+            call()
     with pytest.raises(conveyor.ConveyorError, match="not below vocab_size 400"):
         conveyor.span_corruption([5, 6, 400], inputs_length=32, seed=0, vocab_size=400)
     with pytest.raises(conveyor.ConveyorError, match="not a vocabulary id"):

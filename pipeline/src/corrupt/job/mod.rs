@@ -31,7 +31,7 @@ use crate::progress::Progress;
 use crate::shard::{shard_name, Ids, TokenDocs};
 use parts::{finalize_part, read_part};
 pub use parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
-pub use spans::check_spans;
+pub use spans::{check_density, check_spans};
 
 const WORK_DIR: &str = ".conveyor-corrupt";
 /// Span corruption as a job kind: its work folder and the manifest it writes.

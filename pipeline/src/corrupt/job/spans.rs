@@ -4,6 +4,17 @@
 use crate::corrupt::lengths::{mask_counts, random_spans_helper, Lengths};
 use crate::error::Error;
 
+/// Refuses a density of no noise, which span corruption cannot make: T5's mask would still
+/// take one token of every piece (it avoids a degenerate mask).
+pub fn check_density(density: f64) -> Result<(), Error> {
+    if density <= 0.0 {
+        return Err(Error::Config(format!(
+            "noise density {density} asks for no noise, which span corruption cannot make (T5's mask would still take a token of every piece): give a density above 0 (T5's is 0.15)"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses settings whose examples would hold no noise span, or more noise spans than there
 /// are sentinels (extra ids): past them the sentinel ids would count down into real pieces.
 /// `l` is `random_spans_helper(inputs_length, density, mean)`.
@@ -14,12 +25,7 @@ pub fn check_spans(
     extra_ids: u32,
     l: Lengths,
 ) -> Result<(), Error> {
-    if density <= 0.0 {
-        // T5's mask would still take one token of every piece (it avoids a degenerate mask).
-        return Err(Error::Config(format!(
-            "noise density {density} asks for no noise, which span corruption cannot make (T5's mask would still take a token of every piece): give a density above 0 (T5's is 0.15)"
-        )));
-    }
+    check_density(density)?;
     let noise = (l.tokens_length as f64 * density).round_ties_even();
     if noise < 1.0 || l.targets_length < 3 {
         let mut smallest = inputs_length + 1;
