@@ -118,6 +118,18 @@ fn state_of(d: &Bound<'_, PyDict>) -> PyResult<LoaderState> {
         })
     };
     let bad = |k: &str| ConveyorError::new_err(format!("not a conveyor loader state: bad {k:?}"));
+    // As torch's strict load_state_dict: a key this version does not know is a setting it
+    // could not honour (a newer version's state, or another object's).
+    const KEYS: [&str; 5] = ["epoch", "position", "fingerprint", "padding", "ending"];
+    for k in d.keys() {
+        let name = k.str()?.to_string();
+        if !KEYS.contains(&name.as_str()) {
+            return Err(ConveyorError::new_err(format!(
+                "not a conveyor loader state: unknown key {name:?} (a state holds {}; use the dict state_dict() returns)",
+                KEYS.join(", ")
+            )));
+        }
+    }
     let fp: String = get("fingerprint")?
         .extract()
         .map_err(|_| bad("fingerprint"))?;

@@ -411,6 +411,12 @@ def test_manifests_and_states_edited_by_hand_are_refused(examples, tmp_path):
     # The state after the last epoch's last batch resumes to nothing, as it should.
     done = dict(state, epoch=3, position=0)
     assert list(conveyor.Loader(examples, 8, epochs=3, state=done)) == []
+    # A key no loader writes is refused, as torch's strict load_state_dict refuses one.
+    with pytest.raises(conveyor.ConveyorError, match='unknown key "shuffle_seed"'):
+        conveyor.Loader(examples, 8, epochs=3, state=dict(state, shuffle_seed=1))
+    loader = conveyor.Loader(examples, 8, epochs=3)
+    with pytest.raises(conveyor.ConveyorError, match='unknown key "shuffle_seed"'):
+        loader.load_state_dict(dict(state, shuffle_seed=1))
 
 
 def test_a_shard_of_other_column_types_is_an_error_naming_it(c4_tokens, tmp_path):
