@@ -144,7 +144,7 @@ fn fill(
             }
             Err(crate::checkpoint::Misfit::Kind) => {
                 return Err(refuse(format!(
-                    "{theirs} holds {:?} values, not floating point weights (F32, F16, BF16): a damaged or foreign file",
+                    "{theirs} holds {:?} values, not floating point weights (F32, F16, BF16, F64): a damaged or foreign file",
                     t.kind()
                 )))
             }
