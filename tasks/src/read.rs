@@ -192,13 +192,17 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
     };
     let mut out = Vec::new();
     let mut rec = csv::ByteRecord::new();
+    // Where the last record read starts (the header's, before any row).
+    let mut last = (0, 1);
     loop {
         since_row.set(0);
         let at = r.position().byte();
         match r.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
-                let line = line_at(rec.position().map_or(at, |p| p.byte()));
+                let start = rec.position().map_or(at, |p| p.byte());
+                let line = line_at(start);
+                last = (start, line);
                 out.push((line, fields(&rec, layout.latin1)));
             }
             // The file cannot be read on (a row past the bound included): an error, not a
@@ -213,7 +217,58 @@ pub fn rows(path: &Path, layout: Layout) -> Result<(Vec<String>, Vec<Row>), Task
             }
         }
     }
+    if layout.quoting {
+        unclosed_quote(path, layout.delimiter, last)?;
+    }
     Ok((header, out))
+}
+
+/// Refuses a file whose last record holds a quote opened and never closed: the parser read
+/// every line after it into one field, so the rows there were neither read nor skipped.
+/// Only the last record can be such (the quote runs to the end of the file); it is read
+/// again from `start` (its byte offset, on `line`) the way the parser reads quotes: one
+/// opens a field only at its start, and `""` inside a quoted field is a quote.
+fn unclosed_quote(path: &Path, delimiter: u8, (start, line): (u64, u64)) -> Result<(), TaskError> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    file.seek(std::io::SeekFrom::Start(start))
+        .map_err(|e| io_error(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ROW_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    // The record's offset may be that of the line break before it (CRLF files).
+    let skip = bytes
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .count();
+    let (mut quoted, mut field_start, mut i) = (false, true, skip);
+    while i < bytes.len() {
+        let b = bytes[i];
+        match (quoted, b) {
+            (true, b'"') if bytes.get(i + 1) == Some(&b'"') => i += 1,
+            (true, b'"') => quoted = false,
+            (true, _) => {}
+            (false, b'"') if field_start => quoted = true,
+            (false, b'\n' | b'\r') => {
+                // The record ends here: the rest of the file is other records.
+                return Ok(());
+            }
+            _ => {}
+        }
+        field_start = !quoted && b == delimiter;
+        i += 1;
+    }
+    if !quoted {
+        return Ok(());
+    }
+    let lines = bytes[skip..].iter().filter(|&&b| b == b'\n').count();
+    Err(io_error(
+        path,
+        format!(
+            "line {line}: a quoted field opened in this row is never closed, so the {lines} line(s) after it were read as that one field: close the quote (a quote inside a quoted field is written twice, \"\")"
+        ),
+    ))
 }
 
 /// The index of the first of `names` present in `header`.
@@ -235,6 +290,48 @@ mod tests {
         let (_, rows) = rows(&path, layout).unwrap();
         std::fs::remove_dir_all(&dir).ok();
         rows.into_iter().map(|(line, _)| line).collect()
+    }
+
+    /// A quote never closed swallowed every line after it into one field: the file is
+    /// refused, naming the row; quotes closed, doubled or inside an unquoted field are not.
+    #[test]
+    fn a_quote_never_closed_is_named_not_read_over() {
+        let dir = std::env::temp_dir().join(format!("conveyor-quote-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |text: &str, layout: Layout| {
+            let path = dir.join("q.csv");
+            std::fs::write(&path, text).unwrap();
+            rows(&path, layout).map(|(_, r)| r.len())
+        };
+        for end in ["\n", "\r\n"] {
+            let open = ["q,a", "one,1", "\"two,2", "three,3", "four,4", ""].join(end);
+            let e = read(&open, Layout::CSV).unwrap_err().to_string();
+            assert!(
+                e.contains("line 3: a quoted field opened in this row is never closed")
+                    && e.contains("the 3 line(s) after it"),
+                "{e}"
+            );
+            // Without a header, and in the header itself.
+            assert!(read(&open[4..], Layout::CSV_NO_HEADER).is_err());
+            assert!(read(&format!("\"q,a{end}one,1{end}"), Layout::CSV).is_err());
+            let fine = [
+                "q,a",
+                "\"one, \"\"quoted\"\"\",1",
+                "two \"inch\",2",
+                "\"three",
+                "lines\",3",
+                "\"four\"",
+            ]
+            .join(end);
+            assert_eq!(read(&fine, Layout::CSV).unwrap(), 4, "{end:?}");
+            assert_eq!(read(&(fine + end), Layout::CSV).unwrap(), 4, "{end:?}");
+            // Quotes are text in TSV files without quoting.
+            assert_eq!(
+                read(&["q\ta", "\"one\t1", "two\t2"].join(end), Layout::TSV).unwrap(),
+                2
+            );
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// Each row's line is where it starts, whatever ends the lines: CRLF files (what
