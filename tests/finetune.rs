@@ -6,6 +6,7 @@ use crate::common;
 use common::*;
 
 mod prepare;
+mod squad;
 
 /// A path under ../shared/data, as a command-line argument.
 fn shared(rel: &str) -> String {

@@ -39,7 +39,7 @@ pub enum TaskCommand {
     /// train, so no dev row reaches the pre-training corpus.
     Texts(TextsArgs),
     /// Score predictions made anywhere (eval's predictions.jsonl, or another trainer's) with
-    /// the task's metric: JSON lines with "prediction", "target" and optional "category".
+    /// the task's metric: JSON lines with "prediction", "target" and optional "category" and "answers" (a list: other acceptable answers, scored by squad).
     Score {
         task: String,
         /// A TOML task file defining the task.

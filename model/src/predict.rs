@@ -40,6 +40,8 @@ pub struct Prediction {
     pub prediction: String,
     /// The example's category, if the task has them (COGS).
     pub category: Option<String>,
+    /// Other acceptable answers, if the task has them (SQuAD's).
+    pub answers: Vec<String>,
 }
 
 /// One example as stored by `task prepare`.
@@ -48,6 +50,7 @@ struct Row {
     inputs_text: String,
     target: String,
     category: Option<String>,
+    answers: Vec<String>,
 }
 
 fn refused(m: String) -> TrainError {
@@ -83,6 +86,18 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, TrainError> {
             targets.as_string::<i32>(),
             cats.as_string::<i32>(),
         );
+        // Only the shards of tasks with other answers have the column.
+        let answers = batch.column_by_name(conveyor_pipeline::examples::ANSWERS_COLUMN);
+        let answers = match answers.map(|a| a.as_list_opt::<i32>()) {
+            None => None,
+            Some(Some(a)) if a.values().as_string_opt::<i32>().is_some() => Some(a),
+            Some(_) => {
+                return Err(refused(format!(
+                    "{}: its `answers` column is not a list of strings: evaluate a directory written by `conveyor task prepare`",
+                    path.display()
+                )))
+            }
+        };
         for r in 0..batch.num_rows() {
             let ids = inputs.value(r);
             let ids: Vec<i64> = match ids.data_type() {
@@ -104,6 +119,11 @@ fn read_rows(path: &Path) -> Result<Vec<Row>, TrainError> {
                 inputs_text: texts.value(r).to_string(),
                 target: targets.value(r).to_string(),
                 category: (!cats.is_null(r)).then(|| cats.value(r).to_string()),
+                answers: answers.map_or_else(Vec::new, |a| {
+                    let v = a.value(r);
+                    let v = v.as_string::<i32>();
+                    (0..v.len()).map(|i| v.value(i).to_string()).collect()
+                }),
             });
         }
     }
@@ -214,6 +234,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<Vec<Prediction>, TrainError> {
                 target: r.target.clone(),
                 prediction: vocab.decode(&body).trim().to_string(),
                 category: r.category.clone(),
+                answers: r.answers.clone(),
             });
         }
     }

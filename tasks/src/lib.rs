@@ -5,6 +5,7 @@
 pub mod builtin;
 pub mod evaluation;
 pub mod holdout;
+pub mod jsonl;
 pub mod metric;
 pub mod prepare;
 pub mod read;
@@ -12,6 +13,7 @@ pub mod report;
 pub mod score;
 pub mod spec;
 pub mod spread;
+pub mod squad;
 pub mod synth;
 pub mod texts;
 
@@ -27,6 +29,8 @@ pub struct Example {
     pub targets: String,
     /// A grouping for per-category metrics (COGS's generalisation type).
     pub category: Option<String>,
+    /// Other acceptable answers (SQuAD's), scored beside the target; empty for most tasks.
+    pub answers: Vec<String>,
     /// The file and 1-based line (or row) it came from.
     pub file: String,
     pub line: u64,
@@ -130,6 +134,12 @@ pub trait Task: Send + Sync {
     /// that data prepared before is not taken for this task's (0: as first written).
     fn revision(&self) -> u32 {
         0
+    }
+
+    /// Whether its examples carry other acceptable answers beside the target (SQuAD's),
+    /// written to the `answers` column of its example shards.
+    fn has_answers(&self) -> bool {
+        false
     }
 
     /// What defines a task that is not built in (a task file's settings): part of its

@@ -1,4 +1,5 @@
-//! The tasks' metrics: accuracy, binary F1, exact match overall and per category. A
+//! The tasks' metrics: accuracy, binary F1, exact match overall and per category, SQuAD's
+//! normalised exact match and word F1 (`squad.rs`). A
 //! prediction that is not one of a classification task's labels counts as wrong: for F1, as
 //! T5's `f1_score_with_invalid` counts it, the opposite of its target (a false positive on a
 //! negative example, a false negative on a positive one).
@@ -18,6 +19,9 @@ pub enum Metric {
     },
     /// Exact match of the whole target, also per example category.
     ExactMatch,
+    /// SQuAD's: exact match and word F1 after its normalisation, each the best over the
+    /// target and the example's other answers (`accuracy` is the exact match).
+    Squad,
 }
 
 /// Scores of a set of predictions (read back with defaults for what older files lack).
@@ -26,6 +30,7 @@ pub struct Scores {
     #[serde(default)]
     pub examples: usize,
     pub accuracy: f64,
+    /// F1 of the positive label (classification), or SQuAD's mean word F1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub f1: Option<f64>,
     /// Per-category exact match (categories in name order).
@@ -40,34 +45,51 @@ pub struct Scores {
     pub majority: Option<f64>,
 }
 
-/// As a task file spells it: `accuracy`, `f1:LABEL` (accuracy too), `exact_match`.
+/// As a task file spells it: `accuracy`, `f1:LABEL` (accuracy too), `exact_match`, `squad`.
 impl std::fmt::Display for Metric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Metric::Accuracy => write!(f, "accuracy"),
             Metric::AccuracyF1 { positive } => write!(f, "f1:{positive} (and accuracy)"),
             Metric::ExactMatch => write!(f, "exact_match (overall and per category)"),
+            Metric::Squad => write!(f, "squad (normalised exact match and word F1)"),
         }
     }
 }
 
 impl Metric {
-    /// Scores `predictions` against `references` (same order); `labels` are the valid
-    /// targets of a classification task; `categories` group examples for exact match.
+    /// Scores `predictions` against `references` (same order); `answers` are each example's
+    /// other acceptable answers (SQuAD's; empty, or empty lists, elsewhere); `labels` are
+    /// the valid targets of a classification task; `categories` group examples for exact
+    /// match.
     pub fn score(
         &self,
         predictions: &[String],
         references: &[String],
+        answers: &[Vec<String>],
         categories: &[Option<String>],
         labels: Option<&[String]>,
     ) -> Scores {
         let n = references.len();
         let norm = |s: &str| s.trim().to_string();
-        let correct: Vec<bool> = predictions
-            .iter()
-            .zip(references)
-            .map(|(p, r)| norm(p) == norm(r))
-            .collect();
+        let squad: Vec<(bool, f64)> = match self {
+            Metric::Squad => (0..n)
+                .map(|i| {
+                    let mut refs = vec![references[i].as_str()];
+                    refs.extend(answers.get(i).into_iter().flatten().map(String::as_str));
+                    crate::squad::best(&predictions[i], &refs)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let correct: Vec<bool> = match self {
+            Metric::Squad => squad.iter().map(|&(em, _)| em).collect(),
+            _ => predictions
+                .iter()
+                .zip(references)
+                .map(|(p, r)| norm(p) == norm(r))
+                .collect(),
+        };
         let invalid = labels.map_or(0, |ls| {
             predictions
                 .iter()
@@ -101,6 +123,7 @@ impl Metric {
                     2.0 * tp / (2.0 * tp + fp + fn_)
                 })
             }
+            Metric::Squad => Some(squad.iter().map(|&(_, f)| f).sum::<f64>() / n.max(1) as f64),
             _ => None,
         };
         let mut per_category = BTreeMap::new();
@@ -153,14 +176,15 @@ mod tests {
         let p = s(&["toxic", "toxic", "toxic", "non-toxic", "non-toxic"]);
         let r = s(&["toxic", "toxic", "non-toxic", "toxic", "non-toxic"]);
         let labels = s(&["toxic", "non-toxic"]);
-        let sc = m.score(&p, &r, &vec![None; 5], Some(&labels));
+        let sc = m.score(&p, &r, &[], &vec![None; 5], Some(&labels));
         assert_eq!(sc.accuracy, 0.6);
         assert_eq!(sc.f1, Some(2.0 * 2.0 / (4.0 + 1.0 + 1.0)));
         assert_eq!(sc.invalid, 0);
         // Always answering "toxic" (3 of the 5 references) scores 0.6.
         assert_eq!(sc.majority, Some(0.6));
         // A generation that is not a label is wrong and counted.
-        let sc = Metric::Accuracy.score(&s(&["maybe"]), &s(&["toxic"]), &[None], Some(&labels));
+        let sc =
+            Metric::Accuracy.score(&s(&["maybe"]), &s(&["toxic"]), &[], &[None], Some(&labels));
         assert_eq!((sc.accuracy, sc.invalid), (0.0, 1));
     }
 
@@ -175,6 +199,7 @@ mod tests {
         let sc = m.score(
             &s(&["maybe", "toxic"]),
             &s(&["non-toxic", "toxic"]),
+            &[],
             &[None, None],
             Some(&labels),
         );
@@ -183,6 +208,7 @@ mod tests {
         let sc = m.score(
             &s(&["?", "", "toxic", "non-toxic"]),
             &s(&["toxic", "non-toxic", "toxic", "non-toxic"]),
+            &[],
             &vec![None; 4],
             Some(&labels),
         );
@@ -199,9 +225,21 @@ mod tests {
             Some("k".to_string()),
             Some("m".to_string()),
         ];
-        let sc = Metric::ExactMatch.score(&p, &r, &c, None);
+        let sc = Metric::ExactMatch.score(&p, &r, &[], &c, None);
         assert_eq!(sc.accuracy, 0.5);
         assert_eq!(sc.per_category["k"], 2.0 / 3.0);
         assert_eq!(sc.per_category["m"], 0.0);
+    }
+
+    #[test]
+    fn squad_takes_the_best_answer_and_averages() {
+        let p = s(&["The Louvre", "in Paris", "nothing"]);
+        let r = s(&["Louvre museum", "Paris, France", "x"]);
+        let answers = vec![s(&["louvre"]), vec![], s(&["y"])];
+        let sc = Metric::Squad.score(&p, &r, &answers, &[None, None, None], None);
+        // Row 0 matches its second answer; row 1 shares "paris" (F1 2·½·½/1 = 0.5).
+        assert_eq!(sc.accuracy, 1.0 / 3.0);
+        assert_eq!(sc.f1, Some((1.0 + 0.5) / 3.0));
+        assert_eq!((sc.invalid, sc.majority), (0, None));
     }
 }

@@ -406,7 +406,7 @@ fn prepare_into(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, 
     let mut counts = Vec::new();
     for (i, data) in &per_input {
         let tmp = work.join(format!("shard-{i:05}.parquet"));
-        let mut w = ExampleShardWriter::create_text(&tmp, narrow)?;
+        let mut w = ExampleShardWriter::create_text(&tmp, narrow, task.has_answers())?;
         let mut source_tokens = 0u64;
         // In a seeded random order, as TFDS writes a dataset: task files are often sorted by
         // label (aclImdb's neg/ then pos/, Sentiment140's 800k negative then 800k positive),
@@ -420,7 +420,13 @@ fn prepare_into(task: &dyn Task, cfg: &PrepareConfig) -> Result<PrepareSummary, 
             .collect();
         Rng::for_item(0, 0, Stream::Shuffle, 0x7a5c, *i as u64).shuffle(&mut rows);
         for (ids, ex) in rows {
-            w.push_text(ids, &ex.inputs, &ex.targets, ex.category.as_deref())?;
+            w.push_text(
+                ids,
+                &ex.inputs,
+                &ex.targets,
+                ex.category.as_deref(),
+                &ex.answers,
+            )?;
             source_tokens += (ids.inputs.len() + ids.targets.len()) as u64;
         }
         let stats = w.finish()?;

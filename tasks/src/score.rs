@@ -1,7 +1,8 @@
 //! `conveyor task score`: a task's metric over predictions made anywhere (conveyor's `eval`,
 //! or a trainer of one's own), read from JSON lines, one example each:
-//! `{"prediction": "...", "target": "...", "category": "..." or null}` (`eval`'s
-//! `predictions.jsonl` is such a file; other keys are ignored).
+//! `{"prediction": "...", "target": "...", "category": "..." or null}`, and for tasks with
+//! several acceptable answers (SQuAD's) `"answers": [...]`, the others beside the target
+//! (`eval`'s `predictions.jsonl` is such a file; other keys are ignored).
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -17,6 +18,8 @@ const MAX_LINE_BYTES: u64 = 16 << 20;
 pub struct Predictions {
     pub predictions: Vec<String>,
     pub targets: Vec<String>,
+    /// Each example's other acceptable answers (empty where the task has none).
+    pub answers: Vec<Vec<String>>,
     pub categories: Vec<Option<String>>,
 }
 
@@ -48,7 +51,7 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, TaskError> {
         let bad = |why: String| {
             io_error(
                 path,
-                format!("line {number}: {why}; each line must be a JSON object with \"prediction\" and \"target\" strings (and \"category\", a string or null, if the task has them)"),
+                format!("line {number}: {why}; each line must be a JSON object with \"prediction\" and \"target\" strings (and \"category\", a string or null, and \"answers\", a list of strings, if the task has them)"),
             )
         };
         let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
@@ -59,6 +62,15 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, TaskError> {
         };
         out.predictions.push(text("prediction")?);
         out.targets.push(text("target")?);
+        out.answers.push(match v.get("answers") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("\"answers\" holds something other than strings".into()))?,
+            Some(other) => return Err(bad(format!("\"answers\" is {other}, not a list"))),
+        });
         out.categories.push(match v.get("category") {
             None | Some(serde_json::Value::Null) => None,
             Some(_) => Some(text("category")?),
@@ -75,6 +87,7 @@ pub fn score(task: &dyn Task, p: &Predictions) -> Scores {
     task.info().metric.score(
         &p.predictions,
         &p.targets,
+        &p.answers,
         &p.categories,
         task.labels().as_deref(),
     )

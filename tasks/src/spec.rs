@@ -4,11 +4,13 @@
 //! ```toml
 //! name = "my_sst2"
 //! description = "SST-2 through a task file"
-//! format = "tsv"            # csv or tsv
-//! header = true             # the first row names the columns
-//! input_template = "my_sst2 sentence: {sentence}"   # {column name} (or {0}, {1}, ... without header)
+//! format = "tsv"            # csv, tsv or jsonl (one JSON object per line)
+//! header = true             # the first row names the columns (CSV, TSV)
+//! input_template = "my_sst2 sentence: {sentence}"   # {column name} (or {0}, {1}, ... without header;
+//!                           # in JSON lines a key, or a dotted path: {answers.text.0})
 //! label_column = "label"
-//! metric = "accuracy"       # accuracy, f1:LABEL (accuracy and F1 of LABEL), exact_match
+//! metric = "accuracy"       # accuracy, f1:LABEL (accuracy and F1 of LABEL), exact_match, squad
+//! # answers_column = "answers.text"   # squad: other acceptable answers (a list, or one)
 //! [label_map]               # raw label -> target text; or target_template = "{column}"
 //! "0" = "negative"
 //! "1" = "positive"
@@ -28,6 +30,7 @@ use crate::{each_row, Metric, Task, TaskData, TaskError, TaskInfo};
 pub enum SpecFormat {
     Csv,
     Tsv,
+    Jsonl,
 }
 
 fn yes() -> bool {
@@ -54,6 +57,10 @@ pub struct TaskSpec {
     #[serde(default)]
     pub category_column: Option<String>,
     pub metric: String,
+    /// The field of each row's acceptable answers, all scored (`squad`). Left out of the
+    /// settings' sha256 when absent, so that task files from before it keep their data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_column: Option<String>,
 }
 
 /// Loads and checks a task file.
@@ -111,9 +118,17 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
         (Some(_), None, Some(_)) | (None, Some(_), None) => {}
         _ => return bad("give either label_column with label_map, or target_template"),
     }
-    if spec.metric != "accuracy" && spec.metric != "exact_match" && !spec.metric.starts_with("f1:")
+    if !["accuracy", "exact_match", "squad"].contains(&spec.metric.as_str())
+        && !spec.metric.starts_with("f1:")
     {
-        return bad("metric must be accuracy, exact_match or f1:LABEL");
+        return bad("metric must be accuracy, exact_match, squad or f1:LABEL");
+    }
+    // Other answers would be read and written, and no other metric scores them.
+    if spec.answers_column.is_some() && spec.metric != "squad" {
+        return bad(&format!(
+            "answers_column is scored only by metric = \"squad\", not {:?}: leave it out, or score with squad",
+            spec.metric
+        ));
     }
     // F1 of a label no target can be is 0 whatever the model does (a misspelt label).
     if let (Some(label), Some(map)) = (spec.metric.strip_prefix("f1:"), &spec.label_map) {
@@ -130,11 +145,11 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
 /// The longest text a template may render to (ingest's document limit): a template repeating
 /// a long field would otherwise multiply the input's size in memory; such a row is skipped
 /// with the reason.
-const MAX_RENDERED: usize = conveyor_pipeline::source::MAX_DOCUMENT_BYTES;
+pub(crate) const MAX_RENDERED: usize = conveyor_pipeline::source::MAX_DOCUMENT_BYTES;
 
 /// The `{field}` names of a template, in order; an unclosed `{`, or a `{` inside a field
 /// name (`{{text}}`: a template has no way to write a brace itself), is an error.
-fn template_fields(template: &str) -> Result<Vec<&str>, String> {
+pub(crate) fn template_fields(template: &str) -> Result<Vec<&str>, String> {
     let mut fields = Vec::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -190,6 +205,22 @@ fn render_at_most(
     row: &[String],
     max: usize,
 ) -> Result<String, String> {
+    render_with(template, max, |key| {
+        let i = field_index(header, key)
+            .ok_or_else(|| format!("template field {key:?} is not a column"))?;
+        row.get(i)
+            .cloned()
+            .ok_or_else(|| format!("no field {key:?} in this row"))
+    })
+}
+
+/// A template with each `{field}` replaced by `get(field)`, white space collapsed, at most
+/// `max` bytes (a longer rendering is the row's error).
+pub(crate) fn render_with(
+    template: &str,
+    max: usize,
+    get: impl Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -199,12 +230,7 @@ fn render_at_most(
             .ok_or_else(|| format!("unclosed {{ in template {template:?}"))?
             + open;
         let key = &rest[open + 1..close];
-        let i = field_index(header, key)
-            .ok_or_else(|| format!("template field {key:?} is not a column"))?;
-        let v = row
-            .get(i)
-            .ok_or_else(|| format!("no field {key:?} in this row"))?;
-        let v = clean(v);
+        let v = clean(&get(key)?);
         if out.len() + v.len() > max {
             return Err(format!(
                 "the template renders this row to over {max} bytes (field {key:?} holds {}); skipped",
@@ -277,18 +303,20 @@ impl Task for TaskSpec {
             } else {
                 self.description.clone()
             },
-            formats: format!(
-                "{} {} header, per its task file",
-                if self.format == SpecFormat::Csv {
-                    "CSV"
-                } else {
-                    "TSV"
-                },
-                if self.header { "with" } else { "without" }
-            ),
+            formats: match (self.format, self.header) {
+                (SpecFormat::Jsonl, _) => {
+                    "JSON lines (one object per line), per its task file".into()
+                }
+                (f, header) => format!(
+                    "{} {} header, per its task file",
+                    if f == SpecFormat::Csv { "CSV" } else { "TSV" },
+                    if header { "with" } else { "without" }
+                ),
+            },
             labels,
             metric: match self.metric.as_str() {
                 "exact_match" => Metric::ExactMatch,
+                "squad" => Metric::Squad,
                 m => match m.strip_prefix("f1:") {
                     Some(p) => Metric::AccuracyF1 {
                         positive: p.trim().into(),
@@ -309,8 +337,13 @@ impl Task for TaskSpec {
         serde_json::to_value(self).ok()
     }
 
+    fn has_answers(&self) -> bool {
+        self.answers_column.is_some()
+    }
+
     fn read(&self, path: &Path, strict: bool, out: &mut TaskData) -> Result<(), TaskError> {
         let layout = match (self.format, self.header) {
+            (SpecFormat::Jsonl, _) => return self.read_jsonl(path, strict, out),
             (SpecFormat::Csv, true) => Layout::CSV,
             (SpecFormat::Csv, false) => Layout::CSV_NO_HEADER,
             (SpecFormat::Tsv, true) => Layout::TSV,
@@ -403,6 +436,24 @@ mod tests {
         for bad in ["{a", "x {}", "{{a}}"] {
             assert!(template_fields(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The settings' sha256 of a task file from before `answers_column` (and `jsonl`) is
+    /// what it was: data prepared with it is still evaluated with it.
+    #[test]
+    fn settings_of_older_task_files_hash_as_before() {
+        let dir = std::env::temp_dir().join(format!("conveyor-spec-sha-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.toml");
+        let text = "name = \"mood\"\nformat = \"tsv\"\ninput_template = \"{0}\"\ntarget_template = \"{1}\"\nmetric = \"exact_match\"\n";
+        std::fs::write(&path, text).unwrap();
+        let task = load(&path).unwrap();
+        // As computed before the fields were added (their JSON had no such key).
+        assert_eq!(
+            crate::definition_sha256(task.as_ref()).unwrap(),
+            "6bba115463f3be3d9d81226650b4323c3aab468c0f1a1de99f9d96091635845f"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// A row with fields missing or extra is malformed: skipped with its line and counted

@@ -300,10 +300,10 @@ metric = "accuracy"
     let task = conveyor_tasks::spec::load(&spec).unwrap();
     assert_eq!(task.labels().unwrap(), ["negative", "positive"]);
     let refs = ["positive".to_string(), "negative".into()];
-    let scores = task
-        .info()
-        .metric
-        .score(&refs, &refs, &[None, None], task.labels().as_deref());
+    let scores =
+        task.info()
+            .metric
+            .score(&refs, &refs, &[], &[None, None], task.labels().as_deref());
     assert_eq!((scores.invalid, scores.f1), (0, Some(1.0)));
     for (map, why) in [
         ("\"1\" = \" \"", "empty target"),

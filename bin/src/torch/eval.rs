@@ -98,7 +98,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
     .inspect_err(|_| {
         let _ = std::fs::remove_file(&pred_tmp);
     })?;
-    write_predictions(file, &predictions)?;
+    write_predictions(file, &predictions, &task.info().metric)?;
     // Scored as `task score` scores the file just written.
     let column = |f: fn(&Prediction) -> String| predictions.iter().map(f).collect::<Vec<_>>();
     let scores = conveyor_tasks::score::score(
@@ -106,6 +106,7 @@ pub fn run(mut a: EvalArgs) -> anyhow::Result<i32> {
         &conveyor_tasks::score::Predictions {
             predictions: column(|p| p.prediction.clone()),
             targets: column(|p| p.target.clone()),
+            answers: predictions.iter().map(|p| p.answers.clone()).collect(),
             categories: predictions.iter().map(|p| p.category.clone()).collect(),
         },
     );
@@ -221,14 +222,31 @@ fn same_definition(
 }
 
 /// `OUT/predictions.jsonl`: one line per example with its input, target, prediction,
-/// whether they match, and its category.
-fn write_predictions(file: std::fs::File, predictions: &[Prediction]) -> anyhow::Result<()> {
+/// whether they match (for `squad`, its exact match: normalised, against any answer), and
+/// its category.
+fn write_predictions(
+    file: std::fs::File,
+    predictions: &[Prediction],
+    metric: &conveyor_tasks::Metric,
+) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(file);
     for p in predictions {
-        let line = serde_json::json!({
+        let correct = match metric {
+            conveyor_tasks::Metric::Squad => {
+                let mut refs = vec![p.target.as_str()];
+                refs.extend(p.answers.iter().map(String::as_str));
+                conveyor_tasks::squad::best(&p.prediction, &refs).0
+            }
+            _ => p.prediction == p.target.trim(),
+        };
+        let mut line = serde_json::json!({
             "inputs": p.inputs, "target": p.target, "prediction": p.prediction,
-            "correct": p.prediction == p.target.trim(), "category": p.category,
+            "correct": correct, "category": p.category,
         });
+        // Only for tasks that have them: `task score` scores these as eval did.
+        if !p.answers.is_empty() {
+            line["answers"] = serde_json::json!(p.answers);
+        }
         writeln!(f, "{line}")?;
     }
     f.flush()?;

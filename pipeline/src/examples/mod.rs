@@ -15,7 +15,7 @@ pub use manifest::{
     ExampleSettings, ExampleShardRecord, ExamplesManifest, Objective, TaskCounts, EXAMPLES_FORMAT,
     EXAMPLES_VERSION,
 };
-pub use writer::{example_schema, ExampleShardWriter};
+pub use writer::{example_schema, ExampleShardWriter, ANSWERS_COLUMN};
 
 /// One example: token ids of the inputs and the targets (each ending in EOS), before packing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -30,8 +30,17 @@ pub const PACKING_COLUMNS: [&str; 4] = [
 /// The text columns of task example shards, after `inputs` and `targets`.
 pub const TEXT_COLUMNS: [&str; 3] = ["inputs_pretokenized", "targets_pretokenized", "category"];
 
-/// The example shard schema; `text` adds the task columns (strings; `category` nullable).
-pub fn example_schema(narrow: bool, packed: bool, text: bool) -> Arc<Schema> {
+/// The column of a task's other acceptable answers (list<string>), after the text columns,
+/// in the shards of tasks that have them (SQuAD's).
+pub const ANSWERS_COLUMN: &str = "answers";
+
+fn answers_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, false)))
+}
+
+/// The example shard schema; `text` adds the task columns (strings; `category` nullable),
+/// `answers` the answers column.
+pub fn example_schema(narrow: bool, packed: bool, text: bool, answers: bool) -> Arc<Schema> {
     let mut fields = vec![
         Field::new("inputs", id_list_type(narrow), false),
         Field::new("targets", id_list_type(narrow), false),
@@ -40,6 +49,9 @@ pub fn example_schema(narrow: bool, packed: bool, text: bool) -> Arc<Schema> {
         for (i, name) in TEXT_COLUMNS.iter().enumerate() {
             fields.push(Field::new(*name, DataType::Utf8, i == 2));
         }
+    }
+    if answers {
+        fields.push(Field::new(ANSWERS_COLUMN, answers_type(), false));
     }
     if packed {
         let small = DataType::List(Arc::new(Field::new("item", DataType::UInt16, false)));
@@ -69,6 +81,7 @@ pub struct ExampleShardWriter {
     targets: IdList,
     packing: Option<[ListBuilder<UInt16Builder>; 4]>,
     text: Option<[StringBuilder; 3]>,
+    answers: Option<ListBuilder<StringBuilder>>,
     counts: RowCounts,
     examples: u64,
 }
@@ -77,21 +90,36 @@ impl ExampleShardWriter {
     /// Creates (truncating) the shard at `path`. Packed rows need feature lengths that fit
     /// 16 bits (checked by the caller).
     pub fn create(path: &Path, narrow: bool, packed: bool) -> Result<Self, Error> {
-        Self::with_columns(path, narrow, packed, false)
+        Self::with_columns(path, narrow, packed, false, false)
     }
 
-    /// A shard of task examples: ids plus the texts they came from and a category.
-    pub fn create_text(path: &Path, narrow: bool) -> Result<Self, Error> {
-        Self::with_columns(path, narrow, false, true)
+    /// A shard of task examples: ids plus the texts they came from and a category, and with
+    /// `answers` each example's other acceptable answers.
+    pub fn create_text(path: &Path, narrow: bool, answers: bool) -> Result<Self, Error> {
+        Self::with_columns(path, narrow, false, true, answers)
     }
 
-    fn with_columns(path: &Path, narrow: bool, packed: bool, text: bool) -> Result<Self, Error> {
+    fn with_columns(
+        path: &Path,
+        narrow: bool,
+        packed: bool,
+        text: bool,
+        answers: bool,
+    ) -> Result<Self, Error> {
+        let schema = example_schema(narrow, packed, text, answers);
         Ok(Self {
-            sink: ParquetSink::create(path, example_schema(narrow, packed, text), 1)?,
+            sink: ParquetSink::create(path, schema, 1)?,
             inputs: IdList::new(narrow),
             targets: IdList::new(narrow),
             packing: packed.then(|| std::array::from_fn(|_| small_list())),
             text: text.then(|| std::array::from_fn(|_| StringBuilder::new())),
+            answers: answers.then(|| {
+                ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+                    "item",
+                    DataType::Utf8,
+                    false,
+                )))
+            }),
             counts: RowCounts::new(BATCH_TOKENS, ROW_GROUP_TOKENS),
             examples: 0,
         })
@@ -106,18 +134,26 @@ impl ExampleShardWriter {
         self.row_added(ex.inputs.len() + ex.targets.len())
     }
 
-    /// Adds one task example with its texts (text shards).
+    /// Adds one task example with its texts (text shards), and its other answers if the
+    /// shard has the column.
     pub fn push_text(
         &mut self,
         ex: &Example,
         inputs: &str,
         targets: &str,
         category: Option<&str>,
+        answers: &[String],
     ) -> Result<(), Error> {
         let t = self.text.as_mut().expect("a text shard");
         t[0].append_value(inputs);
         t[1].append_value(targets);
         t[2].append_option(category);
+        if let Some(a) = self.answers.as_mut() {
+            for x in answers {
+                a.values().append_value(x);
+            }
+            a.append(true);
+        }
         self.inputs.append(&ex.inputs);
         self.targets.append(&ex.targets);
         self.examples += 1;
@@ -159,6 +195,9 @@ impl ExampleShardWriter {
             for b in t.iter_mut() {
                 cols.push(Arc::new(b.finish()));
             }
+        }
+        if let Some(a) = self.answers.as_mut() {
+            cols.push(Arc::new(a.finish()));
         }
         if let Some(p) = self.packing.as_mut() {
             for b in p.iter_mut() {

@@ -35,6 +35,7 @@ pub(crate) fn example(
         inputs,
         targets: targets.to_string(),
         category,
+        answers: Vec::new(),
         file: file.to_string(),
         line,
     }

@@ -1,0 +1,292 @@
+//! JSON-lines task files (what `datasets`' `to_json` and most dataset dumps write): one
+//! object per line, whose fields a task file names by key, or by a dotted path into nested
+//! objects and lists (`answers.text.0`).
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::read::{io_error, MAX_ROW_BYTES};
+use crate::TaskError;
+
+/// One line's object, or why it is not one, with its 1-based line.
+pub type Object = (u64, Result<Map<String, Value>, String>);
+
+/// The objects of a JSON-lines file; blank lines are passed over. A line past
+/// [`MAX_ROW_BYTES`] is an error (the file cannot be read on), not a skipped row.
+pub fn objects(path: &Path) -> Result<Vec<Object>, TaskError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let n = reader
+            .by_ref()
+            .take(MAX_ROW_BYTES + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_error(path, format!("line {number}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > MAX_ROW_BYTES {
+            return Err(io_error(
+                path,
+                format!("line {number} runs past {MAX_ROW_BYTES} bytes: not a task file (or split that row)"),
+            ));
+        }
+        // A byte-order mark before the first object (Windows tools write one).
+        let text = match number {
+            1 => line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&line),
+            _ => &line[..],
+        };
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = match serde_json::from_slice::<Value>(text) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(other) => Err(format!("not a JSON object but {}", kind(&other))),
+            Err(e) => Err(format!("not JSON ({e})")),
+        };
+        out.push((number, parsed));
+    }
+    Ok(out)
+}
+
+/// A JSON value's kind, for messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The value at `path`: a key, or keys and list indices joined by dots. A key that holds a
+/// dot itself is found whole first.
+pub fn lookup<'a>(object: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = object.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut v = object.get(parts.next()?)?;
+    for p in parts {
+        v = match v {
+            Value::Object(m) => m.get(p)?,
+            Value::Array(a) => a.get(p.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// A field's value as text: a string as it is, a number or boolean as JSON writes it; null,
+/// a list or an object is the row's error.
+pub fn text(object: &Map<String, Value>, path: &str) -> Result<String, String> {
+    match lookup(object, path) {
+        None => Err(format!("no field {path:?} in this object")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
+        Some(Value::Array(_)) => Err(format!(
+            "field {path:?} is a list: name one of its items ({path}.0)"
+        )),
+        Some(v) => Err(format!("field {path:?} is {}, not text", kind(v))),
+    }
+}
+
+/// A field of answers: a list of strings, or one string.
+pub fn texts(object: &Map<String, Value>, path: &str) -> Result<Vec<String>, String> {
+    match lookup(object, path) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                v => Err(format!("field {path:?} holds {}, not a string", kind(v))),
+            })
+            .collect(),
+        _ => text(object, path).map(|s| vec![s]),
+    }
+}
+
+impl crate::spec::TaskSpec {
+    /// A JSON-lines file through the task file: as a CSV, a field naming nothing fails the
+    /// file once (here: no object of the file has it), and a row that cannot be read, or
+    /// lacks a field, is skipped with its line.
+    pub(crate) fn read_jsonl(
+        &self,
+        path: &Path,
+        strict: bool,
+        out: &mut crate::TaskData,
+    ) -> Result<(), TaskError> {
+        use crate::builtin::{clean, example, unknown_label};
+        use crate::spec::{render_with, template_fields, MAX_RENDERED};
+        use crate::Task;
+        let rows = objects(path)?;
+        let Some(first) = rows.iter().find_map(|(_, o)| o.as_ref().ok()) else {
+            let why = match rows.first() {
+                None => "the file is empty".to_string(),
+                Some((line, Err(e))) => format!("line {line}: {e}, and so is every line"),
+                Some((_, Ok(_))) => unreachable!("an object was found"),
+            };
+            return Err(self.format_error(path, why));
+        };
+        // Every field the task names is in some object (a misspelt one is in none).
+        let mut names: Vec<&str> = Vec::new();
+        for t in [Some(&self.input_template), self.target_template.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            names.extend(template_fields(t).map_err(|e| self.format_error(path, e))?);
+        }
+        let columns = [
+            &self.label_column,
+            &self.category_column,
+            &self.answers_column,
+        ];
+        names.extend(columns.into_iter().flatten().map(String::as_str));
+        let somewhere = |k: &&str| {
+            rows.iter()
+                .any(|(_, o)| o.as_ref().is_ok_and(|o| lookup(o, k).is_some()))
+        };
+        if let Some(k) = names.iter().find(|k| !somewhere(k)) {
+            let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+            return Err(self.format_error(
+                path,
+                format!(
+                    "no object has the field {k:?} (the first has {}; name nested fields by a dotted path, answers.text.0)",
+                    keys.join(", ")
+                ),
+            ));
+        }
+        let file = crate::read::file_name(path);
+        let valid = self
+            .label_map
+            .as_ref()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        for (line, object) in rows {
+            out.read += 1;
+            let o = match object {
+                Ok(o) => o,
+                Err(e) => {
+                    out.skip(&file, line, e, strict)?;
+                    continue;
+                }
+            };
+            let render = |t: &str| render_with(t, MAX_RENDERED, |k| text(&o, k));
+            let inputs = match render(&self.input_template) {
+                Ok(s) => s,
+                Err(e) => {
+                    out.skip(&file, line, e, strict)?;
+                    continue;
+                }
+            };
+            let target = match (&self.label_map, &self.label_column, &self.target_template) {
+                (Some(map), Some(l), _) => {
+                    let raw = match text(&o, l) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            out.skip(&file, line, e, strict)?;
+                            continue;
+                        }
+                    };
+                    let raw = raw.trim();
+                    map.get(raw)
+                        .cloned()
+                        .ok_or_else(|| unknown_label(self, &file, line, raw, &valid))?
+                }
+                (_, _, Some(t)) => match render(t) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        out.skip(&file, line, e, strict)?;
+                        continue;
+                    }
+                },
+                _ => unreachable!("checked when loaded"),
+            };
+            let answers = match self.answers_column.as_deref().map(|a| texts(&o, a)) {
+                None => Vec::new(),
+                Some(Ok(v)) => v.iter().map(|a| clean(a)).collect(),
+                Some(Err(e)) => {
+                    out.skip(&file, line, e, strict)?;
+                    continue;
+                }
+            };
+            let category = self
+                .category_column
+                .as_deref()
+                .and_then(|c| text(&o, c).ok())
+                .map(|c| c.trim().to_string());
+            let mut ex = example(inputs, &target, category, &file, line);
+            ex.answers = answers;
+            out.examples.push(ex);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_by_key_or_dotted_path() {
+        let v: Value = serde_json::json!({
+            "question": "Who?", "id": 7, "ok": true, "a.b": "dotted key",
+            "answers": {"text": ["Ann", "Ann B."], "answer_start": [3, 3]},
+            "none": null
+        });
+        let o = v.as_object().unwrap();
+        assert_eq!(text(o, "question").unwrap(), "Who?");
+        assert_eq!(text(o, "id").unwrap(), "7");
+        assert_eq!(text(o, "ok").unwrap(), "true");
+        assert_eq!(text(o, "a.b").unwrap(), "dotted key");
+        assert_eq!(text(o, "answers.text.1").unwrap(), "Ann B.");
+        assert_eq!(texts(o, "answers.text").unwrap(), ["Ann", "Ann B."]);
+        assert_eq!(texts(o, "question").unwrap(), ["Who?"]);
+        for (path, why) in [
+            (
+                "answers.text",
+                "is a list: name one of its items (answers.text.0)",
+            ),
+            ("answers", "is an object"),
+            ("none", "is null"),
+            ("answers.text.5", "no field"),
+            ("missing", "no field"),
+        ] {
+            let e = text(o, path).unwrap_err();
+            assert!(e.contains(why), "{path}: {e}");
+        }
+        assert!(texts(o, "answers.answer_start")
+            .unwrap_err()
+            .contains("a number"));
+    }
+
+    #[test]
+    fn objects_with_their_lines() {
+        let dir = std::env::temp_dir().join(format!("conveyor-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.jsonl");
+        std::fs::write(&path, "\u{feff}{\"a\": 1}\r\n\n[1]\n{bad\n{\"a\": 2}").unwrap();
+        let got: Vec<(u64, Result<usize, String>)> = objects(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(l, o)| (l, o.map(|m| m.len())))
+            .collect();
+        assert_eq!(got[0], (1, Ok(1)));
+        assert_eq!(got[1].0, 3);
+        assert!(got[1]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("not a JSON object but a list"));
+        assert_eq!(got[2].0, 4);
+        assert!(got[2].1.as_ref().unwrap_err().contains("not JSON"));
+        assert_eq!(got[3], (5, Ok(1)));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
