@@ -285,4 +285,47 @@ mod tests {
             assert!(t.iter().zip([7, 13, 0, 19]).all(|(k, s)| *k <= s));
         }
     }
+
+    /// The reference fine-tuning script (which a study runs to compare with transformers)
+    /// scores the rows `eval --limit` scores: its `proportional` equals this one on random
+    /// shard sizes and limits, ties included.
+    #[test]
+    fn the_reference_script_takes_the_same_rows() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m) as usize
+        };
+        let cases: Vec<(Vec<usize>, usize)> = (0..300)
+            .map(|_| {
+                let sizes: Vec<usize> = (0..1 + next(6)).map(|_| next(4) * next(50)).collect();
+                let total: usize = sizes.iter().sum();
+                (sizes, next(total as u64 + 3))
+            })
+            .collect();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../scripts/reference_finetune.py"
+        );
+        let code = format!(
+            "import importlib.util, json, sys\nspec = importlib.util.spec_from_file_location('r', {script:?})\nr = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)\nprint(json.dumps([r.proportional(s, n) for s, n in json.load(sys.stdin)]))"
+        );
+        let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = std::process::Command::new(python)
+            .args(["-c", &code])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run Python (CONVEYOR_PYTHON)");
+        let input = serde_json::to_vec(&cases).unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the reference script failed");
+        let theirs: Vec<Vec<usize>> = serde_json::from_slice(&out.stdout).unwrap();
+        for ((sizes, n), t) in cases.iter().zip(&theirs) {
+            assert_eq!(&proportional(sizes, *n), t, "sizes {sizes:?}, limit {n}");
+        }
+    }
 }
