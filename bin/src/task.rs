@@ -268,7 +268,8 @@ fn show(task: &str, task_file: Option<PathBuf>, input: &[PathBuf], n: usize) -> 
 /// `task score`: the task's scores of a predictions file, as `eval` computes them.
 fn score(task: &str, task_file: Option<PathBuf>, file: &Path, json: bool) -> anyhow::Result<()> {
     let t = resolve(task, task_file.as_deref())?;
-    let p = conveyor_tasks::score::read_predictions(file)?;
+    let squad = t.info().metric == conveyor_tasks::Metric::Squad;
+    let p = conveyor_tasks::score::read_predictions(file, squad)?;
     let s = conveyor_tasks::score::score(t.as_ref(), &p);
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);

@@ -27,7 +27,9 @@ def reference():
 
 
 WORDS = ["a", "an", "the", "The", "A", "AN", "paris", "Paris", "lyon", "then", "another",
-         "anthem", "été", "ÉTÉ", "straße", "ΣΟΦΟΣ", "_x", "x_y", "3", "3.5", "42", "l'a", "a-b"]
+         "anthem", "été", "ÉTÉ", "straße", "ΣΟΦΟΣ", "_x", "x_y", "3", "3.5", "42", "l'a", "a-b",
+         # Marks and symbols Rust calls alphabetic and Python's \w does not.
+         "\u093e", "\u05b0", "\u0363", "\u0345", "\u0670", "🄰", "²", "½"]
 MARKS = list(string.punctuation) + ["’", "“", "”", "«", "»", "¿", "—"]
 SPACES = [" ", " ", " ", "  ", "\t", "\n", "\u00a0", "\u2003", "\x1c", "\u0085"]
 

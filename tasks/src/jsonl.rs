@@ -36,11 +36,9 @@ pub fn objects(path: &Path) -> Result<Vec<Object>, TaskError> {
                 format!("line {number} runs past {MAX_ROW_BYTES} bytes: not a task file (or split that row)"),
             ));
         }
-        // A byte-order mark before the first object (Windows tools write one).
-        let text = match number {
-            1 => line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&line),
-            _ => &line[..],
-        };
+        // A byte-order mark before an object (Windows tools write one; files joined by
+        // `cat` have one on later lines too).
+        let text = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&line);
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -87,28 +85,40 @@ pub fn lookup<'a>(object: &'a Map<String, Value>, path: &str) -> Option<&'a Valu
 /// A field's value as text: a string as it is, a number or boolean as JSON writes it; null,
 /// a list or an object is the row's error.
 pub fn text(object: &Map<String, Value>, path: &str) -> Result<String, String> {
-    match lookup(object, path) {
-        None => Err(format!("no field {path:?} in this object")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
-        Some(Value::Array(_)) => Err(format!(
-            "field {path:?} is a list: name one of its items ({path}.0)"
-        )),
-        Some(v) => Err(format!("field {path:?} is {}, not text", kind(v))),
+    as_text(field(object, path)?, path)
+}
+
+/// A field of answers: a list (of strings, numbers or booleans), or one.
+pub fn texts(object: &Map<String, Value>, path: &str) -> Result<Vec<String>, String> {
+    texts_of(field(object, path)?, path)
+}
+
+/// [`texts`] of a value (`path` names it in messages).
+pub fn texts_of(value: &Value, path: &str) -> Result<Vec<String>, String> {
+    match value {
+        Value::Array(a) => a
+            .iter()
+            .map(|v| match v {
+                Value::Array(_) => Err(format!("field {path:?} holds a list in its list")),
+                v => as_text(v, path),
+            })
+            .collect(),
+        v => as_text(v, path).map(|s| vec![s]),
     }
 }
 
-/// A field of answers: a list of strings, or one string.
-pub fn texts(object: &Map<String, Value>, path: &str) -> Result<Vec<String>, String> {
-    match lookup(object, path) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                v => Err(format!("field {path:?} holds {}, not a string", kind(v))),
-            })
-            .collect(),
-        _ => text(object, path).map(|s| vec![s]),
+fn field<'a>(object: &'a Map<String, Value>, path: &str) -> Result<&'a Value, String> {
+    lookup(object, path).ok_or_else(|| format!("no field {path:?} in this object"))
+}
+
+fn as_text(value: &Value, path: &str) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        v @ (Value::Number(_) | Value::Bool(_)) => Ok(v.to_string()),
+        Value::Array(_) => Err(format!(
+            "field {path:?} is a list: name one of its items ({path}.0)"
+        )),
+        v => Err(format!("field {path:?} is {}, not text", kind(v))),
     }
 }
 
@@ -126,10 +136,14 @@ impl crate::spec::TaskSpec {
         use crate::spec::{render_with, template_fields, MAX_RENDERED};
         use crate::Task;
         let rows = objects(path)?;
+        // What a file that is one JSON document rather than lines of them gets told.
+        const ONE_DOCUMENT: &str = "a task file reads JSON lines, one example's object per line (datasets' to_json writes them); a JSON array, a pretty-printed file or SQuAD's own nested {\"data\": ...} file must be turned into that first";
         let Some(first) = rows.iter().find_map(|(_, o)| o.as_ref().ok()) else {
             let why = match rows.first() {
                 None => "the file is empty".to_string(),
-                Some((line, Err(e))) => format!("line {line}: {e}, and so is every line"),
+                Some((line, Err(e))) => {
+                    format!("line {line}: {e}, and so is every line: {ONE_DOCUMENT}")
+                }
                 Some((_, Ok(_))) => unreachable!("an object was found"),
             };
             return Err(self.format_error(path, why));
@@ -154,10 +168,14 @@ impl crate::spec::TaskSpec {
         };
         if let Some(k) = names.iter().find(|k| !somewhere(k)) {
             let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+            let one = match rows.len() {
+                1 => format!("; the file holds one object: {ONE_DOCUMENT}"),
+                _ => String::new(),
+            };
             return Err(self.format_error(
                 path,
                 format!(
-                    "no object has the field {k:?} (the first has {}; name nested fields by a dotted path, answers.text.0)",
+                    "no object has the field {k:?} (the first has {}; name nested fields by a dotted path, answers.text.0){one}",
                     keys.join(", ")
                 ),
             ));
@@ -216,11 +234,17 @@ impl crate::spec::TaskSpec {
                     continue;
                 }
             };
-            let category = self
-                .category_column
-                .as_deref()
-                .and_then(|c| text(&o, c).ok())
-                .map(|c| c.trim().to_string());
+            // A row without a category has none; one that is not text is the row's error.
+            let category = match self.category_column.as_deref() {
+                Some(c) if lookup(&o, c).is_some_and(|v| !v.is_null()) => match text(&o, c) {
+                    Ok(t) => Some(t.trim().to_string()),
+                    Err(e) => {
+                        out.skip(&file, line, e, strict)?;
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             let mut ex = example(inputs, &target, category, &file, line);
             ex.answers = answers;
             out.examples.push(ex);
@@ -261,9 +285,10 @@ mod tests {
             let e = text(o, path).unwrap_err();
             assert!(e.contains(why), "{path}: {e}");
         }
-        assert!(texts(o, "answers.answer_start")
-            .unwrap_err()
-            .contains("a number"));
+        // Numbers in a list of answers are text, as a field's are; null is not an answer.
+        assert_eq!(texts(o, "answers.answer_start").unwrap(), ["3", "3"]);
+        let e = texts_of(&serde_json::json!(["x", null]), "a").unwrap_err();
+        assert!(e.contains("is null, not text"), "{e}");
     }
 
     #[test]
@@ -271,7 +296,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("conveyor-jsonl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.jsonl");
-        std::fs::write(&path, "\u{feff}{\"a\": 1}\r\n\n[1]\n{bad\n{\"a\": 2}").unwrap();
+        std::fs::write(
+            &path,
+            "\u{feff}{\"a\": 1}\r\n\n[1]\n{bad\n\u{feff}{\"a\": 2}",
+        )
+        .unwrap();
         let got: Vec<(u64, Result<usize, String>)> = objects(&path)
             .unwrap()
             .into_iter()

@@ -1,8 +1,9 @@
 //! `conveyor task score`: a task's metric over predictions made anywhere (conveyor's `eval`,
 //! or a trainer of one's own), read from JSON lines, one example each:
-//! `{"prediction": "...", "target": "...", "category": "..." or null}`, and for tasks with
-//! several acceptable answers (SQuAD's) `"answers": [...]`, the others beside the target
-//! (`eval`'s `predictions.jsonl` is such a file; other keys are ignored).
+//! `{"prediction": "...", "target": "...", "category": "..." or null}`, and for tasks scored
+//! by `squad` `"answers"`, the other acceptable answers beside the target (a list, one
+//! string, or SQuAD's `{"text": [...]}`); `eval`'s `predictions.jsonl` is such a file, and
+//! other keys are ignored.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -24,7 +25,9 @@ pub struct Predictions {
 }
 
 /// Reads a predictions file; a line that is not such an object is an error naming it.
-pub fn read_predictions(path: &Path) -> Result<Predictions, TaskError> {
+/// `answers` (tasks scored by `squad`) reads each line's other answers, which other tasks
+/// ignore with the other keys.
+pub fn read_predictions(path: &Path, answers: bool) -> Result<Predictions, TaskError> {
     let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut reader = std::io::BufReader::new(file);
     let mut out = Predictions::default();
@@ -62,14 +65,12 @@ pub fn read_predictions(path: &Path) -> Result<Predictions, TaskError> {
         };
         out.predictions.push(text("prediction")?);
         out.targets.push(text("target")?);
-        out.answers.push(match v.get("answers") {
-            None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_str().map(String::from))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("\"answers\" holds something other than strings".into()))?,
-            Some(other) => return Err(bad(format!("\"answers\" is {other}, not a list"))),
+        out.answers.push(match (answers, v.get("answers")) {
+            (false, _) | (_, None | Some(serde_json::Value::Null)) => Vec::new(),
+            // A list, one answer, or SQuAD's {"text": [...], "answer_start": [...]}.
+            (true, Some(a)) => {
+                crate::jsonl::texts_of(a.get("text").unwrap_or(a), "answers").map_err(bad)?
+            }
         });
         out.categories.push(match v.get("category") {
             None | Some(serde_json::Value::Null) => None,

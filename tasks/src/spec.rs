@@ -123,6 +123,9 @@ pub fn load(path: &Path) -> Result<Box<dyn Task>, TaskError> {
     {
         return bad("metric must be accuracy, exact_match, squad or f1:LABEL");
     }
+    if spec.answers_column.is_some() && spec.format != SpecFormat::Jsonl {
+        return bad("answers_column reads each row's list of answers from JSON lines (format = \"jsonl\"); a CSV or TSV row holds one answer, its target: leave it out");
+    }
     // Other answers would be read and written, and no other metric scores them.
     if spec.answers_column.is_some() && spec.metric != "squad" {
         return bad(&format!(

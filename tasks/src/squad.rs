@@ -5,11 +5,23 @@
 
 use std::collections::HashMap;
 
-/// Python's `\w` outside ASCII, as near as `char` says it: letters and numbers (Python's
-/// `str.isalnum`) and `_`. Marks that Rust counts as alphabetic and Python does not (some
-/// vowel signs of Indic scripts) are where the two could differ.
+/// Python's `\w`: `str.isalnum()` (general categories L* and N*, not the marks and symbols
+/// Rust's `is_alphanumeric` also counts as Other_Alphabetic: Indic vowel signs, Hebrew
+/// points, circled letters) or `_`.
 fn word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    c == '_'
+        || matches!(
+            get_general_category(c),
+            G::UppercaseLetter
+                | G::LowercaseLetter
+                | G::TitlecaseLetter
+                | G::ModifierLetter
+                | G::OtherLetter
+                | G::DecimalNumber
+                | G::LetterNumber
+                | G::OtherNumber
+        )
 }
 
 /// Python's `str.split()`: white space as `str.isspace` has it, which counts the four
@@ -99,6 +111,15 @@ mod tests {
         );
         assert_eq!(normalize("the’s a’b"), "’s ’b");
         assert_eq!(normalize("ÉTÉ à Ça"), "été à ça");
+        // Marks and symbols are no word characters to Python: the article before them is a
+        // word of its own (a Devanagari vowel sign, a Hebrew point, a squared letter).
+        for (text, left) in [
+            ("a\u{93e}", "\u{93e}"),
+            ("the\u{5b0} x", "\u{5b0} x"),
+            ("the🄰", "🄰"),
+        ] {
+            assert_eq!(normalize(text), left, "{text:?}");
+        }
         // Shared words: "paris" once of the prediction's 3 words and the reference's 2.
         let f1 = token_f1("in paris", "paris france city");
         assert!((f1 - 2.0 * (1.0 / 3.0) * 0.5 / (1.0 / 3.0 + 0.5)).abs() < 1e-12);

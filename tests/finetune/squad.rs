@@ -88,6 +88,21 @@ fn a_json_lines_question_answering_task_is_scored_against_every_answer() {
         err.contains("answers_column is scored only by metric = \"squad\""),
         "{err}"
     );
+    // A CSV row holds one answer, its target: answers_column there would read nothing.
+    let csv = text.replace("\"jsonl\"", "\"csv\"");
+    std::fs::write(&other, csv).unwrap();
+    let o = conveyor(&[
+        "task",
+        "show",
+        "city_qa",
+        "--task-file",
+        other.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("answers_column reads each row's list of answers from JSON lines"),
+        "{err}"
+    );
     // A field in no object is named once, with the first object's keys.
     std::fs::write(&other, text.replace("{context}", "{contxt}")).unwrap();
     let o = conveyor(&[
@@ -103,6 +118,28 @@ fn a_json_lines_question_answering_task_is_scored_against_every_answer() {
     assert!(
         err.contains("no object has the field \"contxt\"")
             && err.contains("the first has answers, context, id, meta, question"),
+        "{err}"
+    );
+
+    // SQuAD's own file, one nested document, is told to become JSON lines.
+    let nested = dir.join("squad-v1.1.json");
+    std::fs::write(
+        &nested,
+        "{\"data\": [{\"title\": \"t\", \"paragraphs\": []}], \"version\": \"1.1\"}",
+    )
+    .unwrap();
+    let o = conveyor(&[
+        "task",
+        "show",
+        "city_qa",
+        "--task-file",
+        s,
+        "--input",
+        nested.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the file holds one object: a task file reads JSON lines"),
         "{err}"
     );
 
@@ -179,6 +216,18 @@ fn a_json_lines_question_answering_task_is_scored_against_every_answer() {
         serde_json::from_str(&std::fs::read_to_string(eval_out.join("metrics.json")).unwrap())
             .unwrap();
     assert!(metrics["scores"]["f1"].is_number(), "{metrics}");
+    // Each line's `correct` is its exact match as the metric counts it.
+    let correct = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["correct"] == true)
+        .count();
+    let examples = metrics["scores"]["examples"].as_u64().unwrap();
+    assert_eq!(examples, 6);
+    assert_eq!(
+        metrics["scores"]["accuracy"],
+        correct as f64 / 6.0,
+        "{metrics}"
+    );
     let p = predictions.to_str().unwrap();
     let scored = ok(&[
         "task",
@@ -199,7 +248,9 @@ fn a_json_lines_question_answering_task_is_scored_against_every_answer() {
         &mine,
         concat!(
             "{\"prediction\": \"In the Lyon!\", \"target\": \"Lyon\", \"answers\": [\"Lyon\", \"in Lyon\"]}\n",
-            "{\"prediction\": \"Lyon museum\", \"target\": \"Lyon\"}\n"
+            "{\"prediction\": \"Lyon museum\", \"target\": \"Lyon\"}\n",
+            "{\"prediction\": \"in lima\", \"target\": \"Lima\", \"answers\": \"in Lima\"}\n",
+            "{\"prediction\": \"oslo\", \"target\": \"x\", \"answers\": {\"text\": [\"Oslo\"], \"answer_start\": [0]}}\n"
         ),
     )
     .unwrap();
@@ -215,7 +266,28 @@ fn a_json_lines_question_answering_task_is_scored_against_every_answer() {
         "--json",
     ]);
     let scored: serde_json::Value = serde_json::from_str(&scored).unwrap();
-    assert_eq!(scored["accuracy"], 0.5, "{scored}");
-    assert_eq!(scored["f1"], (1.0 + 2.0 / 3.0) / 2.0, "{scored}");
+    // Answers as a list, one string, or SQuAD's {"text": [...]}.
+    assert_eq!(scored["accuracy"], 0.75, "{scored}");
+    assert_eq!(
+        scored["f1"],
+        (1.0 + 2.0 / 3.0 + 1.0 + 1.0) / 4.0,
+        "{scored}"
+    );
+    // Other tasks ignore an answers key of any shape, as they ignore other keys.
+    let em = dir.join("em.jsonl");
+    std::fs::write(
+        &em,
+        "{\"prediction\": \"a\", \"target\": \"a\", \"answers\": {\"text\": [\"b\"]}}\n",
+    )
+    .unwrap();
+    let scored = ok(&[
+        "task",
+        "score",
+        "cogs",
+        "--predictions",
+        em.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(scored.contains("\"accuracy\": 1.0"), "{scored}");
     std::fs::remove_dir_all(&dir).ok();
 }
