@@ -2,12 +2,11 @@
 //! object per line, whose fields a task file names by key, or by a dotted path into nested
 //! objects and lists (`answers.text.0`).
 
-use std::io::{BufRead, Read};
 use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::read::{io_error, MAX_ROW_BYTES};
+use crate::read::{each_line, MAX_ROW_BYTES};
 use crate::TaskError;
 
 /// One line's object, or why it is not one, with its 1-based line.
@@ -16,39 +15,17 @@ pub type Object = (u64, Result<Map<String, Value>, String>);
 /// The objects of a JSON-lines file; blank lines are passed over. A line past
 /// [`MAX_ROW_BYTES`] is an error (the file cannot be read on), not a skipped row.
 pub fn objects(path: &Path) -> Result<Vec<Object>, TaskError> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let mut reader = std::io::BufReader::new(file);
     let mut out = Vec::new();
-    let mut line = Vec::new();
-    for number in 1.. {
-        line.clear();
-        let n = reader
-            .by_ref()
-            .take(MAX_ROW_BYTES + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| io_error(path, format!("line {number}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        if n as u64 > MAX_ROW_BYTES {
-            return Err(io_error(
-                path,
-                format!("line {number} runs past {MAX_ROW_BYTES} bytes: not a task file (or split that row)"),
-            ));
-        }
-        // A byte-order mark before an object (Windows tools write one; files joined by
-        // `cat` have one on later lines too).
-        let text = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&line);
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    let too_long = "not a task file (or split that row)";
+    each_line(path, MAX_ROW_BYTES, too_long, |number, text| {
         let parsed = match serde_json::from_slice::<Value>(text) {
             Ok(Value::Object(m)) => Ok(m),
             Ok(other) => Err(format!("not a JSON object but {}", kind(&other))),
             Err(e) => Err(format!("not JSON ({e})")),
         };
         out.push((number, parsed));
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

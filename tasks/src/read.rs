@@ -103,6 +103,44 @@ impl<R: std::io::Read> std::io::Read for RowCap<R> {
     }
 }
 
+/// Calls `f` with each line of `path` that is not blank: its 1-based number and bytes (a
+/// byte-order mark before it dropped: Windows tools write one, and files joined by `cat`
+/// have one on later lines too). A line past `max` bytes is an error naming it, and `what`
+/// the file then is not.
+pub fn each_line(
+    path: &Path,
+    max: u64,
+    what: &str,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    use std::io::{BufRead, Read};
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let n = reader
+            .by_ref()
+            .take(max + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| io_error(path, format!("line {number}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if n as u64 > max {
+            return Err(io_error(
+                path,
+                format!("line {number} runs past {max} bytes: {what}"),
+            ));
+        }
+        let text = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&line);
+        if !text.iter().all(u8::is_ascii_whitespace) {
+            f(number, text)?;
+        }
+    }
+    Ok(())
+}
+
 /// How a delimited file is laid out.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {

@@ -5,10 +5,9 @@
 //! string, or SQuAD's `{"text": [...]}`); `eval`'s `predictions.jsonl` is such a file, and
 //! other keys are ignored.
 
-use std::io::{BufRead, Read};
 use std::path::Path;
 
-use crate::read::io_error;
+use crate::read::{each_line, io_error};
 use crate::{Scores, Task, TaskError};
 
 /// The longest line read: a prediction or target past it is no model's output.
@@ -28,55 +27,41 @@ pub struct Predictions {
 /// `answers` (tasks scored by `squad`) reads each line's other answers, which other tasks
 /// ignore with the other keys.
 pub fn read_predictions(path: &Path, answers: bool) -> Result<Predictions, TaskError> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
-    let mut reader = std::io::BufReader::new(file);
     let mut out = Predictions::default();
-    let mut line = String::new();
-    for number in 1.. {
-        line.clear();
-        let n = reader
-            .by_ref()
-            .take(MAX_LINE_BYTES + 1)
-            .read_line(&mut line)
-            .map_err(|e| io_error(path, format!("line {number}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        if n as u64 > MAX_LINE_BYTES {
-            return Err(io_error(
-                path,
-                format!("line {number} runs past {MAX_LINE_BYTES} bytes: not a predictions file"),
-            ));
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |why: String| {
-            io_error(
+    each_line(
+        path,
+        MAX_LINE_BYTES,
+        "not a predictions file",
+        |number, line| {
+            let bad = |why: String| {
+                io_error(
                 path,
                 format!("line {number}: {why}; each line must be a JSON object with \"prediction\" and \"target\" strings (and \"category\", a string or null, and \"answers\", a list of strings, if the task has them)"),
             )
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-        let text = |key: &str| match v.get(key) {
-            Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(bad(format!("\"{key}\" is {other}, not a string"))),
-            None => Err(bad(format!("no \"{key}\""))),
-        };
-        out.predictions.push(text("prediction")?);
-        out.targets.push(text("target")?);
-        out.answers.push(match (answers, v.get("answers")) {
-            (false, _) | (_, None | Some(serde_json::Value::Null)) => Vec::new(),
-            // A list, one answer, or SQuAD's {"text": [...], "answer_start": [...]}.
-            (true, Some(a)) => {
-                crate::jsonl::texts_of(a.get("text").unwrap_or(a), "answers").map_err(bad)?
-            }
-        });
-        out.categories.push(match v.get("category") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(_) => Some(text("category")?),
-        });
-    }
+            };
+            let v: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+            let text = |key: &str| match v.get(key) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(bad(format!("\"{key}\" is {other}, not a string"))),
+                None => Err(bad(format!("no \"{key}\""))),
+            };
+            out.predictions.push(text("prediction")?);
+            out.targets.push(text("target")?);
+            out.answers.push(match (answers, v.get("answers")) {
+                (false, _) | (_, None | Some(serde_json::Value::Null)) => Vec::new(),
+                // A list, one answer, or SQuAD's {"text": [...], "answer_start": [...]}.
+                (true, Some(a)) => {
+                    crate::jsonl::texts_of(a.get("text").unwrap_or(a), "answers").map_err(bad)?
+                }
+            });
+            out.categories.push(match v.get("category") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(_) => Some(text("category")?),
+            });
+            Ok(())
+        },
+    )?;
     if out.targets.is_empty() {
         return Err(io_error(path, "holds no prediction: nothing to score"));
     }
