@@ -113,6 +113,60 @@ fn settings_no_run_could_use_are_refused_before_any_work() {
             smoke.replace("name = \"trec\"", "name = \"trek\""),
             "task \"trek\"",
         ),
+        // Settings no run can train with, found after the ingest or the pre-training (and
+        // then the study's record refused the corrected file): zero steps or batch, an
+        // inputs length with no room for a noise span, an unknown device, a corpus file
+        // that is not there, none at all, and a config that is a device (hashing it hung).
+        (
+            "pretrain-steps",
+            smoke.replace("steps = 20\nbatch_size = 8", "steps = 0\nbatch_size = 8"),
+            "[pretrain] steps is 0",
+        ),
+        (
+            "finetune-batch",
+            smoke.replace("batch_size = 16", "batch_size = 0"),
+            "[finetune] batch_size is 0",
+        ),
+        (
+            "task-steps",
+            smoke.replace("dev_limit = 50", "dev_limit = 50\nsteps = 0"),
+            "task trec steps is 0",
+        ),
+        (
+            "length",
+            smoke.replace("inputs_length = 64", "inputs_length = 2"),
+            "inputs_length 2",
+        ),
+        (
+            "device",
+            smoke.replace("seeds = [0]", "seeds = [0]\ndevice = \"tpu\""),
+            "device \"tpu\" is none of auto, cpu, cuda",
+        ),
+        (
+            "corpus",
+            smoke.replace("first600.json.gz", "first601.json.gz"),
+            "first601.json.gz is not there",
+        ),
+        (
+            "no-corpus",
+            smoke
+                .lines()
+                .map(|l| match l.starts_with("inputs = ") {
+                    true => "inputs = []",
+                    false => l,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "[corpus] inputs is empty",
+        ),
+        (
+            "config-device",
+            smoke.replace(
+                "preset = \"tiny\"\n",
+                "preset = \"tiny\"\nconfig = \"/dev/zero\"\n",
+            ),
+            "/dev/zero is not a regular file",
+        ),
     ] {
         let file = sb.work.join(format!("{name}.toml"));
         std::fs::write(&file, edit).unwrap();

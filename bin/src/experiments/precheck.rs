@@ -20,6 +20,16 @@ pub fn check(st: &Study, file: &Path) -> anyhow::Result<()> {
         conveyor_tasks::resolve(&t.name, t.task_file.as_deref())
             .with_context(|| format!("{}: task {:?}", file.display(), t.name))?;
     }
+    // device = "cuda" without a GPU failed at the first pre-training, after the ingest.
+    if st.device == "cuda" {
+        let env = run_torch(&["env"])?;
+        anyhow::ensure!(
+            !env.contains("cuda devices: 0"),
+            "{}: device = \"cuda\", and libtorch sees no CUDA device here ({}); nothing was run",
+            file.display(),
+            env.lines().nth(1).unwrap_or_default().trim()
+        );
+    }
     let vocab_size = model_vocab_size(st)?;
     let p = &st.pretrain;
     let mut models: Vec<(&str, &str, Option<&Path>, &str)> = p
@@ -62,6 +72,16 @@ pub(super) fn files_exist(st: &Study, file: &Path) -> anyhow::Result<()> {
         let files = t.train.iter().chain(&t.dev).chain(&t.task_file);
         files.map(move |f| (Some(&t.name), f))
     });
+    // Corpus inputs may be globs or URLs (the ingest expands them); a plain path is looked
+    // for here (a missing one failed the ingest after the vocabulary was trained).
+    for i in &st.corpus.inputs {
+        let plain = !i.contains(['*', '?', '[']) && !conveyor_pipeline::remote::is_url(i);
+        anyhow::ensure!(
+            !plain || Path::new(i).exists(),
+            "{}: [corpus] input {i} is not there (paths are read from the folder the study runs in); nothing was run",
+            file.display()
+        );
+    }
     for (task, f) in named.map(|f| (None, f)).chain(tasks) {
         if local(f) && !f.exists() {
             let task = task.map(|t| format!(" task {t}:")).unwrap_or_default();

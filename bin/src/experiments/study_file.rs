@@ -157,6 +157,46 @@ impl TaskCell {
     }
 }
 
+/// Steps, batch sizes, the inputs length and the device: what every run of the study takes.
+fn check_settings(st: &Study, file: &Path) -> anyhow::Result<()> {
+    let f = file.display();
+    anyhow::ensure!(
+        ["auto", "cpu", "cuda"].contains(&st.device.as_str()),
+        "{f}: device {:?} is none of auto, cpu, cuda",
+        st.device
+    );
+    anyhow::ensure!(
+        !st.corpus.inputs.is_empty(),
+        "{f}: [corpus] inputs is empty: there would be nothing to pre-train on"
+    );
+    let counts = [
+        ("[pretrain] steps", st.pretrain.steps as usize),
+        ("[pretrain] batch_size", st.pretrain.batch_size),
+        ("[finetune] steps", st.finetune.steps as usize),
+        ("[finetune] batch_size", st.finetune.batch_size),
+    ];
+    let tasks = st.tasks.iter().filter_map(|t| t.steps.map(|s| (t, s)));
+    for (what, n) in counts
+        .into_iter()
+        .map(|(w, n)| (w.to_string(), n))
+        .chain(tasks.map(|(t, s)| (format!("task {} steps", t.name), s as usize)))
+    {
+        anyhow::ensure!(n >= 1, "{f}: {what} is 0: give 1 or more");
+    }
+    // The inputs length must hold a noise span (and no more spans than sentinels), as
+    // `train` would find on its first batch.
+    let (l, density, mean) = (st.pretrain.inputs_length, 0.15, 3.0);
+    conveyor_pipeline::corrupt::random_spans_helper(l, density, mean)
+        .map_err(|e| anyhow::anyhow!(e.0))
+        .and_then(|lengths| {
+            let extra = conveyor_pipeline::tokenize::EXTRA_IDS as u32;
+            conveyor_pipeline::corrupt::check_spans(l, density, mean, extra, lengths)
+                .map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("{f}: [pretrain] inputs_length {l}"))?;
+    Ok(())
+}
+
 impl Study {
     /// Reads and checks a study file: its name and architectures become folder names, so
     /// they must be plain names, and a task needs dev files or a dev fraction.
@@ -167,12 +207,19 @@ impl Study {
         )
         .with_context(|| format!("reading {}", file.display()))?;
         let mut st: Study = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
-        // A missing config is the precheck's to name.
-        st.pretrain.config_sha256 = st
-            .pretrain
-            .config
-            .as_deref()
-            .and_then(|c| conveyor_pipeline::shard::file_sha256(c).ok());
+        // A missing config is the precheck's to name; one that is there is read as a
+        // regular file of bounded size (/dev/zero hung the hashing).
+        if let Some(c) = st.pretrain.config.as_deref().filter(|c| c.exists()) {
+            let max = conveyor_pipeline::regular::MAX_JSON_BYTES;
+            if let Ok(Some(why)) = conveyor_pipeline::regular::refusal(c, max) {
+                anyhow::bail!(
+                    "{}: [pretrain] config {} {why}",
+                    file.display(),
+                    c.display()
+                );
+            }
+            st.pretrain.config_sha256 = conveyor_pipeline::shard::file_sha256(c).ok();
+        }
         conveyor_pipeline::contain::check_name(&st.name, file)?;
         for arch in &st.pretrain.archs {
             conveyor_pipeline::contain::check_name(arch, file)?;
@@ -220,6 +267,9 @@ impl Study {
                 anyhow::bail!("{}: {what} names seed {} twice", file.display(), w[0]);
             }
         }
+        // Settings no run could train with, refused before the ingest and the pre-training
+        // (found after them, the study's record then refused the corrected file).
+        check_settings(&st, file)?;
         let rates = &st.finetune.learning_rates;
         anyhow::ensure!(
             !rates.is_empty(),
