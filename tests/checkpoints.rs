@@ -187,6 +187,21 @@ fn data_of_another_vocabulary_of_the_same_size_is_refused() {
         ])
     };
     assert!(loss(&mine).status.success());
+    // export-hf packages only the vocabulary the data was made with (another of the same
+    // size made a transformers folder whose tokenizer does not match the model).
+    let export = |vocab: &std::path::Path, out: &str| {
+        let out = dir.join(out);
+        let args = ["model", "export-hf", ckpt, "--out", out.to_str().unwrap()];
+        conveyor(&[&args[..], &["--vocab", vocab.to_str().unwrap()]].concat())
+    };
+    let o = export(&dir.join("other.model"), "hf-other");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("trained on data of another vocabulary"),
+        "{err}"
+    );
+    let o = export(&root().join("fixtures/vocab/fixture.model"), "hf-mine");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for o in [
         loss(&theirs),
         train(&theirs, &dir.join("run2"), &["--init", ckpt]),

@@ -226,7 +226,7 @@ pub fn initial_state() -> TrainerState {
 pub fn export(ckpt: &Path, out: &Path, vocab: Option<&Path>) -> Result<ModelConfig, HfError> {
     let cfg = checkpoint::read_config(ckpt)?;
     let hf_config = to_hf(&cfg)?;
-    let tokenizer = vocab.map(|v| tokenizer_files(v, &cfg)).transpose()?;
+    let tokenizer = vocab.map(|v| tokenizer_files(v, ckpt, &cfg)).transpose()?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let _model = Seq2Seq::new(&vs.root(), &cfg)?;
     checkpoint::load_weights(ckpt, &mut vs)?;
@@ -271,13 +271,28 @@ pub fn export(ckpt: &Path, out: &Path, vocab: Option<&Path>) -> Result<ModelConf
 }
 
 /// `tokenizer_config.json` and `special_tokens_map.json` for `T5Tokenizer`, after checking
-/// that the vocabulary fits the model's embedding.
+/// that the vocabulary is the one the checkpoint's data was made with (where it recorded
+/// it) and fits the model's embedding.
 fn tokenizer_files(
     vocab: &Path,
+    ckpt: &Path,
     cfg: &ModelConfig,
 ) -> Result<Vec<(&'static str, serde_json::Value)>, HfError> {
     let spm = conveyor_pipeline::tokenize::spm::SpmModel::open(vocab).map_err(|e| io(vocab, e))?;
     use conveyor_pipeline::tokenize::Tokenizer;
+    // Another vocabulary of the same size passed the size check: its tokenizer would turn
+    // text into ids that stand for other pieces in this model.
+    let trained = checkpoint::read_state(ckpt)
+        .ok()
+        .and_then(|s| s.vocab_sha256);
+    if let Some(t) = trained.filter(|t| *t != spm.vocab().sha256) {
+        return Err(HfError::Refused(format!(
+            "{}: the checkpoint was trained on data of another vocabulary (sha256 {}…; this file's is {}…): export with the vocabulary the model was trained with",
+            vocab.display(),
+            &t[..t.len().min(12)],
+            &spm.vocab().sha256[..12]
+        )));
+    }
     let pieces = spm.vocab().len();
     if !cfg.takes_vocab(pieces + EXTRA_IDS) {
         return Err(HfError::Refused(format!(
