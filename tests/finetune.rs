@@ -389,13 +389,39 @@ fn prepare_finetune_and_evaluate_ag_news_and_cogs() {
         d,
         "--out",
         e2.to_str().unwrap(),
+        // The examples `eval_to` last scored into `e`: a report compares models on one
+        // split (another --limit is refused).
         "--limit",
-        "200",
+        "10",
         "--device",
         "cpu",
     ]);
     let table = ok(&["report", e, e2.to_str().unwrap()]);
     assert!(table.contains("transformer, pre-trained"), "{table}");
+    let at = |limit: &str| {
+        let out = tmp_path("eval-init-200");
+        let c = r2.join("checkpoints/step-00000003");
+        let args = ["eval", "--checkpoint", c.to_str().unwrap(), "--data", d];
+        ok(&[
+            &args[..],
+            &[
+                "--out",
+                out.to_str().unwrap(),
+                "--limit",
+                limit,
+                "--device",
+                "cpu",
+            ],
+        ]
+        .concat());
+        out
+    };
+    let o = conveyor(&["report", e, at("200").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("compares models on one split"),
+        "{err}"
+    );
     assert!(table.contains("gain from pre-training"), "{table}");
     assert!(
         table.contains("AG News") && table.contains("transformer, no pre-training"),

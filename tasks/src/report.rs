@@ -231,6 +231,40 @@ fn column_score(s: &Scores, score: &str) -> Option<f64> {
     }
 }
 
+/// What tells an evaluated split from another: its examples and, for a classification
+/// task, its majority baseline (the share of its most frequent target).
+type Split = (usize, Option<u64>);
+
+/// Refuses an evaluation of another split than the task's others in the report (another
+/// dev set, or another --limit): the table compares models on one set of examples, and
+/// its majority row is one split's.
+fn same_split(
+    splits: &mut BTreeMap<String, (Split, PathBuf)>,
+    m: &EvalSummary,
+    metrics: &std::path::Path,
+) -> Result<(), TaskError> {
+    let split = (m.scores.examples, m.scores.majority.map(f64::to_bits));
+    match splits.get(&m.task) {
+        Some((other, path)) if *other != split => Err(TaskError::Io {
+            path: metrics.to_path_buf(),
+            message: format!(
+                "scores {} examples of {} (majority {}), and {} scored {} examples (majority {}) of the same task: a report compares models on one split; evaluate them all on the same data with the same --limit",
+                split.0,
+                m.task,
+                m.scores.majority.map_or("none".into(), |v| format!("{v:.4}")),
+                path.display(),
+                other.0,
+                other.1.map_or("none".into(), |b| format!("{:.4}", f64::from_bits(b)))
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            splits.insert(m.task.clone(), (split, metrics.to_path_buf()));
+            Ok(())
+        }
+    }
+}
+
 /// Scores by (pre-trained, order of first appearance, architecture), then column header.
 type Cells = BTreeMap<(bool, usize, String), BTreeMap<String, Vec<SeedScore>>>;
 
@@ -242,10 +276,12 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
     let mut majority = BTreeMap::new();
     let mut archs: Vec<String> = Vec::new();
     let mut seen: BTreeMap<(String, bool, String, Option<u64>), PathBuf> = BTreeMap::new();
+    let mut splits: BTreeMap<String, (Split, PathBuf)> = BTreeMap::new();
     for metrics in metrics_of(paths)? {
         let m = EvalSummary::read(&metrics)?;
         let info = run_info(&m, &metrics)?;
         check_report_input(&m, &info, &metrics)?;
+        same_split(&mut splits, &m, &metrics)?;
         let order = match archs.iter().position(|a| *a == info.arch) {
             Some(i) => i,
             None => {

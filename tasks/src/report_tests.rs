@@ -55,6 +55,36 @@ fn forged_names_scores_and_tasks_are_refused() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// Evaluations of one task on other splits (another dev set, another --limit) are refused:
+/// the table would compare models on different examples under one majority row.
+#[test]
+fn evaluations_of_other_splits_are_refused() {
+    let root = std::env::temp_dir().join(format!("conveyor-report-split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dev = r#"{"examples": 20, "accuracy": 0.5, "invalid": 0, "majority": 0.7}"#;
+    let a = eval_dir(&root, "a", "transformer", false, "sst2", dev);
+    let b = eval_dir(&root, "b", "transformer", true, "sst2", dev);
+    assert_eq!(report(&[a.clone(), b]).unwrap().rows.len(), 2);
+    for (name, scores) in [
+        (
+            "other-limit",
+            r#"{"examples": 5000, "accuracy": 0.6, "invalid": 0, "majority": 0.7}"#,
+        ),
+        (
+            "other-set",
+            r#"{"examples": 20, "accuracy": 0.6, "invalid": 0, "majority": 0.4}"#,
+        ),
+    ] {
+        let c = eval_dir(&root, name, "transformer", true, "sst2", scores);
+        let err = report(&[a.clone(), c]).unwrap_err().to_string();
+        assert!(
+            err.contains("a report compares models on one split") && err.contains("eval-a"),
+            "{name}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 /// An evaluation that recorded its run is placed by that record: its run folder (or the
 /// working folder its checkpoint path was relative to) may be gone; a forged record is
 /// refused as a forged run.json is.
