@@ -139,6 +139,21 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
         "{err}"
     );
     assert_eq!(std::fs::read(&manifest).unwrap(), earlier);
+    // The same of its corpus (a corpus file edited in place): the study's own words.
+    let manifest = out.join("tokens/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["job"] = "0123456789abcdef".into();
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let o = study(&root.join("studies/smoke.toml"), &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("holds the corpus ingested otherwise")
+            && err.contains("run it again with a new --out")
+            && !err.contains("pass --overwrite"),
+        "{err}"
+    );
 }
 
 /// Seeds beyond the search seeds run only at the learning rate those chose, from the one

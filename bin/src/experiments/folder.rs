@@ -218,19 +218,29 @@ fn differences(before: &str, now: &str) -> String {
     differing_keys(&table(before), &table(now))
 }
 
-/// The keys whose values differ between two tables (or "the record's form" when none do).
+/// The keys whose values differ between two tables, inside sections by their dotted names
+/// (`finetune.learning_rates`), or "the record's form" when none do.
 fn differing_keys(a: &toml::Table, b: &toml::Table) -> String {
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    let differ: Vec<String> = keys
-        .into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| k.to_string())
-        .collect();
+    let mut differ = Vec::new();
+    differing(a, b, "", &mut differ);
     match differ.is_empty() {
         true => "the record's form".into(),
         false => differ.join(", "),
+    }
+}
+
+fn differing(a: &toml::Table, b: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        match (a.get(k), b.get(k)) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                differing(x, y, &format!("{prefix}{k}."), out)
+            }
+            (x, y) if x != y => out.push(format!("{prefix}{k}")),
+            _ => {}
+        }
     }
 }
 
@@ -261,7 +271,7 @@ mod tests {
         let changed = text.replace("inputs_length = 64", "inputs_length = 32");
         std::fs::write(out.join(RECORD), changed).unwrap();
         let e = claim(&st, &file, &out, None).unwrap_err().to_string();
-        assert!(e.contains("differ in: pretrain"), "{e}");
+        assert!(e.contains("differ in: pretrain.inputs_length"), "{e}");
         std::fs::remove_dir_all(&out).unwrap();
     }
 
@@ -291,7 +301,7 @@ mod tests {
         let e = claim(&Study::read(&file).unwrap(), &file, &out, None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("differ in: pretrain"), "{e}");
+        assert!(e.contains("differ in: pretrain.config_sha256"), "{e}");
         // A record without the hash (written before it was kept, or the study file copied in
         // by hand) is the same study.
         let study = Study::read(&file).unwrap();
@@ -371,7 +381,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("differ in: finetune"), "{e}");
+        assert!(e.contains("differ in: finetune.steps"), "{e}");
         // With the tasks' texts in the corpus, the list is part of the pre-training.
         std::fs::remove_dir_all(&out).unwrap();
         let texts = trec_only.replace("[pretrain]", "task_texts = true\n\n[pretrain]");
@@ -387,7 +397,7 @@ mod tests {
     fn differences_name_the_sections_that_changed() {
         let a = "name = \"x\"\nseeds = [0]\n[corpus]\nvocab_size = 120\n";
         let b = "name = \"x\"\nseeds = [0]\n[corpus]\nvocab_size = 200\n";
-        assert_eq!(differences(a, b), "corpus");
+        assert_eq!(differences(a, b), "corpus.vocab_size");
         assert_eq!(differences(a, &a.replace("[0]", "[0, 1]")), "seeds");
     }
 }

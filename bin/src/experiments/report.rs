@@ -168,7 +168,7 @@ fn diverged_section(diverged: &[Best]) -> String {
     if diverged.is_empty() {
         return String::new();
     }
-    let mut md = "\n## Runs that diverged\n\nLeft out of the tables above; a rate with a diverged search run is never chosen. To train one again (say with another rate grid), move its run folder away and rerun the study.\n\n| task | model | learning rate | seed | step | what went non-finite |\n|---|---|---|---|---|---|\n".to_string();
+    let mut md = "\n## Runs that diverged\n\nLeft out of the tables above; a rate with a diverged search run is never chosen. To train one again with the same study (on another device, say), move its run folder away and rerun it; another rate grid is another study: give it another --out.\n\n| task | model | learning rate | seed | step | what went non-finite |\n|---|---|---|---|---|---|\n".to_string();
     for b in diverged {
         let d = b.diverged.as_ref().expect("a diverged run");
         let kind = if b.pretrained {

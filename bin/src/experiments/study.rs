@@ -159,7 +159,9 @@ fn ingest_corpus(
     let tokens = out.join("tokens");
     let inputs = st.corpus.inputs.iter().chain(texts).cloned().collect();
     let cfg = IngestConfig::new(inputs, vocab.to_path_buf(), tokens.clone());
-    let i = ingest(cfg, &Silent).context("ingesting the corpus")?;
+    let i = ingest(cfg, &Silent)
+        .map_err(|e| ingested_otherwise(e, &tokens))
+        .context("ingesting the corpus")?;
     for p in &i.modified_inputs {
         eprintln!("{}", crate::ingest::modified_warning(p, &tokens));
     }
@@ -248,6 +250,28 @@ fn prepare_task(
     Ok([dir("train"), dir("dev")])
 }
 
+/// The study's corpus ingested (or begun) from other inputs than this run's: its `--overwrite`
+/// advice is not the study's (which has none), and this folder's pre-training used it.
+fn ingested_otherwise(e: conveyor_pipeline::Error, tokens: &Path) -> anyhow::Error {
+    use conveyor_pipeline::Error::{OtherJob, OtherUnfinishedJob};
+    match e {
+        OtherJob { found, job, .. } | OtherUnfinishedJob { found, job, .. } => anyhow::anyhow!(
+            "{}: holds the corpus ingested otherwise than this run ingests it ({}): a corpus file or the vocabulary changed since. This study folder's pre-training used that corpus, so the study cannot go on here: restore the files, or run it again with a new --out",
+            tokens.display(),
+            job_change(&found, &job)
+        ),
+        e => e.into(),
+    }
+}
+
+/// How a job's identity changed, for messages: two ids, or one whose inputs were edited.
+fn job_change(found: &str, job: &str) -> String {
+    match found == job {
+        true => format!("job {job}, over inputs whose contents changed"),
+        false => format!("job {found}, now {job}"),
+    }
+}
+
 /// A task split the study prepared (or began to) under other settings than this run's
 /// cannot be replaced in place: this folder's fine-tuning runs of the task used it, and
 /// would pass for runs on the new data.
@@ -258,8 +282,9 @@ fn prepared_otherwise(e: PrepareError, task: &str) -> anyhow::Error {
             OtherJob { path, found, job } | OtherUnfinishedJob { path, found, job },
         ) => {
             anyhow::anyhow!(
-                "{}: holds {task} data prepared otherwise than this run prepares it (job {found}, now {job}): the task's files or the vocabulary changed since, or an earlier conveyor prepared it (a later one changed the task's reader or default lengths: docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
-                path.display()
+                "{}: holds {task} data prepared otherwise than this run prepares it ({}): the task's files or the vocabulary changed since, or an earlier conveyor prepared it (a later one changed the task's reader or default lengths: docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
+                path.display(),
+                job_change(&found, &job)
             )
         }
         e => e.into(),
