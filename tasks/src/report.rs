@@ -97,9 +97,13 @@ fn metrics_of(paths: &[PathBuf]) -> Result<Vec<PathBuf>, TaskError> {
     for p in paths {
         let found = metrics_files(p);
         if found.is_empty() {
+            let message = match p.exists() {
+                true => "holds no metrics.json: pass folders written by `conveyor eval`",
+                false => "does not exist",
+            };
             return Err(TaskError::Io {
                 path: p.clone(),
-                message: "holds no metrics.json: pass folders written by `conveyor eval`".into(),
+                message: message.into(),
             });
         }
         files.extend(found);

@@ -52,6 +52,11 @@ fn forged_names_scores_and_tasks_are_refused() {
         let err = report(&[e]).unwrap_err().to_string();
         assert!(err.contains(words), "{name}: {err}");
     }
+    // A mistyped path is named as missing, not as a folder without evaluations.
+    let err = report(&[root.join("no-such-eval")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no-such-eval: does not exist"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -242,7 +242,8 @@ fn prepare_task(
                 worker: None,
             },
         )
-        .map_err(|e| prepared_otherwise(e, &t.name))?;
+        .map_err(|e| prepared_otherwise(e, &t.name))
+        .with_context(|| format!("preparing task {}", t.name))?;
         lengths.get_or_insert((p.inputs_length, p.targets_length));
         ran |= !p.already_complete;
     }

@@ -67,7 +67,15 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             (other, _) => Err(refuse(format!("{k} is {other}, expected a count"))),
         }
     };
-    let eps = v["layer_norm_epsilon"].as_f64().unwrap_or(1e-6);
+    // A number, or absent for the class's default (a string was taken for that default).
+    let real = |k: &str, default: f64| -> Result<f64, HfError> {
+        match &v[k] {
+            Value::Number(n) => Ok(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Null => Ok(default),
+            other => Err(refuse(format!("{k} is {other}, expected a number"))),
+        }
+    };
+    let eps = real("layer_norm_epsilon", 1e-6)?;
     if (eps - 1e-6).abs() > 1e-12 {
         return Err(refuse(format!(
             "layer_norm_epsilon {eps}: conveyor's RMS norm uses T5's 1e-6"
@@ -98,7 +106,7 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     cfg.decoder_layers = num("num_decoder_layers", Some(layers as u64))?;
     cfg.relative_buckets = num("relative_attention_num_buckets", Some(32))?;
     cfg.relative_max_distance = num("relative_attention_max_distance", Some(128))?;
-    cfg.dropout = v["dropout_rate"].as_f64().unwrap_or(0.1);
+    cfg.dropout = real("dropout_rate", 0.1)?;
     cfg.decoder_start_id = num("decoder_start_token_id", Some(0))? as i64;
     cfg.pad_id = num("pad_token_id", Some(0))? as i64;
     cfg.ffn = ffn;
@@ -380,6 +388,16 @@ mod tests {
             ("model_type", json!("umt5"), "umt5"),
             ("model_type", json!("bart"), "bart"),
             ("layer_norm_epsilon", json!(1e-5), "layer_norm_epsilon"),
+            (
+                "layer_norm_epsilon",
+                json!("1e-6"),
+                "layer_norm_epsilon is \"1e-6\", expected a number",
+            ),
+            (
+                "dropout_rate",
+                json!("0.1"),
+                "dropout_rate is \"0.1\", expected a number",
+            ),
             ("architectures", json!(["T5EncoderModel"]), "T5EncoderModel"),
             ("eos_token_id", json!(2), "eos_token_id"),
             ("dense_act_fn", json!("gelu"), "dense_act_fn"),
