@@ -93,6 +93,14 @@ pub fn load(dir: &Path) -> Result<Imported, HfError> {
     let v = read_json(&path)?;
     let mut config = from_hf(&v, &path)?;
     let mut weights = files::read_weights(dir)?;
+    // Files that hold the stacks' copies of the embedding and not `shared.weight` (some
+    // savers keep only those): transformers ties the copies to it and loads them.
+    if !weights.contains_key("shared.weight") {
+        let copy = names::TIED_COPIES.iter().find_map(|n| weights.get(*n));
+        if let Some(t) = copy.map(Tensor::shallow_clone) {
+            weights.insert("shared.weight".into(), t);
+        }
+    }
     config::separate_head(&v, &mut config, &weights);
     // Before any allocation: a config.json asking for far more than its files hold is
     // refused here, not by the allocator; a few tensors short is left to `fill`, which

@@ -474,3 +474,32 @@ fn conv_models_round_trip_through_the_folder_layout() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A folder whose files hold the stacks' copies of the embedding and no `shared.weight`
+/// (transformers ties them and loads it) imports with that embedding.
+#[test]
+fn embeddings_saved_as_the_stacks_copies_import() {
+    let _rng = crate::test_rng();
+    let dir = tmp("stack-copies");
+    let cfg = ModelConfig::preset(Arch::Transformer, "tiny", 120).unwrap();
+    let (vs, _model) = random_checkpoint(&cfg, &dir.join("ckpt"), 3);
+    let out = dir.join("hf");
+    export(&dir.join("ckpt"), &out, None).unwrap();
+    let file = out.join("model.safetensors");
+    let mut tensors = Tensor::read_safetensors(&file).unwrap();
+    let at = tensors
+        .iter()
+        .position(|(n, _)| n == "shared.weight")
+        .unwrap();
+    let (_, shared) = tensors.remove(at);
+    for name in names::TIED_COPIES {
+        tensors.push((name.to_string(), shared.copy()));
+    }
+    Tensor::write_safetensors(&tensors, &file).unwrap();
+    let back = load(&out).unwrap();
+    let theirs = back.vs.variables();
+    for (name, t) in vs.variables() {
+        assert!(theirs[&name].equal(&t), "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
