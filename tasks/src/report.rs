@@ -279,7 +279,9 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
     let mut cells: Cells = BTreeMap::new();
     let mut majority = BTreeMap::new();
     let mut archs: Vec<String> = Vec::new();
-    let mut seen: BTreeMap<(String, bool, String, Option<u64>), PathBuf> = BTreeMap::new();
+    // Each cell's evaluation so far: its metrics.json and checkpoint.
+    let mut seen: BTreeMap<(String, bool, String, Option<u64>), (PathBuf, PathBuf)> =
+        BTreeMap::new();
     let mut splits: BTreeMap<String, (Split, PathBuf)> = BTreeMap::new();
     for metrics in metrics_of(paths)? {
         let m = EvalSummary::read(&metrics)?;
@@ -307,16 +309,30 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
                 continue;
             };
             let key = (info.arch.clone(), pretrained, header.clone(), info.seed);
-            if let Some(other) = seen.insert(key, metrics.clone()) {
-                return Err(TaskError::Io {
-                    path: metrics.clone(),
-                    message: format!(
+            if let Some((other, other_ckpt)) =
+                seen.insert(key, (metrics.clone(), m.checkpoint.clone()))
+            {
+                // Checkpoints along one run (a study's curve) are not two cells.
+                let one_run = crate::evaluation::run_dir_of(&other_ckpt)
+                    .is_some_and(|r| Some(r) == m.run_dir().as_deref());
+                let what = match one_run {
+                    true => format!(
+                        "evaluates another checkpoint of the run {} evaluates ({} and {}): pass the evaluation of one checkpoint per run",
+                        other.display(),
+                        other_ckpt.display(),
+                        m.checkpoint.display()
+                    ),
+                    false => format!(
                         "evaluates the same cell ({}, {}, seed {}, {header}) as {}: pass one evaluation per seed (a study's report picks the learning rate)",
                         info.arch,
                         if pretrained { "pre-trained" } else { "no pre-training" },
                         info.seed.map_or("unrecorded".into(), |s| s.to_string()),
                         other.display()
                     ),
+                };
+                return Err(TaskError::Io {
+                    path: metrics.clone(),
+                    message: what,
                 });
             }
             row.entry(header).or_default().push(SeedScore {

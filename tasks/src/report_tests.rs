@@ -301,6 +301,27 @@ fn seeds_give_mean_sd_and_paired_gains() {
     evals.push(again);
     let e = report(&evals).unwrap_err().to_string();
     assert!(e.contains("same cell") && e.contains("seed 2,"), "{e}");
+    // Two checkpoints of one run (a study's learning curve) are named as such.
+    evals.pop();
+    let run = root.join("run-lightconv-true-2");
+    let later = root.join("eval-later");
+    std::fs::create_dir_all(&later).unwrap();
+    let ckpt = run.join("checkpoints/step-00000020");
+    std::fs::write(
+        later.join("metrics.json"),
+        format!(
+            r#"{{"task": "sst2", "checkpoint": "{}", "scores": {{"accuracy": 0.9, "majority": 0.5}}}}"#,
+            ckpt.display()
+        ),
+    )
+    .unwrap();
+    evals.push(later);
+    let e = report(&evals).unwrap_err().to_string();
+    assert!(
+        e.contains("evaluates another checkpoint of the run")
+            && e.contains("pass the evaluation of one checkpoint per run"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
