@@ -269,6 +269,10 @@ fn same_split(
     }
 }
 
+/// A cell of the table and a seed: (architecture, pre-trained, column header, seed); each
+/// has one evaluation (its metrics.json and checkpoint).
+type CellKey = (String, bool, String, Option<u64>);
+
 /// Scores by (pre-trained, order of first appearance, architecture), then column header.
 type Cells = BTreeMap<(bool, usize, String), BTreeMap<String, Vec<SeedScore>>>;
 
@@ -279,9 +283,7 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
     let mut cells: Cells = BTreeMap::new();
     let mut majority = BTreeMap::new();
     let mut archs: Vec<String> = Vec::new();
-    // Each cell's evaluation so far: its metrics.json and checkpoint.
-    let mut seen: BTreeMap<(String, bool, String, Option<u64>), (PathBuf, PathBuf)> =
-        BTreeMap::new();
+    let mut seen: BTreeMap<CellKey, (PathBuf, PathBuf)> = BTreeMap::new();
     let mut splits: BTreeMap<String, (Split, PathBuf)> = BTreeMap::new();
     for metrics in metrics_of(paths)? {
         let m = EvalSummary::read(&metrics)?;
