@@ -7,26 +7,15 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::read::{each_line, MAX_ROW_BYTES};
-use crate::TaskError;
+use crate::{Task, TaskError};
 
-/// One line's object, or why it is not one, with its 1-based line.
-pub type Object = (u64, Result<Map<String, Value>, String>);
-
-/// The objects of a JSON-lines file; blank lines are passed over. A line past
-/// [`MAX_ROW_BYTES`] is an error (the file cannot be read on), not a skipped row.
-pub fn objects(path: &Path) -> Result<Vec<Object>, TaskError> {
-    let mut out = Vec::new();
-    let too_long = "not a task file (or split that row)";
-    each_line(path, MAX_ROW_BYTES, too_long, |number, text| {
-        let parsed = match serde_json::from_slice::<Value>(text) {
-            Ok(Value::Object(m)) => Ok(m),
-            Ok(other) => Err(format!("not a JSON object but {}", kind(&other))),
-            Err(e) => Err(format!("not JSON ({e})")),
-        };
-        out.push((number, parsed));
-        Ok(())
-    })?;
-    Ok(out)
+/// One line's object, or why it is not one.
+pub fn parse_object(line: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(format!("not a JSON object but {}", kind(&other))),
+        Err(e) => Err(format!("not JSON ({e})")),
+    }
 }
 
 /// A JSON value's kind, for messages.
@@ -109,23 +98,9 @@ impl crate::spec::TaskSpec {
         strict: bool,
         out: &mut crate::TaskData,
     ) -> Result<(), TaskError> {
-        use crate::builtin::{clean, example, unknown_label};
-        use crate::spec::{render_with, template_fields, MAX_RENDERED};
-        use crate::Task;
-        let rows = objects(path)?;
-        // What a file that is one JSON document rather than lines of them gets told.
-        const ONE_DOCUMENT: &str = "a task file reads JSON lines, one example's object per line (datasets' to_json writes them); a JSON array, a pretty-printed file or SQuAD's own nested {\"data\": ...} file must be turned into that first";
-        let Some(first) = rows.iter().find_map(|(_, o)| o.as_ref().ok()) else {
-            let why = match rows.first() {
-                None => "the file is empty".to_string(),
-                Some((line, Err(e))) => {
-                    format!("line {line}: {e}, and so is every line: {ONE_DOCUMENT}")
-                }
-                Some((_, Ok(_))) => unreachable!("an object was found"),
-            };
-            return Err(self.format_error(path, why));
-        };
-        // Every field the task names is in some object (a misspelt one is in none).
+        use crate::spec::template_fields;
+        // Every field the task names must be in some object (a misspelt one is in none):
+        // noted in the one pass over the file, and checked after it.
         let mut names: Vec<&str> = Vec::new();
         for t in [Some(&self.input_template), self.target_template.as_ref()]
             .into_iter()
@@ -139,13 +114,43 @@ impl crate::spec::TaskSpec {
             &self.answers_column,
         ];
         names.extend(columns.into_iter().flatten().map(String::as_str));
-        let somewhere = |k: &&str| {
-            rows.iter()
-                .any(|(_, o)| o.as_ref().is_ok_and(|o| lookup(o, k).is_some()))
+        let mut found = vec![false; names.len()];
+        let (mut objects, mut first_keys, mut first_error) = (0usize, None, None);
+        let file = crate::read::file_name(path);
+        let too_long = "not a task file (or split that row)";
+        each_line(path, MAX_ROW_BYTES, too_long, |line, bytes| {
+            out.read += 1;
+            let o = match parse_object(bytes) {
+                Ok(o) => o,
+                Err(e) => {
+                    first_error.get_or_insert((line, e.clone()));
+                    return out.skip(&file, line, e, strict);
+                }
+            };
+            objects += 1;
+            first_keys.get_or_insert_with(|| o.keys().cloned().collect::<Vec<_>>());
+            for (f, n) in found.iter_mut().zip(&names) {
+                *f |= lookup(&o, n).is_some();
+            }
+            match self.example_of(&o, &file, line)? {
+                Ok(ex) => out.examples.push(ex),
+                Err(why) => out.skip(&file, line, why, strict)?,
+            }
+            Ok(())
+        })?;
+        // What a file that is one JSON document rather than lines of them gets told.
+        const ONE_DOCUMENT: &str = "a task file reads JSON lines, one example's object per line (datasets' to_json writes them); a JSON array, a pretty-printed file or SQuAD's own nested {\"data\": ...} file must be turned into that first";
+        let Some(keys) = first_keys else {
+            let why = match first_error {
+                None => "the file is empty".to_string(),
+                Some((line, e)) => {
+                    format!("line {line}: {e}, and so is every line: {ONE_DOCUMENT}")
+                }
+            };
+            return Err(self.format_error(path, why));
         };
-        if let Some(k) = names.iter().find(|k| !somewhere(k)) {
-            let keys: Vec<&str> = first.keys().map(String::as_str).collect();
-            let one = match rows.len() {
+        if let Some((k, _)) = names.iter().zip(&found).find(|(_, f)| !**f) {
+            let one = match objects {
                 1 => format!("; the file holds one object: {ONE_DOCUMENT}"),
                 _ => String::new(),
             };
@@ -157,76 +162,58 @@ impl crate::spec::TaskSpec {
                 ),
             ));
         }
-        let file = crate::read::file_name(path);
-        let valid = self
-            .label_map
-            .as_ref()
-            .map(|m| m.keys().cloned().collect::<Vec<_>>().join(", "))
-            .unwrap_or_default();
-        for (line, object) in rows {
-            out.read += 1;
-            let o = match object {
-                Ok(o) => o,
-                Err(e) => {
-                    out.skip(&file, line, e, strict)?;
-                    continue;
-                }
-            };
-            let render = |t: &str| render_with(t, MAX_RENDERED, |k| text(&o, k));
-            let inputs = match render(&self.input_template) {
-                Ok(s) => s,
-                Err(e) => {
-                    out.skip(&file, line, e, strict)?;
-                    continue;
-                }
-            };
-            let target = match (&self.label_map, &self.label_column, &self.target_template) {
-                (Some(map), Some(l), _) => {
-                    let raw = match text(&o, l) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            out.skip(&file, line, e, strict)?;
-                            continue;
-                        }
-                    };
-                    let raw = raw.trim();
-                    map.get(raw)
-                        .cloned()
-                        .ok_or_else(|| unknown_label(self, &file, line, raw, &valid))?
-                }
-                (_, _, Some(t)) => match render(t) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        out.skip(&file, line, e, strict)?;
-                        continue;
-                    }
-                },
-                _ => unreachable!("checked when loaded"),
-            };
-            let answers = match self.answers_column.as_deref().map(|a| texts(&o, a)) {
-                None => Vec::new(),
-                Some(Ok(v)) => v.iter().map(|a| clean(a)).collect(),
-                Some(Err(e)) => {
-                    out.skip(&file, line, e, strict)?;
-                    continue;
-                }
-            };
-            // A row without a category has none; one that is not text is the row's error.
-            let category = match self.category_column.as_deref() {
-                Some(c) if lookup(&o, c).is_some_and(|v| !v.is_null()) => match text(&o, c) {
-                    Ok(t) => Some(t.trim().to_string()),
-                    Err(e) => {
-                        out.skip(&file, line, e, strict)?;
-                        continue;
-                    }
-                },
-                _ => None,
-            };
-            let mut ex = example(inputs, &target, category, &file, line);
-            ex.answers = answers;
-            out.examples.push(ex);
-        }
         Ok(())
+    }
+
+    /// One object's example, or why the row is skipped; an unknown label is an error.
+    fn example_of(
+        &self,
+        o: &Map<String, Value>,
+        file: &str,
+        line: u64,
+    ) -> Result<Result<crate::Example, String>, TaskError> {
+        use crate::builtin::{clean, example, unknown_label};
+        use crate::spec::{render_with, MAX_RENDERED};
+        let render = |t: &str| render_with(t, MAX_RENDERED, |k| text(o, k));
+        let inputs = match render(&self.input_template) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let target = match (&self.label_map, &self.label_column, &self.target_template) {
+            (Some(map), Some(l), _) => {
+                let raw = match text(o, l) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let raw = raw.trim();
+                let valid = || map.keys().cloned().collect::<Vec<_>>().join(", ");
+                match map.get(raw) {
+                    Some(t) => t.clone(),
+                    None => return Err(unknown_label(self, file, line, raw, &valid())),
+                }
+            }
+            (_, _, Some(t)) => match render(t) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            },
+            _ => unreachable!("checked when loaded"),
+        };
+        let answers = match self.answers_column.as_deref().map(|a| texts(o, a)) {
+            None => Vec::new(),
+            Some(Ok(v)) => v.iter().map(|a| clean(a)).collect(),
+            Some(Err(e)) => return Ok(Err(e)),
+        };
+        // A row without a category has none; one that is not text is the row's error.
+        let category = match self.category_column.as_deref() {
+            Some(c) if lookup(o, c).is_some_and(|v| !v.is_null()) => match text(o, c) {
+                Ok(t) => Some(t.trim().to_string()),
+                Err(e) => return Ok(Err(e)),
+            },
+            _ => None,
+        };
+        let mut ex = example(inputs, &target, category, file, line);
+        ex.answers = answers;
+        Ok(Ok(ex))
     }
 }
 
@@ -278,11 +265,12 @@ mod tests {
             "\u{feff}{\"a\": 1}\r\n\n[1]\n{bad\n\u{feff}{\"a\": 2}",
         )
         .unwrap();
-        let got: Vec<(u64, Result<usize, String>)> = objects(&path)
-            .unwrap()
-            .into_iter()
-            .map(|(l, o)| (l, o.map(|m| m.len())))
-            .collect();
+        let mut got: Vec<(u64, Result<usize, String>)> = Vec::new();
+        each_line(&path, MAX_ROW_BYTES, "", |l, b| {
+            got.push((l, parse_object(b).map(|m| m.len())));
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(got[0], (1, Ok(1)));
         assert_eq!(got[1].0, 3);
         assert!(got[1]
