@@ -149,7 +149,7 @@ fn a_study_runs_and_resumes_without_redoing_cells() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()
-            && err.contains("holds the corpus ingested otherwise")
+            && err.contains("holds a corpus ingested otherwise")
             && err.contains("run it again with a new --out")
             && !err.contains("pass --overwrite"),
         "{err}"

@@ -287,8 +287,9 @@ mod tests {
     }
 
     /// The reference fine-tuning script (which a study runs to compare with transformers)
-    /// scores the rows `eval --limit` scores: its `proportional` equals this one on random
-    /// shard sizes and limits, ties included.
+    /// scores the rows `eval --limit` scores: its `proportional` (taken from the script alone,
+    /// without the script's torch imports) equals this one on random shard sizes and
+    /// limits, ties included.
     #[test]
     fn the_reference_script_takes_the_same_rows() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -310,7 +311,7 @@ mod tests {
             "/../scripts/reference_finetune.py"
         );
         let code = format!(
-            "import importlib.util, json, sys\nspec = importlib.util.spec_from_file_location('r', {script:?})\nr = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)\nprint(json.dumps([r.proportional(s, n) for s, n in json.load(sys.stdin)]))"
+            "import ast, json, sys\ntree = ast.parse(open({script:?}).read())\nf = [d for d in tree.body if isinstance(d, ast.FunctionDef) and d.name == 'proportional']\nscope = {{}}\nexec(compile(ast.Module(body=f, type_ignores=[]), 'proportional', 'exec'), scope)\nprint(json.dumps([scope['proportional'](s, n) for s, n in json.load(sys.stdin)]))"
         );
         let python = std::env::var("CONVEYOR_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut child = std::process::Command::new(python)

@@ -185,9 +185,9 @@ pub fn lengths(
     noise_density: f64,
     mean_span_length: f64,
 ) -> PyResult<(usize, usize)> {
-    // As span_corruption and every command refuse it.
-    check_density(noise_density).map_err(|e| ConveyorError::new_err(e.to_string()))?;
     let l = random_spans_helper(inputs_length, noise_density, mean_span_length)
         .map_err(|e| ConveyorError::new_err(e.0))?;
+    // As span_corruption and every command refuse it.
+    check_density(noise_density).map_err(|e| ConveyorError::new_err(e.to_string()))?;
     Ok((l.tokens_length, l.targets_length))
 }

@@ -275,11 +275,18 @@ fn unclosed_quote(path: &Path, delimiter: u8, (start, line): (u64, u64)) -> Resu
     file.take(MAX_ROW_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| io_error(path, e))?;
-    // The record's offset may be that of the line break before it (CRLF files).
-    let skip = bytes
-        .iter()
-        .take_while(|&&b| b == b'\n' || b == b'\r')
-        .count();
+    // The record's offset may be that of the line break before it (CRLF files); the parser
+    // passes over a byte-order mark at the file's start.
+    let bom = if start == 0 && bytes.starts_with("\u{feff}".as_bytes()) {
+        3
+    } else {
+        0
+    };
+    let skip = bom
+        + bytes[bom..]
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
     let (mut quoted, mut field_start, mut i) = (false, true, skip);
     while i < bytes.len() {
         let b = bytes[i];
@@ -297,10 +304,15 @@ fn unclosed_quote(path: &Path, delimiter: u8, (start, line): (u64, u64)) -> Resu
         field_start = !quoted && b == delimiter;
         i += 1;
     }
-    if !quoted {
+    // The lines after the row's own that the field took (the file's last line break aside):
+    // none is a last row cut short, malformed like any other.
+    let body = bytes[skip..]
+        .strip_suffix(b"\n")
+        .map_or(&bytes[skip..], |b| b.strip_suffix(b"\r").unwrap_or(b));
+    let lines = body.iter().filter(|&&b| b == b'\n').count();
+    if !quoted || lines == 0 {
         return Ok(());
     }
-    let lines = bytes[skip..].iter().filter(|&&b| b == b'\n').count();
     Err(io_error(
         path,
         format!(
@@ -346,12 +358,19 @@ mod tests {
             let e = read(&open, Layout::CSV).unwrap_err().to_string();
             assert!(
                 e.contains("line 3: a quoted field opened in this row is never closed")
-                    && e.contains("the 3 line(s) after it"),
+                    && e.contains("the 2 line(s) after it"),
                 "{e}"
             );
-            // Without a header, and in the header itself.
+            // Without a header, and in the header itself (after a byte-order mark too).
             assert!(read(&open[4..], Layout::CSV_NO_HEADER).is_err());
             assert!(read(&format!("\"q,a{end}one,1{end}"), Layout::CSV).is_err());
+            assert!(read(&format!("\u{feff}\"q,a{end}one,1{end}"), Layout::CSV).is_err());
+            // A last row cut short in its quote (a truncated download) takes no other row:
+            // read as before, a malformed row of its own.
+            assert_eq!(
+                read(&format!("q,a{end}one,1{end}\"two,2{end}"), Layout::CSV).unwrap(),
+                2
+            );
             let fine = [
                 "q,a",
                 "\"one, \"\"quoted\"\"\",1",

@@ -239,17 +239,22 @@ fn column_score(s: &Scores, score: &str) -> Option<f64> {
 /// task, its majority baseline (the share of its most frequent target).
 type Split = (usize, Option<u64>);
 
-/// Refuses an evaluation of another split than the task's others in the report (another
-/// dev set, or another --limit): the table compares models on one set of examples, and
-/// its majority row is one split's.
+/// Refuses an evaluation of another split than the others of its column (another dev set,
+/// or another --limit): the table compares models on one set of examples, and its majority
+/// row is one split's. What an older metrics.json lacks (no examples, no majority) is not
+/// compared.
 fn same_split(
     splits: &mut BTreeMap<String, (Split, PathBuf)>,
+    column: &str,
     m: &EvalSummary,
     metrics: &std::path::Path,
 ) -> Result<(), TaskError> {
     let split = (m.scores.examples, m.scores.majority.map(f64::to_bits));
-    match splits.get(&m.task) {
-        Some((other, path)) if *other != split => Err(TaskError::Io {
+    let differ = |a: &Split, b: &Split| {
+        (a.0 != b.0 && a.0 != 0 && b.0 != 0) || (a.1 != b.1 && a.1.is_some() && b.1.is_some())
+    };
+    match splits.get(column) {
+        Some((other, path)) if differ(other, &split) => Err(TaskError::Io {
             path: metrics.to_path_buf(),
             message: format!(
                 "scores {} examples of {} (majority {}), and {} scored {} examples (majority {}) of the same task: a report compares models on one split; evaluate them all on the same data with the same --limit",
@@ -263,7 +268,7 @@ fn same_split(
         }),
         Some(_) => Ok(()),
         None => {
-            splits.insert(m.task.clone(), (split, metrics.to_path_buf()));
+            splits.insert(column.to_string(), (split, metrics.to_path_buf()));
             Ok(())
         }
     }
@@ -289,7 +294,6 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
         let m = EvalSummary::read(&metrics)?;
         let info = run_info(&m, &metrics)?;
         check_report_input(&m, &info, &metrics)?;
-        same_split(&mut splits, &m, &metrics)?;
         let order = match archs.iter().position(|a| *a == info.arch) {
             Some(i) => i,
             None => {
@@ -310,6 +314,7 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
             let Some(v) = column_score(&m.scores, score) else {
                 continue;
             };
+            same_split(&mut splits, &header, &m, &metrics)?;
             let key = (info.arch.clone(), pretrained, header.clone(), info.seed);
             if let Some((other, other_ckpt)) =
                 seen.insert(key, (metrics.clone(), m.checkpoint.clone()))
@@ -318,6 +323,11 @@ pub fn report(paths: &[PathBuf]) -> Result<Report, TaskError> {
                 let one_run = crate::evaluation::run_dir_of(&other_ckpt)
                     .is_some_and(|r| Some(r) == m.run_dir().as_deref());
                 let what = match one_run {
+                    true if other_ckpt == m.checkpoint => format!(
+                        "evaluates the checkpoint {} as {} does: pass one evaluation of it",
+                        m.checkpoint.display(),
+                        other.display()
+                    ),
                     true => format!(
                         "evaluates another checkpoint of the run {} evaluates ({} and {}): pass the evaluation of one checkpoint per run",
                         other.display(),

@@ -87,6 +87,25 @@ fn evaluations_of_other_splits_are_refused() {
             "{name}: {err}"
         );
     }
+    // A metrics.json from before examples and majority were recorded is not compared by them.
+    let old = eval_dir(
+        &root,
+        "old",
+        "lightconv",
+        true,
+        "sst2",
+        r#"{"accuracy": 0.6}"#,
+    );
+    assert_eq!(report(&[a.clone(), old]).unwrap().rows.len(), 2);
+    // COGS's dev and gen sets evaluated apart fill two columns: each column one split.
+    let cogs = |name: &str, n: usize, cats: &str| {
+        let scores = format!(r#"{{"examples": {n}, "accuracy": 0.5, "per_category": {cats}}}"#);
+        eval_dir(&root, name, "transformer", false, "cogs", &scores)
+    };
+    let dev = cogs("cogs-dev", 300, r#"{"in_distribution": 0.9}"#);
+    let gen = cogs("cogs-gen", 2100, r#"{"x": 0.2, "y": 0.4}"#);
+    let r = report(&[dev, gen]).unwrap();
+    assert!((r.rows[0].scores["COGS gen"] - 30.0).abs() < 1e-9);
     std::fs::remove_dir_all(&root).unwrap();
 }
 

@@ -257,19 +257,10 @@ fn ingested_otherwise(e: conveyor_pipeline::Error, tokens: &Path) -> anyhow::Err
     use conveyor_pipeline::Error::{OtherJob, OtherUnfinishedJob};
     match e {
         OtherJob { found, job, .. } | OtherUnfinishedJob { found, job, .. } => anyhow::anyhow!(
-            "{}: holds the corpus ingested otherwise than this run ingests it ({}): a corpus file or the vocabulary changed since. This study folder's pre-training used that corpus, so the study cannot go on here: restore the files, or run it again with a new --out",
-            tokens.display(),
-            job_change(&found, &job)
+            "{}: holds a corpus ingested otherwise than this run ingests it (job {found}, now {job}): a corpus file or the vocabulary changed since, or an earlier conveyor ingested it. This study folder's runs are of that corpus, so the study cannot go on here: restore the files, or run it again with a new --out",
+            tokens.display()
         ),
         e => e.into(),
-    }
-}
-
-/// How a job's identity changed, for messages: two ids, or one whose inputs were edited.
-fn job_change(found: &str, job: &str) -> String {
-    match found == job {
-        true => format!("job {job}, over inputs whose contents changed"),
-        false => format!("job {found}, now {job}"),
     }
 }
 
@@ -283,9 +274,8 @@ fn prepared_otherwise(e: PrepareError, task: &str) -> anyhow::Error {
             OtherJob { path, found, job } | OtherUnfinishedJob { path, found, job },
         ) => {
             anyhow::anyhow!(
-                "{}: holds {task} data prepared otherwise than this run prepares it ({}): the task's files or the vocabulary changed since, or an earlier conveyor prepared it (a later one changed the task's reader or default lengths: docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
-                path.display(),
-                job_change(&found, &job)
+                "{}: holds {task} data prepared otherwise than this run prepares it (job {found}, now {job}): the task's files or the vocabulary changed since, or an earlier conveyor prepared it (a later one changed the task's reader or default lengths: docs/reference.md). This study folder's fine-tuning runs of {task} used that data, so the study cannot go on here: run it again with a new --out",
+                path.display()
             )
         }
         e => e.into(),

@@ -166,8 +166,8 @@ fn check_settings(st: &Study, file: &Path) -> anyhow::Result<()> {
         st.device
     );
     anyhow::ensure!(
-        !st.corpus.inputs.is_empty(),
-        "{f}: [corpus] inputs is empty: there would be nothing to pre-train on"
+        !st.corpus.inputs.is_empty() || st.corpus.task_texts,
+        "{f}: [corpus] inputs is empty (and task_texts is off): there would be nothing to pre-train on"
     );
     let counts = [
         ("[pretrain] steps", st.pretrain.steps as usize),
@@ -427,8 +427,8 @@ mod tests {
         let train = dir.join("train.tsv");
         std::fs::write(&train, "")?;
         let text = format!(
-            "name = \"s\"\nseeds = [0, 1, 2]\n[corpus]\ninputs = []\n\
-             [pretrain]\narchs = [\"transformer\"]\npreset = \"tiny\"\nsteps = 8\nbatch_size = 2\ninputs_length = 8\n\
+            "name = \"s\"\nseeds = [0, 1, 2]\n[corpus]\ninputs = [{train:?}]\n\
+             [pretrain]\narchs = [\"transformer\"]\npreset = \"tiny\"\nsteps = 8\nbatch_size = 2\ninputs_length = 64\n\
              [finetune]\nsteps = 10\nbatch_size = 2\nlearning_rates = [1e-3, 5e-4]\n{extra_finetune}\n\
              [[tasks]]\nname = \"trec\"\ntrain = [{train:?}]\ndev_fraction = 0.1\nsteps = 7\n{extra}"
         );
@@ -506,6 +506,17 @@ mod tests {
         assert!(e.contains("dev_fraction NaN is not a fraction"), "{e}");
         let e = refused("", "dev_limit = 0", same);
         assert!(e.contains("dev_limit 0 evaluates nothing"), "{e}");
+        // No corpus inputs: nothing to pre-train on, unless the tasks' texts are the corpus.
+        let no_inputs = |texts: &'static str| {
+            move |t: String| {
+                let at = t.find("inputs = [").unwrap();
+                let end = at + t[at..].find('\n').unwrap();
+                format!("{}inputs = []{texts}{}", &t[..at], &t[end..])
+            }
+        };
+        let e = edited("", "", no_inputs("")).unwrap_err().to_string();
+        assert!(e.contains("[corpus] inputs is empty"), "{e}");
+        assert!(edited("", "", no_inputs("\ntask_texts = true")).is_ok());
         // Files that are not there: the precheck's (a study's record is read from anywhere).
         let st = edited("", "dev = [\"no/such/dev.label\"]", same).unwrap();
         let e = super::super::precheck::files_exist(&st, Path::new("s.toml")).unwrap_err();

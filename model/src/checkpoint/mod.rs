@@ -167,22 +167,29 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, CheckpointError> {
 /// recorded another vocabulary: the ids would mean other pieces, and a vocabulary of the
 /// same size passed every other check.
 pub fn check_vocab(ckpt: &Path, data: &Path, data_sha256: &str) -> Result<(), CheckpointError> {
-    let Some(trained) = read_state(ckpt).ok().and_then(|s| s.vocab_sha256) else {
+    let Some(trained) = other_vocab(ckpt, data_sha256) else {
         return Ok(());
     };
-    if trained == data_sha256 {
-        return Ok(());
-    }
-    let short = |s: &str| s.chars().take(12).collect::<String>();
     Err(CheckpointError::Mismatch {
         path: ckpt.to_path_buf(),
         message: format!(
-            "was trained on data of the vocabulary {}…, and {} was made with another one, {}… (of the same size or not): its ids stand for other pieces; use data made with the checkpoint's vocabulary",
-            short(&trained),
+            "was trained on data of the vocabulary {trained}…, and {} was made with another one, {}… (of the same size or not): its ids stand for other pieces; use data made with the checkpoint's vocabulary",
             data.display(),
-            short(data_sha256)
+            short_sha(data_sha256)
         ),
     })
+}
+
+/// The (shortened) sha256 of the vocabulary the checkpoint's data was made with, when it
+/// recorded one other than `sha256`.
+pub fn other_vocab(ckpt: &Path, sha256: &str) -> Option<String> {
+    let trained = read_state(ckpt).ok()?.vocab_sha256?;
+    (trained != sha256).then(|| short_sha(&trained))
+}
+
+/// A sha256 for messages: its first 12 characters.
+pub fn short_sha(s: &str) -> String {
+    s.chars().take(12).collect()
 }
 
 /// The newest `step-*` folder of `dir` that holds its `trainer_state.json` (written last).

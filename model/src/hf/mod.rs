@@ -290,15 +290,11 @@ fn tokenizer_files(
     use conveyor_pipeline::tokenize::Tokenizer;
     // Another vocabulary of the same size passed the size check: its tokenizer would turn
     // text into ids that stand for other pieces in this model.
-    let trained = checkpoint::read_state(ckpt)
-        .ok()
-        .and_then(|s| s.vocab_sha256);
-    if let Some(t) = trained.filter(|t| *t != spm.vocab().sha256) {
+    if let Some(t) = checkpoint::other_vocab(ckpt, &spm.vocab().sha256) {
         return Err(HfError::Refused(format!(
-            "{}: the checkpoint was trained on data of another vocabulary (sha256 {}…; this file's is {}…): export with the vocabulary the model was trained with",
+            "{}: the checkpoint was trained on data of another vocabulary (sha256 {t}…; this file's is {}…): export with the vocabulary the model was trained with",
             vocab.display(),
-            &t[..t.len().min(12)],
-            &spm.vocab().sha256[..12]
+            checkpoint::short_sha(&spm.vocab().sha256)
         )));
     }
     let pieces = spm.vocab().len();
