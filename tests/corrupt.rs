@@ -334,6 +334,16 @@ fn refusals_say_what_to_do() {
         err.contains("too small") && err.contains("use at least"),
         "{err}"
     );
+    // Example shards given for token shards: named as such (it was "missing field
+    // text_field").
+    let examples = d.join("examples");
+    corrupt(&examples, &[]);
+    let err = run(&examples, &[]);
+    assert!(
+        err.contains("is the manifest of a conveyor.examples folder")
+            && err.contains("reads conveyor.tokens folders"),
+        "{err}"
+    );
     assert!(!out.join("manifest.json").exists());
 }
 

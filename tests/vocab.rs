@@ -180,6 +180,21 @@ fn bad_input_is_refused_with_the_file_named() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/corpus.jsonl"));
+    // A URL as --out (a local folder "s3:/b" was made of it, nothing uploaded).
+    let corpus = c4_dir().join("c4-train.00000-of-01024.first600.json.gz");
+    let args = [
+        "vocab",
+        "train",
+        corpus.to_str().unwrap(),
+        "--out",
+        "s3://b/v",
+    ];
+    let o = conveyor(&[&args[..], &["--vocab-size", "100"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("vocab train writes a local model"),
+        "{err}"
+    );
     // A truncated gzip file: named, and no model written.
     let full = std::fs::read(c4_dir().join("c4-train.00000-of-01024.first600.json.gz")).unwrap();
     let cut = d.join("cut.json.gz");

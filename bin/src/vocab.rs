@@ -89,6 +89,12 @@ pub fn run(c: VocabCommand) -> anyhow::Result<i32> {
         "vocab train takes no --threads: the trainer always runs {} threads, whatever the machine, because its model depends on that number (a model made before with --threads N is made again by the SentencePiece library with num_threads=N); leave the flag out",
         conveyor_pipeline::vocab::TRAINER_THREADS
     );
+    // A URL would be made a local folder of its spelling ("s3:/bucket/..."), nothing uploaded.
+    anyhow::ensure!(
+        !a.out.to_str().is_some_and(conveyor_pipeline::remote::is_url),
+        "--out {}: vocab train writes a local model (vocabularies are local paths): write it here and copy it to the store",
+        a.out.display()
+    );
     for o in &a.options {
         anyhow::ensure!(
             o.contains('='),

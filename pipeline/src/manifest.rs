@@ -141,6 +141,8 @@ pub trait Versioned: serde::de::DeserializeOwned {
     const VERSION: u32;
     /// How a reader calls it ("conveyor manifest").
     const WHAT: &'static str;
+    /// What such a folder is, for messages.
+    const FOLDER: &'static str;
     fn format_version(&self) -> (&str, u32);
     /// Refuses names read from `source` that are not plain names.
     fn check_names(&self, source: &Path) -> Result<(), Error>;
@@ -163,6 +165,20 @@ pub fn format_of(dir: &Path) -> Result<String, Error> {
 pub fn read_versioned<M: Versioned>(dir: &Path) -> Result<M, Error> {
     let path = dir.join(Manifest::FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    // Another kind of conveyor folder is named as such (it was "missing field text_field").
+    let format = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("format")?.as_str().map(str::to_string));
+    if let Some(f) = format.filter(|f| f != M::FORMAT && f.starts_with("conveyor")) {
+        return Err(Error::Manifest {
+            path,
+            message: format!(
+                "is the manifest of a {f} folder, and this command reads {} folders: give it a folder of that kind ({})",
+                M::FORMAT,
+                M::FOLDER
+            ),
+        });
+    }
     let m: M = serde_json::from_str(&text).map_err(|e| Error::Manifest {
         path: path.clone(),
         message: format!("not a {}: {e}", M::WHAT),
@@ -186,6 +202,7 @@ impl Versioned for Manifest {
     const FORMAT: &'static str = TOKENS_FORMAT;
     const VERSION: u32 = TOKENS_VERSION;
     const WHAT: &'static str = "conveyor manifest";
+    const FOLDER: &'static str = "token shards, as ingest writes them";
 
     fn format_version(&self) -> (&str, u32) {
         (&self.format, self.version)

@@ -159,6 +159,7 @@ impl crate::manifest::Versioned for ExamplesManifest {
     const FORMAT: &'static str = EXAMPLES_FORMAT;
     const VERSION: u32 = EXAMPLES_VERSION;
     const WHAT: &'static str = "conveyor example manifest";
+    const FOLDER: &'static str = "example shards, as corrupt or task prepare write them";
 
     fn format_version(&self) -> (&str, u32) {
         (&self.format, self.version)
