@@ -160,23 +160,26 @@ fn corpus_stages_drop_what_they_should_in_input_order() {
     }
     assert_eq!(run(&out1, "2")["already_complete"], true);
     // Records that are not documents are named (they were counted only), and none at all
-    // (a wrong --text-field) fails the run.
+    // (a wrong --text-field) fails the run, writing nothing: the corrected command then runs
+    // (it was "another job" over an empty output that needed --overwrite).
     let wrong = tmp_path("pages-wrong-field");
-    let o = conveyor(&[
-        "clean",
-        dir.join("a.jsonl").to_str().unwrap(),
-        "--out",
-        wrong.to_str().unwrap(),
-        "--text-field",
-        "content",
-    ]);
+    let input = dir.join("a.jsonl");
+    let clean = |field: &str| {
+        let args = ["clean", input.to_str().unwrap(), "--out"];
+        conveyor(&[&args[..], &[wrong.to_str().unwrap(), "--text-field", field]].concat())
+    };
+    let o = clean("content");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success()
+        o.status.code() == Some(2)
             && err.contains("none of the 3 records")
-            && err.contains("a.jsonl: record 1"),
+            && err.contains("a.jsonl: record 1")
+            && err.contains("nothing was written"),
         "{err}"
     );
+    assert!(!wrong.exists());
+    let o = clean("text");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A finished output cut short is named, not taken as complete (clean's manifest listed
     // no sizes: a later ingest failed on the broken gzip stream).
     let first = out1.join("c4-clean.00000-of-00002.json.gz");

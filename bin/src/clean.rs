@@ -125,7 +125,8 @@ pub fn run(a: CleanArgs) -> anyhow::Result<i32> {
 
 /// Lists the inputs that could not be read to their end on stderr, and the records that were
 /// not documents; the exit status: 1 when an input failed (its readable part is cleaned and
-/// kept), as for ingest, or when no record at all was a document (a wrong --text-field).
+/// kept), as for ingest, or when no record of a worker's share was a document (a wrong
+/// --text-field; one process fails then, writing nothing).
 fn failed(s: &conveyor_pipeline::clean::CleanSummary) -> i32 {
     for f in &s.failed_inputs {
         eprintln!(

@@ -178,6 +178,13 @@ pub fn output_name(i: usize, n: usize) -> String {
 
 /// Runs the job (or reports it as already complete).
 pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary, Error> {
+    // A failed run leaves no --out it made itself (and that is still empty).
+    crate::job::outdir::removed_if_failed_empty(&cfg.out, cfg.worker.is_some(), || {
+        clean_into(cfg, progress)
+    })
+}
+
+fn clean_into(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary, Error> {
     let started = std::time::Instant::now();
     let paths = source::expand_inputs(&cfg.inputs)?;
     let badwords = cfg.badwords.as_deref().map(BadWords::read).transpose()?;
@@ -371,6 +378,21 @@ pub fn clean(cfg: &CleanConfig, progress: &dyn Progress) -> Result<CleanSummary,
         progress.note(&format!("resumed: {resumed} input(s) were already done"));
     }
     progress.finish();
+    // No record at all was a document (a wrong --text-field): nothing is kept, so that the
+    // corrected command is this job's rerun, not "another job" over an empty output. A
+    // worker's share is left to the merge, where other workers' may hold documents.
+    let pages: u64 = records.iter().map(|(_, f)| f.counts.pages_in).sum();
+    let unreadable: u64 = records.iter().map(|(_, f)| f.unreadable).sum();
+    if cfg.worker.is_none() && pages == 0 && unreadable > 0 {
+        let first = records
+            .iter()
+            .find_map(|(_, f)| f.problems.first().cloned())
+            .unwrap_or_default();
+        std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+        return Err(Error::Config(format!(
+            "none of the {unreadable} records read was a document (first: {first}); check --text-field and the input format (a record over the size limit is not one either); nothing was written"
+        )));
+    }
     let text_in: u64 = records.iter().map(|(_, f)| f.text_bytes_in).sum();
     // The outputs leave the work folder only now, all together.
     let dest = match cfg.worker {
