@@ -159,6 +159,14 @@ fn corpus_stages_drop_what_they_should_in_input_order() {
         );
     }
     assert_eq!(run(&out1, "2")["already_complete"], true);
+    // inspect names a clean output for what it is (it said "missing field records").
+    let o = conveyor(&["inspect", out1.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("is a conveyor-clean folder; inspect reads token folders"),
+        "{err}"
+    );
     // Records that are not documents are named (they were counted only), and none at all
     // (a wrong --text-field) fails the run, writing nothing: the corrected command then runs
     // (it was "another job" over an empty output that needed --overwrite).

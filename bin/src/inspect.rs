@@ -28,8 +28,17 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
-    if format_of(&a.dir).as_deref() == Some(EXAMPLES_FORMAT) {
-        return examples(&a);
+    match format_of(&a.dir).as_deref() {
+        Some(EXAMPLES_FORMAT) => return examples(&a),
+        // Another kind of conveyor folder (a clean output, a worker's part): inspect reads
+        // token and example folders.
+        Some(f) if f != conveyor_pipeline::manifest::TOKENS_FORMAT && f.starts_with("conveyor") => {
+            anyhow::bail!(
+                "{}: is a {f} folder; inspect reads token folders (ingest) and example folders (corrupt, task prepare)",
+                a.dir.display()
+            )
+        }
+        _ => {}
     }
     let m = Manifest::read(&a.dir)?;
     summarise(&m);
