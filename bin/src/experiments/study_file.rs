@@ -169,30 +169,29 @@ fn check_settings(st: &Study, file: &Path) -> anyhow::Result<()> {
         !st.corpus.inputs.is_empty() || st.corpus.task_texts,
         "{f}: [corpus] inputs is empty (and task_texts is off): there would be nothing to pre-train on"
     );
-    let counts = [
-        ("[pretrain] steps", st.pretrain.steps as usize),
-        ("[pretrain] batch_size", st.pretrain.batch_size),
-        ("[finetune] steps", st.finetune.steps as usize),
-        ("[finetune] batch_size", st.finetune.batch_size),
+    let mut counts = vec![
+        ("[pretrain] steps".to_string(), st.pretrain.steps),
+        (
+            "[pretrain] batch_size".to_string(),
+            st.pretrain.batch_size as u64,
+        ),
+        ("[finetune] steps".to_string(), st.finetune.steps),
+        (
+            "[finetune] batch_size".to_string(),
+            st.finetune.batch_size as u64,
+        ),
     ];
-    let tasks = st.tasks.iter().filter_map(|t| t.steps.map(|s| (t, s)));
-    for (what, n) in counts
-        .into_iter()
-        .map(|(w, n)| (w.to_string(), n))
-        .chain(tasks.map(|(t, s)| (format!("task {} steps", t.name), s as usize)))
-    {
-        anyhow::ensure!(n >= 1, "{f}: {what} is 0: give 1 or more");
+    for t in &st.tasks {
+        counts.extend(t.steps.map(|s| (format!("task {} steps", t.name), s)));
+    }
+    if let Some((what, _)) = counts.iter().find(|(_, n)| *n == 0) {
+        anyhow::bail!("{f}: {what} is 0: give 1 or more");
     }
     // The inputs length must hold a noise span (and no more spans than sentinels), as
     // `train` would find on its first batch.
-    let (l, density, mean) = (st.pretrain.inputs_length, 0.15, 3.0);
-    conveyor_pipeline::corrupt::random_spans_helper(l, density, mean)
-        .map_err(|e| anyhow::anyhow!(e.0))
-        .and_then(|lengths| {
-            let extra = conveyor_pipeline::tokenize::EXTRA_IDS as u32;
-            conveyor_pipeline::corrupt::check_spans(l, density, mean, extra, lengths)
-                .map_err(anyhow::Error::from)
-        })
+    let l = st.pretrain.inputs_length;
+    let extra = conveyor_pipeline::tokenize::EXTRA_IDS as u32;
+    conveyor_pipeline::corrupt::usable_lengths(l, 0.15, 3.0, extra)
         .with_context(|| format!("{f}: [pretrain] inputs_length {l}"))?;
     Ok(())
 }

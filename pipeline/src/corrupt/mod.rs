@@ -10,7 +10,7 @@ pub mod span;
 pub mod stream;
 
 pub use crate::examples::{Example, PackedRow, Packer};
-pub use job::{check_density, check_spans, corrupt, CorruptConfig, CorruptSummary};
+pub use job::{check_density, check_spans, corrupt, usable_lengths, CorruptConfig, CorruptSummary};
 pub use lengths::{random_spans_helper, Lengths};
 pub use span::{Scratch, SpanCorruption};
 pub use stream::{Chunking, Keys, Pieces};

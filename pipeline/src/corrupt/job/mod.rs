@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 mod parts;
 mod spans;
 
-use super::lengths::{random_spans_helper, Lengths};
 use super::{Chunking, Corruption, Example, Keys, Packer, Pieces, Scratch, SpanCorruption};
 use crate::error::Error;
 use crate::examples::{
@@ -31,7 +30,7 @@ use crate::progress::Progress;
 use crate::shard::{shard_name, Ids, TokenDocs};
 use parts::{finalize_part, read_part};
 pub use parts::{merge_parts, CorruptPart, CORRUPT_PART_FORMAT};
-pub use spans::{check_density, check_spans};
+pub use spans::{check_density, check_spans, usable_lengths};
 
 const WORK_DIR: &str = ".conveyor-corrupt";
 /// Span corruption as a job kind: its work folder and the manifest it writes.
@@ -198,9 +197,12 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
             cfg.tokens.display()
         ))
     })?;
-    let lengths = random_spans_helper(cfg.inputs_length, cfg.noise_density, cfg.mean_span_length)
-        .map_err(|e| Error::Config(e.0))?;
-    check_lengths(cfg, lengths)?;
+    let lengths = usable_lengths(
+        cfg.inputs_length,
+        cfg.noise_density,
+        cfg.mean_span_length,
+        cfg.extra_ids,
+    )?;
     let vocab_size = u32::try_from(source.vocab.size)
         .ok()
         .and_then(|n| n.checked_add(cfg.extra_ids))
@@ -262,17 +264,6 @@ pub fn plan(cfg: &CorruptConfig) -> Result<Plan, Error> {
         corruption,
         job,
     })
-}
-
-/// Refuses lengths with no room for a noise span, or more spans than sentinels.
-fn check_lengths(cfg: &CorruptConfig, l: Lengths) -> Result<(), Error> {
-    check_spans(
-        cfg.inputs_length,
-        cfg.noise_density,
-        cfg.mean_span_length,
-        cfg.extra_ids,
-        l,
-    )
 }
 
 /// Runs the job (or resumes it, or reports it as already complete).

@@ -4,6 +4,19 @@
 use crate::corrupt::lengths::{mask_counts, random_spans_helper, Lengths};
 use crate::error::Error;
 
+/// T5's lengths for `inputs_length`, refused (as [`check_spans`] refuses them) when they hold
+/// no noise span or more spans than `extra_ids` sentinels.
+pub fn usable_lengths(
+    inputs_length: usize,
+    density: f64,
+    mean: f64,
+    extra_ids: u32,
+) -> Result<Lengths, Error> {
+    let l = random_spans_helper(inputs_length, density, mean).map_err(|e| Error::Config(e.0))?;
+    check_spans(inputs_length, density, mean, extra_ids, l)?;
+    Ok(l)
+}
+
 /// Refuses a density of no noise, which span corruption cannot make: T5's mask would still
 /// take one token of every piece (it avoids a degenerate mask).
 pub fn check_density(density: f64) -> Result<(), Error> {
